@@ -1,0 +1,203 @@
+/*
+ * Squeeze: compressed collectives for distributed training.  Public API.
+ *
+ * Lifecycle:
+ *   sqz_config_create -> sqz_config_set / sqz_config_load_env -> sqz_ctx_create (parses and checks
+ *   every parameter, loads plugins) -> sqz_comm_create (one per communicator, over a transport) ->
+ *   sqz_allreduce ... -> sqz_comm_destroy -> sqz_ctx_destroy.
+ *
+ * The engine reads no environment variable by itself: only sqz_config_load_env() does, and the
+ * interposers call it.  Every destroy function accepts NULL.
+ */
+#ifndef SQUEEZE_H
+#define SQUEEZE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <squeeze/compressor_v1.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define SQZ_API __attribute__((visibility("default")))
+#else
+#define SQZ_API
+#endif
+
+#define SQZ_VERSION_MAJOR 0
+#define SQZ_VERSION_MINOR 1
+#define SQZ_VERSION_PATCH 0
+#define SQZ_VERSION_NUMBER (SQZ_VERSION_MAJOR * 10000 + SQZ_VERSION_MINOR * 100 + SQZ_VERSION_PATCH)
+
+/** \return SQZ_VERSION_NUMBER of the library actually loaded. */
+SQZ_API unsigned sqz_version_number(void);
+
+/** \return a static, human-readable string for a status code (never NULL). */
+SQZ_API const char *sqz_status_string(sqz_status_t status);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Configuration                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+typedef struct sqz_config sqz_config_t;
+
+/** Creates an empty configuration (every parameter at its default). */
+SQZ_API sqz_status_t sqz_config_create(sqz_config_t **cfg);
+
+/** Sets a parameter by name ("TOPK_DENSITY" or "SQZ_TOPK_DENSITY").  The value is only checked
+ *  by sqz_ctx_create(), so that errors name their source and bounds in one place. */
+SQZ_API sqz_status_t sqz_config_set(sqz_config_t *cfg, const char *name, const char *value);
+
+/** Reads the file named by SQZ_CONFIG (if set), then every SQZ_* environment variable (which win
+ *  over the file).  Config file lines are `NAME = value` or `SQZ_NAME=value`; `#` starts a comment.
+ *  \return SQZ_ERR_IO when SQZ_CONFIG names a file that cannot be read, SQZ_ERR_INVALID_PARAM on
+ *  a malformed line. */
+SQZ_API sqz_status_t sqz_config_load_env(sqz_config_t *cfg);
+
+/** Reads one config file (format as above). */
+SQZ_API sqz_status_t sqz_config_load_file(sqz_config_t *cfg, const char *path);
+
+/** Frees a configuration.  Accepts NULL. */
+SQZ_API void sqz_config_destroy(sqz_config_t *cfg);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Library context: parsed parameters, compressor registry, statistics                       */
+/* ------------------------------------------------------------------------------------------ */
+typedef struct sqz_ctx sqz_ctx_t;
+
+/** Parses and checks every parameter, loads the plugins named by SQZ_PLUGINS (a plugin that fails
+ *  to load is logged and skipped) and selects SQZ_METHOD.  On a bad value it returns
+ *  SQZ_ERR_INVALID_PARAM and, when errbuf is not NULL, writes a message naming the variable and
+ *  its bounds there.  `cfg` may be destroyed afterwards. */
+SQZ_API sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **ctx, char *errbuf,
+                                    size_t errlen);
+
+/** Frees a context.  Every communicator created from it must be destroyed first.  Accepts NULL. */
+SQZ_API void sqz_ctx_destroy(sqz_ctx_t *ctx);
+
+/** Sets the rank used in log lines (the interposers call it after MPI_Init). */
+SQZ_API void sqz_ctx_set_log_rank(sqz_ctx_t *ctx, int rank);
+
+/** Writes the canonical form of every parameter that must agree across ranks ("NAME=value\n"
+ *  lines, sorted) to buf, and returns a 64-bit hash of it in *hash.  Ranks compare hashes to
+ *  detect mismatched settings. */
+SQZ_API sqz_status_t sqz_ctx_settings_digest(const sqz_ctx_t *ctx, char *buf, size_t len,
+                                             uint64_t *hash);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Transport: how the engine moves bytes.  libsqueeze_mpi provides one over PMPI; tests use one */
+/* over threads; a framework may bring its own.  Every function is collective over the group  */
+/* and returns 0 on success, anything else on failure.                                        */
+/* ------------------------------------------------------------------------------------------ */
+typedef struct sqz_transport {
+    size_t size;   /**< sizeof(sqz_transport_t) */
+    void  *self;   /**< passed back as the first argument */
+    int    rank;
+    int    nranks;
+    /** Every rank contributes sendbytes (may differ by rank); recvbytes[r] bytes of rank r land
+     *  at recvbuf + displs[r]. */
+    int (*allgatherv)(void *self, const void *sendbuf, size_t sendbytes, void *recvbuf,
+                      const size_t *recvbytes, const size_t *displs);
+    /** Sends sendbytes[r] bytes at sendbuf + sdispls[r] to rank r, receives recvbytes[r] bytes from
+     *  rank r at recvbuf + rdispls[r]. */
+    int (*alltoallv)(void *self, const void *sendbuf, const size_t *sendbytes,
+                     const size_t *sdispls, void *recvbuf, const size_t *recvbytes,
+                     const size_t *rdispls);
+    /** Dense float SUM all-reduce; in may equal out. */
+    int (*allreduce_f32_sum)(void *self, const float *in, float *out, size_t n);
+} sqz_transport_t;
+
+typedef struct sqz_comm sqz_comm_t;
+
+/** Creates the per-communicator engine (buffer states, error-feedback residuals, scratch).  The
+ *  transport struct is copied; its `self` must outlive the communicator. */
+SQZ_API sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *transport,
+                                     sqz_comm_t **comm);
+
+/** Frees a communicator's state.  Accepts NULL. */
+SQZ_API void sqz_comm_destroy(sqz_comm_t *comm);
+
+typedef enum { SQZ_DTYPE_FLOAT32 = 1, SQZ_DTYPE_FLOAT16 = 2, SQZ_DTYPE_BFLOAT16 = 3 } sqz_dtype_t;
+typedef enum { SQZ_OP_SUM = 1, SQZ_OP_AVG = 2 } sqz_op_t;
+
+/** Compressed all-reduce.  sendbuf NULL means in place (data in recvbuf).  `key` names the
+ *  logical buffer whose error-feedback state this call uses (0: derive it from recvbuf and count).
+ *  Every rank ends with bit-identical output.  When the call is not eligible, when some rank's
+ *  input is not finite, or on any internal failure, the engine runs the dense all-reduce of the
+ *  transport instead (counted in the stats) and still returns SQZ_OK; it returns an error only when
+ *  the dense path itself fails or the ranks' settings differ (SQZ_ERR_MISMATCH, on every rank). */
+SQZ_API sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                   size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key);
+
+/** Compressed reduce-scatter with equal blocks: rank r receives elements
+ *  [r * recvcount, (r + 1) * recvcount) of the reduction.  sendbuf NULL means in place (the input
+ *  is recvbuf, nranks * recvcount elements, and the result lands in its first recvcount). */
+SQZ_API sqz_status_t sqz_reduce_scatter_block(sqz_comm_t *comm, const void *sendbuf,
+                                              void *recvbuf, size_t recvcount, sqz_dtype_t dtype,
+                                              sqz_op_t op, uint64_t key);
+
+/** \return 1 when a call with these arguments would be compressed (policy: method, dtype, op,
+ *  SQZ_MIN_BYTES), 0 when it would pass through. */
+SQZ_API int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op);
+
+/** Counts a call that the interposer passed through without entering the engine. */
+SQZ_API void sqz_comm_count_passthrough(sqz_comm_t *comm);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Statistics                                                                                 */
+/* ------------------------------------------------------------------------------------------ */
+typedef struct sqz_stats {
+    uint64_t calls;             /**< calls seen (compressed, fallback and passthrough) */
+    uint64_t calls_compressed;  /**< calls that went through a compressor */
+    uint64_t calls_fallback;    /**< eligible calls that went dense (warm-up excluded) */
+    uint64_t calls_warmup;      /**< eligible calls sent dense during warm-up */
+    uint64_t calls_nonfinite;   /**< fallbacks because some rank's input was not finite */
+    uint64_t bytes_in;          /**< input bytes of compressed calls */
+    uint64_t bytes_wire;        /**< payload bytes this rank sent for them */
+    double   seconds_compress;  /**< time in compress and decode */
+    double   seconds_comm;      /**< time in the transport */
+    double   rel_error_sum;     /**< sum over compressed calls of ||x - x_hat|| / ||x|| */
+} sqz_stats_t;
+
+/** Copies the context-wide totals (all communicators, all methods). */
+SQZ_API void sqz_stats_get(const sqz_ctx_t *ctx, sqz_stats_t *out);
+
+/** Writes the stats of this process as JSON (keys: rank, method, calls, calls_compressed,
+ *  calls_fallback, calls_warmup, calls_nonfinite, bytes_in, bytes_wire, seconds_compress,
+ *  seconds_comm, rel_error, methods{name: {...}}).  In `path`, "%r" is replaced by `rank`. */
+SQZ_API sqz_status_t sqz_stats_write_json(const sqz_ctx_t *ctx, const char *path, int rank);
+
+/** Prints a summary table.  `per_rank` holds nranks consecutive sqz_stats_t per method row as
+ *  returned by sqz_stats_export(); rank 0 of an interposed job calls it at finalize. */
+SQZ_API void sqz_stats_print_summary(const sqz_ctx_t *ctx, FILE *out, const double *all_ranks,
+                                     int nranks);
+
+/** Flattens the stats into `out` (sqz_stats_export_len() doubles), so that an interposer can
+ *  gather them from every rank with one collective. */
+SQZ_API size_t sqz_stats_export_len(const sqz_ctx_t *ctx);
+SQZ_API void   sqz_stats_export(const sqz_ctx_t *ctx, double *out);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Introspection (squeeze_info)                                                               */
+/* ------------------------------------------------------------------------------------------ */
+/** Calls fn once per parameter known to the context (core and every loaded compressor), in
+ *  table order.  `current` is the value in force; `source` is "default", "env", "file" or "api". */
+typedef void (*sqz_param_visit_fn)(void *arg, const char *owner, const sqz_param_def_v1_t *def,
+                                   const char *current, const char *source);
+SQZ_API void sqz_ctx_visit_params(const sqz_ctx_t *ctx, sqz_param_visit_fn fn, void *arg);
+
+/** Calls fn once per registered compressor. `origin` is "built-in" or the plugin's path. */
+typedef void (*sqz_compressor_visit_fn)(void *arg, const sqz_compressor_v1_t *c,
+                                        const char *origin);
+SQZ_API void sqz_ctx_visit_compressors(const sqz_ctx_t *ctx, sqz_compressor_visit_fn fn, void *arg);
+
+/** \return the name of the selected method (SQZ_METHOD). */
+SQZ_API const char *sqz_ctx_method(const sqz_ctx_t *ctx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SQUEEZE_H */

@@ -1,0 +1,174 @@
+/*
+ * Squeeze compressor plugin ABI, version 1.
+ *
+ * A compressor is one `const sqz_compressor_v1_t` object.  Built-in compressors are listed in the
+ * static table of src/core/sqz_registry.c; an external plugin is a shared object that exports
+ *
+ *     const sqz_compressor_v1_t sqz_compressor_v1;
+ *
+ * and is loaded at run time from SQZ_PLUGINS.  A plugin is written against this header only: it
+ * does not link against libsqueeze, reads no environment variable and makes no MPI/NCCL call.  The
+ * engine owns the exchange (src/coll) and calls the plugin to turn a float vector into a payload
+ * and back.
+ *
+ * Threading: the engine never calls into one compressor state from two threads at once.
+ * Memory: the plugin may keep scratch memory in its state; it must not allocate per call once its
+ * scratch has grown to the largest n it has seen.
+ */
+#ifndef SQUEEZE_COMPRESSOR_V1_H
+#define SQUEEZE_COMPRESSOR_V1_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SQZ_COMPRESSOR_ABI_V1 1u
+
+/* Status values shared with squeeze.h (kept in sync by a static assertion in the core). */
+#ifndef SQZ_STATUS_DEFINED
+#define SQZ_STATUS_DEFINED
+/** Status codes.  Values are stable once published. */
+typedef enum {
+    SQZ_OK                = 0,  /**< success */
+    SQZ_ERR_NOT_SUPPORTED = -1, /**< not applicable here: the caller falls back to the dense path */
+    SQZ_ERR_INVALID_PARAM = -2, /**< bad configuration or argument */
+    SQZ_ERR_NO_MEMORY     = -3, /**< allocation failed */
+    SQZ_ERR_CUDA          = -4, /**< a CUDA call failed */
+    SQZ_ERR_MPI           = -5, /**< an MPI call failed */
+    SQZ_ERR_NCCL          = -6, /**< an NCCL call failed */
+    SQZ_ERR_NONFINITE     = -7, /**< the input holds NaN or Inf: this call goes dense */
+    SQZ_ERR_CORRUPT       = -8, /**< a payload is malformed */
+    SQZ_ERR_MISMATCH      = -9, /**< ranks run with different settings */
+    SQZ_ERR_PLUGIN        = -10, /**< a plugin could not be loaded or is invalid */
+    SQZ_ERR_TRANSPORT     = -11, /**< the transport failed */
+    SQZ_ERR_INTERNAL      = -12, /**< a bug: please report */
+    SQZ_ERR_IO            = -13  /**< a file could not be read or written */
+} sqz_status_t;
+#endif
+
+/* ---------------------------------------------------------------------------------------------
+ * Parameters.  Each compressor declares its parameters in a table; the core parses them from
+ * SQZ_<NAME> environment variables, the SQZ_CONFIG file or the API, checks them against their
+ * bounds and writes the typed value at `offset` inside a config struct of `config_size` bytes
+ * that it hands to create().  Names are upper case without the SQZ_ prefix and should start with
+ * the compressor's name (TOPK_DENSITY).
+ * ------------------------------------------------------------------------------------------- */
+typedef enum {
+    SQZ_PARAM_INT = 1,    /**< int64_t, bounds [min, max] */
+    SQZ_PARAM_DOUBLE = 2, /**< double, bounds [min, max] */
+    SQZ_PARAM_SIZE = 3,   /**< size_t, accepts K/M/G (binary) suffixes, bounds [min, max] */
+    SQZ_PARAM_BOOL = 4,   /**< int: 0/1, accepts 0/1/yes/no/true/false/on/off */
+    SQZ_PARAM_ENUM = 5,   /**< int: index into `choices` ("a|b|c") */
+    SQZ_PARAM_STRING = 6  /**< const char * owned by the core, valid for the config's lifetime */
+} sqz_param_type_t;
+
+typedef struct sqz_param_def_v1 {
+    const char      *name;          /**< e.g. "TOPK_DENSITY" (env: SQZ_TOPK_DENSITY) */
+    sqz_param_type_t type;
+    const char      *default_value; /**< as a string, parsed like user input */
+    double           min, max;      /**< inclusive bounds for INT, DOUBLE, SIZE */
+    const char      *choices;       /**< ENUM only: "exact|sampled" */
+    size_t           offset;        /**< where the typed value goes in the config struct */
+    const char      *help;          /**< one sentence for squeeze_info and docs/params.md */
+} sqz_param_def_v1_t;
+
+/* ---------------------------------------------------------------------------------------------
+ * How the engine moves payloads for this compressor (src/coll).
+ * ------------------------------------------------------------------------------------------- */
+typedef enum {
+    /** Every rank compresses its whole vector; payloads are all-gathered and every rank decodes
+     *  all of them, in rank order, into a zeroed output.  For sparse, non-summable payloads. */
+    SQZ_EXCHANGE_ALLGATHER = 1,
+    /** The vector is cut into one chunk per rank.  Chunk j is compressed and sent to rank j, which
+     *  decodes and sums what it receives (its own chunk from its compressed form too), compresses
+     *  the sum again (server error feedback) and all-gathers it; every rank decodes every chunk.
+     *  For dense quantizers (max-min b-bit, scaled sign). */
+    SQZ_EXCHANGE_REDUCE_SCATTER = 2,
+    /** Payloads are summable: the engine sums them with a native all-reduce (reserved). */
+    SQZ_EXCHANGE_SUMMABLE = 3
+} sqz_exchange_t;
+
+/** What the engine tells a compressor when it creates it. */
+typedef struct sqz_compressor_env_v1 {
+    uint32_t    size;   /**< sizeof(sqz_compressor_env_v1_t) */
+    int         rank;   /**< this rank in the communicator */
+    int         nranks; /**< ranks in the communicator */
+    uint64_t    seed;   /**< the same on every rank (SQZ_SEED) */
+} sqz_compressor_env_v1_t;
+
+/** A collective call the engine asks a compressor to take or decline. */
+typedef struct sqz_query_v1 {
+    uint32_t size;      /**< sizeof(sqz_query_v1_t) */
+    size_t   count;     /**< elements in the whole call */
+    int      nranks;
+} sqz_query_v1_t;
+
+/** One compress call.  The compressor reads `a[i] = in[i] + residual[i]` (residual may be NULL:
+ *  no error feedback) and writes a payload of at most max_payload(n) bytes.
+ *
+ *  Error-feedback contract: when residual is not NULL, on success it is updated in place so that
+ *      decode(payload)[i] + residual_new[i] == in[i] + residual_old[i]      (up to float rounding)
+ *
+ *  Finiteness contract: when some a[i] is NaN or Inf the compressor returns SQZ_ERR_NONFINITE and
+ *  has not written residual (it establishes finiteness in a first pass before it writes).  The
+ *  engine relies on this to send such a call dense without losing the accumulated error. */
+typedef struct sqz_compress_args_v1 {
+    uint32_t     size;          /**< sizeof(sqz_compress_args_v1_t) */
+    const float *in;
+    float       *residual;      /**< error-feedback residual, updated in place; may be NULL */
+    size_t       n;
+    uint64_t     seq;           /**< per-buffer call counter: seeds deterministic randomness */
+    int          stage;         /**< 0: worker (a rank's own data), 1: server (a reduced chunk) */
+    void        *payload;
+    size_t       capacity;      /**< bytes available at payload, >= max_payload(n) */
+    /* outputs */
+    size_t       payload_bytes; /**< bytes written */
+    double       norm2_in;      /**< sum of a[i]^2 */
+    double       norm2_err;     /**< sum of (a[i] - decoded[i])^2 */
+} sqz_compress_args_v1_t;
+
+/** The descriptor of one compressor.  Fields are never reordered; new ones go at the end and
+ *  `size` tells the core which are present. */
+typedef struct sqz_compressor_v1 {
+    uint32_t    abi;            /**< SQZ_COMPRESSOR_ABI_V1 */
+    uint32_t    size;           /**< sizeof(sqz_compressor_v1_t) */
+    const char *name;           /**< the value of SQZ_METHOD that selects it: [a-z0-9_]+ */
+    const char *description;    /**< one line for squeeze_info */
+    sqz_exchange_t exchange;
+
+    const sqz_param_def_v1_t *params; /**< may be NULL when nparams == 0 */
+    size_t      nparams;
+    size_t      config_size;    /**< bytes of the config struct the params are written into */
+
+    /** Creates a state.  `config` points to config_size bytes filled from `params`.
+     *  \return SQZ_OK, or an error (bad config combination, no memory) that disables the method. */
+    sqz_status_t (*create)(const void *config, const sqz_compressor_env_v1_t *env, void **state);
+
+    /** May decline a call (too small, unsupported).  \return SQZ_OK to take it,
+     *  SQZ_ERR_NOT_SUPPORTED to let it pass through dense.  Must give the same answer on every rank
+     *  for the same query.  May be NULL: take every call. */
+    sqz_status_t (*query)(void *state, const sqz_query_v1_t *q);
+
+    /** Upper bound on the payload bytes of compress() for n elements. */
+    size_t (*max_payload)(void *state, size_t n);
+
+    /** Compresses, see sqz_compress_args_v1_t. */
+    sqz_status_t (*compress)(void *state, sqz_compress_args_v1_t *args);
+
+    /** Decodes a payload of `bytes` bytes describing n elements and adds it into out
+     *  (out[i] += decoded[i]).  When out is NULL it only validates.  It validates the whole payload
+     *  before writing anything: on a malformed payload it returns SQZ_ERR_CORRUPT and leaves out
+     *  untouched.  It never reads outside [payload, payload + bytes) nor writes outside out[0, n). */
+    sqz_status_t (*decompress)(void *state, const void *payload, size_t bytes, float *out, size_t n);
+
+    /** Frees the state.  Accepts NULL. */
+    void (*destroy)(void *state);
+} sqz_compressor_v1_t;
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SQUEEZE_COMPRESSOR_V1_H */

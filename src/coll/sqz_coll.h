@@ -1,0 +1,72 @@
+/* Compressed collective algorithms over the transport interface.
+ *
+ * Every algorithm keeps three promises:
+ *  - bit-identical output on every rank: each rank decodes the same bytes, in the same order, into
+ *    a zeroed buffer (a rank's own contribution is decoded from its compressed form too);
+ *  - a collective fallback decision: every reason to fall back (a rank's non-finite input, a
+ *    malformed payload, mismatched call sequences) becomes known to every rank through the frames
+ *    they exchange anyway, before any rank writes its output, so all ranks take the dense path
+ *    together and nobody hangs;
+ *  - error feedback that loses nothing: on a fallback the residuals are restored to what they
+ *    were before the call (up to float rounding), because the dense path sends the input itself.
+ */
+#ifndef SQZ_COLL_H
+#define SQZ_COLL_H
+
+#include "sqz_ctx.h"
+
+/** Prepended to every payload.  32 bytes, so payloads stay 8-byte aligned. */
+typedef struct sqz_frame {
+    uint32_t magic;  /* SQZ_FRAME_MAGIC */
+    uint32_t flags;  /* SQZ_FRAME_* */
+    uint32_t seq;    /* the buffer's call counter (low 32 bits): catches diverged call sequences */
+    uint32_t method; /* hash of the compressor name: catches mismatched methods */
+    uint64_t count;  /* elements this payload describes */
+    uint64_t bytes;  /* payload bytes following the frame */
+} sqz_frame_t;
+
+#define SQZ_FRAME_MAGIC     0x315a5153u /* "SQZ1" */
+#define SQZ_FRAME_FALLBACK  0x1u        /* this rank asks every rank to go dense */
+#define SQZ_FRAME_NONFINITE 0x2u        /* ... because its input was not finite */
+
+/** One compressed call, as the engine hands it to an algorithm. */
+typedef struct sqz_coll_call {
+    sqz_comm_t                *comm;
+    const sqz_compressor_v1_t *c;
+    void                      *cstate;
+    const float               *in;
+    float                     *out;
+    size_t                     n;        /* elements of in */
+    size_t                     block;    /* reduce-scatter: elements per rank; 0 for all-reduce */
+    float                     *residual; /* worker residual (n) or NULL */
+    sqz_buf_state_t           *state;    /* for the server residual; NULL without EF */
+    uint64_t                   seq;
+    sqz_call_stats_t           cs;
+} sqz_coll_call_t;
+
+/* The algorithms return SQZ_OK when the output is written.  SQZ_ERR_NONFINITE, SQZ_ERR_CORRUPT,
+ * SQZ_ERR_MISMATCH and SQZ_ERR_NOT_SUPPORTED mean every rank agreed to fall back (output untouched,
+ * residuals restored).  Any other error (transport) leaves the communicator unusable. */
+sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call);
+sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call);
+
+/* Shared helpers (sqz_coll_common.c). */
+uint32_t     sqz_coll_method_id(const sqz_compressor_v1_t *c);
+size_t       sqz_coll_round8(size_t x);
+void         sqz_coll_frame_set(sqz_coll_call_t *call, void *where, uint32_t flags, size_t count,
+                                size_t bytes);
+/** Checks a received frame: \return SQZ_OK, SQZ_ERR_NONFINITE or SQZ_ERR_CORRUPT (fallback
+ *  flag), SQZ_ERR_MISMATCH (another method, count or call sequence). */
+sqz_status_t sqz_coll_frame_check(const sqz_coll_call_t *call, const void *where, size_t count,
+                                  size_t slot);
+/** Compresses in[0, n) (+ residual) into a frame + payload at dst (capacity cap).  On failure
+ *  writes a fallback frame and returns the compressor's status.  Adds norms to call->cs. */
+sqz_status_t sqz_coll_compress(sqz_coll_call_t *call, const float *in, float *residual, size_t n,
+                               int stage, void *dst, size_t cap);
+/** Undoes a successful compress on the residual: residual += decode(payload) - in. */
+void         sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, size_t n,
+                              const void *frame);
+/** Merges two fallback reasons, keeping the most specific. */
+sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b);
+
+#endif

@@ -1,0 +1,96 @@
+/* Sparse all-gather all-reduce (DGC, top-k): every rank compresses its whole vector, the payloads
+ * are all-gathered (sizes first: a sparse payload's size is known only to its sender), and every
+ * rank sums all of them in rank order into a zeroed output. */
+#include "config.h"
+
+#include <string.h>
+
+#include "sqz_coll.h"
+#include "sqz_log.h"
+
+sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
+{
+    sqz_comm_t *const comm = call->comm;
+    const int         P    = comm->nranks;
+    const size_t      n    = call->n;
+    const size_t      cap  = sqz_coll_round8(sizeof(sqz_frame_t) + call->c->max_payload(call->cstate, n));
+    sqz_status_t      st   = SQZ_OK;
+    size_t *const     sizes  = comm->counts;         /* P: payload slot of each rank */
+    size_t *const     rbytes = comm->counts + P;     /* P */
+    size_t *const     displs = comm->counts + 2 * P; /* P */
+    uint64_t          mine;
+
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, cap));
+    double t0 = sqz_time_now();
+    (void)sqz_coll_compress(call, call->in, call->residual, n, 0, comm->sendbuf, cap);
+    sqz_frame_t f;
+    memcpy(&f, comm->sendbuf, sizeof(f));
+    mine = sqz_coll_round8(sizeof(sqz_frame_t) + (size_t)f.bytes);
+    double t1 = sqz_time_now();
+    call->cs.t_compress += t1 - t0;
+
+    /* Sizes, then payloads. */
+    uint64_t *const all = (uint64_t *)(comm->counts + 3 * P); /* P u64, aliases the 4th quarter */
+    for (int r = 0; r < P; r++) {
+        rbytes[r] = sizeof(uint64_t);
+        displs[r] = (size_t)r * sizeof(uint64_t);
+    }
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, &mine, sizeof(mine), all, rbytes, displs),
+                             st, out);
+    size_t total = 0;
+    for (int r = 0; r < P; r++) {
+        sizes[r] = (size_t)all[r];
+        if (sizes[r] < sizeof(sqz_frame_t) || sizes[r] > cap) {
+            /* Every rank sees the same sizes, so they all come to this conclusion together.  The
+             * payloads must still be exchanged to keep the collective sequence aligned. */
+            st = SQZ_ERR_CORRUPT;
+            sizes[r] = sizes[r] < sizeof(sqz_frame_t) ? sizeof(sqz_frame_t) : cap;
+        }
+        displs[r] = total;
+        total += sizes[r];
+    }
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, total));
+    if (mine > sizes[comm->rank]) {
+        mine = sizes[comm->rank];
+    }
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, comm->sendbuf, (size_t)mine,
+                                                comm->recvbuf, sizes, displs),
+                             st, out);
+    double t2 = sqz_time_now();
+    call->cs.t_comm += t2 - t1;
+    call->cs.bytes_wire = (size_t)mine;
+    call->cs.bytes_sent = (size_t)mine * (size_t)(P - 1);
+
+    /* Decide together: frames and payload validity are the same bytes on every rank. */
+    for (int r = 0; r < P; r++) {
+        const unsigned char *fr = comm->recvbuf + displs[r];
+        sqz_status_t         fs = sqz_coll_frame_check(call, fr, n, sizes[r]);
+        if (SQZ_OK == fs) {
+            memcpy(&f, fr, sizeof(f));
+            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, NULL, n);
+            fs = (SQZ_OK == fs) ? SQZ_OK : SQZ_ERR_CORRUPT;
+        }
+        st = sqz_coll_worse(st, fs);
+    }
+    if (SQZ_OK != st) {
+        call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
+        sqz_coll_restore(call, call->in, call->residual, n, comm->sendbuf);
+        goto out;
+    }
+    /* The input is consumed: out may alias in from here on. */
+    memset(call->out, 0, n * sizeof(float));
+    for (int r = 0; r < P; r++) {
+        const unsigned char *fr = comm->recvbuf + displs[r];
+        memcpy(&f, fr, sizeof(f));
+        st = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, call->out, n);
+        if (SQZ_OK != st) {
+            /* Validated above: a failure now is a plugin bug and the output is half written. */
+            SQZ_ERROR("compressor '%s' rejected a payload it had validated", call->c->name);
+            st = SQZ_ERR_INTERNAL;
+            goto out;
+        }
+    }
+    call->cs.t_compress += sqz_time_now() - t2;
+out:
+    return st;
+}

@@ -1,0 +1,233 @@
+/* Scatter-reduce / all-gather with re-compression (CGX max-min quantization, 1-bit Adam's
+ * two-phase sign all-reduce).
+ *
+ * Phase 1 (all-to-all): the vector is cut into one chunk per rank; chunk r is compressed (with the
+ * worker residual) and sent to rank r, which sums what it receives in rank order, its own chunk
+ * decoded from its compressed form like every other.
+ * Phase 2 (all-gather): each rank compresses its reduced chunk again (with the server residual of
+ * that chunk) and all-gathers it; every rank decodes every chunk from the same bytes.
+ * A reduce-scatter stops after phase 1.
+ *
+ * Slot sizes are the compressor's max_payload bound, known to every rank in advance, so no size
+ * exchange is needed; for the dense quantizers the bound is exact. */
+#include "config.h"
+
+#include <string.h>
+
+#include "sqz_coll.h"
+#include "sqz_log.h"
+
+/* Chunk boundaries are multiples of this many elements, so that the buckets of a quantizer stay
+ * aligned with the chunks and the vector loops start aligned. */
+#define SQZ_CHUNK_QUANTUM 512
+
+static void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len)
+{
+    const int    P = call->comm->nranks;
+    const size_t n = call->n;
+    if (call->block) {
+        for (int r = 0; r < P; r++) {
+            off[r] = (size_t)r * call->block;
+            len[r] = call->block;
+        }
+        return;
+    }
+    size_t per = (n + (size_t)P - 1) / (size_t)P;
+    per        = (per + SQZ_CHUNK_QUANTUM - 1) / SQZ_CHUNK_QUANTUM * SQZ_CHUNK_QUANTUM;
+    for (int r = 0; r < P; r++) {
+        const size_t a = (size_t)r * per < n ? (size_t)r * per : n;
+        const size_t b = a + per < n ? a + per : n;
+        off[r]         = a;
+        len[r]         = b - a;
+    }
+}
+
+sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
+{
+    sqz_comm_t *const comm = call->comm;
+    const int         P    = comm->nranks;
+    const int         me   = comm->rank;
+    size_t *const     off  = comm->counts;         /* P */
+    size_t *const     len  = comm->counts + P;     /* P */
+    size_t *const     slot = comm->counts + 2 * P; /* P */
+    size_t *const     sdis = comm->counts + 3 * P; /* P */
+    size_t *const     rcnt = comm->counts + 4 * P; /* P */
+    size_t *const     rdis = comm->counts + 5 * P; /* P */
+    sqz_status_t      st   = SQZ_OK;
+    sqz_frame_t       f;
+
+    sqz_rs_layout(call, off, len);
+    size_t send1 = 0;
+    for (int r = 0; r < P; r++) {
+        slot[r] = sqz_coll_round8(sizeof(sqz_frame_t) + call->c->max_payload(call->cstate, len[r]));
+        sdis[r] = send1;
+        send1 += slot[r];
+    }
+    const size_t mylen = len[me];
+    /* sendbuf: phase-1 slots, then this rank's phase-2 slot (phase-1 payloads are kept until the
+     * end: a fallback needs them to restore the residual). */
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, send1 + slot[me]));
+    const size_t recv1 = (size_t)P * slot[me];
+    size_t       recv2 = 0;
+    for (int r = 0; r < P; r++) {
+        recv2 += slot[r];
+    }
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap,
+                                  recv1 > recv2 ? recv1 : recv2));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap,
+                                  (mylen ? mylen : 1) * sizeof(float)));
+    float *const y = comm->chunkbuf;
+
+    /* ---- phase 1: compress every chunk ---- */
+    double       t0     = sqz_time_now();
+    int          failed = -1;
+    sqz_status_t cst    = SQZ_OK;
+    for (int r = 0; r < P && failed < 0; r++) {
+        cst = sqz_coll_compress(call, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
+                                len[r], 0, comm->sendbuf + sdis[r], slot[r]);
+        if (SQZ_OK != cst) {
+            failed = r;
+        }
+    }
+    if (failed >= 0) {
+        /* One chunk failed: this whole rank asks for the dense path.  Undo the chunks already
+         * compressed and mark every frame. */
+        for (int r = 0; r < failed; r++) {
+            sqz_coll_restore(call, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
+                             len[r], comm->sendbuf + sdis[r]);
+        }
+        for (int r = 0; r < P; r++) {
+            sqz_coll_frame_set(call, comm->sendbuf + sdis[r],
+                               SQZ_FRAME_FALLBACK | (SQZ_ERR_NONFINITE == cst ? SQZ_FRAME_NONFINITE : 0),
+                               len[r], 0);
+        }
+    }
+    for (int r = 0; r < P; r++) {
+        rcnt[r] = slot[me];
+        rdis[r] = (size_t)r * slot[me];
+        memcpy(&f, comm->sendbuf + sdis[r], sizeof(f));
+        call->cs.bytes_wire += sizeof(f) + (size_t)f.bytes;
+        call->cs.bytes_sent += (r == me) ? 0 : slot[r];
+    }
+    double t1 = sqz_time_now();
+    call->cs.t_compress += t1 - t0;
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, comm->sendbuf, slot, sdis, comm->recvbuf,
+                                               rcnt, rdis),
+                             st, out);
+    double t2 = sqz_time_now();
+    call->cs.t_comm += t2 - t1;
+
+    /* Every rank received one frame from every rank: fallback requests are seen by all. */
+    sqz_status_t local = SQZ_OK; /* reasons only this rank can see: malformed payloads */
+    for (int s = 0; s < P; s++) {
+        const unsigned char *fr = comm->recvbuf + rdis[s];
+        const sqz_status_t   fs = sqz_coll_frame_check(call, fr, mylen, slot[me]);
+        if (SQZ_OK != fs) {
+            st = sqz_coll_worse(st, fs);
+            continue;
+        }
+        memcpy(&f, fr, sizeof(f));
+        if (SQZ_OK != call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, NULL, mylen)) {
+            local = SQZ_ERR_CORRUPT;
+        }
+    }
+    if (SQZ_OK == st && SQZ_OK == local) {
+        memset(y, 0, mylen * sizeof(float));
+        for (int s = 0; s < P; s++) {
+            const unsigned char *fr = comm->recvbuf + rdis[s];
+            memcpy(&f, fr, sizeof(f));
+            (void)call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, y, mylen);
+        }
+    }
+    double t3 = sqz_time_now();
+    call->cs.t_compress += t3 - t2;
+
+    if (call->block) {
+        /* Reduce-scatter: a malformed payload is seen by its receiver only; agree on it with one
+         * small all-gather before anybody keeps a result. */
+        if (SQZ_OK == st) {
+            int32_t  mine = (SQZ_OK == local) ? 0 : 1;
+            int32_t *all  = (int32_t *)comm->recvbuf; /* phase-1 data is no longer needed */
+            for (int r = 0; r < P; r++) {
+                rcnt[r] = sizeof(int32_t);
+                rdis[r] = (size_t)r * sizeof(int32_t);
+            }
+            SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, &mine, sizeof(mine), all, rcnt, rdis),
+                                     st, out);
+            for (int r = 0; r < P; r++) {
+                st = sqz_coll_worse(st, all[r] ? SQZ_ERR_CORRUPT : SQZ_OK);
+            }
+            call->cs.t_comm += sqz_time_now() - t3;
+        }
+        if (SQZ_OK == st) {
+            memcpy(call->out, y, mylen * sizeof(float));
+        }
+        goto restore;
+    }
+
+    /* ---- phase 2: compress the reduced chunk again and all-gather it ---- */
+    if (SQZ_OK != st) {
+        goto restore; /* every rank knows already: no need to run phase 2 */
+    }
+    unsigned char *const mine2 = comm->sendbuf + send1;
+    float               *sres  = NULL;
+    if (call->state) {
+        SQZ_CHECK(sqz_state_reserve(&comm->store, call->state, 0, mylen ? mylen : 1));
+        sres = call->state->server_residual;
+    }
+    if (SQZ_OK == local) {
+        (void)sqz_coll_compress(call, y, sres, mylen, 1, mine2, slot[me]);
+    } else {
+        sqz_coll_frame_set(call, mine2, SQZ_FRAME_FALLBACK, mylen, 0);
+    }
+    size_t total = 0;
+    for (int r = 0; r < P; r++) {
+        rdis[r] = total;
+        total += slot[r];
+    }
+    call->cs.bytes_sent += slot[me] * (size_t)(P - 1);
+    double t4 = sqz_time_now();
+    call->cs.t_compress += t4 - t3;
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, mine2, slot[me], comm->recvbuf, slot, rdis),
+                             st, out);
+    double t5 = sqz_time_now();
+    call->cs.t_comm += t5 - t4;
+    sqz_status_t st2 = SQZ_OK;
+    for (int r = 0; r < P; r++) {
+        const unsigned char *fr = comm->recvbuf + rdis[r];
+        sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[r], slot[r]);
+        if (SQZ_OK == fs) {
+            memcpy(&f, fr, sizeof(f));
+            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, NULL, len[r]);
+            fs = (SQZ_OK == fs) ? SQZ_OK : SQZ_ERR_CORRUPT;
+        }
+        st2 = sqz_coll_worse(st2, fs);
+    }
+    /* Phase-1 reasons are already known to all; phase-2 frames carry everybody's local ones. */
+    st = sqz_coll_worse(st, st2);
+    if (SQZ_OK != st) {
+        sqz_coll_restore(call, y, sres, mylen, mine2);
+        goto restore;
+    }
+    for (int r = 0; r < P; r++) {
+        const unsigned char *fr = comm->recvbuf + rdis[r];
+        memcpy(&f, fr, sizeof(f));
+        memset(call->out + off[r], 0, len[r] * sizeof(float));
+        (void)call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, call->out + off[r],
+                                  len[r]);
+    }
+    call->cs.t_compress += sqz_time_now() - t5;
+restore:
+    if (SQZ_OK != st) {
+        call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
+        if (failed < 0) {
+            for (int r = 0; r < P; r++) {
+                sqz_coll_restore(call, call->in + off[r],
+                                 call->residual ? call->residual + off[r] : NULL, len[r],
+                                 comm->sendbuf + sdis[r]);
+            }
+        }
+    }
+out:
+    return st;
+}

@@ -1,0 +1,284 @@
+/* The library context: the core parameter table, parameter checking, plugin loading and method
+ * selection. */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sqz_ctx.h"
+#include "sqz_log.h"
+
+#define CORE(field) offsetof(sqz_core_params_t, field)
+
+/* The core parameters.  Compressors declare theirs in their own descriptor. */
+static const sqz_param_def_v1_t sqz_core_param_defs[] = {
+    {"METHOD", SQZ_PARAM_STRING, "none", 0, 0, NULL, CORE(method),
+     "compressor applied to eligible all-reduces (see the compressor list); none passes them "
+     "through exactly and only counts them"},
+    {"EF", SQZ_PARAM_ENUM, "ef14", 0, 0, "ef14|none", CORE(ef),
+     "error feedback: ef14 keeps the compression residual of each buffer and adds it to the next "
+     "call (classic EF-SGD); none drops it"},
+    {"MIN_BYTES", SQZ_PARAM_SIZE, "64K", 0, 1099511627776.0, NULL, CORE(min_bytes),
+     "all-reduces smaller than this pass through uncompressed"},
+    {"WARMUP_STEPS", SQZ_PARAM_INT, "0", 0, 1e12, NULL, CORE(warmup_steps),
+     "dense calls per buffer before compression starts"},
+    {"STATS", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(stats),
+     "statistics at finalize: 'summary' prints a table on rank 0, 'json:PATH' writes one JSON "
+     "file per rank (%r in PATH is replaced by the rank)"},
+    {"LOG", SQZ_PARAM_ENUM, "warn", 0, 0, "error|warn|info|debug", CORE(log),
+     "log level (stderr)"},
+    {"PLUGINS", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(plugins),
+     "extra compressor plugins: shared objects exporting sqz_compressor_v1, separated by ':' or ','"},
+    {"CONFIG", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(config),
+     "a file of NAME = value lines read before the environment (environment variables win)"},
+    {"SEED", SQZ_PARAM_INT, "42", 0, 9007199254740991.0, NULL, CORE(seed),
+     "seed of every random choice (stochastic rounding, sampling); must agree across ranks"},
+    {"IALLREDUCE", SQZ_PARAM_ENUM, "eager", 0, 0, "eager|passthrough", CORE(iallreduce),
+     "MPI_Iallreduce: eager runs the compressed all-reduce at the call and returns a completed "
+     "request; passthrough leaves non-blocking all-reduces dense"},
+    {"CHECK_SETTINGS", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(check_settings),
+     "compare the settings of all ranks at start-up and at the first compressed call of each "
+     "communicator (a clear error on every rank when they differ)"},
+};
+#define SQZ_NCORE (sizeof(sqz_core_param_defs) / sizeof(sqz_core_param_defs[0]))
+
+/* Parameters that may differ between ranks: they change nothing on the wire. */
+static int sqz_param_is_local(const char *name)
+{
+    return 0 == strcmp(name, "LOG") || 0 == strcmp(name, "STATS") || 0 == strcmp(name, "CONFIG") ||
+           0 == strcmp(name, "PLUGINS");
+}
+
+double sqz_time_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+sqz_status_t sqz_scratch_reserve(void **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) {
+        return SQZ_OK;
+    }
+    /* Grow geometrically so that a sequence of slightly larger calls does not reallocate each time. */
+    size_t newcap = *cap ? *cap : 4096;
+    while (newcap < need) {
+        newcap *= 2;
+    }
+    void *p = NULL;
+    if (0 != posix_memalign(&p, 64, newcap)) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    free(*buf);
+    *buf = p;
+    *cap = newcap;
+    return SQZ_OK;
+}
+
+static sqz_status_t sqz_config_copy(const sqz_config_t *src, sqz_config_t **dst)
+{
+    SQZ_CHECK(sqz_config_create(dst));
+    for (size_t i = 0; src && i < src->n; i++) {
+        sqz_config_t *d = *dst;
+        if (SQZ_OK != sqz_config_set(d, src->entries[i].name, src->entries[i].value)) {
+            return SQZ_ERR_NO_MEMORY;
+        }
+        /* keep the original source for error messages */
+        free(d->entries[d->n - 1].source);
+        d->entries[d->n - 1].source = strdup(src->entries[i].source);
+        if (NULL == d->entries[d->n - 1].source) {
+            return SQZ_ERR_NO_MEMORY;
+        }
+    }
+    return SQZ_OK;
+}
+
+static int sqz_name_is_known(const sqz_ctx_t *ctx, const char *name)
+{
+    for (size_t i = 0; i < SQZ_NCORE; i++) {
+        if (0 == strcmp(sqz_core_param_defs[i].name, name)) {
+            return 1;
+        }
+    }
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        const sqz_compressor_v1_t *c = ctx->reg.e[j].c;
+        for (size_t i = 0; i < c->nparams; i++) {
+            if (0 == strcmp(c->params[i].name, name)) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errbuf, size_t errlen)
+{
+    char         localerr[512];
+    sqz_status_t st;
+    if (NULL == errbuf || 0 == errlen) {
+        errbuf = localerr;
+        errlen = sizeof(localerr);
+    }
+    errbuf[0]      = '\0';
+    *out           = NULL;
+    sqz_ctx_t *ctx = calloc(1, sizeof(*ctx));
+    if (NULL == ctx) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    pthread_mutex_init(&ctx->lock, NULL);
+    SQZ_CHECK_GOTO(sqz_config_copy(cfg, &ctx->cfg), st, fail);
+    SQZ_CHECK_GOTO(sqz_params_apply(sqz_core_param_defs, SQZ_NCORE, ctx->cfg, &ctx->p, errbuf, errlen),
+                   st, fail);
+    sqz_log_set_level(ctx->p.log);
+    if (ctx->p.stats[0] && 0 != strcmp(ctx->p.stats, "summary") &&
+        !(0 == strncmp(ctx->p.stats, "json:", 5) && ctx->p.stats[5])) {
+        snprintf(errbuf, errlen, "SQZ_STATS='%s': expected 'summary' or 'json:PATH'", ctx->p.stats);
+        st = SQZ_ERR_INVALID_PARAM;
+        goto fail;
+    }
+    SQZ_CHECK_GOTO(sqz_registry_init(&ctx->reg), st, fail);
+    sqz_registry_load_plugins(&ctx->reg, ctx->p.plugins);
+
+    ctx->configs = calloc(ctx->reg.n, sizeof(void *));
+    ctx->stats   = calloc(ctx->reg.n, sizeof(*ctx->stats));
+    if (NULL == ctx->configs || NULL == ctx->stats) {
+        st = SQZ_ERR_NO_MEMORY;
+        goto fail;
+    }
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        const sqz_compressor_v1_t *c = ctx->reg.e[j].c;
+        ctx->configs[j]              = calloc(1, c->config_size ? c->config_size : 1);
+        if (NULL == ctx->configs[j]) {
+            st = SQZ_ERR_NO_MEMORY;
+            goto fail;
+        }
+        SQZ_CHECK_GOTO(sqz_params_apply(c->params, c->nparams, ctx->cfg, ctx->configs[j], errbuf, errlen),
+                       st, fail);
+    }
+    ctx->method = NULL;
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        if (0 == strcmp(ctx->reg.e[j].c->name, ctx->p.method)) {
+            ctx->method       = ctx->reg.e[j].c;
+            ctx->method_index = j;
+        }
+    }
+    if (NULL == ctx->method) {
+        int off = snprintf(errbuf, errlen, "SQZ_METHOD='%s': unknown method; known methods:", ctx->p.method);
+        for (size_t j = 0; j < ctx->reg.n && off > 0 && (size_t)off < errlen; j++) {
+            off += snprintf(errbuf + off, errlen - (size_t)off, " %s", ctx->reg.e[j].c->name);
+        }
+        st = SQZ_ERR_INVALID_PARAM;
+        goto fail;
+    }
+    for (size_t i = 0; i < ctx->cfg->n; i++) {
+        if (!sqz_name_is_known(ctx, ctx->cfg->entries[i].name)) {
+            SQZ_WARN("SQZ_%s (%s) is not a Squeeze parameter; setting it has no effect "
+                     "(squeeze_info lists them)",
+                     ctx->cfg->entries[i].name, ctx->cfg->entries[i].source);
+        }
+    }
+    *out = ctx;
+    return SQZ_OK;
+fail:
+    if ('\0' == errbuf[0]) {
+        snprintf(errbuf, errlen, "%s", sqz_status_string(st));
+    }
+    sqz_ctx_destroy(ctx);
+    return st;
+}
+
+void sqz_ctx_destroy(sqz_ctx_t *ctx)
+{
+    if (NULL == ctx) {
+        return;
+    }
+    for (size_t j = 0; ctx->configs && j < ctx->reg.n; j++) {
+        free(ctx->configs[j]);
+    }
+    free(ctx->configs);
+    free(ctx->stats);
+    sqz_registry_fini(&ctx->reg);
+    sqz_config_destroy(ctx->cfg);
+    pthread_mutex_destroy(&ctx->lock);
+    free(ctx);
+}
+
+void sqz_ctx_set_log_rank(sqz_ctx_t *ctx, int rank)
+{
+    (void)ctx;
+    sqz_log_set_rank(rank);
+}
+
+const char *sqz_ctx_method(const sqz_ctx_t *ctx) { return ctx->method->name; }
+
+/* FNV-1a: stable across builds and machines, which a digest compared between ranks needs. */
+static uint64_t sqz_fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+sqz_status_t sqz_ctx_settings_digest(const sqz_ctx_t *ctx, char *buf, size_t len, uint64_t *hash)
+{
+    size_t off = 0;
+    char   value[256];
+    buf[0]     = '\0';
+    /* Core parameters, then those of the selected method: what decides eligibility and the bytes
+     * on the wire.  Other compressors' parameters do not matter to this job. */
+    for (size_t i = 0; i < SQZ_NCORE; i++) {
+        const sqz_param_def_v1_t *d = &sqz_core_param_defs[i];
+        if (sqz_param_is_local(d->name)) {
+            continue;
+        }
+        sqz_param_format(d, &ctx->p, value, sizeof(value));
+        const int w = snprintf(buf + off, len - off, "SQZ_%s=%s\n", d->name, value);
+        if (w < 0 || (size_t)w >= len - off) {
+            return SQZ_ERR_NO_MEMORY;
+        }
+        off += (size_t)w;
+    }
+    const sqz_compressor_v1_t *c = ctx->method;
+    for (size_t i = 0; i < c->nparams; i++) {
+        sqz_param_format(&c->params[i], ctx->configs[ctx->method_index], value, sizeof(value));
+        const int w = snprintf(buf + off, len - off, "SQZ_%s=%s\n", c->params[i].name, value);
+        if (w < 0 || (size_t)w >= len - off) {
+            return SQZ_ERR_NO_MEMORY;
+        }
+        off += (size_t)w;
+    }
+    *hash = sqz_fnv1a(buf, off);
+    return SQZ_OK;
+}
+
+void sqz_ctx_visit_params(const sqz_ctx_t *ctx, sqz_param_visit_fn fn, void *arg)
+{
+    char value[256];
+    for (size_t i = 0; i < SQZ_NCORE; i++) {
+        const sqz_param_def_v1_t *d = &sqz_core_param_defs[i];
+        const sqz_config_entry_t *e = sqz_config_find(ctx->cfg, d->name);
+        sqz_param_format(d, &ctx->p, value, sizeof(value));
+        fn(arg, "core", d, value, e ? e->source : "default");
+    }
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        const sqz_compressor_v1_t *c = ctx->reg.e[j].c;
+        for (size_t i = 0; i < c->nparams; i++) {
+            const sqz_config_entry_t *e = sqz_config_find(ctx->cfg, c->params[i].name);
+            sqz_param_format(&c->params[i], ctx->configs[j], value, sizeof(value));
+            fn(arg, c->name, &c->params[i], value, e ? e->source : "default");
+        }
+    }
+}
+
+void sqz_ctx_visit_compressors(const sqz_ctx_t *ctx, sqz_compressor_visit_fn fn, void *arg)
+{
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        fn(arg, ctx->reg.e[j].c, ctx->reg.e[j].origin);
+    }
+}

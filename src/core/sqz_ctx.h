@@ -1,0 +1,91 @@
+/* Internal definitions of the library context and of a communicator's engine. */
+#ifndef SQZ_CTX_H
+#define SQZ_CTX_H
+
+#include <pthread.h>
+
+#include <squeeze.h>
+
+#include "sqz_param.h"
+#include "sqz_registry.h"
+#include "sqz_state.h"
+
+typedef enum { SQZ_EF_EF14 = 0, SQZ_EF_NONE = 1 } sqz_ef_mode_t;
+typedef enum { SQZ_IALLREDUCE_EAGER = 0, SQZ_IALLREDUCE_PASSTHROUGH = 1 } sqz_iallreduce_mode_t;
+
+/** The core's typed parameters (table in sqz_ctx.c). */
+typedef struct sqz_core_params {
+    const char *method;
+    int         ef;            /* sqz_ef_mode_t */
+    size_t      min_bytes;
+    int64_t     warmup_steps;
+    const char *stats;         /* "", "summary", "json:PATH" */
+    int         log;           /* sqz_log_level_t */
+    const char *plugins;
+    const char *config;
+    int64_t     seed;
+    int         iallreduce;    /* sqz_iallreduce_mode_t */
+    int         check_settings;
+} sqz_core_params_t;
+
+/** Per-method statistics row (one per registry entry). */
+typedef struct sqz_method_stats {
+    sqz_stats_t s;
+    uint64_t    bytes_sent; /* bytes this rank sent to peers for compressed calls */
+} sqz_method_stats_t;
+
+struct sqz_ctx {
+    sqz_core_params_t          p;
+    sqz_config_t              *cfg;       /* private copy: STRING params point into it */
+    sqz_registry_t             reg;
+    void                     **configs;   /* one parsed config per registry entry */
+    const sqz_compressor_v1_t *method;
+    size_t                     method_index;
+    pthread_mutex_t            lock;      /* guards the stats */
+    uint64_t                   calls_passthrough;
+    sqz_method_stats_t        *stats;     /* reg.n rows */
+};
+
+/** A communicator's engine. */
+struct sqz_comm {
+    sqz_ctx_t         *ctx;
+    sqz_transport_t    t;
+    int                rank, nranks;
+    void              *cstate;           /* the method's compressor state */
+    sqz_state_store_t  store;
+    pthread_mutex_t    lock;             /* one collective at a time per communicator */
+    int                settings_checked;
+    /* scratch, grown on demand and kept: no allocation on the steady-state path */
+    unsigned char     *sendbuf, *recvbuf;
+    size_t             sendcap, recvcap;
+    float             *chunkbuf;
+    size_t             chunkcap;
+    size_t            *counts;           /* 4 * nranks size_t: scounts, sdispls, rcounts, rdispls */
+};
+
+/** Per-call accounting filled by the collective algorithms. */
+typedef struct sqz_call_stats {
+    size_t bytes_wire;   /* compressed bytes of this rank's contribution (stage 0) */
+    size_t bytes_sent;   /* bytes sent to peers */
+    double t_compress;   /* seconds in compress and decode */
+    double t_comm;       /* seconds in the transport */
+    double norm2_in, norm2_err;
+    int    nonfinite;    /* some rank's input was not finite */
+} sqz_call_stats_t;
+
+double sqz_time_now(void);
+
+/** Compares the settings digest of every rank (collective, once per communicator; later calls
+ *  return the first answer).  \return SQZ_OK, or SQZ_ERR_MISMATCH on every rank after each rank
+ *  has logged which settings differ from rank 0's. */
+sqz_status_t sqz_comm_check_settings(sqz_comm_t *comm);
+
+/** Grows a scratch buffer to at least `need` bytes (kept across calls). */
+sqz_status_t sqz_scratch_reserve(void **buf, size_t *cap, size_t need);
+
+/** Records one call of the method at `index` in the stats. kind: 'c' compressed, 'f' fallback,
+ *  'w' warm-up. */
+void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,
+                      const sqz_call_stats_t *cs);
+
+#endif

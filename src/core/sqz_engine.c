@@ -1,0 +1,301 @@
+/* The engine: per-communicator state, the eligibility policy, warm-up, the settings check, and
+ * the dispatch of a compressed call to its collective algorithm with a dense fallback. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "coll/sqz_coll.h"
+#include "sqz_ctx.h"
+#include "sqz_log.h"
+
+sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_t **out)
+{
+    *out = NULL;
+    if (NULL == ctx || NULL == t || t->size < sizeof(sqz_transport_t) || t->nranks < 1 ||
+        t->rank < 0 || t->rank >= t->nranks || NULL == t->allgatherv || NULL == t->alltoallv ||
+        NULL == t->allreduce_f32_sum) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    sqz_comm_t *comm = calloc(1, sizeof(*comm));
+    if (NULL == comm) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    comm->ctx    = ctx;
+    comm->t      = *t;
+    comm->rank   = t->rank;
+    comm->nranks = t->nranks;
+    pthread_mutex_init(&comm->lock, NULL);
+    comm->counts = calloc(6 * (size_t)t->nranks, sizeof(size_t));
+    const sqz_compressor_env_v1_t env = {
+        .size = sizeof(env), .rank = t->rank, .nranks = t->nranks, .seed = (uint64_t)ctx->p.seed};
+    sqz_status_t st = comm->counts ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    if (SQZ_OK == st) {
+        st = ctx->method->create(ctx->configs[ctx->method_index], &env, &comm->cstate);
+    }
+    if (SQZ_OK != st) {
+        SQZ_ERROR("compressor '%s' could not be created: %s", ctx->method->name,
+                  sqz_status_string(st));
+        sqz_comm_destroy(comm);
+        return st;
+    }
+    *out = comm;
+    return SQZ_OK;
+}
+
+void sqz_comm_destroy(sqz_comm_t *comm)
+{
+    if (NULL == comm) {
+        return;
+    }
+    if (comm->cstate) {
+        comm->ctx->method->destroy(comm->cstate);
+    }
+    sqz_state_store_fini(&comm->store);
+    free(comm->sendbuf);
+    free(comm->recvbuf);
+    free(comm->chunkbuf);
+    free(comm->counts);
+    pthread_mutex_destroy(&comm->lock);
+    free(comm);
+}
+
+int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op)
+{
+    const sqz_ctx_t *ctx = comm->ctx;
+    /* The CPU path handles float32; fp16/bf16 buffers are the GPU path's. */
+    if (SQZ_DTYPE_FLOAT32 != dtype || (SQZ_OP_SUM != op && SQZ_OP_AVG != op)) {
+        return 0;
+    }
+    if (count * sizeof(float) < ctx->p.min_bytes || 0 == count) {
+        return 0;
+    }
+    if (count > (size_t)UINT32_MAX) {
+        return 0; /* payload indices are 32-bit */
+    }
+    if (ctx->method->query) {
+        const sqz_query_v1_t q = {.size = sizeof(q), .count = count, .nranks = comm->nranks};
+        if (SQZ_OK != ctx->method->query(comm->cstate, &q)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Compares the settings digest of every rank once per communicator.  On a mismatch every rank
+ * prints which settings differ from rank 0's and the call fails with SQZ_ERR_MISMATCH. */
+sqz_status_t sqz_comm_check_settings(sqz_comm_t *comm)
+{
+    if (comm->settings_checked) {
+        return comm->settings_checked > 0 ? SQZ_OK : SQZ_ERR_MISMATCH;
+    }
+    const int P = comm->nranks;
+    char      digest[4096];
+    uint64_t  h;
+    SQZ_CHECK(sqz_ctx_settings_digest(comm->ctx, digest, sizeof(digest), &h));
+    if (!comm->ctx->p.check_settings || 1 == P) {
+        comm->settings_checked = 1;
+        return SQZ_OK;
+    }
+    size_t   *rb  = comm->counts, *ds = comm->counts + P;
+    uint64_t *all = malloc((size_t)P * sizeof(uint64_t));
+    if (NULL == all) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    for (int r = 0; r < P; r++) {
+        rb[r] = sizeof(uint64_t);
+        ds[r] = (size_t)r * sizeof(uint64_t);
+    }
+    sqz_status_t st = SQZ_OK;
+    if (0 != comm->t.allgatherv(comm->t.self, &h, sizeof(h), all, rb, ds)) {
+        free(all);
+        return SQZ_ERR_TRANSPORT;
+    }
+    int bad = 0;
+    for (int r = 0; r < P; r++) {
+        bad |= (all[r] != all[0]);
+    }
+    free(all);
+    if (!bad) {
+        comm->settings_checked = 1;
+        return SQZ_OK;
+    }
+    /* Exchange the digests themselves (fixed size) so that every rank can say what differs. */
+    char *texts = calloc((size_t)P, sizeof(digest));
+    if (NULL == texts) {
+        comm->settings_checked = -1;
+        return SQZ_ERR_MISMATCH;
+    }
+    for (int r = 0; r < P; r++) {
+        rb[r] = sizeof(digest);
+        ds[r] = (size_t)r * sizeof(digest);
+    }
+    if (0 == comm->t.allgatherv(comm->t.self, digest, sizeof(digest), texts, rb, ds)) {
+        for (int r = 1; r < P; r++) {
+            const char *mine = texts + (size_t)r * sizeof(digest);
+            char        line[512];
+            for (const char *p = mine; *p;) {
+                const char  *nl = strchr(p, '\n');
+                const size_t l  = nl ? (size_t)(nl - p) : strlen(p);
+                snprintf(line, sizeof(line), "%.*s\n", (int)l, p);
+                if (NULL == strstr(texts, line)) {
+                    SQZ_ERROR("settings differ between ranks: rank %d has %.*s, rank 0 does not",
+                              r, (int)l, p);
+                }
+                p = nl ? nl + 1 : p + l;
+            }
+        }
+    } else {
+        st = SQZ_ERR_TRANSPORT;
+    }
+    free(texts);
+    SQZ_ERROR("ranks run with different Squeeze settings (SQZ_* variables or SQZ_CONFIG); "
+              "set the same values on every rank");
+    comm->settings_checked = -1;
+    return SQZ_OK == st ? SQZ_ERR_MISMATCH : st;
+}
+
+static void sqz_scale(float *x, size_t n, float s)
+{
+    for (size_t i = 0; i < n; i++) {
+        x[i] *= s;
+    }
+}
+
+/* The dense path: the transport's exact all-reduce. */
+static sqz_status_t sqz_dense_allreduce(sqz_comm_t *comm, const float *in, float *out, size_t n,
+                                        sqz_op_t op)
+{
+    if (0 != comm->t.allreduce_f32_sum(comm->t.self, in, out, n)) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    if (SQZ_OP_AVG == op) {
+        sqz_scale(out, n, 1.0f / (float)comm->nranks);
+    }
+    return SQZ_OK;
+}
+
+/* Runs one call: block == 0 for an all-reduce of n elements, else a reduce-scatter of n = P*block
+ * elements.  `in` is the input, `out` the output (n or block elements). */
+static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
+                                   size_t block, sqz_op_t op, uint64_t key)
+{
+    sqz_ctx_t *const ctx = comm->ctx;
+    sqz_status_t     st  = sqz_comm_check_settings(comm);
+    if (SQZ_OK != st) {
+        return st;
+    }
+    if (0 == key) {
+        key = sqz_hash64((uint64_t)(uintptr_t)out ^ ((uint64_t)n << 1) ^ (block ? 1u : 0u));
+    }
+    sqz_buf_state_t *bs = sqz_state_get(&comm->store, key, n);
+    if (NULL == bs) {
+        st = SQZ_ERR_NO_MEMORY;
+        goto dense;
+    }
+    const uint64_t seq = bs->calls++;
+    if (seq < (uint64_t)ctx->p.warmup_steps) {
+        st = SQZ_ERR_NOT_SUPPORTED; /* warm-up: dense, counted as such */
+        goto dense;
+    }
+    const int ef = (SQZ_EF_EF14 == ctx->p.ef);
+    if (ef && SQZ_OK != sqz_state_reserve(&comm->store, bs, 1, 0)) {
+        st = SQZ_ERR_NO_MEMORY;
+        goto dense;
+    }
+    sqz_coll_call_t call = {
+        .comm     = comm,
+        .c        = ctx->method,
+        .cstate   = comm->cstate,
+        .in       = in,
+        .out      = out,
+        .n        = n,
+        .block    = block,
+        .residual = ef ? bs->residual : NULL,
+        .state    = ef ? bs : NULL,
+        .seq      = seq,
+    };
+    if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
+        if (block) {
+            st = SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
+        } else {
+            st = sqz_coll_allgather(&call);
+        }
+    } else {
+        st = sqz_coll_reduce_scatter(&call);
+    }
+    if (SQZ_OK == st) {
+        if (SQZ_OP_AVG == op) {
+            sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);
+        }
+        sqz_stats_record(ctx, ctx->method_index, 'c', n * sizeof(float), &call.cs);
+        return SQZ_OK;
+    }
+    if (SQZ_ERR_NONFINITE != st && SQZ_ERR_NOT_SUPPORTED != st && SQZ_ERR_CORRUPT != st &&
+        SQZ_ERR_MISMATCH != st) {
+        SQZ_ERROR("compressed %s failed: %s", block ? "reduce-scatter" : "all-reduce",
+                  sqz_status_string(st));
+        return st; /* the ranks did not agree: the dense path could hang */
+    }
+    if (SQZ_ERR_MISMATCH == st) {
+        SQZ_LOG_ONCE(SQZ_LOG_ERROR, "ranks disagree on a call (different buffer sizes, call order "
+                                    "or method); such calls go dense");
+    } else if (SQZ_ERR_NONFINITE == st) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank's gradient holds NaN or Inf: that call goes dense "
+                                   "(counted as calls_nonfinite)");
+    }
+    sqz_stats_record(ctx, ctx->method_index, 'f', 0, &call.cs);
+    goto dense_fallback;
+dense:
+    sqz_stats_record(ctx, ctx->method_index, SQZ_ERR_NOT_SUPPORTED == st ? 'w' : 'f', 0, NULL);
+dense_fallback:
+    if (0 == block) {
+        return sqz_dense_allreduce(comm, in, out, n, op);
+    }
+    /* Dense reduce-scatter: the transport has an all-reduce only. */
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap, n * sizeof(float)));
+    SQZ_CHECK(sqz_dense_allreduce(comm, in, comm->chunkbuf, n, op));
+    memcpy(out, comm->chunkbuf + (size_t)comm->rank * block, block * sizeof(float));
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
+                           sqz_dtype_t dtype, sqz_op_t op, uint64_t key)
+{
+    if (NULL == comm || NULL == recvbuf) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    const float *in = sendbuf ? (const float *)sendbuf : (const float *)recvbuf;
+    pthread_mutex_lock(&comm->lock);
+    sqz_status_t st;
+    if (!sqz_comm_eligible(comm, count, dtype, op)) {
+        sqz_comm_count_passthrough(comm);
+        st = (SQZ_DTYPE_FLOAT32 == dtype) ? sqz_dense_allreduce(comm, in, recvbuf, count, op)
+                                          : SQZ_ERR_NOT_SUPPORTED;
+    } else {
+        st = sqz_engine_run(comm, in, recvbuf, count, 0, op, key);
+    }
+    pthread_mutex_unlock(&comm->lock);
+    return st;
+}
+
+sqz_status_t sqz_reduce_scatter_block(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                      size_t recvcount, sqz_dtype_t dtype, sqz_op_t op,
+                                      uint64_t key)
+{
+    if (NULL == comm || NULL == recvbuf) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    const size_t n  = recvcount * (size_t)comm->nranks;
+    const float *in = sendbuf ? (const float *)sendbuf : (const float *)recvbuf;
+    pthread_mutex_lock(&comm->lock);
+    sqz_status_t st;
+    if (!sqz_comm_eligible(comm, n, dtype, op)) {
+        sqz_comm_count_passthrough(comm);
+        st = SQZ_ERR_NOT_SUPPORTED; /* the caller runs its own dense reduce-scatter */
+    } else {
+        st = sqz_engine_run(comm, in, recvbuf, n, recvcount, op, key);
+    }
+    pthread_mutex_unlock(&comm->lock);
+    return st;
+}

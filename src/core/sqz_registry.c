@@ -1,0 +1,170 @@
+/* The compressor registry.  Built-ins are listed once in sqz_builtin_compressors[]; adding a
+ * compressor means writing plugins/<name>/sqz_<name>.c and adding one line here.  External plugins
+ * are shared objects exporting `sqz_compressor_v1`, loaded from SQZ_PLUGINS; a plugin that fails to
+ * load is logged and skipped, never fatal. */
+#include "config.h"
+
+#include <ctype.h>
+#include <dlfcn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqz_log.h"
+#include "sqz_registry.h"
+
+static const sqz_compressor_v1_t *const sqz_builtin_compressors[] = {
+    &sqz_compressor_none,
+    &sqz_compressor_topk,
+    &sqz_compressor_quant,
+    &sqz_compressor_sign,
+};
+
+static sqz_status_t sqz_registry_add(sqz_registry_t *r, const sqz_compressor_v1_t *c,
+                                     const char *origin, void *dl)
+{
+    if (r->n == r->cap) {
+        const size_t          cap = r->cap ? 2 * r->cap : 8;
+        sqz_registry_entry_t *e   = realloc(r->e, cap * sizeof(*e));
+        if (NULL == e) {
+            return SQZ_ERR_NO_MEMORY;
+        }
+        r->e   = e;
+        r->cap = cap;
+    }
+    char *o = strdup(origin);
+    if (NULL == o) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    r->e[r->n++] = (sqz_registry_entry_t){.c = c, .origin = o, .dl = dl};
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_registry_check(const sqz_compressor_v1_t *c, char *err, size_t errlen)
+{
+    if (NULL == c) {
+        snprintf(err, errlen, "descriptor is NULL");
+        return SQZ_ERR_PLUGIN;
+    }
+    if (SQZ_COMPRESSOR_ABI_V1 != c->abi) {
+        snprintf(err, errlen, "ABI version %u, this library speaks %u", c->abi, SQZ_COMPRESSOR_ABI_V1);
+        return SQZ_ERR_PLUGIN;
+    }
+    if (c->size < sizeof(sqz_compressor_v1_t)) {
+        snprintf(err, errlen, "descriptor size %u smaller than %zu", c->size, sizeof(sqz_compressor_v1_t));
+        return SQZ_ERR_PLUGIN;
+    }
+    if (NULL == c->name || '\0' == c->name[0] || strlen(c->name) > 32) {
+        snprintf(err, errlen, "missing or too long name");
+        return SQZ_ERR_PLUGIN;
+    }
+    for (const char *p = c->name; *p; p++) {
+        if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || '_' == *p)) {
+            snprintf(err, errlen, "name '%s' is not [a-z0-9_]+", c->name);
+            return SQZ_ERR_PLUGIN;
+        }
+    }
+    if (NULL == c->create || NULL == c->max_payload || NULL == c->compress ||
+        NULL == c->decompress || NULL == c->destroy) {
+        snprintf(err, errlen, "'%s' lacks a required callback", c->name);
+        return SQZ_ERR_PLUGIN;
+    }
+    if (SQZ_EXCHANGE_ALLGATHER != c->exchange && SQZ_EXCHANGE_REDUCE_SCATTER != c->exchange) {
+        snprintf(err, errlen, "'%s' asks for exchange %d, which this library does not provide",
+                 c->name, (int)c->exchange);
+        return SQZ_ERR_PLUGIN;
+    }
+    if (c->nparams > 0 && NULL == c->params) {
+        snprintf(err, errlen, "'%s' declares %zu params but no table", c->name, c->nparams);
+        return SQZ_ERR_PLUGIN;
+    }
+    for (size_t i = 0; i < c->nparams; i++) {
+        const sqz_param_def_v1_t *d = &c->params[i];
+        if (NULL == d->name || NULL == d->default_value || NULL == d->help ||
+            d->offset >= c->config_size ||
+            (SQZ_PARAM_ENUM == d->type && NULL == d->choices)) {
+            snprintf(err, errlen, "'%s' param %zu is malformed", c->name, i);
+            return SQZ_ERR_PLUGIN;
+        }
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_registry_init(sqz_registry_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    for (size_t i = 0; i < sizeof(sqz_builtin_compressors) / sizeof(sqz_builtin_compressors[0]); i++) {
+        char err[256];
+        SQZ_CHECK(sqz_registry_check(sqz_builtin_compressors[i], err, sizeof(err)));
+        SQZ_CHECK(sqz_registry_add(r, sqz_builtin_compressors[i], "built-in", NULL));
+    }
+    return SQZ_OK;
+}
+
+const sqz_compressor_v1_t *sqz_registry_find(const sqz_registry_t *r, const char *name)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        if (0 == strcmp(r->e[i].c->name, name)) {
+            return r->e[i].c;
+        }
+    }
+    return NULL;
+}
+
+static int sqz_registry_load_one(sqz_registry_t *r, const char *path)
+{
+    void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (NULL == dl) {
+        SQZ_WARN("SQZ_PLUGINS: cannot load '%s': %s; plugin skipped", path, dlerror());
+        return 1;
+    }
+    const sqz_compressor_v1_t *c = dlsym(dl, "sqz_compressor_v1");
+    char                       err[256];
+    if (NULL == c) {
+        SQZ_WARN("SQZ_PLUGINS: '%s' exports no sqz_compressor_v1; plugin skipped", path);
+    } else if (SQZ_OK != sqz_registry_check(c, err, sizeof(err))) {
+        SQZ_WARN("SQZ_PLUGINS: '%s' is invalid: %s; plugin skipped", path, err);
+    } else if (sqz_registry_find(r, c->name)) {
+        SQZ_WARN("SQZ_PLUGINS: '%s' defines compressor '%s', which already exists; plugin skipped",
+                 path, c->name);
+    } else if (SQZ_OK != sqz_registry_add(r, c, path, dl)) {
+        SQZ_WARN("SQZ_PLUGINS: out of memory registering '%s'; plugin skipped", path);
+    } else {
+        SQZ_INFO("loaded compressor '%s' from %s", c->name, path);
+        return 0;
+    }
+    dlclose(dl);
+    return 1;
+}
+
+int sqz_registry_load_plugins(sqz_registry_t *r, const char *list)
+{
+    int skipped = 0;
+    if (NULL == list) {
+        return 0;
+    }
+    char *copy = strdup(list);
+    if (NULL == copy) {
+        return 1;
+    }
+    char *save = NULL;
+    for (char *tok = strtok_r(copy, ":,", &save); tok; tok = strtok_r(NULL, ":,", &save)) {
+        if ('\0' != *tok) {
+            skipped += sqz_registry_load_one(r, tok);
+        }
+    }
+    free(copy);
+    return skipped;
+}
+
+void sqz_registry_fini(sqz_registry_t *r)
+{
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->e[i].dl) {
+            dlclose(r->e[i].dl);
+        }
+        free(r->e[i].origin);
+    }
+    free(r->e);
+    memset(r, 0, sizeof(*r));
+}

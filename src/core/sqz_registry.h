@@ -1,0 +1,41 @@
+/* The compressor registry: the built-in table and plugins loaded from SQZ_PLUGINS. */
+#ifndef SQZ_REGISTRY_H
+#define SQZ_REGISTRY_H
+
+#include <squeeze.h>
+
+/* Built-in compressors (plugins/<name>/sqz_<name>.c), listed once in sqz_registry.c. */
+extern const sqz_compressor_v1_t sqz_compressor_none;
+extern const sqz_compressor_v1_t sqz_compressor_topk;
+extern const sqz_compressor_v1_t sqz_compressor_quant;
+extern const sqz_compressor_v1_t sqz_compressor_sign;
+
+typedef struct sqz_registry_entry {
+    const sqz_compressor_v1_t *c;
+    char                      *origin; /* "built-in" or the plugin path */
+    void                      *dl;     /* dlopen handle, or NULL */
+} sqz_registry_entry_t;
+
+typedef struct sqz_registry {
+    sqz_registry_entry_t *e;
+    size_t                n, cap;
+} sqz_registry_t;
+
+/** Fills the registry with the built-ins. */
+sqz_status_t sqz_registry_init(sqz_registry_t *r);
+
+/** Loads each plugin of a ':' or ',' separated list.  A plugin that fails to load, lacks the
+ *  sqz_compressor_v1 symbol, has the wrong abi/size or a duplicate name is logged and skipped.
+ *  \return the number skipped. */
+int sqz_registry_load_plugins(sqz_registry_t *r, const char *list);
+
+/** Checks a descriptor: abi, size, name syntax, required callbacks, param table.
+ *  \return SQZ_OK or SQZ_ERR_PLUGIN with a reason in err. */
+sqz_status_t sqz_registry_check(const sqz_compressor_v1_t *c, char *err, size_t errlen);
+
+/** \return the compressor called name, or NULL. */
+const sqz_compressor_v1_t *sqz_registry_find(const sqz_registry_t *r, const char *name);
+
+void sqz_registry_fini(sqz_registry_t *r);
+
+#endif

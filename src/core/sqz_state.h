@@ -1,0 +1,42 @@
+/* The per-buffer state store: error-feedback residuals and call counters, keyed by the logical
+ * buffer (an API key, or the receive address and count of an intercepted call). */
+#ifndef SQZ_STATE_H
+#define SQZ_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <squeeze.h>
+
+typedef struct sqz_buf_state {
+    uint64_t              key;
+    size_t                count;
+    uint64_t              calls;           /* calls seen for this buffer (warm-up, RNG seeds) */
+    float                *residual;        /* worker residual, count floats, or NULL */
+    float                *server_residual; /* residual of this rank's reduced chunk, or NULL */
+    size_t                server_count;
+    struct sqz_buf_state *next;
+} sqz_buf_state_t;
+
+typedef struct sqz_state_store {
+    sqz_buf_state_t **buckets;
+    size_t            nbuckets, n;
+    size_t            bytes;               /* residual memory held */
+} sqz_state_store_t;
+
+/** \return the state for (key, count), created (zeroed) when absent.  A state found under the
+ *  same key with another count is reset: the buffer was reused with a different size.  NULL when
+ *  out of memory. */
+sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count);
+
+/** Makes sure the worker residual (count floats) and, when server_count > 0, the server residual
+ *  exist (zeroed on creation). */
+sqz_status_t sqz_state_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int worker,
+                               size_t server_count);
+
+void sqz_state_store_fini(sqz_state_store_t *s);
+
+/** A 64-bit mix for keys (splitmix64 finalizer). */
+uint64_t sqz_hash64(uint64_t x);
+
+#endif

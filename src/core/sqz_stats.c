@@ -1,0 +1,208 @@
+#include "config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqz_ctx.h"
+#include "sqz_log.h"
+#include "sqz_stats.h"
+
+void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,
+                      const sqz_call_stats_t *cs)
+{
+    pthread_mutex_lock(&ctx->lock);
+    sqz_method_stats_t *m = &ctx->stats[index];
+    switch (kind) {
+    case 'c':
+        m->s.calls_compressed++;
+        m->s.bytes_in += bytes_in;
+        m->s.bytes_wire += cs->bytes_wire;
+        m->bytes_sent += cs->bytes_sent;
+        if (cs->norm2_in > 0) {
+            m->s.rel_error_sum += __builtin_sqrt(cs->norm2_err / cs->norm2_in);
+        }
+        break;
+    case 'f':
+        m->s.calls_fallback++;
+        m->s.calls_nonfinite += cs && cs->nonfinite ? 1 : 0;
+        break;
+    default: m->s.calls_warmup++; break;
+    }
+    m->s.calls++;
+    if (cs) {
+        m->s.seconds_compress += cs->t_compress;
+        m->s.seconds_comm += cs->t_comm;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+}
+
+void sqz_comm_count_passthrough(sqz_comm_t *comm)
+{
+    __atomic_fetch_add(&comm->ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
+}
+
+static void sqz_stats_add(sqz_stats_t *acc, const sqz_stats_t *s)
+{
+    acc->calls += s->calls;
+    acc->calls_compressed += s->calls_compressed;
+    acc->calls_fallback += s->calls_fallback;
+    acc->calls_warmup += s->calls_warmup;
+    acc->calls_nonfinite += s->calls_nonfinite;
+    acc->bytes_in += s->bytes_in;
+    acc->bytes_wire += s->bytes_wire;
+    acc->seconds_compress += s->seconds_compress;
+    acc->seconds_comm += s->seconds_comm;
+    acc->rel_error_sum += s->rel_error_sum;
+}
+
+void sqz_stats_get(const sqz_ctx_t *ctx, sqz_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        sqz_stats_add(out, &ctx->stats[j].s);
+    }
+    out->calls += __atomic_load_n(&ctx->calls_passthrough, __ATOMIC_RELAXED);
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
+static void sqz_json_row(FILE *f, const sqz_stats_t *s, uint64_t bytes_sent, const char *indent)
+{
+    fprintf(f,
+            "%s\"calls\": %llu,\n%s\"calls_compressed\": %llu,\n%s\"calls_fallback\": %llu,\n"
+            "%s\"calls_warmup\": %llu,\n%s\"calls_nonfinite\": %llu,\n%s\"bytes_in\": %llu,\n"
+            "%s\"bytes_wire\": %llu,\n%s\"bytes_sent\": %llu,\n%s\"seconds_compress\": %.9f,\n"
+            "%s\"seconds_comm\": %.9f,\n%s\"rel_error\": %.9g",
+            indent, (unsigned long long)s->calls, indent, (unsigned long long)s->calls_compressed,
+            indent, (unsigned long long)s->calls_fallback, indent,
+            (unsigned long long)s->calls_warmup, indent, (unsigned long long)s->calls_nonfinite,
+            indent, (unsigned long long)s->bytes_in, indent, (unsigned long long)s->bytes_wire,
+            indent, (unsigned long long)bytes_sent, indent, s->seconds_compress, indent,
+            s->seconds_comm, indent,
+            s->calls_compressed ? s->rel_error_sum / (double)s->calls_compressed : 0.0);
+}
+
+/* Expands %r to the rank; %% to %. */
+static void sqz_expand_path(const char *path, int rank, char *out, size_t len)
+{
+    size_t o = 0;
+    for (const char *p = path; *p && o + 1 < len; p++) {
+        if ('%' == p[0] && 'r' == p[1]) {
+            o += (size_t)snprintf(out + o, len - o, "%d", rank);
+            p++;
+        } else if ('%' == p[0] && '%' == p[1]) {
+            out[o++] = '%';
+            p++;
+        } else {
+            out[o++] = *p;
+        }
+        if (o >= len) {
+            o = len - 1;
+        }
+    }
+    out[o] = '\0';
+}
+
+sqz_status_t sqz_stats_write_json(const sqz_ctx_t *ctx, const char *path, int rank)
+{
+    char file[4096];
+    sqz_expand_path(path, rank, file, sizeof(file));
+    FILE *f = fopen(file, "w");
+    if (NULL == f) {
+        SQZ_ERROR("SQZ_STATS: cannot write '%s': %s", file, strerror(errno));
+        return SQZ_ERR_IO;
+    }
+    sqz_stats_t total;
+    uint64_t    sent = 0;
+    sqz_stats_get(ctx, &total);
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        sent += ctx->stats[j].bytes_sent;
+    }
+    fprintf(f, "{\n  \"rank\": %d,\n  \"method\": \"%s\",\n  \"calls_passthrough\": %llu,\n", rank,
+            ctx->method->name, (unsigned long long)ctx->calls_passthrough);
+    sqz_json_row(f, &total, sent, "  ");
+    fprintf(f, ",\n  \"methods\": {");
+    int first = 1;
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        if (0 == ctx->stats[j].s.calls) {
+            continue;
+        }
+        fprintf(f, "%s\n    \"%s\": {\n", first ? "" : ",", ctx->reg.e[j].c->name);
+        sqz_json_row(f, &ctx->stats[j].s, ctx->stats[j].bytes_sent, "      ");
+        fprintf(f, "\n    }");
+        first = 0;
+    }
+    fprintf(f, "%s}\n}\n", first ? "" : "\n  ");
+    const int bad = ferror(f);
+    if (0 != fclose(f) || bad) {
+        SQZ_ERROR("SQZ_STATS: error writing '%s'", file);
+        return SQZ_ERR_IO;
+    }
+    return SQZ_OK;
+}
+
+size_t sqz_stats_export_len(const sqz_ctx_t *ctx) { return ctx->reg.n * SQZ_STATS_NFIELDS + 1; }
+
+void sqz_stats_export(const sqz_ctx_t *ctx, double *out)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        const sqz_method_stats_t *m = &ctx->stats[j];
+        double                   *o = out + j * SQZ_STATS_NFIELDS;
+        o[SQZ_SF_CALLS_COMPRESSED]  = (double)m->s.calls_compressed;
+        o[SQZ_SF_CALLS_FALLBACK]    = (double)m->s.calls_fallback;
+        o[SQZ_SF_CALLS_WARMUP]      = (double)m->s.calls_warmup;
+        o[SQZ_SF_CALLS_NONFINITE]   = (double)m->s.calls_nonfinite;
+        o[SQZ_SF_BYTES_IN]          = (double)m->s.bytes_in;
+        o[SQZ_SF_BYTES_WIRE]        = (double)m->s.bytes_wire;
+        o[SQZ_SF_BYTES_SENT]        = (double)m->bytes_sent;
+        o[SQZ_SF_SECONDS_COMPRESS]  = m->s.seconds_compress;
+        o[SQZ_SF_SECONDS_COMM]      = m->s.seconds_comm;
+        o[SQZ_SF_REL_ERROR_SUM]     = m->s.rel_error_sum;
+    }
+    out[ctx->reg.n * SQZ_STATS_NFIELDS] = (double)ctx->calls_passthrough;
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
+void sqz_stats_print_summary(const sqz_ctx_t *ctx, FILE *out, const double *all, int nranks)
+{
+    const size_t stride = sqz_stats_export_len(ctx);
+    double       pass   = 0;
+    for (int r = 0; r < nranks; r++) {
+        pass += all[(size_t)r * stride + ctx->reg.n * SQZ_STATS_NFIELDS];
+    }
+    fprintf(out, "squeeze: summary over %d rank(s), method %s, %.0f passthrough call(s)\n", nranks,
+            ctx->method->name, pass);
+    fprintf(out, "%-10s %10s %10s %9s %8s %12s %12s %7s %10s %10s %9s\n", "method", "calls",
+            "compressed", "fallback", "warmup", "MB in", "MB wire", "ratio", "compr s", "comm s",
+            "rel err");
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        double sum[SQZ_STATS_NFIELDS] = {0};
+        double tmax_c = 0, tmax_m = 0;
+        for (int r = 0; r < nranks; r++) {
+            const double *row = all + (size_t)r * stride + j * SQZ_STATS_NFIELDS;
+            for (int f = 0; f < SQZ_STATS_NFIELDS; f++) {
+                sum[f] += row[f];
+            }
+            tmax_c = row[SQZ_SF_SECONDS_COMPRESS] > tmax_c ? row[SQZ_SF_SECONDS_COMPRESS] : tmax_c;
+            tmax_m = row[SQZ_SF_SECONDS_COMM] > tmax_m ? row[SQZ_SF_SECONDS_COMM] : tmax_m;
+        }
+        const double calls = sum[SQZ_SF_CALLS_COMPRESSED] + sum[SQZ_SF_CALLS_FALLBACK] +
+                             sum[SQZ_SF_CALLS_WARMUP];
+        if (0 == calls) {
+            continue;
+        }
+        fprintf(out, "%-10s %10.0f %10.0f %9.0f %8.0f %12.2f %12.2f %7.4f %10.3f %10.3f %9.4f\n",
+                ctx->reg.e[j].c->name, calls, sum[SQZ_SF_CALLS_COMPRESSED],
+                sum[SQZ_SF_CALLS_FALLBACK], sum[SQZ_SF_CALLS_WARMUP], sum[SQZ_SF_BYTES_IN] / 1e6,
+                sum[SQZ_SF_BYTES_WIRE] / 1e6,
+                sum[SQZ_SF_BYTES_IN] > 0 ? sum[SQZ_SF_BYTES_WIRE] / sum[SQZ_SF_BYTES_IN] : 0.0,
+                tmax_c, tmax_m,
+                sum[SQZ_SF_CALLS_COMPRESSED] > 0
+                    ? sum[SQZ_SF_REL_ERROR_SUM] / sum[SQZ_SF_CALLS_COMPRESSED]
+                    : 0.0);
+    }
+    fflush(out);
+}

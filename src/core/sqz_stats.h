@@ -1,0 +1,21 @@
+/* Statistics: per-method counters, the JSON file and the summary table. */
+#ifndef SQZ_STATS_H
+#define SQZ_STATS_H
+
+/* Layout of sqz_stats_export(): SQZ_STATS_NFIELDS doubles per registry entry, then the count of
+ * passthrough calls. */
+enum {
+    SQZ_SF_CALLS_COMPRESSED = 0,
+    SQZ_SF_CALLS_FALLBACK,
+    SQZ_SF_CALLS_WARMUP,
+    SQZ_SF_CALLS_NONFINITE,
+    SQZ_SF_BYTES_IN,
+    SQZ_SF_BYTES_WIRE,
+    SQZ_SF_BYTES_SENT,
+    SQZ_SF_SECONDS_COMPRESS,
+    SQZ_SF_SECONDS_COMM,
+    SQZ_SF_REL_ERROR_SUM,
+    SQZ_STATS_NFIELDS
+};
+
+#endif

@@ -1,0 +1,300 @@
+/* The MPI interposer (libsqueeze_mpi.so, under LD_PRELOAD or linked before libmpi).
+ *
+ * It defines MPI_Allreduce, MPI_Iallreduce and MPI_Reduce_scatter_block and forwards to PMPI_*.
+ * A call is compressed only when it is a float SUM on an intra-communicator at or above
+ * SQZ_MIN_BYTES (and the method takes it); everything else goes to PMPI untouched, with one
+ * relaxed atomic increment as its only cost.  The library's own MPI traffic goes to PMPI_*
+ * directly; a thread-local guard also keeps any MPI call made while the engine runs (by the MPI
+ * library itself, say) on the PMPI path.
+ *
+ * MPI_Init/MPI_Init_thread read the configuration (a bad value stops the job with a message on
+ * every rank) and compare the settings of all ranks on MPI_COMM_WORLD, where every rank is sure to
+ * be: ranks whose eligibility rules differed would otherwise enter different collectives.
+ * MPI_Finalize writes the statistics. */
+#include "config.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <squeeze.h>
+
+#include "sqz_ctx.h"
+#include "sqz_log.h"
+#include "transport/sqz_transport_mpi.h"
+
+#define SQZ_MPI_API __attribute__((visibility("default")))
+
+static sqz_ctx_t   *sqz_mpi_ctx;     /* NULL: not initialized or disabled */
+static int          sqz_mpi_keyval = MPI_KEYVAL_INVALID;
+static __thread int sqz_mpi_inside;  /* reentry guard */
+static uint64_t     sqz_mpi_calls_foreign; /* intercepted calls seen before init or on the guard */
+
+/* Per-communicator engine, cached as an MPI attribute: freed with the communicator. */
+typedef struct sqz_mpi_comm {
+    sqz_transport_t t;
+    sqz_comm_t     *engine;
+} sqz_mpi_comm_t;
+
+static int sqz_mpi_comm_delete(MPI_Comm comm, int keyval, void *attr, void *extra)
+{
+    sqz_mpi_comm_t *c = attr;
+    (void)comm;
+    (void)keyval;
+    (void)extra;
+    sqz_comm_destroy(c->engine);
+    sqz_transport_mpi_destroy(&c->t);
+    free(c);
+    return MPI_SUCCESS;
+}
+
+/* \return the engine of comm, created on first use; NULL when it cannot be (the call then passes
+ * through, which every rank decides alike: creation is local and fails only on memory). */
+static sqz_comm_t *sqz_mpi_engine(MPI_Comm comm)
+{
+    void *attr = NULL;
+    int   flag = 0;
+    if (MPI_SUCCESS == PMPI_Comm_get_attr(comm, sqz_mpi_keyval, &attr, &flag) && flag) {
+        return ((sqz_mpi_comm_t *)attr)->engine;
+    }
+    sqz_mpi_comm_t *c = calloc(1, sizeof(*c));
+    if (NULL == c) {
+        return NULL;
+    }
+    if (SQZ_OK != sqz_transport_mpi_create(comm, &c->t) ||
+        SQZ_OK != sqz_comm_create(sqz_mpi_ctx, &c->t, &c->engine)) {
+        sqz_transport_mpi_destroy(&c->t);
+        free(c);
+        return NULL;
+    }
+    if (MPI_SUCCESS != PMPI_Comm_set_attr(comm, sqz_mpi_keyval, c)) {
+        sqz_comm_destroy(c->engine);
+        sqz_transport_mpi_destroy(&c->t);
+        free(c);
+        return NULL;
+    }
+    return c->engine;
+}
+
+/* Stops the job: used for configuration errors and mismatched settings, after every rank has
+ * printed its message. */
+static void sqz_mpi_fatal(void)
+{
+    PMPI_Barrier(MPI_COMM_WORLD);
+    PMPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+static void sqz_mpi_startup(void)
+{
+    int rank = 0;
+    PMPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    sqz_log_set_rank(rank);
+    sqz_config_t *cfg = NULL;
+    char          err[1024];
+    if (SQZ_OK != sqz_config_create(&cfg) || SQZ_OK != sqz_config_load_env(cfg)) {
+        SQZ_ERROR("configuration error: cannot read the configuration (see above)");
+        sqz_config_destroy(cfg);
+        sqz_mpi_fatal();
+        return;
+    }
+    const sqz_status_t st = sqz_ctx_create(cfg, &sqz_mpi_ctx, err, sizeof(err));
+    sqz_config_destroy(cfg);
+    if (SQZ_OK != st) {
+        SQZ_ERROR("configuration error: %s", err);
+        sqz_mpi_fatal();
+        return;
+    }
+    if (MPI_SUCCESS != PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, sqz_mpi_comm_delete,
+                                               &sqz_mpi_keyval, NULL)) {
+        SQZ_ERROR("cannot create an MPI attribute key: compression disabled");
+        sqz_ctx_destroy(sqz_mpi_ctx);
+        sqz_mpi_ctx = NULL;
+        return;
+    }
+    sqz_comm_t *world = sqz_mpi_engine(MPI_COMM_WORLD);
+    if (world && SQZ_ERR_MISMATCH == sqz_comm_check_settings(world)) {
+        sqz_mpi_fatal();
+    }
+    SQZ_INFO("squeeze %d.%d.%d active, method %s", SQZ_VERSION_MAJOR, SQZ_VERSION_MINOR,
+             SQZ_VERSION_PATCH, sqz_ctx_method(sqz_mpi_ctx));
+}
+
+SQZ_MPI_API int MPI_Init(int *argc, char ***argv)
+{
+    const int rc = PMPI_Init(argc, argv);
+    if (MPI_SUCCESS == rc) {
+        sqz_mpi_inside = 1;
+        sqz_mpi_startup();
+        sqz_mpi_inside = 0;
+    }
+    return rc;
+}
+
+SQZ_MPI_API int MPI_Init_thread(int *argc, char ***argv, int required, int *provided)
+{
+    const int rc = PMPI_Init_thread(argc, argv, required, provided);
+    if (MPI_SUCCESS == rc) {
+        sqz_mpi_inside = 1;
+        sqz_mpi_startup();
+        sqz_mpi_inside = 0;
+    }
+    return rc;
+}
+
+static void sqz_mpi_write_stats(void)
+{
+    const sqz_core_params_t *p = &sqz_mpi_ctx->p;
+    int                      rank = 0, size = 1;
+    PMPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    PMPI_Comm_size(MPI_COMM_WORLD, &size);
+    if (0 == strncmp(p->stats, "json:", 5)) {
+        (void)sqz_stats_write_json(sqz_mpi_ctx, p->stats + 5, rank);
+    } else if (0 == strcmp(p->stats, "summary")) {
+        const size_t len  = sqz_stats_export_len(sqz_mpi_ctx);
+        double      *mine = malloc(len * sizeof(double));
+        double      *all  = 0 == rank ? malloc(len * (size_t)size * sizeof(double)) : NULL;
+        if (mine && (rank || all)) {
+            sqz_stats_export(sqz_mpi_ctx, mine);
+            PMPI_Gather(mine, (int)len, MPI_DOUBLE, all, (int)len, MPI_DOUBLE, 0, MPI_COMM_WORLD);
+            if (0 == rank) {
+                sqz_stats_print_summary(sqz_mpi_ctx, stdout, all, size);
+            }
+        } else {
+            /* The gather must still happen on every rank that could allocate: skip it everywhere
+             * would need agreement; a rank out of memory at finalize just prints nothing. */
+            SQZ_WARN("SQZ_STATS=summary: out of memory, no summary");
+        }
+        free(mine);
+        free(all);
+    }
+}
+
+SQZ_MPI_API int MPI_Finalize(void)
+{
+    if (sqz_mpi_ctx) {
+        sqz_mpi_inside = 1;
+        sqz_mpi_write_stats();
+        /* Free the engines of the communicators still alive (WORLD at least). */
+        PMPI_Comm_delete_attr(MPI_COMM_WORLD, sqz_mpi_keyval);
+        PMPI_Comm_free_keyval(&sqz_mpi_keyval);
+        sqz_mpi_inside = 0;
+    }
+    const int rc = PMPI_Finalize();
+    /* After PMPI_Finalize no attribute callback can run any more. */
+    sqz_ctx_destroy(sqz_mpi_ctx);
+    sqz_mpi_ctx = NULL;
+    return rc;
+}
+
+/* The cheap filter every intercepted call goes through first. */
+static int sqz_mpi_candidate(MPI_Datatype datatype, MPI_Op op, MPI_Comm comm)
+{
+    if (NULL == sqz_mpi_ctx || sqz_mpi_inside) {
+        __atomic_fetch_add(&sqz_mpi_calls_foreign, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (MPI_FLOAT != datatype || MPI_SUM != op || MPI_COMM_NULL == comm) {
+        __atomic_fetch_add(&sqz_mpi_ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    int inter = 0;
+    if (MPI_SUCCESS != PMPI_Comm_test_inter(comm, &inter) || inter) {
+        __atomic_fetch_add(&sqz_mpi_ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return 1;
+}
+
+static int sqz_mpi_error(MPI_Comm comm, sqz_status_t st)
+{
+    SQZ_ERROR("compressed collective failed: %s", sqz_status_string(st));
+    PMPI_Comm_call_errhandler(comm, MPI_ERR_OTHER);
+    return MPI_ERR_OTHER;
+}
+
+SQZ_MPI_API int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
+                              MPI_Op op, MPI_Comm comm)
+{
+    if (!sqz_mpi_candidate(datatype, op, comm) || count <= 0) {
+        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+    }
+    sqz_mpi_inside = 1;
+    sqz_comm_t *e  = sqz_mpi_engine(comm);
+    if (NULL == e || !sqz_comm_eligible(e, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
+        if (e) {
+            sqz_comm_count_passthrough(e);
+        }
+        sqz_mpi_inside = 0;
+        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+    }
+    const sqz_status_t st = sqz_allreduce(e, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
+                                          (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+    sqz_mpi_inside = 0;
+    return SQZ_OK == st ? MPI_SUCCESS : sqz_mpi_error(comm, st);
+}
+
+/* A generalized request that is complete from the start: the eager Iallreduce has already run. */
+static int sqz_greq_query(void *extra, MPI_Status *status)
+{
+    (void)extra;
+    PMPI_Status_set_elements(status, MPI_BYTE, 0);
+    PMPI_Status_set_cancelled(status, 0);
+    status->MPI_SOURCE = MPI_UNDEFINED;
+    status->MPI_TAG    = MPI_UNDEFINED;
+    return MPI_SUCCESS;
+}
+static int sqz_greq_free(void *extra) { (void)extra; return MPI_SUCCESS; }
+static int sqz_greq_cancel(void *extra, int complete) { (void)extra; (void)complete; return MPI_SUCCESS; }
+
+SQZ_MPI_API int MPI_Iallreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
+                               MPI_Op op, MPI_Comm comm, MPI_Request *request)
+{
+    if (!sqz_mpi_candidate(datatype, op, comm) || count <= 0 ||
+        SQZ_IALLREDUCE_PASSTHROUGH == sqz_mpi_ctx->p.iallreduce) {
+        return PMPI_Iallreduce(sendbuf, recvbuf, count, datatype, op, comm, request);
+    }
+    sqz_mpi_inside = 1;
+    sqz_comm_t *e  = sqz_mpi_engine(comm);
+    if (NULL == e || !sqz_comm_eligible(e, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
+        if (e) {
+            sqz_comm_count_passthrough(e);
+        }
+        sqz_mpi_inside = 0;
+        return PMPI_Iallreduce(sendbuf, recvbuf, count, datatype, op, comm, request);
+    }
+    /* Eager: run the compressed all-reduce now (SQZ_IALLREDUCE documents the trade-off). */
+    const sqz_status_t st = sqz_allreduce(e, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
+                                          (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+    int rc = MPI_SUCCESS;
+    if (SQZ_OK != st) {
+        rc = sqz_mpi_error(comm, st);
+    } else {
+        rc = PMPI_Grequest_start(sqz_greq_query, sqz_greq_free, sqz_greq_cancel, NULL, request);
+        if (MPI_SUCCESS == rc) {
+            rc = PMPI_Grequest_complete(*request);
+        }
+    }
+    sqz_mpi_inside = 0;
+    return rc;
+}
+
+SQZ_MPI_API int MPI_Reduce_scatter_block(const void *sendbuf, void *recvbuf, int recvcount,
+                                         MPI_Datatype datatype, MPI_Op op, MPI_Comm comm)
+{
+    if (!sqz_mpi_candidate(datatype, op, comm) || recvcount <= 0) {
+        return PMPI_Reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm);
+    }
+    sqz_mpi_inside = 1;
+    sqz_comm_t *e  = sqz_mpi_engine(comm);
+    sqz_status_t st = SQZ_ERR_NOT_SUPPORTED;
+    if (e) {
+        st = sqz_reduce_scatter_block(e, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
+                                      (size_t)recvcount, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+    }
+    sqz_mpi_inside = 0;
+    if (SQZ_ERR_NOT_SUPPORTED == st) {
+        return PMPI_Reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm);
+    }
+    return SQZ_OK == st ? MPI_SUCCESS : sqz_mpi_error(comm, st);
+}

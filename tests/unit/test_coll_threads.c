@@ -1,0 +1,355 @@
+/* The compressed collective algorithms on 1 to 8 ranks in threads (one context per rank, as in
+ * separate processes): bit-identical outputs, accuracy, SUM/AVG, in place, reduce-scatter,
+ * warm-up, error feedback over repeated calls, non-finite input, a corrupted payload, and
+ * mismatched settings. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <squeeze.h>
+
+#include "sqz_log.h"
+#include "sqz_test.h"
+#include "sqz_thread_transport.h"
+
+#define MAXR 8
+
+typedef struct {
+    const char *const *kv;       /* settings of every rank */
+    const char *const *kv_rank1; /* extra settings of rank 1 (mismatch test), or NULL */
+    int                P;
+    size_t             n;
+    int                in_place, avg, calls, nan_rank, nan_call, corrupt_call, rs;
+    float             *out[MAXR];  /* result of the last call, per rank */
+    float             *exact;      /* exact sum of the last call's inputs */
+    sqz_stats_t        stats[MAXR];
+    sqz_status_t       status[MAXR];
+    double             err_first, err_avg; /* relative error of call 0 and of the mean output */
+    sqz_thread_group_t *g;
+} job_t;
+
+static float input_value(int rank, int call, size_t i)
+{
+    /* Deterministic, rank-dependent, with a heavy tail so that top-k has structure. */
+    uint64_t x = (uint64_t)rank * 0x9e3779b97f4a7c15ull ^ (uint64_t)i * 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 31;
+    x *= 0x94d049bb133111ebull;
+    x ^= x >> 29;
+    const double u = (double)(x >> 11) * (1.0 / 9007199254740992.0);
+    const double v = (u - 0.5) * (1.0 + 4.0 * (i % 97 == 0)) + 0.01 * call;
+    return (float)v;
+}
+
+/* A transport that corrupts what rank 1 receives in one all-to-all. */
+static sqz_transport_t inner[MAXR];
+static int             corrupt_now[MAXR];
+static int corrupting_alltoallv(void *self, const void *sb, const size_t *sc, const size_t *sd,
+                                void *rb, const size_t *rc, const size_t *rd)
+{
+    const int rank = (int)(intptr_t)self;
+    const int rc0  = inner[rank].alltoallv(inner[rank].self, sb, sc, sd, rb, rc, rd);
+    if (corrupt_now[rank] && 1 == rank) {
+        /* Rank 0's payload for us: past its 32-byte frame, scramble the metadata. */
+        unsigned char *p = (unsigned char *)rb + rd[0] + 32;
+        memset(p, 0xff, rc[0] > 40 ? 8 : 0);
+    }
+    return rc0;
+}
+static int fwd_allgatherv(void *self, const void *s, size_t sb, void *r, const size_t *rb, const size_t *d)
+{
+    const int rank = (int)(intptr_t)self;
+    return inner[rank].allgatherv(inner[rank].self, s, sb, r, rb, d);
+}
+static int fwd_allreduce(void *self, const float *in, float *out, size_t n)
+{
+    const int rank = (int)(intptr_t)self;
+    return inner[rank].allreduce_f32_sum(inner[rank].self, in, out, n);
+}
+
+static void rank_main(int rank, void *arg)
+{
+    job_t        *j = arg;
+    sqz_config_t *cfg;
+    sqz_ctx_t    *ctx  = NULL;
+    sqz_comm_t   *comm = NULL;
+    char          err[512];
+    REQUIRE(SQZ_OK == sqz_config_create(&cfg));
+    for (size_t i = 0; j->kv[i]; i += 2) {
+        sqz_config_set(cfg, j->kv[i], j->kv[i + 1]);
+    }
+    for (size_t i = 0; 1 == rank && j->kv_rank1 && j->kv_rank1[i]; i += 2) {
+        sqz_config_set(cfg, j->kv_rank1[i], j->kv_rank1[i + 1]);
+    }
+    REQUIRE(SQZ_OK == sqz_ctx_create(cfg, &ctx, err, sizeof(err)));
+    sqz_config_destroy(cfg);
+    sqz_thread_transport(j->g, rank, &inner[rank]);
+    sqz_transport_t t = inner[rank];
+    t.self            = (void *)(intptr_t)rank;
+    t.alltoallv       = corrupting_alltoallv;
+    t.allgatherv      = fwd_allgatherv;
+    t.allreduce_f32_sum = fwd_allreduce;
+    REQUIRE(SQZ_OK == sqz_comm_create(ctx, &t, &comm));
+
+    const size_t n    = j->n;
+    const size_t outn = j->rs ? n / (size_t)j->P : n;
+    float       *in   = malloc(n * sizeof(float));
+    float       *buf  = malloc(n * sizeof(float));
+    float       *acc  = calloc(outn, sizeof(float));
+    for (int call = 0; call < j->calls; call++) {
+        for (size_t i = 0; i < n; i++) {
+            in[i] = input_value(rank, 0, i);
+        }
+        if (rank == j->nan_rank && call == j->nan_call) {
+            in[n / 3] = NAN;
+        }
+        corrupt_now[rank] = (call == j->corrupt_call);
+        memcpy(buf, in, n * sizeof(float));
+        const sqz_op_t op = j->avg ? SQZ_OP_AVG : SQZ_OP_SUM;
+        sqz_status_t   st;
+        if (j->rs) {
+            st = sqz_reduce_scatter_block(comm, j->in_place ? NULL : in, buf, outn, SQZ_DTYPE_FLOAT32, op, 7);
+        } else {
+            st = sqz_allreduce(comm, j->in_place ? NULL : in, buf, n, SQZ_DTYPE_FLOAT32, op, 0);
+        }
+        j->status[rank] = st;
+        if (SQZ_OK != st) {
+            break;
+        }
+        for (size_t i = 0; i < outn; i++) {
+            acc[i] += buf[i];
+        }
+        if (0 == rank && j->exact && 0 == call) {
+            double e = 0, x = 0;
+            for (size_t i = 0; i < outn; i++) {
+                e += (buf[i] - (double)j->exact[i]) * (buf[i] - (double)j->exact[i]);
+                x += (double)j->exact[i] * j->exact[i];
+            }
+            j->err_first = sqrt(e / x);
+        }
+    }
+    if (0 == rank && j->exact && SQZ_OK == j->status[0]) {
+        double e = 0, x = 0;
+        for (size_t i = 0; i < outn; i++) {
+            const double m = acc[i] / j->calls;
+            e += (m - j->exact[i]) * (m - j->exact[i]);
+            x += (double)j->exact[i] * j->exact[i];
+        }
+        j->err_avg = sqrt(e / x);
+    }
+    memcpy(j->out[rank], buf, outn * sizeof(float));
+    sqz_stats_get(ctx, &j->stats[rank]);
+    free(in);
+    free(buf);
+    free(acc);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
+/* Runs a job; fills exact with the exact SUM (or AVG) of call 0's inputs (own block for RS). */
+static void run(job_t *j)
+{
+    const size_t outn = j->rs ? j->n / (size_t)j->P : j->n;
+    j->exact          = calloc(j->n, sizeof(float));
+    /* Summed in float in rank order, then scaled, as the dense path does: exact comparisons. */
+    for (size_t i = 0; i < j->n; i++) {
+        float s = 0;
+        for (int r = 0; r < j->P; r++) {
+            s += input_value(r, 0, i);
+        }
+        j->exact[i] = j->avg ? s * (1.0f / (float)j->P) : s;
+    }
+    for (int r = 0; r < j->P; r++) {
+        j->out[r] = calloc(j->n, sizeof(float));
+    }
+    j->g = sqz_thread_group_create(j->P);
+    sqz_thread_run(j->P, rank_main, j);
+    sqz_thread_group_destroy(j->g);
+    (void)outn;
+}
+
+static void done(job_t *j)
+{
+    for (int r = 0; r < j->P; r++) {
+        free(j->out[r]);
+    }
+    free(j->exact);
+}
+
+static int identical(const job_t *j)
+{
+    for (int r = 1; r < j->P; r++) {
+        if (0 != memcmp(j->out[0], j->out[r], j->n * sizeof(float))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+typedef struct {
+    const char *name;
+    const char *kv[12];
+    double      max_err;     /* bound on the relative error of one call */
+    double      ef_gain;     /* the mean over 60 calls must be this much more accurate */
+} method_case_t;
+
+static const method_case_t cases[] = {
+    {"topk-exact", {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", NULL}, 0.99, 3},
+    {"topk-sampled", {"SQZ_METHOD", "topk", "SQZ_TOPK_SELECT", "sampled", "SQZ_TOPK_DENSITY", "0.05", NULL}, 0.99, 3},
+    {"quant4", {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", NULL}, 0.45, 10},
+    {"quant2-stoch", {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "2", "SQZ_QUANT_ROUNDING", "stochastic", NULL}, 3.5, 10},
+    {"quant8", {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", NULL}, 0.03, 10},
+    {"sign", {"SQZ_METHOD", "sign", NULL}, 1.2, 2},
+    {"sign-l2", {"SQZ_METHOD", "sign", "SQZ_SIGN_SCALE", "l2", NULL}, 1.5, 2},
+};
+
+static void test_methods(void)
+{
+    const int    ranks[] = {1, 2, 3, 4, 5, 8};
+    const size_t sizes[] = {70001, 131072};
+    for (size_t m = 0; m < sizeof(cases) / sizeof(cases[0]); m++) {
+        for (size_t ri = 0; ri < sizeof(ranks) / sizeof(ranks[0]); ri++) {
+            for (size_t si = 0; si < 2; si++) {
+                job_t j = {.kv = cases[m].kv, .P = ranks[ri], .n = sizes[si], .calls = 1,
+                           .in_place = (int)(si & 1), .avg = (int)(ri & 1), .nan_rank = -1,
+                           .corrupt_call = -1};
+                run(&j);
+                CHECK_MSG(identical(&j), "%s P=%d n=%zu: outputs differ", cases[m].name, j.P, j.n);
+                CHECK_MSG(j.err_first <= cases[m].max_err, "%s P=%d n=%zu: rel err %.4f > %.4f",
+                          cases[m].name, j.P, j.n, j.err_first, cases[m].max_err);
+                for (int r = 0; r < j.P; r++) {
+                    CHECK_EQ_INT(j.status[r], SQZ_OK);
+                    CHECK_EQ_INT(j.stats[r].calls_compressed, 1);
+                    CHECK(j.stats[r].bytes_wire > 0 && j.stats[r].bytes_wire < j.stats[r].bytes_in);
+                }
+                done(&j);
+            }
+        }
+        /* Error feedback: the mean of 60 outputs of the same input approaches the exact sum. */
+        job_t j = {.kv = cases[m].kv, .P = 4, .n = 65536, .calls = 60, .nan_rank = -1, .corrupt_call = -1};
+        run(&j);
+        printf("%-13s one call: rel err %.4f; mean of %d calls: %.4f\n", cases[m].name, j.err_first,
+               j.calls, j.err_avg);
+        CHECK_MSG(j.err_avg * cases[m].ef_gain <= j.err_first,
+                  "%s: EF mean error %.4f not %.1fx below one call's %.4f", cases[m].name, j.err_avg,
+                  cases[m].ef_gain, j.err_first);
+        done(&j);
+    }
+}
+
+static void test_none_is_exact(void)
+{
+    const char *kv[] = {"SQZ_METHOD", "none", NULL};
+    job_t       j    = {.kv = kv, .P = 4, .n = 100000, .calls = 1, .nan_rank = -1, .corrupt_call = -1};
+    run(&j);
+    CHECK(identical(&j));
+    CHECK_EQ_INT(j.stats[0].calls_compressed, 0);
+    CHECK_EQ_INT(j.stats[0].calls, 1);
+    CHECK(j.err_first < 1e-6);
+    done(&j);
+}
+
+static void test_reduce_scatter(void)
+{
+    const char *kv[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", NULL};
+    for (int P = 1; P <= 4; P++) {
+        job_t j = {.kv = kv, .P = P, .n = (size_t)P * 40000, .calls = 1, .rs = 1, .nan_rank = -1,
+                   .corrupt_call = -1, .in_place = P & 1};
+        run(&j);
+        /* Rank 0's block against the exact sum. */
+        double e = 0, x = 0;
+        for (size_t i = 0; i < j.n / (size_t)P; i++) {
+            e += pow(j.out[0][i] - j.exact[i], 2);
+            x += pow(j.exact[i], 2);
+        }
+        CHECK_MSG(sqrt(e / x) < 0.03, "RS P=%d err %.4f", P, sqrt(e / x));
+        CHECK_EQ_INT(j.stats[0].calls_compressed, 1);
+        done(&j);
+    }
+    /* topk has no reduce-scatter form: dense, counted as a fallback, exact. */
+    const char *kv2[] = {"SQZ_METHOD", "topk", NULL};
+    job_t       j     = {.kv = kv2, .P = 2, .n = 2 * 40000, .calls = 1, .rs = 1, .nan_rank = -1, .corrupt_call = -1};
+    run(&j);
+    CHECK_EQ_INT(j.stats[0].calls_fallback, 1);
+    CHECK(j.out[0][5] == j.exact[5]);
+    done(&j);
+}
+
+static void test_warmup(void)
+{
+    const char *kv[] = {"SQZ_METHOD", "sign", "SQZ_WARMUP_STEPS", "2", NULL};
+    job_t       j    = {.kv = kv, .P = 3, .n = 65536, .calls = 2, .nan_rank = -1, .corrupt_call = -1};
+    run(&j);
+    CHECK(j.err_first < 1e-6 && j.err_avg < 1e-6);
+    CHECK_EQ_INT(j.stats[0].calls_warmup, 2);
+    CHECK_EQ_INT(j.stats[0].calls_compressed, 0);
+    done(&j);
+    j = (job_t){.kv = kv, .P = 3, .n = 65536, .calls = 3, .nan_rank = -1, .corrupt_call = -1};
+    run(&j);
+    CHECK_EQ_INT(j.stats[2].calls_compressed, 1);
+    done(&j);
+}
+
+static void test_nonfinite(void)
+{
+    const char *kv_ag[] = {"SQZ_METHOD", "topk", NULL};
+    const char *kv_rs[] = {"SQZ_METHOD", "quant", NULL};
+    const char *const *kvs[] = {kv_ag, kv_rs};
+    for (int k = 0; k < 2; k++) {
+        job_t j = {.kv = kvs[k], .P = 4, .n = 65536, .calls = 1, .nan_rank = 2, .nan_call = 0,
+                   .corrupt_call = -1};
+        run(&j);
+        CHECK(identical(&j));
+        for (int r = 0; r < 4; r++) {
+            CHECK_EQ_INT(j.status[r], SQZ_OK);
+            CHECK_EQ_INT(j.stats[r].calls_fallback, 1);
+            CHECK_EQ_INT(j.stats[r].calls_nonfinite, 1);
+        }
+        /* The dense result: NaN where the NaN was, exact elsewhere. */
+        CHECK(isnan(j.out[0][j.n / 3]));
+        CHECK(j.out[0][5] == j.exact[5]);
+        done(&j);
+    }
+}
+
+static void test_corrupt(void)
+{
+    const char *kv[] = {"SQZ_METHOD", "quant", NULL};
+    job_t       j    = {.kv = kv, .P = 3, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = 0};
+    run(&j);
+    CHECK(identical(&j));
+    for (int r = 0; r < 3; r++) {
+        CHECK_EQ_INT(j.status[r], SQZ_OK);
+        CHECK_EQ_INT(j.stats[r].calls_fallback, 1);
+    }
+    CHECK(j.out[0][11] == j.exact[11]);
+    done(&j);
+}
+
+static void test_mismatch(void)
+{
+    const char *kv[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", NULL};
+    const char *kv1[] = {"SQZ_TOPK_DENSITY", "0.2", NULL};
+    job_t       j     = {.kv = kv, .kv_rank1 = kv1, .P = 3, .n = 65536, .calls = 1, .nan_rank = -1,
+                         .corrupt_call = -1};
+    run(&j);
+    for (int r = 0; r < 3; r++) {
+        CHECK_EQ_INT(j.status[r], SQZ_ERR_MISMATCH);
+    }
+    done(&j);
+}
+
+int main(void)
+{
+    sqz_log_set_level(SQZ_LOG_ERROR);
+    test_methods();
+    test_none_is_exact();
+    test_reduce_scatter();
+    test_warmup();
+    test_nonfinite();
+    test_corrupt();
+    sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
+    test_mismatch();
+    return sqz_test_result("test_coll_threads");
+}

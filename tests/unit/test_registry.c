@@ -1,0 +1,107 @@
+/* The compressor registry: built-ins, loading the example plugin, and plugins that fail to load
+ * (missing file, not a plugin, bad descriptor) being skipped without harm. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <squeeze.h>
+
+#include "sqz_log.h"
+#include "sqz_param.h"
+#include "sqz_registry.h"
+#include "sqz_test.h"
+
+static void test_builtins(void)
+{
+    sqz_registry_t r;
+    REQUIRE(SQZ_OK == sqz_registry_init(&r));
+    const char *names[] = {"none", "topk", "quant", "sign"};
+    for (size_t i = 0; i < 4; i++) {
+        const sqz_compressor_v1_t *c = sqz_registry_find(&r, names[i]);
+        CHECK_MSG(c != NULL, "%s missing", names[i]);
+        if (c) {
+            char err[256];
+            CHECK_EQ_INT(sqz_registry_check(c, err, sizeof(err)), SQZ_OK);
+            CHECK(c->description && strlen(c->description) > 10);
+        }
+    }
+    CHECK(NULL == sqz_registry_find(&r, "nosuch"));
+    sqz_registry_fini(&r);
+}
+
+static void test_check(void)
+{
+    char                err[256];
+    sqz_compressor_v1_t bad = sqz_compressor_topk;
+    bad.abi                 = 2;
+    CHECK_EQ_INT(sqz_registry_check(&bad, err, sizeof(err)), SQZ_ERR_PLUGIN);
+    bad      = sqz_compressor_topk;
+    bad.size = 8;
+    CHECK_EQ_INT(sqz_registry_check(&bad, err, sizeof(err)), SQZ_ERR_PLUGIN);
+    bad      = sqz_compressor_topk;
+    bad.name = "Top-K";
+    CHECK_EQ_INT(sqz_registry_check(&bad, err, sizeof(err)), SQZ_ERR_PLUGIN);
+    bad          = sqz_compressor_topk;
+    bad.compress = NULL;
+    CHECK_EQ_INT(sqz_registry_check(&bad, err, sizeof(err)), SQZ_ERR_PLUGIN);
+    bad          = sqz_compressor_topk;
+    bad.exchange = (sqz_exchange_t)77;
+    CHECK_EQ_INT(sqz_registry_check(&bad, err, sizeof(err)), SQZ_ERR_PLUGIN);
+    CHECK_EQ_INT(sqz_registry_check(NULL, err, sizeof(err)), SQZ_ERR_PLUGIN);
+}
+
+static void test_plugins(void)
+{
+    const char *plugin = getenv("SQZ_TEST_PLUGIN");
+    sqz_registry_t r;
+    REQUIRE(SQZ_OK == sqz_registry_init(&r));
+    const size_t before = r.n;
+    /* Missing file, a file that is not a shared object, a library without the symbol: skipped. */
+    CHECK_EQ_INT(sqz_registry_load_plugins(&r, "/nonexistent/libnothing.so"), 1);
+    CHECK_EQ_INT(sqz_registry_load_plugins(&r, "/etc/hostname,libm.so.6"), 2);
+    CHECK_EQ_INT(r.n, before);
+    if (plugin && plugin[0]) {
+        CHECK_EQ_INT(sqz_registry_load_plugins(&r, plugin), 0);
+        const sqz_compressor_v1_t *c = sqz_registry_find(&r, "example");
+        CHECK(c != NULL);
+        CHECK_EQ_INT(r.n, before + 1);
+        /* Loading it twice: the duplicate name is refused. */
+        CHECK_EQ_INT(sqz_registry_load_plugins(&r, plugin), 1);
+        if (c) {
+            /* The plugin works through the ABI. */
+            void                         *state = NULL;
+            const sqz_compressor_env_v1_t env   = {.size = sizeof(env), .rank = 0, .nranks = 1, .seed = 1};
+            void                         *cfg   = NULL;
+            char                          err[256];
+            REQUIRE(SQZ_OK == sqz_plugin_config_make(c, NULL, &cfg, err, sizeof(err)));
+            CHECK_EQ_INT(c->create(cfg, &env, &state), SQZ_OK);
+            free(cfg);
+            float          in[100], res[100] = {0}, out[100] = {0};
+            unsigned char  payload[4096];
+            for (int i = 0; i < 100; i++) {
+                in[i] = (float)i * 0.37f - 11.0f;
+            }
+            sqz_compress_args_v1_t a = {.size = sizeof(a), .in = in, .residual = res, .n = 100,
+                                        .payload = payload, .capacity = sizeof(payload)};
+            REQUIRE(c->max_payload(state, 100) <= sizeof(payload));
+            CHECK_EQ_INT(c->compress(state, &a), SQZ_OK);
+            CHECK_EQ_INT(c->decompress(state, payload, a.payload_bytes, out, 100), SQZ_OK);
+            for (int i = 0; i < 100; i++) {
+                CHECK_NEAR(out[i] + res[i], in[i], 1e-5);
+            }
+            c->destroy(state);
+        }
+    } else {
+        printf("SQZ_TEST_PLUGIN not set: example plugin not tested here\n");
+    }
+    sqz_registry_fini(&r);
+}
+
+int main(void)
+{
+    sqz_log_set_level(SQZ_LOG_ERROR); /* the skipped plugins warn: expected */
+    test_builtins();
+    test_check();
+    test_plugins();
+    return sqz_test_result("test_registry");
+}
