@@ -230,10 +230,12 @@ static inline float sqz_pu_rng_f32(sqz_pu_rng_t *r)
     return (float)(sqz_pu_rng_u32(r) >> 8) * 0x1p-24f;
 }
 
-/** \return a uniform integer in [0, bound) (bound >= 1; the tiny modulo bias is irrelevant here). */
+/** \return a uniform integer in [0, bound), bound >= 1 (the tiny modulo bias is irrelevant). */
 static inline uint64_t sqz_pu_rng_below(sqz_pu_rng_t *r, uint64_t bound)
 {
-    const uint64_t x = ((uint64_t)sqz_pu_rng_u32(r) << 32) | sqz_pu_rng_u32(r);
+    /* Two statements: the order of the draws must not depend on the compiler. */
+    const uint64_t hi = sqz_pu_rng_u32(r);
+    const uint64_t x = (hi << 32) | sqz_pu_rng_u32(r);
     return x % bound;
 }
 
@@ -268,6 +270,32 @@ static inline size_t sqz_pu_packed_bytes(size_t n, unsigned b)
     return (n / 8) * b + ((n % 8) * b + 7) / 8;
 }
 
+/* Generic group of 8 codes, any b: through a 64-bit accumulator (8 * b <= 64 bits). */
+static inline void sqz_pu_pack8_any_(uint64_t x, unsigned b, uint8_t *out)
+{
+    uint64_t acc = 0;
+    for (unsigned j = 0; j < 8; j++) {
+        acc |= ((x >> (8 * j)) & 0xffu) << (j * b);
+    }
+    for (unsigned j = 0; j < b; j++) {
+        out[j] = (uint8_t)(acc >> (8 * j));
+    }
+}
+
+static inline uint64_t sqz_pu_unpack8_any_(const uint8_t *in, unsigned b)
+{
+    uint64_t acc = 0;
+    for (unsigned j = 0; j < b; j++) {
+        acc |= (uint64_t)in[j] << (8 * j);
+    }
+    const uint64_t mask = (1ull << b) - 1;
+    uint64_t x = 0;
+    for (unsigned j = 0; j < 8; j++) {
+        x |= ((acc >> (j * b)) & mask) << (8 * j);
+    }
+    return x;
+}
+
 /* Packs 8 one-byte codes (each < 2^b) held little-endian in x into b bytes at out (SWAR). */
 static inline void sqz_pu_pack8_(uint64_t x, unsigned b, uint8_t *out)
 {
@@ -291,16 +319,22 @@ static inline void sqz_pu_pack8_(uint64_t x, unsigned b, uint8_t *out)
         out[2] = (uint8_t)(x >> 32);
         out[3] = (uint8_t)(x >> 40);
         return;
-    default: {
-        uint64_t acc = 0;
-        for (unsigned j = 0; j < 8; j++) {
-            acc |= ((x >> (8 * j)) & 0xffu) << (j * b);
-        }
-        for (unsigned j = 0; j < b; j++) {
-            out[j] = (uint8_t)(acc >> (8 * j));
-        }
+    /* Odd widths: a literal b lets the compiler unroll the generic loops. */
+    case 3:
+        sqz_pu_pack8_any_(x, 3, out);
         return;
-    }
+    case 5:
+        sqz_pu_pack8_any_(x, 5, out);
+        return;
+    case 6:
+        sqz_pu_pack8_any_(x, 6, out);
+        return;
+    case 7:
+        sqz_pu_pack8_any_(x, 7, out);
+        return;
+    default:
+        sqz_pu_pack8_any_(x, b, out);
+        return;
     }
 }
 
@@ -322,18 +356,16 @@ static inline uint64_t sqz_pu_unpack8_(const uint8_t *in, unsigned b)
         x = (x | (x << 16)) & 0x0000ffff0000ffffull;
         x = (x | (x << 8)) & 0x00ff00ff00ff00ffull;
         return (x | (x << 4)) & 0x0f0f0f0f0f0f0f0full;
-    default: {
-        uint64_t acc = 0;
-        for (unsigned j = 0; j < b; j++) {
-            acc |= (uint64_t)in[j] << (8 * j);
-        }
-        const uint64_t mask = (1ull << b) - 1;
-        x = 0;
-        for (unsigned j = 0; j < 8; j++) {
-            x |= ((acc >> (j * b)) & mask) << (8 * j);
-        }
-        return x;
-    }
+    case 3:
+        return sqz_pu_unpack8_any_(in, 3);
+    case 5:
+        return sqz_pu_unpack8_any_(in, 5);
+    case 6:
+        return sqz_pu_unpack8_any_(in, 6);
+    case 7:
+        return sqz_pu_unpack8_any_(in, 7);
+    default:
+        return sqz_pu_unpack8_any_(in, b);
     }
 }
 

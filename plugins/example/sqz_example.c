@@ -90,6 +90,7 @@ static inline int example_is_finite_bits(uint32_t u)
 static sqz_status_t example_create(const void *config, const sqz_compressor_env_v1_t *env,
                                    void **state)
 {
+    (void)env;
     const example_config_t *cfg = (const example_config_t *)config;
     if (cfg == NULL) {
         return SQZ_ERR_INVALID_PARAM;
@@ -105,6 +106,7 @@ static sqz_status_t example_create(const void *config, const sqz_compressor_env_
 
 static size_t example_max_payload(void *state, size_t n)
 {
+    (void)state;
     return n > SIZE_MAX / 2 ? SIZE_MAX : 2 * n;
 }
 
@@ -179,6 +181,7 @@ static sqz_status_t example_compress(void *state, sqz_compress_args_v1_t *args)
 static sqz_status_t example_decompress(void *state, const void *payload, size_t bytes,
                                        float *out, size_t n)
 {
+    (void)state;
     if (n > SIZE_MAX / 2 || bytes != 2 * n || (n > 0 && payload == NULL)) {
         return SQZ_ERR_CORRUPT;
     }

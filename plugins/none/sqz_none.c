@@ -127,17 +127,27 @@ static void none_destroy(void *state)
     free(state);
 }
 
+/* As SQZ_METHOD, "none" means "change nothing": every call is declined and goes to the dense
+ * collective untouched (the engine still counts it).  The compress/decompress pair stays a real,
+ * exact codec: squeeze_bench and the tests use it as the baseline of the engine's own exchange. */
+static sqz_status_t none_query(void *state, const sqz_query_v1_t *q)
+{
+    (void)state;
+    (void)q;
+    return SQZ_ERR_NOT_SUPPORTED;
+}
+
 const sqz_compressor_v1_t sqz_compressor_none = {
     .abi = SQZ_COMPRESSOR_ABI_V1,
     .size = sizeof(sqz_compressor_v1_t),
     .name = "none",
-    .description = "exact passthrough: raw float32 payload (baseline, no compression)",
+    .description = "no compression: every call passes through to the dense collective, counted in the stats",
     .exchange = SQZ_EXCHANGE_REDUCE_SCATTER,
     .params = NULL,
     .nparams = 0,
     .config_size = 0,
     .create = none_create,
-    .query = NULL,
+    .query = none_query,
     .max_payload = none_max_payload,
     .compress = none_compress,
     .decompress = none_decompress,

@@ -211,21 +211,29 @@ static const float quant_half[SQZ_PU_BLOCK] = {
     0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f, 0.5f,
 };
 
-/* The unit of a bucket with extremes mn <= mx (finite), such that every decoded value is finite:
- * 0 when the range is too small for 1/unit to be finite. */
+/* The unit of a bucket with extremes mn <= mx (finite) such that every decoded value
+ * mn + unit * code, the float product included, is finite: 0 when the range is too small for
+ * 1/unit to be finite. */
 static float quant_unit(float mn, float mx, unsigned bits)
 {
     const float levels = (float)((1u << bits) - 1u);
-    const double u = ((double)mx - (double)mn) / (double)levels;
-    float unit = u > (double)FLT_MAX ? FLT_MAX : (float)u;
+    double u = ((double)mx - (double)mn) / (double)levels;
+    /* Near the top of the float range, shrink the unit a little (the error goes to the residual,
+     * which stays finite): the margins cover the roundings of the product and the sum. */
+    const double limit =
+        fmin((double)FLT_MAX * (1.0 - 0x1p-20), (double)FLT_MAX - (double)mn - 0x1p106) /
+        (double)levels;
+    if (u > limit) {
+        u = limit;
+    }
+    float unit = (float)u;
     if (!(unit >= FLT_MIN)) {
         return 0.0f;
     }
-    /* Rounding may push mn + unit * levels just past FLT_MAX when mx is near it. */
-    while (!sqz_pu_is_finite_f32(quant_decode_one(mn, unit, levels))) {
+    for (int i = 0; i < 64 && !sqz_pu_is_finite_f32(quant_decode_one(mn, unit, levels)); i++) {
         unit = nextafterf(unit, 0.0f);
     }
-    return unit;
+    return sqz_pu_is_finite_f32(quant_decode_one(mn, unit, levels)) ? unit : 0.0f;
 }
 
 static sqz_status_t quant_compress(void *state, sqz_compress_args_v1_t *args)

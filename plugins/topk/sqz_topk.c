@@ -387,6 +387,17 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
             continue;
         }
         for (size_t j = 0; j < len && taken < m; j++) {
+            /* Skip groups of 8 without a candidate: at typical densities most are empty. */
+            if (j % 8 == 0 && j + 8 <= len) {
+                uint32_t group = 0;
+                for (size_t g = 0; g < 8; g++) {
+                    group |= (uint32_t)(sqz_pu_abs_key(a[j + g]) >= rule.thr);
+                }
+                if (!group) {
+                    j += 7;
+                    continue;
+                }
+            }
             const uint32_t key = sqz_pu_abs_key(a[j]);
             int take = key > rule.thr;
             if (key == rule.thr && rule.ties_left > 0) {

@@ -721,6 +721,59 @@ static void test_corrupt_fields(void)
     free(in);
 }
 
+/* Extreme magnitudes: values up to +-FLT_MAX and subnormals still give finite decoded values and
+ * a finite residual that keeps the error-feedback invariant. */
+static void test_extremes(void)
+{
+    const size_t n = 1000;
+    float *in = alloc_floats(n);
+    float *res = alloc_floats(n);
+    float *dec = alloc_floats(n);
+    for (int shape = 0; shape < 3; shape++) {
+        for (size_t i = 0; i < n; i++) {
+            const double u = rng_unif();
+            switch (shape) {
+            case 0: /* the full float range, both signs */
+                in[i] = (float)((rng_u64() & 1) ? u * FLT_MAX : -u * FLT_MAX);
+                break;
+            case 1: /* positive, just below FLT_MAX */
+                in[i] = (float)(FLT_MAX * (0.999 + 0.001 * u));
+                break;
+            default: /* subnormal */
+                in[i] = (float)((u - 0.5) * 1e-40);
+                break;
+            }
+        }
+        for (size_t j = 0; j < NMETHODS; j++) {
+            const method_t *m = &methods[j];
+            inst_t it = inst_create(m);
+            memset(res, 0, n * sizeof *res);
+            uint8_t *payload;
+            sqz_compress_args_v1_t args;
+            CHECK_EQ_INT(do_compress(&it, in, res, n, 11, &payload, &args), SQZ_OK);
+            memset(dec, 0, n * sizeof *dec);
+            CHECK_EQ_INT(m->c->decompress(it.state, payload, args.payload_bytes, dec, n), SQZ_OK);
+            double maxabs = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                maxabs = fmax(maxabs, fabs((double)in[i]));
+            }
+            const double tol = 8.0 * FLT_EPSILON * maxabs + 0x1p-149;
+            size_t bad = 0;
+            for (size_t i = 0; i < n; i++) {
+                bad += !isfinite(dec[i]) || !isfinite(res[i]) ||
+                       !(fabs((double)dec[i] + (double)res[i] - (double)in[i]) <= tol);
+            }
+            CHECK_MSG(bad == 0, "%s shape %d: %zu non-finite or inconsistent", m->label, shape,
+                      bad);
+            free(payload);
+            inst_destroy(&it);
+        }
+    }
+    free(in);
+    free(res);
+    free(dec);
+}
+
 /* Empty vectors: every method handles n == 0 (a reduce-scatter chunk may be empty). */
 static void test_empty(void)
 {
@@ -790,5 +843,6 @@ int main(void)
         }
     }
     test_corrupt_fields();
+    test_extremes();
     return sqz_test_result("test_compressors");
 }
