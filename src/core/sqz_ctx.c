@@ -41,6 +41,10 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
     {"CHECK_SETTINGS", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(check_settings),
      "compare the settings of all ranks at start-up and at the first compressed call of each "
      "communicator (a clear error on every rank when they differ)"},
+    {"HIER", SQZ_PARAM_ENUM, "auto", 0, 0, "auto|on|off", CORE(hier),
+     "hierarchical all-reduce: exact reduction inside each host, compressed exchange between "
+     "hosts (one leader per host), exact broadcast back; auto turns it on when some host holds "
+     "more than one rank of the communicator"},
 };
 #define SQZ_NCORE (sizeof(sqz_core_param_defs) / sizeof(sqz_core_param_defs[0]))
 

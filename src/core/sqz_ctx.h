@@ -12,6 +12,7 @@
 
 typedef enum { SQZ_EF_EF14 = 0, SQZ_EF_NONE = 1 } sqz_ef_mode_t;
 typedef enum { SQZ_IALLREDUCE_EAGER = 0, SQZ_IALLREDUCE_PASSTHROUGH = 1 } sqz_iallreduce_mode_t;
+typedef enum { SQZ_HIER_AUTO = 0, SQZ_HIER_ON = 1, SQZ_HIER_OFF = 2 } sqz_hier_mode_t;
 
 /** The core's typed parameters (table in sqz_ctx.c). */
 typedef struct sqz_core_params {
@@ -26,6 +27,7 @@ typedef struct sqz_core_params {
     int64_t     seed;
     int         iallreduce;    /* sqz_iallreduce_mode_t */
     int         check_settings;
+    int         hier;          /* sqz_hier_mode_t */
 } sqz_core_params_t;
 
 /** Per-method statistics row (one per registry entry). */

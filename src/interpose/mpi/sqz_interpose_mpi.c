@@ -31,50 +31,149 @@ static int          sqz_mpi_keyval = MPI_KEYVAL_INVALID;
 static __thread int sqz_mpi_inside;  /* reentry guard */
 static uint64_t     sqz_mpi_calls_foreign; /* intercepted calls seen before init or on the guard */
 
-/* Per-communicator engine, cached as an MPI attribute: freed with the communicator. */
+/* Per-communicator state, cached as an MPI attribute: freed with the communicator.
+ *
+ * Hierarchical mode (SQZ_HIER): when the communicator spans several hosts and some host holds
+ * more than one of its ranks, a call is reduced exactly inside each host (PMPI_Reduce to the
+ * host's first rank), all-reduced compressed between the host leaders only, and broadcast back
+ * exactly (PMPI_Bcast).  The leaders end bit-identical (the engine's promise) and the broadcast
+ * copies their bits, so every rank does. */
 typedef struct sqz_mpi_comm {
-    sqz_transport_t t;
+    sqz_transport_t t;             /* flat: the whole communicator */
     sqz_comm_t     *engine;
+    int             hier;          /* 1: hierarchical */
+    MPI_Comm        local;         /* ranks of this host (hierarchical only) */
+    MPI_Comm        leaders;       /* one rank per host; MPI_COMM_NULL on the others */
+    sqz_transport_t lt;
+    sqz_comm_t     *leader_engine; /* NULL when there is a single host */
 } sqz_mpi_comm_t;
 
-static int sqz_mpi_comm_delete(MPI_Comm comm, int keyval, void *attr, void *extra)
+static void sqz_mpi_comm_free(sqz_mpi_comm_t *c)
 {
-    sqz_mpi_comm_t *c = attr;
-    (void)comm;
-    (void)keyval;
-    (void)extra;
+    sqz_comm_destroy(c->leader_engine);
+    sqz_transport_mpi_destroy(&c->lt);
+    if (MPI_COMM_NULL != c->leaders) {
+        PMPI_Comm_free(&c->leaders);
+    }
+    if (MPI_COMM_NULL != c->local) {
+        PMPI_Comm_free(&c->local);
+    }
     sqz_comm_destroy(c->engine);
     sqz_transport_mpi_destroy(&c->t);
     free(c);
+}
+
+static int sqz_mpi_comm_delete(MPI_Comm comm, int keyval, void *attr, void *extra)
+{
+    (void)comm;
+    (void)keyval;
+    (void)extra;
+    sqz_mpi_comm_free(attr);
     return MPI_SUCCESS;
 }
 
-/* \return the engine of comm, created on first use; NULL when it cannot be (the call then passes
- * through, which every rank decides alike: creation is local and fails only on memory). */
-static sqz_comm_t *sqz_mpi_engine(MPI_Comm comm)
+/* Sets up the hierarchical mode of c on comm, as SQZ_HIER asks (collective over comm; every rank
+ * takes the same decision from the same reduced numbers). */
+static int sqz_mpi_hier_setup(sqz_mpi_comm_t *c, MPI_Comm comm)
+{
+    const int mode = sqz_mpi_ctx->p.hier;
+    int       lrank = 0, lsize = 1, counts[2], maxima[2];
+    if (SQZ_HIER_OFF == mode) {
+        return 0;
+    }
+    if (MPI_SUCCESS != PMPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &c->local)) {
+        c->local = MPI_COMM_NULL;
+        return -1;
+    }
+    PMPI_Comm_rank(c->local, &lrank);
+    PMPI_Comm_size(c->local, &lsize);
+    counts[0] = (0 == lrank); /* hosts */
+    counts[1] = 0;
+    maxima[0] = lsize;        /* most ranks on one host */
+    maxima[1] = 0;
+    int hosts = 0, most = 0;
+    if (MPI_SUCCESS != PMPI_Allreduce(counts, &hosts, 1, MPI_INT, MPI_SUM, comm) ||
+        MPI_SUCCESS != PMPI_Allreduce(maxima, &most, 1, MPI_INT, MPI_MAX, comm)) {
+        return -1;
+    }
+    c->hier = (most > 1) && (SQZ_HIER_ON == mode || hosts > 1);
+    if (!c->hier) {
+        PMPI_Comm_free(&c->local);
+        return 0;
+    }
+    int rank = 0;
+    PMPI_Comm_rank(comm, &rank);
+    if (MPI_SUCCESS != PMPI_Comm_split(comm, 0 == lrank ? 0 : MPI_UNDEFINED, rank, &c->leaders)) {
+        return -1;
+    }
+    if (MPI_COMM_NULL != c->leaders && hosts > 1 &&
+        (SQZ_OK != sqz_transport_mpi_create(c->leaders, &c->lt) ||
+         SQZ_OK != sqz_comm_create(sqz_mpi_ctx, &c->lt, &c->leader_engine))) {
+        /* Every leader runs the same code on the same data: a failure here is memory only. */
+        return -1;
+    }
+    SQZ_INFO("hierarchical all-reduce: %d host(s), up to %d rank(s) per host", hosts, most);
+    return 0;
+}
+
+/* \return the state of comm, created on first use; NULL when it cannot be (the call then passes
+ * through, which every rank decides alike: creation fails only on memory). */
+static sqz_mpi_comm_t *sqz_mpi_comm(MPI_Comm comm)
 {
     void *attr = NULL;
     int   flag = 0;
     if (MPI_SUCCESS == PMPI_Comm_get_attr(comm, sqz_mpi_keyval, &attr, &flag) && flag) {
-        return ((sqz_mpi_comm_t *)attr)->engine;
+        return attr;
     }
     sqz_mpi_comm_t *c = calloc(1, sizeof(*c));
     if (NULL == c) {
         return NULL;
     }
+    c->local = c->leaders = MPI_COMM_NULL;
+    /* Settings are compared before the hierarchical set-up, whose collectives depend on them. */
     if (SQZ_OK != sqz_transport_mpi_create(comm, &c->t) ||
-        SQZ_OK != sqz_comm_create(sqz_mpi_ctx, &c->t, &c->engine)) {
-        sqz_transport_mpi_destroy(&c->t);
-        free(c);
+        SQZ_OK != sqz_comm_create(sqz_mpi_ctx, &c->t, &c->engine) ||
+        (SQZ_OK == sqz_comm_check_settings(c->engine) && 0 != sqz_mpi_hier_setup(c, comm)) ||
+        MPI_SUCCESS != PMPI_Comm_set_attr(comm, sqz_mpi_keyval, c)) {
+        sqz_mpi_comm_free(c);
         return NULL;
     }
-    if (MPI_SUCCESS != PMPI_Comm_set_attr(comm, sqz_mpi_keyval, c)) {
-        sqz_comm_destroy(c->engine);
-        sqz_transport_mpi_destroy(&c->t);
-        free(c);
-        return NULL;
+    return c;
+}
+
+static sqz_comm_t *sqz_mpi_engine(MPI_Comm comm)
+{
+    sqz_mpi_comm_t *c = sqz_mpi_comm(comm);
+    return c ? c->engine : NULL;
+}
+
+/* The hierarchical all-reduce (see sqz_mpi_comm_t).  Counted by the leaders' engine. */
+static sqz_status_t sqz_mpi_allreduce_hier(sqz_mpi_comm_t *c, const void *sendbuf, void *recvbuf,
+                                           int count)
+{
+    int lrank = 0;
+    PMPI_Comm_rank(c->local, &lrank);
+    const void *in = (MPI_IN_PLACE == sendbuf) ? recvbuf : sendbuf;
+    if (0 == lrank) {
+        if (MPI_SUCCESS != PMPI_Reduce(MPI_IN_PLACE == sendbuf ? MPI_IN_PLACE : sendbuf, recvbuf, count,
+                                       MPI_FLOAT, MPI_SUM, 0, c->local)) {
+            return SQZ_ERR_MPI;
+        }
+    } else if (MPI_SUCCESS != PMPI_Reduce(in, NULL, count, MPI_FLOAT, MPI_SUM, 0, c->local)) {
+        return SQZ_ERR_MPI;
     }
-    return c->engine;
+    sqz_status_t st = SQZ_OK;
+    if (0 == lrank && c->leader_engine) {
+        st = sqz_allreduce(c->leader_engine, NULL, recvbuf, (size_t)count, SQZ_DTYPE_FLOAT32,
+                           SQZ_OP_SUM, 0);
+    } else if (0 != lrank) {
+        sqz_comm_count_passthrough(c->engine);
+    }
+    /* Broadcast even after a failure, so that no rank of the host is left waiting. */
+    if (MPI_SUCCESS != PMPI_Bcast(recvbuf, count, MPI_FLOAT, 0, c->local)) {
+        return SQZ_ERR_MPI;
+    }
+    return st;
 }
 
 /* Stops the job: used for configuration errors and mismatched settings, after every rank has
@@ -219,17 +318,19 @@ SQZ_MPI_API int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI
     if (!sqz_mpi_candidate(datatype, op, comm) || count <= 0) {
         return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
     }
-    sqz_mpi_inside = 1;
-    sqz_comm_t *e  = sqz_mpi_engine(comm);
-    if (NULL == e || !sqz_comm_eligible(e, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
-        if (e) {
-            sqz_comm_count_passthrough(e);
+    sqz_mpi_inside     = 1;
+    sqz_mpi_comm_t *c  = sqz_mpi_comm(comm);
+    if (NULL == c || !sqz_comm_eligible(c->engine, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
+        if (c) {
+            sqz_comm_count_passthrough(c->engine);
         }
         sqz_mpi_inside = 0;
         return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
     }
-    const sqz_status_t st = sqz_allreduce(e, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
-                                          (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+    const sqz_status_t st =
+        c->hier ? sqz_mpi_allreduce_hier(c, sendbuf, recvbuf, count)
+                : sqz_allreduce(c->engine, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
+                                (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
     sqz_mpi_inside = 0;
     return SQZ_OK == st ? MPI_SUCCESS : sqz_mpi_error(comm, st);
 }
@@ -254,18 +355,20 @@ SQZ_MPI_API int MPI_Iallreduce(const void *sendbuf, void *recvbuf, int count, MP
         SQZ_IALLREDUCE_PASSTHROUGH == sqz_mpi_ctx->p.iallreduce) {
         return PMPI_Iallreduce(sendbuf, recvbuf, count, datatype, op, comm, request);
     }
-    sqz_mpi_inside = 1;
-    sqz_comm_t *e  = sqz_mpi_engine(comm);
-    if (NULL == e || !sqz_comm_eligible(e, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
-        if (e) {
-            sqz_comm_count_passthrough(e);
+    sqz_mpi_inside    = 1;
+    sqz_mpi_comm_t *c = sqz_mpi_comm(comm);
+    if (NULL == c || !sqz_comm_eligible(c->engine, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
+        if (c) {
+            sqz_comm_count_passthrough(c->engine);
         }
         sqz_mpi_inside = 0;
         return PMPI_Iallreduce(sendbuf, recvbuf, count, datatype, op, comm, request);
     }
     /* Eager: run the compressed all-reduce now (SQZ_IALLREDUCE documents the trade-off). */
-    const sqz_status_t st = sqz_allreduce(e, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
-                                          (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+    const sqz_status_t st =
+        c->hier ? sqz_mpi_allreduce_hier(c, sendbuf, recvbuf, count)
+                : sqz_allreduce(c->engine, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
+                                (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
     int rc = MPI_SUCCESS;
     if (SQZ_OK != st) {
         rc = sqz_mpi_error(comm, st);
