@@ -29,7 +29,6 @@
 static sqz_ctx_t   *sqz_mpi_ctx;     /* NULL: not initialized or disabled */
 static int          sqz_mpi_keyval = MPI_KEYVAL_INVALID;
 static __thread int sqz_mpi_inside;  /* reentry guard */
-static uint64_t     sqz_mpi_calls_foreign; /* intercepted calls seen before init or on the guard */
 
 /* Per-communicator state, cached as an MPI attribute: freed with the communicator.
  *
@@ -286,20 +285,30 @@ SQZ_MPI_API int MPI_Finalize(void)
     return rc;
 }
 
-/* The cheap filter every intercepted call goes through first. */
-static int sqz_mpi_candidate(MPI_Datatype datatype, MPI_Op op, MPI_Comm comm)
+/* Counts a call that passes through.  A relaxed load and store, not an atomic read-modify-write:
+ * this sits on the path of every small all-reduce, and a lost increment between two threads
+ * calling MPI at the same instant costs a statistic, not correctness. */
+static inline void sqz_mpi_count_passthrough(void)
 {
-    if (NULL == sqz_mpi_ctx || sqz_mpi_inside) {
-        __atomic_fetch_add(&sqz_mpi_calls_foreign, 1, __ATOMIC_RELAXED);
+    uint64_t *const n = &sqz_mpi_ctx->calls_passthrough;
+    __atomic_store_n(n, __atomic_load_n(n, __ATOMIC_RELAXED) + 1, __ATOMIC_RELAXED);
+}
+
+/* The cheap filter every intercepted call goes through first: nothing but compares until the
+ * call is known to be a float SUM large enough to compress (`count` elements in all). */
+static inline int sqz_mpi_candidate(MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, long count)
+{
+    if (__builtin_expect(NULL == sqz_mpi_ctx || sqz_mpi_inside, 0)) {
         return 0;
     }
-    if (MPI_FLOAT != datatype || MPI_SUM != op || MPI_COMM_NULL == comm) {
-        __atomic_fetch_add(&sqz_mpi_ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
+    if (MPI_FLOAT != datatype || MPI_SUM != op || count <= 0 ||
+        (size_t)count * sizeof(float) < sqz_mpi_ctx->p.min_bytes || MPI_COMM_NULL == comm) {
+        sqz_mpi_count_passthrough();
         return 0;
     }
     int inter = 0;
     if (MPI_SUCCESS != PMPI_Comm_test_inter(comm, &inter) || inter) {
-        __atomic_fetch_add(&sqz_mpi_ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
+        sqz_mpi_count_passthrough();
         return 0;
     }
     return 1;
@@ -315,7 +324,7 @@ static int sqz_mpi_error(MPI_Comm comm, sqz_status_t st)
 SQZ_MPI_API int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
                               MPI_Op op, MPI_Comm comm)
 {
-    if (!sqz_mpi_candidate(datatype, op, comm) || count <= 0) {
+    if (!sqz_mpi_candidate(datatype, op, comm, count)) {
         return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
     }
     sqz_mpi_inside     = 1;
@@ -351,7 +360,7 @@ static int sqz_greq_cancel(void *extra, int complete) { (void)extra; (void)compl
 SQZ_MPI_API int MPI_Iallreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
                                MPI_Op op, MPI_Comm comm, MPI_Request *request)
 {
-    if (!sqz_mpi_candidate(datatype, op, comm) || count <= 0 ||
+    if (!sqz_mpi_candidate(datatype, op, comm, count) ||
         SQZ_IALLREDUCE_PASSTHROUGH == sqz_mpi_ctx->p.iallreduce) {
         return PMPI_Iallreduce(sendbuf, recvbuf, count, datatype, op, comm, request);
     }
@@ -385,7 +394,11 @@ SQZ_MPI_API int MPI_Iallreduce(const void *sendbuf, void *recvbuf, int count, MP
 SQZ_MPI_API int MPI_Reduce_scatter_block(const void *sendbuf, void *recvbuf, int recvcount,
                                          MPI_Datatype datatype, MPI_Op op, MPI_Comm comm)
 {
-    if (!sqz_mpi_candidate(datatype, op, comm) || recvcount <= 0) {
+    int size = 1;
+    if (MPI_COMM_NULL != comm) {
+        PMPI_Comm_size(comm, &size);
+    }
+    if (!sqz_mpi_candidate(datatype, op, comm, (long)recvcount * size)) {
         return PMPI_Reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm);
     }
     sqz_mpi_inside = 1;
