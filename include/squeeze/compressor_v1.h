@@ -113,8 +113,12 @@ typedef struct sqz_query_v1 {
  *      decode(payload)[i] + residual_new[i] == in[i] + residual_old[i]      (up to float rounding)
  *
  *  Finiteness contract: when some a[i] is NaN or Inf the compressor returns SQZ_ERR_NONFINITE and
- *  has not written residual (it establishes finiteness in a first pass before it writes).  The
- *  engine relies on this to send such a call dense without losing the accumulated error. */
+ *  the residual holds its old values up to float rounding (a few ulps relative to max |a| over
+ *  the finite a[i]).  A compressor may establish finiteness in a first pass before it writes
+ *  (the residual is then untouched), or process the vector in one pass, bucket by bucket, and
+ *  before returning restore the buckets it already updated: residual = residual_new + decoded -
+ *  in, computed from the payload it has already written.  The engine relies on this to send such
+ *  a call dense without losing the accumulated error. */
 typedef struct sqz_compress_args_v1 {
     uint32_t     size;          /**< sizeof(sqz_compress_args_v1_t) */
     const float *in;

@@ -182,7 +182,7 @@ static inline void quant_encode_block(const float *restrict a, const float *rest
          * gives +Inf, which the clamp turns into the top code. */
         float t = (a[j] - mn) * inv_unit + rnd[j];
         t = t < levels ? t : levels;
-        const uint32_t c = (uint32_t)t;
+        const int32_t c = (int32_t)t;
         codes[j] = (uint8_t)c;
         err[j] = a[j] - quant_decode_one(mn, unit, (float)c);
     }
@@ -236,6 +236,343 @@ static float quant_unit(float mn, float mx, unsigned bits)
     return sqz_pu_is_finite_f32(quant_decode_one(mn, unit, levels)) ? unit : 0.0f;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * One-pass AVX2 path (x86-64 with AVX2, bits 1, 2, 4 or 8, bucket a multiple of 64): bucket by
+ * bucket, min/max then encode while the bucket is in L1, residual written with non-temporal
+ * stores for large vectors.  It computes exactly the same operations as the generic path above
+ * (min/max are exact, the encode is element-wise), so its payload is bit-identical.  Finiteness
+ * is checked per bucket: on a non-finite bucket, the buckets already written are restored
+ * (residual = residual_new + decoded - in) before SQZ_ERR_NONFINITE is returned.
+ * ------------------------------------------------------------------------------------------- */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SQZ_PU_NO_SIMD)
+#include <immintrin.h>
+#define QUANT_X86 1
+
+static int quant_have_avx2(void)
+{
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return have;
+}
+
+/* Buffers larger than this are written with non-temporal stores. */
+#define QUANT_STREAM_BYTES ((size_t)8 << 20)
+
+/* Stores 8 codes (epi32 lanes, each < 2^bits) as bits bytes at out. */
+__attribute__((target("avx2"), always_inline)) static inline void
+quant_pack8_avx2(__m256i c, unsigned bits, uint8_t *out)
+{
+    if (bits == 8) {
+        __m256i x = _mm256_packus_epi32(c, c);
+        x = _mm256_packus_epi16(x, x);
+        const uint32_t lo = (uint32_t)_mm_cvtsi128_si32(_mm256_castsi256_si128(x));
+        const uint32_t hi = (uint32_t)_mm256_extract_epi32(x, 4);
+        sqz_pu_store_u32(out, lo);
+        sqz_pu_store_u32(out + 4, hi);
+    } else if (bits == 1) {
+        out[0] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(c, 31)));
+    } else {
+        const __m256i sh = _mm256_setr_epi32(0, (int)bits, 2 * (int)bits, 3 * (int)bits,
+                                             4 * (int)bits, 5 * (int)bits, 6 * (int)bits,
+                                             7 * (int)bits);
+        __m256i x = _mm256_sllv_epi32(c, sh);
+        x = _mm256_or_si256(x, _mm256_shuffle_epi32(x, 0x4e));
+        x = _mm256_or_si256(x, _mm256_shuffle_epi32(x, 0xb1));
+        const uint32_t v = (uint32_t)_mm_cvtsi128_si32(
+            _mm_or_si128(_mm256_castsi256_si128(x), _mm256_extracti128_si256(x, 1)));
+        if (bits == 4) {
+            sqz_pu_store_u32(out, v);
+        } else {
+            sqz_pu_store_u16(out, (uint16_t)v);
+        }
+    }
+}
+
+/* Loads 8 codes of bits bits from in as epi32 lanes. */
+__attribute__((target("avx2"), always_inline)) static inline __m256i
+quant_unpack8_avx2(const uint8_t *in, unsigned bits)
+{
+    if (bits == 8) {
+        return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(const void *)in));
+    }
+    if (bits == 1) {
+        const __m256i sel = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+        const __m256i b = _mm256_and_si256(_mm256_set1_epi32(in[0]), sel);
+        return _mm256_srli_epi32(_mm256_cmpeq_epi32(b, sel), 31);
+    }
+    const uint32_t v = bits == 4 ? sqz_pu_load_u32(in) : sqz_pu_load_u16(in);
+    const __m256i sh = _mm256_setr_epi32(0, (int)bits, 2 * (int)bits, 3 * (int)bits,
+                                         4 * (int)bits, 5 * (int)bits, 6 * (int)bits,
+                                         7 * (int)bits);
+    return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)v), sh),
+                            _mm256_set1_epi32((1 << bits) - 1));
+}
+
+/* Random offsets of 8 consecutive elements first.. (sqz_pu_hash_f32). */
+__attribute__((target("avx2"), always_inline)) static inline __m256
+quant_hash8_avx2(uint32_t key, uint32_t first)
+{
+    const __m256i idx = _mm256_add_epi32(_mm256_set1_epi32((int)first),
+                                         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i x = _mm256_add_epi32(_mm256_set1_epi32((int)key),
+                                 _mm256_mullo_epi32(idx, _mm256_set1_epi32((int)0x9e3779b9u)));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0x85ebca6bu));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 13));
+    x = _mm256_mullo_epi32(x, _mm256_set1_epi32((int)0xc2b2ae35u));
+    x = _mm256_xor_si256(x, _mm256_srli_epi32(x, 16));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(x, 8)), _mm256_set1_ps(0x1p-24f));
+}
+
+/* One bucket of m elements (m a multiple of 8), min/max pass.  \return nonzero if not finite. */
+__attribute__((target("avx2"), always_inline)) static inline int
+quant_minmax_avx2(const float *in, const float *res, size_t m, float *mn_out, float *mx_out,
+                  double *sq)
+{
+    __m256 mn = _mm256_set1_ps(INFINITY), mx = _mm256_set1_ps(-INFINITY);
+    __m256d s2lo = _mm256_setzero_pd(), s2hi = _mm256_setzero_pd();
+    __m256i bad = _mm256_setzero_si256();
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i infm1 = _mm256_set1_epi32(0x7f7fffff);
+    for (size_t j = 0; j < m; j += 8) {
+        __m256 a = _mm256_loadu_ps(in + j);
+        if (res != NULL) {
+            a = _mm256_add_ps(a, _mm256_loadu_ps(res + j));
+        }
+        bad = _mm256_or_si256(
+            bad, _mm256_cmpgt_epi32(_mm256_castps_si256(_mm256_and_ps(a, absmask)), infm1));
+        mn = _mm256_min_ps(mn, a);
+        mx = _mm256_max_ps(mx, a);
+        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(a));
+        const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(a, 1));
+        s2lo = _mm256_add_pd(s2lo, _mm256_mul_pd(lo, lo));
+        s2hi = _mm256_add_pd(s2hi, _mm256_mul_pd(hi, hi));
+    }
+    if (_mm256_movemask_epi8(bad) != 0) {
+        return 1;
+    }
+    float t[8], u[8];
+    double q[8];
+    _mm256_storeu_ps(t, mn);
+    _mm256_storeu_ps(u, mx);
+    _mm256_storeu_pd(q, s2lo);
+    _mm256_storeu_pd(q + 4, s2hi);
+    float a = t[0], b = u[0];
+    double acc = 0.0;
+    for (int l = 0; l < 8; l++) {
+        a = t[l] < a ? t[l] : a;
+        b = u[l] > b ? u[l] : b;
+        acc += q[l];
+    }
+    *mn_out = a;
+    *mx_out = b;
+    *sq += acc;
+    return 0;
+}
+
+/* Encodes m elements (multiple of 8) of one bucket. */
+__attribute__((target("avx2"), always_inline)) static inline void
+quant_encode_avx2(const float *in, float *res, size_t m, unsigned bits, float mnf, float unitf,
+                  int stochastic, uint32_t key, uint32_t first, uint8_t *packed, int stream,
+                  __m256d *err)
+{
+    const __m256 mn = _mm256_set1_ps(mnf), unit = _mm256_set1_ps(unitf);
+    const __m256 inv = _mm256_set1_ps(unitf > 0.0f ? 1.0f / unitf : 0.0f);
+    const __m256 levels = _mm256_set1_ps((float)((1u << bits) - 1u));
+    const __m256 half = _mm256_set1_ps(0.5f);
+    __m256d e2 = _mm256_setzero_pd();
+    for (size_t j = 0; j < m; j += 8) {
+        __m256 a = _mm256_loadu_ps(in + j);
+        if (res != NULL) {
+            a = _mm256_add_ps(a, _mm256_loadu_ps(res + j));
+        }
+        const __m256 rnd = stochastic ? quant_hash8_avx2(key, first + (uint32_t)j) : half;
+        __m256 t = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(a, mn), inv), rnd);
+        t = _mm256_min_ps(t, levels);
+        const __m256i c = _mm256_cvttps_epi32(t);
+        const __m256 d = _mm256_add_ps(mn, _mm256_mul_ps(unit, _mm256_cvtepi32_ps(c)));
+        const __m256 r = _mm256_sub_ps(a, d);
+        if (res != NULL) {
+            if (stream) {
+                _mm256_stream_ps(res + j, r);
+            } else {
+                _mm256_storeu_ps(res + j, r);
+            }
+        }
+        const __m256d rlo = _mm256_cvtps_pd(_mm256_castps256_ps128(r));
+        const __m256d rhi = _mm256_cvtps_pd(_mm256_extractf128_ps(r, 1));
+        e2 = _mm256_add_pd(e2, _mm256_add_pd(_mm256_mul_pd(rlo, rlo), _mm256_mul_pd(rhi, rhi)));
+        quant_pack8_avx2(c, bits, packed + j / 8 * bits);
+    }
+    *err = _mm256_add_pd(*err, e2);
+}
+
+/* out += decoded values of m codes (m a multiple of 8). */
+__attribute__((target("avx2"), always_inline)) static inline void
+quant_decode_avx2(const uint8_t *packed, size_t m, unsigned bits, float mnf, float unitf,
+                  float *out, int stream)
+{
+    const __m256 mn = _mm256_set1_ps(mnf), unit = _mm256_set1_ps(unitf);
+    for (size_t j = 0; j < m; j += 8) {
+        const __m256i c = quant_unpack8_avx2(packed + j / 8 * bits, bits);
+        const __m256 d = _mm256_add_ps(mn, _mm256_mul_ps(unit, _mm256_cvtepi32_ps(c)));
+        const __m256 o = _mm256_add_ps(_mm256_loadu_ps(out + j), d);
+        if (stream) {
+            _mm256_stream_ps(out + j, o);
+        } else {
+            _mm256_storeu_ps(out + j, o);
+        }
+    }
+}
+
+#define QUANT_FOR_BITS(X) X(1) X(2) X(4) X(8)
+
+/* Decodes elements [s0, s1) (s0 a multiple of 8) of the payload into out (out[0] is element
+ * s0). */
+#define QUANT_DEC_FN(B)                                                                        \
+    __attribute__((target("avx2"))) static void quant_decode_range_##B(                        \
+        const uint8_t *meta, const uint8_t *packed, size_t bucket, size_t s0, size_t s1,       \
+        float *out, int stream)                                                                \
+    {                                                                                          \
+        for (size_t s = s0; s < s1;) {                                                         \
+            const size_t k = s / bucket;                                                       \
+            const size_t e = (k + 1) * bucket < s1 ? (k + 1) * bucket : s1;                    \
+            const float mn = sqz_pu_load_f32(meta + 8 * k);                                    \
+            const float unit = sqz_pu_load_f32(meta + 8 * k + 4);                              \
+            const size_t m8 = (e - s) / 8 * 8;                                                 \
+            quant_decode_avx2(packed + s / 8 * B, m8, B, mn, unit, out + (s - s0),             \
+                              stream && ((uintptr_t)(out + (s - s0)) % 32) == 0);              \
+            if (m8 < e - s) {                                                                  \
+                uint8_t codes[8];                                                              \
+                sqz_pu_unpack_bits(packed + (s + m8) / 8 * B, e - s - m8, B, codes);          \
+                for (size_t i = 0; i < e - s - m8; i++) {                                      \
+                    out[s + m8 + i - s0] += quant_decode_one(mn, unit, (float)codes[i]);       \
+                }                                                                              \
+            }                                                                                  \
+            s = e;                                                                             \
+        }                                                                                      \
+    }
+QUANT_FOR_BITS(QUANT_DEC_FN)
+
+static void quant_decode_range_avx2(unsigned bits, const uint8_t *meta, const uint8_t *packed,
+                                    size_t bucket, size_t s0, size_t s1, float *out, int stream)
+{
+    switch (bits) {
+    case 1: quant_decode_range_1(meta, packed, bucket, s0, s1, out, stream); break;
+    case 2: quant_decode_range_2(meta, packed, bucket, s0, s1, out, stream); break;
+    case 4: quant_decode_range_4(meta, packed, bucket, s0, s1, out, stream); break;
+    default: quant_decode_range_8(meta, packed, bucket, s0, s1, out, stream); break;
+    }
+}
+
+/* The whole compress, one pass.  \return SQZ_OK or SQZ_ERR_NONFINITE (residual restored). */
+#define QUANT_ENC_FN(B)                                                                        \
+    __attribute__((target("avx2"))) static sqz_status_t quant_compress_fast_##B(              \
+        const quant_state_t *st, sqz_compress_args_v1_t *args, uint8_t *meta,                  \
+        uint8_t *packed, size_t nb)                                                            \
+    {                                                                                          \
+        const size_t n = args->n, bucket = st->bucket;                                         \
+        const float *in = args->in;                                                            \
+        float *res = args->residual;                                                           \
+        const int stream = n * sizeof(float) >= QUANT_STREAM_BYTES;                            \
+        const int stochastic = st->rounding == QUANT_ROUND_STOCHASTIC;                         \
+        const uint32_t key =                                                                   \
+            (uint32_t)sqz_pu_seed_key(st->seed, st->rank, args->seq, args->stage);            \
+        double sq_total = 0.0;                                                                 \
+        __m256d err = _mm256_setzero_pd();                                                     \
+        double err_tail = 0.0;                                                                 \
+        for (size_t k = 0; k < nb; k++) {                                                      \
+            const size_t s = k * bucket;                                                       \
+            const size_t m = n - s < bucket ? n - s : bucket;                                  \
+            const size_t m8 = m / 8 * 8;                                                       \
+            float mn = INFINITY, mx = -INFINITY;                                               \
+            int bad = m8 > 0 && quant_minmax_avx2(in + s, res != NULL ? res + s : NULL, m8,   \
+                                                  &mn, &mx, &sq_total);                        \
+            for (size_t i = s + m8; i < s + m && !bad; i++) {                                  \
+                const float x = in[i] + (res != NULL ? res[i] : 0.0f);                         \
+                bad = !sqz_pu_is_finite_f32(x);                                                \
+                mn = x < mn ? x : mn;                                                          \
+                mx = x > mx ? x : mx;                                                          \
+                sq_total += (double)x * x;                                                     \
+            }                                                                                  \
+            if (bad) {                                                                         \
+                if (stream) {                                                                  \
+                    _mm_sfence();                                                              \
+                }                                                                              \
+                if (res != NULL && s > 0) {                                                    \
+                    quant_decode_range_avx2(B, meta, packed, bucket, 0, s, res, 0);            \
+                    for (size_t i = 0; i < s; i++) {                                           \
+                        res[i] -= in[i];                                                       \
+                    }                                                                          \
+                }                                                                              \
+                return SQZ_ERR_NONFINITE;                                                      \
+            }                                                                                  \
+            const float unit = quant_unit(mn, mx, B);                                          \
+            sqz_pu_store_f32(meta + 8 * k, mn);                                                \
+            sqz_pu_store_f32(meta + 8 * k + 4, unit);                                          \
+            /* Element indices past 2^32 re-key the hash, as the generic path does. */         \
+            const size_t tl = s + m8;                                                          \
+            const uint32_t bkey =                                                              \
+                (tl >> 32) ? key ^ (uint32_t)sqz_pu_seed_key(key, 0, tl >> 32, 0) : key;       \
+            for (size_t p0 = s; p0 < s + m8;) {                                                \
+                /* Split at multiples of 2^32 (the hash's index wraps there). */                \
+                const size_t lim = ((p0 >> 32) + 1) << 32;                                     \
+                const size_t p1 = s + m8 < lim ? s + m8 : lim;                                 \
+                const uint32_t pkey =                                                          \
+                    (p0 >> 32) ? key ^ (uint32_t)sqz_pu_seed_key(key, 0, p0 >> 32, 0) : key;   \
+                quant_encode_avx2(in + p0, res != NULL ? res + p0 : NULL, p1 - p0, B, mn,      \
+                                  unit, stochastic, pkey, (uint32_t)p0, packed + p0 / 8 * B,   \
+                                  stream && res != NULL && ((uintptr_t)(res + p0) % 32) == 0,  \
+                                  &err);                                                       \
+                p0 = p1;                                                                       \
+            }                                                                                  \
+            if (m8 < m) {                                                                      \
+                /* Short tail (< 8 elements, last bucket only): scalar, same operations. */   \
+                const float inv = unit > 0.0f ? 1.0f / unit : 0.0f;                           \
+                const float levels = (float)((1u << B) - 1u);                                  \
+                uint8_t codes[8] = {0};                                                        \
+                for (size_t i = 0; i < m - m8; i++) {                                          \
+                    const size_t g = s + m8 + i;                                               \
+                    const float a = in[g] + (res != NULL ? res[g] : 0.0f);                     \
+                    const float rnd = stochastic ? sqz_pu_hash_f32(bkey, (uint32_t)g) : 0.5f;  \
+                    float t = (a - mn) * inv + rnd;                                            \
+                    t = t < levels ? t : levels;                                               \
+                    const int32_t c = (int32_t)t;                                              \
+                    codes[i] = (uint8_t)c;                                                     \
+                    const float r = a - quant_decode_one(mn, unit, (float)c);                  \
+                    if (res != NULL) {                                                         \
+                        res[g] = r;                                                            \
+                    }                                                                          \
+                    err_tail += (double)r * r;                                                 \
+                }                                                                              \
+                sqz_pu_pack_bits(codes, m - m8, B, packed + (s + m8) / 8 * B);                 \
+            }                                                                                  \
+        }                                                                                      \
+        if (stream) {                                                                          \
+            _mm_sfence();                                                                      \
+        }                                                                                      \
+        double e4[4];                                                                          \
+        _mm256_storeu_pd(e4, err);                                                             \
+        args->norm2_in = sq_total;                                                             \
+        args->norm2_err = e4[0] + e4[1] + e4[2] + e4[3] + err_tail;                            \
+        return SQZ_OK;                                                                         \
+    }
+QUANT_FOR_BITS(QUANT_ENC_FN)
+
+/* \return 1 when the fast path applies. */
+static int quant_fast_ok(const quant_state_t *st, size_t n)
+{
+    return quant_have_avx2() && (st->bits == 1 || st->bits == 2 || st->bits == 4 ||
+                                 st->bits == 8) &&
+           st->bucket % SQZ_PU_BLOCK == 0 && n > 0;
+}
+#else
+#define QUANT_X86 0
+#endif
+
 static sqz_status_t quant_compress(void *state, sqz_compress_args_v1_t *args)
 {
     const quant_state_t *st = (const quant_state_t *)state;
@@ -258,6 +595,21 @@ static sqz_status_t quant_compress(void *state, sqz_compress_args_v1_t *args)
     const float levels = (float)((1u << bits) - 1u);
     uint8_t *meta = out;
     uint8_t *packed = out + 8 * nb;
+#if QUANT_X86
+    if (quant_fast_ok(st, n)) {
+        sqz_status_t r;
+        switch (bits) {
+        case 1: r = quant_compress_fast_1(st, args, meta, packed, nb); break;
+        case 2: r = quant_compress_fast_2(st, args, meta, packed, nb); break;
+        case 4: r = quant_compress_fast_4(st, args, meta, packed, nb); break;
+        default: r = quant_compress_fast_8(st, args, meta, packed, nb); break;
+        }
+        if (r == SQZ_OK) {
+            args->payload_bytes = total;
+        }
+        return r;
+    }
+#endif
 
     /* Pass 1 over the whole vector: finiteness, and each bucket's (mn, unit) into the payload's
      * metadata area.  Nothing is written to the residual before it completes. */
@@ -399,6 +751,16 @@ static sqz_status_t quant_decompress(void *state, const void *payload, size_t by
     if (out == NULL) {
         return SQZ_OK;
     }
+#if QUANT_X86
+    if (quant_fast_ok(st, n)) {
+        const int stream = n * sizeof(float) >= QUANT_STREAM_BYTES;
+        quant_decode_range_avx2(bits, meta, packed, B, 0, n, out, stream);
+        if (stream) {
+            _mm_sfence();
+        }
+        return SQZ_OK;
+    }
+#endif
 
     for (size_t t0 = 0; t0 < n; t0 += QUANT_TILE) {
         const size_t t1 = t0 + QUANT_TILE < n ? t0 + QUANT_TILE : n;

@@ -53,8 +53,13 @@ static const fuzz_config_t all_configs[] = {
     {"quant", {"QUANT_BITS=5", "QUANT_BUCKET=1024", NULL}},
     {"quant", {"QUANT_BITS=7", "QUANT_BUCKET=9", "QUANT_ROUNDING=stochastic", NULL}},
     {"quant", {"QUANT_BITS=8", "QUANT_BUCKET=64", NULL}},
+    {"quant", {"QUANT_BITS=2", "QUANT_BUCKET=128", "QUANT_ROUNDING=stochastic", NULL}},
+    {"quant", {"QUANT_BITS=1", "QUANT_BUCKET=64", NULL}},
     {"sign", {"SIGN_SCALE=l1", NULL}},
     {"sign", {"SIGN_SCALE=l2", NULL}},
+    {"sign", {"SIGN_SCALE=l1", "SIGN_BUCKET=0", NULL}},
+    {"sign", {"SIGN_SCALE=l2", "SIGN_BUCKET=64", NULL}},
+    {"sign", {"SIGN_BUCKET=200", NULL}},
 };
 #define FUZZ_MAX_CONFIGS (sizeof all_configs / sizeof all_configs[0])
 
