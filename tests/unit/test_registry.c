@@ -52,7 +52,7 @@ static void test_check(void)
 
 static void test_plugins(void)
 {
-    const char *plugin = getenv("SQZ_TEST_PLUGIN");
+    const char *plugin = getenv("SQUEEZE_TEST_PLUGIN");
     sqz_registry_t r;
     REQUIRE(SQZ_OK == sqz_registry_init(&r));
     const size_t before = r.n;
@@ -92,7 +92,7 @@ static void test_plugins(void)
             c->destroy(state);
         }
     } else {
-        printf("SQZ_TEST_PLUGIN not set: example plugin not tested here\n");
+        printf("SQUEEZE_TEST_PLUGIN not set: example plugin not tested here\n");
     }
     sqz_registry_fini(&r);
 }

@@ -1,0 +1,77 @@
+#!/bin/sh
+# A Python job: mpi4py + numpy under LD_PRELOAD with SQZ_METHOD=quant.  The float32 all-reduce is
+# compressed and bit-identical on every rank, the int64 one exact (tests/mpi/mpi4py_allreduce.py).
+# Skipped (77) when no Python with mpi4py and numpy is installed.
+# shellcheck disable=SC2154 # top_srcdir comes from make check
+. "$top_srcdir/tests/mpi/common.sh"
+
+# A clean Squeeze environment: run_np forwards every SQZ_* variable, so only what a case sets may
+# reach the ranks.  SQUEEZE_TEST_PLUGIN belongs to make check, not to the library.
+for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
+
+# run_case LOG NP [VAR=value ...] -- PROGRAM [ARGS ...]: run_np with these settings exported.
+run_case() {
+    _log=$1 _np=$2
+    shift 2
+    (
+        # shellcheck disable=SC2163 # $1 is NAME=value
+        while [ $# -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
+        [ $# -gt 0 ] && shift
+        run_np "$_np" "$@"
+    ) >"$_log" 2>&1
+}
+
+# The distribution's Python first: its mpi4py is built against the distribution's MPI, the one
+# mpirun starts.  A Python of another installation may carry an mpi4py built for another MPI.
+PY=
+for p in /usr/bin/python3 ${PYTHON3:-} python3; do
+    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import mpi4py, numpy' >/dev/null 2>&1; then
+        PY=$(command -v "$p")
+        break
+    fi
+done
+if [ -z "$PY" ]; then
+    echo "SKIP: no python3 with mpi4py and numpy"
+    exit 77
+fi
+SCRIPT="$top_srcdir/tests/mpi/mpi4py_allreduce.py"
+
+failures=0
+bad() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+
+for np in 2 4; do
+    dir="$TESTDIR/np$np"
+    mkdir -p "$dir"
+    echo "== $np ranks: $PY mpi4py_allreduce.py, SQZ_METHOD=quant SQZ_QUANT_BITS=4"
+    run_case "$dir/log" "$np" SQZ_METHOD=quant SQZ_QUANT_BITS=4 SQZ_STATS="json:$dir/s-%r.json" -- \
+        "$PY" "$SCRIPT" --max-rel 0.2
+    rc=$?
+    grep -E '^(PASS|FAIL)' "$dir/log" | sed 's/^/   /'
+    if [ "$rc" -ne 0 ]; then
+        [ "$rc" -eq 124 ] && echo "   (timed out after ${MPIRUN_TIMEOUT}s)"
+        sed 's/^/   | /' "$dir/log" | tail -n 30
+        bad "$np ranks: mpi4py_allreduce.py exited $rc"
+        continue
+    fi
+    r=0
+    while [ "$r" -lt "$np" ]; do
+        f="$dir/s-$r.json"
+        c=$( [ -f "$f" ] && json_get "$f" calls_compressed)
+        if [ -z "$c" ] || [ "$c" -lt 2 ]; then
+            bad "$np ranks: rank $r calls_compressed='$c' (expected >= 2: the two float32 all-reduces)"
+        fi
+        r=$((r + 1))
+    done
+    echo "   rank 0: calls_compressed $(json_get "$dir/s-0.json" calls_compressed)," \
+        "calls_passthrough $(json_get "$dir/s-0.json" calls_passthrough)"
+done
+
+if [ "$failures" -ne 0 ]; then
+    echo "FAIL: $failures check(s) failed"
+    exit 1
+fi
+echo "PASS: mpi4py's float32 all-reduce is compressed and bit-identical, int64 exact"
+exit 0
