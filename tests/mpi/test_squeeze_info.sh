@@ -102,6 +102,14 @@ fi
 expect "$out" 'SQZ_TOPK_DENSITY.*5' "the message names SQZ_TOPK_DENSITY and the value"
 expect "$out" 'SQZ_TOPK_DENSITY.*\[1e-0?6, 1\]' "the message gives the bounds [1e-06, 1]"
 
+# docs/params.md is generated from the same table: it must not drift (make docs-params).
+if env -u SQZ_TOPK_DENSITY "$top_builddir/squeeze_info" --markdown | diff -u "$top_srcdir/docs/params.md" - >"$TESTDIR/params.diff"; then
+    echo "   ok: docs/params.md matches squeeze_info --markdown"
+else
+    sed 's/^/   | /' "$TESTDIR/params.diff" | head -n 40
+    bad "docs/params.md is stale: run 'make docs-params'"
+fi
+
 if [ "$failures" -ne 0 ]; then
     sed 's/^/   | /' "$TESTDIR/info.txt" | head -n 80
     echo "FAIL: $failures check(s) failed"
