@@ -5,18 +5,42 @@
  * a = in + residual; k = max(1, ceil(TOPK_DENSITY * n)), at most n.  The selected entries are sent
  * exactly and zeroed in the residual; every other entry stays in the residual (exact error
  * feedback).  Two selections (TOPK_SELECT):
- *   exact:   exactly the k entries of largest |a|, ties broken by lower index.  The threshold is
- *            found in O(n) by a 3-level radix select on the bits of |a|.
- *   sampled: DGC's sampled threshold.  A strided sample of |a| (stride ~ 1/TOPK_SAMPLE_RATIO,
- *            random start) gives thr = the ceil(samples * density)-th largest sample; then up to
- *            10 adaptation rounds: more than 1.3k entries >= thr: exact top-k among them, stop;
- *            fewer than 0.8k: thr *= 0.8; otherwise stop.  At most k entries are kept (the first
- *            ones in index order).
+ *   exact:   exactly the k entries of largest |a|, ties broken by lower index.
+ *   sampled: DGC's sampled threshold.  A strided sample of |a| (stride ceil(1/TOPK_SAMPLE_RATIO),
+ *            random start drawn from (seed, rank, seq, stage)) gives thr = the
+ *            ceil(samples * density)-th largest sample; then up to 10 adaptation rounds on the
+ *            true count c = #{|a| >= thr}: c > 1.3k: stop; c < 0.8k: thr *= 0.8; otherwise stop.
+ *            The entries with |a| >= thr are sent; when more than k pass, the exact top k among
+ *            them (ties by lower index).  So m <= k, and m < k when fewer than k pass thr.
+ *            (Before the one-pass version, between k and 1.3k passing entries sent the first k
+ *            in index order rather than the top k.)
+ *
+ * Implementation: one fused pass over memory (AVX2 when the CPU has it; the C path gives
+ * bit-identical payloads, residuals and norms, -DSQZ_PU_NO_SIMD forces it).
+ *   1. A strided pre-sample of |a| (about 16K elements; all of a when n <= 32K) gives a lower
+ *      bound expected to pass ~k + 5 sqrt(k) of the sample's share, i.e. a few standard
+ *      deviations more than k entries, and zb, the sample's estimate of the k-th |a|.
+ *   2. The pass computes a, checks finiteness, sums a^2, gathers the DGC sample, appends
+ *      (index, a) of the entries >= bound to a candidate buffer kept in the state, and writes
+ *      the residual: a, or 0 for a candidate >= zb (most likely sent).  When the buffer fills it
+ *      is compacted to its top k and the bound rises.
+ *   3. The selection runs on the candidates (histogram select); the payload is written from
+ *      them (already in index order), sent candidates below zb are zeroed and dropped ones at or
+ *      above zb get a back: a few scattered writes instead of k.
+ *   If the candidates cannot hold the answer (fewer than k passed a bound above thr), the
+ *   residual gets a back and a second pass collects with a bound from a histogram of |a|.
+ *   The bound and zb only set the work done: the result does not depend on them.
+ * The residual is written with ordinary stores: it is read in the same pass, so its lines are in
+ * cache and non-temporal stores bring nothing (they measured 3-4x slower here).
+ * Non-finite input: the pass stops at the first 8-element group holding NaN/Inf; the residual
+ * already written is given back (candidates from the buffer, then residual - in: the old
+ * residual up to rounding, as the finiteness contract allows).
  *
  * Wire format (little-endian): u32 m, then m u32 indices strictly increasing and < n, then m f32
  * values (finite).  4 + 8m bytes, m <= k.
  * Exchange: SQZ_EXCHANGE_ALLGATHER (sparse payloads are not summable in compressed form).
  */
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +74,7 @@ static const sqz_param_def_v1_t topk_params[] = {
         .default_value = "exact",
         .choices = "exact|sampled",
         .offset = offsetof(topk_config_t, select),
-        .help = "selection: exact top-k (O(n) radix select) or DGC's sampled threshold",
+        .help = "selection: exact top-k (the k largest |a|, ties by lowest index) or DGC's sampled threshold",
     },
     {
         .name = "TOPK_SAMPLE_RATIO",
@@ -67,10 +91,17 @@ typedef struct topk_state {
     topk_config_t cfg;
     uint64_t      seed;
     int           rank;
-    uint32_t     *keys; /* |a| bits of the current call, n entries (grow-only scratch) */
-    size_t        keys_cap;
-    uint32_t     *cand; /* samples / candidates for the selection (grow-only scratch) */
-    size_t        cand_cap;
+    /* Grow-only scratch. */
+    uint32_t     *cidx; /* candidate indices, ascending */
+    size_t        cidx_cap;
+    float        *cval; /* candidate values a */
+    size_t        cval_cap;
+    uint32_t     *ktmp; /* keys for the selections */
+    size_t        ktmp_cap;
+    uint32_t     *samp; /* keys of the DGC sample */
+    size_t        samp_cap;
+    uint64_t      lut[256]; /* left-packing permutations (AVX2 pass), see topk_run_avx2() */
+    uint32_t      hist[4][2048]; /* topk_select() */
 } topk_state_t;
 
 static sqz_status_t topk_create(const void *config, const sqz_compressor_env_v1_t *env,
@@ -89,6 +120,16 @@ static sqz_status_t topk_create(const void *config, const sqz_compressor_env_v1_
     s->cfg = *cfg;
     s->seed = env != NULL ? env->seed : 0;
     s->rank = env != NULL ? env->rank : 0;
+    for (unsigned mask = 0; mask < 256; mask++) {
+        uint64_t v = 0;
+        unsigned b = 0;
+        for (unsigned l = 0; l < 8; l++) {
+            if ((mask >> l) & 1u) {
+                v |= (uint64_t)l << (8 * b++);
+            }
+        }
+        s->lut[mask] = v;
+    }
     *state = s;
     return SQZ_OK;
 }
@@ -99,8 +140,10 @@ static void topk_destroy(void *state)
     if (s == NULL) {
         return;
     }
-    free(s->keys);
-    free(s->cand);
+    free(s->cidx);
+    free(s->cval);
+    free(s->ktmp);
+    free(s->samp);
     free(s);
 }
 
@@ -136,123 +179,574 @@ static size_t topk_max_payload(void *state, size_t n)
  * Selection on keys (bits of |a|, which order like |a| for finite a).
  * ------------------------------------------------------------------------------------------- */
 
-/** Finds the r-th largest key (1 <= r <= m) of keys[0, m) by a 3-level MSD radix select and
- *  stores in *n_above how many keys are strictly larger.  O(m); destroys keys[] (compacts the
- *  candidates in place). */
-static uint32_t topk_radix_select(uint32_t *keys, size_t m, size_t r, size_t *n_above)
+/* Histogram of a selection level: 4 interleaved copies, so that runs of keys in one bin (the
+ * candidates crowd near the bound) do not serialize on one counter. */
+#define TOPK_BINS 2048u
+typedef uint32_t topk_hist_t[4][TOPK_BINS];
+
+/** Sets *lo, *hi to the smallest and largest of the keys |val[j]| (val != NULL) or keys[j]. */
+static void topk_key_range(const float *val, const uint32_t *keys, size_t m, uint32_t *lo,
+                           uint32_t *hi)
 {
-    /* Keys are < 2^31: digits are bits [21, 31), [10, 21) and [0, 10). */
-    static const int shift[3] = {21, 10, 0};
-    static const uint32_t mask[3] = {0x3ffu, 0x7ffu, 0x3ffu};
-    size_t hist[2048];
+    uint32_t l = UINT32_MAX, h = 0;
+    for (size_t j = 0; j < m; j++) {
+        const uint32_t key = val != NULL ? sqz_pu_abs_key(val[j]) : keys[j];
+        l = key < l ? key : l;
+        h = key > h ? key : h;
+    }
+    *lo = l;
+    *hi = h;
+}
+
+/** \return the r-th largest (1 <= r <= m) of the keys |val[j]| (val != NULL) or keys[j]
+ *  (j < m), all in [lo, hi], and in *n_above how many are strictly larger.  Histogram select:
+ *  each level cuts the range [lo, hi] into at most TOPK_BINS bins and keeps the bin holding the
+ *  r-th largest, copied into tmp (m keys of scratch; tmp may be keys itself, then destroyed). */
+static uint32_t topk_select(const float *val, const uint32_t *keys, size_t m, size_t r,
+                            uint32_t *tmp, size_t *n_above, uint32_t lo, uint32_t hi,
+                            topk_hist_t hist)
+{
     size_t above = 0;
-    uint32_t prefix = 0;
-    for (int lv = 0; lv < 3; lv++) {
-        const int sh = shift[lv];
-        const uint32_t mk = mask[lv];
-        memset(hist, 0, (mk + 1) * sizeof hist[0]);
-        for (size_t i = 0; i < m; i++) {
-            hist[(keys[i] >> sh) & mk]++;
+    while (lo != hi) {
+        unsigned sh = 0;
+        while (((hi - lo) >> sh) >= TOPK_BINS) {
+            sh++;
         }
-        /* The digit d holding the r-th largest: strictly more than r - 1 keys at digits >= d. */
-        uint32_t d = mk;
-        size_t cum = 0;
+        const size_t nb = (size_t)((hi - lo) >> sh) + 1;
+        for (int c = 0; c < 4; c++) {
+            memset(hist[c], 0, nb * sizeof hist[c][0]);
+        }
+        size_t j = 0;
+        if (val != NULL) {
+            for (; j + 4 <= m; j += 4) {
+                hist[0][(sqz_pu_abs_key(val[j]) - lo) >> sh]++;
+                hist[1][(sqz_pu_abs_key(val[j + 1]) - lo) >> sh]++;
+                hist[2][(sqz_pu_abs_key(val[j + 2]) - lo) >> sh]++;
+                hist[3][(sqz_pu_abs_key(val[j + 3]) - lo) >> sh]++;
+            }
+            for (; j < m; j++) {
+                hist[0][(sqz_pu_abs_key(val[j]) - lo) >> sh]++;
+            }
+        } else {
+            for (; j + 4 <= m; j += 4) {
+                hist[0][(keys[j] - lo) >> sh]++;
+                hist[1][(keys[j + 1] - lo) >> sh]++;
+                hist[2][(keys[j + 2] - lo) >> sh]++;
+                hist[3][(keys[j + 3] - lo) >> sh]++;
+            }
+            for (; j < m; j++) {
+                hist[0][(keys[j] - lo) >> sh]++;
+            }
+        }
+        /* The bin d holding the r-th largest: at least r keys in bins >= d. */
+        size_t d = nb - 1, cum = 0;
         for (;; d--) {
-            if (cum + hist[d] >= r) {
+            const size_t h = (size_t)hist[0][d] + hist[1][d] + hist[2][d] + hist[3][d];
+            if (cum + h >= r) {
                 break;
             }
-            cum += hist[d];
+            cum += h;
         }
         above += cum;
         r -= cum;
-        prefix |= d << sh;
+        const uint32_t blo = lo + ((uint32_t)d << sh);
+        const uint32_t bhi = hi - blo < (1u << sh) - 1u ? hi : blo + ((1u << sh) - 1u);
+        /* Keep the keys of bin d. */
+        const uint32_t span = bhi - blo;
         size_t w = 0;
-        for (size_t i = 0; i < m; i++) {
-            const uint32_t key = keys[i];
-            keys[w] = key;
-            w += ((key >> sh) & mk) == d;
+        for (j = 0; j < m; j++) {
+            const uint32_t key = val != NULL ? sqz_pu_abs_key(val[j]) : keys[j];
+            tmp[w] = key;
+            w += (size_t)(key - blo <= span);
         }
         m = w;
+        val = NULL;
+        keys = tmp;
+        lo = blo;
+        hi = bhi;
     }
+    /* Every remaining key equals lo. */
     *n_above = above;
-    return prefix;
+    return lo;
 }
 
-/* Keys of one block and whether any is NaN/Inf (lane-wise OR, vectorizable). */
-static inline uint32_t topk_keys_block(const float *restrict in, const float *restrict res,
-                                       uint32_t *restrict keys)
+/* ---------------------------------------------------------------------------------------------
+ * The fused pass.  One pass over [0, n) computes a = in + res_in (res_in may be NULL: a = in),
+ * checks finiteness, adds a^2 to 8 per-lane sums, gathers the keys of the DGC sample (positions
+ * next, next + stride, ...), appends (index, a) of the entries with key >= bound to the
+ * candidate buffer and writes res_out (may be NULL): a, or 0 for a candidate with key >= zb
+ * (zb estimates the k-th key: such a candidate is most likely sent, so its residual entry is
+ * final; one that is dropped gets its a back, and a sent candidate below zb is zeroed then).
+ * When the buffer holds more than cap entries at a block boundary it is compacted to its top k
+ * (ties: lower index) and the bound rises above the k-th key: later entries can no longer enter
+ * the top k.
+ * ------------------------------------------------------------------------------------------- */
+
+/* Candidate arrays hold cap + TOPK_SLACK entries: a block of 64 may add 64 past cap. */
+#define TOPK_SLACK SQZ_PU_BLOCK
+
+typedef struct topk_pass {
+    const float *in;
+    const float *res_in;
+    float       *res_out;
+    /* candidates */
+    uint32_t    *cidx;
+    float       *cval;
+    uint32_t    *ktmp;     /* cap + TOPK_SLACK keys of scratch for the compaction */
+    uint32_t   (*hist)[TOPK_BINS];
+    size_t       cnt, cap, k;
+    uint32_t     bound;
+    uint32_t     zb;       /* candidates with key >= zb are 0 in res_out (fixed for a pass) */
+    int          compacted;
+    /* DGC sample */
+    uint32_t    *samp;
+    size_t       ns, next, stride;
+    double       sq[8];
+} topk_pass_t;
+
+/** Keeps the entries of idx/val[0, *cnt) (in index order) for which keep() holds, in order;
+ *  the others with key >= zb get their value back in res (when not NULL). */
+#define TOPK_FILTER(idx, val, cnt, res, zb, keep)                                                 \
+    do {                                                                                          \
+        size_t w_ = 0;                                                                            \
+        for (size_t j = 0; j < *(cnt); j++) {                                                     \
+            const uint32_t key = sqz_pu_abs_key((val)[j]);                                        \
+            const int take = (keep);                                                              \
+            if (!take && key >= (zb) && (res) != NULL) {                                          \
+                (res)[(idx)[j]] = (val)[j];                                                       \
+            }                                                                                     \
+            (idx)[w_] = (idx)[j];                                                                 \
+            (val)[w_] = (val)[j];                                                                 \
+            w_ += (size_t)take;                                                                   \
+        }                                                                                         \
+        *(cnt) = w_;                                                                              \
+    } while (0)
+
+/** Keeps the top k (ties: lower index) of idx/val[0, *cnt), in index order; the dropped
+ *  entries with key >= zb get their value back in res (when not NULL).  Uses tmp (*cnt keys).
+ *  \return the k-th largest key (0 when *cnt <= k: nothing dropped). */
+static uint32_t topk_keep_top(uint32_t *idx, float *val, size_t *cnt, size_t k, uint32_t *tmp,
+                              float *res, uint32_t zb, topk_hist_t hist)
 {
-    uint32_t bad = 0;
-    for (int j = 0; j < SQZ_PU_BLOCK; j++) {
-        const uint32_t key = sqz_pu_abs_key(in[j] + res[j]);
-        keys[j] = key;
-        bad |= (uint32_t)(key >= SQZ_PU_F32_INF_BITS);
+    if (*cnt <= k) {
+        return 0;
     }
-    return bad;
+    size_t above;
+    uint32_t lo, hi;
+    topk_key_range(val, NULL, *cnt, &lo, &hi);
+    const uint32_t kth = topk_select(val, NULL, *cnt, k, tmp, &above, lo, hi, hist);
+    size_t ties = k - above;
+    TOPK_FILTER(idx, val, cnt, res, zb, key > kth || (key == kth && ties > 0 && ties-- > 0));
+    return kth;
 }
 
-static inline uint32_t topk_keys_block_nores(const float *restrict in, uint32_t *restrict keys)
+static void __attribute__((noinline)) topk_compact(topk_pass_t *p)
 {
-    uint32_t bad = 0;
-    for (int j = 0; j < SQZ_PU_BLOCK; j++) {
-        const uint32_t key = sqz_pu_abs_key(in[j]);
-        keys[j] = key;
-        bad |= (uint32_t)(key >= SQZ_PU_F32_INF_BITS);
+    const uint32_t kth =
+        topk_keep_top(p->cidx, p->cval, &p->cnt, p->k, p->ktmp, p->res_out, p->zb, p->hist);
+    /* k entries at or above kth, the ties at kth of lowest index: a later entry needs more. */
+    if (kth + 1 > p->bound) {
+        p->bound = kth + 1;
     }
-    return bad;
+    p->compacted = 1;
 }
 
-static inline size_t topk_count_block(const uint32_t *restrict keys, uint32_t thr)
+/* One element (tail of the pass).  \return 1 when a is not finite (nothing written). */
+static inline int topk_elem(topk_pass_t *p, size_t i)
 {
-    uint32_t c = 0;
-    for (int j = 0; j < SQZ_PU_BLOCK; j++) {
-        c += (uint32_t)(keys[j] >= thr);
+    const float a = p->res_in != NULL ? p->in[i] + p->res_in[i] : p->in[i];
+    const uint32_t key = sqz_pu_abs_key(a);
+    if (key >= SQZ_PU_F32_INF_BITS) {
+        return 1;
     }
-    return c;
+    if (p->cnt > p->cap) {
+        topk_compact(p);
+    }
+    const int cand = key >= p->bound;
+    if (p->res_out != NULL) {
+        p->res_out[i] = cand && key >= p->zb ? 0.0f : a;
+    }
+    p->sq[0] += (double)a * a;
+    if (cand) {
+        p->cidx[p->cnt] = (uint32_t)i;
+        p->cval[p->cnt] = a;
+        p->cnt++;
+    }
+    if (i == p->next) {
+        p->samp[p->ns++] = key;
+        p->next += p->stride;
+    }
+    return 0;
 }
 
-/* \return how many keys[0, n) are >= thr. */
-static size_t topk_count_ge(const uint32_t *keys, size_t n, uint32_t thr)
+/* Blocks [i0, i0 + 64 * nblk), portable C, in half blocks of 32: finiteness first, then the
+ * residual, the sums (lane l: ((a[l]^2 + a[8+l]^2) + (a[16+l]^2 + a[24+l]^2)), added to sq[l]),
+ * candidates and samples.  \return i0 + 64 * nblk, or the start of the first 8-element group
+ * holding a non-finite a (the groups before it are written, not that one nor later ones). */
+static size_t topk_run_c(topk_pass_t *p, size_t i0, size_t nblk)
 {
-    size_t c = 0, i = 0;
-    for (; i + SQZ_PU_BLOCK <= n; i += SQZ_PU_BLOCK) {
-        c += topk_count_block(keys + i, thr);
+    const size_t i1 = i0 + nblk * SQZ_PU_BLOCK;
+    for (size_t i = i0; i < i1; i += SQZ_PU_BLOCK) {
+        if (p->cnt > p->cap) {
+            topk_compact(p);
+        }
+        const uint32_t bound = p->bound, zb = p->zb;
+        for (size_t h = i; h < i + SQZ_PU_BLOCK; h += 32) {
+            float a[32], r[32];
+            uint32_t key[32];
+            uint32_t bad[4] = {0, 0, 0, 0};
+            const float *restrict inh = p->in + h;
+            if (p->res_in != NULL) {
+                const float *restrict rh = p->res_in + h;
+                for (int j = 0; j < 32; j++) {
+                    a[j] = inh[j] + rh[j];
+                }
+            } else {
+                memcpy(a, inh, sizeof a);
+            }
+            for (int j = 0; j < 32; j++) {
+                key[j] = sqz_pu_abs_key(a[j]);
+                bad[j / 8] |= (uint32_t)(key[j] >= SQZ_PU_F32_INF_BITS);
+                r[j] = key[j] >= bound && key[j] >= zb ? 0.0f : a[j];
+            }
+            if (bad[0] | bad[1] | bad[2] | bad[3]) {
+                int v = 0;
+                while (!bad[v]) {
+                    v++;
+                }
+                /* The groups before the bad one are processed (written and collected). */
+                const size_t nv = 8 * (size_t)v;
+                if (p->res_out != NULL) {
+                    memcpy(p->res_out + h, r, nv * sizeof(float));
+                }
+                for (size_t j = 0; j < nv; j++) {
+                    if (key[j] >= bound) {
+                        p->cidx[p->cnt] = (uint32_t)(h + j);
+                        p->cval[p->cnt] = a[j];
+                        p->cnt++;
+                    }
+                }
+                return h + nv;
+            }
+            if (p->res_out != NULL) {
+                memcpy(p->res_out + h, r, sizeof r);
+            }
+            for (int l = 0; l < 8; l++) {
+                const double s0 = (double)a[l] * a[l], s1 = (double)a[8 + l] * a[8 + l];
+                const double s2 = (double)a[16 + l] * a[16 + l];
+                const double s3 = (double)a[24 + l] * a[24 + l];
+                p->sq[l] += (s0 + s1) + (s2 + s3);
+            }
+            for (int j = 0; j < 32; j++) {
+                if (key[j] >= bound) {
+                    p->cidx[p->cnt] = (uint32_t)(h + (size_t)j);
+                    p->cval[p->cnt] = a[j];
+                    p->cnt++;
+                }
+            }
+            while (p->next < h + 32) {
+                p->samp[p->ns++] = key[p->next - h];
+                p->next += p->stride;
+            }
+        }
+    }
+    return i1;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SQZ_PU_NO_SIMD)
+#include <immintrin.h>
+#define TOPK_X86 1
+
+/* The same pass with AVX2: the same half blocks, lanes, sums and candidate order as
+ * topk_run_c().  lut[mask] holds, byte by byte, the lanes set in mask in increasing order
+ * (left-packing).  Written with explicit registers: GCC keeps arrays of vectors on the stack. */
+typedef struct topk_avx2_out {
+    uint32_t *cidx;
+    float    *cval;
+    size_t    cnt;
+} topk_avx2_out_t;
+
+/* Appends the candidates (lanes of cm) of the group of 8 at index g. */
+__attribute__((target("avx2"), always_inline)) static inline void
+topk_group_avx2(const uint64_t *lut, size_t g, __m256 a, __m256i cm, topk_avx2_out_t *o)
+{
+    const unsigned mask = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(cm));
+    const __m256i perm = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)&lut[mask]));
+    const __m256i ix = _mm256_add_epi32(_mm256_set1_epi32((int)(uint32_t)g),
+                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_storeu_si256((__m256i *)(o->cidx + o->cnt), _mm256_permutevar8x32_epi32(ix, perm));
+    _mm256_storeu_ps(o->cval + o->cnt, _mm256_permutevar8x32_ps(a, perm));
+    o->cnt += (size_t)__builtin_popcount(mask);
+}
+
+/* The DGC samples in the group of 8 at index g. */
+__attribute__((target("avx2"))) static void topk_samples_avx2(topk_pass_t *p, size_t g,
+                                                               __m256i key)
+{
+    uint32_t kt[8];
+    _mm256_storeu_si256((__m256i *)kt, key);
+    while (p->next < g + 8) {
+        p->samp[p->ns++] = kt[p->next - g];
+        p->next += p->stride;
+    }
+}
+
+__attribute__((target("avx2"))) static inline __m256d topk_sq2_avx2(__m128 x, __m128 y)
+{
+    const __m256d dx = _mm256_cvtps_pd(x), dy = _mm256_cvtps_pd(y);
+    return _mm256_add_pd(_mm256_mul_pd(dx, dx), _mm256_mul_pd(dy, dy));
+}
+
+__attribute__((target("avx2"))) static size_t topk_run_avx2(topk_pass_t *p, const uint64_t *lut,
+                                                             size_t i0, size_t nblk)
+{
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    const __m256i infm1 = _mm256_set1_epi32((int)(SQZ_PU_F32_INF_BITS - 1));
+    const float *in = p->in;
+    const float *rin = p->res_in;
+    float *rout = p->res_out;
+    topk_avx2_out_t o = {p->cidx, p->cval, p->cnt};
+    /* key >= bound as a signed compare with bound - 1: keys and bounds are < 2^31. */
+    __m256i bm1 = _mm256_set1_epi32((int)(p->bound - 1u));
+    /* zb - 1 as a signed compare too (zb = 2^32 - 1: never, as -2 would be always: clamp). */
+    const __m256i zm1 = _mm256_set1_epi32((int)(p->zb > 0x7fffffffu ? 0x7fffffffu : p->zb - 1u));
+    __m256d sqlo = _mm256_loadu_pd(p->sq), sqhi = _mm256_loadu_pd(p->sq + 4);
+    const size_t i1 = i0 + nblk * SQZ_PU_BLOCK;
+    size_t ret = i1;
+    for (size_t i = i0; i < i1; i += SQZ_PU_BLOCK) {
+        if (o.cnt > p->cap) {
+            p->cnt = o.cnt;
+            topk_compact(p);
+            o.cnt = p->cnt;
+            bm1 = _mm256_set1_epi32((int)(p->bound - 1u));
+        }
+        for (size_t h = i; h < i + SQZ_PU_BLOCK; h += 32) {
+            __m256 a0 = _mm256_loadu_ps(in + h), a1 = _mm256_loadu_ps(in + h + 8);
+            __m256 a2 = _mm256_loadu_ps(in + h + 16), a3 = _mm256_loadu_ps(in + h + 24);
+            if (rin != NULL) {
+                a0 = _mm256_add_ps(a0, _mm256_loadu_ps(rin + h));
+                a1 = _mm256_add_ps(a1, _mm256_loadu_ps(rin + h + 8));
+                a2 = _mm256_add_ps(a2, _mm256_loadu_ps(rin + h + 16));
+                a3 = _mm256_add_ps(a3, _mm256_loadu_ps(rin + h + 24));
+            }
+            const __m256i k0 = _mm256_castps_si256(_mm256_and_ps(a0, absmask));
+            const __m256i k1 = _mm256_castps_si256(_mm256_and_ps(a1, absmask));
+            const __m256i k2 = _mm256_castps_si256(_mm256_and_ps(a2, absmask));
+            const __m256i k3 = _mm256_castps_si256(_mm256_and_ps(a3, absmask));
+            const __m256i mx = _mm256_max_epi32(_mm256_max_epi32(k0, k1), _mm256_max_epi32(k2, k3));
+            const __m256i bad = _mm256_cmpgt_epi32(mx, infm1);
+            const __m256i c0 = _mm256_cmpgt_epi32(k0, bm1), c1 = _mm256_cmpgt_epi32(k1, bm1);
+            const __m256i c2 = _mm256_cmpgt_epi32(k2, bm1), c3 = _mm256_cmpgt_epi32(k3, bm1);
+            if (__builtin_expect(!_mm256_testz_si256(bad, bad), 0)) {
+                /* The first group holding a non-finite a; the earlier ones are processed. */
+                const __m256 av[4] = {a0, a1, a2, a3};
+                const __m256i kv[4] = {k0, k1, k2, k3};
+                const __m256i cv[4] = {c0, c1, c2, c3};
+                int v = 0;
+                while (_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(kv[v], infm1))) ==
+                       0) {
+                    v++;
+                }
+                for (int u = 0; u < v; u++) {
+                    if (rout != NULL) {
+                        const __m256i z = _mm256_and_si256(cv[u], _mm256_cmpgt_epi32(kv[u], zm1));
+                        _mm256_storeu_ps(rout + h + 8 * u,
+                                         _mm256_andnot_ps(_mm256_castsi256_ps(z), av[u]));
+                    }
+                    topk_group_avx2(lut, h + 8 * (size_t)u, av[u], cv[u], &o);
+                }
+                ret = h + 8 * (size_t)v;
+                goto done;
+            }
+            if (rout != NULL) {
+#define TOPK_ZSTORE(off, av, kv, cv)                                                              \
+    _mm256_storeu_ps(rout + h + (off),                                                            \
+                     _mm256_andnot_ps(_mm256_castsi256_ps(_mm256_and_si256(                       \
+                                          (cv), _mm256_cmpgt_epi32((kv), zm1))),                  \
+                                      (av)))
+                TOPK_ZSTORE(0, a0, k0, c0);
+                TOPK_ZSTORE(8, a1, k1, c1);
+                TOPK_ZSTORE(16, a2, k2, c2);
+                TOPK_ZSTORE(24, a3, k3, c3);
+#undef TOPK_ZSTORE
+            }
+            /* lane l: (a[l]^2 + a[8+l]^2) + (a[16+l]^2 + a[24+l]^2) */
+            sqlo = _mm256_add_pd(
+                sqlo, _mm256_add_pd(topk_sq2_avx2(_mm256_castps256_ps128(a0),
+                                                  _mm256_castps256_ps128(a1)),
+                                    topk_sq2_avx2(_mm256_castps256_ps128(a2),
+                                                  _mm256_castps256_ps128(a3))));
+            sqhi = _mm256_add_pd(
+                sqhi, _mm256_add_pd(topk_sq2_avx2(_mm256_extractf128_ps(a0, 1),
+                                                  _mm256_extractf128_ps(a1, 1)),
+                                    topk_sq2_avx2(_mm256_extractf128_ps(a2, 1),
+                                                  _mm256_extractf128_ps(a3, 1))));
+            const __m256i any = _mm256_or_si256(_mm256_or_si256(c0, c1), _mm256_or_si256(c2, c3));
+            if (!_mm256_testz_si256(any, any)) {
+                topk_group_avx2(lut, h, a0, c0, &o);
+                topk_group_avx2(lut, h + 8, a1, c1, &o);
+                topk_group_avx2(lut, h + 16, a2, c2, &o);
+                topk_group_avx2(lut, h + 24, a3, c3, &o);
+            }
+            if (__builtin_expect(p->next < h + 32, 0)) {
+                topk_samples_avx2(p, h, k0);
+                topk_samples_avx2(p, h + 8, k1);
+                topk_samples_avx2(p, h + 16, k2);
+                topk_samples_avx2(p, h + 24, k3);
+            }
+        }
+    }
+done:
+    p->cnt = o.cnt;
+    _mm256_storeu_pd(p->sq, sqlo);
+    _mm256_storeu_pd(p->sq + 4, sqhi);
+    return ret;
+}
+
+static int topk_have_avx2(void)
+{
+    static int have = -1;
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    return have;
+}
+#else
+#define TOPK_X86 0
+#endif
+
+/** Runs the pass over [0, n).  \return n, or the index of the first 8-element group holding a
+ *  non-finite a (or of that element in the tail): everything before it is processed, nothing
+ *  from it on. */
+static size_t topk_run(topk_pass_t *p, const uint64_t *lut, size_t n)
+{
+    const size_t nblk = n / SQZ_PU_BLOCK;
+    size_t i = nblk * SQZ_PU_BLOCK, stop;
+    (void)lut;
+#if TOPK_X86
+    if (topk_have_avx2()) {
+        stop = topk_run_avx2(p, lut, 0, nblk);
+    } else {
+        stop = topk_run_c(p, 0, nblk);
+    }
+#else
+    stop = topk_run_c(p, 0, nblk);
+#endif
+    if (stop != i) {
+        return stop;
     }
     for (; i < n; i++) {
-        c += keys[i] >= thr;
+        if (topk_elem(p, i)) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/** \return #{i : key(a[i]) >= thr} over the whole vector after the pass, or some value > cap
+ *  (> 1.3k) when it is known to be that large: from the candidates when they hold every such
+ *  entry, else by one counting pass over av (a, rare). */
+static size_t topk_count_ge(const topk_pass_t *p, const float *av, size_t n, uint32_t bound0,
+                            uint32_t thr)
+{
+    size_t c = 0;
+    if (thr >= p->bound) {
+        /* Every entry >= the final bound is a candidate. */
+        for (size_t j = 0; j < p->cnt; j++) {
+            c += sqz_pu_abs_key(p->cval[j]) >= thr;
+        }
+        return c;
+    }
+    if (p->compacted && thr <= bound0) {
+        /* More than cap entries were >= bound0. */
+        return p->cap + 1;
+    }
+    size_t i = 0;
+    for (; i + SQZ_PU_BLOCK <= n; i += SQZ_PU_BLOCK) {
+        const float *restrict x = av + i;
+        uint32_t cb = 0;
+        for (int j = 0; j < SQZ_PU_BLOCK; j++) {
+            cb += (uint32_t)(sqz_pu_abs_key(x[j]) >= thr);
+        }
+        c += cb;
+    }
+    for (; i < n; i++) {
+        c += sqz_pu_abs_key(av[i]) >= thr;
     }
     return c;
 }
 
-/* One block of the collection pass: a = in + res, the energy per lane, and whether any key
- * reaches thr (res may be NULL). */
-static inline uint32_t topk_scan_block(const float *restrict in, const float *restrict res,
-                                       float *restrict a, double *restrict sq, uint32_t thr)
+/* Software prefetch distance (entries) of the scattered output updates of decompress. */
+#define TOPK_PREFETCH 32
+
+/* The candidates >= zb hold 0 in res: give them their a back. */
+static void topk_put_back(const topk_pass_t *p, float *res)
 {
-    uint32_t any = 0;
-    if (res != NULL) {
-        for (int j = 0; j < SQZ_PU_BLOCK; j++) {
-            a[j] = in[j] + res[j];
-        }
-    } else {
-        memcpy(a, in, SQZ_PU_BLOCK * sizeof *a);
-    }
-    for (int j = 0; j < SQZ_PU_BLOCK; j += 8) {
-        for (int l = 0; l < 8; l++) {
-            sq[l] += (double)a[j + l] * a[j + l];
-            any |= (uint32_t)(sqz_pu_abs_key(a[j + l]) >= thr);
+    for (size_t j = 0; j < p->cnt; j++) {
+        if (sqz_pu_abs_key(p->cval[j]) >= p->zb) {
+            res[p->cidx[j]] = p->cval[j];
         }
     }
-    return any;
 }
 
-/** Selection rule of the collection pass: take element i when key > thr, or key == thr while
- *  ties_left > 0 (consumed in index order), and never more than cap elements in total. */
-typedef struct topk_rule {
-    uint32_t thr;
-    size_t   ties_left;
-    size_t   cap;
-} topk_rule_t;
+/** Writes the payload from the candidates of p (index order): those with key >= thr, or the
+ *  top k of them (ties: lower index) when more than k are; and fixes the residual (when not
+ *  NULL): a sent candidate below p->zb is zeroed, a dropped one at or above it gets a back.
+ *  \return m, the entries sent. */
+static size_t topk_emit(topk_state_t *st, const topk_pass_t *p, size_t k, uint32_t thr,
+                        float *res, uint8_t *out)
+{
+    const uint32_t *idx = p->cidx;
+    const float *val = p->cval;
+    const size_t cnt = p->cnt;
+    const uint32_t zb = p->zb;
+    size_t cnt_t = 0;
+    uint32_t lo = UINT32_MAX, hi = 0;
+    for (size_t j = 0; j < cnt; j++) {
+        const uint32_t key = sqz_pu_abs_key(val[j]);
+        cnt_t += key >= thr;
+        lo = key < lo ? key : lo;
+        hi = key > hi ? key : hi;
+    }
+    /* Sent: key > kth, or key == kth while ties last (index order). */
+    uint32_t kth = thr;
+    size_t ties = SIZE_MAX, m = cnt_t;
+    if (cnt_t > k) {
+        /* The k-th largest candidate is >= thr: select over all of them. */
+        size_t above;
+        kth = topk_select(val, NULL, cnt, k, st->ktmp, &above, lo, hi, st->hist);
+        ties = k - above;
+        m = k;
+    }
+    sqz_pu_store_u32(out, (uint32_t)m);
+    uint8_t *io = out + 4, *vo = out + 4 + 4 * m;
+    size_t j = 0, w = 0;
+    /* Branch-free over the sent ones: w < m holds inside, so the stores stay in the payload. */
+    for (; w < m; j++) {
+        const uint32_t key = sqz_pu_abs_key(val[j]);
+        const size_t eq = key == kth;
+        const size_t take = (size_t)(key > kth) | (eq & (size_t)(ties > 0));
+        ties -= eq & take;
+        sqz_pu_store_u32(io + 4 * w, idx[j]);
+        sqz_pu_store_f32(vo + 4 * w, val[j]);
+        w += take;
+        if (res != NULL && (take ^ (size_t)(key >= zb))) {
+            res[idx[j]] = take ? 0.0f : val[j];
+        }
+    }
+    if (res != NULL) {
+        for (; j < cnt; j++) {
+            if (sqz_pu_abs_key(val[j]) >= zb) {
+                res[idx[j]] = val[j];
+            }
+        }
+    }
+    return m;
+}
+
+/* The pre-sample: at most this many strided keys give the pass's initial bound. */
+#define TOPK_PRESAMPLE 16384u
 
 static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
 {
@@ -278,69 +772,138 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
         args->norm2_err = 0.0;
         return SQZ_OK;
     }
-    if (sqz_pu_grow((void **)&st->keys, &st->keys_cap, n * sizeof(uint32_t)) == NULL) {
-        return SQZ_ERR_NO_MEMORY;
-    }
-    uint32_t *keys = st->keys;
 
-    /* Pass 1: keys and finiteness; the residual is not written before this completes. */
-    uint32_t bad = 0;
-    size_t i = 0;
-    for (; i + SQZ_PU_BLOCK <= n; i += SQZ_PU_BLOCK) {
-        bad |= res != NULL ? topk_keys_block(in + i, res + i, keys + i)
-                           : topk_keys_block_nores(in + i, keys + i);
-    }
-    for (; i < n; i++) {
-        keys[i] = sqz_pu_abs_key(in[i] + (res != NULL ? res[i] : 0.0f));
-        bad |= (uint32_t)(keys[i] >= SQZ_PU_F32_INF_BITS);
-    }
-    if (bad) {
-        return SQZ_ERR_NONFINITE;
-    }
-
-    /* Threshold and selection rule. */
-    topk_rule_t rule;
+    /* DGC sample (sampled only): stride and random start as in DGC. */
     const size_t stride =
         st->cfg.select == TOPK_SELECT_SAMPLED ? sqz_pu_ceil_size(1.0 / st->cfg.sample_ratio) : 1;
-    if (stride <= 1 || n / stride < 1 || k == n) {
-        /* Exact, in place on the keys (the collection pass recomputes them). */
-        size_t above;
-        rule.thr = topk_radix_select(keys, n, k, &above);
-        rule.ties_left = k - above;
-        rule.cap = k;
-    } else {
+    const int sampled = !(stride <= 1 || n / stride < 1 || k == n);
+    size_t start = SIZE_MAX, ns_max = 0;
+    if (sampled) {
         sqz_pu_rng_t rng;
         sqz_pu_rng_seed4(&rng, st->seed, st->rank, args->seq, args->stage);
-        const size_t start = (size_t)sqz_pu_rng_below(&rng, stride);
-        const size_t ns = start < n ? (n - start + stride - 1) / stride : 0;
-        if (sqz_pu_grow((void **)&st->cand, &st->cand_cap, (ns + 1) * sizeof(uint32_t)) == NULL) {
-            return SQZ_ERR_NO_MEMORY;
+        start = (size_t)sqz_pu_rng_below(&rng, stride);
+        ns_max = (n - start + stride - 1) / stride;
+    }
+
+    /* Pre-sample: S strided keys; the bound is their c-th largest, c a few standard deviations
+     * above the sample's share of k (all of a when n is small: the bound is then the k-th key).
+     * The bound only sets how much work the pass does, never the result. */
+    const size_t pstride = n / TOPK_PRESAMPLE > 1 ? n / TOPK_PRESAMPLE : 1;
+    const size_t S = n / pstride;
+    size_t c;
+    if (k == n) {
+        c = S;
+    } else if (pstride == 1) {
+        c = k;
+    } else {
+        const double ks = (double)k * (double)S / (double)n;
+        c = sqz_pu_ceil_size(ks + 5.0 * sqrt(ks) + 8.0);
+        c = c < S ? c : S;
+    }
+    const double expect = (double)c * (double)n / (double)S;
+    size_t cap = (size_t)(expect * 1.5) + 1024;
+    /* More than 1.3k (DGC's adaptation relies on it: see topk_count_ge()). */
+    if (cap < k + k / 2 + 1024) {
+        cap = k + k / 2 + 1024;
+    }
+    cap = cap < n ? cap : n;
+    size_t tmp_need = cap > 2 * S ? cap : 2 * S;
+    tmp_need = (tmp_need > ns_max ? tmp_need : ns_max) + TOPK_SLACK;
+    if (sqz_pu_grow((void **)&st->cidx, &st->cidx_cap, (cap + TOPK_SLACK) * sizeof(uint32_t)) ==
+            NULL ||
+        sqz_pu_grow((void **)&st->cval, &st->cval_cap, (cap + TOPK_SLACK) * sizeof(float)) ==
+            NULL ||
+        sqz_pu_grow((void **)&st->ktmp, &st->ktmp_cap, tmp_need * sizeof(uint32_t)) == NULL ||
+        sqz_pu_grow((void **)&st->samp, &st->samp_cap, (ns_max + 1) * sizeof(uint32_t)) ==
+            NULL) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    uint32_t bound0 = 0, zb = 0;
+    if (k < n) {
+        uint32_t *ps = st->ktmp;
+        if (res != NULL) {
+            for (size_t j = 0; j < S; j++) {
+                ps[j] = sqz_pu_abs_key(in[j * pstride] + res[j * pstride]);
+            }
+        } else {
+            for (size_t j = 0; j < S; j++) {
+                ps[j] = sqz_pu_abs_key(in[j * pstride]);
+            }
         }
-        for (size_t j = 0; j < ns; j++) {
-            st->cand[j] = keys[start + j * stride];
+        size_t above;
+        size_t kz = (size_t)((double)k * (double)S / (double)n + 0.5);
+        kz = kz < 1 ? 1 : (kz > c ? c : kz);
+        uint32_t lo, hi;
+        topk_key_range(NULL, ps, S, &lo, &hi);
+        zb = topk_select(NULL, ps, S, kz, ps + S, &above, lo, hi, st->hist);
+        bound0 = topk_select(NULL, ps, S, c, ps, &above, lo, hi, st->hist);
+        /* A non-finite a makes the pass stop anyway. */
+        bound0 = bound0 < SQZ_PU_F32_INF_BITS ? bound0 : SQZ_PU_F32_INF_BITS;
+    }
+
+    topk_pass_t p = {
+        .in = in,
+        .res_in = res,
+        .res_out = res,
+        .cidx = st->cidx,
+        .cval = st->cval,
+        .ktmp = st->ktmp,
+        .hist = st->hist,
+        .cnt = 0,
+        .cap = cap,
+        .k = k,
+        .bound = bound0,
+        .zb = zb,
+        .compacted = 0,
+        .samp = st->samp,
+        .ns = 0,
+        .next = start,
+        .stride = sampled ? stride : 0,
+    };
+    const size_t stop = topk_run(&p, st->lut, n);
+    if (stop != n) {
+        /* Non-finite: [0, stop) holds a, or 0 for the candidates >= zb; give back the old
+         * residual (up to rounding). */
+        if (res != NULL) {
+            topk_put_back(&p, res);
+            for (size_t i = 0; i < stop; i++) {
+                res[i] -= in[i];
+            }
         }
+        return SQZ_ERR_NONFINITE;
+    }
+    double norm2_in = 0.0;
+    for (int l = 0; l < 8; l++) {
+        norm2_in += p.sq[l];
+    }
+
+    /* Final threshold: the selection is the top k of {key >= thr}. */
+    uint32_t thr = 0;
+    if (sampled) {
+        const size_t ns = p.ns;
         size_t ks = sqz_pu_ceil_size((double)ns * st->cfg.density);
         ks = ks < 1 ? 1 : (ks > ns ? ns : ks);
         size_t above;
-        uint32_t thr = ns > 0 ? topk_radix_select(st->cand, ns, ks, &above) : 0;
-        rule.ties_left = SIZE_MAX;
-        rule.cap = k;
+        uint32_t lo, hi;
+        topk_key_range(NULL, p.samp, ns, &lo, &hi);
+        thr = topk_select(NULL, p.samp, ns, ks, st->ktmp, &above, lo, hi, st->hist);
+        /* DGC's adaptation on the true counts (see topk_count_ge()); the residual holds a but
+         * for the candidates, which the count takes from the candidates. */
         for (int it = 0; it < 10; it++) {
-            const size_t cnt = topk_count_ge(keys, n, thr);
+            size_t cnt;
+            if (thr >= p.bound || (p.compacted && thr <= bound0) || res == NULL) {
+                cnt = topk_count_ge(&p, in, n, bound0, thr);
+            } else {
+                /* Rare: a count below the candidates' bound needs a in the residual. */
+                topk_put_back(&p, res);
+                cnt = topk_count_ge(&p, res, n, bound0, thr);
+                for (size_t j = 0; j < p.cnt; j++) {
+                    if (sqz_pu_abs_key(p.cval[j]) >= p.zb) {
+                        res[p.cidx[j]] = 0.0f;
+                    }
+                }
+            }
             if ((double)cnt > 1.3 * (double)k) {
-                /* Exact top-k among the candidates: they contain the global top-k. */
-                /* One spare slot: the branch-free gather below stores before it tests. */
-                if (sqz_pu_grow((void **)&st->cand, &st->cand_cap,
-                                (cnt + 1) * sizeof(uint32_t)) == NULL) {
-                    return SQZ_ERR_NO_MEMORY;
-                }
-                size_t w = 0;
-                for (size_t j = 0; j < n; j++) {
-                    st->cand[w] = keys[j];
-                    w += keys[j] >= thr;
-                }
-                thr = topk_radix_select(st->cand, cnt, k, &above);
-                rule.ties_left = k - above;
                 break;
             }
             if ((double)cnt < 0.8 * (double)k) {
@@ -349,80 +912,43 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
             }
             break;
         }
-        rule.thr = thr;
     }
-
-    /* Pass 2: collect.  The payload's value area follows the m indices, so m is needed first:
-     * with the rule fixed it is min(cap, #{key > thr} + min(ties, #{key == thr})). */
-    size_t m;
-    if (rule.ties_left == SIZE_MAX) {
-        const size_t cnt = topk_count_ge(keys, n, rule.thr);
-        m = cnt < rule.cap ? cnt : rule.cap;
-    } else {
-        m = k;
-    }
-    uint8_t *idx_out = out + 4;
-    uint8_t *val_out = out + 4 + 4 * m;
-    size_t taken = 0;
-    double sq[8] = {0};
-    double sel_sq = 0.0;
-    for (i = 0; i < n; i += SQZ_PU_BLOCK) {
-        const size_t len = n - i < SQZ_PU_BLOCK ? n - i : SQZ_PU_BLOCK;
-        float a[SQZ_PU_BLOCK] = {0};
-        uint32_t any;
-        if (len == SQZ_PU_BLOCK) {
-            any = topk_scan_block(in + i, res != NULL ? res + i : NULL, a, sq, rule.thr);
-        } else {
-            any = 0;
-            for (size_t j = 0; j < len; j++) {
-                a[j] = in[i + j] + (res != NULL ? res[i + j] : 0.0f);
-                sq[0] += (double)a[j] * a[j];
-                any |= (uint32_t)(sqz_pu_abs_key(a[j]) >= rule.thr);
-            }
-        }
+    /* The candidates hold every entry with key >= bound0 (or, once compacted, the top k of
+     * them).  When bound0 > thr and fewer than k passed, entries in [thr, bound0) may be missing:
+     * collect again from a (put back whole into the residual) with a bound from a histogram of
+     * the keys.  The selected entries are then zeroed at the end (zb: none is 0 yet). */
+    if (bound0 > thr && !p.compacted && p.cnt < k) {
+        const float *av = in;
         if (res != NULL) {
-            memcpy(res + i, a, len * sizeof *a);
+            topk_put_back(&p, res);
+            av = res;
         }
-        if (!any || taken == m) {
-            continue;
+        size_t hist[2048] = {0};
+        for (size_t i = 0; i < n; i++) {
+            hist[sqz_pu_abs_key(av[i]) >> 20]++;
         }
-        for (size_t j = 0; j < len && taken < m; j++) {
-            /* Skip groups of 8 without a candidate: at typical densities most are empty. */
-            if (j % 8 == 0 && j + 8 <= len) {
-                uint32_t group = 0;
-                for (size_t g = 0; g < 8; g++) {
-                    group |= (uint32_t)(sqz_pu_abs_key(a[j + g]) >= rule.thr);
-                }
-                if (!group) {
-                    j += 7;
-                    continue;
-                }
-            }
-            const uint32_t key = sqz_pu_abs_key(a[j]);
-            int take = key > rule.thr;
-            if (key == rule.thr && rule.ties_left > 0) {
-                take = 1;
-                rule.ties_left--;
-            }
-            if (take) {
-                sqz_pu_store_u32(idx_out + 4 * taken, (uint32_t)(i + j));
-                sqz_pu_store_f32(val_out + 4 * taken, a[j]);
-                taken++;
-                sel_sq += (double)a[j] * a[j];
-                if (res != NULL) {
-                    res[i + j] = 0.0f;
-                }
-            }
+        size_t cum = 0, d = 2048;
+        while (d > 0 && cum < k) {
+            cum += hist[--d];
         }
+        uint32_t b1 = (uint32_t)d << 20;
+        b1 = b1 > thr ? b1 : thr;
+        p.in = av;
+        p.res_in = NULL;
+        p.res_out = NULL;
+        p.cnt = 0;
+        p.bound = b1;
+        p.zb = UINT32_MAX;
+        p.next = SIZE_MAX;
+        p.stride = 0;
+        (void)topk_run(&p, st->lut, n);
     }
-    /* Both counts come from the same keys, so this holds by construction. */
-    if (taken != m) {
-        return SQZ_ERR_INTERNAL;
-    }
-    sqz_pu_store_u32(out, (uint32_t)m);
-    double norm2_in = 0.0;
-    for (int l = 0; l < 8; l++) {
-        norm2_in += sq[l];
+    /* The top k of the candidates >= thr: the payload, and the residual fixed up. */
+    const size_t m = topk_emit(st, &p, k, thr, res, out);
+    double sel_sq = 0.0;
+    for (size_t j = 0; j < m; j++) {
+        const float v = sqz_pu_load_f32(out + 4 + 4 * m + 4 * j);
+        sel_sq += (double)v * v;
     }
     const double norm2_err = norm2_in - sel_sq;
     args->payload_bytes = 4 + 8 * m;
@@ -456,6 +982,9 @@ static sqz_status_t topk_decompress(void *state, const void *payload, size_t byt
         return SQZ_OK;
     }
     for (size_t j = 0; j < m; j++) {
+        if (j + TOPK_PREFETCH < m) {
+            __builtin_prefetch(out + sqz_pu_load_u32(idx + 4 * (j + TOPK_PREFETCH)), 1);
+        }
         out[sqz_pu_load_u32(idx + 4 * j)] += sqz_pu_load_f32(val + 4 * j);
     }
     return SQZ_OK;

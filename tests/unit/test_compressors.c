@@ -495,6 +495,98 @@ static void test_topk_exact(size_t n, double density)
     inst_destroy(&it);
 }
 
+/* Exact top-k on layouts that defeat the compressor's strided pre-sample (its bound only sets
+ * the work, never the result): spikes on every pstride-th element (the pre-sample sees only
+ * them, so too few candidates pass the first bound and a second collection runs), one dense
+ * block of large values, and few distinct magnitudes (the candidate buffer overflows and is
+ * compacted).  Checked against a sort, with error feedback (residual holds the rest exactly). */
+static void test_topk_exact_layouts(double density)
+{
+    const method_t *m = NULL;
+    for (size_t j = 0; j < NMETHODS; j++) {
+        if (methods[j].kind == KIND_TOPK_EXACT && methods[j].density == density) {
+            m = &methods[j];
+        }
+    }
+    REQUIRE(m != NULL);
+    const size_t n = 300007;
+    const size_t k = topk_k(density, n);
+    const size_t pstride = n / 16384;
+    inst_t it = inst_create(m);
+    float *in = alloc_floats(n);
+    float *res = alloc_floats(n);
+    float *res_old = alloc_floats(n);
+    idx_val_t *ref = malloc(n * sizeof *ref);
+    char *want = malloc(n);
+    REQUIRE(ref != NULL && want != NULL);
+    for (int layout = 0; layout < 4; layout++) {
+        for (size_t i = 0; i < n; i++) {
+            const float u = (float)rng_unif() - 0.5f;
+            switch (layout) {
+            case 0: /* spikes exactly where the pre-sample looks */
+                in[i] = (i % pstride == 0) ? 100.0f + (float)(i % 977) : u;
+                break;
+            case 1: /* the large values in one block */
+                in[i] = (i >= n / 3 && i < n / 3 + 2 * k) ? 50.0f * u + (u < 0 ? -10.0f : 10.0f)
+                                                         : u;
+                break;
+            case 2: /* four magnitudes: many ties */
+                in[i] = (float)(1 + (int)(rng_unif() * 4.0)) * (u < 0 ? -0.25f : 0.25f);
+                break;
+            default: /* growing magnitudes: the bound is too low at the start */
+                in[i] = (float)i * 1e-3f * (u < 0 ? -1.0f : 1.0f);
+                break;
+            }
+            res_old[i] = layout == 2 ? 0.0f : 0.01f * ((float)rng_unif() - 0.5f);
+        }
+        memcpy(res, res_old, n * sizeof *res);
+        for (size_t i = 0; i < n; i++) {
+            ref[i].i = i;
+            ref[i].v = in[i] + res_old[i];
+        }
+        qsort(ref, n, sizeof *ref, cmp_idx_val);
+        memset(want, 0, n);
+        for (size_t j = 0; j < k; j++) {
+            want[ref[j].i] = 1;
+        }
+        uint8_t *payload;
+        sqz_compress_args_v1_t args;
+        REQUIRE(do_compress(&it, in, res, n, (uint64_t)layout, &payload, &args) == SQZ_OK);
+        const size_t cnt = le_u32(payload);
+        CHECK_EQ_INT(cnt, k);
+        size_t wrong = 0, res_bad = 0;
+        for (size_t j = 0; j < cnt && j < k; j++) {
+            const uint32_t ix = le_u32(payload + 4 + 4 * j);
+            const float v = le_f32(payload + 4 + 4 * cnt + 4 * j);
+            wrong += ix >= n || !want[ix] || v != in[ix] + res_old[ix] || res[ix] != 0.0f ||
+                     (j > 0 && ix <= le_u32(payload + 4 * j));
+        }
+        for (size_t i = 0; i < n; i++) {
+            res_bad += !want[i] && res[i] != in[i] + res_old[i];
+        }
+        CHECK_MSG(wrong == 0, "topk exact layout %d: %zu wrong entries", layout, wrong);
+        CHECK_MSG(res_bad == 0, "topk exact layout %d: %zu residual entries off", layout,
+                  res_bad);
+        free(payload);
+
+        /* A NaN late in the vector: the residual comes back (up to rounding). */
+        memcpy(res, res_old, n * sizeof *res);
+        const float keep = in[n - 100];
+        in[n - 100] = NAN;
+        CHECK_EQ_INT(do_compress(&it, in, res, n, 9, &payload, &args), SQZ_ERR_NONFINITE);
+        in[n - 100] = keep;
+        CHECK_MSG(residual_restored(m, in, res, res_old, n),
+                  "topk exact layout %d: residual not restored on NaN", layout);
+        free(payload);
+    }
+    free(want);
+    free(ref);
+    free(in);
+    free(res);
+    free(res_old);
+    inst_destroy(&it);
+}
+
 static void test_topk_sampled(const method_t *m, size_t n)
 {
     inst_t it = inst_create(m);
@@ -873,6 +965,8 @@ int main(void)
         test_topk_exact(sizes[s], 0.05);
         test_topk_exact(sizes[s], 0.01);
     }
+    test_topk_exact_layouts(0.05);
+    test_topk_exact_layouts(0.01);
     for (size_t j = 0; j < NMETHODS; j++) {
         const method_t *m = &methods[j];
         for (size_t s = 0; s < NSIZES; s++) {
