@@ -53,16 +53,19 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call);
 /* Shared helpers (sqz_coll_common.c). */
 uint32_t     sqz_coll_method_id(const sqz_compressor_v1_t *c);
 size_t       sqz_coll_round8(size_t x);
-void         sqz_coll_frame_set(sqz_coll_call_t *call, void *where, uint32_t flags, size_t count,
+void         sqz_coll_frame_set(const sqz_coll_call_t *call, void *where, uint32_t flags, size_t count,
                                 size_t bytes);
 /** Checks a received frame: \return SQZ_OK, SQZ_ERR_NONFINITE or SQZ_ERR_CORRUPT (fallback
  *  flag), SQZ_ERR_MISMATCH (another method, count or call sequence). */
 sqz_status_t sqz_coll_frame_check(const sqz_coll_call_t *call, const void *where, size_t count,
                                   size_t slot);
-/** Compresses in[0, n) (+ residual) into a frame + payload at dst (capacity cap).  On failure
- *  writes a fallback frame and returns the compressor's status.  Adds norms to call->cs. */
-sqz_status_t sqz_coll_compress(sqz_coll_call_t *call, const float *in, float *residual, size_t n,
-                               int stage, void *dst, size_t cap);
+/** Compresses in[0, n) (+ residual) with compressor state cstate into a frame + payload at dst
+ *  (capacity cap).  On failure writes a fallback frame and returns the compressor's status.
+ *  norms (may be NULL) receives {norm2_in, norm2_err}.  Safe to call from several threads on
+ *  distinct chunks with distinct compressor states. */
+sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, void *cstate, const float *in,
+                               float *residual, size_t n, int stage, void *dst, size_t cap,
+                               double *norms);
 /** Undoes a successful compress on the residual: residual += decode(payload) - in. */
 void         sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, size_t n,
                               const void *frame);

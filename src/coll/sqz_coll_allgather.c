@@ -22,7 +22,11 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
 
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, cap));
     double t0 = sqz_time_now();
-    (void)sqz_coll_compress(call, call->in, call->residual, n, 0, comm->sendbuf, cap);
+    double norms[2] = {0, 0};
+    (void)sqz_coll_compress(call, call->cstate, call->in, call->residual, n, 0, comm->sendbuf, cap,
+                            norms);
+    call->cs.norm2_in += norms[0];
+    call->cs.norm2_err += norms[1];
     sqz_frame_t f;
     memcpy(&f, comm->sendbuf, sizeof(f));
     mine = sqz_coll_round8(sizeof(sqz_frame_t) + (size_t)f.bytes);

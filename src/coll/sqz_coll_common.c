@@ -16,7 +16,7 @@ uint32_t sqz_coll_method_id(const sqz_compressor_v1_t *c)
 
 size_t sqz_coll_round8(size_t x) { return (x + 7) & ~(size_t)7; }
 
-void sqz_coll_frame_set(sqz_coll_call_t *call, void *where, uint32_t flags, size_t count,
+void sqz_coll_frame_set(const sqz_coll_call_t *call, void *where, uint32_t flags, size_t count,
                         size_t bytes)
 {
     const sqz_frame_t f = {
@@ -61,8 +61,9 @@ sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b)
     return a;
 }
 
-sqz_status_t sqz_coll_compress(sqz_coll_call_t *call, const float *in, float *residual, size_t n,
-                               int stage, void *dst, size_t cap)
+sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, void *cstate, const float *in,
+                               float *residual, size_t n, int stage, void *dst, size_t cap,
+                               double *norms)
 {
     sqz_compress_args_v1_t a = {
         .size     = sizeof(a),
@@ -74,7 +75,7 @@ sqz_status_t sqz_coll_compress(sqz_coll_call_t *call, const float *in, float *re
         .payload  = (unsigned char *)dst + sizeof(sqz_frame_t),
         .capacity = cap - sizeof(sqz_frame_t),
     };
-    sqz_status_t st = call->c->compress(call->cstate, &a);
+    sqz_status_t st = call->c->compress(cstate, &a);
     if (SQZ_OK == st && a.payload_bytes > a.capacity) {
         SQZ_LOG_ONCE(SQZ_LOG_ERROR, "compressor '%s' overran its payload bound; calls go dense",
                      call->c->name);
@@ -90,9 +91,9 @@ sqz_status_t sqz_coll_compress(sqz_coll_call_t *call, const float *in, float *re
                            n, 0);
         return st;
     }
-    if (0 == stage) {
-        call->cs.norm2_in += a.norm2_in;
-        call->cs.norm2_err += a.norm2_err;
+    if (norms) {
+        norms[0] = a.norm2_in;
+        norms[1] = a.norm2_err;
     }
     sqz_coll_frame_set(call, dst, 0, n, a.payload_bytes);
     return SQZ_OK;

@@ -16,6 +16,7 @@
 
 #include "sqz_coll.h"
 #include "sqz_log.h"
+#include "sqz_pool.h"
 
 /* Chunk boundaries are multiples of this many elements, so that the buckets of a quantizer stay
  * aligned with the chunks and the vector loops start aligned. */
@@ -40,6 +41,37 @@ static void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len)
         off[r]         = a;
         len[r]         = b - a;
     }
+}
+
+/* Per-chunk work handed to the thread pool: chunk r lives at buf + dis[r]. */
+typedef struct {
+    const sqz_coll_call_t *call;
+    const size_t          *off, *len, *slot, *dis;
+    unsigned char         *buf;
+    sqz_status_t          *status; /* compress: one per chunk */
+    double                *norms;  /* compress: two per chunk */
+} sqz_rs_job_t;
+
+static void sqz_rs_compress_task(size_t r, int worker, void *arg)
+{
+    const sqz_rs_job_t    *j    = arg;
+    const sqz_coll_call_t *call = j->call;
+    j->status[r] = sqz_coll_compress(call, call->comm->cstates[worker], call->in + j->off[r],
+                                     call->residual ? call->residual + j->off[r] : NULL, j->len[r],
+                                     0, j->buf + j->dis[r], j->slot[r], j->norms + 2 * r);
+}
+
+/* Phase 2: chunk r of the output from its all-gathered payload (validated before). */
+static void sqz_rs_decode_task(size_t r, int worker, void *arg)
+{
+    const sqz_rs_job_t    *j    = arg;
+    const sqz_coll_call_t *call = j->call;
+    const unsigned char   *fr   = j->buf + j->dis[r];
+    sqz_frame_t            f;
+    memcpy(&f, fr, sizeof(f));
+    memset(call->out + j->off[r], 0, j->len[r] * sizeof(float));
+    (void)call->c->decompress(call->comm->cstates[worker], fr + sizeof(f), (size_t)f.bytes,
+                              call->out + j->off[r], j->len[r]);
 }
 
 sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
@@ -76,23 +108,30 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
                                   recv1 > recv2 ? recv1 : recv2));
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap,
                                   (mylen ? mylen : 1) * sizeof(float)));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
+                                  (size_t)P * (sizeof(sqz_status_t) + 2 * sizeof(double)) + 16));
     float *const y = comm->chunkbuf;
 
-    /* ---- phase 1: compress every chunk ---- */
-    double       t0     = sqz_time_now();
+    /* ---- phase 1: compress every chunk (in parallel with SQZ_THREADS) ---- */
+    double      t0 = sqz_time_now();
+    sqz_rs_job_t job = {.call = call, .off = off, .len = len, .slot = slot, .dis = sdis,
+                        .buf = comm->sendbuf, .norms = (double *)comm->taskbuf,
+                        .status = (sqz_status_t *)(comm->taskbuf + 2 * (size_t)P * sizeof(double))};
+    sqz_pool_run(comm->pool, (size_t)P, sqz_rs_compress_task, &job);
     int          failed = -1;
     sqz_status_t cst    = SQZ_OK;
-    for (int r = 0; r < P && failed < 0; r++) {
-        cst = sqz_coll_compress(call, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
-                                len[r], 0, comm->sendbuf + sdis[r], slot[r]);
-        if (SQZ_OK != cst) {
+    for (int r = 0; r < P; r++) {
+        call->cs.norm2_in += job.norms[2 * r];
+        call->cs.norm2_err += job.norms[2 * r + 1];
+        if (SQZ_OK != job.status[r] && (failed < 0 || SQZ_ERR_NONFINITE == job.status[r])) {
             failed = r;
+            cst    = job.status[r];
         }
     }
     if (failed >= 0) {
-        /* One chunk failed: this whole rank asks for the dense path.  Undo the chunks already
-         * compressed and mark every frame. */
-        for (int r = 0; r < failed; r++) {
+        /* Some chunk failed: this whole rank asks for the dense path.  Undo the chunks that were
+         * compressed (their frames say so) and mark every frame. */
+        for (int r = 0; r < P; r++) {
             sqz_coll_restore(call, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
                              len[r], comm->sendbuf + sdis[r]);
         }
@@ -176,7 +215,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
         sres = call->state->server_residual;
     }
     if (SQZ_OK == local) {
-        (void)sqz_coll_compress(call, y, sres, mylen, 1, mine2, slot[me]);
+        (void)sqz_coll_compress(call, call->cstate, y, sres, mylen, 1, mine2, slot[me], NULL);
     } else {
         sqz_coll_frame_set(call, mine2, SQZ_FRAME_FALLBACK, mylen, 0);
     }
@@ -209,13 +248,9 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
         sqz_coll_restore(call, y, sres, mylen, mine2);
         goto restore;
     }
-    for (int r = 0; r < P; r++) {
-        const unsigned char *fr = comm->recvbuf + rdis[r];
-        memcpy(&f, fr, sizeof(f));
-        memset(call->out + off[r], 0, len[r] * sizeof(float));
-        (void)call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, call->out + off[r],
-                                  len[r]);
-    }
+    sqz_rs_job_t dec = {.call = call, .off = off, .len = len, .slot = slot, .dis = rdis,
+                        .buf = comm->recvbuf};
+    sqz_pool_run(comm->pool, (size_t)P, sqz_rs_decode_task, &dec);
     call->cs.t_compress += sqz_time_now() - t5;
 restore:
     if (SQZ_OK != st) {

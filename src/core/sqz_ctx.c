@@ -45,6 +45,9 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
      "hierarchical all-reduce: exact reduction inside each host, compressed exchange between "
      "hosts (one leader per host), exact broadcast back; auto turns it on when some host holds "
      "more than one rank of the communicator"},
+    {"THREADS", SQZ_PARAM_INT, "1", 1, 256, NULL, CORE(threads),
+     "threads compressing and decoding the chunks of a scatter-reduce exchange (quant, sign); "
+     "the extra threads are bound with hwloc to distinct cores of the rank's own cpuset"},
 };
 #define SQZ_NCORE (sizeof(sqz_core_param_defs) / sizeof(sqz_core_param_defs[0]))
 
@@ -52,7 +55,7 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
 static int sqz_param_is_local(const char *name)
 {
     return 0 == strcmp(name, "LOG") || 0 == strcmp(name, "STATS") || 0 == strcmp(name, "CONFIG") ||
-           0 == strcmp(name, "PLUGINS");
+           0 == strcmp(name, "PLUGINS") || 0 == strcmp(name, "THREADS");
 }
 
 double sqz_time_now(void)

@@ -28,6 +28,7 @@ typedef struct sqz_core_params {
     int         iallreduce;    /* sqz_iallreduce_mode_t */
     int         check_settings;
     int         hier;          /* sqz_hier_mode_t */
+    int64_t     threads;
 } sqz_core_params_t;
 
 /** Per-method statistics row (one per registry entry). */
@@ -53,7 +54,9 @@ struct sqz_comm {
     sqz_ctx_t         *ctx;
     sqz_transport_t    t;
     int                rank, nranks;
-    void              *cstate;           /* the method's compressor state */
+    void              *cstate;           /* the method's compressor state (= cstates[0]) */
+    void             **cstates;          /* one per pool thread: a state is never shared */
+    struct sqz_pool   *pool;             /* SQZ_THREADS workers, or NULL */
     sqz_state_store_t  store;
     pthread_mutex_t    lock;             /* one collective at a time per communicator */
     int                settings_checked;
@@ -62,6 +65,8 @@ struct sqz_comm {
     size_t             sendcap, recvcap;
     float             *chunkbuf;
     size_t             chunkcap;
+    unsigned char     *taskbuf;          /* per-chunk results of pool tasks */
+    size_t             taskcap;
     size_t            *counts;           /* 4 * nranks size_t: scounts, sdispls, rcounts, rdispls */
 };
 

@@ -8,6 +8,7 @@
 #include "coll/sqz_coll.h"
 #include "sqz_ctx.h"
 #include "sqz_log.h"
+#include "sqz_pool.h"
 
 sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_t **out)
 {
@@ -31,7 +32,18 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
         .size = sizeof(env), .rank = t->rank, .nranks = t->nranks, .seed = (uint64_t)ctx->p.seed};
     sqz_status_t st = comm->counts ? SQZ_OK : SQZ_ERR_NO_MEMORY;
     if (SQZ_OK == st) {
-        st = ctx->method->create(ctx->configs[ctx->method_index], &env, &comm->cstate);
+        st = sqz_pool_create((int)ctx->p.threads, &comm->pool);
+    }
+    const int nthreads = sqz_pool_size(comm->pool);
+    if (SQZ_OK == st) {
+        comm->cstates = calloc((size_t)nthreads, sizeof(void *));
+        st            = comm->cstates ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    }
+    for (int i = 0; SQZ_OK == st && i < nthreads; i++) {
+        st = ctx->method->create(ctx->configs[ctx->method_index], &env, &comm->cstates[i]);
+    }
+    if (SQZ_OK == st) {
+        comm->cstate = comm->cstates[0];
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("compressor '%s' could not be created: %s", ctx->method->name,
@@ -48,13 +60,18 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     if (NULL == comm) {
         return;
     }
-    if (comm->cstate) {
-        comm->ctx->method->destroy(comm->cstate);
+    for (int i = 0; comm->cstates && i < sqz_pool_size(comm->pool); i++) {
+        if (comm->cstates[i]) {
+            comm->ctx->method->destroy(comm->cstates[i]);
+        }
     }
+    free(comm->cstates);
+    sqz_pool_destroy(comm->pool);
     sqz_state_store_fini(&comm->store);
     free(comm->sendbuf);
     free(comm->recvbuf);
     free(comm->chunkbuf);
+    free(comm->taskbuf);
     free(comm->counts);
     pthread_mutex_destroy(&comm->lock);
     free(comm);

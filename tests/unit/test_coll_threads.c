@@ -327,6 +327,36 @@ static void test_corrupt(void)
     done(&j);
 }
 
+/* SQZ_THREADS changes who computes, not what: outputs and stats equal the single-thread run. */
+static void test_threads(void)
+{
+    const char *one[][8] = {{"SQZ_METHOD", "quant", "SQZ_QUANT_ROUNDING", "stochastic", NULL},
+                            {"SQZ_METHOD", "sign", NULL}};
+    const char *many[][10] = {{"SQZ_METHOD", "quant", "SQZ_QUANT_ROUNDING", "stochastic", "SQZ_THREADS", "3", NULL},
+                              {"SQZ_METHOD", "sign", "SQZ_THREADS", "2", NULL}};
+    for (int m = 0; m < 2; m++) {
+        job_t a = {.kv = one[m], .P = 4, .n = 300000, .calls = 3, .nan_rank = -1, .corrupt_call = -1};
+        job_t b = {.kv = many[m], .P = 4, .n = 300000, .calls = 3, .nan_rank = -1, .corrupt_call = -1};
+        run(&a);
+        run(&b);
+        CHECK(identical(&b));
+        CHECK_MSG(0 == memcmp(a.out[0], b.out[0], a.n * sizeof(float)), "%s: threads change the result",
+                  one[m][1]);
+        CHECK_EQ_INT(a.stats[1].bytes_wire, b.stats[1].bytes_wire);
+        CHECK_EQ_INT(b.stats[1].calls_compressed, 3);
+        done(&a);
+        done(&b);
+        /* A NaN on one rank with threads: every rank goes dense together. */
+        job_t c = {.kv = many[m], .P = 3, .n = 100000, .calls = 1, .nan_rank = 1, .nan_call = 0,
+                   .corrupt_call = -1};
+        run(&c);
+        CHECK(identical(&c));
+        CHECK_EQ_INT(c.stats[0].calls_nonfinite, 1);
+        CHECK(c.out[0][7] == c.exact[7]);
+        done(&c);
+    }
+}
+
 static void test_mismatch(void)
 {
     const char *kv[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", NULL};
@@ -349,6 +379,7 @@ int main(void)
     test_warmup();
     test_nonfinite();
     test_corrupt();
+    test_threads();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
     return sqz_test_result("test_coll_threads");
