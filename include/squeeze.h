@@ -108,6 +108,21 @@ typedef struct sqz_transport {
                      const size_t *rdispls);
     /** Dense float SUM all-reduce; in may equal out. */
     int (*allreduce_f32_sum)(void *self, const float *in, float *out, size_t n);
+
+    /* Optional point-to-point operations (all four or none; NULL: the engine uses the collectives
+     * above).  With them the engine pipelines its exchanges: it sends a chunk while it compresses
+     * the next one, and decodes a chunk while later ones are still arriving.  Messages between two
+     * ranks must not overtake each other (as in MPI), and must not match any traffic of the
+     * application.  A request is an opaque pointer that test() and wait() release. */
+    /** Starts sending `bytes` bytes to rank `peer`. */
+    int (*isend)(void *self, const void *buf, size_t bytes, int peer, void **req);
+    /** Starts receiving at most `bytes` bytes from rank `peer`; *got (when not NULL) receives the
+     *  size actually received once the request completes. */
+    int (*irecv)(void *self, void *buf, size_t bytes, int peer, size_t *got, void **req);
+    /** Progresses the transport; *done = 1 (and the request released) when req has completed. */
+    int (*test)(void *self, void *req, int *done);
+    /** Waits for req and releases it. */
+    int (*wait)(void *self, void *req);
 } sqz_transport_t;
 
 typedef struct sqz_comm sqz_comm_t;

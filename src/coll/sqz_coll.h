@@ -49,6 +49,13 @@ typedef struct sqz_coll_call {
  * residuals restored).  Any other error (transport) leaves the communicator unusable. */
 sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call);
 sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call);
+/** The same exchange over point-to-point messages, pipelined: chunk r is sent while chunk r+1 is
+ *  compressed, and received chunks are decoded while later ones arrive.  Needs the transport's
+ *  isend/irecv/test/wait. */
+sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call);
+
+/** Chunk boundaries of the reduce-scatter exchanges: off[r], len[r] for r in [0, nranks). */
+void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len);
 
 /* Shared helpers (sqz_coll_common.c). */
 uint32_t     sqz_coll_method_id(const sqz_compressor_v1_t *c);

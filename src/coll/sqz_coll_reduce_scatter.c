@@ -22,7 +22,7 @@
  * aligned with the chunks and the vector loops start aligned. */
 #define SQZ_CHUNK_QUANTUM 512
 
-static void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len)
+void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len)
 {
     const int    P = call->comm->nranks;
     const size_t n = call->n;

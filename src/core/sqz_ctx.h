@@ -29,6 +29,7 @@ typedef struct sqz_core_params {
     int         check_settings;
     int         hier;          /* sqz_hier_mode_t */
     int64_t     threads;
+    int         pipeline;
 } sqz_core_params_t;
 
 /** Per-method statistics row (one per registry entry). */
@@ -60,6 +61,7 @@ struct sqz_comm {
     sqz_state_store_t  store;
     pthread_mutex_t    lock;             /* one collective at a time per communicator */
     int                settings_checked;
+    int                p2p;              /* the transport has isend/irecv/test/wait */
     /* scratch, grown on demand and kept: no allocation on the steady-state path */
     unsigned char     *sendbuf, *recvbuf;
     size_t             sendcap, recvcap;

@@ -2,6 +2,7 @@
  * the dispatch of a compressed call to its collective algorithm with a dense fallback. */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,7 +14,7 @@
 sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_t **out)
 {
     *out = NULL;
-    if (NULL == ctx || NULL == t || t->size < sizeof(sqz_transport_t) || t->nranks < 1 ||
+    if (NULL == ctx || NULL == t || t->size < offsetof(sqz_transport_t, isend) || t->nranks < 1 ||
         t->rank < 0 || t->rank >= t->nranks || NULL == t->allgatherv || NULL == t->alltoallv ||
         NULL == t->allreduce_f32_sum) {
         return SQZ_ERR_INVALID_PARAM;
@@ -23,9 +24,13 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
         return SQZ_ERR_NO_MEMORY;
     }
     comm->ctx    = ctx;
-    comm->t      = *t;
+    memcpy(&comm->t, t, t->size < sizeof(comm->t) ? t->size : sizeof(comm->t));
     comm->rank   = t->rank;
     comm->nranks = t->nranks;
+    comm->p2p    = t->size >= sizeof(sqz_transport_t) && t->isend && t->irecv && t->test && t->wait;
+    if (!comm->p2p) {
+        comm->t.isend = NULL, comm->t.irecv = NULL, comm->t.test = NULL, comm->t.wait = NULL;
+    }
     pthread_mutex_init(&comm->lock, NULL);
     comm->counts = calloc(6 * (size_t)t->nranks, sizeof(size_t));
     const sqz_compressor_env_v1_t env = {
@@ -238,6 +243,8 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         } else {
             st = sqz_coll_allgather(&call);
         }
+    } else if (comm->p2p && ctx->p.pipeline && sqz_pool_size(comm->pool) <= 1) {
+        st = sqz_coll_reduce_scatter_p2p(&call);
     } else {
         st = sqz_coll_reduce_scatter(&call);
     }

@@ -5,11 +5,105 @@
 
 #include "sqz_transport_mpi.h"
 
+/* A point-to-point request: slots of a fixed pool, so that the hot path does not allocate. */
+typedef struct sqz_mpi_req {
+    MPI_Request r;
+    size_t     *got;
+    int         used;
+} sqz_mpi_req_t;
+
 struct sqz_transport_mpi {
-    MPI_Comm comm;
-    int      nranks;
-    int     *ints; /* 4 * nranks: send counts, send displs, recv counts, recv displs */
+    MPI_Comm       comm;  /* the caller's communicator: collectives */
+    MPI_Comm       p2p;   /* a private duplicate: our point-to-point messages never meet the job's */
+    int            nranks;
+    int           *ints;  /* 4 * nranks: send counts, send displs, recv counts, recv displs */
+    sqz_mpi_req_t *reqs;
+    int            nreqs;
 };
+
+#define SQZ_MPI_TAG 0x5a51
+
+static sqz_mpi_req_t *sqz_mpi_req_get(sqz_transport_mpi_t *m)
+{
+    for (int i = 0; i < m->nreqs; i++) {
+        if (!m->reqs[i].used) {
+            m->reqs[i].used = 1;
+            m->reqs[i].got  = NULL;
+            return &m->reqs[i];
+        }
+    }
+    return NULL;
+}
+
+static int sqz_mpi_isend(void *self, const void *buf, size_t bytes, int peer, void **req)
+{
+    sqz_transport_mpi_t *m = self;
+    sqz_mpi_req_t       *q = sqz_mpi_req_get(m);
+    if (NULL == q || bytes > (size_t)INT_MAX) {
+        if (q) {
+            q->used = 0;
+        }
+        return -1;
+    }
+    if (MPI_SUCCESS != PMPI_Isend(buf, (int)bytes, MPI_BYTE, peer, SQZ_MPI_TAG, m->p2p, &q->r)) {
+        q->used = 0;
+        return -1;
+    }
+    *req = q;
+    return 0;
+}
+
+static int sqz_mpi_irecv(void *self, void *buf, size_t bytes, int peer, size_t *got, void **req)
+{
+    sqz_transport_mpi_t *m = self;
+    sqz_mpi_req_t       *q = sqz_mpi_req_get(m);
+    if (NULL == q || bytes > (size_t)INT_MAX) {
+        if (q) {
+            q->used = 0;
+        }
+        return -1;
+    }
+    if (MPI_SUCCESS != PMPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, SQZ_MPI_TAG, m->p2p, &q->r)) {
+        q->used = 0;
+        return -1;
+    }
+    q->got = got;
+    *req   = q;
+    return 0;
+}
+
+static int sqz_mpi_complete(sqz_mpi_req_t *q, MPI_Status *st)
+{
+    if (q->got) {
+        int n = 0;
+        PMPI_Get_count(st, MPI_BYTE, &n);
+        *q->got = (size_t)n;
+    }
+    q->used = 0;
+    return 0;
+}
+
+static int sqz_mpi_test(void *self, void *req, int *done)
+{
+    sqz_mpi_req_t *q = req;
+    MPI_Status     st;
+    (void)self;
+    if (MPI_SUCCESS != PMPI_Test(&q->r, done, &st)) {
+        return -1;
+    }
+    return *done ? sqz_mpi_complete(q, &st) : 0;
+}
+
+static int sqz_mpi_wait(void *self, void *req)
+{
+    sqz_mpi_req_t *q = req;
+    MPI_Status     st;
+    (void)self;
+    if (MPI_SUCCESS != PMPI_Wait(&q->r, &st)) {
+        return -1;
+    }
+    return sqz_mpi_complete(q, &st);
+}
 
 /* MPI counts are int: refuse (transport error) rather than truncate. */
 static int sqz_to_ints(const size_t *in, int *out, int n)
@@ -79,8 +173,13 @@ sqz_status_t sqz_transport_mpi_create(MPI_Comm comm, sqz_transport_t *t)
     }
     m->comm   = comm;
     m->nranks = size;
+    m->nreqs  = 4 * size + 8;
     m->ints   = calloc(4 * (size_t)size, sizeof(int));
-    if (NULL == m->ints) {
+    m->reqs   = calloc((size_t)m->nreqs, sizeof(*m->reqs));
+    /* Collective over comm: every rank creates its transport at the same call. */
+    if (NULL == m->ints || NULL == m->reqs || MPI_SUCCESS != PMPI_Comm_dup(comm, &m->p2p)) {
+        free(m->ints);
+        free(m->reqs);
         free(m);
         return SQZ_ERR_NO_MEMORY;
     }
@@ -92,6 +191,10 @@ sqz_status_t sqz_transport_mpi_create(MPI_Comm comm, sqz_transport_t *t)
         .allgatherv        = sqz_mpi_allgatherv,
         .alltoallv         = sqz_mpi_alltoallv,
         .allreduce_f32_sum = sqz_mpi_allreduce_f32_sum,
+        .isend             = sqz_mpi_isend,
+        .irecv             = sqz_mpi_irecv,
+        .test              = sqz_mpi_test,
+        .wait              = sqz_mpi_wait,
     };
     return SQZ_OK;
 }
@@ -100,7 +203,13 @@ void sqz_transport_mpi_destroy(sqz_transport_t *t)
 {
     sqz_transport_mpi_t *m = t->self;
     if (m) {
+        int finalized = 0;
+        PMPI_Finalized(&finalized);
+        if (!finalized && MPI_COMM_NULL != m->p2p) {
+            PMPI_Comm_free(&m->p2p);
+        }
         free(m->ints);
+        free(m->reqs);
         free(m);
     }
     t->self = NULL;

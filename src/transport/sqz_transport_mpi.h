@@ -9,8 +9,9 @@
 
 typedef struct sqz_transport_mpi sqz_transport_mpi_t;
 
-/** Creates a transport on comm (not duplicated: the engine's calls are ordered with the user's
- *  collectives on the same communicator, as MPI requires of all collectives).  Fills *t. */
+/** Creates a transport on comm: collectives run on comm itself (ordered with the job's collectives,
+ *  as MPI requires), point-to-point messages on a private duplicate (collective: every rank of
+ *  comm must create its transport at the same point).  Fills *t. */
 sqz_status_t sqz_transport_mpi_create(MPI_Comm comm, sqz_transport_t *t);
 
 /** Frees what create allocated (t->self).  Accepts a zeroed t. */

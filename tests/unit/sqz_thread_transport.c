@@ -11,10 +11,26 @@ typedef struct {
     size_t        bytes;  /* allgatherv */
 } sqz_tt_slot_t;
 
+/* A message in flight between two ranks (point-to-point): copied at send, FIFO per pair. */
+typedef struct sqz_tt_msg {
+    struct sqz_tt_msg *next;
+    size_t             bytes;
+    unsigned char      data[];
+} sqz_tt_msg_t;
+
+typedef struct {
+    int     is_recv, peer, done;
+    void   *buf;
+    size_t  bytes, *got;
+} sqz_tt_req_t;
+
 struct sqz_thread_group {
     int                nranks;
     pthread_barrier_t  barrier;
     sqz_tt_slot_t     *slots;
+    pthread_mutex_t    lock;
+    pthread_cond_t     arrived;
+    sqz_tt_msg_t     **head, **tail; /* [src * nranks + dst] */
 };
 
 typedef struct {
@@ -30,13 +46,28 @@ sqz_thread_group_t *sqz_thread_group_create(int nranks)
     g->nranks             = nranks;
     g->slots              = calloc((size_t)nranks, sizeof(*g->slots));
     pthread_barrier_init(&g->barrier, NULL, (unsigned)nranks);
+    pthread_mutex_init(&g->lock, NULL);
+    pthread_cond_init(&g->arrived, NULL);
+    g->head = calloc((size_t)nranks * (size_t)nranks, sizeof(*g->head));
+    g->tail = calloc((size_t)nranks * (size_t)nranks, sizeof(*g->tail));
     return g;
 }
 
 void sqz_thread_group_destroy(sqz_thread_group_t *g)
 {
     if (g) {
+        for (int i = 0; i < g->nranks * g->nranks; i++) {
+            while (g->head[i]) {
+                sqz_tt_msg_t *m = g->head[i];
+                g->head[i]      = m->next;
+                free(m);
+            }
+        }
         pthread_barrier_destroy(&g->barrier);
+        pthread_mutex_destroy(&g->lock);
+        pthread_cond_destroy(&g->arrived);
+        free(g->head);
+        free(g->tail);
         free(g->slots);
         free(g);
     }
@@ -106,6 +137,93 @@ static int sqz_tt_allreduce(void *self, const float *in, float *out, size_t n)
     return 0;
 }
 
+static int sqz_tt_isend(void *self, const void *buf, size_t bytes, int peer, void **req)
+{
+    sqz_tt_self_t      *s = self;
+    sqz_thread_group_t *g = s->g;
+    sqz_tt_msg_t       *m = malloc(sizeof(*m) + bytes);
+    sqz_tt_req_t       *q = calloc(1, sizeof(*q));
+    memcpy(m->data, buf, bytes);
+    m->bytes   = bytes;
+    m->next    = NULL;
+    const int k = s->rank * g->nranks + peer;
+    pthread_mutex_lock(&g->lock);
+    if (g->tail[k]) {
+        g->tail[k]->next = m;
+    } else {
+        g->head[k] = m;
+    }
+    g->tail[k] = m;
+    pthread_cond_broadcast(&g->arrived);
+    pthread_mutex_unlock(&g->lock);
+    q->done = 1; /* buffered: the send completes at once */
+    *req    = q;
+    return 0;
+}
+
+static int sqz_tt_irecv(void *self, void *buf, size_t bytes, int peer, size_t *got, void **req)
+{
+    (void)self;
+    sqz_tt_req_t *q = calloc(1, sizeof(*q));
+    *q              = (sqz_tt_req_t){.is_recv = 1, .peer = peer, .buf = buf, .bytes = bytes, .got = got};
+    *req            = q;
+    return 0;
+}
+
+/* Under g->lock: completes a receive if its message is there.  \return -1 on truncation. */
+static int sqz_tt_try(sqz_tt_self_t *s, sqz_tt_req_t *q)
+{
+    sqz_thread_group_t *g = s->g;
+    const int           k = q->peer * g->nranks + s->rank;
+    if (q->done || NULL == g->head[k]) {
+        return 0;
+    }
+    sqz_tt_msg_t *m = g->head[k];
+    g->head[k]      = m->next;
+    if (NULL == g->head[k]) {
+        g->tail[k] = NULL;
+    }
+    const int bad = m->bytes > q->bytes;
+    memcpy(q->buf, m->data, bad ? q->bytes : m->bytes);
+    if (q->got) {
+        *q->got = m->bytes;
+    }
+    free(m);
+    q->done = 1;
+    return bad ? -1 : 0;
+}
+
+static int sqz_tt_test(void *self, void *req, int *done)
+{
+    sqz_tt_self_t *s = self;
+    sqz_tt_req_t  *q = req;
+    pthread_mutex_lock(&s->g->lock);
+    const int rc = q->is_recv ? sqz_tt_try(s, q) : 0;
+    pthread_mutex_unlock(&s->g->lock);
+    *done = q->done;
+    if (q->done) {
+        free(q);
+    }
+    return rc;
+}
+
+static int sqz_tt_wait(void *self, void *req)
+{
+    sqz_tt_self_t *s = self;
+    sqz_tt_req_t  *q = req;
+    int            rc = 0;
+    pthread_mutex_lock(&s->g->lock);
+    while (q->is_recv && !q->done) {
+        rc = sqz_tt_try(s, q);
+        if (!q->done) {
+            pthread_cond_wait(&s->g->arrived, &s->g->lock);
+        }
+    }
+    pthread_mutex_unlock(&s->g->lock);
+    free(q);
+    return rc;
+}
+
 void sqz_thread_transport(sqz_thread_group_t *g, int rank, sqz_transport_t *t)
 {
     /* One self per (group, rank): tests run one group at a time. */
@@ -118,6 +236,10 @@ void sqz_thread_transport(sqz_thread_group_t *g, int rank, sqz_transport_t *t)
         .allgatherv        = sqz_tt_allgatherv,
         .alltoallv         = sqz_tt_alltoallv,
         .allreduce_f32_sum = sqz_tt_allreduce,
+        .isend             = sqz_tt_isend,
+        .irecv             = sqz_tt_irecv,
+        .test              = sqz_tt_test,
+        .wait              = sqz_tt_wait,
     };
 }
 

@@ -22,6 +22,7 @@ typedef struct {
     int                P;
     size_t             n;
     int                in_place, avg, calls, nan_rank, nan_call, corrupt_call, rs;
+    int                no_p2p;     /* 1: a transport without point-to-point (collective path) */
     float             *out[MAXR];  /* result of the last call, per rank */
     float             *exact;      /* exact sum of the last call's inputs */
     sqz_stats_t        stats[MAXR];
@@ -67,6 +68,57 @@ static int fwd_allreduce(void *self, const float *in, float *out, size_t n)
     const int rank = (int)(intptr_t)self;
     return inner[rank].allreduce_f32_sum(inner[rank].self, in, out, n);
 }
+/* Every request is wrapped (buf NULL for a send); when corrupting, rank 1 scrambles the first
+ * message it receives from rank 0 (phase 1). */
+typedef struct {
+    void  *req, *buf;
+    size_t bytes;
+    int    corrupt;
+} recv_wrap_t;
+static int fwd_isend(void *self, const void *buf, size_t bytes, int peer, void **req)
+{
+    const int    rank = (int)(intptr_t)self;
+    recv_wrap_t *w    = calloc(1, sizeof(*w));
+    *req              = w;
+    return inner[rank].isend(inner[rank].self, buf, bytes, peer, &w->req);
+}
+static int fwd_irecv(void *self, void *buf, size_t bytes, int peer, size_t *got, void **req)
+{
+    const int    rank = (int)(intptr_t)self;
+    recv_wrap_t *w    = calloc(1, sizeof(*w));
+    w->buf            = buf;
+    w->bytes          = bytes;
+    w->corrupt        = corrupt_now[rank] && 1 == rank && 0 == peer;
+    corrupt_now[rank] = corrupt_now[rank] && !w->corrupt; /* once */
+    *req              = w;
+    return inner[rank].irecv(inner[rank].self, buf, bytes, peer, got, &w->req);
+}
+static void maybe_corrupt(recv_wrap_t *w)
+{
+    if (w->buf && w->corrupt && w->bytes > 40) {
+        memset((unsigned char *)w->buf + 32, 0xff, 8);
+    }
+}
+static int fwd_test(void *self, void *req, int *done)
+{
+    const int    rank = (int)(intptr_t)self;
+    recv_wrap_t *w    = req;
+    const int    rc   = inner[rank].test(inner[rank].self, w->req, done);
+    if (*done) {
+        maybe_corrupt(w);
+        free(w);
+    }
+    return rc;
+}
+static int fwd_wait(void *self, void *req)
+{
+    const int    rank = (int)(intptr_t)self;
+    recv_wrap_t *w    = req;
+    const int    rc   = inner[rank].wait(inner[rank].self, w->req);
+    maybe_corrupt(w);
+    free(w);
+    return rc;
+}
 
 static void rank_main(int rank, void *arg)
 {
@@ -90,6 +142,10 @@ static void rank_main(int rank, void *arg)
     t.alltoallv       = corrupting_alltoallv;
     t.allgatherv      = fwd_allgatherv;
     t.allreduce_f32_sum = fwd_allreduce;
+    t.isend             = j->no_p2p ? NULL : fwd_isend;
+    t.irecv             = j->no_p2p ? NULL : fwd_irecv;
+    t.test              = j->no_p2p ? NULL : fwd_test;
+    t.wait              = j->no_p2p ? NULL : fwd_wait;
     REQUIRE(SQZ_OK == sqz_comm_create(ctx, &t, &comm));
 
     const size_t n    = j->n;
@@ -213,7 +269,7 @@ static void test_methods(void)
             for (size_t si = 0; si < 2; si++) {
                 job_t j = {.kv = cases[m].kv, .P = ranks[ri], .n = sizes[si], .calls = 1,
                            .in_place = (int)(si & 1), .avg = (int)(ri & 1), .nan_rank = -1,
-                           .corrupt_call = -1};
+                           .corrupt_call = -1, .no_p2p = (int)((ri + si) & 1)};
                 run(&j);
                 CHECK_MSG(identical(&j), "%s P=%d n=%zu: outputs differ", cases[m].name, j.P, j.n);
                 CHECK_MSG(j.err_first <= cases[m].max_err, "%s P=%d n=%zu: rel err %.4f > %.4f",
@@ -296,9 +352,9 @@ static void test_nonfinite(void)
     const char *kv_ag[] = {"SQZ_METHOD", "topk", NULL};
     const char *kv_rs[] = {"SQZ_METHOD", "quant", NULL};
     const char *const *kvs[] = {kv_ag, kv_rs};
-    for (int k = 0; k < 2; k++) {
-        job_t j = {.kv = kvs[k], .P = 4, .n = 65536, .calls = 1, .nan_rank = 2, .nan_call = 0,
-                   .corrupt_call = -1};
+    for (int k = 0; k < 4; k++) {
+        job_t j = {.kv = kvs[k & 1], .P = 4, .n = 65536, .calls = 1, .nan_rank = 2, .nan_call = 0,
+                   .corrupt_call = -1, .no_p2p = k >> 1};
         run(&j);
         CHECK(identical(&j));
         for (int r = 0; r < 4; r++) {
@@ -316,15 +372,38 @@ static void test_nonfinite(void)
 static void test_corrupt(void)
 {
     const char *kv[] = {"SQZ_METHOD", "quant", NULL};
-    job_t       j    = {.kv = kv, .P = 3, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = 0};
-    run(&j);
-    CHECK(identical(&j));
-    for (int r = 0; r < 3; r++) {
-        CHECK_EQ_INT(j.status[r], SQZ_OK);
-        CHECK_EQ_INT(j.stats[r].calls_fallback, 1);
+    for (int p2p = 0; p2p < 2; p2p++) {
+        job_t j = {.kv = kv, .P = 3, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = 0,
+                   .no_p2p = !p2p};
+        run(&j);
+        CHECK(identical(&j));
+        for (int r = 0; r < 3; r++) {
+            CHECK_EQ_INT(j.status[r], SQZ_OK);
+            CHECK_EQ_INT(j.stats[r].calls_fallback, 1);
+        }
+        CHECK(j.out[0][11] == j.exact[11]);
+        done(&j);
     }
-    CHECK(j.out[0][11] == j.exact[11]);
-    done(&j);
+}
+
+/* The pipelined (point-to-point) and collective exchanges give the same bits. */
+static void test_p2p_same_bits(void)
+{
+    const char *kvs[][6] = {{"SQZ_METHOD", "quant", NULL}, {"SQZ_METHOD", "sign", NULL}};
+    for (int m = 0; m < 2; m++) {
+        for (int P = 1; P <= 5; P += 2) {
+            job_t a = {.kv = kvs[m], .P = P, .n = 200000, .calls = 3, .nan_rank = -1, .corrupt_call = -1};
+            job_t b = a;
+            b.no_p2p = 1;
+            run(&a);
+            run(&b);
+            CHECK_MSG(0 == memcmp(a.out[P - 1], b.out[P - 1], a.n * sizeof(float)),
+                      "%s P=%d: pipelined and collective exchanges differ", kvs[m][1], P);
+            CHECK_EQ_INT(a.stats[0].bytes_wire, b.stats[0].bytes_wire);
+            done(&a);
+            done(&b);
+        }
+    }
 }
 
 /* SQZ_THREADS changes who computes, not what: outputs and stats equal the single-thread run. */
@@ -379,6 +458,7 @@ int main(void)
     test_warmup();
     test_nonfinite();
     test_corrupt();
+    test_p2p_same_bits();
     test_threads();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
