@@ -48,6 +48,8 @@ typedef struct sqz_coll_call {
  * SQZ_ERR_MISMATCH and SQZ_ERR_NOT_SUPPORTED mean every rank agreed to fall back (output untouched,
  * residuals restored).  Any other error (transport) leaves the communicator unusable. */
 sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call);
+/** The same over point-to-point messages (the transport's isend/irecv/test/wait). */
+sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call);
 sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call);
 /** The same exchange over point-to-point messages, pipelined: chunk r is sent while chunk r+1 is
  *  compressed, and received chunks are decoded while later ones arrive.  Needs the transport's

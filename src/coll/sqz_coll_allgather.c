@@ -62,7 +62,7 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
                              st, out);
     double t2 = sqz_time_now();
     call->cs.t_comm += t2 - t1;
-    call->cs.bytes_wire = (size_t)mine;
+    call->cs.bytes_wire = sizeof(sqz_frame_t) + (size_t)f.bytes; /* f: our own frame */
     call->cs.bytes_sent = (size_t)mine * (size_t)(P - 1);
 
     /* Decide together: frames and payload validity are the same bytes on every rank. */

@@ -240,6 +240,8 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
         if (block) {
             st = SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
+        } else if (comm->p2p && ctx->p.pipeline) {
+            st = sqz_coll_allgather_p2p(&call);
         } else {
             st = sqz_coll_allgather(&call);
         }

@@ -389,8 +389,9 @@ static void test_corrupt(void)
 /* The pipelined (point-to-point) and collective exchanges give the same bits. */
 static void test_p2p_same_bits(void)
 {
-    const char *kvs[][6] = {{"SQZ_METHOD", "quant", NULL}, {"SQZ_METHOD", "sign", NULL}};
-    for (int m = 0; m < 2; m++) {
+    const char *kvs[][6] = {{"SQZ_METHOD", "quant", NULL}, {"SQZ_METHOD", "sign", NULL},
+                            {"SQZ_METHOD", "topk", NULL}};
+    for (int m = 0; m < 3; m++) {
         for (int P = 1; P <= 5; P += 2) {
             job_t a = {.kv = kvs[m], .P = P, .n = 200000, .calls = 3, .nan_rank = -1, .corrupt_call = -1};
             job_t b = a;
