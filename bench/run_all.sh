@@ -29,11 +29,13 @@ done
 cat "$out/latency.txt"
 
 methods="topk:TOPK_DENSITY=0.01;topk:TOPK_DENSITY=0.01,TOPK_SELECT=sampled;quant:QUANT_BITS=4;quant:QUANT_BITS=8;sign"
+# The same with the pipelined point-to-point exchanges switched off, side by side in one run.
+both="$methods;topk:TOPK_DENSITY=0.01,PIPELINE=0;quant:QUANT_BITS=4,PIPELINE=0;quant:QUANT_BITS=8,PIPELINE=0;sign:PIPELINE=0"
 echo "== 64 MiB all-reduce, 4 hosts at 1 Gbit/s"
-"$here/netcluster" --hosts 4 --rate 1gbit --timeout 900 -- "$build/squeeze_bench" --methods "$methods" \
+"$here/netcluster" --hosts 4 --rate 1gbit --timeout 900 -- "$build/squeeze_bench" --methods "$both" \
     --min 64M --max 64M --iters 5 --json "$out/ar-1gbit-64M.json" | tee "$out/ar-1gbit-64M.txt"
 echo "== 16 MiB all-reduce, 4 hosts at 100 Mbit/s"
-"$here/netcluster" --hosts 4 --rate 100mbit --timeout 900 -- "$build/squeeze_bench" --methods "$methods" \
+"$here/netcluster" --hosts 4 --rate 100mbit --timeout 900 -- "$build/squeeze_bench" --methods "$both" \
     --min 16M --max 16M --iters 3 --json "$out/ar-100mbit-16M.json" | tee "$out/ar-100mbit-16M.txt"
 echo "== all sizes, 4 hosts at 1 Gbit/s"
 "$here/netcluster" --hosts 4 --rate 1gbit --timeout 1800 -- "$build/squeeze_bench" --methods "$methods" \
