@@ -36,7 +36,7 @@ for rate in $rates; do
         # shellcheck disable=SC2086
         env $pre "$here/netcluster" --hosts 4 --ranks-per-host 1 --rate "$rate" --timeout 600 -- \
             "$prog" --steps "$steps" --log "$out/tta-$rate-$name.csv" \
-            --json "$out/tta-$rate-$name.json" | tee "$out/tta-$rate-$name.txt"
+            --json "$out/tta-$rate-$name.json" </dev/null | tee "$out/tta-$rate-$name.txt"
     done
 done
 /usr/bin/python3 "$here/plot_tta.py" --target "$target" --out "$out" "$out"/tta-*-*.csv

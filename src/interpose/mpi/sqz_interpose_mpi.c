@@ -28,7 +28,9 @@
 
 static sqz_ctx_t   *sqz_mpi_ctx;     /* NULL: not initialized or disabled */
 static int          sqz_mpi_keyval = MPI_KEYVAL_INVALID;
-static __thread int sqz_mpi_inside;  /* reentry guard */
+/* Reentry guard.  initial-exec: a preloaded library has static TLS, and the default model would
+ * cost a __tls_get_addr call on every intercepted call. */
+static __thread int sqz_mpi_inside __attribute__((tls_model("initial-exec")));
 
 /* Per-communicator state, cached as an MPI attribute: freed with the communicator.
  *
@@ -298,13 +300,16 @@ static inline void sqz_mpi_count_passthrough(void)
  * call is known to be a float SUM large enough to compress (`count` elements in all). */
 static inline int sqz_mpi_candidate(MPI_Datatype datatype, MPI_Op op, MPI_Comm comm, long count)
 {
-    if (__builtin_expect(NULL == sqz_mpi_ctx || sqz_mpi_inside, 0)) {
+    if (__builtin_expect(NULL == sqz_mpi_ctx, 0)) {
         return 0;
     }
     if (MPI_FLOAT != datatype || MPI_SUM != op || count <= 0 ||
         (size_t)count * sizeof(float) < sqz_mpi_ctx->p.min_bytes || MPI_COMM_NULL == comm) {
         sqz_mpi_count_passthrough();
         return 0;
+    }
+    if (sqz_mpi_inside) {
+        return 0; /* the library's own call, or MPI's from inside the engine */
     }
     int inter = 0;
     if (MPI_SUCCESS != PMPI_Comm_test_inter(comm, &inter) || inter) {
