@@ -5,6 +5,10 @@
 #                  environment forwarded, and a time limit (never a hang)
 #   json_get FILE KEY   a top-level number from a stats JSON file
 #   fail MSG       prints and exits 1
+#   bad MSG        prints and counts a failure in $failures (the script decides at its end)
+#   run_case LOG NP [VAR=value ...] -- PROGRAM [ARGS...]   run_np with these settings, output in LOG
+# Sourcing it also clears every SQZ_* variable: run_np forwards them all, so only what a case sets
+# may reach the ranks (SQUEEZE_TEST_PLUGIN belongs to make check, not to the library).
 set -u
 : "${top_builddir:?top_builddir must be set (make check sets it)}"
 : "${top_srcdir:?top_srcdir must be set}"
@@ -14,7 +18,14 @@ TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/sqz-test.XXXXXX")
 trap 'rm -rf "$TESTDIR"' EXIT
 MPIRUN_TIMEOUT=${MPIRUN_TIMEOUT:-120}
 
+for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
+
 fail() { echo "FAIL: $*"; exit 1; }
+failures=0
+bad() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
 
 mpirun_flags() {
     flags="--oversubscribe --bind-to none --mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none"
@@ -32,4 +43,16 @@ run_np() {
 
 json_get() {
     sed -n "s/^  \"$2\": \([-0-9.e+]*\),*$/\1/p" "$1" | head -n 1
+}
+
+# run_case LOG NP [VAR=value ...] -- PROGRAM [ARGS ...]: run_np with these settings exported.
+run_case() {
+    _log=$1 _np=$2
+    shift 2
+    (
+        # shellcheck disable=SC2163 # $1 is NAME=value
+        while [ $# -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
+        [ $# -gt 0 ] && shift
+        run_np "$_np" "$@"
+    ) >"$_log" 2>&1
 }

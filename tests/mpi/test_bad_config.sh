@@ -5,31 +5,9 @@
 # shellcheck disable=SC2154 # top_srcdir comes from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
-# A clean Squeeze environment: run_np forwards every SQZ_* variable, so only what a case sets may
-# reach the ranks.  SQUEEZE_TEST_PLUGIN belongs to make check, not to the library.
-for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
-
-# run_case LOG NP [VAR=value ...] -- PROGRAM [ARGS ...]: run_np with these settings exported.
-run_case() {
-    _log=$1 _np=$2
-    shift 2
-    (
-        # shellcheck disable=SC2163 # $1 is NAME=value
-        while [ $# -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
-        [ $# -gt 0 ] && shift
-        run_np "$_np" "$@"
-    ) >"$_log" 2>&1
-}
-
 QUAD="$top_builddir/tests/mpi/mpi_quadratic"
 INFO="$top_builddir/squeeze_info"
 [ -x "$QUAD" ] || { echo "missing $QUAD (make check builds it)"; exit 99; }
-
-failures=0
-bad() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 # expect LOG ERE DESCRIPTION: the log must match the extended regular expression.
 expect() {

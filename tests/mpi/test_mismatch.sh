@@ -6,18 +6,8 @@
 # shellcheck disable=SC2154 # top_srcdir comes from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
-# A clean Squeeze environment: only what a case sets may reach the ranks.  SQUEEZE_TEST_PLUGIN belongs
-# to make check, not to the library.
-for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
-
 QUAD="$top_builddir/tests/mpi/mpi_quadratic"
 [ -x "$QUAD" ] || { echo "missing $QUAD (make check builds it)"; exit 99; }
-
-failures=0
-bad() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 # mpmd LOG CONTEXT [: CONTEXT ...], each CONTEXT being "NP VAR=value ...": one mpirun with an app
 # context per CONTEXT, each running mpi_quadratic with the interposer and its own settings.

@@ -5,22 +5,6 @@
 # shellcheck disable=SC2154 # top_srcdir comes from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
-# A clean Squeeze environment: run_np forwards every SQZ_* variable, so only what a case sets may
-# reach the ranks.  SQUEEZE_TEST_PLUGIN belongs to make check, not to the library.
-for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
-
-# run_case LOG NP [VAR=value ...] -- PROGRAM [ARGS ...]: run_np with these settings exported.
-run_case() {
-    _log=$1 _np=$2
-    shift 2
-    (
-        # shellcheck disable=SC2163 # $1 is NAME=value
-        while [ $# -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
-        [ $# -gt 0 ] && shift
-        run_np "$_np" "$@"
-    ) >"$_log" 2>&1
-}
-
 # The distribution's Python first: its mpi4py is built against the distribution's MPI, the one
 # mpirun starts.  A Python of another installation may carry an mpi4py built for another MPI.
 PY=
@@ -35,12 +19,6 @@ if [ -z "$PY" ]; then
     exit 77
 fi
 SCRIPT="$top_srcdir/tests/mpi/mpi4py_allreduce.py"
-
-failures=0
-bad() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 for np in 2 4; do
     dir="$TESTDIR/np$np"

@@ -8,19 +8,6 @@
 # A clean Squeeze environment: run_np forwards every SQZ_* variable, so only what a case sets may
 # reach the ranks.  SQUEEZE_TEST_PLUGIN belongs to make check, not to the library: keep it aside.
 PLUGIN=${SQUEEZE_TEST_PLUGIN:-}
-for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
-
-# run_case LOG NP [VAR=value ...] -- PROGRAM [ARGS ...]: run_np with these settings exported.
-run_case() {
-    _log=$1 _np=$2
-    shift 2
-    (
-        # shellcheck disable=SC2163 # $1 is NAME=value
-        while [ $# -gt 0 ] && [ "$1" != -- ]; do export "$1"; shift; done
-        [ $# -gt 0 ] && shift
-        run_np "$_np" "$@"
-    ) >"$_log" 2>&1
-}
 
 QUAD="$top_builddir/tests/mpi/mpi_quadratic"
 [ -x "$QUAD" ] || { echo "missing $QUAD (make check builds it)"; exit 99; }
@@ -28,12 +15,6 @@ if [ -z "$PLUGIN" ] || [ ! -f "$PLUGIN" ]; then
     echo "FAIL: the example plugin is missing (SQUEEZE_TEST_PLUGIN='$PLUGIN')"
     exit 1
 fi
-
-failures=0
-bad() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 # stats_check LABEL FILE METHOD: the stats name METHOD and count compressed calls.
 stats_check() {

@@ -8,16 +8,9 @@
 # A clean Squeeze environment.  SQUEEZE_TEST_PLUGIN belongs to make check, not to the library: keep it
 # aside.
 PLUGIN=${SQUEEZE_TEST_PLUGIN:-}
-for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
 
 INFO="$top_builddir/squeeze_info"
 [ -x "$INFO" ] || { echo "missing $INFO (make builds it)"; exit 99; }
-
-failures=0
-bad() {
-    echo "FAIL: $*"
-    failures=$((failures + 1))
-}
 
 # expect LOG ERE DESCRIPTION
 expect() {
