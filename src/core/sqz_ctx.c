@@ -17,9 +17,15 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
     {"METHOD", SQZ_PARAM_STRING, "none", 0, 0, NULL, CORE(method),
      "compressor applied to eligible all-reduces (see the compressor list); none passes them "
      "through exactly and only counts them"},
-    {"EF", SQZ_PARAM_ENUM, "ef14", 0, 0, "ef14|none", CORE(ef),
+    {"EF", SQZ_PARAM_ENUM, "ef14", 0, 0, "ef14|none|ef21|econtrol", CORE(ef),
      "error feedback: ef14 keeps the compression residual of each buffer and adds it to the next "
-     "call (classic EF-SGD); none drops it"},
+     "call (classic EF-SGD); none drops it; ef21 sends the compressed change of each rank's "
+     "gradient estimator and returns the shared estimator (EF21); econtrol is EF21 with a fed-back "
+     "error term scaled by SQZ_ECONTROL_ETA (EControl).  ef21 and econtrol keep 2 and 3 "
+     "estimators of the buffer's size per rank"},
+    {"ECONTROL_ETA", SQZ_PARAM_DOUBLE, "0.01", 0, 1, NULL, CORE(econtrol_eta),
+     "EControl's feedback strength eta in [0, 1] (0: the EF21 estimator); keep it near the "
+     "compressor's contraction (about the density for top-k): larger values diverge"},
     {"MIN_BYTES", SQZ_PARAM_SIZE, "64K", 0, 1099511627776.0, NULL, CORE(min_bytes),
      "all-reduces smaller than this pass through uncompressed"},
     {"WARMUP_STEPS", SQZ_PARAM_INT, "0", 0, 1e12, NULL, CORE(warmup_steps),

@@ -10,7 +10,7 @@
 #include "sqz_registry.h"
 #include "sqz_state.h"
 
-typedef enum { SQZ_EF_EF14 = 0, SQZ_EF_NONE = 1 } sqz_ef_mode_t;
+typedef enum { SQZ_EF_EF14 = 0, SQZ_EF_NONE = 1, SQZ_EF_EF21 = 2, SQZ_EF_ECONTROL = 3 } sqz_ef_mode_t;
 typedef enum { SQZ_IALLREDUCE_EAGER = 0, SQZ_IALLREDUCE_PASSTHROUGH = 1 } sqz_iallreduce_mode_t;
 typedef enum { SQZ_HIER_AUTO = 0, SQZ_HIER_ON = 1, SQZ_HIER_OFF = 2 } sqz_hier_mode_t;
 
@@ -30,6 +30,7 @@ typedef struct sqz_core_params {
     int         hier;          /* sqz_hier_mode_t */
     int64_t     threads;
     int         pipeline;
+    double      econtrol_eta;
 } sqz_core_params_t;
 
 /** Per-method statistics row (one per registry entry). */
@@ -69,7 +70,9 @@ struct sqz_comm {
     size_t             chunkcap;
     unsigned char     *taskbuf;          /* per-chunk results of pool tasks */
     size_t             taskcap;
-    size_t            *counts;           /* 4 * nranks size_t: scounts, sdispls, rcounts, rdispls */
+    size_t            *counts;           /* 6 * nranks size_t for the algorithms */
+    float             *efbuf;            /* ef21/econtrol: message and residual, 2 * n floats */
+    size_t             efcap;
 };
 
 /** Per-call accounting filled by the collective algorithms. */

@@ -8,6 +8,7 @@
 
 #include "coll/sqz_coll.h"
 #include "sqz_ctx.h"
+#include "sqz_ef.h"
 #include "sqz_log.h"
 #include "sqz_pool.h"
 
@@ -77,6 +78,7 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     free(comm->recvbuf);
     free(comm->chunkbuf);
     free(comm->taskbuf);
+    free(comm->efbuf);
     free(comm->counts);
     pthread_mutex_destroy(&comm->lock);
     free(comm);
@@ -215,25 +217,49 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         st = SQZ_ERR_NO_MEMORY;
         goto dense;
     }
+    /* ef21/econtrol transform all-reduces; a reduce-scatter keeps classic error feedback. */
+    const int mode      = (block && sqz_ef_transforms(ctx->p.ef)) ? SQZ_EF_EF14 : ctx->p.ef;
+    const int transform = sqz_ef_transforms(mode);
+    if (transform && (SQZ_OK != sqz_ef_reserve(&comm->store, bs, mode) ||
+                      SQZ_OK != sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap,
+                                                    2 * n * sizeof(float)))) {
+        st = SQZ_ERR_NO_MEMORY;
+        goto dense;
+    }
     const uint64_t seq = bs->calls++;
     if (seq < (uint64_t)ctx->p.warmup_steps) {
         st = SQZ_ERR_NOT_SUPPORTED; /* warm-up: dense, counted as such */
+        if (transform) {
+            /* The exact gradients of a dense call initialize the estimators. */
+            memcpy(comm->efbuf, in, n * sizeof(float));
+            sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
+            SQZ_CHECK(sqz_dense_allreduce(comm, comm->efbuf, out, n, SQZ_OP_SUM));
+            sqz_ef_dense(mode, bs, comm->efbuf, out, n);
+            if (SQZ_OP_AVG == op) {
+                sqz_scale(out, n, 1.0f / (float)comm->nranks);
+            }
+            return SQZ_OK;
+        }
         goto dense;
     }
-    const int ef = (SQZ_EF_EF14 == ctx->p.ef);
-    if (ef && SQZ_OK != sqz_state_reserve(&comm->store, bs, 1, 0)) {
+    const int ef = (SQZ_EF_NONE != mode);
+    if (SQZ_EF_EF14 == mode && SQZ_OK != sqz_state_reserve(&comm->store, bs, 1, 0)) {
         st = SQZ_ERR_NO_MEMORY;
         goto dense;
+    }
+    float *const m = transform ? comm->efbuf : NULL, *const r = transform ? comm->efbuf + n : NULL;
+    if (transform) {
+        sqz_ef_message(mode, ctx->p.econtrol_eta, bs, in, m, r, n);
     }
     sqz_coll_call_t call = {
         .comm     = comm,
         .c        = ctx->method,
         .cstate   = comm->cstate,
-        .in       = in,
+        .in       = transform ? m : in,
         .out      = out,
         .n        = n,
         .block    = block,
-        .residual = ef ? bs->residual : NULL,
+        .residual = transform ? r : (ef ? bs->residual : NULL),
         .state    = ef ? bs : NULL,
         .seq      = seq,
     };
@@ -251,6 +277,9 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         st = sqz_coll_reduce_scatter(&call);
     }
     if (SQZ_OK == st) {
+        if (transform) {
+            sqz_ef_commit(mode, ctx->p.econtrol_eta, bs, m, r, out, out, n);
+        }
         if (SQZ_OP_AVG == op) {
             sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);
         }

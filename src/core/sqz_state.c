@@ -21,8 +21,16 @@ static void sqz_state_free(sqz_state_store_t *s, sqz_buf_state_t *b)
     if (b->server_residual) {
         s->bytes -= b->server_count * sizeof(float);
     }
+    for (float **p = (float *[]){b->ef_est, b->ef_err, b->ef_shared}, **end = p + 3; p < end; p++) {
+        if (*p) {
+            s->bytes -= b->count * sizeof(float);
+        }
+    }
     free(b->residual);
     free(b->server_residual);
+    free(b->ef_est);
+    free(b->ef_err);
+    free(b->ef_shared);
     free(b);
 }
 

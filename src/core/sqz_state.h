@@ -15,6 +15,9 @@ typedef struct sqz_buf_state {
     float                *residual;        /* worker residual, count floats, or NULL */
     float                *server_residual; /* residual of this rank's reduced chunk, or NULL */
     size_t                server_count;
+    float                *ef_est;          /* ef21: g_i; econtrol: h_i (count floats) or NULL */
+    float                *ef_err;          /* econtrol: e_i */
+    float                *ef_shared;       /* ef21: G; econtrol: H (identical on every rank) */
     struct sqz_buf_state *next;
 } sqz_buf_state_t;
 

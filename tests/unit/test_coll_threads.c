@@ -437,6 +437,50 @@ static void test_threads(void)
     }
 }
 
+/* ef21 / econtrol: the returned estimator is bit-identical on every rank and, for a repeated
+ * input, converges to the exact sum (each call sends the compressed change of the estimators). */
+static double last_error(const job_t *j)
+{
+    double e = 0, x = 0;
+    for (size_t i = 0; i < j->n; i++) {
+        e += pow((double)j->out[0][i] - j->exact[i], 2);
+        x += pow(j->exact[i], 2);
+    }
+    return sqrt(e / x);
+}
+
+static void test_ef_variants(void)
+{
+    const char *kvs[][10] = {
+        {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF", "ef21", NULL},
+        {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF", "econtrol", NULL},
+        {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "2", "SQZ_EF", "ef21", NULL},
+        {"SQZ_METHOD", "sign", "SQZ_EF", "econtrol", "SQZ_ECONTROL_ETA", "0.1", NULL},
+    };
+    for (size_t m = 0; m < sizeof(kvs) / sizeof(kvs[0]); m++) {
+        for (int no_p2p = 0; no_p2p < 2; no_p2p++) {
+            job_t j = {.kv = kvs[m], .P = 3, .n = 65536, .calls = 80, .nan_rank = -1,
+                       .corrupt_call = -1, .no_p2p = no_p2p, .in_place = 1};
+            run(&j);
+            CHECK(identical(&j));
+            const double last = last_error(&j);
+            printf("%s %s: rel err of call 1 %.4f, of call %d %.6f\n", kvs[m][1], kvs[m][5] ? kvs[m][5] : "",
+                   j.err_first, j.calls, last);
+            CHECK_MSG(last * 5 < j.err_first, "%s/%s: the estimator does not converge (%.4f -> %.4f)",
+                      kvs[m][1], kvs[m][5], j.err_first, last);
+            CHECK_EQ_INT(j.stats[0].calls_compressed, 80);
+            done(&j);
+        }
+    }
+    /* Warm-up calls are dense and initialize the estimators with the exact gradients: the first
+     * compressed call then sends a zero change and returns the exact sum again. */
+    const char *kv[] = {"SQZ_METHOD", "topk", "SQZ_EF", "ef21", "SQZ_WARMUP_STEPS", "1", NULL};
+    job_t       j    = {.kv = kv, .P = 2, .n = 65536, .calls = 2, .nan_rank = -1, .corrupt_call = -1};
+    run(&j);
+    CHECK(last_error(&j) < 1e-6);
+    done(&j);
+}
+
 static void test_mismatch(void)
 {
     const char *kv[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", NULL};
@@ -461,6 +505,7 @@ int main(void)
     test_corrupt();
     test_p2p_same_bits();
     test_threads();
+    test_ef_variants();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
     return sqz_test_result("test_coll_threads");
