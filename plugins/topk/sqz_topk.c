@@ -56,6 +56,7 @@ typedef struct topk_config {
     double density;      /* TOPK_DENSITY: fraction of elements kept */
     int    select;       /* TOPK_SELECT: TOPK_SELECT_EXACT or TOPK_SELECT_SAMPLED */
     double sample_ratio; /* TOPK_SAMPLE_RATIO: fraction of elements sampled (sampled only) */
+    int64_t warmup;      /* TOPK_WARMUP_STEPS: DGC's exponential sparsity warm-up, in calls */
 } topk_config_t;
 
 static const sqz_param_def_v1_t topk_params[] = {
@@ -85,7 +86,28 @@ static const sqz_param_def_v1_t topk_params[] = {
         .offset = offsetof(topk_config_t, sample_ratio),
         .help = "fraction of elements sampled to estimate the threshold (TOPK_SELECT=sampled)",
     },
+    {
+        .name = "TOPK_WARMUP_STEPS",
+        .type = SQZ_PARAM_INT,
+        .default_value = "0",
+        .min = 0,
+        .max = 1e9,
+        .offset = offsetof(topk_config_t, warmup),
+        .help = "DGC sparsity warm-up: call t < W of a buffer keeps density^((t+1)/(W+1)), falling "
+                "exponentially to TOPK_DENSITY (0: off)",
+    },
 };
+
+/* DGC's exponential sparsity warm-up (the code's coeff = density^(1/(W+1)) schedule, counted in
+ * calls of the buffer instead of epochs: a shim sees calls, not epochs). */
+static double topk_density_at(const topk_config_t *c, uint64_t seq)
+{
+    if (c->warmup <= 0 || seq >= (uint64_t)c->warmup) {
+        return c->density;
+    }
+    const double d = pow(c->density, (double)(seq + 1) / (double)(c->warmup + 1));
+    return d > c->density ? d : c->density;
+}
 
 typedef struct topk_state {
     topk_config_t cfg;
@@ -172,7 +194,8 @@ static size_t topk_max_payload(void *state, size_t n)
     if (s == NULL || n > UINT32_MAX) {
         return SIZE_MAX;
     }
-    return 4 + 8 * topk_k(s->cfg.density, n);
+    /* The bound covers the warm-up's first (densest) call. */
+    return 4 + 8 * topk_k(topk_density_at(&s->cfg, 0), n);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -761,7 +784,8 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
     if (n > UINT32_MAX) {
         return SQZ_ERR_NOT_SUPPORTED;
     }
-    const size_t k = topk_k(st->cfg.density, n);
+    const double density = topk_density_at(&st->cfg, args->seq);
+    const size_t k       = topk_k(density, n);
     if (out == NULL || args->capacity < 4 + 8 * k || (n > 0 && in == NULL)) {
         return SQZ_ERR_INVALID_PARAM;
     }
@@ -881,7 +905,7 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
     uint32_t thr = 0;
     if (sampled) {
         const size_t ns = p.ns;
-        size_t ks = sqz_pu_ceil_size((double)ns * st->cfg.density);
+        size_t ks = sqz_pu_ceil_size((double)ns * density);
         ks = ks < 1 ? 1 : (ks > ns ? ns : ks);
         size_t above;
         uint32_t lo, hi;

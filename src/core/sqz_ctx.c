@@ -51,6 +51,16 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
      "hierarchical all-reduce: exact reduction inside each host, compressed exchange between "
      "hosts (one leader per host), exact broadcast back; auto turns it on when some host holds "
      "more than one rank of the communicator"},
+    {"DGC_MOMENTUM", SQZ_PARAM_DOUBLE, "0", 0, 0.999, NULL, CORE(dgc_momentum),
+     "DGC momentum correction (0: off): the compressor sends from residual + momentum; set the "
+     "optimizer's own momentum to 0 when this is on (needs SQZ_EF=ef14)"},
+    {"DGC_NESTEROV", SQZ_PARAM_BOOL, "0", 0, 0, NULL, CORE(dgc_nesterov),
+     "Nesterov form of the DGC momentum correction"},
+    {"DGC_MASKING", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(dgc_masking),
+     "DGC momentum factor masking: clear the momentum of the entries the compressor sent"},
+    {"DGC_CLIP", SQZ_PARAM_DOUBLE, "0", 0, 1e30, NULL, CORE(dgc_clip),
+     "DGC local gradient clipping (0: off): each rank scales its buffer to an L2 norm of at most "
+     "DGC_CLIP / sqrt(ranks) before compression"},
     {"PIPELINE", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(pipeline),
      "pipeline the scatter-reduce exchange over point-to-point messages (send chunk i while "
      "compressing chunk i+1, decode while later chunks arrive) when the transport offers them "

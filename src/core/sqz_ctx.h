@@ -31,6 +31,10 @@ typedef struct sqz_core_params {
     int64_t     threads;
     int         pipeline;
     double      econtrol_eta;
+    double      dgc_momentum;
+    int         dgc_nesterov;
+    int         dgc_masking;
+    double      dgc_clip;
 } sqz_core_params_t;
 
 /** Per-method statistics row (one per registry entry). */

@@ -8,6 +8,7 @@
 
 #include "coll/sqz_coll.h"
 #include "sqz_ctx.h"
+#include "sqz_dgc.h"
 #include "sqz_ef.h"
 #include "sqz_log.h"
 #include "sqz_pool.h"
@@ -251,11 +252,22 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (transform) {
         sqz_ef_message(mode, ctx->p.econtrol_eta, bs, in, m, r, n);
     }
+    /* DGC's clipping and momentum correction change what the compressor sees (ef14 only). */
+    const int dgc = !transform && SQZ_EF_EF14 == mode && sqz_dgc_active(&ctx->p);
+    float    *dgc_in = NULL;
+    if (dgc) {
+        if (SQZ_OK != sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap, n * sizeof(float)) ||
+            SQZ_OK != sqz_dgc_input(&ctx->p, comm->nranks, &comm->store, bs, in, comm->efbuf, n)) {
+            st = SQZ_ERR_NO_MEMORY;
+            goto dense;
+        }
+        dgc_in = comm->efbuf;
+    }
     sqz_coll_call_t call = {
         .comm     = comm,
         .c        = ctx->method,
         .cstate   = comm->cstate,
-        .in       = transform ? m : in,
+        .in       = transform ? m : (dgc ? dgc_in : in),
         .out      = out,
         .n        = n,
         .block    = block,
@@ -279,6 +291,8 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (SQZ_OK == st) {
         if (transform) {
             sqz_ef_commit(mode, ctx->p.econtrol_eta, bs, m, r, out, out, n);
+        } else if (dgc) {
+            sqz_dgc_commit(&ctx->p, bs, n);
         }
         if (SQZ_OP_AVG == op) {
             sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);

@@ -21,7 +21,7 @@ static void sqz_state_free(sqz_state_store_t *s, sqz_buf_state_t *b)
     if (b->server_residual) {
         s->bytes -= b->server_count * sizeof(float);
     }
-    for (float **p = (float *[]){b->ef_est, b->ef_err, b->ef_shared}, **end = p + 3; p < end; p++) {
+    for (float **p = (float *[]){b->ef_est, b->ef_err, b->ef_shared, b->dgc_momentum}, **end = p + 4; p < end; p++) {
         if (*p) {
             s->bytes -= b->count * sizeof(float);
         }
@@ -31,6 +31,7 @@ static void sqz_state_free(sqz_state_store_t *s, sqz_buf_state_t *b)
     free(b->ef_est);
     free(b->ef_err);
     free(b->ef_shared);
+    free(b->dgc_momentum);
     free(b);
 }
 

@@ -18,6 +18,7 @@ typedef struct sqz_buf_state {
     float                *ef_est;          /* ef21: g_i; econtrol: h_i (count floats) or NULL */
     float                *ef_err;          /* econtrol: e_i */
     float                *ef_shared;       /* ef21: G; econtrol: H (identical on every rank) */
+    float                *dgc_momentum;    /* DGC momentum correction u, or NULL */
     struct sqz_buf_state *next;
 } sqz_buf_state_t;
 

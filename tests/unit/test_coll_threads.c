@@ -481,6 +481,45 @@ static void test_ef_variants(void)
     done(&j);
 }
 
+/* DGC around the compressor: momentum correction with masking, and local clipping. */
+static void test_dgc(void)
+{
+    /* Constant gradients: with momentum m the corrected stream converges to x / (1 - m), so
+     * without masking the output approaches 10x the exact sum at m = 0.9 (the momentum the
+     * optimizer no longer applies); masking clears the momentum of what was sent, so it stays
+     * between 1x and that. */
+    double proj[2];
+    for (int masking = 0; masking < 2; masking++) {
+        const char *kv[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", "SQZ_DGC_MOMENTUM", "0.9",
+                            "SQZ_DGC_MASKING", masking ? "1" : "0", NULL};
+        job_t j = {.kv = kv, .P = 3, .n = 65536, .calls = 150, .nan_rank = -1, .corrupt_call = -1};
+        run(&j);
+        CHECK(identical(&j));
+        double dot = 0, xx = 0;
+        for (size_t i = 0; i < j.n; i++) {
+            dot += (double)j.out[0][i] * j.exact[i];
+            xx += (double)j.exact[i] * j.exact[i];
+        }
+        proj[masking] = dot / xx;
+        printf("dgc momentum 0.9, masking %d: last output / exact sum (projection) %.2f\n", masking,
+               proj[masking]);
+        done(&j);
+    }
+    CHECK_MSG(proj[0] > 8 && proj[0] < 12, "momentum correction: projection %.2f, expected ~10", proj[0]);
+    CHECK_MSG(proj[1] > 1.5 && proj[1] < proj[0], "masking: projection %.2f", proj[1]);
+    /* Clipping: each rank's buffer is scaled to norm <= clip / sqrt(P) before compression. */
+    const char *kc[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_DGC_CLIP", "2.0", NULL};
+    job_t       c    = {.kv = kc, .P = 4, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = -1};
+    run(&c);
+    double nrm = 0;
+    for (size_t i = 0; i < c.n; i++) {
+        nrm += (double)c.out[0][i] * c.out[0][i];
+    }
+    CHECK_MSG(sqrt(nrm) <= 1.05 * 2.0 * sqrt(4.0), "clipped sum has norm %.3f", sqrt(nrm));
+    CHECK(identical(&c));
+    done(&c);
+}
+
 static void test_mismatch(void)
 {
     const char *kv[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", NULL};
@@ -506,6 +545,7 @@ int main(void)
     test_p2p_same_bits();
     test_threads();
     test_ef_variants();
+    test_dgc();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
     return sqz_test_result("test_coll_threads");

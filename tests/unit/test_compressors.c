@@ -952,8 +952,44 @@ static void test_descriptors(void)
     CHECK(sqz_compressor_sign.exchange == SQZ_EXCHANGE_REDUCE_SCATTER);
 }
 
+/* DGC's sparsity warm-up: the number of kept entries falls call by call to k, and stays there. */
+static void test_topk_warmup_schedule(void)
+{
+    const char *const kv[] = {"TOPK_DENSITY=0.001", "TOPK_WARMUP_STEPS=4", NULL};
+    void             *cfg  = NULL;
+    char              err[256];
+    REQUIRE(SQZ_OK == sqz_plugin_config_make(&sqz_compressor_topk, kv, &cfg, err, sizeof(err)));
+    const sqz_compressor_env_v1_t env = {.size = sizeof(env), .rank = 0, .nranks = 1, .seed = 3};
+    void                         *st  = NULL;
+    REQUIRE(SQZ_OK == sqz_compressor_topk.create(cfg, &env, &st));
+    const size_t n   = 100000;
+    float       *in  = malloc(n * sizeof(float));
+    const size_t cap = sqz_compressor_topk.max_payload(st, n);
+    void        *pl  = malloc(cap);
+    for (size_t i = 0; i < n; i++) {
+        in[i] = (float)((i * 2654435761u) % 1000003) - 500000.0f;
+    }
+    size_t prev = n + 1;
+    for (uint64_t seq = 0; seq < 7; seq++) {
+        sqz_compress_args_v1_t a = {.size = sizeof(a), .in = in, .n = n, .seq = seq, .payload = pl,
+                                    .capacity = cap};
+        CHECK_EQ_INT(sqz_compressor_topk.compress(st, &a), SQZ_OK);
+        const size_t m = (a.payload_bytes - 4) / 8;
+        const double want = seq < 4 ? pow(0.001, (double)(seq + 1) / 5.0) : 0.001;
+        CHECK_MSG(m == (size_t)ceil(want * (double)n), "seq %llu: kept %zu, expected %.0f",
+                  (unsigned long long)seq, m, ceil(want * (double)n));
+        CHECK(m <= prev);
+        prev = m;
+    }
+    sqz_compressor_topk.destroy(st);
+    free(cfg);
+    free(in);
+    free(pl);
+}
+
 int main(void)
 {
+    test_topk_warmup_schedule();
     test_descriptors();
     test_empty();
     for (size_t j = 0; j < NMETHODS; j++) {
