@@ -270,87 +270,186 @@ static inline void qsgd_add_block(float *restrict out, const uint8_t *restrict l
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Code packing.  b <= 8: codes level | sign << L through the shared packer (SWAR fast paths for
- * b = 2, 4 and a copy for b = 8, i.e. s = 1, 7 and 127).  b = 9 (s >= 128): 8 codes in 9 bytes.
- * n codes take sqz_pu_packed_bytes(n, b) bytes; pack writes exactly those, unpack reads no more.
+ * Code packing: the layout of sqz_pu_pack_bits() (LSB-first, 8 codes in b bytes), extended to
+ * b = 9, with code = level | sign << L.  Specialized per b (a literal b turns the shifts into
+ * constants and the byte copies into fixed-size loads and stores); b = 8 (s = 64..127) is one
+ * byte per code and b = 4 (s = 4..7) two codes per byte, in vectorizable loops.  n codes take
+ * sqz_pu_packed_bytes(n, b) bytes; pack writes exactly those, unpack reads no more.
  * ------------------------------------------------------------------------------------------- */
-static inline void qsgd_pack9_group(const uint8_t *lev, const uint8_t *sgn, uint8_t *out)
+/* k <= 8 bytes, little-endian, as whole loads and stores (a literal k folds to one or a few;
+ * a memcpy through the stack would stall on store forwarding). */
+static inline __attribute__((always_inline)) uint64_t qsgd_load_le(const uint8_t *p, size_t k)
 {
-    uint64_t acc = 0;
-    for (unsigned j = 0; j < 7; j++) {
-        acc |= (uint64_t)(lev[j] | ((uint32_t)sgn[j] << 8)) << (9 * j);
+    uint64_t v = 0;
+    size_t o = 0;
+    if (k >= 8) {
+        return sqz_pu_load_u64(p);
     }
-    const uint32_t c7 = lev[7] | ((uint32_t)sgn[7] << 8);
-    acc |= (uint64_t)c7 << 63;
-    sqz_pu_store_u64(out, acc);
-    out[8] = (uint8_t)(c7 >> 1);
+    if (k - o >= 4) {
+        v = sqz_pu_load_u32(p);
+        o = 4;
+    }
+    if (k - o >= 2) {
+        v |= (uint64_t)sqz_pu_load_u16(p + o) << (8 * o);
+        o += 2;
+    }
+    if (k - o >= 1) {
+        v |= (uint64_t)p[o] << (8 * o);
+    }
+    return v;
 }
 
-static inline void qsgd_unpack9_group(const uint8_t *in, uint8_t *lev, uint8_t *sgn)
+static inline __attribute__((always_inline)) void qsgd_store_le(uint8_t *p, uint64_t v, size_t k)
 {
-    const uint64_t acc = sqz_pu_load_u64(in);
-    for (unsigned j = 0; j < 7; j++) {
-        const uint32_t c = (uint32_t)(acc >> (9 * j)) & 0x1ffu;
-        lev[j] = (uint8_t)c;
-        sgn[j] = (uint8_t)(c >> 8);
-    }
-    const uint32_t c7 = (uint32_t)(acc >> 63) | ((uint32_t)in[8] << 1);
-    lev[7] = (uint8_t)c7;
-    sgn[7] = (uint8_t)((c7 >> 8) & 1u);
-}
-
-/* Packs m codes (m <= QSGD_TILE) into out.  lev and sgn hold at least m entries. */
-static inline void qsgd_pack(const qsgd_state_t *st, const uint8_t *restrict lev,
-                             const uint8_t *restrict sgn, size_t m, uint8_t *restrict out)
-{
-    if (st->b <= 8) {
-        uint8_t codes[QSGD_TILE];
-        /* sgn is 0 or 1: a mask rather than a variable byte shift, which SSE/AVX lack. */
-        const uint8_t sbit = (uint8_t)(1u << st->lbits);
-        for (size_t j = 0; j < m; j++) {
-            codes[j] = (uint8_t)(lev[j] | ((uint8_t)-sgn[j] & sbit));
-        }
-        sqz_pu_pack_bits(codes, m, st->b, out);
+    size_t o = 0;
+    if (k >= 8) {
+        sqz_pu_store_u64(p, v);
         return;
     }
-    size_t j = 0;
-    for (; j + 8 <= m; j += 8) {
-        qsgd_pack9_group(lev + j, sgn + j, out + j / 8 * 9);
+    if (k - o >= 4) {
+        sqz_pu_store_u32(p, (uint32_t)v);
+        o = 4;
     }
-    if (j < m) {
-        uint8_t l8[8] = {0}, s8[8] = {0}, tmp[9];
-        memcpy(l8, lev + j, m - j);
-        memcpy(s8, sgn + j, m - j);
-        qsgd_pack9_group(l8, s8, tmp);
-        memcpy(out + j / 8 * 9, tmp, ((m - j) * 9 + 7) / 8);
+    if (k - o >= 2) {
+        sqz_pu_store_u16(p + o, (uint16_t)(v >> (8 * o)));
+        o += 2;
+    }
+    if (k - o >= 1) {
+        p[o] = (uint8_t)(v >> (8 * o));
     }
 }
 
-/* Unpacks m codes (m <= QSGD_TILE) from in into levels and signs. */
-static inline void qsgd_unpack(const qsgd_state_t *st, const uint8_t *restrict in, size_t m,
-                               uint8_t *restrict lev, uint8_t *restrict sgn)
+/* Packs m codes of b bits (2 <= b <= 9, a literal at every call site). */
+static inline __attribute__((always_inline)) void
+qsgd_pack_b(const uint8_t *restrict lev, const uint8_t *restrict sgn, size_t m, unsigned b,
+            uint8_t *restrict out)
 {
-    if (st->b <= 8) {
-        uint8_t codes[QSGD_TILE];
-        const uint8_t sbit = (uint8_t)(1u << st->lbits);
-        const uint8_t lmask = (uint8_t)(sbit - 1u);
-        sqz_pu_unpack_bits(in, m, st->b, codes);
-        for (size_t j = 0; j < m; j++) {
-            lev[j] = codes[j] & lmask;
-            sgn[j] = (uint8_t)((codes[j] & sbit) != 0);
+    const unsigned L = b - 1;
+    size_t j = 0;
+    if (b == 8) {
+        for (; j < m; j++) {
+            out[j] = (uint8_t)(lev[j] | (sgn[j] << 7));
         }
         return;
     }
-    size_t j = 0;
+    if (b == 4) {
+        for (; j + 2 <= m; j += 2) {
+            out[j / 2] = (uint8_t)(lev[j] | (sgn[j] << 3) | (lev[j + 1] << 4) | (sgn[j + 1] << 7));
+        }
+        if (j < m) {
+            out[j / 2] = (uint8_t)(lev[j] | (sgn[j] << 3));
+        }
+        return;
+    }
     for (; j + 8 <= m; j += 8) {
-        qsgd_unpack9_group(in + j / 8 * 9, lev + j, sgn + j);
+        uint64_t acc = 0;
+#pragma GCC unroll 8
+        for (unsigned q = 0; q < 8; q++) {
+            /* b = 9: only bit 0 of the last code fits; its other bits go to the ninth byte. */
+            acc |= (uint64_t)(lev[j + q] | ((uint32_t)sgn[j + q] << L)) << (q * b);
+        }
+        if (b <= 8) {
+            qsgd_store_le(out, acc, b);
+        } else {
+            qsgd_store_le(out, acc, 8);
+            out[8] = (uint8_t)((lev[j + 7] | ((uint32_t)sgn[j + 7] << L)) >> 1);
+        }
+        out += b;
     }
     if (j < m) {
-        uint8_t tmp[9] = {0}, l8[8], s8[8];
-        memcpy(tmp, in + j / 8 * 9, ((m - j) * 9 + 7) / 8);
-        qsgd_unpack9_group(tmp, l8, s8);
-        memcpy(lev + j, l8, m - j);
-        memcpy(sgn + j, s8, m - j);
+        /* Fewer than 8 codes: at most 7 * 9 = 63 bits. */
+        uint64_t acc = 0;
+        for (unsigned q = 0; q < m - j; q++) {
+            acc |= (uint64_t)(lev[j + q] | ((uint32_t)sgn[j + q] << L)) << (q * b);
+        }
+        qsgd_store_le(out, acc, ((m - j) * b + 7) / 8);
+    }
+}
+
+/* Unpacks m codes of b bits (2 <= b <= 9, a literal at every call site). */
+static inline __attribute__((always_inline)) void
+qsgd_unpack_b(const uint8_t *restrict in, size_t m, unsigned b, uint8_t *restrict lev,
+              uint8_t *restrict sgn)
+{
+    const unsigned L = b - 1;
+    const uint32_t lmask = (1u << L) - 1u;
+    size_t j = 0;
+    if (b == 8) {
+        for (; j < m; j++) {
+            lev[j] = in[j] & 0x7fu;
+            sgn[j] = in[j] >> 7;
+        }
+        return;
+    }
+    if (b == 4) {
+        for (; j + 2 <= m; j += 2) {
+            const uint8_t c = in[j / 2];
+            lev[j] = c & 0x7u;
+            sgn[j] = (c >> 3) & 1u;
+            lev[j + 1] = (c >> 4) & 0x7u;
+            sgn[j + 1] = c >> 7;
+        }
+        if (j < m) {
+            lev[j] = in[j / 2] & 0x7u;
+            sgn[j] = (in[j / 2] >> 3) & 1u;
+        }
+        return;
+    }
+    for (; j + 8 <= m; j += 8) {
+        const uint64_t acc = qsgd_load_le(in, b <= 8 ? b : 8);
+#pragma GCC unroll 8
+        for (unsigned q = 0; q < 8; q++) {
+            uint32_t c = (uint32_t)(acc >> (q * b));
+            if (b == 9 && q == 7) {
+                c |= (uint32_t)in[8] << 1;
+            }
+            lev[j + q] = (uint8_t)(c & lmask);
+            sgn[j + q] = (uint8_t)((c >> L) & 1u);
+        }
+        in += b;
+    }
+    if (j < m) {
+        const uint64_t acc = qsgd_load_le(in, ((m - j) * b + 7) / 8);
+        for (unsigned q = 0; q < m - j; q++) {
+            const uint32_t c = (uint32_t)(acc >> (q * b));
+            lev[j + q] = (uint8_t)(c & lmask);
+            sgn[j + q] = (uint8_t)((c >> L) & 1u);
+        }
+    }
+}
+
+/* Packs m codes (m <= QSGD_TILE + SQZ_PU_BLOCK) into out. */
+static inline __attribute__((always_inline)) void qsgd_pack(const qsgd_state_t *st,
+                                                            const uint8_t *lev,
+                                                            const uint8_t *sgn, size_t m,
+                                                            uint8_t *out)
+{
+    switch (st->b) {
+    case 2: qsgd_pack_b(lev, sgn, m, 2, out); break;
+    case 3: qsgd_pack_b(lev, sgn, m, 3, out); break;
+    case 4: qsgd_pack_b(lev, sgn, m, 4, out); break;
+    case 5: qsgd_pack_b(lev, sgn, m, 5, out); break;
+    case 6: qsgd_pack_b(lev, sgn, m, 6, out); break;
+    case 7: qsgd_pack_b(lev, sgn, m, 7, out); break;
+    case 8: qsgd_pack_b(lev, sgn, m, 8, out); break;
+    default: qsgd_pack_b(lev, sgn, m, 9, out); break;
+    }
+}
+
+/* Unpacks m codes from in into levels and signs. */
+static inline __attribute__((always_inline)) void qsgd_unpack(const qsgd_state_t *st,
+                                                              const uint8_t *in, size_t m,
+                                                              uint8_t *lev, uint8_t *sgn)
+{
+    switch (st->b) {
+    case 2: qsgd_unpack_b(in, m, 2, lev, sgn); break;
+    case 3: qsgd_unpack_b(in, m, 3, lev, sgn); break;
+    case 4: qsgd_unpack_b(in, m, 4, lev, sgn); break;
+    case 5: qsgd_unpack_b(in, m, 5, lev, sgn); break;
+    case 6: qsgd_unpack_b(in, m, 6, lev, sgn); break;
+    case 7: qsgd_unpack_b(in, m, 7, lev, sgn); break;
+    case 8: qsgd_unpack_b(in, m, 8, lev, sgn); break;
+    default: qsgd_unpack_b(in, m, 9, lev, sgn); break;
     }
 }
 

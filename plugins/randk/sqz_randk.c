@@ -29,6 +29,10 @@
  * with a 128-bit multiply (bias below 2^-32).  O(k + n/64) per pattern; the last pattern is
  * cached in the state, so the P chunks, the server stage and the decodes of one call compute it
  * once per state.
+ * Compress is one pass over memory in tiles of RANDK_TILE elements: per 64-element block,
+ * a = in + residual, finiteness and sum a^2, then residual = a (a non-finite block is not
+ * written; the blocks before it get a - in back, as the finiteness contract allows); the tile's
+ * kept positions are then gathered while it is in cache.
  *
  * Wire format (little-endian): u32 k, u64 key, then k f32 values (finite), in ascending order of
  * position.  12 + 4k bytes: 32 bits per kept element plus 96 per payload.  decompress checks that
@@ -39,6 +43,8 @@
  * (RANDK_SCALE=none, Stich et al.) or an unbiased estimator (unbiased, whose variance grows like
  * n/k: at density 0.01 the noise is ~10x the signal per element, so it suits high densities).
  */
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +88,9 @@ static const sqz_param_def_v1_t randk_params[] = {
  * between the dense pass and the gather of the tile's kept positions. */
 #define RANDK_TILE 4096u
 
+/* Floyd draws made (and their bitmap words prefetched) ahead of use. */
+#define RANDK_BATCH 32u
+
 typedef struct randk_state {
     randk_config_t cfg;
     uint64_t       seed;
@@ -90,11 +99,23 @@ typedef struct randk_state {
     size_t         bits_cap;
     uint32_t      *idx;  /* the cached pattern: k ascending positions */
     size_t         idx_cap;
+    int            avx2; /* the CPU runs randk_tile_avx2 (checked once, in create()) */
     /* Which pattern idx holds (valid == 0: none). */
     int            valid;
     uint64_t       ckey;
     size_t         cn, ck;
 } randk_state_t;
+
+/* \return 1 when the dense kernel may use AVX2. */
+static int randk_cpu_avx2(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(SQZ_PU_NO_SIMD)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
 
 static sqz_status_t randk_create(const void *config, const sqz_compressor_env_v1_t *env,
                                  void **state)
@@ -110,6 +131,7 @@ static sqz_status_t randk_create(const void *config, const sqz_compressor_env_v1
     }
     s->cfg = *cfg;
     s->seed = env != NULL ? env->seed : 0;
+    s->avx2 = randk_cpu_avx2();
     *state = s;
     return SQZ_OK;
 }
@@ -206,12 +228,19 @@ static sqz_status_t randk_pattern(randk_state_t *st, uint64_t key, size_t n, siz
         const int invert = k > n / 2;
         const size_t m = invert ? n - k : k;
         uint64_t s = key;
-        for (size_t j = n - m; j < n; j++) {
-            size_t t = (size_t)randk_below(&s, (uint64_t)j + 1);
-            if ((bits[t / 64] >> (t % 64)) & 1u) {
-                t = j;
+        /* The draws do not depend on the bitmap: make a batch and prefetch its words first (the
+         * bitmap outgrows L2 from n ~ 4M). */
+        uint32_t t[RANDK_BATCH];
+        for (size_t j0 = n - m; j0 < n; j0 += RANDK_BATCH) {
+            const size_t b = n - j0 < RANDK_BATCH ? n - j0 : RANDK_BATCH;
+            for (size_t q = 0; q < b; q++) {
+                t[q] = (uint32_t)randk_below(&s, (uint64_t)(j0 + q) + 1);
+                __builtin_prefetch(bits + t[q] / 64, 1);
             }
-            bits[t / 64] |= (uint64_t)1 << (t % 64);
+            for (size_t q = 0; q < b; q++) {
+                const size_t x = ((bits[t[q] / 64] >> (t[q] % 64)) & 1u) ? j0 + q : t[q];
+                bits[x / 64] |= (uint64_t)1 << (x % 64);
+            }
         }
         const uint64_t flip = invert ? ~(uint64_t)0 : 0;
         size_t c = 0;
@@ -367,13 +396,12 @@ __attribute__((target("avx2"))) static uint32_t randk_tile_avx2(const float *in,
     return randk_tile_generic(in, res, m, l2, done);
 }
 
-static randk_tile_fn randk_tile_impl(void)
+static randk_tile_fn randk_tile_impl(int avx2)
 {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") ? randk_tile_avx2 : randk_tile_c;
+    return avx2 ? randk_tile_avx2 : randk_tile_c;
 }
 #else
-static randk_tile_fn randk_tile_impl(void)
+static randk_tile_fn randk_tile_impl(int avx2)
 {
     return randk_tile_c;
 }
@@ -419,10 +447,7 @@ static sqz_status_t randk_compress(void *state, sqz_compress_args_v1_t *args)
     /* n/k rounded to float: E[decode] = a up to that rounding.  The server stage never rescales. */
     const int unbiased = st->cfg.scale == RANDK_SCALE_UNBIASED && args->stage == 0 && k < n;
     const float scale = unbiased ? (float)((double)n / (double)k) : 1.0f;
-    static randk_tile_fn tile_fn; /* benign race: every thread stores the same pointer */
-    if (tile_fn == NULL) {
-        tile_fn = randk_tile_impl();
-    }
+    const randk_tile_fn tile_fn = randk_tile_impl(st->avx2);
 
     randk_v4d l2[4] = {{0}};
     double sel2 = 0.0, err_sel = 0.0; /* sum a^2 and sum (a - v)^2 over the kept positions */
@@ -443,6 +468,11 @@ static sqz_status_t randk_compress(void *state, sqz_compress_args_v1_t *args)
                 const float a = res[idx[p]];
                 const float v = a * scale;
                 const float e = a - v;
+                if (!(fabsf(v) <= FLT_MAX && fabsf(e) <= FLT_MAX)) {
+                    /* The n/k scaling overflowed a finite value: the call cannot be sent. */
+                    randk_restore(in, res, end, idx, p, val);
+                    return SQZ_ERR_NONFINITE;
+                }
                 res[idx[p]] = e;
                 sqz_pu_store_f32(val + 4 * p, v);
                 sel2 += (double)a * (double)a;
@@ -453,6 +483,9 @@ static sqz_status_t randk_compress(void *state, sqz_compress_args_v1_t *args)
                 const float a = in[idx[p]];
                 const float v = a * scale;
                 const float e = a - v;
+                if (!(fabsf(v) <= FLT_MAX)) {
+                    return SQZ_ERR_NONFINITE; /* the n/k scaling overflowed */
+                }
                 sqz_pu_store_f32(val + 4 * p, v);
                 sel2 += (double)a * (double)a;
                 err_sel += (double)e * (double)e;

@@ -118,8 +118,11 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
         ta = sqz_time_now();
         t_comp += ta - tb;
         if (r != me) {
-            SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, comm->sendbuf + sdis[r], slot[r], r, &sreq[r]), st, out);
-            call->cs.bytes_sent += slot[r];
+            /* Only the bytes the compressor produced travel (a receive may get less than its
+             * slot): variable-size payloads such as zstd's save on the wire too. */
+            const size_t len_r = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
+            SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, comm->sendbuf + sdis[r], len_r, r, &sreq[r]), st, out);
+            call->cs.bytes_sent += len_r;
             SQZ_TRANSPORT_CHECK_GOTO(sqz_p2p_progress(t, sreq, P), st, out);
         }
     }
@@ -182,12 +185,14 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
     }
     tb = sqz_time_now();
     t_comp += tb - ta;
+    memcpy(&f, mine2, sizeof(f));
+    const size_t len2 = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P, r = (me + k) % P;
         SQZ_TRANSPORT_CHECK_GOTO(t->irecv(t->self, comm->recvbuf + rdis[s], slot[s], s, NULL, &rreq[s]), st, out);
-        SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, mine2, slot[me], r, &sreq[r]), st, out);
+        SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, mine2, len2, r, &sreq[r]), st, out);
     }
-    call->cs.bytes_sent += slot[me] * (size_t)(P - 1);
+    call->cs.bytes_sent += len2 * (size_t)(P - 1);
     memcpy(comm->recvbuf + rdis[me], mine2, slot[me]);
     /* When out is not in, decoding as chunks arrive is safe: a late fallback rewrites all of out
      * from in.  In place, nothing is written before every verdict is known. */
@@ -201,14 +206,16 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
         sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[s], slot[s]);
         if (SQZ_OK == fs) {
             memcpy(&f, fr, sizeof(f));
-            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, NULL, len[s]);
+            /* Streaming, decoding is the validation (nothing is written on failure, and a later
+             * fallback rewrites out anyway); in place, only validate now. */
+            float *const dst = (stream && SQZ_OK == st) ? call->out + off[s] : NULL;
+            if (dst) {
+                memset(dst, 0, len[s] * sizeof(float));
+            }
+            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, dst, len[s]);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
         }
         st = sqz_coll_worse(st, fs);
-        if (stream && SQZ_OK == st) {
-            memset(call->out + off[s], 0, len[s] * sizeof(float));
-            (void)call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, call->out + off[s], len[s]);
-        }
         t_comp += sqz_time_now() - ta;
     }
     tb = sqz_time_now();

@@ -9,6 +9,9 @@ extern const sqz_compressor_v1_t sqz_compressor_none;
 extern const sqz_compressor_v1_t sqz_compressor_topk;
 extern const sqz_compressor_v1_t sqz_compressor_quant;
 extern const sqz_compressor_v1_t sqz_compressor_sign;
+extern const sqz_compressor_v1_t sqz_compressor_randk;
+extern const sqz_compressor_v1_t sqz_compressor_lossless;
+extern const sqz_compressor_v1_t sqz_compressor_qsgd;
 
 typedef struct sqz_registry_entry {
     const sqz_compressor_v1_t *c;

@@ -26,7 +26,7 @@
 #include "sqz_registry.h"
 
 #ifndef SQZ_FUZZ_METHOD
-#error "build with -DSQZ_FUZZ_METHOD='\"name\"' (none, topk, quant or sign)"
+#error "build with -DSQZ_FUZZ_METHOD='\"name\"' (a built-in compressor)"
 #endif
 
 #define FUZZ_MAX_N 4096
@@ -60,6 +60,18 @@ static const fuzz_config_t all_configs[] = {
     {"sign", {"SIGN_SCALE=l1", "SIGN_BUCKET=0", NULL}},
     {"sign", {"SIGN_SCALE=l2", "SIGN_BUCKET=64", NULL}},
     {"sign", {"SIGN_BUCKET=200", NULL}},
+    {"randk", {NULL}},
+    {"randk", {"RANDK_DENSITY=0.1", "RANDK_SCALE=unbiased", NULL}},
+    {"randk", {"RANDK_DENSITY=1", NULL}},
+    {"randk", {"RANDK_DENSITY=0.7", NULL}},
+    {"lossless", {NULL}},
+    {"lossless", {"LOSSLESS_SHUFFLE=0", NULL}},
+    {"lossless", {"LOSSLESS_LEVEL=-7", NULL}},
+    {"lossless", {"LOSSLESS_LEVEL=19", "LOSSLESS_SHUFFLE=0", NULL}},
+    {"qsgd", {NULL}},
+    {"qsgd", {"QSGD_LEVELS=5", "QSGD_BUCKET=13", "QSGD_NORM=max", NULL}},
+    {"qsgd", {"QSGD_LEVELS=200", "QSGD_BUCKET=9", NULL}},
+    {"qsgd", {"QSGD_LEVELS=127", "QSGD_NORM=max", NULL}},
 };
 #define FUZZ_MAX_CONFIGS (sizeof all_configs / sizeof all_configs[0])
 
@@ -85,8 +97,10 @@ static void fuzz_init(void)
     if (fuzz.c != NULL) {
         return;
     }
-    const sqz_compressor_v1_t *const builtins[] = {&sqz_compressor_none, &sqz_compressor_topk,
-                                                   &sqz_compressor_quant, &sqz_compressor_sign};
+    const sqz_compressor_v1_t *const builtins[] = {&sqz_compressor_none,  &sqz_compressor_topk,
+                                                   &sqz_compressor_quant, &sqz_compressor_sign,
+                                                   &sqz_compressor_randk, &sqz_compressor_lossless,
+                                                   &sqz_compressor_qsgd};
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
         if (strcmp(builtins[i]->name, SQZ_FUZZ_METHOD) == 0) {
             fuzz.c = builtins[i];

@@ -66,6 +66,10 @@ for np in 2 4; do
     bitident_case "$np" sign sign 1.0
     # exact: only float rounding of the sum.
     bitident_case "$np" none none 1e-6
+    bitident_case "$np" randk randk 1.0 SQZ_RANDK_DENSITY=0.1
+    bitident_case "$np" lossless lossless 1e-6
+    bitident_case "$np" qsgd qsgd 1.5
+    bitident_case "$np" quant4-collective quant 0.2 SQZ_PIPELINE=0
     if [ -n "$PLUGIN" ] && [ -f "$PLUGIN" ]; then
         # bfloat16 with error feedback: ~0.0023.
         bitident_case "$np" example-plugin example 0.01 SQZ_PLUGINS="$PLUGIN"

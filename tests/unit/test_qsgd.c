@@ -313,7 +313,8 @@ static void test_generic(const method_t *m, size_t n)
         const double r = fabs((double)a) / (double)norm * m->s;
         const double exact = (sg ? -1.0 : 1.0) * (double)norm * l / m->s;
         grid_bad += !(fabs((double)dec[i] - exact) <= 2.0 * FLT_EPSILON * norm) ||
-                    !((double)l >= floor(r * (1 - 1e-6)) && (double)l <= floor(r * (1 + 1e-6)) + 1) ||
+                    !((double)l >= floor(r * (1 - 1e-6)) &&
+                      (double)l <= floor(r * (1 + 1e-6)) + 1) ||
                     (l > 0 && (int)sg != (a < 0.0f));
         maxabs = fmax(maxabs, fabs((double)a));
         norm2_in += (double)a * a;
