@@ -132,6 +132,11 @@ typedef struct sqz_compress_args_v1 {
     size_t       payload_bytes; /**< bytes written */
     double       norm2_in;      /**< sum of a[i]^2 */
     double       norm2_err;     /**< sum of (a[i] - decoded[i])^2 */
+    /* Appended fields (present when size covers them). */
+    /** Stage 0 only, for a compressor with shared_len: the element-wise MAX over all ranks of the
+     *  values its shared_fill produced for this same chunk (shared_len(n) floats); NULL
+     *  otherwise (stage 1: the compressor decides alone). */
+    const float *shared;
 } sqz_compress_args_v1_t;
 
 /** The descriptor of one compressor.  Fields are never reordered; new ones go at the end and
@@ -170,6 +175,18 @@ typedef struct sqz_compressor_v1 {
 
     /** Frees the state.  Accepts NULL. */
     void (*destroy)(void *state);
+
+    /* Appended fields (present when size covers them; NULL: unused). */
+
+    /** A compressor whose encoding needs a value agreed by all ranks before compressing (TernGrad's
+     *  scaler, the largest |a| of a bucket over every rank) declares how many floats it needs for n
+     *  elements.  The engine then calls shared_fill on every rank for every chunk it compresses at
+     *  stage 0, takes the element-wise MAX over the ranks with one small all-gather, and passes
+     *  the result to compress() in args->shared. */
+    size_t (*shared_len)(void *state, size_t n);
+    /** Fills vals (shared_len(n) floats) from a = in + residual (residual may be NULL).  Must not
+     *  modify anything; NaN/Inf in a may produce anything (compress reports them). */
+    void (*shared_fill)(void *state, const float *in, const float *residual, size_t n, float *vals);
 } sqz_compressor_v1_t;
 
 #ifdef __cplusplus

@@ -74,7 +74,14 @@ sqz_status_t sqz_coll_frame_check(const sqz_coll_call_t *call, const void *where
  *  distinct chunks with distinct compressor states. */
 sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, void *cstate, const float *in,
                                float *residual, size_t n, int stage, void *dst, size_t cap,
-                               double *norms);
+                               double *norms, const float *shared);
+
+/** For a compressor with shared values (SQZ_HAS_SHARED): fills the values of each of the nchunks
+ *  chunks (off[r], len[r]) of the stage-0 input, takes their element-wise MAX over all ranks with
+ *  one all-gather, and sets shared[r] to chunk r's agreed values.  Without the hooks it sets every
+ *  shared[r] to NULL and exchanges nothing.  Collective.  \return SQZ_OK or SQZ_ERR_TRANSPORT. */
+sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *off,
+                             const size_t *len, const float **shared);
 /** Undoes a successful compress on the residual: residual += decode(payload) - in. */
 void         sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, size_t n,
                               const void *frame);

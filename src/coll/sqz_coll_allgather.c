@@ -21,10 +21,12 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
     uint64_t          mine;
 
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, cap));
+    const size_t zero = 0;
+    SQZ_CHECK(sqz_coll_shared(call, 1, &zero, &n, comm->sharedptr));
     double t0 = sqz_time_now();
     double norms[2] = {0, 0};
     (void)sqz_coll_compress(call, call->cstate, call->in, call->residual, n, 0, comm->sendbuf, cap,
-                            norms);
+                            norms, comm->sharedptr[0]);
     call->cs.norm2_in += norms[0];
     call->cs.norm2_err += norms[1];
     sqz_frame_t f;

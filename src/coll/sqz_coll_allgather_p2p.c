@@ -28,6 +28,8 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     memset(sreq, 0, 2 * (size_t)P * sizeof(void *));
     unsigned char *const mine = comm->recvbuf + (size_t)me * cap; /* compressed in place */
 
+    const size_t zero = 0;
+    SQZ_CHECK(sqz_coll_shared(call, 1, &zero, &n, comm->sharedptr));
     double t0 = sqz_time_now();
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
@@ -35,7 +37,8 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
                                  st, fail);
     }
     double norms[2] = {0, 0};
-    (void)sqz_coll_compress(call, call->cstate, call->in, call->residual, n, 0, mine, cap, norms);
+    (void)sqz_coll_compress(call, call->cstate, call->in, call->residual, n, 0, mine, cap, norms,
+                            comm->sharedptr[0]);
     call->cs.norm2_in += norms[0];
     call->cs.norm2_err += norms[1];
     memcpy(&f, mine, sizeof(f));

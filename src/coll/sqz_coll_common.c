@@ -63,7 +63,7 @@ sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b)
 
 sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, void *cstate, const float *in,
                                float *residual, size_t n, int stage, void *dst, size_t cap,
-                               double *norms)
+                               double *norms, const float *shared)
 {
     sqz_compress_args_v1_t a = {
         .size     = sizeof(a),
@@ -74,6 +74,7 @@ sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, void *cstate, const 
         .stage    = stage,
         .payload  = (unsigned char *)dst + sizeof(sqz_frame_t),
         .capacity = cap - sizeof(sqz_frame_t),
+        .shared   = shared,
     };
     sqz_status_t st = call->c->compress(cstate, &a);
     if (SQZ_OK == st && a.payload_bytes > a.capacity) {
@@ -117,4 +118,57 @@ void sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, s
     for (size_t i = 0; i < n; i++) {
         residual[i] -= in[i];
     }
+}
+
+sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *off,
+                             const size_t *len, const float **shared)
+{
+    sqz_comm_t *const                comm = call->comm;
+    const sqz_compressor_v1_t *const c    = call->c;
+    for (int r = 0; r < nchunks; r++) {
+        shared[r] = NULL;
+    }
+    if (!SQZ_HAS_SHARED(c)) {
+        return SQZ_OK;
+    }
+    const int P     = comm->nranks;
+    size_t    total = 0;
+    for (int r = 0; r < nchunks; r++) {
+        total += c->shared_len(call->cstate, len[r]);
+    }
+    /* Layout of sharedbuf: P contributions of `total` floats (the all-gather), then the MAX. */
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sharedbuf, &comm->sharedcap,
+                                  ((size_t)P + 1) * (total ? total : 1) * sizeof(float) +
+                                      2 * (size_t)P * sizeof(size_t)));
+    float *const  all  = comm->sharedbuf;
+    float *const  mine = all + (size_t)P * total;
+    size_t *const rb   = (size_t *)(mine + total), *const ds = rb + P;
+    size_t        o    = 0;
+    for (int r = 0; r < nchunks; r++) {
+        c->shared_fill(call->cstate, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
+                       len[r], mine + o);
+        o += c->shared_len(call->cstate, len[r]);
+    }
+    for (int r = 0; r < P; r++) {
+        rb[r] = total * sizeof(float);
+        ds[r] = (size_t)r * total * sizeof(float);
+    }
+    if (0 != comm->t.allgatherv(comm->t.self, mine, total * sizeof(float), all, rb, ds)) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    /* Element-wise MAX, in rank order (NaN-free inputs give the same bits on every rank). */
+    for (size_t i = 0; i < total; i++) {
+        float m = all[i];
+        for (int r = 1; r < P; r++) {
+            const float v = all[(size_t)r * total + i];
+            m             = v > m ? v : m;
+        }
+        mine[i] = m;
+    }
+    o = 0;
+    for (int r = 0; r < nchunks; r++) {
+        shared[r] = mine + o;
+        o += c->shared_len(call->cstate, len[r]);
+    }
+    return SQZ_OK;
 }

@@ -58,7 +58,8 @@ static void sqz_rs_compress_task(size_t r, int worker, void *arg)
     const sqz_coll_call_t *call = j->call;
     j->status[r] = sqz_coll_compress(call, call->comm->cstates[worker], call->in + j->off[r],
                                      call->residual ? call->residual + j->off[r] : NULL, j->len[r],
-                                     0, j->buf + j->dis[r], j->slot[r], j->norms + 2 * r);
+                                     0, j->buf + j->dis[r], j->slot[r], j->norms + 2 * r,
+                                     call->comm->sharedptr[r]);
 }
 
 /* Phase 2: chunk r of the output from its all-gathered payload (validated before). */
@@ -113,6 +114,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
     float *const y = comm->chunkbuf;
 
     /* ---- phase 1: compress every chunk (in parallel with SQZ_THREADS) ---- */
+    SQZ_CHECK(sqz_coll_shared(call, P, off, len, comm->sharedptr));
     double      t0 = sqz_time_now();
     sqz_rs_job_t job = {.call = call, .off = off, .len = len, .slot = slot, .dis = sdis,
                         .buf = comm->sendbuf, .norms = (double *)comm->taskbuf,
@@ -215,7 +217,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
         sres = call->state->server_residual;
     }
     if (SQZ_OK == local) {
-        (void)sqz_coll_compress(call, call->cstate, y, sres, mylen, 1, mine2, slot[me], NULL);
+        (void)sqz_coll_compress(call, call->cstate, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
     } else {
         sqz_coll_frame_set(call, mine2, SQZ_FRAME_FALLBACK, mylen, 0);
     }

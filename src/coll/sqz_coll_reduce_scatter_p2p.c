@@ -90,6 +90,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
     float *const y = comm->chunkbuf;
 
     /* ---- phase 1 ---- */
+    SQZ_CHECK(sqz_coll_shared(call, P, off, len, comm->sharedptr));
     double t_comm = 0, t_comp = 0, ta = sqz_time_now(), tb;
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
@@ -105,7 +106,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
             double norms[2] = {0, 0};
             mine = sqz_coll_compress(call, call->cstate, call->in + off[r],
                                      call->residual ? call->residual + off[r] : NULL, len[r], 0,
-                                     comm->sendbuf + sdis[r], slot[r], norms);
+                                     comm->sendbuf + sdis[r], slot[r], norms, comm->sharedptr[r]);
             call->cs.norm2_in += norms[0];
             call->cs.norm2_err += norms[1];
         } else {
@@ -176,7 +177,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
         sres = call->state->server_residual;
     }
     if (SQZ_OK == local) {
-        (void)sqz_coll_compress(call, call->cstate, y, sres, mylen, 1, mine2, slot[me], NULL);
+        (void)sqz_coll_compress(call, call->cstate, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
     } else {
         /* State the verdict: every rank will see it. */
         sqz_coll_frame_set(call, mine2,

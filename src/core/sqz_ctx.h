@@ -75,6 +75,9 @@ struct sqz_comm {
     unsigned char     *taskbuf;          /* per-chunk results of pool tasks */
     size_t             taskcap;
     size_t            *counts;           /* 6 * nranks size_t for the algorithms */
+    const float      **sharedptr;        /* nranks: each chunk's agreed shared values, or NULL */
+    float             *sharedbuf;        /* shared values of the compressors that need them */
+    size_t             sharedcap;
     float             *efbuf;            /* ef21/econtrol: message and residual, 2 * n floats */
     size_t             efcap;
 };

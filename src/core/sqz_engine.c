@@ -34,10 +34,11 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
         comm->t.isend = NULL, comm->t.irecv = NULL, comm->t.test = NULL, comm->t.wait = NULL;
     }
     pthread_mutex_init(&comm->lock, NULL);
-    comm->counts = calloc(6 * (size_t)t->nranks, sizeof(size_t));
+    comm->counts    = calloc(6 * (size_t)t->nranks, sizeof(size_t));
+    comm->sharedptr = calloc((size_t)t->nranks, sizeof(*comm->sharedptr));
     const sqz_compressor_env_v1_t env = {
         .size = sizeof(env), .rank = t->rank, .nranks = t->nranks, .seed = (uint64_t)ctx->p.seed};
-    sqz_status_t st = comm->counts ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    sqz_status_t st = (comm->counts && comm->sharedptr) ? SQZ_OK : SQZ_ERR_NO_MEMORY;
     if (SQZ_OK == st) {
         st = sqz_pool_create((int)ctx->p.threads, &comm->pool);
     }
@@ -80,6 +81,8 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     free(comm->chunkbuf);
     free(comm->taskbuf);
     free(comm->efbuf);
+    free(comm->sharedbuf);
+    free((void *)comm->sharedptr);
     free(comm->counts);
     pthread_mutex_destroy(&comm->lock);
     free(comm);

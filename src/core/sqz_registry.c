@@ -5,6 +5,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,8 +54,14 @@ sqz_status_t sqz_registry_check(const sqz_compressor_v1_t *c, char *err, size_t 
         snprintf(err, errlen, "ABI version %u, this library speaks %u", c->abi, SQZ_COMPRESSOR_ABI_V1);
         return SQZ_ERR_PLUGIN;
     }
-    if (c->size < sizeof(sqz_compressor_v1_t)) {
-        snprintf(err, errlen, "descriptor size %u smaller than %zu", c->size, sizeof(sqz_compressor_v1_t));
+    /* Fields after destroy were appended later: a plugin built before them is still valid. */
+    if (c->size < offsetof(sqz_compressor_v1_t, shared_len)) {
+        snprintf(err, errlen, "descriptor size %u smaller than %zu", c->size,
+                 offsetof(sqz_compressor_v1_t, shared_len));
+        return SQZ_ERR_PLUGIN;
+    }
+    if (SQZ_HAS_SHARED(c) && NULL == c->shared_fill) {
+        snprintf(err, errlen, "'%s' has shared_len but no shared_fill", c->name ? c->name : "?");
         return SQZ_ERR_PLUGIN;
     }
     if (NULL == c->name || '\0' == c->name[0] || strlen(c->name) > 32) {

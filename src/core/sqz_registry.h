@@ -2,6 +2,8 @@
 #ifndef SQZ_REGISTRY_H
 #define SQZ_REGISTRY_H
 
+#include <stddef.h>
+
 #include <squeeze.h>
 
 /* Built-in compressors (plugins/<name>/sqz_<name>.c), listed once in sqz_registry.c. */
@@ -12,6 +14,11 @@ extern const sqz_compressor_v1_t sqz_compressor_sign;
 extern const sqz_compressor_v1_t sqz_compressor_randk;
 extern const sqz_compressor_v1_t sqz_compressor_lossless;
 extern const sqz_compressor_v1_t sqz_compressor_qsgd;
+
+/** Whether a descriptor carries the appended shared-value hooks, and sets them. */
+#define SQZ_HAS_SHARED(c)                                                                        \
+    ((c)->size >= offsetof(sqz_compressor_v1_t, shared_fill) + sizeof(void (*)(void)) &&         \
+     NULL != (c)->shared_len)
 
 typedef struct sqz_registry_entry {
     const sqz_compressor_v1_t *c;
