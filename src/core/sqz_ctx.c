@@ -23,6 +23,9 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
      "gradient estimator and returns the shared estimator (EF21); econtrol is EF21 with a fed-back "
      "error term scaled by SQZ_ECONTROL_ETA (EControl).  ef21 and econtrol keep 2 and 3 "
      "estimators of the buffer's size per rank"},
+    {"EF_STORAGE", SQZ_PARAM_ENUM, "fp32", 0, 0, "fp32|bf16|int8", CORE(ef_storage),
+     "how the ef14 residual is kept between calls: fp32, or bf16 (half the memory) or int8 with a "
+     "scale per 256 elements (a quarter), whose rounding is lost from the error feedback"},
     {"ECONTROL_ETA", SQZ_PARAM_DOUBLE, "0.01", 0, 1, NULL, CORE(econtrol_eta),
      "EControl's feedback strength eta in [0, 1] (0: the EF21 estimator); keep it near the "
      "compressor's contraction (about the density for top-k): larger values diverge"},

@@ -35,6 +35,7 @@ typedef struct sqz_core_params {
     int         dgc_nesterov;
     int         dgc_masking;
     double      dgc_clip;
+    int         ef_storage;    /* sqz_ef_storage_t */
 } sqz_core_params_t;
 
 /** Per-method statistics row (one per registry entry). */
@@ -78,6 +79,8 @@ struct sqz_comm {
     const float      **sharedptr;        /* nranks: each chunk's agreed shared values, or NULL */
     float             *sharedbuf;        /* shared values of the compressors that need them */
     size_t             sharedcap;
+    float             *resbuf;           /* the expanded compact residual of the current call */
+    size_t             rescap;
     float             *efbuf;            /* ef21/econtrol: message and residual, 2 * n floats */
     size_t             efcap;
 };

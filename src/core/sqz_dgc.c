@@ -52,13 +52,12 @@ sqz_status_t sqz_dgc_input(const sqz_core_params_t *p, int nranks, sqz_state_sto
     return SQZ_OK;
 }
 
-void sqz_dgc_commit(const sqz_core_params_t *p, sqz_buf_state_t *b, size_t n)
+void sqz_dgc_commit(const sqz_core_params_t *p, sqz_buf_state_t *b, const float *v, size_t n)
 {
-    if (p->dgc_momentum <= 0 || !p->dgc_masking || NULL == b->residual || NULL == b->dgc_momentum) {
+    if (p->dgc_momentum <= 0 || !p->dgc_masking || NULL == v || NULL == b->dgc_momentum) {
         return;
     }
-    float *restrict u       = b->dgc_momentum;
-    const float *restrict v = b->residual;
+    float *restrict u = b->dgc_momentum;
     for (size_t i = 0; i < n; i++) {
         u[i] = (0.0f == v[i]) ? 0.0f : u[i];
     }

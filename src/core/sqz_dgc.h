@@ -24,7 +24,7 @@ int sqz_dgc_active(const sqz_core_params_t *p);
 sqz_status_t sqz_dgc_input(const sqz_core_params_t *p, int nranks, sqz_state_store_t *s,
                            sqz_buf_state_t *b, const float *x, float *msg, size_t n);
 
-/** After a successful compressed call: momentum factor masking from the new residual. */
-void sqz_dgc_commit(const sqz_core_params_t *p, sqz_buf_state_t *b, size_t n);
+/** After a successful compressed call: momentum factor masking from the new residual v. */
+void sqz_dgc_commit(const sqz_core_params_t *p, sqz_buf_state_t *b, const float *v, size_t n);
 
 #endif

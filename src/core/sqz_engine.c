@@ -12,6 +12,7 @@
 #include "sqz_ef.h"
 #include "sqz_log.h"
 #include "sqz_pool.h"
+#include "sqz_residual.h"
 
 sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_t **out)
 {
@@ -81,6 +82,7 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     free(comm->chunkbuf);
     free(comm->taskbuf);
     free(comm->efbuf);
+    free(comm->resbuf);
     free(comm->sharedbuf);
     free((void *)comm->sharedptr);
     free(comm->counts);
@@ -246,8 +248,9 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         }
         goto dense;
     }
-    const int ef = (SQZ_EF_NONE != mode);
-    if (SQZ_EF_EF14 == mode && SQZ_OK != sqz_state_reserve(&comm->store, bs, 1, 0)) {
+    const int ef       = (SQZ_EF_NONE != mode);
+    float    *residual = NULL;
+    if (SQZ_EF_EF14 == mode && SQZ_OK != sqz_residual_open(comm, bs, ctx->p.ef_storage, &residual)) {
         st = SQZ_ERR_NO_MEMORY;
         goto dense;
     }
@@ -274,7 +277,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         .out      = out,
         .n        = n,
         .block    = block,
-        .residual = transform ? r : (ef ? bs->residual : NULL),
+        .residual = transform ? r : residual,
         .state    = ef ? bs : NULL,
         .seq      = seq,
     };
@@ -291,11 +294,16 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     } else {
         st = sqz_coll_reduce_scatter(&call);
     }
+    if (residual && (SQZ_OK == st || SQZ_ERR_NONFINITE == st || SQZ_ERR_NOT_SUPPORTED == st ||
+                     SQZ_ERR_CORRUPT == st || SQZ_ERR_MISMATCH == st)) {
+        if (SQZ_OK == st && dgc) {
+            sqz_dgc_commit(&ctx->p, bs, residual, n);
+        }
+        sqz_residual_close(bs, ctx->p.ef_storage, residual); /* restored on a fallback */
+    }
     if (SQZ_OK == st) {
         if (transform) {
             sqz_ef_commit(mode, ctx->p.econtrol_eta, bs, m, r, out, out, n);
-        } else if (dgc) {
-            sqz_dgc_commit(&ctx->p, bs, n);
         }
         if (SQZ_OP_AVG == op) {
             sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);

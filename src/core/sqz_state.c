@@ -32,6 +32,9 @@ static void sqz_state_free(sqz_state_store_t *s, sqz_buf_state_t *b)
     free(b->ef_err);
     free(b->ef_shared);
     free(b->dgc_momentum);
+    s->bytes -= b->res_bytes;
+    free(b->res_compact);
+    free(b->res_scale);
     free(b);
 }
 

@@ -19,6 +19,9 @@ typedef struct sqz_buf_state {
     float                *ef_err;          /* econtrol: e_i */
     float                *ef_shared;       /* ef21: G; econtrol: H (identical on every rank) */
     float                *dgc_momentum;    /* DGC momentum correction u, or NULL */
+    void                 *res_compact;     /* SQZ_EF_STORAGE=bf16/int8: the compact residual */
+    float                *res_scale;       /* int8: one scale per 256 elements */
+    size_t                res_bytes;       /* bytes of res_compact and res_scale */
     struct sqz_buf_state *next;
 } sqz_buf_state_t;
 

@@ -520,6 +520,33 @@ static void test_dgc(void)
     done(&c);
 }
 
+/* SQZ_EF_STORAGE: compact residuals keep error feedback working (the mean of repeated calls still
+ * approaches the exact sum) and replicas identical. */
+static void test_ef_storage(void)
+{
+    const char *st[] = {"fp32", "bf16", "int8"};
+    double      errs[3];
+    for (int k = 0; k < 3; k++) {
+        const char *kv[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF_STORAGE", st[k], NULL};
+        job_t       j    = {.kv = kv, .P = 3, .n = 65536, .calls = 60, .nan_rank = -1, .corrupt_call = -1};
+        run(&j);
+        CHECK(identical(&j));
+        errs[k] = j.err_avg;
+        printf("SQZ_EF_STORAGE=%s: one call %.4f, mean of %d calls %.4f\n", st[k], j.err_first, j.calls,
+               j.err_avg);
+        CHECK_MSG(j.err_avg * 3 < j.err_first, "%s: error feedback lost", st[k]);
+        done(&j);
+    }
+    CHECK(errs[1] < 2 * errs[0] + 0.01 && errs[2] < 3 * errs[0] + 0.02);
+    /* A NaN call with compact storage: dense on every rank, nothing lost. */
+    const char *kv[] = {"SQZ_METHOD", "quant", "SQZ_EF_STORAGE", "int8", NULL};
+    job_t       j    = {.kv = kv, .P = 3, .n = 65536, .calls = 2, .nan_rank = 1, .nan_call = 1, .corrupt_call = -1};
+    run(&j);
+    CHECK(identical(&j));
+    CHECK_EQ_INT(j.stats[0].calls_nonfinite, 1);
+    done(&j);
+}
+
 static void test_mismatch(void)
 {
     const char *kv[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", NULL};
@@ -546,6 +573,7 @@ int main(void)
     test_threads();
     test_ef_variants();
     test_dgc();
+    test_ef_storage();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
     return sqz_test_result("test_coll_threads");
