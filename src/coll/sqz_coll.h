@@ -41,6 +41,10 @@ typedef struct sqz_coll_call {
     float                     *residual; /* worker residual (n) or NULL */
     sqz_buf_state_t           *state;    /* for the server residual; NULL without EF */
     uint64_t                   seq;
+    /** The caller's output is its input (in place): nothing may be written to out before every
+     *  rank has agreed not to fall back, since the dense fallback reads the input from there.
+     *  (in may be a transformed copy, so in != out does not tell.) */
+    int                        out_is_input;
     sqz_call_stats_t           cs;
 } sqz_coll_call_t;
 

@@ -53,7 +53,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     call->cs.bytes_wire = bytes;
     call->cs.bytes_sent = bytes * (size_t)(P - 1);
 
-    const int stream = ((const float *)call->out != call->in);
+    const int stream = !call->out_is_input;
     if (stream) {
         memset(call->out, 0, n * sizeof(float));
     }

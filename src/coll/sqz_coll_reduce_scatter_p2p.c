@@ -197,7 +197,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
     memcpy(comm->recvbuf + rdis[me], mine2, slot[me]);
     /* When out is not in, decoding as chunks arrive is safe: a late fallback rewrites all of out
      * from in.  In place, nothing is written before every verdict is known. */
-    const int stream = ((const float *)call->out != call->in);
+    const int stream = !call->out_is_input;
     for (int s = 0; s < P; s++) {
         tb = sqz_time_now();
         SQZ_TRANSPORT_CHECK_GOTO(sqz_p2p_wait(t, &rreq[s]), st, out);

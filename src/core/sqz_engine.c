@@ -280,6 +280,8 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         .residual = transform ? r : residual,
         .state    = ef ? bs : NULL,
         .seq      = seq,
+        /* A reduce-scatter's output block is the start of an in-place input as well. */
+        .out_is_input = ((const float *)out == in),
     };
     if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
         if (block) {

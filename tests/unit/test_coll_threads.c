@@ -472,6 +472,19 @@ static void test_ef_variants(void)
             done(&j);
         }
     }
+    /* A NaN on one rank, in place, with the transformed input: the dense fallback must still see
+     * the caller's input (nothing decoded into it before the verdict). */
+    for (int m = 0; m < 2; m++) {
+        const char *kn[] = {"SQZ_METHOD", m ? "quant" : "topk", "SQZ_EF", "ef21", NULL};
+        job_t       j    = {.kv = kn, .P = 3, .n = 65536, .calls = 1, .nan_rank = 2, .nan_call = 0,
+                            .corrupt_call = -1, .in_place = 1};
+        run(&j);
+        CHECK(identical(&j));
+        CHECK_EQ_INT(j.stats[0].calls_nonfinite, 1);
+        CHECK_MSG(j.out[0][5] == j.exact[5] && j.out[0][40000] == j.exact[40000],
+                  "%s ef21 in place: the fallback did not get the input", kn[1]);
+        done(&j);
+    }
     /* Warm-up calls are dense and initialize the estimators with the exact gradients: the first
      * compressed call then sends a zero change and returns the exact sum again. */
     const char *kv[] = {"SQZ_METHOD", "topk", "SQZ_EF", "ef21", "SQZ_WARMUP_STEPS", "1", NULL};
