@@ -22,6 +22,7 @@ static const sqz_compressor_v1_t *const sqz_builtin_compressors[] = {
     &sqz_compressor_randk,
     &sqz_compressor_lossless,
     &sqz_compressor_qsgd,
+    &sqz_compressor_terngrad,
 };
 
 static sqz_status_t sqz_registry_add(sqz_registry_t *r, const sqz_compressor_v1_t *c,

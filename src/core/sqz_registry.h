@@ -14,6 +14,7 @@ extern const sqz_compressor_v1_t sqz_compressor_sign;
 extern const sqz_compressor_v1_t sqz_compressor_randk;
 extern const sqz_compressor_v1_t sqz_compressor_lossless;
 extern const sqz_compressor_v1_t sqz_compressor_qsgd;
+extern const sqz_compressor_v1_t sqz_compressor_terngrad;
 
 /** Whether a descriptor carries the appended shared-value hooks, and sets them. */
 #define SQZ_HAS_SHARED(c)                                                                        \

@@ -72,6 +72,10 @@ static const fuzz_config_t all_configs[] = {
     {"qsgd", {"QSGD_LEVELS=5", "QSGD_BUCKET=13", "QSGD_NORM=max", NULL}},
     {"qsgd", {"QSGD_LEVELS=200", "QSGD_BUCKET=9", NULL}},
     {"qsgd", {"QSGD_LEVELS=127", "QSGD_NORM=max", NULL}},
+    {"terngrad", {NULL}},
+    {"terngrad", {"TERNGRAD_BUCKET=8", NULL}},
+    {"terngrad", {"TERNGRAD_BUCKET=13", "TERNGRAD_CLIP=2.5", NULL}},
+    {"terngrad", {"TERNGRAD_BUCKET=100", "TERNGRAD_CLIP=1", NULL}},
 };
 #define FUZZ_MAX_CONFIGS (sizeof all_configs / sizeof all_configs[0])
 
@@ -100,7 +104,7 @@ static void fuzz_init(void)
     const sqz_compressor_v1_t *const builtins[] = {&sqz_compressor_none,  &sqz_compressor_topk,
                                                    &sqz_compressor_quant, &sqz_compressor_sign,
                                                    &sqz_compressor_randk, &sqz_compressor_lossless,
-                                                   &sqz_compressor_qsgd};
+                                                   &sqz_compressor_qsgd,  &sqz_compressor_terngrad};
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
         if (strcmp(builtins[i]->name, SQZ_FUZZ_METHOD) == 0) {
             fuzz.c = builtins[i];
