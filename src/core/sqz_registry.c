@@ -23,6 +23,7 @@ static const sqz_compressor_v1_t *const sqz_builtin_compressors[] = {
     &sqz_compressor_lossless,
     &sqz_compressor_qsgd,
     &sqz_compressor_terngrad,
+    &sqz_compressor_fedzip,
 };
 
 static sqz_status_t sqz_registry_add(sqz_registry_t *r, const sqz_compressor_v1_t *c,

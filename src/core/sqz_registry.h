@@ -15,6 +15,7 @@ extern const sqz_compressor_v1_t sqz_compressor_randk;
 extern const sqz_compressor_v1_t sqz_compressor_lossless;
 extern const sqz_compressor_v1_t sqz_compressor_qsgd;
 extern const sqz_compressor_v1_t sqz_compressor_terngrad;
+extern const sqz_compressor_v1_t sqz_compressor_fedzip;
 
 /** Whether a descriptor carries the appended shared-value hooks, and sets them. */
 #define SQZ_HAS_SHARED(c)                                                                        \

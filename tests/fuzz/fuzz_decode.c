@@ -36,7 +36,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 /* Configurations per method, as "NAME=value" lists (NULL-terminated). */
 typedef struct fuzz_config {
     const char *method;
-    const char *kv[4];
+    const char *kv[5];
 } fuzz_config_t;
 
 static const fuzz_config_t all_configs[] = {
@@ -76,6 +76,10 @@ static const fuzz_config_t all_configs[] = {
     {"terngrad", {"TERNGRAD_BUCKET=8", NULL}},
     {"terngrad", {"TERNGRAD_BUCKET=13", "TERNGRAD_CLIP=2.5", NULL}},
     {"terngrad", {"TERNGRAD_BUCKET=100", "TERNGRAD_CLIP=1", NULL}},
+    {"fedzip", {NULL}},
+    {"fedzip", {"FEDZIP_DENSITY=0.1", "FEDZIP_CLUSTERS=16", NULL}},
+    {"fedzip", {"FEDZIP_DENSITY=1", "FEDZIP_CLUSTERS=2", "FEDZIP_LEVEL=-7", NULL}},
+    {"fedzip", {"FEDZIP_DENSITY=0.3", "FEDZIP_CLUSTERS=7", "FEDZIP_ITERS=1", "FEDZIP_LEVEL=19", NULL}},
 };
 #define FUZZ_MAX_CONFIGS (sizeof all_configs / sizeof all_configs[0])
 
@@ -104,7 +108,8 @@ static void fuzz_init(void)
     const sqz_compressor_v1_t *const builtins[] = {&sqz_compressor_none,  &sqz_compressor_topk,
                                                    &sqz_compressor_quant, &sqz_compressor_sign,
                                                    &sqz_compressor_randk, &sqz_compressor_lossless,
-                                                   &sqz_compressor_qsgd,  &sqz_compressor_terngrad};
+                                                   &sqz_compressor_qsgd,  &sqz_compressor_terngrad,
+                                                   &sqz_compressor_fedzip};
     for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
         if (strcmp(builtins[i]->name, SQZ_FUZZ_METHOD) == 0) {
             fuzz.c = builtins[i];

@@ -70,6 +70,7 @@ for np in 2 4; do
     bitident_case "$np" lossless lossless 1e-6
     bitident_case "$np" qsgd qsgd 1.5
     bitident_case "$np" terngrad terngrad 2.5
+    bitident_case "$np" fedzip fedzip 1.0 SQZ_FEDZIP_DENSITY=0.1
     bitident_case "$np" quant4-collective quant 0.2 SQZ_PIPELINE=0
     if [ -n "$PLUGIN" ] && [ -f "$PLUGIN" ]; then
         # bfloat16 with error feedback: ~0.0023.
