@@ -64,6 +64,10 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
     {"DGC_CLIP", SQZ_PARAM_DOUBLE, "0", 0, 1e30, NULL, CORE(dgc_clip),
      "DGC local gradient clipping (0: off): each rank scales its buffer to an L2 norm of at most "
      "DGC_CLIP / sqrt(ranks) before compression"},
+    {"SPARSE_DENSE_SWITCH", SQZ_PARAM_DOUBLE, "1", 0, 1e9, NULL, CORE(sparse_dense_switch),
+     "cost model of the sparse all-gather (topk, fedzip): when the payloads every rank receives "
+     "would exceed this factor times the bytes of a dense ring all-reduce, the call is sent dense "
+     "(exactly, residual included); 0 never switches"},
     {"PIPELINE", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(pipeline),
      "pipeline the scatter-reduce exchange over point-to-point messages (send chunk i while "
      "compressing chunk i+1, decode while later chunks arrive) when the transport offers them "

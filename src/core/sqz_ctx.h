@@ -36,12 +36,26 @@ typedef struct sqz_core_params {
     int         dgc_masking;
     double      dgc_clip;
     int         ef_storage;    /* sqz_ef_storage_t */
+    double      sparse_dense_switch;
 } sqz_core_params_t;
+
+/** The exchange a compressed call took (stats key "algorithms"). */
+typedef enum {
+    SQZ_ALGO_ALLGATHER = 0,     /* sparse all-gather over the transport's collectives */
+    SQZ_ALGO_ALLGATHER_P2P,     /* the same, point-to-point */
+    SQZ_ALGO_REDUCE_SCATTER,    /* scatter-reduce / all-gather over collectives */
+    SQZ_ALGO_REDUCE_SCATTER_P2P,/* the same, pipelined point-to-point */
+    SQZ_ALGO_DENSE_SWITCH,      /* the cost model found the dense all-reduce cheaper */
+    SQZ_ALGO_COUNT
+} sqz_algo_t;
+
+extern const char *const sqz_algo_names[SQZ_ALGO_COUNT];
 
 /** Per-method statistics row (one per registry entry). */
 typedef struct sqz_method_stats {
     sqz_stats_t s;
     uint64_t    bytes_sent; /* bytes this rank sent to peers for compressed calls */
+    uint64_t    algo_calls[SQZ_ALGO_COUNT];
 } sqz_method_stats_t;
 
 struct sqz_ctx {
@@ -93,6 +107,7 @@ typedef struct sqz_call_stats {
     double t_comm;       /* seconds in the transport */
     double norm2_in, norm2_err;
     int    nonfinite;    /* some rank's input was not finite */
+    int    algo;         /* sqz_algo_t */
 } sqz_call_stats_t;
 
 double sqz_time_now(void);

@@ -2,6 +2,7 @@
  * the dispatch of a compressed call to its collective algorithm with a dense fallback. */
 #include "config.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,47 @@ static sqz_status_t sqz_dense_allreduce(sqz_comm_t *comm, const float *in, float
     return SQZ_OK;
 }
 
+/* The cost model of the sparse all-gather (SQZ_SPARSE_DENSE_SWITCH): every rank receives P - 1
+ * payloads of up to max_payload(n) bytes, a dense ring all-reduce moves 2 (P - 1) / P * 4n bytes
+ * per rank.  Same inputs on every rank, so the same answer. */
+static int sqz_sparse_costs_more(const sqz_comm_t *comm, size_t n)
+{
+    const double f = comm->ctx->p.sparse_dense_switch;
+    if (f <= 0 || comm->nranks < 2) {
+        return 0;
+    }
+    const double sparse = (double)(comm->nranks - 1) * (double)comm->ctx->method->max_payload(comm->cstate, n);
+    const double dense  = 2.0 * (double)(comm->nranks - 1) / (double)comm->nranks * 4.0 * (double)n;
+    return sparse > f * dense;
+}
+
+/* The dense side of the switch: what the compressor would have seen (input plus residual) goes
+ * exactly, so the residual is emptied: error feedback loses nothing. */
+static sqz_status_t sqz_dense_switch(sqz_coll_call_t *call)
+{
+    sqz_comm_t *const comm = call->comm;
+    const size_t      n    = call->n;
+    int               bad  = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad |= !isfinite(call->in[i]);
+    }
+    if (call->residual && !bad) {
+        /* (A non-finite input goes as it is, and the residual stays for the next call.) */
+        for (size_t i = 0; i < n; i++) {
+            call->residual[i] += call->in[i];
+        }
+        if (0 != comm->t.allreduce_f32_sum(comm->t.self, call->residual, call->out, n)) {
+            return SQZ_ERR_TRANSPORT;
+        }
+        memset(call->residual, 0, n * sizeof(float));
+    } else if (0 != comm->t.allreduce_f32_sum(comm->t.self, call->in, call->out, n)) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    call->cs.bytes_wire = n * sizeof(float);
+    call->cs.bytes_sent = 2 * (size_t)(comm->nranks - 1) * n * sizeof(float) / (size_t)comm->nranks;
+    return SQZ_OK;
+}
+
 /* Runs one call: block == 0 for an all-reduce of n elements, else a reduce-scatter of n = P*block
  * elements.  `in` is the input, `out` the output (n or block elements). */
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
@@ -286,15 +328,22 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
         if (block) {
             st = SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
+        } else if (sqz_sparse_costs_more(comm, n)) {
+            call.cs.algo = SQZ_ALGO_DENSE_SWITCH;
+            st           = sqz_dense_switch(&call);
         } else if (comm->p2p && ctx->p.pipeline) {
-            st = sqz_coll_allgather_p2p(&call);
+            call.cs.algo = SQZ_ALGO_ALLGATHER_P2P;
+            st           = sqz_coll_allgather_p2p(&call);
         } else {
-            st = sqz_coll_allgather(&call);
+            call.cs.algo = SQZ_ALGO_ALLGATHER;
+            st           = sqz_coll_allgather(&call);
         }
     } else if (comm->p2p && ctx->p.pipeline && sqz_pool_size(comm->pool) <= 1) {
-        st = sqz_coll_reduce_scatter_p2p(&call);
+        call.cs.algo = SQZ_ALGO_REDUCE_SCATTER_P2P;
+        st           = sqz_coll_reduce_scatter_p2p(&call);
     } else {
-        st = sqz_coll_reduce_scatter(&call);
+        call.cs.algo = SQZ_ALGO_REDUCE_SCATTER;
+        st           = sqz_coll_reduce_scatter(&call);
     }
     if (residual && (SQZ_OK == st || SQZ_ERR_NONFINITE == st || SQZ_ERR_NOT_SUPPORTED == st ||
                      SQZ_ERR_CORRUPT == st || SQZ_ERR_MISMATCH == st)) {

@@ -9,6 +9,10 @@
 #include "sqz_log.h"
 #include "sqz_stats.h"
 
+const char *const sqz_algo_names[SQZ_ALGO_COUNT] = {
+    "allgather", "allgather_p2p", "reduce_scatter", "reduce_scatter_p2p", "dense_switch",
+};
+
 void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,
                       const sqz_call_stats_t *cs)
 {
@@ -16,6 +20,9 @@ void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,
     sqz_method_stats_t *m = &ctx->stats[index];
     switch (kind) {
     case 'c':
+        if (cs->algo >= 0 && cs->algo < SQZ_ALGO_COUNT) {
+            m->algo_calls[cs->algo]++;
+        }
         m->s.calls_compressed++;
         m->s.bytes_in += bytes_in;
         m->s.bytes_wire += cs->bytes_wire;
@@ -131,7 +138,16 @@ sqz_status_t sqz_stats_write_json(const sqz_ctx_t *ctx, const char *path, int ra
         }
         fprintf(f, "%s\n    \"%s\": {\n", first ? "" : ",", ctx->reg.e[j].c->name);
         sqz_json_row(f, &ctx->stats[j].s, ctx->stats[j].bytes_sent, "      ");
-        fprintf(f, "\n    }");
+        fprintf(f, ",\n      \"algorithms\": {");
+        int a_first = 1;
+        for (int a = 0; a < SQZ_ALGO_COUNT; a++) {
+            if (ctx->stats[j].algo_calls[a]) {
+                fprintf(f, "%s\"%s\": %llu", a_first ? "" : ", ", sqz_algo_names[a],
+                        (unsigned long long)ctx->stats[j].algo_calls[a]);
+                a_first = 0;
+            }
+        }
+        fprintf(f, "}\n    }");
         first = 0;
     }
     fprintf(f, "%s}\n}\n", first ? "" : "\n  ");

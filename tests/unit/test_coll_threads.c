@@ -560,6 +560,26 @@ static void test_ef_storage(void)
     done(&j);
 }
 
+/* The sparse all-gather's cost model: at density 0.5 on 4 ranks the payloads would outweigh a
+ * dense all-reduce, so the call goes dense (exactly, residual emptied); at 0.01 it stays sparse. */
+static void test_dense_switch(void)
+{
+    const char *kv[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.5", NULL};
+    job_t       j    = {.kv = kv, .P = 4, .n = 65536, .calls = 2, .nan_rank = -1, .corrupt_call = -1};
+    run(&j);
+    CHECK(identical(&j));
+    CHECK(j.err_first < 1e-6); /* exact: the dense all-reduce */
+    CHECK_EQ_INT(j.stats[0].calls_compressed, 2);
+    CHECK_EQ_INT(j.stats[0].bytes_wire, 2 * 65536 * 4);
+    done(&j);
+    const char *kv2[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.5", "SQZ_SPARSE_DENSE_SWITCH", "0", NULL};
+    job_t       k    = {.kv = kv2, .P = 4, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = -1};
+    run(&k);
+    CHECK(k.err_first > 1e-3); /* switched off: top-k's error */
+    CHECK(k.stats[0].bytes_wire < 65536 * 4 * 2);
+    done(&k);
+}
+
 static void test_mismatch(void)
 {
     const char *kv[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", NULL};
@@ -587,6 +607,7 @@ int main(void)
     test_ef_variants();
     test_dgc();
     test_ef_storage();
+    test_dense_switch();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
     return sqz_test_result("test_coll_threads");
