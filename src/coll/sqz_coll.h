@@ -28,6 +28,8 @@ typedef struct sqz_frame {
 #define SQZ_FRAME_MAGIC     0x315a5153u /* "SQZ1" */
 #define SQZ_FRAME_FALLBACK  0x1u        /* this rank asks every rank to go dense */
 #define SQZ_FRAME_NONFINITE 0x2u        /* ... because its input was not finite */
+#define SQZ_FRAME_EXACT_SPARSE 0x4u     /* exact payload: u32 m, m u32 indices, m f32 values */
+#define SQZ_FRAME_EXACT_DENSE  0x8u     /* exact payload: the floats */
 
 /** One compressed call, as the engine hands it to an algorithm. */
 typedef struct sqz_coll_call {
@@ -45,6 +47,10 @@ typedef struct sqz_coll_call {
      *  rank has agreed not to fall back, since the dense fallback reads the input from there.
      *  (in may be a transformed copy, so in != out does not tell.) */
     int                        out_is_input;
+    /** SparCML's split all-gather (DSAR): phase 2 sends the reduced chunk exactly, as sparse
+     *  (index, value) pairs or dense floats, whichever is smaller, instead of compressing it again.
+     *  For sparsifiers, whose reduced chunks are sparse unless their supports grew. */
+    int                        exact2;
     sqz_call_stats_t           cs;
 } sqz_coll_call_t;
 
@@ -89,6 +95,18 @@ sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *o
 /** Undoes a successful compress on the residual: residual += decode(payload) - in. */
 void         sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, size_t n,
                               const void *frame);
+/** Exact encoding of a reduced chunk (split all-gather): sparse pairs when they are smaller than
+ *  the floats.  Writes frame + payload at dst (capacity >= sqz_coll_exact_bound(n)). */
+size_t       sqz_coll_exact_bound(size_t n);
+void         sqz_coll_exact_encode(const sqz_coll_call_t *call, const float *y, size_t n, void *dst);
+/** Decodes (out != NULL: adds into out) or validates an exact payload described by its frame.
+ *  Validates everything before writing.  \return SQZ_OK or SQZ_ERR_CORRUPT. */
+sqz_status_t sqz_coll_exact_decode(const void *frame, float *out, size_t n);
+/** Decodes one received frame + payload: exact payloads by the engine, others by the compressor
+ *  (cstate).  out == NULL validates only. */
+sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, void *cstate, const void *frame,
+                             float *out, size_t n);
+
 /** Merges two fallback reasons, keeping the most specific. */
 sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b);
 

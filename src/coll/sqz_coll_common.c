@@ -172,3 +172,90 @@ sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *o
     }
     return SQZ_OK;
 }
+
+size_t sqz_coll_exact_bound(size_t n) { return sqz_coll_round8(sizeof(sqz_frame_t) + 4 * n + 8); }
+
+void sqz_coll_exact_encode(const sqz_coll_call_t *call, const float *y, size_t n, void *dst)
+{
+    size_t nnz = 0;
+    for (size_t i = 0; i < n; i++) {
+        nnz += (0.0f != y[i]);
+    }
+    unsigned char *p = (unsigned char *)dst + sizeof(sqz_frame_t);
+    if (4 + 8 * nnz < 4 * n) {
+        const uint32_t m = (uint32_t)nnz;
+        memcpy(p, &m, 4);
+        unsigned char *idx = p + 4, *val = p + 4 + 4 * nnz;
+        size_t         j   = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (0.0f != y[i]) {
+                const uint32_t u = (uint32_t)i;
+                memcpy(idx + 4 * j, &u, 4);
+                memcpy(val + 4 * j, &y[i], 4);
+                j++;
+            }
+        }
+        sqz_coll_frame_set(call, dst, SQZ_FRAME_EXACT_SPARSE, n, 4 + 8 * nnz);
+    } else {
+        memcpy(p, y, 4 * n);
+        sqz_coll_frame_set(call, dst, SQZ_FRAME_EXACT_DENSE, n, 4 * n);
+    }
+}
+
+sqz_status_t sqz_coll_exact_decode(const void *frame, float *out, size_t n)
+{
+    sqz_frame_t f;
+    memcpy(&f, frame, sizeof(f));
+    const unsigned char *p = (const unsigned char *)frame + sizeof(f);
+    if (f.flags & SQZ_FRAME_EXACT_DENSE) {
+        if (f.bytes != 4 * (uint64_t)n) {
+            return SQZ_ERR_CORRUPT;
+        }
+        if (out) {
+            for (size_t i = 0; i < n; i++) {
+                float v;
+                memcpy(&v, p + 4 * i, 4);
+                out[i] += v;
+            }
+        }
+        return SQZ_OK;
+    }
+    uint32_t m;
+    if (f.bytes < 4) {
+        return SQZ_ERR_CORRUPT;
+    }
+    memcpy(&m, p, 4);
+    if (m > n || f.bytes != 4 + 8 * (uint64_t)m) {
+        return SQZ_ERR_CORRUPT;
+    }
+    const unsigned char *idx = p + 4, *val = p + 4 + 4 * (size_t)m;
+    uint32_t             prev = 0;
+    for (uint32_t j = 0; j < m; j++) { /* strictly increasing and in range, before any write */
+        uint32_t u;
+        memcpy(&u, idx + 4 * (size_t)j, 4);
+        if (u >= n || (j > 0 && u <= prev)) {
+            return SQZ_ERR_CORRUPT;
+        }
+        prev = u;
+    }
+    for (uint32_t j = 0; out && j < m; j++) {
+        uint32_t u;
+        float    v;
+        memcpy(&u, idx + 4 * (size_t)j, 4);
+        memcpy(&v, val + 4 * (size_t)j, 4);
+        out[u] += v;
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, void *cstate, const void *frame,
+                             float *out, size_t n)
+{
+    sqz_frame_t f;
+    memcpy(&f, frame, sizeof(f));
+    if (f.flags & (SQZ_FRAME_EXACT_SPARSE | SQZ_FRAME_EXACT_DENSE)) {
+        return sqz_coll_exact_decode(frame, out, n);
+    }
+    return call->c->decompress(cstate, (const unsigned char *)frame + sizeof(f), (size_t)f.bytes,
+                               out, n);
+}

@@ -79,9 +79,18 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
         rdis[r] = recv2;
         recv2 += slot[r];
     }
+    /* Phase-2 slots: the compressor's bound, or the exact encoding's in a split all-gather
+     * (tmp holds them; rdis their offsets). */
+    size_t *const slot2 = tmp;
+    recv2               = 0;
+    for (int r = 0; r < P; r++) {
+        slot2[r] = call->exact2 ? sqz_coll_exact_bound(len[r]) : slot[r];
+        rdis[r]  = recv2;
+        recv2 += slot2[r];
+    }
     const size_t mylen = len[me];
     const size_t recv1 = (size_t)P * slot[me];
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, send1 + slot[me]));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, send1 + slot2[me]));
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, recv1 > recv2 ? recv1 : recv2));
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap, (mylen ? mylen : 1) * sizeof(float)));
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap, 2 * (size_t)P * sizeof(void *)));
@@ -172,11 +181,13 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
     /* ---- phase 2 ---- */
     unsigned char *const mine2 = comm->sendbuf + send1;
     float               *sres  = NULL;
-    if (SQZ_OK == local && call->state) {
+    if (SQZ_OK == local && call->state && !call->exact2) {
         SQZ_CHECK_GOTO(sqz_state_reserve(&comm->store, call->state, 0, mylen ? mylen : 1), st, out);
         sres = call->state->server_residual;
     }
-    if (SQZ_OK == local) {
+    if (SQZ_OK == local && call->exact2) {
+        sqz_coll_exact_encode(call, y, mylen, mine2); /* split all-gather: exact */
+    } else if (SQZ_OK == local) {
         (void)sqz_coll_compress(call, call->cstate, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
     } else {
         /* State the verdict: every rank will see it. */
@@ -190,11 +201,11 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
     const size_t len2 = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P, r = (me + k) % P;
-        SQZ_TRANSPORT_CHECK_GOTO(t->irecv(t->self, comm->recvbuf + rdis[s], slot[s], s, NULL, &rreq[s]), st, out);
+        SQZ_TRANSPORT_CHECK_GOTO(t->irecv(t->self, comm->recvbuf + rdis[s], slot2[s], s, NULL, &rreq[s]), st, out);
         SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, mine2, len2, r, &sreq[r]), st, out);
     }
     call->cs.bytes_sent += len2 * (size_t)(P - 1);
-    memcpy(comm->recvbuf + rdis[me], mine2, slot[me]);
+    memcpy(comm->recvbuf + rdis[me], mine2, len2);
     /* When out is not in, decoding as chunks arrive is safe: a late fallback rewrites all of out
      * from in.  In place, nothing is written before every verdict is known. */
     const int stream = !call->out_is_input;
@@ -204,7 +215,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
         ta = sqz_time_now();
         t_comm += ta - tb;
         const unsigned char *fr = comm->recvbuf + rdis[s];
-        sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[s], slot[s]);
+        sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[s], slot2[s]);
         if (SQZ_OK == fs) {
             memcpy(&f, fr, sizeof(f));
             /* Streaming, decoding is the validation (nothing is written on failure, and a later
@@ -213,7 +224,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
             if (dst) {
                 memset(dst, 0, len[s] * sizeof(float));
             }
-            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, dst, len[s]);
+            fs = sqz_coll_decode(call, call->cstate, fr, dst, len[s]);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
         }
         st = sqz_coll_worse(st, fs);
@@ -232,7 +243,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
             const unsigned char *fr = comm->recvbuf + rdis[s];
             memcpy(&f, fr, sizeof(f));
             memset(call->out + off[s], 0, len[s] * sizeof(float));
-            (void)call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, call->out + off[s], len[s]);
+            (void)sqz_coll_decode(call, call->cstate, fr, call->out + off[s], len[s]);
         }
         t_comp += sqz_time_now() - ta;
     }

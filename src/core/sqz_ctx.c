@@ -68,6 +68,11 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
      "cost model of the sparse all-gather (topk, fedzip): when the payloads every rank receives "
      "would exceed this factor times the bytes of a dense ring all-reduce, the call is sent dense "
      "(exactly, residual included); 0 never switches"},
+    {"SPARSE_ALGO", SQZ_PARAM_ENUM, "auto", 0, 0, "auto|allgather|split", CORE(sparse_algo),
+     "exchange of the sparsifiers (topk, fedzip): allgather sends every rank's payload to every "
+     "rank; split is SparCML's split all-gather (each rank reduces one chunk from sparse pieces, "
+     "then sends it exactly, sparse or dense, whichever is smaller; needs SQZ_PIPELINE); auto "
+     "picks the cheaper by a cost model of ranks, size and density"},
     {"PIPELINE", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(pipeline),
      "pipeline the scatter-reduce exchange over point-to-point messages (send chunk i while "
      "compressing chunk i+1, decode while later chunks arrive) when the transport offers them "

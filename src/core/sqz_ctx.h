@@ -37,6 +37,7 @@ typedef struct sqz_core_params {
     double      dgc_clip;
     int         ef_storage;    /* sqz_ef_storage_t */
     double      sparse_dense_switch;
+    int         sparse_algo;   /* 0 auto, 1 allgather, 2 split */
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */
@@ -46,6 +47,7 @@ typedef enum {
     SQZ_ALGO_REDUCE_SCATTER,    /* scatter-reduce / all-gather over collectives */
     SQZ_ALGO_REDUCE_SCATTER_P2P,/* the same, pipelined point-to-point */
     SQZ_ALGO_DENSE_SWITCH,      /* the cost model found the dense all-reduce cheaper */
+    SQZ_ALGO_SPLIT_ALLGATHER,   /* SparCML's split all-gather: sparse scatter-reduce, exact all-gather */
     SQZ_ALGO_COUNT
 } sqz_algo_t;
 

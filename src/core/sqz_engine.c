@@ -206,18 +206,34 @@ static sqz_status_t sqz_dense_allreduce(sqz_comm_t *comm, const float *in, float
     return SQZ_OK;
 }
 
-/* The cost model of the sparse all-gather (SQZ_SPARSE_DENSE_SWITCH): every rank receives P - 1
- * payloads of up to max_payload(n) bytes, a dense ring all-reduce moves 2 (P - 1) / P * 4n bytes
- * per rank.  Same inputs on every rank, so the same answer. */
-static int sqz_sparse_costs_more(const sqz_comm_t *comm, size_t n)
+/* The cost model of the sparsifiers' exchanges: bytes one rank receives.
+ *   all-gather:       (P - 1) payloads of up to max_payload(n);
+ *   split all-gather: (P - 1) pieces of max_payload(n/P), then (P - 1) reduced chunks sent
+ *                     exactly: at most P times a piece's entries (8 bytes each) or n/P floats;
+ *   dense ring:       2 (P - 1) / P * 4n.
+ * Same inputs on every rank, so the same answer everywhere. */
+static int sqz_sparse_choose(const sqz_comm_t *comm, size_t n)
 {
-    const double f = comm->ctx->p.sparse_dense_switch;
-    if (f <= 0 || comm->nranks < 2) {
-        return 0;
+    const sqz_core_params_t *p     = &comm->ctx->p;
+    const double             P     = comm->nranks;
+    const double             per   = ceil((double)n / P);
+    const double             mp    = (double)comm->ctx->method->max_payload(comm->cstate, n);
+    const double             mpper = (double)comm->ctx->method->max_payload(comm->cstate, (size_t)per);
+    const double             ag    = (P - 1) * mp;
+    const double split = (P - 1) * mpper + (P - 1) * fmin(P * mpper, 4 * per + 8);
+    const double dense = 2.0 * (P - 1) / P * 4.0 * (double)n;
+    const int    can_split = comm->p2p && p->pipeline && comm->nranks > 1;
+    int          algo;
+    if (1 == p->sparse_algo || (0 == p->sparse_algo && (!can_split || ag <= split))) {
+        algo = (comm->p2p && p->pipeline) ? SQZ_ALGO_ALLGATHER_P2P : SQZ_ALGO_ALLGATHER;
+    } else {
+        algo = can_split ? SQZ_ALGO_SPLIT_ALLGATHER : SQZ_ALGO_ALLGATHER;
     }
-    const double sparse = (double)(comm->nranks - 1) * (double)comm->ctx->method->max_payload(comm->cstate, n);
-    const double dense  = 2.0 * (double)(comm->nranks - 1) / (double)comm->nranks * 4.0 * (double)n;
-    return sparse > f * dense;
+    const double chosen = SQZ_ALGO_SPLIT_ALLGATHER == algo ? split : ag;
+    if (p->sparse_dense_switch > 0 && comm->nranks > 1 && chosen > p->sparse_dense_switch * dense) {
+        algo = SQZ_ALGO_DENSE_SWITCH;
+    }
+    return algo;
 }
 
 /* The dense side of the switch: what the compressor would have seen (input plus residual) goes
@@ -328,15 +344,17 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
         if (block) {
             st = SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
-        } else if (sqz_sparse_costs_more(comm, n)) {
-            call.cs.algo = SQZ_ALGO_DENSE_SWITCH;
-            st           = sqz_dense_switch(&call);
-        } else if (comm->p2p && ctx->p.pipeline) {
-            call.cs.algo = SQZ_ALGO_ALLGATHER_P2P;
-            st           = sqz_coll_allgather_p2p(&call);
         } else {
-            call.cs.algo = SQZ_ALGO_ALLGATHER;
-            st           = sqz_coll_allgather(&call);
+            call.cs.algo = sqz_sparse_choose(comm, n);
+            switch (call.cs.algo) {
+            case SQZ_ALGO_DENSE_SWITCH: st = sqz_dense_switch(&call); break;
+            case SQZ_ALGO_SPLIT_ALLGATHER:
+                call.exact2 = 1;
+                st          = sqz_coll_reduce_scatter_p2p(&call);
+                break;
+            case SQZ_ALGO_ALLGATHER_P2P: st = sqz_coll_allgather_p2p(&call); break;
+            default: st = sqz_coll_allgather(&call); break;
+            }
         }
     } else if (comm->p2p && ctx->p.pipeline && sqz_pool_size(comm->pool) <= 1) {
         call.cs.algo = SQZ_ALGO_REDUCE_SCATTER_P2P;

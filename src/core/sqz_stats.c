@@ -11,6 +11,7 @@
 
 const char *const sqz_algo_names[SQZ_ALGO_COUNT] = {
     "allgather", "allgather_p2p", "reduce_scatter", "reduce_scatter_p2p", "dense_switch",
+    "split_allgather",
 };
 
 void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,
