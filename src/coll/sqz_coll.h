@@ -102,9 +102,10 @@ void         sqz_coll_exact_encode(const sqz_coll_call_t *call, const float *y, 
 /** Decodes (out != NULL: adds into out) or validates an exact payload described by its frame.
  *  Validates everything before writing.  \return SQZ_OK or SQZ_ERR_CORRUPT. */
 sqz_status_t sqz_coll_exact_decode(const void *frame, float *out, size_t n);
-/** Decodes one received frame + payload: exact payloads by the engine, others by the compressor
- *  (cstate).  out == NULL validates only. */
-sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, void *cstate, const void *frame,
+/** Decodes one frame + payload (adds into out; out == NULL validates only), whatever its form:
+ *  exact payloads by the engine, the others by the compressor state of thread `worker` (0 outside
+ *  the thread pool).  Validates everything before writing.  \return SQZ_OK or SQZ_ERR_CORRUPT. */
+sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void *frame,
                              float *out, size_t n);
 
 /** Merges two fallback reasons, keeping the most specific. */

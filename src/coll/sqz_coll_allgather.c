@@ -73,8 +73,7 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
         sqz_status_t         fs = sqz_coll_frame_check(call, fr, n, sizes[r]);
         if (SQZ_OK == fs) {
             memcpy(&f, fr, sizeof(f));
-            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, NULL, n);
-            fs = (SQZ_OK == fs) ? SQZ_OK : SQZ_ERR_CORRUPT;
+            fs = sqz_coll_decode(call, 0, fr, NULL, n);
         }
         st = sqz_coll_worse(st, fs);
     }
@@ -88,7 +87,7 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
     for (int r = 0; r < P; r++) {
         const unsigned char *fr = comm->recvbuf + displs[r];
         memcpy(&f, fr, sizeof(f));
-        st = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, call->out, n);
+        st = sqz_coll_decode(call, 0, fr, call->out, n);
         if (SQZ_OK != st) {
             /* Validated above: a failure now is a plugin bug and the output is half written. */
             SQZ_ERROR("compressor '%s' rejected a payload it had validated", call->c->name);

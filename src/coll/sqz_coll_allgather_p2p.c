@@ -69,8 +69,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
         if (SQZ_OK == fs) {
             memcpy(&f, fr, sizeof(f));
             /* Decoding validates the whole payload before writing; in place it only validates. */
-            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes,
-                                     stream && SQZ_OK == st ? call->out : NULL, n);
+            fs = sqz_coll_decode(call, 0, fr, stream && SQZ_OK == st ? call->out : NULL, n);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
         }
         st = sqz_coll_worse(st, fs);
@@ -96,7 +95,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
         for (int s = 0; s < P; s++) {
             const unsigned char *fr = comm->recvbuf + (size_t)s * cap;
             memcpy(&f, fr, sizeof(f));
-            (void)call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, call->out, n);
+            (void)sqz_coll_decode(call, 0, fr, call->out, n);
         }
         call->cs.t_compress += sqz_time_now() - t2;
     }

@@ -110,8 +110,7 @@ void sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, s
     }
     /* Our own payload was valid when we made it; if decoding it fails the residual is lost: reset
      * it rather than keep a half-updated one. */
-    if (SQZ_OK != call->c->decompress(call->cstate, (const unsigned char *)frame + sizeof(f),
-                                      (size_t)f.bytes, residual, n)) {
+    if (SQZ_OK != sqz_coll_decode(call, 0, frame, residual, n)) {
         memset(residual, 0, n * sizeof(float));
         return;
     }
@@ -248,7 +247,7 @@ sqz_status_t sqz_coll_exact_decode(const void *frame, float *out, size_t n)
     return SQZ_OK;
 }
 
-sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, void *cstate, const void *frame,
+sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void *frame,
                              float *out, size_t n)
 {
     sqz_frame_t f;
@@ -256,6 +255,8 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, void *cstate, const vo
     if (f.flags & (SQZ_FRAME_EXACT_SPARSE | SQZ_FRAME_EXACT_DENSE)) {
         return sqz_coll_exact_decode(frame, out, n);
     }
-    return call->c->decompress(cstate, (const unsigned char *)frame + sizeof(f), (size_t)f.bytes,
-                               out, n);
+    const sqz_status_t st = call->c->decompress(call->comm->cstates[worker],
+                                                (const unsigned char *)frame + sizeof(f),
+                                                (size_t)f.bytes, out, n);
+    return SQZ_OK == st ? SQZ_OK : SQZ_ERR_CORRUPT;
 }

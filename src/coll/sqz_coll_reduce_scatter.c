@@ -71,8 +71,7 @@ static void sqz_rs_decode_task(size_t r, int worker, void *arg)
     sqz_frame_t            f;
     memcpy(&f, fr, sizeof(f));
     memset(call->out + j->off[r], 0, j->len[r] * sizeof(float));
-    (void)call->c->decompress(call->comm->cstates[worker], fr + sizeof(f), (size_t)f.bytes,
-                              call->out + j->off[r], j->len[r]);
+    (void)sqz_coll_decode(call, worker, fr, call->out + j->off[r], j->len[r]);
 }
 
 sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
@@ -168,7 +167,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
             continue;
         }
         memcpy(&f, fr, sizeof(f));
-        if (SQZ_OK != call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, NULL, mylen)) {
+        if (SQZ_OK != sqz_coll_decode(call, 0, fr, NULL, mylen)) {
             local = SQZ_ERR_CORRUPT;
         }
     }
@@ -177,7 +176,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
         for (int s = 0; s < P; s++) {
             const unsigned char *fr = comm->recvbuf + rdis[s];
             memcpy(&f, fr, sizeof(f));
-            (void)call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, y, mylen);
+            (void)sqz_coll_decode(call, 0, fr, y, mylen);
         }
     }
     double t3 = sqz_time_now();
@@ -239,8 +238,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
         sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[r], slot[r]);
         if (SQZ_OK == fs) {
             memcpy(&f, fr, sizeof(f));
-            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, NULL, len[r]);
-            fs = (SQZ_OK == fs) ? SQZ_OK : SQZ_ERR_CORRUPT;
+            fs = sqz_coll_decode(call, 0, fr, NULL, len[r]);
         }
         st2 = sqz_coll_worse(st2, fs);
     }

@@ -148,7 +148,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
         sqz_status_t         fs = sqz_coll_frame_check(call, fr, mylen, slot[me]);
         if (SQZ_OK == fs && SQZ_OK == local) {
             memcpy(&f, fr, sizeof(f));
-            fs = call->c->decompress(call->cstate, fr + sizeof(f), (size_t)f.bytes, y, mylen);
+            fs = sqz_coll_decode(call, 0, fr, y, mylen);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
         }
         local = sqz_coll_worse(local, fs);
@@ -224,7 +224,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
             if (dst) {
                 memset(dst, 0, len[s] * sizeof(float));
             }
-            fs = sqz_coll_decode(call, call->cstate, fr, dst, len[s]);
+            fs = sqz_coll_decode(call, 0, fr, dst, len[s]);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
         }
         st = sqz_coll_worse(st, fs);
@@ -243,7 +243,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
             const unsigned char *fr = comm->recvbuf + rdis[s];
             memcpy(&f, fr, sizeof(f));
             memset(call->out + off[s], 0, len[s] * sizeof(float));
-            (void)sqz_coll_decode(call, call->cstate, fr, call->out + off[s], len[s]);
+            (void)sqz_coll_decode(call, 0, fr, call->out + off[s], len[s]);
         }
         t_comp += sqz_time_now() - ta;
     }
