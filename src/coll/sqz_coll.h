@@ -30,6 +30,7 @@ typedef struct sqz_frame {
 #define SQZ_FRAME_NONFINITE 0x2u        /* ... because its input was not finite */
 #define SQZ_FRAME_EXACT_SPARSE 0x4u     /* exact payload: u32 m, m u32 indices, m f32 values */
 #define SQZ_FRAME_EXACT_DENSE  0x8u     /* exact payload: the floats */
+#define SQZ_FRAME_ZSTD         0x10u    /* the compressor's payload, zstd-compressed (SQZ_ENTROPY) */
 
 /** One compressed call, as the engine hands it to an algorithm. */
 typedef struct sqz_coll_call {
@@ -78,11 +79,11 @@ void         sqz_coll_frame_set(const sqz_coll_call_t *call, void *where, uint32
  *  flag), SQZ_ERR_MISMATCH (another method, count or call sequence). */
 sqz_status_t sqz_coll_frame_check(const sqz_coll_call_t *call, const void *where, size_t count,
                                   size_t slot);
-/** Compresses in[0, n) (+ residual) with compressor state cstate into a frame + payload at dst
+/** Compresses in[0, n) (+ residual) with the compressor state of thread `worker` into a frame + payload at dst
  *  (capacity cap).  On failure writes a fallback frame and returns the compressor's status.
  *  norms (may be NULL) receives {norm2_in, norm2_err}.  Safe to call from several threads on
  *  distinct chunks with distinct compressor states. */
-sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, void *cstate, const float *in,
+sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const float *in,
                                float *residual, size_t n, int stage, void *dst, size_t cap,
                                double *norms, const float *shared);
 

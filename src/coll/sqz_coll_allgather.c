@@ -25,7 +25,7 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
     SQZ_CHECK(sqz_coll_shared(call, 1, &zero, &n, comm->sharedptr));
     double t0 = sqz_time_now();
     double norms[2] = {0, 0};
-    (void)sqz_coll_compress(call, call->cstate, call->in, call->residual, n, 0, comm->sendbuf, cap,
+    (void)sqz_coll_compress(call, 0, call->in, call->residual, n, 0, comm->sendbuf, cap,
                             norms, comm->sharedptr[0]);
     call->cs.norm2_in += norms[0];
     call->cs.norm2_err += norms[1];

@@ -37,7 +37,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
                                  st, fail);
     }
     double norms[2] = {0, 0};
-    (void)sqz_coll_compress(call, call->cstate, call->in, call->residual, n, 0, mine, cap, norms,
+    (void)sqz_coll_compress(call, 0, call->in, call->residual, n, 0, mine, cap, norms,
                             comm->sharedptr[0]);
     call->cs.norm2_in += norms[0];
     call->cs.norm2_err += norms[1];

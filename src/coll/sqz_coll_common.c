@@ -4,6 +4,7 @@
 
 #include "sqz_coll.h"
 #include "sqz_log.h"
+#include "lossless/sqz_entropy.h"
 
 uint32_t sqz_coll_method_id(const sqz_compressor_v1_t *c)
 {
@@ -61,10 +62,11 @@ sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b)
     return a;
 }
 
-sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, void *cstate, const float *in,
+sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const float *in,
                                float *residual, size_t n, int stage, void *dst, size_t cap,
                                double *norms, const float *shared)
 {
+    void *const cstate = call->comm->cstates[worker];
     sqz_compress_args_v1_t a = {
         .size     = sizeof(a),
         .in       = in,
@@ -96,7 +98,12 @@ sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, void *cstate, const 
         norms[0] = a.norm2_in;
         norms[1] = a.norm2_err;
     }
-    sqz_coll_frame_set(call, dst, 0, n, a.payload_bytes);
+    const sqz_core_params_t *p       = &call->comm->ctx->p;
+    size_t                   bytes   = a.payload_bytes;
+    const int                wrapped = sqz_entropy_wrap(call->comm->entropy[worker], p->entropy,
+                                                        p->link_gbps, call->comm->nranks,
+                                                        a.payload, &bytes);
+    sqz_coll_frame_set(call, dst, wrapped ? SQZ_FRAME_ZSTD : 0, n, bytes);
     return SQZ_OK;
 }
 
@@ -255,8 +262,15 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void
     if (f.flags & (SQZ_FRAME_EXACT_SPARSE | SQZ_FRAME_EXACT_DENSE)) {
         return sqz_coll_exact_decode(frame, out, n);
     }
-    const sqz_status_t st = call->c->decompress(call->comm->cstates[worker],
-                                                (const unsigned char *)frame + sizeof(f),
-                                                (size_t)f.bytes, out, n);
+    const unsigned char *payload = (const unsigned char *)frame + sizeof(f);
+    size_t               bytes   = (size_t)f.bytes;
+    if (f.flags & SQZ_FRAME_ZSTD) {
+        const size_t bound = call->c->max_payload(call->comm->cstates[worker], n);
+        if (SQZ_OK != sqz_entropy_unwrap(call->comm->entropy[worker], payload, bytes, bound, &payload,
+                                         &bytes)) {
+            return SQZ_ERR_CORRUPT;
+        }
+    }
+    const sqz_status_t st = call->c->decompress(call->comm->cstates[worker], payload, bytes, out, n);
     return SQZ_OK == st ? SQZ_OK : SQZ_ERR_CORRUPT;
 }

@@ -56,7 +56,7 @@ static void sqz_rs_compress_task(size_t r, int worker, void *arg)
 {
     const sqz_rs_job_t    *j    = arg;
     const sqz_coll_call_t *call = j->call;
-    j->status[r] = sqz_coll_compress(call, call->comm->cstates[worker], call->in + j->off[r],
+    j->status[r] = sqz_coll_compress(call, worker, call->in + j->off[r],
                                      call->residual ? call->residual + j->off[r] : NULL, j->len[r],
                                      0, j->buf + j->dis[r], j->slot[r], j->norms + 2 * r,
                                      call->comm->sharedptr[r]);
@@ -216,7 +216,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
         sres = call->state->server_residual;
     }
     if (SQZ_OK == local) {
-        (void)sqz_coll_compress(call, call->cstate, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
+        (void)sqz_coll_compress(call, 0, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
     } else {
         sqz_coll_frame_set(call, mine2, SQZ_FRAME_FALLBACK, mylen, 0);
     }

@@ -113,7 +113,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
         t_comm += tb - ta;
         if (SQZ_OK == mine) {
             double norms[2] = {0, 0};
-            mine = sqz_coll_compress(call, call->cstate, call->in + off[r],
+            mine = sqz_coll_compress(call, 0, call->in + off[r],
                                      call->residual ? call->residual + off[r] : NULL, len[r], 0,
                                      comm->sendbuf + sdis[r], slot[r], norms, comm->sharedptr[r]);
             call->cs.norm2_in += norms[0];
@@ -188,7 +188,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
     if (SQZ_OK == local && call->exact2) {
         sqz_coll_exact_encode(call, y, mylen, mine2); /* split all-gather: exact */
     } else if (SQZ_OK == local) {
-        (void)sqz_coll_compress(call, call->cstate, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
+        (void)sqz_coll_compress(call, 0, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
     } else {
         /* State the verdict: every rank will see it. */
         sqz_coll_frame_set(call, mine2,

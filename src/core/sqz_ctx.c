@@ -73,6 +73,11 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
      "rank; split is SparCML's split all-gather (each rank reduces one chunk from sparse pieces, "
      "then sends it exactly, sparse or dense, whichever is smaller; needs SQZ_PIPELINE); auto "
      "picks the cheaper by a cost model of ranks, size and density"},
+    {"ENTROPY", SQZ_PARAM_ENUM, "none", 0, 0, "none|zstd|auto", CORE(entropy),
+     "a zstd pass over every payload: zstd keeps it whenever it is smaller, auto when the bytes it "
+     "saves on a SQZ_LINK_GBPS link outweigh its time; receivers read both forms"},
+    {"LINK_GBPS", SQZ_PARAM_DOUBLE, "10", 0.001, 100000, NULL, CORE(link_gbps),
+     "the link rate (Gbit/s) the SQZ_ENTROPY=auto decision assumes"},
     {"PIPELINE", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(pipeline),
      "pipeline the scatter-reduce exchange over point-to-point messages (send chunk i while "
      "compressing chunk i+1, decode while later chunks arrive) when the transport offers them "
@@ -87,7 +92,8 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
 static int sqz_param_is_local(const char *name)
 {
     return 0 == strcmp(name, "LOG") || 0 == strcmp(name, "STATS") || 0 == strcmp(name, "CONFIG") ||
-           0 == strcmp(name, "PLUGINS") || 0 == strcmp(name, "THREADS");
+           0 == strcmp(name, "PLUGINS") || 0 == strcmp(name, "THREADS") ||
+           0 == strcmp(name, "ENTROPY") || 0 == strcmp(name, "LINK_GBPS");
 }
 
 double sqz_time_now(void)

@@ -38,6 +38,8 @@ typedef struct sqz_core_params {
     int         ef_storage;    /* sqz_ef_storage_t */
     double      sparse_dense_switch;
     int         sparse_algo;   /* 0 auto, 1 allgather, 2 split */
+    int         entropy;       /* sqz_entropy_mode_t */
+    double      link_gbps;
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */
@@ -80,6 +82,7 @@ struct sqz_comm {
     void              *cstate;           /* the method's compressor state (= cstates[0]) */
     void             **cstates;          /* one per pool thread: a state is never shared */
     struct sqz_pool   *pool;             /* SQZ_THREADS workers, or NULL */
+    struct sqz_entropy **entropy;        /* one zstd stage per pool thread */
     sqz_state_store_t  store;
     pthread_mutex_t    lock;             /* one collective at a time per communicator */
     int                settings_checked;

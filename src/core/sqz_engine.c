@@ -14,6 +14,7 @@
 #include "sqz_log.h"
 #include "sqz_pool.h"
 #include "sqz_residual.h"
+#include "lossless/sqz_entropy.h"
 
 sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_t **out)
 {
@@ -53,7 +54,13 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
         st = ctx->method->create(ctx->configs[ctx->method_index], &env, &comm->cstates[i]);
     }
     if (SQZ_OK == st) {
-        comm->cstate = comm->cstates[0];
+        comm->cstate  = comm->cstates[0];
+        comm->entropy = calloc((size_t)nthreads, sizeof(*comm->entropy));
+        st            = comm->entropy ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    }
+    for (int i = 0; SQZ_OK == st && i < nthreads; i++) {
+        comm->entropy[i] = sqz_entropy_create();
+        st               = comm->entropy[i] ? SQZ_OK : SQZ_ERR_NO_MEMORY;
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("compressor '%s' could not be created: %s", ctx->method->name,
@@ -76,6 +83,10 @@ void sqz_comm_destroy(sqz_comm_t *comm)
         }
     }
     free(comm->cstates);
+    for (int i = 0; comm->entropy && i < sqz_pool_size(comm->pool); i++) {
+        sqz_entropy_destroy(comm->entropy[i]);
+    }
+    free(comm->entropy);
     sqz_pool_destroy(comm->pool);
     sqz_state_store_fini(&comm->store);
     free(comm->sendbuf);

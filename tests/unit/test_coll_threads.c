@@ -621,6 +621,53 @@ static void test_split_allgather(void)
     done(&f);
 }
 
+/* SQZ_ENTROPY: a lossless stage, so the outputs are the same bits as without it, on every exchange;
+ * the payloads shrink where zstd finds redundancy (top-k's sorted indices, quant's codes of
+ * smooth data). */
+static void test_entropy(void)
+{
+    const char *methods[][6] = {{"SQZ_METHOD", "topk", NULL},
+                                {"SQZ_METHOD", "quant", NULL},
+                                {"SQZ_METHOD", "topk", "SQZ_SPARSE_ALGO", "split", NULL},
+                                {"SQZ_METHOD", "sign", NULL}};
+    for (int m = 0; m < 4; m++) {
+        for (int path = 0; path < 3; path++) { /* pipelined, collective, threads */
+            const char *kv[12];
+            int         k = 0;
+            for (int i = 0; methods[m][i]; i++) {
+                kv[k++] = methods[m][i];
+            }
+            const char *base[12];
+            memcpy(base, kv, sizeof(kv));
+            base[k] = NULL;
+            if (2 == path) {
+                kv[k++] = "SQZ_THREADS";
+                kv[k++] = "2";
+            }
+            kv[k++] = "SQZ_ENTROPY";
+            kv[k++] = "zstd";
+            kv[k]   = NULL;
+            job_t a = {.kv = base, .P = 3, .n = 100000, .calls = 2, .nan_rank = -1,
+                       .corrupt_call = -1, .no_p2p = (1 == path)};
+            job_t b = a;
+            b.kv    = kv;
+            run(&a);
+            run(&b);
+            CHECK(identical(&b));
+            CHECK_MSG(0 == memcmp(a.out[2], b.out[2], a.n * sizeof(float)),
+                      "%s path %d: the entropy stage changed the result", methods[m][1], path);
+            CHECK(b.stats[0].bytes_wire <= a.stats[0].bytes_wire);
+            if (0 == m) {
+                CHECK_MSG(b.stats[0].bytes_wire < 0.95 * (double)a.stats[0].bytes_wire,
+                          "topk payloads did not shrink: %llu vs %llu",
+                          (unsigned long long)b.stats[0].bytes_wire, (unsigned long long)a.stats[0].bytes_wire);
+            }
+            done(&a);
+            done(&b);
+        }
+    }
+}
+
 static void test_mismatch(void)
 {
     const char *kv[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", NULL};
@@ -650,6 +697,7 @@ int main(void)
     test_ef_storage();
     test_dense_switch();
     test_split_allgather();
+    test_entropy();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
     return sqz_test_result("test_coll_threads");
