@@ -4,6 +4,7 @@
 #define SQZ_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -43,6 +44,45 @@ static int sqz_test_checks;
             exit(1);                                                                        \
         }                                                                                   \
     } while (0)
+
+/* Deterministic test data: splitmix64 from rng_state (a test may set another seed in main). */
+static uint64_t rng_state __attribute__((unused)) = 0x243f6a8885a308d3ull;
+
+static inline uint64_t rng_u64(void)
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z          = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z          = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Uniform in [0, 1). */
+static inline double rng_unif(void) { return (double)(rng_u64() >> 11) * 0x1p-53; }
+
+/* Roughly normal (sum of uniforms), scaled. */
+static inline float rng_gauss(double scale)
+{
+    double s = 0.0;
+    for (int i = 0; i < 4; i++) {
+        s += rng_unif() - 0.5;
+    }
+    return (float)(s * 1.7320508 * scale);
+}
+
+static inline void fill_random(float *x, size_t n, double scale)
+{
+    for (size_t i = 0; i < n; i++) {
+        x[i] = rng_gauss(scale);
+    }
+}
+
+/* A zeroed float array (at least one element), or the test stops. */
+static inline float *alloc_floats(size_t n)
+{
+    float *p = (float *)calloc(n ? n : 1, sizeof *p);
+    REQUIRE(p != NULL);
+    return p;
+}
 
 static inline int sqz_test_result(const char *name)
 {

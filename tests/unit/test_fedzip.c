@@ -30,31 +30,6 @@ static const sqz_compressor_v1_t *const C = &sqz_compressor_fedzip;
 /* ---------------------------------------------------------------------------------------------
  * Deterministic test data.
  * ------------------------------------------------------------------------------------------- */
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-
-static uint64_t rng_u64(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unif(void)
-{
-    return (double)(rng_u64() >> 11) * 0x1p-53;
-}
-
-/* Roughly normal (sum of uniforms), scaled. */
-static float rng_gauss(double scale)
-{
-    double s = 0.0;
-    for (int i = 0; i < 4; i++) {
-        s += rng_unif() - 0.5;
-    }
-    return (float)(s * 1.7320508 * scale);
-}
-
 enum { DATA_GAUSS = 0, DATA_TIES = 1, DATA_ZERO = 2, NDATA = 3 };
 
 static void fill(float *x, size_t n, int kind, double scale)
@@ -73,13 +48,6 @@ static void fill(float *x, size_t n, int kind, double scale)
             break;
         }
     }
-}
-
-static float *alloc_floats(size_t n)
-{
-    float *p = calloc(n ? n : 1, sizeof *p);
-    REQUIRE(p != NULL);
-    return p;
 }
 
 static double now_s(void)

@@ -24,21 +24,6 @@ static const sqz_compressor_v1_t *const C = &sqz_compressor_randk;
 /* ---------------------------------------------------------------------------------------------
  * Deterministic test data.
  * ------------------------------------------------------------------------------------------- */
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-
-static uint64_t rng_u64(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double rng_unif(void)
-{
-    return (double)(rng_u64() >> 11) * 0x1p-53;
-}
-
 /* Random values bounded away from zero, so that the support of a decode is visible. */
 static void fill_nonzero(float *x, size_t n, double scale)
 {
@@ -46,13 +31,6 @@ static void fill_nonzero(float *x, size_t n, double scale)
         const double m = 0.1 + rng_unif();
         x[i] = (float)((rng_u64() & 1) ? m * scale : -m * scale);
     }
-}
-
-static float *alloc_floats(size_t n)
-{
-    float *p = calloc(n ? n : 1, sizeof *p);
-    REQUIRE(p != NULL);
-    return p;
 }
 
 static double now_s(void)
