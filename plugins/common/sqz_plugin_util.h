@@ -428,6 +428,17 @@ static inline size_t sqz_pu_ceil_size(double x)
     return ((double)t < x) ? t + 1 : t;
 }
 
+/** Entries a sparsifier keeps of n at `density`: max(1, ceil(density * n)) clamped to n, 0 for
+ *  n == 0 (top-k's k, random-k's k, FedZip's z). */
+static inline size_t sqz_pu_density_count(double density, size_t n)
+{
+    if (n == 0) {
+        return 0;
+    }
+    const size_t k = sqz_pu_ceil_size(density * (double)n);
+    return k < 1 ? 1 : (k < n ? k : n);
+}
+
 /** Grow-only scratch: makes *buf hold at least `need` bytes (contents not kept), reallocating
  *  only when *cap is smaller.  \return *buf, or NULL on allocation failure (old buffer kept). */
 static inline void *sqz_pu_grow(void **buf, size_t *cap, size_t need)

@@ -200,16 +200,6 @@ static sqz_status_t fedzip_create(const void *config, const sqz_compressor_env_v
     return SQZ_OK;
 }
 
-/* \return z for n elements: max(1, ceil(density * n)) clamped to n (0 for n == 0). */
-static size_t fedzip_z(double density, size_t n)
-{
-    if (n == 0) {
-        return 0;
-    }
-    const size_t z = sqz_pu_ceil_size(density * (double)n);
-    return z < 1 ? 1 : (z < n ? z : n);
-}
-
 /* Bytes of the z packed 4-bit labels. */
 static size_t fedzip_label_bytes(size_t z)
 {
@@ -228,7 +218,7 @@ static size_t fedzip_max_payload(void *state, size_t n)
     if (s == NULL || n > UINT32_MAX) {
         return SIZE_MAX;
     }
-    const size_t z = fedzip_z(s->density, n);
+    const size_t z = sqz_pu_density_count(s->density, n);
     if (z == 0) {
         return FEDZIP_HEADER;
     }
@@ -820,7 +810,7 @@ static sqz_status_t fedzip_compress(void *state, sqz_compress_args_v1_t *args)
     float *res = args->residual;
     uint8_t *out = (uint8_t *)args->payload;
     const unsigned c = st->clusters;
-    const size_t z = fedzip_z(st->density, n);
+    const size_t z = sqz_pu_density_count(st->density, n);
     sqz_pu_store_u32(out, (uint32_t)z);
     out[4] = (uint8_t)c;
     out[5] = 0;

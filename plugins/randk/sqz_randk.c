@@ -147,19 +147,6 @@ static void randk_destroy(void *state)
     free(s);
 }
 
-/* \return k for n elements: max(1, ceil(density * n)) clamped to n (0 for n == 0). */
-static size_t randk_k(double density, size_t n)
-{
-    if (n == 0) {
-        return 0;
-    }
-    size_t k = sqz_pu_ceil_size(density * (double)n);
-    if (k < 1) {
-        k = 1;
-    }
-    return k < n ? k : n;
-}
-
 static sqz_status_t randk_query(void *state, const sqz_query_v1_t *q)
 {
     /* Positions are u32 (the pattern cache and the bitmap). */
@@ -172,7 +159,7 @@ static size_t randk_max_payload(void *state, size_t n)
     if (s == NULL || n > UINT32_MAX) {
         return SIZE_MAX;
     }
-    return RANDK_HDR + 4 * randk_k(s->cfg.density, n);
+    return RANDK_HDR + 4 * sqz_pu_density_count(s->cfg.density, n);
 }
 
 /** \return the selection key of a call: a function of (seed, seq, n) only, so that every rank
@@ -433,7 +420,7 @@ static sqz_status_t randk_compress(void *state, sqz_compress_args_v1_t *args)
     if (n > UINT32_MAX) {
         return SQZ_ERR_NOT_SUPPORTED;
     }
-    const size_t k = randk_k(st->cfg.density, n);
+    const size_t k = sqz_pu_density_count(st->cfg.density, n);
     if (out == NULL || args->capacity < RANDK_HDR + 4 * k || (n > 0 && in == NULL)) {
         return SQZ_ERR_INVALID_PARAM;
     }
@@ -514,7 +501,7 @@ static sqz_status_t randk_decompress(void *state, const void *payload, size_t by
         return SQZ_ERR_CORRUPT;
     }
     const uint8_t *p = (const uint8_t *)payload;
-    const size_t k = randk_k(st->cfg.density, n);
+    const size_t k = sqz_pu_density_count(st->cfg.density, n);
     if (sqz_pu_load_u32(p) != k || (bytes - RANDK_HDR) / 4 != k || (bytes - RANDK_HDR) % 4 != 0) {
         return SQZ_ERR_CORRUPT;
     }

@@ -169,19 +169,6 @@ static void topk_destroy(void *state)
     free(s);
 }
 
-/* \return k for n elements: max(1, ceil(density * n)) clamped to n (0 for n == 0). */
-static size_t topk_k(double density, size_t n)
-{
-    if (n == 0) {
-        return 0;
-    }
-    size_t k = sqz_pu_ceil_size(density * (double)n);
-    if (k < 1) {
-        k = 1;
-    }
-    return k < n ? k : n;
-}
-
 static sqz_status_t topk_query(void *state, const sqz_query_v1_t *q)
 {
     /* Indices travel as u32. */
@@ -195,7 +182,7 @@ static size_t topk_max_payload(void *state, size_t n)
         return SIZE_MAX;
     }
     /* The bound covers the warm-up's first (densest) call. */
-    return 4 + 8 * topk_k(topk_density_at(&s->cfg, 0), n);
+    return 4 + 8 * sqz_pu_density_count(topk_density_at(&s->cfg, 0), n);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -785,7 +772,7 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
         return SQZ_ERR_NOT_SUPPORTED;
     }
     const double density = topk_density_at(&st->cfg, args->seq);
-    const size_t k       = topk_k(density, n);
+    const size_t k       = sqz_pu_density_count(density, n);
     if (out == NULL || args->capacity < 4 + 8 * k || (n > 0 && in == NULL)) {
         return SQZ_ERR_INVALID_PARAM;
     }
