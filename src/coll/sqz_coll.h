@@ -109,6 +109,12 @@ sqz_status_t sqz_coll_exact_decode(const void *frame, float *out, size_t n);
 sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void *frame,
                              float *out, size_t n);
 
+/** sqz_coll_restore for every chunk r of the worker input (off[r], len[r]) whose frame is at
+ *  base + dis[r]. */
+void         sqz_coll_restore_chunks(sqz_coll_call_t *call, int nchunks, const size_t *off,
+                                     const size_t *len, const unsigned char *base,
+                                     const size_t *dis);
+
 /** Merges two fallback reasons, keeping the most specific. */
 sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b);
 

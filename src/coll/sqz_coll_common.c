@@ -51,6 +51,15 @@ sqz_status_t sqz_coll_frame_check(const sqz_coll_call_t *call, const void *where
     return SQZ_OK;
 }
 
+void sqz_coll_restore_chunks(sqz_coll_call_t *call, int nchunks, const size_t *off,
+                             const size_t *len, const unsigned char *base, const size_t *dis)
+{
+    for (int r = 0; r < nchunks; r++) {
+        sqz_coll_restore(call, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
+                         len[r], base + dis[r]);
+    }
+}
+
 sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b)
 {
     if (SQZ_OK == a) {

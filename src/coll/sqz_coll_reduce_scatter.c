@@ -132,10 +132,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
     if (failed >= 0) {
         /* Some chunk failed: this whole rank asks for the dense path.  Undo the chunks that were
          * compressed (their frames say so) and mark every frame. */
-        for (int r = 0; r < P; r++) {
-            sqz_coll_restore(call, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
-                             len[r], comm->sendbuf + sdis[r]);
-        }
+        sqz_coll_restore_chunks(call, P, off, len, comm->sendbuf, sdis);
         for (int r = 0; r < P; r++) {
             sqz_coll_frame_set(call, comm->sendbuf + sdis[r],
                                SQZ_FRAME_FALLBACK | (SQZ_ERR_NONFINITE == cst ? SQZ_FRAME_NONFINITE : 0),
@@ -256,11 +253,7 @@ restore:
     if (SQZ_OK != st) {
         call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
         if (failed < 0) {
-            for (int r = 0; r < P; r++) {
-                sqz_coll_restore(call, call->in + off[r],
-                                 call->residual ? call->residual + off[r] : NULL, len[r],
-                                 comm->sendbuf + sdis[r]);
-            }
+            sqz_coll_restore_chunks(call, P, off, len, comm->sendbuf, sdis);
         }
     }
 out:

@@ -250,10 +250,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
 restore:
     if (SQZ_OK != st) {
         call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
-        for (int r = 0; r < P; r++) {
-            sqz_coll_restore(call, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
-                             len[r], comm->sendbuf + sdis[r]);
-        }
+        sqz_coll_restore_chunks(call, P, off, len, comm->sendbuf, sdis);
     }
     call->cs.t_comm += t_comm;
     call->cs.t_compress += t_comp;

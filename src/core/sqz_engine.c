@@ -217,6 +217,14 @@ static sqz_status_t sqz_dense_allreduce(sqz_comm_t *comm, const float *in, float
     return SQZ_OK;
 }
 
+/* Statuses by which every rank agreed to send the call dense (see sqz_coll.h); any other error
+ * leaves the ranks out of step. */
+static int sqz_agreed_fallback(sqz_status_t st)
+{
+    return SQZ_ERR_NONFINITE == st || SQZ_ERR_NOT_SUPPORTED == st || SQZ_ERR_CORRUPT == st ||
+           SQZ_ERR_MISMATCH == st;
+}
+
 /* The cost model of the sparsifiers' exchanges: bytes one rank receives.
  *   all-gather:       (P - 1) payloads of up to max_payload(n);
  *   split all-gather: (P - 1) pieces of max_payload(n/P), then (P - 1) reduced chunks sent
@@ -374,8 +382,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         call.cs.algo = SQZ_ALGO_REDUCE_SCATTER;
         st           = sqz_coll_reduce_scatter(&call);
     }
-    if (residual && (SQZ_OK == st || SQZ_ERR_NONFINITE == st || SQZ_ERR_NOT_SUPPORTED == st ||
-                     SQZ_ERR_CORRUPT == st || SQZ_ERR_MISMATCH == st)) {
+    if (residual && (SQZ_OK == st || sqz_agreed_fallback(st))) {
         if (SQZ_OK == st && dgc) {
             sqz_dgc_commit(&ctx->p, bs, residual, n);
         }
@@ -391,8 +398,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         sqz_stats_record(ctx, ctx->method_index, 'c', n * sizeof(float), &call.cs);
         return SQZ_OK;
     }
-    if (SQZ_ERR_NONFINITE != st && SQZ_ERR_NOT_SUPPORTED != st && SQZ_ERR_CORRUPT != st &&
-        SQZ_ERR_MISMATCH != st) {
+    if (!sqz_agreed_fallback(st)) {
         SQZ_ERROR("compressed %s failed: %s", block ? "reduce-scatter" : "all-reduce",
                   sqz_status_string(st));
         return st; /* the ranks did not agree: the dense path could hang */

@@ -326,26 +326,35 @@ static int sqz_mpi_error(MPI_Comm comm, sqz_status_t st)
     return MPI_ERR_OTHER;
 }
 
-SQZ_MPI_API int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
-                              MPI_Op op, MPI_Comm comm)
+/* The compressed float SUM all-reduce of a candidate call, hierarchical or flat.  \return 0 when
+ * the engine declines it (the caller passes it through), else 1 with the outcome in *st. */
+static int sqz_mpi_allreduce_compressed(const void *sendbuf, void *recvbuf, int count,
+                                        MPI_Comm comm, sqz_status_t *st)
 {
-    if (!sqz_mpi_candidate(datatype, op, comm, count)) {
-        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
-    }
-    sqz_mpi_inside     = 1;
-    sqz_mpi_comm_t *c  = sqz_mpi_comm(comm);
+    sqz_mpi_inside    = 1;
+    sqz_mpi_comm_t *c = sqz_mpi_comm(comm);
     if (NULL == c || !sqz_comm_eligible(c->engine, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
         if (c) {
             sqz_comm_count_passthrough(c->engine);
         }
         sqz_mpi_inside = 0;
+        return 0;
+    }
+    *st = c->hier ? sqz_mpi_allreduce_hier(c, sendbuf, recvbuf, count)
+                  : sqz_allreduce(c->engine, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
+                                  (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+    sqz_mpi_inside = 0;
+    return 1;
+}
+
+SQZ_MPI_API int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
+                              MPI_Op op, MPI_Comm comm)
+{
+    sqz_status_t st;
+    if (!sqz_mpi_candidate(datatype, op, comm, count) ||
+        !sqz_mpi_allreduce_compressed(sendbuf, recvbuf, count, comm, &st)) {
         return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
     }
-    const sqz_status_t st =
-        c->hier ? sqz_mpi_allreduce_hier(c, sendbuf, recvbuf, count)
-                : sqz_allreduce(c->engine, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
-                                (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
-    sqz_mpi_inside = 0;
     return SQZ_OK == st ? MPI_SUCCESS : sqz_mpi_error(comm, st);
 }
 
@@ -365,34 +374,20 @@ static int sqz_greq_cancel(void *extra, int complete) { (void)extra; (void)compl
 SQZ_MPI_API int MPI_Iallreduce(const void *sendbuf, void *recvbuf, int count, MPI_Datatype datatype,
                                MPI_Op op, MPI_Comm comm, MPI_Request *request)
 {
+    /* Eager: the compressed all-reduce runs now (SQZ_IALLREDUCE documents the trade-off). */
+    sqz_status_t st;
     if (!sqz_mpi_candidate(datatype, op, comm, count) ||
-        SQZ_IALLREDUCE_PASSTHROUGH == sqz_mpi_ctx->p.iallreduce) {
+        SQZ_IALLREDUCE_PASSTHROUGH == sqz_mpi_ctx->p.iallreduce ||
+        !sqz_mpi_allreduce_compressed(sendbuf, recvbuf, count, comm, &st)) {
         return PMPI_Iallreduce(sendbuf, recvbuf, count, datatype, op, comm, request);
     }
-    sqz_mpi_inside    = 1;
-    sqz_mpi_comm_t *c = sqz_mpi_comm(comm);
-    if (NULL == c || !sqz_comm_eligible(c->engine, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
-        if (c) {
-            sqz_comm_count_passthrough(c->engine);
-        }
-        sqz_mpi_inside = 0;
-        return PMPI_Iallreduce(sendbuf, recvbuf, count, datatype, op, comm, request);
-    }
-    /* Eager: run the compressed all-reduce now (SQZ_IALLREDUCE documents the trade-off). */
-    const sqz_status_t st =
-        c->hier ? sqz_mpi_allreduce_hier(c, sendbuf, recvbuf, count)
-                : sqz_allreduce(c->engine, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
-                                (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
-    int rc = MPI_SUCCESS;
     if (SQZ_OK != st) {
-        rc = sqz_mpi_error(comm, st);
-    } else {
-        rc = PMPI_Grequest_start(sqz_greq_query, sqz_greq_free, sqz_greq_cancel, NULL, request);
-        if (MPI_SUCCESS == rc) {
-            rc = PMPI_Grequest_complete(*request);
-        }
+        return sqz_mpi_error(comm, st);
     }
-    sqz_mpi_inside = 0;
+    int rc = PMPI_Grequest_start(sqz_greq_query, sqz_greq_free, sqz_greq_cancel, NULL, request);
+    if (MPI_SUCCESS == rc) {
+        rc = PMPI_Grequest_complete(*request);
+    }
     return rc;
 }
 
