@@ -8,7 +8,7 @@ AC_DEFUN([SQZ_CHECK_CUDA], [
     AC_PATH_PROG([NVCC], [nvcc], [], [$sqz_cuda_dir/bin$PATH_SEPARATOR$PATH])
     AS_IF([test -n "$NVCC" && test -f "$sqz_cuda_dir/include/cuda_runtime.h"], [
       sqz_have_cuda=yes
-      CUDA_CPPFLAGS="-I$sqz_cuda_dir/include"
+      CUDA_CPPFLAGS="-isystem $sqz_cuda_dir/include"
       CUDA_LDFLAGS="-L$sqz_cuda_dir/lib64"
     ])
     AS_IF([test "x$with_cuda" != xauto && test "x$sqz_have_cuda" != xyes],
@@ -17,6 +17,25 @@ AC_DEFUN([SQZ_CHECK_CUDA], [
   AC_MSG_CHECKING([for CUDA])
   AC_MSG_RESULT([$sqz_have_cuda])
   AS_IF([test "x$sqz_have_cuda" = xyes], [AC_DEFINE([SQZ_HAVE_CUDA], [1], [CUDA toolkit found])])
+  AC_ARG_WITH([cuda-arch], [AS_HELP_STRING([--with-cuda-arch=LIST],
+              [compute capabilities to build device code for (default: "80 90"; PTX of the last is
+               embedded too, for newer GPUs)])], [], [with_cuda_arch="80 90"])
+  NVCC_ARCH_FLAGS=""
+  sqz_last_arch=""
+  for a in $with_cuda_arch; do
+    NVCC_ARCH_FLAGS="$NVCC_ARCH_FLAGS -gencode arch=compute_$a,code=sm_$a"
+    sqz_last_arch=$a
+  done
+  AS_IF([test -n "$sqz_last_arch"],
+        [NVCC_ARCH_FLAGS="$NVCC_ARCH_FLAGS -gencode arch=compute_$sqz_last_arch,code=compute_$sqz_last_arch"])
+  # The CUDA runtime is linked statically (libcudart_static.a): the libraries load on a machine
+  # without a GPU or a CUDA installation, and find the driver (libcuda.so.1) at run time.
+  CUDA_LIBS="-lcudart_static -lrt -ldl"
+  AS_IF([test -f "$sqz_cuda_dir/lib64/libcudart_static.a"], [],
+        [AS_IF([test -f "$sqz_cuda_dir/targets/x86_64-linux/lib/libcudart_static.a"],
+               [CUDA_LDFLAGS="-L$sqz_cuda_dir/targets/x86_64-linux/lib"])])
+  AC_SUBST([NVCC_ARCH_FLAGS])
+  AC_SUBST([CUDA_LIBS])
   AC_SUBST([NVCC])
   AC_SUBST([CUDA_CPPFLAGS])
   AC_SUBST([CUDA_LDFLAGS])
@@ -31,7 +50,7 @@ AC_DEFUN([SQZ_CHECK_NCCL], [
   AS_IF([test "x$with_nccl" != xno], [
     AS_IF([test "x$with_nccl" = xauto || test "x$with_nccl" = xyes], [sqz_nccl_dirs="/usr/local/cuda /usr"], [sqz_nccl_dirs="$with_nccl"])
     for d in $sqz_nccl_dirs; do
-      AS_IF([test -f "$d/include/nccl.h"], [sqz_have_nccl=yes; NCCL_CPPFLAGS="-I$d/include"; break])
+      AS_IF([test -f "$d/include/nccl.h"], [sqz_have_nccl=yes; NCCL_CPPFLAGS="-isystem $d/include"; break])
     done
     AS_IF([test "x$with_nccl" != xauto && test "x$sqz_have_nccl" != xyes],
           [AC_MSG_ERROR([NCCL requested but nccl.h not found in $sqz_nccl_dirs])])

@@ -162,6 +162,75 @@ SQZ_API int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t 
 SQZ_API void sqz_comm_count_passthrough(sqz_comm_t *comm);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Layer layouts: what a flat buffer holds, for methods that work per layer (low-rank, L-GreCo) */
+/* ------------------------------------------------------------------------------------------ */
+/** One parameter inside a buffer: `rows * cols` elements from element `offset` (a 1-D or scalar
+ *  tensor has rows = numel, cols = 1; a k-D tensor is seen as shape[0] x prod(shape[1:])). */
+typedef struct sqz_layer {
+    size_t offset;
+    size_t rows;
+    size_t cols;
+} sqz_layer_t;
+
+/** Records the layout of the buffer named `key` (the key of sqz_allreduce / sqz_allreduce_async)
+ *  of `count` elements.  Layers must be sorted by offset, must not overlap, must lie inside
+ *  [0, count), and have rows, cols >= 1; gaps are allowed (padding).  Registering again replaces
+ *  the layout.  
+eturn SQZ_ERR_INVALID_PARAM (with a log line naming the bad layer) otherwise. */
+SQZ_API sqz_status_t sqz_layout_register(sqz_comm_t *comm, uint64_t key, size_t count,
+                                         const sqz_layer_t *layers, size_t nlayers);
+
+/** 
+eturn the number of layers registered for (key, count), copying at most `cap` of them to
+ *  `layers` (which may be NULL); 0 when none is registered. */
+SQZ_API size_t sqz_layout_get(const sqz_comm_t *comm, uint64_t key, size_t count,
+                              sqz_layer_t *layers, size_t cap);
+
+/* ------------------------------------------------------------------------------------------ */
+/* GPU path: device buffers, NCCL, stream-ordered                                             */
+/* ------------------------------------------------------------------------------------------ */
+/** 
+eturn 1 when this library was built with CUDA and NCCL support, 0 otherwise.  (Whether a
+ *  device is present is only known when a communicator is created.) */
+SQZ_API int sqz_gpu_built(void);
+
+/** Creates an engine over an existing NCCL communicator (`nccl_comm` is an ncclComm_t).  NCCL is
+ *  not linked: the library uses the libnccl.so.2 already loaded in the process (PyTorch's), or
+ *  loads it.  Compares the ranks' settings (collective; synchronizes the device once): on a
+ *  mismatch every rank gets SQZ_ERR_MISMATCH.  
+eturn SQZ_ERR_NOT_SUPPORTED when the library was
+ *  built without CUDA/NCCL or no device is usable. */
+SQZ_API sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **comm);
+
+/** Compressed all-reduce of device buffers, enqueued on `stream` (a cudaStream_t; NULL is the
+ *  legacy default stream), returning at once: no host synchronization on the steady-state path
+ *  (the first call of a buffer allocates its workspace).  sendbuf NULL means in place.  Semantics
+ *  as sqz_allreduce (bit-identical output on every rank, SUM or AVG as requested); calls that are
+ *  not eligible run the dense ncclAllReduce on the same stream.  When some rank's input holds NaN
+ *  or Inf, every rank's output is NaN (an AMP grad scaler then skips the step, as it would for the
+ *  dense sum) and the residuals are restored. */
+SQZ_API sqz_status_t sqz_allreduce_async(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                         size_t count, sqz_dtype_t dtype, sqz_op_t op,
+                                         uint64_t key, void *stream);
+
+/** Compressed reduce-scatter of device buffers (rank r receives elements [r * recvcount,
+ *  (r + 1) * recvcount) of the reduction of sendbuf's nranks * recvcount elements), enqueued on
+ *  `stream`.  Compressed only when the payloads are smaller than the dense reduce-scatter's
+ *  traffic; otherwise ncclReduceScatter runs on the same stream. */
+SQZ_API sqz_status_t sqz_reduce_scatter_async(sqz_comm_t *comm, const void *sendbuf,
+                                              void *recvbuf, size_t recvcount, sqz_dtype_t dtype,
+                                              sqz_op_t op, uint64_t key, void *stream);
+
+/** For bindings that make their own NCCL communicator: fills `id` (NCCL_UNIQUE_ID_BYTES = 128
+ *  bytes) on one rank, to be broadcast to the others. */
+SQZ_API sqz_status_t sqz_nccl_get_unique_id(void *id, size_t len);
+/** ncclCommInitRank through the resolved NCCL (on the current CUDA device). */
+SQZ_API sqz_status_t sqz_nccl_comm_init(int nranks, const void *id, size_t len, int rank,
+                                        void **nccl_comm);
+/** ncclCommDestroy through the resolved NCCL.  Accepts NULL. */
+SQZ_API void sqz_nccl_comm_destroy(void *nccl_comm);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Statistics                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
 typedef struct sqz_stats {

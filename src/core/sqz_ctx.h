@@ -50,6 +50,7 @@ typedef enum {
     SQZ_ALGO_REDUCE_SCATTER_P2P,/* the same, pipelined point-to-point */
     SQZ_ALGO_DENSE_SWITCH,      /* the cost model found the dense all-reduce cheaper */
     SQZ_ALGO_SPLIT_ALLGATHER,   /* SparCML's split all-gather: sparse scatter-reduce, exact all-gather */
+    SQZ_ALGO_NCCL_ALLGATHER,    /* GPU path: fixed-size payloads through ncclAllGather */
     SQZ_ALGO_COUNT
 } sqz_algo_t;
 
@@ -72,7 +73,14 @@ struct sqz_ctx {
     pthread_mutex_t            lock;      /* guards the stats */
     uint64_t                   calls_passthrough;
     sqz_method_stats_t        *stats;     /* reg.n rows */
+    /* GPU communicators whose device-side counters must be read before the stats are (see
+     * sqz_ctx_flush_gpu_stats); guarded by lock.  Set only by the GPU engine. */
+    struct sqz_comm          **gpu_comms;
+    size_t                     ngpu_comms;
 };
+
+struct sqz_gpu_comm;
+struct sqz_layout_entry;
 
 /** A communicator's engine. */
 struct sqz_comm {
@@ -102,6 +110,15 @@ struct sqz_comm {
     size_t             rescap;
     float             *efbuf;            /* ef21/econtrol: message and residual, 2 * n floats */
     size_t             efcap;
+    /* layer layouts registered through sqz_layout_register (sqz_layout.c) */
+    struct sqz_layout_entry *layouts;
+    size_t             nlayouts;
+    /* GPU path (sqz_comm_create_nccl): the engine over an NCCL communicator, or NULL.  The hooks
+     * keep the core free of any CUDA dependency. */
+    struct sqz_gpu_comm *gpu;
+    void (*gpu_destroy)(struct sqz_comm *comm);
+    void (*gpu_flush_stats)(struct sqz_comm *comm);
+    int                gpu_abandon;      /* destroy without touching the device (after abort) */
 };
 
 /** Per-call accounting filled by the collective algorithms. */
@@ -116,6 +133,17 @@ typedef struct sqz_call_stats {
 } sqz_call_stats_t;
 
 double sqz_time_now(void);
+
+/** Reads the device-side counters of every GPU communicator of ctx into its stats (synchronizes
+ *  with the device; called by the stats readers, never on a collective's path). */
+void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx);
+
+/** Re-counts `calls` calls of the method at `index`, recorded as compressed when they were
+ *  enqueued, as non-finite fallbacks (the GPU path learns it from a device counter later). */
+void sqz_stats_nonfinite_found(sqz_ctx_t *ctx, size_t index, uint64_t calls);
+
+/** Frees the layouts of a communicator (sqz_layout.c). */
+void sqz_layouts_fini(sqz_comm_t *comm);
 
 /** Compares the settings digest of every rank (collective, once per communicator; later calls
  *  return the first answer).  \return SQZ_OK, or SQZ_ERR_MISMATCH on every rank after each rank

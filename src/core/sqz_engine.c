@@ -77,6 +77,10 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     if (NULL == comm) {
         return;
     }
+    if (comm->gpu_destroy) {
+        comm->gpu_destroy(comm);
+    }
+    sqz_layouts_fini(comm);
     for (int i = 0; comm->cstates && i < sqz_pool_size(comm->pool); i++) {
         if (comm->cstates[i]) {
             comm->ctx->method->destroy(comm->cstates[i]);

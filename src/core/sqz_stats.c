@@ -11,8 +11,22 @@
 
 const char *const sqz_algo_names[SQZ_ALGO_COUNT] = {
     "allgather", "allgather_p2p", "reduce_scatter", "reduce_scatter_p2p", "dense_switch",
-    "split_allgather",
+    "split_allgather", "nccl_allgather",
 };
+
+void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
+    const size_t n = ctx->ngpu_comms;
+    sqz_comm_t  *comms[64];
+    const size_t m = n < 64 ? n : 64;
+    memcpy(comms, ctx->gpu_comms, m * sizeof(*comms));
+    pthread_mutex_unlock(&ctx->lock);
+    /* Outside the lock: a flush records into the stats, which takes it. */
+    for (size_t i = 0; i < m; i++) {
+        comms[i]->gpu_flush_stats(comms[i]);
+    }
+}
 
 void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,
                       const sqz_call_stats_t *cs)
@@ -46,6 +60,17 @@ void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,
     pthread_mutex_unlock(&ctx->lock);
 }
 
+void sqz_stats_nonfinite_found(sqz_ctx_t *ctx, size_t index, uint64_t calls)
+{
+    pthread_mutex_lock(&ctx->lock);
+    sqz_method_stats_t *m = &ctx->stats[index];
+    const uint64_t      c = calls < m->s.calls_compressed ? calls : m->s.calls_compressed;
+    m->s.calls_compressed -= c;
+    m->s.calls_fallback += calls;
+    m->s.calls_nonfinite += calls;
+    pthread_mutex_unlock(&ctx->lock);
+}
+
 void sqz_comm_count_passthrough(sqz_comm_t *comm)
 {
     __atomic_fetch_add(&comm->ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
@@ -67,6 +92,7 @@ static void sqz_stats_add(sqz_stats_t *acc, const sqz_stats_t *s)
 
 void sqz_stats_get(const sqz_ctx_t *ctx, sqz_stats_t *out)
 {
+    sqz_ctx_flush_gpu_stats((sqz_ctx_t *)ctx);
     memset(out, 0, sizeof(*out));
     pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
     for (size_t j = 0; j < ctx->reg.n; j++) {
@@ -164,6 +190,7 @@ size_t sqz_stats_export_len(const sqz_ctx_t *ctx) { return ctx->reg.n * SQZ_STAT
 
 void sqz_stats_export(const sqz_ctx_t *ctx, double *out)
 {
+    sqz_ctx_flush_gpu_stats((sqz_ctx_t *)ctx);
     pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
     for (size_t j = 0; j < ctx->reg.n; j++) {
         const sqz_method_stats_t *m = &ctx->stats[j];

@@ -25,24 +25,9 @@
 #include "sqz_param.h"
 #include "transport/sqz_transport_mpi.h"
 
-#define MAX_METHODS 16
+#include "tools/squeeze_bench.h"
 
-typedef struct {
-    char spec[256];   /* "quant:QUANT_BITS=4" */
-    char name[64];    /* "quant" */
-    char label[128];  /* "quant bits=4" */
-} method_t;
-
-typedef struct {
-    size_t   min_bytes, max_bytes, kernel_bytes;
-    int      iters, warmup, step;
-    int      kernels, allreduce;
-    char    *json;
-    method_t m[MAX_METHODS];
-    int      nm;
-} opts_t;
-
-static int rank_, nranks_;
+int rank_, nranks_;
 
 static double now(void)
 {
@@ -87,6 +72,9 @@ static void usage(void)
                "  --iters N        timed iterations per size (default: 20, fewer above 16M)\n"
                "  --kernel-size SIZE  buffer of the kernel benchmark (default 64M)\n"
                "  --no-kernels | --no-allreduce\n"
+               "  --gpu            benchmark the GPU path instead (device buffers, NCCL; one GPU\n"
+               "                   per rank): kernels against the device copy bandwidth, and the\n"
+               "                   compressed all-reduce against ncclAllReduce\n"
                "  --json FILE      write the figures as JSON (rank 0)\n");
     }
 }
@@ -119,6 +107,8 @@ static int parse(opts_t *o, int argc, char **argv)
             o->json = argv[++i];
         } else if (0 == strcmp(a, "--no-kernels")) {
             o->kernels = 0;
+        } else if (0 == strcmp(a, "--gpu")) {
+            o->gpu = 1;
         } else if (0 == strcmp(a, "--no-allreduce")) {
             o->allreduce = 0;
         } else {
@@ -141,7 +131,7 @@ static int parse(opts_t *o, int argc, char **argv)
 }
 
 /* A context for one method spec, with compression forced on for every size. */
-static sqz_ctx_t *make_ctx(const method_t *m)
+sqz_ctx_t *make_ctx(const method_t *m)
 {
     sqz_config_t *cfg;
     sqz_ctx_t    *ctx = NULL;
@@ -353,6 +343,17 @@ int main(int argc, char **argv)
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
         fprintf(js, "{\n  \"ranks\": %d,\n", nranks_);
+    }
+
+    if (o.gpu) {
+        const int rc = bench_gpu(&o, js);
+        if (js) {
+            fprintf(js, "  \"version\": \"%d.%d.%d\"\n}\n", SQZ_VERSION_MAJOR, SQZ_VERSION_MINOR,
+                    SQZ_VERSION_PATCH);
+            fclose(js);
+        }
+        MPI_Finalize();
+        return rc;
     }
 
     /* ---- kernels ---- */

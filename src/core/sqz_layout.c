@@ -1,0 +1,105 @@
+/* Layer layouts of buffers (sqz_layout_register): what a flat gradient bucket holds, for the
+ * methods that work per layer.  A communicator holds a handful of buckets, so a small array with a
+ * linear search is enough; registration is rare (once per bucket and per DDP rebuild). */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sqz_ctx.h"
+#include "sqz_log.h"
+
+typedef struct sqz_layout_entry {
+    uint64_t     key;
+    size_t       count;
+    sqz_layer_t *layers;
+    size_t       nlayers;
+} sqz_layout_entry_t;
+
+static sqz_layout_entry_t *sqz_layout_find(const sqz_comm_t *comm, uint64_t key, size_t count)
+{
+    for (size_t i = 0; i < comm->nlayouts; i++) {
+        if (comm->layouts[i].key == key && comm->layouts[i].count == count) {
+            return &comm->layouts[i];
+        }
+    }
+    return NULL;
+}
+
+sqz_status_t sqz_layout_register(sqz_comm_t *comm, uint64_t key, size_t count,
+                                 const sqz_layer_t *layers, size_t nlayers)
+{
+    if (NULL == comm || (NULL == layers && nlayers > 0)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    size_t end = 0;
+    for (size_t i = 0; i < nlayers; i++) {
+        const sqz_layer_t *l = &layers[i];
+        if (l->rows == 0 || l->cols == 0 || l->rows > count || l->cols > count / l->rows ||
+            l->offset < end || l->offset > count || l->rows * l->cols > count - l->offset) {
+            SQZ_ERROR("layout of buffer %#llx (%zu elements): layer %zu (offset %zu, %zu x %zu) "
+                      "%s",
+                      (unsigned long long)key, count, i, l->offset, l->rows, l->cols,
+                      l->rows == 0 || l->cols == 0 ? "is empty"
+                      : l->offset < end            ? "overlaps the previous one or is out of order"
+                                                   : "lies outside the buffer");
+            return SQZ_ERR_INVALID_PARAM;
+        }
+        end = l->offset + l->rows * l->cols;
+    }
+    sqz_layer_t *copy = NULL;
+    if (nlayers > 0) {
+        copy = malloc(nlayers * sizeof(*copy));
+        if (NULL == copy) {
+            return SQZ_ERR_NO_MEMORY;
+        }
+        memcpy(copy, layers, nlayers * sizeof(*copy));
+    }
+    pthread_mutex_lock(&comm->lock);
+    sqz_layout_entry_t *e = sqz_layout_find(comm, key, count);
+    if (NULL == e) {
+        sqz_layout_entry_t *grown =
+            realloc(comm->layouts, (comm->nlayouts + 1) * sizeof(*comm->layouts));
+        if (NULL == grown) {
+            pthread_mutex_unlock(&comm->lock);
+            free(copy);
+            return SQZ_ERR_NO_MEMORY;
+        }
+        comm->layouts = grown;
+        e             = &comm->layouts[comm->nlayouts++];
+        e->key        = key;
+        e->count      = count;
+        e->layers     = NULL;
+    }
+    free(e->layers);
+    e->layers  = copy;
+    e->nlayers = nlayers;
+    pthread_mutex_unlock(&comm->lock);
+    return SQZ_OK;
+}
+
+size_t sqz_layout_get(const sqz_comm_t *comm, uint64_t key, size_t count, sqz_layer_t *layers,
+                      size_t cap)
+{
+    if (NULL == comm) {
+        return 0;
+    }
+    pthread_mutex_lock((pthread_mutex_t *)&comm->lock);
+    const sqz_layout_entry_t *e = sqz_layout_find(comm, key, count);
+    const size_t              n = e ? e->nlayers : 0;
+    if (e && layers) {
+        memcpy(layers, e->layers, (n < cap ? n : cap) * sizeof(*layers));
+    }
+    pthread_mutex_unlock((pthread_mutex_t *)&comm->lock);
+    return n;
+}
+
+void sqz_layouts_fini(sqz_comm_t *comm)
+{
+    for (size_t i = 0; i < comm->nlayouts; i++) {
+        free(comm->layouts[i].layers);
+    }
+    free(comm->layouts);
+    comm->layouts  = NULL;
+    comm->nlayouts = 0;
+}

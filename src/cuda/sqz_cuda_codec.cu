@@ -1,0 +1,203 @@
+/*
+ * The GPU codec entry points (sqz_cuda_codec.h): argument checks shared by every method, then a
+ * dispatch on p->method to the method's kernels (sqz_cuda_methods.h; plugins/<name>/sqz_<name>.cu).
+ * Also the two small launches every method uses: the payload header init and the "some payload
+ * is bad" flag kernel.
+ *
+ * Argument rules (beyond the header's): payloads and the workspace must be 16-byte aligned
+ * (cudaMalloc gives 256; payload sizes are multiples of 16, so payloads + r * payload_bytes stays
+ * aligned), in and out aligned to their element size, residual to 4 bytes.  16-byte alignment of
+ * in, residual and out is not required: kernels then use scalar accesses.  n == 0 is a no-op.
+ * A parameter set a method does not support gives payload_bytes() == 0 and SQZ_ERR_INVALID_PARAM
+ * from the other calls.
+ */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sqz_cuda_codec.h"
+#include "sqz_cuda_common.cuh"
+#include "sqz_cuda_methods.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * Shared launches.
+ * ------------------------------------------------------------------------------------------- */
+
+__global__ void __launch_bounds__(32) sqz_cu_header_kernel(uint8_t *payload, size_t body,
+                                                           size_t total)
+{
+    sqz_cu_header_init(payload, body, total);
+}
+
+__global__ void __launch_bounds__(256)
+    sqz_cu_flags_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes,
+                        uint32_t *__restrict__ bad_out, unsigned long long *counter)
+{
+    const int bad = sqz_cu_block_any_bad(payloads, nranks, pbytes);
+    if (threadIdx.x == 0) {
+        *bad_out = (uint32_t)bad;
+        if (bad && counter != NULL) {
+            atomicAdd(counter, 1ull);
+        }
+    }
+}
+
+extern "C" sqz_status_t sqz_cu_launch_header_init(void *payload, size_t body, size_t total,
+                                                  void *stream)
+{
+    sqz_cu_header_kernel<<<1, 32, 0, (cudaStream_t)stream>>>((uint8_t *)payload, body, total);
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+extern "C" sqz_status_t sqz_cu_launch_flags(const void *payloads, int nranks, size_t pbytes,
+                                            uint32_t *bad_out, unsigned long long *counter,
+                                            void *stream)
+{
+    sqz_cu_flags_kernel<<<1, 256, 0, (cudaStream_t)stream>>>((const uint8_t *)payloads, nranks,
+                                                             pbytes, bad_out, counter);
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Entry points.
+ * ------------------------------------------------------------------------------------------- */
+
+/* \return the element size of dtype, 0 for an unknown one. */
+static size_t sqz_cu_dtype_size(sqz_dtype_t dtype)
+{
+    switch (dtype) {
+    case SQZ_DTYPE_FLOAT32:
+        return 4;
+    case SQZ_DTYPE_FLOAT16:
+    case SQZ_DTYPE_BFLOAT16:
+        return 2;
+    }
+    return 0;
+}
+
+size_t sqz_gpu_payload_bytes(const sqz_gpu_params_t *p, size_t n)
+{
+    if (p == NULL) {
+        return 0;
+    }
+    switch (p->method) {
+    case SQZ_GPU_TOPK:
+        return sqz_cu_topk_payload_bytes(p, n);
+    case SQZ_GPU_QUANT:
+        return sqz_cu_quant_payload_bytes(p, n);
+    case SQZ_GPU_SIGN:
+        return sqz_cu_sign_payload_bytes(p, n);
+    }
+    return 0;
+}
+
+size_t sqz_gpu_workspace_bytes(const sqz_gpu_params_t *p, size_t n, sqz_dtype_t dtype)
+{
+    if (p == NULL) {
+        return 0;
+    }
+    switch (p->method) {
+    case SQZ_GPU_TOPK:
+        return sqz_cu_topk_workspace_bytes(p, n, dtype);
+    case SQZ_GPU_QUANT:
+        return sqz_cu_quant_workspace_bytes(p, n, dtype);
+    case SQZ_GPU_SIGN:
+        return sqz_cu_sign_workspace_bytes(p, n, dtype);
+    }
+    return 0;
+}
+
+/* \return 1 when p names a method and parameters it supports for n elements (n == 0 is checked
+ *  as n == 1, so that bad parameters are reported even for empty buffers). */
+static int sqz_cu_params_ok(const sqz_gpu_params_t *p, size_t n)
+{
+    return sqz_gpu_payload_bytes(p, n > 0 ? n : 1) != 0;
+}
+
+sqz_status_t sqz_gpu_compress(const sqz_gpu_params_t *p, const void *in, sqz_dtype_t dtype,
+                              float *residual, size_t n, uint32_t key, void *payload,
+                              void *workspace, void *stream)
+{
+    const size_t es = sqz_cu_dtype_size(dtype);
+    if (es == 0 || !sqz_cu_params_ok(p, n)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (n == 0) {
+        return SQZ_OK;
+    }
+    if (in == NULL || payload == NULL || workspace == NULL || !sqz_cu_aligned(in, es) ||
+        !sqz_cu_aligned(residual, 4) || !sqz_cu_aligned(payload, 16) ||
+        !sqz_cu_aligned(workspace, 16)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    switch (p->method) {
+    case SQZ_GPU_TOPK:
+        return sqz_cu_topk_compress(p, in, dtype, residual, n, key, payload, workspace, stream);
+    case SQZ_GPU_QUANT:
+        return sqz_cu_quant_compress(p, in, dtype, residual, n, key, payload, workspace, stream);
+    case SQZ_GPU_SIGN:
+        return sqz_cu_sign_compress(p, in, dtype, residual, n, key, payload, workspace, stream);
+    }
+    return SQZ_ERR_INVALID_PARAM;
+}
+
+sqz_status_t sqz_gpu_decode_sum(const sqz_gpu_params_t *p, const void *payloads, int nranks,
+                                size_t n, float scale, void *out, sqz_dtype_t dtype,
+                                void *workspace, void *stream)
+{
+    const size_t es = sqz_cu_dtype_size(dtype);
+    if (es == 0 || !sqz_cu_params_ok(p, n) || nranks < 1) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (n == 0) {
+        return SQZ_OK;
+    }
+    if (payloads == NULL || out == NULL || workspace == NULL || !sqz_cu_aligned(out, es) ||
+        !sqz_cu_aligned(payloads, 16) || !sqz_cu_aligned(workspace, 16)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    switch (p->method) {
+    case SQZ_GPU_TOPK:
+        return sqz_cu_topk_decode_sum(p, payloads, nranks, n, scale, out, dtype, workspace,
+                                      stream);
+    case SQZ_GPU_QUANT:
+        return sqz_cu_quant_decode_sum(p, payloads, nranks, n, scale, out, dtype, workspace,
+                                       stream);
+    case SQZ_GPU_SIGN:
+        return sqz_cu_sign_decode_sum(p, payloads, nranks, n, scale, out, dtype, workspace,
+                                      stream);
+    }
+    return SQZ_ERR_INVALID_PARAM;
+}
+
+sqz_status_t sqz_gpu_restore(const sqz_gpu_params_t *p, const void *payloads, int nranks, int self,
+                             const void *in, sqz_dtype_t dtype, float *residual, size_t n,
+                             unsigned long long *nonfinite_calls, void *workspace, void *stream)
+{
+    const size_t es = sqz_cu_dtype_size(dtype);
+    if (es == 0 || !sqz_cu_params_ok(p, n) || nranks < 1 || self < 0 || self >= nranks) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (n == 0) {
+        return SQZ_OK; /* no payload bytes, hence no header to look at */
+    }
+    if (payloads == NULL || workspace == NULL || !sqz_cu_aligned(payloads, 16) ||
+        !sqz_cu_aligned(workspace, 16) || !sqz_cu_aligned(nonfinite_calls, 8) ||
+        (residual != NULL && (in == NULL || !sqz_cu_aligned(in, es) ||
+                              !sqz_cu_aligned(residual, 4)))) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    switch (p->method) {
+    case SQZ_GPU_TOPK:
+        return sqz_cu_topk_restore(p, payloads, nranks, self, in, dtype, residual, n,
+                                   nonfinite_calls, workspace, stream);
+    case SQZ_GPU_QUANT:
+        return sqz_cu_quant_restore(p, payloads, nranks, self, in, dtype, residual, n,
+                                    nonfinite_calls, workspace, stream);
+    case SQZ_GPU_SIGN:
+        return sqz_cu_sign_restore(p, payloads, nranks, self, in, dtype, residual, n,
+                                   nonfinite_calls, workspace, stream);
+    }
+    return SQZ_ERR_INVALID_PARAM;
+}

@@ -1,0 +1,118 @@
+/*
+ * Device codecs of the GPU path: compress with fused error feedback, decode-and-sum of every rank's
+ * payload, and residual restore, for the built-in methods topk, quant and sign.
+ *
+ * Contract shared by every function here:
+ *  - Host-callable C; each one only enqueues kernels on `stream` and returns at once: no host
+ *    synchronization, no allocation, no cudaMemcpy to or from the host, nothing that is illegal
+ *    while the stream is being captured into a CUDA graph.
+ *  - Gradients and outputs are device arrays of `dtype` (float32, float16 or bfloat16); all
+ *    arithmetic is float32 (fp32 accumulation), the residual is float32.
+ *  - Payloads have a fixed size, a deterministic function of (params, n): ranks can exchange them
+ *    with ncclAllGather without telling each other their sizes first.
+ *  - Decoding is deterministic: the same payloads give bit-identical outputs on every rank (ranks
+ *    are summed in rank order, each element by one thread, no floating-point atomics).
+ *  - Built with --fmad=false, so that encoding and decoding round exactly as the CPU plugins do.
+ *  \return SQZ_OK, or SQZ_ERR_CUDA when a launch failed (cudaGetLastError), or
+ *  SQZ_ERR_INVALID_PARAM for arguments out of range.
+ */
+#ifndef SQZ_CUDA_CODEC_H
+#define SQZ_CUDA_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <squeeze.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { SQZ_GPU_TOPK = 1, SQZ_GPU_QUANT = 2, SQZ_GPU_SIGN = 3 } sqz_gpu_method_t;
+
+/** Parameters of one codec (from SQZ_TOPK_*, SQZ_QUANT_*, SQZ_SIGN_*). */
+typedef struct sqz_gpu_params {
+    sqz_gpu_method_t method;
+    double           density;    /**< topk: k = max(1, ceil(density * n)) (capped at n) */
+    int              bits;       /**< quant: 1..8 */
+    size_t           bucket;     /**< quant: elements per bucket (>= 8); sign: multiple of 8, or 0
+                                      for one bucket over the whole vector */
+    int              stochastic; /**< quant: 1 stochastic rounding, 0 nearest */
+    int              sign_l2;    /**< sign: 1 scale = sqrt(sum a^2 / m), 0 scale = sum |a| / m */
+} sqz_gpu_params_t;
+
+/* Every payload starts with this 16-byte header, written by compress. */
+#define SQZ_GPU_MAGIC 0x47515a53u          /* "SQZG" */
+#define SQZ_GPU_FLAG_NONFINITE 1u          /* some a[i] = in[i] + residual[i] was NaN or Inf */
+typedef struct sqz_gpu_header {
+    uint32_t magic;
+    uint32_t flags;
+    uint32_t count;    /* topk: entries used (<= k); quant, sign: 0 */
+    uint32_t reserved;
+} sqz_gpu_header_t;
+
+/*
+ * Payload bodies (after the header), little-endian, identical to the CPU plugins' wire formats
+ * for quant and sign (so that the CPU decoders can check GPU payloads):
+ *  quant: nb = ceil(n / bucket) pairs (f32 mn, f32 unit), then n codes of `bits` bits packed
+ *         LSB-first; total 16 + 8 * nb + ceil(n * bits / 8), rounded up to a multiple of 16.
+ *  sign:  nb f32 scales (nb = ceil(n / bucket), or 1 for bucket 0), then n bits LSB-first
+ *         (bit = a >= 0; decoded = bit ? +s : -s); total 16 + 4 * nb + ceil(n / 8), rounded up
+ *         to a multiple of 16.
+ *  topk:  k u32 indices (strictly increasing over the `count` used entries), then k f32 values;
+ *         total 16 + 8 * k rounded up to a multiple of 16.  Entries past `count` are ignored.
+ */
+
+/** \return the payload size in bytes for n elements (a multiple of 16; 0 when n == 0). */
+size_t sqz_gpu_payload_bytes(const sqz_gpu_params_t *p, size_t n);
+
+/** \return the device workspace in bytes that compress, decode_sum and restore need for n elements
+ *  of dtype (the caller allocates it once per buffer and passes it to every call). */
+size_t sqz_gpu_workspace_bytes(const sqz_gpu_params_t *p, size_t n, sqz_dtype_t dtype);
+
+/**
+ * Compresses a = in + residual (residual NULL: a = in, no error feedback) into `payload` and, with
+ * a residual, writes residual = a - decoded(payload) in the same pass (in and residual are read
+ * once, residual written once).
+ *  - quant: per bucket mn = min a, unit as in plugins/quant quant_unit(); code =
+ *    min(floor((a - mn) / unit + r), 2^bits - 1), r = 0.5 (nearest) or
+ *    sqz_pu_hash_f32(key, i) (stochastic; element index i within the buffer); unit 0 => code 0.
+ *  - sign: per bucket scale s as in plugins/sign (l1 or l2 over the bucket's m elements).
+ *  - topk: DGC's sampled threshold: |a| at m = min(n, 8192) sample positions (evenly spaced from
+ *    an offset drawn from key), threshold = the ceil(density * m)-th largest of them; every
+ *    element with |a| >= threshold (and a != 0) is a candidate; candidates are kept in index order
+ *    up to k (per-tile staging may drop some: dropped ones stay in the residual); kept entries
+ *    have residual 0, all others residual a.  Deterministic for a given (in, residual, key).
+ *  Non-finite elements (a NaN or Inf): the header gets SQZ_GPU_FLAG_NONFINITE; such an element
+ *  keeps its old residual, is coded as 0 (quant/sign: excluded from min/max/scale; topk: never
+ *  selected) and its neighbours are coded as if it were absent.
+ */
+sqz_status_t sqz_gpu_compress(const sqz_gpu_params_t *p, const void *in, sqz_dtype_t dtype,
+                              float *residual, size_t n, uint32_t key, void *payload,
+                              void *workspace, void *stream);
+
+/**
+ * out = scale * sum over r = 0..nranks-1 (in rank order) of decode(payloads + r * payload_bytes),
+ * in float32, written as dtype.  `out` may alias the `in` of an earlier compress (in-place
+ * all-reduce).  When any payload's header has SQZ_GPU_FLAG_NONFINITE (or a wrong magic), every
+ * element of out is set to NaN instead (all ranks see the same headers, so all agree).
+ */
+sqz_status_t sqz_gpu_decode_sum(const sqz_gpu_params_t *p, const void *payloads, int nranks,
+                                size_t n, float scale, void *out, sqz_dtype_t dtype,
+                                void *workspace, void *stream);
+
+/**
+ * If any of the nranks payloads is flagged SQZ_GPU_FLAG_NONFINITE: restores this rank's residual
+ * to its value before compress (residual = residual + decoded(own payload) - in, element by
+ * element, except where in + residual is not finite, which compress left untouched), and adds 1
+ * to *nonfinite_calls (device counter; may be NULL).  Otherwise does nothing (decided on the
+ * device).  Must run before decode_sum when out aliases in.  residual NULL: only counts.
+ */
+sqz_status_t sqz_gpu_restore(const sqz_gpu_params_t *p, const void *payloads, int nranks, int self,
+                             const void *in, sqz_dtype_t dtype, float *residual, size_t n,
+                             unsigned long long *nonfinite_calls, void *workspace, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SQZ_CUDA_CODEC_H */

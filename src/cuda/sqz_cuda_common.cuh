@@ -1,0 +1,522 @@
+/*
+ * Device helpers shared by the CUDA codecs (src/cuda/sqz_cuda_codec.cu and the method kernels in
+ * plugins/{quant,sign,topk}/sqz_*.cu).  Header-only: device functions are __forceinline__, host
+ * helpers static inline, so a translation unit that does not use one pays nothing for it.
+ *
+ * Conventions of every kernel built on these helpers:
+ *  - Elements are handled in "chunks" of 8 consecutive elements starting at a multiple of 8 (in
+ *    the buffer's own indexing): 8 codes of b bits are exactly b bytes of a LSB-first packed
+ *    stream, so a thread that owns a chunk owns whole payload bytes and writes them with plain
+ *    stores (no read-modify-write, no race), and 8 elements are one or two 16-byte loads.
+ *  - Vector (16-byte) loads and stores are used only when the caller found the base pointers
+ *    16-byte aligned (the `vec` flag) and the chunk is full; otherwise scalar accesses.
+ *  - Rounding-sensitive float arithmetic goes through the _rn intrinsics: they are never
+ *    contracted into FMAs, so results match the CPU plugins whatever --fmad says.
+ *  - Index arithmetic is size_t (64-bit) everywhere.
+ */
+#ifndef SQZ_CUDA_COMMON_CUH
+#define SQZ_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <float.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "sqz_cuda_codec.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * Launch helpers.
+ * ------------------------------------------------------------------------------------------- */
+
+/** Returns SQZ_ERR_CUDA from the enclosing function when the last launch failed.  (It also
+ *  reports an earlier asynchronous error of the context: the caller cannot do better.) */
+#define SQZ_CU_CHECK_LAUNCH()                                                                  \
+    do {                                                                                       \
+        if (cudaGetLastError() != cudaSuccess) {                                               \
+            return SQZ_ERR_CUDA;                                                               \
+        }                                                                                      \
+    } while (0)
+
+/** Grid sizes are capped here; kernels loop grid-stride over their work units, so any n works
+ *  and the grid stays far below the 2^31 - 1 limit. */
+#define SQZ_CU_GRID_MAX ((size_t)1 << 20)
+
+static inline size_t sqz_cu_div_up(size_t a, size_t b)
+{
+    return a / b + (a % b != 0);
+}
+
+/** \return the blocks for `units` work units handled `per_block` at a time (>= 1, capped). */
+static inline unsigned sqz_cu_grid(size_t units, size_t per_block)
+{
+    size_t g = sqz_cu_div_up(units, per_block);
+    g = g < 1 ? 1 : g;
+    return (unsigned)(g < SQZ_CU_GRID_MAX ? g : SQZ_CU_GRID_MAX);
+}
+
+static inline int sqz_cu_aligned(const void *p, size_t a)
+{
+    return ((uintptr_t)p % a) == 0;
+}
+
+/** \return x rounded up to a multiple of 16 (payload sizes). */
+static inline size_t sqz_cu_round16(size_t x)
+{
+    return (x + 15) / 16 * 16;
+}
+
+/** \return x rounded up to a multiple of 256 (workspace sub-buffers). */
+static inline size_t sqz_cu_round256(size_t x)
+{
+    return (x + 255) / 256 * 256;
+}
+
+/** Bytes of n codes of b bits packed LSB-first (sqz_pu_packed_bytes()). */
+static inline size_t sqz_cu_packed_bytes(size_t n, unsigned b)
+{
+    return (n / 8) * b + ((n % 8) * b + 7) / 8;
+}
+
+/** The first workspace bytes of every method: small control words written and read on the device
+ *  only (never copied to the host).  Method sub-buffers start at SQZ_CU_WS_CTRL_BYTES. */
+typedef struct sqz_cu_ctrl {
+    uint32_t thr;   /* topk: the threshold key of the last compress */
+    uint32_t bad;   /* restore / topk decode: some payload is flagged (or has a wrong magic) */
+    uint32_t total; /* topk: candidates staged by the last compress (before the cut at k) */
+    uint32_t spare;
+} sqz_cu_ctrl_t;
+#define SQZ_CU_WS_CTRL_BYTES 256
+
+/* ---------------------------------------------------------------------------------------------
+ * Per-bucket segments of the two-kernel (statistics, then encode) paths of quant and sign:
+ * a bucket of B elements is cut into spb segments of seg_len elements (the last ones may be short
+ * or empty); one warp reduces each segment, then one block per bucket combines its segments in
+ * a fixed order (skipped when spb == 1).  seg_len grows with B so that spb <= 16384.
+ * ------------------------------------------------------------------------------------------- */
+typedef struct sqz_cu_segs {
+    size_t seg_len; /* elements per segment */
+    size_t spb;     /* segments per bucket */
+    size_t nseg;    /* nb * spb */
+} sqz_cu_segs_t;
+
+static inline sqz_cu_segs_t sqz_cu_segments(size_t B, size_t nb)
+{
+    sqz_cu_segs_t s;
+    const size_t want = sqz_cu_div_up(B, 16384);
+    s.seg_len = want > 2048 ? want : 2048;
+    s.spb = sqz_cu_div_up(B, s.seg_len);
+    s.nseg = nb * s.spb;
+    return s;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Element types: load as float, store float rounded to nearest (even).
+ * ------------------------------------------------------------------------------------------- */
+__device__ __forceinline__ float sqz_cu_to_f32(float x)
+{
+    return x;
+}
+__device__ __forceinline__ float sqz_cu_to_f32(__half x)
+{
+    return __half2float(x);
+}
+__device__ __forceinline__ float sqz_cu_to_f32(__nv_bfloat16 x)
+{
+    return __bfloat162float(x);
+}
+
+template <typename T> __device__ __forceinline__ T sqz_cu_from_f32(float x);
+template <> __device__ __forceinline__ float sqz_cu_from_f32<float>(float x)
+{
+    return x;
+}
+template <> __device__ __forceinline__ __half sqz_cu_from_f32<__half>(float x)
+{
+    return __float2half_rn(x);
+}
+template <> __device__ __forceinline__ __nv_bfloat16 sqz_cu_from_f32<__nv_bfloat16>(float x)
+{
+    return __float2bfloat16_rn(x);
+}
+
+/* 8 consecutive elements from 16-byte aligned p. */
+#ifndef SQZ_CU_STREAM
+#define SQZ_CU_STREAM 0
+#endif
+#if SQZ_CU_STREAM
+#define SQZ_CU_LD(p) __ldcs(p)
+#define SQZ_CU_ST(p, v) __stcs(p, v)
+#else
+#define SQZ_CU_LD(p) (*(p))
+#define SQZ_CU_ST(p, v) (*(p) = (v))
+#endif
+
+__device__ __forceinline__ void sqz_cu_vload8(const float *p, float x[8])
+{
+    const float4 u = SQZ_CU_LD(reinterpret_cast<const float4 *>(p));
+    const float4 v = SQZ_CU_LD(reinterpret_cast<const float4 *>(p) + 1);
+    x[0] = u.x, x[1] = u.y, x[2] = u.z, x[3] = u.w;
+    x[4] = v.x, x[5] = v.y, x[6] = v.z, x[7] = v.w;
+}
+__device__ __forceinline__ void sqz_cu_vload8(const __half *p, float x[8])
+{
+    const uint4 u = SQZ_CU_LD(reinterpret_cast<const uint4 *>(p));
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        __half2 h;
+        memcpy(&h, &w[q], sizeof h);
+        const float2 f = __half22float2(h);
+        x[2 * q] = f.x;
+        x[2 * q + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void sqz_cu_vload8(const __nv_bfloat16 *p, float x[8])
+{
+    const uint4 u = SQZ_CU_LD(reinterpret_cast<const uint4 *>(p));
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        __nv_bfloat162 h;
+        memcpy(&h, &w[q], sizeof h);
+        const float2 f = __bfloat1622float2(h);
+        x[2 * q] = f.x;
+        x[2 * q + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ void sqz_cu_vstore8(float *p, const float x[8])
+{
+    SQZ_CU_ST(reinterpret_cast<float4 *>(p), make_float4(x[0], x[1], x[2], x[3]));
+    SQZ_CU_ST(reinterpret_cast<float4 *>(p) + 1, make_float4(x[4], x[5], x[6], x[7]));
+}
+__device__ __forceinline__ void sqz_cu_vstore8(__half *p, const float x[8])
+{
+    uint32_t w[4];
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const __half2 h = __floats2half2_rn(x[2 * q], x[2 * q + 1]);
+        memcpy(&w[q], &h, sizeof h);
+    }
+    SQZ_CU_ST(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
+}
+__device__ __forceinline__ void sqz_cu_vstore8(__nv_bfloat16 *p, const float x[8])
+{
+    uint32_t w[4];
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * q], x[2 * q + 1]);
+        memcpy(&w[q], &h, sizeof h);
+    }
+    SQZ_CU_ST(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
+}
+
+/** x[e] = p[i0 + e] for e < len (len <= 8), 0 for the others.  vec: p is 16-byte aligned and
+ *  i0 a multiple of 8, so a full chunk is read with 16-byte loads. */
+template <typename T>
+__device__ __forceinline__ void sqz_cu_load8(const T *p, size_t i0, int len, bool vec, float x[8])
+{
+    if (vec && len == 8) {
+        sqz_cu_vload8(p + i0, x);
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        x[e] = e < len ? sqz_cu_to_f32(p[i0 + e]) : 0.0f;
+    }
+}
+
+/** p[i0 + e] = x[e] (rounded to T) for e < len whose bit is set in mask.  vec as sqz_cu_load8. */
+template <typename T>
+__device__ __forceinline__ void sqz_cu_store8(T *p, size_t i0, int len, bool vec, const float x[8],
+                                              uint32_t mask)
+{
+    if (vec && len == 8 && mask == 0xffu) {
+        sqz_cu_vstore8(p + i0, x);
+        return;
+    }
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        if (e < len && ((mask >> e) & 1u)) {
+            p[i0 + e] = sqz_cu_from_f32<T>(x[e]);
+        }
+    }
+}
+
+/** a[e] = in[i0 + e] + res[i0 + e] (res NULL: in alone) for e < len, 0 for the others. */
+template <typename T>
+__device__ __forceinline__ void sqz_cu_load_a8(const T *in, const float *res, size_t i0, int len,
+                                               bool vec, float a[8])
+{
+    sqz_cu_load8(in, i0, len, vec, a);
+    if (res != NULL) {
+        float r[8];
+        sqz_cu_load8(res, i0, len, vec, r);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            a[e] = __fadd_rn(a[e], r[e]);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Finiteness and extremes.
+ * ------------------------------------------------------------------------------------------- */
+
+/** 1 when x is neither NaN nor +-Inf (a bit test, as sqz_pu_is_finite_f32()). */
+__device__ __forceinline__ bool sqz_cu_finite(float x)
+{
+    return (__float_as_uint(x) & 0x7fffffffu) < 0x7f800000u;
+}
+
+/** The bits of |x|: for finite x they order like |x| (sqz_pu_abs_key()). */
+__device__ __forceinline__ uint32_t sqz_cu_abs_key(float x)
+{
+    return __float_as_uint(x) & 0x7fffffffu;
+}
+
+/** min and max that do not depend on the order of their arguments (NaN-free inputs): on a tie
+ *  of +0 and -0, min gives -0 and max gives +0.  Butterfly reductions then give every lane the
+ *  same bits. */
+__device__ __forceinline__ float sqz_cu_min_sym(float x, float y)
+{
+    return x < y ? x : (y < x ? y : __uint_as_float(__float_as_uint(x) | __float_as_uint(y)));
+}
+__device__ __forceinline__ float sqz_cu_max_sym(float x, float y)
+{
+    return x > y ? x : (y > x ? y : __uint_as_float(__float_as_uint(x) & __float_as_uint(y)));
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Deterministic randomness: the same bits as plugins/common/sqz_plugin_util.h.
+ * ------------------------------------------------------------------------------------------- */
+
+/** sqz_pu_hash32(): murmur3 finalizer of key + i * golden ratio. */
+__device__ __forceinline__ uint32_t sqz_cu_hash32(uint32_t key, uint32_t i)
+{
+    uint32_t x = key + i * 0x9e3779b9u;
+    x ^= x >> 16;
+    x *= 0x85ebca6bu;
+    x ^= x >> 13;
+    x *= 0xc2b2ae35u;
+    x ^= x >> 16;
+    return x;
+}
+
+/** sqz_pu_hash_f32(): uniform in [0, 1) with 24 bits (the conversion and scaling are exact). */
+__device__ __forceinline__ float sqz_cu_hash_f32(uint32_t key, uint32_t i)
+{
+    return __fmul_rn((float)(sqz_cu_hash32(key, i) >> 8), 0x1p-24f);
+}
+
+/** sqz_pu_splitmix64(). */
+__host__ __device__ __forceinline__ uint64_t sqz_cu_splitmix64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/** sqz_pu_seed_key(). */
+__host__ __device__ __forceinline__ uint64_t sqz_cu_seed_key(uint64_t seed, int rank, uint64_t seq,
+                                                             int stage)
+{
+    uint64_t s = seed;
+    uint64_t k = sqz_cu_splitmix64(&s);
+    s = k ^ ((uint64_t)(uint32_t)rank << 32 | (uint32_t)stage);
+    k = sqz_cu_splitmix64(&s);
+    s = k ^ seq;
+    return sqz_cu_splitmix64(&s);
+}
+
+/** The hash key of element i: the CPU quant re-keys indices past 2^32 (the hash index is
+ *  (uint32_t)i) with key ^ (uint32_t)sqz_pu_seed_key(key, 0, i >> 32, 0), per 2^32 range as its
+ *  AVX2 path does. */
+__device__ __forceinline__ uint32_t sqz_cu_elem_key(uint32_t key, size_t i)
+{
+    const uint64_t hi = (uint64_t)i >> 32;
+    return hi ? key ^ (uint32_t)sqz_cu_seed_key(key, 0, hi, 0) : key;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Integer helpers.
+ * ------------------------------------------------------------------------------------------- */
+
+/** a / b, through 32-bit division when both fit (much cheaper than the 64-bit one). */
+__device__ __forceinline__ size_t sqz_cu_udiv(size_t a, size_t b)
+{
+    if ((a | b) <= 0xffffffffull) {
+        return (uint32_t)a / (uint32_t)b;
+    }
+    return a / b;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Packed codes: a chunk's 8 codes of b bits are the b bytes at chunk * b of the packed area,
+ * held here little-endian in a uint64_t (code e at bits [e*b, (e+1)*b)).
+ * ------------------------------------------------------------------------------------------- */
+
+/** Stores nbytes (<= b) bytes of the packed chunk v at p.  Full chunks of b = 2, 4 or 8 use one
+ *  aligned store: p = area + chunk * b with an 8-byte aligned area is b-byte aligned. */
+__device__ __forceinline__ void sqz_cu_store_bits(uint8_t *p, uint64_t v, unsigned b, int nbytes)
+{
+    if (nbytes == (int)b) {
+        switch (b) {
+        case 1:
+            *p = (uint8_t)v;
+            return;
+        case 2:
+            *reinterpret_cast<uint16_t *>(p) = (uint16_t)v;
+            return;
+        case 4:
+            *reinterpret_cast<uint32_t *>(p) = (uint32_t)v;
+            return;
+        case 8:
+            *reinterpret_cast<uint2 *>(p) = make_uint2((uint32_t)v, (uint32_t)(v >> 32));
+            return;
+        default:
+            break;
+        }
+    }
+    for (int q = 0; q < nbytes; q++) {
+        p[q] = (uint8_t)(v >> (8 * q));
+    }
+}
+
+/** Loads nbytes (<= b) bytes of a packed chunk at p (the rest of the result is 0). */
+__device__ __forceinline__ uint64_t sqz_cu_load_bits(const uint8_t *p, unsigned b, int nbytes)
+{
+    if (nbytes == (int)b) {
+        switch (b) {
+        case 1:
+            return *p;
+        case 2:
+            return *reinterpret_cast<const uint16_t *>(p);
+        case 4:
+            return *reinterpret_cast<const uint32_t *>(p);
+        case 8: {
+            const uint2 u = *reinterpret_cast<const uint2 *>(p);
+            return (uint64_t)u.x | ((uint64_t)u.y << 32);
+        }
+        default:
+            break;
+        }
+    }
+    uint64_t v = 0;
+    for (int q = 0; q < nbytes; q++) {
+        v |= (uint64_t)p[q] << (8 * q);
+    }
+    return v;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Reductions.
+ * ------------------------------------------------------------------------------------------- */
+__device__ __forceinline__ float sqz_cu_shfl_xor(float v, int off)
+{
+    return __shfl_xor_sync(0xffffffffu, v, off);
+}
+__device__ __forceinline__ double sqz_cu_shfl_xor(double v, int off)
+{
+    return __shfl_xor_sync(0xffffffffu, v, off);
+}
+__device__ __forceinline__ uint32_t sqz_cu_shfl_xor(uint32_t v, int off)
+{
+    return __shfl_xor_sync(0xffffffffu, v, off);
+}
+__device__ __forceinline__ unsigned long long sqz_cu_shfl_xor(unsigned long long v, int off)
+{
+    return __shfl_xor_sync(0xffffffffu, v, off);
+}
+
+/**
+ * Reduces v over aligned groups of G = 2^glog2 consecutive threads of the block; every thread
+ * of a group gets the group's result.  op must be commutative (bit for bit): the butterfly then
+ * gives the same bits to every lane, and the cross-warp step combines warps in a fixed order, so
+ * the result is deterministic.  G <= 32: shuffles only (no barrier).  G > 32: smem holds
+ * blockDim.x / 32 values and the call contains __syncthreads(), so it must be reached by the
+ * whole block (G uniform).  V needs an sqz_cu_shfl_xor(V, int) overload.  Every lane of every
+ * warp must be active.
+ */
+template <typename V, typename Op>
+__device__ __forceinline__ V sqz_cu_group_reduce(V v, int glog2, V *smem, Op op)
+{
+    const int G = 1 << glog2;
+    const int w = G < 32 ? G : 32;
+    for (int off = w >> 1; off > 0; off >>= 1) {
+        v = op(v, sqz_cu_shfl_xor(v, off));
+    }
+    if (G > 32) {
+        if ((threadIdx.x & 31) == 0) {
+            smem[threadIdx.x >> 5] = v;
+        }
+        __syncthreads();
+        const int first = (int)(threadIdx.x >> glog2) << (glog2 - 5);
+        V r = smem[first];
+        for (int q = 1; q < (G >> 5); q++) {
+            r = op(r, smem[first + q]);
+        }
+        __syncthreads(); /* smem is reused by the next call */
+        v = r;
+    }
+    return v;
+}
+
+/** Inclusive prefix sum over the 32 lanes of a warp. */
+__device__ __forceinline__ uint32_t sqz_cu_warp_incl_scan(uint32_t v)
+{
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const uint32_t t = __shfl_up_sync(0xffffffffu, v, off);
+        v += lane >= off ? t : 0u;
+    }
+    return v;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Payload headers.
+ * ------------------------------------------------------------------------------------------- */
+
+/** 1 when the 16-byte aligned header at p is flagged non-finite or has a wrong magic. */
+__device__ __forceinline__ int sqz_cu_header_bad(const uint8_t *p)
+{
+    const uint4 h = *reinterpret_cast<const uint4 *>(p);
+    return h.x != SQZ_GPU_MAGIC || (h.y & SQZ_GPU_FLAG_NONFINITE) != 0;
+}
+
+/** Block-wide: 1 when any of the nranks payloads (stride pbytes) is bad.  Contains a barrier:
+ *  the whole block must call it. */
+__device__ __forceinline__ int sqz_cu_block_any_bad(const uint8_t *payloads, int nranks,
+                                                    size_t pbytes)
+{
+    int bad = 0;
+    for (int r = threadIdx.x; r < nranks; r += blockDim.x) {
+        bad |= sqz_cu_header_bad(payloads + (size_t)r * pbytes);
+    }
+    return __syncthreads_or(bad);
+}
+
+/** Block-wide: writes the header {magic, 0, 0, 0} and zeroes the padding bytes [body, total)
+ *  of a payload.  The flags word is then only ever OR-ed by later kernels. */
+__device__ __forceinline__ void sqz_cu_header_init(uint8_t *payload, size_t body, size_t total)
+{
+    if (threadIdx.x == 0) {
+        *reinterpret_cast<uint4 *>(payload) = make_uint4(SQZ_GPU_MAGIC, 0u, 0u, 0u);
+    }
+    for (size_t q = body + threadIdx.x; q < total; q += blockDim.x) {
+        payload[q] = 0;
+    }
+}
+
+/** Sets the non-finite flag of a payload header (from any thread of a later kernel). */
+__device__ __forceinline__ void sqz_cu_flag_nonfinite(uint8_t *payload)
+{
+    atomicOr(reinterpret_cast<unsigned int *>(payload) + 1, SQZ_GPU_FLAG_NONFINITE);
+}
+
+#endif /* SQZ_CUDA_COMMON_CUH */

@@ -1,0 +1,565 @@
+/*
+ * The GPU path: compressed all-reduce of device buffers over an NCCL communicator, stream-ordered
+ * on the caller's stream.
+ *
+ * One call, every step enqueued on the caller's stream, no host synchronization:
+ *   1. compress  in (+ residual) -> this rank's slot of the payload array    (one fused pass)
+ *   2. ncclAllGather of the fixed-size payloads, in place
+ *   3. restore   when some rank flagged a non-finite input, bring the residual back (device-side
+ *                decision: a no-op kernel otherwise)
+ *   4. decode    sum of every rank's decoded payload, in rank order, times 1 or 1/N, into out
+ * Every rank decodes the same payloads in the same order, so outputs are bit-identical.  The fall
+ * back for what the GPU path does not handle (methods or options without a GPU kernel, CUDA graph
+ * capture, a buffer whose workspace cannot be allocated) is the dense ncclAllReduce on the same
+ * stream, decided on the host from facts every rank shares, so ranks never disagree.
+ *
+ * Per buffer (key, count, dtype): the residual (fp32), the payload array (nranks slots) and the
+ * codec workspace are allocated by its first call (with the communicator's device current), and
+ * kept: no allocation afterwards.  States are few (a DDP job has tens of buckets): a linear list.
+ */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_runtime_api.h>
+
+#include "cuda/sqz_cuda_codec.h"
+#include "cuda/sqz_gpu_engine.h"
+#include "sqz_ctx.h"
+#include "sqz_log.h"
+#include "sqz_param.h"
+#include "sqz_plugin_util.h"
+#include "sqz_residual.h"
+#include "transport/sqz_nccl.h"
+#include "transport/sqz_transport_nccl.h"
+
+typedef struct sqz_gpu_buf {
+    uint64_t    key;
+    size_t      count;
+    sqz_dtype_t dtype;
+    uint64_t    calls;
+    float      *residual;  /* count floats, or NULL without error feedback */
+    void       *payloads;  /* nranks * pbytes */
+    void       *workspace; /* codec workspace */
+    void       *full;      /* reduce-scatter: the whole decoded sum (count elements of dtype) */
+    size_t      pbytes;
+    size_t      bytes;     /* device memory held */
+} sqz_gpu_buf_t;
+
+struct sqz_gpu_comm {
+    const sqz_nccl_api_t *nccl;
+    ncclComm_t            nc;
+    sqz_nccl_transport_t *transport;
+    int                   device;
+    int                   enabled;   /* the selected method runs on the GPU */
+    int                   ef;        /* keep a residual */
+    sqz_gpu_params_t      params;
+    sqz_gpu_buf_t        *bufs;
+    size_t                nbufs, capbufs;
+    unsigned long long   *d_nonfinite; /* device counter written by sqz_gpu_restore */
+    unsigned long long    nonfinite_seen;
+};
+
+int sqz_gpu_built(void) { return 1; }
+
+/* ------------------------------------------------------------------------------------------- */
+/* Parameters of the selected method, read from the context by name.                           */
+/* ------------------------------------------------------------------------------------------- */
+static int sqz_gpu_param(const sqz_ctx_t *ctx, const char *name, char *out, size_t len)
+{
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        const sqz_compressor_v1_t *c = ctx->reg.e[j].c;
+        for (size_t i = 0; i < c->nparams; i++) {
+            if (0 == strcmp(c->params[i].name, name)) {
+                sqz_param_format(&c->params[i], ctx->configs[j], out, len);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static double sqz_gpu_param_num(const sqz_ctx_t *ctx, const char *name, double dflt)
+{
+    char v[64];
+    return sqz_gpu_param(ctx, name, v, sizeof(v)) ? strtod(v, NULL) : dflt;
+}
+
+int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
+{
+    const char *method = ctx->method->name;
+    char        v[64];
+    memset(p, 0, sizeof(*p));
+    if (0 == strcmp(method, "topk")) {
+        p->method  = SQZ_GPU_TOPK;
+        p->density = sqz_gpu_param_num(ctx, "TOPK_DENSITY", 0.01);
+    } else if (0 == strcmp(method, "quant")) {
+        p->method     = SQZ_GPU_QUANT;
+        p->bits       = (int)sqz_gpu_param_num(ctx, "QUANT_BITS", 4);
+        p->bucket     = (size_t)sqz_gpu_param_num(ctx, "QUANT_BUCKET", 512);
+        p->stochastic = sqz_gpu_param(ctx, "QUANT_ROUNDING", v, sizeof(v)) &&
+                        0 == strcmp(v, "stochastic");
+    } else if (0 == strcmp(method, "sign")) {
+        p->method  = SQZ_GPU_SIGN;
+        p->bucket  = (size_t)sqz_gpu_param_num(ctx, "SIGN_BUCKET", 4096);
+        p->sign_l2 = sqz_gpu_param(ctx, "SIGN_SCALE", v, sizeof(v)) && 0 == strcmp(v, "l2");
+    }
+    return p->method != 0;
+}
+
+/* Decides whether the selected method and options run on the GPU; says why not, once. */
+static void sqz_gpu_configure(sqz_comm_t *comm)
+{
+    struct sqz_gpu_comm *g      = comm->gpu;
+    const sqz_ctx_t     *ctx    = comm->ctx;
+    const char          *method = ctx->method->name;
+    g->enabled                  = sqz_gpu_params_from_ctx(ctx, &g->params);
+    g->ef      = ctx->p.ef == SQZ_EF_EF14;
+    if (!g->enabled && 0 != strcmp(method, "none")) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN,
+                     "SQZ_METHOD=%s has no GPU kernel (GPU methods: topk, quant, sign): device "
+                     "all-reduces pass through to NCCL uncompressed",
+                     method);
+    }
+    if (g->enabled && ctx->p.ef != SQZ_EF_EF14 && ctx->p.ef != SQZ_EF_NONE) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN,
+                     "SQZ_EF=%s is CPU-only (the GPU path has ef14 and none): device all-reduces "
+                     "pass through to NCCL uncompressed",
+                     ctx->p.ef == SQZ_EF_EF21 ? "ef21" : "econtrol");
+        g->enabled = 0;
+    }
+    if (g->enabled && g->params.method == SQZ_GPU_TOPK &&
+        (ctx->p.dgc_momentum != 0.0 || ctx->p.dgc_clip != 0.0)) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_DGC_MOMENTUM and SQZ_DGC_CLIP are CPU-only: the GPU path "
+                                   "runs plain top-k with error feedback");
+    }
+    if (g->enabled && g->ef && ctx->p.ef_storage != SQZ_EF_STORAGE_FP32) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_EF_STORAGE: the GPU path keeps fp32 residuals");
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* Lifecycle                                                                                    */
+/* ------------------------------------------------------------------------------------------- */
+static void sqz_gpu_flush_stats(sqz_comm_t *comm)
+{
+    struct sqz_gpu_comm *g = comm->gpu;
+    unsigned long long   n = 0;
+    int                  saved = -1;
+    if (NULL == g || NULL == g->d_nonfinite) {
+        return;
+    }
+    cudaGetDevice(&saved);
+    cudaSetDevice(g->device);
+    /* cudaMemcpy waits for the legacy stream only; the counter may lag calls still in flight on
+     * other streams, which the next read picks up. */
+    if (cudaMemcpy(&n, g->d_nonfinite, sizeof(n), cudaMemcpyDeviceToHost) == cudaSuccess &&
+        n > g->nonfinite_seen) {
+        sqz_stats_nonfinite_found(comm->ctx, comm->ctx->method_index, n - g->nonfinite_seen);
+        g->nonfinite_seen = n;
+    }
+    if (saved >= 0) {
+        cudaSetDevice(saved);
+    }
+}
+
+static void sqz_gpu_destroy(sqz_comm_t *comm)
+{
+    struct sqz_gpu_comm *g = comm->gpu;
+    if (NULL == g) {
+        return;
+    }
+    sqz_ctx_t *ctx = comm->ctx;
+    pthread_mutex_lock(&ctx->lock);
+    for (size_t i = 0; i < ctx->ngpu_comms; i++) {
+        if (ctx->gpu_comms[i] == comm) {
+            ctx->gpu_comms[i] = ctx->gpu_comms[--ctx->ngpu_comms];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (comm->gpu_abandon) {
+        free(g->bufs);
+        free(g);
+        comm->gpu = NULL;
+        return;
+    }
+    sqz_gpu_flush_stats(comm);
+    int saved = -1;
+    cudaGetDevice(&saved);
+    cudaSetDevice(g->device);
+    /* The buffers may still be in use by work enqueued on the callers' streams. */
+    cudaDeviceSynchronize();
+    for (size_t i = 0; i < g->nbufs; i++) {
+        cudaFree(g->bufs[i].residual);
+        cudaFree(g->bufs[i].payloads);
+        cudaFree(g->bufs[i].workspace);
+        cudaFree(g->bufs[i].full);
+    }
+    cudaFree(g->d_nonfinite);
+    if (saved >= 0) {
+        cudaSetDevice(saved);
+    }
+    free(g->bufs);
+    sqz_nccl_transport_destroy(g->transport);
+    free(g);
+    comm->gpu = NULL;
+}
+
+sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **out)
+{
+    *out = NULL;
+    if (NULL == ctx || NULL == nccl_comm) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    const sqz_nccl_api_t *api = sqz_nccl_resolve(1);
+    if (NULL == api) {
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    struct sqz_gpu_comm *g = calloc(1, sizeof(*g));
+    if (NULL == g) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    g->nccl = api;
+    g->nc   = (ncclComm_t)nccl_comm;
+    sqz_transport_t t;
+    sqz_status_t    st = sqz_nccl_transport_create(api, g->nc, &t, &g->transport);
+    if (SQZ_OK != st) {
+        free(g);
+        return st;
+    }
+    sqz_comm_t *comm = NULL;
+    st               = sqz_comm_create(ctx, &t, &comm);
+    if (SQZ_OK != st) {
+        sqz_nccl_transport_destroy(g->transport);
+        free(g);
+        return st;
+    }
+    comm->gpu             = g;
+    comm->gpu_destroy     = sqz_gpu_destroy;
+    comm->gpu_flush_stats = sqz_gpu_flush_stats;
+    api->CommCuDevice(g->nc, &g->device);
+    int saved = -1;
+    cudaGetDevice(&saved);
+    cudaSetDevice(g->device);
+    cudaError_t ce = cudaMalloc((void **)&g->d_nonfinite, sizeof(*g->d_nonfinite));
+    if (ce == cudaSuccess) {
+        ce = cudaMemset(g->d_nonfinite, 0, sizeof(*g->d_nonfinite));
+    }
+    if (saved >= 0) {
+        cudaSetDevice(saved);
+    }
+    if (ce != cudaSuccess) {
+        SQZ_ERROR("device %d: %s", g->device, cudaGetErrorString(ce));
+        sqz_comm_destroy(comm);
+        return SQZ_ERR_CUDA;
+    }
+    pthread_mutex_lock(&ctx->lock);
+    sqz_comm_t **grown = realloc(ctx->gpu_comms, (ctx->ngpu_comms + 1) * sizeof(*grown));
+    if (grown) {
+        ctx->gpu_comms                    = grown;
+        ctx->gpu_comms[ctx->ngpu_comms++] = comm;
+    }
+    pthread_mutex_unlock(&ctx->lock);
+    if (NULL == grown) {
+        sqz_comm_destroy(comm);
+        return SQZ_ERR_NO_MEMORY;
+    }
+    sqz_gpu_configure(comm);
+    st = sqz_comm_check_settings(comm);
+    if (SQZ_OK != st) {
+        sqz_comm_destroy(comm);
+        return st;
+    }
+    *out = comm;
+    return SQZ_OK;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* The compressed all-reduce                                                                    */
+/* ------------------------------------------------------------------------------------------- */
+static size_t sqz_dtype_size(sqz_dtype_t d) { return d == SQZ_DTYPE_FLOAT32 ? 4 : 2; }
+
+static ncclDataType_t sqz_nccl_dtype(sqz_dtype_t d)
+{
+    return d == SQZ_DTYPE_FLOAT32 ? ncclFloat32 : d == SQZ_DTYPE_FLOAT16 ? ncclFloat16
+                                                                         : ncclBfloat16;
+}
+
+static sqz_status_t sqz_gpu_dense(struct sqz_gpu_comm *g, const void *in, void *out, size_t count,
+                                  sqz_dtype_t dtype, sqz_op_t op, cudaStream_t s)
+{
+    const ncclResult_t r = g->nccl->AllReduce(in, out, count, sqz_nccl_dtype(dtype),
+                                              op == SQZ_OP_AVG ? ncclAvg : ncclSum, g->nc, s);
+    if (r != ncclSuccess) {
+        SQZ_ERROR("ncclAllReduce: %s", sqz_nccl_error(r));
+        return SQZ_ERR_NCCL;
+    }
+    return SQZ_OK;
+}
+
+static sqz_status_t sqz_gpu_dense_rs(struct sqz_gpu_comm *g, const void *in, void *out,
+                                     size_t recvcount, sqz_dtype_t dtype, sqz_op_t op,
+                                     cudaStream_t s)
+{
+    const ncclResult_t r = g->nccl->ReduceScatter(in, out, recvcount, sqz_nccl_dtype(dtype),
+                                                  op == SQZ_OP_AVG ? ncclAvg : ncclSum, g->nc, s);
+    if (r != ncclSuccess) {
+        SQZ_ERROR("ncclReduceScatter: %s", sqz_nccl_error(r));
+        return SQZ_ERR_NCCL;
+    }
+    return SQZ_OK;
+}
+
+static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
+{
+    cudaFree(b->residual);
+    cudaFree(b->payloads);
+    cudaFree(b->workspace);
+    cudaFree(b->full);
+    b->residual = NULL, b->payloads = NULL, b->workspace = NULL, b->full = NULL;
+}
+
+/* \return the state of (key, count, dtype), allocating it on first use (NULL on failure: the
+ * call goes dense; the failure is logged once). */
+static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t count,
+                                      sqz_dtype_t dtype, int rs, cudaStream_t s)
+{
+    struct sqz_gpu_comm *g = comm->gpu;
+    for (size_t i = 0; i < g->nbufs; i++) {
+        sqz_gpu_buf_t *b = &g->bufs[i];
+        if (b->key == key && b->count == count && b->dtype == dtype) {
+            return b;
+        }
+    }
+    if (g->nbufs == g->capbufs) {
+        const size_t   cap   = g->capbufs ? 2 * g->capbufs : 16;
+        sqz_gpu_buf_t *grown = realloc(g->bufs, cap * sizeof(*grown));
+        if (NULL == grown) {
+            return NULL;
+        }
+        g->bufs    = grown;
+        g->capbufs = cap;
+    }
+    sqz_gpu_buf_t b = {.key = key, .count = count, .dtype = dtype};
+    b.pbytes        = sqz_gpu_payload_bytes(&g->params, count);
+    const size_t wb = sqz_gpu_workspace_bytes(&g->params, count, dtype);
+    cudaError_t  ce = cudaMalloc(&b.payloads, b.pbytes * (size_t)comm->nranks);
+    if (ce == cudaSuccess) {
+        ce = cudaMalloc(&b.workspace, wb ? wb : 16);
+    }
+    if (ce == cudaSuccess && rs) {
+        ce = cudaMalloc(&b.full, count * sqz_dtype_size(dtype));
+    }
+    if (ce == cudaSuccess && g->ef) {
+        ce = cudaMalloc((void **)&b.residual, count * sizeof(float));
+        if (ce == cudaSuccess) {
+            ce = cudaMemsetAsync(b.residual, 0, count * sizeof(float), s);
+        }
+    }
+    if (ce != cudaSuccess) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN,
+                     "device memory for a %zu-element buffer: %s; such buffers go dense", count,
+                     cudaGetErrorString(ce));
+        cudaGetLastError(); /* clear the sticky-free error state of the failed allocation */
+        sqz_gpu_buf_free(&b);
+        return NULL;
+    }
+    b.bytes = b.pbytes * (size_t)comm->nranks + wb + (g->ef ? count * 4 : 0) +
+              (rs ? count * sqz_dtype_size(dtype) : 0);
+    g->bufs[g->nbufs++]  = b;
+    return &g->bufs[g->nbufs - 1];
+}
+
+/* The compressed all-reduce of count elements from `in`; with rs_out, only this rank's block of
+ * count / nranks elements is kept (reduce-scatter): the sum is decoded into the buffer's scratch
+ * and the block copied to rs_out. */
+static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
+                                void *stream, void *rs_out);
+
+sqz_status_t sqz_allreduce_async(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
+                                 void *stream)
+{
+    return sqz_gpu_run(comm, sendbuf, recvbuf, count, dtype, op, key, stream, NULL);
+}
+
+sqz_status_t sqz_reduce_scatter_async(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                      size_t recvcount, sqz_dtype_t dtype, sqz_op_t op,
+                                      uint64_t key, void *stream)
+{
+    if (NULL == comm || NULL == sendbuf || NULL == recvbuf) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    return sqz_gpu_run(comm, sendbuf, NULL, recvcount * (size_t)comm->nranks, dtype, op, key,
+                       stream, recvbuf);
+}
+
+static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
+                                void *stream, void *rs_out)
+{
+    if (NULL == comm || NULL == comm->gpu || (NULL == recvbuf && NULL == rs_out) ||
+        (dtype != SQZ_DTYPE_FLOAT32 && dtype != SQZ_DTYPE_FLOAT16 &&
+         dtype != SQZ_DTYPE_BFLOAT16) ||
+        (op != SQZ_OP_SUM && op != SQZ_OP_AVG)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    struct sqz_gpu_comm *g   = comm->gpu;
+    sqz_ctx_t           *ctx = comm->ctx;
+    cudaStream_t         s   = (cudaStream_t)stream;
+    const void          *in  = sendbuf ? sendbuf : recvbuf;
+    const size_t         esz = sqz_dtype_size(dtype);
+    if (count == 0) {
+        return SQZ_OK;
+    }
+    /* Policy, from facts that every rank shares (the same call on every rank). */
+    int eligible = g->enabled && count * esz >= ctx->p.min_bytes &&
+                   !(g->params.method == SQZ_GPU_TOPK && count > (size_t)UINT32_MAX);
+    if (eligible && rs_out) {
+        /* A reduce-scatter moves (N-1)/N of the input per rank; the payload all-gather moves
+         * (N-1) payloads: compress only when that is less. */
+        eligible = sqz_gpu_payload_bytes(&g->params, count) * (size_t)comm->nranks < count * esz;
+    }
+    if (eligible) {
+        /* Under CUDA graph capture the workspace cannot be allocated and the call could not
+         * be replayed with fresh randomness: pass through (every rank captures the same calls). */
+        enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+        if (cudaStreamIsCapturing(s, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
+            cudaGetLastError();
+            eligible = 0;
+        }
+    }
+    if (!eligible) {
+        sqz_comm_count_passthrough(comm);
+        return rs_out ? sqz_gpu_dense_rs(g, in, rs_out, count / (size_t)comm->nranks, dtype, op, s)
+                      : sqz_gpu_dense(g, in, recvbuf, count, dtype, op, s);
+    }
+    if (0 == key) {
+        key = sqz_hash64((uint64_t)(uintptr_t)(rs_out ? rs_out : recvbuf) ^ ((uint64_t)count << 1) ^
+                         (rs_out ? 1u : 0u));
+    }
+    pthread_mutex_lock(&comm->lock);
+    int saved = -1;
+    cudaGetDevice(&saved);
+    if (saved != g->device) {
+        cudaSetDevice(g->device);
+    }
+    sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
+    sqz_status_t     st  = SQZ_OK;
+    sqz_gpu_buf_t   *b   = sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL, s);
+    const int        warm = b != NULL && (int64_t)b->calls < ctx->p.warmup_steps;
+    if (NULL == b || warm) {
+        if (b) {
+            b->calls++;
+        }
+        sqz_stats_record(ctx, ctx->method_index, warm ? 'w' : 'f', count * esz, &cst);
+        st = rs_out ? sqz_gpu_dense_rs(g, in, rs_out, count / (size_t)comm->nranks, dtype, op, s)
+                    : sqz_gpu_dense(g, in, recvbuf, count, dtype, op, s);
+        goto out;
+    }
+    const double   t0   = sqz_time_now();
+    const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, comm->rank,
+                                                    b->calls, 0);
+    unsigned char *mine = (unsigned char *)b->payloads + (size_t)comm->rank * b->pbytes;
+    b->calls++;
+    st = sqz_gpu_compress(&g->params, in, dtype, b->residual, count, rkey, mine, b->workspace, s);
+    if (SQZ_OK != st) {
+        /* Nothing of this call reached the network: the dense all-reduce is still exact (a failed
+         * launch leaves the residual as it was, or the device is lost and everything fails). */
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "GPU compress failed (%s): dense fallback",
+                     sqz_status_string(st));
+        sqz_stats_record(ctx, ctx->method_index, 'f', count * esz, &cst);
+        st = rs_out ? sqz_gpu_dense_rs(g, in, rs_out, count / (size_t)comm->nranks, dtype, op, s)
+                    : sqz_gpu_dense(g, in, recvbuf, count, dtype, op, s);
+        goto out;
+    }
+    const ncclResult_t r = g->nccl->AllGather(mine, b->payloads, b->pbytes, ncclUint8, g->nc, s);
+    if (r != ncclSuccess) {
+        SQZ_ERROR("ncclAllGather: %s", sqz_nccl_error(r));
+        st = SQZ_ERR_NCCL;
+        goto out;
+    }
+    const float scale = op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
+    st = sqz_gpu_restore(&g->params, b->payloads, comm->nranks, comm->rank, in, dtype, b->residual,
+                         count, g->d_nonfinite, b->workspace, s);
+    if (SQZ_OK == st) {
+        st = sqz_gpu_decode_sum(&g->params, b->payloads, comm->nranks, count, scale,
+                                rs_out ? b->full : recvbuf, dtype, b->workspace, s);
+    }
+    if (SQZ_OK == st && rs_out) {
+        const size_t blk = count / (size_t)comm->nranks * esz;
+        if (cudaMemcpyAsync(rs_out, (unsigned char *)b->full + (size_t)comm->rank * blk, blk,
+                            cudaMemcpyDeviceToDevice, s) != cudaSuccess) {
+            st = SQZ_ERR_CUDA;
+        }
+    }
+    if (SQZ_OK != st) {
+        SQZ_ERROR("GPU decode failed: %s", sqz_status_string(st));
+        goto out;
+    }
+    cst.bytes_wire = b->pbytes;
+    cst.bytes_sent = b->pbytes * (size_t)(comm->nranks - 1);
+    cst.t_compress = sqz_time_now() - t0; /* host time to enqueue: the device time is async */
+    sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
+out:
+    if (saved >= 0 && saved != g->device) {
+        cudaSetDevice(saved);
+    }
+    pthread_mutex_unlock(&comm->lock);
+    return st;
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* NCCL communicators for bindings                                                              */
+/* ------------------------------------------------------------------------------------------- */
+sqz_status_t sqz_nccl_get_unique_id(void *id, size_t len)
+{
+    const sqz_nccl_api_t *api = sqz_nccl_resolve(1);
+    if (NULL == id || len < sizeof(ncclUniqueId)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (NULL == api || NULL == api->GetUniqueId) {
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    const ncclResult_t r = api->GetUniqueId((ncclUniqueId *)id);
+    if (r != ncclSuccess) {
+        SQZ_ERROR("ncclGetUniqueId: %s", sqz_nccl_error(r));
+        return SQZ_ERR_NCCL;
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_nccl_comm_init(int nranks, const void *id, size_t len, int rank, void **out)
+{
+    const sqz_nccl_api_t *api = sqz_nccl_resolve(1);
+    if (NULL == out || NULL == id || len < sizeof(ncclUniqueId) || nranks < 1 || rank < 0 ||
+        rank >= nranks) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    *out = NULL;
+    if (NULL == api || NULL == api->CommInitRank) {
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    ncclUniqueId uid;
+    memcpy(&uid, id, sizeof(uid));
+    ncclComm_t         c = NULL;
+    const ncclResult_t r = api->CommInitRank(&c, nranks, uid, rank);
+    if (r != ncclSuccess) {
+        SQZ_ERROR("ncclCommInitRank: %s", sqz_nccl_error(r));
+        return SQZ_ERR_NCCL;
+    }
+    *out = c;
+    return SQZ_OK;
+}
+
+void sqz_nccl_comm_destroy(void *nccl_comm)
+{
+    const sqz_nccl_api_t *api = sqz_nccl_resolve(0);
+    if (nccl_comm && api && api->CommDestroy) {
+        api->CommDestroy((ncclComm_t)nccl_comm);
+    }
+}

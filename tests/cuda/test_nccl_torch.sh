@@ -1,0 +1,132 @@
+#!/bin/sh
+# Squeeze's GPU path under PyTorch + NCCL, two processes on two GPUs (torchrun):
+#   (a) LD_PRELOAD=libsqueeze_nccl.so under an unmodified torch.distributed job, for
+#       SQZ_METHOD=quant, topk and sign;
+#   (b) the Python binding: squeeze.Comm on the current stream and the squeeze.ddp hook.
+# tests/cuda/nccl_torch_check.py does the checks (exact passthrough, bit-identical compressed
+# results with bounded error, error-feedback convergence, NaN handling, DDP).
+# Exits 77 (skip) unless a python3 imports torch and sees at least 2 GPUs.
+# Knobs: TORCHTEST_METHODS (default "quant topk sign"), TORCHTEST_MODES (default
+# "preload hook"), TORCHTEST_TIMEOUT (seconds per torchrun job, default 600).
+# shellcheck disable=SC2154 # top_srcdir and top_builddir come from make check
+set -u
+: "${top_builddir:?top_builddir must be set (make check sets it)}"
+: "${top_srcdir:?top_srcdir must be set}"
+
+PY=
+for p in ${PYTHON3:-} python3 /usr/bin/python3; do
+    if command -v "$p" >/dev/null 2>&1 &&
+        "$p" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() and torch.cuda.device_count() >= 2 else 1)' \
+            >/dev/null 2>&1; then
+        PY=$(command -v "$p")
+        break
+    fi
+done
+if [ -z "$PY" ]; then
+    echo "SKIP: no python3 that imports torch and sees 2 GPUs"
+    exit 77
+fi
+
+# NVLink multicast stays off on shared machines (NVLS can take a host's GPUs out of service).
+NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export NCCL_NVLS_ENABLE TORCH_SYMM_MEM_DISABLE_MULTICAST NVSHMEM_DISABLE_NVLS
+METHODS=${TORCHTEST_METHODS:-quant topk sign}
+MODES=${TORCHTEST_MODES:-preload hook}
+TIMEOUT=${TORCHTEST_TIMEOUT:-600}
+# Only what a case sets may reach the library.
+for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
+
+SCRIPT="$top_srcdir/tests/cuda/nccl_torch_check.py"
+PRELOAD="$top_builddir/.libs/libsqueeze_nccl.so"
+LIB="$top_builddir/.libs/libsqueeze.so"
+TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/sqz-torch.XXXXXX")
+trap 'rm -rf "$TESTDIR"' EXIT
+TIMEOUT_CMD=
+command -v timeout >/dev/null 2>&1 && TIMEOUT_CMD="timeout $TIMEOUT"
+
+failures=0
+ran=0
+bad() {
+    echo "FAIL: $*"
+    failures=$((failures + 1))
+}
+
+method_env() {
+    case $1 in
+    quant) echo "SQZ_METHOD=quant SQZ_QUANT_BITS=4" ;;
+    topk) echo "SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.01" ;;
+    sign) echo "SQZ_METHOD=sign" ;;
+    esac
+}
+
+# run_case NAME MODE METHOD [VAR=value ...]: one torchrun job, its log in $TESTDIR/NAME.log.
+run_case() {
+    name=$1 mode=$2 method=$3
+    shift 3
+    log="$TESTDIR/$name.log"
+    echo "== $name: torchrun --nproc_per_node=2 nccl_torch_check.py --mode $mode, $* $(method_env "$method")"
+    # shellcheck disable=SC2046,SC2086
+    env "$@" $(method_env "$method") SQUEEZE_LIB="$LIB" \
+        PYTHONPATH="$top_srcdir/python${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 \
+        $TIMEOUT_CMD "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 \
+        "$SCRIPT" --mode "$mode" --method "$method" >"$log" 2>&1
+    rc=$?
+    ran=$((ran + 1))
+    grep -E '^(PASS|FAIL|SKIP|nccl_torch_check|rank 0 squeeze)' "$log" | sed 's/^/   /'
+    if [ "$rc" -ne 0 ]; then
+        [ "$rc" -eq 124 ] && echo "   (timed out after ${TIMEOUT}s)"
+        sed 's/^/   | /' "$log" | tail -n 40
+        bad "$name exited $rc"
+    fi
+    return $rc
+}
+
+# (a) the interposer under an unmodified torch.distributed job
+case " $MODES " in *" preload "*) want_preload=1 ;; *) want_preload=0 ;; esac
+case " $MODES " in *" hook "*) want_hook=1 ;; *) want_hook=0 ;; esac
+if [ "$want_preload" -eq 0 ]; then
+    :
+elif [ -f "$PRELOAD" ]; then
+    for m in $METHODS; do
+        stats="$TESTDIR/preload-$m-%r.json"
+        run_case "preload-$m" preload "$m" LD_PRELOAD="$PRELOAD" SQZ_STATS="json:$stats"
+        for r in 0 1; do
+            f=$(echo "$stats" | sed "s/%r/$r/")
+            if [ -f "$f" ]; then
+                c=$(sed -n 's/^ *"calls_compressed": *\([0-9]*\).*/\1/p' "$f" | head -n 1)
+                if [ -z "$c" ] || [ "$c" -lt 1 ]; then
+                    bad "preload-$m: rank $r's stats say calls_compressed='$c'"
+                else
+                    echo "   rank $r stats: calls_compressed $c"
+                fi
+            else
+                echo "   (no stats file $f)"
+            fi
+        done
+    done
+else
+    echo "SKIP (a): no $PRELOAD (built without NCCL support?)"
+fi
+
+# (b) the Python binding and the DDP hook
+if [ "$want_hook" -eq 0 ]; then
+    :
+elif SQUEEZE_LIB="$LIB" PYTHONPATH="$top_srcdir/python" "$PY" -c \
+    'import sys, squeeze; sys.exit(0 if squeeze.gpu_built() else 1)' >/dev/null 2>&1; then
+    for m in $METHODS; do
+        run_case "hook-$m" hook "$m"
+    done
+else
+    echo "SKIP (b): $LIB was built without the GPU path (squeeze.gpu_built() is False)"
+fi
+
+if [ "$ran" -eq 0 ]; then
+    echo "SKIP: nothing to run (no GPU build)"
+    exit 77
+fi
+if [ "$failures" -ne 0 ]; then
+    echo "FAIL: $failures job(s) failed"
+    exit 1
+fi
+echo "PASS: Squeeze under PyTorch + NCCL ($ran jobs)"
+exit 0
