@@ -175,13 +175,11 @@ typedef struct sqz_layer {
 /** Records the layout of the buffer named `key` (the key of sqz_allreduce / sqz_allreduce_async)
  *  of `count` elements.  Layers must be sorted by offset, must not overlap, must lie inside
  *  [0, count), and have rows, cols >= 1; gaps are allowed (padding).  Registering again replaces
- *  the layout.  
-eturn SQZ_ERR_INVALID_PARAM (with a log line naming the bad layer) otherwise. */
+ *  the layout. \return SQZ_ERR_INVALID_PARAM (with a log line naming the bad layer) otherwise. */
 SQZ_API sqz_status_t sqz_layout_register(sqz_comm_t *comm, uint64_t key, size_t count,
                                          const sqz_layer_t *layers, size_t nlayers);
 
-/** 
-eturn the number of layers registered for (key, count), copying at most `cap` of them to
+/** \return the number of layers registered for (key, count), copying at most `cap` of them to
  *  `layers` (which may be NULL); 0 when none is registered. */
 SQZ_API size_t sqz_layout_get(const sqz_comm_t *comm, uint64_t key, size_t count,
                               sqz_layer_t *layers, size_t cap);
@@ -189,16 +187,14 @@ SQZ_API size_t sqz_layout_get(const sqz_comm_t *comm, uint64_t key, size_t count
 /* ------------------------------------------------------------------------------------------ */
 /* GPU path: device buffers, NCCL, stream-ordered                                             */
 /* ------------------------------------------------------------------------------------------ */
-/** 
-eturn 1 when this library was built with CUDA and NCCL support, 0 otherwise.  (Whether a
+/** \return 1 when this library was built with CUDA and NCCL support, 0 otherwise.  (Whether a
  *  device is present is only known when a communicator is created.) */
 SQZ_API int sqz_gpu_built(void);
 
 /** Creates an engine over an existing NCCL communicator (`nccl_comm` is an ncclComm_t).  NCCL is
  *  not linked: the library uses the libnccl.so.2 already loaded in the process (PyTorch's), or
  *  loads it.  Compares the ranks' settings (collective; synchronizes the device once): on a
- *  mismatch every rank gets SQZ_ERR_MISMATCH.  
-eturn SQZ_ERR_NOT_SUPPORTED when the library was
+ *  mismatch every rank gets SQZ_ERR_MISMATCH. \return SQZ_ERR_NOT_SUPPORTED when the library was
  *  built without CUDA/NCCL or no device is usable. */
 SQZ_API sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **comm);
 
@@ -208,7 +204,9 @@ SQZ_API sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_c
  *  as sqz_allreduce (bit-identical output on every rank, SUM or AVG as requested); calls that are
  *  not eligible run the dense ncclAllReduce on the same stream.  When some rank's input holds NaN
  *  or Inf, every rank's output is NaN (an AMP grad scaler then skips the step, as it would for the
- *  dense sum) and the residuals are restored. */
+ *  dense sum) and the residuals are restored.  Randomness (top-k's threshold sample, stochastic
+ *  rounding) is drawn from (SQZ_SEED, key, call count): the same key sequence gives the same
+ *  bits. */
 SQZ_API sqz_status_t sqz_allreduce_async(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                          size_t count, sqz_dtype_t dtype, sqz_op_t op,
                                          uint64_t key, void *stream);

@@ -309,10 +309,12 @@ def candidates():
         out.append(("SQUEEZE_LIB", env))
         return out  # an explicit choice is not second-guessed
     pkgdir = os.path.dirname(os.path.abspath(__file__))
-    # Installed: <prefix>/lib/pythonX.Y/site-packages/squeeze/ next to <prefix>/lib/libsqueeze.so,
-    # or a copy inside the package.
+    # Installed: a copy inside the package; `make install`'s <prefix>/share/squeeze/python/squeeze/
+    # beside <prefix>/lib/libsqueeze.so; or <prefix>/lib/pythonX.Y/site-packages/squeeze/.
     out.append(("package directory", os.path.join(pkgdir, "libsqueeze.so")))
-    out.append(("installed prefix", os.path.normpath(
+    out.append(("installed prefix (share/squeeze/python)", os.path.normpath(
+        os.path.join(pkgdir, "..", "..", "..", "..", "lib", "libsqueeze.so"))))
+    out.append(("installed prefix (site-packages)", os.path.normpath(
         os.path.join(pkgdir, "..", "..", "..", "libsqueeze.so"))))
     out.append(("sys.prefix", os.path.join(sys.prefix, "lib", "libsqueeze.so")))
     # Build tree: python/squeeze/ -> <top_builddir>/.libs/libsqueeze.so (in-tree builds).

@@ -268,19 +268,30 @@ def check_compressed(ck, red, args, world, device, ctx):
                       f"{'finite' if finite else 'NOT finite'}, rel_err {rel:.4f} "
                       f"(max {args.max_rel:g}), {how}")
     if red.mode == "hook":
-        # Out of place (sendbuf) on a fresh key: the input is untouched, the output is the same
-        # bits as in place on another fresh key.
+        # Out of place (sendbuf) on a fresh key: the input is untouched and the output is as good
+        # as in place.  (Bit-equality with the in-place call, made on another key, is only
+        # reported: a method may draw its samples from the key, as the GPU top-k does.)
         count = args.n + 4096
-        x = make_input(dist.get_rank(), 399, count, torch.float32, kind).to(device)
+        x = make_input(dist.get_rank(), 399, count, torch.float32, kind)
+        exact = torch.zeros(count, dtype=torch.float64)
+        for r in range(world):
+            exact += make_input(r, 399, count, torch.float32, kind).double()
+        x = x.to(device)
         keep = x.clone()
         a = x.clone()
         red(a, "sum")
         out = torch.empty_like(x)
         red(out, "sum", sendbuf=x.data_ptr())
         torch.cuda.synchronize()
-        ok = torch.equal(x, keep) and torch.equal(a, out)
-        ck.report(ok, "out-of-place allreduce_async equals in place, input untouched",
-                  "" if ok else f"input kept: {torch.equal(x, keep)}, equal: {torch.equal(a, out)}")
+        kept = torch.equal(x, keep)
+        same = same_on_all_ranks(digest(out))
+        rel = rel_error(out, exact)
+        ok = kept and same and bool(torch.isfinite(out).all()) and rel <= args.max_rel
+        ck.report(ok, "out-of-place allreduce_async (sendbuf)",
+                  f"input {'untouched' if kept else 'MODIFIED'}, "
+                  f"{'bit-identical' if same else 'ranks DIFFER'}, rel_err {rel:.4f} "
+                  f"(in place: {rel_error(a, exact):.4f}; outputs "
+                  f"{'equal' if torch.equal(a, out) else 'differ'})")
 
 
 def check_convergence(ck, red, args, world, device):

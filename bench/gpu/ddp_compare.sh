@@ -1,0 +1,38 @@
+#!/bin/sh
+# The ~100M-parameter DDP transformer (examples/pytorch/ddp_train.py) on 2 GPUs, dense over NVLink
+# against dense and compressed over NCCL sockets (the emulated network, about 3.5 GB/s), one JSON
+# file per run in OUTDIR.  Usage:
+#   bench/gpu/ddp_compare.sh BUILDDIR OUTDIR [RUN...]
+# RUN names (default: all): dense-nvlink dense-socket preload-quant4 hook-quant4 preload-topk
+#   preload-sign torch-fp16 torch-powersgd
+# Extra arguments for ddp_train.py: DDP_ARGS (default "--steps 60 --bf16").
+set -u
+B=$(cd "$1" && pwd)
+OUT=$2
+shift 2
+S=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$OUT"
+RUNS=${*:-dense-nvlink dense-socket preload-quant4 hook-quant4 preload-topk preload-sign torch-fp16 torch-powersgd}
+ARGS=${DDP_ARGS:---steps 60 --bf16}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTHONPATH="$S/python${PYTHONPATH:+:$PYTHONPATH}" SQUEEZE_LIB="$B/.libs/libsqueeze.so"
+SOCK="NCCL_P2P_DISABLE=1 NCCL_SHM_DISABLE=1 NCCL_NET=Socket NCCL_SOCKET_IFNAME=lo"
+T="torchrun --standalone --nproc_per_node=2 $S/examples/pytorch/ddp_train.py $ARGS"
+P="LD_PRELOAD=$B/.libs/libsqueeze_nccl.so"
+for r in $RUNS; do
+    case $r in
+    dense-nvlink) cmd="$T --comm dense" ;;
+    dense-socket) cmd="env $SOCK $T --comm dense" ;;
+    preload-quant4) cmd="env $SOCK $P SQZ_METHOD=quant SQZ_QUANT_BITS=4 $T --comm dense" ;;
+    hook-quant4) cmd="env $SOCK $T --comm squeeze --sqz METHOD=quant --sqz QUANT_BITS=4" ;;
+    preload-topk) cmd="env $SOCK $P SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.01 $T --comm dense" ;;
+    preload-sign) cmd="env $SOCK $P SQZ_METHOD=sign $T --comm dense" ;;
+    torch-fp16) cmd="env $SOCK $T --comm torch-fp16" ;;
+    torch-powersgd) cmd="env $SOCK $T --comm torch-powersgd --powersgd-rank 4" ;;
+    *) echo "unknown run $r" >&2; exit 2 ;;
+    esac
+    echo "== $r: $cmd"
+    # shellcheck disable=SC2086 # cmd is a word list on purpose
+    sh -c "$cmd --json $OUT/$r.json" >"$OUT/$r.log" 2>&1
+    echo "   rc=$? $(tail -1 "$OUT/$r.log")"
+done
