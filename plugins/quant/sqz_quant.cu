@@ -12,13 +12,14 @@
  * rejects the whole call).
  *
  * Launch structure of compress (after the header-init launch):
- *  - fused path, bucket B a multiple of 8 and <= QUANT_FUSED_MAX (the defaults 512 and 4096):
- *    ONE kernel.  A group of G = 2^g threads (G from 1 to 256, a sub-warp, a warp or several)
- *    owns a bucket: it loads the bucket's chunks of 8 (at most 4 per thread) into registers,
- *    reduces min/max/non-finite over the group, computes the unit, then encodes from registers:
- *    residual written with 16-byte stores, each chunk's b code bytes with one store.  Bytes
- *    touched per element: read in (4 or 2), read residual 4, write residual 4, write b/8 (+8/B
- *    of metadata).
+ *  - fused path, bucket B a multiple of 8 and <= QUANT_FUSED_MAX (4096; the defaults 512 and
+ *    4096 qualify): ONE kernel, instantiated per b (constant shifts and masks).  A group of
+ *    G = 2^g threads (G from 1 to 256: a sub-warp, a warp or several) owns a bucket: it loads the
+ *    bucket's chunks of 8 (at most QUANT_NC per thread) into registers, reduces min/max/non-finite
+ *    over the group (integer min/max on order-preserving images), computes the unit, then encodes
+ *    from registers: residual written with 16-byte stores, each chunk's b code bytes with one
+ *    store.  Bytes touched per element: read in (4 or 2), read residual 4, write residual 4,
+ *    write b/8 (+8/B of metadata).
  *  - general path (B not a multiple of 8, or larger): a warp per segment of a bucket reduces
  *    min/max (writing the metadata directly when a bucket is one segment), one block per bucket
  *    combines the segments otherwise, then a thread per chunk of 8 encodes (a chunk then spans
@@ -35,9 +36,15 @@
 #include "sqz_cuda_methods.h"
 
 #define QUANT_THREADS 256
-/* Chunks held in registers per thread in the fused path. */
+/* Chunks held in registers per thread in the fused path, and the blocks per SM its register
+ * budget is cut for: the kernel is latency-bound on its per-bucket chain (reduce, unit, inverse),
+ * so occupancy matters more than bytes in flight per thread (measured on H100 / H200: NC 2 with
+ * 4 blocks per SM reaches the copy bandwidth for float32, NC 4 or 3 blocks stay near 60-70%). */
 #ifndef QUANT_NC
-#define QUANT_NC 4
+#define QUANT_NC 2
+#endif
+#ifndef QUANT_MINB
+#define QUANT_MINB 4
 #endif
 /* Largest bucket of the fused path: QUANT_NC chunks per thread of a 256-thread group. */
 #define QUANT_FUSED_MAX (QUANT_THREADS * 8 * QUANT_NC)
@@ -109,35 +116,49 @@ __device__ __forceinline__ uint32_t quant_code(float a, float mn, float inv, flo
     return (uint32_t)(int32_t)t;
 }
 
-__device__ __forceinline__ float quant_rnd(int stochastic, uint32_t key, size_t i)
+/* The rounding offset of element i0 + e of a chunk; ckey = sqz_cu_elem_key(key, i0) (a chunk
+ * never straddles a multiple of 2^32, so one key serves its 8 elements). */
+__device__ __forceinline__ float quant_rnd(int stochastic, uint32_t ckey, size_t i0, int e)
 {
-    return stochastic ? sqz_cu_hash_f32(sqz_cu_elem_key(key, i), (uint32_t)i) : 0.5f;
+    return stochastic ? sqz_cu_hash_f32(ckey, (uint32_t)i0 + (uint32_t)e) : 0.5f;
 }
 
-/* Bucket statistics over the finite elements. */
+/* Order-preserving integer image of a float: signed comparison of images is the IEEE order of
+ * the values with -0 < +0, a total order, so integer min/max (one instruction each) are exact
+ * and symmetric (butterfly reductions give every lane the same bits).  An involution. */
+__device__ __forceinline__ int32_t quant_ord(float x)
+{
+    const int32_t k = __float_as_int(x);
+    return k ^ ((k >> 31) & 0x7fffffff);
+}
+__device__ __forceinline__ float quant_unord(int32_t k)
+{
+    return __int_as_float(k ^ ((k >> 31) & 0x7fffffff));
+}
+
+/* Bucket statistics over the finite elements (as quant_ord images; mn > mx: none finite). */
 typedef struct quant_stats {
-    float    mn;
-    float    mx;
+    int32_t  mn;
+    int32_t  mx;
     uint32_t bad;
 } quant_stats_t;
 
 __device__ __forceinline__ quant_stats_t quant_stats_identity(void)
 {
     quant_stats_t s;
-    s.mn = INFINITY;
-    s.mx = -INFINITY;
+    s.mn = 0x7fffffff;
+    s.mx = -0x7fffffff - 1;
     s.bad = 0;
     return s;
 }
 
 __device__ __forceinline__ void quant_stats_add(quant_stats_t *s, float a)
 {
-    if (sqz_cu_finite(a)) {
-        s->mn = sqz_cu_min_sym(s->mn, a);
-        s->mx = sqz_cu_max_sym(s->mx, a);
-    } else {
-        s->bad = 1;
-    }
+    const bool fin = sqz_cu_finite(a);
+    const int32_t k = quant_ord(a);
+    s->mn = min(s->mn, fin ? k : 0x7fffffff);
+    s->mx = max(s->mx, fin ? k : -0x7fffffff - 1);
+    s->bad |= (uint32_t)!fin;
 }
 
 __device__ __forceinline__ quant_stats_t sqz_cu_shfl_xor(quant_stats_t s, int off)
@@ -153,8 +174,8 @@ struct quant_stats_op {
     __device__ __forceinline__ quant_stats_t operator()(quant_stats_t x, quant_stats_t y) const
     {
         quant_stats_t r;
-        r.mn = sqz_cu_min_sym(x.mn, y.mn);
-        r.mx = sqz_cu_max_sym(x.mx, y.mx);
+        r.mn = min(x.mn, y.mn);
+        r.mx = max(x.mx, y.mx);
         r.bad = x.bad | y.bad;
         return r;
     }
@@ -164,7 +185,8 @@ struct quant_stats_op {
 __device__ __forceinline__ float2 quant_meta(quant_stats_t s, unsigned bits)
 {
     if (s.mn <= s.mx) {
-        return make_float2(s.mn, quant_unit(s.mn, s.mx, bits));
+        const float mn = quant_unord(s.mn);
+        return make_float2(mn, quant_unit(mn, quant_unord(s.mx), bits));
     }
     return make_float2(0.0f, 0.0f);
 }
@@ -183,15 +205,13 @@ __device__ __forceinline__ void quant_store_meta(uint8_t *payload, size_t k, flo
  * owns bucket k = u * (256 / G) + q; thread g of the group holds chunks c = g + j * G (j < nc)
  * of the bucket, so that the G threads of a group read consecutive chunks at each step j.
  * ------------------------------------------------------------------------------------------- */
-#ifndef QUANT_MINB
-#define QUANT_MINB 1
-#endif
-template <typename T>
+template <typename T, unsigned BITS>
 __global__ void __launch_bounds__(QUANT_THREADS, QUANT_MINB)
     quant_fused_kernel(const T *__restrict__ in, float *__restrict__ res, size_t n, size_t B,
-                       size_t nb, unsigned bits, int stochastic, uint32_t key, int glog2, int nc,
-                       int vec, uint8_t *__restrict__ payload)
+                       size_t nb, int stochastic, uint32_t key, int glog2, int nc, int vec,
+                       uint8_t *__restrict__ payload)
 {
+    const unsigned bits = BITS; /* a constant: shifts, masks and stores fold */
     __shared__ quant_stats_t red[QUANT_THREADS / 32];
     const int G = 1 << glog2;
     const int g = (int)threadIdx.x & (G - 1);
@@ -240,12 +260,13 @@ __global__ void __launch_bounds__(QUANT_THREADS, QUANT_MINB)
             if (j < nc && c * 8 < m) {
                 const int len = (int)(m - c * 8 < 8 ? m - c * 8 : 8);
                 const size_t i0 = s + c * 8;
+                const uint32_t ckey = sqz_cu_elem_key(key, i0);
                 uint64_t v = 0;
 #pragma unroll
                 for (int e = 0; e < 8; e++) {
                     if ((fin[j] >> e) & 1u) {
-                        const uint32_t code =
-                            quant_code(a[j][e], mn, inv, levels, quant_rnd(stochastic, key, i0 + e));
+                        const uint32_t code = quant_code(a[j][e], mn, inv, levels,
+                                                         quant_rnd(stochastic, ckey, i0, e));
                         v |= (uint64_t)code << (e * bits);
                         a[j][e] = __fsub_rn(a[j][e], quant_decode_one(mn, unit, (float)code));
                     }
@@ -362,6 +383,7 @@ __global__ void __launch_bounds__(256)
         const float inv1 = m1.y > 0.0f ? __fdiv_rn(1.0f, m1.y) : 0.0f;
         float a[8];
         sqz_cu_load_a8(in, res, i0, len, vec != 0, a);
+        const uint32_t ckey = sqz_cu_elem_key(key, i0);
         uint64_t v = 0;
         uint32_t fin = 0;
 #pragma unroll
@@ -371,7 +393,7 @@ __global__ void __launch_bounds__(256)
                 const float mn = hi ? m1.x : m0.x;
                 const float unit = hi ? m1.y : m0.y;
                 const uint32_t code = quant_code(a[e], mn, hi ? inv1 : inv0, levels,
-                                                 quant_rnd(stochastic, key, i0 + e));
+                                                 quant_rnd(stochastic, ckey, i0, e));
                 v |= (uint64_t)code << (e * bits);
                 a[e] = __fsub_rn(a[e], quant_decode_one(mn, unit, (float)code));
                 fin |= 1u << e;
@@ -412,11 +434,12 @@ __device__ __forceinline__ void quant_decode8(const uint8_t *p, size_t ch, int l
 
 /* out = scale * sum over ranks (in order) of the decoded payloads, or NaN everywhere when some
  * header is bad (every block reads every header, so all agree). */
-template <typename T, bool TWO>
+template <typename T, bool TWO, unsigned BITS>
 __global__ void __launch_bounds__(256)
     quant_decode_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes, size_t n,
-                        size_t B, size_t nb, unsigned bits, float scale, int vec, T *out)
+                        size_t B, size_t nb, unsigned rbits, float scale, int vec, T *out)
 {
+    const unsigned bits = BITS ? BITS : rbits; /* BITS 0: known at run time only */
     const int bad = sqz_cu_block_any_bad(payloads, nranks, pbytes);
     const size_t nch = (n + 7) / 8;
     for (size_t ch = (size_t)blockIdx.x * 256 + threadIdx.x; ch < nch;
@@ -532,8 +555,25 @@ static sqz_status_t quant_compress_t(const quant_layout_t *L, const T *in, float
         }
         const int nc = (int)sqz_cu_div_up(C, (size_t)1 << glog2);
         const size_t gpb = (size_t)QUANT_THREADS >> glog2;
-        quant_fused_kernel<T><<<sqz_cu_grid(L->nb, gpb), QUANT_THREADS, 0, st>>>(
-            in, res, n, L->B, L->nb, L->bits, stochastic, key, glog2, nc, vec, payload);
+        const unsigned grid = sqz_cu_grid(L->nb, gpb);
+#define QUANT_FUSED_CASE(b)                                                                    \
+    case b:                                                                                    \
+        quant_fused_kernel<T, b><<<grid, QUANT_THREADS, 0, st>>>(                              \
+            in, res, n, L->B, L->nb, stochastic, key, glog2, nc, vec, payload);                \
+        break;
+        switch (L->bits) {
+            QUANT_FUSED_CASE(1)
+            QUANT_FUSED_CASE(2)
+            QUANT_FUSED_CASE(3)
+            QUANT_FUSED_CASE(4)
+            QUANT_FUSED_CASE(5)
+            QUANT_FUSED_CASE(6)
+            QUANT_FUSED_CASE(7)
+            QUANT_FUSED_CASE(8)
+        default:
+            return SQZ_ERR_INVALID_PARAM;
+        }
+#undef QUANT_FUSED_CASE
         SQZ_CU_CHECK_LAUNCH();
         return SQZ_OK;
     }
@@ -588,13 +628,31 @@ static sqz_status_t quant_decode_t(const quant_layout_t *L, const uint8_t *paylo
 {
     const unsigned grid = sqz_cu_grid(sqz_cu_div_up(n, 8), 256);
     const int vec = sqz_cu_aligned(out, 16);
-    if (L->B % 8 == 0) {
-        quant_decode_kernel<T, false><<<grid, 256, 0, st>>>(payloads, nranks, L->total, n, L->B,
-                                                            L->nb, L->bits, scale, vec, out);
-    } else {
-        quant_decode_kernel<T, true><<<grid, 256, 0, st>>>(payloads, nranks, L->total, n, L->B,
-                                                           L->nb, L->bits, scale, vec, out);
+    if (L->B % 8 != 0) {
+        quant_decode_kernel<T, true, 0><<<grid, 256, 0, st>>>(payloads, nranks, L->total, n, L->B,
+                                                              L->nb, L->bits, scale, vec, out);
+        SQZ_CU_CHECK_LAUNCH();
+        return SQZ_OK;
     }
+    /* One bucket per chunk (the usual buckets): constant bits let the unpacking fold. */
+#define QUANT_DECODE_CASE(b)                                                                   \
+    case b:                                                                                    \
+        quant_decode_kernel<T, false, b><<<grid, 256, 0, st>>>(payloads, nranks, L->total, n,  \
+                                                               L->B, L->nb, b, scale, vec, out); \
+        break;
+    switch (L->bits) {
+        QUANT_DECODE_CASE(1)
+        QUANT_DECODE_CASE(2)
+        QUANT_DECODE_CASE(3)
+        QUANT_DECODE_CASE(4)
+        QUANT_DECODE_CASE(5)
+        QUANT_DECODE_CASE(6)
+        QUANT_DECODE_CASE(7)
+        QUANT_DECODE_CASE(8)
+    default:
+        return SQZ_ERR_INVALID_PARAM;
+    }
+#undef QUANT_DECODE_CASE
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
 }

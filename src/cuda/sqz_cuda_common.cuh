@@ -142,28 +142,19 @@ template <> __device__ __forceinline__ __nv_bfloat16 sqz_cu_from_f32<__nv_bfloat
     return __float2bfloat16_rn(x);
 }
 
-/* 8 consecutive elements from 16-byte aligned p. */
-#ifndef SQZ_CU_STREAM
-#define SQZ_CU_STREAM 0
-#endif
-#if SQZ_CU_STREAM
-#define SQZ_CU_LD(p) __ldcs(p)
-#define SQZ_CU_ST(p, v) __stcs(p, v)
-#else
-#define SQZ_CU_LD(p) (*(p))
-#define SQZ_CU_ST(p, v) (*(p) = (v))
-#endif
-
+/* 8 consecutive elements from 16-byte aligned p.  Plain loads and stores: streaming hints
+ * (__ldcs / __stcs) measured slower here (the residual is read, then written back while its
+ * lines are still in L2). */
 __device__ __forceinline__ void sqz_cu_vload8(const float *p, float x[8])
 {
-    const float4 u = SQZ_CU_LD(reinterpret_cast<const float4 *>(p));
-    const float4 v = SQZ_CU_LD(reinterpret_cast<const float4 *>(p) + 1);
+    const float4 u = reinterpret_cast<const float4 *>(p)[0];
+    const float4 v = reinterpret_cast<const float4 *>(p)[1];
     x[0] = u.x, x[1] = u.y, x[2] = u.z, x[3] = u.w;
     x[4] = v.x, x[5] = v.y, x[6] = v.z, x[7] = v.w;
 }
 __device__ __forceinline__ void sqz_cu_vload8(const __half *p, float x[8])
 {
-    const uint4 u = SQZ_CU_LD(reinterpret_cast<const uint4 *>(p));
+    const uint4 u = *reinterpret_cast<const uint4 *>(p);
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int q = 0; q < 4; q++) {
@@ -176,7 +167,7 @@ __device__ __forceinline__ void sqz_cu_vload8(const __half *p, float x[8])
 }
 __device__ __forceinline__ void sqz_cu_vload8(const __nv_bfloat16 *p, float x[8])
 {
-    const uint4 u = SQZ_CU_LD(reinterpret_cast<const uint4 *>(p));
+    const uint4 u = *reinterpret_cast<const uint4 *>(p);
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
     for (int q = 0; q < 4; q++) {
@@ -190,8 +181,8 @@ __device__ __forceinline__ void sqz_cu_vload8(const __nv_bfloat16 *p, float x[8]
 
 __device__ __forceinline__ void sqz_cu_vstore8(float *p, const float x[8])
 {
-    SQZ_CU_ST(reinterpret_cast<float4 *>(p), make_float4(x[0], x[1], x[2], x[3]));
-    SQZ_CU_ST(reinterpret_cast<float4 *>(p) + 1, make_float4(x[4], x[5], x[6], x[7]));
+    reinterpret_cast<float4 *>(p)[0] = make_float4(x[0], x[1], x[2], x[3]);
+    reinterpret_cast<float4 *>(p)[1] = make_float4(x[4], x[5], x[6], x[7]);
 }
 __device__ __forceinline__ void sqz_cu_vstore8(__half *p, const float x[8])
 {
@@ -201,7 +192,7 @@ __device__ __forceinline__ void sqz_cu_vstore8(__half *p, const float x[8])
         const __half2 h = __floats2half2_rn(x[2 * q], x[2 * q + 1]);
         memcpy(&w[q], &h, sizeof h);
     }
-    SQZ_CU_ST(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
+    *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 __device__ __forceinline__ void sqz_cu_vstore8(__nv_bfloat16 *p, const float x[8])
 {
@@ -211,7 +202,7 @@ __device__ __forceinline__ void sqz_cu_vstore8(__nv_bfloat16 *p, const float x[8
         const __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * q], x[2 * q + 1]);
         memcpy(&w[q], &h, sizeof h);
     }
-    SQZ_CU_ST(reinterpret_cast<uint4 *>(p), make_uint4(w[0], w[1], w[2], w[3]));
+    *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 /** x[e] = p[i0 + e] for e < len (len <= 8), 0 for the others.  vec: p is 16-byte aligned and
@@ -263,7 +254,7 @@ __device__ __forceinline__ void sqz_cu_load_a8(const T *in, const float *res, si
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Finiteness and extremes.
+ * Finiteness.
  * ------------------------------------------------------------------------------------------- */
 
 /** 1 when x is neither NaN nor +-Inf (a bit test, as sqz_pu_is_finite_f32()). */
@@ -276,18 +267,6 @@ __device__ __forceinline__ bool sqz_cu_finite(float x)
 __device__ __forceinline__ uint32_t sqz_cu_abs_key(float x)
 {
     return __float_as_uint(x) & 0x7fffffffu;
-}
-
-/** min and max that do not depend on the order of their arguments (NaN-free inputs): on a tie
- *  of +0 and -0, min gives -0 and max gives +0.  Butterfly reductions then give every lane the
- *  same bits. */
-__device__ __forceinline__ float sqz_cu_min_sym(float x, float y)
-{
-    return x < y ? x : (y < x ? y : __uint_as_float(__float_as_uint(x) | __float_as_uint(y)));
-}
-__device__ __forceinline__ float sqz_cu_max_sym(float x, float y)
-{
-    return x > y ? x : (y > x ? y : __uint_as_float(__float_as_uint(x) & __float_as_uint(y)));
 }
 
 /* ---------------------------------------------------------------------------------------------
