@@ -167,9 +167,15 @@ SQZ_API void sqz_comm_count_passthrough(sqz_comm_t *comm);
 /** One parameter inside a buffer: `rows * cols` elements from element `offset` (a 1-D or scalar
  *  tensor has rows = numel, cols = 1; a k-D tensor is seen as shape[0] x prod(shape[1:])). */
 typedef struct sqz_layer {
-    size_t offset;
-    size_t rows;
-    size_t cols;
+    size_t   offset;
+    size_t   rows;
+    size_t   cols;
+    uint64_t id;     /**< the parameter's identity, the same on every rank (e.g. its index in the
+                          model + 1); 0: unknown.  When a buffer is first compressed, the
+                          error-feedback residual of every layer whose id was last seen in another
+                          registered buffer moves over (DDP rebuilds its buckets after the first
+                          iteration: residuals survive it).  With SQZ_EF_STORAGE=fp32 (the
+                          default) on the CPU path, and on the GPU path. */
 } sqz_layer_t;
 
 /** Records the layout of the buffer named `key` (the key of sqz_allreduce / sqz_allreduce_async)

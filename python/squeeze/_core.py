@@ -429,19 +429,24 @@ class Comm:
 
     def register_layout(self, key, count, layers):
         """Records what the buffer `key` of `count` elements holds: layers is a sequence of
-        (offset, rows, cols), sorted by offset, non-overlapping, inside [0, count)."""
+        (offset, rows, cols) or (offset, rows, cols, id), sorted by offset, non-overlapping,
+        inside [0, count).  id (default 0: unknown) names the parameter, the same on every rank:
+        a new buffer takes over the error-feedback residual of its layers from the buffer that
+        held them before (DDP's bucket rebuild)."""
         fn = self._lib.fn("sqz_layout_register")
         layers = list(layers)
         arr = (_lib.sqz_layer_t * max(1, len(layers)))()
-        for i, (off, rows, cols) in enumerate(layers):
+        for i, layer in enumerate(layers):
+            off, rows, cols = layer[:3]
             arr[i].offset, arr[i].rows, arr[i].cols = int(off), int(rows), int(cols)
+            arr[i].id = (int(layer[3]) & _U64) if len(layer) > 3 else 0
         check(fn(self._handle(), int(key) & _U64, int(count), arr, len(layers)),
               f"sqz_layout_register(key={int(key) & _U64:#x}, count={int(count)}, "
               f"{len(layers)} layers)")
 
     def layout(self, key, count):
-        """The layers registered for (key, count) as a list of (offset, rows, cols); [] if
-        none."""
+        """The layers registered for (key, count) as a list of (offset, rows, cols), or of
+        (offset, rows, cols, id) for layers registered with an id; [] if none."""
         fn = self._lib.fn("sqz_layout_get")
         h = self._handle()
         n = int(fn(h, int(key) & _U64, int(count), None, 0))
@@ -449,4 +454,5 @@ class Comm:
             return []
         arr = (_lib.sqz_layer_t * n)()
         n = min(n, int(fn(h, int(key) & _U64, int(count), arr, n)))
-        return [(int(arr[i].offset), int(arr[i].rows), int(arr[i].cols)) for i in range(n)]
+        return [(int(arr[i].offset), int(arr[i].rows), int(arr[i].cols))
+                + ((int(arr[i].id),) if arr[i].id else ()) for i in range(n)]

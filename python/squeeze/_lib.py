@@ -177,6 +177,7 @@ class sqz_layer_t(ctypes.Structure):
         ("offset", ctypes.c_size_t),
         ("rows", ctypes.c_size_t),
         ("cols", ctypes.c_size_t),
+        ("id", ctypes.c_uint64),
     ]
 
 

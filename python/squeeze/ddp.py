@@ -44,20 +44,21 @@ def bucket_key(indices):
     return h or 1
 
 
-def param_layers(shapes):
-    """[(offset, rows, cols)] for parameters of these shapes laid out back to back: rows =
-    shape[0] (numel for 0-D and 1-D tensors), cols = numel // rows.  Empty parameters take no
-    layer (the library wants rows, cols >= 1).  Returns (layers, total elements)."""
+def param_layers(shapes, ids=None):
+    """[(offset, rows, cols, id)] for parameters of these shapes laid out back to back: rows =
+    shape[0] (numel for 0-D and 1-D tensors), cols = numel // rows, id = ids[i] (0 when ids is
+    None: unknown).  Empty parameters take no layer (the library wants rows, cols >= 1).
+    Returns (layers, total elements)."""
     layers = []
     off = 0
-    for shape in shapes:
+    for i, shape in enumerate(shapes):
         shape = tuple(int(s) for s in shape)
         numel = 1
         for s in shape:
             numel *= s
         if numel > 0:
             rows = shape[0] if len(shape) >= 2 else numel
-            layers.append((off, rows, numel // rows))
+            layers.append((off, rows, numel // rows, int(ids[i]) if ids is not None else 0))
         off += numel
     return layers, off
 
@@ -206,7 +207,10 @@ class SqueezeHookState:
             key = fnv1a64(repr((bucket.index(), shapes)).encode()) or 1
         else:
             key = bucket_key(idx)
-        layers, total = param_layers(p.shape for p in params)
+        # Layer ids are the parameters' indices in the model + 1: the residuals of a parameter
+        # follow it into whichever bucket holds it after DDP's rebuild.
+        layers, total = param_layers([p.shape for p in params],
+                                     [i + 1 for i in idx] if idx is not None else None)
         if total != count:
             self._warn_once(("layout", count), f"bucket of {count} elements holds parameters of "
                                                f"{total} elements: no layout registered")

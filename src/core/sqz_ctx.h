@@ -142,6 +142,16 @@ void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx);
  *  enqueued, as non-finite fallbacks (the GPU path learns it from a device counter later). */
 void sqz_stats_nonfinite_found(sqz_ctx_t *ctx, size_t index, uint64_t calls);
 
+/** Moves residuals across a bucket rebuild: for each layer of the buffer (key, count) that has an
+ *  id, finds the most recently registered other buffer holding the same id (and size) and calls
+ *  fn(arg, src_key, src_count, src_offset, dst_offset, len), which moves that slice of the
+ *  source's residual into the new buffer's and zeroes it at the source.  Called with comm->lock
+ *  held, when the buffer's residual is first created.  \return the number of layers moved. */
+typedef void (*sqz_carry_fn)(void *arg, uint64_t src_key, size_t src_count, size_t src_offset,
+                             size_t dst_offset, size_t len);
+size_t sqz_layout_carry(const sqz_comm_t *comm, uint64_t key, size_t count, sqz_carry_fn fn,
+                        void *arg);
+
 /** Frees the layouts of a communicator (sqz_layout.c). */
 void sqz_layouts_fini(sqz_comm_t *comm);
 

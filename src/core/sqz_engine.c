@@ -288,6 +288,23 @@ static sqz_status_t sqz_dense_switch(sqz_coll_call_t *call)
 
 /* Runs one call: block == 0 for an all-reduce of n elements, else a reduce-scatter of n = P*block
  * elements.  `in` is the input, `out` the output (n or block elements). */
+typedef struct sqz_carry {
+    sqz_comm_t *comm;
+    float      *dst;
+} sqz_carry_t;
+
+/* sqz_carry_fn of the CPU engine (fp32 residuals). */
+static void sqz_carry_residual(void *arg, uint64_t src_key, size_t src_count, size_t src_offset,
+                               size_t dst_offset, size_t len)
+{
+    const sqz_carry_t     *c   = arg;
+    const sqz_buf_state_t *src = sqz_state_find(&c->comm->store, src_key, src_count);
+    if (src && src->residual) {
+        memcpy(c->dst + dst_offset, src->residual + src_offset, len * sizeof(float));
+        memset(src->residual + src_offset, 0, len * sizeof(float));
+    }
+}
+
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
                                    size_t block, sqz_op_t op, uint64_t key)
 {
@@ -331,9 +348,15 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     }
     const int ef       = (SQZ_EF_NONE != mode);
     float    *residual = NULL;
+    const int fresh    = NULL == bs->residual && NULL == bs->res_compact;
     if (SQZ_EF_EF14 == mode && SQZ_OK != sqz_residual_open(comm, bs, ctx->p.ef_storage, &residual)) {
         st = SQZ_ERR_NO_MEMORY;
         goto dense;
+    }
+    if (fresh && SQZ_EF_EF14 == mode && SQZ_EF_STORAGE_FP32 == ctx->p.ef_storage) {
+        /* A new buffer (a rebuilt DDP bucket, say): take over its layers' residuals. */
+        const sqz_carry_t carry = {comm, residual};
+        sqz_layout_carry(comm, key, n, sqz_carry_residual, (void *)&carry);
     }
     float *const m = transform ? comm->efbuf : NULL, *const r = transform ? comm->efbuf + n : NULL;
     if (transform) {

@@ -103,3 +103,34 @@ void sqz_layouts_fini(sqz_comm_t *comm)
     comm->layouts  = NULL;
     comm->nlayouts = 0;
 }
+
+size_t sqz_layout_carry(const sqz_comm_t *comm, uint64_t key, size_t count, sqz_carry_fn fn,
+                        void *arg)
+{
+    const sqz_layout_entry_t *dst = sqz_layout_find(comm, key, count);
+    size_t                    moved = 0;
+    for (size_t i = 0; dst && i < dst->nlayers; i++) {
+        const sqz_layer_t *l = &dst->layers[i];
+        if (0 == l->id) {
+            continue;
+        }
+        /* The most recently registered other buffer that holds this parameter. */
+        int found = 0;
+        for (size_t e = comm->nlayouts; e-- > 0 && !found;) {
+            const sqz_layout_entry_t *src = &comm->layouts[e];
+            if (src == dst) {
+                continue;
+            }
+            for (size_t j = 0; j < src->nlayers; j++) {
+                const sqz_layer_t *s = &src->layers[j];
+                if (s->id == l->id && s->rows * s->cols == l->rows * l->cols) {
+                    fn(arg, src->key, src->count, s->offset, l->offset, l->rows * l->cols);
+                    found = 1;
+                    moved++;
+                    break;
+                }
+            }
+        }
+    }
+    return moved;
+}

@@ -92,6 +92,19 @@ sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count)
     return b;
 }
 
+sqz_buf_state_t *sqz_state_find(const sqz_state_store_t *s, uint64_t key, size_t count)
+{
+    if (0 == s->nbuckets) {
+        return NULL;
+    }
+    for (sqz_buf_state_t *b = s->buckets[sqz_hash64(key) & (s->nbuckets - 1)]; b; b = b->next) {
+        if (b->key == key && b->count == count) {
+            return b;
+        }
+    }
+    return NULL;
+}
+
 sqz_status_t sqz_state_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int worker,
                                size_t server_count)
 {

@@ -36,6 +36,9 @@ typedef struct sqz_state_store {
  *  out of memory. */
 sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count);
 
+/** \return the state for (key, count), or NULL when there is none (nothing is created). */
+sqz_buf_state_t *sqz_state_find(const sqz_state_store_t *s, uint64_t key, size_t count);
+
 /** Makes sure the worker residual (count floats) and, when server_count > 0, the server residual
  *  exist (zeroed on creation). */
 sqz_status_t sqz_state_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int worker,

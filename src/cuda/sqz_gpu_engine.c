@@ -322,6 +322,28 @@ static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
     b->residual = NULL, b->payloads = NULL, b->workspace = NULL, b->full = NULL;
 }
 
+typedef struct sqz_gpu_carry {
+    struct sqz_gpu_comm *g;
+    float               *dst;
+    cudaStream_t         s;
+} sqz_gpu_carry_t;
+
+/* sqz_carry_fn of the GPU engine: stream-ordered device copies. */
+static void sqz_gpu_carry_residual(void *arg, uint64_t src_key, size_t src_count,
+                                   size_t src_offset, size_t dst_offset, size_t len)
+{
+    const sqz_gpu_carry_t *c = arg;
+    for (size_t i = 0; i < c->g->nbufs; i++) {
+        const sqz_gpu_buf_t *b = &c->g->bufs[i];
+        if (b->key == src_key && b->count == src_count && b->residual) {
+            cudaMemcpyAsync(c->dst + dst_offset, b->residual + src_offset, len * sizeof(float),
+                            cudaMemcpyDeviceToDevice, c->s);
+            cudaMemsetAsync(b->residual + src_offset, 0, len * sizeof(float), c->s);
+            return;
+        }
+    }
+}
+
 /* \return the state of (key, count, dtype), allocating it on first use (NULL on failure: the
  * call goes dense; the failure is logged once). */
 static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t count,
@@ -369,6 +391,11 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     }
     b.bytes = b.pbytes * (size_t)comm->nranks + wb + (g->ef ? count * 4 : 0) +
               (rs ? count * sqz_dtype_size(dtype) : 0);
+    if (b.residual) {
+        /* A new buffer (a rebuilt DDP bucket): take over its layers' residuals. */
+        const sqz_gpu_carry_t carry = {g, b.residual, s};
+        sqz_layout_carry(comm, key, count, sqz_gpu_carry_residual, (void *)&carry);
+    }
     g->bufs[g->nbufs++]  = b;
     return &g->bufs[g->nbufs - 1];
 }

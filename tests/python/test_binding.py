@@ -386,8 +386,11 @@ def t_ddp_helpers():
     report(ok, "bucket keys: FNV-1a over parameter indices, order-sensitive, never 0",
            f"{k1:#018x}")
     layers, total = ddp.param_layers([(4, 3), (5,), (), (0, 7), (2, 3, 4)])
-    want = [(0, 4, 3), (12, 5, 1), (17, 1, 1), (18, 2, 12)]
+    want = [(0, 4, 3, 0), (12, 5, 1, 0), (17, 1, 1, 0), (18, 2, 12, 0)]
     report(layers == want and total == 42, "param_layers(): rows = shape[0], cols = the rest",
+           repr(layers))
+    layers, _ = ddp.param_layers([(4, 3), (5,)], [7, 3])
+    report(layers == [(0, 4, 3, 7), (12, 5, 1, 3)], "param_layers(): ids = parameter indices",
            repr(layers))
 
 
