@@ -353,6 +353,15 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     for (size_t i = 0; i < g->nbufs; i++) {
         sqz_gpu_buf_t *b = &g->bufs[i];
         if (b->key == key && b->count == count && b->dtype == dtype) {
+            if (rs && NULL == b->full) {
+                /* The same key used by an all-reduce before: add the reduce-scatter scratch. */
+                if (cudaMalloc(&b->full, count * sqz_dtype_size(dtype)) != cudaSuccess) {
+                    cudaGetLastError();
+                    b->full = NULL;
+                    return NULL;
+                }
+                b->bytes += count * sqz_dtype_size(dtype);
+            }
             return b;
         }
     }
