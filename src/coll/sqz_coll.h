@@ -31,6 +31,7 @@ typedef struct sqz_frame {
 #define SQZ_FRAME_EXACT_SPARSE 0x4u     /* exact payload: u32 m, m u32 indices, m f32 values */
 #define SQZ_FRAME_EXACT_DENSE  0x8u     /* exact payload: the floats */
 #define SQZ_FRAME_ZSTD         0x10u    /* the compressor's payload, zstd-compressed (SQZ_ENTROPY) */
+#define SQZ_FRAME_POSITIONS    0x20u    /* ... with position-coded indices (sqz_entropy.h) */
 
 /** One compressed call, as the engine hands it to an algorithm. */
 typedef struct sqz_coll_call {

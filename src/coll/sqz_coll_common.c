@@ -109,10 +109,13 @@ sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const fl
     }
     const sqz_core_params_t *p       = &call->comm->ctx->p;
     size_t                   bytes   = a.payload_bytes;
-    const int                wrapped = sqz_entropy_wrap(call->comm->entropy[worker], p->entropy,
+    const int                bits    = sqz_entropy_wrap(call->comm->entropy[worker], p->entropy,
                                                         p->link_gbps, call->comm->nranks,
                                                         a.payload, &bytes);
-    sqz_coll_frame_set(call, dst, wrapped ? SQZ_FRAME_ZSTD : 0, n, bytes);
+    sqz_coll_frame_set(call, dst,
+                       ((bits & SQZ_ENTROPY_ZSTD_BIT) ? SQZ_FRAME_ZSTD : 0) |
+                           ((bits & SQZ_ENTROPY_POSITIONS_BIT) ? SQZ_FRAME_POSITIONS : 0),
+                       n, bytes);
     return SQZ_OK;
 }
 
@@ -273,10 +276,12 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void
     }
     const unsigned char *payload = (const unsigned char *)frame + sizeof(f);
     size_t               bytes   = (size_t)f.bytes;
-    if (f.flags & SQZ_FRAME_ZSTD) {
+    if (f.flags & (SQZ_FRAME_ZSTD | SQZ_FRAME_POSITIONS)) {
         const size_t bound = call->c->max_payload(call->comm->cstates[worker], n);
-        if (SQZ_OK != sqz_entropy_unwrap(call->comm->entropy[worker], payload, bytes, bound, &payload,
-                                         &bytes)) {
+        const int    bits  = ((f.flags & SQZ_FRAME_ZSTD) ? SQZ_ENTROPY_ZSTD_BIT : 0) |
+                         ((f.flags & SQZ_FRAME_POSITIONS) ? SQZ_ENTROPY_POSITIONS_BIT : 0);
+        if (SQZ_OK != sqz_entropy_unwrap(call->comm->entropy[worker], bits, payload, bytes, bound,
+                                         &payload, &bytes)) {
             return SQZ_ERR_CORRUPT;
         }
     }

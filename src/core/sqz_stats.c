@@ -20,7 +20,9 @@ void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx)
     const size_t n = ctx->ngpu_comms;
     sqz_comm_t  *comms[64];
     const size_t m = n < 64 ? n : 64;
-    memcpy(comms, ctx->gpu_comms, m * sizeof(*comms));
+    if (m > 0) {
+        memcpy(comms, ctx->gpu_comms, m * sizeof(*comms));
+    }
     pthread_mutex_unlock(&ctx->lock);
     /* Outside the lock: a flush records into the stats, which takes it. */
     for (size_t i = 0; i < m; i++) {

@@ -1,7 +1,9 @@
-/* Fuzz target for the entropy stage's decoder (sqz_entropy_unwrap followed by the compressor's
- * decode): mutated zstd-wrapped top-k and quant payloads must give SQZ_ERR_CORRUPT or decode
- * within bounds, never crash or write outside the output.  Deterministic mutation driver; also a
- * libFuzzer entry point (first byte: which compressor; the rest: the wrapped payload). */
+/* Fuzz target for the entropy stage's decoder (sqz_entropy_unwrap: zstd and position coding,
+ * followed by the compressor's decode): mutated wrapped top-k and quant payloads must give
+ * SQZ_ERR_CORRUPT or decode within bounds, never crash or write outside the output; every
+ * unmutated wrapped payload must unwrap to exactly the compressor's bytes.  Deterministic mutation
+ * driver; also a libFuzzer entry point (first byte: bit 0 the compressor, bits 1-2 the stages;
+ * the rest: the wrapped payload). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +31,9 @@ static void fuzz_init(void)
         void                         *cfg = NULL;
         char                          err[256];
         const sqz_compressor_env_v1_t env = {.size = sizeof(env), .rank = 0, .nranks = 2, .seed = 5};
-        if (SQZ_OK != sqz_plugin_config_make(comps[c], NULL, &cfg, err, sizeof(err)) ||
+        /* top-k at density 0.1: payloads large enough for the entropy stage to take them */
+        const char *const kv[] = {"TOPK_DENSITY=0.1", NULL};
+        if (SQZ_OK != sqz_plugin_config_make(comps[c], c == 0 ? kv : NULL, &cfg, err, sizeof(err)) ||
             SQZ_OK != comps[c]->create(cfg, &env, &states[c])) {
             abort();
         }
@@ -38,12 +42,12 @@ static void fuzz_init(void)
 }
 
 /* Unwraps and decodes; aborts on a contract violation. */
-static int fuzz_one(int c, const uint8_t *data, size_t size)
+static int fuzz_one(int c, int bits, const uint8_t *data, size_t size)
 {
     const unsigned char *raw = NULL;
     size_t               rawn = 0;
     const size_t         bound = comps[c]->max_payload(states[c], FUZZ_N);
-    sqz_status_t         st    = sqz_entropy_unwrap(ent, data, size, bound, &raw, &rawn);
+    sqz_status_t         st    = sqz_entropy_unwrap(ent, bits, data, size, bound, &raw, &rawn);
     if (SQZ_OK == st) {
         if (rawn > bound) {
             abort();
@@ -65,7 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) {
         return 0;
     }
-    return fuzz_one(data[0] & 1, data + 1, size - 1);
+    const int bits = (data[0] >> 1) & 3;
+    return fuzz_one(data[0] & 1, bits ? bits : SQZ_ENTROPY_ZSTD_BIT, data + 1, size - 1);
 }
 
 #ifndef SQZ_LIBFUZZER
@@ -81,7 +86,7 @@ int main(void)
     fuzz_init();
     float         *in  = malloc(FUZZ_N * sizeof(float));
     unsigned char *buf = malloc(1 << 20), *mut = malloc(1 << 20);
-    size_t         inputs = 0, wrapped = 0;
+    size_t         inputs = 0, wrapped = 0, positions = 0;
     for (int it = 0; it < 3000; it++) {
         const int c = (int)(rnd() & 1);
         for (size_t i = 0; i < FUZZ_N; i++) {
@@ -92,12 +97,26 @@ int main(void)
         if (SQZ_OK != comps[c]->compress(states[c], &a)) {
             abort();
         }
-        size_t bytes = a.payload_bytes;
-        if (!sqz_entropy_wrap(ent, SQZ_ENTROPY_ZSTD, 10, 2, buf, &bytes)) {
+        size_t         bytes = a.payload_bytes;
+        unsigned char *orig  = malloc(bytes ? bytes : 1);
+        memcpy(orig, buf, bytes);
+        const int bits = sqz_entropy_wrap(ent, SQZ_ENTROPY_ZSTD, 10, 2, buf, &bytes);
+        if (!bits) {
+            free(orig);
             continue;
         }
         wrapped++;
-        if (SQZ_OK != fuzz_one(c, buf, bytes)) {
+        positions += (bits & SQZ_ENTROPY_POSITIONS_BIT) != 0;
+        /* Exact round trip, then the decode of the compressor. */
+        const unsigned char *raw  = NULL;
+        size_t               rawn = 0;
+        if (SQZ_OK != sqz_entropy_unwrap(ent, bits, buf, bytes, a.payload_bytes, &raw, &rawn) ||
+            rawn != a.payload_bytes || 0 != memcmp(raw, orig, rawn)) {
+            fprintf(stderr, "fuzz_entropy: stages %d do not round-trip\n", bits);
+            abort();
+        }
+        free(orig);
+        if (SQZ_OK != fuzz_one(c, bits, buf, bytes)) {
             abort();
         }
         for (int v = 0; v < 30; v++) {
@@ -109,14 +128,16 @@ int main(void)
             case 2: len += rnd() % 64; break;
             default: mut[rnd() % len] = (unsigned char)rnd(); break;
             }
-            fuzz_one(c, mut, len);
+            /* sometimes claim other stages than the ones applied */
+            fuzz_one(c, rnd() % 5 == 0 ? (int)(1 + rnd() % 3) : bits, mut, len);
             inputs++;
         }
     }
-    printf("fuzz_entropy: %zu inputs from %zu wrapped payloads, 0 crashes\n", inputs, wrapped);
+    printf("fuzz_entropy: %zu inputs from %zu wrapped payloads (%zu position-coded), 0 crashes\n",
+           inputs, wrapped, positions);
     free(in);
     free(buf);
     free(mut);
-    return wrapped > 0 ? 0 : 1;
+    return wrapped > 0 && positions > 0 ? 0 : 1;
 }
 #endif
