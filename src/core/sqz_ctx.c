@@ -141,22 +141,29 @@ static sqz_status_t sqz_config_copy(const sqz_config_t *src, sqz_config_t **dst)
     return SQZ_OK;
 }
 
-static int sqz_name_is_known(const sqz_ctx_t *ctx, const char *name)
+const sqz_param_def_v1_t *sqz_ctx_find_param(const sqz_ctx_t *ctx, const char *name,
+                                              const void **config)
 {
     for (size_t i = 0; i < SQZ_NCORE; i++) {
         if (0 == strcmp(sqz_core_param_defs[i].name, name)) {
-            return 1;
+            if (config) {
+                *config = &ctx->p;
+            }
+            return &sqz_core_param_defs[i];
         }
     }
     for (size_t j = 0; j < ctx->reg.n; j++) {
         const sqz_compressor_v1_t *c = ctx->reg.e[j].c;
         for (size_t i = 0; i < c->nparams; i++) {
             if (0 == strcmp(c->params[i].name, name)) {
-                return 1;
+                if (config) {
+                    *config = ctx->configs ? ctx->configs[j] : NULL;
+                }
+                return &c->params[i];
             }
         }
     }
-    return 0;
+    return NULL;
 }
 
 sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errbuf, size_t errlen)
@@ -219,7 +226,7 @@ sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errb
         goto fail;
     }
     for (size_t i = 0; i < ctx->cfg->n; i++) {
-        if (!sqz_name_is_known(ctx, ctx->cfg->entries[i].name)) {
+        if (NULL == sqz_ctx_find_param(ctx, ctx->cfg->entries[i].name, NULL)) {
             SQZ_WARN("SQZ_%s (%s) is not a Squeeze parameter; setting it has no effect "
                      "(squeeze_info lists them)",
                      ctx->cfg->entries[i].name, ctx->cfg->entries[i].source);

@@ -134,6 +134,12 @@ typedef struct sqz_call_stats {
 
 double sqz_time_now(void);
 
+/** \return the definition of the parameter `name` (without SQZ_: a core one or one of a registered
+ *  compressor), or NULL; *config (when config is not NULL) receives the typed struct its value
+ *  lives in (NULL while the context is being created). */
+const sqz_param_def_v1_t *sqz_ctx_find_param(const sqz_ctx_t *ctx, const char *name,
+                                              const void **config);
+
 /** Reads the device-side counters of every GPU communicator of ctx into its stats (synchronizes
  *  with the device; called by the stats readers, never on a collective's path). */
 void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx);

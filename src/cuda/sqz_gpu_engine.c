@@ -69,16 +69,13 @@ int sqz_gpu_built(void) { return 1; }
 /* ------------------------------------------------------------------------------------------- */
 static int sqz_gpu_param(const sqz_ctx_t *ctx, const char *name, char *out, size_t len)
 {
-    for (size_t j = 0; j < ctx->reg.n; j++) {
-        const sqz_compressor_v1_t *c = ctx->reg.e[j].c;
-        for (size_t i = 0; i < c->nparams; i++) {
-            if (0 == strcmp(c->params[i].name, name)) {
-                sqz_param_format(&c->params[i], ctx->configs[j], out, len);
-                return 1;
-            }
-        }
+    const void               *config = NULL;
+    const sqz_param_def_v1_t *def    = sqz_ctx_find_param(ctx, name, &config);
+    if (NULL == def || NULL == config) {
+        return 0;
     }
-    return 0;
+    sqz_param_format(def, config, out, len);
+    return 1;
 }
 
 static double sqz_gpu_param_num(const sqz_ctx_t *ctx, const char *name, double dflt)
@@ -313,6 +310,16 @@ static sqz_status_t sqz_gpu_dense_rs(struct sqz_gpu_comm *g, const void *in, voi
     return SQZ_OK;
 }
 
+/* The dense collective a call falls back to: ncclReduceScatter into rs_out, else ncclAllReduce. */
+static sqz_status_t sqz_gpu_dense_call(sqz_comm_t *comm, const void *in, void *recvbuf,
+                                       void *rs_out, size_t count, sqz_dtype_t dtype, sqz_op_t op,
+                                       cudaStream_t s)
+{
+    return rs_out ? sqz_gpu_dense_rs(comm->gpu, in, rs_out, count / (size_t)comm->nranks, dtype,
+                                     op, s)
+                  : sqz_gpu_dense(comm->gpu, in, recvbuf, count, dtype, op, s);
+}
+
 static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
 {
     cudaFree(b->residual);
@@ -471,8 +478,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     if (!eligible) {
         sqz_comm_count_passthrough(comm);
-        return rs_out ? sqz_gpu_dense_rs(g, in, rs_out, count / (size_t)comm->nranks, dtype, op, s)
-                      : sqz_gpu_dense(g, in, recvbuf, count, dtype, op, s);
+        return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
     }
     if (0 == key) {
         key = sqz_hash64((uint64_t)(uintptr_t)(rs_out ? rs_out : recvbuf) ^ ((uint64_t)count << 1) ^
@@ -493,8 +499,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
             b->calls++;
         }
         sqz_stats_record(ctx, ctx->method_index, warm ? 'w' : 'f', count * esz, &cst);
-        st = rs_out ? sqz_gpu_dense_rs(g, in, rs_out, count / (size_t)comm->nranks, dtype, op, s)
-                    : sqz_gpu_dense(g, in, recvbuf, count, dtype, op, s);
+        st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
         goto out;
     }
     const double   t0   = sqz_time_now();
@@ -509,8 +514,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "GPU compress failed (%s): dense fallback",
                      sqz_status_string(st));
         sqz_stats_record(ctx, ctx->method_index, 'f', count * esz, &cst);
-        st = rs_out ? sqz_gpu_dense_rs(g, in, rs_out, count / (size_t)comm->nranks, dtype, op, s)
-                    : sqz_gpu_dense(g, in, recvbuf, count, dtype, op, s);
+        st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
         goto out;
     }
     const ncclResult_t r = g->nccl->AllGather(mine, b->payloads, b->pbytes, ncclUint8, g->nc, s);

@@ -345,8 +345,7 @@ static sqz_comm_t *sqz_candidate(ncclComm_t comm, ncclDataType_t t, ncclRedOp_t 
     return sqz_map_engine(comm);
 }
 
-static int sqz_defer(sqz_comm_t *engine, const void *sendbuf, void *recvbuf, size_t count,
-                     sqz_dtype_t dt, sqz_op_t op, cudaStream_t stream, int rs)
+static int sqz_defer(const sqz_deferred_t *d)
 {
     if (NULL == sqz_deferred_calls) {
         sqz_deferred_calls = calloc(SQZ_MAX_DEFERRED, sizeof(*sqz_deferred_calls));
@@ -354,9 +353,7 @@ static int sqz_defer(sqz_comm_t *engine, const void *sendbuf, void *recvbuf, siz
     if (NULL == sqz_deferred_calls || sqz_ndeferred >= SQZ_MAX_DEFERRED) {
         return 0;
     }
-    sqz_deferred_calls[sqz_ndeferred++] = (sqz_deferred_t){
-        .engine = engine, .sendbuf = sendbuf, .recvbuf = recvbuf, .count = count, .dtype = dt,
-        .op = op, .stream = stream, .reduce_scatter = rs};
+    sqz_deferred_calls[sqz_ndeferred++] = *d;
     return 1;
 }
 
@@ -365,54 +362,59 @@ static ncclResult_t sqz_result(sqz_status_t st)
     return SQZ_OK == st ? ncclSuccess : SQZ_ERR_NCCL == st ? ncclSystemError : ncclInternalError;
 }
 
+/* The compressed path of one call, run at once or at the end of its group. */
+static sqz_status_t sqz_run(const sqz_deferred_t *d)
+{
+    return d->reduce_scatter
+               ? sqz_reduce_scatter_async(d->engine, d->sendbuf, d->recvbuf, d->count, d->dtype,
+                                          d->op, 0, d->stream)
+               : sqz_allreduce_async(d->engine, d->sendbuf == d->recvbuf ? NULL : d->sendbuf,
+                                     d->recvbuf, d->count, d->dtype, d->op, 0, d->stream);
+}
+
+/* ncclAllReduce (rs = 0) and ncclReduceScatter (rs = 1, count per rank): passed through to the
+ * real function, deferred to the end of the caller's group, or compressed now. */
+static ncclResult_t sqz_reduction(const void *sendbuff, void *recvbuff, size_t count,
+                                  ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
+                                  cudaStream_t stream, int rs)
+{
+    const sqz_nccl_api_t *api = sqz_real();
+    ncclResult_t (*const real)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                               ncclComm_t, cudaStream_t) = rs ? api->ReduceScatter : api->AllReduce;
+    if (NULL == real) {
+        return ncclInvalidUsage;
+    }
+    sqz_deferred_t d = {.sendbuf = sendbuff, .recvbuf = recvbuff, .count = count,
+                        .stream = stream, .reduce_scatter = rs};
+    d.engine         = sqz_candidate(comm, datatype, op, &d.dtype, &d.op);
+    if (NULL == d.engine) {
+        if (sqz_nccl_ctx) {
+            __atomic_fetch_add(&sqz_nccl_ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
+        }
+        return real(sendbuff, recvbuff, count, datatype, op, comm, stream);
+    }
+    if (sqz_group_depth > 0) {
+        if (sqz_defer(&d)) {
+            return ncclSuccess;
+        }
+        sqz_comm_count_passthrough(d.engine);
+        return real(sendbuff, recvbuff, count, datatype, op, comm, stream);
+    }
+    return sqz_result(sqz_run(&d));
+}
+
 SQZ_NCCL_API ncclResult_t ncclAllReduce(const void *sendbuff, void *recvbuff, size_t count,
                                         ncclDataType_t datatype, ncclRedOp_t op, ncclComm_t comm,
                                         cudaStream_t stream)
 {
-    const sqz_nccl_api_t *api = sqz_real();
-    sqz_dtype_t           dt;
-    sqz_op_t              sop;
-    sqz_comm_t           *engine = sqz_candidate(comm, datatype, op, &dt, &sop);
-    if (NULL == engine || sqz_nccl_bad_config) {
-        if (engine == NULL && sqz_nccl_ctx) {
-            __atomic_fetch_add(&sqz_nccl_ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
-        }
-        return api->AllReduce(sendbuff, recvbuff, count, datatype, op, comm, stream);
-    }
-    if (sqz_group_depth > 0) {
-        if (sqz_defer(engine, sendbuff, recvbuff, count, dt, sop, stream, 0)) {
-            return ncclSuccess;
-        }
-        sqz_comm_count_passthrough(engine);
-        return api->AllReduce(sendbuff, recvbuff, count, datatype, op, comm, stream);
-    }
-    return sqz_result(sqz_allreduce_async(engine, sendbuff == recvbuff ? NULL : sendbuff,
-                                          recvbuff, count, dt, sop, 0, stream));
+    return sqz_reduction(sendbuff, recvbuff, count, datatype, op, comm, stream, 0);
 }
 
 SQZ_NCCL_API ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff, size_t recvcount,
                                             ncclDataType_t datatype, ncclRedOp_t op,
                                             ncclComm_t comm, cudaStream_t stream)
 {
-    const sqz_nccl_api_t *api = sqz_real();
-    sqz_dtype_t           dt;
-    sqz_op_t              sop;
-    sqz_comm_t           *engine = sqz_candidate(comm, datatype, op, &dt, &sop);
-    if (NULL == engine || NULL == api->ReduceScatter) {
-        if (engine == NULL && sqz_nccl_ctx) {
-            __atomic_fetch_add(&sqz_nccl_ctx->calls_passthrough, 1, __ATOMIC_RELAXED);
-        }
-        return api->ReduceScatter(sendbuff, recvbuff, recvcount, datatype, op, comm, stream);
-    }
-    if (sqz_group_depth > 0) {
-        if (sqz_defer(engine, sendbuff, recvbuff, recvcount, dt, sop, stream, 1)) {
-            return ncclSuccess;
-        }
-        sqz_comm_count_passthrough(engine);
-        return api->ReduceScatter(sendbuff, recvbuff, recvcount, datatype, op, comm, stream);
-    }
-    return sqz_result(
-        sqz_reduce_scatter_async(engine, sendbuff, recvbuff, recvcount, dt, sop, 0, stream));
+    return sqz_reduction(sendbuff, recvbuff, recvcount, datatype, op, comm, stream, 1);
 }
 
 /* nccl.h declares these two without a prototype. */
@@ -445,13 +447,7 @@ SQZ_NCCL_API ncclResult_t ncclGroupEnd(void)
     const int    n   = sqz_ndeferred;
     sqz_ndeferred    = 0;
     for (int i = 0; i < n; i++) {
-        const sqz_deferred_t *d = &sqz_deferred_calls[i];
-        const sqz_status_t    st =
-            d->reduce_scatter
-                   ? sqz_reduce_scatter_async(d->engine, d->sendbuf, d->recvbuf, d->count, d->dtype,
-                                           d->op, 0, d->stream)
-                   : sqz_allreduce_async(d->engine, d->sendbuf == d->recvbuf ? NULL : d->sendbuf,
-                                      d->recvbuf, d->count, d->dtype, d->op, 0, d->stream);
+        const sqz_status_t st = sqz_run(&sqz_deferred_calls[i]);
         if (res == ncclSuccess && SQZ_OK != st) {
             res = sqz_result(st);
         }
