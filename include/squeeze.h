@@ -258,6 +258,12 @@ SQZ_API void sqz_stats_get(const sqz_ctx_t *ctx, sqz_stats_t *out);
  *  seconds_comm, rel_error, methods{name: {...}}).  In `path`, "%r" is replaced by `rank`. */
 SQZ_API sqz_status_t sqz_stats_write_json(const sqz_ctx_t *ctx, const char *path, int rank);
 
+/** The same JSON as text: writes at most len - 1 characters and a NUL into buf (when buf is not
+ *  NULL and len > 0).  Under SQZ_ADAPT it holds "adapt": the latest per-layer levels of each
+ *  buffer size, with the error budget and the bytes against the uniform setting.
+ *  \return the full length of the text (call with buf = NULL to size the buffer), 0 on error. */
+SQZ_API size_t sqz_stats_json(const sqz_ctx_t *ctx, int rank, char *buf, size_t len);
+
 /** Prints a summary table.  `per_rank` holds nranks consecutive sqz_stats_t per method row as
  *  returned by sqz_stats_export(); rank 0 of an interposed job calls it at finalize. */
 SQZ_API void sqz_stats_print_summary(const sqz_ctx_t *ctx, FILE *out, const double *all_ranks,

@@ -87,7 +87,9 @@ typedef enum {
      *  the sum again (server error feedback) and all-gathers it; every rank decodes every chunk.
      *  For dense quantizers (max-min b-bit, scaled sign). */
     SQZ_EXCHANGE_REDUCE_SCATTER = 2,
-    /** Payloads are summable: the engine sums them with a native all-reduce (reserved). */
+    /** The compressor's messages are summable (PowerSGD's factors): it runs the call itself in
+     *  reduce(), through rounds of native SUM all-reduces of float vectors that the engine
+     *  provides (MPI or NCCL).  compress/decompress may be NULL. */
     SQZ_EXCHANGE_SUMMABLE = 3
 } sqz_exchange_t;
 
@@ -139,6 +141,63 @@ typedef struct sqz_compress_args_v1 {
     const float *shared;
 } sqz_compress_args_v1_t;
 
+/** One matrix of a buffer (a layer): rows x cols floats, row-major, starting at element offset.
+ *  Same layout as sqz_layer_t of squeeze.h. */
+typedef struct sqz_matrix_v1 {
+    size_t   offset;
+    size_t   rows, cols;
+    uint64_t id; /**< the parameter's id across bucket rebuilds (0: none); informational */
+} sqz_matrix_v1_t;
+
+/** The engine's native all-reduce for SQZ_EXCHANGE_SUMMABLE compressors: sums buf (n floats)
+ *  over every rank, in place, with the same result on every rank.  Collective: every rank makes
+ *  the same sequence of calls with the same n.  \return 0 on success. */
+typedef int (*sqz_allreduce_sum_fn_v1)(void *arg, float *buf, size_t n);
+
+/** One reduce() call: the whole all-reduce of one buffer, run by a SQZ_EXCHANGE_SUMMABLE
+ *  compressor.
+ *
+ *  Result: out (n floats, may equal in) receives the SUM over ranks of each rank's
+ *  approximation of a = in + residual, bit-identical on every rank; elements outside every
+ *  layer are summed exactly.
+ *  Error feedback: when residual is not NULL it is updated so that, per rank,
+ *      approximation_i + residual_new == in + residual_old   (up to float rounding).
+ *  Finiteness: a NaN or Inf on any rank makes reduce() return SQZ_ERR_NONFINITE on every rank
+ *  (it shows in the summed messages, identical everywhere) with the residual restored (up to
+ *  float rounding) and out unspecified; the engine then sends the call dense. */
+typedef struct sqz_reduce_args_v1 {
+    uint32_t     size;      /**< sizeof(sqz_reduce_args_v1_t) */
+    const float *in;
+    float       *residual;  /**< n floats or NULL (no error feedback) */
+    float       *out;
+    size_t       n;
+    uint64_t     seq;       /**< per-buffer call counter (the same on every rank) */
+    /** The buffer's layers: sorted by offset, non-overlapping, inside [0, n). */
+    const sqz_matrix_v1_t *layers;
+    size_t       nlayers;
+    /** Persistent per-buffer memory: bufstate_len() floats, zeroed when the engine creates it
+     *  (a new buffer or a new layout), kept across calls (warm starts). */
+    float       *bufstate;
+    /** Per layer: the level to use (for powersgd, the rank); NULL: the configured one for all.
+     *  The same on every rank. */
+    const int   *levels;
+    /** When probe_err is not NULL: also measure, for each layer l and each of the nprobe levels
+     *  probe[j] (ascending), this rank's squared error ||a_l - C_probe[j](a_l)||^2 into
+     *  probe_err[l * nprobe + j], and ||a_l||^2 into probe_norm[l].  A layer the compressor
+     *  sends exactly gets 0 errors.  Layer-adaptive selection (src/adapt) reads these. */
+    const int   *probe;
+    size_t       nprobe;
+    double      *probe_err;
+    double      *probe_norm;
+    int          probed;    /**< output: 1 when probe_err was filled (0 in a dense start phase) */
+    sqz_allreduce_sum_fn_v1 allreduce_sum;
+    void        *allreduce_arg;
+    /* outputs */
+    size_t       bytes_wire; /**< bytes of this rank's messages (floats summed, times 4) */
+    double       norm2_in;   /**< sum of a[i]^2 */
+    double       norm2_err;  /**< sum of (a[i] - this rank's approximation[i])^2 */
+} sqz_reduce_args_v1_t;
+
 /** The descriptor of one compressor.  Fields are never reordered; new ones go at the end and
  *  `size` tells the core which are present. */
 typedef struct sqz_compressor_v1 {
@@ -187,6 +246,19 @@ typedef struct sqz_compressor_v1 {
     /** Fills vals (shared_len(n) floats) from a = in + residual (residual may be NULL).  Must not
      *  modify anything; NaN/Inf in a may produce anything (compress reports them). */
     void (*shared_fill)(void *state, const float *in, const float *residual, size_t n, float *vals);
+
+    /* SQZ_EXCHANGE_SUMMABLE compressors (appended; NULL for the others). */
+
+    /** Floats of persistent per-buffer memory that reduce() needs for this layout. */
+    size_t (*bufstate_len)(void *state, const sqz_matrix_v1_t *layers, size_t nlayers, size_t n);
+    /** Runs one all-reduce, see sqz_reduce_args_v1_t. */
+    sqz_status_t (*reduce)(void *state, sqz_reduce_args_v1_t *args);
+    /** Layer-adaptive selection: the candidate levels, ascending, as "1,2,4,8" (NULL: the
+     *  compressor cannot adapt per layer), the INT parameter that holds the uniform level (for
+     *  powersgd "POWERSGD_RANK"), and the wire bytes of one layer at one level. */
+    const char *levels;
+    const char *level_param;
+    size_t (*level_bytes)(void *state, const sqz_matrix_v1_t *layer, int level);
 } sqz_compressor_v1_t;
 
 #ifdef __cplusplus

@@ -44,6 +44,7 @@ typedef struct sqz_coll_call {
     size_t                     block;    /* reduce-scatter: elements per rank; 0 for all-reduce */
     float                     *residual; /* worker residual (n) or NULL */
     sqz_buf_state_t           *state;    /* for the server residual; NULL without EF */
+    sqz_buf_state_t           *bstate;   /* the buffer's state, always */
     uint64_t                   seq;
     /** The caller's output is its input (in place): nothing may be written to out before every
      *  rank has agreed not to fall back, since the dense fallback reads the input from there.
@@ -67,6 +68,12 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call);
  *  compressed, and received chunks are decoded while later ones arrive.  Needs the transport's
  *  isend/irecv/test/wait. */
 sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call);
+
+/** The summable exchange (SQZ_EXCHANGE_SUMMABLE): the compressor's reduce() over the transport's
+ *  SUM all-reduce, with the layout of buffer `key` (sqz_layout_resolve) and, under SQZ_ADAPT,
+ *  the per-layer levels and probes (src/adapt).  A reduce-scatter (block > 0) forms the whole sum
+ *  and keeps its block. */
+sqz_status_t sqz_coll_summable(sqz_coll_call_t *call, uint64_t key);
 
 /** Chunk boundaries of the reduce-scatter exchanges: off[r], len[r] for r in [0, nranks). */
 void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len);

@@ -7,7 +7,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "adapt/sqz_adapt.h"
 #include "sqz_ctx.h"
+#include "sqz_layout_file.h"
 #include "sqz_log.h"
 
 #define CORE(field) offsetof(sqz_core_params_t, field)
@@ -85,6 +87,17 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
     {"THREADS", SQZ_PARAM_INT, "1", 1, 256, NULL, CORE(threads),
      "threads compressing and decoding the chunks of a scatter-reduce exchange (quant, sign); "
      "the extra threads are bound with hwloc to distinct cores of the rank's own cpuset"},
+    {"LAYOUT", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(layout),
+     "a layout file naming the layers (shapes) of buffers by element count, for the per-layer "
+     "methods (powersgd, SQZ_ADAPT) under a shim; registered layouts win (format: docs/methods.md)"},
+    {"LAYOUT_CHUNK", SQZ_PARAM_SIZE, "1M", 4, 1099511627776.0, NULL, CORE(layout_chunk),
+     "elements per pseudo-layer of a buffer without a layout (each chunk is seen as a near-square "
+     "matrix by powersgd)"},
+    {"ADAPT", SQZ_PARAM_ENUM, "none", 0, 0, "none|lgreco", CORE(adapt),
+     "layer-adaptive compression: lgreco picks each layer's level (powersgd: its rank) by dynamic "
+     "programming, fewest bytes with a total error at most that of the uniform setting (L-GreCo)"},
+    {"ADAPT_PERIOD", SQZ_PARAM_INT, "50", 1, 1e12, NULL, CORE(adapt_period),
+     "SQZ_ADAPT: compressed calls of a buffer between two measurements and re-solves"},
 };
 #define SQZ_NCORE (sizeof(sqz_core_param_defs) / sizeof(sqz_core_param_defs[0]))
 
@@ -166,6 +179,31 @@ const sqz_param_def_v1_t *sqz_ctx_find_param(const sqz_ctx_t *ctx, const char *n
     return NULL;
 }
 
+/* Combinations of the selected method with the core settings that cannot work together. */
+static sqz_status_t sqz_ctx_check_method(const sqz_ctx_t *ctx, char *errbuf, size_t errlen)
+{
+    const sqz_compressor_v1_t *c        = ctx->method;
+    const int                  summable = SQZ_EXCHANGE_SUMMABLE == c->exchange;
+    if (summable && (SQZ_EF_EF21 == ctx->p.ef || SQZ_EF_ECONTROL == ctx->p.ef)) {
+        snprintf(errbuf, errlen, "SQZ_EF=%s: not available with SQZ_METHOD=%s (use ef14 or none)",
+                 SQZ_EF_EF21 == ctx->p.ef ? "ef21" : "econtrol", c->name);
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (summable && ctx->p.dgc_momentum > 0) {
+        snprintf(errbuf, errlen, "SQZ_DGC_MOMENTUM: DGC's momentum correction is for the "
+                                 "sparsifiers, not SQZ_METHOD=%s", c->name);
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    const int levels = summable && c->size >= offsetof(sqz_compressor_v1_t, level_bytes) +
+                                                   sizeof(void (*)(void)) && NULL != c->levels;
+    if (ctx->p.adapt && !levels) {
+        snprintf(errbuf, errlen, "SQZ_ADAPT=lgreco: SQZ_METHOD=%s has no per-layer levels "
+                                 "(methods that adapt: powersgd)", c->name);
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    return SQZ_OK;
+}
+
 sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errbuf, size_t errlen)
 {
     char         localerr[512];
@@ -190,6 +228,10 @@ sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errb
         snprintf(errbuf, errlen, "SQZ_STATS='%s': expected 'summary' or 'json:PATH'", ctx->p.stats);
         st = SQZ_ERR_INVALID_PARAM;
         goto fail;
+    }
+    if (ctx->p.layout[0]) {
+        SQZ_CHECK_GOTO(sqz_layout_file_load(ctx->p.layout, &ctx->layout_file, errbuf, errlen), st,
+                       fail);
     }
     SQZ_CHECK_GOTO(sqz_registry_init(&ctx->reg), st, fail);
     sqz_registry_load_plugins(&ctx->reg, ctx->p.plugins);
@@ -225,6 +267,7 @@ sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errb
         st = SQZ_ERR_INVALID_PARAM;
         goto fail;
     }
+    SQZ_CHECK_GOTO(sqz_ctx_check_method(ctx, errbuf, errlen), st, fail);
     for (size_t i = 0; i < ctx->cfg->n; i++) {
         if (NULL == sqz_ctx_find_param(ctx, ctx->cfg->entries[i].name, NULL)) {
             SQZ_WARN("SQZ_%s (%s) is not a Squeeze parameter; setting it has no effect "
@@ -252,6 +295,8 @@ void sqz_ctx_destroy(sqz_ctx_t *ctx)
     }
     free(ctx->configs);
     free(ctx->stats);
+    sqz_layout_file_free(ctx->layout_file);
+    sqz_adapt_records_free(ctx);
     sqz_registry_fini(&ctx->reg);
     sqz_config_destroy(ctx->cfg);
     pthread_mutex_destroy(&ctx->lock);

@@ -40,6 +40,10 @@ typedef struct sqz_core_params {
     int         sparse_algo;   /* 0 auto, 1 allgather, 2 split */
     int         entropy;       /* sqz_entropy_mode_t */
     double      link_gbps;
+    const char *layout;        /* SQZ_LAYOUT: a layout file, or "" */
+    size_t      layout_chunk;  /* pseudo-layer size */
+    int         adapt;         /* 0 none, 1 lgreco */
+    int64_t     adapt_period;
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */
@@ -51,6 +55,7 @@ typedef enum {
     SQZ_ALGO_DENSE_SWITCH,      /* the cost model found the dense all-reduce cheaper */
     SQZ_ALGO_SPLIT_ALLGATHER,   /* SparCML's split all-gather: sparse scatter-reduce, exact all-gather */
     SQZ_ALGO_NCCL_ALLGATHER,    /* GPU path: fixed-size payloads through ncclAllGather */
+    SQZ_ALGO_SUMMABLE,          /* the compressor's messages through the native SUM all-reduce */
     SQZ_ALGO_COUNT
 } sqz_algo_t;
 
@@ -77,6 +82,9 @@ struct sqz_ctx {
      * sqz_ctx_flush_gpu_stats); guarded by lock.  Set only by the GPU engine. */
     struct sqz_comm          **gpu_comms;
     size_t                     ngpu_comms;
+    struct sqz_layout_file    *layout_file; /* SQZ_LAYOUT, parsed at creation, or NULL */
+    struct sqz_adapt_record   *adapt;       /* src/adapt: the latest choice per buffer size */
+    size_t                     nadapt;
 };
 
 struct sqz_gpu_comm;
@@ -113,6 +121,10 @@ struct sqz_comm {
     /* layer layouts registered through sqz_layout_register (sqz_layout.c) */
     struct sqz_layout_entry *layouts;
     size_t             nlayouts;
+    sqz_layer_t       *pseudo;           /* pseudo-layers of the current call */
+    size_t             pseudocap;
+    double            *adaptbuf;         /* SQZ_ADAPT: a probing call's errors */
+    size_t             adaptcap;
     /* GPU path (sqz_comm_create_nccl): the engine over an NCCL communicator, or NULL.  The hooks
      * keep the core free of any CUDA dependency. */
     struct sqz_gpu_comm *gpu;
@@ -157,6 +169,13 @@ typedef void (*sqz_carry_fn)(void *arg, uint64_t src_key, size_t src_count, size
                              size_t dst_offset, size_t len);
 size_t sqz_layout_carry(const sqz_comm_t *comm, uint64_t key, size_t count, sqz_carry_fn fn,
                         void *arg);
+
+/** The layers of buffer (key, n) for the per-layer methods: its registered layout, else the
+ *  SQZ_LAYOUT file's for n elements, else pseudo-layers (chunks of SQZ_LAYOUT_CHUNK elements,
+ *  each a near-square matrix).  *digest identifies the layout.  Valid until the next call, with
+ *  comm->lock held.  \return NULL (and *nlayers 0) only when out of memory. */
+const sqz_layer_t *sqz_layout_resolve(sqz_comm_t *comm, uint64_t key, size_t n, size_t *nlayers,
+                                      uint64_t *digest);
 
 /** Frees the layouts of a communicator (sqz_layout.c). */
 void sqz_layouts_fini(sqz_comm_t *comm);

@@ -102,6 +102,8 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     free(comm->sharedbuf);
     free((void *)comm->sharedptr);
     free(comm->counts);
+    free(comm->pseudo);
+    free(comm->adaptbuf);
     pthread_mutex_destroy(&comm->lock);
     free(comm);
 }
@@ -387,7 +389,11 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         /* A reduce-scatter's output block is the start of an in-place input as well. */
         .out_is_input = ((const float *)out == in),
     };
-    if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
+    call.bstate = bs;
+    if (SQZ_EXCHANGE_SUMMABLE == ctx->method->exchange) {
+        call.cs.algo = SQZ_ALGO_SUMMABLE;
+        st           = sqz_coll_summable(&call, key);
+    } else if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
         if (block) {
             st = SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
         } else {

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "sqz_ctx.h"
+#include "sqz_layout_file.h"
 #include "sqz_log.h"
 
 typedef struct sqz_layout_entry {
@@ -133,4 +134,51 @@ size_t sqz_layout_carry(const sqz_comm_t *comm, uint64_t key, size_t count, sqz_
         }
     }
     return moved;
+}
+
+/* A digest of a layer list, so that per-buffer state tied to a layout is reset when it changes. */
+static uint64_t sqz_layout_digest(const sqz_layer_t *l, size_t nl, size_t n)
+{
+    uint64_t h = sqz_hash64(n ^ ((uint64_t)nl << 40));
+    for (size_t i = 0; i < nl; i++) {
+        h = sqz_hash64(h ^ l[i].offset) ^ sqz_hash64(l[i].rows * 0x9e3779b97f4a7c15ull + l[i].cols);
+    }
+    return h;
+}
+
+const sqz_layer_t *sqz_layout_resolve(sqz_comm_t *comm, uint64_t key, size_t n, size_t *nlayers,
+                                      uint64_t *digest)
+{
+    const sqz_layout_entry_t *e = sqz_layout_find(comm, key, n);
+    const sqz_layer_t        *l = NULL;
+    size_t                    nl = 0;
+    if (e) {
+        l = e->layers, nl = e->nlayers;
+    } else if (NULL != (l = sqz_layout_file_find(comm->ctx->layout_file, n, &nl))) {
+        /* the SQZ_LAYOUT file's */
+    } else {
+        /* Pseudo-layers: chunks of SQZ_LAYOUT_CHUNK elements, each seen as a near-square
+         * floor(sqrt(c)) x (c / rows) matrix; the few elements left over in a chunk are summed
+         * exactly. */
+        const size_t chunk = comm->ctx->p.layout_chunk;
+        const size_t want  = (n + chunk - 1) / chunk;
+        if (SQZ_OK != sqz_scratch_reserve((void **)&comm->pseudo, &comm->pseudocap,
+                                          (want ? want : 1) * sizeof(sqz_layer_t))) {
+            *nlayers = 0;
+            *digest  = 0;
+            return NULL;
+        }
+        for (size_t off = 0; off < n; off += chunk) {
+            const size_t c    = n - off < chunk ? n - off : chunk;
+            size_t       rows = 1;
+            while ((rows + 1) * (rows + 1) <= c) {
+                rows++;
+            }
+            comm->pseudo[nl++] = (sqz_layer_t){.offset = off, .rows = rows, .cols = c / rows};
+        }
+        l = comm->pseudo;
+    }
+    *nlayers = nl;
+    *digest  = sqz_layout_digest(l, nl, n);
+    return l;
 }

@@ -24,6 +24,7 @@ static const sqz_compressor_v1_t *const sqz_builtin_compressors[] = {
     &sqz_compressor_qsgd,
     &sqz_compressor_terngrad,
     &sqz_compressor_fedzip,
+    &sqz_compressor_powersgd,
 };
 
 static sqz_status_t sqz_registry_add(sqz_registry_t *r, const sqz_compressor_v1_t *c,
@@ -76,12 +77,21 @@ sqz_status_t sqz_registry_check(const sqz_compressor_v1_t *c, char *err, size_t 
             return SQZ_ERR_PLUGIN;
         }
     }
-    if (NULL == c->create || NULL == c->max_payload || NULL == c->compress ||
-        NULL == c->decompress || NULL == c->destroy) {
+    /* A summable compressor runs its calls in reduce() and needs no payload codec. */
+    const int summable = SQZ_EXCHANGE_SUMMABLE == c->exchange;
+    if (NULL == c->create || NULL == c->destroy ||
+        (!summable && (NULL == c->max_payload || NULL == c->compress || NULL == c->decompress)) ||
+        (summable && (!SQZ_HAS_REDUCE(c) || NULL == c->bufstate_len))) {
         snprintf(err, errlen, "'%s' lacks a required callback", c->name);
         return SQZ_ERR_PLUGIN;
     }
-    if (SQZ_EXCHANGE_ALLGATHER != c->exchange && SQZ_EXCHANGE_REDUCE_SCATTER != c->exchange) {
+    if (c->size >= offsetof(sqz_compressor_v1_t, level_bytes) + sizeof(void (*)(void)) &&
+        NULL != c->levels && NULL == c->level_bytes) {
+        snprintf(err, errlen, "'%s' declares levels but no level_bytes", c->name);
+        return SQZ_ERR_PLUGIN;
+    }
+    if (SQZ_EXCHANGE_ALLGATHER != c->exchange && SQZ_EXCHANGE_REDUCE_SCATTER != c->exchange &&
+        !summable) {
         snprintf(err, errlen, "'%s' asks for exchange %d, which this library does not provide",
                  c->name, (int)c->exchange);
         return SQZ_ERR_PLUGIN;

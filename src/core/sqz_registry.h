@@ -16,11 +16,17 @@ extern const sqz_compressor_v1_t sqz_compressor_lossless;
 extern const sqz_compressor_v1_t sqz_compressor_qsgd;
 extern const sqz_compressor_v1_t sqz_compressor_terngrad;
 extern const sqz_compressor_v1_t sqz_compressor_fedzip;
+extern const sqz_compressor_v1_t sqz_compressor_powersgd;
 
 /** Whether a descriptor carries the appended shared-value hooks, and sets them. */
 #define SQZ_HAS_SHARED(c)                                                                        \
     ((c)->size >= offsetof(sqz_compressor_v1_t, shared_fill) + sizeof(void (*)(void)) &&         \
      NULL != (c)->shared_len)
+
+/** Whether a descriptor carries the appended whole-call hooks of SQZ_EXCHANGE_SUMMABLE. */
+#define SQZ_HAS_REDUCE(c)                                                                        \
+    ((c)->size >= offsetof(sqz_compressor_v1_t, level_bytes) + sizeof(void (*)(void)) &&         \
+     NULL != (c)->reduce)
 
 typedef struct sqz_registry_entry {
     const sqz_compressor_v1_t *c;

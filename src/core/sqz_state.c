@@ -35,6 +35,8 @@ static void sqz_state_free(sqz_state_store_t *s, sqz_buf_state_t *b)
     s->bytes -= b->res_bytes;
     free(b->res_compact);
     free(b->res_scale);
+    free(b->plugin_state);
+    free(b->levels);
     free(b);
 }
 

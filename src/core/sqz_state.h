@@ -22,6 +22,15 @@ typedef struct sqz_buf_state {
     void                 *res_compact;     /* SQZ_EF_STORAGE=bf16/int8: the compact residual */
     float                *res_scale;       /* int8: one scale per 256 elements */
     size_t                res_bytes;       /* bytes of res_compact and res_scale */
+    /* SQZ_EXCHANGE_SUMMABLE compressors: their per-buffer memory (warm starts), for the layout
+     * whose digest is `layout`; reset when the layout changes. */
+    float                *plugin_state;
+    size_t                plugin_len;
+    uint64_t              layout;
+    /* Layer-adaptive selection (src/adapt): the level of each layer, or NULL (uniform). */
+    int                  *levels;
+    size_t                nlevels;
+    uint64_t              adapt_next;      /* the call counter of the next probe */
     struct sqz_buf_state *next;
 } sqz_buf_state_t;
 

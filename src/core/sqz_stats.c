@@ -5,13 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt/sqz_adapt.h"
 #include "sqz_ctx.h"
 #include "sqz_log.h"
 #include "sqz_stats.h"
 
 const char *const sqz_algo_names[SQZ_ALGO_COUNT] = {
     "allgather", "allgather_p2p", "reduce_scatter", "reduce_scatter_p2p", "dense_switch",
-    "split_allgather", "nccl_allgather",
+    "split_allgather", "nccl_allgather", "allreduce_summable",
 };
 
 void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx)
@@ -141,15 +142,9 @@ static void sqz_expand_path(const char *path, int rank, char *out, size_t len)
     out[o] = '\0';
 }
 
-sqz_status_t sqz_stats_write_json(const sqz_ctx_t *ctx, const char *path, int rank)
+/* The stats JSON of one rank into an open stream. */
+static void sqz_stats_write_stream(const sqz_ctx_t *ctx, FILE *f, int rank)
 {
-    char file[4096];
-    sqz_expand_path(path, rank, file, sizeof(file));
-    FILE *f = fopen(file, "w");
-    if (NULL == f) {
-        SQZ_ERROR("SQZ_STATS: cannot write '%s': %s", file, strerror(errno));
-        return SQZ_ERR_IO;
-    }
     sqz_stats_t total;
     uint64_t    sent = 0;
     sqz_stats_get(ctx, &total);
@@ -179,13 +174,52 @@ sqz_status_t sqz_stats_write_json(const sqz_ctx_t *ctx, const char *path, int ra
         fprintf(f, "}\n    }");
         first = 0;
     }
-    fprintf(f, "%s}\n}\n", first ? "" : "\n  ");
+    fprintf(f, "%s}", first ? "" : "\n  ");
+    sqz_adapt_write_json(ctx, f);
+    fprintf(f, "\n}\n");
+}
+
+sqz_status_t sqz_stats_write_json(const sqz_ctx_t *ctx, const char *path, int rank)
+{
+    char file[4096];
+    sqz_expand_path(path, rank, file, sizeof(file));
+    FILE *f = fopen(file, "w");
+    if (NULL == f) {
+        SQZ_ERROR("SQZ_STATS: cannot write '%s': %s", file, strerror(errno));
+        return SQZ_ERR_IO;
+    }
+    sqz_stats_write_stream(ctx, f, rank);
     const int bad = ferror(f);
     if (0 != fclose(f) || bad) {
         SQZ_ERROR("SQZ_STATS: error writing '%s'", file);
         return SQZ_ERR_IO;
     }
     return SQZ_OK;
+}
+
+size_t sqz_stats_json(const sqz_ctx_t *ctx, int rank, char *buf, size_t len)
+{
+    if (NULL == ctx) {
+        return 0;
+    }
+    char  *text = NULL;
+    size_t n    = 0;
+    FILE  *f    = open_memstream(&text, &n);
+    if (NULL == f) {
+        return 0;
+    }
+    sqz_stats_write_stream(ctx, f, rank);
+    if (0 != fclose(f)) {
+        free(text);
+        return 0;
+    }
+    if (buf && len > 0) {
+        const size_t k = n < len - 1 ? n : len - 1;
+        memcpy(buf, text, k);
+        buf[k] = '\0';
+    }
+    free(text);
+    return n;
 }
 
 size_t sqz_stats_export_len(const sqz_ctx_t *ctx) { return ctx->reg.n * SQZ_STATS_NFIELDS + 1; }

@@ -1,0 +1,534 @@
+/*
+ * "powersgd": low-rank gradient compression after Vogels, Karimireddy, Jaggi, "PowerSGD: Practical
+ * Low-Rank Gradient Compression for Distributed Optimization" (NeurIPS 2019), with the details of
+ * the authors' code (epfml/powersgd) and of PyTorch's powerSGD_hook where they matter.
+ *
+ * The buffer is a list of layers (sqz_matrix_v1_t: a registered layout, a layout file, or
+ * pseudo-layers cut by the engine).  For each layer M (rows x cols, row-major) of a = in + residual
+ * with rank r = min(level, rows, cols):
+ *     P   = M Q                  Q (cols x r) warm-started from the previous call
+ *     P   = sum over ranks of P  one SUM all-reduce carrying every layer's P (and the dense part)
+ *     P^  = orthonormal columns of P (modified Gram-Schmidt)
+ *     Q_i = M^T P^               this rank's share
+ *     Q   = sum over ranks of Q_i  one SUM all-reduce carrying every layer's Q
+ *     out = P^ Q^T               = P^ P^T (sum of M_i): the projection of the sum onto span(P^)
+ *     residual = M - P^ Q_i^T    this rank's own projection error (error feedback)
+ * With POWERSGD_ITERS = t > 1 the P/Q pair is repeated t times per call (subspace iteration: a
+ * better basis for t - 1 more all-reduces).  The warm start keeps Q / ranks for the next call.
+ *
+ * Why the local projection error as residual (the paper's code keeps M - out / ranks instead):
+ * both give the same sum over ranks, but this one satisfies the error-feedback contract of every
+ * other compressor per rank, approximation_i + residual_new == in + residual_old, so the residual
+ * holds only what this rank's gradient lost, not the difference between ranks.
+ *
+ * Layers too small to gain (min(rows, cols) == 1, or (rows + cols) r * POWERSGD_MIN_RATE >=
+ * rows * cols, PyTorch's rule) and every element outside the layers are summed exactly, in the
+ * first all-reduce, after the P factors: no extra round.  Their residual is sent too and emptied.
+ * POWERSGD_START_STEPS first calls of each buffer are dense (the same exact sum, residual
+ * included): PowerSGD's start phase, so that EF and the warm start begin from settled buckets.
+ *
+ * Determinism: P and Q sums are identical on every rank, so P^ and out are too (same code, same
+ * inputs).  The first Q of a layer is a uniform [-1, 1) matrix from (SQZ_SEED, layer index): the
+ * same on every rank.  NaN/Inf anywhere shows in the summed P buffer on every rank: reduce()
+ * returns SQZ_ERR_NONFINITE everywhere after restoring the residual (residual - in).
+ *
+ * Memory: the residual (n floats, the engine's), Q per layer (cols x min(32, rows, cols) floats of
+ * per-buffer state, room for the largest adaptive level), and scratch for the P/Q messages and
+ * this rank's Q share: sum of (rows + 2 cols) r floats plus the dense part.
+ *
+ * Levels (layer-adaptive selection, src/adapt): the level of a layer is its rank.  A probe runs
+ * the layer at the largest probed rank; Gram-Schmidt is nested (the first k columns of P^ span
+ * the first k columns of P), so ||M||^2 - sum_{c<k} ||Q_i[:, c]||^2 is the error at rank k for
+ * every probed k from one computation.
+ */
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <squeeze/compressor_v1.h>
+
+#include "sqz_plugin_util.h"
+
+/** The largest rank a layer's warm-start memory holds (adaptive levels go up to it). */
+#define PSGD_QMAX 32
+
+typedef struct psgd_config {
+    int64_t rank;        /* POWERSGD_RANK */
+    int64_t iters;       /* POWERSGD_ITERS */
+    double  min_rate;    /* POWERSGD_MIN_RATE */
+    int64_t start_steps; /* POWERSGD_START_STEPS */
+} psgd_config_t;
+
+static const sqz_param_def_v1_t psgd_params[] = {
+    {"POWERSGD_RANK", SQZ_PARAM_INT, "4", 1, PSGD_QMAX, NULL, offsetof(psgd_config_t, rank),
+     "rank r of each layer's approximation P Q^T (PyTorch's matrix_approximation_rank)"},
+    {"POWERSGD_ITERS", SQZ_PARAM_INT, "1", 1, 8, NULL, offsetof(psgd_config_t, iters),
+     "power iterations per call: each adds one P and one Q all-reduce and sharpens the subspace"},
+    {"POWERSGD_MIN_RATE", SQZ_PARAM_DOUBLE, "2", 1, 1e9, NULL, offsetof(psgd_config_t, min_rate),
+     "a layer is compressed only when rows*cols exceeds this times (rows+cols)*rank; smaller "
+     "layers and 1-D tensors are summed exactly in the first all-reduce"},
+    {"POWERSGD_START_STEPS", SQZ_PARAM_INT, "10", 0, 1e12, NULL,
+     offsetof(psgd_config_t, start_steps),
+     "dense calls per buffer before compressing (PyTorch's start_powerSGD_iter); DDP rebuilds its "
+     "buckets after the first step, so keep it >= 2 there"},
+};
+
+typedef struct psgd_state {
+    psgd_config_t cfg;
+    int           nranks;
+    uint64_t      seed;
+    float        *msg;     /* the message being all-reduced (P factors + dense part, or Q) */
+    size_t        msgcap;
+    float        *qloc;    /* this rank's Q shares, kept for the residual */
+    size_t        qloccap;
+    int          *plan;    /* per layer: the rank it is compressed at, 0: exact */
+    int           added;   /* this call added its input into the residual */
+    size_t        plancap;
+} psgd_state_t;
+
+static sqz_status_t psgd_create(const void *config, const sqz_compressor_env_v1_t *env, void **state)
+{
+    psgd_state_t *s = calloc(1, sizeof(*s));
+    if (NULL == s) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    memcpy(&s->cfg, config, sizeof(s->cfg));
+    s->nranks = env->nranks;
+    s->seed   = env->seed;
+    *state    = s;
+    return SQZ_OK;
+}
+
+static void psgd_destroy(void *state)
+{
+    psgd_state_t *s = state;
+    if (s) {
+        free(s->msg);
+        free(s->qloc);
+        free(s->plan);
+        free(s);
+    }
+}
+
+static size_t psgd_min3(size_t a, size_t b, size_t c)
+{
+    const size_t m = a < b ? a : b;
+    return m < c ? m : c;
+}
+
+/** Columns of warm-start memory of a layer (0: the layer is never compressed). */
+static size_t psgd_qslot(const sqz_matrix_v1_t *l)
+{
+    return (l->rows > 1 && l->cols > 1) ? psgd_min3(PSGD_QMAX, l->rows, l->cols) : 0;
+}
+
+/** The rank layer l is compressed at for `level`, or 0 when it is summed exactly. */
+static size_t psgd_layer_rank(const psgd_state_t *s, const sqz_matrix_v1_t *l, int level)
+{
+    const size_t r = psgd_min3(level > 0 ? (size_t)level : 1, psgd_qslot(l), SIZE_MAX);
+    if (0 == r) {
+        return 0;
+    }
+    const double dense = (double)l->rows * (double)l->cols;
+    return ((double)(l->rows + l->cols) * (double)r * s->cfg.min_rate < dense) ? r : 0;
+}
+
+static size_t psgd_bufstate_len(void *state, const sqz_matrix_v1_t *layers, size_t nlayers, size_t n)
+{
+    (void)state, (void)n;
+    size_t len = 1; /* [0]: the warm start is initialized */
+    for (size_t i = 0; i < nlayers; i++) {
+        len += layers[i].cols * psgd_qslot(&layers[i]);
+    }
+    return len;
+}
+
+static size_t psgd_level_bytes(void *state, const sqz_matrix_v1_t *l, int level)
+{
+    const size_t r = psgd_layer_rank(state, l, level);
+    return sizeof(float) * (r ? (l->rows + l->cols) * r : l->rows * l->cols);
+}
+
+/* Dense kernels.  Q and Q shares are stored column-major per layer (r columns of `cols` floats),
+ * P row-major (rows x r), so that every product reads M once, row by row. */
+
+/** P (rows x r) = M Q. */
+static void psgd_mul_mq(const float *restrict m, size_t rows, size_t cols, const float *restrict q,
+                        size_t r, float *restrict p)
+{
+    for (size_t i = 0; i < rows; i++) {
+        const float *row = m + i * cols;
+        for (size_t k = 0; k < r; k++) {
+            const float *qk = q + k * cols;
+            float        a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+            size_t       j  = 0;
+            for (; j + 4 <= cols; j += 4) {
+                a0 += row[j] * qk[j];
+                a1 += row[j + 1] * qk[j + 1];
+                a2 += row[j + 2] * qk[j + 2];
+                a3 += row[j + 3] * qk[j + 3];
+            }
+            for (; j < cols; j++) {
+                a0 += row[j] * qk[j];
+            }
+            p[i * r + k] = (a0 + a1) + (a2 + a3);
+        }
+    }
+}
+
+/** Q (column-major, r x cols) = M^T P. */
+static void psgd_mul_mtp(const float *restrict m, size_t rows, size_t cols, const float *restrict p,
+                         size_t r, float *restrict q)
+{
+    memset(q, 0, r * cols * sizeof(float));
+    for (size_t i = 0; i < rows; i++) {
+        const float *row = m + i * cols;
+        for (size_t k = 0; k < r; k++) {
+            const float pik = p[i * r + k];
+            float *restrict qk = q + k * cols;
+            for (size_t j = 0; j < cols; j++) {
+                qk[j] += row[j] * pik;
+            }
+        }
+    }
+}
+
+/** Orthonormalizes the r columns of P (rows x r, row-major) by modified Gram-Schmidt, in double,
+ *  projecting each column out twice ("twice is enough", Giraud et al. 2005): a column that is
+ *  nearly dependent on the previous ones (a gradient of rank below r) keeps, after one pass,
+ *  a large share of them from the rounding of the stored basis, and the projection P^ P^T would
+ *  no longer be one.  A column left with under 1e-6 of its norm is dependent: it becomes 0. */
+static void psgd_orthonormalize(float *p, size_t rows, size_t r)
+{
+    for (size_t k = 0; k < r; k++) {
+        double n0 = 0;
+        for (size_t i = 0; i < rows; i++) {
+            n0 += (double)p[i * r + k] * (double)p[i * r + k];
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            for (size_t c = 0; c < k; c++) {
+                double dot = 0;
+                for (size_t i = 0; i < rows; i++) {
+                    dot += (double)p[i * r + k] * (double)p[i * r + c];
+                }
+                for (size_t i = 0; i < rows; i++) {
+                    p[i * r + k] = (float)((double)p[i * r + k] - dot * (double)p[i * r + c]);
+                }
+            }
+        }
+        double nn = 0;
+        for (size_t i = 0; i < rows; i++) {
+            nn += (double)p[i * r + k] * (double)p[i * r + k];
+        }
+        const float inv = (nn > 1e-12 * n0 && nn > 1e-60) ? (float)(1.0 / sqrt(nn)) : 0.0f;
+        for (size_t i = 0; i < rows; i++) {
+            p[i * r + k] *= inv;
+        }
+    }
+}
+
+/** out = P^ Qs^T (the sum), and with res: res = M - P^ Ql^T (this rank's error), for one layer.
+ *  M may alias out (in place, no residual): each element is read before it is written. */
+static void psgd_expand(const float *m, size_t rows, size_t cols, const float *restrict p, size_t r,
+                        const float *restrict qs, const float *restrict ql, float *out, float *res,
+                        double *norm2_in, double *norm2_err)
+{
+    double ni = 0, ne = 0;
+    for (size_t i = 0; i < rows; i++) {
+        const float *pi = p + i * r;
+        for (size_t j = 0; j < cols; j++) {
+            float s = 0, l = 0;
+            for (size_t k = 0; k < r; k++) {
+                s += pi[k] * qs[k * cols + j];
+                l += pi[k] * ql[k * cols + j];
+            }
+            const float mv = m[i * cols + j];
+            const float e  = mv - l;
+            ni += (double)mv * mv;
+            ne += (double)e * e;
+            out[i * cols + j] = s;
+            if (res) {
+                res[i * cols + j] = e;
+            }
+        }
+    }
+    *norm2_in += ni;
+    *norm2_err += ne;
+}
+
+/* Elements outside the compressed layers, in ascending order: visited as [lo, hi) spans. */
+typedef void (*psgd_span_fn)(void *arg, size_t lo, size_t hi, size_t pos);
+
+static size_t psgd_dense_spans(const sqz_reduce_args_v1_t *a, const int *plan, psgd_span_fn fn,
+                               void *arg)
+{
+    size_t pos = 0, at = 0;
+    for (size_t l = 0; l <= a->nlayers; l++) {
+        const size_t start = l < a->nlayers ? a->layers[l].offset : a->n;
+        if (l < a->nlayers && 0 == plan[l]) {
+            continue; /* an exact layer: part of the next span */
+        }
+        if (start > at) {
+            if (fn) {
+                fn(arg, at, start, pos);
+            }
+            pos += start - at;
+        }
+        if (l < a->nlayers) {
+            at = start + a->layers[l].rows * a->layers[l].cols;
+        }
+    }
+    return pos;
+}
+
+typedef struct psgd_span_ctx {
+    const float *m;
+    float       *msg, *out, *res;
+} psgd_span_ctx_t;
+
+static void psgd_span_gather(void *arg, size_t lo, size_t hi, size_t pos)
+{
+    const psgd_span_ctx_t *c = arg;
+    memcpy(c->msg + pos, c->m + lo, (hi - lo) * sizeof(float));
+}
+
+static void psgd_span_scatter(void *arg, size_t lo, size_t hi, size_t pos)
+{
+    const psgd_span_ctx_t *c = arg;
+    memcpy(c->out + lo, c->msg + pos, (hi - lo) * sizeof(float));
+    if (c->res) {
+        memset(c->res + lo, 0, (hi - lo) * sizeof(float));
+    }
+}
+
+/** The first Q of a layer: uniform [-1, 1) from (seed, layer index), the same on every rank. */
+static void psgd_init_q(const psgd_state_t *s, size_t layer, float *q, size_t len)
+{
+    const uint32_t key = (uint32_t)(s->seed ^ (s->seed >> 32)) ^ (uint32_t)(layer * 0x9e3779b1u);
+    for (size_t j = 0; j < len; j++) {
+        q[j] = 2.0f * sqz_pu_hash_f32(key, (uint32_t)j) - 1.0f;
+    }
+}
+
+/** Undoes residual += in (the contract's restore on a non-finite or failed call); nothing to
+ *  undo when the input was not added (non-finite). */
+static void psgd_restore(const psgd_state_t *s, const sqz_reduce_args_v1_t *a)
+{
+    if (s->added) {
+        for (size_t i = 0; i < a->n; i++) {
+            a->residual[i] -= a->in[i];
+        }
+    }
+}
+
+static int psgd_all_finite(const float *x, size_t n)
+{
+    return sqz_pu_all_finite_f32(x, n);
+}
+
+static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
+{
+    psgd_state_t *const s = state;
+    a->bytes_wire = 0, a->norm2_in = 0, a->norm2_err = 0, a->probed = 0;
+    /* A non-finite input is not added into the residual (its old value could not be recovered):
+     * this rank poisons its first message instead, so that every rank sees it. */
+    const int local_bad = !psgd_all_finite(a->in, a->n);
+    /* a = in + residual, formed in the residual: M lives there for the whole call. */
+    const float *m = a->in;
+    s->added = a->residual && !local_bad;
+    if (s->added) {
+        for (size_t i = 0; i < a->n; i++) {
+            a->residual[i] += a->in[i];
+        }
+        m = a->residual;
+    }
+    if (!sqz_pu_grow((void **)&s->plan, &s->plancap, (a->nlayers + 1) * sizeof(int))) {
+        psgd_restore(s, a);
+        return SQZ_ERR_NO_MEMORY;
+    }
+    /* The plan: each layer's rank (0: exact).  A probe runs a layer at the largest rank any
+     * probed level compresses it at. */
+    const int dense_phase = a->seq < (uint64_t)s->cfg.start_steps;
+    size_t    plen = 0, qlen = 0;
+    for (size_t l = 0; l < a->nlayers; l++) {
+        const sqz_matrix_v1_t *L     = &a->layers[l];
+        const int              level = a->levels ? a->levels[l] : (int)s->cfg.rank;
+        size_t                 r     = dense_phase ? 0 : psgd_layer_rank(s, L, level);
+        for (size_t j = 0; !dense_phase && a->probe_err && j < a->nprobe; j++) {
+            const size_t rj = psgd_layer_rank(s, L, a->probe[j]);
+            r               = rj > r ? rj : r;
+        }
+        s->plan[l] = (int)r;
+        plen += L->rows * r;
+        qlen += L->cols * r;
+    }
+    const size_t ndense = psgd_dense_spans(a, s->plan, NULL, NULL);
+    /* msg holds the P factors and the exact part, then the Q sums after them: P^ must survive
+     * the Q all-reduce. */
+    if (!sqz_pu_grow((void **)&s->msg, &s->msgcap, (plen + ndense + qlen + 1) * sizeof(float)) ||
+        !sqz_pu_grow((void **)&s->qloc, &s->qloccap, (qlen + 1) * sizeof(float))) {
+        psgd_restore(s, a);
+        return SQZ_ERR_NO_MEMORY;
+    }
+    float *const pbuf = s->msg;
+    float *const qsum = pbuf + plen + ndense;
+
+    /* Warm-start memory: bufstate[0] says whether it holds Q's yet. */
+    float *bs = a->bufstate;
+    if (0.0f == bs[0] && !dense_phase) {
+        float *q = bs + 1;
+        for (size_t l = 0; l < a->nlayers; l++) {
+            const size_t w = psgd_qslot(&a->layers[l]);
+            psgd_init_q(s, l, q, a->layers[l].cols * w);
+            q += a->layers[l].cols * w;
+        }
+        bs[0] = 1.0f;
+    }
+    const int iters = dense_phase ? 1 : (int)s->cfg.iters;
+    for (int it = 0; it < iters; it++) {
+        /* P = M Q for every compressed layer, then (first iteration) the exact part. */
+        size_t po = 0;
+        float *q  = bs + 1;
+        for (size_t l = 0; l < a->nlayers; l++) {
+            const sqz_matrix_v1_t *L = &a->layers[l];
+            const size_t           r = (size_t)s->plan[l];
+            if (r) {
+                psgd_mul_mq(m + L->offset, L->rows, L->cols, q, r, pbuf + po);
+                po += L->rows * r;
+            }
+            q += L->cols * psgd_qslot(L);
+        }
+        const size_t    len1 = plen + (0 == it ? ndense : 0);
+        if (0 == it) {
+            psgd_span_ctx_t sc = {.m = m, .msg = pbuf + plen};
+            psgd_dense_spans(a, s->plan, psgd_span_gather, &sc);
+            if (local_bad && len1 > 0) {
+                pbuf[0] = NAN; /* (it is there already, unless an Inf met only zeros of Q) */
+            }
+        }
+        if (len1 > 0 && 0 != a->allreduce_sum(a->allreduce_arg, pbuf, len1)) {
+            psgd_restore(s, a);
+            return SQZ_ERR_TRANSPORT;
+        }
+        a->bytes_wire += len1 * sizeof(float);
+        if (!psgd_all_finite(pbuf, len1)) {
+            psgd_restore(s, a); /* the same sums everywhere: every rank returns this */
+            return SQZ_ERR_NONFINITE;
+        }
+        if (0 == qlen) {
+            break; /* nothing compressed: the exact sum is all */
+        }
+        /* P^ then this rank's Q share, kept in qloc and sent in qsum. */
+        po = 0;
+        size_t qo = 0;
+        for (size_t l = 0; l < a->nlayers; l++) {
+            const sqz_matrix_v1_t *L = &a->layers[l];
+            const size_t           r = (size_t)s->plan[l];
+            if (r) {
+                psgd_orthonormalize(pbuf + po, L->rows, r);
+                psgd_mul_mtp(m + L->offset, L->rows, L->cols, pbuf + po, r, s->qloc + qo);
+                po += L->rows * r;
+                qo += L->cols * r;
+            }
+        }
+        memcpy(qsum, s->qloc, qlen * sizeof(float));
+        if (0 != a->allreduce_sum(a->allreduce_arg, qsum, qlen)) {
+            psgd_restore(s, a);
+            return SQZ_ERR_TRANSPORT;
+        }
+        a->bytes_wire += qlen * sizeof(float);
+        if (!psgd_all_finite(qsum, qlen)) {
+            psgd_restore(s, a);
+            return SQZ_ERR_NONFINITE;
+        }
+        /* Warm start (and the next iteration): Q = sum / ranks. */
+        q  = bs + 1;
+        qo = 0;
+        const float inv = 1.0f / (float)s->nranks;
+        for (size_t l = 0; l < a->nlayers; l++) {
+            const sqz_matrix_v1_t *L = &a->layers[l];
+            const size_t           r = (size_t)s->plan[l];
+            for (size_t j = 0; j < L->cols * r; j++) {
+                q[j] = qsum[qo + j] * inv;
+            }
+            qo += L->cols * r;
+            q += L->cols * psgd_qslot(L);
+        }
+    }
+    /* Probe: errors at every probed rank from the nested basis (before the residual is
+     * overwritten; qloc holds this rank's shares at the plan's rank). */
+    if (a->probe_err && !dense_phase) {
+        a->probed = 1;
+        size_t qo = 0;
+        for (size_t l = 0; l < a->nlayers; l++) {
+            const sqz_matrix_v1_t *L  = &a->layers[l];
+            const size_t           r  = (size_t)s->plan[l];
+            const float           *ml = m + L->offset;
+            double                 nn = 0;
+            for (size_t i = 0; i < L->rows * L->cols; i++) {
+                nn += (double)ml[i] * ml[i];
+            }
+            a->probe_norm[l] = nn;
+            double captured  = 0;
+            size_t k         = 0;
+            for (size_t j = 0; j < a->nprobe; j++) {
+                const size_t want = psgd_layer_rank(s, L, a->probe[j]);
+                for (; r && k < want && k < r; k++) {
+                    const float *qk = s->qloc + qo + k * L->cols;
+                    for (size_t c = 0; c < L->cols; c++) {
+                        captured += (double)qk[c] * qk[c];
+                    }
+                }
+                a->probe_err[l * a->nprobe + j] = (want && r) ? fmax(nn - captured, 0.0) : 0.0;
+            }
+            qo += L->cols * r;
+        }
+    }
+    /* Nothing is written to out before here: every check that makes the ranks fall back
+     * together has passed (out may be the input, which the dense fallback reads). */
+    if (ndense > 0) {
+        psgd_span_ctx_t sc = {.m = m, .msg = pbuf + plen, .out = a->out, .res = a->residual};
+        psgd_dense_spans(a, s->plan, psgd_span_scatter, &sc);
+    }
+    /* out = P^ Q^T and residual = M - P^ Q_i^T, layer by layer. */
+    size_t po = 0, qo = 0;
+    for (size_t l = 0; l < a->nlayers; l++) {
+        const sqz_matrix_v1_t *L = &a->layers[l];
+        const size_t           r = (size_t)s->plan[l];
+        if (r) {
+            psgd_expand(m + L->offset, L->rows, L->cols, pbuf + po, r, qsum + qo, s->qloc + qo,
+                        a->out + L->offset, a->residual ? a->residual + L->offset : NULL,
+                        &a->norm2_in, &a->norm2_err);
+            po += L->rows * r;
+            qo += L->cols * r;
+        }
+    }
+    return SQZ_OK;
+}
+
+static size_t psgd_max_payload(void *state, size_t n)
+{
+    (void)state;
+    return n * sizeof(float); /* never more than the dense sum */
+}
+
+const sqz_compressor_v1_t sqz_compressor_powersgd = {
+    .abi          = SQZ_COMPRESSOR_ABI_V1,
+    .size         = sizeof(sqz_compressor_v1_t),
+    .name         = "powersgd",
+    .description  = "low-rank P Q^T per layer with warm start and error feedback, two SUM "
+                    "all-reduces per call (Vogels et al. 2019)",
+    .exchange     = SQZ_EXCHANGE_SUMMABLE,
+    .params       = psgd_params,
+    .nparams      = sizeof psgd_params / sizeof psgd_params[0],
+    .config_size  = sizeof(psgd_config_t),
+    .create       = psgd_create,
+    .max_payload  = psgd_max_payload,
+    .destroy      = psgd_destroy,
+    .bufstate_len = psgd_bufstate_len,
+    .reduce       = psgd_reduce,
+    .levels       = "1,2,4,8,16,32",
+    .level_param  = "POWERSGD_RANK",
+    .level_bytes  = psgd_level_bytes,
+};

@@ -1,0 +1,26 @@
+/* L-GreCo's dynamic program (Alimohammadi, Markov, Frantar, Alistarh, MLSys 2024): per layer, the
+ * candidate setting that minimizes the total bytes on the wire subject to a total compression
+ * error at most a budget (the error of the uniform default setting). */
+#ifndef SQZ_LGRECO_H
+#define SQZ_LGRECO_H
+
+#include <stddef.h>
+
+#include <squeeze.h>
+
+/** Solves  min sum_l bytes[l][c_l]  s.t.  sum_l err[l][c_l] <= budget  over c_l in [0, ncand).
+ *  bytes and err are nlayers x ncand, row-major; errors must be >= 0 and finite.  The error axis
+ *  is cut into `bins` bins of budget / bins and each error is rounded UP to whole bins, so the
+ *  answer never exceeds the budget; it can miss the true optimum only by what that rounding
+ *  hides (at most nlayers bins of slack).  Ties are broken toward the lower error, then toward
+ *  the lower candidate index: the result is a deterministic function of the inputs, so ranks
+ *  that solve the same inputs agree.  O(nlayers * ncand * bins) time, nlayers * (bins + 1)
+ *  bytes of choice table.
+ *  \return SQZ_OK with choice[l] set (and *total_bytes, *total_err when not NULL), or
+ *  SQZ_ERR_NOT_SUPPORTED when no choice fits the budget (choice untouched), SQZ_ERR_NO_MEMORY,
+ *  SQZ_ERR_INVALID_PARAM for bad arguments. */
+sqz_status_t sqz_lgreco_solve(size_t nlayers, size_t ncand, const double *bytes, const double *err,
+                              double budget, size_t bins, int *choice, double *total_bytes,
+                              double *total_err);
+
+#endif

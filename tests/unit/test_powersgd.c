@@ -1,0 +1,500 @@
+/*
+ * PowerSGD (plugins/powersgd) and layer-adaptive selection (src/adapt):
+ *  - the plugin alone (one rank): rank-r matrices are recovered exactly, the error-feedback
+ *    invariant holds, exact parts (1-D layers, small layers, gaps) are exact, the dense start
+ *    phase, the probe's errors, NaN handling with the residual restored;
+ *  - the engine on 3 ranks in threads: bit-identical outputs, the exact sum of rank-r inputs
+ *    sharing a column space (layout file), error feedback delivering the sum over calls, a NaN
+ *    on one rank sending the call dense on every rank, reduce-scatter;
+ *  - SQZ_ADAPT=lgreco on 2 ranks: every rank applies the same levels, the chosen error never
+ *    exceeds the uniform setting's, fewer bytes than uniform on layers of different spectra.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <squeeze.h>
+#include <squeeze/compressor_v1.h>
+
+#include "sqz_registry.h"
+#include "sqz_test.h"
+#include "sqz_thread_transport.h"
+
+/* ---------------------------------------------------------------------------------------------
+ * The plugin alone, one rank: the all-reduce is the identity.
+ * ------------------------------------------------------------------------------------------- */
+
+typedef struct {
+    int64_t rank, iters;
+    double  min_rate;
+    int64_t start;
+} psgd_cfg_t; /* the plugin's config struct, filled by hand: same field order and types */
+
+static int identity_sum(void *arg, float *buf, size_t n)
+{
+    (void)arg, (void)buf, (void)n;
+    return 0;
+}
+
+static void *make_state(int64_t rank, int64_t start)
+{
+    const psgd_cfg_t              cfg = {rank, 1, 2.0, start};
+    const sqz_compressor_env_v1_t env = {sizeof env, 0, 1, 99};
+    void                         *st  = NULL;
+    REQUIRE(SQZ_OK == sqz_compressor_powersgd.create(&cfg, &env, &st));
+    return st;
+}
+
+/* a = U V^T with U (rows x r), V (cols x r) */
+static void low_rank(float *a, size_t rows, size_t cols, size_t r, double scale)
+{
+    float *u = alloc_floats(rows * r), *v = alloc_floats(cols * r);
+    fill_random(u, rows * r, 1.0);
+    fill_random(v, cols * r, scale);
+    for (size_t i = 0; i < rows; i++) {
+        for (size_t j = 0; j < cols; j++) {
+            double s = 0;
+            for (size_t k = 0; k < r; k++) {
+                s += (double)u[i * r + k] * v[j * r + k];
+            }
+            a[i * cols + j] = (float)s;
+        }
+    }
+    free(u), free(v);
+}
+
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        s += (double)b[i] * b[i];
+    }
+    return s > 0 ? sqrt(d / s) : sqrt(d);
+}
+
+static sqz_status_t run_reduce(void *st, const float *in, float *res, float *out, size_t n,
+                               const sqz_matrix_v1_t *layers, size_t nl, float *bufstate,
+                               uint64_t seq, const int *levels, sqz_reduce_args_v1_t *a_out)
+{
+    sqz_reduce_args_v1_t a = {.size          = sizeof(a),
+                              .in            = in,
+                              .residual      = res,
+                              .out           = out,
+                              .n             = n,
+                              .seq           = seq,
+                              .layers        = layers,
+                              .nlayers       = nl,
+                              .bufstate      = bufstate,
+                              .levels        = levels,
+                              .allreduce_sum = identity_sum};
+    if (a_out) {
+        a.probe      = a_out->probe;
+        a.nprobe     = a_out->nprobe;
+        a.probe_err  = a_out->probe_err;
+        a.probe_norm = a_out->probe_norm;
+    }
+    const sqz_status_t s = sqz_compressor_powersgd.reduce(st, &a);
+    if (a_out) {
+        *a_out = a;
+    }
+    return s;
+}
+
+static void test_plugin(void)
+{
+    const sqz_compressor_v1_t *C = &sqz_compressor_powersgd;
+    enum { R = 40, K = 30, BIAS = 7, GAP = 5, SR = 3, SC = 2 };
+    /* [matrix R x K | gap | bias (BIAS x 1) | small SR x SC | tail of 3] */
+    const size_t          n        = R * K + GAP + BIAS + SR * SC + 3;
+    const sqz_matrix_v1_t layers[] = {
+        {0, R, K, 1}, {R * K + GAP, BIAS, 1, 2}, {R * K + GAP + BIAS, SR, SC, 3}};
+    void        *st  = make_state(4, 0);
+    const size_t bsl = C->bufstate_len(st, layers, 3, n);
+    CHECK_MSG(bsl > (size_t)K * 4, "warm-start memory of %zu floats", bsl);
+    float *bs = alloc_floats(bsl), *in = alloc_floats(n), *res = alloc_floats(n),
+          *out = alloc_floats(n), *want = alloc_floats(n), *old = alloc_floats(n);
+
+    /* 1. A rank-2 matrix at rank 4 comes back exactly; so does everything exact. */
+    low_rank(in, R, K, 2, 1.0);
+    fill_random(in + R * K, n - R * K, 1.0);
+    CHECK_EQ_INT(run_reduce(st, in, res, out, n, layers, 3, bs, 0, NULL, NULL), SQZ_OK);
+    CHECK_MSG(rel_diff(out, in, R * K) < 1e-5, "rank-2 matrix: relative error %g",
+              rel_diff(out, in, R * K));
+    double rmax = 0;
+    for (size_t i = 0; i < R * K; i++) {
+        rmax = fmax(rmax, fabs(res[i]));
+    }
+    CHECK_MSG(rmax < 1e-4, "rank-2 matrix: residual %g", rmax);
+    CHECK_MSG(0 == memcmp(out + R * K, in + R * K, (n - R * K) * sizeof(float)),
+              "gap, 1-D layer, small layer and tail are not exact");
+    for (size_t i = R * K; i < n; i++) {
+        CHECK(0.0f == res[i]);
+    }
+
+    /* 2. Error feedback on a full-rank matrix: out + residual_new == in + residual_old. */
+    for (int call = 1; call < 4; call++) {
+        fill_random(in, n, 1.0);
+        memcpy(old, res, n * sizeof(float));
+        CHECK_EQ_INT(run_reduce(st, in, res, out, n, layers, 3, bs, (uint64_t)call, NULL, NULL),
+                     SQZ_OK);
+        double worst = 0;
+        for (size_t i = 0; i < n; i++) {
+            worst = fmax(worst, fabs(((double)out[i] + res[i]) - ((double)in[i] + old[i])));
+        }
+        CHECK_MSG(worst < 1e-4, "call %d: EF invariant off by %g", call, worst);
+        CHECK_MSG(rel_diff(out, in, R * K) > 0.05, "a full-rank matrix compressed without loss?");
+    }
+
+    /* 3. NaN: every call reports it and the residual comes back. */
+    memcpy(old, res, n * sizeof(float));
+    fill_random(in, n, 1.0);
+    in[17] = NAN;
+    CHECK_EQ_INT(run_reduce(st, in, res, out, n, layers, 3, bs, 9, NULL, NULL), SQZ_ERR_NONFINITE);
+    in[17]       = 0;
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        worst = (i == 17) ? worst : fmax(worst, fabs(res[i] - old[i]));
+    }
+    CHECK_MSG(worst < 1e-5, "NaN: residual not restored (off by %g)", worst);
+    in[R * K + GAP] = INFINITY; /* in an exact part: seen in the exact sum */
+    CHECK_EQ_INT(run_reduce(st, in, res, out, n, layers, 3, bs, 10, NULL, NULL), SQZ_ERR_NONFINITE);
+    C->destroy(st);
+
+    /* 4. The dense start phase: exact, residual included and emptied. */
+    st = make_state(4, 2);
+    memset(bs, 0, bsl * sizeof(float));
+    fill_random(res, n, 0.1);
+    fill_random(in, n, 1.0);
+    for (size_t i = 0; i < n; i++) {
+        want[i] = in[i] + res[i];
+    }
+    CHECK_EQ_INT(run_reduce(st, in, res, out, n, layers, 3, bs, 0, NULL, NULL), SQZ_OK);
+    CHECK_MSG(0 == memcmp(out, want, n * sizeof(float)), "start phase is not exact");
+    for (size_t i = 0; i < n; i++) {
+        CHECK(0.0f == res[i]);
+    }
+    C->destroy(st);
+
+    /* 5. The probe: errors fall with the level, vanish at the true rank, and the largest one is
+     *    the error this call made (it ran at that rank). */
+    st = make_state(2, 0);
+    memset(bs, 0, bsl * sizeof(float));
+    memset(res, 0, n * sizeof(float));
+    low_rank(in, R, K, 3, 1.0);
+    const int            probe[] = {1, 2, 4, 8};
+    double               perr[3 * 4], pnorm[3];
+    sqz_reduce_args_v1_t a       = {.probe = probe, .nprobe = 4, .probe_err = perr, .probe_norm = pnorm};
+    CHECK_EQ_INT(run_reduce(st, in, res, out, n, layers, 3, bs, 0, NULL, &a), SQZ_OK);
+    CHECK(a.probed);
+    CHECK_MSG(perr[0] >= perr[1] && perr[1] >= perr[2] && perr[2] >= perr[3],
+              "probe errors not monotone: %g %g %g %g", perr[0], perr[1], perr[2], perr[3]);
+    CHECK_MSG(perr[2] < 1e-6 * pnorm[0] && perr[0] > 1e-3 * pnorm[0],
+              "rank-3 matrix: errors %g (rank 1) %g (rank 4) of %g", perr[0], perr[2], pnorm[0]);
+    CHECK_MSG(0 == perr[4 + 0] && 0 == perr[8 + 3], "exact layers must report no error");
+    CHECK_MSG(fabs(a.norm2_err - (perr[3] + 0)) <= 1e-3 * pnorm[0] + 1e-9,
+              "the call's error %g differs from the probe's at its rank %g", a.norm2_err, perr[3]);
+    /* Levels: a layer at rank 1 sends (R + K) floats plus the exact rest. */
+    const int lv[] = {1, 4, 4};
+    CHECK_EQ_INT(run_reduce(st, in, res, out, n, layers, 3, bs, 1, lv, &(sqz_reduce_args_v1_t){0}),
+                 SQZ_OK);
+    CHECK_EQ_INT(C->level_bytes(st, &layers[0], 1), (R + K) * 4);
+    CHECK_EQ_INT(C->level_bytes(st, &layers[1], 4), BIAS * 4);
+    C->destroy(st);
+    free(bs), free(in), free(res), free(out), free(want), free(old);
+    printf("%s: plugin\n", sqz_test_failures ? "FAIL" : "ok");
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The engine on ranks in threads.
+ * ------------------------------------------------------------------------------------------- */
+
+#define MAXR 4
+enum { ER = 48, EK = 40, EB = 16 };
+#define EN ((size_t)(ER * EK + EB))
+
+typedef struct {
+    int                 P;
+    const char *const  *kv;
+    sqz_thread_group_t *g;
+    int                 mode; /* 0: rank-r exact sum, 1: EF over calls, 2: NaN, 3: adapt, 4: RS */
+    float              *out[MAXR];
+    float              *common_u;  /* mode 0: the shared column space */
+    double              err_mean;  /* mode 1 */
+    double              err_first;
+    sqz_status_t        st[MAXR];
+    sqz_stats_t         stats[MAXR];
+    char               *json[MAXR];
+} job_t;
+
+static sqz_ctx_t *make_ctx(const char *const *kv)
+{
+    sqz_config_t *cfg;
+    char          err[512];
+    REQUIRE(SQZ_OK == sqz_config_create(&cfg));
+    for (int i = 0; kv[i]; i += 2) {
+        sqz_config_set(cfg, kv[i], kv[i + 1]);
+    }
+    sqz_ctx_t         *ctx = NULL;
+    const sqz_status_t st  = sqz_ctx_create(cfg, &ctx, err, sizeof(err));
+    sqz_config_destroy(cfg);
+    if (SQZ_OK != st) {
+        fprintf(stderr, "ctx: %s\n", err);
+    }
+    REQUIRE(SQZ_OK == st);
+    return ctx;
+}
+
+/* The input of rank r at call c: mode 0 a matrix U V_r^T sharing U; otherwise noise plus a
+ * low-rank part, which makes the spectrum interesting. */
+static void engine_input(const job_t *j, int r, int c, float *x)
+{
+    rng_state = 1000003u * (uint64_t)(r + 1) + 7919u * (uint64_t)(j->mode == 1 ? 0 : c);
+    if (0 == j->mode) {
+        float v[EK * 2];
+        fill_random(v, EK * 2, 1.0);
+        for (size_t i = 0; i < ER; i++) {
+            for (size_t k = 0; k < EK; k++) {
+                x[i * EK + k] = j->common_u[i * 2] * v[k * 2] + j->common_u[i * 2 + 1] * v[k * 2 + 1];
+            }
+        }
+        fill_random(x + ER * EK, EB, 1.0);
+        return;
+    }
+    fill_random(x, EN, 1.0);
+    low_rank(x, ER, EK, 1, 3.0);
+    for (size_t i = 0; i < ER * EK; i++) {
+        x[i] += 0.3f * rng_gauss(1.0);
+    }
+}
+
+static void engine_rank(int rank, void *arg)
+{
+    job_t          *j   = arg;
+    sqz_ctx_t      *ctx = make_ctx(j->kv);
+    sqz_transport_t t;
+    sqz_thread_transport(j->g, rank, &t);
+    sqz_comm_t *comm = NULL;
+    REQUIRE(SQZ_OK == sqz_comm_create(ctx, &t, &comm));
+    float *x = alloc_floats(EN), *y = alloc_floats(EN), *mean = alloc_floats(EN),
+          *exact = alloc_floats(EN), *tmp = alloc_floats(EN);
+    const int calls = (1 == j->mode || 3 == j->mode) ? 40 : 3;
+    for (int c = 0; c < calls; c++) {
+        memset(exact, 0, EN * sizeof(float));
+        for (int r = 0; r < j->P; r++) {
+            engine_input(j, r, c, tmp);
+            for (size_t i = 0; i < EN; i++) {
+                exact[i] += tmp[i];
+            }
+        }
+        engine_input(j, rank, c, x);
+        if (2 == j->mode && 1 == rank && 1 == c) {
+            x[5] = NAN;
+        }
+        if (4 == j->mode) {
+            j->st[rank] = sqz_reduce_scatter_block(comm, x, y, EN / (size_t)j->P,
+                                                   SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 77);
+        } else {
+            j->st[rank] = sqz_allreduce(comm, x, y, EN, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 77);
+        }
+        if (SQZ_OK != j->st[rank]) {
+            break;
+        }
+        for (size_t i = 0; i < EN; i++) {
+            mean[i] += (y[i] - mean[i]) / (float)(c + 1);
+        }
+        if (0 == c) {
+            j->err_first = rel_diff(y, exact, ER * EK);
+        }
+        if (4 == j->mode && 0 == c) {
+            /* (Later calls add the residual of the earlier ones: only the first compares.) */
+            const size_t blk = EN / (size_t)j->P;
+            CHECK_MSG(rel_diff(y, exact + rank * blk, blk) < 0.5, "rank %d: reduce-scatter block "
+                      "off by %g", rank, rel_diff(y, exact + rank * blk, blk));
+        }
+        if (2 == j->mode && 1 == c) {
+            CHECK_MSG(isnan(y[5]) && y[6] == exact[6], "rank %d: the NaN call is not dense", rank);
+        }
+    }
+    if (1 == j->mode) {
+        j->err_mean = rel_diff(mean, exact, ER * EK);
+    }
+    memcpy(j->out[rank], y, EN * sizeof(float));
+    if (0 == j->mode) {
+        CHECK_MSG(rel_diff(y, exact, EN) < 1e-4, "rank %d: rank-2 sum off by %g", rank,
+                  rel_diff(y, exact, EN));
+    }
+    sqz_stats_get(ctx, &j->stats[rank]);
+    const size_t len = sqz_stats_json(ctx, rank, NULL, 0);
+    j->json[rank]    = malloc(len + 1);
+    sqz_stats_json(ctx, rank, j->json[rank], len + 1);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+    free(x), free(y), free(mean), free(exact), free(tmp);
+}
+
+static void run_job(job_t *j)
+{
+    j->g = sqz_thread_group_create(j->P);
+    for (int r = 0; r < j->P; r++) {
+        j->out[r] = alloc_floats(EN);
+    }
+    sqz_thread_run(j->P, engine_rank, j);
+    sqz_thread_group_destroy(j->g);
+}
+
+static void free_job(job_t *j)
+{
+    for (int r = 0; r < j->P; r++) {
+        free(j->out[r]);
+        free(j->json[r]);
+    }
+}
+
+static void check_identical(const job_t *j, const char *what)
+{
+    for (int r = 0; r < j->P; r++) {
+        CHECK_MSG(SQZ_OK == j->st[r], "%s: rank %d: %s", what, r, sqz_status_string(j->st[r]));
+        CHECK_MSG(0 == memcmp(j->out[r], j->out[0], (4 == j->mode ? EN / (size_t)j->P : EN) *
+                                                        sizeof(float)) || 4 == j->mode,
+                  "%s: rank %d's output differs from rank 0's", what, r);
+    }
+}
+
+static const char *write_layout_file(void)
+{
+    static char path[] = "/tmp/sqz_psgd_layoutXXXXXX";
+    const int   fd     = mkstemp(path);
+    REQUIRE(fd >= 0);
+    char text[256];
+    const int len = snprintf(text, sizeof text,
+                             "# test layout\nbuffer %zu\n%d %d  weight\n%d bias\n", EN, ER, EK, EB);
+    REQUIRE(len == (int)write(fd, text, (size_t)len));
+    close(fd);
+    return path;
+}
+
+static void test_engine(const char *layout)
+{
+    const char *const base[] = {"METHOD", "powersgd", "MIN_BYTES", "0", "POWERSGD_START_STEPS",
+                                "0", "POWERSGD_RANK", "2", "LAYOUT", layout, NULL};
+    job_t j0 = {.P = 3, .kv = base, .mode = 0};
+    j0.common_u = alloc_floats(ER * 2);
+    rng_state   = 5;
+    fill_random(j0.common_u, ER * 2, 1.0);
+    run_job(&j0);
+    check_identical(&j0, "rank-2 sum");
+    for (int r = 0; r < 3; r++) {
+        CHECK_EQ_INT(j0.stats[r].calls_compressed, 3);
+        /* P (48 x 2) plus the bias, then Q (40 x 2), floats. */
+        CHECK_EQ_INT(j0.stats[r].bytes_wire, 3 * 4 * (ER * 2 + EB + EK * 2));
+    }
+    CHECK_MSG(strstr(j0.json[0], "\"allreduce_summable\": 3"), "stats name the exchange: %s",
+              j0.json[0]);
+    free(j0.common_u);
+    free_job(&j0);
+
+    job_t j1 = {.P = 3, .kv = base, .mode = 1};
+    run_job(&j1);
+    check_identical(&j1, "EF");
+    CHECK_MSG(j1.err_mean < 0.25 * j1.err_first,
+              "error feedback: the mean of 40 outputs is off by %g, one call by %g", j1.err_mean,
+              j1.err_first);
+    free_job(&j1);
+
+    job_t j2 = {.P = 3, .kv = base, .mode = 2};
+    run_job(&j2);
+    check_identical(&j2, "NaN");
+    for (int r = 0; r < 3; r++) {
+        CHECK_MSG(1 == j2.stats[r].calls_nonfinite && 2 == j2.stats[r].calls_compressed,
+                  "rank %d: %llu non-finite, %llu compressed", r,
+                  (unsigned long long)j2.stats[r].calls_nonfinite,
+                  (unsigned long long)j2.stats[r].calls_compressed);
+    }
+    free_job(&j2);
+
+    job_t j4 = {.P = 2, .kv = base, .mode = 4};
+    run_job(&j4);
+    for (int r = 0; r < 2; r++) {
+        CHECK_MSG(SQZ_OK == j4.st[r] && 3 == j4.stats[r].calls_compressed,
+                  "reduce-scatter rank %d: %s", r, sqz_status_string(j4.st[r]));
+    }
+    free_job(&j4);
+    printf("%s: engine\n", sqz_test_failures ? "FAIL" : "ok");
+}
+
+/* Reads "key": number from the JSON text. */
+static double json_num(const char *json, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\": ", key);
+    const char *p = strstr(json, pat);
+    return p ? strtod(p + strlen(pat), NULL) : NAN;
+}
+
+static void test_adapt(void)
+{
+    /* Pseudo-layers of 400 elements (20 x 20) over a buffer whose first layers are nearly
+     * rank 1 and whose last are noise: the program should lower the first and raise the last. */
+    const char *const kv[] = {"METHOD", "powersgd", "MIN_BYTES", "0", "POWERSGD_START_STEPS", "2",
+                              "POWERSGD_RANK", "4", "POWERSGD_MIN_RATE", "1", "ADAPT", "lgreco",
+                              "ADAPT_PERIOD", "10", "LAYOUT_CHUNK", "400", NULL};
+    job_t j = {.P = 2, .kv = kv, .mode = 3};
+    run_job(&j);
+    check_identical(&j, "adapt");
+    const char *a0 = strstr(j.json[0], "\"adapt\""), *a1 = strstr(j.json[1], "\"adapt\"");
+    CHECK_MSG(a0 && a1 && strstr(a0, "\"levels\": ["), "no adapt record: %s", j.json[0]);
+    if (a0 && a1) {
+        const char *l0 = strstr(a0, "\"levels\""), *l1 = strstr(a1, "\"levels\"");
+        CHECK_MSG(l0 && l1 && 0 == strncmp(l0, l1, strcspn(l0, "]")), "ranks chose differently");
+        const double budget = json_num(a0, "budget"), error = json_num(a0, "error");
+        const double bytes = json_num(a0, "bytes"), uniform = json_num(a0, "bytes_uniform");
+        CHECK_MSG(error <= budget, "chosen error %g exceeds the budget %g", error, budget);
+        CHECK_MSG(bytes < uniform, "no saving: %g bytes against %g uniform", bytes, uniform);
+        CHECK_MSG(json_num(a0, "solves") >= 3, "solves: %g", json_num(a0, "solves"));
+        printf("adapt: %s\n", l0);
+    }
+    free_job(&j);
+    printf("%s: adapt\n", sqz_test_failures ? "FAIL" : "ok");
+}
+
+static void test_bad_config(void)
+{
+    const char *const bad[][12] = {
+        {"METHOD", "powersgd", "EF", "ef21", NULL},
+        {"METHOD", "powersgd", "DGC_MOMENTUM", "0.9", NULL},
+        {"METHOD", "topk", "ADAPT", "lgreco", NULL},
+        {"METHOD", "powersgd", "LAYOUT", "/nonexistent/layout.txt", NULL},
+        {"METHOD", "powersgd", "POWERSGD_RANK", "0", NULL},
+    };
+    const char *const expect[] = {"SQZ_EF=ef21", "SQZ_DGC_MOMENTUM", "SQZ_ADAPT=lgreco",
+                                  "SQZ_LAYOUT=/nonexistent/layout.txt", "SQZ_POWERSGD_RANK"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sqz_config_t *cfg;
+        char          err[512] = "";
+        sqz_config_create(&cfg);
+        for (int k = 0; bad[i][k]; k += 2) {
+            sqz_config_set(cfg, bad[i][k], bad[i][k + 1]);
+        }
+        sqz_ctx_t         *ctx = NULL;
+        const sqz_status_t st  = sqz_ctx_create(cfg, &ctx, err, sizeof err);
+        sqz_config_destroy(cfg);
+        CHECK_MSG(SQZ_OK != st && NULL == ctx && strstr(err, expect[i]),
+                  "config %zu: %s (%s)", i, sqz_status_string(st), err);
+        sqz_ctx_destroy(ctx);
+    }
+    printf("%s: bad configurations\n", sqz_test_failures ? "FAIL" : "ok");
+}
+
+int main(void)
+{
+    test_plugin();
+    const char *layout = write_layout_file();
+    test_engine(layout);
+    unlink(layout);
+    test_adapt();
+    test_bad_config();
+    return sqz_test_result("test_powersgd");
+}
