@@ -49,9 +49,7 @@
 #include <squeeze/compressor_v1.h>
 
 #include "sqz_plugin_util.h"
-
-/** The largest rank a layer's warm-start memory holds (adaptive levels go up to it). */
-#define PSGD_QMAX 32
+#include "sqz_powersgd_plan.h"
 
 typedef struct psgd_config {
     int64_t rank;        /* POWERSGD_RANK */
@@ -61,7 +59,7 @@ typedef struct psgd_config {
 } psgd_config_t;
 
 static const sqz_param_def_v1_t psgd_params[] = {
-    {"POWERSGD_RANK", SQZ_PARAM_INT, "4", 1, PSGD_QMAX, NULL, offsetof(psgd_config_t, rank),
+    {"POWERSGD_RANK", SQZ_PARAM_INT, "4", 1, SQZ_PSGD_QMAX, NULL, offsetof(psgd_config_t, rank),
      "rank r of each layer's approximation P Q^T (PyTorch's matrix_approximation_rank)"},
     {"POWERSGD_ITERS", SQZ_PARAM_INT, "1", 1, 8, NULL, offsetof(psgd_config_t, iters),
      "power iterations per call: each adds one P and one Q all-reduce and sharpens the subspace"},
@@ -111,37 +109,15 @@ static void psgd_destroy(void *state)
     }
 }
 
-static size_t psgd_min3(size_t a, size_t b, size_t c)
-{
-    const size_t m = a < b ? a : b;
-    return m < c ? m : c;
-}
-
-/** Columns of warm-start memory of a layer (0: the layer is never compressed). */
-static size_t psgd_qslot(const sqz_matrix_v1_t *l)
-{
-    return (l->rows > 1 && l->cols > 1) ? psgd_min3(PSGD_QMAX, l->rows, l->cols) : 0;
-}
-
-/** The rank layer l is compressed at for `level`, or 0 when it is summed exactly. */
-static size_t psgd_layer_rank(const psgd_state_t *s, const sqz_matrix_v1_t *l, int level)
-{
-    const size_t r = psgd_min3(level > 0 ? (size_t)level : 1, psgd_qslot(l), SIZE_MAX);
-    if (0 == r) {
-        return 0;
-    }
-    const double dense = (double)l->rows * (double)l->cols;
-    return ((double)(l->rows + l->cols) * (double)r * s->cfg.min_rate < dense) ? r : 0;
-}
-
 static size_t psgd_bufstate_len(void *state, const sqz_matrix_v1_t *layers, size_t nlayers, size_t n)
 {
     (void)state, (void)n;
-    size_t len = 1; /* [0]: the warm start is initialized */
-    for (size_t i = 0; i < nlayers; i++) {
-        len += layers[i].cols * psgd_qslot(&layers[i]);
-    }
-    return len;
+    return sqz_psgd_bufstate_len(layers, nlayers);
+}
+
+static size_t psgd_layer_rank(const psgd_state_t *s, const sqz_matrix_v1_t *l, int level)
+{
+    return sqz_psgd_layer_rank(l, level, s->cfg.min_rate);
 }
 
 static size_t psgd_level_bytes(void *state, const sqz_matrix_v1_t *l, int level)
@@ -257,31 +233,6 @@ static void psgd_expand(const float *m, size_t rows, size_t cols, const float *r
     *norm2_err += ne;
 }
 
-/* Elements outside the compressed layers, in ascending order: visited as [lo, hi) spans. */
-typedef void (*psgd_span_fn)(void *arg, size_t lo, size_t hi, size_t pos);
-
-static size_t psgd_dense_spans(const sqz_reduce_args_v1_t *a, const int *plan, psgd_span_fn fn,
-                               void *arg)
-{
-    size_t pos = 0, at = 0;
-    for (size_t l = 0; l <= a->nlayers; l++) {
-        const size_t start = l < a->nlayers ? a->layers[l].offset : a->n;
-        if (l < a->nlayers && 0 == plan[l]) {
-            continue; /* an exact layer: part of the next span */
-        }
-        if (start > at) {
-            if (fn) {
-                fn(arg, at, start, pos);
-            }
-            pos += start - at;
-        }
-        if (l < a->nlayers) {
-            at = start + a->layers[l].rows * a->layers[l].cols;
-        }
-    }
-    return pos;
-}
-
 typedef struct psgd_span_ctx {
     const float *m;
     float       *msg, *out, *res;
@@ -305,7 +256,7 @@ static void psgd_span_scatter(void *arg, size_t lo, size_t hi, size_t pos)
 /** The first Q of a layer: uniform [-1, 1) from (seed, layer index), the same on every rank. */
 static void psgd_init_q(const psgd_state_t *s, size_t layer, float *q, size_t len)
 {
-    const uint32_t key = (uint32_t)(s->seed ^ (s->seed >> 32)) ^ (uint32_t)(layer * 0x9e3779b1u);
+    const uint32_t key = sqz_psgd_init_key(s->seed, layer);
     for (size_t j = 0; j < len; j++) {
         q[j] = 2.0f * sqz_pu_hash_f32(key, (uint32_t)j) - 1.0f;
     }
@@ -363,7 +314,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
         plen += L->rows * r;
         qlen += L->cols * r;
     }
-    const size_t ndense = psgd_dense_spans(a, s->plan, NULL, NULL);
+    const size_t ndense = sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, NULL, NULL);
     /* msg holds the P factors and the exact part, then the Q sums after them: P^ must survive
      * the Q all-reduce. */
     if (!sqz_pu_grow((void **)&s->msg, &s->msgcap, (plen + ndense + qlen + 1) * sizeof(float)) ||
@@ -379,7 +330,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
     if (0.0f == bs[0] && !dense_phase) {
         float *q = bs + 1;
         for (size_t l = 0; l < a->nlayers; l++) {
-            const size_t w = psgd_qslot(&a->layers[l]);
+            const size_t w = sqz_psgd_qslot(&a->layers[l]);
             psgd_init_q(s, l, q, a->layers[l].cols * w);
             q += a->layers[l].cols * w;
         }
@@ -397,12 +348,12 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
                 psgd_mul_mq(m + L->offset, L->rows, L->cols, q, r, pbuf + po);
                 po += L->rows * r;
             }
-            q += L->cols * psgd_qslot(L);
+            q += L->cols * sqz_psgd_qslot(L);
         }
         const size_t    len1 = plen + (0 == it ? ndense : 0);
         if (0 == it) {
             psgd_span_ctx_t sc = {.m = m, .msg = pbuf + plen};
-            psgd_dense_spans(a, s->plan, psgd_span_gather, &sc);
+            sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, psgd_span_gather, &sc);
             if (local_bad && len1 > 0) {
                 pbuf[0] = NAN; /* (it is there already, unless an Inf met only zeros of Q) */
             }
@@ -453,7 +404,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
                 q[j] = qsum[qo + j] * inv;
             }
             qo += L->cols * r;
-            q += L->cols * psgd_qslot(L);
+            q += L->cols * sqz_psgd_qslot(L);
         }
     }
     /* Probe: errors at every probed rank from the nested basis (before the residual is
@@ -489,7 +440,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
      * together has passed (out may be the input, which the dense fallback reads). */
     if (ndense > 0) {
         psgd_span_ctx_t sc = {.m = m, .msg = pbuf + plen, .out = a->out, .res = a->residual};
-        psgd_dense_spans(a, s->plan, psgd_span_scatter, &sc);
+        sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, psgd_span_scatter, &sc);
     }
     /* out = P^ Q^T and residual = M - P^ Q_i^T, layer by layer. */
     size_t po = 0, qo = 0;

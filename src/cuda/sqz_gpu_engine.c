@@ -27,6 +27,7 @@
 
 #include "cuda/sqz_cuda_codec.h"
 #include "cuda/sqz_gpu_engine.h"
+#include "cuda/sqz_gpu_powersgd.h"
 #include "sqz_ctx.h"
 #include "sqz_log.h"
 #include "sqz_param.h"
@@ -46,6 +47,7 @@ typedef struct sqz_gpu_buf {
     void       *full;      /* reduce-scatter: the whole decoded sum (count elements of dtype) */
     size_t      pbytes;
     size_t      bytes;     /* device memory held */
+    struct sqz_gpu_psgd *psgd; /* powersgd: plan, warm starts, messages (sqz_gpu_powersgd.c) */
 } sqz_gpu_buf_t;
 
 struct sqz_gpu_comm {
@@ -55,6 +57,8 @@ struct sqz_gpu_comm {
     int                   device;
     int                   enabled;   /* the selected method runs on the GPU */
     int                   ef;        /* keep a residual */
+    int                   psgd;      /* the method is powersgd (sqz_gpu_powersgd.c) */
+    sqz_gpu_psgd_cfg_t    psgd_cfg;
     sqz_gpu_params_t      params;
     sqz_gpu_buf_t        *bufs;
     size_t                nbufs, capbufs;
@@ -114,9 +118,19 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     const char          *method = ctx->method->name;
     g->enabled                  = sqz_gpu_params_from_ctx(ctx, &g->params);
     g->ef      = ctx->p.ef == SQZ_EF_EF14;
+    g->psgd    = sqz_gpu_psgd_config(ctx, &g->psgd_cfg);
+    if (g->psgd) {
+        /* PowerSGD forms a = in + residual in the residual buffer: it always has one. */
+        g->enabled = 1;
+        g->ef      = 1;
+        if (ctx->p.adapt) {
+            SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_ADAPT is CPU-only: the GPU path runs PowerSGD at the "
+                                       "uniform rank SQZ_POWERSGD_RANK");
+        }
+    }
     if (!g->enabled && 0 != strcmp(method, "none")) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN,
-                     "SQZ_METHOD=%s has no GPU kernel (GPU methods: topk, quant, sign): device "
+                     "SQZ_METHOD=%s has no GPU kernel (GPU methods: topk, quant, sign, powersgd): device "
                      "all-reduces pass through to NCCL uncompressed",
                      method);
     }
@@ -162,6 +176,8 @@ static void sqz_gpu_flush_stats(sqz_comm_t *comm)
     }
 }
 
+static void sqz_gpu_buf_free(sqz_gpu_buf_t *b);
+
 static void sqz_gpu_destroy(sqz_comm_t *comm)
 {
     struct sqz_gpu_comm *g = comm->gpu;
@@ -190,10 +206,7 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
     /* The buffers may still be in use by work enqueued on the callers' streams. */
     cudaDeviceSynchronize();
     for (size_t i = 0; i < g->nbufs; i++) {
-        cudaFree(g->bufs[i].residual);
-        cudaFree(g->bufs[i].payloads);
-        cudaFree(g->bufs[i].workspace);
-        cudaFree(g->bufs[i].full);
+        sqz_gpu_buf_free(&g->bufs[i]);
     }
     cudaFree(g->d_nonfinite);
     if (saved >= 0) {
@@ -322,6 +335,8 @@ static sqz_status_t sqz_gpu_dense_call(sqz_comm_t *comm, const void *in, void *r
 
 static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
 {
+    sqz_gpu_psgd_free(b->psgd);
+    b->psgd = NULL;
     cudaFree(b->residual);
     cudaFree(b->payloads);
     cudaFree(b->workspace);
@@ -502,7 +517,40 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
         goto out;
     }
-    const double   t0   = sqz_time_now();
+    const double t0 = sqz_time_now();
+    if (g->psgd) {
+        /* PowerSGD: its dense start phase, then two native all-reduces per power iteration. */
+        const float scale = op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
+        if ((int64_t)b->calls++ < g->psgd_cfg.start) {
+            sqz_stats_record(ctx, ctx->method_index, 'w', count * esz, &cst);
+            st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
+            goto out;
+        }
+        st = sqz_gpu_psgd_call(comm, &g->psgd_cfg, g->nccl, g->nc, &b->psgd, key, b->residual, in,
+                               rs_out ? b->full : recvbuf, count, dtype, scale, g->d_nonfinite, s,
+                               &cst);
+        if (SQZ_ERR_NO_MEMORY == st) {
+            SQZ_LOG_ONCE(SQZ_LOG_WARN, "PowerSGD device memory for a %zu-element buffer: such "
+                                       "buffers go dense", count);
+            sqz_stats_record(ctx, ctx->method_index, 'f', count * esz, &cst);
+            st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
+            goto out;
+        }
+        if (SQZ_OK == st && rs_out) {
+            const size_t blk = count / (size_t)comm->nranks * esz;
+            if (cudaMemcpyAsync(rs_out, (unsigned char *)b->full + (size_t)comm->rank * blk, blk,
+                                cudaMemcpyDeviceToDevice, s) != cudaSuccess) {
+                st = SQZ_ERR_CUDA;
+            }
+        }
+        if (SQZ_OK != st) {
+            SQZ_ERROR("GPU PowerSGD failed: %s", sqz_status_string(st));
+            goto out;
+        }
+        cst.t_compress = sqz_time_now() - t0;
+        sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
+        goto out;
+    }
     const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, comm->rank,
                                                     b->calls, 0);
     unsigned char *mine = (unsigned char *)b->payloads + (size_t)comm->rank * b->pbytes;

@@ -39,6 +39,7 @@ METHOD_DEFAULTS = {
     "quant": {"max_rel": 0.15, "dist": "uniform"},
     "topk": {"max_rel": 1.0, "dist": "normal"},
     "sign": {"max_rel": 1.0, "dist": "uniform"},
+    "powersgd": {"max_rel": 1.0, "dist": "normal"},
 }
 FLOATS = (torch.float32, torch.float16, torch.bfloat16)
 DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16",

@@ -1,12 +1,12 @@
 #!/bin/sh
 # Squeeze's GPU path under PyTorch + NCCL, two processes on two GPUs (torchrun):
 #   (a) LD_PRELOAD=libsqueeze_nccl.so under an unmodified torch.distributed job, for
-#       SQZ_METHOD=quant, topk and sign;
+#       SQZ_METHOD=quant, topk, sign and powersgd;
 #   (b) the Python binding: squeeze.Comm on the current stream and the squeeze.ddp hook.
 # tests/cuda/nccl_torch_check.py does the checks (exact passthrough, bit-identical compressed
 # results with bounded error, error-feedback convergence, NaN handling, DDP).
 # Exits 77 (skip) unless a python3 imports torch and sees at least 2 GPUs.
-# Knobs: TORCHTEST_METHODS (default "quant topk sign"), TORCHTEST_MODES (default
+# Knobs: TORCHTEST_METHODS (default "quant topk sign powersgd"), TORCHTEST_MODES (default
 # "preload hook"), TORCHTEST_TIMEOUT (seconds per torchrun job, default 600).
 # shellcheck disable=SC2154 # top_srcdir and top_builddir come from make check
 set -u
@@ -30,7 +30,7 @@ fi
 # NVLink multicast stays off on shared machines (NVLS can take a host's GPUs out of service).
 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export NCCL_NVLS_ENABLE TORCH_SYMM_MEM_DISABLE_MULTICAST NVSHMEM_DISABLE_NVLS
-METHODS=${TORCHTEST_METHODS:-quant topk sign}
+METHODS=${TORCHTEST_METHODS:-quant topk sign powersgd}
 MODES=${TORCHTEST_MODES:-preload hook}
 TIMEOUT=${TORCHTEST_TIMEOUT:-600}
 # Only what a case sets may reach the library.
@@ -56,6 +56,7 @@ method_env() {
     quant) echo "SQZ_METHOD=quant SQZ_QUANT_BITS=4" ;;
     topk) echo "SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.01" ;;
     sign) echo "SQZ_METHOD=sign" ;;
+    powersgd) echo "SQZ_METHOD=powersgd SQZ_POWERSGD_START_STEPS=0" ;;
     esac
 }
 

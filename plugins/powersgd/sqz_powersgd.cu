@@ -1,0 +1,488 @@
+/*
+ * PowerSGD on the device: the kernels of src/cuda/sqz_cuda_powersgd.h (contracts there; the
+ * algorithm is the CPU plugin's, plugins/powersgd/sqz_powersgd.c).  No cuBLAS: with r <= 32 every
+ * product is bound by reading its matrix once.
+ *   - P = M Q: one warp per matrix row, lanes stride the row (coalesced), Q read through L1/L2;
+ *   - M^T P: one thread per column in tiles of 128 columns x 256 rows (coalesced row reads, the P
+ *     row broadcast), partial sums per row chunk, then summed in chunk order: deterministic;
+ *   - Gram-Schmidt: one block per layer, block reductions in double;
+ *   - the finish: one thread per element, r-term dot products from P and the two Q's.
+ * Kernels that need a layer from a flat index find it by binary search over the table's bases.
+ */
+#include <cuda_runtime.h>
+#include <math.h>
+
+#include "sqz_cuda_common.cuh"
+#include "sqz_cuda_powersgd.h"
+
+namespace {
+
+constexpr int kThreads = 256;
+
+/* The last table entry whose base (by the member `Base`) is <= x. */
+template <uint64_t sqz_cu_psgd_layer_t::*Base>
+__device__ __forceinline__ uint32_t find_layer(const sqz_cu_psgd_layer_t *t, uint32_t n, uint64_t x)
+{
+    uint32_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (t[mid].*Base <= x) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+__device__ __forceinline__ uint32_t find_span(const sqz_cu_psgd_span_t *s, uint32_t n, uint64_t pos)
+{
+    uint32_t lo = 0, hi = n;
+    while (hi - lo > 1) {
+        const uint32_t mid = (lo + hi) / 2;
+        if (s[mid].pos <= pos) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+template <typename T>
+__global__ void k_add(const T *in, float *res, size_t n, uint32_t *flags)
+{
+    bool bad = false;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const float x = sqz_cu_to_f32(in[i]);
+        if (sqz_cu_finite(x)) {
+            res[i] += x;
+        } else {
+            bad = true;
+        }
+    }
+    if (bad) {
+        flags[0] = 1;
+    }
+}
+
+/* The first Q's: uniform [-1, 1) per element of the whole warm-start state under one key. */
+__global__ void k_init_q(float *q, uint64_t len, uint32_t key)
+{
+    for (uint64_t e = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; e < len;
+         e += (uint64_t)gridDim.x * blockDim.x) {
+        q[e] = 2.0f * sqz_cu_hash_f32(key, (uint32_t)e) - 1.0f;
+    }
+}
+
+/* P = M Q: one warp per row of every layer. */
+template <int R>
+__global__ void k_mq(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t rows, const float *m,
+                     const float *qstate, float *msg)
+{
+    const uint32_t lane  = threadIdx.x & 31;
+    const uint64_t warps = (uint64_t)gridDim.x * (blockDim.x / 32);
+    for (uint64_t w = blockIdx.x * (uint64_t)(blockDim.x / 32) + threadIdx.x / 32; w < rows;
+         w += warps) {
+        const sqz_cu_psgd_layer_t L = t[find_layer<&sqz_cu_psgd_layer_t::row_base>(t, nl, w)];
+        const uint64_t            i = w - L.row_base;
+        const float *row = m + L.offset + i * L.cols;
+        const float *q   = qstate + L.qs_off;
+        float        acc[R];
+#pragma unroll
+        for (int k = 0; k < R; k++) {
+            acc[k] = 0.0f;
+        }
+        for (uint32_t j = lane; j < L.cols; j += 32) {
+            const float x = row[j];
+#pragma unroll
+            for (int k = 0; k < R; k++) {
+                if (k < (int)L.r) {
+                    acc[k] = fmaf(x, q[(size_t)k * L.cols + j], acc[k]);
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < R; k++) {
+            float v = acc[k];
+            for (int o = 16; o > 0; o >>= 1) {
+                v += __shfl_xor_sync(0xffffffffu, v, o);
+            }
+            if (0 == lane && k < (int)L.r) {
+                msg[L.p_off + i * L.r + k] = v;
+            }
+        }
+    }
+}
+
+/* The exact part after the P factors; msg[0] poisoned when this rank's input was not finite. */
+__global__ void k_gather(const sqz_cu_psgd_span_t *s, uint32_t ns, uint64_t ndense, const float *m,
+                         float *dst, const uint32_t *flags, float *msg)
+{
+    for (uint64_t p = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; p < ndense;
+         p += (uint64_t)gridDim.x * blockDim.x) {
+        const sqz_cu_psgd_span_t sp = s[find_span(s, ns, p)];
+        dst[p]                      = m[sp.lo + (p - sp.pos)];
+    }
+    if (0 == blockIdx.x && 0 == threadIdx.x && flags[0]) {
+        msg[0] = __int_as_float(0x7fc00000);
+    }
+}
+
+__global__ void k_poison(const uint32_t *flags, float *msg)
+{
+    if (flags[0]) {
+        msg[0] = __int_as_float(0x7fc00000);
+    }
+}
+
+__global__ void k_check(const float *x, size_t n, uint32_t *flags)
+{
+    bool bad = false;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        bad |= !sqz_cu_finite(x[i]);
+    }
+    if (bad) {
+        flags[1] = 1;
+    }
+}
+
+__device__ double block_sum(double v, double *sh)
+{
+    for (int o = 16; o > 0; o >>= 1) {
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    }
+    const int w = threadIdx.x / 32, lane = threadIdx.x & 31;
+    __syncthreads();
+    if (0 == lane) {
+        sh[w] = v;
+    }
+    __syncthreads();
+    double s = 0;
+    for (int i = 0; i < (int)(blockDim.x / 32); i++) {
+        s += sh[i]; /* every thread sums in the same order: the same value everywhere */
+    }
+    return s;
+}
+
+/* Gram-Schmidt, twice per column, one block per layer (the CPU plugin's psgd_orthonormalize). */
+__global__ void k_orth(const sqz_cu_psgd_layer_t *t, float *msg)
+{
+    __shared__ double sh[kThreads / 32];
+    const sqz_cu_psgd_layer_t L = t[blockIdx.x];
+    float *p = msg + L.p_off;
+    const uint32_t r = L.r;
+    for (uint32_t k = 0; k < r; k++) {
+        double n0 = 0;
+        for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
+            n0 += (double)p[i * r + k] * p[i * r + k];
+        }
+        n0 = block_sum(n0, sh);
+        for (int pass = 0; pass < 2; pass++) {
+            for (uint32_t c = 0; c < k; c++) {
+                double dot = 0;
+                for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
+                    dot += (double)p[i * r + k] * p[i * r + c];
+                }
+                dot = block_sum(dot, sh);
+                for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
+                    p[i * r + k] = (float)((double)p[i * r + k] - dot * (double)p[i * r + c]);
+                }
+                __syncthreads();
+            }
+        }
+        double nn = 0;
+        for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
+            nn += (double)p[i * r + k] * p[i * r + k];
+        }
+        nn              = block_sum(nn, sh);
+        const float inv = (nn > 1e-12 * n0 && nn > 1e-60) ? (float)(1.0 / sqrt(nn)) : 0.0f;
+        for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
+            p[i * r + k] *= inv;
+        }
+        __syncthreads();
+    }
+}
+
+/* Partial sums of M^T P per (layer, 128 columns, 256 rows). */
+template <int R>
+__global__ void k_mtp_part(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_t *tiles,
+                           const float *m, const float *msg, float *part)
+{
+    const sqz_cu_psgd_tile_t  T = tiles[blockIdx.x];
+    const sqz_cu_psgd_layer_t L = t[T.layer];
+    const uint32_t            j = T.col0 + threadIdx.x;
+    const uint32_t            i0 = T.chunk * SQZ_CU_PSGD_CHUNK_ROWS;
+    const uint32_t            i1 = min(L.rows, i0 + SQZ_CU_PSGD_CHUNK_ROWS);
+    if (j >= L.cols) {
+        return;
+    }
+    const float *p = msg + L.p_off;
+    float        acc[R];
+#pragma unroll
+    for (int k = 0; k < R; k++) {
+        acc[k] = 0.0f;
+    }
+    for (uint32_t i = i0; i < i1; i++) {
+        const float x = m[L.offset + (uint64_t)i * L.cols + j];
+#pragma unroll
+        for (int k = 0; k < R; k++) {
+            if (k < (int)L.r) {
+                acc[k] = fmaf(x, p[(uint64_t)i * L.r + k], acc[k]);
+            }
+        }
+    }
+    float *dst = part + L.part_off + (uint64_t)T.chunk * L.r * L.cols;
+#pragma unroll
+    for (int k = 0; k < R; k++) {
+        if (k < (int)L.r) {
+            dst[(uint64_t)k * L.cols + j] = acc[k];
+        }
+    }
+}
+
+__global__ void k_mtp_sum(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t qelems,
+                          const float *part, float *qloc)
+{
+    for (uint64_t e = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; e < qelems;
+         e += (uint64_t)gridDim.x * blockDim.x) {
+        const sqz_cu_psgd_layer_t L = t[find_layer<&sqz_cu_psgd_layer_t::qe_base>(t, nl, e)];
+        const uint64_t            x = e - L.qe_base; /* k * cols + j */
+        const uint64_t            stride = (uint64_t)L.r * L.cols;
+        float                     s      = 0.0f;
+        for (uint32_t c = 0; c < L.nchunks; c++) {
+            s += part[L.part_off + c * stride + x];
+        }
+        qloc[L.q_off + x] = s;
+    }
+}
+
+__global__ void k_store_q(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t qelems,
+                          const float *qsum, float *qstate, float inv)
+{
+    for (uint64_t e = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; e < qelems;
+         e += (uint64_t)gridDim.x * blockDim.x) {
+        const sqz_cu_psgd_layer_t L = t[find_layer<&sqz_cu_psgd_layer_t::qe_base>(t, nl, e)];
+        const uint64_t            x = e - L.qe_base;
+        qstate[L.qs_off + x]        = qsum[L.q_off + x] * inv;
+    }
+}
+
+template <typename T>
+__global__ void k_finish_layers(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t elems,
+                                const float *msg, uint64_t qsum_off, const float *qloc, float *m,
+                                const T *in, T *out, float scale, int ef, const uint32_t *flags)
+{
+    const bool bad = flags[0] | flags[1];
+    for (uint64_t e = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; e < elems;
+         e += (uint64_t)gridDim.x * blockDim.x) {
+        const sqz_cu_psgd_layer_t L = t[find_layer<&sqz_cu_psgd_layer_t::elem_base>(t, nl, e)];
+        const uint64_t            x = e - L.elem_base;
+        const uint64_t            i = x / L.cols, j = x - i * L.cols;
+        const uint64_t            g = L.offset + x;
+        const float               mv = m[g];
+        if (bad) {
+            const float v = sqz_cu_to_f32(in[g]);
+            m[g]          = sqz_cu_finite(v) ? mv - v : mv;
+            out[g]        = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
+            continue;
+        }
+        const float *p  = msg + L.p_off + i * L.r;
+        const float *qs = msg + qsum_off + L.q_off + j;
+        const float *ql = qloc + L.q_off + j;
+        float        s = 0.0f, l = 0.0f;
+        for (uint32_t k = 0; k < L.r; k++) {
+            s = fmaf(p[k], qs[(uint64_t)k * L.cols], s);
+            l = fmaf(p[k], ql[(uint64_t)k * L.cols], l);
+        }
+        out[g] = sqz_cu_from_f32<T>(s * scale);
+        m[g]   = ef ? mv - l : 0.0f;
+    }
+}
+
+template <typename T>
+__global__ void k_finish_spans(const sqz_cu_psgd_span_t *s, uint32_t ns, uint64_t ndense,
+                               const float *exact, float *m, const T *in, T *out, float scale,
+                               const uint32_t *flags)
+{
+    const bool bad = flags[0] | flags[1];
+    for (uint64_t p = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; p < ndense;
+         p += (uint64_t)gridDim.x * blockDim.x) {
+        const sqz_cu_psgd_span_t sp = s[find_span(s, ns, p)];
+        const uint64_t           g  = sp.lo + (p - sp.pos);
+        if (bad) {
+            const float v = sqz_cu_to_f32(in[g]);
+            m[g]          = sqz_cu_finite(v) ? m[g] - v : m[g];
+            out[g]        = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
+        } else {
+            out[g] = sqz_cu_from_f32<T>(exact[p] * scale);
+            m[g]   = 0.0f;
+        }
+    }
+}
+
+__global__ void k_count(const uint32_t *flags, unsigned long long *counter)
+{
+    if ((flags[0] | flags[1]) && counter) {
+        atomicAdd(counter, 1ull);
+    }
+}
+
+template <typename T>
+sqz_status_t finish_t(const sqz_cu_psgd_plan_t *pl, const float *msg, const float *qloc,
+                             float *m, const T *in, T *out, float scale, int ef,
+                             const uint32_t *flags, unsigned long long *counter, cudaStream_t s)
+{
+    if (pl->elems > 0) {
+        k_finish_layers<T><<<sqz_cu_grid(pl->elems, kThreads * 4), kThreads, 0, s>>>(
+            pl->layers, pl->nlayers, pl->elems, msg, pl->plen + pl->ndense, qloc, m, in, out,
+            scale, ef, flags);
+        SQZ_CU_CHECK_LAUNCH();
+    }
+    if (pl->ndense > 0) {
+        k_finish_spans<T><<<sqz_cu_grid(pl->ndense, kThreads * 4), kThreads, 0, s>>>(
+            pl->spans, pl->nspans, pl->ndense, msg + pl->plen, m, in, out, scale, flags);
+        SQZ_CU_CHECK_LAUNCH();
+    }
+    k_count<<<1, 1, 0, s>>>(flags, counter);
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+} // namespace
+
+extern "C" {
+
+sqz_status_t sqz_cu_psgd_add(const void *in, sqz_dtype_t dtype, float *res, size_t n,
+                             uint32_t *flags, void *stream)
+{
+    cudaStream_t s = (cudaStream_t)stream;
+    const unsigned g = sqz_cu_grid(n, kThreads * 8);
+    switch (dtype) {
+    case SQZ_DTYPE_FLOAT32: k_add<<<g, kThreads, 0, s>>>((const float *)in, res, n, flags); break;
+    case SQZ_DTYPE_FLOAT16: k_add<<<g, kThreads, 0, s>>>((const __half *)in, res, n, flags); break;
+    case SQZ_DTYPE_BFLOAT16:
+        k_add<<<g, kThreads, 0, s>>>((const __nv_bfloat16 *)in, res, n, flags);
+        break;
+    default: return SQZ_ERR_INVALID_PARAM;
+    }
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_cu_psgd_init_q(float *qstate, size_t len, uint32_t key, void *stream)
+{
+    k_init_q<<<sqz_cu_grid(len, kThreads * 4), kThreads, 0, (cudaStream_t)stream>>>(qstate, len,
+                                                                                     key);
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_cu_psgd_mq(const sqz_cu_psgd_plan_t *pl, const float *m, const float *qstate,
+                            float *msg, int dense, const uint32_t *flags, void *stream)
+{
+    cudaStream_t s = (cudaStream_t)stream;
+    if (pl->rows > 0) {
+        const unsigned g = sqz_cu_grid(pl->rows, kThreads / 32);
+#define SQZ_PSGD_MQ(R) k_mq<R><<<g, kThreads, 0, s>>>(pl->layers, pl->nlayers, pl->rows, m, qstate, msg)
+        if (pl->rmax <= 4) {
+            SQZ_PSGD_MQ(4);
+        } else if (pl->rmax <= 8) {
+            SQZ_PSGD_MQ(8);
+        } else if (pl->rmax <= 16) {
+            SQZ_PSGD_MQ(16);
+        } else {
+            SQZ_PSGD_MQ(32);
+        }
+#undef SQZ_PSGD_MQ
+        SQZ_CU_CHECK_LAUNCH();
+    }
+    if (dense && pl->ndense > 0) {
+        k_gather<<<sqz_cu_grid(pl->ndense, kThreads * 4), kThreads, 0, s>>>(
+            pl->spans, pl->nspans, pl->ndense, m, msg + pl->plen, flags, msg);
+    } else {
+        k_poison<<<1, 1, 0, s>>>(flags, msg);
+    }
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_cu_psgd_check(const float *x, size_t n, uint32_t *flags, void *stream)
+{
+    if (n > 0) {
+        k_check<<<sqz_cu_grid(n, kThreads * 8), kThreads, 0, (cudaStream_t)stream>>>(x, n, flags);
+        SQZ_CU_CHECK_LAUNCH();
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, void *stream)
+{
+    if (pl->nlayers > 0) {
+        k_orth<<<pl->nlayers, kThreads, 0, (cudaStream_t)stream>>>(pl->layers, msg);
+        SQZ_CU_CHECK_LAUNCH();
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const float *msg,
+                             float *qloc, float *part, void *stream)
+{
+    cudaStream_t s = (cudaStream_t)stream;
+    if (0 == pl->ntiles) {
+        return SQZ_OK;
+    }
+#define SQZ_PSGD_MTP(R) \
+    k_mtp_part<R><<<pl->ntiles, SQZ_CU_PSGD_TILE_COLS, 0, s>>>(pl->layers, pl->tiles, m, msg, part)
+    if (pl->rmax <= 4) {
+        SQZ_PSGD_MTP(4);
+    } else if (pl->rmax <= 8) {
+        SQZ_PSGD_MTP(8);
+    } else if (pl->rmax <= 16) {
+        SQZ_PSGD_MTP(16);
+    } else {
+        SQZ_PSGD_MTP(32);
+    }
+#undef SQZ_PSGD_MTP
+    SQZ_CU_CHECK_LAUNCH();
+    k_mtp_sum<<<sqz_cu_grid(pl->qelems, kThreads), kThreads, 0, s>>>(pl->layers, pl->nlayers,
+                                                                       pl->qelems, part, qloc);
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_cu_psgd_store_q(const sqz_cu_psgd_plan_t *pl, const float *qsum, float *qstate,
+                                 float inv_nranks, void *stream)
+{
+    if (pl->qelems > 0) {
+        k_store_q<<<sqz_cu_grid(pl->qelems, kThreads), kThreads, 0, (cudaStream_t)stream>>>(
+            pl->layers, pl->nlayers, pl->qelems, qsum, qstate, inv_nranks);
+        SQZ_CU_CHECK_LAUNCH();
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_cu_psgd_finish(const sqz_cu_psgd_plan_t *pl, const float *msg, const float *qloc,
+                                float *m, const void *in, void *out, sqz_dtype_t dtype, size_t n,
+                                float scale, int ef, const uint32_t *flags,
+                                unsigned long long *nonfinite_calls, void *stream)
+{
+    (void)n;
+    cudaStream_t s = (cudaStream_t)stream;
+    switch (dtype) {
+    case SQZ_DTYPE_FLOAT32:
+        return finish_t(pl, msg, qloc, m, (const float *)in, (float *)out, scale, ef, flags,
+                        nonfinite_calls, s);
+    case SQZ_DTYPE_FLOAT16:
+        return finish_t(pl, msg, qloc, m, (const __half *)in, (__half *)out, scale, ef, flags,
+                        nonfinite_calls, s);
+    case SQZ_DTYPE_BFLOAT16:
+        return finish_t(pl, msg, qloc, m, (const __nv_bfloat16 *)in, (__nv_bfloat16 *)out, scale,
+                        ef, flags, nonfinite_calls, s);
+    default: return SQZ_ERR_INVALID_PARAM;
+    }
+}
+
+} // extern "C"

@@ -1,0 +1,261 @@
+/*
+ * PowerSGD on the GPU path (see sqz_gpu_powersgd.h; the algorithm is plugins/powersgd/
+ * sqz_powersgd.c's, the kernels are plugins/powersgd/sqz_powersgd.cu).
+ *
+ * Per buffer, once per layout: the plan (sqz_powersgd_plan.h: which layers are compressed at
+ * which rank, which elements are summed exactly) becomes three device tables (compressed layers,
+ * exact spans, tiles of the M^T P product), and the device memory is sized for it: warm-start
+ * Q's, the message [P factors | exact part | Q sums], this rank's Q shares, the partial sums and
+ * two flags.  A call is then a fixed sequence on the caller's stream:
+ *     m += in                                   (non-finite inputs flagged, not added)
+ *     P = M Q, exact part gathered after it     (msg[0] poisoned when flagged)
+ *     ncclAllReduce(P | exact)                  check: a non-finite sum flags every rank
+ *     orthonormalize P;  Q_i = M^T P^
+ *     ncclAllReduce(Q)                          check;  warm start Q = sum / ranks
+ *     out = scale * P^ Q^T | exact part;  m = M - P^ Q_i^T
+ * (the middle repeated POWERSGD_ITERS times).  A flagged call ends with NaN in out and m
+ * restored, on every rank alike: the flags are computed from identical sums.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/sqz_cuda_powersgd.h"
+#include "cuda/sqz_gpu_powersgd.h"
+#include "sqz_log.h"
+#include "powersgd/sqz_powersgd_plan.h"
+
+struct sqz_gpu_psgd {
+    uint64_t           layout;   /* digest of the layout the plan was made for */
+    sqz_cu_psgd_plan_t plan;     /* device tables and totals */
+    void              *tables;   /* device: layers | spans | tiles */
+    float             *qstate;   /* device: warm-start Q's (bufstate layout) */
+    size_t             qstate_len;
+    int                qinit;    /* qstate holds Q's */
+    float             *msg;      /* device: plen + ndense + qelems floats */
+    float             *qloc;     /* device: qelems floats */
+    float             *part;     /* device: partial sums of M^T P */
+    uint32_t          *flags;    /* device: 2 flags */
+};
+
+static int64_t sqz_gpu_psgd_int(const sqz_ctx_t *ctx, const char *name, int64_t dflt)
+{
+    const void               *cfg = NULL;
+    const sqz_param_def_v1_t *d   = sqz_ctx_find_param(ctx, name, &cfg);
+    return (d && cfg && SQZ_PARAM_INT == d->type) ? *(const int64_t *)((const char *)cfg + d->offset)
+                                                  : dflt;
+}
+
+int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    if (0 != strcmp(ctx->method->name, "powersgd")) {
+        return 0;
+    }
+    const void               *c = NULL;
+    const sqz_param_def_v1_t *d = sqz_ctx_find_param(ctx, "POWERSGD_MIN_RATE", &c);
+    cfg->rank     = (int)sqz_gpu_psgd_int(ctx, "POWERSGD_RANK", 4);
+    cfg->iters    = (int)sqz_gpu_psgd_int(ctx, "POWERSGD_ITERS", 1);
+    cfg->start    = sqz_gpu_psgd_int(ctx, "POWERSGD_START_STEPS", 10);
+    cfg->min_rate = (d && c) ? *(const double *)((const char *)c + d->offset) : 2.0;
+    cfg->ef       = ctx->p.ef == SQZ_EF_EF14;
+    cfg->seed     = (uint64_t)ctx->p.seed;
+    return 1;
+}
+
+void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p)
+{
+    if (p) {
+        cudaFree(p->tables);
+        cudaFree(p->qstate);
+        cudaFree(p->msg);
+        cudaFree(p->qloc);
+        cudaFree(p->part);
+        cudaFree(p->flags);
+        free(p);
+    }
+}
+
+typedef struct sqz_gpu_span_list {
+    sqz_cu_psgd_span_t *s;
+    size_t              n;
+} sqz_gpu_span_list_t;
+
+static void sqz_gpu_psgd_span(void *arg, size_t lo, size_t hi, size_t pos)
+{
+    sqz_gpu_span_list_t *l = arg;
+    l->s[l->n++]           = (sqz_cu_psgd_span_t){.lo = lo, .len = hi - lo, .pos = pos};
+}
+
+/* Builds the plan of a layout and the device memory for it. */
+static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_cfg_t *cfg,
+                                         const sqz_matrix_v1_t *layers, size_t nl, size_t n,
+                                         cudaStream_t s)
+{
+    int                 *plan  = calloc(nl + 1, sizeof(int));
+    sqz_cu_psgd_layer_t *tab   = calloc(nl + 1, sizeof(*tab));
+    sqz_cu_psgd_span_t  *spans = calloc(nl + 2, sizeof(*spans));
+    sqz_cu_psgd_tile_t  *tiles = NULL;
+    sqz_status_t         st    = (plan && tab && spans) ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    sqz_cu_psgd_plan_t   pl    = {0};
+    size_t               qs = 1, ntiles = 0; /* qstate[0] is the CPU layout's flag: unused here */
+    for (size_t l = 0; SQZ_OK == st && l < nl; l++) {
+        const sqz_matrix_v1_t *L = &layers[l];
+        const size_t           r = sqz_psgd_layer_rank(L, cfg->rank, cfg->min_rate);
+        plan[l]                  = (int)r;
+        if (r) {
+            const uint32_t chunks = (uint32_t)((L->rows + SQZ_CU_PSGD_CHUNK_ROWS - 1) /
+                                               SQZ_CU_PSGD_CHUNK_ROWS);
+            tab[pl.nlayers++] = (sqz_cu_psgd_layer_t){
+                .offset = L->offset, .rows = (uint32_t)L->rows, .cols = (uint32_t)L->cols,
+                .r = (uint32_t)r, .p_off = pl.plen, .q_off = pl.qelems, .qs_off = qs,
+                .row_base = pl.rows, .elem_base = pl.elems, .qe_base = pl.qelems,
+                .part_off = pl.part, .nchunks = chunks};
+            pl.plen += L->rows * r;
+            pl.qelems += L->cols * r;
+            pl.rows += L->rows;
+            pl.elems += L->rows * L->cols;
+            pl.part += (uint64_t)chunks * r * L->cols;
+            pl.rmax = r > pl.rmax ? (uint32_t)r : pl.rmax;
+            ntiles += chunks * ((L->cols + SQZ_CU_PSGD_TILE_COLS - 1) / SQZ_CU_PSGD_TILE_COLS);
+        }
+        qs += L->cols * sqz_psgd_qslot(L);
+    }
+    if (SQZ_OK == st) {
+        tiles = calloc(ntiles + 1, sizeof(*tiles));
+        st    = tiles ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    }
+    for (uint32_t l = 0; SQZ_OK == st && l < pl.nlayers; l++) {
+        for (uint32_t c0 = 0; c0 < tab[l].cols; c0 += SQZ_CU_PSGD_TILE_COLS) {
+            for (uint32_t ch = 0; ch < tab[l].nchunks; ch++) {
+                tiles[pl.ntiles++] = (sqz_cu_psgd_tile_t){.layer = l, .col0 = c0, .chunk = ch};
+            }
+        }
+    }
+    sqz_gpu_span_list_t sl = {spans, 0};
+    if (SQZ_OK == st) {
+        pl.ndense = sqz_psgd_dense_spans(layers, nl, n, plan, sqz_gpu_psgd_span, &sl);
+        pl.nspans = (uint32_t)sl.n;
+    }
+    /* Device memory: tables, warm-start Q's, messages. */
+    const size_t tb = (pl.nlayers + 1) * sizeof(*tab) + (pl.nspans + 1) * sizeof(*spans) +
+                      (pl.ntiles + 1) * sizeof(*tiles);
+    void *dt = NULL;
+    if (SQZ_OK == st &&
+        (cudaMalloc(&dt, tb) != cudaSuccess ||
+         cudaMalloc((void **)&p->qstate, qs * sizeof(float)) != cudaSuccess ||
+         cudaMalloc((void **)&p->msg, (pl.plen + pl.ndense + pl.qelems + 1) * sizeof(float)) !=
+             cudaSuccess ||
+         cudaMalloc((void **)&p->qloc, (pl.qelems + 1) * sizeof(float)) != cudaSuccess ||
+         cudaMalloc((void **)&p->part, (pl.part + 1) * sizeof(float)) != cudaSuccess ||
+         cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) != cudaSuccess)) {
+        cudaGetLastError();
+        st = SQZ_ERR_NO_MEMORY;
+    }
+    if (SQZ_OK == st) {
+        unsigned char *d = dt;
+        /* Pageable sources: the copies are staged before they return, so freeing is safe. */
+        if (cudaMemcpyAsync(d, tab, pl.nlayers * sizeof(*tab), cudaMemcpyHostToDevice, s) !=
+                cudaSuccess ||
+            cudaMemcpyAsync(d + (pl.nlayers + 1) * sizeof(*tab), spans,
+                            pl.nspans * sizeof(*spans), cudaMemcpyHostToDevice, s) != cudaSuccess ||
+            cudaMemcpyAsync(d + (pl.nlayers + 1) * sizeof(*tab) + (pl.nspans + 1) * sizeof(*spans),
+                            tiles, pl.ntiles * sizeof(*tiles), cudaMemcpyHostToDevice,
+                            s) != cudaSuccess) {
+            st = SQZ_ERR_CUDA;
+        }
+        pl.layers = (const sqz_cu_psgd_layer_t *)d;
+        pl.spans  = (const sqz_cu_psgd_span_t *)(d + (pl.nlayers + 1) * sizeof(*tab));
+        pl.tiles  = (const sqz_cu_psgd_tile_t *)(d + (pl.nlayers + 1) * sizeof(*tab) +
+                                                (pl.nspans + 1) * sizeof(*spans));
+        p->tables     = dt;
+        p->plan       = pl;
+        p->qstate_len = qs;
+        p->qinit      = 0;
+    } else {
+        cudaFree(dt);
+    }
+    free(plan), free(tab), free(spans), free(tiles);
+    return st;
+}
+
+sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
+                               const sqz_nccl_api_t *nccl, ncclComm_t nc,
+                               struct sqz_gpu_psgd **state, uint64_t key, float *m, const void *in,
+                               void *out, size_t n, sqz_dtype_t dtype, float scale,
+                               unsigned long long *d_nonfinite, cudaStream_t s,
+                               sqz_call_stats_t *cs)
+{
+    size_t             nl = 0;
+    uint64_t           digest;
+    const sqz_layer_t *layers = sqz_layout_resolve(comm, key, n, &nl, &digest);
+    if (NULL == layers) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    struct sqz_gpu_psgd *p = *state;
+    if (NULL == p || p->layout != digest) {
+        sqz_gpu_psgd_free(p);
+        *state = p = calloc(1, sizeof(*p));
+        if (NULL == p) {
+            return SQZ_ERR_NO_MEMORY;
+        }
+        const sqz_status_t st =
+            sqz_gpu_psgd_prepare(p, cfg, (const sqz_matrix_v1_t *)layers, nl, n, s);
+        if (SQZ_OK != st) {
+            sqz_gpu_psgd_free(p);
+            *state = NULL;
+            return st;
+        }
+        p->layout = digest;
+    }
+    const sqz_cu_psgd_plan_t *pl   = &p->plan;
+    float *const              qsum = p->msg + pl->plen + pl->ndense;
+    if (cudaMemsetAsync(p->flags, 0, 2 * sizeof(uint32_t), s) != cudaSuccess) {
+        return SQZ_ERR_CUDA;
+    }
+    if (!p->qinit) {
+        SQZ_CHECK(sqz_cu_psgd_init_q(p->qstate, p->qstate_len,
+                                     (uint32_t)(cfg->seed ^ (cfg->seed >> 32) ^ n), s));
+        p->qinit = 1;
+    }
+    SQZ_CHECK(sqz_cu_psgd_add(in, dtype, m, n, p->flags, s));
+    size_t wire = 0;
+    for (int it = 0; it < (cfg->iters > 0 ? cfg->iters : 1); it++) {
+        SQZ_CHECK(sqz_cu_psgd_mq(pl, m, p->qstate, p->msg, 0 == it, p->flags, s));
+        const size_t len1 = pl->plen + (0 == it ? pl->ndense : 0);
+        if (len1 > 0) {
+            const ncclResult_t r =
+                nccl->AllReduce(p->msg, p->msg, len1, ncclFloat32, ncclSum, nc, s);
+            if (r != ncclSuccess) {
+                SQZ_ERROR("ncclAllReduce (PowerSGD P): %s", sqz_nccl_error(r));
+                return SQZ_ERR_NCCL;
+            }
+            SQZ_CHECK(sqz_cu_psgd_check(p->msg, len1, p->flags, s));
+        }
+        wire += len1 * sizeof(float);
+        if (0 == pl->qelems) {
+            break;
+        }
+        SQZ_CHECK(sqz_cu_psgd_orth(pl, p->msg, s));
+        SQZ_CHECK(sqz_cu_psgd_mtp(pl, m, p->msg, p->qloc, p->part, s));
+        if (cudaMemcpyAsync(qsum, p->qloc, pl->qelems * sizeof(float), cudaMemcpyDeviceToDevice,
+                            s) != cudaSuccess) {
+            return SQZ_ERR_CUDA;
+        }
+        const ncclResult_t r = nccl->AllReduce(qsum, qsum, pl->qelems, ncclFloat32, ncclSum, nc, s);
+        if (r != ncclSuccess) {
+            SQZ_ERROR("ncclAllReduce (PowerSGD Q): %s", sqz_nccl_error(r));
+            return SQZ_ERR_NCCL;
+        }
+        SQZ_CHECK(sqz_cu_psgd_check(qsum, pl->qelems, p->flags, s));
+        SQZ_CHECK(sqz_cu_psgd_store_q(pl, qsum, p->qstate, 1.0f / (float)comm->nranks, s));
+        wire += pl->qelems * sizeof(float);
+    }
+    SQZ_CHECK(sqz_cu_psgd_finish(pl, p->msg, p->qloc, m, in, out, dtype, n, scale, cfg->ef,
+                                 p->flags, d_nonfinite, s));
+    cs->algo       = SQZ_ALGO_SUMMABLE;
+    cs->bytes_wire = wire;
+    cs->bytes_sent = 2 * (size_t)(comm->nranks - 1) * wire / (size_t)comm->nranks;
+    return SQZ_OK;
+}

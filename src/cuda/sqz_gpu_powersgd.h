@@ -1,0 +1,42 @@
+/* PowerSGD on the GPU path: one compressed all-reduce of a device buffer over NCCL, stream-ordered
+ * on the caller's stream (two ncclAllReduce per power iteration, no host synchronization). */
+#ifndef SQZ_GPU_POWERSGD_H
+#define SQZ_GPU_POWERSGD_H
+
+#include <cuda_runtime_api.h>
+
+#include "sqz_ctx.h"
+#include "transport/sqz_nccl.h"
+
+typedef struct sqz_gpu_psgd_cfg {
+    int      rank;     /* POWERSGD_RANK */
+    int      iters;    /* POWERSGD_ITERS */
+    double   min_rate; /* POWERSGD_MIN_RATE */
+    int64_t  start;    /* POWERSGD_START_STEPS */
+    int      ef;       /* keep the residual (SQZ_EF=ef14); 0: drop it after each call */
+    uint64_t seed;
+} sqz_gpu_psgd_cfg_t;
+
+/** Per-buffer device state (plan tables, warm-start Q, messages), created by the first call. */
+struct sqz_gpu_psgd;
+
+/** Reads the POWERSGD_* parameters of ctx.  \return 1 when the method is powersgd. */
+int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg);
+
+/** One call: out (n elements of dtype, may be in) = scale * the sum over ranks of each rank's
+ *  approximation of in + m; m (n floats, the buffer's residual) holds the error afterwards.  The
+ *  layout comes from sqz_layout_resolve(comm, key, n) (comm->lock held).  A non-finite input on
+ *  any rank gives NaN everywhere in out and m restored, decided on the device, and counted in
+ *  *d_nonfinite.  \return SQZ_OK, SQZ_ERR_NO_MEMORY (nothing was enqueued: the caller may go
+ *  dense), SQZ_ERR_CUDA or SQZ_ERR_NCCL. */
+sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
+                               const sqz_nccl_api_t *nccl, ncclComm_t nc,
+                               struct sqz_gpu_psgd **state, uint64_t key, float *m, const void *in,
+                               void *out, size_t n, sqz_dtype_t dtype, float scale,
+                               unsigned long long *d_nonfinite, cudaStream_t s,
+                               sqz_call_stats_t *cs);
+
+/** Frees the device state (the caller has synchronized the device).  Accepts NULL. */
+void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p);
+
+#endif
