@@ -187,7 +187,15 @@ typedef struct sqz_compressor_v1 {
     /** Fills vals (shared_len(n) floats) from a = in + residual (residual may be NULL).  Must not
      *  modify anything; NaN/Inf in a may produce anything (compress reports them). */
     void (*shared_fill)(void *state, const float *in, const float *residual, size_t n, float *vals);
+
+    /** SQZ_COMPRESSOR_* properties (0: none claimed). */
+    uint32_t    flags;
 } sqz_compressor_v1_t;
+
+/** flags: compress() always writes exactly max_payload(state, n) bytes on success.  An exchange
+ *  can then size its transfers in advance, with no size exchange (a promise, checked by the
+ *  tests: a compressor that writes less still works, it only wastes the difference). */
+#define SQZ_COMPRESSOR_FIXED_PAYLOAD 0x1u
 
 #ifdef __cplusplus
 }

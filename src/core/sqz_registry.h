@@ -22,6 +22,11 @@ extern const sqz_compressor_v1_t sqz_compressor_fedzip;
     ((c)->size >= offsetof(sqz_compressor_v1_t, shared_fill) + sizeof(void (*)(void)) &&         \
      NULL != (c)->shared_len)
 
+/** Whether a descriptor carries the appended flags and claims SQZ_COMPRESSOR_FIXED_PAYLOAD. */
+#define SQZ_FIXED_PAYLOAD(c)                                                                     \
+    ((c)->size >= offsetof(sqz_compressor_v1_t, flags) + sizeof(uint32_t) &&                     \
+     0 != ((c)->flags & SQZ_COMPRESSOR_FIXED_PAYLOAD))
+
 typedef struct sqz_registry_entry {
     const sqz_compressor_v1_t *c;
     char                      *origin; /* "built-in" or the plugin path */

@@ -244,6 +244,10 @@ static void test_generic(const method_t *m, size_t n)
     sqz_compress_args_v1_t args;
     REQUIRE(do_compress(&it, in, res, n, 7, &payload, &args) == SQZ_OK);
     const size_t bytes = args.payload_bytes;
+    if (SQZ_FIXED_PAYLOAD(m->c)) { /* the promise the exchanges size their transfers by */
+        CHECK_MSG(bytes == m->c->max_payload(it.state, n), "%s n=%zu: %zu bytes, fixed size %zu",
+                  m->label, n, bytes, m->c->max_payload(it.state, n));
+    }
     if (m->kind == KIND_NONE || m->kind == KIND_QUANT || m->kind == KIND_SIGN) {
         CHECK_MSG(bytes == expected_bytes(m, n), "%s n=%zu: %zu bytes, expected %zu", m->label,
                   n, bytes, expected_bytes(m, n));
@@ -910,6 +914,10 @@ static void test_descriptors(void)
     CHECK(sqz_compressor_topk.exchange == SQZ_EXCHANGE_ALLGATHER);
     CHECK(sqz_compressor_quant.exchange == SQZ_EXCHANGE_REDUCE_SCATTER);
     CHECK(sqz_compressor_sign.exchange == SQZ_EXCHANGE_REDUCE_SCATTER);
+    CHECK(SQZ_FIXED_PAYLOAD(&sqz_compressor_quant) && SQZ_FIXED_PAYLOAD(&sqz_compressor_sign) &&
+          SQZ_FIXED_PAYLOAD(&sqz_compressor_none));
+    CHECK(!SQZ_FIXED_PAYLOAD(&sqz_compressor_topk) && !SQZ_FIXED_PAYLOAD(&sqz_compressor_lossless) &&
+          !SQZ_FIXED_PAYLOAD(&sqz_compressor_fedzip));
 }
 
 /* DGC's sparsity warm-up: the number of kept entries falls call by call to k, and stays there. */
