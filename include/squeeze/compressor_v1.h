@@ -259,7 +259,15 @@ typedef struct sqz_compressor_v1 {
     const char *levels;
     const char *level_param;
     size_t (*level_bytes)(void *state, const sqz_matrix_v1_t *layer, int level);
+
+    /** SQZ_COMPRESSOR_* properties (0: none claimed). */
+    uint32_t    flags;
 } sqz_compressor_v1_t;
+
+/** flags: compress() always writes exactly max_payload(state, n) bytes on success.  An exchange
+ *  can then size its transfers in advance, with no size exchange (a promise, checked by the
+ *  tests: a compressor that writes less still works, it only wastes the difference). */
+#define SQZ_COMPRESSOR_FIXED_PAYLOAD 0x1u
 
 #ifdef __cplusplus
 }

@@ -747,4 +747,5 @@ const sqz_compressor_v1_t sqz_compressor_qsgd = {
     .compress = qsgd_compress,
     .decompress = qsgd_decompress,
     .destroy = qsgd_destroy,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
 };

@@ -545,4 +545,5 @@ const sqz_compressor_v1_t sqz_compressor_randk = {
     .compress = randk_compress,
     .decompress = randk_decompress,
     .destroy = randk_destroy,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
 };

@@ -507,4 +507,5 @@ const sqz_compressor_v1_t sqz_compressor_sign = {
     .compress = sign_compress,
     .decompress = sign_decompress,
     .destroy = sign_destroy,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
 };

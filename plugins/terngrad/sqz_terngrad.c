@@ -650,4 +650,5 @@ const sqz_compressor_v1_t sqz_compressor_terngrad = {
     .destroy = terngrad_destroy,
     .shared_len = terngrad_shared_len,
     .shared_fill = terngrad_shared_fill,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
 };

@@ -123,6 +123,12 @@ void         sqz_coll_restore_chunks(sqz_coll_call_t *call, int nchunks, const s
                                      const size_t *len, const unsigned char *base,
                                      const size_t *dis);
 
+/** Whether every payload of this call is known in advance to be exactly max_payload bytes: the
+ *  compressor claims SQZ_COMPRESSOR_FIXED_PAYLOAD and no entropy stage (SQZ_ENTROPY) may shrink
+ *  it.  Same answer on every rank (settings are checked to agree).  The collective exchanges then
+ *  send whole slots and skip their size exchange. */
+int          sqz_coll_fixed_size(const sqz_coll_call_t *call);
+
 /** Merges two fallback reasons, keeping the most specific. */
 sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b);
 

@@ -60,6 +60,11 @@ void sqz_coll_restore_chunks(sqz_coll_call_t *call, int nchunks, const size_t *o
     }
 }
 
+int sqz_coll_fixed_size(const sqz_coll_call_t *call)
+{
+    return SQZ_FIXED_PAYLOAD(call->c) && SQZ_ENTROPY_NONE == call->comm->ctx->p.entropy;
+}
+
 sqz_status_t sqz_coll_worse(sqz_status_t a, sqz_status_t b)
 {
     if (SQZ_OK == a) {

@@ -8,8 +8,20 @@
  * that chunk) and all-gathers it; every rank decodes every chunk from the same bytes.
  * A reduce-scatter stops after phase 1.
  *
- * Slot sizes are the compressor's max_payload bound, known to every rank in advance, so no size
- * exchange is needed; for the dense quantizers the bound is exact. */
+ * Transfer sizes.  Each payload is compressed into a slot of the compressor's max_payload bound,
+ * and only the bytes it holds travel.  A receiver must know them before the transport moves
+ * anything (alltoallv/allgatherv take exact counts), so:
+ *  - fixed-size payloads (sqz_coll_fixed_size: quant, sign, qsgd, ... without an entropy stage)
+ *    fill their slots exactly: every rank knows every count in advance and no size is exchanged;
+ *  - variable-size payloads (lossless, any payload behind SQZ_ENTROPY) first exchange their sizes:
+ *    phase 1 with an all-to-all of one 8-byte size per peer (each receiver needs only the sizes of
+ *    what it receives: the smallest exchange that tells it), phase 2 with an all-gather of one
+ *    size per rank.  No exchange that already happens can carry them: the shared-value all-gather
+ *    (TernGrad) runs before anything is compressed, and the reduce-scatter's verdict all-gather
+ *    after phase 1.  Each costs one latency-bound round against up to (slot - size) bytes saved
+ *    per peer, e.g. ZSTD_compressBound's margin plus what zstd saves for lossless.
+ * The pipelined exchange (sqz_coll_reduce_scatter_p2p.c) needs neither: a receive accepts fewer
+ * bytes than it posted. */
 #include "config.h"
 
 #include <string.h>
@@ -85,6 +97,8 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
     size_t *const     sdis = comm->counts + 3 * P; /* P */
     size_t *const     rcnt = comm->counts + 4 * P; /* P */
     size_t *const     rdis = comm->counts + 5 * P; /* P */
+    size_t *const     scnt = comm->counts + 6 * P; /* P: phase-1 bytes sent to each rank */
+    const int         fixed = sqz_coll_fixed_size(call);
     sqz_status_t      st   = SQZ_OK;
     sqz_frame_t       f;
 
@@ -108,16 +122,21 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
                                   recv1 > recv2 ? recv1 : recv2));
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap,
                                   (mylen ? mylen : 1) * sizeof(float)));
+    /* taskbuf: 2P norms, 2P sizes (the phase-1 row this rank sends, the column it receives), then
+     * P statuses. */
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
-                                  (size_t)P * (sizeof(sqz_status_t) + 2 * sizeof(double)) + 16));
-    float *const y = comm->chunkbuf;
+                                  (size_t)P * (sizeof(sqz_status_t) + 2 * sizeof(double) +
+                                               2 * sizeof(uint64_t)) + 16));
+    float *const    y    = comm->chunkbuf;
+    uint64_t *const srow = (uint64_t *)(comm->taskbuf + 2 * (size_t)P * sizeof(double));
+    uint64_t *const rcol = srow + P;
 
     /* ---- phase 1: compress every chunk (in parallel with SQZ_THREADS) ---- */
     SQZ_CHECK(sqz_coll_shared(call, P, off, len, comm->sharedptr));
     double      t0 = sqz_time_now();
     sqz_rs_job_t job = {.call = call, .off = off, .len = len, .slot = slot, .dis = sdis,
                         .buf = comm->sendbuf, .norms = (double *)comm->taskbuf,
-                        .status = (sqz_status_t *)(comm->taskbuf + 2 * (size_t)P * sizeof(double))};
+                        .status = (sqz_status_t *)(rcol + P)};
     sqz_pool_run(comm->pool, (size_t)P, sqz_rs_compress_task, &job);
     int          failed = -1;
     sqz_status_t cst    = SQZ_OK;
@@ -140,15 +159,38 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
         }
     }
     for (int r = 0; r < P; r++) {
-        rcnt[r] = slot[me];
-        rdis[r] = (size_t)r * slot[me];
         memcpy(&f, comm->sendbuf + sdis[r], sizeof(f));
         call->cs.bytes_wire += sizeof(f) + (size_t)f.bytes;
-        call->cs.bytes_sent += (r == me) ? 0 : slot[r];
+        scnt[r] = fixed ? slot[r] : sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
+        srow[r] = scnt[r];
+        call->cs.bytes_sent += (r == me) ? 0 : scnt[r];
     }
     double t1 = sqz_time_now();
     call->cs.t_compress += t1 - t0;
-    SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, comm->sendbuf, slot, sdis, comm->recvbuf,
+    if (fixed) {
+        for (int r = 0; r < P; r++) {
+            rcnt[r] = slot[me];
+        }
+    } else {
+        /* rcnt/rdis serve as the size exchange's counts before they get the payloads'. */
+        for (int r = 0; r < P; r++) {
+            rcnt[r] = sizeof(uint64_t);
+            rdis[r] = (size_t)r * sizeof(uint64_t);
+        }
+        SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, srow, rcnt, rdis, rcol, rcnt, rdis),
+                                 st, out);
+        call->cs.bytes_sent += (size_t)(P - 1) * sizeof(uint64_t);
+        for (int r = 0; r < P; r++) {
+            rcnt[r] = (size_t)rcol[r];
+        }
+    }
+    size_t recv1n = 0;
+    for (int r = 0; r < P; r++) {
+        rdis[r] = recv1n;
+        recv1n += rcnt[r];
+    }
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, recv1n));
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, comm->sendbuf, scnt, sdis, comm->recvbuf,
                                                rcnt, rdis),
                              st, out);
     double t2 = sqz_time_now();
@@ -158,7 +200,11 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
     sqz_status_t local = SQZ_OK; /* reasons only this rank can see: malformed payloads */
     for (int s = 0; s < P; s++) {
         const unsigned char *fr = comm->recvbuf + rdis[s];
-        const sqz_status_t   fs = sqz_coll_frame_check(call, fr, mylen, slot[me]);
+        if (rcnt[s] < sizeof(sqz_frame_t) || rcnt[s] > slot[me]) {
+            local = SQZ_ERR_CORRUPT; /* an announced size out of bounds: not even a frame to read */
+            continue;
+        }
+        const sqz_status_t fs = sqz_coll_frame_check(call, fr, mylen, rcnt[s]);
         if (SQZ_OK != fs) {
             st = sqz_coll_worse(st, fs);
             continue;
@@ -171,9 +217,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
     if (SQZ_OK == st && SQZ_OK == local) {
         memset(y, 0, mylen * sizeof(float));
         for (int s = 0; s < P; s++) {
-            const unsigned char *fr = comm->recvbuf + rdis[s];
-            memcpy(&f, fr, sizeof(f));
-            (void)sqz_coll_decode(call, 0, fr, y, mylen);
+            (void)sqz_coll_decode(call, 0, comm->recvbuf + rdis[s], y, mylen);
         }
     }
     double t3 = sqz_time_now();
@@ -217,22 +261,45 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
     } else {
         sqz_coll_frame_set(call, mine2, SQZ_FRAME_FALLBACK, mylen, 0);
     }
+    double t4 = sqz_time_now();
+    call->cs.t_compress += t4 - t3;
+    size_t *const cnt2 = rcnt; /* phase-2 bytes from each rank (phase 1's counts are spent) */
+    sqz_status_t  st2  = SQZ_OK;
+    if (fixed) {
+        memcpy(cnt2, slot, (size_t)P * sizeof(size_t));
+    } else {
+        memcpy(&f, mine2, sizeof(f));
+        const uint64_t my2 = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
+        for (int r = 0; r < P; r++) {
+            cnt2[r] = sizeof(uint64_t);
+            rdis[r] = (size_t)r * sizeof(uint64_t);
+        }
+        SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, &my2, sizeof(my2), rcol, cnt2, rdis),
+                                 st, out);
+        call->cs.bytes_sent += (size_t)(P - 1) * sizeof(uint64_t);
+        for (int r = 0; r < P; r++) {
+            cnt2[r] = (size_t)rcol[r];
+            if (cnt2[r] < sizeof(sqz_frame_t) || cnt2[r] > slot[r]) {
+                /* Every rank sees the same sizes and clamps them alike (the sender its own send
+                 * too), so the exchange stays aligned and all fall back together. */
+                st2     = SQZ_ERR_CORRUPT;
+                cnt2[r] = cnt2[r] < sizeof(sqz_frame_t) ? sizeof(sqz_frame_t) : slot[r];
+            }
+        }
+    }
     size_t total = 0;
     for (int r = 0; r < P; r++) {
         rdis[r] = total;
-        total += slot[r];
+        total += cnt2[r];
     }
-    call->cs.bytes_sent += slot[me] * (size_t)(P - 1);
-    double t4 = sqz_time_now();
-    call->cs.t_compress += t4 - t3;
-    SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, mine2, slot[me], comm->recvbuf, slot, rdis),
+    call->cs.bytes_sent += cnt2[me] * (size_t)(P - 1);
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, mine2, cnt2[me], comm->recvbuf, cnt2, rdis),
                              st, out);
     double t5 = sqz_time_now();
     call->cs.t_comm += t5 - t4;
-    sqz_status_t st2 = SQZ_OK;
     for (int r = 0; r < P; r++) {
         const unsigned char *fr = comm->recvbuf + rdis[r];
-        sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[r], slot[r]);
+        sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[r], cnt2[r]);
         if (SQZ_OK == fs) {
             memcpy(&f, fr, sizeof(f));
             fs = sqz_coll_decode(call, 0, fr, NULL, len[r]);

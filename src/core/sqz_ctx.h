@@ -110,7 +110,7 @@ struct sqz_comm {
     size_t             chunkcap;
     unsigned char     *taskbuf;          /* per-chunk results of pool tasks */
     size_t             taskcap;
-    size_t            *counts;           /* 6 * nranks size_t for the algorithms */
+    size_t            *counts;           /* 7 * nranks size_t for the algorithms */
     const float      **sharedptr;        /* nranks: each chunk's agreed shared values, or NULL */
     float             *sharedbuf;        /* shared values of the compressors that need them */
     size_t             sharedcap;

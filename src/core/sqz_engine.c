@@ -37,7 +37,7 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
         comm->t.isend = NULL, comm->t.irecv = NULL, comm->t.test = NULL, comm->t.wait = NULL;
     }
     pthread_mutex_init(&comm->lock, NULL);
-    comm->counts    = calloc(6 * (size_t)t->nranks, sizeof(size_t));
+    comm->counts    = calloc(7 * (size_t)t->nranks, sizeof(size_t));
     comm->sharedptr = calloc((size_t)t->nranks, sizeof(*comm->sharedptr));
     const sqz_compressor_env_v1_t env = {
         .size = sizeof(env), .rank = t->rank, .nranks = t->nranks, .seed = (uint64_t)ctx->p.seed};

@@ -28,6 +28,11 @@ extern const sqz_compressor_v1_t sqz_compressor_powersgd;
     ((c)->size >= offsetof(sqz_compressor_v1_t, level_bytes) + sizeof(void (*)(void)) &&         \
      NULL != (c)->reduce)
 
+/** Whether a descriptor carries the appended flags and claims SQZ_COMPRESSOR_FIXED_PAYLOAD. */
+#define SQZ_FIXED_PAYLOAD(c)                                                                     \
+    ((c)->size >= offsetof(sqz_compressor_v1_t, flags) + sizeof(uint32_t) &&                     \
+     0 != ((c)->flags & SQZ_COMPRESSOR_FIXED_PAYLOAD))
+
 typedef struct sqz_registry_entry {
     const sqz_compressor_v1_t *c;
     char                      *origin; /* "built-in" or the plugin path */

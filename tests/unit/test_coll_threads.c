@@ -10,7 +10,9 @@
 
 #include <squeeze.h>
 
+#include "coll/sqz_coll.h"
 #include "sqz_log.h"
+#include "sqz_param.h"
 #include "sqz_test.h"
 #include "sqz_thread_transport.h"
 
@@ -26,6 +28,9 @@ typedef struct {
     float             *out[MAXR];  /* result of the last call, per rank */
     float             *exact;      /* exact sum of the last call's inputs */
     sqz_stats_t        stats[MAXR];
+    uint64_t           sent[MAXR];       /* the method's bytes_sent (bytes put on the transport) */
+    int                alltoallvs[MAXR]; /* collective calls the rank made, over all its calls */
+    int                allgathervs[MAXR];
     sqz_status_t       status[MAXR];
     double             err_first, err_avg; /* relative error of call 0 and of the mean output */
     sqz_thread_group_t *g;
@@ -46,10 +51,12 @@ static float input_value(int rank, int call, size_t i)
 /* A transport that corrupts what rank 1 receives in one all-to-all. */
 static sqz_transport_t inner[MAXR];
 static int             corrupt_now[MAXR];
+static int             n_alltoallv[MAXR], n_allgatherv[MAXR];
 static int corrupting_alltoallv(void *self, const void *sb, const size_t *sc, const size_t *sd,
                                 void *rb, const size_t *rc, const size_t *rd)
 {
     const int rank = (int)(intptr_t)self;
+    n_alltoallv[rank]++;
     const int rc0  = inner[rank].alltoallv(inner[rank].self, sb, sc, sd, rb, rc, rd);
     if (corrupt_now[rank] && 1 == rank) {
         /* Rank 0's payload for us: past its 32-byte frame, scramble the metadata. */
@@ -61,6 +68,7 @@ static int corrupting_alltoallv(void *self, const void *sb, const size_t *sc, co
 static int fwd_allgatherv(void *self, const void *s, size_t sb, void *r, const size_t *rb, const size_t *d)
 {
     const int rank = (int)(intptr_t)self;
+    n_allgatherv[rank]++;
     return inner[rank].allgatherv(inner[rank].self, s, sb, r, rb, d);
 }
 static int fwd_allreduce(void *self, const float *in, float *out, size_t n)
@@ -147,6 +155,7 @@ static void rank_main(int rank, void *arg)
     t.test              = j->no_p2p ? NULL : fwd_test;
     t.wait              = j->no_p2p ? NULL : fwd_wait;
     REQUIRE(SQZ_OK == sqz_comm_create(ctx, &t, &comm));
+    n_alltoallv[rank] = n_allgatherv[rank] = 0;
 
     const size_t n    = j->n;
     const size_t outn = j->rs ? n / (size_t)j->P : n;
@@ -196,6 +205,9 @@ static void rank_main(int rank, void *arg)
     }
     memcpy(j->out[rank], buf, outn * sizeof(float));
     sqz_stats_get(ctx, &j->stats[rank]);
+    j->sent[rank]        = ctx->stats[ctx->method_index].bytes_sent;
+    j->alltoallvs[rank]  = n_alltoallv[rank];
+    j->allgathervs[rank] = n_allgatherv[rank];
     free(in);
     free(buf);
     free(acc);
@@ -369,10 +381,13 @@ static void test_nonfinite(void)
     }
 }
 
+/* A payload scrambled in transit: every rank falls back together, with fixed-size payloads and
+ * with variable-size ones (lossless: exact sizes, exchanged first without the pipeline). */
 static void test_corrupt(void)
 {
-    const char *kv[] = {"SQZ_METHOD", "quant", NULL};
-    for (int p2p = 0; p2p < 2; p2p++) {
+    for (int k = 0; k < 4; k++) {
+        const int   p2p  = k & 1;
+        const char *kv[] = {"SQZ_METHOD", k < 2 ? "quant" : "lossless", NULL};
         job_t j = {.kv = kv, .P = 3, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = 0,
                    .no_p2p = !p2p};
         run(&j);
@@ -668,6 +683,129 @@ static void test_entropy(void)
     }
 }
 
+/* A state of compressor c with its default settings (destroy with c->destroy, free *config). */
+static void *default_state(const sqz_compressor_v1_t *c, void **config)
+{
+    char                          err[256] = "";
+    void                         *st       = NULL;
+    const sqz_compressor_env_v1_t env      = {sizeof env, 0, 1, 0};
+    REQUIRE(SQZ_OK == sqz_plugin_config_make(c, NULL, config, err, sizeof err));
+    REQUIRE(SQZ_OK == c->create(*config, &env, &st));
+    return st;
+}
+
+/* The bytes of c's payload for x[0, n), compressed on its own. */
+static size_t payload_bytes(const sqz_compressor_v1_t *c, const float *x, size_t n, int stage)
+{
+    void          *config;
+    void          *st  = default_state(c, &config);
+    const size_t   cap = c->max_payload(st, n);
+    unsigned char *p   = malloc(cap);
+    REQUIRE(NULL != p);
+    sqz_compress_args_v1_t a = {.size = sizeof(a), .in = x, .n = n, .seq = 0, .stage = stage,
+                                .payload = p, .capacity = cap};
+    REQUIRE(SQZ_OK == c->compress(st, &a));
+    free(p);
+    c->destroy(st);
+    free(config);
+    return a.payload_bytes;
+}
+
+/* The collective (not pipelined) scatter-reduce exchange sends variable-size payloads at their
+ * exact sizes.  Lossless's chunks, compressed here one by one, give every byte a rank must report
+ * (bytes_wire: its frames and payloads; bytes_sent: what left it, sizes included), the outputs are
+ * the bits of the pipelined exchange, and each phase takes one size exchange more.  Fixed-size
+ * payloads (quant) take none: one collective a phase, whole slots, as before. */
+static void test_exact_sizes(void)
+{
+    enum { P = 3 };
+    const size_t n          = 100000;
+    const size_t F          = sizeof(sqz_frame_t);
+    const char  *kv_pipe[]  = {"SQZ_METHOD", "lossless", NULL};
+    const char  *kv_off[]   = {"SQZ_METHOD", "lossless", "SQZ_PIPELINE", "0", NULL};
+    job_t        ref        = {.kv = kv_pipe, .P = P, .n = n, .calls = 1, .nan_rank = -1,
+                               .corrupt_call = -1};
+    job_t        jobs[2]    = {ref, ref};
+    jobs[0].no_p2p          = 1;       /* a transport without point-to-point operations */
+    jobs[1].kv              = kv_off;  /* SQZ_PIPELINE=0 */
+    run(&ref);
+    run(&jobs[0]);
+    run(&jobs[1]);
+
+    size_t          off[P], len[P];
+    sqz_comm_t      fake = {.nranks = P};
+    sqz_coll_call_t call = {.comm = &fake, .n = n};
+    sqz_rs_layout(&call, off, len);
+    void        *config;
+    void        *st = default_state(&sqz_compressor_lossless, &config);
+    float       *x  = malloc(n * sizeof(float));
+    REQUIRE(NULL != x);
+    for (int r = 0; r < P; r++) {
+        for (size_t i = 0; i < n; i++) {
+            x[i] = input_value(r, 0, i);
+        }
+        size_t wire = 0, sent = 0, slots = 0;
+        for (int c = 0; c < P; c++) {
+            const size_t b = payload_bytes(&sqz_compressor_lossless, x + off[c], len[c], 0);
+            wire += F + b;
+            sent += (c == r) ? 0 : sqz_coll_round8(F + b);
+            slots += (c == r) ? 0 : sqz_coll_round8(F + sqz_compressor_lossless.max_payload(st, len[c]));
+        }
+        /* Phase 2: rank r's reduced chunk, the rank-order float sum (exact: lossless). */
+        const size_t b2 = payload_bytes(&sqz_compressor_lossless, ref.exact + off[r], len[r], 1);
+        sent += (P - 1) * (sqz_coll_round8(F + b2) + 2 * sizeof(uint64_t));
+        slots += (P - 1) * sqz_coll_round8(F + sqz_compressor_lossless.max_payload(st, len[r]));
+        CHECK_EQ_INT(ref.stats[r].bytes_wire, wire);
+        for (int k = 0; k < 2; k++) {
+            const job_t *j = &jobs[k];
+            CHECK_EQ_INT(j->status[r], SQZ_OK);
+            CHECK_EQ_INT(j->stats[r].calls_compressed, 1);
+            CHECK_MSG(0 == memcmp(j->out[r], ref.out[r], n * sizeof(float)),
+                      "exchange %d rank %d: not the pipelined exchange's bits", k, r);
+            CHECK_EQ_INT(j->stats[r].bytes_wire, wire);
+            CHECK_EQ_INT(j->sent[r], sent);
+            CHECK_MSG(j->sent[r] < slots, "rank %d: %llu bytes sent, whole slots were %zu", r,
+                      (unsigned long long)j->sent[r], slots);
+            CHECK_EQ_INT(j->alltoallvs[r], 2);  /* sizes, payloads */
+            CHECK_EQ_INT(j->allgathervs[r], 3); /* settings check, sizes, payloads */
+        }
+    }
+    free(x);
+    sqz_compressor_lossless.destroy(st);
+    free(config);
+    done(&ref);
+    done(&jobs[0]);
+    done(&jobs[1]);
+
+    /* Fixed size: no size exchange, whole slots; an entropy stage makes the same method variable. */
+    for (int entropy = 0; entropy < 2; entropy++) {
+        const char *kv[] = {"SQZ_METHOD", "quant", "SQZ_ENTROPY", entropy ? "zstd" : "none", NULL};
+        job_t       j    = {.kv = kv, .P = P, .n = n, .calls = 2, .nan_rank = -1, .corrupt_call = -1,
+                            .no_p2p = 1};
+        run(&j);
+        CHECK(identical(&j));
+        st = default_state(&sqz_compressor_quant, &config);
+        for (int r = 0; r < P; r++) {
+            CHECK_EQ_INT(j.stats[r].calls_compressed, 2);
+            CHECK_EQ_INT(j.alltoallvs[r], entropy ? 4 : 2);
+            CHECK_EQ_INT(j.allgathervs[r], entropy ? 5 : 3);
+            size_t slots = 0;
+            for (int c = 0; c < P; c++) {
+                const size_t slot = sqz_coll_round8(F + sqz_compressor_quant.max_payload(st, len[c]));
+                slots += (c == r) ? (P - 1) * slot : slot;
+            }
+            if (entropy) {
+                CHECK(j.sent[r] < 2 * slots);
+            } else {
+                CHECK_EQ_INT(j.sent[r], 2 * slots);
+            }
+        }
+        sqz_compressor_quant.destroy(st);
+        free(config);
+        done(&j);
+    }
+}
+
 static void test_mismatch(void)
 {
     const char *kv[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", NULL};
@@ -698,6 +836,7 @@ int main(void)
     test_dense_switch();
     test_split_allgather();
     test_entropy();
+    test_exact_sizes();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
     return sqz_test_result("test_coll_threads");

@@ -12,9 +12,7 @@
 
 #include <squeeze.h>
 
-#include "sqz_param.h"
-#include "sqz_registry.h"
-#include "sqz_test.h"
+#include "sqz_test_compressor.h"
 
 /* ---------------------------------------------------------------------------------------------
  * Deterministic test data.
@@ -109,45 +107,33 @@ static void inst_destroy(inst_t *it)
     free(it->config);
 }
 
+/* The harness's view of an instance (sqz_test_compressor.h). */
+static sqz_tc_t tc_of(const inst_t *it)
+{
+    const sqz_tc_t t = {it->m->c, it->m->label, it->config, it->state};
+    return t;
+}
+
+/* Compresses at stage 0 into a fresh payload with a canary (sqz_tc_compress). */
+static sqz_status_t do_compress(inst_t *it, const float *in, float *residual, size_t n,
+                                uint64_t seq, uint8_t **payload, sqz_compress_args_v1_t *out_args)
+{
+    const sqz_tc_t t = tc_of(it);
+    return sqz_tc_compress(&t, in, residual, n, seq, 0, NULL, payload, out_args);
+}
+
+static void check_rejects(inst_t *it, const uint8_t *payload, size_t bytes, size_t n,
+                          const char *what)
+{
+    const sqz_tc_t t = tc_of(it);
+    sqz_tc_check_rejects(&t, payload, bytes, n, what);
+}
+
 static size_t topk_k(double density, size_t n)
 {
     size_t k = (size_t)ceil(density * (double)n);
     k = k < 1 ? 1 : k;
     return k < n ? k : n;
-}
-
-/* Compresses in (+ residual, may be NULL) into a freshly allocated payload.  *payload is
- * max_payload + 16 bytes long; the 16 bytes past max_payload are a canary checked here. */
-static sqz_status_t do_compress(inst_t *it, const float *in, float *residual, size_t n,
-                                uint64_t seq, uint8_t **payload, sqz_compress_args_v1_t *out_args)
-{
-    const size_t maxp = it->m->c->max_payload(it->state, n);
-    uint8_t *p = malloc(maxp + 16);
-    REQUIRE(p != NULL);
-    memset(p, 0xA5, maxp + 16);
-    sqz_compress_args_v1_t a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.in = in;
-    a.residual = residual;
-    a.n = n;
-    a.seq = seq;
-    a.stage = 0;
-    a.payload = p;
-    a.capacity = maxp;
-    const sqz_status_t st = it->m->c->compress(it->state, &a);
-    if (st == SQZ_OK) {
-        CHECK_MSG(a.payload_bytes <= maxp, "%s n=%zu: %zu > max %zu", it->m->label, n,
-                  a.payload_bytes, maxp);
-        int canary_ok = 1;
-        for (size_t i = maxp; i < maxp + 16; i++) {
-            canary_ok &= p[i] == 0xA5;
-        }
-        CHECK_MSG(canary_ok, "%s n=%zu: wrote past max_payload", it->m->label, n);
-    }
-    *payload = p;
-    *out_args = a;
-    return st;
 }
 
 /* Expected payload size of quant and sign (deterministic functions of n). */
@@ -182,24 +168,6 @@ static uint32_t le_u32(const uint8_t *p)
            ((uint32_t)p[3] << 24);
 }
 
-/* Checks that decompress rejects payload[0, bytes) with SQZ_ERR_CORRUPT and leaves out alone. */
-static void check_rejects(inst_t *it, const uint8_t *payload, size_t bytes, size_t n,
-                          const char *what)
-{
-    float *out = alloc_floats(n);
-    float *ref = alloc_floats(n);
-    for (size_t i = 0; i < n; i++) {
-        out[i] = ref[i] = 1000.0f + (float)i;
-    }
-    const sqz_status_t st = it->m->c->decompress(it->state, payload, bytes, out, n);
-    CHECK_MSG(st == SQZ_ERR_CORRUPT, "%s n=%zu %s: status %d", it->m->label, n, what, (int)st);
-    CHECK_MSG(memcmp(out, ref, n * sizeof *out) == 0, "%s n=%zu %s: out written", it->m->label,
-              n, what);
-    CHECK_EQ_INT(it->m->c->decompress(it->state, payload, bytes, NULL, n), SQZ_ERR_CORRUPT);
-    free(out);
-    free(ref);
-}
-
 /* Finiteness contract: after SQZ_ERR_NONFINITE the residual holds its old values, exactly for
  * compressors that check finiteness before writing (none), up to float rounding for those that
  * restore the buckets they already updated (residual = residual_new + decoded - in): a few ulps
@@ -210,20 +178,7 @@ static int residual_restored(const method_t *m, const float *in, const float *re
     if (m->kind == KIND_NONE) {
         return memcmp(res, res_old, n * sizeof *res) == 0;
     }
-    double maxabs = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const float a = in[i] + res_old[i];
-        if (isfinite(a)) {
-            maxabs = fmax(maxabs, fabs((double)a));
-        }
-    }
-    const double tol = 4.0 * FLT_EPSILON * (maxabs + 1e-30);
-    for (size_t i = 0; i < n; i++) {
-        if (!(fabs((double)res[i] - (double)res_old[i]) <= tol)) {
-            return 0;
-        }
-    }
-    return 1;
+    return sqz_tc_residual_restored(in, res, res_old, n);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -910,6 +865,10 @@ static void test_descriptors(void)
     CHECK(sqz_compressor_topk.exchange == SQZ_EXCHANGE_ALLGATHER);
     CHECK(sqz_compressor_quant.exchange == SQZ_EXCHANGE_REDUCE_SCATTER);
     CHECK(sqz_compressor_sign.exchange == SQZ_EXCHANGE_REDUCE_SCATTER);
+    CHECK(SQZ_FIXED_PAYLOAD(&sqz_compressor_quant) && SQZ_FIXED_PAYLOAD(&sqz_compressor_sign) &&
+          SQZ_FIXED_PAYLOAD(&sqz_compressor_none));
+    CHECK(!SQZ_FIXED_PAYLOAD(&sqz_compressor_topk) && !SQZ_FIXED_PAYLOAD(&sqz_compressor_lossless) &&
+          !SQZ_FIXED_PAYLOAD(&sqz_compressor_fedzip));
 }
 
 /* DGC's sparsity warm-up: the number of kept entries falls call by call to k, and stays there. */

@@ -21,8 +21,7 @@
 
 #include <squeeze/compressor_v1.h>
 
-#include "sqz_param.h"
-#include "sqz_test.h"
+#include "sqz_test_compressor.h"
 
 extern const sqz_compressor_v1_t sqz_compressor_fedzip;
 static const sqz_compressor_v1_t *const C = &sqz_compressor_fedzip;
@@ -50,13 +49,6 @@ static void fill(float *x, size_t n, int kind, double scale)
     }
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double max_abs(const float *x, size_t n)
 {
     double m = 0.0;
@@ -76,31 +68,10 @@ static uint32_t f32_bits(float x)
 /* ---------------------------------------------------------------------------------------------
  * Instances.
  * ------------------------------------------------------------------------------------------- */
-typedef struct inst {
-    void    *config;
-    void    *state;
-    double   density;
-    unsigned clusters;
-} inst_t;
+typedef sqz_tc_t inst_t;
 
-/* kv: NULL-terminated overrides; density/clusters: what they set (for the checks). */
-static inst_t inst_make(const char *const *kv, double density, unsigned clusters)
-{
-    inst_t it = {NULL, NULL, density, clusters};
-    char err[256] = "";
-    const sqz_status_t st = sqz_plugin_config_make(C, kv, &it.config, err, sizeof err);
-    CHECK_MSG(st == SQZ_OK, "config: %s", err);
-    REQUIRE(st == SQZ_OK);
-    const sqz_compressor_env_v1_t env = {sizeof env, 0, 2, 1234};
-    REQUIRE(C->create(it.config, &env, &it.state) == SQZ_OK);
-    return it;
-}
-
-static void inst_free(inst_t *it)
-{
-    C->destroy(it->state);
-    free(it->config);
-}
+/* kv: NULL-terminated overrides. */
+static inst_t inst_make(const char *const *kv) { return sqz_tc_make(C, "fedzip", kv, 0); }
 
 static size_t z_of(double density, size_t n)
 {
@@ -110,39 +81,6 @@ static size_t z_of(double density, size_t n)
     size_t z = (size_t)ceil(density * (double)n);
     z = z < 1 ? 1 : z;
     return z < n ? z : n;
-}
-
-/* Compresses into a fresh buffer of max_payload + 16 bytes (the 16 are a canary). */
-static sqz_status_t do_compress(inst_t *it, const float *in, float *res, size_t n,
-                                uint8_t **payload, sqz_compress_args_v1_t *out_args)
-{
-    const size_t maxp = C->max_payload(it->state, n);
-    uint8_t *p = malloc(maxp + 16);
-    REQUIRE(p != NULL);
-    memset(p, 0xA5, maxp + 16);
-    sqz_compress_args_v1_t a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.in = in;
-    a.residual = res;
-    a.n = n;
-    a.payload = p;
-    a.capacity = maxp;
-    const sqz_status_t st = C->compress(it->state, &a);
-    if (st == SQZ_OK) {
-        CHECK_MSG(a.payload_bytes <= maxp, "n=%zu: %zu > max %zu", n, a.payload_bytes, maxp);
-        int canary = 1;
-        for (size_t i = maxp; i < maxp + 16; i++) {
-            canary &= p[i] == 0xA5;
-        }
-        CHECK_MSG(canary, "n=%zu: wrote past max_payload", n);
-        CHECK(a.norm2_in >= 0.0 && a.norm2_err >= 0.0);
-    }
-    *payload = p;
-    if (out_args != NULL) {
-        *out_args = a;
-    }
-    return st;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -404,7 +342,7 @@ static double best_ratio = 1e300; /* smallest */
 static void test_contracts(const char *const *kv, double density, unsigned clusters, size_t n,
                            int kind)
 {
-    inst_t it = inst_make(kv, density, clusters);
+    inst_t it = inst_make(kv);
     const size_t z = z_of(density, n);
     float *in = alloc_floats(n), *res = alloc_floats(n), *res0 = alloc_floats(n);
     float *out = alloc_floats(n), *a = alloc_floats(n), *kept = alloc_floats(z);
@@ -419,7 +357,7 @@ static void test_contracts(const char *const *kv, double density, unsigned clust
     memcpy(res, res0, n * sizeof *res);
     uint8_t *pl;
     sqz_compress_args_v1_t args;
-    CHECK_EQ_INT(do_compress(&it, in, res, n, &pl, &args), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, 0, 0, NULL, &pl, &args), SQZ_OK);
     const size_t bytes = args.payload_bytes;
     parsed_t p;
     const int ok = parse_payload(pl, bytes, n, &p);
@@ -502,7 +440,7 @@ static void test_contracts(const char *const *kv, double density, unsigned clust
     /* Without error feedback, a = in + res0 given as in: the same payload (deterministic). */
     uint8_t *pl2;
     sqz_compress_args_v1_t args2;
-    CHECK_EQ_INT(do_compress(&it, a, NULL, n, &pl2, &args2), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&it, a, NULL, n, 0, 0, NULL, &pl2, &args2), SQZ_OK);
     CHECK(args2.payload_bytes == bytes && memcmp(pl, pl2, bytes) == 0);
     free(pl2);
 
@@ -537,14 +475,14 @@ done:
     free(out);
     free(a);
     free(kept);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* NaN/Inf in in or in the residual: SQZ_ERR_NONFINITE, residual as it was up to rounding. */
 static void test_nonfinite(size_t n)
 {
     const char *kv[] = {"FEDZIP_DENSITY=0.1", NULL};
-    inst_t it = inst_make(kv, 0.1, 3);
+    inst_t it = inst_make(kv);
     float *in = alloc_floats(n), *res = alloc_floats(n), *res0 = alloc_floats(n);
     const float bad[] = {NAN, INFINITY, -INFINITY};
     const size_t where[] = {0, n / 2, n - 1};
@@ -560,7 +498,7 @@ static void test_nonfinite(size_t n)
                 }
                 memcpy(res, res0, n * sizeof *res);
                 uint8_t *pl;
-                CHECK_EQ_INT(do_compress(&it, in, res, n, &pl, NULL), SQZ_ERR_NONFINITE);
+                CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, 0, 0, NULL, &pl, NULL), SQZ_ERR_NONFINITE);
                 free(pl);
                 double m = 0.0;
                 for (size_t i = 0; i < n; i++) {
@@ -579,7 +517,7 @@ static void test_nonfinite(size_t n)
                 CHECK_MSG(off == 0, "n=%zu bad %d at %zu (%s): %zu residual entries moved", n, b,
                           where[w], in_res ? "residual" : "in", off);
                 /* Without a residual too. */
-                CHECK_EQ_INT(do_compress(&it, in_res ? res0 : in, NULL, n, &pl, NULL),
+                CHECK_EQ_INT(sqz_tc_compress(&it, in_res ? res0 : in, NULL, n, 0, 0, NULL, &pl, NULL),
                              SQZ_ERR_NONFINITE);
                 free(pl);
             }
@@ -588,7 +526,7 @@ static void test_nonfinite(size_t n)
     free(in);
     free(res);
     free(res0);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* Several calls on one state with the residual carried: the invariant per call, scratch reused
@@ -596,7 +534,7 @@ static void test_nonfinite(size_t n)
 static void test_multistep(void)
 {
     const char *kv[] = {"FEDZIP_DENSITY=0.05", "FEDZIP_CLUSTERS=4", NULL};
-    inst_t it = inst_make(kv, 0.05, 4);
+    inst_t it = inst_make(kv);
     const size_t ns[] = {100003, 1000, 65536, 7, 100003, 1};
     float *in = alloc_floats(100003), *res = alloc_floats(100003), *out = alloc_floats(100003);
     float *a = alloc_floats(100003);
@@ -608,7 +546,7 @@ static void test_multistep(void)
         }
         uint8_t *pl;
         sqz_compress_args_v1_t args;
-        CHECK_EQ_INT(do_compress(&it, in, res, n, &pl, &args), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, 0, 0, NULL, &pl, &args), SQZ_OK);
         memset(out, 0, n * sizeof *out);
         CHECK_EQ_INT(C->decompress(it.state, pl, args.payload_bytes, out, n), SQZ_OK);
         double worst = 0.0;
@@ -624,7 +562,7 @@ static void test_multistep(void)
     free(res);
     free(out);
     free(a);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* Inputs that defeat the pre-sample (the compressor then falls back to an exact histogram of all
@@ -635,7 +573,7 @@ static void test_sample_misses(void)
 {
     const size_t n = (size_t)16384 * 16;
     const char *kv[] = {NULL};
-    inst_t it = inst_make(kv, 0.01, 3);
+    inst_t it = inst_make(kv);
     const size_t z = z_of(0.01, n);
     float *in = alloc_floats(n);
     uint32_t *ref = malloc(z * sizeof *ref);
@@ -652,7 +590,7 @@ static void test_sample_misses(void)
         }
         uint8_t *pl;
         sqz_compress_args_v1_t args;
-        CHECK_EQ_INT(do_compress(&it, in, NULL, n, &pl, &args), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, NULL, n, 0, 0, NULL, &pl, &args), SQZ_OK);
         parsed_t p;
         CHECK(parse_payload(pl, args.payload_bytes, n, &p));
         ref_topz(in, n, z, ref);
@@ -667,19 +605,19 @@ static void test_sample_misses(void)
     }
     free(ref);
     free(in);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* n == 0 and the query bound. */
 static void test_empty(void)
 {
     const char *kv[] = {NULL};
-    inst_t it = inst_make(kv, 0.01, 3);
+    inst_t it = inst_make(kv);
     CHECK_EQ_INT(C->max_payload(it.state, 0), 8);
     uint8_t *pl;
     sqz_compress_args_v1_t args;
     float dummy = 0.0f;
-    CHECK_EQ_INT(do_compress(&it, &dummy, NULL, 0, &pl, &args), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&it, &dummy, NULL, 0, 0, 0, NULL, &pl, &args), SQZ_OK);
     CHECK_EQ_INT(args.payload_bytes, 8);
     CHECK_EQ_INT(C->decompress(it.state, pl, 8, NULL, 0), SQZ_OK);
     CHECK_EQ_INT(C->decompress(it.state, pl, 8, &dummy, 0), SQZ_OK);
@@ -689,7 +627,7 @@ static void test_empty(void)
     CHECK_EQ_INT(C->query(it.state, &q), SQZ_ERR_NOT_SUPPORTED);
     q.count = UINT32_MAX;
     CHECK_EQ_INT(C->query(it.state, &q), SQZ_OK);
-    inst_free(&it);
+    sqz_tc_free(&it);
 
     /* Bounds are enforced by the core. */
     const char *bad[][2] = {{"FEDZIP_CLUSTERS=1", NULL},  {"FEDZIP_CLUSTERS=17", NULL},
@@ -712,14 +650,14 @@ static void test_positions(void)
     {
         const size_t n = 2000000;
         const char *kv[] = {"FEDZIP_DENSITY=1e-6", NULL};
-        inst_t it = inst_make(kv, 1e-6, 3);
+        inst_t it = inst_make(kv);
         float *in = alloc_floats(n), *out = alloc_floats(n), *res = alloc_floats(n);
         fill(in, n, DATA_GAUSS, 1e-3);
         in[0] = 5.0f;
         in[n - 1] = -7.0f;
         uint8_t *pl;
         sqz_compress_args_v1_t args;
-        CHECK_EQ_INT(do_compress(&it, in, res, n, &pl, &args), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, 0, 0, NULL, &pl, &args), SQZ_OK);
         parsed_t p;
         CHECK(parse_payload(pl, args.payload_bytes, n, &p));
         CHECK(p.z == 2 && p.pos[0] == 0 && p.pos[1] == n - 1);
@@ -731,28 +669,28 @@ static void test_positions(void)
         free(in);
         free(out);
         free(res);
-        inst_free(&it);
+        sqz_tc_free(&it);
     }
     /* z = n on a large zero vector: every gap 0, the most compressible stream (zstd RLE blocks),
      * which the decoder's bound on the content size per payload byte must still accept. */
     {
         const size_t n = (size_t)3 << 20;
         const char *kv[] = {"FEDZIP_DENSITY=1", NULL};
-        inst_t it = inst_make(kv, 1.0, 3);
+        inst_t it = inst_make(kv);
         float *in = alloc_floats(n), *out = alloc_floats(n);
         uint8_t *pl;
         sqz_compress_args_v1_t args;
-        CHECK_EQ_INT(do_compress(&it, in, NULL, n, &pl, &args), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, NULL, n, 0, 0, NULL, &pl, &args), SQZ_OK);
         CHECK_EQ_INT(C->decompress(it.state, pl, args.payload_bytes, out, n), SQZ_OK);
         printf("  z = n = %zu zeros: payload %zu bytes (stream %zu bytes)\n", n,
                args.payload_bytes, n + (n + 1) / 2);
         free(pl);
         free(in);
         free(out);
-        inst_free(&it);
+        sqz_tc_free(&it);
     }
     const char *kv[] = {NULL};
-    inst_t it = inst_make(kv, 0.01, 3);
+    inst_t it = inst_make(kv);
     const float cent[3] = {-1.0f, 0.5f, 2.0f};
     uint8_t pl[8192];
     /* Handcrafted: positions {0, 128, 299} (gaps of 1 and 2 bytes), decoded. */
@@ -800,7 +738,7 @@ static void test_positions(void)
         const size_t bytes = build_payload(2, 3, cent, &s, 1, pl, sizeof pl);
         expect_corrupt(&it, pl, bytes, UINT32_MAX, "u32-wrapping gap");
     }
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* Malformed payloads around a valid handcrafted one: n = 1000, z = 4, positions {0, 5, 200,
@@ -808,7 +746,7 @@ static void test_positions(void)
 static void test_malformed(void)
 {
     const char *kv[] = {NULL};
-    inst_t it = inst_make(kv, 0.01, 3);
+    inst_t it = inst_make(kv);
     const size_t n = 1000;
     const float cent[3] = {-1.0f, 0.5f, 2.0f};
     const uint8_t lab[4] = {0, 1, 2, 1};
@@ -973,7 +911,7 @@ static void test_malformed(void)
     }
 #undef STREAM
 #undef GOOD_POS
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -987,12 +925,12 @@ static void test_bits(void)
         char cbuf[32];
         snprintf(cbuf, sizeof cbuf, "FEDZIP_CLUSTERS=%u", cs[ci]);
         const char *kv[] = {cbuf, NULL};
-        inst_t it = inst_make(kv, 0.01, cs[ci]);
+        inst_t it = inst_make(kv);
         float *in = alloc_floats(n);
         fill(in, n, DATA_GAUSS, 1.0);
         uint8_t *pl;
         sqz_compress_args_v1_t args;
-        CHECK_EQ_INT(do_compress(&it, in, NULL, n, &pl, &args), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, NULL, n, 0, 0, NULL, &pl, &args), SQZ_OK);
         parsed_t p;
         CHECK(parse_payload(pl, args.payload_bytes, n, &p));
         const size_t z = z_of(0.01, n);
@@ -1029,14 +967,14 @@ static void test_bits(void)
         parsed_free(&p);
         free(pl);
         free(in);
-        inst_free(&it);
+        sqz_tc_free(&it);
     }
 }
 
 static void bench(const char *const *kv, double density, unsigned clusters, int ef)
 {
     const size_t n = (size_t)16 << 20;
-    inst_t it = inst_make(kv, density, clusters);
+    inst_t it = inst_make(kv);
     float *in = alloc_floats(n), *res = alloc_floats(n), *out = alloc_floats(n);
     fill(in, n, DATA_GAUSS, 1.0);
     const size_t maxp = C->max_payload(it.state, n);
@@ -1045,23 +983,7 @@ static void bench(const char *const *kv, double density, unsigned clusters, int 
     double tc = 1e30, td = 1e30;
     size_t bytes = 0;
     for (int rep = 0; rep < 5; rep++) {
-        sqz_compress_args_v1_t a;
-        memset(&a, 0, sizeof a);
-        a.size = sizeof a;
-        a.in = in;
-        a.residual = ef ? res : NULL;
-        a.n = n;
-        a.seq = (uint64_t)rep;
-        a.payload = pl;
-        a.capacity = maxp;
-        const double t0 = now_s();
-        CHECK_EQ_INT(C->compress(it.state, &a), SQZ_OK);
-        const double t1 = now_s();
-        CHECK_EQ_INT(C->decompress(it.state, pl, a.payload_bytes, out, n), SQZ_OK);
-        const double t2 = now_s();
-        tc = t1 - t0 < tc ? t1 - t0 : tc;
-        td = t2 - t1 < td ? t2 - t1 : td;
-        bytes = a.payload_bytes;
+        bytes = sqz_tc_time(&it, in, ef ? res : NULL, n, (uint64_t)rep, pl, maxp, out, &tc, &td);
     }
     const double gb = 4.0 * (double)n / 1e9;
     printf("  bench n=16M density %g c=%u %s %s: %.4f bits/elem; compress %.2f ms (%.2f GB/s), "
@@ -1072,7 +994,7 @@ static void bench(const char *const *kv, double density, unsigned clusters, int 
     free(res);
     free(out);
     free(pl);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 int main(void)

@@ -15,20 +15,9 @@
 
 #include <squeeze.h>
 
-#include "sqz_param.h"
-#include "sqz_test.h"
+#include "sqz_test_compressor.h"
 
 extern const sqz_compressor_v1_t sqz_compressor_qsgd;
-
-/* ---------------------------------------------------------------------------------------------
- * Deterministic test data.
- * ------------------------------------------------------------------------------------------- */
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Configurations under test.
@@ -73,75 +62,14 @@ static size_t expected_bytes(const method_t *m, size_t n)
     return 4 * ((n + m->bucket - 1) / m->bucket) + (n * b + 7) / 8;
 }
 
-typedef struct inst {
-    const method_t *m;
-    void           *config;
-    void           *state;
-} inst_t;
+typedef sqz_tc_t inst_t;
 
 static inst_t inst_create_rank(const method_t *m, int rank)
 {
-    inst_t it = {m, NULL, NULL};
-    char err[256] = "";
-    const sqz_status_t st =
-        sqz_plugin_config_make(&sqz_compressor_qsgd, m->kv, &it.config, err, sizeof err);
-    CHECK_MSG(st == SQZ_OK, "%s: config: %s", m->label, err);
-    REQUIRE(st == SQZ_OK);
-    const sqz_compressor_env_v1_t env = {sizeof env, rank, 2, 1234};
-    REQUIRE(sqz_compressor_qsgd.create(it.config, &env, &it.state) == SQZ_OK);
-    return it;
+    return sqz_tc_make(&sqz_compressor_qsgd, m->label, m->kv, rank);
 }
 
-static inst_t inst_create(const method_t *m)
-{
-    return inst_create_rank(m, 0);
-}
-
-static void inst_destroy(inst_t *it)
-{
-    sqz_compressor_qsgd.destroy(it->state);
-    free(it->config);
-}
-
-/* Compresses into a fresh payload of max_payload + 16 bytes (the 16 are a canary). */
-static sqz_status_t do_compress_stage(inst_t *it, const float *in, float *residual, size_t n,
-                                      uint64_t seq, int stage, uint8_t **payload,
-                                      sqz_compress_args_v1_t *out_args)
-{
-    const size_t maxp = sqz_compressor_qsgd.max_payload(it->state, n);
-    uint8_t *p = malloc(maxp + 16);
-    REQUIRE(p != NULL);
-    memset(p, 0xA5, maxp + 16);
-    sqz_compress_args_v1_t a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.in = in;
-    a.residual = residual;
-    a.n = n;
-    a.seq = seq;
-    a.stage = stage;
-    a.payload = p;
-    a.capacity = maxp;
-    const sqz_status_t st = sqz_compressor_qsgd.compress(it->state, &a);
-    if (st == SQZ_OK) {
-        CHECK_MSG(a.payload_bytes <= maxp, "%s n=%zu: %zu > max %zu", it->m->label, n,
-                  a.payload_bytes, maxp);
-        int canary_ok = 1;
-        for (size_t i = maxp; i < maxp + 16; i++) {
-            canary_ok &= p[i] == 0xA5;
-        }
-        CHECK_MSG(canary_ok, "%s n=%zu: wrote past max_payload", it->m->label, n);
-    }
-    *payload = p;
-    *out_args = a;
-    return st;
-}
-
-static sqz_status_t do_compress(inst_t *it, const float *in, float *residual, size_t n,
-                                uint64_t seq, uint8_t **payload, sqz_compress_args_v1_t *out_args)
-{
-    return do_compress_stage(it, in, residual, n, seq, 0, payload, out_args);
-}
+static inst_t inst_create(const method_t *m) { return inst_create_rank(m, 0); }
 
 /* ---------------------------------------------------------------------------------------------
  * An independent reader of the wire format: norms first, then b-bit codes LSB-first, level in
@@ -190,46 +118,6 @@ static float ref_norm(const method_t *m, const uint8_t *payload, size_t i)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * Helpers.
- * ------------------------------------------------------------------------------------------- */
-static void check_rejects(inst_t *it, const uint8_t *payload, size_t bytes, size_t n,
-                          const char *what)
-{
-    float *out = alloc_floats(n);
-    float *ref = alloc_floats(n);
-    for (size_t i = 0; i < n; i++) {
-        out[i] = ref[i] = 1000.0f + (float)i;
-    }
-    const sqz_status_t st = sqz_compressor_qsgd.decompress(it->state, payload, bytes, out, n);
-    CHECK_MSG(st == SQZ_ERR_CORRUPT, "%s n=%zu %s: status %d", it->m->label, n, what, (int)st);
-    CHECK_MSG(memcmp(out, ref, n * sizeof *out) == 0, "%s n=%zu %s: out written", it->m->label,
-              n, what);
-    CHECK_EQ_INT(sqz_compressor_qsgd.decompress(it->state, payload, bytes, NULL, n),
-                 SQZ_ERR_CORRUPT);
-    free(out);
-    free(ref);
-}
-
-/* After SQZ_ERR_NONFINITE: the residual holds its old values up to a few ulps of max |a|. */
-static int residual_restored(const float *in, const float *res, const float *res_old, size_t n)
-{
-    double maxabs = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const float a = in[i] + res_old[i];
-        if (isfinite(a)) {
-            maxabs = fmax(maxabs, fabs((double)a));
-        }
-    }
-    const double tol = 4.0 * FLT_EPSILON * (maxabs + 1e-30);
-    for (size_t i = 0; i < n; i++) {
-        if (!(fabs((double)res[i] - (double)res_old[i]) <= tol)) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* ---------------------------------------------------------------------------------------------
  * Contract tests: every configuration, every size.
  * ------------------------------------------------------------------------------------------- */
 static void test_generic(const method_t *m, size_t n)
@@ -245,7 +133,7 @@ static void test_generic(const method_t *m, size_t n)
 
     uint8_t *payload;
     sqz_compress_args_v1_t args;
-    REQUIRE(do_compress(&it, in, res, n, 7, &payload, &args) == SQZ_OK);
+    REQUIRE(sqz_tc_compress(&it, in, res, n, 7, 0, NULL, &payload, &args) == SQZ_OK);
     const size_t bytes = args.payload_bytes;
     CHECK_MSG(bytes == expected_bytes(m, n), "%s n=%zu: %zu bytes, expected %zu", m->label, n,
               bytes, expected_bytes(m, n));
@@ -314,24 +202,24 @@ static void test_generic(const method_t *m, size_t n)
         uint8_t *p2;
         sqz_compress_args_v1_t a2;
         memcpy(res, res_old, n * sizeof *res);
-        REQUIRE(do_compress(&it, in, res, n, 7, &p2, &a2) == SQZ_OK);
+        REQUIRE(sqz_tc_compress(&it, in, res, n, 7, 0, NULL, &p2, &a2) == SQZ_OK);
         CHECK(a2.payload_bytes == bytes && memcmp(p2, payload, bytes) == 0);
         free(p2);
         if (n >= 1000) {
             inst_t it1 = inst_create_rank(m, 1);
             memcpy(res, res_old, n * sizeof *res);
-            REQUIRE(do_compress(&it, in, res, n, 8, &p2, &a2) == SQZ_OK);
+            REQUIRE(sqz_tc_compress(&it, in, res, n, 8, 0, NULL, &p2, &a2) == SQZ_OK);
             CHECK_MSG(memcmp(p2, payload, bytes) != 0, "%s: seq ignored", m->label);
             free(p2);
             memcpy(res, res_old, n * sizeof *res);
-            REQUIRE(do_compress_stage(&it, in, res, n, 7, 1, &p2, &a2) == SQZ_OK);
+            REQUIRE(sqz_tc_compress(&it, in, res, n, 7, 1, NULL, &p2, &a2) == SQZ_OK);
             CHECK_MSG(memcmp(p2, payload, bytes) != 0, "%s: stage ignored", m->label);
             free(p2);
             memcpy(res, res_old, n * sizeof *res);
-            REQUIRE(do_compress(&it1, in, res, n, 7, &p2, &a2) == SQZ_OK);
+            REQUIRE(sqz_tc_compress(&it1, in, res, n, 7, 0, NULL, &p2, &a2) == SQZ_OK);
             CHECK_MSG(memcmp(p2, payload, bytes) != 0, "%s: rank ignored", m->label);
             free(p2);
-            inst_destroy(&it1);
+            sqz_tc_free(&it1);
         }
     }
     /* No error feedback: residual NULL gives the same payload. */
@@ -342,7 +230,7 @@ static void test_generic(const method_t *m, size_t n)
         for (size_t i = 0; i < n; i++) {
             a[i] = in[i] + res_old[i];
         }
-        CHECK_EQ_INT(do_compress(&it, a, NULL, n, 7, &p3, &a3), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, a, NULL, n, 7, 0, NULL, &p3, &a3), SQZ_OK);
         CHECK(a3.payload_bytes == bytes && memcmp(p3, payload, bytes) == 0);
         free(p3);
         free(a);
@@ -350,27 +238,27 @@ static void test_generic(const method_t *m, size_t n)
 
     /* Truncated and extended payloads are rejected without writing. */
     if (bytes > 0) {
-        check_rejects(&it, payload, bytes - 1, n, "truncated");
+        sqz_tc_check_rejects(&it, payload, bytes - 1, n, "truncated");
     }
     {
         uint8_t *ext = malloc(bytes + 1);
         REQUIRE(ext != NULL);
         memcpy(ext, payload, bytes);
         ext[bytes] = 0;
-        check_rejects(&it, ext, bytes + 1, n, "extended");
+        sqz_tc_check_rejects(&it, ext, bytes + 1, n, "extended");
         /* Bad norms: NaN, +Inf, negative, in the last bucket. */
         const uint32_t bad_norms[3] = {0x7fc00000u, 0x7f800000u, 0xbf800000u};
         const size_t last = 4 * (n_buckets(m, n) - 1);
         for (int v = 0; v < 3 && n > 0; v++) {
             memcpy(ext, payload, bytes);
             memcpy(ext + last, &bad_norms[v], 4);
-            check_rejects(&it, ext, bytes, n, "bad norm");
+            sqz_tc_check_rejects(&it, ext, bytes, n, "bad norm");
         }
         /* A level above s in the last element, where the L-bit field can hold one. */
         if (n > 0 && m->s + 1 < (1u << L)) {
             memcpy(ext, payload, bytes);
             ref_set_code(m, ext, n, n - 1, m->s + 1);
-            check_rejects(&it, ext, bytes, n, "level > s");
+            sqz_tc_check_rejects(&it, ext, bytes, n, "level > s");
         }
         free(ext);
     }
@@ -386,11 +274,11 @@ static void test_generic(const method_t *m, size_t n)
             memcpy(res, res_old, n * sizeof *res);
             uint8_t *p4;
             sqz_compress_args_v1_t a4;
-            CHECK_EQ_INT(do_compress(&it, in2, res, n, 9, &p4, &a4), SQZ_ERR_NONFINITE);
-            CHECK_MSG(residual_restored(in, res, res_old, n),
+            CHECK_EQ_INT(sqz_tc_compress(&it, in2, res, n, 9, 0, NULL, &p4, &a4), SQZ_ERR_NONFINITE);
+            CHECK_MSG(sqz_tc_residual_restored(in, res, res_old, n),
                       "%s n=%zu: residual not restored on non-finite input", m->label, n);
             free(p4);
-            CHECK_EQ_INT(do_compress(&it, in2, NULL, n, 9, &p4, &a4), SQZ_ERR_NONFINITE);
+            CHECK_EQ_INT(sqz_tc_compress(&it, in2, NULL, n, 9, 0, NULL, &p4, &a4), SQZ_ERR_NONFINITE);
             free(p4);
             free(in2);
         }
@@ -407,8 +295,8 @@ static void test_generic(const method_t *m, size_t n)
         memcpy(r3_old, r3, n * sizeof *r3);
         uint8_t *p5;
         sqz_compress_args_v1_t a5;
-        CHECK_EQ_INT(do_compress(&it, in3, r3, n, 10, &p5, &a5), SQZ_ERR_NONFINITE);
-        CHECK(residual_restored(in3, r3, r3_old, n));
+        CHECK_EQ_INT(sqz_tc_compress(&it, in3, r3, n, 10, 0, NULL, &p5, &a5), SQZ_ERR_NONFINITE);
+        CHECK(sqz_tc_residual_restored(in3, r3, r3_old, n));
         free(p5);
         free(in3);
         free(r3);
@@ -455,7 +343,7 @@ static void test_generic(const method_t *m, size_t n)
     free(res_old);
     free(res);
     free(dec);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -479,7 +367,7 @@ static void test_unbiased(const method_t *m, size_t n, int trials, double in_sca
     for (int t = 0; t < trials; t++) {
         uint8_t *payload;
         sqz_compress_args_v1_t args;
-        REQUIRE(do_compress(&it, in, NULL, n, (uint64_t)t, &payload, &args) == SQZ_OK);
+        REQUIRE(sqz_tc_compress(&it, in, NULL, n, (uint64_t)t, 0, NULL, &payload, &args) == SQZ_OK);
         memset(dec, 0, n * sizeof *dec);
         REQUIRE(sqz_compressor_qsgd.decompress(it.state, payload, args.payload_bytes, dec, n) ==
                 SQZ_OK);
@@ -529,7 +417,7 @@ static void test_unbiased(const method_t *m, size_t n, int trials, double in_sca
     free(dec);
     free(sum);
     free(sqerr);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* Bits per element: 1 + ceil(log2(s + 1)) + 32 / d, exactly when d | n and 8 | n. */
@@ -541,7 +429,7 @@ static void test_bits(const method_t *m)
     fill_random(in, n, 1.0);
     uint8_t *payload;
     sqz_compress_args_v1_t args;
-    REQUIRE(do_compress(&it, in, NULL, n, 1, &payload, &args) == SQZ_OK);
+    REQUIRE(sqz_tc_compress(&it, in, NULL, n, 1, 0, NULL, &payload, &args) == SQZ_OK);
     const double bpe = 8.0 * (double)args.payload_bytes / (double)n;
     const double want = 1.0 + level_bits(m->s) + 32.0 / (double)m->bucket;
     if (n % m->bucket == 0) {
@@ -551,7 +439,7 @@ static void test_bits(const method_t *m)
     }
     free(payload);
     free(in);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* Zero vector: exact zeros.  Extremes: the l2 norm of huge values overflows f32, tiny values
@@ -578,7 +466,7 @@ static void test_extremes(const method_t *m)
         memset(res, 0, n * sizeof *res);
         uint8_t *payload;
         sqz_compress_args_v1_t args;
-        CHECK_EQ_INT(do_compress(&it, in, res, n, 3, &payload, &args), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, 3, 0, NULL, &payload, &args), SQZ_OK);
         memset(dec, 0, n * sizeof *dec);
         CHECK_EQ_INT(sqz_compressor_qsgd.decompress(it.state, payload, args.payload_bytes, dec, n),
                      SQZ_OK);
@@ -594,7 +482,7 @@ static void test_extremes(const method_t *m)
     free(in);
     free(res);
     free(dec);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* Server stage: a reduced chunk compressed with stage 1 and its residual round-trips too. */
@@ -611,7 +499,7 @@ static void test_server_stage(const method_t *m)
     for (uint64_t seq = 0; seq < 4; seq++) {
         uint8_t *payload;
         sqz_compress_args_v1_t args;
-        REQUIRE(do_compress_stage(&it, y, sres, n, seq, 1, &payload, &args) == SQZ_OK);
+        REQUIRE(sqz_tc_compress(&it, y, sres, n, seq, 1, NULL, &payload, &args) == SQZ_OK);
         memset(dec, 0, n * sizeof *dec);
         CHECK_EQ_INT(sqz_compressor_qsgd.decompress(it.state, payload, args.payload_bytes, dec, n),
                      SQZ_OK);
@@ -622,7 +510,7 @@ static void test_server_stage(const method_t *m)
     free(y);
     free(sres);
     free(dec);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -645,25 +533,10 @@ static void bench(const method_t *m, int with_res)
     double tc = 1e30, td = 1e30;
     uint64_t h = 1469598103934665603ull;
     for (int rep = 0; rep < 5; rep++) {
-        sqz_compress_args_v1_t a;
-        memset(&a, 0, sizeof a);
-        a.size = sizeof a;
-        a.in = in;
-        a.residual = with_res ? res : NULL;
-        a.n = n;
-        a.seq = (uint64_t)rep;
-        a.payload = payload;
-        a.capacity = maxp;
-        const double t0 = now_s();
-        REQUIRE(sqz_compressor_qsgd.compress(it.state, &a) == SQZ_OK);
-        const double t1 = now_s();
-        REQUIRE(sqz_compressor_qsgd.decompress(it.state, payload, a.payload_bytes, out, n) ==
-                SQZ_OK);
-        const double t2 = now_s();
-        tc = fmin(tc, t1 - t0);
-        td = fmin(td, t2 - t1);
+        const size_t bytes =
+            sqz_tc_time(&it, in, with_res ? res : NULL, n, (uint64_t)rep, payload, maxp, out, &tc, &td);
         if (rep == 0) {
-            for (size_t i = 0; i < a.payload_bytes; i++) {
+            for (size_t i = 0; i < bytes; i++) {
                 h = (h ^ payload[i]) * 1099511628211ull;
             }
         }
@@ -677,7 +550,7 @@ static void bench(const method_t *m, int with_res)
     free(in);
     free(res);
     free(out);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 int main(int argc, char **argv)

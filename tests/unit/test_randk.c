@@ -15,8 +15,7 @@
 
 #include <squeeze/compressor_v1.h>
 
-#include "sqz_param.h"
-#include "sqz_test.h"
+#include "sqz_test_compressor.h"
 
 extern const sqz_compressor_v1_t sqz_compressor_randk;
 static const sqz_compressor_v1_t *const C = &sqz_compressor_randk;
@@ -33,41 +32,27 @@ static void fill_nonzero(float *x, size_t n, double scale)
     }
 }
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* ---------------------------------------------------------------------------------------------
  * Instances.
  * ------------------------------------------------------------------------------------------- */
-typedef struct inst {
-    void  *config;
-    void  *state;
-    double density;
-    int    unbiased;
-} inst_t;
+typedef sqz_tc_t inst_t;
 
 static inst_t inst_make(double density, int unbiased, int rank)
 {
-    inst_t it = {NULL, NULL, density, unbiased};
-    char d[64], err[256] = "";
+    char d[64];
     snprintf(d, sizeof d, "RANDK_DENSITY=%.17g", density);
     const char *kv[] = {d, unbiased ? "RANDK_SCALE=unbiased" : "RANDK_SCALE=none", NULL};
-    const sqz_status_t st = sqz_plugin_config_make(C, kv, &it.config, err, sizeof err);
-    CHECK_MSG(st == SQZ_OK, "config: %s", err);
-    REQUIRE(st == SQZ_OK);
-    const sqz_compressor_env_v1_t env = {sizeof env, rank, 2, 1234};
-    REQUIRE(C->create(it.config, &env, &it.state) == SQZ_OK);
-    return it;
+    return sqz_tc_make(C, "randk", kv, rank);
 }
 
-static void inst_free(inst_t *it)
+/* sqz_tc_compress without shared values, giving the payload's size. */
+static sqz_status_t do_compress(inst_t *it, const float *in, float *res, size_t n, uint64_t seq,
+                                int stage, uint8_t **payload, size_t *bytes)
 {
-    C->destroy(it->state);
-    free(it->config);
+    sqz_compress_args_v1_t a;
+    const sqz_status_t     st = sqz_tc_compress(it, in, res, n, seq, stage, NULL, payload, &a);
+    *bytes                    = a.payload_bytes;
+    return st;
 }
 
 static size_t k_of(double density, size_t n)
@@ -78,39 +63,6 @@ static size_t k_of(double density, size_t n)
     size_t k = (size_t)ceil(density * (double)n);
     k = k < 1 ? 1 : k;
     return k < n ? k : n;
-}
-
-/* Compresses into a fresh buffer of max_payload + 16 bytes (the 16 are a canary). */
-static sqz_status_t do_compress(inst_t *it, const float *in, float *res, size_t n, uint64_t seq,
-                                int stage, uint8_t **payload, size_t *bytes)
-{
-    const size_t maxp = C->max_payload(it->state, n);
-    uint8_t *p = malloc(maxp + 16);
-    REQUIRE(p != NULL);
-    memset(p, 0xA5, maxp + 16);
-    sqz_compress_args_v1_t a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.in = in;
-    a.residual = res;
-    a.n = n;
-    a.seq = seq;
-    a.stage = stage;
-    a.payload = p;
-    a.capacity = maxp;
-    const sqz_status_t st = C->compress(it->state, &a);
-    if (st == SQZ_OK) {
-        CHECK_MSG(a.payload_bytes <= maxp, "n=%zu: %zu > max %zu", n, a.payload_bytes, maxp);
-        int canary = 1;
-        for (size_t i = maxp; i < maxp + 16; i++) {
-            canary &= p[i] == 0xA5;
-        }
-        CHECK_MSG(canary, "n=%zu: wrote past max_payload", n);
-        CHECK(a.norm2_in >= 0.0 && a.norm2_err >= 0.0);
-    }
-    *payload = p;
-    *bytes = a.payload_bytes;
-    return st;
 }
 
 static double max_abs(const float *x, size_t n)
@@ -188,7 +140,7 @@ static void test_contracts(double density, int unbiased, size_t n)
         free(o1);
         free(o2);
         free(pl);
-        inst_free(&other);
+        sqz_tc_free(&other);
     }
 
     /* Finiteness: NaN or Inf at the first, a middle and the last element; overflow of a. */
@@ -282,7 +234,7 @@ static void test_contracts(double density, int unbiased, size_t n)
     free(res0);
     free(out);
     free(a);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -334,8 +286,8 @@ static void test_same_pattern(double density, size_t n)
     free(x1);
     free(s0);
     free(s1);
-    inst_free(&r0);
-    inst_free(&r1);
+    sqz_tc_free(&r0);
+    sqz_tc_free(&r1);
 }
 
 /* The reduce-scatter path: two ranks' payloads decoded into one buffer give a0 + a1 on the
@@ -384,8 +336,8 @@ static void test_sum_and_server(double density, int unbiased, size_t n)
     free(y);
     free(z);
     free(sres);
-    inst_free(&r0);
-    inst_free(&r1);
+    sqz_tc_free(&r0);
+    sqz_tc_free(&r1);
 }
 
 /* RANDK_SCALE=unbiased: over T seqs the mean decode of x converges to x.  Each position is kept
@@ -441,7 +393,7 @@ static void test_unbiased(double density, size_t n, int T)
     free(x);
     free(out);
     free(sum);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* Patterns on many seqs: k distinct positions every time, and every position equally likely
@@ -477,7 +429,7 @@ static void test_uniform(double density, size_t n, int T)
     free(x);
     free(sup);
     free(cnt);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -498,28 +450,13 @@ static void bench(double density, int unbiased, int ef)
     REQUIRE(pl != NULL);
     double tc = 1e30, td = 1e30, tcold = 1e30;
     for (int rep = 0; rep < 6; rep++) {
-        sqz_compress_args_v1_t a;
-        memset(&a, 0, sizeof a);
-        a.size = sizeof a;
-        a.in = in;
-        a.residual = ef ? res : NULL;
-        a.n = n;
-        a.seq = (uint64_t)rep;
-        a.payload = pl;
-        a.capacity = maxp;
-        const double t0 = now_s();
-        CHECK_EQ_INT(C->compress(it.state, &a), SQZ_OK);
-        const double t1 = now_s();
-        CHECK_EQ_INT(C->decompress(it.state, pl, a.payload_bytes, out, n), SQZ_OK);
-        const double t2 = now_s();
+        const size_t bytes = sqz_tc_time(&it, in, ef ? res : NULL, n, (uint64_t)rep, pl, maxp, out, &tc, &td);
         /* A decode with no cached pattern (another rank's payload of another length would). */
         inst_t fresh = inst_make(density, unbiased, 1);
-        const double t3 = now_s();
-        CHECK_EQ_INT(C->decompress(fresh.state, pl, a.payload_bytes, out, n), SQZ_OK);
-        const double t4 = now_s();
-        inst_free(&fresh);
-        tc = t1 - t0 < tc ? t1 - t0 : tc;
-        td = t2 - t1 < td ? t2 - t1 : td;
+        const double t3 = sqz_tc_now();
+        CHECK_EQ_INT(C->decompress(fresh.state, pl, bytes, out, n), SQZ_OK);
+        const double t4 = sqz_tc_now();
+        sqz_tc_free(&fresh);
         tcold = t4 - t3 < tcold ? t4 - t3 : tcold;
     }
     const double gb = 4.0 * (double)n / 1e9;
@@ -531,7 +468,7 @@ static void bench(double density, int unbiased, int ef)
     free(res);
     free(out);
     free(pl);
-    inst_free(&it);
+    sqz_tc_free(&it);
 }
 
 int main(void)
@@ -557,7 +494,7 @@ int main(void)
         CHECK_EQ_INT(bytes, 12);
         CHECK_EQ_INT(C->decompress(it.state, pl, bytes, NULL, 0), SQZ_OK);
         free(pl);
-        inst_free(&it);
+        sqz_tc_free(&it);
     }
     test_unbiased(0.1, 1000, 2000);
     test_unbiased(0.1, 7, 2000);

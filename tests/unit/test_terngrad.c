@@ -18,21 +18,10 @@
 
 #include <squeeze.h>
 
-#include "sqz_param.h"
-#include "sqz_test.h"
+#include "sqz_test_compressor.h"
 
 extern const sqz_compressor_v1_t sqz_compressor_terngrad;
 #define TG sqz_compressor_terngrad
-
-/* ---------------------------------------------------------------------------------------------
- * Deterministic test data.
- * ------------------------------------------------------------------------------------------- */
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Configurations under test.
@@ -68,75 +57,14 @@ static size_t expected_bytes(const method_t *m, size_t n)
     return 4 * n_buckets(m, n) + (n + 3) / 4;
 }
 
-typedef struct inst {
-    const method_t *m;
-    void           *config;
-    void           *state;
-} inst_t;
+typedef sqz_tc_t inst_t;
 
 static inst_t inst_create_rank(const method_t *m, int rank)
 {
-    inst_t it = {m, NULL, NULL};
-    char err[256] = "";
-    const sqz_status_t st = sqz_plugin_config_make(&TG, m->kv, &it.config, err, sizeof err);
-    CHECK_MSG(st == SQZ_OK, "%s: config: %s", m->label, err);
-    REQUIRE(st == SQZ_OK);
-    const sqz_compressor_env_v1_t env = {sizeof env, rank, 2, 1234};
-    REQUIRE(TG.create(it.config, &env, &it.state) == SQZ_OK);
-    return it;
+    return sqz_tc_make(&TG, m->label, m->kv, rank);
 }
 
-static inst_t inst_create(const method_t *m)
-{
-    return inst_create_rank(m, 0);
-}
-
-static void inst_destroy(inst_t *it)
-{
-    TG.destroy(it->state);
-    free(it->config);
-}
-
-/* Compresses into a fresh payload of max_payload + 16 bytes (the 16 are a canary). */
-static sqz_status_t do_compress_full(inst_t *it, const float *in, float *residual, size_t n,
-                                     uint64_t seq, int stage, const float *shared,
-                                     uint8_t **payload, sqz_compress_args_v1_t *out_args)
-{
-    const size_t maxp = TG.max_payload(it->state, n);
-    uint8_t *p = malloc(maxp + 16);
-    REQUIRE(p != NULL);
-    memset(p, 0xA5, maxp + 16);
-    sqz_compress_args_v1_t a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.in = in;
-    a.residual = residual;
-    a.n = n;
-    a.seq = seq;
-    a.stage = stage;
-    a.payload = p;
-    a.capacity = maxp;
-    a.shared = shared;
-    const sqz_status_t st = TG.compress(it->state, &a);
-    if (st == SQZ_OK) {
-        CHECK_MSG(a.payload_bytes <= maxp, "%s n=%zu: %zu > max %zu", it->m->label, n,
-                  a.payload_bytes, maxp);
-        int canary_ok = 1;
-        for (size_t i = maxp; i < maxp + 16; i++) {
-            canary_ok &= p[i] == 0xA5;
-        }
-        CHECK_MSG(canary_ok, "%s n=%zu: wrote past max_payload", it->m->label, n);
-    }
-    *payload = p;
-    *out_args = a;
-    return st;
-}
-
-static sqz_status_t do_compress(inst_t *it, const float *in, float *residual, size_t n,
-                                uint64_t seq, uint8_t **payload, sqz_compress_args_v1_t *out_args)
-{
-    return do_compress_full(it, in, residual, n, seq, 0, NULL, payload, out_args);
-}
+static inst_t inst_create(const method_t *m) { return inst_create_rank(m, 0); }
 
 /* ---------------------------------------------------------------------------------------------
  * An independent reader of the wire format: nb f32 scalers, then 2-bit codes 4 per byte
@@ -224,7 +152,7 @@ static void test_round_trip(const method_t *m, size_t n)
     }
     uint8_t *p;
     sqz_compress_args_v1_t args;
-    CHECK_EQ_INT(do_compress(&it, in, res, n, 7, &p, &args), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, 7, 0, NULL, &p, &args), SQZ_OK);
     CHECK_EQ_INT(args.payload_bytes, expected_bytes(m, n));
     CHECK_EQ_INT(TG.max_payload(it.state, n), expected_bytes(m, n));
     CHECK_EQ_INT(TG.shared_len(it.state, n), n_buckets(m, n));
@@ -265,11 +193,11 @@ static void test_round_trip(const method_t *m, size_t n)
     memcpy(res2, res, n * sizeof *res);
     uint8_t *p1, *p2, *p3;
     sqz_compress_args_v1_t a1, a2, a3;
-    CHECK_EQ_INT(do_compress(&it, in, res, n, 11, &p1, &a1), SQZ_OK);
-    CHECK_EQ_INT(do_compress(&it, in, res2, n, 11, &p2, &a2), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, 11, 0, NULL, &p1, &a1), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&it, in, res2, n, 11, 0, NULL, &p2, &a2), SQZ_OK);
     CHECK(memcmp(p1, p2, a1.payload_bytes) == 0);
     if (n >= 1000) {
-        CHECK_EQ_INT(do_compress(&it, in, NULL, n, 12, &p3, &a3), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, NULL, n, 12, 0, NULL, &p3, &a3), SQZ_OK);
         CHECK(memcmp(p1, p3, a1.payload_bytes) != 0);
         free(p3);
     }
@@ -281,7 +209,7 @@ static void test_round_trip(const method_t *m, size_t n)
     free(res);
     free(a);
     free(out);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* decode + residual_new == in + residual_old within a few ulps of max |a|, over several calls. */
@@ -297,7 +225,7 @@ static void test_error_feedback(const method_t *m, size_t n)
         memcpy(old, res, n * sizeof *res);
         uint8_t *p;
         sqz_compress_args_v1_t args;
-        CHECK_EQ_INT(do_compress_full(&it, in, res, n, seq, (int)(seq & 1), NULL, &p, &args),
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, seq, (int)(seq & 1), NULL, &p, &args),
                      SQZ_OK);
         memset(out, 0, n * sizeof *out);
         CHECK_EQ_INT(TG.decompress(it.state, p, args.payload_bytes, out, n), SQZ_OK);
@@ -316,7 +244,7 @@ static void test_error_feedback(const method_t *m, size_t n)
     free(res);
     free(old);
     free(out);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* NaN / Inf anywhere: SQZ_ERR_NONFINITE and the residual as it was (a few ulps of max |a|). */
@@ -334,7 +262,7 @@ static void test_nonfinite(const method_t *m, size_t n)
             in[where[w]] = bads[b];
             uint8_t *p;
             sqz_compress_args_v1_t args;
-            CHECK_EQ_INT(do_compress(&it, in, res, n, 3, &p, &args), SQZ_ERR_NONFINITE);
+            CHECK_EQ_INT(sqz_tc_compress(&it, in, res, n, 3, 0, NULL, &p, &args), SQZ_ERR_NONFINITE);
             free(p);
             double amax = 0.0, worst = 0.0;
             for (size_t i = 0; i < n; i++) {
@@ -351,14 +279,14 @@ static void test_nonfinite(const method_t *m, size_t n)
                       "%s n=%zu bad at %zu: residual moved by %.3g", m->label, n, where[w], worst);
             CHECK(res[where[w]] == old[where[w]]);
             /* Without a residual too. */
-            CHECK_EQ_INT(do_compress(&it, in, NULL, n, 3, &p, &args), SQZ_ERR_NONFINITE);
+            CHECK_EQ_INT(sqz_tc_compress(&it, in, NULL, n, 3, 0, NULL, &p, &args), SQZ_ERR_NONFINITE);
             free(p);
         }
     }
     free(in);
     free(res);
     free(old);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* Malformed payloads: SQZ_ERR_CORRUPT and out untouched; out == NULL only validates. */
@@ -369,7 +297,7 @@ static void test_corrupt(const method_t *m, size_t n)
     fill_random(in, n, 1.0);
     uint8_t *p;
     sqz_compress_args_v1_t args;
-    CHECK_EQ_INT(do_compress(&it, in, NULL, n, 5, &p, &args), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&it, in, NULL, n, 5, 0, NULL, &p, &args), SQZ_OK);
     const size_t bytes = args.payload_bytes;
     uint8_t *q = malloc(bytes + 8);
     REQUIRE(q != NULL);
@@ -420,7 +348,7 @@ static void test_corrupt(const method_t *m, size_t n)
     free(in);
     free(out);
     free(ref);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -451,8 +379,7 @@ static void test_unbiased(const method_t *m, size_t n, double shared_mult)
     for (int t = 0; t < trials; t++) {
         uint8_t *p;
         sqz_compress_args_v1_t args;
-        CHECK_EQ_INT(do_compress_full(&it, a, NULL, n, (uint64_t)t, 0,
-                                      shared_mult > 0 ? shared : NULL, &p, &args),
+        CHECK_EQ_INT(sqz_tc_compress(&it, a, NULL, n, (uint64_t)t, 0, shared_mult > 0 ? shared : NULL, &p, &args),
                      SQZ_OK);
         for (size_t k = 0; k < nb; k++) {
             bad_scaler += ref_scaler(p, k) != (shared_mult > 0 ? shared[k] : scal[k]);
@@ -494,7 +421,7 @@ static void test_unbiased(const method_t *m, size_t n, double shared_mult)
     free(mean);
     free(a);
     free(out);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* shared_fill gives max |in + residual| per bucket (the clipped max with clipping); the scaler at
@@ -542,7 +469,7 @@ static void test_shared(const method_t *m, size_t n)
         sqz_compress_args_v1_t args;
         float *r = alloc_floats(n);
         memcpy(r, res, n * sizeof *r);
-        CHECK_EQ_INT(do_compress_full(&it, in, r, n, 1, stage, sh, &p, &args), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, r, n, 1, stage, sh, &p, &args), SQZ_OK);
         size_t off = 0;
         for (size_t k = 0; k < nb; k++) {
             off += ref_scaler(p, k) != (stage == 0 ? sh[k] : vals[k]);
@@ -558,13 +485,8 @@ static void test_shared(const method_t *m, size_t n)
         const size_t maxp = TG.max_payload(it.state, n);
         p = malloc(maxp);
         REQUIRE(p != NULL);
-        memset(&args, 0, sizeof args);
-        args.size = (uint32_t)offsetof(sqz_compress_args_v1_t, shared);
-        args.in = in;
-        args.residual = NULL;
-        args.n = n;
-        args.payload = p;
-        args.capacity = maxp;
+        args        = sqz_tc_args(in, NULL, n, 0, 0, p, maxp);
+        args.size   = (uint32_t)offsetof(sqz_compress_args_v1_t, shared);
         args.shared = sh;
         CHECK_EQ_INT(TG.compress(it.state, &args), SQZ_OK);
         size_t off = 0;
@@ -586,7 +508,7 @@ static void test_shared(const method_t *m, size_t n)
         sqz_compress_args_v1_t args;
         float *r = alloc_floats(n);
         memcpy(r, res, n * sizeof *r);
-        CHECK_EQ_INT(do_compress_full(&it, in, r, n, 1, 0, sh, &p, &args), SQZ_OK);
+        CHECK_EQ_INT(sqz_tc_compress(&it, in, r, n, 1, 0, sh, &p, &args), SQZ_OK);
         size_t off = 0;
         for (size_t k = 0; k < nb; k++) {
             off += ref_scaler(p, k) != vals[k];
@@ -600,7 +522,7 @@ static void test_shared(const method_t *m, size_t n)
     free(a);
     free(vals);
     free(sh);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 /* Two simulated ranks: shared_fill on both, element-wise MAX, compress both with the result:
@@ -633,8 +555,8 @@ static void test_two_ranks(const method_t *m, size_t n)
     }
     uint8_t *p0, *p1;
     sqz_compress_args_v1_t a0, a1;
-    CHECK_EQ_INT(do_compress_full(&r0, in[0], res[0], n, 9, 0, mx, &p0, &a0), SQZ_OK);
-    CHECK_EQ_INT(do_compress_full(&r1, in[1], res[1], n, 9, 0, mx, &p1, &a1), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&r0, in[0], res[0], n, 9, 0, mx, &p0, &a0), SQZ_OK);
+    CHECK_EQ_INT(sqz_tc_compress(&r1, in[1], res[1], n, 9, 0, mx, &p1, &a1), SQZ_OK);
     CHECK(memcmp(p0, p1, 4 * nb) == 0);
     size_t off = 0;
     for (size_t k = 0; k < nb; k++) {
@@ -670,8 +592,8 @@ static void test_two_ranks(const method_t *m, size_t n)
         free(old[r]);
         free(vals[r]);
     }
-    inst_destroy(&r0);
-    inst_destroy(&r1);
+    sqz_tc_free(&r0);
+    sqz_tc_free(&r1);
 }
 
 /* Parameter bounds and create-time checks. */
@@ -715,22 +637,7 @@ static void bench(const method_t *m)
     REQUIRE(p != NULL);
     double tc = 1e30, td = 1e30;
     for (int rep = 0; rep < 5; rep++) {
-        sqz_compress_args_v1_t a;
-        memset(&a, 0, sizeof a);
-        a.size = sizeof a;
-        a.in = in;
-        a.residual = res;
-        a.n = n;
-        a.seq = (uint64_t)rep;
-        a.payload = p;
-        a.capacity = maxp;
-        const double t0 = now_s();
-        CHECK_EQ_INT(TG.compress(it.state, &a), SQZ_OK);
-        const double t1 = now_s();
-        CHECK_EQ_INT(TG.decompress(it.state, p, a.payload_bytes, out, n), SQZ_OK);
-        const double t2 = now_s();
-        tc = fmin(tc, t1 - t0);
-        td = fmin(td, t2 - t1);
+        (void)sqz_tc_time(&it, in, res, n, (uint64_t)rep, p, maxp, out, &tc, &td);
     }
     const double gb = (double)n * sizeof(float) / 1e9;
     printf("  bench %-18s 16M floats: compress %.2f GB/s, decode %.2f GB/s, both %.2f GB/s "
@@ -740,7 +647,7 @@ static void bench(const method_t *m)
     free(in);
     free(res);
     free(out);
-    inst_destroy(&it);
+    sqz_tc_free(&it);
 }
 
 int main(void)
