@@ -66,6 +66,11 @@ done
 command -v "$MPIRUN" >/dev/null 2>&1 || { echo "run_mlp.sh: $MPIRUN not found" >&2; exit 2; }
 OUT=${SQZ_BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/sqz-lowrank.XXXXXX")}
 mkdir -p "$OUT" || exit 2
+# Private copies: every configuration runs the same library and job even if the build tree is
+# rebuilt meanwhile (libsqueeze_mpi.so depends on no other Squeeze library).
+cp -L "$LIB" "$OUT/libsqueeze_mpi.so" && cp "$TRAIN" "$OUT/sqz_mlp_train" || exit 2
+LIB="$OUT/libsqueeze_mpi.so"
+TRAIN="$OUT/sqz_mlp_train"
 
 # The launch flags of tests/mpi/common.sh.
 FLAGS="--oversubscribe --bind-to none --mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none"
@@ -98,6 +103,9 @@ run() {
         if [ "$rc" -ne 0 ]; then
             echo "   run failed with status $rc (log: $OUT/$tag.log)" >&2
             tail -n 5 "$OUT/$tag.log" >&2
+            failed=1
+        elif [ -n "$preload" ] && [ ! -f "$OUT/$tag-0.json" ]; then
+            echo "   no stats from the interposer (log: $OUT/$tag.log)" >&2
             failed=1
         fi
         echo "$label $seed $rc $*" >>"$OUT/runs.txt"
@@ -150,6 +158,8 @@ for line in open(os.path.join(out, "runs.txt")):
         ad = s.get("adapt") or []
         if ad:
             rec["adapt"] = ad[-1]
+    elif any(e.startswith("SQZ_") for e in env):
+        rec["rc"] = rec["rc"] or -1  # the interposer did not run (no stats): not a result
     else:
         rec["wire"] = 4.0 * 85002 * steps  # dense: the buffer once per step (no interposer)
         rec["calls"] = steps
@@ -163,12 +173,15 @@ def mean(xs):
 def fmt(x, f):
     return "-" if x is None else f % x
 
-refwire = mean([r.get("wire") for r in rows.get(ref, [])])
+refwire = mean([r.get("wire") for r in rows.get(ref, []) if r["rc"] == 0 and r.get("same")])
 hdr = "%-20s %8s %8s %9s %9s %7s  %s" % ("config", "loss", "acc", "wire MB", "B/call", "vs " + ref.split("-")[1], "adapt (levels; B/call chosen/uniform; error/budget)")
 print(hdr)
 print("-" * len(hdr))
 for label in order:
-    rs = rows[label]
+    # failed runs, runs without stats and runs whose replicas or ranks' bytes differ are left out
+    bad = [r for r in rows[label] if r["rc"] != 0 or not r.get("same", False)
+           or not r.get("wire_same", False)]
+    rs = [r for r in rows[label] if r not in bad]
     loss = mean([r.get("loss") for r in rs])
     acc = mean([r.get("acc") for r in rs])
     wire = mean([r.get("wire") for r in rs])
@@ -180,13 +193,12 @@ for label in order:
                     if r.get("calls", 0) > START])
     rel = None if (refwire is None or wire is None or label == "dense") else wire / refwire
     ad = ""
-    a = rs[-1].get("adapt")
+    a = rs[-1].get("adapt") if rs else None
     if a:
         ad = "%s; %d/%d; %.4g/%.4g; %d solves" % (a["levels"], a["bytes"], a["bytes_uniform"],
                                                    a["error"], a["budget"], a["solves"])
-    bad = [r for r in rs if r["rc"] != 0 or not r.get("same", False) or not r["wire_same"]]
     if bad:
-        ad += "  [FAILED / replicas differ / ranks' bytes differ]"
+        ad += "  [%d run(s) left out: failed, no stats, or replicas/bytes differ]" % len(bad)
     print("%-20s %8s %8s %9s %9s %7s  %s" % (label, fmt(loss, "%.4f"), fmt(acc, "%.4f"),
           fmt(None if wire is None else wire / 1e6, "%.3f"), fmt(bpc, "%.0f"),
           fmt(rel, "%.3f"), ad))
