@@ -4,7 +4,8 @@
 # file per run in OUTDIR.  Usage:
 #   bench/gpu/ddp_compare.sh BUILDDIR OUTDIR [RUN...]
 # RUN names (default: all): dense-nvlink dense-socket preload-quant4 hook-quant4 preload-topk
-#   preload-sign torch-fp16 torch-powersgd
+#   preload-sign torch-fp16 torch-powersgd hook-powersgd4 hook-powersgd4-iters2 preload-powersgd4
+# (PowerSGD runs start compressing at step 2, as torch-powersgd's start_powerSGD_iter=2.)
 # Extra arguments for ddp_train.py: DDP_ARGS (default "--steps 60 --bf16").
 set -u
 B=$(cd "$1" && pwd)
@@ -29,6 +30,9 @@ for r in $RUNS; do
     preload-sign) cmd="env $SOCK $P SQZ_METHOD=sign $T --comm dense" ;;
     torch-fp16) cmd="env $SOCK $T --comm torch-fp16" ;;
     torch-powersgd) cmd="env $SOCK $T --comm torch-powersgd --powersgd-rank 4" ;;
+    hook-powersgd4) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=2" ;;
+    hook-powersgd4-iters2) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=2 --sqz POWERSGD_ITERS=2" ;;
+    preload-powersgd4) cmd="env $SOCK $P SQZ_METHOD=powersgd SQZ_POWERSGD_RANK=4 SQZ_POWERSGD_START_STEPS=2 $T --comm dense" ;;
     *) echo "unknown run $r" >&2; exit 2 ;;
     esac
     echo "== $r: $cmd"
