@@ -6,6 +6,7 @@
 
 #include <squeeze.h>
 
+#include "sqz_moe.h"
 #include "sqz_param.h"
 #include "sqz_registry.h"
 #include "sqz_state.h"
@@ -40,6 +41,11 @@ typedef struct sqz_core_params {
     int         sparse_algo;   /* 0 auto, 1 allgather, 2 split */
     int         entropy;       /* sqz_entropy_mode_t */
     double      link_gbps;
+    int         moe;           /* sqz_moe_mode_t */
+    const char *moe_cycle;
+    int64_t     moe_dim;
+    int64_t     lsh_hashes;
+    int64_t     lsh_dim;
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */
@@ -77,6 +83,11 @@ struct sqz_ctx {
      * sqz_ctx_flush_gpu_stats); guarded by lock.  Set only by the GPU engine. */
     struct sqz_comm          **gpu_comms;
     size_t                     ngpu_comms;
+    /* MoE token all-to-alls: SQZ_MOE_CYCLE parsed, and one stats row per codec (guarded by lock) */
+    signed char                moe_cycle[SQZ_MOE_CYCLE_MAX];
+    int                        moe_ncycle;
+    sqz_moe_stats_t            moe_stats[SQZ_MOE_NCODECS];
+    uint64_t                   moe_passthrough;
 };
 
 struct sqz_gpu_comm;
@@ -119,6 +130,7 @@ struct sqz_comm {
     void (*gpu_destroy)(struct sqz_comm *comm);
     void (*gpu_flush_stats)(struct sqz_comm *comm);
     int                gpu_abandon;      /* destroy without touching the device (after abort) */
+    sqz_moe_comm_t    *moe;              /* MoE token all-to-all state, or NULL (sqz_moe.c) */
 };
 
 /** Per-call accounting filled by the collective algorithms. */
