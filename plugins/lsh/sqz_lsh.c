@@ -10,6 +10,12 @@
  *  - Combining the L codes: concatenation into one 64-bit id (the AND construction: two tokens
  *    share a bucket only when all L codes agree; more hashes, more buckets), as the paper's
  *    ablation implies.
+ *  - Sampling: the hash reads SQZ_LSH_SAMPLE seeded coordinates of each token (default 64; all
+ *    when the token is shorter), so its cost per token does not grow with d while the bytes do:
+ *    at d = 256 hashing every coordinate costs about as much time as 1 Gbit/s takes to send the
+ *    token.  A random subset of coordinates keeps the angles of dense activations roughly (each
+ *    coordinate carries a share of every direction), and clusters apart in d dimensions are apart
+ *    in the subset too.
  *  - Normalization: none is needed (argmax of a projection is scale-invariant), but the block's
  *    mean is subtracted first: MoE activations share a large common component, and an angular
  *    hash of uncentered tokens would put nearly all of them in one bucket.
@@ -23,19 +29,17 @@
 #include "sqz_lsh.h"
 #include "sqz_plugin_util.h"
 
-/* Projections are computed 8 at a time with a fixed inner trip count, which the compiler
- * vectorizes at -O2; the projection count is padded with zero rows to a multiple of 8. */
-#define SQZ_LSH_LANES 8
-
 struct sqz_lsh {
     size_t    width;
+    size_t    ns;                /* coordinates hashed (sampled from width) */
+    uint32_t *cols;              /* ns sorted coordinates */
     int       rot_dim, hashes;
     unsigned  bits;
-    size_t    nproj, nproj_pad;  /* hashes * rot_dim, rounded up to SQZ_LSH_LANES */
-    float    *proj;              /* nproj rows of width: the matrices, row-major (for tests) */
-    float    *projt;             /* width rows of nproj_pad: transposed, for the hot loop */
+    size_t    nproj;             /* hashes * rot_dim */
+    float    *proj;              /* nproj rows of ns: the matrices, row-major */
     /* scratch, grown on demand and kept */
-    float    *row, *acc, *mean;  /* width, nproj_pad, width */
+    float    *row, *acc, *mean;  /* ns, nproj, ns */
+    double   *msum;              /* ns */
     uint64_t *keys;
     size_t    keycap;
     uint32_t *group, *first, *count;
@@ -65,7 +69,7 @@ static double sqz_lsh_gauss(uint64_t *s)
  * orthonormal when d' <= d; beyond that the extra rows are only normalized). */
 static void sqz_lsh_draw(sqz_lsh_t *l, uint64_t seed)
 {
-    const size_t d = l->width;
+    const size_t d = l->ns;
     double      *v = malloc(d * sizeof(double) * (size_t)l->rot_dim);
     uint64_t     s = seed ^ 0x4c53484d6f45ull; /* "LSHMoE": a stream of its own */
     for (int h = 0; h < l->hashes; h++) {
@@ -94,15 +98,47 @@ static void sqz_lsh_draw(sqz_lsh_t *l, uint64_t seed)
             }
             const size_t p = (size_t)h * (size_t)l->rot_dim + (size_t)i;
             for (size_t j = 0; j < d; j++) {
-                l->proj[p * d + j]            = (float)vi[j];
-                l->projt[j * l->nproj_pad + p] = (float)vi[j];
+                l->proj[p * d + j] = (float)vi[j];
             }
         }
     }
     free(v);
 }
 
-sqz_status_t sqz_lsh_create(size_t width, int rot_dim, int hashes, uint64_t seed, sqz_lsh_t **out)
+/* The sampled coordinates: a seeded partial Fisher-Yates shuffle of [0, width), sorted (the
+ * gather then walks the token forward). */
+static sqz_status_t sqz_lsh_sample(sqz_lsh_t *l, uint64_t seed)
+{
+    uint32_t *perm = malloc(l->width * sizeof(uint32_t));
+    if (NULL == perm) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    for (size_t j = 0; j < l->width; j++) {
+        perm[j] = (uint32_t)j;
+    }
+    uint64_t s = seed ^ 0x636f6c756d6e73ull; /* "columns" */
+    for (size_t k = 0; k < l->ns && l->ns < l->width; k++) {
+        const size_t   j = k + (size_t)(sqz_pu_splitmix64(&s) % (l->width - k));
+        const uint32_t t = perm[k];
+        perm[k]          = perm[j];
+        perm[j]          = t;
+    }
+    /* Insertion sort of the first ns (ns is small). */
+    for (size_t k = 1; k < l->ns; k++) {
+        const uint32_t v = perm[k];
+        size_t         i = k;
+        for (; i > 0 && perm[i - 1] > v; i--) {
+            perm[i] = perm[i - 1];
+        }
+        perm[i] = v;
+    }
+    memcpy(l->cols, perm, l->ns * sizeof(uint32_t));
+    free(perm);
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_lsh_create(size_t width, int rot_dim, int hashes, size_t sample, uint64_t seed,
+                            sqz_lsh_t **out)
 {
     *out = NULL;
     if (0 == width || width > UINT32_MAX || rot_dim < 1 || rot_dim > SQZ_LSH_MAX_DIM ||
@@ -115,17 +151,19 @@ sqz_status_t sqz_lsh_create(size_t width, int rot_dim, int hashes, uint64_t seed
         return SQZ_ERR_NO_MEMORY;
     }
     l->width     = width;
+    l->ns        = (0 == sample || sample > width) ? width : sample;
     l->rot_dim   = rot_dim;
     l->hashes    = hashes;
     l->bits      = sqz_lsh_code_bits(rot_dim);
     l->nproj     = (size_t)hashes * (size_t)rot_dim;
-    l->nproj_pad = (l->nproj + SQZ_LSH_LANES - 1) / SQZ_LSH_LANES * SQZ_LSH_LANES;
-    l->proj      = malloc(l->nproj * width * sizeof(float));
-    l->projt     = calloc(l->nproj_pad * width, sizeof(float));
-    l->row       = malloc(width * sizeof(float));
-    l->mean      = malloc(width * sizeof(float));
-    l->acc       = malloc(l->nproj_pad * sizeof(float));
-    if (NULL == l->proj || NULL == l->projt || NULL == l->row || NULL == l->mean || NULL == l->acc) {
+    l->proj      = malloc(l->nproj * l->ns * sizeof(float));
+    l->cols      = malloc(l->ns * sizeof(uint32_t));
+    l->row       = malloc(l->ns * sizeof(float));
+    l->mean      = malloc(l->ns * sizeof(float));
+    l->acc       = malloc(l->nproj * sizeof(float));
+    l->msum      = malloc(l->ns * sizeof(double));
+    if (NULL == l->proj || NULL == l->cols || NULL == l->row || NULL == l->mean || NULL == l->acc ||
+        NULL == l->msum || SQZ_OK != sqz_lsh_sample(l, seed)) {
         sqz_lsh_destroy(l);
         return SQZ_ERR_NO_MEMORY;
     }
@@ -140,10 +178,11 @@ void sqz_lsh_destroy(sqz_lsh_t *l)
         return;
     }
     free(l->proj);
-    free(l->projt);
+    free(l->cols);
     free(l->row);
     free(l->mean);
     free(l->acc);
+    free(l->msum);
     free(l->keys);
     free(l->group);
     free(l->first);
@@ -160,37 +199,60 @@ uint64_t *sqz_lsh_keys(sqz_lsh_t *l, size_t tokens)
     return sqz_pu_grow((void **)&l->keys, &l->keycap, (tokens ? tokens : 1) * sizeof(uint64_t));
 }
 
-/* The projections of one centered row into l->acc. */
+/* The projections of one centered row into l->acc: one dot product per projection row, 4 lanes
+ * at a time in a GCC/Clang vector type (one SSE/NEON register), with four independent partial
+ * sums so that the adds do not wait on each other.  (The plain loops are not vectorized at -O2,
+ * and scalar hashing would cost more time than the bytes it saves.)  The summation order is
+ * fixed by this code: the same bits on every rank. */
+typedef float sqz_lsh_v4 __attribute__((vector_size(4 * sizeof(float))));
+
 static void sqz_lsh_project(sqz_lsh_t *l, const float *row)
 {
-    const size_t P = l->nproj_pad;
-    float *const acc = l->acc;
-    memset(acc, 0, P * sizeof(float));
-    for (size_t j = 0; j < l->width; j++) {
-        const float        xj = row[j];
-        const float *const r  = l->projt + j * P;
-        for (size_t p = 0; p < P; p += SQZ_LSH_LANES) {
-            for (int q = 0; q < SQZ_LSH_LANES; q++) {
-                acc[p + q] += xj * r[p + q];
-            }
+    const size_t d = l->ns, dv = d / 16 * 16;
+    for (size_t p = 0; p < l->nproj; p++) {
+        const float *const r  = l->proj + p * d;
+        sqz_lsh_v4         s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        for (size_t j = 0; j < dv; j += 16) {
+            sqz_lsh_v4 x[4], w[4];
+            memcpy(x, row + j, sizeof(x));
+            memcpy(w, r + j, sizeof(w));
+            s0 += x[0] * w[0];
+            s1 += x[1] * w[1];
+            s2 += x[2] * w[2];
+            s3 += x[3] * w[3];
         }
+        s0 += s1;
+        s2 += s3;
+        s0 += s2;
+        float acc = (s0[0] + s0[1]) + (s0[2] + s0[3]);
+        for (size_t j = dv; j < d; j++) {
+            acc += row[j] * r[j];
+        }
+        l->acc[p] = acc;
     }
 }
 
 sqz_status_t sqz_lsh_hash(sqz_lsh_t *l, const float *x, size_t tokens, uint64_t *bucket)
 {
-    const size_t d = l->width;
-    /* The block mean, accumulated in double (a long block would lose low bits in float). */
-    for (size_t j = 0; j < d; j++) {
-        double m = 0;
-        for (size_t t = 0; t < tokens; t++) {
-            m += x[t * d + j];
+    const size_t          d = l->width, ns = l->ns;
+    const uint32_t *const cols = l->cols;
+    /* The block mean of the sampled coordinates, accumulated in double (a long block would lose
+     * low bits in float), token by token (a column walk would miss the cache on every token). */
+    double *const m = l->msum;
+    memset(m, 0, ns * sizeof(double));
+    for (size_t t = 0; t < tokens; t++) {
+        const float *const xt = x + t * d;
+        for (size_t k = 0; k < ns; k++) {
+            m[k] += xt[cols[k]];
         }
-        l->mean[j] = tokens ? (float)(m / (double)tokens) : 0.0f;
+    }
+    for (size_t k = 0; k < ns; k++) {
+        l->mean[k] = tokens ? (float)(m[k] / (double)tokens) : 0.0f;
     }
     for (size_t t = 0; t < tokens; t++) {
-        for (size_t j = 0; j < d; j++) {
-            l->row[j] = x[t * d + j] - l->mean[j];
+        const float *const xt = x + t * d;
+        for (size_t k = 0; k < ns; k++) {
+            l->row[k] = xt[cols[k]] - l->mean[k];
         }
         sqz_lsh_project(l, l->row);
         uint64_t id = 0;

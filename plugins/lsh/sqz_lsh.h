@@ -87,15 +87,18 @@ typedef struct sqz_lsh sqz_lsh_t;
 unsigned sqz_lsh_code_bits(int rot_dim);
 
 /** Creates a codec for tokens of `width` float elements: `hashes` cross-polytope hash functions,
- *  each a projection into rot_dim dimensions by a random matrix with orthonormal rows drawn from
- *  `seed` (the same seed gives the same bits on every rank and machine).
+ *  each a projection into rot_dim dimensions by a random matrix with orthonormal rows, applied to
+ *  `sample` coordinates of each token (0 or more than width: all), all drawn from `seed` (the same
+ *  seed gives the same bits on every rank and machine).
  *  \return SQZ_ERR_INVALID_PARAM when width is 0, rot_dim or hashes are out of range or do not
  *  fit a 64-bit bucket id. */
-sqz_status_t sqz_lsh_create(size_t width, int rot_dim, int hashes, uint64_t seed, sqz_lsh_t **out);
+sqz_status_t sqz_lsh_create(size_t width, int rot_dim, int hashes, size_t sample, uint64_t seed,
+                            sqz_lsh_t **out);
 void         sqz_lsh_destroy(sqz_lsh_t *lsh);
 size_t       sqz_lsh_width(const sqz_lsh_t *lsh);
 
-/** The projection matrices (hashes * rot_dim rows of width floats, row-major), for tests. */
+/** The projection matrices (hashes * rot_dim rows of min(sample, width) floats, row-major), for
+ *  tests. */
 const float *sqz_lsh_projections(const sqz_lsh_t *lsh);
 
 /** Bucket id of each of `tokens` tokens (float, width each) into bucket[]: the concatenated codes

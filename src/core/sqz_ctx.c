@@ -104,6 +104,9 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
     {"LSH_DIM", SQZ_PARAM_INT, "4", 1, SQZ_LSH_MAX_DIM, NULL, CORE(lsh_dim),
      "dimension each LSH hash function rotates a token into (2 * LSH_DIM codes per hash); "
      "LSH_HASHES * ceil(log2(2 * LSH_DIM)) must not exceed 64"},
+    {"LSH_SAMPLE", SQZ_PARAM_INT, "64", 0, 16777216, NULL, CORE(lsh_sample),
+     "coordinates of each token the LSH hash reads (a seeded random subset, the same on every "
+     "rank; 0: all): keeps the hashing cost per token independent of d_model"},
 };
 #define SQZ_NCORE (sizeof(sqz_core_param_defs) / sizeof(sqz_core_param_defs[0]))
 

@@ -46,6 +46,7 @@ typedef struct sqz_core_params {
     int64_t     moe_dim;
     int64_t     lsh_hashes;
     int64_t     lsh_dim;
+    int64_t     lsh_sample;
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */

@@ -48,7 +48,7 @@ static sqz_status_t sqz_moe_comm_get(sqz_comm_t *comm, size_t width, int lsh)
         m->sizes  = calloc(2 * (size_t)comm->nranks, sizeof(uint64_t));
         m->bytes  = calloc(4 * (size_t)comm->nranks, sizeof(size_t));
         if (NULL == m->sizes || NULL == m->bytes ||
-            SQZ_OK != sqz_lsh_create(1, 1, 1, 0, &m->scratch)) {
+            SQZ_OK != sqz_lsh_create(1, 1, 1, 64, 0, &m->scratch)) {
             sqz_moe_comm_free(comm);
             return SQZ_ERR_NO_MEMORY;
         }
@@ -60,8 +60,8 @@ static sqz_status_t sqz_moe_comm_get(sqz_comm_t *comm, size_t width, int lsh)
         sqz_lsh_destroy(m->lsh);
         m->lsh                     = NULL;
         const sqz_core_params_t *p = &comm->ctx->p;
-        SQZ_CHECK(sqz_lsh_create(width, (int)p->lsh_dim, (int)p->lsh_hashes, (uint64_t)p->seed,
-                                 &m->lsh));
+        SQZ_CHECK(sqz_lsh_create(width, (int)p->lsh_dim, (int)p->lsh_hashes,
+                                 (size_t)p->lsh_sample, (uint64_t)p->seed, &m->lsh));
     }
     return SQZ_OK;
 }

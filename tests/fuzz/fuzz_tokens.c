@@ -136,7 +136,7 @@ static void mutate(uint8_t *b, size_t *len, size_t cap)
 int main(void)
 {
     sqz_lsh_t *scratch = NULL;
-    if (SQZ_OK != sqz_lsh_create(1, 1, 1, 0, &scratch)) {
+    if (SQZ_OK != sqz_lsh_create(1, 1, 1, 64, 0, &scratch)) {
         die("cannot create the scratch codec", 0, 0, 0);
     }
     for (int it = 0; it < 3000; it++) {
@@ -167,7 +167,7 @@ int main(void)
         size_t bytes = 0;
         if (lsh) {
             sqz_lsh_t *l = NULL;
-            if (SQZ_OK != sqz_lsh_create(width, 1 + (int)below(8), 1 + (int)below(8), rnd(), &l) ||
+            if (SQZ_OK != sqz_lsh_create(width, 1 + (int)below(8), 1 + (int)below(8), 64, rnd(), &l) ||
                 SQZ_OK != sqz_lsh_encode(l, f, tokens, blk, &bytes, NULL)) {
                 die("lsh encode failed", tokens, width, 0);
             }

@@ -34,9 +34,9 @@ static double norm2(const float *a, const float *b, size_t n)
 static void test_projections(void)
 {
     sqz_lsh_t *a = NULL, *b = NULL, *c = NULL;
-    REQUIRE(SQZ_OK == sqz_lsh_create(64, 4, 6, 42, &a));
-    REQUIRE(SQZ_OK == sqz_lsh_create(64, 4, 6, 42, &b));
-    REQUIRE(SQZ_OK == sqz_lsh_create(64, 4, 6, 43, &c));
+    REQUIRE(SQZ_OK == sqz_lsh_create(64, 4, 6, 64, 42, &a));
+    REQUIRE(SQZ_OK == sqz_lsh_create(64, 4, 6, 64, 42, &b));
+    REQUIRE(SQZ_OK == sqz_lsh_create(64, 4, 6, 64, 43, &c));
     CHECK(0 == memcmp(sqz_lsh_projections(a), sqz_lsh_projections(b), 24 * 64 * sizeof(float)));
     CHECK(0 != memcmp(sqz_lsh_projections(a), sqz_lsh_projections(c), 24 * 64 * sizeof(float)));
     /* Rows of one hash function are orthonormal (a partial rotation). */
@@ -54,10 +54,10 @@ static void test_projections(void)
     sqz_lsh_destroy(b);
     sqz_lsh_destroy(c);
     /* Out of range: 16 hashes of 5 bits (d' = 16) do not fit 64 bits. */
-    CHECK(SQZ_ERR_INVALID_PARAM == sqz_lsh_create(64, 16, 16, 1, &a));
-    CHECK(SQZ_ERR_INVALID_PARAM == sqz_lsh_create(0, 4, 6, 1, &a));
-    CHECK(SQZ_ERR_INVALID_PARAM == sqz_lsh_create(8, 0, 6, 1, &a));
-    CHECK(SQZ_ERR_INVALID_PARAM == sqz_lsh_create(8, 4, 0, 1, &a));
+    CHECK(SQZ_ERR_INVALID_PARAM == sqz_lsh_create(64, 16, 16, 64, 1, &a));
+    CHECK(SQZ_ERR_INVALID_PARAM == sqz_lsh_create(0, 4, 6, 64, 1, &a));
+    CHECK(SQZ_ERR_INVALID_PARAM == sqz_lsh_create(8, 0, 6, 64, 1, &a));
+    CHECK(SQZ_ERR_INVALID_PARAM == sqz_lsh_create(8, 4, 0, 64, 1, &a));
     CHECK_EQ_INT(sqz_lsh_code_bits(4), 3);
     CHECK_EQ_INT(sqz_lsh_code_bits(8), 4);
     CHECK_EQ_INT(sqz_lsh_code_bits(1), 1);
@@ -72,7 +72,7 @@ static void test_identical_share_bucket(void)
         memcpy(x + t * d, x + (t - 100) * d, d * sizeof(float));
     }
     sqz_lsh_t *l = NULL;
-    REQUIRE(SQZ_OK == sqz_lsh_create(d, 4, 6, 7, &l));
+    REQUIRE(SQZ_OK == sqz_lsh_create(d, 4, 6, 64, 7, &l));
     uint64_t b[200];
     sqz_lsh_hash(l, x, n, b);
     size_t same = 0, distinct_pairs = 0;
@@ -92,7 +92,7 @@ static void test_clustered_reconstruction(void)
     float       *x = alloc_floats(n * d), *centers = alloc_floats(k * d), *y = alloc_floats(n * d);
     clustered(x, n, d, k, 0.1, centers);
     sqz_lsh_t *l = NULL;
-    REQUIRE(SQZ_OK == sqz_lsh_create(d, 4, 6, 42, &l));
+    REQUIRE(SQZ_OK == sqz_lsh_create(d, 4, 6, 64, 42, &l));
     const size_t   raw = sqz_tok_raw_bytes(n, d, SQZ_DTYPE_FLOAT32);
     unsigned char *blk = malloc(raw);
     uint32_t      *map = malloc(n * sizeof(uint32_t));
@@ -142,7 +142,7 @@ static void test_dedup(void)
         memcpy(x + t * d, uniq + (rng_u64() % 10) * d, d * sizeof(float));
     }
     sqz_lsh_t *s = NULL;
-    REQUIRE(SQZ_OK == sqz_lsh_create(1, 1, 1, 0, &s));
+    REQUIRE(SQZ_OK == sqz_lsh_create(1, 1, 1, 64, 0, &s));
     unsigned char *blk = malloc(sqz_tok_raw_bytes(n, d, SQZ_DTYPE_FLOAT32));
     size_t         bytes = 0;
     REQUIRE(SQZ_OK == sqz_dedup_encode(s, x, n, d, SQZ_DTYPE_FLOAT32, blk, &bytes));
@@ -186,7 +186,7 @@ static void test_corrupt(void)
         }
     }
     sqz_lsh_t *s = NULL;
-    REQUIRE(SQZ_OK == sqz_lsh_create(d, 2, 3, 1, &s));
+    REQUIRE(SQZ_OK == sqz_lsh_create(d, 2, 3, 64, 1, &s));
     unsigned char blk[2048], bad[2048];
     size_t        bytes = 0;
     REQUIRE(SQZ_OK == sqz_dedup_encode(s, x, n, d, SQZ_DTYPE_FLOAT32, blk, &bytes));

@@ -192,7 +192,8 @@ static void rank_main(int me, void *arg)
 
     /* Every rank derives the same hash: bucket ids of common tokens, gathered and compared. */
     sqz_lsh_t *l = NULL;
-    REQUIRE(SQZ_OK == sqz_lsh_create(DIM, 4, 6, (uint64_t)ctx->p.seed, &l));
+    REQUIRE(SQZ_OK ==
+            sqz_lsh_create(DIM, 4, 6, (size_t)ctx->p.lsh_sample, (uint64_t)ctx->p.seed, &l));
     uint64_t ids[64], all[MAXR * 64];
     float    common[64 * DIM];
     for (size_t i = 0; i < 64 * DIM; i++) {
