@@ -191,6 +191,78 @@ SQZ_API size_t sqz_layout_get(const sqz_comm_t *comm, uint64_t key, size_t count
                               sqz_layer_t *layers, size_t cap);
 
 /* ------------------------------------------------------------------------------------------ */
+/* MoE token all-to-all (LSH-MoE, Nie et al. 2024)                                            */
+/* ------------------------------------------------------------------------------------------ */
+/* Counts and displacements below are in tokens (rows of `dim` elements), one entry per rank of
+ * the communicator, as for MPI_Alltoallv: rank r's block goes to sendbuf + sdispls[r] * dim for
+ * sendcounts[r] tokens, and rank r's tokens land at recvbuf + rdispls[r] * dim.  recvcounts[r]
+ * must equal what rank r sends here.  Zero counts are allowed.  The block a rank sends itself is
+ * copied exactly.  Calls on one communicator are serialized (thread-safe, one at a time); every
+ * rank of the communicator must make the same sequence of calls. */
+
+/** How the blocks of an all-to-all are coded. */
+typedef enum {
+    SQZ_MOE_EXACT = 0, /**< sent as they are */
+    SQZ_MOE_DEDUP = 1, /**< identical rows sent once, with a row index per token: lossless,
+                            bit-exact */
+    SQZ_MOE_LSH   = 2  /**< tokens grouped by cross-polytope LSH bucket (SQZ_LSH_HASHES hash
+                            functions into SQZ_LSH_DIM dimensions, from SQZ_SEED): one centroid
+                            per bucket and a bucket index per token are sent; the receiver
+                            rebuilds each token as its centroid.  Lossy; float32 only */
+} sqz_moe_codec_t;
+
+/** A token all-to-all-v of `dim`-element rows of dtype (float32, float16 or bfloat16 for EXACT
+ *  and DEDUP; float32 for LSH), coded per destination block; a block is sent as it is whenever
+ *  its coded form would not be smaller.  Payload sizes are exchanged first (one small
+ *  all-to-all), then the payloads.  sendbuf and recvbuf must not overlap.
+ *  \return SQZ_OK; SQZ_ERR_INVALID_PARAM (bad arguments, dim 0, LSH on a non-float32 dtype);
+ *  SQZ_ERR_CORRUPT when a received block fails validation (the recv block of that peer is left
+ *  untouched); SQZ_ERR_TRANSPORT. */
+SQZ_API sqz_status_t sqz_moe_alltoallv(sqz_comm_t *comm, sqz_moe_codec_t codec,
+                                       const void *sendbuf, const size_t *sendcounts,
+                                       const size_t *sdispls, void *recvbuf,
+                                       const size_t *recvcounts, const size_t *rdispls,
+                                       size_t dim, sqz_dtype_t dtype);
+
+/** The state a dispatch leaves for its combine: the layouts, each sent token's residual
+ *  (x - centroid, float32, zero for tokens kept exact) and its row in its destination block. */
+typedef struct sqz_moe_handle sqz_moe_handle_t;
+
+/** Dispatch: the LSH all-to-all of float32 tokens (sendbuf, sendcounts, sdispls) to the experts'
+ *  ranks (recvbuf, recvcounts, rdispls; each received token is its centroid).  On SQZ_OK,
+ *  *handle (owned by the caller, freed with sqz_moe_handle_free) keeps copies of the four
+ *  count/displacement arrays and n * dim floats of residuals, where n is the sum of sendcounts;
+ *  the caller keeps ownership of every buffer.  Errors as sqz_moe_alltoallv (*handle NULL). */
+SQZ_API sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, const float *sendbuf,
+                                      const size_t *sendcounts, const size_t *sdispls,
+                                      float *recvbuf, const size_t *recvcounts,
+                                      const size_t *rdispls, size_t dim,
+                                      sqz_moe_handle_t **handle);
+
+/** Combine: sends the expert outputs (expert_out, laid out as the dispatch's recvbuf: recvcounts
+ *  and rdispls, `dim` floats a token) back with exact de-duplication (the outputs of one
+ *  centroid's copies are identical rows, so they travel once), and writes
+ *      out[t] = E[t] + residual[t]          (Y = E(c) + (x - c), the paper's Eq. 5)
+ *  laid out as the dispatch's sendbuf (sendcounts, sdispls).  The handle stays valid (combine may
+ *  run again, e.g. for another output).  Errors as sqz_moe_alltoallv. */
+SQZ_API sqz_status_t sqz_moe_combine(sqz_comm_t *comm, const sqz_moe_handle_t *handle,
+                                     const float *expert_out, float *out);
+
+/** For the backward pass of dispatch: out[t] = the mean of g over the tokens that shared token
+ *  t's centroid (t itself for tokens sent exact), g and out laid out as the dispatch's sendbuf
+ *  (may alias).  The gradient of the loss with respect to x is g_Y + centroid_mean(g_c - g_Y),
+ *  where g_c is the gradient at the experts' inputs sent back. */
+SQZ_API sqz_status_t sqz_moe_centroid_mean(const sqz_moe_handle_t *handle, const float *g,
+                                           float *out);
+
+/** \return tokens sent to other ranks by the dispatch, and in *centroids (may be NULL) the rows
+ *  sent for them: centroids / tokens is its compression rate. */
+SQZ_API size_t sqz_moe_handle_tokens(const sqz_moe_handle_t *handle, size_t *centroids);
+
+/** Frees a handle.  Accepts NULL. */
+SQZ_API void sqz_moe_handle_free(sqz_moe_handle_t *handle);
+
+/* ------------------------------------------------------------------------------------------ */
 /* GPU path: device buffers, NCCL, stream-ordered                                             */
 /* ------------------------------------------------------------------------------------------ */
 /** \return 1 when this library was built with CUDA and NCCL support, 0 otherwise.  (Whether a

@@ -74,6 +74,32 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call);
  *  the per-layer levels and probes (src/adapt).  A reduce-scatter (block > 0) forms the whole sum
  *  and keeps its block. */
 sqz_status_t sqz_coll_summable(sqz_coll_call_t *call, uint64_t key);
+/** One token all-to-all-v (sqz_moe_alltoallv: counts and displacements in tokens of `width`
+ *  elements of dtype). */
+typedef struct sqz_a2a_call {
+    sqz_comm_t   *comm;
+    int           codec; /* sqz_moe_codec_t */
+    int           dtype; /* sqz_dtype_t */
+    size_t        width;
+    const void   *sendbuf;
+    const size_t *scounts, *sdispls;
+    void         *recvbuf;
+    const size_t *rcounts, *rdispls;
+    /** Called (when not NULL) once the block for `peer` (another rank) is encoded, before it is
+     *  sent: the API takes the residuals of a dispatch from it. */
+    void        (*encoded)(void *arg, int peer, const void *block);
+    void         *arg;
+    sqz_moe_stats_t cs;  /* this call's accounting (filled) */
+} sqz_a2a_call_t;
+
+/** The coded all-to-all-v: each block for another rank is encoded (sqz_lsh.h format) into the
+ *  communicator's send scratch, the block sizes are exchanged (one all-to-all of 8 bytes a peer:
+ *  a receiver cannot know them), then the blocks (one all-to-all-v), and each received block is
+ *  validated and decoded at its displacement.  The block a rank sends itself is copied.  EXACT
+ *  skips the frames: one all-to-all-v of the bytes.  \return SQZ_OK, SQZ_ERR_CORRUPT (a received
+ *  block was malformed; its recv block is untouched), SQZ_ERR_MISMATCH (a peer announced more
+ *  than its count allows), SQZ_ERR_NO_MEMORY, SQZ_ERR_TRANSPORT. */
+sqz_status_t sqz_coll_alltoallv_tokens(sqz_a2a_call_t *call);
 
 /** Chunk boundaries of the reduce-scatter exchanges: off[r], len[r] for r in [0, nranks). */
 void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len);

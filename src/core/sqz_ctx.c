@@ -98,6 +98,28 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
      "programming, fewest bytes with a total error at most that of the uniform setting (L-GreCo)"},
     {"ADAPT_PERIOD", SQZ_PARAM_INT, "50", 1, 1e12, NULL, CORE(adapt_period),
      "SQZ_ADAPT: compressed calls of a buffer between two measurements and re-solves"},
+    {"MOE", SQZ_PARAM_ENUM, "off", 0, 0, "off|dedup|lsh|cycle", CORE(moe),
+     "MoE token all-to-alls under the interposers (MPI_Alltoall/MPI_Alltoallv of floats whose "
+     "every per-peer count is a multiple of SQZ_MOE_DIM): off passes them through; dedup sends "
+     "identical rows once (lossless, always safe); lsh sends one LSH centroid per bucket (lossy: "
+     "only for jobs whose every such call is a dispatch); cycle codes the k-th token all-to-all "
+     "of a communicator as entry k mod n of SQZ_MOE_CYCLE (the API's calls choose for themselves)"},
+    {"MOE_CYCLE", SQZ_PARAM_STRING, "lsh,dedup", 0, 0, NULL, CORE(moe_cycle),
+     "with SQZ_MOE=cycle: the codec of successive token all-to-alls, comma-separated lsh, dedup or "
+     "none (passed through); lsh,dedup is a forward pass (dispatch, combine); a training step "
+     "whose backward adds two all-to-alls is lsh,dedup,none,none"},
+    {"MOE_DIM", SQZ_PARAM_INT, "0", 0, 16777216, NULL, CORE(moe_dim),
+     "elements per token (d_model) of the interposed MoE all-to-alls; needed when SQZ_MOE is not "
+     "off (the API passes its own)"},
+    {"LSH_HASHES", SQZ_PARAM_INT, "6", 1, SQZ_LSH_MAX_HASHES, NULL, CORE(lsh_hashes),
+     "cross-polytope hash functions combined (AND) into one LSH-MoE bucket id: more hashes, more "
+     "buckets, a smaller error and a larger compression rate (the paper's default: 6)"},
+    {"LSH_DIM", SQZ_PARAM_INT, "4", 1, SQZ_LSH_MAX_DIM, NULL, CORE(lsh_dim),
+     "dimension each LSH hash function rotates a token into (2 * LSH_DIM codes per hash); "
+     "LSH_HASHES * ceil(log2(2 * LSH_DIM)) must not exceed 64"},
+    {"LSH_SAMPLE", SQZ_PARAM_INT, "64", 0, 16777216, NULL, CORE(lsh_sample),
+     "coordinates of each token the LSH hash reads (a seeded random subset, the same on every "
+     "rank; 0: all): keeps the hashing cost per token independent of d_model"},
 };
 #define SQZ_NCORE (sizeof(sqz_core_param_defs) / sizeof(sqz_core_param_defs[0]))
 
@@ -204,6 +226,34 @@ static sqz_status_t sqz_ctx_check_method(const sqz_ctx_t *ctx, char *errbuf, siz
     return SQZ_OK;
 }
 
+/* The MoE parameters that bound each other. */
+static sqz_status_t sqz_ctx_check_moe(sqz_ctx_t *ctx, char *errbuf, size_t errlen)
+{
+    const sqz_core_params_t *p = &ctx->p;
+    if ((uint64_t)p->lsh_hashes * sqz_lsh_code_bits((int)p->lsh_dim) > 64) {
+        snprintf(errbuf, errlen,
+                 "SQZ_LSH_HASHES=%lld with SQZ_LSH_DIM=%lld: %lld bits of bucket id, at most 64 "
+                 "(lower one of them)",
+                 (long long)p->lsh_hashes, (long long)p->lsh_dim,
+                 (long long)(p->lsh_hashes * sqz_lsh_code_bits((int)p->lsh_dim)));
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    ctx->moe_ncycle = sqz_moe_parse_cycle(p->moe_cycle, ctx->moe_cycle, SQZ_MOE_CYCLE_MAX);
+    if (ctx->moe_ncycle < 1) {
+        snprintf(errbuf, errlen,
+                 "SQZ_MOE_CYCLE='%s': expected 1 to %d comma-separated entries among lsh, dedup, "
+                 "none",
+                 p->moe_cycle, SQZ_MOE_CYCLE_MAX);
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (SQZ_MOE_OFF != p->moe && 0 == p->moe_dim) {
+        snprintf(errbuf, errlen, "SQZ_MOE is on but SQZ_MOE_DIM is 0: set it to the elements per "
+                                 "token (d_model) of the MoE all-to-alls");
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    return SQZ_OK;
+}
+
 sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errbuf, size_t errlen)
 {
     char         localerr[512];
@@ -233,6 +283,7 @@ sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errb
         SQZ_CHECK_GOTO(sqz_layout_file_load(ctx->p.layout, &ctx->layout_file, errbuf, errlen), st,
                        fail);
     }
+    SQZ_CHECK_GOTO(sqz_ctx_check_moe(ctx, errbuf, errlen), st, fail);
     SQZ_CHECK_GOTO(sqz_registry_init(&ctx->reg), st, fail);
     sqz_registry_load_plugins(&ctx->reg, ctx->p.plugins);
 

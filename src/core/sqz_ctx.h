@@ -6,6 +6,7 @@
 
 #include <squeeze.h>
 
+#include "sqz_moe.h"
 #include "sqz_param.h"
 #include "sqz_registry.h"
 #include "sqz_state.h"
@@ -44,6 +45,12 @@ typedef struct sqz_core_params {
     size_t      layout_chunk;  /* pseudo-layer size */
     int         adapt;         /* 0 none, 1 lgreco */
     int64_t     adapt_period;
+    int         moe;           /* sqz_moe_mode_t */
+    const char *moe_cycle;
+    int64_t     moe_dim;
+    int64_t     lsh_hashes;
+    int64_t     lsh_dim;
+    int64_t     lsh_sample;
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */
@@ -85,6 +92,11 @@ struct sqz_ctx {
     struct sqz_layout_file    *layout_file; /* SQZ_LAYOUT, parsed at creation, or NULL */
     struct sqz_adapt_record   *adapt;       /* src/adapt: the latest choice per buffer size */
     size_t                     nadapt;
+    /* MoE token all-to-alls: SQZ_MOE_CYCLE parsed, and one stats row per codec (guarded by lock) */
+    signed char                moe_cycle[SQZ_MOE_CYCLE_MAX];
+    int                        moe_ncycle;
+    sqz_moe_stats_t            moe_stats[SQZ_MOE_NCODECS];
+    uint64_t                   moe_passthrough;
 };
 
 struct sqz_gpu_comm;
@@ -131,6 +143,7 @@ struct sqz_comm {
     void (*gpu_destroy)(struct sqz_comm *comm);
     void (*gpu_flush_stats)(struct sqz_comm *comm);
     int                gpu_abandon;      /* destroy without touching the device (after abort) */
+    sqz_moe_comm_t    *moe;              /* MoE token all-to-all state, or NULL (sqz_moe.c) */
 };
 
 /** Per-call accounting filled by the collective algorithms. */

@@ -81,6 +81,7 @@ void sqz_comm_destroy(sqz_comm_t *comm)
         comm->gpu_destroy(comm);
     }
     sqz_layouts_fini(comm);
+    sqz_moe_comm_free(comm);
     for (int i = 0; comm->cstates && i < sqz_pool_size(comm->pool); i++) {
         if (comm->cstates[i]) {
             comm->ctx->method->destroy(comm->cstates[i]);

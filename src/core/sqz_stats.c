@@ -142,6 +142,34 @@ static void sqz_expand_path(const char *path, int rank, char *out, size_t len)
     out[o] = '\0';
 }
 
+/* The "moe" object: token all-to-alls passed through, and a row per codec used.  The
+ * compression rate is rows / tokens (centroids per token for lsh). */
+static void sqz_moe_json(const sqz_ctx_t *ctx, FILE *f)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+    fprintf(f, "  \"moe\": {\n    \"calls_passthrough\": %llu,\n    \"codecs\": {",
+            (unsigned long long)ctx->moe_passthrough);
+    int first = 1;
+    for (int c = 0; c < SQZ_MOE_NCODECS; c++) {
+        const sqz_moe_stats_t *m = &ctx->moe_stats[c];
+        if (0 == m->calls) {
+            continue;
+        }
+        fprintf(f,
+                "%s\n      \"%s\": {\"calls\": %llu, \"tokens\": %llu, \"rows\": %llu, "
+                "\"compression_rate\": %.6f, \"bytes_in\": %llu, \"bytes_wire\": %llu, "
+                "\"seconds_compress\": %.9f, \"seconds_comm\": %.9f}",
+                first ? "" : ",", sqz_moe_codec_names[c], (unsigned long long)m->calls,
+                (unsigned long long)m->tokens, (unsigned long long)m->rows,
+                m->tokens ? (double)m->rows / (double)m->tokens : 0.0,
+                (unsigned long long)m->bytes_in, (unsigned long long)m->bytes_wire,
+                m->seconds_compress, m->seconds_comm);
+        first = 0;
+    }
+    fprintf(f, "%s}\n  }\n", first ? "" : "\n    ");
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
 /* The stats JSON of one rank into an open stream. */
 static void sqz_stats_write_stream(const sqz_ctx_t *ctx, FILE *f, int rank)
 {
@@ -176,7 +204,9 @@ static void sqz_stats_write_stream(const sqz_ctx_t *ctx, FILE *f, int rank)
     }
     fprintf(f, "%s}", first ? "" : "\n  ");
     sqz_adapt_write_json(ctx, f);
-    fprintf(f, "\n}\n");
+    fprintf(f, ",\n");
+    sqz_moe_json(ctx, f);
+    fprintf(f, "}\n");
 }
 
 sqz_status_t sqz_stats_write_json(const sqz_ctx_t *ctx, const char *path, int rank)
@@ -222,7 +252,10 @@ size_t sqz_stats_json(const sqz_ctx_t *ctx, int rank, char *buf, size_t len)
     return n;
 }
 
-size_t sqz_stats_export_len(const sqz_ctx_t *ctx) { return ctx->reg.n * SQZ_STATS_NFIELDS + 1; }
+size_t sqz_stats_export_len(const sqz_ctx_t *ctx)
+{
+    return ctx->reg.n * SQZ_STATS_NFIELDS + 1 + SQZ_MOE_NCODECS * SQZ_MOE_NFIELDS + 1;
+}
 
 void sqz_stats_export(const sqz_ctx_t *ctx, double *out)
 {
@@ -243,7 +276,58 @@ void sqz_stats_export(const sqz_ctx_t *ctx, double *out)
         o[SQZ_SF_REL_ERROR_SUM]     = m->s.rel_error_sum;
     }
     out[ctx->reg.n * SQZ_STATS_NFIELDS] = (double)ctx->calls_passthrough;
+    double *const moe = out + ctx->reg.n * SQZ_STATS_NFIELDS + 1;
+    for (int c = 0; c < SQZ_MOE_NCODECS; c++) {
+        const sqz_moe_stats_t *m = &ctx->moe_stats[c];
+        double *const          o = moe + c * SQZ_MOE_NFIELDS;
+        o[SQZ_MF_CALLS]            = (double)m->calls;
+        o[SQZ_MF_TOKENS]           = (double)m->tokens;
+        o[SQZ_MF_ROWS]             = (double)m->rows;
+        o[SQZ_MF_BYTES_IN]         = (double)m->bytes_in;
+        o[SQZ_MF_BYTES_WIRE]       = (double)m->bytes_wire;
+        o[SQZ_MF_SECONDS_COMPRESS] = m->seconds_compress;
+        o[SQZ_MF_SECONDS_COMM]     = m->seconds_comm;
+    }
+    moe[SQZ_MOE_NCODECS * SQZ_MOE_NFIELDS] = (double)ctx->moe_passthrough;
     pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
+}
+
+/* The MoE rows of the summary: per codec, sums over the ranks (times: the slowest rank). */
+static void sqz_moe_print_summary(const sqz_ctx_t *ctx, FILE *out, const double *all, int nranks)
+{
+    const size_t stride = sqz_stats_export_len(ctx);
+    const size_t base   = ctx->reg.n * SQZ_STATS_NFIELDS + 1;
+    double       pass   = 0;
+    int          header = 0;
+    for (int r = 0; r < nranks; r++) {
+        pass += all[(size_t)r * stride + base + SQZ_MOE_NCODECS * SQZ_MOE_NFIELDS];
+    }
+    for (int c = 0; c < SQZ_MOE_NCODECS; c++) {
+        double sum[SQZ_MOE_NFIELDS] = {0}, tc = 0, tm = 0;
+        for (int r = 0; r < nranks; r++) {
+            const double *row = all + (size_t)r * stride + base + (size_t)c * SQZ_MOE_NFIELDS;
+            for (int f = 0; f < SQZ_MOE_NFIELDS; f++) {
+                sum[f] += row[f];
+            }
+            tc = row[SQZ_MF_SECONDS_COMPRESS] > tc ? row[SQZ_MF_SECONDS_COMPRESS] : tc;
+            tm = row[SQZ_MF_SECONDS_COMM] > tm ? row[SQZ_MF_SECONDS_COMM] : tm;
+        }
+        if (0 == sum[SQZ_MF_CALLS]) {
+            continue;
+        }
+        if (!header) {
+            fprintf(out, "squeeze: MoE all-to-alls, %.0f token call(s) passed through\n", pass);
+            fprintf(out, "%-10s %10s %12s %12s %9s %12s %12s %7s %10s %10s\n", "codec", "calls",
+                    "tokens", "rows", "rate", "MB in", "MB wire", "ratio", "compr s", "comm s");
+            header = 1;
+        }
+        fprintf(out, "%-10s %10.0f %12.0f %12.0f %9.4f %12.2f %12.2f %7.4f %10.3f %10.3f\n",
+                sqz_moe_codec_names[c], sum[SQZ_MF_CALLS], sum[SQZ_MF_TOKENS], sum[SQZ_MF_ROWS],
+                sum[SQZ_MF_TOKENS] > 0 ? sum[SQZ_MF_ROWS] / sum[SQZ_MF_TOKENS] : 0.0,
+                sum[SQZ_MF_BYTES_IN] / 1e6, sum[SQZ_MF_BYTES_WIRE] / 1e6,
+                sum[SQZ_MF_BYTES_IN] > 0 ? sum[SQZ_MF_BYTES_WIRE] / sum[SQZ_MF_BYTES_IN] : 0.0, tc,
+                tm);
+    }
 }
 
 void sqz_stats_print_summary(const sqz_ctx_t *ctx, FILE *out, const double *all, int nranks)
@@ -284,5 +368,6 @@ void sqz_stats_print_summary(const sqz_ctx_t *ctx, FILE *out, const double *all,
                     ? sum[SQZ_SF_REL_ERROR_SUM] / sum[SQZ_SF_CALLS_COMPRESSED]
                     : 0.0);
     }
+    sqz_moe_print_summary(ctx, out, all, nranks);
     fflush(out);
 }

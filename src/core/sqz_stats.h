@@ -18,4 +18,17 @@ enum {
     SQZ_STATS_NFIELDS
 };
 
+/* Then SQZ_MOE_NFIELDS doubles per MoE codec (sqz_moe_codec_t order), then the count of token
+ * all-to-alls passed through. */
+enum {
+    SQZ_MF_CALLS = 0,
+    SQZ_MF_TOKENS,
+    SQZ_MF_ROWS,
+    SQZ_MF_BYTES_IN,
+    SQZ_MF_BYTES_WIRE,
+    SQZ_MF_SECONDS_COMPRESS,
+    SQZ_MF_SECONDS_COMM,
+    SQZ_MOE_NFIELDS
+};
+
 #endif

@@ -1,6 +1,7 @@
 /* The MPI interposer (libsqueeze_mpi.so, under LD_PRELOAD or linked before libmpi).
  *
- * It defines MPI_Allreduce, MPI_Iallreduce and MPI_Reduce_scatter_block and forwards to PMPI_*.
+ * It defines MPI_Allreduce, MPI_Iallreduce and MPI_Reduce_scatter_block and forwards to PMPI_*;
+ * with SQZ_MOE on, also MPI_Alltoall and MPI_Alltoallv (MoE token traffic, see below).
  * A call is compressed only when it is a float SUM on an intra-communicator at or above
  * SQZ_MIN_BYTES (and the method takes it); everything else goes to PMPI untouched, with one
  * relaxed atomic increment as its only cost.  The library's own MPI traffic goes to PMPI_*
@@ -22,6 +23,7 @@
 
 #include "sqz_ctx.h"
 #include "sqz_log.h"
+#include "sqz_moe.h"
 #include "transport/sqz_transport_mpi.h"
 
 #define SQZ_MPI_API __attribute__((visibility("default")))
@@ -47,6 +49,7 @@ typedef struct sqz_mpi_comm {
     MPI_Comm        leaders;       /* one rank per host; MPI_COMM_NULL on the others */
     sqz_transport_t lt;
     sqz_comm_t     *leader_engine; /* NULL when there is a single host */
+    size_t         *tokcounts;     /* 4 * size: a token all-to-all's counts and displacements */
 } sqz_mpi_comm_t;
 
 static void sqz_mpi_comm_free(sqz_mpi_comm_t *c)
@@ -61,6 +64,7 @@ static void sqz_mpi_comm_free(sqz_mpi_comm_t *c)
     }
     sqz_comm_destroy(c->engine);
     sqz_transport_mpi_destroy(&c->t);
+    free(c->tokcounts);
     free(c);
 }
 
@@ -413,4 +417,138 @@ SQZ_MPI_API int MPI_Reduce_scatter_block(const void *sendbuf, void *recvbuf, int
         return PMPI_Reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm);
     }
     return SQZ_OK == st ? MPI_SUCCESS : sqz_mpi_error(comm, st);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * MoE token all-to-alls.
+ *
+ * With SQZ_MOE on, an MPI_Alltoall or MPI_Alltoallv is token traffic when both datatypes are
+ * MPI_FLOAT (MPI has no standard fp16/bf16 datatype: halves and bfloat16 tokens are the NCCL
+ * path's), it is not in place, on an intra-communicator, and every per-peer count and
+ * displacement is a multiple of SQZ_MOE_DIM.  Token traffic is coded as SQZ_MOE says (every call
+ * dedup, every call lsh, or SQZ_MOE_CYCLE in turn: the shim cannot tell a dispatch from a combine,
+ * so the user designates which calls get the lossy LSH); anything else goes to PMPI untouched and
+ * is counted in the stats (moe.calls_passthrough).
+ *
+ * Every rank must take the same decision.  MPI_Alltoall's count is the same on every rank; the
+ * counts of MPI_Alltoallv are each rank's own, so the ranks agree with one small all-reduce (MIN)
+ * of their verdicts before anything else.
+ * ------------------------------------------------------------------------------------------- */
+
+/* The cheap filter of an all-to-all: \return the communicator's state when the call may be token
+ * traffic, NULL when it passes through (counted as a MoE passthrough only when SQZ_MOE is on). */
+static sqz_mpi_comm_t *sqz_mpi_a2a_candidate(const void *sendbuf, MPI_Datatype sendtype,
+                                             MPI_Datatype recvtype, MPI_Comm comm)
+{
+    if (__builtin_expect(NULL == sqz_mpi_ctx, 0) || SQZ_MOE_OFF == sqz_mpi_ctx->p.moe ||
+        sqz_mpi_inside) {
+        return NULL;
+    }
+    int inter = 0;
+    if (MPI_FLOAT != sendtype || MPI_FLOAT != recvtype || MPI_IN_PLACE == sendbuf ||
+        MPI_COMM_NULL == comm || MPI_SUCCESS != PMPI_Comm_test_inter(comm, &inter) || inter) {
+        __atomic_fetch_add(&sqz_mpi_ctx->moe_passthrough, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    sqz_mpi_inside    = 1;
+    sqz_mpi_comm_t *c = sqz_mpi_comm(comm);
+    int             size = 1;
+    PMPI_Comm_size(comm, &size);
+    if (c && NULL == c->tokcounts) {
+        c->tokcounts = malloc(4 * (size_t)size * sizeof(size_t));
+    }
+    sqz_mpi_inside = 0;
+    if (NULL == c || NULL == c->tokcounts) {
+        __atomic_fetch_add(&sqz_mpi_ctx->moe_passthrough, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    return c;
+}
+
+/* Converts one int array of elements into tokens of d elements; \return 0 when some entry is
+ * negative or not a multiple of d. */
+static int sqz_mpi_tokens(const int *in, size_t *out, int n, size_t d)
+{
+    int ok = 1;
+    for (int r = 0; r < n; r++) {
+        ok &= in[r] >= 0 && 0 == (size_t)in[r] % d;
+        out[r] = in[r] >= 0 ? (size_t)in[r] / d : 0;
+    }
+    return ok;
+}
+
+/* Runs a token all-to-all whose counts are in c->tokcounts (send counts, send displacements,
+ * receive counts, receive displacements).  \return 0 when it passes through after all (the
+ * codec of this call is "none"), else 1 with the MPI result in *rc. */
+static int sqz_mpi_a2a_run(sqz_mpi_comm_t *c, const void *sendbuf, void *recvbuf, MPI_Comm comm,
+                           int *rc)
+{
+    const int     P = c->engine->nranks;
+    const size_t *k = c->tokcounts;
+    sqz_mpi_inside  = 1;
+    const int codec = sqz_moe_next_codec(c->engine);
+    if (SQZ_MOE_NONE == codec) {
+        sqz_moe_count_passthrough(c->engine);
+        sqz_mpi_inside = 0;
+        return 0;
+    }
+    const sqz_status_t st =
+        sqz_moe_alltoallv(c->engine, (sqz_moe_codec_t)codec, sendbuf, k, k + P, recvbuf,
+                          k + 2 * P, k + 3 * P, (size_t)sqz_mpi_ctx->p.moe_dim, SQZ_DTYPE_FLOAT32);
+    sqz_mpi_inside = 0;
+    *rc            = SQZ_OK == st ? MPI_SUCCESS : sqz_mpi_error(comm, st);
+    return 1;
+}
+
+SQZ_MPI_API int MPI_Alltoall(const void *sendbuf, int sendcount, MPI_Datatype sendtype,
+                             void *recvbuf, int recvcount, MPI_Datatype recvtype, MPI_Comm comm)
+{
+    sqz_mpi_comm_t *c = sqz_mpi_a2a_candidate(sendbuf, sendtype, recvtype, comm);
+    int             rc;
+    if (c) {
+        /* The same count on every rank: every rank reaches the same verdict alone. */
+        const size_t d = (size_t)sqz_mpi_ctx->p.moe_dim;
+        const int    P = c->engine->nranks;
+        if (sendcount >= 0 && sendcount == recvcount && 0 == (size_t)sendcount % d) {
+            for (int r = 0; r < P; r++) {
+                c->tokcounts[r] = c->tokcounts[2 * P + r] = (size_t)sendcount / d;
+                c->tokcounts[P + r] = c->tokcounts[3 * P + r] = (size_t)r * ((size_t)sendcount / d);
+            }
+            if (sqz_mpi_a2a_run(c, sendbuf, recvbuf, comm, &rc)) {
+                return rc;
+            }
+        } else {
+            sqz_moe_count_passthrough(c->engine);
+        }
+    }
+    return PMPI_Alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm);
+}
+
+SQZ_MPI_API int MPI_Alltoallv(const void *sendbuf, const int sendcounts[], const int sdispls[],
+                              MPI_Datatype sendtype, void *recvbuf, const int recvcounts[],
+                              const int rdispls[], MPI_Datatype recvtype, MPI_Comm comm)
+{
+    sqz_mpi_comm_t *c = sqz_mpi_a2a_candidate(sendbuf, sendtype, recvtype, comm);
+    int             rc;
+    if (c) {
+        const size_t d = (size_t)sqz_mpi_ctx->p.moe_dim;
+        const int    P = c->engine->nranks;
+        size_t      *k = c->tokcounts;
+        int          ok = sqz_mpi_tokens(sendcounts, k, P, d) & sqz_mpi_tokens(sdispls, k + P, P, d) &
+                 sqz_mpi_tokens(recvcounts, k + 2 * P, P, d) &
+                 sqz_mpi_tokens(rdispls, k + 3 * P, P, d);
+        int all = 0;
+        if (MPI_SUCCESS != PMPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm)) {
+            all = 0; /* (then every rank failed alike, or the job is broken anyway) */
+        }
+        if (all) {
+            if (sqz_mpi_a2a_run(c, sendbuf, recvbuf, comm, &rc)) {
+                return rc;
+            }
+        } else {
+            sqz_moe_count_passthrough(c->engine);
+        }
+    }
+    return PMPI_Alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls,
+                          recvtype, comm);
 }

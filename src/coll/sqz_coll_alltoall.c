@@ -1,0 +1,140 @@
+/* The coded token all-to-all-v of LSH-MoE (sqz_coll.h).  Payload sizes depend on the data, so
+ * they travel first; each block is then sent once to its destination and decoded there straight
+ * into the caller's receive buffer at the caller's displacement. */
+#include "config.h"
+
+#include <string.h>
+
+#include "sqz_coll.h"
+#include "sqz_log.h"
+
+/* EXACT: the bytes as they are, in one all-to-all-v. */
+static sqz_status_t sqz_a2a_exact(sqz_a2a_call_t *call, size_t rowbytes)
+{
+    sqz_comm_t *const comm = call->comm;
+    const int         P    = comm->nranks;
+    size_t *const     sb = comm->moe->bytes, *const sd = sb + P, *const rb = sb + 2 * P,
+                  *const rd = sb + 3 * P;
+    for (int r = 0; r < P; r++) {
+        sb[r] = call->scounts[r] * rowbytes;
+        sd[r] = call->sdispls[r] * rowbytes;
+        rb[r] = call->rcounts[r] * rowbytes;
+        rd[r] = call->rdispls[r] * rowbytes;
+        if (r != comm->rank) {
+            call->cs.tokens += call->scounts[r];
+            call->cs.rows += call->scounts[r];
+            call->cs.bytes_in += sb[r];
+            call->cs.bytes_wire += sb[r];
+        }
+    }
+    const double t0 = sqz_time_now();
+    const int    rc = comm->t.alltoallv(comm->t.self, call->sendbuf, sb, sd, call->recvbuf, rb, rd);
+    call->cs.seconds_comm += sqz_time_now() - t0;
+    return 0 == rc ? SQZ_OK : SQZ_ERR_TRANSPORT;
+}
+
+/* Encodes the block for peer r at dst; \return its size in *bytes. */
+static sqz_status_t sqz_a2a_encode(sqz_a2a_call_t *call, int r, void *dst, size_t *bytes)
+{
+    sqz_moe_comm_t *const m     = call->comm->moe;
+    const size_t          es    = sqz_tok_esize(call->dtype);
+    const unsigned char  *src   = (const unsigned char *)call->sendbuf +
+                               call->sdispls[r] * call->width * es;
+    const size_t          n     = call->scounts[r];
+    if (SQZ_MOE_LSH == call->codec) {
+        return sqz_lsh_encode(m->lsh, (const float *)(const void *)src, n, dst, bytes, NULL);
+    }
+    return sqz_dedup_encode(m->scratch, src, n, call->width, call->dtype, dst, bytes);
+}
+
+sqz_status_t sqz_coll_alltoallv_tokens(sqz_a2a_call_t *call)
+{
+    sqz_comm_t *const comm     = call->comm;
+    const int         P        = comm->nranks, me = comm->rank;
+    const size_t      rowbytes = call->width * sqz_tok_esize(call->dtype);
+    if (SQZ_MOE_EXACT == call->codec) {
+        return sqz_a2a_exact(call, rowbytes);
+    }
+    size_t *const   sb = comm->moe->bytes, *const sd = sb + P, *const rb = sb + 2 * P,
+                  *const rd = sb + 3 * P;
+    uint64_t *const szout = comm->moe->sizes, *const szin = szout + P;
+    sqz_status_t    st  = SQZ_OK;
+
+    /* Send layout: each peer's block in a slot of its bound (the RAW size), 8-byte aligned. */
+    size_t stotal = 0, rtotal = 0;
+    for (int r = 0; r < P; r++) {
+        sd[r] = stotal;
+        rd[r] = rtotal;
+        if (r != me) {
+            stotal += sqz_coll_round8(sqz_tok_raw_bytes(call->scounts[r], call->width, call->dtype));
+            rtotal += sqz_coll_round8(sqz_tok_raw_bytes(call->rcounts[r], call->width, call->dtype));
+        }
+    }
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, stotal ? stotal : 8));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, rtotal ? rtotal : 8));
+    const double t0 = sqz_time_now();
+    for (int r = 0; r < P; r++) {
+        sb[r] = 0;
+        if (r == me) {
+            continue;
+        }
+        SQZ_CHECK(sqz_a2a_encode(call, r, comm->sendbuf + sd[r], &sb[r]));
+        if (call->encoded) {
+            call->encoded(call->arg, r, comm->sendbuf + sd[r]);
+        }
+        sqz_tok_view_t v;
+        sqz_tok_view(comm->sendbuf + sd[r], &v);
+        call->cs.tokens += call->scounts[r];
+        call->cs.rows += v.rows;
+        call->cs.bytes_in += call->scounts[r] * rowbytes;
+        call->cs.bytes_wire += sb[r];
+    }
+    /* The block to self never leaves: copied exactly (before the exchanges, which may take a
+     * while; sendbuf and recvbuf do not overlap). */
+    if (call->scounts[me] != call->rcounts[me]) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    memcpy((unsigned char *)call->recvbuf + call->rdispls[me] * rowbytes,
+           (const unsigned char *)call->sendbuf + call->sdispls[me] * rowbytes,
+           call->scounts[me] * rowbytes);
+    const double t1 = sqz_time_now();
+    call->cs.seconds_compress += t1 - t0;
+
+    /* Sizes first: 8 bytes to every rank (self included, to keep one plain all-to-all). */
+    size_t *const eb = comm->counts, *const ed = comm->counts + P; /* 2P of the engine's 6P */
+    for (int r = 0; r < P; r++) {
+        szout[r] = sb[r];
+        eb[r]  = sizeof(uint64_t);
+        ed[r]  = (size_t)r * sizeof(uint64_t);
+    }
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, szout, eb, ed, szin, eb, ed), st, out);
+    for (int r = 0; r < P; r++) {
+        rb[r] = r == me ? 0 : (size_t)szin[r];
+        if (r != me && (rb[r] < SQZ_TOKFRAME_HEADER ||
+                        rb[r] > sqz_tok_raw_bytes(call->rcounts[r], call->width, call->dtype))) {
+            /* Its count and ours disagree (an erroneous program, or other settings there). */
+            SQZ_ERROR("MoE all-to-all: rank %d announces a block of %zu bytes for %zu tokens",
+                      r, rb[r], call->rcounts[r]);
+            return SQZ_ERR_MISMATCH;
+        }
+    }
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, comm->sendbuf, sb, sd, comm->recvbuf,
+                                               rb, rd),
+                             st, out);
+    const double t2 = sqz_time_now();
+    call->cs.seconds_comm += t2 - t1;
+    for (int r = 0; r < P; r++) {
+        if (r == me) {
+            continue;
+        }
+        void *const dst = (unsigned char *)call->recvbuf + call->rdispls[r] * rowbytes;
+        if (SQZ_OK != sqz_tok_decode(comm->recvbuf + rd[r], rb[r], call->rcounts[r], call->width,
+                                     call->dtype, dst)) {
+            SQZ_LOG_ONCE(SQZ_LOG_ERROR, "MoE all-to-all: a malformed block from rank %d", r);
+            st = SQZ_ERR_CORRUPT;
+        }
+    }
+    call->cs.seconds_compress += sqz_time_now() - t2;
+out:
+    return st;
+}
