@@ -260,8 +260,11 @@ __global__ void k_mtp_sum(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t qe
 }
 
 __global__ void k_store_q(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t qelems,
-                          const float *qsum, float *qstate, float inv)
+                          const float *qsum, float *qstate, float inv, const uint32_t *flags)
 {
+    if (flags[0] | flags[1]) {
+        return; /* a non-finite call keeps the previous warm start */
+    }
     for (uint64_t e = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; e < qelems;
          e += (uint64_t)gridDim.x * blockDim.x) {
         const sqz_cu_psgd_layer_t L = t[find_layer<&sqz_cu_psgd_layer_t::qe_base>(t, nl, e)];
@@ -454,11 +457,11 @@ sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const
 }
 
 sqz_status_t sqz_cu_psgd_store_q(const sqz_cu_psgd_plan_t *pl, const float *qsum, float *qstate,
-                                 float inv_nranks, void *stream)
+                                 float inv_nranks, const uint32_t *flags, void *stream)
 {
     if (pl->qelems > 0) {
         k_store_q<<<sqz_cu_grid(pl->qelems, kThreads), kThreads, 0, (cudaStream_t)stream>>>(
-            pl->layers, pl->nlayers, pl->qelems, qsum, qstate, inv_nranks);
+            pl->layers, pl->nlayers, pl->qelems, qsum, qstate, inv_nranks, flags);
         SQZ_CU_CHECK_LAUNCH();
     }
     return SQZ_OK;

@@ -78,9 +78,10 @@ sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, void *st
 /** qloc = M^T P^ per layer (deterministic: partial sums per row chunk, summed in order). */
 sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const float *msg,
                              float *qloc, float *part, void *stream);
-/** Warm start: qstate = qsum / nranks for every layer. */
+/** Warm start: qstate = qsum / nranks for every layer, unless a flag is set (a non-finite call
+ *  keeps the previous Q's). */
 sqz_status_t sqz_cu_psgd_store_q(const sqz_cu_psgd_plan_t *pl, const float *qsum, float *qstate,
-                                 float inv_nranks, void *stream);
+                                 float inv_nranks, const uint32_t *flags, void *stream);
 /** The end of a call: out = scale * P^ Qsum^T on the layers and scale * the summed exact part
  *  elsewhere; res = M - P^ Qloc^T on the layers (0 without error feedback, ef == 0) and 0 on the
  *  exact part.  When flags[0] or flags[1] is set: out = NaN everywhere, res = M - in (the

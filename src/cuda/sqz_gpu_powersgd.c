@@ -249,7 +249,7 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
             return SQZ_ERR_NCCL;
         }
         SQZ_CHECK(sqz_cu_psgd_check(qsum, pl->qelems, p->flags, s));
-        SQZ_CHECK(sqz_cu_psgd_store_q(pl, qsum, p->qstate, 1.0f / (float)comm->nranks, s));
+        SQZ_CHECK(sqz_cu_psgd_store_q(pl, qsum, p->qstate, 1.0f / (float)comm->nranks, p->flags, s));
         wire += pl->qelems * sizeof(float);
     }
     SQZ_CHECK(sqz_cu_psgd_finish(pl, p->msg, p->qloc, m, in, out, dtype, n, scale, cfg->ef,
