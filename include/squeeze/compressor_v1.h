@@ -190,6 +190,7 @@ typedef struct sqz_reduce_args_v1 {
     double      *probe_err;
     double      *probe_norm;
     int          probed;    /**< output: 1 when probe_err was filled (0 in a dense start phase) */
+    int          exact;     /**< output: 1 when the call was sent exactly (a dense start phase) */
     sqz_allreduce_sum_fn_v1 allreduce_sum;
     void        *allreduce_arg;
     /* outputs */

@@ -282,6 +282,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
 {
     psgd_state_t *const s = state;
     a->bytes_wire = 0, a->norm2_in = 0, a->norm2_err = 0, a->probed = 0;
+    a->exact = a->seq < (uint64_t)s->cfg.start_steps;
     /* A non-finite input is not added into the residual (its old value could not be recovered):
      * this rank poisons its first message instead, so that every rank sees it. */
     const int local_bad = !psgd_all_finite(a->in, a->n);

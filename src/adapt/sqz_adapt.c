@@ -153,9 +153,17 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_buf_state_t *b, const sqz_layer
         budget += pr->err[l * nc + uidx];
         uniform_bytes += bytes[l * nc + uidx];
     }
+    /* Elements outside every layer are sent exactly whatever the choice: count them too. */
+    size_t covered = 0;
+    for (size_t l = 0; l < nlayers; l++) {
+        covered += layers[l].rows * layers[l].cols;
+    }
+    const double outside = (double)(b->count - covered) * sizeof(float);
+    uniform_bytes += outside;
     double tb = 0, te = 0;
     const sqz_status_t st = sqz_lgreco_solve(nlayers, nc, bytes, pr->err, budget,
                                              sqz_adapt_bins(nlayers), choice, &tb, &te);
+    tb += outside;
     if (SQZ_OK != st) {
         /* Only rounding can make the uniform setting itself not fit: keep it. */
         for (size_t l = 0; l < nlayers; l++) {

@@ -99,6 +99,7 @@ sqz_status_t sqz_coll_summable(sqz_coll_call_t *call, uint64_t key)
     call->cs.norm2_in   = a.norm2_in;
     call->cs.norm2_err  = a.norm2_err;
     call->cs.nonfinite  = SQZ_ERR_NONFINITE == st;
+    call->cs.exact      = a.exact;
     if (SQZ_OK != st) {
         return st;
     }

@@ -155,6 +155,7 @@ typedef struct sqz_call_stats {
     double norm2_in, norm2_err;
     int    nonfinite;    /* some rank's input was not finite */
     int    algo;         /* sqz_algo_t */
+    int    exact;        /* the call was sent exactly (a compressor's dense start): warm-up */
 } sqz_call_stats_t;
 
 double sqz_time_now(void);

@@ -429,7 +429,8 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         if (SQZ_OP_AVG == op) {
             sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);
         }
-        sqz_stats_record(ctx, ctx->method_index, 'c', n * sizeof(float), &call.cs);
+        sqz_stats_record(ctx, ctx->method_index, call.cs.exact ? 'w' : 'c', n * sizeof(float),
+                         &call.cs);
         return SQZ_OK;
     }
     if (!sqz_agreed_fallback(st)) {
