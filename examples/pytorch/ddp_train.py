@@ -279,6 +279,11 @@ def main():
         s = sqz_state.stats()
         result["sqz_method"] = sqz_state.ctx.method
         result["sqz_stats"] = s
+        adapt = sqz_state.adapt()
+        if adapt:
+            result["sqz_adapt"] = {k: sum(a[k] for a in adapt)
+                                   for k in ("bytes", "bytes_uniform", "error", "budget")}
+            result["sqz_adapt_levels"] = [a["levels"] for a in adapt]
         if args.sqz_stats:
             sqz_state.write_stats_json(args.sqz_stats)
         sqz_state.close()

@@ -326,6 +326,36 @@ __global__ void k_finish_spans(const sqz_cu_psgd_span_t *s, uint32_t ns, uint64_
     }
 }
 
+/* Probe statistics of every compressed layer: out[l * (1 + SQZ_PSGD_QMAX)] = ||M_l||^2, then
+ * ||Q_i[:, k]||^2 for k < r (this rank's shares): the error at rank k is the norm minus the first k
+ * (Gram-Schmidt's basis is nested). */
+__global__ void k_probe(const sqz_cu_psgd_layer_t *t, const float *m, const float *qloc, double *out)
+{
+    __shared__ double         sh[kThreads / 32];
+    const sqz_cu_psgd_layer_t L = t[blockIdx.x];
+    double                    nn = 0;
+    const uint64_t            e  = (uint64_t)L.rows * L.cols;
+    for (uint64_t i = threadIdx.x; i < e; i += blockDim.x) {
+        const double v = m[L.offset + i];
+        nn += v * v;
+    }
+    nn = block_sum(nn, sh);
+    if (0 == threadIdx.x) {
+        out[(uint64_t)blockIdx.x * (1 + 32)] = nn;
+    }
+    for (uint32_t k = 0; k < L.r; k++) {
+        double c = 0;
+        for (uint32_t j = threadIdx.x; j < L.cols; j += blockDim.x) {
+            const double v = qloc[L.q_off + (uint64_t)k * L.cols + j];
+            c += v * v;
+        }
+        c = block_sum(c, sh);
+        if (0 == threadIdx.x) {
+            out[(uint64_t)blockIdx.x * (1 + 32) + 1 + k] = c;
+        }
+    }
+}
+
 __global__ void k_count(const uint32_t *flags, unsigned long long *counter)
 {
     if ((flags[0] | flags[1]) && counter) {
@@ -453,6 +483,16 @@ sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const
     k_mtp_sum<<<sqz_cu_grid(pl->qelems, kThreads), kThreads, 0, s>>>(pl->layers, pl->nlayers,
                                                                        pl->qelems, part, qloc);
     SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_cu_psgd_probe(const sqz_cu_psgd_plan_t *pl, const float *m, const float *qloc,
+                               double *out, void *stream)
+{
+    if (pl->nlayers > 0) {
+        k_probe<<<pl->nlayers, kThreads, 0, (cudaStream_t)stream>>>(pl->layers, m, qloc, out);
+        SQZ_CU_CHECK_LAUNCH();
+    }
     return SQZ_OK;
 }
 

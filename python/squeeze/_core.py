@@ -1,5 +1,6 @@
 """Context (configuration, parameters, stats) and Comm (one engine over an NCCL communicator)."""
 import ctypes
+import json
 import threading
 import weakref
 
@@ -265,6 +266,18 @@ class Context:
             d[name] = float(d[name]) if isinstance(d[name], float) else int(d[name])
         d["rel_error"] = d["rel_error_sum"] / d["calls_compressed"] if d["calls_compressed"] else 0.0
         return d
+
+    def stats_json(self, rank=0):
+        """The stats JSON (sqz_stats_json) parsed into a dict: everything stats() has, per method
+        and exchange, and under SQZ_ADAPT the "adapt" records (the per-layer levels chosen for
+        each buffer size, with the error budget and the bytes against the uniform setting)."""
+        fn = getattr(self._lib.lib, "sqz_stats_json", None)
+        if fn is None:
+            raise SqueezeError(_lib.SQZ_ERR_NOT_SUPPORTED, "this libsqueeze has no sqz_stats_json")
+        n = fn(self._handle(), int(rank), None, 0)
+        buf = ctypes.create_string_buffer(n + 1)
+        fn(self._handle(), int(rank), buf, n + 1)
+        return json.loads(buf.value.decode("utf-8", "replace"))
 
     def write_stats_json(self, path, rank=0):
         """sqz_stats_write_json: one JSON file ("%r" in path becomes the rank)."""

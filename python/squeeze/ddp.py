@@ -252,6 +252,11 @@ class SqueezeHookState:
                 out[key] = list(layers)
         return out
 
+    def adapt(self):
+        """Under SQZ_ADAPT=lgreco: the latest per-layer choice for each buffer size (a list of
+        dicts with count, solves, budget, error, bytes, bytes_uniform, levels), else []."""
+        return self.ctx.stats_json(self.rank).get("adapt", []) if not self.ctx.closed else []
+
     def write_stats_json(self, path):
         """The library's stats JSON for this rank ("%r" in path is the rank)."""
         self.ctx.write_stats_json(path, self.rank)

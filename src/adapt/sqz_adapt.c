@@ -10,9 +10,9 @@
 #include "sqz_adapt.h"
 #include "sqz_lgreco.h"
 
-/* Error bins of the dynamic program: fine enough that rounding each layer's error up to whole
- * bins costs little of the budget (at most nlayers bins of `bins`), small enough to solve in
- * well under a millisecond per hundred layers. */
+/* Bins of the dynamic program's bytes axis: fine enough that rounding each layer's bytes up to
+ * whole bins costs little (at most nlayers bins of `bins`), small enough to solve in about a
+ * millisecond per hundred layers. */
 static size_t sqz_adapt_bins(size_t nlayers)
 {
     const size_t b = 64 * nlayers;
@@ -52,18 +52,19 @@ static void sqz_adapt_candidates(const sqz_ctx_t *ctx, sqz_adapt_probe_t *pr)
     }
 }
 
-int sqz_adapt_begin(sqz_comm_t *comm, sqz_buf_state_t *b, size_t nlayers, sqz_adapt_probe_t *pr)
+int sqz_adapt_begin(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, size_t nlayers,
+                    sqz_adapt_probe_t *pr)
 {
     const sqz_ctx_t *ctx = comm->ctx;
     if (!ctx->p.adapt || 0 == nlayers) {
         return 0;
     }
-    if (b->levels && b->nlevels != nlayers) {
-        free(b->levels); /* a new layout: start over from the uniform setting */
-        b->levels = NULL, b->nlevels = 0, b->adapt_next = 0;
+    if (lv->levels && lv->n != nlayers) {
+        free(lv->levels); /* a new layout: start over from the uniform setting */
+        lv->levels = NULL, lv->n = 0, lv->next_probe = 0;
     }
-    if (b->adapt_next > (b->calls ? b->calls - 1 : 0)) {
-        return 0; /* b->calls - 1 is this call's counter */
+    if (lv->next_probe > seq) {
+        return 0;
     }
     sqz_adapt_candidates(ctx, pr);
     const size_t need = nlayers * (pr->ncand + 1) * sizeof(double);
@@ -72,6 +73,7 @@ int sqz_adapt_begin(sqz_comm_t *comm, sqz_buf_state_t *b, size_t nlayers, sqz_ad
     }
     pr->err  = comm->adaptbuf;
     pr->norm = comm->adaptbuf + nlayers * pr->ncand;
+    memset(comm->adaptbuf, 0, need);
     return 1;
 }
 
@@ -117,13 +119,13 @@ static void sqz_adapt_record(sqz_ctx_t *ctx, size_t count, const int *levels, si
     pthread_mutex_unlock(&ctx->lock);
 }
 
-sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_buf_state_t *b, const sqz_layer_t *layers,
-                           size_t nlayers, sqz_adapt_probe_t *pr)
+sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, size_t count,
+                           const sqz_layer_t *layers, size_t nlayers, sqz_adapt_probe_t *pr)
 {
     sqz_ctx_t *const           ctx = comm->ctx;
     const sqz_compressor_v1_t *c   = ctx->method;
     const size_t               nc  = pr->ncand;
-    b->adapt_next = (b->calls ? b->calls - 1 : 0) + (uint64_t)ctx->p.adapt_period;
+    lv->next_probe = seq + (uint64_t)ctx->p.adapt_period;
     /* The same numbers on every rank: sum the errors (as floats: the transport's sum). */
     float *sum = malloc(nlayers * nc * sizeof(float) + sizeof(float));
     double *bytes = malloc(nlayers * nc * sizeof(double) + sizeof(double));
@@ -158,14 +160,14 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_buf_state_t *b, const sqz_layer
     for (size_t l = 0; l < nlayers; l++) {
         covered += layers[l].rows * layers[l].cols;
     }
-    const double outside = (double)(b->count - covered) * sizeof(float);
+    const double outside = (double)(count - covered) * sizeof(float);
     uniform_bytes += outside;
     double tb = 0, te = 0;
     const sqz_status_t st = sqz_lgreco_solve(nlayers, nc, bytes, pr->err, budget,
                                              sqz_adapt_bins(nlayers), choice, &tb, &te);
     tb += outside;
     if (SQZ_OK != st) {
-        /* Only rounding can make the uniform setting itself not fit: keep it. */
+        /* The uniform setting always fits; only non-finite errors (a failed call) get here. */
         for (size_t l = 0; l < nlayers; l++) {
             choice[l] = (int)uidx;
         }
@@ -177,16 +179,16 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_buf_state_t *b, const sqz_layer
         }
         tb = uniform_bytes, te = budget;
     }
-    int *levels = b->levels && b->nlevels == nlayers ? b->levels : malloc(nlayers * sizeof(int));
+    int *levels = lv->levels && lv->n == nlayers ? lv->levels : malloc(nlayers * sizeof(int));
     if (levels) {
         for (size_t l = 0; l < nlayers; l++) {
             levels[l] = pr->cand[choice[l]];
         }
-        b->levels  = levels;
-        b->nlevels = nlayers;
-        sqz_adapt_record(ctx, b->count, levels, nlayers, budget, te, tb, uniform_bytes);
+        lv->levels = levels;
+        lv->n      = nlayers;
+        sqz_adapt_record(ctx, count, levels, nlayers, budget, te, tb, uniform_bytes);
         SQZ_DEBUG("adapt: buffer of %zu elements, %zu layers: %.4g bytes (uniform %.4g), error "
-                  "%.4g of budget %.4g", b->count, nlayers, tb, uniform_bytes, te, budget);
+                  "%.4g of budget %.4g", count, nlayers, tb, uniform_bytes, te, budget);
     }
     free(sum), free(bytes), free(choice);
     return SQZ_OK;

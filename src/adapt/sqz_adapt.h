@@ -37,16 +37,17 @@ typedef struct sqz_adapt_probe {
     double *norm;           /* nlayers */
 } sqz_adapt_probe_t;
 
-/** Whether call `seq` of buffer b probes (SQZ_ADAPT on and its period reached).  Fills pr's
- *  candidates and points err/norm into comm scratch for nlayers layers.  \return 1 to probe, 0
- *  not, or a negative sqz_status_t. */
-int sqz_adapt_begin(sqz_comm_t *comm, sqz_buf_state_t *b, size_t nlayers, sqz_adapt_probe_t *pr);
+/** Whether call `seq` of a buffer whose choice is lv probes (SQZ_ADAPT on and its period
+ *  reached).  Fills pr's candidates and points err/norm into comm scratch for nlayers layers
+ *  (zeroed).  \return 1 to probe, 0 not, or a negative sqz_status_t. */
+int sqz_adapt_begin(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, size_t nlayers,
+                    sqz_adapt_probe_t *pr);
 
-/** After a probing call that succeeded on every rank: sums the errors over the ranks, solves and
- *  stores the choice in b->levels (and the stats record).  Collective.  \return SQZ_OK, or
- *  SQZ_ERR_TRANSPORT. */
-sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_buf_state_t *b, const sqz_layer_t *layers,
-                           size_t nlayers, sqz_adapt_probe_t *pr);
+/** After probing call `seq` of a buffer of `count` elements succeeded on every rank: sums the
+ *  errors over the ranks (comm's transport), solves and stores the choice in lv (and the stats
+ *  record).  Collective.  \return SQZ_OK, or SQZ_ERR_TRANSPORT. */
+sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, size_t count,
+                           const sqz_layer_t *layers, size_t nlayers, sqz_adapt_probe_t *pr);
 
 /** Writes `"adapt": [...]` (the records) into an open JSON object, with a leading comma. */
 void sqz_adapt_write_json(const sqz_ctx_t *ctx, FILE *f);

@@ -1,8 +1,7 @@
-/* L-GreCo's knapsack-style dynamic program (see sqz_lgreco.h).
- *
- * best[e] = the fewest bytes for layers 0..l with a total (binned) error of at most e bins.
- * Layer by layer: best_l[e] = min_c best_{l-1}[e - w(l, c)] + bytes[l][c], with w the error in
- * whole bins rounded up; the argmin c is kept per (layer, e) to walk the answer back. */
+/* L-GreCo's dynamic program (see sqz_lgreco.h), a knapsack over the bytes axis:
+ * E_l[b] = the least total error of layers 0..l whose binned bytes are at most b;
+ * E_l[b] = min_c E_{l-1}[b - w(l, c)] + err[l][c], w the bytes in whole bins rounded up.  The
+ * argmin c is kept per (layer, b) to walk the answer back from the smallest b within budget. */
 #include "config.h"
 
 #include <math.h>
@@ -20,68 +19,79 @@ sqz_status_t sqz_lgreco_solve(size_t nlayers, size_t ncand, const double *bytes,
         !(budget >= 0) || !isfinite(budget) || NULL == bytes || NULL == err || NULL == choice) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    const double width = budget > 0 ? budget / (double)bins : 0;
-    const size_t cap   = bins;
+    double span = 0;
+    for (size_t l = 0; l < nlayers; l++) {
+        double m = 0;
+        for (size_t c = 0; c < ncand; c++) {
+            const double b = bytes[l * ncand + c], e = err[l * ncand + c];
+            if (!(b >= 0) || !isfinite(b) || !(e >= 0) || !isfinite(e)) {
+                return SQZ_ERR_INVALID_PARAM;
+            }
+            m = b > m ? b : m;
+        }
+        span += m;
+    }
+    const double width = span > 0 ? span / (double)bins : 1;
     size_t      *w     = malloc(nlayers * ncand * sizeof(size_t));
-    double      *best  = malloc((cap + 1) * sizeof(double));
-    double      *next  = malloc((cap + 1) * sizeof(double));
-    uint8_t     *arg   = malloc(nlayers * (cap + 1));
-    if (NULL == w || NULL == best || NULL == next || NULL == arg) {
+    if (NULL == w) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    size_t cap = 0;
+    for (size_t l = 0; l < nlayers; l++) {
+        size_t m = 0;
+        for (size_t c = 0; c < ncand; c++) {
+            const size_t wc = (size_t)ceil(bytes[l * ncand + c] / width - 1e-9);
+            w[l * ncand + c] = wc;
+            m                = wc > m ? wc : m;
+        }
+        cap += m; /* every choice fits in [0, cap] */
+    }
+    double  *best = malloc((cap + 1) * sizeof(double));
+    double  *next = malloc((cap + 1) * sizeof(double));
+    uint8_t *arg  = malloc(nlayers * (cap + 1));
+    if (NULL == best || NULL == next || NULL == arg) {
         free(w), free(best), free(next), free(arg);
         return SQZ_ERR_NO_MEMORY;
     }
-    /* Error weights in bins, rounded up; SIZE_MAX: never fits. */
-    for (size_t i = 0; i < nlayers * ncand; i++) {
-        const double e = err[i];
-        if (!(e >= 0) || !isfinite(e) || !isfinite(bytes[i])) {
-            free(w), free(best), free(next), free(arg);
-            return SQZ_ERR_INVALID_PARAM;
-        }
-        if (0 == e) {
-            w[i] = 0;
-        } else if (0 == width || e / width > (double)cap) {
-            w[i] = SIZE_MAX;
-        } else {
-            w[i] = (size_t)ceil(e / width);
-        }
-    }
-    for (size_t e = 0; e <= cap; e++) {
-        best[e] = 0; /* no layer yet: nothing spent */
+    for (size_t b = 0; b <= cap; b++) {
+        best[b] = 0; /* no layer yet: no error, whatever the bytes */
     }
     for (size_t l = 0; l < nlayers; l++) {
-        for (size_t e = 0; e <= cap; e++) {
-            double  b = INFINITY;
+        for (size_t b = 0; b <= cap; b++) {
+            double  e = INFINITY;
             uint8_t a = 0xff;
             for (size_t c = 0; c < ncand; c++) {
                 const size_t wc = w[l * ncand + c];
-                if (wc > e || !isfinite(best[e - wc])) {
+                if (wc > b || !isfinite(best[b - wc])) {
                     continue;
                 }
-                const double v = best[e - wc] + bytes[l * ncand + c];
-                /* Fewer bytes; on a tie, the lower error; then the lower index. */
-                if (v < b || (v == b && 0xff != a && err[l * ncand + c] < err[l * ncand + a])) {
-                    b = v;
+                const double v = best[b - wc] + err[l * ncand + c];
+                if (v < e) { /* a tie keeps the lower index */
+                    e = v;
                     a = (uint8_t)c;
                 }
             }
-            next[e]                = b;
-            arg[l * (cap + 1) + e] = a;
+            next[b]                = e;
+            arg[l * (cap + 1) + b] = a;
         }
         double *t = best;
         best      = next;
         next      = t;
     }
+    /* The smallest byte count within the budget (E is non-increasing in b). */
     sqz_status_t st = SQZ_ERR_NOT_SUPPORTED;
-    if (isfinite(best[cap])) {
-        /* Walk back from the full budget. */
-        size_t e  = cap;
+    size_t       b  = 0;
+    while (b <= cap && !(best[b] <= budget)) {
+        b++;
+    }
+    if (b <= cap) {
         double tb = 0, te = 0;
         for (size_t l = nlayers; l-- > 0;) {
-            const uint8_t a = arg[l * (cap + 1) + e];
+            const uint8_t a = arg[l * (cap + 1) + b];
             choice[l]       = a;
             tb += bytes[l * ncand + a];
             te += err[l * ncand + a];
-            e -= w[l * ncand + a];
+            b -= w[l * ncand + a];
         }
         if (total_bytes) {
             *total_bytes = tb;

@@ -9,13 +9,15 @@
 #include <squeeze.h>
 
 /** Solves  min sum_l bytes[l][c_l]  s.t.  sum_l err[l][c_l] <= budget  over c_l in [0, ncand).
- *  bytes and err are nlayers x ncand, row-major; errors must be >= 0 and finite.  The error axis
- *  is cut into `bins` bins of budget / bins and each error is rounded UP to whole bins, so the
- *  answer never exceeds the budget; it can miss the true optimum only by what that rounding
- *  hides (at most nlayers bins of slack).  Ties are broken toward the lower error, then toward
- *  the lower candidate index: the result is a deterministic function of the inputs, so ranks
- *  that solve the same inputs agree.  O(nlayers * ncand * bins) time, nlayers * (bins + 1)
- *  bytes of choice table.
+ *  bytes and err are nlayers x ncand, row-major, >= 0 and finite.
+ *  The program runs over the bytes axis: it cuts sum_l max_c bytes[l][c] into about `bins` bins,
+ *  rounds each layer's bytes UP to whole bins, and finds for every byte count b the least total
+ *  error E(b); the answer is the smallest b with E(b) <= budget.  The error side is exact, so
+ *  the answer never exceeds the budget, and any choice within it (the uniform setting whose
+ *  error is the budget, in particular) is found: the bytes can miss the optimum only by the
+ *  rounding, at most nlayers bins.  Among equal bytes the least error wins, then the lower
+ *  candidate index: the result is a deterministic function of the inputs, so ranks that solve
+ *  the same inputs agree.  O(nlayers * ncand * (bins + nlayers)) time.
  *  \return SQZ_OK with choice[l] set (and *total_bytes, *total_err when not NULL), or
  *  SQZ_ERR_NOT_SUPPORTED when no choice fits the budget (choice untouched), SQZ_ERR_NO_MEMORY,
  *  SQZ_ERR_INVALID_PARAM for bad arguments. */

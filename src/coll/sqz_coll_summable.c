@@ -59,7 +59,7 @@ sqz_status_t sqz_coll_summable(sqz_coll_call_t *call, uint64_t key)
         b->layout       = digest;
     }
     sqz_adapt_probe_t pr    = {0};
-    const int         probe = sqz_adapt_begin(comm, b, nl, &pr);
+    const int         probe = sqz_adapt_begin(comm, &b->adapt, call->seq, nl, &pr);
     if (probe < 0) {
         return (sqz_status_t)probe;
     }
@@ -81,7 +81,7 @@ sqz_status_t sqz_coll_summable(sqz_coll_call_t *call, uint64_t key)
          .layers        = ml,
          .nlayers       = nl,
          .bufstate      = b->plugin_state,
-         .levels        = (b->levels && b->nlevels == nl) ? b->levels : NULL,
+         .levels        = (b->adapt.levels && b->adapt.n == nl) ? b->adapt.levels : NULL,
          .probe         = probe ? pr.cand : NULL,
          .nprobe        = probe ? pr.ncand : 0,
          .probe_err     = probe ? pr.err : NULL,
@@ -107,7 +107,7 @@ sqz_status_t sqz_coll_summable(sqz_coll_call_t *call, uint64_t key)
         memcpy(call->out, out + (size_t)comm->rank * call->block, call->block * sizeof(float));
     }
     if (probe && a.probed) {
-        SQZ_CHECK(sqz_adapt_end(comm, b, layers, nl, &pr));
+        SQZ_CHECK(sqz_adapt_end(comm, &b->adapt, call->seq, b->count, layers, nl, &pr));
     }
     return SQZ_OK;
 }

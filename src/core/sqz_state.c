@@ -36,7 +36,7 @@ static void sqz_state_free(sqz_state_store_t *s, sqz_buf_state_t *b)
     free(b->res_compact);
     free(b->res_scale);
     free(b->plugin_state);
-    free(b->levels);
+    free(b->adapt.levels);
     free(b);
 }
 

@@ -8,6 +8,14 @@
 
 #include <squeeze.h>
 
+/** A buffer's layer-adaptive choice (src/adapt): the level of each of n layers (NULL: the
+ *  uniform setting), and the call counter of its next probe. */
+typedef struct sqz_levels {
+    int     *levels;
+    size_t   n;
+    uint64_t next_probe;
+} sqz_levels_t;
+
 typedef struct sqz_buf_state {
     uint64_t              key;
     size_t                count;
@@ -27,10 +35,7 @@ typedef struct sqz_buf_state {
     float                *plugin_state;
     size_t                plugin_len;
     uint64_t              layout;
-    /* Layer-adaptive selection (src/adapt): the level of each layer, or NULL (uniform). */
-    int                  *levels;
-    size_t                nlevels;
-    uint64_t              adapt_next;      /* the call counter of the next probe */
+    sqz_levels_t          adapt;           /* layer-adaptive selection (src/adapt) */
     struct sqz_buf_state *next;
 } sqz_buf_state_t;
 

@@ -78,6 +78,11 @@ sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, void *st
 /** qloc = M^T P^ per layer (deterministic: partial sums per row chunk, summed in order). */
 sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const float *msg,
                              float *qloc, float *part, void *stream);
+/** Layer-adaptive probes: for every compressed layer l (table order), out[l * 33] = ||M_l||^2
+ *  and out[l * 33 + 1 + k] = ||Q_i[:, k]||^2 for k < r (doubles; call after the last sqz_cu_psgd_mtp
+ *  and before sqz_cu_psgd_finish, which overwrites M). */
+sqz_status_t sqz_cu_psgd_probe(const sqz_cu_psgd_plan_t *pl, const float *m, const float *qloc,
+                               double *out, void *stream);
 /** Warm start: qstate = qsum / nranks for every layer, unless a flag is set (a non-finite call
  *  keeps the previous Q's). */
 sqz_status_t sqz_cu_psgd_store_q(const sqz_cu_psgd_plan_t *pl, const float *qsum, float *qstate,

@@ -48,6 +48,7 @@ typedef struct sqz_gpu_buf {
     size_t      pbytes;
     size_t      bytes;     /* device memory held */
     struct sqz_gpu_psgd *psgd; /* powersgd: plan, warm starts, messages (sqz_gpu_powersgd.c) */
+    sqz_levels_t         adapt; /* powersgd under SQZ_ADAPT: the per-layer ranks */
 } sqz_gpu_buf_t;
 
 struct sqz_gpu_comm {
@@ -123,10 +124,6 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
         /* PowerSGD forms a = in + residual in the residual buffer: it always has one. */
         g->enabled = 1;
         g->ef      = 1;
-        if (ctx->p.adapt) {
-            SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_ADAPT is CPU-only: the GPU path runs PowerSGD at the "
-                                       "uniform rank SQZ_POWERSGD_RANK");
-        }
     }
     if (!g->enabled && 0 != strcmp(method, "none")) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN,
@@ -337,6 +334,8 @@ static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
 {
     sqz_gpu_psgd_free(b->psgd);
     b->psgd = NULL;
+    free(b->adapt.levels);
+    b->adapt.levels = NULL;
     cudaFree(b->residual);
     cudaFree(b->payloads);
     cudaFree(b->workspace);
@@ -521,12 +520,14 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     if (g->psgd) {
         /* PowerSGD: its dense start phase, then two native all-reduces per power iteration. */
         const float scale = op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
-        if ((int64_t)b->calls++ < g->psgd_cfg.start) {
+        const uint64_t seq = b->calls++;
+        if ((int64_t)seq < g->psgd_cfg.start) {
             sqz_stats_record(ctx, ctx->method_index, 'w', count * esz, &cst);
             st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
             goto out;
         }
-        st = sqz_gpu_psgd_call(comm, &g->psgd_cfg, g->nccl, g->nc, &b->psgd, key, b->residual, in,
+        st = sqz_gpu_psgd_call(comm, &g->psgd_cfg, g->nccl, g->nc, &b->psgd, &b->adapt, seq, key,
+                               b->residual, in,
                                rs_out ? b->full : recvbuf, count, dtype, scale, g->d_nonfinite, s,
                                &cst);
         if (SQZ_ERR_NO_MEMORY == st) {

@@ -21,13 +21,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "adapt/sqz_adapt.h"
 #include "cuda/sqz_cuda_powersgd.h"
 #include "cuda/sqz_gpu_powersgd.h"
 #include "sqz_log.h"
 #include "powersgd/sqz_powersgd_plan.h"
 
 struct sqz_gpu_psgd {
-    uint64_t           layout;   /* digest of the layout the plan was made for */
+    uint64_t           layout;   /* digest of the layout the warm starts are laid out for */
+    uint64_t           plankey;  /* digest of the ranks the plan was made for */
+    int               *ranks;    /* per layer of the layout: its rank in the plan (0: exact) */
+    int               *index;    /* per layer: its entry in the plan's table, or -1 */
+    double            *probe_d;  /* device: sqz_cu_psgd_probe's output */
+    double            *probe_h;  /* host copy */
     sqz_cu_psgd_plan_t plan;     /* device tables and totals */
     void              *tables;   /* device: layers | spans | tiles */
     float             *qstate;   /* device: warm-start Q's (bufstate layout) */
@@ -64,14 +70,28 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
     return 1;
 }
 
+/* Frees what belongs to a plan (the warm starts and flags stay). */
+static void sqz_gpu_psgd_free_plan(struct sqz_gpu_psgd *p)
+{
+    cudaFree(p->tables);
+    cudaFree(p->msg);
+    cudaFree(p->qloc);
+    cudaFree(p->part);
+    cudaFree(p->probe_d);
+    free(p->probe_h);
+    free(p->ranks);
+    free(p->index);
+    p->tables = NULL, p->msg = NULL, p->qloc = NULL, p->part = NULL, p->probe_d = NULL;
+    p->probe_h = NULL, p->ranks = NULL, p->index = NULL;
+    memset(&p->plan, 0, sizeof(p->plan));
+    p->plankey = 0;
+}
+
 void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p)
 {
     if (p) {
-        cudaFree(p->tables);
+        sqz_gpu_psgd_free_plan(p);
         cudaFree(p->qstate);
-        cudaFree(p->msg);
-        cudaFree(p->qloc);
-        cudaFree(p->part);
         cudaFree(p->flags);
         free(p);
     }
@@ -88,25 +108,44 @@ static void sqz_gpu_psgd_span(void *arg, size_t lo, size_t hi, size_t pos)
     l->s[l->n++]           = (sqz_cu_psgd_span_t){.lo = lo, .len = hi - lo, .pos = pos};
 }
 
-/* Builds the plan of a layout and the device memory for it. */
-static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_cfg_t *cfg,
-                                         const sqz_matrix_v1_t *layers, size_t nl, size_t n,
-                                         cudaStream_t s)
+/* The rank of every layer of a layout for this call: its level (the uniform rank without a
+ * choice), raised on a probing call to the largest rank any candidate compresses it at. */
+static uint64_t sqz_gpu_psgd_ranks(const sqz_gpu_psgd_cfg_t *cfg, const sqz_matrix_v1_t *layers,
+                                   size_t nl, const int *levels, const sqz_adapt_probe_t *pr,
+                                   int *ranks)
 {
-    int                 *plan  = calloc(nl + 1, sizeof(int));
+    uint64_t h = 0x9e3779b97f4a7c15ull ^ nl;
+    for (size_t l = 0; l < nl; l++) {
+        size_t r = sqz_psgd_layer_rank(&layers[l], levels ? levels[l] : cfg->rank, cfg->min_rate);
+        for (size_t j = 0; pr && j < pr->ncand; j++) {
+            const size_t rj = sqz_psgd_layer_rank(&layers[l], pr->cand[j], cfg->min_rate);
+            r               = rj > r ? rj : r;
+        }
+        ranks[l] = (int)r;
+        h        = (h ^ (r + 1)) * 0x100000001b3ull;
+    }
+    return h;
+}
+
+/* Builds the device plan for the ranks in p->ranks (the layout's layers) and its memory. */
+static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matrix_v1_t *layers,
+                                         size_t nl, size_t n, cudaStream_t s)
+{
+    const int           *plan  = p->ranks;
     sqz_cu_psgd_layer_t *tab   = calloc(nl + 1, sizeof(*tab));
     sqz_cu_psgd_span_t  *spans = calloc(nl + 2, sizeof(*spans));
     sqz_cu_psgd_tile_t  *tiles = NULL;
-    sqz_status_t         st    = (plan && tab && spans) ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    sqz_status_t         st    = (tab && spans) ? SQZ_OK : SQZ_ERR_NO_MEMORY;
     sqz_cu_psgd_plan_t   pl    = {0};
     size_t               qs = 1, ntiles = 0; /* qstate[0] is the CPU layout's flag: unused here */
     for (size_t l = 0; SQZ_OK == st && l < nl; l++) {
         const sqz_matrix_v1_t *L = &layers[l];
-        const size_t           r = sqz_psgd_layer_rank(L, cfg->rank, cfg->min_rate);
-        plan[l]                  = (int)r;
+        const size_t           r = (size_t)plan[l];
+        p->index[l]              = -1;
         if (r) {
             const uint32_t chunks = (uint32_t)((L->rows + SQZ_CU_PSGD_CHUNK_ROWS - 1) /
                                                SQZ_CU_PSGD_CHUNK_ROWS);
+            p->index[l]       = (int)pl.nlayers;
             tab[pl.nlayers++] = (sqz_cu_psgd_layer_t){
                 .offset = L->offset, .rows = (uint32_t)L->rows, .cols = (uint32_t)L->cols,
                 .r = (uint32_t)r, .p_off = pl.plen, .q_off = pl.qelems, .qs_off = qs,
@@ -138,18 +177,18 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_gpu_p
         pl.ndense = sqz_psgd_dense_spans(layers, nl, n, plan, sqz_gpu_psgd_span, &sl);
         pl.nspans = (uint32_t)sl.n;
     }
-    /* Device memory: tables, warm-start Q's, messages. */
     const size_t tb = (pl.nlayers + 1) * sizeof(*tab) + (pl.nspans + 1) * sizeof(*spans) +
                       (pl.ntiles + 1) * sizeof(*tiles);
-    void *dt = NULL;
+    const size_t nprobe = (size_t)(pl.nlayers + 1) * (1 + 32);
+    void        *dt     = NULL;
     if (SQZ_OK == st &&
         (cudaMalloc(&dt, tb) != cudaSuccess ||
-         cudaMalloc((void **)&p->qstate, qs * sizeof(float)) != cudaSuccess ||
          cudaMalloc((void **)&p->msg, (pl.plen + pl.ndense + pl.qelems + 1) * sizeof(float)) !=
              cudaSuccess ||
          cudaMalloc((void **)&p->qloc, (pl.qelems + 1) * sizeof(float)) != cudaSuccess ||
          cudaMalloc((void **)&p->part, (pl.part + 1) * sizeof(float)) != cudaSuccess ||
-         cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) != cudaSuccess)) {
+         cudaMalloc((void **)&p->probe_d, nprobe * sizeof(double)) != cudaSuccess ||
+         NULL == (p->probe_h = malloc(nprobe * sizeof(double))))) {
         cudaGetLastError();
         st = SQZ_ERR_NO_MEMORY;
     }
@@ -169,20 +208,50 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_gpu_p
         pl.spans  = (const sqz_cu_psgd_span_t *)(d + (pl.nlayers + 1) * sizeof(*tab));
         pl.tiles  = (const sqz_cu_psgd_tile_t *)(d + (pl.nlayers + 1) * sizeof(*tab) +
                                                 (pl.nspans + 1) * sizeof(*spans));
-        p->tables     = dt;
-        p->plan       = pl;
-        p->qstate_len = qs;
-        p->qinit      = 0;
+        p->tables = dt;
+        p->plan   = pl;
     } else {
         cudaFree(dt);
     }
-    free(plan), free(tab), free(spans), free(tiles);
+    free(tab), free(spans), free(tiles);
     return st;
+}
+
+/* A probing call's errors, from sqz_cu_psgd_probe's output (synchronizes with the stream):
+ * err[l * ncand + j] = ||M_l||^2 - sum over the first rank(cand[j]) columns of ||Q_i[:, c]||^2. */
+static sqz_status_t sqz_gpu_psgd_probe_errors(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_cfg_t *cfg,
+                                              const sqz_matrix_v1_t *layers, size_t nl,
+                                              sqz_adapt_probe_t *pr, cudaStream_t s)
+{
+    const size_t nprobe = (size_t)(p->plan.nlayers + 1) * (1 + 32);
+    if (cudaMemcpyAsync(p->probe_h, p->probe_d, nprobe * sizeof(double), cudaMemcpyDeviceToHost,
+                        s) != cudaSuccess ||
+        cudaStreamSynchronize(s) != cudaSuccess) {
+        return SQZ_ERR_CUDA;
+    }
+    for (size_t l = 0; l < nl; l++) {
+        const int     idx = p->index[l];
+        const double *o   = idx >= 0 ? p->probe_h + (size_t)idx * (1 + 32) : NULL;
+        for (size_t j = 0; j < pr->ncand; j++) {
+            const size_t want = sqz_psgd_layer_rank(&layers[l], pr->cand[j], cfg->min_rate);
+            double       e    = 0;
+            if (o && want) {
+                e = o[0];
+                for (size_t c = 0; c < want && c < (size_t)p->ranks[l]; c++) {
+                    e -= o[1 + c];
+                }
+                e = e > 0 ? e : 0;
+            }
+            pr->err[l * pr->ncand + j] = e;
+        }
+    }
+    return SQZ_OK;
 }
 
 sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
                                const sqz_nccl_api_t *nccl, ncclComm_t nc,
-                               struct sqz_gpu_psgd **state, uint64_t key, float *m, const void *in,
+                               struct sqz_gpu_psgd **state, sqz_levels_t *lv, uint64_t seq,
+                               uint64_t key, float *m, const void *in,
                                void *out, size_t n, sqz_dtype_t dtype, float scale,
                                unsigned long long *d_nonfinite, cudaStream_t s,
                                sqz_call_stats_t *cs)
@@ -193,21 +262,51 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
     if (NULL == layers) {
         return SQZ_ERR_NO_MEMORY;
     }
-    struct sqz_gpu_psgd *p = *state;
+    const sqz_matrix_v1_t *ml = (const sqz_matrix_v1_t *)layers;
+    struct sqz_gpu_psgd   *p  = *state;
     if (NULL == p || p->layout != digest) {
+        /* A new layout: new warm starts and a new plan. */
         sqz_gpu_psgd_free(p);
         *state = p = calloc(1, sizeof(*p));
         if (NULL == p) {
             return SQZ_ERR_NO_MEMORY;
         }
-        const sqz_status_t st =
-            sqz_gpu_psgd_prepare(p, cfg, (const sqz_matrix_v1_t *)layers, nl, n, s);
-        if (SQZ_OK != st) {
+        p->qstate_len = sqz_psgd_bufstate_len(ml, nl);
+        if (cudaMalloc((void **)&p->qstate, p->qstate_len * sizeof(float)) != cudaSuccess ||
+            cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) != cudaSuccess) {
+            cudaGetLastError();
             sqz_gpu_psgd_free(p);
             *state = NULL;
-            return st;
+            return SQZ_ERR_NO_MEMORY;
         }
         p->layout = digest;
+    }
+    /* The choice of SQZ_ADAPT, and whether this call probes. */
+    sqz_adapt_probe_t pr    = {0};
+    const int         probe = sqz_adapt_begin(comm, lv, seq, nl, &pr);
+    if (probe < 0) {
+        return (sqz_status_t)probe;
+    }
+    const int *levels = (lv->levels && lv->n == nl) ? lv->levels : NULL;
+    int       *ranks  = malloc((nl + 1) * sizeof(int));
+    if (NULL == ranks) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    const uint64_t key2 = sqz_gpu_psgd_ranks(cfg, ml, nl, levels, probe ? &pr : NULL, ranks);
+    if (NULL == p->tables || p->plankey != key2) {
+        /* New ranks (a choice, a probe): a new plan; the device is synchronized by the frees. */
+        sqz_gpu_psgd_free_plan(p);
+        p->ranks = ranks;
+        p->index = malloc((nl + 1) * sizeof(int));
+        const sqz_status_t st =
+            p->index ? sqz_gpu_psgd_prepare(p, ml, nl, n, s) : SQZ_ERR_NO_MEMORY;
+        if (SQZ_OK != st) {
+            sqz_gpu_psgd_free_plan(p);
+            return st;
+        }
+        p->plankey = key2;
+    } else {
+        free(ranks);
     }
     const sqz_cu_psgd_plan_t *pl   = &p->plan;
     float *const              qsum = p->msg + pl->plen + pl->ndense;
@@ -252,8 +351,17 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
         SQZ_CHECK(sqz_cu_psgd_store_q(pl, qsum, p->qstate, 1.0f / (float)comm->nranks, p->flags, s));
         wire += pl->qelems * sizeof(float);
     }
+    if (probe) {
+        SQZ_CHECK(sqz_cu_psgd_probe(pl, m, p->qloc, p->probe_d, s));
+    }
     SQZ_CHECK(sqz_cu_psgd_finish(pl, p->msg, p->qloc, m, in, out, dtype, n, scale, cfg->ef,
                                  p->flags, d_nonfinite, s));
+    if (probe && pl->nlayers > 0) {
+        /* The probe's errors go to the host (a stream synchronization, every SQZ_ADAPT_PERIOD
+         * calls), are summed over the ranks and solved (src/adapt). */
+        SQZ_CHECK(sqz_gpu_psgd_probe_errors(p, cfg, ml, nl, &pr, s));
+        SQZ_CHECK(sqz_adapt_end(comm, lv, seq, n, layers, nl, &pr));
+    }
     cs->algo       = SQZ_ALGO_SUMMABLE;
     cs->bytes_wire = wire;
     cs->bytes_sent = 2 * (size_t)(comm->nranks - 1) * wire / (size_t)comm->nranks;

@@ -25,13 +25,16 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg);
 
 /** One call: out (n elements of dtype, may be in) = scale * the sum over ranks of each rank's
  *  approximation of in + m; m (n floats, the buffer's residual) holds the error afterwards.  The
- *  layout comes from sqz_layout_resolve(comm, key, n) (comm->lock held).  A non-finite input on
+ *  layout comes from sqz_layout_resolve(comm, key, n) (comm->lock held).  Under SQZ_ADAPT the
+ *  per-layer ranks come from lv, and call `seq` may probe (sqz_adapt_begin): its errors are
+ *  copied to the host (one stream synchronization), summed over the ranks and solved.  A non-finite input on
  *  any rank gives NaN everywhere in out and m restored, decided on the device, and counted in
  *  *d_nonfinite.  \return SQZ_OK, SQZ_ERR_NO_MEMORY (nothing was enqueued: the caller may go
  *  dense), SQZ_ERR_CUDA or SQZ_ERR_NCCL. */
 sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
                                const sqz_nccl_api_t *nccl, ncclComm_t nc,
-                               struct sqz_gpu_psgd **state, uint64_t key, float *m, const void *in,
+                               struct sqz_gpu_psgd **state, sqz_levels_t *lv, uint64_t seq,
+                               uint64_t key, float *m, const void *in,
                                void *out, size_t n, sqz_dtype_t dtype, float scale,
                                unsigned long long *d_nonfinite, cudaStream_t s,
                                sqz_call_stats_t *cs);

@@ -324,6 +324,40 @@ def t_single_rank_comm():
         report(ok, "a closed Comm raises SqueezeError", d)
 
 
+def t_adapt_stats_json():
+    """SQZ_ADAPT=lgreco on a one-rank PowerSGD Comm with a registered layout: the per-layer choice
+    is readable through Context.stats_json() ("adapt"), within its error budget."""
+    with squeeze.Context(env=False, method="powersgd", powersgd_start_steps=0, adapt="lgreco",
+                         adapt_period=2, min_bytes=0) as ctx:
+        if not ctx._lib.has("sqz_stats_json") or not ctx._lib.has("sqz_layout_register"):
+            report(None, "stats_json() adapt record", "this libsqueeze lacks sqz_stats_json")
+            return
+        comm = ctx.single_rank_comm()
+        rows, cols = 64, 48
+        n = 2 * rows * cols
+        comm.register_layout(9, n, [(0, rows, cols), (rows * cols, rows, cols)])
+        # Layer 0 of rank 1, layer 1 full rank: the choice lowers layer 0's rank.
+        u = [math.sin(0.37 * i + 1) for i in range(rows)]
+        v = [math.cos(0.11 * j) for j in range(cols)]
+        src = [u[i] * v[j] for i in range(rows) for j in range(cols)]
+        src += [math.sin(12.9898 * k) * 43758.5453 % 1.0 - 0.5 for k in range(rows * cols)]
+        for _ in range(4):
+            a = (ctypes.c_float * n)(*src)
+            comm.allreduce(ctypes.addressof(a), n, "float32", "sum", key=9)
+        d = ctx.stats_json()
+        rec = d.get("adapt", [])
+        ok = len(rec) == 1 and rec[0]["count"] == n and len(rec[0]["levels"]) == 2
+        report(ok, "stats_json() holds the adapt record of the buffer", repr(rec))
+        if ok:
+            r = rec[0]
+            report(r["error"] <= r["budget"] and r["levels"][0] < r["levels"][1]
+                   and r["bytes"] < r["bytes_uniform"],
+                   "the choice lowers the rank-1 layer and stays within its error budget",
+                   f"levels {r['levels']}, error {r['error']:.4g} <= {r['budget']:.4g}, "
+                   f"bytes {r['bytes']:.0f} < {r['bytes_uniform']:.0f}")
+        comm.close()
+
+
 def t_nccl_unavailable():
     """Without a GPU build, NCCL or a GPU, the NCCL entry points raise SqueezeError, never crash.
     Where everything is present, a one-rank communicator is made and destroyed."""
@@ -416,6 +450,7 @@ def main():
         ("lifecycle", t_lifecycle),
         ("enums", t_enums),
         ("single-rank comm", t_single_rank_comm),
+        ("adapt stats json", t_adapt_stats_json),
         ("nccl unavailable", t_nccl_unavailable),
         ("ddp helpers", t_ddp_helpers),
     ]:
