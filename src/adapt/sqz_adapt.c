@@ -20,7 +20,9 @@ static size_t sqz_adapt_bins(size_t nlayers)
 }
 
 /* Candidates: the method's levels from 1/4 to 4 times the configured one (the probe runs a layer
- * at the largest, so the cap bounds what a probing call sends), plus the configured level. */
+ * at the largest, so the cap bounds what a probing call sends), up to 8 times when the objective
+ * is the least error (SQZ_ADAPT_BYTES: a layer may need much more than the uniform level), plus
+ * the configured level. */
 static void sqz_adapt_candidates(const sqz_ctx_t *ctx, sqz_adapt_probe_t *pr)
 {
     const sqz_compressor_v1_t *c   = ctx->method;
@@ -38,7 +40,8 @@ static void sqz_adapt_candidates(const sqz_ctx_t *ctx, sqz_adapt_probe_t *pr)
         if (end == p) {
             break;
         }
-        if (v >= 1 && 4 * v >= pr->uniform && v <= 4 * (long)pr->uniform) {
+        const long up = ctx->p.adapt_bytes > 0 ? 8 : 4;
+        if (v >= 1 && 4 * v >= pr->uniform && v <= up * (long)pr->uniform) {
             if (!have && v > pr->uniform) {
                 pr->cand[pr->ncand++] = pr->uniform;
             }
@@ -163,8 +166,15 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, siz
     const double outside = (double)(count - covered) * sizeof(float);
     uniform_bytes += outside;
     double tb = 0, te = 0;
-    const sqz_status_t st = sqz_lgreco_solve(nlayers, nc, bytes, pr->err, budget,
-                                             sqz_adapt_bins(nlayers), choice, &tb, &te);
+    /* L-GreCo: the fewest bytes within the uniform error; or the least error within
+     * SQZ_ADAPT_BYTES times the uniform bytes (the layers' share: the rest is fixed). */
+    const sqz_status_t st =
+        ctx->p.adapt_bytes > 0
+            ? sqz_lgreco_solve_bytes(nlayers, nc, bytes, pr->err,
+                                     ctx->p.adapt_bytes * (uniform_bytes - outside),
+                                     sqz_adapt_bins(nlayers), choice, &tb, &te)
+            : sqz_lgreco_solve(nlayers, nc, bytes, pr->err, budget, sqz_adapt_bins(nlayers),
+                               choice, &tb, &te);
     tb += outside;
     if (SQZ_OK != st) {
         /* The uniform setting always fits; only non-finite errors (a failed call) get here. */
@@ -173,7 +183,10 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, siz
         }
         tb = uniform_bytes, te = budget;
     }
-    if (tb > uniform_bytes) {
+    /* Never worse than uniform on the objective's own terms (bin rounding could make the
+     * uniform setting itself just miss a budget of exactly its bytes). */
+    if ((0 == ctx->p.adapt_bytes && tb > uniform_bytes) ||
+        (ctx->p.adapt_bytes >= 1 && te > budget)) {
         for (size_t l = 0; l < nlayers; l++) {
             choice[l] = (int)uidx;
         }

@@ -11,12 +11,15 @@
 
 #include "sqz_lgreco.h"
 
-sqz_status_t sqz_lgreco_solve(size_t nlayers, size_t ncand, const double *bytes, const double *err,
-                              double budget, size_t bins, int *choice, double *total_bytes,
-                              double *total_err)
+/* The program for both problems: with max_bytes < 0, the fewest bytes within `budget` of error;
+ * otherwise the least error within max_bytes. */
+static sqz_status_t sqz_lgreco_run(size_t nlayers, size_t ncand, const double *bytes,
+                                   const double *err, double budget, double max_bytes, size_t bins,
+                                   int *choice, double *total_bytes, double *total_err)
 {
     if (0 == nlayers || 0 == ncand || ncand > 255 || 0 == bins || bins > ((size_t)1 << 24) ||
-        !(budget >= 0) || !isfinite(budget) || NULL == bytes || NULL == err || NULL == choice) {
+        !(budget >= 0) || !isfinite(budget) || !isfinite(max_bytes) || NULL == bytes ||
+        NULL == err || NULL == choice) {
         return SQZ_ERR_INVALID_PARAM;
     }
     double span = 0;
@@ -78,11 +81,20 @@ sqz_status_t sqz_lgreco_solve(size_t nlayers, size_t ncand, const double *bytes,
         best      = next;
         next      = t;
     }
-    /* The smallest byte count within the budget (E is non-increasing in b). */
+    /* The smallest byte count within the budget (E is non-increasing in b); or the largest
+     * within max_bytes, where E is least. */
     sqz_status_t st = SQZ_ERR_NOT_SUPPORTED;
     size_t       b  = 0;
-    while (b <= cap && !(best[b] <= budget)) {
-        b++;
+    if (max_bytes < 0) {
+        while (b <= cap && !(best[b] <= budget)) {
+            b++;
+        }
+    } else {
+        const double lim = floor(max_bytes / width + 1e-9);
+        b                = lim >= (double)cap ? cap : (size_t)lim;
+        if (!isfinite(best[b])) {
+            b = cap + 1; /* even the cheapest choice costs more */
+        }
     }
     if (b <= cap) {
         double tb = 0, te = 0;
@@ -103,4 +115,23 @@ sqz_status_t sqz_lgreco_solve(size_t nlayers, size_t ncand, const double *bytes,
     }
     free(w), free(best), free(next), free(arg);
     return st;
+}
+
+sqz_status_t sqz_lgreco_solve(size_t nlayers, size_t ncand, const double *bytes, const double *err,
+                              double budget, size_t bins, int *choice, double *total_bytes,
+                              double *total_err)
+{
+    return sqz_lgreco_run(nlayers, ncand, bytes, err, budget, -1, bins, choice, total_bytes,
+                          total_err);
+}
+
+sqz_status_t sqz_lgreco_solve_bytes(size_t nlayers, size_t ncand, const double *bytes,
+                                    const double *err, double max_bytes, size_t bins, int *choice,
+                                    double *total_bytes, double *total_err)
+{
+    if (!(max_bytes >= 0)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    return sqz_lgreco_run(nlayers, ncand, bytes, err, 0, max_bytes, bins, choice, total_bytes,
+                          total_err);
 }

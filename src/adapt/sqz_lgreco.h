@@ -25,4 +25,12 @@ sqz_status_t sqz_lgreco_solve(size_t nlayers, size_t ncand, const double *bytes,
                               double budget, size_t bins, int *choice, double *total_bytes,
                               double *total_err);
 
+/** The dual problem on the same program:  min sum_l err[l][c_l]  s.t.  sum_l bytes[l][c_l] <=
+ *  max_bytes.  Bytes are rounded up to whole bins, so the answer never exceeds max_bytes; its
+ *  error can miss the optimum only by what the rounding hides.  \return as sqz_lgreco_solve
+ *  (SQZ_ERR_NOT_SUPPORTED when even the cheapest choice exceeds max_bytes). */
+sqz_status_t sqz_lgreco_solve_bytes(size_t nlayers, size_t ncand, const double *bytes,
+                                    const double *err, double max_bytes, size_t bins, int *choice,
+                                    double *total_bytes, double *total_err);
+
 #endif

@@ -98,6 +98,10 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
      "programming, fewest bytes with a total error at most that of the uniform setting (L-GreCo)"},
     {"ADAPT_PERIOD", SQZ_PARAM_INT, "50", 1, 1e12, NULL, CORE(adapt_period),
      "SQZ_ADAPT: compressed calls of a buffer between two measurements and re-solves"},
+    {"ADAPT_BYTES", SQZ_PARAM_DOUBLE, "0", 0, 64, NULL, CORE(adapt_bytes),
+     "SQZ_ADAPT's objective: 0 is L-GreCo's (the fewest bytes whose error is at most the uniform "
+     "setting's); a value x > 0 asks instead for the least error within x times the uniform "
+     "setting's bytes (1: the same bytes, spent where they cut the most error)"},
     {"MOE", SQZ_PARAM_ENUM, "off", 0, 0, "off|dedup|lsh|cycle", CORE(moe),
      "MoE token all-to-alls under the interposers (MPI_Alltoall/MPI_Alltoallv of floats whose "
      "every per-peer count is a multiple of SQZ_MOE_DIM): off passes them through; dedup sends "

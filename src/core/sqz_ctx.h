@@ -45,6 +45,7 @@ typedef struct sqz_core_params {
     size_t      layout_chunk;  /* pseudo-layer size */
     int         adapt;         /* 0 none, 1 lgreco */
     int64_t     adapt_period;
+    double      adapt_bytes;   /* 0: fewest bytes within the error budget; > 0: least error */
     int         moe;           /* sqz_moe_mode_t */
     const char *moe_cycle;
     int64_t     moe_dim;

@@ -35,6 +35,30 @@ static double brute(size_t L, size_t C, const double *bytes, const double *err, 
     }
 }
 
+/* The least error with total bytes <= max_bytes by enumeration; +inf when none. */
+static double brute_err(size_t L, size_t C, const double *bytes, const double *err, double max_bytes)
+{
+    size_t idx[8] = {0};
+    double best   = INFINITY;
+    for (;;) {
+        double b = 0, e = 0;
+        for (size_t l = 0; l < L; l++) {
+            b += bytes[l * C + idx[l]];
+            e += err[l * C + idx[l]];
+        }
+        if (b <= max_bytes && e < best) {
+            best = e;
+        }
+        size_t l = 0;
+        while (l < L && ++idx[l] == C) {
+            idx[l++] = 0;
+        }
+        if (l == L) {
+            return best;
+        }
+    }
+}
+
 static void test_dp(void)
 {
     rng_state = 11;
@@ -96,6 +120,21 @@ static void test_dp(void)
             CHECK_MSG(tb >= opt - 1e-9, "trial %d: %g beats the optimum %g", trial, tb, opt);
             CHECK_MSG(tb <= opt + (double)L * span / bins + 1e-9,
                       "trial %d: %g more than %zu bins above the optimum %g", trial, tb, L, opt);
+        }
+        /* The dual (least error within a byte budget): exact on the grid, within budget always. */
+        if (grid) {
+            double ub = 0;
+            for (size_t l = 0; l < L; l++) {
+                ub += bytes[l * C + C / 2];
+            }
+            int          ch2[6];
+            double       b2 = -1, e2 = -1;
+            const double eopt = brute_err(L, C, bytes, err, ub);
+            CHECK_EQ_INT(sqz_lgreco_solve_bytes(L, C, bytes, err, ub, bins_used, ch2, &b2, &e2),
+                         SQZ_OK);
+            CHECK_MSG(b2 <= ub && fabs(e2 - eopt) <= 1e-9 * (1 + eopt),
+                      "trial %d: dual DP %g bytes (max %g), error %g vs brute force %g", trial, b2,
+                      ub, e2, eopt);
         }
         /* The reported totals are those of the choice. */
         if (SQZ_OK == st) {
