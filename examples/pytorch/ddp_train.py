@@ -16,7 +16,8 @@ gradient all-reduce dense, compressed by Squeeze, or compressed by PyTorch's own
   squeeze         DDP with squeeze.ddp's communication hook (Python binding, no preload); the
                   settings come from the SQZ_* environment and --sqz NAME=VALUE.
   torch-fp16      torch's fp16_compress_hook.
-  torch-powersgd  torch's PowerSGD hook (rank --powersgd-rank, start_powerSGD_iter=2).
+  torch-powersgd  torch's PowerSGD hook (rank --powersgd-rank, start_powerSGD_iter
+                  --powersgd-start, default 2).
 
 The data is synthetic and learnable: token sequences of a fixed random sparse Markov chain (each
 token has a few successors, drawn from a Zipf distribution), the same chain on every rank, each
@@ -158,6 +159,8 @@ def parse_args():
     ap.add_argument("--chain-k", type=int, default=4, help="successors per token in the chain")
     ap.add_argument("--bucket-cap-mb", type=float, default=25, help="DDP bucket size (MB)")
     ap.add_argument("--powersgd-rank", type=int, default=4)
+    ap.add_argument("--powersgd-start", type=int, default=2,
+                    help="torch-powersgd: start_powerSGD_iter (dense steps first)")
     ap.add_argument("--sqz", action="append", default=[], metavar="NAME=VALUE",
                     help="a Squeeze parameter for --comm squeeze (method=quant, quant_bits=4); "
                          "SQZ_* environment variables are read too, these win")
@@ -221,7 +224,7 @@ def main():
         from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
         state = powerSGD_hook.PowerSGDState(process_group=None,
                                             matrix_approximation_rank=args.powersgd_rank,
-                                            start_powerSGD_iter=2)
+                                            start_powerSGD_iter=args.powersgd_start)
         ddp.register_comm_hook(state, powerSGD_hook.powerSGD_hook)
 
     decay = [p for p in model.parameters() if p.dim() >= 2]

@@ -35,6 +35,9 @@ struct sqz_gpu_psgd {
     double            *probe_d;  /* device: sqz_cu_psgd_probe's output */
     double            *probe_h;  /* host copy */
     sqz_cu_psgd_plan_t plan;     /* device tables and totals */
+    /* Device memory is grow-only (a new plan reuses it when it fits: no allocation, hence no
+     * device synchronization, when SQZ_ADAPT switches between plans). */
+    size_t             tabcap, msgcap, qloccap, partcap, probecap; /* bytes */
     void              *tables;   /* device: layers | spans | tiles */
     float             *qstate;   /* device: warm-start Q's (bufstate layout) */
     size_t             qstate_len;
@@ -70,31 +73,39 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
     return 1;
 }
 
-/* Frees what belongs to a plan (the warm starts and flags stay). */
-static void sqz_gpu_psgd_free_plan(struct sqz_gpu_psgd *p)
-{
-    cudaFree(p->tables);
-    cudaFree(p->msg);
-    cudaFree(p->qloc);
-    cudaFree(p->part);
-    cudaFree(p->probe_d);
-    free(p->probe_h);
-    free(p->ranks);
-    free(p->index);
-    p->tables = NULL, p->msg = NULL, p->qloc = NULL, p->part = NULL, p->probe_d = NULL;
-    p->probe_h = NULL, p->ranks = NULL, p->index = NULL;
-    memset(&p->plan, 0, sizeof(p->plan));
-    p->plankey = 0;
-}
-
 void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p)
 {
     if (p) {
-        sqz_gpu_psgd_free_plan(p);
+        cudaFree(p->tables);
+        cudaFree(p->msg);
+        cudaFree(p->qloc);
+        cudaFree(p->part);
+        cudaFree(p->probe_d);
         cudaFree(p->qstate);
         cudaFree(p->flags);
+        free(p->probe_h);
+        free(p->ranks);
+        free(p->index);
         free(p);
     }
+}
+
+/* Makes *ptr hold at least `need` bytes of device memory (kept when it does already). */
+static int sqz_gpu_psgd_grow(void **ptr, size_t *cap, size_t need)
+{
+    if (*ptr && *cap >= need) {
+        return 0;
+    }
+    cudaFree(*ptr);
+    *ptr = NULL;
+    *cap = 0;
+    if (cudaMalloc(ptr, need) != cudaSuccess) {
+        cudaGetLastError();
+        *ptr = NULL;
+        return -1;
+    }
+    *cap = need;
+    return 0;
 }
 
 typedef struct sqz_gpu_span_list {
@@ -180,21 +191,24 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matri
     const size_t tb = (pl.nlayers + 1) * sizeof(*tab) + (pl.nspans + 1) * sizeof(*spans) +
                       (pl.ntiles + 1) * sizeof(*tiles);
     const size_t nprobe = (size_t)(pl.nlayers + 1) * (1 + 32);
-    void        *dt     = NULL;
     if (SQZ_OK == st &&
-        (cudaMalloc(&dt, tb) != cudaSuccess ||
-         cudaMalloc((void **)&p->msg, (pl.plen + pl.ndense + pl.qelems + 1) * sizeof(float)) !=
-             cudaSuccess ||
-         cudaMalloc((void **)&p->qloc, (pl.qelems + 1) * sizeof(float)) != cudaSuccess ||
-         cudaMalloc((void **)&p->part, (pl.part + 1) * sizeof(float)) != cudaSuccess ||
-         cudaMalloc((void **)&p->probe_d, nprobe * sizeof(double)) != cudaSuccess ||
-         NULL == (p->probe_h = malloc(nprobe * sizeof(double))))) {
-        cudaGetLastError();
+        (sqz_gpu_psgd_grow(&p->tables, &p->tabcap, tb) ||
+         sqz_gpu_psgd_grow((void **)&p->msg, &p->msgcap,
+                           (pl.plen + pl.ndense + pl.qelems + 1) * sizeof(float)) ||
+         sqz_gpu_psgd_grow((void **)&p->qloc, &p->qloccap, (pl.qelems + 1) * sizeof(float)) ||
+         sqz_gpu_psgd_grow((void **)&p->part, &p->partcap, (pl.part + 1) * sizeof(float)) ||
+         sqz_gpu_psgd_grow((void **)&p->probe_d, &p->probecap, nprobe * sizeof(double)))) {
         st = SQZ_ERR_NO_MEMORY;
     }
     if (SQZ_OK == st) {
-        unsigned char *d = dt;
-        /* Pageable sources: the copies are staged before they return, so freeing is safe. */
+        double *h = realloc(p->probe_h, nprobe * sizeof(double));
+        st        = h ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+        p->probe_h = h ? h : p->probe_h;
+    }
+    if (SQZ_OK == st) {
+        unsigned char *d = p->tables;
+        /* Stream-ordered after the previous call's kernels, which read the old tables; the
+         * pageable sources are staged before the copies return, so freeing them is safe. */
         if (cudaMemcpyAsync(d, tab, pl.nlayers * sizeof(*tab), cudaMemcpyHostToDevice, s) !=
                 cudaSuccess ||
             cudaMemcpyAsync(d + (pl.nlayers + 1) * sizeof(*tab), spans,
@@ -208,10 +222,7 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matri
         pl.spans  = (const sqz_cu_psgd_span_t *)(d + (pl.nlayers + 1) * sizeof(*tab));
         pl.tiles  = (const sqz_cu_psgd_tile_t *)(d + (pl.nlayers + 1) * sizeof(*tab) +
                                                 (pl.nspans + 1) * sizeof(*spans));
-        p->tables = dt;
         p->plan   = pl;
-    } else {
-        cudaFree(dt);
     }
     free(tab), free(spans), free(tiles);
     return st;
@@ -293,18 +304,18 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
         return SQZ_ERR_NO_MEMORY;
     }
     const uint64_t key2 = sqz_gpu_psgd_ranks(cfg, ml, nl, levels, probe ? &pr : NULL, ranks);
-    if (NULL == p->tables || p->plankey != key2) {
-        /* New ranks (a choice, a probe): a new plan; the device is synchronized by the frees. */
-        sqz_gpu_psgd_free_plan(p);
+    if (0 == p->plankey || p->plankey != key2) {
+        /* New ranks (a choice, a probe): a new plan, in the memory of the old when it fits. */
+        free(p->ranks);
         p->ranks = ranks;
-        p->index = malloc((nl + 1) * sizeof(int));
-        const sqz_status_t st =
-            p->index ? sqz_gpu_psgd_prepare(p, ml, nl, n, s) : SQZ_ERR_NO_MEMORY;
+        int *idx = realloc(p->index, (nl + 1) * sizeof(int));
+        p->index = idx ? idx : p->index;
+        const sqz_status_t st = idx ? sqz_gpu_psgd_prepare(p, ml, nl, n, s) : SQZ_ERR_NO_MEMORY;
         if (SQZ_OK != st) {
-            sqz_gpu_psgd_free_plan(p);
+            p->plankey = 0;
             return st;
         }
-        p->plankey = key2;
+        p->plankey = key2 ? key2 : 1;
     } else {
         free(ranks);
     }
