@@ -7,18 +7,36 @@
  *
  *     SQZ_MOE=cycle SQZ_MOE_CYCLE=lsh,dedup,none SQZ_MOE_DIM=<D>
  *
- * for LSH-MoE (dispatch by LSH centroids, combine de-duplicated, gradients exact).  Prints the
- * loss, the all-to-all bytes the program hands MPI and the time spent in the all-to-alls (each
- * timed after a barrier, so that the ranks' compute imbalance is not counted).
+ * for LSH-MoE through the interposer (dispatch by LSH centroids, combine de-duplicated, gradients
+ * exact: the interposer cannot tell which tokens shared a centroid).
+ *
+ * With --api lsh the three exchanges go through Squeeze's MoE API instead (include/squeeze.h,
+ * over an MPI transport on MPI_COMM_WORLD, settings from the SQZ_* environment): sqz_moe_dispatch
+ * (LSH), sqz_moe_combine (residuals added back) and, with --grad centroid (the default there),
+ * sqz_moe_combine_backward: each centroid's copies receive the mean gradient of its tokens, sent
+ * once per centroid, which gives the experts' weights exactly the gradient of the LSH forward
+ * pass; --grad exact sends the per-token gradients uncompressed.  --api exact runs the same calls
+ * with an exact dispatch (the uncompressed baseline through the API).
+ *
+ * Prints the loss, the all-to-all bytes (handed to MPI; through the API, put on the wire) and the
+ * time spent in the all-to-alls, per kind of call (each timed after a barrier, so that the ranks'
+ * compute imbalance is not counted; the slowest rank's sums).
  *
  *     mpirun -np 4 examples/sqz_moe_layer [--steps N] [--tokens T] [--dim D] [--hidden H]
  *                                         [--clusters K] [--noise S] [--lr LR]
+ *                                         [--api lsh|exact] [--grad centroid|exact]
  */
+#include "config.h"
+
 #include <math.h>
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <squeeze.h>
+
+#include "transport/sqz_transport_mpi.h"
 
 static int rank, size;
 
@@ -36,23 +54,108 @@ static double gauss(unsigned long long k)
 }
 
 typedef struct {
-    int    steps, T, D, H, K;
-    double noise, lr;
+    int         steps, T, D, H, K;
+    double      noise, lr;
+    const char *api;  /* NULL: plain MPI_Alltoallv; "lsh" or "exact": the dispatch's codec */
+    const char *grad; /* "centroid" or "exact" (API only) */
 } opts_t;
 
-static double a2a_time, a2a_bytes;
+enum { DISPATCH, COMBINE, GRAD, NKINDS };
+static const char *const kind_names[NKINDS] = {"dispatch", "combine", "gradient"};
+static double a2a_time[NKINDS], a2a_bytes;
 
-/* One timed MPI_Alltoallv of floats (counts in floats). */
-static void alltoallv(const float *s, const int *sc, const int *sd, float *r, const int *rc,
-                      const int *rd)
+static void die(const char *what, sqz_status_t st)
+{
+    fprintf(stderr, "rank %d: %s: %s\n", rank, what, sqz_status_string(st));
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+
+/* The Squeeze state of the API mode. */
+static sqz_ctx_t       *sctx;
+static sqz_comm_t      *scomm;
+static sqz_transport_t  strans;
+static sqz_moe_handle_t *handle;
+static size_t          *tok; /* 4 * size: the step's counts and displacements in tokens */
+
+/* Starts timing one exchange of `kind` (after a barrier). */
+static double tic(void)
 {
     MPI_Barrier(MPI_COMM_WORLD);
-    const double t0 = MPI_Wtime();
-    MPI_Alltoallv(s, sc, sd, MPI_FLOAT, r, rc, rd, MPI_FLOAT, MPI_COMM_WORLD);
-    a2a_time += MPI_Wtime() - t0;
-    for (int p = 0; p < size; p++) {
-        a2a_bytes += (p != rank) ? 4.0 * sc[p] : 0.0;
+    return MPI_Wtime();
+}
+
+/* One exchange of `kind`: float counts sc/sd/rc/rd (plain MPI), tokens of D floats (API). */
+static void exchange(int kind, const opts_t *o, const float *s, const int *sc, const int *sd,
+                     float *r, const int *rc, const int *rd)
+{
+    const double t0 = tic();
+    if (NULL == o->api) {
+        MPI_Alltoallv(s, sc, sd, MPI_FLOAT, r, rc, rd, MPI_FLOAT, MPI_COMM_WORLD);
+        a2a_time[kind] += MPI_Wtime() - t0;
+        for (int p = 0; p < size; p++) {
+            a2a_bytes += (p != rank) ? 4.0 * sc[p] : 0.0;
+        }
+        return;
     }
+    sqz_status_t st = SQZ_OK;
+    if (DISPATCH == kind) {
+        for (int p = 0; p < size; p++) {
+            tok[p]            = (size_t)(sc[p] / o->D);
+            tok[size + p]     = (size_t)(sd[p] / o->D);
+            tok[2 * size + p] = (size_t)(rc[p] / o->D);
+            tok[3 * size + p] = (size_t)(rd[p] / o->D);
+        }
+        sqz_moe_handle_free(handle);
+        handle = NULL;
+        st = sqz_moe_dispatch(scomm, strcmp(o->api, "lsh") ? SQZ_MOE_EXACT : SQZ_MOE_LSH, s, tok,
+                              tok + size, r, tok + 2 * size, tok + 3 * size, (size_t)o->D, &handle);
+    } else if (COMBINE == kind) {
+        st = sqz_moe_combine(scomm, handle, s, r);
+    } else if (0 == strcmp(o->grad, "centroid")) {
+        st = sqz_moe_combine_backward(scomm, handle, s, r, NULL);
+    } else {
+        st = sqz_moe_alltoallv(scomm, SQZ_MOE_EXACT, s, tok, tok + size, r, tok + 2 * size,
+                               tok + 3 * size, (size_t)o->D, SQZ_DTYPE_FLOAT32);
+    }
+    a2a_time[kind] += MPI_Wtime() - t0;
+    if (SQZ_OK != st) {
+        die(kind_names[kind], st);
+    }
+}
+
+static void api_init(void)
+{
+    sqz_config_t *cfg = NULL;
+    char          err[512] = "";
+    sqz_status_t  st       = sqz_config_create(&cfg);
+    if (SQZ_OK == st) {
+        st = sqz_config_load_env(cfg);
+    }
+    if (SQZ_OK == st) {
+        st = sqz_ctx_create(cfg, &sctx, err, sizeof(err));
+    }
+    sqz_config_destroy(cfg);
+    if (SQZ_OK != st) {
+        fprintf(stderr, "rank %d: %s\n", rank, err);
+        die("sqz_ctx_create", st);
+    }
+    if (SQZ_OK != (st = sqz_transport_mpi_create(MPI_COMM_WORLD, &strans)) ||
+        SQZ_OK != (st = sqz_comm_create(sctx, &strans, &scomm))) {
+        die("sqz_comm_create", st);
+    }
+    tok = malloc(4 * (size_t)size * sizeof(size_t));
+}
+
+/* Bytes the API put on the wire (every codec). */
+static double api_wire_bytes(void)
+{
+    double b = 0;
+    for (int c = SQZ_MOE_EXACT; c <= SQZ_MOE_LSH; c++) {
+        sqz_moe_stats_t m;
+        sqz_moe_stats_get(sctx, (sqz_moe_codec_t)c, &m);
+        b += (double)m.bytes_wire;
+    }
+    return b;
 }
 
 int main(int argc, char **argv)
@@ -60,7 +163,8 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
-    opts_t o = {.steps = 40, .T = 2048, .D = 128, .H = 32, .K = 64, .noise = 0.05, .lr = 0.05};
+    opts_t o = {.steps = 40, .T = 2048, .D = 128, .H = 32, .K = 64, .noise = 0.05, .lr = 0.05,
+                .api = NULL, .grad = "centroid"};
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--steps")) o.steps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--tokens")) o.T = atoi(argv[i + 1]);
@@ -69,6 +173,19 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--clusters")) o.K = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--noise")) o.noise = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--lr")) o.lr = atof(argv[i + 1]);
+        else if (!strcmp(argv[i], "--api")) o.api = argv[i + 1];
+        else if (!strcmp(argv[i], "--grad")) o.grad = argv[i + 1];
+    }
+    if ((o.api && strcmp(o.api, "lsh") && strcmp(o.api, "exact")) ||
+        (strcmp(o.grad, "centroid") && strcmp(o.grad, "exact"))) {
+        if (0 == rank) {
+            fprintf(stderr, "--api takes lsh or exact, --grad centroid or exact\n");
+        }
+        MPI_Finalize();
+        return 2;
+    }
+    if (o.api) {
+        api_init();
     }
     const int    T = o.T, D = o.D, H = o.H, P = size;
     const size_t TD = (size_t)T * (size_t)D;
@@ -120,7 +237,7 @@ int main(int argc, char **argv)
             nr += rc[p];
         }
         const int ne = nr / D;
-        alltoallv(x, sc, sd, ex, rc, rd); /* dispatch */
+        exchange(DISPATCH, &o, x, sc, sd, ex, rc, rd);
         /* Expert forward: h = relu(W1 x), o = W2 h. */
         for (int t = 0; t < ne; t++) {
             for (int a = 0; a < H; a++) {
@@ -138,7 +255,7 @@ int main(int argc, char **argv)
                 eo[(size_t)t * D + j] = s;
             }
         }
-        alltoallv(eo, rc, rd, out, sc, sd); /* combine */
+        exchange(COMBINE, &o, eo, rc, rd, out, sc, sd);
         /* Loss and its gradient, on the tokens' own rank. */
         double l = 0;
         for (size_t i = 0; i < TD; i++) {
@@ -148,7 +265,7 @@ int main(int argc, char **argv)
         }
         MPI_Allreduce(MPI_IN_PLACE, &l, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         loss = l / ((double)T * P * D);
-        alltoallv(g, sc, sd, eg, rc, rd); /* gradients to the experts */
+        exchange(GRAD, &o, g, sc, sd, eg, rc, rd);
         /* Expert backward (mean over its tokens) and SGD. */
         memset(G1, 0, (size_t)H * D * 4);
         memset(G2, 0, (size_t)H * D * 4);
@@ -178,14 +295,32 @@ int main(int argc, char **argv)
             printf("step %3d  loss %.6f\n", step, loss);
         }
     }
-    double t = a2a_time, b = a2a_bytes;
-    MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    MPI_Allreduce(MPI_IN_PLACE, &b, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    if (0 == rank) {
-        printf("final loss %.6f  all-to-all: %.1f MB handed to MPI (all ranks), %.3f s (slowest "
-               "rank, %d steps x 3 calls)\n",
-               loss, b / 1e6, t, o.steps);
+    double t[NKINDS + 1], b = o.api ? api_wire_bytes() : a2a_bytes;
+    t[NKINDS] = 0;
+    for (int k = 0; k < NKINDS; k++) {
+        t[k] = a2a_time[k];
+        t[NKINDS] += a2a_time[k];
     }
+    MPI_Allreduce(MPI_IN_PLACE, t, NKINDS + 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &b, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    size_t rows = 0, sent = handle ? sqz_moe_handle_tokens(handle, &rows) : 0;
+    unsigned long long rs[2] = {rows, sent};
+    MPI_Allreduce(MPI_IN_PLACE, rs, 2, MPI_UNSIGNED_LONG_LONG, MPI_SUM, MPI_COMM_WORLD);
+    if (0 == rank) {
+        printf("final loss %.6f  all-to-all: %.1f MB %s (all ranks), %.3f s (slowest rank, %d "
+               "steps x 3 calls): dispatch %.3f s, combine %.3f s, gradient %.3f s\n",
+               loss, b / 1e6, o.api ? "on the wire" : "handed to MPI", t[NKINDS], o.steps,
+               t[DISPATCH], t[COMBINE], t[GRAD]);
+        if (o.api) {
+            printf("api: dispatch %s, gradient %s; last dispatch's compression rate (centroids / "
+                   "tokens) %.4f\n", o.api, o.grad, rs[1] ? (double)rs[0] / (double)rs[1] : 0.0);
+        }
+    }
+    sqz_moe_handle_free(handle);
+    sqz_comm_destroy(scomm);
+    sqz_transport_mpi_destroy(&strans);
+    sqz_ctx_destroy(sctx);
+    free(tok);
     free(x), free(y), free(out), free(g), free(ex), free(eo), free(eg), free(eh);
     free(W1), free(W2), free(G1), free(G2), free(centers);
     free(sc), free(sd), free(rc), free(rd), free(cnt), free(kk);

@@ -224,19 +224,24 @@ SQZ_API sqz_status_t sqz_moe_alltoallv(sqz_comm_t *comm, sqz_moe_codec_t codec,
                                        const size_t *recvcounts, const size_t *rdispls,
                                        size_t dim, sqz_dtype_t dtype);
 
-/** The state a dispatch leaves for its combine: the layouts, each sent token's residual
- *  (x - centroid, float32, zero for tokens kept exact) and its row in its destination block. */
+/** The state a dispatch leaves for its combine and the backward passes: the layouts, each sent
+ *  token's residual (x - centroid, float32, zero for tokens kept exact) and its centroid (the
+ *  tokens of one centroid form a group), plus scratch of the sendbuf's size.  A handle is used by
+ *  one thread at a time. */
 typedef struct sqz_moe_handle sqz_moe_handle_t;
 
-/** Dispatch: the LSH all-to-all of float32 tokens (sendbuf, sendcounts, sdispls) to the experts'
- *  ranks (recvbuf, recvcounts, rdispls; each received token is its centroid).  On SQZ_OK,
- *  *handle (owned by the caller, freed with sqz_moe_handle_free) keeps copies of the four
- *  count/displacement arrays and n * dim floats of residuals, where n is the sum of sendcounts;
- *  the caller keeps ownership of every buffer.  Errors as sqz_moe_alltoallv (*handle NULL). */
-SQZ_API sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, const float *sendbuf,
-                                      const size_t *sendcounts, const size_t *sdispls,
-                                      float *recvbuf, const size_t *recvcounts,
-                                      const size_t *rdispls, size_t dim,
+/** Dispatch: the all-to-all of float32 tokens (sendbuf, sendcounts, sdispls) to the experts'
+ *  ranks (recvbuf, recvcounts, rdispls), coded with `codec`: SQZ_MOE_LSH for LSH-MoE (each
+ *  received token is its centroid: the copies of one centroid are identical rows), DEDUP or EXACT
+ *  to send the tokens as they are (residuals zero; the handle then makes every call below exact,
+ *  e.g. to compare against an uncompressed MoE).  On SQZ_OK, *handle (owned by the caller, freed
+ *  with sqz_moe_handle_free) keeps copies of the four count/displacement arrays and 4 n * dim
+ *  floats (residuals, scratch), where n is the largest sdispls[r] + sendcounts[r]; the caller
+ *  keeps ownership of every buffer.  Errors as sqz_moe_alltoallv (*handle NULL). */
+SQZ_API sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, sqz_moe_codec_t codec,
+                                      const float *sendbuf, const size_t *sendcounts,
+                                      const size_t *sdispls, float *recvbuf,
+                                      const size_t *recvcounts, const size_t *rdispls, size_t dim,
                                       sqz_moe_handle_t **handle);
 
 /** Combine: sends the expert outputs (expert_out, laid out as the dispatch's recvbuf: recvcounts
@@ -248,12 +253,33 @@ SQZ_API sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, const float *sendbuf,
 SQZ_API sqz_status_t sqz_moe_combine(sqz_comm_t *comm, const sqz_moe_handle_t *handle,
                                      const float *expert_out, float *out);
 
-/** For the backward pass of dispatch: out[t] = the mean of g over the tokens that shared token
- *  t's centroid (t itself for tokens sent exact), g and out laid out as the dispatch's sendbuf
- *  (may alias).  The gradient of the loss with respect to x is g_Y + centroid_mean(g_c - g_Y),
- *  where g_c is the gradient at the experts' inputs sent back. */
-SQZ_API sqz_status_t sqz_moe_centroid_mean(const sqz_moe_handle_t *handle, const float *g,
-                                           float *out);
+/** Backward of combine, given grad_out = dL/dY (laid out as the dispatch's sendbuf).  Sends to
+ *  the experts, in grad_expert_out (laid out as the dispatch's recvbuf), for each copy of a
+ *  centroid the mean of dL/dY over that centroid's tokens: identical rows, de-duplicated on the
+ *  wire, so the gradient all-to-all carries as many rows as the dispatch.  This is exact for
+ *  whatever sums over a centroid's copies: an expert applied row by row to identical inputs has
+ *  identical Jacobians at them, so its weight gradients and the per-centroid sums of its input
+ *  gradients equal those of the exact per-token gradients (only their split among the copies
+ *  differs).  When grad_x is not NULL it receives the gradient through the residual x - c:
+ *  grad_out - centroid_mean(grad_out) (sendbuf layout).  Errors as sqz_moe_alltoallv. */
+SQZ_API sqz_status_t sqz_moe_combine_backward(sqz_comm_t *comm, sqz_moe_handle_t *handle,
+                                              const float *grad_out, float *grad_expert_out,
+                                              float *grad_x);
+
+/** Backward of dispatch, given grad_expert_in = dL/d(expert input) (laid out as the dispatch's
+ *  recvbuf).  Sends it back de-duplicated (the copies of a centroid carry identical rows when the
+ *  expert and combine_backward made them so; other rows travel as they are, lossless) and writes
+ *  grad_x (sendbuf layout; gaps between blocks 0): each token gets the mean over its centroid's
+ *  tokens of what came back, because c = mean(x of its tokens) gives dL/dx_t = (1/n) sum over
+ *  the copies.  dL/dx of the whole layer is this plus combine_backward's grad_x.  Errors as
+ *  sqz_moe_alltoallv. */
+SQZ_API sqz_status_t sqz_moe_dispatch_backward(sqz_comm_t *comm, sqz_moe_handle_t *handle,
+                                               const float *grad_expert_in, float *grad_x);
+
+/** out[t] = the mean of g over the tokens that shared token t's centroid (t itself for tokens
+ *  sent exact), g and out laid out as the dispatch's sendbuf (may not alias the handle's
+ *  scratch; g and out may alias).  The backward calls above are built on it. */
+SQZ_API sqz_status_t sqz_moe_centroid_mean(sqz_moe_handle_t *handle, const float *g, float *out);
 
 /** \return tokens sent to other ranks by the dispatch, and in *centroids (may be NULL) the rows
  *  sent for them: centroids / tokens is its compression rate. */
@@ -261,6 +287,20 @@ SQZ_API size_t sqz_moe_handle_tokens(const sqz_moe_handle_t *handle, size_t *cen
 
 /** Frees a handle.  Accepts NULL. */
 SQZ_API void sqz_moe_handle_free(sqz_moe_handle_t *handle);
+
+/** Totals of one codec's token all-to-alls on this process (every communicator of ctx). */
+typedef struct sqz_moe_stats {
+    uint64_t calls;            /**< token all-to-alls coded with it */
+    uint64_t tokens;           /**< tokens sent to other ranks */
+    uint64_t rows;             /**< rows sent for them (centroids, distinct rows, or the tokens) */
+    uint64_t bytes_in;         /**< bytes of those tokens */
+    uint64_t bytes_wire;       /**< bytes of the blocks sent for them (headers included) */
+    double   seconds_compress; /**< encode and decode */
+    double   seconds_comm;     /**< the exchanges */
+} sqz_moe_stats_t;
+
+/** Copies the totals of `codec` (all zero for a NULL ctx or an unknown codec). */
+SQZ_API void sqz_moe_stats_get(const sqz_ctx_t *ctx, sqz_moe_codec_t codec, sqz_moe_stats_t *out);
 
 /* ------------------------------------------------------------------------------------------ */
 /* GPU path: device buffers, NCCL, stream-ordered                                             */

@@ -11,6 +11,10 @@ communicator, Context.nccl_comm() wraps it in a Comm, Comm.allreduce_async() all
 memory on a CUDA stream.  squeeze.ddp is a PyTorch DDP communication hook built on them (torch is
 imported only by squeeze.ddp).
 
+MoE (LSH-MoE token exchanges, host memory; `import squeeze.moe`, which needs numpy):
+Context.mpi_comm() wraps an mpi4py communicator in a Comm; squeeze.moe.dispatch() / Handle.combine() and the backward calls work on numpy arrays, and
+squeeze.moe.moe_layer() runs dispatch -> expert -> combine under PyTorch autograd.
+
 libsqueeze.so is looked up, on first use, at $SQUEEZE_LIB, beside the package or in the
 installation prefix, in the build tree (../../.libs), then through ctypes.util.find_library;
 failing that the first call raises SqueezeError naming every place tried.

@@ -299,6 +299,28 @@ class Context:
         self._comms.add(comm)
         return comm
 
+    def mpi_comm(self, mpi_comm):
+        """A Comm over an mpi4py communicator (host memory; the transport's callbacks call
+        mpi4py, point-to-point messages on a private duplicate).  Collective over its ranks.  The
+        Comm keeps the mpi4py communicator (Comm.mpi) for the callers' own count exchanges."""
+        from ._mpi import mpi_transport
+        t, keep = mpi_transport(mpi_comm)
+        out = ctypes.c_void_p()
+        check(self._lib.lib.sqz_comm_create(self._handle(), ctypes.byref(t), ctypes.byref(out)),
+              "sqz_comm_create")
+        comm = Comm(self, out.value, keepalive=(t, keep))
+        comm.mpi = mpi_comm
+        self._comms.add(comm)
+        return comm
+
+    def moe_stats(self, codec):
+        """sqz_moe_stats_get: the totals of one codec ("exact", "dedup", "lsh" or SQZ_MOE_*) of
+        this process's token all-to-alls, as a dict."""
+        from .moe import codec_code
+        st = _lib.sqz_moe_stats_t()
+        self._lib.fn("sqz_moe_stats_get")(self._handle(), codec_code(codec), ctypes.byref(st))
+        return {name: getattr(st, name) for name, _ in st._fields_}
+
     def single_rank_comm(self):
         """A Comm of one rank over a transport made of ctypes callbacks (host memory): the
         engine's whole path (policy, compression, error feedback, stats, layouts) without MPI,

@@ -38,6 +38,10 @@ SQZ_DTYPE_BFLOAT16 = 3
 SQZ_OP_SUM = 1
 SQZ_OP_AVG = 2
 
+SQZ_MOE_EXACT = 0
+SQZ_MOE_DEDUP = 1
+SQZ_MOE_LSH = 2
+
 SQZ_PARAM_INT = 1
 SQZ_PARAM_DOUBLE = 2
 SQZ_PARAM_SIZE = 3
@@ -193,11 +197,21 @@ TRANSPORT_ALLTOALLV_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.
                                           ctypes.POINTER(ctypes.c_size_t))
 TRANSPORT_ALLREDUCE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
                                           ctypes.c_void_p, ctypes.c_size_t)
+TRANSPORT_ISEND_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                      ctypes.c_size_t, ctypes.c_int,
+                                      ctypes.POINTER(ctypes.c_void_p))
+TRANSPORT_IRECV_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                      ctypes.c_size_t, ctypes.c_int,
+                                      ctypes.POINTER(ctypes.c_size_t),
+                                      ctypes.POINTER(ctypes.c_void_p))
+TRANSPORT_TEST_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.POINTER(ctypes.c_int))
+TRANSPORT_WAIT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
 
 
 class sqz_transport_t(ctypes.Structure):
-    """include/squeeze.h: struct sqz_transport (the optional point-to-point functions are left
-    NULL: the binding's transports only offer the collectives)."""
+    """include/squeeze.h: struct sqz_transport (the optional point-to-point functions may be left
+    NULL: the one-rank transport offers only the collectives, the mpi4py one all of them)."""
     _fields_ = [
         ("size", ctypes.c_size_t),
         ("self", ctypes.c_void_p),
@@ -206,10 +220,23 @@ class sqz_transport_t(ctypes.Structure):
         ("allgatherv", TRANSPORT_ALLGATHERV_FN),
         ("alltoallv", TRANSPORT_ALLTOALLV_FN),
         ("allreduce_f32_sum", TRANSPORT_ALLREDUCE_FN),
-        ("isend", ctypes.c_void_p),
-        ("irecv", ctypes.c_void_p),
-        ("test", ctypes.c_void_p),
-        ("wait", ctypes.c_void_p),
+        ("isend", TRANSPORT_ISEND_FN),
+        ("irecv", TRANSPORT_IRECV_FN),
+        ("test", TRANSPORT_TEST_FN),
+        ("wait", TRANSPORT_WAIT_FN),
+    ]
+
+
+class sqz_moe_stats_t(ctypes.Structure):
+    """include/squeeze.h: struct sqz_moe_stats."""
+    _fields_ = [
+        ("calls", ctypes.c_uint64),
+        ("tokens", ctypes.c_uint64),
+        ("rows", ctypes.c_uint64),
+        ("bytes_in", ctypes.c_uint64),
+        ("bytes_wire", ctypes.c_uint64),
+        ("seconds_compress", ctypes.c_double),
+        ("seconds_comm", ctypes.c_double),
     ]
 
 
@@ -228,6 +255,7 @@ _int = ctypes.c_int
 _size = ctypes.c_size_t
 _u64 = ctypes.c_uint64
 _str = ctypes.c_char_p
+_psize = ctypes.POINTER(ctypes.c_size_t)
 
 # name: (restype, argtypes, required).  Optional ones (the GPU path, layouts) may be missing from
 # an older library: their wrappers then raise SqueezeError(SQZ_ERR_NOT_SUPPORTED).
@@ -257,6 +285,18 @@ _PROTOTYPES = {
     # Layer layouts
     "sqz_layout_register": (_int, [_vp, _u64, _size, ctypes.POINTER(sqz_layer_t), _size], False),
     "sqz_layout_get": (_size, [_vp, _u64, _size, ctypes.POINTER(sqz_layer_t), _size], False),
+    # MoE token all-to-alls (pointers: sendbuf, counts..., recvbuf; sizes as size_t arrays)
+    "sqz_moe_alltoallv": (_int, [_vp, _int, _vp, _psize, _psize, _vp, _psize, _psize, _size,
+                                 _int], False),
+    "sqz_moe_dispatch": (_int, [_vp, _int, _vp, _psize, _psize, _vp, _psize, _psize, _size,
+                                _pvp], False),
+    "sqz_moe_combine": (_int, [_vp, _vp, _vp, _vp], False),
+    "sqz_moe_combine_backward": (_int, [_vp, _vp, _vp, _vp, _vp], False),
+    "sqz_moe_dispatch_backward": (_int, [_vp, _vp, _vp, _vp], False),
+    "sqz_moe_centroid_mean": (_int, [_vp, _vp, _vp], False),
+    "sqz_moe_handle_tokens": (_size, [_vp, ctypes.POINTER(_size)], False),
+    "sqz_moe_handle_free": (None, [_vp], False),
+    "sqz_moe_stats_get": (None, [_vp, _int, ctypes.POINTER(sqz_moe_stats_t)], False),
     # GPU path
     "sqz_gpu_built": (_int, [], False),
     "sqz_comm_create_nccl": (_int, [_vp, _vp, _pvp], False),

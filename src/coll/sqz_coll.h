@@ -93,12 +93,15 @@ typedef struct sqz_a2a_call {
 } sqz_a2a_call_t;
 
 /** The coded all-to-all-v: each block for another rank is encoded (sqz_lsh.h format) into the
- *  communicator's send scratch, the block sizes are exchanged (one all-to-all of 8 bytes a peer:
- *  a receiver cannot know them), then the blocks (one all-to-all-v), and each received block is
- *  validated and decoded at its displacement.  The block a rank sends itself is copied.  EXACT
- *  skips the frames: one all-to-all-v of the bytes.  \return SQZ_OK, SQZ_ERR_CORRUPT (a received
- *  block was malformed; its recv block is untouched), SQZ_ERR_MISMATCH (a peer announced more
- *  than its count allows), SQZ_ERR_NO_MEMORY, SQZ_ERR_TRANSPORT. */
+ *  communicator's send scratch and sent; each received block is validated and decoded at its
+ *  displacement.  With point-to-point messages in the transport and SQZ_PIPELINE on, one round
+ *  (receives posted for their bound, encoding overlapped with sending, decoding with receiving);
+ *  otherwise the block sizes are exchanged first (one all-to-all of 8 bytes a peer: a receiver
+ *  cannot know them), then the blocks (one all-to-all-v).  The block a rank sends itself is
+ *  copied.  EXACT skips the frames: one all-to-all-v of the bytes.  \return SQZ_OK,
+ *  SQZ_ERR_CORRUPT (a received block was malformed; its recv block is untouched),
+ *  SQZ_ERR_MISMATCH (a peer announced more than its count allows; over point-to-point a block
+ *  larger than the receive fails as SQZ_ERR_TRANSPORT), SQZ_ERR_NO_MEMORY, SQZ_ERR_TRANSPORT. */
 sqz_status_t sqz_coll_alltoallv_tokens(sqz_a2a_call_t *call);
 
 /** Chunk boundaries of the reduce-scatter exchanges: off[r], len[r] for r in [0, nranks). */

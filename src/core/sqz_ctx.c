@@ -83,7 +83,9 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
     {"PIPELINE", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(pipeline),
      "pipeline the scatter-reduce exchange over point-to-point messages (send chunk i while "
      "compressing chunk i+1, decode while later chunks arrive) when the transport offers them "
-     "and SQZ_THREADS is 1; 0 uses one all-to-all and one all-gather"},
+     "and SQZ_THREADS is 1; 0 uses one all-to-all and one all-gather.  Also the MoE token "
+     "all-to-alls: 1 sends them in one round of point-to-point messages, 0 sends the block sizes "
+     "first"},
     {"THREADS", SQZ_PARAM_INT, "1", 1, 256, NULL, CORE(threads),
      "threads compressing and decoding the chunks of a scatter-reduce exchange (quant, sign); "
      "the extra threads are bound with hwloc to distinct cores of the rank's own cpuset"},

@@ -22,6 +22,9 @@ struct sqz_moe_handle {
     uint32_t *group;    /* ntok: a number shared by the tokens of one centroid (token's own index
                            for exact tokens) */
     size_t  sent, rows; /* tokens sent to other ranks, centroids sent for them */
+    float  *scratch;    /* ntok * dim: the backward passes' gradients in the sendbuf layout */
+    float  *sum;        /* ntok * dim: per-group sums of sqz_moe_centroid_mean */
+    uint32_t *cnt;      /* ntok: per-group counts of sqz_moe_centroid_mean */
 };
 
 void sqz_moe_comm_free(sqz_comm_t *comm)
@@ -227,6 +230,9 @@ void sqz_moe_handle_free(sqz_moe_handle_t *h)
         free(h->counts);
         free(h->residual);
         free(h->group);
+        free(h->scratch);
+        free(h->sum);
+        free(h->cnt);
         free(h);
     }
 }
@@ -239,15 +245,16 @@ size_t sqz_moe_handle_tokens(const sqz_moe_handle_t *h, size_t *centroids)
     return h ? h->sent : 0;
 }
 
-sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, const float *sendbuf, const size_t *sendcounts,
-                              const size_t *sdispls, float *recvbuf, const size_t *recvcounts,
-                              const size_t *rdispls, size_t dim, sqz_moe_handle_t **handle)
+sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, sqz_moe_codec_t codec, const float *sendbuf,
+                              const size_t *sendcounts, const size_t *sdispls, float *recvbuf,
+                              const size_t *recvcounts, const size_t *rdispls, size_t dim,
+                              sqz_moe_handle_t **handle)
 {
     if (NULL == handle) {
         return SQZ_ERR_INVALID_PARAM;
     }
     *handle = NULL;
-    SQZ_CHECK(sqz_moe_check(comm, SQZ_MOE_LSH, sendbuf, sendcounts, sdispls, recvbuf, recvcounts,
+    SQZ_CHECK(sqz_moe_check(comm, (int)codec, sendbuf, sendcounts, sdispls, recvbuf, recvcounts,
                             rdispls, dim, SQZ_DTYPE_FLOAT32));
     const int         P = comm->nranks;
     sqz_moe_handle_t *h = calloc(1, sizeof(*h));
@@ -267,9 +274,14 @@ sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, const float *sendbuf, const size
             h->ntok = sdispls[r] + sendcounts[r];
         }
     }
-    h->residual = calloc(h->ntok ? h->ntok * dim : 1, sizeof(float));
-    h->group    = malloc((h->ntok ? h->ntok : 1) * sizeof(uint32_t));
-    if (NULL == h->counts || NULL == h->residual || NULL == h->group || h->ntok > UINT32_MAX) {
+    const size_t nt = h->ntok ? h->ntok : 1;
+    h->residual     = calloc(nt * dim, sizeof(float));
+    h->group        = malloc(nt * sizeof(uint32_t));
+    h->scratch      = malloc(nt * dim * sizeof(float));
+    h->sum          = malloc(nt * dim * sizeof(float));
+    h->cnt          = malloc(nt * sizeof(uint32_t));
+    if (NULL == h->counts || NULL == h->residual || NULL == h->group || NULL == h->scratch ||
+        NULL == h->sum || NULL == h->cnt || h->ntok > UINT32_MAX) {
         const sqz_status_t st = h->ntok > UINT32_MAX ? SQZ_ERR_INVALID_PARAM : SQZ_ERR_NO_MEMORY;
         sqz_moe_handle_free(h);
         return st;
@@ -279,7 +291,7 @@ sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, const float *sendbuf, const size
     }
     sqz_moe_dispatch_arg_t arg  = {h, sendbuf};
     sqz_a2a_call_t         call = {
-        .comm = comm, .codec = SQZ_MOE_LSH, .dtype = SQZ_DTYPE_FLOAT32, .width = dim,
+        .comm = comm, .codec = (int)codec, .dtype = SQZ_DTYPE_FLOAT32, .width = dim,
         .sendbuf = sendbuf, .scounts = sendcounts, .sdispls = sdispls,
         .recvbuf = recvbuf, .rcounts = recvcounts, .rdispls = rdispls,
         .encoded = sqz_moe_take_residuals, .arg = &arg,
@@ -290,6 +302,12 @@ sqz_status_t sqz_moe_dispatch(sqz_comm_t *comm, const float *sendbuf, const size
     if (SQZ_OK != st) {
         sqz_moe_handle_free(h);
         return st;
+    }
+    if (SQZ_MOE_EXACT == codec) { /* no frames were built: every token travelled as itself */
+        for (int r = 0; r < P; r++) {
+            h->sent += r == h->rank ? 0 : sendcounts[r];
+        }
+        h->rows = h->sent;
     }
     *handle = h;
     return SQZ_OK;
@@ -316,36 +334,88 @@ sqz_status_t sqz_moe_combine(sqz_comm_t *comm, const sqz_moe_handle_t *h, const 
     return SQZ_OK;
 }
 
-sqz_status_t sqz_moe_centroid_mean(const sqz_moe_handle_t *h, const float *g, float *out)
+sqz_status_t sqz_moe_centroid_mean(sqz_moe_handle_t *h, const float *g, float *out)
 {
     if (NULL == h || (h->ntok && (NULL == g || NULL == out))) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    const size_t d   = h->dim;
-    float       *sum = calloc(h->ntok ? h->ntok * d : 1, sizeof(float));
-    uint32_t    *cnt = calloc(h->ntok ? h->ntok : 1, sizeof(uint32_t));
-    if (NULL == sum || NULL == cnt) {
-        free(sum);
-        free(cnt);
-        return SQZ_ERR_NO_MEMORY;
-    }
-    /* Sums per group (indexed by the group's number), then each token takes its group's mean.
+    const size_t d = h->dim;
+    memset(h->sum, 0, h->ntok * d * sizeof(float));
+    memset(h->cnt, 0, h->ntok * sizeof(uint32_t));
+    /* Sums per group (indexed by the group's number), then each token takes its group's mean,
+     * computed once per group so that the copies are bit-identical (DEDUP sends them once).
      * Tokens outside every block (gaps) are their own group and keep their value. */
     for (size_t t = 0; t < h->ntok; t++) {
-        float *const s = sum + (size_t)h->group[t] * d;
+        float *const s = h->sum + (size_t)h->group[t] * d;
         for (size_t j = 0; j < d; j++) {
             s[j] += g[t * d + j];
         }
-        cnt[h->group[t]]++;
+        h->cnt[h->group[t]]++;
     }
-    for (size_t t = 0; t < h->ntok; t++) {
-        const float *const s   = sum + (size_t)h->group[t] * d;
-        const float        inv = 1.0f / (float)cnt[h->group[t]];
-        for (size_t j = 0; j < d; j++) {
-            out[t * d + j] = s[j] * inv;
+    for (size_t k = 0; k < h->ntok; k++) {
+        if (h->cnt[k] > 1) {
+            float *const      s   = h->sum + k * d;
+            const float       inv = 1.0f / (float)h->cnt[k];
+            for (size_t j = 0; j < d; j++) {
+                s[j] *= inv;
+            }
         }
     }
-    free(sum);
-    free(cnt);
+    for (size_t t = 0; t < h->ntok; t++) {
+        memcpy(out + t * d, h->sum + (size_t)h->group[t] * d, d * sizeof(float));
+    }
     return SQZ_OK;
+}
+
+sqz_status_t sqz_moe_combine_backward(sqz_comm_t *comm, sqz_moe_handle_t *h, const float *grad_out,
+                                      float *grad_expert_out, float *grad_x)
+{
+    if (NULL == comm || NULL == h || h->nranks != comm->nranks || h->rank != comm->rank ||
+        (h->ntok && NULL == grad_out)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    const int     P  = h->nranks;
+    const size_t *hc = h->counts, n = h->ntok * h->dim;
+    /* Each centroid's copies get the mean of their tokens' gradients: identical rows, which DEDUP
+     * sends once per centroid. */
+    SQZ_CHECK(sqz_moe_centroid_mean(h, grad_out, h->scratch));
+    SQZ_CHECK(sqz_moe_alltoallv(comm, SQZ_MOE_DEDUP, h->scratch, hc, hc + P, grad_expert_out,
+                                hc + 2 * P, hc + 3 * P, h->dim, SQZ_DTYPE_FLOAT32));
+    if (grad_x) { /* the residual x - c: identity minus the centroid mean */
+        for (size_t i = 0; i < n; i++) {
+            grad_x[i] = grad_out[i] - h->scratch[i];
+        }
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_moe_dispatch_backward(sqz_comm_t *comm, sqz_moe_handle_t *h,
+                                       const float *grad_expert_in, float *grad_x)
+{
+    if (NULL == comm || NULL == h || h->nranks != comm->nranks || h->rank != comm->rank ||
+        (h->ntok && NULL == grad_x)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    const int     P  = h->nranks;
+    const size_t *hc = h->counts;
+    /* Gaps of the sendbuf layout receive nothing: they read as zero gradients. */
+    memset(h->scratch, 0, h->ntok * h->dim * sizeof(float));
+    SQZ_CHECK(sqz_moe_alltoallv(comm, SQZ_MOE_DEDUP, grad_expert_in, hc + 2 * P, hc + 3 * P,
+                                h->scratch, hc, hc + P, h->dim, SQZ_DTYPE_FLOAT32));
+    /* c = mean of its tokens, so each token gets 1/n of the sum over the centroid's copies. */
+    return sqz_moe_centroid_mean(h, h->scratch, grad_x);
+}
+
+void sqz_moe_stats_get(const sqz_ctx_t *ctx, sqz_moe_codec_t codec, sqz_moe_stats_t *out)
+{
+    if (NULL == out) {
+        return;
+    }
+    memset(out, 0, sizeof(*out));
+    if (NULL == ctx || (int)codec < 0 || (int)codec >= SQZ_MOE_NCODECS) {
+        return;
+    }
+    pthread_mutex_lock((pthread_mutex_t *)&ctx->lock);
+    *out = ctx->moe_stats[codec];
+    pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
 }

@@ -16,17 +16,6 @@ typedef enum { SQZ_MOE_OFF = 0, SQZ_MOE_ALL_DEDUP = 1, SQZ_MOE_ALL_LSH = 2, SQZ_
 
 extern const char *const sqz_moe_codec_names[SQZ_MOE_NCODECS];
 
-/** One codec's row of statistics (ctx->moe_stats). */
-typedef struct sqz_moe_stats {
-    uint64_t calls;            /* token all-to-alls coded with it */
-    uint64_t tokens;           /* tokens sent to other ranks */
-    uint64_t rows;             /* rows sent for them (centroids, distinct rows, or the tokens) */
-    uint64_t bytes_in;         /* bytes of those tokens */
-    uint64_t bytes_wire;       /* bytes of the blocks sent for them (headers included) */
-    double   seconds_compress; /* encode and decode */
-    double   seconds_comm;     /* the two exchanges */
-} sqz_moe_stats_t;
-
 /** A communicator's MoE state (created at its first token all-to-all). */
 typedef struct sqz_moe_comm {
     sqz_lsh_t *lsh;       /* the LSH codec for the last width used, or NULL */

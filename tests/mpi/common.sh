@@ -7,6 +7,7 @@
 #   fail MSG       prints and exits 1
 #   bad MSG        prints and counts a failure in $failures (the script decides at its end)
 #   run_case LOG NP [VAR=value ...] -- PROGRAM [ARGS...]   run_np with these settings, output in LOG
+#   mpi4py_python  prints a python3 with mpi4py and numpy (fails when there is none)
 # Sourcing it also clears every SQZ_* variable: run_np forwards them all, so only what a case sets
 # may reach the ranks (SQUEEZE_TEST_PLUGIN belongs to make check, not to the library).
 set -u
@@ -55,4 +56,17 @@ run_case() {
         [ $# -gt 0 ] && shift
         run_np "$_np" "$@"
     ) >"$_log" 2>&1
+}
+
+# mpi4py_python: the distribution's Python first: its mpi4py is built against the distribution's
+# MPI, the one mpirun starts.  A Python of another installation may carry an mpi4py built for
+# another MPI.
+mpi4py_python() {
+    for _p in /usr/bin/python3 ${PYTHON3:-} python3; do
+        if command -v "$_p" >/dev/null 2>&1 && "$_p" -c 'import mpi4py, numpy' >/dev/null 2>&1; then
+            command -v "$_p"
+            return 0
+        fi
+    done
+    return 1
 }

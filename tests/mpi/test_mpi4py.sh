@@ -5,19 +5,7 @@
 # shellcheck disable=SC2154 # top_srcdir comes from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
-# The distribution's Python first: its mpi4py is built against the distribution's MPI, the one
-# mpirun starts.  A Python of another installation may carry an mpi4py built for another MPI.
-PY=
-for p in /usr/bin/python3 ${PYTHON3:-} python3; do
-    if command -v "$p" >/dev/null 2>&1 && "$p" -c 'import mpi4py, numpy' >/dev/null 2>&1; then
-        PY=$(command -v "$p")
-        break
-    fi
-done
-if [ -z "$PY" ]; then
-    echo "SKIP: no python3 with mpi4py and numpy"
-    exit 77
-fi
+PY=$(mpi4py_python) || { echo "SKIP: no python3 with mpi4py and numpy"; exit 77; }
 SCRIPT="$top_srcdir/tests/mpi/mpi4py_allreduce.py"
 
 for np in 2 4; do

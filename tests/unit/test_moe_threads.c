@@ -1,8 +1,10 @@
 /* MoE token all-to-alls on 1 to 4 ranks in threads: exact and de-duplicated exchanges are
  * bit-exact at the callers' counts and displacements (zero counts and gaps included), LSH
  * dispatch keeps the error small on clustered tokens at a rate under 25 %, combine adds the
- * residuals back, every rank derives the same hash, a corrupted block is rejected, and the
- * MoE parameters are checked. */
+ * residuals back, the backward calls give the exact gradient of an LSH-MoE layer (and, after
+ * an exact dispatch, of a plain one), every rank derives the same hash, a corrupted block is
+ * rejected, and the MoE parameters are checked.  Every case runs over the collectives (two
+ * rounds) and over point-to-point messages (one round). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,7 @@ typedef struct {
     double              noise;
     sqz_thread_group_t *g;
     int                 corrupt;       /* rank 1's payload exchange is scrambled */
+    int                 p2p;           /* the transport offers point-to-point messages */
     double              err[MAXR], rate[MAXR];
     int                 fail[MAXR];
     sqz_status_t        corrupt_st[MAXR];
@@ -100,6 +103,44 @@ static size_t layouts(int me, int P, size_t *sc, size_t *sd, size_t *rc, size_t 
     return ns;
 }
 
+/* The backward calls on a layer Y = E(c) + x - c with the expert E(y) = a y + 1 (a = 2) and the
+ * loss L = sum_t w_t . Y_t (w_t = a token's own weights): dL/dx_t = w_t + (a - 1) mean_c(w)_t
+ * (c = the mean of x over t's centroid), and dL/da = sum_t w_t . c_t, which the expert computes
+ * from what reaches it as sum over its rows of g_row . y_row.  \return nonzero on a mismatch. */
+static int backward(sqz_comm_t *comm, const sqz_transport_t *t, sqz_moe_handle_t *h, int me,
+                    int P, const float *x, const float *y, const size_t *sc, const size_t *sd,
+                    const size_t *rc, const size_t *rd, size_t ns, size_t nr)
+{
+    float *w = alloc_floats(ns * DIM), *ge = alloc_floats(nr * DIM), *gx = alloc_floats(ns * DIM);
+    float *gr = alloc_floats(ns * DIM), *cw = alloc_floats(ns * DIM), *cx = alloc_floats(ns * DIM);
+    int    bad = 0;
+    for (size_t i = 0; i < ns * DIM; i++) {
+        w[i] = (float)(unif((uint64_t)me * 65537 + i) - 0.5);
+    }
+    bad |= SQZ_OK != sqz_moe_combine_backward(comm, h, w, ge, gr);
+    float da[2] = {0, 0}; /* through the API, exact */
+    for (int r = 0; r < P; r++) {
+        for (size_t i = rd[r] * DIM; i < (rd[r] + rc[r]) * DIM; i++) {
+            da[0] += ge[i] * y[i];
+            ge[i] *= 2.0f; /* dE/dy = a */
+        }
+    }
+    bad |= SQZ_OK != sqz_moe_dispatch_backward(comm, h, ge, gx);
+    bad |= SQZ_OK != sqz_moe_centroid_mean(h, w, cw);
+    bad |= SQZ_OK != sqz_moe_centroid_mean(h, x, cx);
+    for (int r = 0; r < P; r++) {
+        for (size_t i = sd[r] * DIM; i < (sd[r] + sc[r]) * DIM; i++) {
+            const float want = w[i] + cw[i];
+            bad |= fabsf(gx[i] + gr[i] - want) > 1e-5f * (1.0f + fabsf(want));
+            da[1] += w[i] * cx[i];
+        }
+    }
+    REQUIRE(0 == t->allreduce_f32_sum(t->self, da, da, 2));
+    bad |= fabs((double)da[0] - da[1]) > 1e-4 * (1.0 + fabs((double)da[1]));
+    free(w), free(ge), free(gx), free(gr), free(cw), free(cx);
+    return bad;
+}
+
 static void rank_main(int me, void *arg)
 {
     job_t *const j = arg;
@@ -119,6 +160,9 @@ static void rank_main(int me, void *arg)
     t.allgatherv        = fwd_allgatherv;
     t.allreduce_f32_sum = fwd_allreduce;
     t.size              = offsetof(sqz_transport_t, isend);
+    if (j->p2p) {
+        t = inner[me]; /* one round: the collectives are not used by the coded exchanges */
+    }
     REQUIRE(SQZ_OK == sqz_comm_create(ctx, &t, &comm));
 
     size_t sc[MAXR], sd[MAXR], rc[MAXR], rd[MAXR], nr;
@@ -152,7 +196,7 @@ static void rank_main(int me, void *arg)
     }
     /* LSH dispatch, then combine through two experts: y -> y (out = x) and y -> 2y + 1. */
     sqz_moe_handle_t *h = NULL;
-    bad |= SQZ_OK != sqz_moe_dispatch(comm, x, sc, sd, y, rc, rd, DIM, &h);
+    bad |= SQZ_OK != sqz_moe_dispatch(comm, SQZ_MOE_LSH, x, sc, sd, y, rc, rd, DIM, &h);
     REQUIRE(NULL != h);
     double n2 = 0, e2 = 0;
     for (int r = 0; r < P; r++) {
@@ -188,6 +232,23 @@ static void rank_main(int me, void *arg)
             }
         }
     }
+    bad |= backward(comm, &t, h, me, P, x, y, sc, sd, rc, rd, ns, nr);
+    sqz_moe_handle_free(h);
+    /* An exact dispatch: the handle's calls are a plain MoE's (no residual, per-token gradients). */
+    h = NULL;
+    bad |= SQZ_OK != sqz_moe_dispatch(comm, SQZ_MOE_EXACT, x, sc, sd, y, rc, rd, DIM, &h);
+    REQUIRE(NULL != h);
+    for (int r = 0; r < P; r++) {
+        bad |= 0 != memcmp(y + rd[r] * DIM, ref + rd[r] * DIM, rc[r] * DIM * sizeof(float));
+    }
+    bad |= SQZ_OK != sqz_moe_combine_backward(comm, h, x, e, cm);
+    for (int r = 0; r < P; r++) {
+        bad |= 0 != memcmp(e + rd[r] * DIM, ref + rd[r] * DIM, rc[r] * DIM * sizeof(float));
+        for (size_t i = 0; i < sc[r] * DIM; i++) {
+            bad |= 0.0f != cm[sd[r] * DIM + i];
+        }
+    }
+    bad |= backward(comm, &t, h, me, P, x, y, sc, sd, rc, rd, ns, nr);
     sqz_moe_handle_free(h);
 
     /* Every rank derives the same hash: bucket ids of common tokens, gathered and compared. */
@@ -236,17 +297,17 @@ static void rank_main(int me, void *arg)
     sqz_ctx_destroy(ctx);
 }
 
-static void run(int P, double noise, int corrupt)
+static void run(int P, double noise, int corrupt, int p2p)
 {
-    job_t j = {.P = P, .noise = noise, .corrupt = corrupt};
+    job_t j = {.P = P, .noise = noise, .corrupt = corrupt, .p2p = p2p};
     j.g     = sqz_thread_group_create(P);
     sqz_thread_run(P, rank_main, &j);
     sqz_thread_group_destroy(j.g);
     for (int r = 0; r < P; r++) {
         CHECK_MSG(0 == j.fail[r], "P=%d rank %d", P, r);
         if (P > 1) {
-            printf("P=%d noise %.2f rank %d: LSH rate %.3f, relative error %.4f\n", P, noise, r,
-                   j.rate[r], j.err[r]);
+            printf("P=%d noise %.2f %s rank %d: LSH rate %.3f, relative error %.4f\n", P, noise,
+                   p2p ? "p2p" : "coll", r, j.rate[r], j.err[r]);
             CHECK(j.rate[r] <= 0.25);
             CHECK(j.err[r] <= 1.1 * noise + 1e-6); /* the noise itself, no cluster merged */
         }
@@ -308,9 +369,12 @@ static void test_params(void)
 
 int main(void)
 {
-    run(1, 0.05, 0);
-    run(3, 0.05, 0);
-    run(4, 0.1, 1);
+    run(1, 0.05, 0, 0);
+    run(3, 0.05, 0, 0);
+    run(4, 0.1, 1, 0);
+    run(1, 0.05, 0, 1);
+    run(3, 0.05, 0, 1);
+    run(4, 0.1, 0, 1);
     test_params();
     return sqz_test_result("test_moe_threads");
 }
