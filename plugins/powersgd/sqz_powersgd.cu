@@ -167,42 +167,101 @@ __device__ double block_sum(double v, double *sh)
     return s;
 }
 
-/* Gram-Schmidt, twice per column, one block per layer (the CPU plugin's psgd_orthonormalize). */
-__global__ void k_orth(const sqz_cu_psgd_layer_t *t, float *msg)
+/* CholeskyQR2, step 1: partial Gram matrices, one block per (layer, chunk of 256 rows) (the
+ * tiles of column 0), thread t < r * r sums P[i][t / r] * P[i][t % r] over the chunk. */
+__global__ void k_gram_part(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_t *tiles,
+                            const float *msg, double *gram)
 {
-    __shared__ double sh[kThreads / 32];
+    const sqz_cu_psgd_tile_t T = tiles[blockIdx.x];
+    if (0 != T.col0) {
+        return;
+    }
+    const sqz_cu_psgd_layer_t L  = t[T.layer];
+    const uint32_t            r  = L.r;
+    const uint32_t            i0 = T.chunk * SQZ_CU_PSGD_CHUNK_ROWS;
+    const uint32_t            i1 = min(L.rows, i0 + SQZ_CU_PSGD_CHUNK_ROWS);
+    const float              *p  = msg + L.p_off;
+    for (uint32_t e = threadIdx.x; e < r * r; e += blockDim.x) {
+        const uint32_t a = e / r, b = e % r;
+        double         g = 0;
+        for (uint32_t i = i0; i < i1; i++) {
+            g += (double)p[(uint64_t)i * r + a] * (double)p[(uint64_t)i * r + b];
+        }
+        gram[L.g_off + (uint64_t)T.chunk * r * r + e] = g;
+    }
+}
+
+/* Step 2, one block per layer: G = the partials summed in chunk order (a thread per entry), then
+ * thread 0 factors it (Cholesky, dependent columns dropped) and writes R^-1 (upper triangular; 0
+ * rows and columns for dropped ones) after the partials. */
+__global__ void k_gram_chol(const sqz_cu_psgd_layer_t *t, double *gram)
+{
+    __shared__ double         R[32][32];
+    __shared__ bool           drop[32];
     const sqz_cu_psgd_layer_t L = t[blockIdx.x];
-    float *p = msg + L.p_off;
-    const uint32_t r = L.r;
+    const uint32_t            r = L.r;
+    double                   *g = gram + L.g_off;
+    for (uint32_t e = threadIdx.x; e < r * r; e += blockDim.x) {
+        double s = 0;
+        for (uint32_t c = 0; c < L.nchunks; c++) {
+            s += g[(uint64_t)c * r * r + e];
+        }
+        R[e / r][e % r] = s; /* G, overwritten by R in its upper triangle */
+    }
+    __syncthreads();
+    if (0 != threadIdx.x) {
+        return;
+    }
     for (uint32_t k = 0; k < r; k++) {
-        double n0 = 0;
-        for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
-            n0 += (double)p[i * r + k] * p[i * r + k];
-        }
-        n0 = block_sum(n0, sh);
-        for (int pass = 0; pass < 2; pass++) {
-            for (uint32_t c = 0; c < k; c++) {
-                double dot = 0;
-                for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
-                    dot += (double)p[i * r + k] * p[i * r + c];
-                }
-                dot = block_sum(dot, sh);
-                for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
-                    p[i * r + k] = (float)((double)p[i * r + k] - dot * (double)p[i * r + c]);
-                }
-                __syncthreads();
+        const double gkk = R[k][k];
+        for (uint32_t j = 0; j < k; j++) {
+            double s = R[j][k];
+            for (uint32_t i = 0; i < j; i++) {
+                s -= R[i][j] * R[i][k];
             }
+            R[j][k] = drop[j] ? 0.0 : s / R[j][j];
         }
-        double nn = 0;
-        for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
-            nn += (double)p[i * r + k] * p[i * r + k];
+        double d = gkk;
+        for (uint32_t i = 0; i < k; i++) {
+            d -= R[i][k] * R[i][k];
         }
-        nn              = block_sum(nn, sh);
-        const float inv = (nn > 1e-12 * n0 && nn > 1e-60) ? (float)(1.0 / sqrt(nn)) : 0.0f;
-        for (uint32_t i = threadIdx.x; i < L.rows; i += blockDim.x) {
-            p[i * r + k] *= inv;
+        drop[k] = !(d > 1e-12 * gkk && d > 1e-300);
+        R[k][k] = drop[k] ? 1.0 : sqrt(d);
+    }
+    /* R^-1 by back substitution, column by column; dropped indices give zero rows/columns. */
+    double *inv = g + (uint64_t)L.nchunks * r * r;
+    for (uint32_t c = 0; c < r; c++) {
+        for (int a = (int)r - 1; a >= 0; a--) {
+            double s = (a == (int)c) ? 1.0 : 0.0;
+            for (uint32_t b = (uint32_t)a + 1; b < r; b++) {
+                s -= R[a][b] * inv[b * r + c];
+            }
+            inv[(uint32_t)a * r + c] = (drop[a] || drop[c] || (uint32_t)a > c) ? 0.0 : s / R[a][a];
         }
-        __syncthreads();
+    }
+}
+
+/* Step 3: P = P R^-1, one thread per row of every layer. */
+__global__ void k_gram_apply(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t rows, float *msg,
+                             const double *gram)
+{
+    for (uint64_t w = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; w < rows;
+         w += (uint64_t)gridDim.x * blockDim.x) {
+        const sqz_cu_psgd_layer_t L   = t[find_layer<&sqz_cu_psgd_layer_t::row_base>(t, nl, w)];
+        const uint32_t            r   = L.r;
+        float                    *p   = msg + L.p_off + (w - L.row_base) * r;
+        const double             *inv = gram + L.g_off + (uint64_t)L.nchunks * r * r;
+        float                     x[32];
+        for (uint32_t a = 0; a < r; a++) {
+            x[a] = p[a];
+        }
+        for (uint32_t c = 0; c < r; c++) {
+            double s = 0;
+            for (uint32_t a = 0; a <= c; a++) {
+                s += (double)x[a] * inv[a * r + c];
+            }
+            p[c] = (float)s;
+        }
     }
 }
 
@@ -451,10 +510,19 @@ sqz_status_t sqz_cu_psgd_check(const float *x, size_t n, uint32_t *flags, void *
     return SQZ_OK;
 }
 
-sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, void *stream)
+sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, double *gram, void *stream)
 {
-    if (pl->nlayers > 0) {
-        k_orth<<<pl->nlayers, kThreads, 0, (cudaStream_t)stream>>>(pl->layers, msg);
+    cudaStream_t s = (cudaStream_t)stream;
+    if (0 == pl->nlayers) {
+        return SQZ_OK;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        k_gram_part<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, msg, gram);
+        SQZ_CU_CHECK_LAUNCH();
+        k_gram_chol<<<pl->nlayers, kThreads, 0, s>>>(pl->layers, gram);
+        SQZ_CU_CHECK_LAUNCH();
+        k_gram_apply<<<sqz_cu_grid(pl->rows, kThreads), kThreads, 0, s>>>(pl->layers, pl->nlayers,
+                                                                         pl->rows, msg, gram);
         SQZ_CU_CHECK_LAUNCH();
     }
     return SQZ_OK;

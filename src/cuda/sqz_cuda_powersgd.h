@@ -35,8 +35,9 @@ typedef struct sqz_cu_psgd_layer {
     uint64_t elem_base; /* elements of the layers before it (element-indexed kernels) */
     uint64_t qe_base;   /* r * cols of the layers before it (Q-indexed kernels) */
     uint64_t part_off;  /* its partial sums of M^T P in the workspace */
-    uint32_t nchunks;   /* row chunks of the M^T P partial sums */
+    uint32_t nchunks;   /* row chunks of the M^T P partial sums (and of the Gram matrix's) */
     uint32_t pad2_;
+    uint64_t g_off;     /* its Gram partials (nchunks r x r) then R^-1 (r x r), doubles */
 } sqz_cu_psgd_layer_t;
 
 /** One exact span: elements [lo, lo + len) of the buffer at pos in the exact part. */
@@ -60,6 +61,7 @@ typedef struct sqz_cu_psgd_plan {
     const sqz_cu_psgd_tile_t  *tiles;  /* device */
     uint32_t nlayers, nspans, ntiles, rmax;
     uint64_t rows, elems, qelems, ndense, plen, part;
+    uint64_t gram;                     /* doubles of the orthogonalization workspace */
 } sqz_cu_psgd_plan_t;
 
 /** res += in where in is finite; flags[0] = 1 where it is not (res untouched there). */
@@ -73,8 +75,12 @@ sqz_status_t sqz_cu_psgd_mq(const sqz_cu_psgd_plan_t *pl, const float *m, const 
                             float *msg, int dense, const uint32_t *flags, void *stream);
 /** flags[1] |= any of x[0, n) is not finite. */
 sqz_status_t sqz_cu_psgd_check(const float *x, size_t n, uint32_t *flags, void *stream);
-/** Orthonormalizes every layer's P in msg (Gram-Schmidt twice, in double). */
-sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, void *stream);
+/** Orthonormalizes every layer's P in msg by CholeskyQR2 (gram: pl->gram doubles of workspace):
+ *  twice, G = P^T P from partial sums per row chunk added in order (deterministic), the Cholesky
+ *  factor R of G in double (a column whose pivot falls under 1e-12 of its squared norm is
+ *  dependent and becomes 0, as in Gram-Schmidt), then P = P R^-1.  Every step is spread over the
+ *  whole grid: no layer waits on r^2 sequential reductions. */
+sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, double *gram, void *stream);
 /** qloc = M^T P^ per layer (deterministic: partial sums per row chunk, summed in order). */
 sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const float *msg,
                              float *qloc, float *part, void *stream);

@@ -37,7 +37,8 @@ struct sqz_gpu_psgd {
     sqz_cu_psgd_plan_t plan;     /* device tables and totals */
     /* Device memory is grow-only (a new plan reuses it when it fits: no allocation, hence no
      * device synchronization, when SQZ_ADAPT switches between plans). */
-    size_t             tabcap, msgcap, qloccap, partcap, probecap; /* bytes */
+    size_t             tabcap, msgcap, qloccap, partcap, probecap, gramcap; /* bytes */
+    double            *gram;     /* device: the orthogonalization's workspace */
     void              *tables;   /* device: layers | spans | tiles */
     float             *qstate;   /* device: warm-start Q's (bufstate layout) */
     size_t             qstate_len;
@@ -81,6 +82,7 @@ void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p)
         cudaFree(p->qloc);
         cudaFree(p->part);
         cudaFree(p->probe_d);
+        cudaFree(p->gram);
         cudaFree(p->qstate);
         cudaFree(p->flags);
         free(p->probe_h);
@@ -161,12 +163,13 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matri
                 .offset = L->offset, .rows = (uint32_t)L->rows, .cols = (uint32_t)L->cols,
                 .r = (uint32_t)r, .p_off = pl.plen, .q_off = pl.qelems, .qs_off = qs,
                 .row_base = pl.rows, .elem_base = pl.elems, .qe_base = pl.qelems,
-                .part_off = pl.part, .nchunks = chunks};
+                .part_off = pl.part, .nchunks = chunks, .g_off = pl.gram};
             pl.plen += L->rows * r;
             pl.qelems += L->cols * r;
             pl.rows += L->rows;
             pl.elems += L->rows * L->cols;
             pl.part += (uint64_t)chunks * r * L->cols;
+            pl.gram += (uint64_t)(chunks + 1) * r * r;
             pl.rmax = r > pl.rmax ? (uint32_t)r : pl.rmax;
             ntiles += chunks * ((L->cols + SQZ_CU_PSGD_TILE_COLS - 1) / SQZ_CU_PSGD_TILE_COLS);
         }
@@ -197,7 +200,8 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matri
                            (pl.plen + pl.ndense + pl.qelems + 1) * sizeof(float)) ||
          sqz_gpu_psgd_grow((void **)&p->qloc, &p->qloccap, (pl.qelems + 1) * sizeof(float)) ||
          sqz_gpu_psgd_grow((void **)&p->part, &p->partcap, (pl.part + 1) * sizeof(float)) ||
-         sqz_gpu_psgd_grow((void **)&p->probe_d, &p->probecap, nprobe * sizeof(double)))) {
+         sqz_gpu_psgd_grow((void **)&p->probe_d, &p->probecap, nprobe * sizeof(double)) ||
+         sqz_gpu_psgd_grow((void **)&p->gram, &p->gramcap, (pl.gram + 1) * sizeof(double)))) {
         st = SQZ_ERR_NO_MEMORY;
     }
     if (SQZ_OK == st) {
@@ -347,7 +351,7 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
         if (0 == pl->qelems) {
             break;
         }
-        SQZ_CHECK(sqz_cu_psgd_orth(pl, p->msg, s));
+        SQZ_CHECK(sqz_cu_psgd_orth(pl, p->msg, p->gram, s));
         SQZ_CHECK(sqz_cu_psgd_mtp(pl, m, p->msg, p->qloc, p->part, s));
         if (cudaMemcpyAsync(qsum, p->qloc, pl->qelems * sizeof(float), cudaMemcpyDeviceToDevice,
                             s) != cudaSuccess) {
