@@ -11,8 +11,11 @@
 #include "sqz_layout_file.h"
 #include "sqz_test.h"
 
-/* The optimum by enumeration: fewest bytes with total error <= budget; +inf when none. */
-static double brute(size_t L, size_t C, const double *bytes, const double *err, double budget)
+/* The optima by enumeration of every choice: with by_bytes, the fewest bytes whose total error
+ * is at most `limit`; otherwise the least error whose total bytes are at most `limit`; +inf when
+ * no choice fits. */
+static double brute_opt(size_t L, size_t C, const double *bytes, const double *err, double limit,
+                        int by_bytes)
 {
     size_t idx[8] = {0};
     double best   = INFINITY;
@@ -22,8 +25,10 @@ static double brute(size_t L, size_t C, const double *bytes, const double *err, 
             b += bytes[l * C + idx[l]];
             e += err[l * C + idx[l]];
         }
-        if (e <= budget * (1 + 1e-12) && b < best) {
+        if (by_bytes && e <= limit * (1 + 1e-12) && b < best) {
             best = b;
+        } else if (!by_bytes && b <= limit && e < best) {
+            best = e;
         }
         size_t l = 0;
         while (l < L && ++idx[l] == C) {
@@ -35,28 +40,14 @@ static double brute(size_t L, size_t C, const double *bytes, const double *err, 
     }
 }
 
-/* The least error with total bytes <= max_bytes by enumeration; +inf when none. */
+static double brute(size_t L, size_t C, const double *bytes, const double *err, double budget)
+{
+    return brute_opt(L, C, bytes, err, budget, 1);
+}
+
 static double brute_err(size_t L, size_t C, const double *bytes, const double *err, double max_bytes)
 {
-    size_t idx[8] = {0};
-    double best   = INFINITY;
-    for (;;) {
-        double b = 0, e = 0;
-        for (size_t l = 0; l < L; l++) {
-            b += bytes[l * C + idx[l]];
-            e += err[l * C + idx[l]];
-        }
-        if (b <= max_bytes && e < best) {
-            best = e;
-        }
-        size_t l = 0;
-        while (l < L && ++idx[l] == C) {
-            idx[l++] = 0;
-        }
-        if (l == L) {
-            return best;
-        }
-    }
+    return brute_opt(L, C, bytes, err, max_bytes, 0);
 }
 
 static void test_dp(void)
