@@ -127,28 +127,56 @@ static size_t psgd_level_bytes(void *state, const sqz_matrix_v1_t *l, int level)
 }
 
 /* Dense kernels.  Q and Q shares are stored column-major per layer (r columns of `cols` floats),
- * P row-major (rows x r), so that every product reads M once, row by row. */
+ * P row-major (rows x r), so that every product reads M once, row by row.  The inner loops run
+ * over fixed blocks of SQZ_PU_BLOCK columns through restrict pointers, which GCC's -O2 vectorizer
+ * takes (sqz_plugin_util.h); a dot product keeps SQZ_PU_BLOCK partial sums, added in a fixed
+ * order at the end, so the result does not depend on the vector width. */
+
+#define PSGD_B SQZ_PU_BLOCK
+
+/* acc[t] += x[t] * y[t] for one block. */
+static inline void psgd_fma_block(float *restrict acc, const float *restrict x,
+                                  const float *restrict y)
+{
+    for (int t = 0; t < PSGD_B; t++) {
+        acc[t] += x[t] * y[t];
+    }
+}
+
+/* y[t] += a * x[t] for one block. */
+static inline void psgd_axpy_block(float *restrict y, float a, const float *restrict x)
+{
+    for (int t = 0; t < PSGD_B; t++) {
+        y[t] += a * x[t];
+    }
+}
+
+static float psgd_dot(const float *restrict x, const float *restrict y, size_t n)
+{
+    float  acc[PSGD_B] = {0};
+    size_t j           = 0;
+    for (; j + PSGD_B <= n; j += PSGD_B) {
+        psgd_fma_block(acc, x + j, y + j);
+    }
+    float tail = 0;
+    for (; j < n; j++) {
+        tail += x[j] * y[j];
+    }
+    for (int w = PSGD_B / 2; w > 0; w /= 2) { /* pairwise, fixed order */
+        for (int t = 0; t < w; t++) {
+            acc[t] += acc[t + w];
+        }
+    }
+    return acc[0] + tail;
+}
 
 /** P (rows x r) = M Q. */
 static void psgd_mul_mq(const float *restrict m, size_t rows, size_t cols, const float *restrict q,
                         size_t r, float *restrict p)
 {
     for (size_t i = 0; i < rows; i++) {
-        const float *row = m + i * cols;
         for (size_t k = 0; k < r; k++) {
-            const float *qk = q + k * cols;
-            float        a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-            size_t       j  = 0;
-            for (; j + 4 <= cols; j += 4) {
-                a0 += row[j] * qk[j];
-                a1 += row[j + 1] * qk[j + 1];
-                a2 += row[j + 2] * qk[j + 2];
-                a3 += row[j + 3] * qk[j + 3];
-            }
-            for (; j < cols; j++) {
-                a0 += row[j] * qk[j];
-            }
-            p[i * r + k] = (a0 + a1) + (a2 + a3);
+            p[i * r + k] = psgd_dot(m + i * cols, q + k * cols, cols);
         }
     }
 }
@@ -162,8 +190,12 @@ static void psgd_mul_mtp(const float *restrict m, size_t rows, size_t cols, cons
         const float *row = m + i * cols;
         for (size_t k = 0; k < r; k++) {
             const float pik = p[i * r + k];
-            float *restrict qk = q + k * cols;
-            for (size_t j = 0; j < cols; j++) {
+            float      *qk  = q + k * cols;
+            size_t      j   = 0;
+            for (; j + PSGD_B <= cols; j += PSGD_B) {
+                psgd_axpy_block(qk + j, pik, row + j);
+            }
+            for (; j < cols; j++) {
                 qk[j] += row[j] * pik;
             }
         }
@@ -204,8 +236,9 @@ static void psgd_orthonormalize(float *p, size_t rows, size_t r)
     }
 }
 
-/** out = P^ Qs^T (the sum), and with res: res = M - P^ Ql^T (this rank's error), for one layer.
- *  M may alias out (in place, no residual): each element is read before it is written. */
+/** out = P^ Qs^T (the sum), and with res: res = M - P^ Ql^T (this rank's error), for one layer,
+ *  a block of SQZ_PU_BLOCK columns of a row at a time.  M may alias out (in place, no residual):
+ *  a block is read before it is written. */
 static void psgd_expand(const float *m, size_t rows, size_t cols, const float *restrict p, size_t r,
                         const float *restrict qs, const float *restrict ql, float *out, float *res,
                         double *norm2_in, double *norm2_err)
@@ -213,19 +246,32 @@ static void psgd_expand(const float *m, size_t rows, size_t cols, const float *r
     double ni = 0, ne = 0;
     for (size_t i = 0; i < rows; i++) {
         const float *pi = p + i * r;
-        for (size_t j = 0; j < cols; j++) {
-            float s = 0, l = 0;
-            for (size_t k = 0; k < r; k++) {
-                s += pi[k] * qs[k * cols + j];
-                l += pi[k] * ql[k * cols + j];
+        for (size_t j0 = 0; j0 < cols; j0 += PSGD_B) {
+            const size_t w = cols - j0 < PSGD_B ? cols - j0 : PSGD_B;
+            float        s[PSGD_B] = {0}, l[PSGD_B] = {0};
+            if (PSGD_B == w) {
+                for (size_t k = 0; k < r; k++) {
+                    psgd_axpy_block(s, pi[k], qs + k * cols + j0);
+                    psgd_axpy_block(l, pi[k], ql + k * cols + j0);
+                }
+            } else {
+                for (size_t k = 0; k < r; k++) {
+                    for (size_t t = 0; t < w; t++) {
+                        s[t] += pi[k] * qs[k * cols + j0 + t];
+                        l[t] += pi[k] * ql[k * cols + j0 + t];
+                    }
+                }
             }
-            const float mv = m[i * cols + j];
-            const float e  = mv - l;
-            ni += (double)mv * mv;
-            ne += (double)e * e;
-            out[i * cols + j] = s;
-            if (res) {
-                res[i * cols + j] = e;
+            for (size_t t = 0; t < w; t++) {
+                const size_t g  = i * cols + j0 + t;
+                const float  mv = m[g];
+                const float  e  = mv - l[t];
+                ni += (double)mv * mv;
+                ne += (double)e * e;
+                out[g] = s[t];
+                if (res) {
+                    res[g] = e;
+                }
             }
         }
     }

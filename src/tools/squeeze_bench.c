@@ -214,6 +214,58 @@ typedef struct {
     double bits_per_elem;
 } kernel_result_t;
 
+/* The identity "all-reduce" of one rank: the summable methods' compute alone. */
+static int bench_local_sum(void *arg, float *buf, size_t n)
+{
+    (void)arg, (void)buf, (void)n;
+    return 0;
+}
+
+/* A summable method (PowerSGD) has no payload codec: its kernel is reduce() on one rank, over
+ * pseudo-layers of 1M elements (near-square, as the engine cuts a buffer without a layout), timed
+ * as "compress" (there is no separate decode); bits per element count its messages. */
+static kernel_result_t bench_kernel_summable(const sqz_compressor_v1_t *c, void *st, size_t n,
+                                             double mc)
+{
+    kernel_result_t r     = {0};
+    const size_t    chunk = (size_t)1 << 20;
+    const size_t    nl    = (n + chunk - 1) / chunk;
+    sqz_matrix_v1_t *layers = calloc(nl ? nl : 1, sizeof(*layers));
+    for (size_t l = 0; l < nl; l++) {
+        const size_t len  = n - l * chunk < chunk ? n - l * chunk : chunk;
+        size_t       rows = 1;
+        while ((rows + 1) * (rows + 1) <= len) {
+            rows++;
+        }
+        layers[l] = (sqz_matrix_v1_t){.offset = l * chunk, .rows = rows, .cols = len / rows};
+    }
+    const size_t bl = c->bufstate_len(st, layers, nl, n);
+    float *in = malloc(n * sizeof(float)), *res = calloc(n, sizeof(float)),
+          *out = malloc(n * sizeof(float)), *bs = calloc(bl ? bl : 1, sizeof(float));
+    fill(in, n, (unsigned)rank_);
+    double tc    = 1e30;
+    size_t bytes = 0;
+    /* seq from 1000: past any dense start phase */
+    for (int it = 0; it < 5; it++) {
+        sqz_reduce_args_v1_t a = {.size = sizeof(a), .in = in, .residual = res, .out = out, .n = n,
+                                  .seq = 1000 + (uint64_t)it, .layers = layers, .nlayers = nl,
+                                  .bufstate = bs, .allreduce_sum = bench_local_sum};
+        const double t0 = now();
+        c->reduce(st, &a);
+        const double t = now() - t0;
+        tc             = t < tc ? t : tc;
+        bytes          = a.bytes_wire;
+    }
+    const double b  = (double)n * sizeof(float);
+    r.compress_gbps = b / tc / 1e9;
+    r.combined_gbps = r.compress_gbps;
+    r.memcpy        = mc;
+    r.frac          = r.combined_gbps / mc;
+    r.bits_per_elem = 8.0 * (double)bytes / (double)n;
+    free(in), free(res), free(out), free(bs), free(layers);
+    return r;
+}
+
 static kernel_result_t bench_kernel(sqz_ctx_t *ctx, size_t n, double mc)
 {
     kernel_result_t                r   = {0};
@@ -221,6 +273,11 @@ static kernel_result_t bench_kernel(sqz_ctx_t *ctx, size_t n, double mc)
     const sqz_compressor_env_v1_t env = {.size = sizeof(env), .rank = rank_, .nranks = nranks_, .seed = 1};
     void                          *st  = NULL;
     if (SQZ_OK != c->create(ctx->configs[ctx->method_index], &env, &st)) {
+        return r;
+    }
+    if (SQZ_EXCHANGE_SUMMABLE == c->exchange) {
+        r = bench_kernel_summable(c, st, n, mc);
+        c->destroy(st);
         return r;
     }
     float *in = malloc(n * sizeof(float)), *res = calloc(n, sizeof(float)), *out = calloc(n, sizeof(float));
