@@ -1017,4 +1017,9 @@ const sqz_compressor_v1_t sqz_compressor_topk = {
     .compress = topk_compress,
     .decompress = topk_decompress,
     .destroy = topk_destroy,
+    /* SQZ_ADAPT: densities in parts per million, 0.01 % to 50 % (the engine picks those from a
+     * quarter to 4 times SQZ_TOPK_DENSITY). */
+    .levels      = "100,250,500,1000,2500,5000,10000,20000,25000,40000,50000,100000,200000,500000",
+    .level_param = "TOPK_DENSITY",
+    .level_scale = 1e6,
 };

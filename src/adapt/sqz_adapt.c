@@ -23,15 +23,22 @@ static size_t sqz_adapt_bins(size_t nlayers)
  * at the largest, so the cap bounds what a probing call sends), up to 8 times when the objective
  * is the least error (SQZ_ADAPT_BYTES: a layer may need much more than the uniform level), plus
  * the configured level. */
-static void sqz_adapt_candidates(const sqz_ctx_t *ctx, sqz_adapt_probe_t *pr)
+void sqz_adapt_candidates(const sqz_ctx_t *ctx, sqz_adapt_probe_t *pr)
 {
     const sqz_compressor_v1_t *c   = ctx->method;
     const void                *cfg = NULL;
     const sqz_param_def_v1_t  *d   = c->level_param ? sqz_ctx_find_param(ctx, c->level_param, &cfg)
                                                     : NULL;
-    pr->uniform = (d && cfg && SQZ_PARAM_INT == d->type)
-                      ? (int)*(const int64_t *)((const char *)cfg + d->offset)
-                      : 1;
+    const double scale = c->size >= offsetof(sqz_compressor_v1_t, level_scale) + sizeof(double)
+                             ? c->level_scale
+                             : 0;
+    pr->uniform = 1;
+    if (d && cfg && SQZ_PARAM_INT == d->type) {
+        pr->uniform = (int)*(const int64_t *)((const char *)cfg + d->offset);
+    } else if (d && cfg && SQZ_PARAM_DOUBLE == d->type && scale > 0) {
+        const double v = *(const double *)((const char *)cfg + d->offset) * scale;
+        pr->uniform    = v < 1 ? 1 : (v > 1e9 ? 1000000000 : (int)lround(v));
+    }
     pr->ncand = 0;
     int have  = 0;
     for (const char *p = c->levels; p && *p && pr->ncand < 15;) {
@@ -70,12 +77,14 @@ int sqz_adapt_begin(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, size_t nla
         return 0;
     }
     sqz_adapt_candidates(ctx, pr);
-    const size_t need = nlayers * (pr->ncand + 1) * sizeof(double);
+    /* err, norm, and room for bytes (a caller that measures them, sqz_adapt_seg.c) */
+    const size_t need = nlayers * (2 * pr->ncand + 1) * sizeof(double);
     if (SQZ_OK != sqz_scratch_reserve((void **)&comm->adaptbuf, &comm->adaptcap, need)) {
         return SQZ_ERR_NO_MEMORY;
     }
-    pr->err  = comm->adaptbuf;
-    pr->norm = comm->adaptbuf + nlayers * pr->ncand;
+    pr->err   = comm->adaptbuf;
+    pr->norm  = comm->adaptbuf + nlayers * pr->ncand;
+    pr->bytes = NULL;
     memset(comm->adaptbuf, 0, need);
     return 1;
 }
@@ -153,7 +162,8 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, siz
         const sqz_matrix_v1_t *m = (const sqz_matrix_v1_t *)&layers[l];
         for (size_t j = 0; j < nc; j++) {
             pr->err[l * nc + j]  = (double)sum[l * nc + j];
-            bytes[l * nc + j]    = (double)c->level_bytes(comm->cstate, m, pr->cand[j]);
+            bytes[l * nc + j]    = pr->bytes ? pr->bytes[l * nc + j]
+                                             : (double)c->level_bytes(comm->cstate, m, pr->cand[j]);
         }
         budget += pr->err[l * nc + uidx];
         uniform_bytes += bytes[l * nc + uidx];

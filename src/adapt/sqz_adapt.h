@@ -35,11 +35,17 @@ typedef struct sqz_adapt_probe {
     int     uniform;        /* the configured level */
     double *err;            /* nlayers * ncand */
     double *norm;           /* nlayers */
+    double *bytes;          /* nlayers * ncand, or NULL: the method's level_bytes() */
 } sqz_adapt_probe_t;
 
+/** The candidate levels of ctx's method (ascending, the configured level among them) and the
+ *  configured (uniform) level, into pr. */
+void sqz_adapt_candidates(const sqz_ctx_t *ctx, sqz_adapt_probe_t *pr);
+
 /** Whether call `seq` of a buffer whose choice is lv probes (SQZ_ADAPT on and its period
- *  reached).  Fills pr's candidates and points err/norm into comm scratch for nlayers layers
- *  (zeroed).  \return 1 to probe, 0 not, or a negative sqz_status_t. */
+ *  reached).  Fills pr's candidates and points err/norm/bytes into comm scratch for nlayers
+ *  layers (zeroed; bytes NULL: the caller may point it at its own).  \return 1 to probe, 0 not,
+ *  or a negative sqz_status_t. */
 int sqz_adapt_begin(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, size_t nlayers,
                     sqz_adapt_probe_t *pr);
 

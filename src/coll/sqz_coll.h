@@ -38,6 +38,7 @@ typedef struct sqz_coll_call {
     sqz_comm_t                *comm;
     const sqz_compressor_v1_t *c;
     void                      *cstate;
+    void                     **cstates;  /* one state of c per pool thread (cstates[0] == cstate) */
     const float               *in;
     float                     *out;
     size_t                     n;        /* elements of in */

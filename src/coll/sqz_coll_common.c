@@ -80,7 +80,7 @@ sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const fl
                                float *residual, size_t n, int stage, void *dst, size_t cap,
                                double *norms, const float *shared)
 {
-    void *const cstate = call->comm->cstates[worker];
+    void *const cstate = call->cstates[worker];
     sqz_compress_args_v1_t a = {
         .size     = sizeof(a),
         .in       = in,
@@ -282,7 +282,7 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void
     const unsigned char *payload = (const unsigned char *)frame + sizeof(f);
     size_t               bytes   = (size_t)f.bytes;
     if (f.flags & (SQZ_FRAME_ZSTD | SQZ_FRAME_POSITIONS)) {
-        const size_t bound = call->c->max_payload(call->comm->cstates[worker], n);
+        const size_t bound = call->c->max_payload(call->cstates[worker], n);
         const int    bits  = ((f.flags & SQZ_FRAME_ZSTD) ? SQZ_ENTROPY_ZSTD_BIT : 0) |
                          ((f.flags & SQZ_FRAME_POSITIONS) ? SQZ_ENTROPY_POSITIONS_BIT : 0);
         if (SQZ_OK != sqz_entropy_unwrap(call->comm->entropy[worker], bits, payload, bytes, bound,
@@ -290,6 +290,6 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void
             return SQZ_ERR_CORRUPT;
         }
     }
-    const sqz_status_t st = call->c->decompress(call->comm->cstates[worker], payload, bytes, out, n);
+    const sqz_status_t st = call->c->decompress(call->cstates[worker], payload, bytes, out, n);
     return SQZ_OK == st ? SQZ_OK : SQZ_ERR_CORRUPT;
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "adapt/sqz_adapt.h"
+#include "adapt/sqz_adapt_seg.h"
 #include "sqz_ctx.h"
 #include "sqz_layout_file.h"
 #include "sqz_log.h"
@@ -222,11 +223,13 @@ static sqz_status_t sqz_ctx_check_method(const sqz_ctx_t *ctx, char *errbuf, siz
                                  "sparsifiers, not SQZ_METHOD=%s", c->name);
         return SQZ_ERR_INVALID_PARAM;
     }
-    const int levels = summable && c->size >= offsetof(sqz_compressor_v1_t, level_bytes) +
-                                                   sizeof(void (*)(void)) && NULL != c->levels;
+    const int levels = (summable && c->size >= offsetof(sqz_compressor_v1_t, level_bytes) +
+                                                    sizeof(void (*)(void)) &&
+                        NULL != c->levels && NULL != c->level_bytes) ||
+                       sqz_seg_supported(ctx);
     if (ctx->p.adapt && !levels) {
         snprintf(errbuf, errlen, "SQZ_ADAPT=lgreco: SQZ_METHOD=%s has no per-layer levels "
-                                 "(methods that adapt: powersgd)", c->name);
+                                 "(methods that adapt: powersgd, topk)", c->name);
         return SQZ_ERR_INVALID_PARAM;
     }
     return SQZ_OK;

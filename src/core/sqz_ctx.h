@@ -138,6 +138,9 @@ struct sqz_comm {
     size_t             pseudocap;
     double            *adaptbuf;         /* SQZ_ADAPT: a probing call's errors */
     size_t             adaptcap;
+    /* SQZ_ADAPT with an all-gather method: one segmented composite per pool thread
+     * (src/adapt/sqz_adapt_seg.h), or NULL */
+    struct sqz_seg   **segs;
     /* GPU path (sqz_comm_create_nccl): the engine over an NCCL communicator, or NULL.  The hooks
      * keep the core free of any CUDA dependency. */
     struct sqz_gpu_comm *gpu;

@@ -14,6 +14,7 @@
 #include "sqz_log.h"
 #include "sqz_pool.h"
 #include "sqz_residual.h"
+#include "adapt/sqz_adapt_seg.h"
 #include "lossless/sqz_entropy.h"
 
 sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_t **out)
@@ -61,6 +62,13 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
     for (int i = 0; SQZ_OK == st && i < nthreads; i++) {
         comm->entropy[i] = sqz_entropy_create();
         st               = comm->entropy[i] ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    }
+    if (SQZ_OK == st && ctx->p.adapt && sqz_seg_supported(ctx)) {
+        comm->segs = calloc((size_t)nthreads, sizeof(*comm->segs));
+        st         = comm->segs ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+        for (int i = 0; SQZ_OK == st && i < nthreads; i++) {
+            st = sqz_seg_create(ctx, &env, &comm->segs[i]);
+        }
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("compressor '%s' could not be created: %s", ctx->method->name,
@@ -308,6 +316,39 @@ static void sqz_carry_residual(void *arg, uint64_t src_key, size_t src_count, si
     }
 }
 
+/* SQZ_ADAPT with an all-gather method: the call goes through the segmented composite (one per
+ * pool thread, src/adapt/sqz_adapt_seg.h) planned with the buffer's layout and levels; a probing
+ * call first measures every layer at every candidate level (*probe, pr). */
+static sqz_status_t sqz_engine_segments(sqz_comm_t *comm, sqz_coll_call_t *call, uint64_t key,
+                                        const sqz_layer_t **layers, size_t *nl,
+                                        sqz_adapt_probe_t *pr, int *probe)
+{
+    uint64_t digest;
+    *layers = sqz_layout_resolve(comm, key, call->n, nl, &digest);
+    if (NULL == *layers) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    sqz_buf_state_t *bs = call->bstate;
+    const int        p  = sqz_adapt_begin(comm, &bs->adapt, call->seq, *nl, pr);
+    if (p < 0) {
+        return (sqz_status_t)p;
+    }
+    *probe = p;
+    if (p) {
+        pr->bytes = pr->norm + *nl; /* sqz_adapt_begin reserved room for them */
+        SQZ_CHECK(sqz_seg_probe(comm->segs[0], call->in, call->residual, *layers, *nl, call->seq,
+                                pr));
+    }
+    const int *levels = (bs->adapt.levels && bs->adapt.n == *nl) ? bs->adapt.levels : NULL;
+    for (int i = 0; i < sqz_pool_size(comm->pool); i++) {
+        SQZ_CHECK(sqz_seg_plan(comm->segs[i], *layers, *nl, call->n, levels));
+    }
+    call->c       = &sqz_seg_compressor;
+    call->cstates = (void **)comm->segs;
+    call->cstate  = comm->segs[0];
+    return SQZ_OK;
+}
+
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
                                    size_t block, sqz_op_t op, uint64_t key)
 {
@@ -380,6 +421,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         .comm     = comm,
         .c        = ctx->method,
         .cstate   = comm->cstate,
+        .cstates  = comm->cstates,
         .in       = transform ? m : (dgc ? dgc_in : in),
         .out      = out,
         .n        = n,
@@ -395,8 +437,32 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         call.cs.algo = SQZ_ALGO_SUMMABLE;
         st           = sqz_coll_summable(&call, key);
     } else if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
+        sqz_adapt_probe_t pr    = {0};
+        int               probe = 0;
+        size_t            nl    = 0;
+        const sqz_layer_t *layers = NULL;
         if (block) {
             st = SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
+        } else if (comm->segs) {
+            st = sqz_engine_segments(comm, &call, key, &layers, &nl, &pr, &probe);
+        }
+        if (block || SQZ_OK != st) {
+            /* (st says why) */
+        } else if (comm->segs) {
+            /* Layer by layer: the plain all-gather, whose payloads hold whole layers (the split
+             * exchange cuts the buffer into chunks across them). */
+            call.cs.algo = sqz_sparse_choose(comm, n);
+            if (SQZ_ALGO_DENSE_SWITCH == call.cs.algo) {
+                st = sqz_dense_switch(&call);
+            } else {
+                call.cs.algo = (comm->p2p && ctx->p.pipeline) ? SQZ_ALGO_ALLGATHER_P2P
+                                                              : SQZ_ALGO_ALLGATHER;
+                st = SQZ_ALGO_ALLGATHER_P2P == call.cs.algo ? sqz_coll_allgather_p2p(&call)
+                                                             : sqz_coll_allgather(&call);
+            }
+            if (SQZ_OK == st && probe) {
+                st = sqz_adapt_end(comm, &bs->adapt, seq, n, layers, nl, &pr);
+            }
         } else {
             call.cs.algo = sqz_sparse_choose(comm, n);
             switch (call.cs.algo) {

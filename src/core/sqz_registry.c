@@ -85,7 +85,7 @@ sqz_status_t sqz_registry_check(const sqz_compressor_v1_t *c, char *err, size_t 
         snprintf(err, errlen, "'%s' lacks a required callback", c->name);
         return SQZ_ERR_PLUGIN;
     }
-    if (c->size >= offsetof(sqz_compressor_v1_t, level_bytes) + sizeof(void (*)(void)) &&
+    if (summable && c->size >= offsetof(sqz_compressor_v1_t, level_bytes) + sizeof(void (*)(void)) &&
         NULL != c->levels && NULL == c->level_bytes) {
         snprintf(err, errlen, "'%s' declares levels but no level_bytes", c->name);
         return SQZ_ERR_PLUGIN;

@@ -143,6 +143,11 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_DGC_MOMENTUM and SQZ_DGC_CLIP are CPU-only: the GPU path "
                                    "runs plain top-k with error feedback");
     }
+    if (g->enabled && !g->psgd && ctx->p.adapt) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_ADAPT on the GPU path adapts powersgd only: SQZ_METHOD=%s "
+                                   "runs at its uniform setting on device buffers",
+                     method);
+    }
     if (g->enabled && g->ef && ctx->p.ef_storage != SQZ_EF_STORAGE_FP32) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_EF_STORAGE: the GPU path keeps fp32 residuals");
     }

@@ -276,6 +276,14 @@ static void engine_input_locked(const job_t *j, int r, int c, float *x)
         return;
     }
     fill_random(x, EN, 1.0);
+    if (5 == j->mode) {
+        /* The first 800 elements nearly sparse (a few spikes over a faint floor), the rest noise:
+         * top-k's error per byte differs between the layers. */
+        for (size_t i = 0; i < 800; i++) {
+            x[i] = (i % 97 == 0) ? 20.0f * x[i] : 0.01f * x[i];
+        }
+        return;
+    }
     low_rank(x, ER, EK, 1, 3.0);
     for (size_t i = 0; i < ER * EK; i++) {
         x[i] += 0.3f * rng_gauss(1.0);
@@ -292,7 +300,7 @@ static void engine_rank(int rank, void *arg)
     REQUIRE(SQZ_OK == sqz_comm_create(ctx, &t, &comm));
     float *x = alloc_floats(EN), *y = alloc_floats(EN), *mean = alloc_floats(EN),
           *exact = alloc_floats(EN), *tmp = alloc_floats(EN);
-    const int calls = (1 == j->mode || 3 == j->mode) ? 40 : 3;
+    const int calls = (1 == j->mode || 3 == j->mode || 5 == j->mode) ? 40 : 3;
     for (int c = 0; c < calls; c++) {
         memset(exact, 0, EN * sizeof(float));
         for (int r = 0; r < j->P; r++) {
@@ -473,12 +481,60 @@ static void test_adapt(void)
     printf("%s: adapt\n", sqz_test_failures ? "FAIL" : "ok");
 }
 
+/* SQZ_ADAPT with top-k: the segmented composite (one state per candidate density) on 3 ranks:
+ * identical outputs, the same densities everywhere, within the error budget, never more bytes
+ * than uniform. */
+static void test_adapt_topk(void)
+{
+    const char *const kv[] = {"METHOD", "topk", "MIN_BYTES", "0", "TOPK_DENSITY", "0.05",
+                              "ADAPT", "lgreco", "ADAPT_PERIOD", "10", "LAYOUT_CHUNK", "400",
+                              "SPARSE_DENSE_SWITCH", "0", NULL};
+    job_t j = {.P = 3, .kv = kv, .mode = 5};
+    run_job(&j);
+    check_identical(&j, "adapt topk");
+    const char *a0 = strstr(j.json[0], "\"adapt\"");
+    CHECK_MSG(a0 && strstr(a0, "\"levels\": ["), "no adapt record: %s", j.json[0]);
+    for (int r = 1; a0 && r < 3; r++) {
+        const char *ar = strstr(j.json[r], "\"levels\""), *l0 = strstr(a0, "\"levels\"");
+        CHECK_MSG(ar && l0 && 0 == strncmp(l0, ar, strcspn(l0, "]")), "rank %d chose differently",
+                  r);
+    }
+    if (a0) {
+        const double budget = json_num(a0, "budget"), error = json_num(a0, "error");
+        const double bytes = json_num(a0, "bytes"), uniform = json_num(a0, "bytes_uniform");
+        CHECK_MSG(error <= budget * (1 + 1e-9), "chosen error %g exceeds the budget %g", error,
+                  budget);
+        CHECK_MSG(bytes <= uniform, "more bytes than uniform: %g against %g", bytes, uniform);
+        CHECK_MSG(json_num(a0, "solves") >= 3, "solves: %g", json_num(a0, "solves"));
+        CHECK_MSG(strstr(j.json[0], "\"topk\""), "calls were not counted under topk");
+        /* The nearly sparse first layers need less density than the noise of the last. */
+        const char *lv = strstr(a0, "\"levels\": [");
+        char        arr[256] = "";
+        if (lv) {
+            snprintf(arr, sizeof arr, "%.*s", (int)strcspn(lv, "]"), lv);
+        }
+        long        first = lv ? strtol(arr + 11, NULL, 10) : 0;
+        const char *last  = strrchr(arr, ',');
+        long        lastv = last ? strtol(last + 1, NULL, 10) : 0;
+        CHECK_MSG(lv && last && first < lastv && bytes < uniform,
+                  "levels did not follow the layers: first %ld, last %ld", first, lastv);
+        printf("adapt topk: %.*s\n", (int)strcspn(strstr(a0, "\"levels\""), "]") + 1,
+               strstr(a0, "\"levels\""));
+    }
+    for (int r = 0; r < 3; r++) {
+        CHECK_MSG(j.stats[r].calls_compressed == 40, "rank %d: %llu compressed", r,
+                  (unsigned long long)j.stats[r].calls_compressed);
+    }
+    free_job(&j);
+    printf("%s: adapt topk\n", sqz_test_failures ? "FAIL" : "ok");
+}
+
 static void test_bad_config(void)
 {
     const char *const bad[][12] = {
         {"METHOD", "powersgd", "EF", "ef21", NULL},
         {"METHOD", "powersgd", "DGC_MOMENTUM", "0.9", NULL},
-        {"METHOD", "topk", "ADAPT", "lgreco", NULL},
+        {"METHOD", "quant", "ADAPT", "lgreco", NULL},
         {"METHOD", "powersgd", "LAYOUT", "/nonexistent/layout.txt", NULL},
         {"METHOD", "powersgd", "POWERSGD_RANK", "0", NULL},
     };
@@ -508,6 +564,7 @@ int main(void)
     test_engine(layout);
     unlink(layout);
     test_adapt();
+    test_adapt_topk();
     test_bad_config();
     return sqz_test_result("test_powersgd");
 }
