@@ -349,16 +349,26 @@ __device__ __forceinline__ sqz_tok_hdr_t sqz_tok_read_hdr(const void *block)
     return h;
 }
 
+/* The block of this CUDA block's peer and its header.  \return false when the block has no
+ * ROWS form (no tokens, or RAW): nothing to index or average. */
+__device__ __forceinline__ bool sqz_tok_rows_block(const sqz_tok_ws_t &w, sqz_gpu_tok_blk_t *b,
+                                                   sqz_tok_hdr_t *h)
+{
+    *b = w.blks[blockIdx.y];
+    if (0 == b->tokens) {
+        return false;
+    }
+    *h = sqz_tok_read_hdr(b->dst);
+    return SQZ_TOKFRAME_ROWS == h->kind;
+}
+
 /* Index of each token (ROWS), and the bucket sizes of LSH (count != 0). */
 __global__ void __launch_bounds__(256) sqz_tok_index_kernel(sqz_tok_ws_t w, uint64_t rowbytes,
                                                             int count)
 {
-    const sqz_gpu_tok_blk_t b = w.blks[blockIdx.y];
-    if (0 == b.tokens) {
-        return;
-    }
-    const sqz_tok_hdr_t h = sqz_tok_read_hdr(b.dst);
-    if (SQZ_TOKFRAME_ROWS != h.kind) {
+    sqz_gpu_tok_blk_t b;
+    sqz_tok_hdr_t     h;
+    if (!sqz_tok_rows_block(w, &b, &h)) {
         return;
     }
     uint8_t *const idx = (uint8_t *)b.dst + SQZ_TOKFRAME_HEADER + (uint64_t)h.rows * rowbytes;
@@ -400,12 +410,9 @@ __global__ void __launch_bounds__(256) sqz_tok_rows_kernel(sqz_tok_ws_t w, uint6
  * into their bucket's row, then scales by 1 / count (sqz_lsh_encode, operation for operation). */
 __global__ void __launch_bounds__(256) sqz_tok_centroid_kernel(sqz_tok_ws_t w, uint64_t width)
 {
-    const sqz_gpu_tok_blk_t b = w.blks[blockIdx.y];
-    if (0 == b.tokens) {
-        return;
-    }
-    const sqz_tok_hdr_t h = sqz_tok_read_hdr(b.dst);
-    if (SQZ_TOKFRAME_ROWS != h.kind) {
+    sqz_gpu_tok_blk_t b;
+    sqz_tok_hdr_t     h;
+    if (!sqz_tok_rows_block(w, &b, &h)) {
         return;
     }
     float *const       cent = (float *)((uint8_t *)b.dst + SQZ_TOKFRAME_HEADER);

@@ -25,29 +25,13 @@
 #include <squeeze.h>
 
 #include "../unit/sqz_test.h"
+#include "sqz_cuda_test.h"
 #include "sqz_cuda_moe.h"
 #include "sqz_lsh.h"
 
 #define NBLK 4
 
 static cudaStream_t g_st;
-
-#define CU(call)                                                                               \
-    do {                                                                                       \
-        const cudaError_t e_ = (call);                                                         \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                     \
-                    cudaGetErrorString(e_));                                                   \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
-
-static void *dalloc(size_t bytes)
-{
-    void *p = NULL;
-    CU(cudaMalloc(&p, bytes ? bytes : 16));
-    return p;
-}
 
 static void h2d(void *d, const void *h, size_t n)
 {
