@@ -194,6 +194,14 @@ void sqz_lsh_destroy(sqz_lsh_t *l)
 size_t       sqz_lsh_width(const sqz_lsh_t *l) { return l->width; }
 const float *sqz_lsh_projections(const sqz_lsh_t *l) { return l->proj; }
 
+const uint32_t *sqz_lsh_columns(const sqz_lsh_t *l, size_t *ns, int *rot_dim, int *hashes)
+{
+    *ns      = l->ns;
+    *rot_dim = l->rot_dim;
+    *hashes  = l->hashes;
+    return l->cols;
+}
+
 uint64_t *sqz_lsh_keys(sqz_lsh_t *l, size_t tokens)
 {
     return sqz_pu_grow((void **)&l->keys, &l->keycap, (tokens ? tokens : 1) * sizeof(uint64_t));

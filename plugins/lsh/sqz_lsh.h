@@ -101,6 +101,10 @@ size_t       sqz_lsh_width(const sqz_lsh_t *lsh);
  *  tests. */
 const float *sqz_lsh_projections(const sqz_lsh_t *lsh);
 
+/** The shape of the hash, for an encoder elsewhere (the GPU's) that must compute the same bucket
+ *  ids: the `ns` sampled coordinates (sorted), rot_dim and hashes.  \return the coordinates. */
+const uint32_t *sqz_lsh_columns(const sqz_lsh_t *lsh, size_t *ns, int *rot_dim, int *hashes);
+
 /** Bucket id of each of `tokens` tokens (float, width each) into bucket[]: the concatenated codes
  *  of (x - mean of the block) (centering: the angular hash then separates the tokens by where they
  *  sit around the batch rather than by the direction all of them share). */

@@ -69,7 +69,7 @@ static sqz_status_t sqz_moe_comm_get(sqz_comm_t *comm, size_t width, int lsh)
     return SQZ_OK;
 }
 
-static void sqz_moe_stats_record(sqz_ctx_t *ctx, int codec, const sqz_moe_stats_t *cs)
+void sqz_moe_stats_record(sqz_ctx_t *ctx, int codec, const sqz_moe_stats_t *cs)
 {
     pthread_mutex_lock(&ctx->lock);
     sqz_moe_stats_t *s = &ctx->moe_stats[codec];

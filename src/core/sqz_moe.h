@@ -37,6 +37,10 @@ int sqz_moe_next_codec(sqz_comm_t *comm);
  *  count not a multiple of SQZ_MOE_DIM, in place, ...): it passed through. */
 void sqz_moe_count_passthrough(sqz_comm_t *comm);
 
+/** Adds one coded token all-to-all (its tokens, rows, bytes, times) to ctx's row of `codec`
+ *  (the CPU exchange and the GPU path of the NCCL interposer). */
+void sqz_moe_stats_record(sqz_ctx_t *ctx, int codec, const sqz_moe_stats_t *cs);
+
 /** Parses SQZ_MOE_CYCLE ("lsh,dedup,none") into codes.  \return the number of entries, or -1. */
 int sqz_moe_parse_cycle(const char *s, signed char *codes, int cap);
 

@@ -65,7 +65,21 @@ struct sqz_gpu_comm {
     size_t                nbufs, capbufs;
     unsigned long long   *d_nonfinite; /* device counter written by sqz_gpu_restore */
     unsigned long long    nonfinite_seen;
+    struct sqz_gpu_moe   *moe;         /* token all-to-all state (sqz_gpu_moe.c), or NULL */
 };
+
+const sqz_nccl_api_t *sqz_gpu_comm_nccl(sqz_comm_t *comm, void **nc, int *device,
+                                        struct sqz_gpu_moe ***moe)
+{
+    struct sqz_gpu_comm *g = comm->gpu;
+    if (NULL == g) {
+        return NULL;
+    }
+    *nc     = g->nc;
+    *device = g->device;
+    *moe    = &g->moe;
+    return g->nccl;
+}
 
 int sqz_gpu_built(void) { return 1; }
 
@@ -196,6 +210,7 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
     }
     pthread_mutex_unlock(&ctx->lock);
     if (comm->gpu_abandon) {
+        sqz_gpu_moe_free(g->moe, 1);
         free(g->bufs);
         free(g);
         comm->gpu = NULL;
@@ -211,6 +226,7 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
         sqz_gpu_buf_free(&g->bufs[i]);
     }
     cudaFree(g->d_nonfinite);
+    sqz_gpu_moe_free(g->moe, 0);
     if (saved >= 0) {
         cudaSetDevice(saved);
     }

@@ -4,9 +4,38 @@
 
 #include "cuda/sqz_cuda_codec.h"
 #include "sqz_ctx.h"
+#include "transport/sqz_nccl.h"
 
 /** Fills the codec parameters of ctx's method.  \return 1 when the method has a GPU kernel
  *  (topk, quant, sign), 0 otherwise. */
 int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p);
+
+struct sqz_gpu_moe;
+
+/** The NCCL side of a GPU communicator (NULL for a CPU one): the real NCCL, the ncclComm_t in *nc,
+ *  its device, and the slot of its token all-to-all state (created and owned by sqz_gpu_moe.c,
+ *  freed with the communicator). */
+const sqz_nccl_api_t *sqz_gpu_comm_nccl(sqz_comm_t *comm, void **nc, int *device,
+                                        struct sqz_gpu_moe ***moe);
+
+/** Frees a token all-to-all state (NULL: no-op); `abandon`: host memory only (after an abort). */
+void sqz_gpu_moe_free(struct sqz_gpu_moe *m, int abandon);
+
+/**
+ * One token all-to-all on the GPU (the NCCL interposer's MoE path), stream-ordered on `stream`
+ * except for one host wait: peer r's block of stok[r] tokens (width elements of dtype) at sbuf[r]
+ * is coded with `codec` (SQZ_MOE_DEDUP, or SQZ_MOE_LSH for float32), and the rtok[r] tokens from
+ * peer r are decoded into rbuf[r].  The self block is copied exactly.  Sequence: encode every
+ * block, a grouped ncclSend/ncclRecv of one uint64 size per peer, cudaStreamSynchronize (the
+ * sizes reach the host), a grouped ncclSend/ncclRecv of the blocks, decode kernels.  Buffers must
+ * not overlap; stok[rank] == rtok[rank].
+ * \return SQZ_OK; otherwise *moved tells whether anything reached NCCL: 0 means the caller may
+ * still run the original operations instead (exact passthrough), 1 that the call failed.  A
+ * malformed block received leaves its tokens untouched and is reported (an error in the log) at
+ * the next call.
+ */
+sqz_status_t sqz_gpu_moe_alltoall(sqz_comm_t *comm, int codec, sqz_dtype_t dtype, size_t width,
+                                  const void *const *sbuf, const size_t *stok, void *const *rbuf,
+                                  const size_t *rtok, void *stream, int *moved);
 
 #endif

@@ -48,6 +48,7 @@ static int sqz_nccl_fill(void *handle)
     SQZ_RESOLVE(AllGather);
     SQZ_RESOLVE(Send);
     SQZ_RESOLVE(Recv);
+    SQZ_RESOLVE(AlltoAll);
     SQZ_RESOLVE(GroupStart);
     SQZ_RESOLVE(GroupEnd);
     SQZ_RESOLVE(GetUniqueId);

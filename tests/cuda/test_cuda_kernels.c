@@ -35,6 +35,7 @@
 #include <squeeze.h>
 
 #include "../unit/sqz_test.h"
+#include "sqz_cuda_test.h"
 #include "sqz_cuda_codec.h"
 #include "sqz_cuda_methods.h"
 #include "sqz_param.h"
@@ -48,26 +49,9 @@ static cudaStream_t g_st;
 static float *base_in; /* N_MAX gaussian inputs (scale 1) */
 static float *base_r;  /* N_MAX gaussian residuals (scale 0.1) */
 
-#define CU(call)                                                                               \
-    do {                                                                                       \
-        const cudaError_t e_ = (call);                                                         \
-        if (e_ != cudaSuccess) {                                                               \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call,                     \
-                    cudaGetErrorString(e_));                                                   \
-            exit(1);                                                                           \
-        }                                                                                      \
-    } while (0)
-
 /* ---------------------------------------------------------------------------------------------
  * Device buffers; every copy goes through g_st.
  * ------------------------------------------------------------------------------------------- */
-static void *dalloc(size_t bytes)
-{
-    void *p = NULL;
-    CU(cudaMalloc(&p, bytes ? bytes : 16));
-    return p;
-}
-
 static void dfree(void *p)
 {
     CU(cudaFree(p));

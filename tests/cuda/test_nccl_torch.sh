@@ -2,12 +2,15 @@
 # Squeeze's GPU path under PyTorch + NCCL, two processes on two GPUs (torchrun):
 #   (a) LD_PRELOAD=libsqueeze_nccl.so under an unmodified torch.distributed job, for
 #       SQZ_METHOD=quant, topk, sign and powersgd;
-#   (b) the Python binding: squeeze.Comm on the current stream and the squeeze.ddp hook.
+#   (b) the Python binding: squeeze.Comm on the current stream and the squeeze.ddp hook;
+#   (c) MoE token all-to-alls (torch.distributed.all_to_all_single) under LD_PRELOAD with
+#       SQZ_MOE=dedup and lsh: tests/cuda/moe_torch_check.py, then the stats (rows < tokens,
+#       passthroughs counted).
 # tests/cuda/nccl_torch_check.py does the checks (exact passthrough, bit-identical compressed
 # results with bounded error, error-feedback convergence, NaN handling, DDP).
 # Exits 77 (skip) unless a python3 imports torch and sees at least 2 GPUs.
 # Knobs: TORCHTEST_METHODS (default "quant topk sign powersgd"), TORCHTEST_MODES (default
-# "preload hook"), TORCHTEST_TIMEOUT (seconds per torchrun job, default 600).
+# "preload hook moe"), TORCHTEST_MOE (default "dedup lsh"), TORCHTEST_TIMEOUT (seconds per torchrun job, default 600).
 # shellcheck disable=SC2154 # top_srcdir and top_builddir come from make check
 set -u
 : "${top_builddir:?top_builddir must be set (make check sets it)}"
@@ -31,7 +34,8 @@ fi
 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export NCCL_NVLS_ENABLE TORCH_SYMM_MEM_DISABLE_MULTICAST NVSHMEM_DISABLE_NVLS
 METHODS=${TORCHTEST_METHODS:-quant topk sign powersgd}
-MODES=${TORCHTEST_MODES:-preload hook}
+MODES=${TORCHTEST_MODES:-preload hook moe}
+MOE_CODECS=${TORCHTEST_MOE:-dedup lsh}
 TIMEOUT=${TORCHTEST_TIMEOUT:-600}
 # Only what a case sets may reach the library.
 for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
@@ -119,6 +123,50 @@ elif SQUEEZE_LIB="$LIB" PYTHONPATH="$top_srcdir/python" "$PY" -c \
     done
 else
     echo "SKIP (b): $LIB was built without the GPU path (squeeze.gpu_built() is False)"
+fi
+
+# (c) MoE token all-to-alls under the interposer
+case " $MODES " in *" moe "*) want_moe=1 ;; *) want_moe=0 ;; esac
+MOE_STATS_CHECK='
+import json, sys
+moe = json.load(open(sys.argv[1]))["moe"]
+row = moe["codecs"].get(sys.argv[2], {})
+ok = (row.get("calls", 0) >= 1 and row.get("rows", 1) < row.get("tokens", 0)
+      and moe["calls_passthrough"] >= 1)
+print("%s: calls %s tokens %s rows %s bytes_in %s bytes_wire %s; passthrough %s" % (
+    sys.argv[2], row.get("calls"), row.get("tokens"), row.get("rows"), row.get("bytes_in"),
+    row.get("bytes_wire"), moe["calls_passthrough"]))
+sys.exit(0 if ok else 1)
+'
+if [ "$want_moe" -eq 1 ] && [ -f "$PRELOAD" ]; then
+    for c in $MOE_CODECS; do
+        stats="$TESTDIR/moe-$c-%r.json"
+        log="$TESTDIR/moe-$c.log"
+        echo "== moe-$c: torchrun --nproc_per_node=2 moe_torch_check.py --codec $c, SQZ_MOE=$c SQZ_MOE_DIM=64"
+        # shellcheck disable=SC2086
+        env LD_PRELOAD="$PRELOAD" SQZ_MOE="$c" SQZ_MOE_DIM=64 SQZ_STATS="json:$stats" \
+            PYTHONUNBUFFERED=1 $TIMEOUT_CMD "$PY" -m torch.distributed.run --standalone \
+            --nproc_per_node=2 "$top_srcdir/tests/cuda/moe_torch_check.py" --codec "$c" \
+            >"$log" 2>&1
+        rc=$?
+        ran=$((ran + 1))
+        grep -E '^(PASS|FAIL|SKIP|moe_torch_check)' "$log" | sed 's/^/   /'
+        if [ "$rc" -ne 0 ]; then
+            sed 's/^/   | /' "$log" | tail -n 40
+            bad "moe-$c exited $rc"
+            continue
+        fi
+        for r in 0 1; do
+            f=$(echo "$stats" | sed "s/%r/$r/")
+            if out=$("$PY" -c "$MOE_STATS_CHECK" "$f" "$c" 2>&1); then
+                echo "   rank $r stats: $out"
+            else
+                bad "moe-$c: rank $r's stats ($f): $out"
+            fi
+        done
+    done
+elif [ "$want_moe" -eq 1 ]; then
+    echo "SKIP (c): no $PRELOAD (built without NCCL support?)"
 fi
 
 if [ "$ran" -eq 0 ]; then

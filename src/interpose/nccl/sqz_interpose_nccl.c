@@ -18,6 +18,15 @@
  * every rank defers the same calls, so every rank runs the same sequence).  Nesting is per thread,
  * as in NCCL.  A group too large for the record passes its extra calls through.
  *
+ * MoE token all-to-alls (SQZ_MOE): ncclAlltoAll outside a group, and the all-to-all that
+ * PyTorch builds from grouped ncclSend/ncclRecv.  Under SQZ_MOE, a send or receive made inside a
+ * group on a known communicator is recorded instead of issued; at the outermost ncclGroupEnd the
+ * record is recognized as a token all-to-all or not (sqz_moe_recognize).  If not, every recorded
+ * call is issued into the still open NCCL group in its original order, so the group runs as the
+ * user made it; if so, the rest of the group is launched first and the coded all-to-all runs
+ * after it (sqz_gpu_moe_alltoall; every rank makes the same decision from the same calls).  Our
+ * own sends and receives go to the real NCCL (sqz_nccl.h), never through these entry points.
+ *
  * Configuration is read at the first communicator: a bad value makes every communicator creation
  * fail with ncclInvalidUsage after a message naming the variable; settings that differ between
  * ranks make it fail on every rank (the check is collective over the new communicator).
@@ -31,6 +40,7 @@
 
 #include <squeeze.h>
 
+#include "cuda/sqz_gpu_engine.h"
 #include "sqz_ctx.h"
 #include "sqz_log.h"
 #include "transport/sqz_nccl.h"
@@ -70,6 +80,23 @@ static __thread int             sqz_ndeferred;
 /* The record lives on the heap (allocated by a thread's first deferral, freed never: one per
  * thread that opens groups): static TLS must stay tiny for the library to be dlopen-able. */
 static __thread sqz_deferred_t *sqz_deferred_calls;
+
+/* ncclSend/ncclRecv recorded inside a group under SQZ_MOE (per thread, heap, grow-only).  When the
+ * record cannot grow, what it holds is issued at once and the rest of the group passes through
+ * (`spilled`). */
+typedef struct sqz_p2p {
+    const void    *sendbuf; /* NULL for a receive */
+    void          *recvbuf;
+    size_t         count;
+    ncclDataType_t dtype;
+    int            peer;
+    ncclComm_t     comm;
+    cudaStream_t   stream;
+} sqz_p2p_t;
+
+enum { SQZ_MAX_P2P = 1 << 16 };
+static __thread sqz_p2p_t *sqz_p2p_calls;
+static __thread int        sqz_np2p, sqz_p2p_cap, sqz_p2p_spilled;
 
 static void sqz_nccl_at_exit(void)
 {
@@ -417,6 +444,272 @@ SQZ_NCCL_API ncclResult_t ncclReduceScatter(const void *sendbuff, void *recvbuff
     return sqz_reduction(sendbuff, recvbuff, recvcount, datatype, op, comm, stream, 1);
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* MoE token all-to-alls                                                                        */
+/* ------------------------------------------------------------------------------------------- */
+static size_t sqz_nccl_esize(ncclDataType_t t)
+{
+    sqz_dtype_t d;
+    return sqz_map_dtype(t, &d) ? sqz_tok_esize((int)d) : 0;
+}
+
+/* Issues recorded calls on the real NCCL, in their order. */
+static ncclResult_t sqz_p2p_issue(const sqz_nccl_api_t *api, const sqz_p2p_t *c, int n)
+{
+    ncclResult_t res = ncclSuccess;
+    for (int i = 0; i < n; i++) {
+        const ncclResult_t r = c[i].sendbuf ? api->Send(c[i].sendbuf, c[i].count, c[i].dtype,
+                                                        c[i].peer, c[i].comm, c[i].stream)
+                                            : api->Recv(c[i].recvbuf, c[i].count, c[i].dtype,
+                                                        c[i].peer, c[i].comm, c[i].stream);
+        res = res == ncclSuccess ? r : res;
+    }
+    return res;
+}
+
+/* One token all-to-all: per peer, the tokens and where they are. */
+typedef struct sqz_moe_a2a {
+    sqz_comm_t  *engine;
+    ncclComm_t   comm;
+    cudaStream_t stream;
+    sqz_dtype_t  dtype;
+    size_t       width;
+    const void **sbuf;
+    void       **rbuf;
+    size_t      *stok, *rtok; /* tokens */
+} sqz_moe_a2a_t;
+
+static void sqz_moe_a2a_free(sqz_moe_a2a_t *a)
+{
+    free(a->sbuf);
+    free(a->rbuf);
+    free(a->stok);
+    a->sbuf = NULL;
+    a->rbuf = NULL;
+    a->stok = NULL;
+}
+
+/* Allocates the per-peer arrays of a (zeroed). \return 0 when out of memory. */
+static int sqz_moe_a2a_alloc(sqz_moe_a2a_t *a, int P)
+{
+    a->sbuf = calloc((size_t)P, sizeof(*a->sbuf));
+    a->rbuf = calloc((size_t)P, sizeof(*a->rbuf));
+    a->stok = calloc(2 * (size_t)P, sizeof(size_t));
+    a->rtok = a->stok ? a->stok + P : NULL;
+    if (NULL == a->sbuf || NULL == a->rbuf || NULL == a->stok) {
+        sqz_moe_a2a_free(a);
+        return 0;
+    }
+    return 1;
+}
+
+/* The checks every token all-to-all passes, once per-peer buffers and tokens are known: the self
+ * block matches, some token moves, and no receive region overlaps a send region (in place). */
+static int sqz_moe_a2a_valid(const sqz_moe_a2a_t *a)
+{
+    const int    P = a->engine->nranks, me = a->engine->rank;
+    const size_t rowbytes = a->width * sqz_tok_esize((int)a->dtype);
+    size_t       total    = 0;
+    if (a->stok[me] != a->rtok[me]) {
+        return 0;
+    }
+    for (int r = 0; r < P; r++) {
+        total += a->stok[r] + a->rtok[r];
+        if (a->stok[r] > UINT32_MAX || a->rtok[r] > UINT32_MAX) {
+            return 0;
+        }
+    }
+    for (int r = 0; r < P; r++) {
+        const uintptr_t r0 = (uintptr_t)a->rbuf[r], r1 = r0 + a->rtok[r] * rowbytes;
+        for (int q = 0; a->rtok[r] && q < P; q++) {
+            const uintptr_t s0 = (uintptr_t)a->sbuf[q], s1 = s0 + a->stok[q] * rowbytes;
+            if (a->stok[q] && r0 < s1 && s0 < r1) {
+                return 0;
+            }
+        }
+    }
+    return total > 0;
+}
+
+/* Recognizes the recorded calls of a group as a token all-to-all: one communicator the engine
+ * knows, one stream, one float dtype, at most one send and one receive per peer (a missing one
+ * moves 0 tokens: PyTorch skips empty transfers), every count a multiple of SQZ_MOE_DIM.
+ * \return 1 with *a filled (free it with sqz_moe_a2a_free), 0 otherwise. */
+static int sqz_moe_recognize(const sqz_p2p_t *c, int n, sqz_moe_a2a_t *a)
+{
+    memset(a, 0, sizeof(*a));
+    if (n < 1 || NULL == sqz_nccl_ctx || sqz_nccl_ctx->p.moe_dim <= 0 ||
+        !sqz_map_dtype(c[0].dtype, &a->dtype)) {
+        return 0;
+    }
+    a->comm   = c[0].comm;
+    a->stream = c[0].stream;
+    a->width  = (size_t)sqz_nccl_ctx->p.moe_dim;
+    a->engine = sqz_map_engine(a->comm);
+    if (NULL == a->engine || !sqz_moe_a2a_alloc(a, a->engine->nranks)) {
+        return 0;
+    }
+    const int P = a->engine->nranks;
+    for (int i = 0; i < n; i++) {
+        const sqz_p2p_t *p    = &c[i];
+        const int        send = NULL != p->sendbuf;
+        if (p->comm != a->comm || p->stream != a->stream || p->dtype != c[0].dtype ||
+            p->peer < 0 || p->peer >= P || p->count % a->width != 0 ||
+            (send ? NULL != a->sbuf[p->peer] : NULL != a->rbuf[p->peer])) {
+            sqz_moe_a2a_free(a);
+            return 0;
+        }
+        if (send) {
+            a->sbuf[p->peer] = p->sendbuf;
+            a->stok[p->peer] = p->count / a->width;
+        } else {
+            a->rbuf[p->peer] = p->recvbuf;
+            a->rtok[p->peer] = p->count / a->width;
+        }
+    }
+    if (!sqz_moe_a2a_valid(a)) {
+        sqz_moe_a2a_free(a);
+        return 0;
+    }
+    return 1;
+}
+
+/* The codec of a token all-to-all (SQZ_MOE, SQZ_MOE_CYCLE; LSH needs float32: a half-precision
+ * call that the cycle designates for LSH is de-duplicated instead, losslessly). */
+static int sqz_moe_codec_for(const sqz_moe_a2a_t *a)
+{
+    const int codec = sqz_moe_next_codec(a->engine);
+    return SQZ_MOE_LSH == codec && SQZ_DTYPE_FLOAT32 != a->dtype ? SQZ_MOE_DEDUP : codec;
+}
+
+/* Runs a recognized all-to-all coded.  \return 1 when done (*res its result), 0 when nothing
+ * reached NCCL and the caller must run the original calls (counted as a passthrough). */
+static int sqz_moe_run(sqz_moe_a2a_t *a, int codec, ncclResult_t *res)
+{
+    int                moved = 0;
+    const sqz_status_t st    = SQZ_MOE_NONE == codec
+                                   ? SQZ_ERR_NOT_SUPPORTED
+                                   : sqz_gpu_moe_alltoall(a->engine, codec, a->dtype, a->width,
+                                                          a->sbuf, a->stok, a->rbuf, a->rtok,
+                                                          a->stream, &moved);
+    if (SQZ_OK != st && !moved) {
+        if (SQZ_MOE_NONE != codec) {
+            SQZ_LOG_ONCE(SQZ_LOG_WARN, "MoE all-to-all on the GPU failed before any transfer "
+                                       "(%s): it passes through",
+                         sqz_status_string(st));
+        }
+        sqz_moe_count_passthrough(a->engine);
+        return 0;
+    }
+    *res = sqz_result(st);
+    return 1;
+}
+
+/* Whether a send or receive on comm is recorded (inside a group, SQZ_MOE on, float dtype, a
+ * known communicator). */
+static int sqz_p2p_recordable(ncclComm_t comm, ncclDataType_t dt)
+{
+    return sqz_group_depth > 0 && !sqz_p2p_spilled && NULL != sqz_nccl_ctx &&
+           SQZ_MOE_OFF != sqz_nccl_ctx->p.moe && 0 != sqz_nccl_esize(dt) &&
+           NULL != sqz_map_engine(comm);
+}
+
+/* Records one call; when the record cannot grow, issues it and everything recorded before. */
+static ncclResult_t sqz_p2p_record(const sqz_p2p_t *c)
+{
+    if (sqz_np2p == sqz_p2p_cap && sqz_p2p_cap < SQZ_MAX_P2P) {
+        const int  cap   = sqz_p2p_cap ? 2 * sqz_p2p_cap : 64;
+        sqz_p2p_t *grown = realloc(sqz_p2p_calls, (size_t)cap * sizeof(*grown));
+        if (grown) {
+            sqz_p2p_calls = grown;
+            sqz_p2p_cap   = cap;
+        }
+    }
+    if (sqz_np2p < sqz_p2p_cap) {
+        sqz_p2p_calls[sqz_np2p++] = *c;
+        return ncclSuccess;
+    }
+    const sqz_nccl_api_t *api = sqz_real();
+    const ncclResult_t    r   = sqz_p2p_issue(api, sqz_p2p_calls, sqz_np2p);
+    sqz_np2p                  = 0;
+    sqz_p2p_spilled           = 1;
+    const ncclResult_t r2     = sqz_p2p_issue(api, c, 1);
+    return r == ncclSuccess ? r2 : r;
+}
+
+SQZ_NCCL_API ncclResult_t ncclSend(const void *sendbuff, size_t count, ncclDataType_t datatype,
+                                   int peer, ncclComm_t comm, cudaStream_t stream)
+{
+    const sqz_nccl_api_t *api = sqz_real();
+    if (NULL == api->Send) {
+        return ncclInvalidUsage;
+    }
+    if (NULL == sendbuff || !sqz_p2p_recordable(comm, datatype)) {
+        return api->Send(sendbuff, count, datatype, peer, comm, stream);
+    }
+    const sqz_p2p_t c = {.sendbuf = sendbuff, .count = count, .dtype = datatype, .peer = peer,
+                         .comm = comm, .stream = stream};
+    return sqz_p2p_record(&c);
+}
+
+SQZ_NCCL_API ncclResult_t ncclRecv(void *recvbuff, size_t count, ncclDataType_t datatype, int peer,
+                                   ncclComm_t comm, cudaStream_t stream)
+{
+    const sqz_nccl_api_t *api = sqz_real();
+    if (NULL == api->Recv) {
+        return ncclInvalidUsage;
+    }
+    if (!sqz_p2p_recordable(comm, datatype)) {
+        return api->Recv(recvbuff, count, datatype, peer, comm, stream);
+    }
+    const sqz_p2p_t c = {.recvbuf = recvbuff, .count = count, .dtype = datatype, .peer = peer,
+                         .comm = comm, .stream = stream};
+    return sqz_p2p_record(&c);
+}
+
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 0)
+/* ncclAlltoAll: count elements to and from every rank.  Coded outside a group when it is token
+ * traffic; inside a group (the coded form is several NCCL groups and a host wait) and otherwise
+ * it goes to the real function. */
+SQZ_NCCL_API ncclResult_t ncclAlltoAll(const void *sendbuff, void *recvbuff, size_t count,
+                                       ncclDataType_t datatype, ncclComm_t comm,
+                                       cudaStream_t stream)
+{
+    const sqz_nccl_api_t *api = sqz_real();
+    if (NULL == api->AlltoAll) {
+        return ncclInvalidUsage;
+    }
+    if (NULL == sqz_nccl_ctx || SQZ_MOE_OFF == sqz_nccl_ctx->p.moe) {
+        return api->AlltoAll(sendbuff, recvbuff, count, datatype, comm, stream);
+    }
+    sqz_moe_a2a_t a      = {0};
+    const size_t  es     = sqz_nccl_esize(datatype);
+    a.engine             = sqz_map_engine(comm);
+    const size_t  width  = (size_t)sqz_nccl_ctx->p.moe_dim;
+    int           token  = NULL != a.engine && es && width && 0 == count % width &&
+                           sqz_map_dtype(datatype, &a.dtype) && 0 == sqz_group_depth &&
+                           sqz_moe_a2a_alloc(&a, a.engine->nranks);
+    if (token) {
+        a.comm   = comm;
+        a.stream = stream;
+        a.width  = width;
+        for (int r = 0; r < a.engine->nranks; r++) {
+            a.sbuf[r] = (const unsigned char *)sendbuff + (size_t)r * count * es;
+            a.rbuf[r] = (unsigned char *)recvbuff + (size_t)r * count * es;
+            a.stok[r] = a.rtok[r] = count / width;
+        }
+        token = sqz_moe_a2a_valid(&a);
+    }
+    ncclResult_t res = ncclSuccess;
+    const int    done = token && sqz_moe_run(&a, sqz_moe_codec_for(&a), &res);
+    if (!token && a.engine) {
+        sqz_moe_count_passthrough(a.engine);
+    }
+    sqz_moe_a2a_free(&a);
+    return done ? res : api->AlltoAll(sendbuff, recvbuff, count, datatype, comm, stream);
+}
+#endif
+
 /* nccl.h declares these two without a prototype. */
 SQZ_NCCL_API ncclResult_t ncclGroupStart(void);
 SQZ_NCCL_API ncclResult_t ncclGroupEnd(void);
@@ -434,23 +727,60 @@ SQZ_NCCL_API ncclResult_t ncclGroupStart(void)
 SQZ_NCCL_API ncclResult_t ncclGroupEnd(void)
 {
     const sqz_nccl_api_t *api = sqz_real();
-    const ncclResult_t    r   = api->GroupEnd();
+    /* The outermost end: decide on the recorded sends and receives while the NCCL group is still
+     * open, so that a group that is not a token all-to-all runs exactly as the user made it. */
+    sqz_moe_a2a_t a      = {0};
+    int           coded  = 0, codec = SQZ_MOE_NONE;
+    ncclResult_t  res    = ncclSuccess;
+    const int     np2p   = 1 == sqz_group_depth ? sqz_np2p : 0;
+    if (np2p > 0) {
+        coded = sqz_moe_recognize(sqz_p2p_calls, np2p, &a);
+        codec = coded ? sqz_moe_codec_for(&a) : SQZ_MOE_NONE;
+        if (SQZ_MOE_NONE == codec) {
+            /* not token traffic, or the cycle's "none" */
+            sqz_comm_t *e = coded ? a.engine : sqz_map_engine(sqz_p2p_calls[0].comm);
+            if (e) {
+                sqz_moe_count_passthrough(e);
+            }
+            coded = 0;
+            res   = sqz_p2p_issue(api, sqz_p2p_calls, np2p);
+            sqz_moe_a2a_free(&a);
+        }
+    }
+    if (1 == sqz_group_depth) {
+        sqz_np2p        = 0;
+        sqz_p2p_spilled = 0;
+    }
+    const ncclResult_t r = api->GroupEnd();
+    res                  = res == ncclSuccess ? r : res;
     if (sqz_group_depth > 0) {
         sqz_group_depth--;
     }
-    if (sqz_group_depth > 0 || 0 == sqz_ndeferred) {
-        return r;
+    if (sqz_group_depth > 0) {
+        return res;
     }
     /* The outermost group has been launched: run what it deferred, in the order it was called.
      * (On a failed group the deferred calls still run: their ranks all reach this point.) */
-    ncclResult_t res = r;
-    const int    n   = sqz_ndeferred;
-    sqz_ndeferred    = 0;
+    const int n   = sqz_ndeferred;
+    sqz_ndeferred = 0;
     for (int i = 0; i < n; i++) {
         const sqz_status_t st = sqz_run(&sqz_deferred_calls[i]);
         if (res == ncclSuccess && SQZ_OK != st) {
             res = sqz_result(st);
         }
+    }
+    if (coded) {
+        ncclResult_t mr = ncclSuccess;
+        if (!sqz_moe_run(&a, codec, &mr)) {
+            /* Nothing moved: the original calls, as one group of their own.  (The record is
+             * still intact: nothing in between records.) */
+            const ncclResult_t g0 = api->GroupStart();
+            const ncclResult_t g1 = sqz_p2p_issue(api, sqz_p2p_calls, np2p);
+            const ncclResult_t g2 = api->GroupEnd();
+            mr = g0 != ncclSuccess ? g0 : g1 != ncclSuccess ? g1 : g2;
+        }
+        res = res == ncclSuccess ? mr : res;
+        sqz_moe_a2a_free(&a);
     }
     return res;
 }
