@@ -255,14 +255,21 @@ typedef struct sqz_compressor_v1 {
     /** Runs one all-reduce, see sqz_reduce_args_v1_t. */
     sqz_status_t (*reduce)(void *state, sqz_reduce_args_v1_t *args);
     /** Layer-adaptive selection: the candidate levels, ascending, as "1,2,4,8" (NULL: the
-     *  compressor cannot adapt per layer), the INT parameter that holds the uniform level (for
-     *  powersgd "POWERSGD_RANK"), and the wire bytes of one layer at one level. */
+     *  compressor cannot adapt per layer), the parameter that holds the uniform level (for
+     *  powersgd the INT "POWERSGD_RANK"; see level_scale for a DOUBLE one), and the wire bytes of
+     *  one layer at one level (required for SQZ_EXCHANGE_SUMMABLE). */
     const char *levels;
     const char *level_param;
     size_t (*level_bytes)(void *state, const sqz_matrix_v1_t *layer, int level);
 
     /** SQZ_COMPRESSOR_* properties (0: none claimed). */
     uint32_t    flags;
+
+    /** Layer-adaptive selection of a compressor whose level parameter is a DOUBLE (topk's
+     *  TOPK_DENSITY): level = value x level_scale, rounded (0: the parameter is an INT level).
+     *  A compressor with levels but no level_bytes (an all-gather one) is adapted segment by
+     *  segment by the engine (src/adapt/sqz_adapt_seg.c), which measures the bytes itself. */
+    double      level_scale;
 } sqz_compressor_v1_t;
 
 /** flags: compress() always writes exactly max_payload(state, n) bytes on success.  An exchange
