@@ -96,6 +96,10 @@ void sqz_comm_destroy(sqz_comm_t *comm)
         }
     }
     free(comm->cstates);
+    for (int i = 0; comm->segs && i < sqz_pool_size(comm->pool); i++) {
+        sqz_seg_destroy(comm->segs[i]);
+    }
+    free(comm->segs);
     for (int i = 0; comm->entropy && i < sqz_pool_size(comm->pool); i++) {
         sqz_entropy_destroy(comm->entropy[i]);
     }

@@ -16,6 +16,7 @@
 #define FUZZ_N 3000
 
 static sqz_seg_t *seg;
+static sqz_ctx_t *seg_ctx; /* the composite's states were made from its configuration */
 
 static void fuzz_init(void)
 {
@@ -25,6 +26,7 @@ static void fuzz_init(void)
     sqz_config_t *cfg;
     sqz_ctx_t    *ctx = NULL;
     char          err[256];
+    
     sqz_config_create(&cfg);
     sqz_config_set(cfg, "METHOD", "topk");
     sqz_config_set(cfg, "TOPK_DENSITY", "0.05");
@@ -42,7 +44,7 @@ static void fuzz_init(void)
         SQZ_OK != sqz_seg_plan(seg, layers, 3, FUZZ_N, levels)) {
         abort();
     }
-    /* (ctx stays alive: the composite's states were made from its configuration) */
+    seg_ctx = ctx; /* alive as long as the composite */
 }
 
 static int fuzz_one(const uint8_t *data, size_t size)
@@ -134,6 +136,8 @@ int main(void)
     printf("fuzz_segments: %zu mutated composites, %zu decoded, the rest rejected cleanly\n", total,
            ok);
     free(buf), free(pl), free(in), free(res), free(dec);
+    sqz_seg_destroy(seg);
+    sqz_ctx_destroy(seg_ctx);
     return 0;
 }
 #endif
