@@ -476,6 +476,17 @@ sqz_status_t sqz_reduce_scatter_async(sqz_comm_t *comm, const void *sendbuf, voi
                        stream, recvbuf);
 }
 
+/* A reduce-scatter keeps this rank's block of the whole sum decoded into b->full. */
+static sqz_status_t sqz_gpu_keep_block(const sqz_comm_t *comm, const sqz_gpu_buf_t *b,
+                                       void *rs_out, size_t count, size_t esz, cudaStream_t s)
+{
+    const size_t blk = count / (size_t)comm->nranks * esz;
+    return cudaMemcpyAsync(rs_out, (unsigned char *)b->full + (size_t)comm->rank * blk, blk,
+                           cudaMemcpyDeviceToDevice, s) == cudaSuccess
+               ? SQZ_OK
+               : SQZ_ERR_CUDA;
+}
+
 static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
                                 void *stream, void *rs_out)
@@ -559,11 +570,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
             goto out;
         }
         if (SQZ_OK == st && rs_out) {
-            const size_t blk = count / (size_t)comm->nranks * esz;
-            if (cudaMemcpyAsync(rs_out, (unsigned char *)b->full + (size_t)comm->rank * blk, blk,
-                                cudaMemcpyDeviceToDevice, s) != cudaSuccess) {
-                st = SQZ_ERR_CUDA;
-            }
+            st = sqz_gpu_keep_block(comm, b, rs_out, count, esz, s);
         }
         if (SQZ_OK != st) {
             SQZ_ERROR("GPU PowerSGD failed: %s", sqz_status_string(st));
@@ -601,11 +608,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
                                 rs_out ? b->full : recvbuf, dtype, b->workspace, s);
     }
     if (SQZ_OK == st && rs_out) {
-        const size_t blk = count / (size_t)comm->nranks * esz;
-        if (cudaMemcpyAsync(rs_out, (unsigned char *)b->full + (size_t)comm->rank * blk, blk,
-                            cudaMemcpyDeviceToDevice, s) != cudaSuccess) {
-            st = SQZ_ERR_CUDA;
-        }
+        st = sqz_gpu_keep_block(comm, b, rs_out, count, esz, s);
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("GPU decode failed: %s", sqz_status_string(st));
