@@ -9,6 +9,7 @@
 #   torch-powersgd-s10 hook-powersgd4-s10 hook-powersgd4-adapt2-s10 hook-powersgd4-adapt2-s10-iters2
 #   hook-powersgd4-adapt4-s10 (s10: 10 dense steps first, for both hooks) hook-powersgd6
 #   hook-powersgd8 (uniform ranks 6 and 8, to compare L-GreCo with at equal loss)
+#   hook-powersgd4-adapt4-s10-iters2 hook-powersgd4-adapt4-s10-p30
 # (PowerSGD runs start compressing at step 2, as torch-powersgd's start_powerSGD_iter=2.)
 # Extra arguments for ddp_train.py: DDP_ARGS (default "--steps 60 --bf16").
 set -u
@@ -44,6 +45,8 @@ for r in $RUNS; do
     hook-powersgd4-adapt2-s10) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz ADAPT=lgreco --sqz ADAPT_PERIOD=10 --sqz ADAPT_BYTES=2" ;;
     hook-powersgd4-adapt2-s10-iters2) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz ADAPT=lgreco --sqz ADAPT_PERIOD=10 --sqz ADAPT_BYTES=2 --sqz POWERSGD_ITERS=2" ;;
     hook-powersgd4-adapt4-s10) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz ADAPT=lgreco --sqz ADAPT_PERIOD=10 --sqz ADAPT_BYTES=4" ;;
+    hook-powersgd4-adapt4-s10-iters2) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz ADAPT=lgreco --sqz ADAPT_PERIOD=10 --sqz ADAPT_BYTES=4 --sqz POWERSGD_ITERS=2" ;;
+    hook-powersgd4-adapt4-s10-p30) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz ADAPT=lgreco --sqz ADAPT_PERIOD=30 --sqz ADAPT_BYTES=4" ;;
     hook-powersgd6) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=6 --sqz POWERSGD_START_STEPS=2" ;;
     hook-powersgd8) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=8 --sqz POWERSGD_START_STEPS=2" ;;
     preload-powersgd4) cmd="env $SOCK $P SQZ_METHOD=powersgd SQZ_POWERSGD_RANK=4 SQZ_POWERSGD_START_STEPS=2 $T --comm dense" ;;
