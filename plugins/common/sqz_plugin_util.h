@@ -458,4 +458,56 @@ static inline void *sqz_pu_grow(void **buf, size_t *cap, size_t need)
     return p;
 }
 
+/* --------------------------------------------------------------------------------------------
+ * Bucketed quantizers (qsgd, terngrad): one f32 per bucket, then b-bit codes.
+ * ------------------------------------------------------------------------------------------ */
+
+/** The payload of n elements in buckets of `bucket`, one 4-byte value per bucket then n packed
+ *  b-bit codes: *nb buckets and *total bytes.  \return 0 when the size does not fit in size_t. */
+static inline int sqz_pu_bucket_layout(size_t n, size_t bucket, unsigned b, size_t *nb,
+                                       size_t *total)
+{
+    if (n > SIZE_MAX / 16) {
+        return 0;
+    }
+    *nb    = n / bucket + (n % bucket != 0);
+    *total = 4 * *nb + sqz_pu_packed_bytes(n, b);
+    return 1;
+}
+
+/** a = in (+ res) for len <= SQZ_PU_BLOCK elements; a short block is padded with zeros, which
+ *  the bucketed quantizers encode as their zero code and which add nothing to statistics. */
+static inline void sqz_pu_load_block(const float *in, const float *res, size_t len,
+                                     float *restrict a)
+{
+    if (len == SQZ_PU_BLOCK) {
+        if (res != NULL) {
+            const float *restrict x = in;
+            const float *restrict y = res;
+            for (int j = 0; j < SQZ_PU_BLOCK; j++) {
+                a[j] = x[j] + y[j];
+            }
+        } else {
+            memcpy(a, in, SQZ_PU_BLOCK * sizeof *a);
+        }
+        return;
+    }
+    for (size_t j = 0; j < len; j++) {
+        a[j] = in[j] + (res != NULL ? res[j] : 0.0f);
+    }
+    for (size_t j = len; j < SQZ_PU_BLOCK; j++) {
+        a[j] = 0.0f;
+    }
+}
+
+/** lanes[j % 8] += err[j]^2 (in double) over one block of SQZ_PU_BLOCK elements. */
+static inline void sqz_pu_sq_lanes8(const float *restrict err, double *restrict lanes)
+{
+    for (int j = 0; j < SQZ_PU_BLOCK; j += 8) {
+        for (int k = 0; k < 8; k++) {
+            lanes[k] += (double)err[j + k] * (double)err[j + k];
+        }
+    }
+}
+
 #endif /* SQZ_PLUGIN_UTIL_H */

@@ -132,12 +132,7 @@ static void qsgd_destroy(void *state)
 /* Payload layout for n elements.  \return 0 when the size does not fit in size_t. */
 static int qsgd_layout(const qsgd_state_t *st, size_t n, size_t *nb, size_t *total)
 {
-    if (n > SIZE_MAX / 16) {
-        return 0;
-    }
-    *nb = n / st->bucket + (n % st->bucket != 0);
-    *total = 4 * *nb + sqz_pu_packed_bytes(n, st->b);
-    return 1;
+    return sqz_pu_bucket_layout(n, st->bucket, st->b, nb, total);
 }
 
 static size_t qsgd_max_payload(void *state, size_t n)
@@ -186,30 +181,6 @@ static float qsgd_norm_f32(double nd, uint32_t s)
  * Sums keep 8 lanes (element j goes to lane j % 8), combined in a fixed order.
  * ------------------------------------------------------------------------------------------- */
 
-/* a = in (+ res) for len <= SQZ_PU_BLOCK elements; a short block is padded with zeros, which
- * encode as level 0 and add nothing to the statistics. */
-static inline void qsgd_load(const float *in, const float *res, size_t len, float *restrict a)
-{
-    if (len == SQZ_PU_BLOCK) {
-        if (res != NULL) {
-            const float *restrict x = in;
-            const float *restrict y = res;
-            for (int j = 0; j < SQZ_PU_BLOCK; j++) {
-                a[j] = x[j] + y[j];
-            }
-        } else {
-            memcpy(a, in, SQZ_PU_BLOCK * sizeof *a);
-        }
-        return;
-    }
-    for (size_t j = 0; j < len; j++) {
-        a[j] = in[j] + (res != NULL ? res[j] : 0.0f);
-    }
-    for (size_t j = len; j < SQZ_PU_BLOCK; j++) {
-        a[j] = 0.0f;
-    }
-}
-
 /* Statistics of one block: per-lane sum a^2 (double: a^2 overflows float) and max |a| bits.
  * \return nonzero when some a is NaN or Inf. */
 static inline uint32_t qsgd_stats_block(const float *restrict a, double *restrict sq,
@@ -248,15 +219,6 @@ static inline void qsgd_encode_block(const float *restrict a, uint32_t key, uint
         lev[j] = (uint8_t)l;
         sgn[j] = (uint8_t)sb;
         err[j] = a[j] - qsgd_decode_one(scale, l, sb);
-    }
-}
-
-static inline void qsgd_error_lanes(const float *restrict err, double *restrict lanes)
-{
-    for (int j = 0; j < SQZ_PU_BLOCK; j += 8) {
-        for (int k = 0; k < 8; k++) {
-            lanes[k] += (double)err[j + k] * (double)err[j + k];
-        }
     }
 }
 
@@ -533,7 +495,7 @@ qsgd_compress_body(const qsgd_state_t *st, sqz_compress_args_v1_t *args, uint8_t
         for (size_t i = s0; i < e; i += SQZ_PU_BLOCK) {
             float a[SQZ_PU_BLOCK];
             const size_t len = e - i < SQZ_PU_BLOCK ? e - i : SQZ_PU_BLOCK;
-            qsgd_load(in + i, res != NULL ? res + i : NULL, len, a);
+            sqz_pu_load_block(in + i, res != NULL ? res + i : NULL, len, a);
             bad |= qsgd_stats_block(a, sq, mx);
         }
         if (bad) {
@@ -564,14 +526,14 @@ qsgd_compress_body(const qsgd_state_t *st, sqz_compress_args_v1_t *args, uint8_t
             size_t len = e - i < SQZ_PU_BLOCK ? e - i : SQZ_PU_BLOCK;
             len = len < QSGD_TILE - fill ? len : QSGD_TILE - fill;
             float a[SQZ_PU_BLOCK], err[SQZ_PU_BLOCK];
-            qsgd_load(in + i, res != NULL ? res + i : NULL, len, a);
+            sqz_pu_load_block(in + i, res != NULL ? res + i : NULL, len, a);
             qsgd_encode_block(a, qsgd_block_key(key, i), (uint32_t)i, inv, scale, s, lev + fill,
                               sgn + fill, err);
             if (res != NULL) {
                 memcpy(res + i, err, len * sizeof *err);
             }
             if (len == SQZ_PU_BLOCK) {
-                qsgd_error_lanes(err, err_lanes);
+                sqz_pu_sq_lanes8(err, err_lanes);
             } else {
                 for (size_t j = 0; j < len; j++) {
                     err_tail += (double)err[j] * (double)err[j];

@@ -115,12 +115,7 @@ static void terngrad_destroy(void *state)
 /* Payload layout for n elements.  \return 0 when the size does not fit in size_t. */
 static int terngrad_layout(const terngrad_state_t *st, size_t n, size_t *nb, size_t *total)
 {
-    if (n > SIZE_MAX / 16) {
-        return 0;
-    }
-    *nb = n / st->bucket + (n % st->bucket != 0);
-    *total = 4 * *nb + sqz_pu_packed_bytes(n, 2);
-    return 1;
+    return sqz_pu_bucket_layout(n, st->bucket, 2, nb, total);
 }
 
 static size_t terngrad_max_payload(void *state, size_t n)
@@ -152,30 +147,6 @@ static inline float terngrad_decode_one(float s, uint32_t code)
  * Block kernels over SQZ_PU_BLOCK elements through restrict pointers (they vectorize at -O2).
  * Sums keep 8 lanes (element j goes to lane j % 8), combined in a fixed order.
  * ------------------------------------------------------------------------------------------- */
-
-/* a = in (+ res) for len <= SQZ_PU_BLOCK elements; a short block is padded with zeros, which
- * encode as code 0 and add nothing to the statistics. */
-static inline void terngrad_load(const float *in, const float *res, size_t len, float *restrict a)
-{
-    if (len == SQZ_PU_BLOCK) {
-        if (res != NULL) {
-            const float *restrict x = in;
-            const float *restrict y = res;
-            for (int j = 0; j < SQZ_PU_BLOCK; j++) {
-                a[j] = x[j] + y[j];
-            }
-        } else {
-            memcpy(a, in, SQZ_PU_BLOCK * sizeof *a);
-        }
-        return;
-    }
-    for (size_t j = 0; j < len; j++) {
-        a[j] = in[j] + (res != NULL ? res[j] : 0.0f);
-    }
-    for (size_t j = len; j < SQZ_PU_BLOCK; j++) {
-        a[j] = 0.0f;
-    }
-}
 
 /* Per-lane statistics of a bucket. */
 typedef struct terngrad_lanes {
@@ -217,15 +188,6 @@ static inline void terngrad_encode_block(const float *restrict a, uint32_t key, 
         const uint32_t code = nz + (nz & sb);
         codes[j] = (uint8_t)code;
         err[j] = a[j] - terngrad_decode_one(s, code);
-    }
-}
-
-static inline void terngrad_error_lanes(const float *restrict err, double *restrict lanes)
-{
-    for (int j = 0; j < SQZ_PU_BLOCK; j += 8) {
-        for (int k = 0; k < 8; k++) {
-            lanes[k] += (double)err[j + k] * (double)err[j + k];
-        }
     }
 }
 
@@ -302,7 +264,7 @@ terngrad_bucket_stats(const float *in, const float *res, size_t s0, size_t e, do
     for (size_t i = s0; i < e; i += SQZ_PU_BLOCK) {
         float a[SQZ_PU_BLOCK];
         const size_t len = e - i < SQZ_PU_BLOCK ? e - i : SQZ_PU_BLOCK;
-        terngrad_load(in + i, res != NULL ? res + i : NULL, len, a);
+        sqz_pu_load_block(in + i, res != NULL ? res + i : NULL, len, a);
         bad |= terngrad_stats_block(a, &l);
     }
     double bsum = 0.0, bsq = 0.0;
@@ -429,14 +391,14 @@ terngrad_compress_body(const terngrad_state_t *st, sqz_compress_args_v1_t *args,
             size_t len = e - i < SQZ_PU_BLOCK ? e - i : SQZ_PU_BLOCK;
             len = len < TERNGRAD_TILE - fill ? len : TERNGRAD_TILE - fill;
             float a[SQZ_PU_BLOCK], err[SQZ_PU_BLOCK];
-            terngrad_load(in + i, res != NULL ? res + i : NULL, len, a);
+            sqz_pu_load_block(in + i, res != NULL ? res + i : NULL, len, a);
             terngrad_encode_block(a, terngrad_block_key(key, i), (uint32_t)i, s, clip,
                                   codes + fill, err);
             if (res != NULL) {
                 memcpy(res + i, err, len * sizeof *err);
             }
             if (len == SQZ_PU_BLOCK) {
-                terngrad_error_lanes(err, err_lanes);
+                sqz_pu_sq_lanes8(err, err_lanes);
             } else {
                 for (size_t j = 0; j < len; j++) {
                     err_tail += (double)err[j] * (double)err[j];
