@@ -285,80 +285,19 @@ __global__ void __launch_bounds__(QUANT_THREADS, QUANT_MINB)
  * Compress, general path.
  * ------------------------------------------------------------------------------------------- */
 
-__device__ __forceinline__ float quant_load_a(const float *in, const float *res, size_t i)
-{
-    return res != NULL ? __fadd_rn(in[i], res[i]) : in[i];
-}
-template <typename T>
-__device__ __forceinline__ float quant_load_a(const T *in, const float *res, size_t i)
-{
-    const float x = sqz_cu_to_f32(in[i]);
-    return res != NULL ? __fadd_rn(x, res[i]) : x;
-}
-
-/* A warp per segment: statistics of elements [lo, hi) of bucket k (see sqz_cu_segments()).
- * With one segment per bucket it writes the metadata, else a partial for quant_combine_kernel. */
-template <typename T>
-__global__ void __launch_bounds__(256)
-    quant_seg_kernel(const T *__restrict__ in, const float *__restrict__ res, size_t n, size_t B,
-                     size_t nb, size_t seg_len, size_t spb, unsigned bits,
-                     quant_stats_t *__restrict__ part, uint8_t *__restrict__ payload)
-{
-    const int lane = threadIdx.x & 31;
-    const size_t nseg = nb * spb;
-    const size_t wstep = (size_t)gridDim.x * (blockDim.x / 32);
-    for (size_t sg = (size_t)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5); sg < nseg;
-         sg += wstep) {
-        const size_t k = sg / spb;
-        const size_t s = k * B;
-        const size_t m = n - s < B ? n - s : B;
-        const size_t off = (sg - k * spb) * seg_len; /* may be >= m: an empty segment */
-        const size_t lo = s + off;
-        const size_t hi = s + (off + seg_len < m ? off + seg_len : m);
-        quant_stats_t st = quant_stats_identity();
-        size_t i = lo + lane;
-        /* Four independent loads in flight per lane. */
-        for (; i + 96 < hi; i += 128) {
-            const float a0 = quant_load_a(in, res, i);
-            const float a1 = quant_load_a(in, res, i + 32);
-            const float a2 = quant_load_a(in, res, i + 64);
-            const float a3 = quant_load_a(in, res, i + 96);
-            quant_stats_add(&st, a0);
-            quant_stats_add(&st, a1);
-            quant_stats_add(&st, a2);
-            quant_stats_add(&st, a3);
-        }
-        for (; i < hi; i += 32) {
-            quant_stats_add(&st, quant_load_a(in, res, i));
-        }
-        st = sqz_cu_group_reduce(st, 5, (quant_stats_t *)NULL, quant_stats_op());
-        if (lane == 0) {
-            if (spb == 1) {
-                quant_store_meta(payload, k, quant_meta(st, bits), st.bad);
-            } else {
-                part[sg] = st;
-            }
-        }
+/* The per-bucket statistics of the general path (sqz_cu_launch_seg_stats): min/max and
+ * finiteness, finished into the bucket's metadata. */
+struct quant_seg_policy {
+    typedef quant_stats_t  stats_t;
+    typedef quant_stats_op op_t;
+    unsigned               bits;
+    __device__ __forceinline__ stats_t identity() const { return quant_stats_identity(); }
+    __device__ __forceinline__ void    add(stats_t *s, float a) const { quant_stats_add(s, a); }
+    __device__ __forceinline__ void    finish(uint8_t *payload, size_t k, const stats_t &s) const
+    {
+        quant_store_meta(payload, k, quant_meta(s, bits), s.bad);
     }
-}
-
-/* A block per bucket: combines its spb partials (fixed order), writes the metadata. */
-__global__ void __launch_bounds__(256)
-    quant_combine_kernel(const quant_stats_t *__restrict__ part, size_t nb, size_t spb,
-                         unsigned bits, uint8_t *__restrict__ payload)
-{
-    __shared__ quant_stats_t red[8];
-    for (size_t k = blockIdx.x; k < nb; k += gridDim.x) {
-        quant_stats_t st = quant_stats_identity();
-        for (size_t q = threadIdx.x; q < spb; q += 256) {
-            st = quant_stats_op()(st, part[k * spb + q]);
-        }
-        st = sqz_cu_group_reduce(st, 8, red, quant_stats_op());
-        if (threadIdx.x == 0) {
-            quant_store_meta(payload, k, quant_meta(st, bits), st.bad);
-        }
-    }
-}
+};
 
 /* A thread per chunk of 8 elements: codes and residual from the metadata in the payload. */
 template <typename T>
@@ -577,15 +516,11 @@ static sqz_status_t quant_compress_t(const quant_layout_t *L, const T *in, float
         SQZ_CU_CHECK_LAUNCH();
         return SQZ_OK;
     }
-    const sqz_cu_segs_t sg = sqz_cu_segments(L->B, L->nb);
     quant_stats_t *part = reinterpret_cast<quant_stats_t *>(ws + SQZ_CU_WS_CTRL_BYTES);
-    quant_seg_kernel<T><<<sqz_cu_grid(sg.nseg, 8), 256, 0, st>>>(
-        in, res, n, L->B, L->nb, sg.seg_len, sg.spb, L->bits, part, payload);
-    SQZ_CU_CHECK_LAUNCH();
-    if (sg.spb > 1) {
-        quant_combine_kernel<<<sqz_cu_grid(L->nb, 1), 256, 0, st>>>(part, L->nb, sg.spb, L->bits,
-                                                                    payload);
-        SQZ_CU_CHECK_LAUNCH();
+    const sqz_status_t sst = sqz_cu_launch_seg_stats(in, res, n, L->B, L->nb,
+                                                     quant_seg_policy{L->bits}, part, payload, st);
+    if (sst != SQZ_OK) {
+        return sst;
     }
     quant_encode_kernel<T><<<sqz_cu_grid(sqz_cu_div_up(n, 8), 256), 256, 0, st>>>(
         in, res, n, L->B, L->nb, L->bits, stochastic, key, vec, payload);

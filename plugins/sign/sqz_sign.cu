@@ -223,75 +223,19 @@ __global__ void __launch_bounds__(SIGN_THREADS, SIGN_MINB)
  * Compress, segmented path (bucket 0 or large buckets).
  * ------------------------------------------------------------------------------------------- */
 
-template <typename T>
-__device__ __forceinline__ float sign_load_a(const T *in, const float *res, size_t i)
-{
-    const float x = sqz_cu_to_f32(in[i]);
-    return res != NULL ? __fadd_rn(x, res[i]) : x;
-}
-
-/* A warp per segment (see sqz_cu_segments()); with one segment per bucket it writes the scale,
- * else a partial for sign_combine_kernel. */
-template <typename T>
-__global__ void __launch_bounds__(256)
-    sign_seg_kernel(const T *__restrict__ in, const float *__restrict__ res, size_t n, size_t B,
-                    size_t nb, size_t seg_len, size_t spb, int l2, sign_stats_t *__restrict__ part,
-                    uint8_t *__restrict__ payload)
-{
-    const int lane = threadIdx.x & 31;
-    const size_t nseg = nb * spb;
-    const size_t wstep = (size_t)gridDim.x * (blockDim.x / 32);
-    for (size_t sg = (size_t)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5); sg < nseg;
-         sg += wstep) {
-        const size_t k = sg / spb;
-        const size_t s = k * B;
-        const size_t m = n - s < B ? n - s : B;
-        const size_t off = (sg - k * spb) * seg_len; /* may be >= m: an empty segment */
-        const size_t lo = s + off;
-        const size_t hi = s + (off + seg_len < m ? off + seg_len : m);
-        sign_stats_t st = sign_stats_identity();
-        size_t i = lo + lane;
-        for (; i + 96 < hi; i += 128) {
-            const float a0 = sign_load_a(in, res, i);
-            const float a1 = sign_load_a(in, res, i + 32);
-            const float a2 = sign_load_a(in, res, i + 64);
-            const float a3 = sign_load_a(in, res, i + 96);
-            sign_stats_add(&st, a0);
-            sign_stats_add(&st, a1);
-            sign_stats_add(&st, a2);
-            sign_stats_add(&st, a3);
-        }
-        for (; i < hi; i += 32) {
-            sign_stats_add(&st, sign_load_a(in, res, i));
-        }
-        st = sqz_cu_group_reduce(st, 5, (sign_stats_t *)NULL, sign_stats_op());
-        if (lane == 0) {
-            if (spb == 1) {
-                sign_store_scale(payload, k, sign_scale(st, l2), st.bad);
-            } else {
-                part[sg] = st;
-            }
-        }
+/* The per-bucket statistics of the general path (sqz_cu_launch_seg_stats): the scale's sums and
+ * finiteness, finished into the bucket's scale. */
+struct sign_seg_policy {
+    typedef sign_stats_t  stats_t;
+    typedef sign_stats_op op_t;
+    int                   l2;
+    __device__ __forceinline__ stats_t identity() const { return sign_stats_identity(); }
+    __device__ __forceinline__ void    add(stats_t *s, float a) const { sign_stats_add(s, a); }
+    __device__ __forceinline__ void    finish(uint8_t *payload, size_t k, const stats_t &s) const
+    {
+        sign_store_scale(payload, k, sign_scale(s, l2), s.bad);
     }
-}
-
-/* A block per bucket: combines its spb partials (fixed order), writes the scale. */
-__global__ void __launch_bounds__(256)
-    sign_combine_kernel(const sign_stats_t *__restrict__ part, size_t nb, size_t spb, int l2,
-                        uint8_t *__restrict__ payload)
-{
-    __shared__ sign_stats_t red[8];
-    for (size_t k = blockIdx.x; k < nb; k += gridDim.x) {
-        sign_stats_t st = sign_stats_identity();
-        for (size_t q = threadIdx.x; q < spb; q += 256) {
-            st = sign_stats_op()(st, part[k * spb + q]);
-        }
-        st = sqz_cu_group_reduce(st, 8, red, sign_stats_op());
-        if (threadIdx.x == 0) {
-            sign_store_scale(payload, k, sign_scale(st, l2), st.bad);
-        }
-    }
-}
+};
 
 /* A thread per chunk of 8: bits and residual from the scales in the payload.  B is a multiple
  * of 8 or the whole vector, so a chunk lies in one bucket. */
@@ -450,15 +394,11 @@ static sqz_status_t sign_compress_t(const sign_layout_t *L, const T *in, float *
         SQZ_CU_CHECK_LAUNCH();
         return SQZ_OK;
     }
-    const sqz_cu_segs_t sg = sqz_cu_segments(L->B, L->nb);
     sign_stats_t *part = reinterpret_cast<sign_stats_t *>(ws + SQZ_CU_WS_CTRL_BYTES);
-    sign_seg_kernel<T><<<sqz_cu_grid(sg.nseg, 8), 256, 0, st>>>(
-        in, res, n, L->B, L->nb, sg.seg_len, sg.spb, L->l2, part, payload);
-    SQZ_CU_CHECK_LAUNCH();
-    if (sg.spb > 1) {
-        sign_combine_kernel<<<sqz_cu_grid(L->nb, 1), 256, 0, st>>>(part, L->nb, sg.spb, L->l2,
-                                                                   payload);
-        SQZ_CU_CHECK_LAUNCH();
+    const sqz_status_t sst = sqz_cu_launch_seg_stats(in, res, n, L->B, L->nb,
+                                                     sign_seg_policy{L->l2}, part, payload, st);
+    if (sst != SQZ_OK) {
+        return sst;
     }
     sign_encode_kernel<T><<<sqz_cu_grid(sqz_cu_div_up(n, 8), 256), 256, 0, st>>>(
         in, res, n, L->B, L->nb, vec, payload);

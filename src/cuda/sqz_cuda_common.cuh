@@ -498,4 +498,107 @@ __device__ __forceinline__ void sqz_cu_flag_nonfinite(uint8_t *payload)
     atomicOr(reinterpret_cast<unsigned int *>(payload) + 1, SQZ_GPU_FLAG_NONFINITE);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Per-bucket statistics over segments (quant's min/max, sign's scale: sqz_cu_segments()).
+ *
+ * A policy P describes the statistics: P::stats_t (with an sqz_cu_shfl_xor overload), P::op_t
+ * (the commutative combine, as sqz_cu_group_reduce wants), and the members identity(),
+ * add(stats *, a) and finish(payload, bucket, stats), which writes a bucket's result into the
+ * payload.  One warp per segment sums a = in + residual; with one segment per bucket it finishes
+ * the bucket, else it leaves a partial that sqz_cu_seg_combine_kernel adds in segment order.
+ * ------------------------------------------------------------------------------------------- */
+
+/** a = in[i] (+ res[i]) in fp32, rounded as the CPU plugins round. */
+template <typename T>
+__device__ __forceinline__ float sqz_cu_load_a(const T *in, const float *res, size_t i)
+{
+    const float x = sqz_cu_to_f32(in[i]);
+    return res != NULL ? __fadd_rn(x, res[i]) : x;
+}
+
+template <typename T, typename P>
+__global__ void __launch_bounds__(256)
+    sqz_cu_seg_stats_kernel(const T *__restrict__ in, const float *__restrict__ res, size_t n,
+                            size_t B, size_t nb, size_t seg_len, size_t spb, P pol,
+                            typename P::stats_t *__restrict__ part, uint8_t *__restrict__ payload)
+{
+    typedef typename P::stats_t S;
+    const int    lane  = threadIdx.x & 31;
+    const size_t nseg  = nb * spb;
+    const size_t wstep = (size_t)gridDim.x * (blockDim.x / 32);
+    for (size_t sg = (size_t)blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5); sg < nseg;
+         sg += wstep) {
+        const size_t k   = sg / spb;
+        const size_t s   = k * B;
+        const size_t m   = n - s < B ? n - s : B;
+        const size_t off = (sg - k * spb) * seg_len; /* may be >= m: an empty segment */
+        const size_t lo  = s + off;
+        const size_t hi  = s + (off + seg_len < m ? off + seg_len : m);
+        S            st  = pol.identity();
+        size_t       i   = lo + lane;
+        /* Four independent loads in flight per lane. */
+        for (; i + 96 < hi; i += 128) {
+            const float a0 = sqz_cu_load_a(in, res, i);
+            const float a1 = sqz_cu_load_a(in, res, i + 32);
+            const float a2 = sqz_cu_load_a(in, res, i + 64);
+            const float a3 = sqz_cu_load_a(in, res, i + 96);
+            pol.add(&st, a0);
+            pol.add(&st, a1);
+            pol.add(&st, a2);
+            pol.add(&st, a3);
+        }
+        for (; i < hi; i += 32) {
+            pol.add(&st, sqz_cu_load_a(in, res, i));
+        }
+        st = sqz_cu_group_reduce(st, 5, (S *)NULL, typename P::op_t());
+        if (lane == 0) {
+            if (spb == 1) {
+                pol.finish(payload, k, st);
+            } else {
+                part[sg] = st;
+            }
+        }
+    }
+}
+
+/** A block per bucket: combines its spb partials (in a fixed order) and finishes the bucket. */
+template <typename P>
+__global__ void __launch_bounds__(256)
+    sqz_cu_seg_combine_kernel(const typename P::stats_t *__restrict__ part, size_t nb, size_t spb,
+                              P pol, uint8_t *__restrict__ payload)
+{
+    typedef typename P::stats_t S;
+    __shared__ S red[8];
+    for (size_t k = blockIdx.x; k < nb; k += gridDim.x) {
+        S st = pol.identity();
+        for (size_t q = threadIdx.x; q < spb; q += 256) {
+            st = typename P::op_t()(st, part[k * spb + q]);
+        }
+        st = sqz_cu_group_reduce(st, 8, red, typename P::op_t());
+        if (threadIdx.x == 0) {
+            pol.finish(payload, k, st);
+        }
+    }
+}
+
+/** Launches the per-bucket statistics of n elements in nb buckets of B on st; part holds
+ *  sqz_cu_segments(B, nb).nseg partials. */
+template <typename T, typename P>
+static inline sqz_status_t sqz_cu_launch_seg_stats(const T *in, const float *res, size_t n,
+                                                   size_t B, size_t nb, P pol,
+                                                   typename P::stats_t *part, uint8_t *payload,
+                                                   cudaStream_t st)
+{
+    const sqz_cu_segs_t sg = sqz_cu_segments(B, nb);
+    sqz_cu_seg_stats_kernel<T, P><<<sqz_cu_grid(sg.nseg, 8), 256, 0, st>>>(
+        in, res, n, B, nb, sg.seg_len, sg.spb, pol, part, payload);
+    SQZ_CU_CHECK_LAUNCH();
+    if (sg.spb > 1) {
+        sqz_cu_seg_combine_kernel<P><<<sqz_cu_grid(nb, 1), 256, 0, st>>>(part, nb, sg.spb, pol,
+                                                                         payload);
+        SQZ_CU_CHECK_LAUNCH();
+    }
+    return SQZ_OK;
+}
+
 #endif /* SQZ_CUDA_COMMON_CUH */
