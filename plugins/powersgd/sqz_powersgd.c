@@ -319,11 +319,6 @@ static void psgd_restore(const psgd_state_t *s, const sqz_reduce_args_v1_t *a)
     }
 }
 
-static int psgd_all_finite(const float *x, size_t n)
-{
-    return sqz_pu_all_finite_f32(x, n);
-}
-
 static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
 {
     psgd_state_t *const s = state;
@@ -331,7 +326,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
     a->exact = a->seq < (uint64_t)s->cfg.start_steps;
     /* A non-finite input is not added into the residual (its old value could not be recovered):
      * this rank poisons its first message instead, so that every rank sees it. */
-    const int local_bad = !psgd_all_finite(a->in, a->n);
+    const int local_bad = !sqz_pu_all_finite_f32(a->in, a->n);
     /* a = in + residual, formed in the residual: M lives there for the whole call. */
     const float *m = a->in;
     s->added = a->residual && !local_bad;
@@ -410,7 +405,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
             return SQZ_ERR_TRANSPORT;
         }
         a->bytes_wire += len1 * sizeof(float);
-        if (!psgd_all_finite(pbuf, len1)) {
+        if (!sqz_pu_all_finite_f32(pbuf, len1)) {
             psgd_restore(s, a); /* the same sums everywhere: every rank returns this */
             return SQZ_ERR_NONFINITE;
         }
@@ -436,7 +431,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
             return SQZ_ERR_TRANSPORT;
         }
         a->bytes_wire += qlen * sizeof(float);
-        if (!psgd_all_finite(qsum, qlen)) {
+        if (!sqz_pu_all_finite_f32(qsum, qlen)) {
             psgd_restore(s, a);
             return SQZ_ERR_NONFINITE;
         }

@@ -260,7 +260,8 @@ static int sqz_sparse_choose(const sqz_comm_t *comm, size_t n)
     const double             ag    = (P - 1) * mp;
     const double split = (P - 1) * mpper + (P - 1) * fmin(P * mpper, 4 * per + 8);
     const double dense = 2.0 * (P - 1) / P * 4.0 * (double)n;
-    const int    can_split = comm->p2p && p->pipeline && comm->nranks > 1;
+    /* (Not for SQZ_ADAPT's segmented composite: the split's chunks would cut across layers.) */
+    const int    can_split = comm->p2p && p->pipeline && comm->nranks > 1 && NULL == comm->segs;
     int          algo;
     if (1 == p->sparse_algo || (0 == p->sparse_algo && (!can_split || ag <= split))) {
         algo = (comm->p2p && p->pipeline) ? SQZ_ALGO_ALLGATHER_P2P : SQZ_ALGO_ALLGATHER;
@@ -441,33 +442,18 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         call.cs.algo = SQZ_ALGO_SUMMABLE;
         st           = sqz_coll_summable(&call, key);
     } else if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
-        sqz_adapt_probe_t pr    = {0};
-        int               probe = 0;
-        size_t            nl    = 0;
+        sqz_adapt_probe_t  pr     = {0};
+        int                probe  = 0;
+        size_t             nl     = 0;
         const sqz_layer_t *layers = NULL;
         if (block) {
             st = SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
         } else if (comm->segs) {
+            /* Layer by layer (SQZ_ADAPT): the composite, which sqz_sparse_choose keeps off the
+             * split exchange (its chunks would cut across layers). */
             st = sqz_engine_segments(comm, &call, key, &layers, &nl, &pr, &probe);
         }
-        if (block || SQZ_OK != st) {
-            /* (st says why) */
-        } else if (comm->segs) {
-            /* Layer by layer: the plain all-gather, whose payloads hold whole layers (the split
-             * exchange cuts the buffer into chunks across them). */
-            call.cs.algo = sqz_sparse_choose(comm, n);
-            if (SQZ_ALGO_DENSE_SWITCH == call.cs.algo) {
-                st = sqz_dense_switch(&call);
-            } else {
-                call.cs.algo = (comm->p2p && ctx->p.pipeline) ? SQZ_ALGO_ALLGATHER_P2P
-                                                              : SQZ_ALGO_ALLGATHER;
-                st = SQZ_ALGO_ALLGATHER_P2P == call.cs.algo ? sqz_coll_allgather_p2p(&call)
-                                                             : sqz_coll_allgather(&call);
-            }
-            if (SQZ_OK == st && probe) {
-                st = sqz_adapt_end(comm, &bs->adapt, seq, n, layers, nl, &pr);
-            }
-        } else {
+        if (SQZ_OK == st) {
             call.cs.algo = sqz_sparse_choose(comm, n);
             switch (call.cs.algo) {
             case SQZ_ALGO_DENSE_SWITCH: st = sqz_dense_switch(&call); break;
@@ -478,6 +464,9 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
             case SQZ_ALGO_ALLGATHER_P2P: st = sqz_coll_allgather_p2p(&call); break;
             default: st = sqz_coll_allgather(&call); break;
             }
+        }
+        if (SQZ_OK == st && probe) {
+            st = sqz_adapt_end(comm, &bs->adapt, seq, n, layers, nl, &pr);
         }
     } else if (comm->p2p && ctx->p.pipeline && sqz_pool_size(comm->pool) <= 1) {
         call.cs.algo = SQZ_ALGO_REDUCE_SCATTER_P2P;
