@@ -25,20 +25,14 @@ static size_t sqz_adapt_bins(size_t nlayers)
  * the configured level. */
 void sqz_adapt_candidates(const sqz_ctx_t *ctx, sqz_adapt_probe_t *pr)
 {
-    const sqz_compressor_v1_t *c   = ctx->method;
-    const void                *cfg = NULL;
-    const sqz_param_def_v1_t  *d   = c->level_param ? sqz_ctx_find_param(ctx, c->level_param, &cfg)
-                                                    : NULL;
-    const double scale = c->size >= offsetof(sqz_compressor_v1_t, level_scale) + sizeof(double)
-                             ? c->level_scale
-                             : 0;
-    pr->uniform = 1;
-    if (d && cfg && SQZ_PARAM_INT == d->type) {
-        pr->uniform = (int)*(const int64_t *)((const char *)cfg + d->offset);
-    } else if (d && cfg && SQZ_PARAM_DOUBLE == d->type && scale > 0) {
-        const double v = *(const double *)((const char *)cfg + d->offset) * scale;
-        pr->uniform    = v < 1 ? 1 : (v > 1e9 ? 1000000000 : (int)lround(v));
-    }
+    const sqz_compressor_v1_t *c     = ctx->method;
+    const double               scale = c->size >= offsetof(sqz_compressor_v1_t, level_scale) +
+                                                  sizeof(double) && c->level_scale > 0
+                                           ? c->level_scale
+                                           : 1;
+    /* An INT level parameter is the level; a DOUBLE one is scaled (topk: densities in ppm). */
+    const double u = c->level_param ? sqz_ctx_param_num(ctx, c->level_param, 1) * scale : 1;
+    pr->uniform    = u < 1 ? 1 : (u > 1e9 ? 1000000000 : (int)lround(u));
     pr->ncand = 0;
     int have  = 0;
     for (const char *p = c->levels; p && *p && pr->ncand < 15;) {

@@ -208,6 +208,24 @@ const sqz_param_def_v1_t *sqz_ctx_find_param(const sqz_ctx_t *ctx, const char *n
     return NULL;
 }
 
+double sqz_ctx_param_num(const sqz_ctx_t *ctx, const char *name, double dflt)
+{
+    const void               *cfg = NULL;
+    const sqz_param_def_v1_t *d   = sqz_ctx_find_param(ctx, name, &cfg);
+    if (NULL == d || NULL == cfg) {
+        return dflt;
+    }
+    const char *slot = (const char *)cfg + d->offset;
+    switch (d->type) {
+    case SQZ_PARAM_INT: return (double)*(const int64_t *)slot;
+    case SQZ_PARAM_DOUBLE: return *(const double *)slot;
+    case SQZ_PARAM_SIZE: return (double)*(const size_t *)slot;
+    case SQZ_PARAM_BOOL:
+    case SQZ_PARAM_ENUM: return (double)*(const int *)slot;
+    default: return dflt;
+    }
+}
+
 /* Combinations of the selected method with the core settings that cannot work together. */
 static sqz_status_t sqz_ctx_check_method(const sqz_ctx_t *ctx, char *errbuf, size_t errlen)
 {

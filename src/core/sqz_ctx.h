@@ -170,6 +170,10 @@ double sqz_time_now(void);
 const sqz_param_def_v1_t *sqz_ctx_find_param(const sqz_ctx_t *ctx, const char *name,
                                               const void **config);
 
+/** \return the current value of the numeric parameter `name` (INT, DOUBLE, SIZE; BOOL and ENUM
+ *  as their index) of the core or of a compressor, or dflt when there is no such parameter. */
+double sqz_ctx_param_num(const sqz_ctx_t *ctx, const char *name, double dflt);
+
 /** Reads the device-side counters of every GPU communicator of ctx into its stats (synchronizes
  *  with the device; called by the stats readers, never on a collective's path). */
 void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx);

@@ -97,12 +97,6 @@ static int sqz_gpu_param(const sqz_ctx_t *ctx, const char *name, char *out, size
     return 1;
 }
 
-static double sqz_gpu_param_num(const sqz_ctx_t *ctx, const char *name, double dflt)
-{
-    char v[64];
-    return sqz_gpu_param(ctx, name, v, sizeof(v)) ? strtod(v, NULL) : dflt;
-}
-
 int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
     const char *method = ctx->method->name;
@@ -110,16 +104,16 @@ int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
     memset(p, 0, sizeof(*p));
     if (0 == strcmp(method, "topk")) {
         p->method  = SQZ_GPU_TOPK;
-        p->density = sqz_gpu_param_num(ctx, "TOPK_DENSITY", 0.01);
+        p->density = sqz_ctx_param_num(ctx, "TOPK_DENSITY", 0.01);
     } else if (0 == strcmp(method, "quant")) {
         p->method     = SQZ_GPU_QUANT;
-        p->bits       = (int)sqz_gpu_param_num(ctx, "QUANT_BITS", 4);
-        p->bucket     = (size_t)sqz_gpu_param_num(ctx, "QUANT_BUCKET", 512);
+        p->bits       = (int)sqz_ctx_param_num(ctx, "QUANT_BITS", 4);
+        p->bucket     = (size_t)sqz_ctx_param_num(ctx, "QUANT_BUCKET", 512);
         p->stochastic = sqz_gpu_param(ctx, "QUANT_ROUNDING", v, sizeof(v)) &&
                         0 == strcmp(v, "stochastic");
     } else if (0 == strcmp(method, "sign")) {
         p->method  = SQZ_GPU_SIGN;
-        p->bucket  = (size_t)sqz_gpu_param_num(ctx, "SIGN_BUCKET", 4096);
+        p->bucket  = (size_t)sqz_ctx_param_num(ctx, "SIGN_BUCKET", 4096);
         p->sign_l2 = sqz_gpu_param(ctx, "SIGN_SCALE", v, sizeof(v)) && 0 == strcmp(v, "l2");
     }
     return p->method != 0;

@@ -49,26 +49,16 @@ struct sqz_gpu_psgd {
     uint32_t          *flags;    /* device: 2 flags */
 };
 
-static int64_t sqz_gpu_psgd_int(const sqz_ctx_t *ctx, const char *name, int64_t dflt)
-{
-    const void               *cfg = NULL;
-    const sqz_param_def_v1_t *d   = sqz_ctx_find_param(ctx, name, &cfg);
-    return (d && cfg && SQZ_PARAM_INT == d->type) ? *(const int64_t *)((const char *)cfg + d->offset)
-                                                  : dflt;
-}
-
 int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     if (0 != strcmp(ctx->method->name, "powersgd")) {
         return 0;
     }
-    const void               *c = NULL;
-    const sqz_param_def_v1_t *d = sqz_ctx_find_param(ctx, "POWERSGD_MIN_RATE", &c);
-    cfg->rank     = (int)sqz_gpu_psgd_int(ctx, "POWERSGD_RANK", 4);
-    cfg->iters    = (int)sqz_gpu_psgd_int(ctx, "POWERSGD_ITERS", 1);
-    cfg->start    = sqz_gpu_psgd_int(ctx, "POWERSGD_START_STEPS", 10);
-    cfg->min_rate = (d && c) ? *(const double *)((const char *)c + d->offset) : 2.0;
+    cfg->rank     = (int)sqz_ctx_param_num(ctx, "POWERSGD_RANK", 4);
+    cfg->iters    = (int)sqz_ctx_param_num(ctx, "POWERSGD_ITERS", 1);
+    cfg->start    = (int64_t)sqz_ctx_param_num(ctx, "POWERSGD_START_STEPS", 10);
+    cfg->min_rate = sqz_ctx_param_num(ctx, "POWERSGD_MIN_RATE", 2.0);
     cfg->ef       = ctx->p.ef == SQZ_EF_EF14;
     cfg->seed     = (uint64_t)ctx->p.seed;
     return 1;
