@@ -220,9 +220,11 @@ typedef struct {
     int                 P;
     const char *const  *kv;
     sqz_thread_group_t *g;
-    int                 mode; /* 0: rank-r exact sum, 1: EF over calls, 2: NaN, 3: adapt, 4: RS */
+    int                 mode; /* 0: rank-r exact sum, 1: EF over calls, 2: NaN, 3: adapt, 4: RS,
+                                 6: a fixed full-rank part plus a growing rank-1 change */
     float              *out[MAXR];
-    float              *common_u;  /* mode 0: the shared column space */
+    float              *common_u;  /* modes 0 and 6: the shared column space */
+    double              err_track; /* mode 6: the largest relative error of calls 1.. */
     double              err_mean;  /* mode 1 */
     double              err_first;
     sqz_status_t        st[MAXR];
@@ -275,6 +277,20 @@ static void engine_input_locked(const job_t *j, int r, int c, float *x)
         fill_random(x + ER * EK, EB, 1.0);
         return;
     }
+    if (6 == j->mode) {
+        /* A_r (noise, the same every call) + c u v_r^T: after the dense first call the change of
+         * every rank's gradient is rank 1 in the common column u. */
+        rng_state = 1000003u * (uint64_t)(r + 1);
+        fill_random(x, EN, 1.0);
+        float v[EK];
+        fill_random(v, EK, 1.0);
+        for (size_t i = 0; i < ER; i++) {
+            for (size_t k = 0; k < EK; k++) {
+                x[i * EK + k] += (float)c * j->common_u[i * 2] * v[k];
+            }
+        }
+        return;
+    }
     fill_random(x, EN, 1.0);
     if (5 == j->mode) {
         /* The first 800 elements nearly sparse (a few spikes over a faint floor), the rest noise:
@@ -300,7 +316,7 @@ static void engine_rank(int rank, void *arg)
     REQUIRE(SQZ_OK == sqz_comm_create(ctx, &t, &comm));
     float *x = alloc_floats(EN), *y = alloc_floats(EN), *mean = alloc_floats(EN),
           *exact = alloc_floats(EN), *tmp = alloc_floats(EN);
-    const int calls = (1 == j->mode || 3 == j->mode || 5 == j->mode) ? 40 : 3;
+    const int calls = (1 == j->mode || 3 == j->mode || 5 == j->mode) ? 40 : 6 == j->mode ? 6 : 3;
     for (int c = 0; c < calls; c++) {
         memset(exact, 0, EN * sizeof(float));
         for (int r = 0; r < j->P; r++) {
@@ -327,6 +343,10 @@ static void engine_rank(int rank, void *arg)
         }
         if (0 == c) {
             j->err_first = rel_diff(y, exact, ER * EK);
+        }
+        if (6 == j->mode && c > 0 && 0 == rank) {
+            const double e = rel_diff(y, exact, EN);
+            j->err_track   = e > j->err_track ? e : j->err_track;
         }
         if (4 == j->mode && 0 == c) {
             /* (Later calls add the residual of the earlier ones: only the first compares.) */
@@ -436,6 +456,47 @@ static void test_engine(const char *layout)
     }
     free_job(&j2);
 
+    /* SQZ_EF=ef21: the estimators start from the exact gradients of the dense first call and
+     * take rank-2 updates, so a rank-1 change of the gradients is delivered exactly, however far
+     * from low rank the gradients are; ef14 returns a rank-2 picture of the whole sum. */
+    const char *const ef21[] = {"METHOD", "powersgd", "MIN_BYTES", "0", "POWERSGD_START_STEPS",
+                                "1", "POWERSGD_RANK", "2", "LAYOUT", layout, "EF", "ef21", NULL};
+    const char *const ef14[] = {"METHOD", "powersgd", "MIN_BYTES", "0", "POWERSGD_START_STEPS",
+                                "1", "POWERSGD_RANK", "2", "LAYOUT", layout, NULL};
+    for (int v = 0; v < 2; v++) {
+        job_t j6    = {.P = 3, .kv = v ? ef14 : ef21, .mode = 6};
+        j6.common_u = alloc_floats(ER * 2);
+        rng_state   = 11;
+        fill_random(j6.common_u, ER * 2, 1.0);
+        run_job(&j6);
+        check_identical(&j6, v ? "ef14 tracking" : "ef21 tracking");
+        if (0 == v) {
+            CHECK_MSG(j6.err_track < 1e-4, "ef21: a rank-1 change is off by %g", j6.err_track);
+        } else {
+            CHECK_MSG(j6.err_track > 0.1, "ef14 is as good as ef21 here (%g): the test cannot "
+                      "tell them apart", j6.err_track);
+        }
+        printf("%s tracking: largest relative error %.3g\n", v ? "ef14" : "ef21", j6.err_track);
+        for (int r = 0; r < 3; r++) {
+            CHECK_EQ_INT(j6.stats[r].calls_compressed, 5);
+        }
+        free(j6.common_u);
+        free_job(&j6);
+    }
+    const char *const ef21_nan[] = {"METHOD", "powersgd", "MIN_BYTES", "0",
+                                    "POWERSGD_START_STEPS", "0", "POWERSGD_RANK", "2", "LAYOUT",
+                                    layout, "EF", "ef21", NULL};
+    job_t j2b = {.P = 3, .kv = ef21_nan, .mode = 2};
+    run_job(&j2b);
+    check_identical(&j2b, "ef21 NaN");
+    for (int r = 0; r < 3; r++) {
+        CHECK_MSG(1 == j2b.stats[r].calls_nonfinite && 2 == j2b.stats[r].calls_compressed,
+                  "ef21 rank %d: %llu non-finite, %llu compressed", r,
+                  (unsigned long long)j2b.stats[r].calls_nonfinite,
+                  (unsigned long long)j2b.stats[r].calls_compressed);
+    }
+    free_job(&j2b);
+
     job_t j4 = {.P = 2, .kv = base, .mode = 4};
     run_job(&j4);
     for (int r = 0; r < 2; r++) {
@@ -532,13 +593,13 @@ static void test_adapt_topk(void)
 static void test_bad_config(void)
 {
     const char *const bad[][12] = {
-        {"METHOD", "powersgd", "EF", "ef21", NULL},
+        {"METHOD", "powersgd", "EF", "econtrol", NULL},
         {"METHOD", "powersgd", "DGC_MOMENTUM", "0.9", NULL},
         {"METHOD", "quant", "ADAPT", "lgreco", NULL},
         {"METHOD", "powersgd", "LAYOUT", "/nonexistent/layout.txt", NULL},
         {"METHOD", "powersgd", "POWERSGD_RANK", "0", NULL},
     };
-    const char *const expect[] = {"SQZ_EF=ef21", "SQZ_DGC_MOMENTUM", "SQZ_ADAPT=lgreco",
+    const char *const expect[] = {"SQZ_EF=econtrol", "SQZ_DGC_MOMENTUM", "SQZ_ADAPT=lgreco",
                                   "SQZ_LAYOUT=/nonexistent/layout.txt", "SQZ_POWERSGD_RANK"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sqz_config_t *cfg;
