@@ -10,6 +10,9 @@
 #   hook-powersgd4-adapt4-s10 (s10: 10 dense steps first, for both hooks) hook-powersgd6
 #   hook-powersgd8 (uniform ranks 6 and 8, to compare L-GreCo with at equal loss)
 #   hook-powersgd4-adapt4-s10-iters2 hook-powersgd4-adapt4-s10-p30
+#   hook-powersgd4-ef21 hook-powersgd4-ef21-s10 hook-powersgd4-ef21-s10-iters2
+#   hook-powersgd2-ef21-s10 hook-powersgd8-ef21-s10 hook-powersgd4-ef21-s10-lgreco (SQZ_EF=ef21:
+#   the estimators take the rank-r updates and the hook returns the shared one)
 # (PowerSGD runs start compressing at step 2, as torch-powersgd's start_powerSGD_iter=2.)
 # Extra arguments for ddp_train.py: DDP_ARGS (default "--steps 60 --bf16").
 set -u
@@ -49,6 +52,12 @@ for r in $RUNS; do
     hook-powersgd4-adapt4-s10-p30) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz ADAPT=lgreco --sqz ADAPT_PERIOD=30 --sqz ADAPT_BYTES=4" ;;
     hook-powersgd6) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=6 --sqz POWERSGD_START_STEPS=2" ;;
     hook-powersgd8) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=8 --sqz POWERSGD_START_STEPS=2" ;;
+    hook-powersgd4-ef21) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=2 --sqz EF=ef21" ;;
+    hook-powersgd4-ef21-s10) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz EF=ef21" ;;
+    hook-powersgd4-ef21-s10-iters2) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz EF=ef21 --sqz POWERSGD_ITERS=2" ;;
+    hook-powersgd2-ef21-s10) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=2 --sqz POWERSGD_START_STEPS=10 --sqz EF=ef21" ;;
+    hook-powersgd8-ef21-s10) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=8 --sqz POWERSGD_START_STEPS=10 --sqz EF=ef21" ;;
+    hook-powersgd4-ef21-s10-lgreco) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz EF=ef21 --sqz ADAPT=lgreco --sqz ADAPT_PERIOD=10" ;;
     preload-powersgd4) cmd="env $SOCK $P SQZ_METHOD=powersgd SQZ_POWERSGD_RANK=4 SQZ_POWERSGD_START_STEPS=2 $T --comm dense" ;;
     *) echo "unknown run $r" >&2; exit 2 ;;
     esac

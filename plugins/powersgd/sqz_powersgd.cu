@@ -49,15 +49,16 @@ __device__ __forceinline__ uint32_t find_span(const sqz_cu_psgd_span_t *s, uint3
     return lo;
 }
 
+/* M = residual + in (ef14, none), or M = in - est (ef21: est is this rank's estimator). */
 template <typename T>
-__global__ void k_add(const T *in, float *res, size_t n, uint32_t *flags)
+__global__ void k_add(const T *in, const float *est, float *res, size_t n, uint32_t *flags)
 {
     bool bad = false;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const float x = sqz_cu_to_f32(in[i]);
         if (sqz_cu_finite(x)) {
-            res[i] += x;
+            res[i] = est ? x - est[i] : res[i] + x;
         } else {
             bad = true;
         }
@@ -335,7 +336,8 @@ __global__ void k_store_q(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t qe
 template <typename T>
 __global__ void k_finish_layers(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t elems,
                                 const float *msg, uint64_t qsum_off, const float *qloc, float *m,
-                                const T *in, T *out, float scale, int ef, const uint32_t *flags)
+                                const T *in, T *out, float scale, int ef, sqz_cu_psgd_ef21_t e21,
+                                const uint32_t *flags)
 {
     const bool bad = flags[0] | flags[1];
     for (uint64_t e = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; e < elems;
@@ -346,9 +348,11 @@ __global__ void k_finish_layers(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint6
         const uint64_t            g = L.offset + x;
         const float               mv = m[g];
         if (bad) {
-            const float v = sqz_cu_to_f32(in[g]);
-            m[g]          = sqz_cu_finite(v) ? mv - v : mv;
-            out[g]        = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
+            if (!e21.est) { /* (ef21's M is scratch: its estimators are left as they were) */
+                const float v = sqz_cu_to_f32(in[g]);
+                m[g]          = sqz_cu_finite(v) ? mv - v : mv;
+            }
+            out[g] = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
             continue;
         }
         const float *p  = msg + L.p_off + i * L.r;
@@ -359,6 +363,14 @@ __global__ void k_finish_layers(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint6
             s = fmaf(p[k], qs[(uint64_t)k * L.cols], s);
             l = fmaf(p[k], ql[(uint64_t)k * L.cols], l);
         }
+        if (e21.est) {
+            /* est_i += P^ Q_i^T (this rank's share); G += P^ Q^T; the caller gets G. */
+            e21.est[g] += l;
+            const float gs = e21.shared[g] + s;
+            e21.shared[g]  = gs;
+            out[g]         = sqz_cu_from_f32<T>(gs * scale);
+            continue;
+        }
         out[g] = sqz_cu_from_f32<T>(s * scale);
         m[g]   = ef ? mv - l : 0.0f;
     }
@@ -367,7 +379,7 @@ __global__ void k_finish_layers(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint6
 template <typename T>
 __global__ void k_finish_spans(const sqz_cu_psgd_span_t *s, uint32_t ns, uint64_t ndense,
                                const float *exact, float *m, const T *in, T *out, float scale,
-                               const uint32_t *flags)
+                               sqz_cu_psgd_ef21_t e21, const uint32_t *flags)
 {
     const bool bad = flags[0] | flags[1];
     for (uint64_t p = blockIdx.x * (uint64_t)blockDim.x + threadIdx.x; p < ndense;
@@ -375,9 +387,17 @@ __global__ void k_finish_spans(const sqz_cu_psgd_span_t *s, uint32_t ns, uint64_
         const sqz_cu_psgd_span_t sp = s[find_span(s, ns, p)];
         const uint64_t           g  = sp.lo + (p - sp.pos);
         if (bad) {
-            const float v = sqz_cu_to_f32(in[g]);
-            m[g]          = sqz_cu_finite(v) ? m[g] - v : m[g];
-            out[g]        = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
+            if (!e21.est) {
+                const float v = sqz_cu_to_f32(in[g]);
+                m[g]          = sqz_cu_finite(v) ? m[g] - v : m[g];
+            }
+            out[g] = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
+        } else if (e21.est) {
+            /* Sent exactly: est_i += M (= in - est_i), G += the exact sum. */
+            e21.est[g] += m[g];
+            const float gs = e21.shared[g] + exact[p];
+            e21.shared[g]  = gs;
+            out[g]         = sqz_cu_from_f32<T>(gs * scale);
         } else {
             out[g] = sqz_cu_from_f32<T>(exact[p] * scale);
             m[g]   = 0.0f;
@@ -425,17 +445,18 @@ __global__ void k_count(const uint32_t *flags, unsigned long long *counter)
 template <typename T>
 sqz_status_t finish_t(const sqz_cu_psgd_plan_t *pl, const float *msg, const float *qloc,
                              float *m, const T *in, T *out, float scale, int ef,
-                             const uint32_t *flags, unsigned long long *counter, cudaStream_t s)
+                             sqz_cu_psgd_ef21_t e21, const uint32_t *flags,
+                             unsigned long long *counter, cudaStream_t s)
 {
     if (pl->elems > 0) {
         k_finish_layers<T><<<sqz_cu_grid(pl->elems, kThreads * 4), kThreads, 0, s>>>(
             pl->layers, pl->nlayers, pl->elems, msg, pl->plen + pl->ndense, qloc, m, in, out,
-            scale, ef, flags);
+            scale, ef, e21, flags);
         SQZ_CU_CHECK_LAUNCH();
     }
     if (pl->ndense > 0) {
         k_finish_spans<T><<<sqz_cu_grid(pl->ndense, kThreads * 4), kThreads, 0, s>>>(
-            pl->spans, pl->nspans, pl->ndense, msg + pl->plen, m, in, out, scale, flags);
+            pl->spans, pl->nspans, pl->ndense, msg + pl->plen, m, in, out, scale, e21, flags);
         SQZ_CU_CHECK_LAUNCH();
     }
     k_count<<<1, 1, 0, s>>>(flags, counter);
@@ -447,16 +468,20 @@ sqz_status_t finish_t(const sqz_cu_psgd_plan_t *pl, const float *msg, const floa
 
 extern "C" {
 
-sqz_status_t sqz_cu_psgd_add(const void *in, sqz_dtype_t dtype, float *res, size_t n,
-                             uint32_t *flags, void *stream)
+sqz_status_t sqz_cu_psgd_add(const void *in, sqz_dtype_t dtype, const float *est, float *res,
+                             size_t n, uint32_t *flags, void *stream)
 {
     cudaStream_t s = (cudaStream_t)stream;
     const unsigned g = sqz_cu_grid(n, kThreads * 8);
     switch (dtype) {
-    case SQZ_DTYPE_FLOAT32: k_add<<<g, kThreads, 0, s>>>((const float *)in, res, n, flags); break;
-    case SQZ_DTYPE_FLOAT16: k_add<<<g, kThreads, 0, s>>>((const __half *)in, res, n, flags); break;
+    case SQZ_DTYPE_FLOAT32:
+        k_add<<<g, kThreads, 0, s>>>((const float *)in, est, res, n, flags);
+        break;
+    case SQZ_DTYPE_FLOAT16:
+        k_add<<<g, kThreads, 0, s>>>((const __half *)in, est, res, n, flags);
+        break;
     case SQZ_DTYPE_BFLOAT16:
-        k_add<<<g, kThreads, 0, s>>>((const __nv_bfloat16 *)in, res, n, flags);
+        k_add<<<g, kThreads, 0, s>>>((const __nv_bfloat16 *)in, est, res, n, flags);
         break;
     default: return SQZ_ERR_INVALID_PARAM;
     }
@@ -577,21 +602,22 @@ sqz_status_t sqz_cu_psgd_store_q(const sqz_cu_psgd_plan_t *pl, const float *qsum
 
 sqz_status_t sqz_cu_psgd_finish(const sqz_cu_psgd_plan_t *pl, const float *msg, const float *qloc,
                                 float *m, const void *in, void *out, sqz_dtype_t dtype, size_t n,
-                                float scale, int ef, const uint32_t *flags,
-                                unsigned long long *nonfinite_calls, void *stream)
+                                float scale, int ef, sqz_cu_psgd_ef21_t e21,
+                                const uint32_t *flags, unsigned long long *nonfinite_calls,
+                                void *stream)
 {
     (void)n;
     cudaStream_t s = (cudaStream_t)stream;
     switch (dtype) {
     case SQZ_DTYPE_FLOAT32:
-        return finish_t(pl, msg, qloc, m, (const float *)in, (float *)out, scale, ef, flags,
+        return finish_t(pl, msg, qloc, m, (const float *)in, (float *)out, scale, ef, e21, flags,
                         nonfinite_calls, s);
     case SQZ_DTYPE_FLOAT16:
-        return finish_t(pl, msg, qloc, m, (const __half *)in, (__half *)out, scale, ef, flags,
-                        nonfinite_calls, s);
+        return finish_t(pl, msg, qloc, m, (const __half *)in, (__half *)out, scale, ef, e21,
+                        flags, nonfinite_calls, s);
     case SQZ_DTYPE_BFLOAT16:
         return finish_t(pl, msg, qloc, m, (const __nv_bfloat16 *)in, (__nv_bfloat16 *)out, scale,
-                        ef, flags, nonfinite_calls, s);
+                        ef, e21, flags, nonfinite_calls, s);
     default: return SQZ_ERR_INVALID_PARAM;
     }
 }

@@ -64,9 +64,17 @@ typedef struct sqz_cu_psgd_plan {
     uint64_t gram;                     /* doubles of the orthogonalization workspace */
 } sqz_cu_psgd_plan_t;
 
-/** res += in where in is finite; flags[0] = 1 where it is not (res untouched there). */
-sqz_status_t sqz_cu_psgd_add(const void *in, sqz_dtype_t dtype, float *res, size_t n,
-                             uint32_t *flags, void *stream);
+/** SQZ_EF=ef21's estimators of a buffer (device, n floats each), or both NULL: this rank's
+ *  estimator g_i and the shared G, identical on every rank (it only adds identical sums). */
+typedef struct sqz_cu_psgd_ef21 {
+    float *est;
+    float *shared;
+} sqz_cu_psgd_ef21_t;
+
+/** Forms M in res: res += in (ef14, none), or res = in - est (ef21, est != NULL), where in is
+ *  finite; flags[0] = 1 where it is not (res untouched there). */
+sqz_status_t sqz_cu_psgd_add(const void *in, sqz_dtype_t dtype, const float *est, float *res,
+                             size_t n, uint32_t *flags, void *stream);
 /** The first Q's: qstate[e] = uniform [-1, 1) from (key, e) for e < len: the same on every rank. */
 sqz_status_t sqz_cu_psgd_init_q(float *qstate, size_t len, uint32_t key, void *stream);
 /** P = M Q for every layer, into msg; with dense (first iteration) also the exact part after the
@@ -95,12 +103,16 @@ sqz_status_t sqz_cu_psgd_store_q(const sqz_cu_psgd_plan_t *pl, const float *qsum
                                  float inv_nranks, const uint32_t *flags, void *stream);
 /** The end of a call: out = scale * P^ Qsum^T on the layers and scale * the summed exact part
  *  elsewhere; res = M - P^ Qloc^T on the layers (0 without error feedback, ef == 0) and 0 on the
- *  exact part.  When flags[0] or flags[1] is set: out = NaN everywhere, res = M - in (the
- *  residual before the call), and *nonfinite_calls += 1. */
+ *  exact part.  With ef21 estimators (e21.est != NULL) instead: est += P^ Qloc^T on the layers
+ *  and += M on the exact part, shared += P^ Qsum^T and the exact sum, out = scale * shared (res
+ *  is scratch and left as it is).  When flags[0] or flags[1] is set: out = NaN everywhere,
+ *  res = M - in (the residual before the call; ef21: the estimators are untouched), and
+ *  *nonfinite_calls += 1. */
 sqz_status_t sqz_cu_psgd_finish(const sqz_cu_psgd_plan_t *pl, const float *msg, const float *qloc,
                                 float *m, const void *in, void *out, sqz_dtype_t dtype, size_t n,
-                                float scale, int ef, const uint32_t *flags,
-                                unsigned long long *nonfinite_calls, void *stream);
+                                float scale, int ef, sqz_cu_psgd_ef21_t e21,
+                                const uint32_t *flags, unsigned long long *nonfinite_calls,
+                                void *stream);
 
 #ifdef __cplusplus
 }

@@ -139,9 +139,11 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                      "all-reduces pass through to NCCL uncompressed",
                      method);
     }
-    if (g->enabled && ctx->p.ef != SQZ_EF_EF14 && ctx->p.ef != SQZ_EF_NONE) {
+    if (g->enabled && ctx->p.ef != SQZ_EF_EF14 && ctx->p.ef != SQZ_EF_NONE &&
+        !(g->psgd && ctx->p.ef == SQZ_EF_EF21)) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN,
-                     "SQZ_EF=%s is CPU-only (the GPU path has ef14 and none): device all-reduces "
+                     "SQZ_EF=%s is CPU-only (the GPU path has ef14 and none, and ef21 for "
+                     "powersgd): device all-reduces "
                      "pass through to NCCL uncompressed",
                      ctx->p.ef == SQZ_EF_EF21 ? "ef21" : "econtrol");
         g->enabled = 0;
@@ -547,7 +549,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         /* PowerSGD: its dense start phase, then two native all-reduces per power iteration. */
         const float scale = op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
         const uint64_t seq = b->calls++;
-        if ((int64_t)seq < g->psgd_cfg.start) {
+        if ((int64_t)seq < g->psgd_cfg.start && SQZ_GPU_PSGD_EF21 != g->psgd_cfg.ef) {
             sqz_stats_record(ctx, ctx->method_index, 'w', count * esz, &cst);
             st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
             goto out;
@@ -571,7 +573,9 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
             goto out;
         }
         cst.t_compress = sqz_time_now() - t0;
-        sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
+        /* (ef21's start phase ran through the same call, every layer exact: warm-up.) */
+        sqz_stats_record(ctx, ctx->method_index, (int64_t)seq < g->psgd_cfg.start ? 'w' : 'c',
+                         count * esz, &cst);
         goto out;
     }
     const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, comm->rank,

@@ -13,7 +13,10 @@
  *     orthonormalize P;  Q_i = M^T P^
  *     ncclAllReduce(Q)                          check;  warm start Q = sum / ranks
  *     out = scale * P^ Q^T | exact part;  m = M - P^ Q_i^T
- * (the middle repeated POWERSGD_ITERS times).  A flagged call ends with NaN in out and m
+ * (the middle repeated POWERSGD_ITERS times).  With SQZ_EF=ef21 the buffer keeps two more arrays,
+ * this rank's estimator g_i and the shared estimator G: the first step forms M = in - g_i instead,
+ * the last adds P^ Q_i^T to g_i and P^ Q^T to G and returns scale * G; the start phase runs as a
+ * call whose layers are all exact, which sets g_i = in and G = the exact sum.  A flagged call ends with NaN in out and m
  * restored, on every rank alike: the flags are computed from identical sums.
  */
 #include "config.h"
@@ -39,6 +42,7 @@ struct sqz_gpu_psgd {
      * device synchronization, when SQZ_ADAPT switches between plans). */
     size_t             tabcap, msgcap, qloccap, partcap, probecap, gramcap; /* bytes */
     double            *gram;     /* device: the orthogonalization's workspace */
+    sqz_cu_psgd_ef21_t ef21;     /* device: SQZ_EF=ef21's estimators (n floats each), or NULLs */
     void              *tables;   /* device: layers | spans | tiles */
     float             *qstate;   /* device: warm-start Q's (bufstate layout) */
     size_t             qstate_len;
@@ -59,7 +63,9 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
     cfg->iters    = (int)sqz_ctx_param_num(ctx, "POWERSGD_ITERS", 1);
     cfg->start    = (int64_t)sqz_ctx_param_num(ctx, "POWERSGD_START_STEPS", 10);
     cfg->min_rate = sqz_ctx_param_num(ctx, "POWERSGD_MIN_RATE", 2.0);
-    cfg->ef       = ctx->p.ef == SQZ_EF_EF14;
+    cfg->ef       = ctx->p.ef == SQZ_EF_EF14   ? SQZ_GPU_PSGD_EF14
+                    : ctx->p.ef == SQZ_EF_EF21 ? SQZ_GPU_PSGD_EF21
+                                               : SQZ_GPU_PSGD_EF_NONE;
     cfg->seed     = (uint64_t)ctx->p.seed;
     return 1;
 }
@@ -75,6 +81,8 @@ void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p)
         cudaFree(p->gram);
         cudaFree(p->qstate);
         cudaFree(p->flags);
+        cudaFree(p->ef21.est);
+        cudaFree(p->ef21.shared);
         free(p->probe_h);
         free(p->ranks);
         free(p->index);
@@ -112,14 +120,17 @@ static void sqz_gpu_psgd_span(void *arg, size_t lo, size_t hi, size_t pos)
 }
 
 /* The rank of every layer of a layout for this call: its level (the uniform rank without a
- * choice), raised on a probing call to the largest rank any candidate compresses it at. */
+ * choice), raised on a probing call to the largest rank any candidate compresses it at; 0 for
+ * every layer in ef21's dense start phase. */
 static uint64_t sqz_gpu_psgd_ranks(const sqz_gpu_psgd_cfg_t *cfg, const sqz_matrix_v1_t *layers,
                                    size_t nl, const int *levels, const sqz_adapt_probe_t *pr,
-                                   int *ranks)
+                                   int dense, int *ranks)
 {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ nl;
     for (size_t l = 0; l < nl; l++) {
-        size_t r = sqz_psgd_layer_rank(&layers[l], levels ? levels[l] : cfg->rank, cfg->min_rate);
+        size_t r = dense ? 0
+                         : sqz_psgd_layer_rank(&layers[l], levels ? levels[l] : cfg->rank,
+                                               cfg->min_rate);
         for (size_t j = 0; pr && j < pr->ncand; j++) {
             const size_t rj = sqz_psgd_layer_rank(&layers[l], pr->cand[j], cfg->min_rate);
             r               = rj > r ? rj : r;
@@ -276,9 +287,14 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
         if (NULL == p) {
             return SQZ_ERR_NO_MEMORY;
         }
-        p->qstate_len = sqz_psgd_bufstate_len(ml, nl);
+        p->qstate_len  = sqz_psgd_bufstate_len(ml, nl);
+        const int ef21 = SQZ_GPU_PSGD_EF21 == cfg->ef;
         if (cudaMalloc((void **)&p->qstate, p->qstate_len * sizeof(float)) != cudaSuccess ||
-            cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) != cudaSuccess) {
+            cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) != cudaSuccess ||
+            (ef21 && (cudaMalloc((void **)&p->ef21.est, n * sizeof(float)) != cudaSuccess ||
+                      cudaMalloc((void **)&p->ef21.shared, n * sizeof(float)) != cudaSuccess ||
+                      cudaMemsetAsync(p->ef21.est, 0, n * sizeof(float), s) != cudaSuccess ||
+                      cudaMemsetAsync(p->ef21.shared, 0, n * sizeof(float), s) != cudaSuccess))) {
             cudaGetLastError();
             sqz_gpu_psgd_free(p);
             *state = NULL;
@@ -286,9 +302,11 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
         }
         p->layout = digest;
     }
+    /* ef21's start phase runs here too, every layer exact: it sets the estimators. */
+    const int dense = SQZ_GPU_PSGD_EF21 == cfg->ef && (int64_t)seq < cfg->start;
     /* The choice of SQZ_ADAPT, and whether this call probes. */
     sqz_adapt_probe_t pr    = {0};
-    const int         probe = sqz_adapt_begin(comm, lv, seq, nl, &pr);
+    const int         probe = dense ? 0 : sqz_adapt_begin(comm, lv, seq, nl, &pr);
     if (probe < 0) {
         return (sqz_status_t)probe;
     }
@@ -297,7 +315,7 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
     if (NULL == ranks) {
         return SQZ_ERR_NO_MEMORY;
     }
-    const uint64_t key2 = sqz_gpu_psgd_ranks(cfg, ml, nl, levels, probe ? &pr : NULL, ranks);
+    const uint64_t key2 = sqz_gpu_psgd_ranks(cfg, ml, nl, levels, probe ? &pr : NULL, dense, ranks);
     if (0 == p->plankey || p->plankey != key2) {
         /* New ranks (a choice, a probe): a new plan, in the memory of the old when it fits. */
         free(p->ranks);
@@ -323,7 +341,7 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
                                      (uint32_t)(cfg->seed ^ (cfg->seed >> 32) ^ n), s));
         p->qinit = 1;
     }
-    SQZ_CHECK(sqz_cu_psgd_add(in, dtype, m, n, p->flags, s));
+    SQZ_CHECK(sqz_cu_psgd_add(in, dtype, p->ef21.est, m, n, p->flags, s));
     size_t wire = 0;
     for (int it = 0; it < (cfg->iters > 0 ? cfg->iters : 1); it++) {
         SQZ_CHECK(sqz_cu_psgd_mq(pl, m, p->qstate, p->msg, 0 == it, p->flags, s));
@@ -359,8 +377,8 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
     if (probe) {
         SQZ_CHECK(sqz_cu_psgd_probe(pl, m, p->qloc, p->probe_d, s));
     }
-    SQZ_CHECK(sqz_cu_psgd_finish(pl, p->msg, p->qloc, m, in, out, dtype, n, scale, cfg->ef,
-                                 p->flags, d_nonfinite, s));
+    SQZ_CHECK(sqz_cu_psgd_finish(pl, p->msg, p->qloc, m, in, out, dtype, n, scale,
+                                 SQZ_GPU_PSGD_EF14 == cfg->ef, p->ef21, p->flags, d_nonfinite, s));
     if (probe && pl->nlayers > 0) {
         /* The probe's errors go to the host (a stream synchronization, every SQZ_ADAPT_PERIOD
          * calls), are summed over the ranks and solved (src/adapt). */

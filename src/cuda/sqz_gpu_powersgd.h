@@ -8,12 +8,16 @@
 #include "sqz_ctx.h"
 #include "transport/sqz_nccl.h"
 
+/** Error feedback of the GPU path: ef14 keeps the residual, none drops it after each call, ef21
+ *  keeps the estimators (sqz_cuda_powersgd.h) and returns the shared one. */
+enum { SQZ_GPU_PSGD_EF_NONE = 0, SQZ_GPU_PSGD_EF14 = 1, SQZ_GPU_PSGD_EF21 = 2 };
+
 typedef struct sqz_gpu_psgd_cfg {
     int      rank;     /* POWERSGD_RANK */
     int      iters;    /* POWERSGD_ITERS */
     double   min_rate; /* POWERSGD_MIN_RATE */
     int64_t  start;    /* POWERSGD_START_STEPS */
-    int      ef;       /* keep the residual (SQZ_EF=ef14); 0: drop it after each call */
+    int      ef;       /* SQZ_GPU_PSGD_EF14, _EF21 or _EF_NONE (SQZ_EF) */
     uint64_t seed;
 } sqz_gpu_psgd_cfg_t;
 
@@ -24,7 +28,9 @@ struct sqz_gpu_psgd;
 int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg);
 
 /** One call: out (n elements of dtype, may be in) = scale * the sum over ranks of each rank's
- *  approximation of in + m; m (n floats, the buffer's residual) holds the error afterwards.  The
+ *  approximation of in + m; m (n floats, the buffer's residual) holds the error afterwards.  With
+ *  cfg->ef == SQZ_GPU_PSGD_EF21, out = scale * the shared estimator after its update, m is
+ *  scratch, and calls with seq < cfg->start are the dense start phase (sent exactly).  The
  *  layout comes from sqz_layout_resolve(comm, key, n) (comm->lock held).  Under SQZ_ADAPT the
  *  per-layer ranks come from lv, and call `seq` may probe (sqz_adapt_begin): its errors are
  *  copied to the host (one stream synchronization), summed over the ranks and solved.  A non-finite input on

@@ -18,7 +18,10 @@ ranks agree:
     rank, relative error to the exact result below the method's bound, and visibly compressed;
   error feedback: SGD on a heterogeneous least-squares problem (rank r holds ||A_r x - b_r||^2,
     x shared, 1M elements) with the all-reduced gradient ends within --conv-tol of the dense
-    run's loss; a NaN in one rank's gradient gives NaN on every rank, and the next step is clean.
+    run's loss; a NaN in one rank's gradient gives NaN on every rank, and the next step is clean;
+  ef21 (--only ef21, hook mode, SQZ_METHOD=powersgd SQZ_EF=ef21 SQZ_POWERSGD_START_STEPS=1): a
+    layer of full-rank gradients that change by rank 1 per call after the dense first call is
+    delivered exactly (the estimators track the change), bit-identical on every rank.
 Exit status 0 when every check passed on every rank, 1 otherwise.
 """
 import argparse
@@ -457,6 +460,42 @@ def check_ddp_hook(ck, args, world, device):
               f"{'bit-identical' if same else 'DIFFER'}")
 
 
+def check_ef21_tracking(ck, red, world, device, comm):
+    """SQZ_EF=ef21 on the GPU PowerSGD path: x_r(c) = A_r + c u v_r^T on a registered 512 x 384
+    layer (plus 64 exact elements).  The first call is dense and sets the estimators; every later
+    call changes the gradients by a rank-1 matrix, which a rank-r (r >= 1) update captures: the
+    output is the exact sum to float rounding, although A_r is full rank."""
+    rows, cols, extra = 512, 384, 64
+    count = rows * cols + extra
+    key = (1 << 41) + 5
+    comm.register_layout(key, count, [(0, rows, cols)])
+    u = torch.randn(rows, generator=torch.Generator().manual_seed(77), dtype=torch.float64)
+
+    def x_for(r, c):
+        g = torch.Generator().manual_seed(1000 + r)
+        a = torch.randn(count, generator=g, dtype=torch.float64)
+        v = torch.randn(cols, generator=g, dtype=torch.float64)
+        a[:rows * cols] += c * torch.outer(u, v).reshape(-1)
+        return a
+
+    worst, same_all, first = 0.0, True, None
+    for c in range(5):
+        x = x_for(dist.get_rank(), c).float().to(device)
+        exact = sum(x_for(r, c) for r in range(world))
+        red(x, "sum", key=key)
+        torch.cuda.synchronize()
+        same_all = same_on_all_ranks(digest(x)) and same_all
+        rel = rel_error(x, exact)
+        if c == 0:
+            first = rel
+        else:
+            worst = max(worst, rel)
+    ok = same_all and worst < 1e-4 and first < 1e-5
+    ck.report(ok, "ef21 powersgd: rank-1 changes of full-rank gradients delivered exactly",
+              f"{'bit-identical' if same_all else 'ranks DIFFER'}, dense first call rel_err "
+              f"{first:.2e}, largest later rel_err {worst:.2e} (max 1e-4)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=("preload", "hook"), required=True)
@@ -482,6 +521,8 @@ def main():
     ap.add_argument("--ddp-lr", type=float, default=1e-3)
     ap.add_argument("--skip", default="", help="comma-separated: exact,coalesced,compressed,"
                                                "convergence,ddp")
+    ap.add_argument("--only", default="", help="comma-separated: run only these checks (ef21 "
+                                               "runs only when named here)")
     args = ap.parse_args()
     if args.max_rel is None:
         args.max_rel = METHOD_DEFAULTS[args.method]["max_rel"]
@@ -527,8 +568,10 @@ def main():
     ]
     if args.mode == "hook":
         steps.append(("ddp", lambda: check_ddp_hook(ck, args, world, device)))
+        steps.append(("ef21", lambda: check_ef21_tracking(ck, red, world, device, comm)))
+    only = set(filter(None, args.only.split(",")))
     for name, fn in steps:
-        if name in skip:
+        if name in skip or (only and name not in only) or (name == "ef21" and not only):
             continue
         try:
             fn()

@@ -60,11 +60,12 @@ method_env() {
     quant) echo "SQZ_METHOD=quant SQZ_QUANT_BITS=4" ;;
     topk) echo "SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.01" ;;
     sign) echo "SQZ_METHOD=sign" ;;
-    powersgd) echo "SQZ_METHOD=powersgd SQZ_POWERSGD_START_STEPS=0" ;;
+    powersgd) echo "SQZ_METHOD=powersgd SQZ_POWERSGD_START_STEPS=${PSGD_START:-0}" ;;
     esac
 }
 
-# run_case NAME MODE METHOD [VAR=value ...]: one torchrun job, its log in $TESTDIR/NAME.log.
+# run_case NAME MODE METHOD [VAR=value ...]: one torchrun job, its log in $TESTDIR/NAME.log;
+# CASE_ARGS (if set) are more arguments for the script.
 run_case() {
     name=$1 mode=$2 method=$3
     shift 3
@@ -74,7 +75,7 @@ run_case() {
     env "$@" $(method_env "$method") SQUEEZE_LIB="$LIB" \
         PYTHONPATH="$top_srcdir/python${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 \
         $TIMEOUT_CMD "$PY" -m torch.distributed.run --standalone --nproc_per_node=2 \
-        "$SCRIPT" --mode "$mode" --method "$method" >"$log" 2>&1
+        "$SCRIPT" --mode "$mode" --method "$method" ${CASE_ARGS:-} >"$log" 2>&1
     rc=$?
     ran=$((ran + 1))
     grep -E '^(PASS|FAIL|SKIP|nccl_torch_check|rank 0 squeeze)' "$log" | sed 's/^/   /'
@@ -121,6 +122,15 @@ elif SQUEEZE_LIB="$LIB" PYTHONPATH="$top_srcdir/python" "$PY" -c \
     for m in $METHODS; do
         run_case "hook-$m" hook "$m"
     done
+    case " $METHODS " in
+    *" powersgd "*)
+        # SQZ_EF=ef21 on the GPU PowerSGD path: exact tracking of rank-1 changes, then the
+        # error-feedback least squares and the DDP hook under it.
+        PSGD_START=1 CASE_ARGS="--only ef21,convergence,ddp"
+        run_case hook-powersgd-ef21 hook powersgd SQZ_EF=ef21
+        PSGD_START=0 CASE_ARGS=
+        ;;
+    esac
 else
     echo "SKIP (b): $LIB was built without the GPU path (squeeze.gpu_built() is False)"
 fi
