@@ -49,6 +49,7 @@ typedef struct sqz_gpu_buf {
     size_t      bytes;     /* device memory held */
     struct sqz_gpu_psgd *psgd; /* powersgd: plan, warm starts, messages (sqz_gpu_powersgd.c) */
     sqz_levels_t         adapt; /* powersgd under SQZ_ADAPT: the per-layer ranks */
+    int                  dense_only; /* some rank could not allocate for it: dense everywhere */
 } sqz_gpu_buf_t;
 
 struct sqz_gpu_comm {
@@ -64,6 +65,7 @@ struct sqz_gpu_comm {
     sqz_gpu_buf_t        *bufs;
     size_t                nbufs, capbufs;
     unsigned long long   *d_nonfinite; /* device counter written by sqz_gpu_restore */
+    uint32_t             *d_agree;     /* one word for sqz_gpu_comm_agree */
     unsigned long long    nonfinite_seen;
     struct sqz_gpu_moe   *moe;         /* token all-to-all state (sqz_gpu_moe.c), or NULL */
 };
@@ -222,6 +224,7 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
         sqz_gpu_buf_free(&g->bufs[i]);
     }
     cudaFree(g->d_nonfinite);
+    cudaFree(g->d_agree);
     sqz_gpu_moe_free(g->moe, 0);
     if (saved >= 0) {
         cudaSetDevice(saved);
@@ -271,6 +274,9 @@ sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **
     cudaError_t ce = cudaMalloc((void **)&g->d_nonfinite, sizeof(*g->d_nonfinite));
     if (ce == cudaSuccess) {
         ce = cudaMemset(g->d_nonfinite, 0, sizeof(*g->d_nonfinite));
+    }
+    if (ce == cudaSuccess) {
+        ce = cudaMalloc((void **)&g->d_agree, sizeof(*g->d_agree));
     }
     if (saved >= 0) {
         cudaSetDevice(saved);
@@ -382,8 +388,43 @@ static void sqz_gpu_carry_residual(void *arg, uint64_t src_key, size_t src_count
     }
 }
 
-/* \return the state of (key, count, dtype), allocating it on first use (NULL on failure: the
- * call goes dense; the failure is logged once). */
+int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s)
+{
+    struct sqz_gpu_comm *g = comm->gpu;
+    uint32_t             v = ok ? 1u : 0u;
+    if (cudaMemcpyAsync(g->d_agree, &v, sizeof v, cudaMemcpyHostToDevice, s) != cudaSuccess ||
+        g->nccl->AllReduce(g->d_agree, g->d_agree, 1, ncclUint32, ncclMin, g->nc, s) !=
+            ncclSuccess ||
+        cudaMemcpyAsync(&v, g->d_agree, sizeof v, cudaMemcpyDeviceToHost, s) != cudaSuccess ||
+        cudaStreamSynchronize(s) != cudaSuccess) {
+        cudaGetLastError();
+        return -1;
+    }
+    return v ? 1 : 0;
+}
+
+/* After an allocation event of b (every rank has one at the same call): 1 when every rank
+ * allocated, else b goes dense-only on every rank (its memory freed, the entry kept so that no
+ * rank tries again alone); -1 when the agreement itself failed. */
+static int sqz_gpu_buf_agree(sqz_comm_t *comm, sqz_gpu_buf_t *b, int ok, cudaStream_t s)
+{
+    const int all = sqz_gpu_comm_agree(comm, ok, s);
+    if (0 == all) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank could not allocate device memory for a %zu-element "
+                                   "buffer: that buffer goes dense on every rank",
+                     b->count);
+        sqz_gpu_buf_free(b);
+        b->bytes      = 0;
+        b->dense_only = 1;
+    }
+    return all;
+}
+
+/* \return the state of (key, count, dtype), allocating it on first use.  A first use is a call
+ * every rank makes: the ranks agree on whether all of them could allocate (one word, one stream
+ * synchronization), and when one could not, the buffer goes dense on all (dense_only).  NULL only
+ * when the agreement itself failed, or this rank's table of buffers could not grow (host memory:
+ * the call goes dense on this rank alone). */
 static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t count,
                                       sqz_dtype_t dtype, int rs, cudaStream_t s)
 {
@@ -391,14 +432,17 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     for (size_t i = 0; i < g->nbufs; i++) {
         sqz_gpu_buf_t *b = &g->bufs[i];
         if (b->key == key && b->count == count && b->dtype == dtype) {
-            if (rs && NULL == b->full) {
+            if (rs && NULL == b->full && !b->dense_only) {
                 /* The same key used by an all-reduce before: add the reduce-scatter scratch. */
-                if (cudaMalloc(&b->full, count * sqz_dtype_size(dtype)) != cudaSuccess) {
+                const int ok = cudaMalloc(&b->full, count * sqz_dtype_size(dtype)) == cudaSuccess;
+                if (!ok) {
                     cudaGetLastError();
                     b->full = NULL;
+                }
+                if (sqz_gpu_buf_agree(comm, b, ok, s) < 0) {
                     return NULL;
                 }
-                b->bytes += count * sqz_dtype_size(dtype);
+                b->bytes += b->full ? count * sqz_dtype_size(dtype) : 0;
             }
             return b;
         }
@@ -429,12 +473,18 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         }
     }
     if (ce != cudaSuccess) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN,
-                     "device memory for a %zu-element buffer: %s; such buffers go dense", count,
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "device memory for a %zu-element buffer: %s", count,
                      cudaGetErrorString(ce));
         cudaGetLastError(); /* clear the sticky-free error state of the failed allocation */
+    }
+    const int all = sqz_gpu_buf_agree(comm, &b, ce == cudaSuccess, s);
+    if (all <= 0) {
         sqz_gpu_buf_free(&b);
-        return NULL;
+        if (all < 0) {
+            return NULL;
+        }
+        g->bufs[g->nbufs++] = b; /* dense_only: remembered, so no rank allocates alone later */
+        return &g->bufs[g->nbufs - 1];
     }
     b.bytes = b.pbytes * (size_t)comm->nranks + wb + (g->ef ? count * 4 : 0) +
               (rs ? count * sqz_dtype_size(dtype) : 0);
@@ -536,7 +586,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     sqz_status_t     st  = SQZ_OK;
     sqz_gpu_buf_t   *b   = sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL, s);
     const int        warm = b != NULL && (int64_t)b->calls < ctx->p.warmup_steps;
-    if (NULL == b || warm) {
+    if (NULL == b || warm || b->dense_only) {
         if (b) {
             b->calls++;
         }
@@ -559,8 +609,12 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
                                rs_out ? b->full : recvbuf, count, dtype, scale, g->d_nonfinite, s,
                                &cst);
         if (SQZ_ERR_NO_MEMORY == st) {
-            SQZ_LOG_ONCE(SQZ_LOG_WARN, "PowerSGD device memory for a %zu-element buffer: such "
-                                       "buffers go dense", count);
+            /* Agreed between the ranks (sqz_gpu_psgd_call): every rank is here. */
+            SQZ_LOG_ONCE(SQZ_LOG_WARN, "PowerSGD device memory for a %zu-element buffer (on "
+                                       "some rank): such buffers go dense on every rank", count);
+            sqz_gpu_psgd_free(b->psgd);
+            b->psgd       = NULL;
+            b->dense_only = 1;
             sqz_stats_record(ctx, ctx->method_index, 'f', count * esz, &cst);
             st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
             goto out;

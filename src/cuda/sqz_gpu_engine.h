@@ -2,6 +2,8 @@
 #ifndef SQZ_GPU_ENGINE_H
 #define SQZ_GPU_ENGINE_H
 
+#include <cuda_runtime_api.h>
+
 #include "cuda/sqz_cuda_codec.h"
 #include "sqz_ctx.h"
 #include "transport/sqz_nccl.h"
@@ -17,6 +19,13 @@ struct sqz_gpu_moe;
  *  freed with the communicator). */
 const sqz_nccl_api_t *sqz_gpu_comm_nccl(sqz_comm_t *comm, void **nc, int *device,
                                         struct sqz_gpu_moe ***moe);
+
+/** Whether `ok` holds on every rank of a GPU communicator: a one-word ncclAllReduce (MIN) on
+ *  stream s, then a stream synchronization.  For the calls where one rank's allocation may fail
+ *  alone (a new buffer, a new PowerSGD plan): every rank makes those calls at the same point, so
+ *  they meet here in step, and all go dense together instead of some compressing.  \return 1
+ *  (all ok), 0 (some rank not), -1 (the agreement itself failed). */
+int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s);
 
 /** Frees a token all-to-all state (NULL: no-op); `abandon`: host memory only (after an abort). */
 void sqz_gpu_moe_free(struct sqz_gpu_moe *m, int abandon);

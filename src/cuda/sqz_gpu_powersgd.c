@@ -26,6 +26,7 @@
 
 #include "adapt/sqz_adapt.h"
 #include "cuda/sqz_cuda_powersgd.h"
+#include "cuda/sqz_gpu_engine.h"
 #include "cuda/sqz_gpu_powersgd.h"
 #include "sqz_log.h"
 #include "powersgd/sqz_powersgd_plan.h"
@@ -34,6 +35,7 @@ struct sqz_gpu_psgd {
     uint64_t           layout;   /* digest of the layout the warm starts are laid out for */
     uint64_t           plankey;  /* digest of the ranks the plan was made for */
     int               *ranks;    /* per layer of the layout: its rank in the plan (0: exact) */
+    int               *next;     /* per layer: this call's ranks, before they become the plan's */
     int               *index;    /* per layer: its entry in the plan's table, or -1 */
     double            *probe_d;  /* device: sqz_cu_psgd_probe's output */
     double            *probe_h;  /* host copy */
@@ -85,6 +87,7 @@ void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p)
         cudaFree(p->ef21.shared);
         free(p->probe_h);
         free(p->ranks);
+        free(p->next);
         free(p->index);
         free(p);
     }
@@ -280,56 +283,69 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
     }
     const sqz_matrix_v1_t *ml = (const sqz_matrix_v1_t *)layers;
     struct sqz_gpu_psgd   *p  = *state;
+    /* An allocation event (new state, new plan) happens at the same call on every rank (layouts
+     * and SQZ_ADAPT's choices are the same everywhere); a failure on one rank is agreed on before
+     * anything reaches the network, so that every rank goes dense together. */
+    int event = 0, ok = 1;
     if (NULL == p || p->layout != digest) {
         /* A new layout: new warm starts and a new plan. */
+        event = 1;
         sqz_gpu_psgd_free(p);
         *state = p = calloc(1, sizeof(*p));
-        if (NULL == p) {
-            return SQZ_ERR_NO_MEMORY;
+        ok         = p != NULL;
+        if (ok) {
+            p->qstate_len  = sqz_psgd_bufstate_len(ml, nl);
+            const int ef21 = SQZ_GPU_PSGD_EF21 == cfg->ef;
+            p->ranks       = malloc((nl + 1) * sizeof(int));
+            p->next        = malloc((nl + 1) * sizeof(int));
+            p->index       = malloc((nl + 1) * sizeof(int));
+            ok             = p->ranks && p->next && p->index &&
+                 cudaMalloc((void **)&p->qstate, p->qstate_len * sizeof(float)) == cudaSuccess &&
+                 cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) == cudaSuccess &&
+                 (!ef21 ||
+                  (cudaMalloc((void **)&p->ef21.est, n * sizeof(float)) == cudaSuccess &&
+                   cudaMalloc((void **)&p->ef21.shared, n * sizeof(float)) == cudaSuccess &&
+                   cudaMemsetAsync(p->ef21.est, 0, n * sizeof(float), s) == cudaSuccess &&
+                   cudaMemsetAsync(p->ef21.shared, 0, n * sizeof(float), s) == cudaSuccess));
+            if (!ok) {
+                cudaGetLastError();
+            }
+            p->layout = digest;
         }
-        p->qstate_len  = sqz_psgd_bufstate_len(ml, nl);
-        const int ef21 = SQZ_GPU_PSGD_EF21 == cfg->ef;
-        if (cudaMalloc((void **)&p->qstate, p->qstate_len * sizeof(float)) != cudaSuccess ||
-            cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) != cudaSuccess ||
-            (ef21 && (cudaMalloc((void **)&p->ef21.est, n * sizeof(float)) != cudaSuccess ||
-                      cudaMalloc((void **)&p->ef21.shared, n * sizeof(float)) != cudaSuccess ||
-                      cudaMemsetAsync(p->ef21.est, 0, n * sizeof(float), s) != cudaSuccess ||
-                      cudaMemsetAsync(p->ef21.shared, 0, n * sizeof(float), s) != cudaSuccess))) {
-            cudaGetLastError();
-            sqz_gpu_psgd_free(p);
-            *state = NULL;
-            return SQZ_ERR_NO_MEMORY;
-        }
-        p->layout = digest;
     }
     /* ef21's start phase runs here too, every layer exact: it sets the estimators. */
     const int dense = SQZ_GPU_PSGD_EF21 == cfg->ef && (int64_t)seq < cfg->start;
     /* The choice of SQZ_ADAPT, and whether this call probes. */
     sqz_adapt_probe_t pr    = {0};
-    const int         probe = dense ? 0 : sqz_adapt_begin(comm, lv, seq, nl, &pr);
-    if (probe < 0) {
-        return (sqz_status_t)probe;
-    }
-    const int *levels = (lv->levels && lv->n == nl) ? lv->levels : NULL;
-    int       *ranks  = malloc((nl + 1) * sizeof(int));
-    if (NULL == ranks) {
-        return SQZ_ERR_NO_MEMORY;
-    }
-    const uint64_t key2 = sqz_gpu_psgd_ranks(cfg, ml, nl, levels, probe ? &pr : NULL, dense, ranks);
-    if (0 == p->plankey || p->plankey != key2) {
-        /* New ranks (a choice, a probe): a new plan, in the memory of the old when it fits. */
-        free(p->ranks);
-        p->ranks = ranks;
-        int *idx = realloc(p->index, (nl + 1) * sizeof(int));
-        p->index = idx ? idx : p->index;
-        const sqz_status_t st = idx ? sqz_gpu_psgd_prepare(p, ml, nl, n, s) : SQZ_ERR_NO_MEMORY;
-        if (SQZ_OK != st) {
-            p->plankey = 0;
-            return st;
+    int               probe = 0;
+    if (ok) {
+        probe = dense ? 0 : sqz_adapt_begin(comm, lv, seq, nl, &pr);
+        if (probe < 0 && !event) {
+            return (sqz_status_t)probe; /* (host memory of the adaptive state) */
         }
-        p->plankey = key2 ? key2 : 1;
-    } else {
-        free(ranks);
+        ok = probe >= 0;
+    }
+    if (ok) {
+        const int     *levels = (lv->levels && lv->n == nl) ? lv->levels : NULL;
+        const uint64_t key2 =
+            sqz_gpu_psgd_ranks(cfg, ml, nl, levels, probe ? &pr : NULL, dense, p->next);
+        if (0 == p->plankey || p->plankey != key2) {
+            /* New ranks (a choice, a probe): a new plan, in the memory of the old when it fits. */
+            event      = 1;
+            int *t     = p->ranks;
+            p->ranks   = p->next;
+            p->next    = t;
+            ok         = SQZ_OK == sqz_gpu_psgd_prepare(p, ml, nl, n, s);
+            p->plankey = ok ? (key2 ? key2 : 1) : 0;
+        }
+    }
+    if (event) {
+        const int all = sqz_gpu_comm_agree(comm, ok, s);
+        if (all <= 0) {
+            sqz_gpu_psgd_free(p);
+            *state = NULL;
+            return all < 0 ? SQZ_ERR_NCCL : SQZ_ERR_NO_MEMORY;
+        }
     }
     const sqz_cu_psgd_plan_t *pl   = &p->plan;
     float *const              qsum = p->msg + pl->plen + pl->ndense;

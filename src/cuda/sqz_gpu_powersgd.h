@@ -35,8 +35,10 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg);
  *  per-layer ranks come from lv, and call `seq` may probe (sqz_adapt_begin): its errors are
  *  copied to the host (one stream synchronization), summed over the ranks and solved.  A non-finite input on
  *  any rank gives NaN everywhere in out and m restored, decided on the device, and counted in
- *  *d_nonfinite.  \return SQZ_OK, SQZ_ERR_NO_MEMORY (nothing was enqueued: the caller may go
- *  dense), SQZ_ERR_CUDA or SQZ_ERR_NCCL. */
+ *  *d_nonfinite.  A call that allocates (a new layout, new ranks) agrees with the other ranks
+ *  first (sqz_gpu_comm_agree).  \return SQZ_OK, SQZ_ERR_NO_MEMORY (some rank could not allocate:
+ *  every rank returns it at this call with its state freed, and nothing of the call reached the
+ *  network: the caller goes dense), SQZ_ERR_CUDA or SQZ_ERR_NCCL. */
 sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
                                const sqz_nccl_api_t *nccl, ncclComm_t nc,
                                struct sqz_gpu_psgd **state, sqz_levels_t *lv, uint64_t seq,

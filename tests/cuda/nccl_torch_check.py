@@ -21,7 +21,9 @@ ranks agree:
     run's loss; a NaN in one rank's gradient gives NaN on every rank, and the next step is clean;
   ef21 (--only ef21, hook mode, SQZ_METHOD=powersgd SQZ_EF=ef21 SQZ_POWERSGD_START_STEPS=1): a
     layer of full-rank gradients that change by rank 1 per call after the dense first call is
-    delivered exactly (the estimators track the change), bit-identical on every rank.
+    delivered exactly (the estimators track the change), bit-identical on every rank;
+  alloc (hook mode): rank 1 cannot allocate a new buffer's device state; every rank goes dense
+    for that buffer (exact sums, counted as fallbacks, no hang).
 Exit status 0 when every check passed on every rank, 1 otherwise.
 """
 import argparse
@@ -496,6 +498,49 @@ def check_ef21_tracking(ck, red, world, device, comm):
               f"{first:.2e}, largest later rel_err {worst:.2e} (max 1e-4)")
 
 
+def check_alloc_failure(ck, red, world, device, ctx):
+    """Rank 1 cannot allocate the device state of a new buffer (the GPU is nearly full there):
+    the ranks agree on it before anything is sent, and the buffer goes dense on every rank, now
+    and on its later calls.  Without the agreement rank 1 would send dense while rank 0 sends
+    compressed (a hang or a wrong sum)."""
+    rank = dist.get_rank()
+    count = 4 << 20                           # 16 MB of float32: its residual alone is 16 MB
+    key = (1 << 41) + 9
+    xs = [make_input(rank, 500 + c, count, torch.float32, "smallint").to(device) for c in range(2)]
+    exact = [sum(make_input(r, 500 + c, count, torch.float32, "smallint").double()
+                 for r in range(world)) for c in range(2)]
+    before = ctx.stats()
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    hog, hogged = None, 0
+    if rank == 1:
+        for leave in (8, 10, 12):             # MB left: less than the buffer's state
+            free, _ = torch.cuda.mem_get_info()
+            try:
+                hog = torch.empty(free - (leave << 20), dtype=torch.uint8, device=device)
+                hogged = hog.numel()
+                break
+            except RuntimeError:
+                hog = None
+    red(xs[0], "sum", key=key)
+    torch.cuda.synchronize()
+    del hog
+    torch.cuda.empty_cache()
+    red(xs[1], "sum", key=key)                # the buffer stays dense, with memory free again
+    torch.cuda.synchronize()
+    after = ctx.stats()
+    exact_ok = all(torch.equal(x.double().cpu(), e) for x, e in zip(xs, exact))
+    fell = after["calls_fallback"] - before["calls_fallback"]
+    same = same_on_all_ranks((digest(xs[0]), digest(xs[1])))
+    made = same_on_all_ranks(1) and (rank != 1 or hogged > 0)
+    ok = exact_ok and same and fell == 2 and after["calls_compressed"] == before["calls_compressed"]
+    ck.report(ok and made, "a rank out of device memory for a new buffer: dense on every rank",
+              f"rank 1 held all but 8-12 MB: {'yes' if made else 'NO'}; 2 calls "
+              f"{'exact' if exact_ok else 'NOT exact'}, {'bit-identical' if same else 'ranks DIFFER'}"
+              f", calls_fallback +{fell} (want +2), calls_compressed "
+              f"+{after['calls_compressed'] - before['calls_compressed']} (want +0)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=("preload", "hook"), required=True)
@@ -520,7 +565,7 @@ def main():
     ap.add_argument("--ddp-steps", type=int, default=30)
     ap.add_argument("--ddp-lr", type=float, default=1e-3)
     ap.add_argument("--skip", default="", help="comma-separated: exact,coalesced,compressed,"
-                                               "convergence,ddp")
+                                               "convergence,ddp,alloc")
     ap.add_argument("--only", default="", help="comma-separated: run only these checks (ef21 "
                                                "runs only when named here)")
     args = ap.parse_args()
@@ -569,6 +614,7 @@ def main():
     if args.mode == "hook":
         steps.append(("ddp", lambda: check_ddp_hook(ck, args, world, device)))
         steps.append(("ef21", lambda: check_ef21_tracking(ck, red, world, device, comm)))
+        steps.append(("alloc", lambda: check_alloc_failure(ck, red, world, device, ctx)))
     only = set(filter(None, args.only.split(",")))
     for name, fn in steps:
         if name in skip or (only and name not in only) or (name == "ef21" and not only):
