@@ -13,11 +13,14 @@
  *     orthonormalize P;  Q_i = M^T P^
  *     ncclAllReduce(Q)                          check;  warm start Q = sum / ranks
  *     out = scale * P^ Q^T | exact part;  m = M - P^ Q_i^T
- * (the middle repeated POWERSGD_ITERS times).  With SQZ_EF=ef21 the buffer keeps two more arrays,
- * this rank's estimator g_i and the shared estimator G: the first step forms M = in - g_i instead,
- * the last adds P^ Q_i^T to g_i and P^ Q^T to G and returns scale * G; the start phase runs as a
- * call whose layers are all exact, which sets g_i = in and G = the exact sum.  A flagged call ends with NaN in out and m
+ * (the middle repeated POWERSGD_ITERS times).  A flagged call ends with NaN in out and m
  * restored, on every rank alike: the flags are computed from identical sums.
+ *
+ * With SQZ_EF=ef21 the buffer keeps two more arrays, this rank's estimator g_i and the shared
+ * estimator G: the first step forms M = in - g_i instead, the last adds P^ Q_i^T to g_i and P^ Q^T
+ * to G and returns scale * G (a flagged call leaves both as they were).  The start phase runs as
+ * a call whose layers are all exact, which sets g_i = in and G = the exact sum; its message (n
+ * floats) stays in the grow-only memory, so ef21 holds 3 n floats more than ef14 per buffer.
  */
 #include "config.h"
 

@@ -536,9 +536,10 @@ def check_alloc_failure(ck, red, world, device, ctx):
     ok = exact_ok and same and fell == 2 and after["calls_compressed"] == before["calls_compressed"]
     ck.report(ok and made, "a rank out of device memory for a new buffer: dense on every rank",
               f"rank 1 held all but 8-12 MB: {'yes' if made else 'NO'}; 2 calls "
-              f"{'exact' if exact_ok else 'NOT exact'}, {'bit-identical' if same else 'ranks DIFFER'}"
-              f", calls_fallback +{fell} (want +2), calls_compressed "
-              f"+{after['calls_compressed'] - before['calls_compressed']} (want +0)")
+              f"{'exact' if exact_ok else 'NOT exact'}, "
+              f"{'bit-identical' if same else 'ranks DIFFER'}, calls_fallback +{fell} (want +2), "
+              f"calls_compressed +{after['calls_compressed'] - before['calls_compressed']} "
+              f"(want +0)")
 
 
 def main():
