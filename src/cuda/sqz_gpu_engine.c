@@ -585,7 +585,9 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
     sqz_status_t     st  = SQZ_OK;
     sqz_gpu_buf_t   *b   = sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL, s);
-    const int        warm = b != NULL && (int64_t)b->calls < ctx->p.warmup_steps;
+    /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
+    const int warm = b != NULL && (int64_t)b->calls < ctx->p.warmup_steps &&
+                     !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
     if (NULL == b || warm || b->dense_only) {
         if (b) {
             b->calls++;

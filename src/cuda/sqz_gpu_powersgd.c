@@ -72,6 +72,11 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
                     : ctx->p.ef == SQZ_EF_EF21 ? SQZ_GPU_PSGD_EF21
                                                : SQZ_GPU_PSGD_EF_NONE;
     cfg->seed     = (uint64_t)ctx->p.seed;
+    if (SQZ_GPU_PSGD_EF21 == cfg->ef && ctx->p.warmup_steps > cfg->start) {
+        /* ef21's dense calls set its estimators: SQZ_WARMUP_STEPS runs as a longer start phase
+         * (the engine leaves those calls to this path), as the CPU engine's warm-up does. */
+        cfg->start = ctx->p.warmup_steps;
+    }
     return 1;
 }
 

@@ -128,7 +128,11 @@ elif SQUEEZE_LIB="$LIB" PYTHONPATH="$top_srcdir/python" "$PY" -c \
         # error-feedback least squares and the DDP hook under it.
         PSGD_START=1 CASE_ARGS="--only ef21,convergence,ddp"
         run_case hook-powersgd-ef21 hook powersgd SQZ_EF=ef21
-        PSGD_START=0 CASE_ARGS=
+        # The same first call as a core warm-up call (SQZ_WARMUP_STEPS) instead: it must set
+        # the estimators too.
+        PSGD_START=0 CASE_ARGS="--only ef21"
+        run_case hook-powersgd-ef21-warmup hook powersgd SQZ_EF=ef21 SQZ_WARMUP_STEPS=1
+        CASE_ARGS=
         ;;
     esac
 else
