@@ -14,6 +14,9 @@
 #   hook-powersgd2-ef21-s10 hook-powersgd8-ef21-s10 hook-powersgd4-ef21-s10-lgreco (SQZ_EF=ef21:
 #   the estimators take the rank-r updates and the hook returns the shared one)
 # (PowerSGD runs start compressing at step 2, as torch-powersgd's start_powerSGD_iter=2.)
+# Any other setting of the DDP hook: hook@NAME=VALUE@NAME=VALUE... passes each NAME=VALUE as
+#   --sqz NAME=VALUE (SQZ_ names without the prefix), e.g.
+#   hook@METHOD=powersgd@POWERSGD_RANK=32@POWERSGD_START_STEPS=10@EF=ef21
 # Extra arguments for ddp_train.py: DDP_ARGS (default "--steps 60 --bf16").
 set -u
 B=$(cd "$1" && pwd)
@@ -58,6 +61,9 @@ for r in $RUNS; do
     hook-powersgd2-ef21-s10) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=2 --sqz POWERSGD_START_STEPS=10 --sqz EF=ef21" ;;
     hook-powersgd8-ef21-s10) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=8 --sqz POWERSGD_START_STEPS=10 --sqz EF=ef21" ;;
     hook-powersgd4-ef21-s10-lgreco) cmd="env $SOCK $T --comm squeeze --sqz METHOD=powersgd --sqz POWERSGD_RANK=4 --sqz POWERSGD_START_STEPS=10 --sqz EF=ef21 --sqz ADAPT=lgreco --sqz ADAPT_PERIOD=10" ;;
+    hook@*)
+        cmd="env $SOCK $T --comm squeeze"
+        for kv in $(echo "${r#hook@}" | tr '@' ' '); do cmd="$cmd --sqz $kv"; done ;;
     preload-powersgd4) cmd="env $SOCK $P SQZ_METHOD=powersgd SQZ_POWERSGD_RANK=4 SQZ_POWERSGD_START_STEPS=2 $T --comm dense" ;;
     *) echo "unknown run $r" >&2; exit 2 ;;
     esac
