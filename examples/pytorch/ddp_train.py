@@ -62,7 +62,12 @@ class Block(nn.Module):
         q = q.view(B, T, h, C // h).transpose(1, 2)
         k = k.view(B, T, h, C // h).transpose(1, 2)
         v = v.view(B, T, h, C // h).transpose(1, 2)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if hasattr(F, "scaled_dot_product_attention"):
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # torch < 2.0 (bench/lowrank/psgd_sim.py on Debian's torch): the same, written out
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(C // h)
+            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            y = att.masked_fill(~mask, float("-inf")).softmax(-1) @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         x = x + self.attn_out(y)
         x = x + self.mlp_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh"))
