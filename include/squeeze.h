@@ -360,6 +360,14 @@ typedef struct sqz_stats {
     double   seconds_compress;  /**< time in compress and decode */
     double   seconds_comm;      /**< time in the transport */
     double   rel_error_sum;     /**< sum over compressed calls of ||x - x_hat|| / ||x|| */
+    /* Per-buffer states (residuals, estimators), over every communicator: */
+    uint64_t residuals_dropped; /**< calls whose buffer's residual was dropped because its
+                                     identity was uncertain (a call sequence being learned again,
+                                     a buffer whose address moved where several share a size) */
+    uint64_t state_evictions;   /**< states freed before their communicator: stale ones (buffers
+                                     not seen for two periods of the call pattern) and those over
+                                     SQZ_STATE_MAX_BYTES */
+    uint64_t state_bytes;       /**< memory the states hold now */
 } sqz_stats_t;
 
 /** Copies the context-wide totals (all communicators, all methods). */

@@ -172,6 +172,9 @@ class sqz_stats_t(ctypes.Structure):
         ("seconds_compress", ctypes.c_double),
         ("seconds_comm", ctypes.c_double),
         ("rel_error_sum", ctypes.c_double),
+        ("residuals_dropped", ctypes.c_uint64),
+        ("state_evictions", ctypes.c_uint64),
+        ("state_bytes", ctypes.c_uint64),
     ]
 
 

@@ -55,6 +55,9 @@ typedef struct sqz_coll_call {
      *  (index, value) pairs or dense floats, whichever is smaller, instead of compressing it again.
      *  For sparsifiers, whose reduced chunks are sparse unless their supports grew. */
     int                        exact2;
+    /** This rank could not prepare the call (no state, no memory for error feedback): it takes
+     *  part in the exchange with fallback frames only, so that every rank goes dense together. */
+    int                        poisoned;
     sqz_call_stats_t           cs;
 } sqz_coll_call_t;
 
@@ -118,7 +121,8 @@ void         sqz_coll_frame_set(const sqz_coll_call_t *call, void *where, uint32
 sqz_status_t sqz_coll_frame_check(const sqz_coll_call_t *call, const void *where, size_t count,
                                   size_t slot);
 /** Compresses in[0, n) (+ residual) with the compressor state of thread `worker` into a frame + payload at dst
- *  (capacity cap).  On failure writes a fallback frame and returns the compressor's status.
+ *  (capacity cap).  On failure (or for a poisoned call) writes a fallback frame and returns the
+ *  compressor's status (SQZ_ERR_NO_MEMORY for a poisoned call).
  *  norms (may be NULL) receives {norm2_in, norm2_err}.  Safe to call from several threads on
  *  distinct chunks with distinct compressor states. */
 sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const float *in,

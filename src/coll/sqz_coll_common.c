@@ -39,11 +39,13 @@ sqz_status_t sqz_coll_frame_check(const sqz_coll_call_t *call, const void *where
     if (SQZ_FRAME_MAGIC != f.magic) {
         return SQZ_ERR_CORRUPT;
     }
-    if (f.method != sqz_coll_method_id(call->c) || f.count != count || f.seq != (uint32_t)call->seq) {
-        return SQZ_ERR_MISMATCH;
-    }
+    /* A fallback request first: its sender may not know the call's counter (a rank that could
+     * not find its buffer's state still takes part, asking for the dense path). */
     if (f.flags & SQZ_FRAME_FALLBACK) {
         return (f.flags & SQZ_FRAME_NONFINITE) ? SQZ_ERR_NONFINITE : SQZ_ERR_CORRUPT;
+    }
+    if (f.method != sqz_coll_method_id(call->c) || f.count != count || f.seq != (uint32_t)call->seq) {
+        return SQZ_ERR_MISMATCH;
     }
     if (f.bytes > slot - sizeof(sqz_frame_t)) {
         return SQZ_ERR_CORRUPT;
@@ -80,6 +82,10 @@ sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const fl
                                float *residual, size_t n, int stage, void *dst, size_t cap,
                                double *norms, const float *shared)
 {
+    if (call->poisoned) {
+        sqz_coll_frame_set(call, dst, SQZ_FRAME_FALLBACK, n, 0);
+        return SQZ_ERR_NO_MEMORY;
+    }
     void *const cstate = call->cstates[worker];
     sqz_compress_args_v1_t a = {
         .size     = sizeof(a),

@@ -57,6 +57,7 @@ sqz_status_t sqz_coll_summable(sqz_coll_call_t *call, uint64_t key)
         b->plugin_state = st;
         b->plugin_len   = len;
         b->layout       = digest;
+        sqz_state_account(&comm->store, b);
     }
     sqz_adapt_probe_t pr    = {0};
     const int         probe = sqz_adapt_begin(comm, &b->adapt, call->seq, nl, &pr);

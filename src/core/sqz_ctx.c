@@ -129,6 +129,11 @@ static const sqz_param_def_v1_t sqz_core_param_defs[] = {
     {"LSH_SAMPLE", SQZ_PARAM_INT, "64", 0, 16777216, NULL, CORE(lsh_sample),
      "coordinates of each token the LSH hash reads (a seeded random subset, the same on every "
      "rank; 0: all): keeps the hashing cost per token independent of d_model"},
+    {"STATE_MAX_BYTES", SQZ_PARAM_SIZE, "0", 0, 1125899906842624.0, NULL, CORE(state_max_bytes),
+     "bound on the memory of per-buffer states (residuals, estimators) per communicator: beyond it "
+     "the least recently used states are freed (their residuals dropped, counted in "
+     "state_evictions); 0 frees only stale states: those of buffers not seen for two periods of "
+     "the job's repeating call pattern"},
 };
 #define SQZ_NCORE (sizeof(sqz_core_param_defs) / sizeof(sqz_core_param_defs[0]))
 

@@ -52,6 +52,7 @@ typedef struct sqz_core_params {
     int64_t     lsh_hashes;
     int64_t     lsh_dim;
     int64_t     lsh_sample;
+    size_t      state_max_bytes; /* 0: stale states only */
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */
@@ -98,6 +99,11 @@ struct sqz_ctx {
     int                        moe_ncycle;
     sqz_moe_stats_t            moe_stats[SQZ_MOE_NCODECS];
     uint64_t                   moe_passthrough;
+    /* Per-buffer states (guarded by lock): residuals dropped because a call's identity was
+     * uncertain, states freed before their communicator, and the memory all of them hold. */
+    uint64_t                   residuals_dropped;
+    uint64_t                   state_evictions;
+    int64_t                    state_bytes, state_bytes_peak;
 };
 
 struct sqz_gpu_comm;
@@ -113,6 +119,8 @@ struct sqz_comm {
     struct sqz_pool   *pool;             /* SQZ_THREADS workers, or NULL */
     struct sqz_entropy **entropy;        /* one zstd stage per pool thread */
     sqz_state_store_t  store;
+    struct sqz_callseq *seq;             /* identities of intercepted calls (sqz_callseq.h) */
+    size_t             state_bytes_seen; /* store.bytes last added to ctx->state_bytes */
     pthread_mutex_t    lock;             /* one collective at a time per communicator */
     int                settings_checked;
     int                p2p;              /* the transport has isend/irecv/test/wait */

@@ -28,13 +28,7 @@ sqz_status_t sqz_dgc_input(const sqz_core_params_t *p, int nranks, sqz_state_sto
         }
         return SQZ_OK;
     }
-    if (NULL == b->dgc_momentum) {
-        b->dgc_momentum = calloc(n ? n : 1, sizeof(float));
-        if (NULL == b->dgc_momentum) {
-            return SQZ_ERR_NO_MEMORY;
-        }
-        s->bytes += n * sizeof(float);
-    }
+    SQZ_CHECK(sqz_state_alloc(s, b, &b->dgc_momentum, n));
     float *restrict u = b->dgc_momentum;
     const float     m = (float)p->dgc_momentum;
     if (p->dgc_nesterov) {

@@ -9,25 +9,13 @@
 
 int sqz_ef_transforms(int mode) { return SQZ_EF_EF21 == mode || SQZ_EF_ECONTROL == mode; }
 
-static sqz_status_t sqz_ef_alloc(sqz_state_store_t *s, float **p, size_t n)
-{
-    if (NULL == *p) {
-        *p = calloc(n ? n : 1, sizeof(float));
-        if (NULL == *p) {
-            return SQZ_ERR_NO_MEMORY;
-        }
-        s->bytes += n * sizeof(float);
-    }
-    return SQZ_OK;
-}
-
 sqz_status_t sqz_ef_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int mode)
 {
     /* ef21: est = g_i, shared = G.  econtrol: est = h_i, err = e_i, shared = H. */
-    SQZ_CHECK(sqz_ef_alloc(s, &b->ef_est, b->count));
-    SQZ_CHECK(sqz_ef_alloc(s, &b->ef_shared, b->count));
+    SQZ_CHECK(sqz_state_alloc(s, b, &b->ef_est, b->count));
+    SQZ_CHECK(sqz_state_alloc(s, b, &b->ef_shared, b->count));
     if (SQZ_EF_ECONTROL == mode) {
-        SQZ_CHECK(sqz_ef_alloc(s, &b->ef_err, b->count));
+        SQZ_CHECK(sqz_state_alloc(s, b, &b->ef_err, b->count));
     }
     return SQZ_OK;
 }

@@ -8,14 +8,32 @@
 #include <string.h>
 
 #include "coll/sqz_coll.h"
+#include "sqz_callseq.h"
 #include "sqz_ctx.h"
 #include "sqz_dgc.h"
 #include "sqz_ef.h"
+#include "sqz_identity.h"
 #include "sqz_log.h"
 #include "sqz_pool.h"
 #include "sqz_residual.h"
 #include "adapt/sqz_adapt_seg.h"
 #include "lossless/sqz_entropy.h"
+
+/* Brings the context's total of state memory up to date with this communicator's store (with
+ * `bytes` = what the store holds now; 0 when it goes away). */
+static void sqz_engine_account_bytes(sqz_comm_t *comm, size_t bytes)
+{
+    if (bytes == comm->state_bytes_seen) {
+        return;
+    }
+    pthread_mutex_lock(&comm->ctx->lock);
+    sqz_ctx_t *const ctx = comm->ctx;
+    ctx->state_bytes += (int64_t)bytes - (int64_t)comm->state_bytes_seen;
+    ctx->state_bytes_peak = ctx->state_bytes > ctx->state_bytes_peak ? ctx->state_bytes
+                                                                       : ctx->state_bytes_peak;
+    pthread_mutex_unlock(&comm->ctx->lock);
+    comm->state_bytes_seen = bytes;
+}
 
 sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_t **out)
 {
@@ -40,9 +58,10 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
     pthread_mutex_init(&comm->lock, NULL);
     comm->counts    = calloc(7 * (size_t)t->nranks, sizeof(size_t));
     comm->sharedptr = calloc((size_t)t->nranks, sizeof(*comm->sharedptr));
+    comm->seq       = sqz_callseq_create();
     const sqz_compressor_env_v1_t env = {
         .size = sizeof(env), .rank = t->rank, .nranks = t->nranks, .seed = (uint64_t)ctx->p.seed};
-    sqz_status_t st = (comm->counts && comm->sharedptr) ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    sqz_status_t st = (comm->counts && comm->sharedptr && comm->seq) ? SQZ_OK : SQZ_ERR_NO_MEMORY;
     if (SQZ_OK == st) {
         st = sqz_pool_create((int)ctx->p.threads, &comm->pool);
     }
@@ -105,7 +124,9 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     }
     free(comm->entropy);
     sqz_pool_destroy(comm->pool);
+    sqz_engine_account_bytes(comm, 0);
     sqz_state_store_fini(&comm->store);
+    sqz_callseq_destroy(comm->seq);
     free(comm->sendbuf);
     free(comm->recvbuf);
     free(comm->chunkbuf);
@@ -354,161 +375,131 @@ static sqz_status_t sqz_engine_segments(sqz_comm_t *comm, sqz_coll_call_t *call,
     return SQZ_OK;
 }
 
-static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
-                                   size_t block, sqz_op_t op, uint64_t key)
+/* sqz_identity_place's eviction callback: a stale slot's state goes. */
+static void sqz_engine_evict_slot(void *arg, uint64_t id)
 {
-    sqz_ctx_t *const ctx = comm->ctx;
-    sqz_status_t     st  = sqz_comm_check_settings(comm);
-    if (SQZ_OK != st) {
-        return st;
+    sqz_state_drop(&((sqz_comm_t *)arg)->store, id);
+}
+
+/* The state of an intercepted call (key 0): its call-sequence slot, with the local repairs the
+ * identity asks for (an heir's residual taken over, an ambiguous one dropped). */
+static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, size_t n, size_t block,
+                                          const void *addr, sqz_buf_state_t **bs, uint64_t *seq,
+                                          uint64_t *dropped)
+{
+    sqz_call_identity_t id;
+    SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(n, SQZ_DTYPE_FLOAT32, block != 0), addr,
+                                 sqz_engine_evict_slot, comm, &id));
+    *seq                        = id.seq;
+    const sqz_buf_state_t *had  = sqz_state_find(&comm->store, id.key, n);
+    *bs                         = sqz_state_get(&comm->store, id.key, n, 1);
+    if (NULL == *bs) {
+        return SQZ_ERR_NO_MEMORY;
     }
-    if (0 == key) {
-        key = sqz_hash64((uint64_t)(uintptr_t)out ^ ((uint64_t)n << 1) ^ (block ? 1u : 0u));
+    /* ef21/econtrol's estimators are shared state (G identical on every rank): a rank must not
+     * carry them, nor the server residual that feeds them, where another rank might not. */
+    const int      shared = sqz_ef_transforms(comm->ctx->p.ef) && 0 == block;
+    sqz_buf_state_t *heir = id.heir_of && !shared ? sqz_state_find(&comm->store, id.heir_of, n)
+                                                  : NULL;
+    if (heir) {
+        (void)sqz_state_inherit(&comm->store, *bs, heir);
+    } else if (id.uncertain || (NULL == had && !id.fresh)) {
+        *dropped += 1; /* a buffer of this size had a residual that nobody can claim for sure */
     }
-    sqz_buf_state_t *bs = sqz_state_get(&comm->store, key, n);
-    if (NULL == bs) {
-        st = SQZ_ERR_NO_MEMORY;
-        goto dense;
+    if (id.moved_ambiguous && sqz_state_forget_local(*bs)) {
+        *dropped += 1;
     }
-    /* ef21/econtrol transform all-reduces; a reduce-scatter keeps classic error feedback. */
-    const int mode      = (block && sqz_ef_transforms(ctx->p.ef)) ? SQZ_EF_EF14 : ctx->p.ef;
-    const int transform = sqz_ef_transforms(mode);
-    if (transform && (SQZ_OK != sqz_ef_reserve(&comm->store, bs, mode) ||
-                      SQZ_OK != sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap,
-                                                    2 * n * sizeof(float)))) {
-        st = SQZ_ERR_NO_MEMORY;
-        goto dense;
-    }
-    const uint64_t seq = bs->calls++;
-    if (seq < (uint64_t)ctx->p.warmup_steps) {
-        st = SQZ_ERR_NOT_SUPPORTED; /* warm-up: dense, counted as such */
-        if (transform) {
-            /* The exact gradients of a dense call initialize the estimators. */
-            memcpy(comm->efbuf, in, n * sizeof(float));
-            sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
-            SQZ_CHECK(sqz_dense_allreduce(comm, comm->efbuf, out, n, SQZ_OP_SUM));
-            sqz_ef_dense(mode, bs, comm->efbuf, out, n);
-            if (SQZ_OP_AVG == op) {
-                sqz_scale(out, n, 1.0f / (float)comm->nranks);
-            }
-            return SQZ_OK;
+    return SQZ_OK;
+}
+
+/* The state of one call and its counter (identical on every rank): by the caller's key, or by the
+ * call sequence.  *bs is NULL when this rank could not make it (the call then takes part in the
+ * exchange poisoned, so that all ranks go dense together).  Also keeps the store within
+ * SQZ_STATE_MAX_BYTES.  \return SQZ_OK, or SQZ_ERR_TRANSPORT (the agreement step failed). */
+static sqz_status_t sqz_engine_state(sqz_comm_t *comm, uint64_t key, size_t n, size_t block,
+                                     const void *addr, sqz_buf_state_t **bs, uint64_t *seq)
+{
+    uint64_t     dropped = 0;
+    sqz_status_t st      = SQZ_OK;
+    comm->store.tick++;
+    *bs  = NULL;
+    *seq = 0;
+    if (key) {
+        *bs = sqz_state_get(&comm->store, key, n, 0);
+        if (*bs) {
+            *seq = (*bs)->calls++;
         }
-        goto dense;
-    }
-    const int ef       = (SQZ_EF_NONE != mode);
-    float    *residual = NULL;
-    const int fresh    = NULL == bs->residual && NULL == bs->res_compact;
-    if (SQZ_EF_EF14 == mode && SQZ_OK != sqz_residual_open(comm, bs, ctx->p.ef_storage, &residual)) {
-        st = SQZ_ERR_NO_MEMORY;
-        goto dense;
-    }
-    if (fresh && SQZ_EF_EF14 == mode && SQZ_EF_STORAGE_FP32 == ctx->p.ef_storage) {
-        /* A new buffer (a rebuilt DDP bucket, say): take over its layers' residuals. */
-        const sqz_carry_t carry = {comm, residual};
-        sqz_layout_carry(comm, key, n, sqz_carry_residual, (void *)&carry);
-    }
-    float *const m = transform ? comm->efbuf : NULL, *const r = transform ? comm->efbuf + n : NULL;
-    if (transform) {
-        sqz_ef_message(mode, ctx->p.econtrol_eta, bs, in, m, r, n);
-    }
-    /* DGC's clipping and momentum correction change what the compressor sees (ef14 only). */
-    const int dgc = !transform && SQZ_EF_EF14 == mode && sqz_dgc_active(&ctx->p);
-    float    *dgc_in = NULL;
-    if (dgc) {
-        if (SQZ_OK != sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap, n * sizeof(float)) ||
-            SQZ_OK != sqz_dgc_input(&ctx->p, comm->nranks, &comm->store, bs, in, comm->efbuf, n)) {
-            st = SQZ_ERR_NO_MEMORY;
-            goto dense;
-        }
-        dgc_in = comm->efbuf;
-    }
-    sqz_coll_call_t call = {
-        .comm     = comm,
-        .c        = ctx->method,
-        .cstate   = comm->cstate,
-        .cstates  = comm->cstates,
-        .in       = transform ? m : (dgc ? dgc_in : in),
-        .out      = out,
-        .n        = n,
-        .block    = block,
-        .residual = transform ? r : residual,
-        .state    = ef ? bs : NULL,
-        .seq      = seq,
-        /* A reduce-scatter's output block is the start of an in-place input as well. */
-        .out_is_input = ((const float *)out == in),
-    };
-    call.bstate = bs;
-    if (SQZ_EXCHANGE_SUMMABLE == ctx->method->exchange) {
-        call.cs.algo = SQZ_ALGO_SUMMABLE;
-        st           = sqz_coll_summable(&call, key);
-    } else if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
-        sqz_adapt_probe_t  pr     = {0};
-        int                probe  = 0;
-        size_t             nl     = 0;
-        const sqz_layer_t *layers = NULL;
-        if (block) {
-            st = SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
-        } else if (comm->segs) {
-            /* Layer by layer (SQZ_ADAPT): the composite, which sqz_sparse_choose keeps off the
-             * split exchange (its chunks would cut across layers). */
-            st = sqz_engine_segments(comm, &call, key, &layers, &nl, &pr, &probe);
-        }
-        if (SQZ_OK == st) {
-            call.cs.algo = sqz_sparse_choose(comm, n);
-            switch (call.cs.algo) {
-            case SQZ_ALGO_DENSE_SWITCH: st = sqz_dense_switch(&call); break;
-            case SQZ_ALGO_SPLIT_ALLGATHER:
-                call.exact2 = 1;
-                st          = sqz_coll_reduce_scatter_p2p(&call);
-                break;
-            case SQZ_ALGO_ALLGATHER_P2P: st = sqz_coll_allgather_p2p(&call); break;
-            default: st = sqz_coll_allgather(&call); break;
-            }
-        }
-        if (SQZ_OK == st && probe) {
-            st = sqz_adapt_end(comm, &bs->adapt, seq, n, layers, nl, &pr);
-        }
-    } else if (comm->p2p && ctx->p.pipeline && sqz_pool_size(comm->pool) <= 1) {
-        call.cs.algo = SQZ_ALGO_REDUCE_SCATTER_P2P;
-        st           = sqz_coll_reduce_scatter_p2p(&call);
     } else {
-        call.cs.algo = SQZ_ALGO_REDUCE_SCATTER;
-        st           = sqz_coll_reduce_scatter(&call);
-    }
-    if (residual && (SQZ_OK == st || sqz_agreed_fallback(st))) {
-        if (SQZ_OK == st && dgc) {
-            sqz_dgc_commit(&ctx->p, bs, residual, n);
+        st = sqz_engine_slot_state(comm, n, block, addr, bs, seq, &dropped);
+        if (SQZ_ERR_TRANSPORT != st) {
+            st = SQZ_OK; /* no memory: poisoned, not failed */
         }
-        sqz_residual_close(bs, ctx->p.ef_storage, residual); /* restored on a fallback */
+    }
+    const size_t evicted = sqz_state_evict(&comm->store, comm->ctx->p.state_max_bytes, *bs);
+    sqz_identity_count(comm, dropped, evicted);
+    return st;
+}
+
+/* The exchange of a prepared call, as the method's exchange and the cost models choose it (the
+ * same choice on every rank: it depends on settings and sizes only).  `key` names the buffer's
+ * layout (0: none registered). */
+static sqz_status_t sqz_engine_exchange(sqz_coll_call_t *call, uint64_t key)
+{
+    sqz_comm_t *const comm = call->comm;
+    sqz_ctx_t *const  ctx  = comm->ctx;
+    if (SQZ_EXCHANGE_SUMMABLE == ctx->method->exchange) {
+        call->cs.algo = SQZ_ALGO_SUMMABLE;
+        if (call->poisoned) {
+            /* Its rounds are native sums with no frame to carry a fallback request. */
+            SQZ_ERROR("out of memory for a buffer's state: the ranks cannot stay in step");
+            return SQZ_ERR_NO_MEMORY;
+        }
+        return sqz_coll_summable(call, key);
+    }
+    if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
+        if (call->block) {
+            return SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
+        }
+        call->cs.algo = sqz_sparse_choose(comm, call->n);
+        switch (call->cs.algo) {
+        case SQZ_ALGO_DENSE_SWITCH: return sqz_dense_switch(call);
+        case SQZ_ALGO_SPLIT_ALLGATHER: call->exact2 = 1; return sqz_coll_reduce_scatter_p2p(call);
+        case SQZ_ALGO_ALLGATHER_P2P: return sqz_coll_allgather_p2p(call);
+        default: return sqz_coll_allgather(call);
+        }
+    }
+    if (comm->p2p && ctx->p.pipeline && sqz_pool_size(comm->pool) <= 1) {
+        call->cs.algo = SQZ_ALGO_REDUCE_SCATTER_P2P;
+        return sqz_coll_reduce_scatter_p2p(call);
+    }
+    call->cs.algo = SQZ_ALGO_REDUCE_SCATTER;
+    return sqz_coll_reduce_scatter(call);
+}
+
+/* The all-gather family under SQZ_ADAPT: the segmented composite, probes included. */
+static sqz_status_t sqz_engine_exchange_segments(sqz_coll_call_t *call, uint64_t key)
+{
+    sqz_adapt_probe_t  pr     = {0};
+    int                probe  = 0;
+    size_t             nl     = 0;
+    const sqz_layer_t *layers = NULL;
+    sqz_status_t       st     = SQZ_OK;
+    if (0 == call->block) {
+        st = sqz_engine_segments(call->comm, call, key, &layers, &nl, &pr, &probe);
     }
     if (SQZ_OK == st) {
-        if (transform) {
-            sqz_ef_commit(mode, ctx->p.econtrol_eta, bs, m, r, out, out, n);
-        }
-        if (SQZ_OP_AVG == op) {
-            sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);
-        }
-        sqz_stats_record(ctx, ctx->method_index, call.cs.exact ? 'w' : 'c', n * sizeof(float),
-                         &call.cs);
-        return SQZ_OK;
+        st = sqz_engine_exchange(call, key);
     }
-    if (!sqz_agreed_fallback(st)) {
-        SQZ_ERROR("compressed %s failed: %s", block ? "reduce-scatter" : "all-reduce",
-                  sqz_status_string(st));
-        return st; /* the ranks did not agree: the dense path could hang */
+    if (SQZ_OK == st && probe) {
+        st = sqz_adapt_end(call->comm, &call->bstate->adapt, call->seq, call->n, layers, nl, &pr);
     }
-    if (SQZ_ERR_MISMATCH == st) {
-        SQZ_LOG_ONCE(SQZ_LOG_ERROR, "ranks disagree on a call (different buffer sizes, call order "
-                                    "or method); such calls go dense");
-    } else if (SQZ_ERR_NONFINITE == st) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank's gradient holds NaN or Inf: that call goes dense "
-                                   "(counted as calls_nonfinite)");
-    }
-    sqz_stats_record(ctx, ctx->method_index, 'f', 0, &call.cs);
-    goto dense_fallback;
-dense:
-    sqz_stats_record(ctx, ctx->method_index, SQZ_ERR_NOT_SUPPORTED == st ? 'w' : 'f', 0, NULL);
-dense_fallback:
+    return st;
+}
+
+/* The dense path of an eligible call (warm-up or an agreed fallback). */
+static sqz_status_t sqz_engine_dense(sqz_comm_t *comm, const float *in, float *out, size_t n,
+                                     size_t block, sqz_op_t op)
+{
     if (0 == block) {
         return sqz_dense_allreduce(comm, in, out, n, op);
     }
@@ -516,6 +507,160 @@ dense_fallback:
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap, n * sizeof(float)));
     SQZ_CHECK(sqz_dense_allreduce(comm, in, comm->chunkbuf, n, op));
     memcpy(out, comm->chunkbuf + (size_t)comm->rank * block, block * sizeof(float));
+    return SQZ_OK;
+}
+
+/* After the exchange: a failed one that the ranks agreed on goes dense (logged once, counted);
+ * an agreed mismatch of the call sequences makes every rank learn it again. */
+static sqz_status_t sqz_engine_fallback(sqz_coll_call_t *call, const float *in, float *out,
+                                        sqz_op_t op, sqz_status_t st)
+{
+    sqz_comm_t *const comm = call->comm;
+    sqz_ctx_t *const  ctx  = comm->ctx;
+    if (!sqz_agreed_fallback(st)) {
+        SQZ_ERROR("compressed %s failed: %s", call->block ? "reduce-scatter" : "all-reduce",
+                  sqz_status_string(st));
+        return st; /* the ranks did not agree: the dense path could hang */
+    }
+    if (SQZ_ERR_MISMATCH == st) {
+        SQZ_LOG_ONCE(SQZ_LOG_ERROR, "ranks disagree on a call (different buffer sizes, call order "
+                                    "or method): it goes dense and the ranks learn their call "
+                                    "sequence again");
+        sqz_callseq_reset(comm->seq);
+    } else if (SQZ_ERR_NONFINITE == st) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank's gradient holds NaN or Inf: that call goes dense "
+                                   "(counted as calls_nonfinite)");
+    }
+    sqz_stats_record(ctx, ctx->method_index, 'f', 0, &call->cs);
+    return sqz_engine_dense(comm, in, out, call->n, call->block, op);
+}
+
+/* A call this rank could not prepare: it takes part in the exchange with fallback frames only
+ * (every rank then goes dense together), with no error feedback. */
+static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const float *in, float *out, size_t n,
+                                        size_t block, sqz_op_t op, uint64_t seq)
+{
+    SQZ_LOG_ONCE(SQZ_LOG_WARN, "out of memory for a buffer's state: its call goes dense on every "
+                               "rank");
+    sqz_coll_call_t call = {.comm = comm, .c = comm->ctx->method, .cstate = comm->cstate,
+                            .cstates = comm->cstates, .in = in, .out = out, .n = n,
+                            .block = block, .seq = seq, .poisoned = 1,
+                            .out_is_input = ((const float *)out == in)};
+    const sqz_status_t st = sqz_engine_exchange(&call, 0);
+    return sqz_engine_fallback(&call, in, out, op, SQZ_OK == st ? SQZ_ERR_INTERNAL : st);
+}
+
+/* Error feedback's view of a call: what the compressor sees (call->in) and the residual it
+ * updates, from the buffer's state.  \return SQZ_OK or SQZ_ERR_NO_MEMORY (this rank alone). */
+typedef struct sqz_engine_ef {
+    int    mode, transform, dgc;
+    float *residual;      /* ef14's working residual, or NULL */
+    float *m, *r;         /* ef21/econtrol: message and its compression residual */
+} sqz_engine_ef_t;
+
+static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const float *in, uint64_t key,
+                                       sqz_engine_ef_t *ef)
+{
+    sqz_comm_t *const comm = call->comm;
+    sqz_ctx_t *const  ctx  = comm->ctx;
+    sqz_buf_state_t  *bs   = call->bstate;
+    const size_t      n    = call->n;
+    call->in               = in;
+    if (ef->transform) {
+        SQZ_CHECK(sqz_ef_reserve(&comm->store, bs, ef->mode));
+        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap, 2 * n * sizeof(float)));
+        ef->m = comm->efbuf, ef->r = comm->efbuf + n;
+        sqz_ef_message(ef->mode, ctx->p.econtrol_eta, bs, in, ef->m, ef->r, n);
+        call->in = ef->m, call->residual = ef->r, call->state = bs;
+        return SQZ_OK;
+    }
+    if (SQZ_EF_EF14 != ef->mode) {
+        return SQZ_OK;
+    }
+    const int fresh = NULL == bs->residual && NULL == bs->res_compact;
+    SQZ_CHECK(sqz_residual_open(comm, bs, ctx->p.ef_storage, &ef->residual));
+    if (fresh && SQZ_EF_STORAGE_FP32 == ctx->p.ef_storage) {
+        /* A new buffer (a rebuilt DDP bucket, say): take over its layers' residuals. */
+        const sqz_carry_t carry = {comm, ef->residual};
+        sqz_layout_carry(comm, key, n, sqz_carry_residual, (void *)&carry);
+    }
+    call->residual = ef->residual, call->state = bs;
+    if (ef->dgc) {
+        /* DGC's clipping and momentum correction change what the compressor sees. */
+        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap, n * sizeof(float)));
+        SQZ_CHECK(sqz_dgc_input(&ctx->p, comm->nranks, &comm->store, bs, in, comm->efbuf, n));
+        call->in = comm->efbuf;
+    }
+    return SQZ_OK;
+}
+
+/* The exact gradients of a warm-up call initialize ef21/econtrol's estimators. */
+static sqz_status_t sqz_engine_warmup_transform(sqz_comm_t *comm, sqz_buf_state_t *bs, int mode,
+                                                const float *in, float *out, size_t n, sqz_op_t op)
+{
+    SQZ_CHECK(sqz_ef_reserve(&comm->store, bs, mode));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap, n * sizeof(float)));
+    memcpy(comm->efbuf, in, n * sizeof(float));
+    SQZ_CHECK(sqz_dense_allreduce(comm, comm->efbuf, out, n, SQZ_OP_SUM));
+    sqz_ef_dense(mode, bs, comm->efbuf, out, n);
+    if (SQZ_OP_AVG == op) {
+        sqz_scale(out, n, 1.0f / (float)comm->nranks);
+    }
+    return SQZ_OK;
+}
+
+static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
+                                   size_t block, sqz_op_t op, uint64_t key)
+{
+    sqz_ctx_t *const ctx = comm->ctx;
+    SQZ_CHECK(sqz_comm_check_settings(comm));
+    sqz_buf_state_t *bs;
+    uint64_t         seq;
+    SQZ_CHECK(sqz_engine_state(comm, key, n, block, out, &bs, &seq));
+    sqz_engine_account_bytes(comm, comm->store.bytes);
+    if (NULL == bs) {
+        return sqz_engine_poisoned(comm, in, out, n, block, op, seq);
+    }
+    /* ef21/econtrol transform all-reduces; a reduce-scatter keeps classic error feedback. */
+    sqz_engine_ef_t ef = {.mode = (block && sqz_ef_transforms(ctx->p.ef)) ? SQZ_EF_EF14 : ctx->p.ef};
+    ef.transform       = sqz_ef_transforms(ef.mode);
+    ef.dgc             = SQZ_EF_EF14 == ef.mode && sqz_dgc_active(&ctx->p);
+    if (seq < (uint64_t)ctx->p.warmup_steps) {
+        sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
+        if (ef.transform && SQZ_OK == sqz_engine_warmup_transform(comm, bs, ef.mode, in, out, n, op)) {
+            return SQZ_OK;
+        }
+        return sqz_engine_dense(comm, in, out, n, block, op);
+    }
+    sqz_coll_call_t call = {
+        .comm = comm, .c = ctx->method, .cstate = comm->cstate, .cstates = comm->cstates,
+        .out = out, .n = n, .block = block, .bstate = bs, .seq = seq,
+        /* A reduce-scatter's output block is the start of an in-place input as well. */
+        .out_is_input = ((const float *)out == in),
+    };
+    if (SQZ_OK != sqz_engine_ef_open(&call, in, key, &ef)) {
+        return sqz_engine_poisoned(comm, in, out, n, block, op, seq);
+    }
+    const sqz_status_t st = comm->segs ? sqz_engine_exchange_segments(&call, key)
+                                       : sqz_engine_exchange(&call, key);
+    if (ef.residual && (SQZ_OK == st || sqz_agreed_fallback(st))) {
+        if (SQZ_OK == st && ef.dgc) {
+            sqz_dgc_commit(&ctx->p, bs, ef.residual, n);
+        }
+        sqz_residual_close(bs, ctx->p.ef_storage, ef.residual); /* restored on a fallback */
+    }
+    sqz_engine_account_bytes(comm, comm->store.bytes);
+    if (SQZ_OK != st) {
+        return sqz_engine_fallback(&call, in, out, op, st);
+    }
+    if (ef.transform) {
+        sqz_ef_commit(ef.mode, ctx->p.econtrol_eta, bs, ef.m, ef.r, out, out, n);
+    }
+    if (SQZ_OP_AVG == op) {
+        sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);
+    }
+    sqz_stats_record(ctx, ctx->method_index, call.cs.exact ? 'w' : 'c', n * sizeof(float),
+                     &call.cs);
     return SQZ_OK;
 }
 

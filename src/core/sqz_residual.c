@@ -50,7 +50,7 @@ sqz_status_t sqz_residual_open(sqz_comm_t *comm, sqz_buf_state_t *b, int storage
             return SQZ_ERR_NO_MEMORY;
         }
         b->res_bytes = bytes + (SQZ_EF_STORAGE_INT8 == storage ? nb * sizeof(float) : 0);
-        comm->store.bytes += b->res_bytes;
+        sqz_state_account(&comm->store, b);
     }
     if (SQZ_OK != sqz_scratch_reserve((void **)&comm->resbuf, &comm->rescap, (n ? n : 1) * sizeof(float))) {
         return SQZ_ERR_NO_MEMORY;

@@ -13,33 +13,96 @@ uint64_t sqz_hash64(uint64_t x)
     return x ^ (x >> 31);
 }
 
-static void sqz_state_free(sqz_state_store_t *s, sqz_buf_state_t *b)
+/* ---------------------------------------------------------------------------------------------
+ * Memory of one state
+ * ------------------------------------------------------------------------------------------- */
+void sqz_state_account(sqz_state_store_t *s, sqz_buf_state_t *b)
 {
-    if (b->residual) {
-        s->bytes -= b->count * sizeof(float);
+    size_t bytes = b->res_bytes + b->plugin_len * sizeof(float) + b->adapt.n * sizeof(int);
+    bytes += b->server_residual ? b->server_count * sizeof(float) : 0;
+    const float *const full[] = {b->residual, b->ef_est, b->ef_err, b->ef_shared, b->dgc_momentum};
+    for (size_t i = 0; i < sizeof(full) / sizeof(full[0]); i++) {
+        bytes += full[i] ? b->count * sizeof(float) : 0;
     }
-    if (b->server_residual) {
-        s->bytes -= b->server_count * sizeof(float);
-    }
-    for (float **p = (float *[]){b->ef_est, b->ef_err, b->ef_shared, b->dgc_momentum}, **end = p + 4; p < end; p++) {
-        if (*p) {
-            s->bytes -= b->count * sizeof(float);
+    s->bytes = s->bytes - b->bytes + bytes;
+    b->bytes = bytes;
+}
+
+sqz_status_t sqz_state_alloc(sqz_state_store_t *s, sqz_buf_state_t *b, float **p, size_t n)
+{
+    if (NULL == *p) {
+        *p = calloc(n ? n : 1, sizeof(float));
+        if (NULL == *p) {
+            return SQZ_ERR_NO_MEMORY;
         }
+        sqz_state_account(s, b);
     }
+    return SQZ_OK;
+}
+
+static void sqz_state_free_arrays(sqz_buf_state_t *b)
+{
     free(b->residual);
     free(b->server_residual);
     free(b->ef_est);
     free(b->ef_err);
     free(b->ef_shared);
     free(b->dgc_momentum);
-    s->bytes -= b->res_bytes;
     free(b->res_compact);
     free(b->res_scale);
     free(b->plugin_state);
     free(b->adapt.levels);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The recency list: newest first; a state moves to the front at every call.
+ * ------------------------------------------------------------------------------------------- */
+static void sqz_lru_unlink(sqz_state_store_t *s, sqz_buf_state_t *b)
+{
+    if (b->newer) {
+        b->newer->older = b->older;
+    } else {
+        s->newest = b->older;
+    }
+    if (b->older) {
+        b->older->newer = b->newer;
+    } else {
+        s->oldest = b->newer;
+    }
+    b->newer = b->older = NULL;
+}
+
+static void sqz_lru_push(sqz_state_store_t *s, sqz_buf_state_t *b)
+{
+    b->older = s->newest;
+    b->newer = NULL;
+    if (s->newest) {
+        s->newest->newer = b;
+    } else {
+        s->oldest = b;
+    }
+    s->newest = b;
+}
+
+/* Unlinks b from its hash chain and the recency list and frees it. */
+static void sqz_state_remove(sqz_state_store_t *s, sqz_buf_state_t *b)
+{
+    sqz_buf_state_t **link = &s->buckets[sqz_hash64(b->key) & (s->nbuckets - 1)];
+    while (*link != b) {
+        link = &(*link)->next;
+    }
+    *link = b->next;
+    sqz_lru_unlink(s, b);
+    s->bytes -= b->bytes;
+    s->n--;
+    s->nexplicit -= !b->automatic;
+    sqz_state_free_arrays(b);
     free(b);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Lookup
+ * ------------------------------------------------------------------------------------------- */
 static int sqz_state_grow(sqz_state_store_t *s)
 {
     const size_t      nb = s->nbuckets ? 2 * s->nbuckets : 64;
@@ -63,37 +126,6 @@ static int sqz_state_grow(sqz_state_store_t *s)
     return 0;
 }
 
-sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count)
-{
-    if (s->n >= s->nbuckets && 0 != sqz_state_grow(s)) {
-        return NULL;
-    }
-    const size_t      h    = sqz_hash64(key) & (s->nbuckets - 1);
-    sqz_buf_state_t **link = &s->buckets[h];
-    for (sqz_buf_state_t *b = *link; b; link = &b->next, b = b->next) {
-        if (b->key == key) {
-            if (b->count == count) {
-                return b;
-            }
-            /* Same buffer, new size: the residual no longer matches the data. */
-            *link = b->next;
-            sqz_state_free(s, b);
-            s->n--;
-            break;
-        }
-    }
-    sqz_buf_state_t *b = calloc(1, sizeof(*b));
-    if (NULL == b) {
-        return NULL;
-    }
-    b->key              = key;
-    b->count            = count;
-    b->next             = s->buckets[h];
-    s->buckets[h]       = b;
-    s->n++;
-    return b;
-}
-
 sqz_buf_state_t *sqz_state_find(const sqz_state_store_t *s, uint64_t key, size_t count)
 {
     if (0 == s->nbuckets) {
@@ -107,40 +139,145 @@ sqz_buf_state_t *sqz_state_find(const sqz_state_store_t *s, uint64_t key, size_t
     return NULL;
 }
 
+sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count, int automatic)
+{
+    if (s->n >= s->nbuckets && 0 != sqz_state_grow(s)) {
+        return NULL;
+    }
+    for (sqz_buf_state_t *b = s->buckets[sqz_hash64(key) & (s->nbuckets - 1)]; b; b = b->next) {
+        if (b->key == key) {
+            if (b->count == count) {
+                b->last_use = s->tick;
+                sqz_lru_unlink(s, b);
+                sqz_lru_push(s, b);
+                return b;
+            }
+            /* Same buffer, new size: the residual no longer matches the data. */
+            sqz_state_remove(s, b);
+            break;
+        }
+    }
+    sqz_buf_state_t *b = calloc(1, sizeof(*b));
+    if (NULL == b) {
+        return NULL;
+    }
+    const size_t h = sqz_hash64(key) & (s->nbuckets - 1);
+    b->key         = key;
+    b->count       = count;
+    b->automatic   = automatic;
+    b->last_use    = s->tick;
+    b->next        = s->buckets[h];
+    s->buckets[h]  = b;
+    sqz_lru_push(s, b);
+    s->n++;
+    s->nexplicit += !automatic;
+    return b;
+}
+
 sqz_status_t sqz_state_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int worker,
                                size_t server_count)
 {
-    if (worker && NULL == b->residual) {
-        b->residual = calloc(b->count ? b->count : 1, sizeof(float));
-        if (NULL == b->residual) {
-            return SQZ_ERR_NO_MEMORY;
-        }
-        s->bytes += b->count * sizeof(float);
+    if (worker && SQZ_OK != sqz_state_alloc(s, b, &b->residual, b->count)) {
+        return SQZ_ERR_NO_MEMORY;
     }
     if (server_count > 0 && (NULL == b->server_residual || b->server_count != server_count)) {
-        if (b->server_residual) {
-            s->bytes -= b->server_count * sizeof(float);
-        }
         free(b->server_residual);
         b->server_residual = calloc(server_count, sizeof(float));
         b->server_count    = b->server_residual ? server_count : 0;
+        sqz_state_account(s, b);
         if (NULL == b->server_residual) {
             return SQZ_ERR_NO_MEMORY;
         }
-        s->bytes += server_count * sizeof(float);
     }
     return SQZ_OK;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Eviction and identity repairs
+ * ------------------------------------------------------------------------------------------- */
+void sqz_state_drop(sqz_state_store_t *s, uint64_t key)
+{
+    if (0 == s->nbuckets) {
+        return;
+    }
+    sqz_buf_state_t *b = s->buckets[sqz_hash64(key) & (s->nbuckets - 1)];
+    while (b) {
+        sqz_buf_state_t *next = b->next;
+        if (b->key == key) {
+            sqz_state_remove(s, b);
+        }
+        b = next;
+    }
+}
+
+size_t sqz_state_evict(sqz_state_store_t *s, size_t max_bytes, const sqz_buf_state_t *keep)
+{
+    const uint64_t horizon = 4 * (uint64_t)s->nexplicit > 256 ? 4 * (uint64_t)s->nexplicit : 256;
+    size_t         freed   = 0;
+    for (sqz_buf_state_t *b = s->oldest; b;) {
+        sqz_buf_state_t *newer = b->newer;
+        const int stale = !b->automatic && b->last_use + horizon < s->tick;
+        const int over  = max_bytes > 0 && s->bytes > max_bytes;
+        if (b != keep && (stale || over)) {
+            sqz_state_remove(s, b);
+            freed++;
+        } else if (!over && b->last_use + horizon >= s->tick) {
+            break; /* everything newer is recent and the store is within its bound */
+        }
+        b = newer;
+    }
+    return freed;
+}
+
+int sqz_state_inherit(sqz_state_store_t *s, sqz_buf_state_t *to, sqz_buf_state_t *from)
+{
+    if (to->count != from->count || to->residual || to->res_compact || to->dgc_momentum ||
+        to->server_residual) {
+        return 0;
+    }
+    const int moved      = NULL != from->residual || NULL != from->res_compact ||
+                           NULL != from->dgc_momentum || NULL != from->server_residual;
+    to->residual         = from->residual;
+    to->res_compact      = from->res_compact;
+    to->res_scale        = from->res_scale;
+    to->res_bytes        = from->res_bytes;
+    to->dgc_momentum     = from->dgc_momentum;
+    to->server_residual  = from->server_residual;
+    to->server_count     = from->server_count;
+    from->residual = NULL, from->res_compact = NULL, from->res_scale = NULL;
+    from->res_bytes = 0, from->dgc_momentum = NULL, from->server_residual = NULL;
+    from->server_count = 0;
+    sqz_state_account(s, from);
+    sqz_state_account(s, to);
+    return moved;
+}
+
+int sqz_state_forget_local(sqz_buf_state_t *b)
+{
+    float *const full[] = {b->residual, b->dgc_momentum};
+    int          had    = 0;
+    for (size_t i = 0; i < 2; i++) {
+        if (full[i]) {
+            memset(full[i], 0, b->count * sizeof(float));
+            had = 1;
+        }
+    }
+    if (b->server_residual) {
+        memset(b->server_residual, 0, b->server_count * sizeof(float));
+        had = 1;
+    }
+    if (b->res_compact) {
+        /* bf16: 2 bytes an element; int8: one byte an element (its scales may stay). */
+        memset(b->res_compact, 0, b->res_scale ? b->count : 2 * b->count);
+        had = 1;
+    }
+    return had;
+}
+
 void sqz_state_store_fini(sqz_state_store_t *s)
 {
-    for (size_t i = 0; i < s->nbuckets; i++) {
-        sqz_buf_state_t *b = s->buckets[i];
-        while (b) {
-            sqz_buf_state_t *next = b->next;
-            sqz_state_free(s, b);
-            b = next;
-        }
+    while (s->oldest) {
+        sqz_state_remove(s, s->oldest);
     }
     free(s->buckets);
     memset(s, 0, sizeof(*s));

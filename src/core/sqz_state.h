@@ -17,9 +17,13 @@ typedef struct sqz_levels {
 } sqz_levels_t;
 
 typedef struct sqz_buf_state {
-    uint64_t              key;
+    uint64_t              key;             /* an API key, or a call-sequence slot id (auto) */
     size_t                count;
-    uint64_t              calls;           /* calls seen for this buffer (warm-up, RNG seeds) */
+    int                   automatic;       /* keyed by the call sequence (sqz_callseq.h) */
+    uint64_t              calls;           /* calls seen for an API-keyed buffer (warm-up, RNG
+                                              seeds); the call sequence counts automatic ones */
+    uint64_t              last_use;        /* the store's tick at its last call */
+    size_t                bytes;           /* memory held by the arrays below */
     float                *residual;        /* worker residual, count floats, or NULL */
     float                *server_residual; /* residual of this rank's reduced chunk, or NULL */
     size_t                server_count;
@@ -36,19 +40,25 @@ typedef struct sqz_buf_state {
     size_t                plugin_len;
     uint64_t              layout;
     sqz_levels_t          adapt;           /* layer-adaptive selection (src/adapt) */
-    struct sqz_buf_state *next;
+    struct sqz_buf_state *next;            /* hash chain */
+    struct sqz_buf_state *newer, *older;   /* recency list */
 } sqz_buf_state_t;
 
+/** The states of one communicator, bounded (SQZ_STATE_MAX_BYTES): a hash by (key, count) and a
+ *  recency list; the engine advances `tick` once per call. */
 typedef struct sqz_state_store {
     sqz_buf_state_t **buckets;
     size_t            nbuckets, n;
-    size_t            bytes;               /* residual memory held */
+    size_t            nexplicit;           /* states with an API key */
+    size_t            bytes;               /* memory held by every state */
+    uint64_t          tick;
+    sqz_buf_state_t  *newest, *oldest;
 } sqz_state_store_t;
 
-/** \return the state for (key, count), created (zeroed) when absent.  A state found under the
- *  same key with another count is reset: the buffer was reused with a different size.  NULL when
- *  out of memory. */
-sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count);
+/** \return the state for (key, count), created (zeroed) when absent, and marks it used now.  A
+ *  state found under the same key with another count is reset: the buffer was reused with a
+ *  different size.  NULL when out of memory. */
+sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count, int automatic);
 
 /** \return the state for (key, count), or NULL when there is none (nothing is created). */
 sqz_buf_state_t *sqz_state_find(const sqz_state_store_t *s, uint64_t key, size_t count);
@@ -57,6 +67,31 @@ sqz_buf_state_t *sqz_state_find(const sqz_state_store_t *s, uint64_t key, size_t
  *  exist (zeroed on creation). */
 sqz_status_t sqz_state_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int worker,
                                size_t server_count);
+
+/** Allocates *p (n floats, zeroed) when it is NULL, counted in b's bytes.  \return SQZ_OK or
+ *  SQZ_ERR_NO_MEMORY. */
+sqz_status_t sqz_state_alloc(sqz_state_store_t *s, sqz_buf_state_t *b, float **p, size_t n);
+
+/** Recounts b's memory after its arrays changed outside sqz_state_alloc/reserve. */
+void sqz_state_account(sqz_state_store_t *s, sqz_buf_state_t *b);
+
+/** Frees the states under `key` (an evicted call-sequence slot). */
+void sqz_state_drop(sqz_state_store_t *s, uint64_t key);
+
+/** Frees every state with an API key unused for more than max(4 x such states, 256) ticks, then,
+ *  while the store holds more than max_bytes (0: no limit), the least recently used states other
+ *  than `keep`.  \return the states freed. */
+size_t sqz_state_evict(sqz_state_store_t *s, size_t max_bytes, const sqz_buf_state_t *keep);
+
+/** Moves the local state of `from` (worker and server residuals, compact residual, DGC momentum)
+ *  into `to`
+ *  when `to` has none and the sizes match: a buffer that kept its address across a relearning of
+ *  the call sequence keeps its error feedback. \return 1 when something moved. */
+int sqz_state_inherit(sqz_state_store_t *s, sqz_buf_state_t *to, sqz_buf_state_t *from);
+
+/** Drops the local error-feedback state of b (zeroes it): its identity is uncertain. \return 1
+ *  when there was some. */
+int sqz_state_forget_local(sqz_buf_state_t *b);
 
 void sqz_state_store_fini(sqz_state_store_t *s);
 

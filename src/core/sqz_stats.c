@@ -102,6 +102,9 @@ void sqz_stats_get(const sqz_ctx_t *ctx, sqz_stats_t *out)
         sqz_stats_add(out, &ctx->stats[j].s);
     }
     out->calls += __atomic_load_n(&ctx->calls_passthrough, __ATOMIC_RELAXED);
+    out->residuals_dropped = ctx->residuals_dropped;
+    out->state_evictions   = ctx->state_evictions;
+    out->state_bytes       = ctx->state_bytes > 0 ? (uint64_t)ctx->state_bytes : 0;
     pthread_mutex_unlock((pthread_mutex_t *)&ctx->lock);
 }
 
@@ -181,6 +184,10 @@ static void sqz_stats_write_stream(const sqz_ctx_t *ctx, FILE *f, int rank)
     }
     fprintf(f, "{\n  \"rank\": %d,\n  \"method\": \"%s\",\n  \"calls_passthrough\": %llu,\n", rank,
             ctx->method->name, (unsigned long long)ctx->calls_passthrough);
+    fprintf(f, "  \"residuals_dropped\": %llu,\n  \"state_evictions\": %llu,\n"
+               "  \"state_bytes\": %llu,\n  \"state_bytes_peak\": %lld,\n",
+            (unsigned long long)total.residuals_dropped, (unsigned long long)total.state_evictions,
+            (unsigned long long)total.state_bytes, (long long)ctx->state_bytes_peak);
     sqz_json_row(f, &total, sent, "  ");
     fprintf(f, ",\n  \"methods\": {");
     int first = 1;

@@ -29,6 +29,7 @@
 #include "cuda/sqz_gpu_engine.h"
 #include "cuda/sqz_gpu_powersgd.h"
 #include "sqz_ctx.h"
+#include "sqz_identity.h"
 #include "sqz_log.h"
 #include "sqz_param.h"
 #include "sqz_plugin_util.h"
@@ -497,6 +498,66 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     return &g->bufs[g->nbufs - 1];
 }
 
+/* sqz_identity_place's eviction callback: a stale slot's device memory goes, once the device has
+ * finished every call that may still read it. */
+static void sqz_gpu_evict_slot(void *arg, uint64_t id)
+{
+    struct sqz_gpu_comm *g = ((sqz_comm_t *)arg)->gpu;
+    for (size_t i = 0; i < g->nbufs;) {
+        if (g->bufs[i].key == id) {
+            cudaDeviceSynchronize();
+            sqz_gpu_buf_free(&g->bufs[i]);
+            g->bufs[i] = g->bufs[--g->nbufs];
+        } else {
+            i++;
+        }
+    }
+}
+
+/* The buffer state (key, count, dtype), or NULL. */
+static sqz_gpu_buf_t *sqz_gpu_buf_find(struct sqz_gpu_comm *g, uint64_t key, size_t count,
+                                       sqz_dtype_t dtype)
+{
+    for (size_t i = 0; i < g->nbufs; i++) {
+        if (g->bufs[i].key == key && g->bufs[i].count == count && g->bufs[i].dtype == dtype) {
+            return &g->bufs[i];
+        }
+    }
+    return NULL;
+}
+
+/* The identity of a call with key 0 (sqz_identity.h): its slot's key and counter.  A fresh slot
+ * whose heir (the slot that last used this address here) has device state takes it over whole:
+ * its residual and workspace follow the buffer. */
+static sqz_status_t sqz_gpu_identity(sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, int rs,
+                                     const void *addr, cudaStream_t s, uint64_t *key,
+                                     uint64_t *seq)
+{
+    struct sqz_gpu_comm *g = comm->gpu;
+    sqz_call_identity_t  id;
+    uint64_t             dropped = 0;
+    SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(count, dtype, rs), addr,
+                                 sqz_gpu_evict_slot, comm, &id));
+    *key                  = id.key;
+    *seq                  = id.seq;
+    /* PowerSGD's device state (warm starts, ef21 estimators) must be the same on every rank: only
+     * the other methods' buffers (a residual of this rank's own) follow an address. */
+    sqz_gpu_buf_t *heir = id.heir_of && !g->psgd ? sqz_gpu_buf_find(g, id.heir_of, count, dtype)
+                                                  : NULL;
+    if (heir && NULL == sqz_gpu_buf_find(g, id.key, count, dtype)) {
+        heir->key = id.key;
+    } else if (id.uncertain) {
+        dropped++;
+    }
+    sqz_gpu_buf_t *b = id.moved_ambiguous ? sqz_gpu_buf_find(g, id.key, count, dtype) : NULL;
+    if (b && b->residual) {
+        cudaMemsetAsync(b->residual, 0, count * sizeof(float), s);
+        dropped++;
+    }
+    sqz_identity_count(comm, dropped, 0);
+    return SQZ_OK;
+}
+
 /* The compressed all-reduce of count elements from `in`; with rs_out, only this rank's block of
  * count / nranks elements is kept (reduce-scatter): the sum is decoded into the buffer's scratch
  * and the block copied to rs_out. */
@@ -572,10 +633,6 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         sqz_comm_count_passthrough(comm);
         return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
     }
-    if (0 == key) {
-        key = sqz_hash64((uint64_t)(uintptr_t)(rs_out ? rs_out : recvbuf) ^ ((uint64_t)count << 1) ^
-                         (rs_out ? 1u : 0u));
-    }
     pthread_mutex_lock(&comm->lock);
     int saved = -1;
     cudaGetDevice(&saved);
@@ -584,7 +641,23 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
     sqz_status_t     st  = SQZ_OK;
-    sqz_gpu_buf_t   *b   = sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL, s);
+    const int        automatic = 0 == key;
+    uint64_t         aseq      = 0;
+    if (automatic) {
+        st = sqz_gpu_identity(comm, count, dtype, rs_out != NULL, rs_out ? rs_out : recvbuf, s,
+                              &key, &aseq);
+    }
+    sqz_gpu_buf_t *b = SQZ_OK == st ? sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL, s)
+                                    : NULL;
+    if (b) {
+        /* The buffer's counter: the call sequence's for an intercepted call, its own else. */
+        b->calls = automatic ? aseq : b->calls;
+    }
+    st = SQZ_ERR_TRANSPORT == st ? st : SQZ_OK;
+    if (SQZ_OK != st) {
+        SQZ_ERROR("the ranks could not agree on a buffer's identity");
+        goto out;
+    }
     /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
     const int warm = b != NULL && (int64_t)b->calls < ctx->p.warmup_steps &&
                      !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);

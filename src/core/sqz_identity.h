@@ -1,0 +1,43 @@
+/* Which logical buffer a call belongs to, the same answer on every rank: the caller's API key, or
+ * the call's position in its communicator's call sequence (sqz_callseq.h) for intercepted calls,
+ * which name nothing but an address.  Both engines (host and device buffers) ask here, so that a
+ * buffer's state follows it whatever the allocators of the ranks do. */
+#ifndef SQZ_IDENTITY_H
+#define SQZ_IDENTITY_H
+
+#include "sqz_ctx.h"
+
+/** The identity of one call. */
+typedef struct sqz_call_identity {
+    uint64_t key;             /* the state's key: the API key, or the slot id */
+    int      automatic;       /* key is a call-sequence slot */
+    uint64_t seq;             /* the buffer's call counter (automatic keys; identical on every rank) */
+    int      fresh;           /* a slot seen for the first time: its state starts empty */
+    uint64_t heir_of;         /* fresh: a slot whose local state this rank may take over, or 0 */
+    int      uncertain;       /* fresh with kin and no heir: a residual of an earlier buffer of
+                                 this signature may have been this one's (counted as dropped) */
+    int      moved_ambiguous; /* this rank must not apply the slot's local state (see
+                                 sqz_callseq.h) */
+} sqz_call_identity_t;
+
+/** The signature of an intercepted call: what every rank knows of it. */
+uint64_t sqz_identity_sig(size_t count, sqz_dtype_t dtype, int reduce_scatter);
+
+/** Identifies a call with key 0 by the call sequence of comm (comm->lock held).  Collective when
+ *  the sequence asks for an agreement (every rank reaches it at the same call).  Stale slots are
+ *  handed to evict(arg, slot id), which frees their states.  \return SQZ_OK,
+ *  SQZ_ERR_NO_MEMORY (this rank alone: the call must still take part in the exchange) or
+ *  SQZ_ERR_TRANSPORT. */
+sqz_status_t sqz_identity_place(sqz_comm_t *comm, uint64_t sig, const void *addr,
+                                void (*evict)(void *arg, uint64_t id), void *arg,
+                                sqz_call_identity_t *id);
+
+/** Whether every rank of comm proposes `mine` (collective: one all-gather of 8 bytes a rank).
+ *  \return SQZ_OK with *same set, or SQZ_ERR_NO_MEMORY / SQZ_ERR_TRANSPORT. */
+sqz_status_t sqz_comm_agree_u64(sqz_comm_t *comm, uint64_t mine, int *same);
+
+/** Counts identity events in the context's stats (comm->lock held): dropped residuals and states
+ *  freed. */
+void sqz_identity_count(sqz_comm_t *comm, uint64_t dropped, uint64_t evicted);
+
+#endif
