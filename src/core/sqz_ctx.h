@@ -53,6 +53,7 @@ typedef struct sqz_core_params {
     int64_t     lsh_dim;
     int64_t     lsh_sample;
     size_t      state_max_bytes; /* 0: stale states only */
+    double      agree_timeout;   /* seconds */
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */
@@ -104,6 +105,9 @@ struct sqz_ctx {
     uint64_t                   residuals_dropped;
     uint64_t                   state_evictions;
     int64_t                    state_bytes, state_bytes_peak;
+    /* Every rank's settings are known to be equal (the MPI interposer's start-up agreement):
+     * communicators skip their own check. */
+    int                        settings_agreed;
 };
 
 struct sqz_gpu_comm;

@@ -117,3 +117,33 @@ const char *sqz_nccl_error(ncclResult_t r)
     }
     return "NCCL error";
 }
+
+int sqz_nccl_agree_ok(const sqz_nccl_api_t *api, ncclComm_t nc, int ok)
+{
+    int device = 0, saved = -1;
+    if (ncclSuccess != api->CommCuDevice(nc, &device)) {
+        return -1;
+    }
+    cudaGetDevice(&saved);
+    cudaSetDevice(device);
+    uint32_t    *d = NULL, v = ok ? 1u : 0u;
+    cudaStream_t s = NULL;
+    int          rc = -1;
+    if (cudaSuccess == cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking) &&
+        cudaSuccess == cudaMalloc((void **)&d, sizeof(*d)) &&
+        cudaSuccess == cudaMemcpyAsync(d, &v, sizeof(v), cudaMemcpyHostToDevice, s) &&
+        ncclSuccess == api->AllReduce(d, d, 1, ncclUint32, ncclMin, nc, s) &&
+        cudaSuccess == cudaMemcpyAsync(&v, d, sizeof(v), cudaMemcpyDeviceToHost, s) &&
+        cudaSuccess == cudaStreamSynchronize(s)) {
+        rc = v ? 1 : 0;
+    }
+    cudaGetLastError();
+    cudaFree(d);
+    if (s) {
+        cudaStreamDestroy(s);
+    }
+    if (saved >= 0) {
+        cudaSetDevice(saved);
+    }
+    return rc;
+}

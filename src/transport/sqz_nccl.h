@@ -52,4 +52,10 @@ const sqz_nccl_api_t *sqz_nccl_resolve(int may_load);
 /** \return the text of an NCCL result (through the resolved library when possible). */
 const char *sqz_nccl_error(ncclResult_t r);
 
+/** Whether `ok` holds on every rank of the new communicator nc (collective: one one-word
+ *  ncclAllReduce MIN on a private stream of nc's device, then a synchronization).  For what
+ *  every rank must know before it uses nc: whether each could read its configuration.  \return 1
+ *  (all ok), 0 (some rank not), -1 (the agreement itself failed). */
+int sqz_nccl_agree_ok(const sqz_nccl_api_t *api, ncclComm_t nc, int ok);
+
 #endif

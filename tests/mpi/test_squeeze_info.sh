@@ -30,8 +30,8 @@ rc=$?
 # The core parameters named by the design, and every entry of the core table in the sources
 # (so that a parameter added there without reaching squeeze_info is caught).
 core="METHOD EF MIN_BYTES WARMUP_STEPS STATS LOG PLUGINS CONFIG SEED IALLREDUCE CHECK_SETTINGS"
-table=$(sed -n 's/^ *{"\([A-Z0-9_]*\)", SQZ_PARAM_.*/\1/p' "$top_srcdir/src/core/sqz_ctx.c")
-[ -n "$table" ] || bad "cannot read the core parameter table from src/core/sqz_ctx.c"
+table=$(sed -n 's/^ *\(JOB\|RANK\)("\([A-Z0-9_]*\)", SQZ_PARAM_.*/\2/p' "$top_srcdir/src/core/sqz_core_params.c")
+[ -n "$table" ] || bad "cannot read the core parameter table from src/core/sqz_core_params.c"
 missing=
 for p in $core $table; do
     grep -E -q "^ +SQZ_$p +\[core\]" "$out" || missing="$missing SQZ_$p"

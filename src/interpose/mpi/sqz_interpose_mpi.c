@@ -8,9 +8,10 @@
  * directly; a thread-local guard also keeps any MPI call made while the engine runs (by the MPI
  * library itself, say) on the PMPI path.
  *
- * MPI_Init/MPI_Init_thread read the configuration (a bad value stops the job with a message on
- * every rank) and compare the settings of all ranks on MPI_COMM_WORLD, where every rank is sure to
- * be: ranks whose eligibility rules differed would otherwise enter different collectives.
+ * MPI_Init/MPI_Init_thread read the configuration and agree on it with every rank before any
+ * other collective (sqz_mpi_agree.h): a bad value on any rank, settings that differ, or a rank
+ * running without the interposer stop the job within seconds, with a message naming the rank and
+ * the cause, instead of leaving the ranks in different collectives.
  * MPI_Finalize writes the statistics. */
 #include "config.h"
 
@@ -18,12 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <squeeze.h>
 
 #include "sqz_ctx.h"
 #include "sqz_log.h"
 #include "sqz_moe.h"
+#include "sqz_settings.h"
+#include "interpose/mpi/sqz_mpi_agree.h"
 #include "transport/sqz_transport_mpi.h"
 
 #define SQZ_MPI_API __attribute__((visibility("default")))
@@ -181,44 +185,52 @@ static sqz_status_t sqz_mpi_allreduce_hier(sqz_mpi_comm_t *c, const void *sendbu
     return st;
 }
 
-/* Stops the job: used for configuration errors and mismatched settings, after every rank has
- * printed its message. */
-static void sqz_mpi_fatal(void)
-{
-    PMPI_Barrier(MPI_COMM_WORLD);
-    PMPI_Abort(MPI_COMM_WORLD, 1);
-}
-
+/* Reads the configuration, agrees on it with every rank (sqz_mpi_agree.h: a bad value, settings
+ * that differ or a rank without the interposer stop the whole job with a message naming the rank
+ * and the cause), and makes the communicators' attribute key. */
 static void sqz_mpi_startup(void)
 {
-    int rank = 0;
+    int rank = 0, size = 1;
     PMPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    PMPI_Comm_size(MPI_COMM_WORLD, &size);
     sqz_log_set_rank(rank);
     sqz_config_t *cfg = NULL;
-    char          err[1024];
-    if (SQZ_OK != sqz_config_create(&cfg) || SQZ_OK != sqz_config_load_env(cfg)) {
-        SQZ_ERROR("configuration error: cannot read the configuration (see above)");
-        sqz_config_destroy(cfg);
-        sqz_mpi_fatal();
-        return;
+    char          err[4096] = "";
+    sqz_status_t  st        = sqz_config_create(&cfg);
+    if (SQZ_OK == st) {
+        st = sqz_config_load_env(cfg);
     }
-    const sqz_status_t st = sqz_ctx_create(cfg, &sqz_mpi_ctx, err, sizeof(err));
+    if (SQZ_OK == st) {
+        st = sqz_ctx_create(cfg, &sqz_mpi_ctx, err, sizeof(err));
+    }
     sqz_config_destroy(cfg);
     if (SQZ_OK != st) {
-        SQZ_ERROR("configuration error: %s", err);
-        sqz_mpi_fatal();
+        SQZ_ERROR("configuration error: %s", err[0] ? err : "cannot read it (see above)");
+    }
+    char     digest[SQZ_SETTINGS_DIGEST_MAX] = "";
+    uint64_t hash                            = 0;
+    const int ok = SQZ_OK == st && SQZ_OK == sqz_ctx_settings_digest(sqz_mpi_ctx, digest,
+                                                                     sizeof(digest), &hash);
+    /* (A rank whose configuration failed waits the default time.) */
+    const double timeout = ok ? sqz_mpi_ctx->p.agree_timeout : 6.0;
+    const int go = sqz_mpi_agree(rank, size, ok, digest, hash,
+                                 ok ? sqz_mpi_ctx->p.check_settings : 1, timeout);
+    if (go <= 0) {
+        if (0 == go && rank > 0) {
+            /* Rank 0 stops the job too: let its abort come first (several ranks aborting at
+             * once garble the launcher's report). */
+            sleep(2);
+        }
+        PMPI_Abort(MPI_COMM_WORLD, 1);
         return;
     }
+    sqz_mpi_ctx->settings_agreed = 1;
     if (MPI_SUCCESS != PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, sqz_mpi_comm_delete,
                                                &sqz_mpi_keyval, NULL)) {
         SQZ_ERROR("cannot create an MPI attribute key: compression disabled");
         sqz_ctx_destroy(sqz_mpi_ctx);
         sqz_mpi_ctx = NULL;
         return;
-    }
-    sqz_comm_t *world = sqz_mpi_engine(MPI_COMM_WORLD);
-    if (world && SQZ_ERR_MISMATCH == sqz_comm_check_settings(world)) {
-        sqz_mpi_fatal();
     }
     SQZ_INFO("squeeze %d.%d.%d active, method %s", SQZ_VERSION_MAJOR, SQZ_VERSION_MINOR,
              SQZ_VERSION_PATCH, sqz_ctx_method(sqz_mpi_ctx));
@@ -279,8 +291,13 @@ SQZ_MPI_API int MPI_Finalize(void)
     if (sqz_mpi_ctx) {
         sqz_mpi_inside = 1;
         sqz_mpi_write_stats();
-        /* Free the engines of the communicators still alive (WORLD at least). */
-        PMPI_Comm_delete_attr(MPI_COMM_WORLD, sqz_mpi_keyval);
+        /* Free the engine of WORLD (created at its first eligible call, if any). */
+        void *attr = NULL;
+        int   flag = 0;
+        if (MPI_SUCCESS == PMPI_Comm_get_attr(MPI_COMM_WORLD, sqz_mpi_keyval, &attr, &flag) &&
+            flag) {
+            PMPI_Comm_delete_attr(MPI_COMM_WORLD, sqz_mpi_keyval);
+        }
         PMPI_Comm_free_keyval(&sqz_mpi_keyval);
         sqz_mpi_inside = 0;
     }

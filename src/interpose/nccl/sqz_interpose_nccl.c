@@ -27,9 +27,11 @@
  * after it (sqz_gpu_moe_alltoall; every rank makes the same decision from the same calls).  Our
  * own sends and receives go to the real NCCL (sqz_nccl.h), never through these entry points.
  *
- * Configuration is read at the first communicator: a bad value makes every communicator creation
- * fail with ncclInvalidUsage after a message naming the variable; settings that differ between
- * ranks make it fail on every rank (the check is collective over the new communicator).
+ * Configuration is read at the first communicator.  Every new blocking communicator is created
+ * first, then its ranks agree (one word) on whether each could read its configuration: a bad value
+ * on any rank makes the creation fail with ncclInvalidUsage on every rank (the faulty one names
+ * the variable), and settings that differ make it fail on every rank too (the check is collective
+ * over the new communicator), instead of leaving the good ranks waiting for the faulty one.
  * Statistics (SQZ_STATS) are written at exit. */
 #include "config.h"
 
@@ -226,6 +228,18 @@ static ncclResult_t sqz_attach(const sqz_nccl_api_t *api, ncclComm_t *nc, int bl
     if (NULL == *nc) {
         return ncclSuccess;
     }
+    /* Every rank learns whether every rank could read its configuration before anything else
+     * (a rank that failed alone would otherwise leave the others in the settings check). */
+    const int all_ok = blocking ? sqz_nccl_agree_ok(api, *nc, !sqz_nccl_bad_config) : 1;
+    if (1 != all_ok) {
+        if (!sqz_nccl_bad_config) {
+            SQZ_ERROR("a rank of this NCCL communicator has a Squeeze configuration error (its "
+                      "message says which variable): the communicator cannot be created");
+        }
+        api->CommDestroy(*nc);
+        *nc = NULL;
+        return ncclInvalidUsage;
+    }
     if (NULL == sqz_nccl_ctx || !blocking) {
         if (!blocking) {
             SQZ_LOG_ONCE(SQZ_LOG_INFO, "non-blocking NCCL communicators pass through uncompressed");
@@ -254,18 +268,13 @@ static ncclResult_t sqz_attach(const sqz_nccl_api_t *api, ncclComm_t *nc, int bl
     return ncclSuccess;
 }
 
-static int sqz_config_ok(void)
-{
-    pthread_once(&sqz_nccl_once, sqz_nccl_init_once);
-    return !sqz_nccl_bad_config;
-}
+/* Reads the configuration once (sqz_nccl_bad_config tells how it went). */
+static void sqz_config_ok(void) { pthread_once(&sqz_nccl_once, sqz_nccl_init_once); }
 
 SQZ_NCCL_API ncclResult_t ncclCommInitRank(ncclComm_t *comm, int nranks, ncclUniqueId id, int rank)
 {
     const sqz_nccl_api_t *api = sqz_real();
-    if (!sqz_config_ok()) {
-        return ncclInvalidUsage;
-    }
+    sqz_config_ok(); /* (a bad one is agreed on in sqz_attach, with every rank) */
     const ncclResult_t r = api->CommInitRank(comm, nranks, id, rank);
     return r == ncclSuccess ? sqz_attach(api, comm, 1) : r;
 }
@@ -274,9 +283,7 @@ SQZ_NCCL_API ncclResult_t ncclCommInitRankConfig(ncclComm_t *comm, int nranks, n
                                                  int rank, ncclConfig_t *config)
 {
     const sqz_nccl_api_t *api = sqz_real();
-    if (!sqz_config_ok()) {
-        return ncclInvalidUsage;
-    }
+    sqz_config_ok(); /* (a bad one is agreed on in sqz_attach, with every rank) */
     if (NULL == api->CommInitRankConfig) {
         return ncclInvalidUsage;
     }
@@ -304,9 +311,7 @@ SQZ_NCCL_API ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncc
                                         ncclConfig_t *config)
 {
     const sqz_nccl_api_t *api = sqz_real();
-    if (!sqz_config_ok()) {
-        return ncclInvalidUsage;
-    }
+    sqz_config_ok(); /* (a bad one is agreed on in sqz_attach, with every rank) */
     if (NULL == api->CommSplit) {
         return ncclInvalidUsage;
     }
