@@ -224,6 +224,10 @@ sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errb
         goto fail;
     }
     SQZ_CHECK_GOTO(sqz_ctx_check_method(ctx, errbuf, errlen), st, fail);
+    if (ctx->layout_file && SQZ_EXCHANGE_SUMMABLE != ctx->method->exchange && !ctx->p.adapt) {
+        SQZ_WARN("SQZ_LAYOUT is set, but SQZ_METHOD=%s without SQZ_ADAPT reads no layout: it has "
+                 "no effect", ctx->method->name);
+    }
     for (size_t i = 0; i < ctx->cfg->n; i++) {
         if (NULL == sqz_ctx_find_param(ctx, ctx->cfg->entries[i].name, NULL)) {
             SQZ_WARN("SQZ_%s (%s) is not a Squeeze parameter; setting it has no effect "
@@ -241,6 +245,26 @@ fail:
     return st;
 }
 
+/* SQZ_LAYOUT entries that no call used: a layout written for sizes the job never reduces (a
+ * different bucket size, a typo) would otherwise be ignored without a word. */
+static void sqz_ctx_report_unused_layouts(const sqz_ctx_t *ctx)
+{
+    if (NULL == ctx->layout_file || NULL == ctx->method ||
+        (SQZ_EXCHANGE_SUMMABLE != ctx->method->exchange && !ctx->p.adapt)) {
+        return; /* (the method reads no layout: said at creation) */
+    }
+    size_t       line[8], count[8];
+    const size_t n = sqz_layout_file_unused(ctx->layout_file, line, count, 8);
+    for (size_t i = 0; i < n && i < 8; i++) {
+        SQZ_WARN("SQZ_LAYOUT=%s:%zu: no eligible call had %zu elements: that layout was never "
+                 "used (layouts match buffers by their element count)",
+                 ctx->p.layout, line[i], count[i]);
+    }
+    if (n > 8) {
+        SQZ_WARN("SQZ_LAYOUT=%s: %zu more unused layouts", ctx->p.layout, n - 8);
+    }
+}
+
 void sqz_ctx_destroy(sqz_ctx_t *ctx)
 {
     if (NULL == ctx) {
@@ -251,6 +275,7 @@ void sqz_ctx_destroy(sqz_ctx_t *ctx)
     }
     free(ctx->configs);
     free(ctx->stats);
+    sqz_ctx_report_unused_layouts(ctx);
     sqz_layout_file_free(ctx->layout_file);
     sqz_adapt_records_free(ctx);
     sqz_registry_fini(&ctx->reg);

@@ -23,7 +23,9 @@ typedef struct sqz_layout_file_buffer {
     size_t       count;
     sqz_layer_t *layers;
     size_t       nlayers, cap;
-    size_t       end; /* the first element after the last layer or pad */
+    size_t       end;  /* the first element after the last layer or pad */
+    size_t       line; /* of its 'buffer COUNT' statement */
+    int          used; /* some call found it (written by sqz_layout_file_find, atomically) */
 } sqz_layout_file_buffer_t;
 
 struct sqz_layout_file {
@@ -124,7 +126,7 @@ sqz_status_t sqz_layout_file_parse(const char *text, size_t len, const char *nam
                 }
                 f->bufs = g, f->cap = cap;
             }
-            f->bufs[f->nbufs++] = (sqz_layout_file_buffer_t){.count = v};
+            f->bufs[f->nbufs++] = (sqz_layout_file_buffer_t){.count = v, .line = line};
             continue;
         }
         if (NULL == b) {
@@ -241,10 +243,26 @@ const sqz_layer_t *sqz_layout_file_find(const sqz_layout_file_t *f, size_t count
 {
     for (size_t i = 0; f && i < f->nbufs; i++) {
         if (f->bufs[i].count == count) {
+            __atomic_store_n((int *)&f->bufs[i].used, 1, __ATOMIC_RELAXED);
             *nlayers = f->bufs[i].nlayers;
             return f->bufs[i].layers;
         }
     }
     *nlayers = 0;
     return NULL;
+}
+
+size_t sqz_layout_file_unused(const sqz_layout_file_t *f, size_t *line, size_t *count, size_t cap)
+{
+    size_t n = 0;
+    for (size_t i = 0; f && i < f->nbufs; i++) {
+        if (!__atomic_load_n(&f->bufs[i].used, __ATOMIC_RELAXED)) {
+            if (n < cap) {
+                line[n]  = f->bufs[i].line;
+                count[n] = f->bufs[i].count;
+            }
+            n++;
+        }
+    }
+    return n;
 }

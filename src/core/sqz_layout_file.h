@@ -21,6 +21,10 @@ sqz_status_t sqz_layout_file_load(const char *path, sqz_layout_file_t **out, cha
 /** \return the layers of buffers of `count` elements (and their number), or NULL. */
 const sqz_layer_t *sqz_layout_file_find(const sqz_layout_file_t *f, size_t count, size_t *nlayers);
 
+/** The entries no call has found (their buffer size never came): up to cap of their line numbers
+ *  and counts.  \return how many there are. */
+size_t sqz_layout_file_unused(const sqz_layout_file_t *f, size_t *line, size_t *count, size_t cap);
+
 void sqz_layout_file_free(sqz_layout_file_t *f);
 
 #endif

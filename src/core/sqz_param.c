@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "sqz_log.h"
 #include "sqz_param.h"
@@ -127,9 +128,16 @@ static char *sqz_trim(char *s)
 
 sqz_status_t sqz_config_load_file(sqz_config_t *cfg, const char *path)
 {
-    FILE *f = fopen(path, "r");
+    FILE       *f = fopen(path, "r");
+    struct stat sb;
     if (NULL == f) {
         SQZ_ERROR("SQZ_CONFIG=%s: cannot open: %s", path, strerror(errno));
+        return SQZ_ERR_IO;
+    }
+    if (0 != fstat(fileno(f), &sb) || !S_ISREG(sb.st_mode)) {
+        SQZ_ERROR("SQZ_CONFIG=%s: not a regular file%s", path,
+                  S_ISDIR(sb.st_mode) ? " (a directory): name the configuration file itself" : "");
+        fclose(f);
         return SQZ_ERR_IO;
     }
     char         line[4096];
@@ -298,32 +306,46 @@ static void sqz_enum_name(const char *choices, int index, char *buf, size_t len)
     snprintf(buf, len, "%.*s", (int)(bar ? (size_t)(bar - p) : strlen(p)), p);
 }
 
-sqz_status_t sqz_param_parse(const sqz_param_def_v1_t *def, const char *value, const char *source,
+/* A value as an error message shows it: at most 60 characters, so that a long one cannot push
+ * the reason and the bounds out of the message. */
+static const char *sqz_param_shown(const char *value, char *buf, size_t len)
+{
+    const size_t n = strlen(value);
+    if (n <= 60) {
+        return value;
+    }
+    snprintf(buf, len, "%.48s... (%zu characters)", value, n);
+    return buf;
+}
+
+sqz_status_t sqz_param_parse(const sqz_param_def_v1_t *def, const char *raw, const char *source,
                              void *config, char *err, size_t errlen)
 {
     char *const slot = (char *)config + def->offset;
     double      v    = 0;
+    char        shown[96];
+    const char *value = SQZ_PARAM_STRING == def->type ? raw : sqz_param_shown(raw, shown, sizeof(shown));
     switch (def->type) {
     case SQZ_PARAM_INT:
-        if (!sqz_parse_int(value, &v)) {
+        if (!sqz_parse_int(raw, &v)) {
             return SQZ_PARAM_ERR("SQZ_%s='%s' (%s): not an integer; expected an integer in [%.10g, %.10g]",
                                  def->name, value, source, def->min, def->max);
         }
         break;
     case SQZ_PARAM_DOUBLE:
-        if (!sqz_parse_double(value, &v)) {
+        if (!sqz_parse_double(raw, &v)) {
             return SQZ_PARAM_ERR("SQZ_%s='%s' (%s): not a number; expected a number in [%.10g, %.10g]",
                                  def->name, value, source, def->min, def->max);
         }
         break;
     case SQZ_PARAM_SIZE:
-        if (!sqz_parse_size(value, &v)) {
+        if (!sqz_parse_size(raw, &v)) {
             return SQZ_PARAM_ERR("SQZ_%s='%s' (%s): not a size; expected bytes (suffix K, M or G allowed) in [%.10g, %.10g]",
                                  def->name, value, source, def->min, def->max);
         }
         break;
     case SQZ_PARAM_BOOL: {
-        const int b = sqz_parse_bool(value);
+        const int b = sqz_parse_bool(raw);
         if (b < 0) {
             return SQZ_PARAM_ERR("SQZ_%s='%s' (%s): not a boolean; expected 0|1|yes|no|true|false|on|off",
                                  def->name, value, source);
@@ -332,7 +354,7 @@ sqz_status_t sqz_param_parse(const sqz_param_def_v1_t *def, const char *value, c
         return SQZ_OK;
     }
     case SQZ_PARAM_ENUM: {
-        const int idx = sqz_enum_index(def->choices, value);
+        const int idx = sqz_enum_index(def->choices, raw);
         if (idx < 0) {
             return SQZ_PARAM_ERR("SQZ_%s='%s' (%s): unknown value; expected one of %s", def->name,
                                  value, source, def->choices);
@@ -341,7 +363,7 @@ sqz_status_t sqz_param_parse(const sqz_param_def_v1_t *def, const char *value, c
         return SQZ_OK;
     }
     case SQZ_PARAM_STRING:
-        *(const char **)slot = value;
+        *(const char **)slot = raw;
         return SQZ_OK;
     default:
         return SQZ_PARAM_ERR("SQZ_%s: parameter has an unknown type %d", def->name, (int)def->type);

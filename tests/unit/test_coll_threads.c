@@ -819,6 +819,29 @@ static void test_mismatch(void)
         CHECK_EQ_INT(j.status[r], SQZ_ERR_MISMATCH);
     }
     done(&j);
+    /* SQZ_ENTROPY differs: a mismatch like any setting that changes the exchange (with the
+     * collective exchange the zstd rank would run a size exchange the others skip). */
+    const char *kq[]  = {"SQZ_METHOD", "quant", "SQZ_PIPELINE", "0", NULL};
+    const char *kq1[] = {"SQZ_ENTROPY", "zstd", NULL};
+    job_t       je    = {.kv = kq, .kv_rank1 = kq1, .P = 3, .n = 65536, .calls = 1,
+                         .nan_rank = -1, .corrupt_call = -1, .no_p2p = 1};
+    run(&je);
+    for (int r = 0; r < 3; r++) {
+        CHECK_EQ_INT(je.status[r], SQZ_ERR_MISMATCH);
+    }
+    done(&je);
+    /* The same with the check off on every rank, over point-to-point: receivers read both forms
+     * of a payload, so the zstd rank's frames decode everywhere and replicas stay identical. */
+    const char *kp[]  = {"SQZ_METHOD", "quant", "SQZ_CHECK_SETTINGS", "0", NULL};
+    job_t       jp    = {.kv = kp, .kv_rank1 = kq1, .P = 3, .n = 65536, .calls = 3,
+                         .nan_rank = -1, .corrupt_call = -1};
+    run(&jp);
+    CHECK(identical(&jp));
+    for (int r = 0; r < 3; r++) {
+        CHECK_EQ_INT(jp.status[r], SQZ_OK);
+        CHECK_EQ_INT(jp.stats[r].calls_compressed, 3);
+    }
+    done(&jp);
 }
 
 int main(void)

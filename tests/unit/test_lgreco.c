@@ -176,6 +176,14 @@ static void test_layout_file(void)
     l = sqz_layout_file_find(f, 50, &nl);
     CHECK(l && 1 == nl && 5 == l[0].rows && 10 == l[0].cols);
     CHECK(NULL == sqz_layout_file_find(f, 51, &nl) && 0 == nl);
+    size_t line[2], count[2];
+    CHECK_EQ_INT(sqz_layout_file_unused(f, line, count, 2), 0); /* both were found */
+    sqz_layout_file_free(f);
+    /* An entry no call finds is reported with its line. */
+    CHECK_EQ_INT(sqz_layout_file_parse(good, strlen(good), "good", &f, err, sizeof err), SQZ_OK);
+    (void)sqz_layout_file_find(f, 50, &nl);
+    CHECK_EQ_INT(sqz_layout_file_unused(f, line, count, 2), 1);
+    CHECK(1000 == count[0] && line[0] >= 1);
     sqz_layout_file_free(f);
 
     const struct {

@@ -98,6 +98,12 @@ static void test_errors(void)
     expect_error((const char *const[]){"SQZ_CHECK_SETTINGS", "maybe", NULL}, "SQZ_CHECK_SETTINGS", "boolean");
     expect_error((const char *const[]){"SQZ_STATS", "csv", NULL}, "SQZ_STATS", "json:PATH");
     expect_error((const char *const[]){"SQZ_WARMUP_STEPS", "-3", NULL}, "SQZ_WARMUP_STEPS", NULL);
+    /* A long value is shown shortened: the reason and the bounds stay in the message. */
+    char long_value[2048];
+    memset(long_value, '7', sizeof(long_value) - 1);
+    long_value[sizeof(long_value) - 1] = '\0';
+    expect_error((const char *const[]){"SQZ_QUANT_BITS", long_value, NULL}, "[1, 8]",
+                 "(2047 characters)");
 }
 
 static void test_file_and_env(void)
@@ -133,6 +139,13 @@ static void test_file_and_env(void)
     REQUIRE(SQZ_OK == sqz_config_create(&cfg));
     CHECK_EQ_INT(sqz_config_load_env(cfg), SQZ_ERR_INVALID_PARAM);
     sqz_config_destroy(cfg);
+
+    /* A directory is an I/O error, not an empty configuration. */
+    setenv("SQZ_CONFIG", "/tmp", 1);
+    REQUIRE(SQZ_OK == sqz_config_create(&cfg));
+    CHECK_EQ_INT(sqz_config_load_env(cfg), SQZ_ERR_IO);
+    sqz_config_destroy(cfg);
+    setenv("SQZ_CONFIG", path, 1);
 
     /* A missing file is an I/O error. */
     unlink(path);
