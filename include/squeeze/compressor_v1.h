@@ -277,6 +277,29 @@ typedef struct sqz_compressor_v1 {
  *  tests: a compressor that writes less still works, it only wastes the difference). */
 #define SQZ_COMPRESSOR_FIXED_PAYLOAD 0x1u
 
+/* What a compressor is, for error feedback.  With SQZ_EF=auto (the default) the engine gives a
+ * method the error feedback its flags ask for: none with SQZ_COMPRESSOR_EF_NONE, ef21 with
+ * SQZ_COMPRESSOR_EF21, else ef14 (a descriptor without flags: ef14, as before).  A user's explicit
+ * SQZ_EF that the flags say diverges is taken, with one warning. */
+/** flags: contractive, E||C(x) - x||^2 <= (1 - delta) ||x||^2 for some delta > 0 (top-k, scaled
+ *  sign, max-min quantization): error feedback corrects its bias. */
+#define SQZ_COMPRESSOR_CONTRACTIVE 0x2u
+/** flags: unbiased, E[C(x)] = x, and not contractive (QSGD, TernGrad): error feedback feeds its
+ *  variance back and diverges; it converges without. */
+#define SQZ_COMPRESSOR_UNBIASED 0x4u
+/** flags: its default error feedback is none (unbiased, exact, or a sum that is exact where it
+ *  is sent, as rand-k with positions shared by all ranks). */
+#define SQZ_COMPRESSOR_EF_NONE 0x8u
+/** flags: its default error feedback is ef21: it keeps a small fraction of the vector, and
+ *  classic error feedback then needs a step size of about that fraction of a stable one (its
+ *  residual releases bursts of many steps' gradient), while EF21 converges at the steps dense
+ *  SGD takes. */
+#define SQZ_COMPRESSOR_EF21 0x10u
+/** flags: an explicit SQZ_EF=ef14 (and econtrol), or ef21, is known to diverge with it at step
+ *  sizes dense SGD handles (docs/methods.md has the measurements). */
+#define SQZ_COMPRESSOR_EF14_DIVERGES 0x20u
+#define SQZ_COMPRESSOR_EF21_DIVERGES 0x40u
+
 #ifdef __cplusplus
 }
 #endif

@@ -1058,4 +1058,5 @@ const sqz_compressor_v1_t sqz_compressor_fedzip = {
     .compress = fedzip_compress,
     .decompress = fedzip_decompress,
     .destroy = fedzip_destroy,
+    .flags = SQZ_COMPRESSOR_CONTRACTIVE | SQZ_COMPRESSOR_EF21 | SQZ_COMPRESSOR_EF14_DIVERGES,
 };

@@ -516,4 +516,5 @@ const sqz_compressor_v1_t sqz_compressor_lossless = {
     .compress = lossless_compress,
     .decompress = lossless_decompress,
     .destroy = lossless_destroy,
+    .flags = SQZ_COMPRESSOR_EF_NONE,
 };

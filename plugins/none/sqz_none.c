@@ -152,5 +152,5 @@ const sqz_compressor_v1_t sqz_compressor_none = {
     .compress = none_compress,
     .decompress = none_decompress,
     .destroy = none_destroy,
-    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD | SQZ_COMPRESSOR_EF_NONE,
 };

@@ -524,4 +524,5 @@ const sqz_compressor_v1_t sqz_compressor_powersgd = {
     .levels       = "1,2,4,8,16,32",
     .level_param  = "POWERSGD_RANK",
     .level_bytes  = psgd_level_bytes,
+    .flags = SQZ_COMPRESSOR_CONTRACTIVE,
 };

@@ -709,5 +709,7 @@ const sqz_compressor_v1_t sqz_compressor_qsgd = {
     .compress = qsgd_compress,
     .decompress = qsgd_decompress,
     .destroy = qsgd_destroy,
-    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD | SQZ_COMPRESSOR_UNBIASED |
+             SQZ_COMPRESSOR_EF_NONE | SQZ_COMPRESSOR_EF14_DIVERGES |
+             SQZ_COMPRESSOR_EF21_DIVERGES,
 };

@@ -805,5 +805,5 @@ const sqz_compressor_v1_t sqz_compressor_quant = {
     .compress = quant_compress,
     .decompress = quant_decompress,
     .destroy = quant_destroy,
-    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD | SQZ_COMPRESSOR_CONTRACTIVE,
 };

@@ -545,5 +545,7 @@ const sqz_compressor_v1_t sqz_compressor_randk = {
     .compress = randk_compress,
     .decompress = randk_decompress,
     .destroy = randk_destroy,
-    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD | SQZ_COMPRESSOR_CONTRACTIVE |
+             SQZ_COMPRESSOR_EF_NONE | SQZ_COMPRESSOR_EF14_DIVERGES |
+             SQZ_COMPRESSOR_EF21_DIVERGES,
 };

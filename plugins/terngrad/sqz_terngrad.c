@@ -66,12 +66,13 @@ static const sqz_param_def_v1_t terngrad_params[] = {
     {
         .name = "TERNGRAD_CLIP",
         .type = SQZ_PARAM_DOUBLE,
-        .default_value = "0",
+        .default_value = "2.5",
         .min = 0,
         .max = 16,
         .offset = offsetof(terngrad_config_t, clip),
         .help = "clip |a| to this many bucket standard deviations before ternarizing "
-                "(0: off; else 1..16, the paper uses 2.5; biased)",
+                "(0: off; else 1..16; the paper's 2.5 by default: it bounds the scaler, hence the "
+                "variance, which unclipped diverges at step sizes dense SGD takes; biased)",
     },
 };
 
@@ -612,5 +613,7 @@ const sqz_compressor_v1_t sqz_compressor_terngrad = {
     .destroy = terngrad_destroy,
     .shared_len = terngrad_shared_len,
     .shared_fill = terngrad_shared_fill,
-    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD,
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD | SQZ_COMPRESSOR_UNBIASED |
+             SQZ_COMPRESSOR_EF_NONE | SQZ_COMPRESSOR_EF14_DIVERGES |
+             SQZ_COMPRESSOR_EF21_DIVERGES,
 };

@@ -1022,4 +1022,5 @@ const sqz_compressor_v1_t sqz_compressor_topk = {
     .levels      = "100,250,500,1000,2500,5000,10000,20000,25000,40000,50000,100000,200000,500000",
     .level_param = "TOPK_DENSITY",
     .level_scale = 1e6,
+    .flags = SQZ_COMPRESSOR_CONTRACTIVE | SQZ_COMPRESSOR_EF21 | SQZ_COMPRESSOR_EF14_DIVERGES,
 };

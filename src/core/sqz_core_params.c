@@ -24,14 +24,16 @@ static const sqz_core_param_t sqz_core_params[] = {
     JOB("METHOD", SQZ_PARAM_STRING, "none", 0, 0, NULL, CORE(method),
          "compressor applied to eligible all-reduces (see the compressor list); none passes them "
          "through exactly and only counts them"),
-    JOB("EF", SQZ_PARAM_ENUM, "ef14", 0, 0, "ef14|none|ef21|econtrol", CORE(ef),
+    JOB("EF", SQZ_PARAM_ENUM, "auto", 0, 0, "ef14|none|ef21|econtrol|auto", CORE(ef),
          "error feedback: ef14 keeps the compression residual of each buffer and adds it to the next "
          "call (classic EF-SGD); none drops it; ef21 sends the compressed change of each rank's "
          "gradient estimator and returns the shared estimator (EF21); econtrol is EF21 with a fed-back "
-         "error term scaled by SQZ_ECONTROL_ETA (EControl).  ef21 and econtrol keep 2 and 3 "
-         "estimators of the buffer's size per rank.  With powersgd, ef21 makes the estimator a "
-         "running sum of low-rank updates (the dense start phase sets it exactly), which tracks the "
-         "gradient far better than ef14 on short runs; it is the only transform the GPU path has"),
+         "error term scaled by SQZ_ECONTROL_ETA (EControl).  auto gives each method what converges "
+         "for it at the step sizes dense SGD takes (docs/methods.md): none for the unbiased "
+         "quantizers (qsgd, terngrad), rand-k and the exact methods, ef21 for the sparsifiers that "
+         "keep a small fraction (topk, fedzip; ef14 on device buffers, which have no ef21 for them "
+         "yet), ef14 for quant and sign, and for powersgd ef14 on buffers with a layout and none on "
+         "pseudo-layers.  ef21 and econtrol keep 2 and 3 estimators of the buffer's size per rank"),
     JOB("EF_STORAGE", SQZ_PARAM_ENUM, "fp32", 0, 0, "fp32|bf16|int8", CORE(ef_storage),
          "how the ef14 residual is kept between calls: fp32, or bf16 (half the memory) or int8 with a "
          "scale per 256 elements (a quarter), whose rounding is lost from the error feedback"),

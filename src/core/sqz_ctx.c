@@ -11,6 +11,7 @@
 #include "adapt/sqz_adapt_seg.h"
 #include "sqz_core_params.h"
 #include "sqz_ctx.h"
+#include "sqz_dgc.h"
 #include "sqz_layout_file.h"
 #include "sqz_log.h"
 
@@ -101,6 +102,41 @@ double sqz_ctx_param_num(const sqz_ctx_t *ctx, const char *name, double dflt)
     }
 }
 
+/* The method's flags (0 for a descriptor too old to carry them). */
+static uint32_t sqz_method_flags(const sqz_compressor_v1_t *c)
+{
+    return c->size >= offsetof(sqz_compressor_v1_t, flags) + sizeof(uint32_t) ? c->flags : 0;
+}
+
+/* SQZ_EF=auto: what converges for the method (its flags); an explicit choice its flags say
+ * diverges is kept, with a warning. */
+static void sqz_ctx_resolve_ef(sqz_ctx_t *ctx)
+{
+    const uint32_t f = sqz_method_flags(ctx->method);
+    ctx->ef_auto     = SQZ_EF_AUTO == ctx->p.ef;
+    if (ctx->ef_auto) {
+        /* (DGC's momentum correction and clipping are defined over classic error feedback.) */
+        ctx->ef = (f & SQZ_COMPRESSOR_EF_NONE)                   ? SQZ_EF_NONE
+                  : ((f & SQZ_COMPRESSOR_EF21) && !sqz_dgc_active(&ctx->p)) ? SQZ_EF_EF21
+                                                                            : SQZ_EF_EF14;
+        return;
+    }
+    ctx->ef               = ctx->p.ef;
+    const int diverges    = ((SQZ_EF_EF14 == ctx->ef || SQZ_EF_ECONTROL == ctx->ef) &&
+                          (f & SQZ_COMPRESSOR_EF14_DIVERGES)) ||
+                         (SQZ_EF_EF21 == ctx->ef && (f & SQZ_COMPRESSOR_EF21_DIVERGES));
+    static const char *const names[] = {"ef14", "none", "ef21", "econtrol"};
+    if (diverges) {
+        SQZ_WARN("SQZ_EF=%s with SQZ_METHOD=%s is known to diverge at the step sizes dense SGD "
+                 "takes (%s; docs/methods.md has the measurements): SQZ_EF=auto picks what "
+                 "converges for it",
+                 names[ctx->ef], ctx->method->name,
+                 (f & SQZ_COMPRESSOR_UNBIASED) ? "error feedback feeds an unbiased compressor's "
+                                                 "variance back"
+                                               : "its residual releases many steps' gradient at once");
+    }
+}
+
 /* Combinations of the selected method with the core settings that cannot work together. */
 static sqz_status_t sqz_ctx_check_method(const sqz_ctx_t *ctx, char *errbuf, size_t errlen)
 {
@@ -109,7 +145,7 @@ static sqz_status_t sqz_ctx_check_method(const sqz_ctx_t *ctx, char *errbuf, siz
     /* ef21 works with a summable method as with any other (the engine's estimators, the
      * plugin's error-feedback contract); econtrol's eta is tuned for sparsifiers and the GPU path
      * has no econtrol. */
-    if (summable && SQZ_EF_ECONTROL == ctx->p.ef) {
+    if (summable && SQZ_EF_ECONTROL == ctx->ef) {
         snprintf(errbuf, errlen,
                  "SQZ_EF=econtrol: not available with SQZ_METHOD=%s (use ef14, ef21 or none)",
                  c->name);
@@ -223,6 +259,7 @@ sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errb
         st = SQZ_ERR_INVALID_PARAM;
         goto fail;
     }
+    sqz_ctx_resolve_ef(ctx);
     SQZ_CHECK_GOTO(sqz_ctx_check_method(ctx, errbuf, errlen), st, fail);
     if (ctx->layout_file && SQZ_EXCHANGE_SUMMABLE != ctx->method->exchange && !ctx->p.adapt) {
         SQZ_WARN("SQZ_LAYOUT is set, but SQZ_METHOD=%s without SQZ_ADAPT reads no layout: it has "

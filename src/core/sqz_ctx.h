@@ -11,7 +11,13 @@
 #include "sqz_registry.h"
 #include "sqz_state.h"
 
-typedef enum { SQZ_EF_EF14 = 0, SQZ_EF_NONE = 1, SQZ_EF_EF21 = 2, SQZ_EF_ECONTROL = 3 } sqz_ef_mode_t;
+typedef enum {
+    SQZ_EF_EF14 = 0,
+    SQZ_EF_NONE = 1,
+    SQZ_EF_EF21 = 2,
+    SQZ_EF_ECONTROL = 3,
+    SQZ_EF_AUTO = 4 /* SQZ_EF=auto: resolved per method into ctx->ef */
+} sqz_ef_mode_t;
 typedef enum { SQZ_IALLREDUCE_EAGER = 0, SQZ_IALLREDUCE_PASSTHROUGH = 1 } sqz_iallreduce_mode_t;
 typedef enum { SQZ_HIER_AUTO = 0, SQZ_HIER_ON = 1, SQZ_HIER_OFF = 2 } sqz_hier_mode_t;
 
@@ -85,6 +91,10 @@ struct sqz_ctx {
     void                     **configs;   /* one parsed config per registry entry */
     const sqz_compressor_v1_t *method;
     size_t                     method_index;
+    /* The error feedback in force on host buffers (sqz_ef_mode_t, never AUTO), and whether it
+     * came from SQZ_EF=auto (then powersgd drops it on pseudo-layers). */
+    int                        ef;
+    int                        ef_auto;
     pthread_mutex_t            lock;      /* guards the stats */
     uint64_t                   calls_passthrough;
     sqz_method_stats_t        *stats;     /* reg.n rows */
@@ -210,6 +220,10 @@ size_t sqz_layout_carry(const sqz_comm_t *comm, uint64_t key, size_t count, sqz_
  *  comm->lock held.  \return NULL (and *nlayers 0) only when out of memory. */
 const sqz_layer_t *sqz_layout_resolve(sqz_comm_t *comm, uint64_t key, size_t n, size_t *nlayers,
                                       uint64_t *digest);
+
+/** Whether buffer (key, n) has a real layout (registered, or in the SQZ_LAYOUT file), not
+ *  pseudo-layers.  Same answer on every rank when the layouts were registered alike. */
+int sqz_layout_known(const sqz_comm_t *comm, uint64_t key, size_t n);
 
 /** Frees the layouts of a communicator (sqz_layout.c). */
 void sqz_layouts_fini(sqz_comm_t *comm);

@@ -325,7 +325,7 @@ static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, size_t n, size_t blo
     }
     /* ef21/econtrol's estimators are shared state (G identical on every rank): a rank must not
      * carry them, nor the server residual that feeds them, where another rank might not. */
-    const int      shared = sqz_ef_transforms(comm->ctx->p.ef) && 0 == block;
+    const int      shared = sqz_ef_transforms(comm->ctx->ef) && 0 == block;
     sqz_buf_state_t *heir = id.heir_of && !shared ? sqz_state_find(&comm->store, id.heir_of, n)
                                                   : NULL;
     if (heir) {
@@ -536,6 +536,24 @@ static sqz_status_t sqz_engine_warmup_transform(sqz_comm_t *comm, sqz_buf_state_
     return SQZ_OK;
 }
 
+/* The error feedback of one call: the context's, except that ef21/econtrol transform all-reduces
+ * only (a reduce-scatter keeps classic error feedback), and that under SQZ_EF=auto powersgd runs
+ * pseudo-layers without it (their rank-r approximations keep about r / min(rows, cols) of a
+ * matrix with no low-rank structure: classic error feedback then diverges, the plain projection of
+ * the summed gradient converges; docs/methods.md). */
+static int sqz_engine_ef_mode(sqz_comm_t *comm, uint64_t key, size_t n, size_t block)
+{
+    const sqz_ctx_t *ctx = comm->ctx;
+    if (block && sqz_ef_transforms(ctx->ef)) {
+        return SQZ_EF_EF14;
+    }
+    if (ctx->ef_auto && SQZ_EXCHANGE_SUMMABLE == ctx->method->exchange &&
+        !sqz_layout_known(comm, key, n)) {
+        return SQZ_EF_NONE;
+    }
+    return ctx->ef;
+}
+
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
                                    size_t block, sqz_op_t op, uint64_t key)
 {
@@ -549,7 +567,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         return sqz_engine_poisoned(comm, in, out, n, block, op, seq);
     }
     /* ef21/econtrol transform all-reduces; a reduce-scatter keeps classic error feedback. */
-    sqz_engine_ef_t ef = {.mode = (block && sqz_ef_transforms(ctx->p.ef)) ? SQZ_EF_EF14 : ctx->p.ef};
+    sqz_engine_ef_t ef = {.mode = sqz_engine_ef_mode(comm, key, n, block)};
     ef.transform       = sqz_ef_transforms(ef.mode);
     ef.dgc             = SQZ_EF_EF14 == ef.mode && sqz_dgc_active(&ctx->p);
     if (seq < (uint64_t)ctx->p.warmup_steps) {

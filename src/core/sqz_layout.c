@@ -182,3 +182,10 @@ const sqz_layer_t *sqz_layout_resolve(sqz_comm_t *comm, uint64_t key, size_t n, 
     *digest  = sqz_layout_digest(l, nl, n);
     return l;
 }
+
+int sqz_layout_known(const sqz_comm_t *comm, uint64_t key, size_t n)
+{
+    size_t nl = 0;
+    return NULL != sqz_layout_find(comm, key, n) ||
+           NULL != sqz_layout_file_find(comm->ctx->layout_file, n, &nl);
+}

@@ -129,7 +129,11 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     const sqz_ctx_t     *ctx    = comm->ctx;
     const char          *method = ctx->method->name;
     g->enabled                  = sqz_gpu_params_from_ctx(ctx, &g->params);
-    g->ef      = ctx->p.ef == SQZ_EF_EF14;
+    /* SQZ_EF=auto: ef14 for the device kernels (they have no ef21 for topk yet), none for the
+     * methods whose default it is. */
+    const int ef = SQZ_EF_AUTO == ctx->p.ef ? (SQZ_EF_NONE == ctx->ef ? SQZ_EF_NONE : SQZ_EF_EF14)
+                                            : ctx->p.ef;
+    g->ef      = ef == SQZ_EF_EF14;
     g->psgd    = sqz_gpu_psgd_config(ctx, &g->psgd_cfg);
     if (g->psgd) {
         /* PowerSGD forms a = in + residual in the residual buffer: it always has one. */
@@ -142,13 +146,12 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                      "all-reduces pass through to NCCL uncompressed",
                      method);
     }
-    if (g->enabled && ctx->p.ef != SQZ_EF_EF14 && ctx->p.ef != SQZ_EF_NONE &&
-        !(g->psgd && ctx->p.ef == SQZ_EF_EF21)) {
+    if (g->enabled && ef != SQZ_EF_EF14 && ef != SQZ_EF_NONE && !(g->psgd && ef == SQZ_EF_EF21)) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN,
                      "SQZ_EF=%s is CPU-only (the GPU path has ef14 and none, and ef21 for "
                      "powersgd): device all-reduces "
                      "pass through to NCCL uncompressed",
-                     ctx->p.ef == SQZ_EF_EF21 ? "ef21" : "econtrol");
+                     ef == SQZ_EF_EF21 ? "ef21" : "econtrol");
         g->enabled = 0;
     }
     if (g->enabled && g->params.method == SQZ_GPU_TOPK &&

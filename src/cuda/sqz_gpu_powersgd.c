@@ -68,8 +68,9 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
     cfg->iters    = (int)sqz_ctx_param_num(ctx, "POWERSGD_ITERS", 1);
     cfg->start    = (int64_t)sqz_ctx_param_num(ctx, "POWERSGD_START_STEPS", 10);
     cfg->min_rate = sqz_ctx_param_num(ctx, "POWERSGD_MIN_RATE", 2.0);
-    cfg->ef       = ctx->p.ef == SQZ_EF_EF14   ? SQZ_GPU_PSGD_EF14
-                    : ctx->p.ef == SQZ_EF_EF21 ? SQZ_GPU_PSGD_EF21
+    const int ef  = SQZ_EF_AUTO == ctx->p.ef ? SQZ_EF_EF14 : ctx->p.ef;
+    cfg->ef       = ef == SQZ_EF_EF14   ? SQZ_GPU_PSGD_EF14
+                    : ef == SQZ_EF_EF21 ? SQZ_GPU_PSGD_EF21
                                                : SQZ_GPU_PSGD_EF_NONE;
     cfg->seed     = (uint64_t)ctx->p.seed;
     if (SQZ_GPU_PSGD_EF21 == cfg->ef && ctx->p.warmup_steps > cfg->start) {

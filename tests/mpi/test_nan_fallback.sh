@@ -58,7 +58,7 @@ nan_case() {
 
 for np in 2 4; do
     nan_case "$np" quant 0.3 SQZ_METHOD=quant SQZ_QUANT_BITS=4
-    nan_case "$np" topk 1.3 SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.1
+    nan_case "$np" topk 1.3 SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.1 SQZ_EF=ef14
     nan_case "$np" sign 1.3 SQZ_METHOD=sign
 done
 

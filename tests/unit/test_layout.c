@@ -69,7 +69,7 @@ static void test_carry(sqz_thread_group_t *g, const char *storage, int expect_ca
 {
     enum { A = 3000, B = 5000, PAD = 100, N1 = A + B, N2 = A + B + PAD };
     const char *const kv[] = {"METHOD", "topk", "TOPK_DENSITY", "0.25", "MIN_BYTES", "0",
-                              "EF_STORAGE", storage, NULL};
+                              "EF", "ef14", "EF_STORAGE", storage, NULL};
     sqz_ctx_t  *ctx;
     sqz_comm_t *comm = one_rank_comm(g, kv, &ctx);
     const sqz_layer_t l1[] = {{0, 30, 100, 1}, {A, B, 1, 2}};

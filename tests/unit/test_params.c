@@ -44,11 +44,44 @@ static void test_defaults(void)
     REQUIRE(ctx);
     CHECK(0 == strcmp(sqz_ctx_method(ctx), "none"));
     CHECK_EQ_INT(ctx->p.min_bytes, 65536);
-    CHECK_EQ_INT(ctx->p.ef, SQZ_EF_EF14);
+    CHECK_EQ_INT(ctx->p.ef, SQZ_EF_AUTO);
+    CHECK_EQ_INT(ctx->ef, SQZ_EF_NONE); /* method none: nothing to feed back */
     CHECK_EQ_INT(ctx->p.warmup_steps, 0);
     sqz_ctx_destroy(ctx);
     sqz_ctx_destroy(NULL); /* accepted */
     sqz_config_destroy(NULL);
+}
+
+/* SQZ_EF=auto resolves per method (the compressors' flags); an explicit choice stays. */
+static void test_ef_auto(void)
+{
+    static const struct {
+        const char *method, *ef;
+        int         expect;
+    } cases[] = {
+        {"quant", NULL, SQZ_EF_EF14},    {"sign", NULL, SQZ_EF_EF14},  {"topk", NULL, SQZ_EF_EF21},
+        {"fedzip", NULL, SQZ_EF_EF21},   {"randk", NULL, SQZ_EF_NONE}, {"qsgd", NULL, SQZ_EF_NONE},
+        {"terngrad", NULL, SQZ_EF_NONE}, {"powersgd", NULL, SQZ_EF_EF14},
+        {"lossless", NULL, SQZ_EF_NONE}, {"topk", "ef14", SQZ_EF_EF14},
+        {"qsgd", "ef14", SQZ_EF_EF14}, /* kept, with a warning */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *kv[] = {"SQZ_METHOD", cases[i].method, cases[i].ef ? "SQZ_EF" : NULL,
+                            cases[i].ef, NULL};
+        sqz_ctx_t  *ctx  = NULL;
+        char        err[512];
+        CHECK_EQ_INT(make(kv, &ctx, err, sizeof(err)), SQZ_OK);
+        CHECK_MSG(ctx && ctx->ef == cases[i].expect, "%s with SQZ_EF=%s: %d, expected %d",
+                  cases[i].method, cases[i].ef ? cases[i].ef : "auto", ctx ? ctx->ef : -1,
+                  cases[i].expect);
+        sqz_ctx_destroy(ctx);
+    }
+    /* DGC's momentum correction is defined over classic error feedback: auto gives ef14. */
+    const char *kd[] = {"SQZ_METHOD", "topk", "SQZ_DGC_MOMENTUM", "0.9", NULL};
+    sqz_ctx_t  *ctx  = NULL;
+    CHECK_EQ_INT(make(kd, &ctx, NULL, 0), SQZ_OK);
+    CHECK(ctx && SQZ_EF_EF14 == ctx->ef);
+    sqz_ctx_destroy(ctx);
 }
 
 static void test_values(void)
@@ -182,6 +215,7 @@ int main(void)
 {
     test_defaults();
     test_values();
+    test_ef_auto();
     test_errors();
     test_file_and_env();
     test_visit();

@@ -520,7 +520,7 @@ static void test_adapt(void)
      * rank 1 and whose last are noise: the program should lower the first and raise the last. */
     const char *const kv[] = {"METHOD", "powersgd", "MIN_BYTES", "0", "POWERSGD_START_STEPS", "2",
                               "POWERSGD_RANK", "4", "POWERSGD_MIN_RATE", "1", "ADAPT", "lgreco",
-                              "ADAPT_PERIOD", "10", "LAYOUT_CHUNK", "400", NULL};
+                              "ADAPT_PERIOD", "10", "LAYOUT_CHUNK", "400", "EF", "ef14", NULL};
     job_t j = {.P = 2, .kv = kv, .mode = 3};
     run_job(&j);
     check_identical(&j, "adapt");

@@ -34,13 +34,14 @@ typedef struct method {
 } method_t;
 
 static const method_t methods[] = {
-    {"default (B=2048)", {NULL}, 2048, 0.0},
-    {"B=8", {"TERNGRAD_BUCKET=8", NULL}, 8, 0.0},
-    {"B=13", {"TERNGRAD_BUCKET=13", NULL}, 13, 0.0},
+    {"B=2048 clip=0", {"TERNGRAD_CLIP=0", NULL}, 2048, 0.0},
+    {"B=8", {"TERNGRAD_BUCKET=8", "TERNGRAD_CLIP=0", NULL}, 8, 0.0},
+    {"B=13", {"TERNGRAD_BUCKET=13", "TERNGRAD_CLIP=0", NULL}, 13, 0.0},
     {"B=100 clip=2.5", {"TERNGRAD_BUCKET=100", "TERNGRAD_CLIP=2.5", NULL}, 100, 2.5},
     {"B=2048 clip=2.5", {"TERNGRAD_CLIP=2.5", NULL}, 2048, 2.5},
     {"B=64 clip=1", {"TERNGRAD_BUCKET=64", "TERNGRAD_CLIP=1", NULL}, 64, 1.0},
-    {"B=4099", {"TERNGRAD_BUCKET=4099", NULL}, 4099, 0.0},
+    {"B=4099", {"TERNGRAD_BUCKET=4099", "TERNGRAD_CLIP=0", NULL}, 4099, 0.0},
+    {"default (B=2048 clip=2.5)", {NULL}, 2048, 2.5},
 };
 #define NMETHODS (sizeof methods / sizeof methods[0])
 

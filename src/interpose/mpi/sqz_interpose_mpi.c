@@ -216,10 +216,11 @@ static void sqz_mpi_startup(void)
     const int go = sqz_mpi_agree(rank, size, ok, digest, hash,
                                  ok ? sqz_mpi_ctx->p.check_settings : 1, timeout);
     if (go <= 0) {
-        if (0 == go && rank > 0) {
-            /* Rank 0 stops the job too: let its abort come first (several ranks aborting at
-             * once garble the launcher's report). */
-            sleep(2);
+        if (rank > 0) {
+            /* Rank 0 stops the job too (or every rank does, when rank 0 never answered): let
+             * one abort come first, after every rank has printed (several ranks aborting at
+             * once garble the launcher's report, and the first abort cuts the others' lines). */
+            sleep(0 == go ? 2 : 1);
         }
         PMPI_Abort(MPI_COMM_WORLD, 1);
         return;
