@@ -162,6 +162,29 @@ SQZ_API int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t 
 SQZ_API void sqz_comm_count_passthrough(sqz_comm_t *comm);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Checkpoints of the error-feedback state                                                    */
+/* ------------------------------------------------------------------------------------------ */
+/** Saves this rank's state of comm: every buffer's residuals, estimators (ef21, econtrol), DGC
+ *  momentum, warm starts and layer-adaptive levels, their call counters, and the call-sequence
+ *  state that names the buffers of intercepted calls; device communicators copy their buffers'
+ *  state from the device (one synchronization).  Call it at the same point on every rank (between
+ *  steps, with no call of comm in flight), next to the model's checkpoint: a run restarted from
+ *  both continues bit for bit.  Writes into buf only when len is large enough.  \return the bytes
+ *  the checkpoint takes (0 on error, logged).  The format is versioned. */
+SQZ_API size_t sqz_state_save(sqz_comm_t *comm, void *buf, size_t len);
+
+/** Restores a checkpoint of sqz_state_save into comm (same method, rank count, rank and
+ *  settings), replacing its state.  \return SQZ_OK; SQZ_ERR_INVALID_PARAM (another format
+ *  version, method, rank, or settings: logged, nothing changed), SQZ_ERR_CORRUPT (truncated or
+ *  damaged: nothing changed), SQZ_ERR_NO_MEMORY. */
+SQZ_API sqz_status_t sqz_state_load(sqz_comm_t *comm, const void *buf, size_t len);
+
+/** sqz_state_save / sqz_state_load through a file (SQZ_ERR_IO when it cannot be written or
+ *  read). */
+SQZ_API sqz_status_t sqz_state_save_file(sqz_comm_t *comm, const char *path);
+SQZ_API sqz_status_t sqz_state_load_file(sqz_comm_t *comm, const char *path);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Layer layouts: what a flat buffer holds, for methods that work per layer (low-rank, L-GreCo) */
 /* ------------------------------------------------------------------------------------------ */
 /** One parameter inside a buffer: `rows * cols` elements from element `offset` (a 1-D or scalar

@@ -105,6 +105,7 @@ class Context:
         self._ptr = None
         self._lock = threading.Lock()
         self._comms = weakref.WeakSet()
+        self._order = []  # weak references to the comms, in creation order (state_dict)
         L = self._lib.lib
         cfg = ctypes.c_void_p()
         check(L.sqz_config_create(ctypes.byref(cfg)), "sqz_config_create")
@@ -165,6 +166,37 @@ class Context:
         if not self._ptr:
             return "<squeeze.Context closed>"
         return f"<squeeze.Context method={self.method!r}>"
+
+    def _adopt(self, comm):
+        self._comms.add(comm)
+        self._order.append(weakref.ref(comm))
+
+    def _live_comms(self):
+        return [c for c in (r() for r in self._order) if c is not None and not c.closed]
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self):
+        """The error-feedback state of every open Comm of this context (residuals, estimators,
+        warm starts, call counters), in their creation order: save it with the model's
+        checkpoint (torch.save takes it as it is) and give it to load_state_dict() in the
+        restarted job, whose Comms are created in the same order, to continue bit for bit.
+        Take it at the same point on every rank, with no call in flight."""
+        return {"format": "squeeze-context-state", "version": 1,
+                "comms": [c.state_dict() for c in self._live_comms()]}
+
+    def load_state_dict(self, state):
+        """Restores state_dict()'s result into this context's open Comms, matched by creation
+        order.  Raises SqueezeError when the number of Comms, a method, the rank or the settings
+        differ (nothing is changed in a Comm whose state is refused)."""
+        if not isinstance(state, dict) or state.get("format") != "squeeze-context-state":
+            raise SqueezeError(_lib.SQZ_ERR_INVALID_PARAM, "not a squeeze Context state_dict")
+        comms, saved = self._live_comms(), state.get("comms", [])
+        if len(comms) != len(saved):
+            raise SqueezeError(_lib.SQZ_ERR_INVALID_PARAM,
+                               f"the state holds {len(saved)} Comm(s), this Context has "
+                               f"{len(comms)} open: create them in the same order first")
+        for comm, s in zip(comms, saved):
+            comm.load_state_dict(s)
 
     # -- information -------------------------------------------------------------------------
     @property
@@ -296,7 +328,7 @@ class Context:
         check(fn(self._handle(), ctypes.c_void_p(int(nccl_comm)), ctypes.byref(out)),
               "sqz_comm_create_nccl")
         comm = Comm(self, out.value)
-        self._comms.add(comm)
+        self._adopt(comm)
         return comm
 
     def mpi_comm(self, mpi_comm):
@@ -310,7 +342,7 @@ class Context:
               "sqz_comm_create")
         comm = Comm(self, out.value, keepalive=(t, keep))
         comm.mpi = mpi_comm
-        self._comms.add(comm)
+        self._adopt(comm)
         return comm
 
     def moe_stats(self, codec):
@@ -331,7 +363,7 @@ class Context:
                                             ctypes.byref(out)),
               "sqz_comm_create")
         comm = Comm(self, out.value, keepalive=keep)
-        self._comms.add(comm)
+        self._adopt(comm)
         return comm
 
 
@@ -461,6 +493,25 @@ class Comm:
         """True when a call with these arguments would be compressed."""
         return bool(self._lib.lib.sqz_comm_eligible(self._handle(), int(count), dtype_code(dtype),
                                                    op_code(op)))
+
+    def state_dict(self):
+        """sqz_state_save: this rank's error-feedback state of the Comm as a dict holding the
+        versioned checkpoint bytes (see Context.state_dict())."""
+        fn = self._lib.fn("sqz_state_save")
+        n = int(fn(self._handle(), None, 0))
+        if n == 0:
+            raise SqueezeError(_lib.SQZ_ERR_INTERNAL, "sqz_state_save failed (see the log)")
+        buf = ctypes.create_string_buffer(n)
+        if int(fn(self._handle(), buf, n)) != n:
+            raise SqueezeError(_lib.SQZ_ERR_INTERNAL, "sqz_state_save changed size")
+        return {"format": "squeeze-comm-state", "version": 1, "state": buf.raw}
+
+    def load_state_dict(self, state):
+        """sqz_state_load of a state_dict() of this Comm's rank (same method and settings)."""
+        if not isinstance(state, dict) or state.get("format") != "squeeze-comm-state":
+            raise SqueezeError(_lib.SQZ_ERR_INVALID_PARAM, "not a squeeze Comm state_dict")
+        data = bytes(state["state"])
+        check(self._lib.fn("sqz_state_load")(self._handle(), data, len(data)), "sqz_state_load")
 
     def register_layout(self, key, count, layers):
         """Records what the buffer `key` of `count` elements holds: layers is a sequence of

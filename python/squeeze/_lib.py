@@ -287,6 +287,8 @@ _PROTOTYPES = {
     "sqz_comm_eligible": (_int, [_vp, _size, _int, _int], True),
     # Layer layouts
     "sqz_layout_register": (_int, [_vp, _u64, _size, ctypes.POINTER(sqz_layer_t), _size], False),
+    "sqz_state_save": (_size, [_vp, _vp, _size], False),
+    "sqz_state_load": (_int, [_vp, _vp, _size], False),
     "sqz_layout_get": (_size, [_vp, _u64, _size, ctypes.POINTER(sqz_layer_t), _size], False),
     # MoE token all-to-alls (pointers: sendbuf, counts..., recvbuf; sizes as size_t arrays)
     "sqz_moe_alltoallv": (_int, [_vp, _int, _vp, _psize, _psize, _vp, _psize, _psize, _size,

@@ -257,6 +257,29 @@ class SqueezeHookState:
         dicts with count, solves, budget, error, bytes, bytes_uniform, levels), else []."""
         return self.ctx.stats_json(self.rank).get("adapt", []) if not self.ctx.closed else []
 
+    def state_dict(self):
+        """The hook's error-feedback state on this rank (the Comm's residuals, estimators and
+        counters, synchronized with the device first): save it with the model and optimizer, at
+        the same step on every rank, and hand it to load_state_dict() in the restarted job, after
+        registering the hook again, to continue as the uninterrupted job would have."""
+        import torch
+        if self.comm is None:
+            raise SqueezeError(_lib.SQZ_ERR_INVALID_PARAM, "the hook state is closed")
+        torch.cuda.synchronize(self.device)
+        return {"format": "squeeze-ddp-hook-state", "version": 1,
+                "comm": self.comm.state_dict(), "hook_calls": self.hook_calls}
+
+    def load_state_dict(self, state):
+        """Restores state_dict()'s result (same method, settings, rank and world size)."""
+        import torch
+        if not isinstance(state, dict) or state.get("format") != "squeeze-ddp-hook-state":
+            raise SqueezeError(_lib.SQZ_ERR_INVALID_PARAM, "not a squeeze DDP hook state_dict")
+        if self.comm is None:
+            raise SqueezeError(_lib.SQZ_ERR_INVALID_PARAM, "the hook state is closed")
+        torch.cuda.synchronize(self.device)
+        self.comm.load_state_dict(state["comm"])
+        self.hook_calls = int(state.get("hook_calls", 0))
+
     def write_stats_json(self, path):
         """The library's stats JSON for this rank ("%r" in path is the rank)."""
         self.ctx.write_stats_json(path, self.rank)

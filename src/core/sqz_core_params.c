@@ -53,6 +53,12 @@ static const sqz_core_param_t sqz_core_params[] = {
          "extra compressor plugins: shared objects exporting sqz_compressor_v1, separated by ':' or ','"),
     RANK("CONFIG", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(config),
          "a file of NAME = value lines read before the environment (environment variables win)"),
+    RANK("STATE_FILE", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(state_file),
+         "under the MPI interposer: a file (%r is replaced by the rank) that holds the "
+         "error-feedback state (residuals, estimators, warm starts, call counters) of every "
+         "communicator; read at start when it exists, written at MPI_Finalize and at the next "
+         "compressed call after a SIGUSR1, so that a job restarted from its checkpoint continues "
+         "as it would have"),
     RANK("AGREE_TIMEOUT", SQZ_PARAM_DOUBLE, "6", 0.1, 86400, NULL, CORE(agree_timeout),
          "seconds the ranks wait for each other at Squeeze's start-up agreement (under the MPI "
          "interposer: every rank reports whether its configuration is valid and what its settings "

@@ -60,6 +60,7 @@ typedef struct sqz_core_params {
     int64_t     lsh_sample;
     size_t      state_max_bytes; /* 0: stale states only */
     double      agree_timeout;   /* seconds */
+    const char *state_file;      /* SQZ_STATE_FILE, or "" */
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */
@@ -122,6 +123,7 @@ struct sqz_ctx {
 
 struct sqz_gpu_comm;
 struct sqz_layout_entry;
+struct sqz_wbuf;
 
 /** A communicator's engine. */
 struct sqz_comm {
@@ -167,6 +169,10 @@ struct sqz_comm {
      * keep the core free of any CUDA dependency. */
     struct sqz_gpu_comm *gpu;
     void (*gpu_destroy)(struct sqz_comm *comm);
+    /* Checkpoints of the device engine's buffers (sqz_state_io.c): save into the sink (a sizing
+     * pass when its base is NULL), load from the bytes a save wrote. */
+    sqz_status_t (*gpu_state_save)(struct sqz_comm *comm, struct sqz_wbuf *w);
+    sqz_status_t (*gpu_state_load)(struct sqz_comm *comm, const void *buf, size_t len);
     void (*gpu_flush_stats)(struct sqz_comm *comm);
     int                gpu_abandon;      /* destroy without touching the device (after abort) */
     sqz_moe_comm_t    *moe;              /* MoE token all-to-all state, or NULL (sqz_moe.c) */

@@ -32,6 +32,7 @@
 #include "sqz_identity.h"
 #include "sqz_log.h"
 #include "sqz_param.h"
+#include "sqz_state_io.h"
 #include "sqz_plugin_util.h"
 #include "sqz_residual.h"
 #include "transport/sqz_nccl.h"
@@ -69,7 +70,18 @@ struct sqz_gpu_comm {
     uint32_t             *d_agree;     /* one word for sqz_gpu_comm_agree */
     unsigned long long    nonfinite_seen;
     struct sqz_gpu_moe   *moe;         /* token all-to-all state (sqz_gpu_moe.c), or NULL */
+    /* A checkpoint's buffer records not applied yet (sqz_gpu_state_load): each is applied when
+     * its buffer is next created (its device memory comes with an agreement between the ranks,
+     * which a load cannot make), or at once when the buffer exists. */
+    unsigned char        *pending;
+    size_t                npending;
 };
+
+/* One device buffer in a checkpoint; count floats of residual follow when has_residual. */
+typedef struct sqz_gpu_saved {
+    uint64_t key, count, calls;
+    int32_t  dtype, has_residual;
+} sqz_gpu_saved_t;
 
 const sqz_nccl_api_t *sqz_gpu_comm_nccl(sqz_comm_t *comm, void **nc, int *device,
                                         struct sqz_gpu_moe ***moe)
@@ -195,6 +207,8 @@ static void sqz_gpu_flush_stats(sqz_comm_t *comm)
 }
 
 static void sqz_gpu_buf_free(sqz_gpu_buf_t *b);
+static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w);
+static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t len);
 
 static void sqz_gpu_destroy(sqz_comm_t *comm)
 {
@@ -234,6 +248,7 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
         cudaSetDevice(saved);
     }
     free(g->bufs);
+    free(g->pending);
     sqz_nccl_transport_destroy(g->transport);
     free(g);
     comm->gpu = NULL;
@@ -271,6 +286,8 @@ sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **
     comm->gpu             = g;
     comm->gpu_destroy     = sqz_gpu_destroy;
     comm->gpu_flush_stats = sqz_gpu_flush_stats;
+    comm->gpu_state_save  = sqz_gpu_state_save;
+    comm->gpu_state_load  = sqz_gpu_state_load;
     api->CommCuDevice(g->nc, &g->device);
     int saved = -1;
     cudaGetDevice(&saved);
@@ -407,6 +424,87 @@ int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s)
     return v ? 1 : 0;
 }
 
+/* ------------------------------------------------------------------------------------------- */
+/* Checkpoints (sqz_state_io.c calls these through comm->gpu_state_save / gpu_state_load)       */
+/* ------------------------------------------------------------------------------------------- */
+/* Gives b its saved residual and counter, if the pending checkpoint holds them (stream order). */
+static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s)
+{
+    sqz_rbuf_t r = {g->pending, g->npending, 0, 0};
+    while (g->pending && r.off < r.len) {
+        sqz_gpu_saved_t rec;
+        if (!sqz_rbuf_get(&r, &rec, sizeof(rec))) {
+            return;
+        }
+        const float *res = rec.has_residual ? sqz_rbuf_take(&r, (size_t)rec.count * sizeof(float))
+                                            : NULL;
+        if (rec.key == b->key && rec.count == b->count && (sqz_dtype_t)rec.dtype == b->dtype) {
+            b->calls = rec.calls;
+            if (res && b->residual) {
+                cudaMemcpyAsync(b->residual, res, b->count * sizeof(float),
+                                cudaMemcpyHostToDevice, s);
+                cudaStreamSynchronize(s); /* (the host copy may go with the next load) */
+            }
+            return;
+        }
+    }
+}
+
+static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w)
+{
+    struct sqz_gpu_comm *g = comm->gpu;
+    if (g->psgd && g->nbufs > 0) {
+        SQZ_ERROR("sqz_state_save: GPU PowerSGD's device state (warm starts, ef21 estimators) "
+                  "cannot be checkpointed yet");
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    float *host = NULL;
+    if (w->base) {
+        cudaSetDevice(g->device);
+        cudaDeviceSynchronize(); /* every call that may still write a residual */
+    }
+    sqz_status_t st = SQZ_OK;
+    for (size_t i = 0; SQZ_OK == st && i < g->nbufs; i++) {
+        const sqz_gpu_buf_t  *b   = &g->bufs[i];
+        const sqz_gpu_saved_t rec = {b->key, b->count, b->calls, (int32_t)b->dtype,
+                                     NULL != b->residual};
+        sqz_wbuf_put(w, &rec, sizeof(rec));
+        if (NULL == b->residual) {
+            continue;
+        }
+        if (w->base) {
+            float *h = realloc(host, b->count * sizeof(float));
+            st       = h ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+            host     = h ? h : host;
+            if (h && cudaSuccess != cudaMemcpy(h, b->residual, b->count * sizeof(float),
+                                               cudaMemcpyDeviceToHost)) {
+                st = SQZ_ERR_CUDA;
+            }
+        }
+        sqz_wbuf_put(w, host, b->count * sizeof(float));
+    }
+    free(host);
+    return st;
+}
+
+static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t len)
+{
+    struct sqz_gpu_comm *g    = comm->gpu;
+    unsigned char       *copy = malloc(len ? len : 1);
+    if (NULL == copy) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    memcpy(copy, buf, len);
+    free(g->pending);
+    g->pending  = copy;
+    g->npending = len;
+    cudaSetDevice(g->device);
+    for (size_t i = 0; i < g->nbufs; i++) {
+        sqz_gpu_apply_pending(g, &g->bufs[i], NULL);
+    }
+    return SQZ_OK;
+}
+
 /* After an allocation event of b (every rank has one at the same call): 1 when every rank
  * allocated, else b goes dense-only on every rank (its memory freed, the entry kept so that no
  * rank tries again alone); -1 when the agreement itself failed. */
@@ -497,7 +595,8 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         const sqz_gpu_carry_t carry = {g, b.residual, s};
         sqz_layout_carry(comm, key, count, sqz_gpu_carry_residual, (void *)&carry);
     }
-    g->bufs[g->nbufs++]  = b;
+    g->bufs[g->nbufs++] = b;
+    sqz_gpu_apply_pending(g, &g->bufs[g->nbufs - 1], s);
     return &g->bufs[g->nbufs - 1];
 }
 

@@ -4,6 +4,7 @@
  * data-parallel step does) and frees it.  Run under the interposer.
  *
  *   mpi_churn [--calls N] [--stable] [--sizes a,b,c,...] [--check-every K] [--rss-out FILE]
+ *             [--from STEP] [--dump FILE]
  *
  * Each step reduces one buffer per entry of --sizes (floats; default a step with a repeated size
  * in it).  --stable keeps one buffer per position for the whole run (the reference).  Every
@@ -11,7 +12,9 @@
  * the resident set size is sampled; --rss-out writes "calls rss_kib" lines (rank 0).  The
  * gradients are a fixed function of (position, step, rank) so that error feedback has something
  * to carry: the mean relative error of the last 100 steps is printed (with the stats JSON it
- * tells whether residuals followed their buffers).  Exit 1 when replicas differ. */
+ * tells whether residuals followed their buffers).  --from numbers the steps from STEP (a run
+ * restarted from a checkpoint continues the gradients where it stopped); --dump writes the
+ * results of the last step (rank 0, raw floats).  Exit 1 when replicas differ. */
 #include <math.h>
 #include <mpi.h>
 #include <stdint.h>
@@ -106,7 +109,8 @@ static double rel_error(const float *x, size_t n, int pos, long step)
 
 int main(int argc, char **argv)
 {
-    long        calls = 20000, check_every = 50;
+    long        calls = 20000, check_every = 50, first = 0;
+    const char *dump = NULL;
     int         stable = 0;
     const char *rss_out = NULL;
     size_t      sizes[64];
@@ -125,6 +129,10 @@ int main(int argc, char **argv)
             check_every = atol(argv[++i]);
         } else if (0 == strcmp(argv[i], "--rss-out") && i + 1 < argc) {
             rss_out = argv[++i];
+        } else if (0 == strcmp(argv[i], "--from") && i + 1 < argc) {
+            first = atol(argv[++i]);
+        } else if (0 == strcmp(argv[i], "--dump") && i + 1 < argc) {
+            dump = argv[++i];
         }
     }
     FILE *rf = (rss_out && 0 == g_rank) ? fopen(rss_out, "w") : NULL;
@@ -132,7 +140,9 @@ int main(int argc, char **argv)
     long   steps = calls / npos, bad = 0, rss_first = -1, rss_max = 0;
     double err_tail = 0;
     int    n_tail = 0;
-    for (long step = 0; step < steps; step++) {
+    FILE *df = (dump && 0 == g_rank) ? fopen(dump, "wb") : NULL;
+    for (long s = 0; s < steps; s++) {
+        const long step = first + s;
         for (int pos = 0; pos < npos; pos++) {
             const size_t n = sizes[pos];
             /* A new block each call, entered at an offset that differs by rank, step and buffer. */
@@ -157,7 +167,10 @@ int main(int argc, char **argv)
                     printf("step %ld err %.4f\n", step, e);
                 }
             }
-            if (step >= steps - 100 / npos - 1 && 0 == pos) {
+            if (df && s == steps - 1) {
+                fwrite(x, sizeof(float), n, df);
+            }
+            if (s >= steps - 100 / npos - 1 && 0 == pos) {
                 err_tail += rel_error(x, n, pos, step);
                 n_tail++;
             }
@@ -165,17 +178,20 @@ int main(int argc, char **argv)
                 free(blk);
             }
         }
-        if (0 == step % check_every) {
+        if (0 == s % check_every) {
             const long r = rss_kib();
-            rss_first    = (rss_first < 0 && step * npos >= calls / 10) ? r : rss_first;
+            rss_first    = (rss_first < 0 && s * npos >= calls / 10) ? r : rss_first;
             rss_max      = r > rss_max ? r : rss_max;
             if (rf) {
-                fprintf(rf, "%ld %ld\n", step * npos, r);
+                fprintf(rf, "%ld %ld\n", s * npos, r);
             }
         }
     }
     if (rf) {
         fclose(rf);
+    }
+    if (df) {
+        fclose(df);
     }
     for (int pos = 0; pos < npos; pos++) {
         free(kept[pos]);

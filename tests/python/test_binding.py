@@ -324,6 +324,42 @@ def t_single_rank_comm():
         report(ok, "a closed Comm raises SqueezeError", d)
 
 
+def t_state_dict():
+    """Context.state_dict() / load_state_dict(): a one-rank job stopped after 3 calls and restarted
+    from its state continues with the same bits; a state of another method is refused."""
+    n = 1 << 14
+    src = [math.sin(0.37 * i) + 0.25 * math.cos(0.011 * i) for i in range(n)]
+
+    def steps(comm, first, last):
+        out, a = [], (ctypes.c_float * n)()
+        for step in range(first, last):
+            a[:] = [x * (1 + 0.1 * step) for x in src]
+            comm.allreduce(ctypes.addressof(a), n, "float32", "sum")
+            out.append(bytes(a))
+        return out
+
+    params = dict(env=False, method="quant", quant_bits=2, min_bytes=1024)
+    with squeeze.Context(**params) as ctx:
+        whole = steps(ctx.single_rank_comm(), 0, 6)
+    with squeeze.Context(**params) as ctx:
+        comm = ctx.single_rank_comm()
+        steps(comm, 0, 3)
+        state = ctx.state_dict()
+    with squeeze.Context(**params) as ctx:
+        comm = ctx.single_rank_comm()
+        ctx.load_state_dict(state)
+        resumed = steps(comm, 3, 6)
+    report(resumed == whole[3:] and len(state["comms"]) == 1,
+           "Context.state_dict() then load_state_dict(): the restarted job continues bit for bit",
+           f"{len(state['comms'][0]['state'])} bytes of state")
+    with squeeze.Context(env=False, method="sign", min_bytes=1024) as ctx:
+        comm = ctx.single_rank_comm()
+        ok, d = raises(lambda: ctx.load_state_dict(state), squeeze.SQZ_ERR_INVALID_PARAM)
+        report(ok, "a state of another method raises SqueezeError", d)
+        ok, d = raises(lambda: ctx.load_state_dict({"format": "x"}), squeeze.SQZ_ERR_INVALID_PARAM)
+        report(ok, "a dict that is no state raises SqueezeError", d)
+
+
 def t_adapt_stats_json():
     """SQZ_ADAPT=lgreco on a one-rank PowerSGD Comm with a registered layout: the per-layer choice
     is readable through Context.stats_json() ("adapt"), within its error budget."""
@@ -451,6 +487,7 @@ def main():
         ("enums", t_enums),
         ("single-rank comm", t_single_rank_comm),
         ("adapt stats json", t_adapt_stats_json),
+        ("state dict", t_state_dict),
         ("nccl unavailable", t_nccl_unavailable),
         ("ddp helpers", t_ddp_helpers),
     ]:

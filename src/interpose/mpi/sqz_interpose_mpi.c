@@ -27,6 +27,7 @@
 #include "sqz_log.h"
 #include "sqz_moe.h"
 #include "sqz_settings.h"
+#include "sqz_statefile.h"
 #include "interpose/mpi/sqz_mpi_agree.h"
 #include "transport/sqz_transport_mpi.h"
 
@@ -58,6 +59,8 @@ typedef struct sqz_mpi_comm {
 
 static void sqz_mpi_comm_free(sqz_mpi_comm_t *c)
 {
+    sqz_statefile_detach(c->leader_engine);
+    sqz_statefile_detach(c->engine);
     sqz_comm_destroy(c->leader_engine);
     sqz_transport_mpi_destroy(&c->lt);
     if (MPI_COMM_NULL != c->leaders) {
@@ -147,6 +150,12 @@ static sqz_mpi_comm_t *sqz_mpi_comm(MPI_Comm comm)
         sqz_mpi_comm_free(c);
         return NULL;
     }
+    /* SQZ_STATE_FILE: the saved state of this communicator (the same creation order on every
+     * rank); one that cannot be restored (other settings) stops the job. */
+    if (SQZ_OK != sqz_statefile_attach(c->engine) ||
+        SQZ_OK != sqz_statefile_attach(c->leader_engine)) {
+        PMPI_Abort(MPI_COMM_WORLD, 1);
+    }
     return c;
 }
 
@@ -226,6 +235,7 @@ static void sqz_mpi_startup(void)
         return;
     }
     sqz_mpi_ctx->settings_agreed = 1;
+    sqz_statefile_init(sqz_mpi_ctx->p.state_file, rank);
     if (MPI_SUCCESS != PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, sqz_mpi_comm_delete,
                                                &sqz_mpi_keyval, NULL)) {
         SQZ_ERROR("cannot create an MPI attribute key: compression disabled");
@@ -292,6 +302,7 @@ SQZ_MPI_API int MPI_Finalize(void)
     if (sqz_mpi_ctx) {
         sqz_mpi_inside = 1;
         sqz_mpi_write_stats();
+        (void)sqz_statefile_save();
         /* Free the engine of WORLD (created at its first eligible call, if any). */
         void *attr = NULL;
         int   flag = 0;
@@ -304,6 +315,7 @@ SQZ_MPI_API int MPI_Finalize(void)
     }
     const int rc = PMPI_Finalize();
     /* After PMPI_Finalize no attribute callback can run any more. */
+    sqz_statefile_fini();
     sqz_ctx_destroy(sqz_mpi_ctx);
     sqz_mpi_ctx = NULL;
     return rc;
@@ -354,6 +366,7 @@ static int sqz_mpi_allreduce_compressed(const void *sendbuf, void *recvbuf, int 
                                         MPI_Comm comm, sqz_status_t *st)
 {
     sqz_mpi_inside    = 1;
+    sqz_statefile_poll();
     sqz_mpi_comm_t *c = sqz_mpi_comm(comm);
     if (NULL == c || !sqz_comm_eligible(c->engine, (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
         if (c) {
