@@ -53,6 +53,11 @@ static const sqz_core_param_t sqz_core_params[] = {
          "extra compressor plugins: shared objects exporting sqz_compressor_v1, separated by ':' or ','"),
     RANK("CONFIG", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(config),
          "a file of NAME = value lines read before the environment (environment variables win)"),
+    RANK("STALL_SECONDS", SQZ_PARAM_DOUBLE, "5", 0.1, 86400, NULL, CORE(stall_seconds),
+         "under the MPI interposer: seconds a compressed exchange waits for a peer before it looks "
+         "where that peer is (an RMA read); a peer in another collective (a float all-reduce of "
+         "another count, which its count kept uncompressed) stops the job with a message naming "
+         "both ranks, a peer still computing is waited for"),
     RANK("STATE_FILE", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(state_file),
          "under the MPI interposer: a file (%r is replaced by the rank) that holds the "
          "error-feedback state (residuals, estimators, warm starts, call counters) of every "

@@ -61,6 +61,7 @@ typedef struct sqz_core_params {
     size_t      state_max_bytes; /* 0: stale states only */
     double      agree_timeout;   /* seconds */
     const char *state_file;      /* SQZ_STATE_FILE, or "" */
+    double      stall_seconds;   /* SQZ_STALL_SECONDS */
 } sqz_core_params_t;
 
 /** The exchange a compressed call took (stats key "algorithms"). */

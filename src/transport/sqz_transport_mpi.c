@@ -10,6 +10,7 @@ typedef struct sqz_mpi_req {
     MPI_Request r;
     size_t     *got;
     int         used;
+    int         peer;
 } sqz_mpi_req_t;
 
 struct sqz_transport_mpi {
@@ -19,7 +20,34 @@ struct sqz_transport_mpi {
     int           *ints;  /* 4 * nranks: send counts, send displs, recv counts, recv displs */
     sqz_mpi_req_t *reqs;
     int            nreqs;
+    /* Stall diagnosis (sqz_transport_mpi_on_stall): the last completion and the next check. */
+    sqz_mpi_stall_fn stall_fn;
+    double           stall_s, last_done, next_check;
 };
+
+static double sqz_mpi_now(void) { return PMPI_Wtime(); }
+
+/* A request completed: the exchange is moving. */
+static void sqz_mpi_progress(sqz_transport_mpi_t *m)
+{
+    if (m->stall_fn) {
+        m->last_done  = sqz_mpi_now();
+        m->next_check = m->last_done + m->stall_s;
+    }
+}
+
+/* No completion for stall_s: let the hook look at the peer we wait for. */
+static void sqz_mpi_maybe_stalled(sqz_transport_mpi_t *m, const sqz_mpi_req_t *q)
+{
+    if (NULL == m->stall_fn) {
+        return;
+    }
+    const double now = sqz_mpi_now();
+    if (now >= m->next_check) {
+        m->next_check = now + m->stall_s;
+        m->stall_fn(m->comm, q->peer, now - m->last_done);
+    }
+}
 
 #define SQZ_MPI_TAG 0x5a51
 
@@ -49,6 +77,8 @@ static int sqz_mpi_isend(void *self, const void *buf, size_t bytes, int peer, vo
         q->used = 0;
         return -1;
     }
+    q->peer = peer;
+    sqz_mpi_progress(m); /* (a new request: the clock starts now) */
     *req = q;
     return 0;
 }
@@ -67,8 +97,10 @@ static int sqz_mpi_irecv(void *self, void *buf, size_t bytes, int peer, size_t *
         q->used = 0;
         return -1;
     }
-    q->got = got;
-    *req   = q;
+    q->got  = got;
+    q->peer = peer;
+    sqz_mpi_progress(m); /* (a new request: the clock starts now) */
+    *req = q;
     return 0;
 }
 
@@ -85,21 +117,38 @@ static int sqz_mpi_complete(sqz_mpi_req_t *q, MPI_Status *st)
 
 static int sqz_mpi_test(void *self, void *req, int *done)
 {
-    sqz_mpi_req_t *q = req;
-    MPI_Status     st;
-    (void)self;
+    sqz_transport_mpi_t *m = self;
+    sqz_mpi_req_t       *q = req;
+    MPI_Status           st;
     if (MPI_SUCCESS != PMPI_Test(&q->r, done, &st)) {
         return -1;
     }
-    return *done ? sqz_mpi_complete(q, &st) : 0;
+    if (!*done) {
+        sqz_mpi_maybe_stalled(m, q);
+        return 0;
+    }
+    sqz_mpi_progress(m);
+    return sqz_mpi_complete(q, &st);
 }
 
 static int sqz_mpi_wait(void *self, void *req)
 {
-    sqz_mpi_req_t *q = req;
-    MPI_Status     st;
-    (void)self;
-    if (MPI_SUCCESS != PMPI_Wait(&q->r, &st)) {
+    sqz_transport_mpi_t *m = self;
+    sqz_mpi_req_t       *q = req;
+    MPI_Status           st;
+    if (m->stall_fn) {
+        /* Polled, so that a stall can be looked into. */
+        int done = 0;
+        while (!done) {
+            if (MPI_SUCCESS != PMPI_Test(&q->r, &done, &st)) {
+                return -1;
+            }
+            if (!done) {
+                sqz_mpi_maybe_stalled(m, q);
+            }
+        }
+        sqz_mpi_progress(m);
+    } else if (MPI_SUCCESS != PMPI_Wait(&q->r, &st)) {
         return -1;
     }
     return sqz_mpi_complete(q, &st);
@@ -197,6 +246,17 @@ sqz_status_t sqz_transport_mpi_create(MPI_Comm comm, sqz_transport_t *t)
         .wait              = sqz_mpi_wait,
     };
     return SQZ_OK;
+}
+
+void sqz_transport_mpi_on_stall(sqz_transport_t *t, sqz_mpi_stall_fn fn, double seconds)
+{
+    sqz_transport_mpi_t *m = t->self;
+    if (m) {
+        m->stall_fn   = fn;
+        m->stall_s    = seconds;
+        m->last_done  = sqz_mpi_now();
+        m->next_check = m->last_done + seconds;
+    }
 }
 
 void sqz_transport_mpi_destroy(sqz_transport_t *t)

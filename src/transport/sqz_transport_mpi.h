@@ -14,6 +14,14 @@ typedef struct sqz_transport_mpi sqz_transport_mpi_t;
  *  comm must create its transport at the same point).  Fills *t. */
 sqz_status_t sqz_transport_mpi_create(MPI_Comm comm, sqz_transport_t *t);
 
+/** Called when a point-to-point request has made no progress for a while: comm, the peer it waits
+ *  for (a rank of comm), and the seconds waited. */
+typedef void (*sqz_mpi_stall_fn)(MPI_Comm comm, int peer, double waited);
+
+/** Asks the transport to call fn when a test or wait has seen no request complete for `seconds`
+ *  (then again every `seconds`).  Waits then poll instead of blocking in MPI_Wait. */
+void sqz_transport_mpi_on_stall(sqz_transport_t *t, sqz_mpi_stall_fn fn, double seconds);
+
 /** Frees what create allocated (t->self).  Accepts a zeroed t. */
 void sqz_transport_mpi_destroy(sqz_transport_t *t);
 

@@ -29,6 +29,7 @@
 #include "sqz_settings.h"
 #include "sqz_statefile.h"
 #include "interpose/mpi/sqz_mpi_agree.h"
+#include "interpose/mpi/sqz_mpi_board.h"
 #include "transport/sqz_transport_mpi.h"
 
 #define SQZ_MPI_API __attribute__((visibility("default")))
@@ -150,6 +151,11 @@ static sqz_mpi_comm_t *sqz_mpi_comm(MPI_Comm comm)
         sqz_mpi_comm_free(c);
         return NULL;
     }
+    /* A compressed exchange that waits too long for a peer looks where that peer is. */
+    sqz_transport_mpi_on_stall(&c->t, sqz_board_stalled, sqz_mpi_ctx->p.stall_seconds);
+    if (c->leader_engine) {
+        sqz_transport_mpi_on_stall(&c->lt, sqz_board_stalled, sqz_mpi_ctx->p.stall_seconds);
+    }
     /* SQZ_STATE_FILE: the saved state of this communicator (the same creation order on every
      * rank); one that cannot be restored (other settings) stops the job. */
     if (SQZ_OK != sqz_statefile_attach(c->engine) ||
@@ -236,6 +242,7 @@ static void sqz_mpi_startup(void)
     }
     sqz_mpi_ctx->settings_agreed = 1;
     sqz_statefile_init(sqz_mpi_ctx->p.state_file, rank);
+    sqz_board_init();
     if (MPI_SUCCESS != PMPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, sqz_mpi_comm_delete,
                                                &sqz_mpi_keyval, NULL)) {
         SQZ_ERROR("cannot create an MPI attribute key: compression disabled");
@@ -311,6 +318,7 @@ SQZ_MPI_API int MPI_Finalize(void)
             PMPI_Comm_delete_attr(MPI_COMM_WORLD, sqz_mpi_keyval);
         }
         PMPI_Comm_free_keyval(&sqz_mpi_keyval);
+        sqz_board_fini();
         sqz_mpi_inside = 0;
     }
     const int rc = PMPI_Finalize();
@@ -353,6 +361,27 @@ static inline int sqz_mpi_candidate(MPI_Datatype datatype, MPI_Op op, MPI_Comm c
     return 1;
 }
 
+/* A float SUM all-reduce that passes through on this rank, when another rank might compress it
+ * (its count may differ: an erroneous program): its communicator's engine is made now if it is
+ * not (collective: every rank of comm is in this call, whatever its count, so none makes it
+ * alone later), and the board says where this rank is (sqz_mpi_board.h).  \return 1 when the
+ * board was marked (the caller clears it). */
+static int sqz_mpi_float_sum_passthrough(MPI_Datatype datatype, MPI_Op op, MPI_Comm comm,
+                                         long count)
+{
+    int inter = 0;
+    if (NULL == sqz_mpi_ctx || sqz_mpi_inside || MPI_FLOAT != datatype || MPI_SUM != op ||
+        count <= 0 || MPI_COMM_NULL == comm || MPI_SUCCESS != PMPI_Comm_test_inter(comm, &inter) ||
+        inter) {
+        return 0;
+    }
+    sqz_mpi_inside = 1;
+    (void)sqz_mpi_comm(comm);
+    sqz_mpi_inside = 0;
+    sqz_board_enter(SQZ_BOARD_PASSTHROUGH, (uint64_t)count, 0);
+    return 1;
+}
+
 static int sqz_mpi_error(MPI_Comm comm, sqz_status_t st)
 {
     SQZ_ERROR("compressed collective failed: %s", sqz_status_string(st));
@@ -375,9 +404,11 @@ static int sqz_mpi_allreduce_compressed(const void *sendbuf, void *recvbuf, int 
         sqz_mpi_inside = 0;
         return 0;
     }
+    sqz_board_enter(SQZ_BOARD_COMPRESSED, (uint64_t)count, c->engine->nranks);
     *st = c->hier ? sqz_mpi_allreduce_hier(c, sendbuf, recvbuf, count)
                   : sqz_allreduce(c->engine, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
                                   (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+    sqz_board_leave();
     sqz_mpi_inside = 0;
     return 1;
 }
@@ -388,7 +419,12 @@ SQZ_MPI_API int MPI_Allreduce(const void *sendbuf, void *recvbuf, int count, MPI
     sqz_status_t st;
     if (!sqz_mpi_candidate(datatype, op, comm, count) ||
         !sqz_mpi_allreduce_compressed(sendbuf, recvbuf, count, comm, &st)) {
-        return PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+        const int mark = sqz_mpi_float_sum_passthrough(datatype, op, comm, count);
+        const int rc   = PMPI_Allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+        if (mark) {
+            sqz_board_leave();
+        }
+        return rc;
     }
     return SQZ_OK == st ? MPI_SUCCESS : sqz_mpi_error(comm, st);
 }
