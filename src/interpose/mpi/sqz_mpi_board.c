@@ -19,14 +19,24 @@ static sqz_board_t *sqz_board_mine;
 
 void sqz_board_init(void)
 {
-    /* Passive-target reads of this window are the only use: no assertions the job could break. */
-    if (MPI_SUCCESS != PMPI_Win_allocate((MPI_Aint)sizeof(sqz_board_t), 1, MPI_INFO_NULL,
-                                         MPI_COMM_WORLD, &sqz_board_mine, &sqz_board_win)) {
+    /* Not every MPI can make a window (Open MPI 4 over TCP between hosts has no one-sided
+     * component without MPI_THREAD_MULTIPLE): errors return here instead of ending the job, and
+     * the diagnosis is then off (the window's creation is collective: off on every rank). */
+    MPI_Errhandler saved;
+    PMPI_Comm_get_errhandler(MPI_COMM_WORLD, &saved);
+    PMPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    const int rc = PMPI_Win_allocate((MPI_Aint)sizeof(sqz_board_t), 1, MPI_INFO_NULL,
+                                     MPI_COMM_WORLD, &sqz_board_mine, &sqz_board_win);
+    PMPI_Comm_set_errhandler(MPI_COMM_WORLD, saved);
+    PMPI_Errhandler_free(&saved);
+    if (MPI_SUCCESS != rc) {
         sqz_board_win  = MPI_WIN_NULL;
         sqz_board_mine = NULL;
-        SQZ_INFO("no RMA window: a rank stuck in another collective is not diagnosed");
+        SQZ_INFO("this MPI makes no RMA window: a rank stuck in another collective is not "
+                 "diagnosed (the job waits, as without Squeeze)");
         return;
     }
+    PMPI_Win_set_errhandler(sqz_board_win, MPI_ERRORS_RETURN);
     memset(sqz_board_mine, 0, sizeof(*sqz_board_mine));
 }
 
