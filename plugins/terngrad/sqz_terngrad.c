@@ -66,13 +66,14 @@ static const sqz_param_def_v1_t terngrad_params[] = {
     {
         .name = "TERNGRAD_CLIP",
         .type = SQZ_PARAM_DOUBLE,
-        .default_value = "2.5",
+        .default_value = "1.5",
         .min = 0,
         .max = 16,
         .offset = offsetof(terngrad_config_t, clip),
         .help = "clip |a| to this many bucket standard deviations before ternarizing "
-                "(0: off; else 1..16; the paper's 2.5 by default: it bounds the scaler, hence the "
-                "variance, which unclipped diverges at step sizes dense SGD takes; biased)",
+                "(0: off; else 1..16; the paper uses 2.5; 1.5 by default: it bounds the scaler, "
+                "hence the variance, which unclipped, or at 2.5, diverges at step sizes dense SGD "
+                "still takes (docs/methods.md); biased)",
     },
 };
 

@@ -240,6 +240,10 @@ void sqz_layouts_fini(sqz_comm_t *comm);
  *  has logged which settings differ from rank 0's. */
 sqz_status_t sqz_comm_check_settings(sqz_comm_t *comm);
 
+/** Brings the context's total of per-buffer state memory (stats state_bytes, state_bytes_peak) up
+ *  to date with this communicator's: `bytes` is what it holds now (0 when it goes away). */
+void sqz_comm_account_state(sqz_comm_t *comm, size_t bytes);
+
 /** Grows a scratch buffer to at least `need` bytes (kept across calls). */
 sqz_status_t sqz_scratch_reserve(void **buf, size_t *cap, size_t need);
 

@@ -19,9 +19,7 @@
 #include "adapt/sqz_adapt_seg.h"
 #include "lossless/sqz_entropy.h"
 
-/* Brings the context's total of state memory up to date with this communicator's store (with
- * `bytes` = what the store holds now; 0 when it goes away). */
-static void sqz_engine_account_bytes(sqz_comm_t *comm, size_t bytes)
+void sqz_comm_account_state(sqz_comm_t *comm, size_t bytes)
 {
     if (bytes == comm->state_bytes_seen) {
         return;
@@ -124,7 +122,7 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     }
     free(comm->entropy);
     sqz_pool_destroy(comm->pool);
-    sqz_engine_account_bytes(comm, 0);
+    sqz_comm_account_state(comm, 0);
     sqz_state_store_fini(&comm->store);
     sqz_callseq_destroy(comm->seq);
     free(comm->sendbuf);
@@ -562,7 +560,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     sqz_buf_state_t *bs;
     uint64_t         seq;
     SQZ_CHECK(sqz_engine_state(comm, key, n, block, out, &bs, &seq));
-    sqz_engine_account_bytes(comm, comm->store.bytes);
+    sqz_comm_account_state(comm, comm->store.bytes);
     if (NULL == bs) {
         return sqz_engine_poisoned(comm, in, out, n, block, op, seq);
     }
@@ -594,7 +592,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         }
         sqz_residual_close(bs, ctx->p.ef_storage, ef.residual); /* restored on a fallback */
     }
-    sqz_engine_account_bytes(comm, comm->store.bytes);
+    sqz_comm_account_state(comm, comm->store.bytes);
     if (SQZ_OK != st) {
         return sqz_engine_fallback(&call, in, out, op, st);
     }

@@ -600,6 +600,16 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     return &g->bufs[g->nbufs - 1];
 }
 
+/* The device memory of every buffer, in the context's state_bytes. */
+static void sqz_gpu_account(sqz_comm_t *comm)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < comm->gpu->nbufs; i++) {
+        bytes += comm->gpu->bufs[i].bytes;
+    }
+    sqz_comm_account_state(comm, bytes);
+}
+
 /* sqz_identity_place's eviction callback: a stale slot's device memory goes, once the device has
  * finished every call that may still read it. */
 static void sqz_gpu_evict_slot(void *arg, uint64_t id)
@@ -848,6 +858,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     cst.t_compress = sqz_time_now() - t0; /* host time to enqueue: the device time is async */
     sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
 out:
+    sqz_gpu_account(comm);
     if (saved >= 0 && saved != g->device) {
         cudaSetDevice(saved);
     }

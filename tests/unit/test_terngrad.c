@@ -41,7 +41,7 @@ static const method_t methods[] = {
     {"B=2048 clip=2.5", {"TERNGRAD_CLIP=2.5", NULL}, 2048, 2.5},
     {"B=64 clip=1", {"TERNGRAD_BUCKET=64", "TERNGRAD_CLIP=1", NULL}, 64, 1.0},
     {"B=4099", {"TERNGRAD_BUCKET=4099", "TERNGRAD_CLIP=0", NULL}, 4099, 0.0},
-    {"default (B=2048 clip=2.5)", {NULL}, 2048, 2.5},
+    {"default (B=2048 clip=1.5)", {NULL}, 2048, 1.5},
 };
 #define NMETHODS (sizeof methods / sizeof methods[0])
 
