@@ -162,6 +162,30 @@ SQZ_API int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t 
 SQZ_API void sqz_comm_count_passthrough(sqz_comm_t *comm);
 
 /* ------------------------------------------------------------------------------------------ */
+/* The optimizer-side collective (1-bit Adam, 0/1 Adam: squeeze.optim)                         */
+/* ------------------------------------------------------------------------------------------ */
+/** Compressed all-reduce, in place, of a buffer that an optimizer owns (1-bit Adam's momentum, 0/1
+ *  Adam's gradients and accumulated updates), with the context's method (a context with
+ *  SQZ_METHOD=sign gives 1-bit Adam's exchange: the two-phase sign all-reduce) and two-level
+ *  error feedback that this call always keeps, whatever SQZ_EF, SQZ_MIN_BYTES and
+ *  SQZ_WARMUP_STEPS say (the optimizer decides when to compress): this rank's compression error,
+ *  and the error of the chunk it reduces, are kept under `key` (not 0, the same on every rank)
+ *  and added back at the next call with that key; sqz_state_save keeps them, sqz_ef_forget drops
+ *  them.  stream NULL: host float32 buffers, through the communicator's transport (blocking);
+ *  otherwise device buffers (float32, float16, bfloat16) of a sqz_comm_create_nccl communicator,
+ *  enqueued on that CUDA stream.  Every rank ends with bit-identical results; a NaN or Inf on any
+ *  rank gives the dense result (host) or NaN everywhere (device), with the residuals kept.
+ *  \return SQZ_OK; SQZ_ERR_INVALID_PARAM (key 0, another op); SQZ_ERR_NOT_SUPPORTED (a dtype or
+ *  memory the communicator cannot take); a transport error. */
+SQZ_API sqz_status_t sqz_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count,
+                                      sqz_dtype_t dtype, sqz_op_t op, uint64_t key, void *stream);
+
+/** Drops the error-feedback state named key (0/1 Adam switches from compressing gradients to
+ *  compressing accumulated updates: the residuals of one mean nothing to the other).  Every rank
+ *  calls it at the same point.  Accepts a NULL comm. */
+SQZ_API void sqz_ef_forget(sqz_comm_t *comm, uint64_t key);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Checkpoints of the error-feedback state                                                    */
 /* ------------------------------------------------------------------------------------------ */
 /** Saves this rank's state of comm: every buffer's residuals, estimators (ef21, econtrol), DGC

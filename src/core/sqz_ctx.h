@@ -174,6 +174,10 @@ struct sqz_comm {
      * pass when its base is NULL), load from the bytes a save wrote. */
     sqz_status_t (*gpu_state_save)(struct sqz_comm *comm, struct sqz_wbuf *w);
     sqz_status_t (*gpu_state_load)(struct sqz_comm *comm, const void *buf, size_t len);
+    /* sqz_ef_allreduce / sqz_ef_forget on a device communicator */
+    sqz_status_t (*gpu_ef_allreduce)(struct sqz_comm *comm, void *buf, size_t count,
+                                     sqz_dtype_t dtype, sqz_op_t op, uint64_t key, void *stream);
+    void (*gpu_ef_forget)(struct sqz_comm *comm, uint64_t key);
     void (*gpu_flush_stats)(struct sqz_comm *comm);
     int                gpu_abandon;      /* destroy without touching the device (after abort) */
     sqz_moe_comm_t    *moe;              /* MoE token all-to-all state, or NULL (sqz_moe.c) */

@@ -552,8 +552,13 @@ static int sqz_engine_ef_mode(sqz_comm_t *comm, uint64_t key, size_t n, size_t b
     return ctx->ef;
 }
 
+/* Flags of one run: the optimizer-side collective (sqz_ef_allreduce) keeps classic two-level
+ * error feedback whatever SQZ_EF says, and has no warm-up: the optimizer decides when to
+ * compress. */
+enum { SQZ_RUN_OPTIMIZER = 1 };
+
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
-                                   size_t block, sqz_op_t op, uint64_t key)
+                                   size_t block, sqz_op_t op, uint64_t key, unsigned flags)
 {
     sqz_ctx_t *const ctx = comm->ctx;
     SQZ_CHECK(sqz_comm_check_settings(comm));
@@ -565,10 +570,11 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         return sqz_engine_poisoned(comm, in, out, n, block, op, seq);
     }
     /* ef21/econtrol transform all-reduces; a reduce-scatter keeps classic error feedback. */
-    sqz_engine_ef_t ef = {.mode = sqz_engine_ef_mode(comm, key, n, block)};
-    ef.transform       = sqz_ef_transforms(ef.mode);
-    ef.dgc             = SQZ_EF_EF14 == ef.mode && sqz_dgc_active(&ctx->p);
-    if (seq < (uint64_t)ctx->p.warmup_steps) {
+    const int       opt = 0 != (flags & SQZ_RUN_OPTIMIZER);
+    sqz_engine_ef_t ef  = {.mode = opt ? SQZ_EF_EF14 : sqz_engine_ef_mode(comm, key, n, block)};
+    ef.transform        = sqz_ef_transforms(ef.mode);
+    ef.dgc              = !opt && SQZ_EF_EF14 == ef.mode && sqz_dgc_active(&ctx->p);
+    if (!opt && seq < (uint64_t)ctx->p.warmup_steps) {
         sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
         if (ef.transform && SQZ_OK == sqz_engine_warmup_transform(comm, bs, ef.mode, in, out, n, op)) {
             return SQZ_OK;
@@ -621,7 +627,7 @@ sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
         st = (SQZ_DTYPE_FLOAT32 == dtype) ? sqz_dense_allreduce(comm, in, recvbuf, count, op)
                                           : SQZ_ERR_NOT_SUPPORTED;
     } else {
-        st = sqz_engine_run(comm, in, recvbuf, count, 0, op, key);
+        st = sqz_engine_run(comm, in, recvbuf, count, 0, op, key, 0);
     }
     pthread_mutex_unlock(&comm->lock);
     return st;
@@ -642,8 +648,54 @@ sqz_status_t sqz_reduce_scatter_block(sqz_comm_t *comm, const void *sendbuf, voi
         sqz_comm_count_passthrough(comm);
         st = SQZ_ERR_NOT_SUPPORTED; /* the caller runs its own dense reduce-scatter */
     } else {
-        st = sqz_engine_run(comm, in, recvbuf, n, recvcount, op, key);
+        st = sqz_engine_run(comm, in, recvbuf, n, recvcount, op, key, 0);
     }
     pthread_mutex_unlock(&comm->lock);
     return st;
+}
+
+sqz_status_t sqz_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count, sqz_dtype_t dtype,
+                              sqz_op_t op, uint64_t key, void *stream)
+{
+    if (NULL == comm || NULL == buf || 0 == key || (SQZ_OP_SUM != op && SQZ_OP_AVG != op)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (stream || comm->gpu) {
+        return comm->gpu_ef_allreduce ? comm->gpu_ef_allreduce(comm, buf, count, dtype, op, key,
+                                                               stream)
+                                      : SQZ_ERR_NOT_SUPPORTED;
+    }
+    if (SQZ_DTYPE_FLOAT32 != dtype) {
+        return SQZ_ERR_NOT_SUPPORTED; /* host buffers are float32 */
+    }
+    if (0 == count) {
+        return SQZ_OK;
+    }
+    pthread_mutex_lock(&comm->lock);
+    const sqz_ctx_t *ctx = comm->ctx;
+    const sqz_query_v1_t q = {.size = sizeof(q), .count = count, .nranks = comm->nranks};
+    sqz_status_t st;
+    if (count > (size_t)UINT32_MAX ||
+        (ctx->method->query && SQZ_OK != ctx->method->query(comm->cstate, &q))) {
+        sqz_comm_count_passthrough(comm);
+        st = sqz_dense_allreduce(comm, buf, buf, count, op);
+    } else {
+        st = sqz_engine_run(comm, buf, buf, count, 0, op, key, SQZ_RUN_OPTIMIZER);
+    }
+    pthread_mutex_unlock(&comm->lock);
+    return st;
+}
+
+void sqz_ef_forget(sqz_comm_t *comm, uint64_t key)
+{
+    if (NULL == comm || 0 == key) {
+        return;
+    }
+    pthread_mutex_lock(&comm->lock);
+    if (comm->gpu_ef_forget) {
+        comm->gpu_ef_forget(comm, key);
+    }
+    sqz_state_drop(&comm->store, key);
+    sqz_comm_account_state(comm, comm->store.bytes);
+    pthread_mutex_unlock(&comm->lock);
 }

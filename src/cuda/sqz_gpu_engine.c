@@ -207,6 +207,16 @@ static void sqz_gpu_flush_stats(sqz_comm_t *comm)
 }
 
 static void sqz_gpu_buf_free(sqz_gpu_buf_t *b);
+
+/* The compressed all-reduce of count elements from `in`; with rs_out, only this rank's block of
+ * count / nranks elements is kept (reduce-scatter): the sum is decoded into the buffer's scratch
+ * and the block copied to rs_out.  Flags of one call: the optimizer-side collective
+ * (sqz_ef_allreduce) always keeps a residual and has neither a size threshold nor a warm-up. */
+enum { SQZ_GPU_OPTIMIZER = 1 };
+
+static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
+                                size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
+                                void *stream, void *rs_out, unsigned flags);
 static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w);
 static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t len);
 
@@ -254,6 +264,32 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
     comm->gpu = NULL;
 }
 
+/* sqz_ef_allreduce on device buffers (PowerSGD has no such call: it compresses gradients). */
+static sqz_status_t sqz_gpu_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count,
+                                         sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
+                                         void *stream)
+{
+    if (comm->gpu->psgd) {
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    return sqz_gpu_run(comm, NULL, buf, count, dtype, op, key, stream, NULL, SQZ_GPU_OPTIMIZER);
+}
+
+/* sqz_ef_forget on device buffers: the residuals under key restart from zero (the device is
+ * synchronized first: calls in flight may still write them). */
+static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
+{
+    struct sqz_gpu_comm *g = comm->gpu;
+    cudaSetDevice(g->device);
+    cudaDeviceSynchronize();
+    for (size_t i = 0; i < g->nbufs; i++) {
+        if (g->bufs[i].key == key && g->bufs[i].residual) {
+            cudaMemset(g->bufs[i].residual, 0, g->bufs[i].count * sizeof(float));
+            g->bufs[i].calls = 0;
+        }
+    }
+}
+
 sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **out)
 {
     *out = NULL;
@@ -288,6 +324,8 @@ sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **
     comm->gpu_flush_stats = sqz_gpu_flush_stats;
     comm->gpu_state_save  = sqz_gpu_state_save;
     comm->gpu_state_load  = sqz_gpu_state_load;
+    comm->gpu_ef_allreduce = sqz_gpu_ef_allreduce;
+    comm->gpu_ef_forget    = sqz_gpu_ef_forget;
     api->CommCuDevice(g->nc, &g->device);
     int saved = -1;
     cudaGetDevice(&saved);
@@ -528,7 +566,7 @@ static int sqz_gpu_buf_agree(sqz_comm_t *comm, sqz_gpu_buf_t *b, int ok, cudaStr
  * when the agreement itself failed, or this rank's table of buffers could not grow (host memory:
  * the call goes dense on this rank alone). */
 static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t count,
-                                      sqz_dtype_t dtype, int rs, cudaStream_t s)
+                                      sqz_dtype_t dtype, int rs, int ef, cudaStream_t s)
 {
     struct sqz_gpu_comm *g = comm->gpu;
     for (size_t i = 0; i < g->nbufs; i++) {
@@ -568,7 +606,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     if (ce == cudaSuccess && rs) {
         ce = cudaMalloc(&b.full, count * sqz_dtype_size(dtype));
     }
-    if (ce == cudaSuccess && g->ef) {
+    if (ce == cudaSuccess && ef) {
         ce = cudaMalloc((void **)&b.residual, count * sizeof(float));
         if (ce == cudaSuccess) {
             ce = cudaMemsetAsync(b.residual, 0, count * sizeof(float), s);
@@ -588,7 +626,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         g->bufs[g->nbufs++] = b; /* dense_only: remembered, so no rank allocates alone later */
         return &g->bufs[g->nbufs - 1];
     }
-    b.bytes = b.pbytes * (size_t)comm->nranks + wb + (g->ef ? count * 4 : 0) +
+    b.bytes = b.pbytes * (size_t)comm->nranks + wb + (ef ? count * 4 : 0) +
               (rs ? count * sqz_dtype_size(dtype) : 0);
     if (b.residual) {
         /* A new buffer (a rebuilt DDP bucket): take over its layers' residuals. */
@@ -670,18 +708,11 @@ static sqz_status_t sqz_gpu_identity(sqz_comm_t *comm, size_t count, sqz_dtype_t
     return SQZ_OK;
 }
 
-/* The compressed all-reduce of count elements from `in`; with rs_out, only this rank's block of
- * count / nranks elements is kept (reduce-scatter): the sum is decoded into the buffer's scratch
- * and the block copied to rs_out. */
-static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
-                                size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
-                                void *stream, void *rs_out);
-
 sqz_status_t sqz_allreduce_async(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                  size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
                                  void *stream)
 {
-    return sqz_gpu_run(comm, sendbuf, recvbuf, count, dtype, op, key, stream, NULL);
+    return sqz_gpu_run(comm, sendbuf, recvbuf, count, dtype, op, key, stream, NULL, 0);
 }
 
 sqz_status_t sqz_reduce_scatter_async(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
@@ -692,7 +723,7 @@ sqz_status_t sqz_reduce_scatter_async(sqz_comm_t *comm, const void *sendbuf, voi
         return SQZ_ERR_INVALID_PARAM;
     }
     return sqz_gpu_run(comm, sendbuf, NULL, recvcount * (size_t)comm->nranks, dtype, op, key,
-                       stream, recvbuf);
+                       stream, recvbuf, 0);
 }
 
 /* A reduce-scatter keeps this rank's block of the whole sum decoded into b->full. */
@@ -708,7 +739,7 @@ static sqz_status_t sqz_gpu_keep_block(const sqz_comm_t *comm, const sqz_gpu_buf
 
 static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
-                                void *stream, void *rs_out)
+                                void *stream, void *rs_out, unsigned flags)
 {
     if (NULL == comm || NULL == comm->gpu || (NULL == recvbuf && NULL == rs_out) ||
         (dtype != SQZ_DTYPE_FLOAT32 && dtype != SQZ_DTYPE_FLOAT16 &&
@@ -725,7 +756,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         return SQZ_OK;
     }
     /* Policy, from facts that every rank shares (the same call on every rank). */
-    int eligible = g->enabled && count * esz >= ctx->p.min_bytes &&
+    const int opt      = 0 != (flags & SQZ_GPU_OPTIMIZER);
+    int       eligible = g->enabled && (opt || count * esz >= ctx->p.min_bytes) &&
                    !(g->params.method == SQZ_GPU_TOPK && count > (size_t)UINT32_MAX);
     if (eligible && rs_out) {
         /* A reduce-scatter moves (N-1)/N of the input per rank; the payload all-gather moves
@@ -759,7 +791,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         st = sqz_gpu_identity(comm, count, dtype, rs_out != NULL, rs_out ? rs_out : recvbuf, s,
                               &key, &aseq);
     }
-    sqz_gpu_buf_t *b = SQZ_OK == st ? sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL, s)
+    sqz_gpu_buf_t *b = SQZ_OK == st ? sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL,
+                                                      g->ef || opt, s)
                                     : NULL;
     if (b) {
         /* The buffer's counter: the call sequence's for an intercepted call, its own else. */
@@ -771,7 +804,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         goto out;
     }
     /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
-    const int warm = b != NULL && (int64_t)b->calls < ctx->p.warmup_steps &&
+    const int warm = b != NULL && !opt && (int64_t)b->calls < ctx->p.warmup_steps &&
                      !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
     if (NULL == b || warm || b->dense_only) {
         if (b) {
