@@ -135,6 +135,23 @@ SQZ_API sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *tran
 /** Frees a communicator's state.  Accepts NULL. */
 SQZ_API void sqz_comm_destroy(sqz_comm_t *comm);
 
+/** A group of nranks ranks inside one process, each driven by its own thread: the transports of
+ *  a simulation (W workers on one machine, squeeze.LocalGroup in Python) and of the unit tests.
+ *  Its collectives meet at a barrier: every rank of the group must make the same calls, from
+ *  distinct threads, or the group waits forever.  Sums run in rank order, so every rank gets the
+ *  same bits. */
+typedef struct sqz_local_group sqz_local_group_t;
+
+/** \return SQZ_OK; SQZ_ERR_INVALID_PARAM (nranks < 1 or > 4096); SQZ_ERR_NO_MEMORY. */
+SQZ_API sqz_status_t sqz_local_group_create(int nranks, sqz_local_group_t **group);
+
+/** Frees the group, after every communicator made on it.  Accepts NULL. */
+SQZ_API void sqz_local_group_destroy(sqz_local_group_t *group);
+
+/** Fills *t with the transport of `rank` (0 <= rank < nranks), for sqz_comm_create. */
+SQZ_API sqz_status_t sqz_local_group_transport(sqz_local_group_t *group, int rank,
+                                               sqz_transport_t *t);
+
 typedef enum { SQZ_DTYPE_FLOAT32 = 1, SQZ_DTYPE_FLOAT16 = 2, SQZ_DTYPE_BFLOAT16 = 3 } sqz_dtype_t;
 typedef enum { SQZ_OP_SUM = 1, SQZ_OP_AVG = 2 } sqz_op_t;
 

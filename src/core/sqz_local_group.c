@@ -1,8 +1,13 @@
+/* The in-process group (sqz_local_group_*): ranks are threads of one process that exchange
+ * bytes through shared memory.  Collectives publish a pointer in their rank's slot, meet at a
+ * barrier, copy, and meet again (so that no sender's buffer is released before every receiver has
+ * copied it); point-to-point messages are copied at send into a FIFO per (source, destination)
+ * pair, so that messages between two ranks never overtake each other. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "sqz_thread_transport.h"
+#include <squeeze.h>
 
 typedef struct {
     const void   *buf;
@@ -24,8 +29,16 @@ typedef struct {
     size_t  bytes, *got;
 } sqz_tt_req_t;
 
-struct sqz_thread_group {
+typedef struct sqz_local_group sqz_thread_group_t;
+
+typedef struct {
+    sqz_thread_group_t *g;
+    int                 rank;
+} sqz_tt_self_t;
+
+struct sqz_local_group {
     int                nranks;
+    sqz_tt_self_t     *selves;   /* the `self` of each rank's transport */
     pthread_barrier_t  barrier;
     sqz_tt_slot_t     *slots;
     pthread_mutex_t    lock;
@@ -33,27 +46,41 @@ struct sqz_thread_group {
     sqz_tt_msg_t     **head, **tail; /* [src * nranks + dst] */
 };
 
-typedef struct {
-    sqz_thread_group_t *g;
-    int                 rank;
-} sqz_tt_self_t;
-
-static sqz_tt_self_t sqz_tt_selves[64];
-
-sqz_thread_group_t *sqz_thread_group_create(int nranks)
+sqz_status_t sqz_local_group_create(int nranks, sqz_local_group_t **group)
 {
+    if (NULL == group || nranks < 1 || nranks > 4096) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    *group                = NULL;
     sqz_thread_group_t *g = calloc(1, sizeof(*g));
-    g->nranks             = nranks;
-    g->slots              = calloc((size_t)nranks, sizeof(*g->slots));
+    if (NULL == g) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    const size_t n = (size_t)nranks;
+    g->nranks      = nranks;
+    g->slots       = calloc(n, sizeof(*g->slots));
+    g->selves      = calloc(n, sizeof(*g->selves));
+    g->head        = calloc(n * n, sizeof(*g->head));
+    g->tail        = calloc(n * n, sizeof(*g->tail));
+    if (NULL == g->slots || NULL == g->selves || NULL == g->head || NULL == g->tail) {
+        free(g->slots);
+        free(g->selves);
+        free(g->head);
+        free(g->tail);
+        free(g);
+        return SQZ_ERR_NO_MEMORY;
+    }
+    for (int r = 0; r < nranks; r++) {
+        g->selves[r] = (sqz_tt_self_t){.g = g, .rank = r};
+    }
     pthread_barrier_init(&g->barrier, NULL, (unsigned)nranks);
     pthread_mutex_init(&g->lock, NULL);
     pthread_cond_init(&g->arrived, NULL);
-    g->head = calloc((size_t)nranks * (size_t)nranks, sizeof(*g->head));
-    g->tail = calloc((size_t)nranks * (size_t)nranks, sizeof(*g->tail));
-    return g;
+    *group = g;
+    return SQZ_OK;
 }
 
-void sqz_thread_group_destroy(sqz_thread_group_t *g)
+void sqz_local_group_destroy(sqz_local_group_t *g)
 {
     if (g) {
         for (int i = 0; i < g->nranks * g->nranks; i++) {
@@ -69,6 +96,7 @@ void sqz_thread_group_destroy(sqz_thread_group_t *g)
         free(g->head);
         free(g->tail);
         free(g->slots);
+        free(g->selves);
         free(g);
     }
 }
@@ -122,10 +150,16 @@ static int sqz_tt_allreduce(void *self, const float *in, float *out, size_t n)
     sqz_tt_self_t      *s = self;
     sqz_thread_group_t *g = s->g;
     float              *copy = malloc(n * sizeof(float) + 1);
-    memcpy(copy, in, n * sizeof(float));
+    if (copy) {
+        memcpy(copy, in, n * sizeof(float));
+    }
     g->slots[s->rank] = (sqz_tt_slot_t){.buf = copy, .bytes = n};
     pthread_barrier_wait(&g->barrier);
-    for (size_t i = 0; i < n; i++) {
+    int bad = 0;
+    for (int r = 0; r < g->nranks; r++) {
+        bad |= NULL == g->slots[r].buf; /* every rank sees it: all fail together */
+    }
+    for (size_t i = 0; i < n && !bad; i++) {
         float acc = 0;
         for (int r = 0; r < g->nranks; r++) {
             acc += ((const float *)g->slots[r].buf)[i];
@@ -134,7 +168,7 @@ static int sqz_tt_allreduce(void *self, const float *in, float *out, size_t n)
     }
     pthread_barrier_wait(&g->barrier);
     free(copy);
-    return 0;
+    return bad;
 }
 
 static int sqz_tt_isend(void *self, const void *buf, size_t bytes, int peer, void **req)
@@ -143,6 +177,11 @@ static int sqz_tt_isend(void *self, const void *buf, size_t bytes, int peer, voi
     sqz_thread_group_t *g = s->g;
     sqz_tt_msg_t       *m = malloc(sizeof(*m) + bytes);
     sqz_tt_req_t       *q = calloc(1, sizeof(*q));
+    if (NULL == m || NULL == q) {
+        free(m);
+        free(q);
+        return 1;
+    }
     memcpy(m->data, buf, bytes);
     m->bytes   = bytes;
     m->next    = NULL;
@@ -165,6 +204,9 @@ static int sqz_tt_irecv(void *self, void *buf, size_t bytes, int peer, size_t *g
 {
     (void)self;
     sqz_tt_req_t *q = calloc(1, sizeof(*q));
+    if (NULL == q) {
+        return 1;
+    }
     *q              = (sqz_tt_req_t){.is_recv = 1, .peer = peer, .buf = buf, .bytes = bytes, .got = got};
     *req            = q;
     return 0;
@@ -224,13 +266,14 @@ static int sqz_tt_wait(void *self, void *req)
     return rc;
 }
 
-void sqz_thread_transport(sqz_thread_group_t *g, int rank, sqz_transport_t *t)
+sqz_status_t sqz_local_group_transport(sqz_local_group_t *g, int rank, sqz_transport_t *t)
 {
-    /* One self per (group, rank): tests run one group at a time. */
-    sqz_tt_selves[rank] = (sqz_tt_self_t){.g = g, .rank = rank};
+    if (NULL == g || NULL == t || rank < 0 || rank >= g->nranks) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
     *t = (sqz_transport_t){
         .size              = sizeof(*t),
-        .self              = &sqz_tt_selves[rank],
+        .self              = &g->selves[rank],
         .rank              = rank,
         .nranks            = g->nranks,
         .allgatherv        = sqz_tt_allgatherv,
@@ -241,30 +284,5 @@ void sqz_thread_transport(sqz_thread_group_t *g, int rank, sqz_transport_t *t)
         .test              = sqz_tt_test,
         .wait              = sqz_tt_wait,
     };
-}
-
-typedef struct {
-    void (*fn)(int, void *);
-    void *arg;
-    int   rank;
-} sqz_tt_job_t;
-
-static void *sqz_tt_main(void *p)
-{
-    sqz_tt_job_t *j = p;
-    j->fn(j->rank, j->arg);
-    return NULL;
-}
-
-void sqz_thread_run(int nranks, void (*fn)(int rank, void *arg), void *arg)
-{
-    pthread_t    th[64];
-    sqz_tt_job_t jobs[64];
-    for (int r = 0; r < nranks; r++) {
-        jobs[r] = (sqz_tt_job_t){.fn = fn, .arg = arg, .rank = r};
-        pthread_create(&th[r], NULL, sqz_tt_main, &jobs[r]);
-    }
-    for (int r = 0; r < nranks; r++) {
-        pthread_join(th[r], NULL);
-    }
+    return SQZ_OK;
 }
