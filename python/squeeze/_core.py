@@ -328,6 +328,7 @@ class Context:
         check(fn(self._handle(), ctypes.c_void_p(int(nccl_comm)), ctypes.byref(out)),
               "sqz_comm_create_nccl")
         comm = Comm(self, out.value)
+        comm.on_device = True
         self._adopt(comm)
         return comm
 
@@ -365,6 +366,87 @@ class Context:
         comm = Comm(self, out.value, keepalive=keep)
         self._adopt(comm)
         return comm
+
+
+class LocalGroup:
+    """W ranks in one process (sqz_local_group): one Context and one Comm per rank, over an
+    in-process transport whose collectives meet at a barrier, for simulations of W workers and
+    for tests.  Each rank's calls must come from its own thread (run() starts them):
+
+        with squeeze.LocalGroup(4, method="sign") as g:
+            g.run(lambda rank, comm: comm.ef_allreduce(bufs[rank], n, "float32", key=7))
+
+    Keyword parameters are Context's (env=False by default: a simulation should not pick up the
+    job's SQZ_* settings unless asked)."""
+
+    def __init__(self, nranks, env=False, **params):
+        self._lib = _lib.load()
+        fn = self._lib.fn("sqz_local_group_create")
+        ptr = ctypes.c_void_p()
+        check(fn(int(nranks), ctypes.byref(ptr)), f"sqz_local_group_create({nranks})")
+        self._ptr = ptr.value
+        self.nranks = int(nranks)
+        self.contexts, self.comms = [], []
+        try:
+            for r in range(self.nranks):
+                ctx = Context(env=env, log_rank=r, **params)
+                t = _lib.sqz_transport_t()
+                check(self._lib.fn("sqz_local_group_transport")(self._ptr, r, ctypes.byref(t)),
+                      "sqz_local_group_transport")
+                out = ctypes.c_void_p()
+                check(self._lib.lib.sqz_comm_create(ctx._handle(), ctypes.byref(t),
+                                                    ctypes.byref(out)), "sqz_comm_create")
+                comm = Comm(ctx, out.value, keepalive=(t, self))
+                ctx._adopt(comm)
+                self.contexts.append(ctx)
+                self.comms.append(comm)
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, fn):
+        """Calls fn(rank, comm) on one thread per rank and returns their results in rank order;
+        re-raises the first exception.  (A rank that fails leaves the others waiting at the next
+        collective: fn should fail on every rank alike, as bad arguments do.)"""
+        results, errors = [None] * self.nranks, [None] * self.nranks
+
+        def main(r):
+            try:
+                results[r] = fn(r, self.comms[r])
+            except BaseException as e:  # noqa: B902 (re-raised below)
+                errors[r] = e
+
+        threads = [threading.Thread(target=main, args=(r,)) for r in range(self.nranks)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for e in errors:
+            if e is not None:
+                raise e
+        return results
+
+    def close(self):
+        """Closes every rank's Comm and Context, then the group.  Idempotent."""
+        for ctx in self.contexts:
+            ctx.close()
+        self.contexts, self.comms = [], []
+        ptr, self._ptr = self._ptr, None
+        if ptr:
+            self._lib.fn("sqz_local_group_destroy")(ptr)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 def _single_rank_transport():
@@ -416,6 +498,7 @@ class Comm:
         self._lib = ctx._lib
         self._ptr = ptr
         self._keepalive = keepalive  # a transport and its callbacks, which must outlive the engine
+        self.on_device = False  # True for an NCCL Comm: its buffers are device memory
 
     def _handle(self):
         if not self._ptr:
@@ -488,6 +571,21 @@ class Comm:
         check(self._lib.lib.sqz_allreduce(self._handle(), _ptr(sendbuf), _ptr(recvbuf), int(count),
                                           dtype_code(dtype), op_code(op), int(key) & _U64),
               "sqz_allreduce")
+
+    def ef_allreduce(self, buf, count, dtype, op=_lib.SQZ_OP_AVG, key=1, stream_ptr=None):
+        """sqz_ef_allreduce: the optimizer-side compressed all-reduce, in place, of `count`
+        elements of `dtype` at address `buf` (1-bit Adam's momentum), with two-level error
+        feedback kept under `key` (not 0, the same on every rank) whatever SQZ_EF, SQZ_MIN_BYTES
+        and SQZ_WARMUP_STEPS say.  Host memory (blocking) on a host Comm; device memory enqueued
+        on the CUDA stream `stream_ptr` (None or 0: the legacy default stream) on an NCCL Comm."""
+        fn = self._lib.fn("sqz_ef_allreduce")
+        check(fn(self._handle(), _ptr(buf), int(count), dtype_code(dtype), op_code(op),
+                 int(key) & _U64, _ptr(stream_ptr)),
+              f"sqz_ef_allreduce(key={int(key) & _U64:#x}, count={int(count)})")
+
+    def ef_forget(self, key):
+        """sqz_ef_forget: drops the error-feedback state named `key` (every rank, same point)."""
+        self._lib.fn("sqz_ef_forget")(self._handle(), int(key) & _U64)
 
     def eligible(self, count, dtype, op=_lib.SQZ_OP_SUM):
         """True when a call with these arguments would be compressed."""

@@ -285,6 +285,12 @@ _PROTOTYPES = {
     "sqz_allreduce": (_int, [_vp, _vp, _vp, _size, _int, _int, _u64], True),
     "sqz_reduce_scatter_block": (_int, [_vp, _vp, _vp, _size, _int, _int, _u64], True),
     "sqz_comm_eligible": (_int, [_vp, _size, _int, _int], True),
+    # The optimizer-side collective (squeeze.optim) and in-process groups (squeeze.LocalGroup)
+    "sqz_ef_allreduce": (_int, [_vp, _vp, _size, _int, _int, _u64, _vp], False),
+    "sqz_ef_forget": (None, [_vp, _u64], False),
+    "sqz_local_group_create": (_int, [_int, _pvp], False),
+    "sqz_local_group_destroy": (None, [_vp], False),
+    "sqz_local_group_transport": (_int, [_vp, _int, ctypes.POINTER(sqz_transport_t)], False),
     # Layer layouts
     "sqz_layout_register": (_int, [_vp, _u64, _size, ctypes.POINTER(sqz_layer_t), _size], False),
     "sqz_state_save": (_size, [_vp, _vp, _size], False),
