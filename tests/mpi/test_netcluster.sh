@@ -2,10 +2,13 @@
 # bench/netcluster: a 2-host emulated cluster (network namespaces + bridge, tc tbf at 1gbit) runs
 # a 2-rank job with one rank per host, each rank on its own address of the private subnet and
 # talking to the other over it; the links are shaped; the namespaces are gone afterwards, also
-# after a failing job and after --timeout.  Skips (77) without root or network namespaces.
+# after a failing job and after --timeout.  Skips (77) without root or network namespaces.  Runs
+# under Open MPI's mpirun and MPICH's hydra mpiexec ($MPIRUN, $MPI_IMPL: scripts/mpi_launch.sh);
+# every MPI program checks that it ran in one world of 2 ranks.
 set -u
 : "${top_srcdir:?top_srcdir must be set (make check sets it)}"
 : "${top_builddir:?top_builddir must be set}"
+. "$top_srcdir/scripts/mpi_launch.sh"
 
 NC="$top_srcdir/bench/netcluster"
 SUBNET=10.77.0
@@ -15,9 +18,10 @@ skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || skip "netcluster needs root"
-for c in ip tc bash mpirun; do
-    command -v $c >/dev/null 2>&1 || skip "no $c in PATH"
+for c in ip tc bash "${MPIRUN:-mpirun}"; do
+    command -v "$c" >/dev/null 2>&1 || skip "no $c in PATH"
 done
+mpi_launch_init || exit 99
 if ! ip netns add "$PREFIX-probe" 2>/dev/null; then
     skip "'ip netns add' is not permitted here"
 fi
@@ -50,9 +54,12 @@ check_clean() {
 }
 
 # --- 1. Each rank in its own host: address and hostname, one line per rank -----------------------
+# The launcher's rank variable and its flag that tags the output lines with the rank.
+tag=--tag-output
+[ "$MPI_IMPL" = openmpi ] || tag=-prepend-rank
 # shellcheck disable=SC2016   # expanded by the ranks
-netc --mpirun-args "--tag-output" -- sh -c \
-    'echo "rank $OMPI_COMM_WORLD_RANK addr $(ip -4 -o addr show dev eth0 | awk "{ print \$4 }") host $(cat /proc/sys/kernel/hostname)"' \
+netc --mpirun-args "$tag" -- sh -c \
+    'echo "rank ${OMPI_COMM_WORLD_RANK:-${PMI_RANK:-}} addr $(ip -4 -o addr show dev eth0 | awk "{ print \$4 }") host $(cat /proc/sys/kernel/hostname)"' \
     >"$TESTDIR/where.out" 2>"$TESTDIR/where.err"
 rc=$?
 cat "$TESTDIR/where.out" "$TESTDIR/where.err"
@@ -75,14 +82,17 @@ check_clean "a successful job"
 
 # --- 2. The ranks talk over the subnet: real MPI programs across the two hosts -----------------
 # (Host 1 has only lo and its veth, so every MPI message between the ranks crossed the link.)
-# A small ring + all-reduce compiled here (when mpicc exists), and the project's
-# mpi_allreduce_check (plain MPI, exact results) when it has been built.
+# A small ring + all-reduce compiled here (with the build's compiler, $MPICC, when it exists), and
+# the project's mpi_allreduce_check (plain MPI, exact results) when it has been built.
 ring=""
-if command -v mpicc >/dev/null 2>&1; then
+MPICC=${MPICC:-mpicc}
+if command -v "${MPICC%% *}" >/dev/null 2>&1; then
     cat >"$TESTDIR/ring.c" <<'EOF'
-/* Every rank sends its rank to the next one and all-reduces the ranks; prints its processor. */
+/* Every rank sends its rank to the next one and all-reduces the ranks; prints its processor.
+ * Fails unless the world has argv[1] ranks. */
 #include <mpi.h>
 #include <stdio.h>
+#include <stdlib.h>
 int main(int argc, char **argv) {
     int rank, size, got = -1, sum = 0, len;
     char name[MPI_MAX_PROCESSOR_NAME];
@@ -95,10 +105,11 @@ int main(int argc, char **argv) {
     MPI_Allreduce(&rank, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     printf("ring rank %d on %s got %d sum %d\n", rank, name, got, sum);
     MPI_Finalize();
-    return got == (rank + size - 1) % size && sum == size * (size - 1) / 2 ? 0 : 1;
+    return argc > 1 && size == atoi(argv[1]) && got == (rank + size - 1) % size &&
+                   sum == size * (size - 1) / 2 ? 0 : 1;
 }
 EOF
-    if mpicc -o "$TESTDIR/ring" "$TESTDIR/ring.c" 2>"$TESTDIR/mpicc.err"; then
+    if $MPICC -o "$TESTDIR/ring" "$TESTDIR/ring.c" 2>"$TESTDIR/mpicc.err"; then
         ring="$TESTDIR/ring"
     else
         cat "$TESTDIR/mpicc.err"
@@ -115,10 +126,13 @@ run_across() {
     check_clean "$name"
 }
 check="$top_builddir/tests/mpi/mpi_allreduce_check"
-[ -z "$ring" ] || run_across ring "$ring"
-[ ! -x "$check" ] || run_across "mpi_allreduce_check passthrough" "$check" passthrough
+[ -z "$ring" ] || run_across ring "$ring" 2
+if [ -x "$check" ]; then
+    run_across "mpi_allreduce_check size" "$check" size 2
+    run_across "mpi_allreduce_check passthrough" "$check" passthrough
+fi
 if [ -z "$ring" ] && [ ! -x "$check" ]; then
-    echo "note: no MPI program to run (no mpicc, no mpi_allreduce_check built)"
+    echo "note: no MPI program to run (no $MPICC, no mpi_allreduce_check built)"
 fi
 
 # --- 3. The links are shaped: tbf at 1gbit on both sides of each veth (--keep, then --teardown) --
