@@ -8,6 +8,11 @@ prog="$top_builddir/tests/mpi/mpi_allreduce_check"
 [ "$(id -u)" = 0 ] || { echo "SKIP: not root"; exit 77; }
 ip netns add "sqzhier$$" 2>/dev/null || { echo "SKIP: network namespaces not allowed"; exit 77; }
 ip netns del "sqzhier$$"
+if [ "$MPI_IMPL" = mpich ]; then
+    # tests/mpi/test_netcluster.sh, step 5: jobs across emulated hosts can hang in MPI_Finalize.
+    echo "SKIP: MPICH 4.0's UCX can hang in MPI_Finalize over TCP (bench/netcluster across hosts)"
+    exit 77
+fi
 
 # cluster PROGRAM [ARGS...]: 2 hosts x 2 ranks, the interposer preloaded in the ranks only.
 cluster() {
