@@ -19,7 +19,7 @@
 #   preload LIB... the LD_PRELOAD value that loads LIB... (the ASan runtime first in a sanitized
 #                  build: an uninstrumented program must load it before any instrumented library)
 #   $PY_ENV        VAR=value words for a Python process of a sanitized build (empty otherwise)
-# Every job first checks, once per script, that the launcher starts one world of several ranks: a
+# Sourcing it checks that the launcher starts one world of several ranks (exit 99 otherwise): a
 # launcher of another MPI than the programs' starts singletons, on which tests could pass.
 # Sourcing it also clears every SQZ_* variable: run_np forwards them all, so only what a case sets
 # may reach the ranks (SQUEEZE_TEST_PLUGIN belongs to make check, not to the library).
@@ -57,25 +57,22 @@ preload() {
 PY_ENV=
 [ -z "${SQUEEZE_ASAN_RUNTIME:-}" ] || PY_ENV="ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0"
 
-# world_check: 2 ranks of mpi_allreduce_check must see one MPI_COMM_WORLD of 2 (once per script;
-# exits 99 otherwise).  A marker file keeps it once also when jobs run in subshells.
+run_job() {
+    MPI_TIMEOUT=$MPIRUN_TIMEOUT mpi_launch "$@"
+}
+
+# world_check: 2 ranks of mpi_allreduce_check must see one MPI_COMM_WORLD of 2; exits 99 otherwise.
 world_check() {
-    [ ! -f "$TESTDIR/.world-checked" ] || return 0
     _wc="$top_builddir/tests/mpi/mpi_allreduce_check"
     [ -x "$_wc" ] || { echo "missing $_wc (make check builds it)"; exit 99; }
-    if ! MPI_TIMEOUT=$MPIRUN_TIMEOUT mpi_launch -np 2 "$_wc" size 2 >"$TESTDIR/world.log" 2>&1; then
-        sed 's/^/   | /' "$TESTDIR/world.log"
+    if ! run_job -np 2 "$_wc" size 2 >"$TESTDIR/world.log" 2>&1; then
+        sed 's/^/   | /' "$TESTDIR/world.log" | tail -n 40
         echo "ERROR: $MPIRUN ($MPI_IMPL) does not start one 2-rank job of the test programs" \
             "(a launcher of another MPI than the compiler's?)"
         exit 99
     fi
-    : >"$TESTDIR/.world-checked"
 }
-
-run_job() {
-    world_check
-    MPI_TIMEOUT=$MPIRUN_TIMEOUT mpi_launch "$@"
-}
+world_check
 
 # The settings every interposed rank takes: the interposer, every SQZ_* variable, and the
 # sanitizers' options when set (a launcher need not pass on its own environment).
