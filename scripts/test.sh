@@ -4,7 +4,9 @@
 #            skip without a GPU
 #   mpich    the MPI and Python tiers (tests/mpi, tests/python) of a build with CC=mpicc.mpich,
 #            launched by MPICH's mpiexec (mpich and libmpich-dev are installed when missing)
-#   asan     every tier of a build with --enable-sanitizers (ASan, UBSan, LeakSanitizer)
+#   asan     every tier of a build with --enable-sanitizers (ASan, UBSan, LeakSanitizer); the MPI
+#            tests that repeat their cases at 2 and 4 ranks run them once, at 3 (MPI_TEST_RANKS:
+#            about half the jobs, and an uneven split of every buffer)
 # Usage: scripts/test.sh [--fast | PASS ...]   --fast: the default pass only; no argument: all.
 # The mpich and asan builds are out of tree, in build-ci/NAME, from the copy of the sources that
 # make distdir writes to build-ci/src (automake builds out of tree only from an unconfigured tree).
@@ -86,7 +88,7 @@ pass_mpich() {
 }
 
 pass_asan() {
-    build_copy asan --enable-sanitizers && check_in "$top/build-ci/asan"
+    build_copy asan --enable-sanitizers && check_in "$top/build-ci/asan" MPI_TEST_RANKS=3
 }
 
 case " $passes " in

@@ -1,6 +1,8 @@
 # Shared by the tests/mpi/*.sh and tests/python/*.sh scripts (sourced).  Provides:
 #   $SQZ_LIB       the built interposer (libsqueeze_mpi.so in the build tree)
 #   $TESTDIR       a fresh scratch directory, removed at exit
+#   $MPI_TEST_RANKS  the rank counts of the tests that repeat their cases over several (from the
+#                  environment; default "2 4": scripts/test.sh's ASan pass runs "3", fewer jobs)
 #   run_np N ...   N ranks of a program (Open MPI's mpirun or MPICH's mpiexec: MPIRUN, MPI_IMPL,
 #                  scripts/mpi_launch.sh), the interposer preloaded, every SQZ_* variable of the
 #                  environment forwarded, and a time limit (never a hang)
@@ -31,6 +33,7 @@ SQZ_LIB="$top_builddir/.libs/libsqueeze_mpi.so"
 TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/sqz-test.XXXXXX")
 trap 'rm -rf "$TESTDIR"' EXIT
 MPIRUN_TIMEOUT=${MPIRUN_TIMEOUT:-120}
+MPI_TEST_RANKS=${MPI_TEST_RANKS:-2 4}
 . "$top_srcdir/scripts/mpi_launch.sh"
 command -v "${MPIRUN:-mpirun}" >/dev/null 2>&1 || { echo "SKIP: no ${MPIRUN:-mpirun}"; exit 77; }
 mpi_launch_init || exit 99

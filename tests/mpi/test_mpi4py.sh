@@ -9,7 +9,7 @@
 PY=$(mpi4py_python) || { echo "SKIP: no python3 with numpy and an mpi4py built for $MPI_IMPL"; exit 77; }
 SCRIPT="$top_srcdir/tests/mpi/mpi4py_allreduce.py"
 
-for np in 2 4; do
+for np in $MPI_TEST_RANKS; do
     dir="$TESTDIR/np$np"
     mkdir -p "$dir"
     echo "== $np ranks: $PY mpi4py_allreduce.py, SQZ_METHOD=quant SQZ_QUANT_BITS=4"

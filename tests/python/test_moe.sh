@@ -1,6 +1,7 @@
 #!/bin/sh
 # squeeze.moe (the ctypes MoE calls over an mpi4py communicator, and the PyTorch autograd
-# functions when torch is importable) under mpirun with 2 and 4 ranks (tests/python/moe_check.py).
+# functions when torch is importable) under mpirun with 2 and 4 ranks ($MPI_TEST_RANKS;
+# tests/python/moe_check.py).
 # Skipped (77) when no python3 with numpy and an mpi4py of the MPI under test is installed (Debian's
 # python3-mpi4py is Open MPI's); without torch only the numpy checks run.
 # shellcheck disable=SC2154 # top_srcdir and top_builddir come from make check
@@ -9,7 +10,7 @@
 PY=$(mpi4py_python) || { echo "SKIP: no python3 with numpy and an mpi4py built for $MPI_IMPL"; exit 77; }
 SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so"
 export SQUEEZE_LIB
-for np in 2 4; do
+for np in $MPI_TEST_RANKS; do
     echo "== $np ranks: $PY moe_check.py"
     # shellcheck disable=SC2086 # PY_ENV is words
     run_job SQUEEZE_LIB LD_PRELOAD="$(preload)" $PY_ENV -np "$np" \
