@@ -74,6 +74,7 @@ world_check() {
             "(a launcher of another MPI than the compiler's?)"
         exit 99
     fi
+    echo "launcher: $MPIRUN ($MPI_IMPL) starts one world of 2 ranks"
 }
 world_check
 
