@@ -15,8 +15,9 @@
 #   mpi_launch_init        sets and exports MPIRUN and MPI_IMPL; fails with a message on stderr
 #                          when the launcher is neither Open MPI's nor hydra
 #   mpi_flags              prints the flags every launch takes (words without quotes)
-#   mpi_command ARGS...    sets MPI_ARGS to the launcher's arguments for ARGS, quoted for eval:
-#       [VAR=value | VAR ...] -np N [VAR=value ...] PROGRAM [ARGS...] [: -np N [VAR=value ...] PROGRAM [ARGS...] ...]
+#   mpi_command ARGS...    sets MPI_ARGS to the launcher's arguments for ARGS, quoted for eval;
+#                          ARGS are settings, then app contexts separated by ":" (MPMD):
+#       [VAR=value | VAR ...] -np N [VAR=value ...] PROGRAM [ARGS...] [: -np N [VAR=value ...] ...]
 #                          the words before the first -np reach every rank (a bare VAR: its value
 #                          in this environment, nothing when it is unset); the VAR=value words
 #                          after an -np reach that app context's ranks only
@@ -49,6 +50,7 @@ mpi_launch_init() {
     export MPIRUN MPI_IMPL
 }
 
+# mpi_flags: the launcher's flags for every job of the suite.
 mpi_flags() {
     case $MPI_IMPL in
     openmpi)
@@ -85,12 +87,13 @@ mpi_env_words() {
     esac
 }
 
+# mpi_command ARGS...: MPI_ARGS for ARGS (see the top of this file); status 2 on a malformed list.
 mpi_command() {
     _ml_all=
     while [ $# -gt 0 ] && [ "$1" != -np ]; do
         if mpi_is_assignment "$1"; then
             _ml_all="$_ml_all$(mpi_env_words global "$1")"
-        elif mpi_is_assignment "$1=" && eval "[ -n \"\${$1+set}\" ]"; then
+        elif mpi_is_assignment "$1=" && eval "[ -n \"\${$1+set}\" ]"; then # a set VAR
             eval "_ml_all=\"\$_ml_all\$(mpi_env_words global \"$1=\${$1}\")\""
         elif ! mpi_is_assignment "$1="; then
             echo "mpi_command: '$1' is neither VAR=value nor a variable name" >&2
@@ -130,6 +133,7 @@ mpi_command() {
     done
 }
 
+# mpi_launch ARGS...: the job, under timeout when MPI_TIMEOUT is set.
 mpi_launch() {
     mpi_command "$@" || return 2
     # shellcheck disable=SC2046 # mpi_flags prints words

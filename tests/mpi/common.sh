@@ -82,7 +82,7 @@ world_check
 # sanitizers' options when set (a launcher need not pass on its own environment).
 interposed_env() {
     echo "LD_PRELOAD=$(preload "$SQZ_LIB")"
-    env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p; s/^\([AL]SAN_OPTIONS\)=.*/\1/p; s/^\(UBSAN_OPTIONS\)=.*/\1/p'
+    env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p; s/^\(\(A\|L\|UB\)SAN_OPTIONS\)=.*/\1/p'
 }
 
 run_mpmd() {

@@ -30,8 +30,11 @@ for mode in auto off; do
         echo "SKIP: bench/netcluster cannot build the cluster here"
         exit 77
     fi
-    [ "$rc" -eq 0 ] || { cat "$out.log"; fail "SQZ_HIER=$mode: mpi_allreduce_check bitident failed"; }
-    grep -q '(4 rank(s))' "$out.log" || { cat "$out.log"; fail "SQZ_HIER=$mode: not one job of 4 ranks"; }
+    if [ "$rc" -ne 0 ]; then
+        cat "$out.log"
+        fail "SQZ_HIER=$mode: mpi_allreduce_check bitident failed"
+    fi
+    grep -q '(4 rank(s))' "$out.log" || { cat "$out.log"; fail "SQZ_HIER=$mode: not one 4-rank job"; }
     for r in 0 1 2 3; do
         [ -f "$out-$r.json" ] || { cat "$out.log"; fail "SQZ_HIER=$mode: no stats from rank $r"; }
         c=$(json_get "$out-$r.json" calls_compressed)

@@ -6,7 +6,10 @@
 # shellcheck disable=SC2154 # top_srcdir comes from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
-PY=$(mpi4py_python) || { echo "SKIP: no python3 with numpy and an mpi4py built for $MPI_IMPL"; exit 77; }
+if ! PY=$(mpi4py_python); then
+    echo "SKIP: no python3 with numpy and an mpi4py built for $MPI_IMPL"
+    exit 77
+fi
 SCRIPT="$top_srcdir/tests/mpi/mpi4py_allreduce.py"
 
 for np in $MPI_TEST_RANKS; do
@@ -14,7 +17,8 @@ for np in $MPI_TEST_RANKS; do
     mkdir -p "$dir"
     echo "== $np ranks: $PY mpi4py_allreduce.py, SQZ_METHOD=quant SQZ_QUANT_BITS=4"
     # shellcheck disable=SC2086 # PY_ENV is words
-    run_case "$dir/log" "$np" $PY_ENV SQZ_METHOD=quant SQZ_QUANT_BITS=4 SQZ_STATS="json:$dir/s-%r.json" -- \
+    run_case "$dir/log" "$np" $PY_ENV SQZ_METHOD=quant SQZ_QUANT_BITS=4 \
+        SQZ_STATS="json:$dir/s-%r.json" -- \
         "$PY" "$SCRIPT" --max-rel 0.2
     rc=$?
     grep -E '^(PASS|FAIL)' "$dir/log" | sed 's/^/   /'

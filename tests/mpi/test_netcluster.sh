@@ -111,7 +111,8 @@ echo "ok: --timeout returned 124 and left nothing behind"
 # UCX endpoints over TCP wait for a peer that already sits in the final PMI barrier (about one job
 # in ten on a loaded machine).  Under MPICH the test ends here, as a skip: steps 1 to 4 did run.
 if [ "$MPI_IMPL" = mpich ]; then
-    skip "steps 1-4 passed; MPI programs across hosts not run: MPICH 4.0's UCX can hang in MPI_Finalize over TCP"
+    skip "steps 1-4 passed; MPI programs across hosts not run:" \
+        "MPICH 4.0's UCX can hang in MPI_Finalize over TCP"
 fi
 # (Host 1 has only lo and its veth, so every MPI message between the ranks crossed the link.)
 # A small ring + all-reduce compiled here (with the build's compiler, $MPICC, when it exists), and

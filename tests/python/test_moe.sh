@@ -7,7 +7,10 @@
 # shellcheck disable=SC2154 # top_srcdir and top_builddir come from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
-PY=$(mpi4py_python) || { echo "SKIP: no python3 with numpy and an mpi4py built for $MPI_IMPL"; exit 77; }
+if ! PY=$(mpi4py_python); then
+    echo "SKIP: no python3 with numpy and an mpi4py built for $MPI_IMPL"
+    exit 77
+fi
 SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so"
 export SQUEEZE_LIB
 for np in $MPI_TEST_RANKS; do
