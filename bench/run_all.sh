@@ -8,25 +8,24 @@ build=${SQZ_BUILD:-$top}
 out=${1:-$top/bench/results}
 mkdir -p "$out"
 lib="$build/.libs/libsqueeze_mpi.so"
-flags="--allow-run-as-root --oversubscribe --bind-to none --mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none"
+# The launcher: $MPIRUN (make bench passes the configured one), Open MPI's or MPICH's.
+. "$top/scripts/mpi_launch.sh"
+mpi_launch_init
 
 echo "== machine"
 { uname -srm; nproc; grep -m1 'model name' /proc/cpuinfo || true; free -g | sed -n 2p; } | tee "$out/machine.txt"
 
 echo "== kernels (1 rank, 64 MiB)"
-# shellcheck disable=SC2086
-mpirun $flags -np 1 "$build/squeeze_bench" --no-allreduce --json "$out/kernels.json" | tee "$out/kernels.txt"
+mpi_launch -np 1 "$build/squeeze_bench" --no-allreduce --json "$out/kernels.json" | tee "$out/kernels.txt"
 
 echo "== passthrough cost of an 8-byte all-reduce (2 ranks): MPI_Allreduce through the preloaded"
 echo "   interposer against PMPI_Allreduce, alternating in one process; last line: no preload (sanity)"
 : >"$out/latency.txt"
 for i in 1 2 3; do
-    # shellcheck disable=SC2086
-    mpirun $flags -np 2 -x LD_PRELOAD="$lib" -x SQZ_METHOD=quant "$build/bench/sqz_latency_bench" |
+    mpi_launch LD_PRELOAD="$lib" SQZ_METHOD=quant -np 2 "$build/bench/sqz_latency_bench" |
         sed 's/^/preload /' >>"$out/latency.txt"
 done
-# shellcheck disable=SC2086
-mpirun $flags -np 2 "$build/bench/sqz_latency_bench" | sed 's/^/plain /' >>"$out/latency.txt"
+mpi_launch -np 2 "$build/bench/sqz_latency_bench" | sed 's/^/plain /' >>"$out/latency.txt"
 cat "$out/latency.txt"
 
 methods="topk:TOPK_DENSITY=0.01;topk:TOPK_DENSITY=0.01,TOPK_SELECT=sampled;quant:QUANT_BITS=4;quant:QUANT_BITS=8;sign"

@@ -7,8 +7,9 @@
 #   BUILD_DIR  the build tree (holding .libs/libsqueeze_mpi.so and examples/sqz_mlp_train);
 #              default: $SQZ_BUILD, else the current directory, else the script's source tree.
 #   --np N     ranks (default 4)       --steps N  training steps (default 300)
-# Environment: MPIRUN (default mpirun), SQZ_DEMO_DIR (where logs and stats go; default a new
-# temporary directory, kept and printed at the end), SQZ_LOG (forwarded to the ranks).
+# Environment: MPIRUN (default: the launcher BUILD was configured with, Open MPI's mpirun or MPICH's
+# mpiexec; scripts/mpi_launch.sh), SQZ_DEMO_DIR (where logs and stats go; default a new temporary
+# directory, kept and printed at the end), SQZ_LOG (forwarded to the ranks).
 # Exits non-zero when a run fails or a run's replicas differ.
 set -u
 
@@ -47,44 +48,43 @@ if [ ! -x "$TRAIN" ]; then
     echo "run_demo.sh: $TRAIN is missing (make builds it)" >&2
     exit 2
 fi
+# The launcher the build was configured with (its Makefile says), unless MPIRUN names one; the
+# same launch flags as the test suite (scripts/mpi_launch.sh).
+if [ -z "${MPIRUN:-}" ] && [ -f "$BUILD/Makefile" ]; then
+    MPIRUN=$(sed -n 's/^MPIRUN = //p' "$BUILD/Makefile")
+fi
 MPIRUN=${MPIRUN:-mpirun}
 command -v "$MPIRUN" >/dev/null 2>&1 || { echo "run_demo.sh: $MPIRUN not found" >&2; exit 2; }
+. "$script_dir/../scripts/mpi_launch.sh"
+mpi_launch_init || exit 2
 OUT=${SQZ_DEMO_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/sqz-demo.XXXXXX")}
 mkdir -p "$OUT" || exit 2
-
-# The same launch flags as the test suite: oversubscription (the demo may run more ranks than
-# cores), no binding, and transports that work in containers.
-FLAGS="--oversubscribe --bind-to none --mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none"
-[ "$(id -u)" = 0 ] && FLAGS="$FLAGS --allow-run-as-root"
-TIMEOUT=
-command -v timeout >/dev/null 2>&1 && TIMEOUT="timeout 600"
+MPI_TIMEOUT=
+command -v timeout >/dev/null 2>&1 && MPI_TIMEOUT=600
 
 # A number from a flat JSON file ("key": value lines, as both writers produce).
 json_num() {
     sed -n "s/^ *\"$2\": \([-0-9.eE+]*\),*\$/\1/p" "$1" | head -n 1
 }
 
-# run LABEL [VAR=value ...]: one training run; VAR=value settings are passed with -x, and any
+# run LABEL [VAR=value ...]: one training run; the VAR=value settings reach every rank, and any
 # SQZ_ setting turns on the interposer.
 failed=0
 rows=
 run() {
     label=$1
     shift
-    xs=
+    echo "== $label: $NP ranks, $STEPS steps${*:+, $*}"
     preload=
     for kv in "$@"; do
-        xs="$xs -x $kv"
-        case $kv in SQZ_*) preload="-x LD_PRELOAD=$LIB" ;; esac
+        case $kv in SQZ_*) preload=yes ;; esac
     done
     if [ -n "$preload" ]; then
-        xs="$xs -x SQZ_STATS=json:$OUT/$label-%r.json"
-        [ -n "${SQZ_LOG:-}" ] && xs="$xs -x SQZ_LOG=$SQZ_LOG"
+        set -- "$@" LD_PRELOAD="$LIB" SQZ_STATS="json:$OUT/$label-%r.json"
+        [ -z "${SQZ_LOG:-}" ] || set -- "$@" SQZ_LOG
     fi
-    echo "== $label: $NP ranks, $STEPS steps${*:+, $*}"
-    # shellcheck disable=SC2086
-    $TIMEOUT "$MPIRUN" $FLAGS -np "$NP" $preload $xs "$TRAIN" --steps "$STEPS" \
-        --json "$OUT/$label-train.json" >"$OUT/$label.log" 2>&1
+    mpi_launch "$@" -np "$NP" "$TRAIN" --steps "$STEPS" --json "$OUT/$label-train.json" \
+        >"$OUT/$label.log" 2>&1
     rc=$?
     sed 's/^/   /' "$OUT/$label.log" | grep -v '^   step '
     loss=- acc=- secs=- ratio=- replicas=-

@@ -8,7 +8,7 @@
  * All-reduce: for each size, the median per-call time (CUDA events, slowest rank) of the
  * compressed all-reduce against ncclAllReduce on the same communicator, with the payload bytes,
  * the relative error against the dense sum and a bit-identity check of the outputs across ranks.
- * One GPU per rank: device = local rank modulo the device count. */
+ * One GPU per rank: device = local rank (local_rank) modulo the device count. */
 #include "config.h"
 
 #include <math.h>
@@ -345,6 +345,22 @@ static void bench_gpu_allreduce(const opts_t *o, FILE *js, const sqz_nccl_api_t 
     cudaStreamDestroy(s);
 }
 
+/* The rank's index among the ranks of its host, as the launcher tells it: Open MPI
+ * (OMPI_COMM_WORLD_LOCAL_RANK), MPICH's hydra (MPI_LOCALRANKID, PMI_LOCAL_RANK) or Slurm
+ * (SLURM_LOCALID); the world rank when none is set. */
+static int local_rank(void)
+{
+    static const char *const vars[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                                       "PMI_LOCAL_RANK", "SLURM_LOCALID"};
+    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) {
+            return atoi(v);
+        }
+    }
+    return rank_;
+}
+
 int bench_gpu(const opts_t *o, FILE *js)
 {
     int ndev = 0;
@@ -354,9 +370,7 @@ int bench_gpu(const opts_t *o, FILE *js)
         }
         return 77;
     }
-    const char *lr    = getenv("OMPI_COMM_WORLD_LOCAL_RANK");
-    const int   local = lr ? atoi(lr) : rank_;
-    CK(cudaSetDevice(local % ndev));
+    CK(cudaSetDevice(local_rank() % ndev));
     if (o->kernels) {
         bench_gpu_kernels(o, js);
     }

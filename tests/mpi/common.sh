@@ -1,13 +1,28 @@
-# Shared by the tests/mpi/*.sh scripts (sourced).  Provides:
+# Shared by the tests/mpi/*.sh and tests/python/*.sh scripts (sourced).  Provides:
 #   $SQZ_LIB       the built interposer (libsqueeze_mpi.so in the build tree)
 #   $TESTDIR       a fresh scratch directory, removed at exit
-#   run_np N ...   mpirun with N ranks, the interposer preloaded, every SQZ_* variable of the
+#   $MPI_TEST_RANKS  the rank counts of the tests that repeat their cases over several (from the
+#                  environment; default "2 4": scripts/test.sh's ASan pass runs "3", fewer jobs)
+#   run_np N ...   N ranks of a program (Open MPI's mpirun or MPICH's mpiexec: MPIRUN, MPI_IMPL,
+#                  scripts/mpi_launch.sh), the interposer preloaded, every SQZ_* variable of the
 #                  environment forwarded, and a time limit (never a hang)
+#   run_mpmd -np N [VAR=value ...] PROGRAM [ARGS...] [: -np N [VAR=value ...] PROGRAM [ARGS...] ...]
+#                  one job of several app contexts, as run_np (interposer, SQZ_*, time limit);
+#                  each context's VAR=value settings reach its own ranks only
+#   run_job [VAR=value | VAR ...] -np N ...   a job without the interposer (the words of
+#                  mpi_command: the leading settings reach every rank), with the time limit
 #   json_get FILE KEY   a top-level number from a stats JSON file
 #   fail MSG       prints and exits 1
 #   bad MSG        prints and counts a failure in $failures (the script decides at its end)
 #   run_case LOG NP [VAR=value ...] -- PROGRAM [ARGS...]   run_np with these settings, output in LOG
-#   mpi4py_python  prints a python3 with mpi4py and numpy (fails when there is none)
+#   mpi4py_python  prints a python3 with numpy and an mpi4py of the MPI under test (fails when
+#                  there is none)
+#   mpirun_flags   the flags every launch takes (mpi_flags)
+#   preload LIB... the LD_PRELOAD value that loads LIB... (the ASan runtime first in a sanitized
+#                  build: an uninstrumented program must load it before any instrumented library)
+#   $PY_ENV        VAR=value words for a Python process of a sanitized build (empty otherwise)
+# Sourcing it checks that the launcher starts one world of several ranks (exit 99 otherwise): a
+# launcher of another MPI than the programs' starts singletons, on which tests could pass.
 # Sourcing it also clears every SQZ_* variable: run_np forwards them all, so only what a case sets
 # may reach the ranks (SQUEEZE_TEST_PLUGIN belongs to make check, not to the library).
 set -u
@@ -18,6 +33,10 @@ SQZ_LIB="$top_builddir/.libs/libsqueeze_mpi.so"
 TESTDIR=$(mktemp -d "${TMPDIR:-/tmp}/sqz-test.XXXXXX")
 trap 'rm -rf "$TESTDIR"' EXIT
 MPIRUN_TIMEOUT=${MPIRUN_TIMEOUT:-120}
+MPI_TEST_RANKS=${MPI_TEST_RANKS:-2 4}
+. "$top_srcdir/scripts/mpi_launch.sh"
+command -v "${MPIRUN:-mpirun}" >/dev/null 2>&1 || { echo "SKIP: no ${MPIRUN:-mpirun}"; exit 77; }
+mpi_launch_init || exit 99
 
 for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do unset "$v"; done
 
@@ -28,18 +47,53 @@ bad() {
     failures=$((failures + 1))
 }
 
-mpirun_flags() {
-    flags="--oversubscribe --bind-to none --mca btl self,vader,tcp --mca btl_vader_single_copy_mechanism none"
-    [ "$(id -u)" = 0 ] && flags="$flags --allow-run-as-root"
-    echo "$flags"
+mpirun_flags() { mpi_flags; }
+
+preload() {
+    _pl=${SQUEEZE_ASAN_RUNTIME:-}
+    for _l in "$@"; do _pl=${_pl:+$_pl:}$_l; done
+    echo "$_pl"
+}
+
+# A sanitized build's Python runs without the leak check at exit: CPython leaves its objects to the
+# OS.  ASan and UBSan still check every access of the library.
+PY_ENV=
+[ -z "${SQUEEZE_ASAN_RUNTIME:-}" ] || PY_ENV="ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0"
+
+run_job() {
+    MPI_TIMEOUT=$MPIRUN_TIMEOUT mpi_launch "$@"
+}
+
+# world_check: 2 ranks of mpi_allreduce_check must see one MPI_COMM_WORLD of 2; exits 99 otherwise.
+world_check() {
+    _wc="$top_builddir/tests/mpi/mpi_allreduce_check"
+    [ -x "$_wc" ] || { echo "missing $_wc (make check builds it)"; exit 99; }
+    if ! run_job -np 2 "$_wc" size 2 >"$TESTDIR/world.log" 2>&1; then
+        sed 's/^/   | /' "$TESTDIR/world.log" | tail -n 40
+        echo "ERROR: $MPIRUN ($MPI_IMPL) does not start one 2-rank job of the test programs" \
+            "(a launcher of another MPI than the compiler's?)"
+        exit 99
+    fi
+    echo "launcher: $MPIRUN ($MPI_IMPL) starts one world of 2 ranks"
+}
+world_check
+
+# The settings every interposed rank takes: the interposer, every SQZ_* variable, and the
+# sanitizers' options when set (a launcher need not pass on its own environment).
+interposed_env() {
+    echo "LD_PRELOAD=$(preload "$SQZ_LIB")"
+    env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p; s/^\(\(A\|L\|UB\)SAN_OPTIONS\)=.*/\1/p'
+}
+
+run_mpmd() {
+    # shellcheck disable=SC2046 # one setting per word
+    run_job $(interposed_env) "$@"
 }
 
 run_np() {
-    np=$1; shift
-    xs="-x LD_PRELOAD=$SQZ_LIB"
-    for v in $(env | sed -n 's/^\(SQZ_[A-Z0-9_]*\)=.*/\1/p'); do xs="$xs -x $v"; done
-    # shellcheck disable=SC2046,SC2086
-    timeout "$MPIRUN_TIMEOUT" "$MPIRUN" $(mpirun_flags) -np "$np" $xs "$@"
+    _rn=$1
+    shift
+    run_mpmd -np "$_rn" "$@"
 }
 
 json_get() {
@@ -59,11 +113,17 @@ run_case() {
 }
 
 # mpi4py_python: the distribution's Python first: its mpi4py is built against the distribution's
-# MPI, the one mpirun starts.  A Python of another installation may carry an mpi4py built for
-# another MPI.
+# MPI.  A Python of another installation may carry an mpi4py built for another MPI; Debian's
+# python3-mpi4py is built for Open MPI, so under MPICH there is usually none.
 mpi4py_python() {
     for _p in /usr/bin/python3 ${PYTHON3:-} python3; do
-        if command -v "$_p" >/dev/null 2>&1 && "$_p" -c 'import mpi4py, numpy' >/dev/null 2>&1; then
+        if command -v "$_p" >/dev/null 2>&1 && "$_p" -c '
+import sys, numpy, mpi4py
+mpi4py.rc.initialize = False
+from mpi4py import MPI
+v = MPI.Get_library_version()
+sys.exit(0 if ("Open MPI" in v) == (sys.argv[1] == "openmpi") and
+         ("MPICH" in v) == (sys.argv[1] == "mpich") else 1)' "$MPI_IMPL" >/dev/null 2>&1; then
             command -v "$_p"
             return 0
         fi

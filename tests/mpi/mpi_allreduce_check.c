@@ -27,6 +27,8 @@
  *                      third, and the later results of both must agree (up to the float rounding
  *                      of restoring the residual): the NaN call must leave the error-feedback
  *                      residual as it was.
+ *   size N             MPI_COMM_WORLD must hold N ranks: the harness's check that the launcher
+ *                      belongs to the MPI of the programs (another launcher starts N singletons).
  *
  * Prints one line per check (rank 0) and exits 0 only when every check passed on every rank.
  */
@@ -670,10 +672,15 @@ int main(int argc, char **argv)
         mode_passthrough();
     } else if (0 == strcmp(mode, "nan") && (argc < 4 || 0 == strcmp(argv[3], "keep-residual"))) {
         mode_nan(maxrel, argc > 3);
+    } else if (0 == strcmp(mode, "size") && 3 == argc) {
+        char detail[80];
+        snprintf(detail, sizeof(detail), "%d rank(s), expected %s", g_nranks, argv[2]);
+        report(g_nranks == atoi(argv[2]), "MPI_COMM_WORLD size", detail);
     } else {
         if (0 == g_rank) {
             fprintf(stderr, "usage: mpi_allreduce_check bitident|passthrough [MAXREL]\n"
-                            "       mpi_allreduce_check nan [MAXREL [keep-residual]]\n");
+                            "       mpi_allreduce_check nan [MAXREL [keep-residual]]\n"
+                            "       mpi_allreduce_check size N\n");
         }
         MPI_Finalize();
         return 2;

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Every method, at 2 and 4 ranks: the float SUM reductions of mpi_allreduce_check (blocking and
-# non-blocking, in place and not, MPI_Reduce_scatter_block) give bit-identical results on every
-# rank and stay within the method's error bound of the exact sum; the stats show that the calls
-# really went through the compressor.
+# Every method, at 2 and 4 ranks ($MPI_TEST_RANKS): the float SUM reductions of
+# mpi_allreduce_check (blocking and non-blocking, in place and not, MPI_Reduce_scatter_block) give
+# bit-identical results on every rank and stay within the method's error bound of the exact sum;
+# the stats show that the calls really went through the compressor.
 # shellcheck disable=SC2154 # top_srcdir comes from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
@@ -54,7 +54,7 @@ bitident_case() {
     done
 }
 
-for np in 2 4; do
+for np in $MPI_TEST_RANKS; do
     # topk at the default density 0.01 keeps ~3% of the energy of uniform data: ~0.985.
     bitident_case "$np" topk-exact topk 0.995 SQZ_TOPK_SELECT=exact
     bitident_case "$np" topk-sampled topk 0.995 SQZ_TOPK_SELECT=sampled
@@ -84,5 +84,5 @@ if [ "$failures" -ne 0 ]; then
     echo "FAIL: $failures check(s) failed"
     exit 1
 fi
-echo "PASS: bit-identical results for every method at 2 and 4 ranks"
+echo "PASS: bit-identical results for every method at $MPI_TEST_RANKS ranks"
 exit 0

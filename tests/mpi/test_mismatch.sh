@@ -1,6 +1,6 @@
 #!/bin/sh
-# Ranks started with different Squeeze settings (mpirun's MPMD syntax, a different -x per app
-# context) must stop with an error printed by every rank, within the time limit: ranks whose
+# Ranks started with different Squeeze settings (the launcher's MPMD syntax, different settings per
+# app context) must stop with an error printed by every rank, within the time limit: ranks whose
 # eligibility or wire format differ would otherwise exchange garbage or hang.  Settings that only
 # change local behaviour (SQZ_LOG, SQZ_STATS) may differ.
 # shellcheck disable=SC2154 # top_srcdir comes from make check
@@ -9,31 +9,29 @@
 QUAD="$top_builddir/tests/mpi/mpi_quadratic"
 [ -x "$QUAD" ] || { echo "missing $QUAD (make check builds it)"; exit 99; }
 
-# mpmd LOG CONTEXT [: CONTEXT ...], each CONTEXT being "NP VAR=value ...": one mpirun with an app
-# context per CONTEXT, each running mpi_quadratic with the interposer and its own settings.
-# run_np has no MPMD form, so the command line is built here with the same flags and time limit.
-# Open MPI applies -x to its own app context only, so every context repeats LD_PRELOAD.
+# mpmd LOG CONTEXT [: CONTEXT ...], each CONTEXT being "NP VAR=value ...": one job with an app
+# context per CONTEXT, each running mpi_quadratic with the interposer and its own settings
+# (run_mpmd: Open MPI's -x per app context, hydra's -env per executable).
 mpmd() {
     _log=$1
     shift
-    _cmd=
-    _np=
-    _xs=
-    for _a in "$@" :; do
-        if [ "$_a" = : ]; then
-            _cmd="$_cmd -np $_np -x LD_PRELOAD=$SQZ_LIB $_xs $QUAD 3 :"
-            _np=
-            _xs=
-        elif [ -z "$_np" ]; then
-            _np=$_a
+    _n=$#
+    _new=1
+    for _a in "$@"; do
+        if [ "$_new" = 1 ]; then
+            set -- "$@" -np "$_a"
+            _new=0
+        elif [ "$_a" = : ]; then
+            set -- "$@" "$QUAD" 3 :
+            _new=1
         else
-            _xs="$_xs -x $_a"
+            set -- "$@" "$_a"
         fi
     done
-    _cmd=${_cmd%:}
-    echo "   mpirun ...$(echo "$_cmd" | sed "s|$SQZ_LIB|libsqueeze_mpi.so|g; s|$QUAD|mpi_quadratic|g")"
-    # shellcheck disable=SC2046,SC2086
-    timeout "$MPIRUN_TIMEOUT" "$MPIRUN" $(mpirun_flags) $_cmd >"$_log" 2>&1
+    set -- "$@" "$QUAD" 3
+    shift "$_n"
+    echo "   $MPI_IMPL: $(echo "$*" | sed "s|$QUAD|mpi_quadratic|g")"
+    run_mpmd "$@" >"$_log" 2>&1
 }
 
 # mismatch_case LABEL NRANKS VARIABLE CONTEXT [: CONTEXT ...]

@@ -13,7 +13,7 @@ moe_codec() {
     sed -n "s/.*\"$2\": {.*\"$3\": \([0-9.e+-]*\).*/\1/p" "$1" | head -n 1
 }
 
-for np in 2 4; do
+for np in $MPI_TEST_RANKS; do
     dir="$TESTDIR/np$np"
     mkdir -p "$dir"
     echo "== $np ranks"

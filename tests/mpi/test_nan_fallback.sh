@@ -3,7 +3,7 @@
 # propagated where it was), the calls before and after it are compressed, the error-feedback
 # residual comes out of the NaN call as it went in, nothing hangs or crashes, and every rank's
 # stats count the non-finite fallback.  Checked for reduce-scatter methods (quant, sign) and an
-# all-gather one (topk) at 2 and 4 ranks.
+# all-gather one (topk) at 2 and 4 ranks ($MPI_TEST_RANKS).
 # shellcheck disable=SC2154 # top_srcdir comes from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
@@ -56,7 +56,7 @@ nan_case() {
     [ "$stats_ok" -eq 1 ] && echo "   stats of every rank: calls_nonfinite >= 1, calls_fallback >= 1, calls_compressed 10"
 }
 
-for np in 2 4; do
+for np in $MPI_TEST_RANKS; do
     nan_case "$np" quant 0.3 SQZ_METHOD=quant SQZ_QUANT_BITS=4
     nan_case "$np" topk 1.3 SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.1 SQZ_EF=ef14
     nan_case "$np" sign 1.3 SQZ_METHOD=sign

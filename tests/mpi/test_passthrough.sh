@@ -49,7 +49,7 @@ passthrough_case() {
     done
 }
 
-for np in 2 4; do
+for np in $MPI_TEST_RANKS; do
     passthrough_case "$np" topk SQZ_TOPK_DENSITY=0.01
     passthrough_case "$np" quant SQZ_QUANT_BITS=2
 done

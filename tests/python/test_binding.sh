@@ -5,6 +5,12 @@
 SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so"
 PYTHONPATH="$top_srcdir/python${PYTHONPATH:+:$PYTHONPATH}"
 export SQUEEZE_LIB PYTHONPATH
+if [ -n "${SQUEEZE_ASAN_RUNTIME:-}" ]; then
+    # A sanitized build: the ASan runtime before the instrumented library, and no leak check of
+    # CPython at exit (as PY_ENV of tests/mpi/common.sh).
+    LD_PRELOAD=$SQUEEZE_ASAN_RUNTIME ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
+    export LD_PRELOAD ASAN_OPTIONS
+fi
 if ! command -v "${PYTHON3:-python3}" >/dev/null 2>&1; then
     echo "SKIP: no python3"
     exit 77

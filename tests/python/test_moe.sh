@@ -1,22 +1,22 @@
 #!/bin/sh
 # squeeze.moe (the ctypes MoE calls over an mpi4py communicator, and the PyTorch autograd
-# functions when torch is importable) under mpirun with 2 and 4 ranks (tests/python/moe_check.py).
-# Skipped (77) when no python3 with mpi4py and numpy is installed; without torch only the numpy
-# checks run.
+# functions when torch is importable) under mpirun with 2 and 4 ranks ($MPI_TEST_RANKS;
+# tests/python/moe_check.py).
+# Skipped (77) when no python3 with numpy and an mpi4py of the MPI under test is installed (Debian's
+# python3-mpi4py is Open MPI's); without torch only the numpy checks run.
 # shellcheck disable=SC2154 # top_srcdir and top_builddir come from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
-PY=$(mpi4py_python) || { echo "SKIP: no python3 with mpi4py and numpy"; exit 77; }
-if [ -z "${MPIRUN:-}" ] || ! command -v "$MPIRUN" >/dev/null 2>&1; then
-    echo "SKIP: no mpirun"
+if ! PY=$(mpi4py_python); then
+    echo "SKIP: no python3 with numpy and an mpi4py built for $MPI_IMPL"
     exit 77
 fi
 SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so"
 export SQUEEZE_LIB
-for np in 2 4; do
+for np in $MPI_TEST_RANKS; do
     echo "== $np ranks: $PY moe_check.py"
-    # shellcheck disable=SC2046 # the flags are words
-    timeout "$MPIRUN_TIMEOUT" "$MPIRUN" $(mpirun_flags) -np "$np" -x SQUEEZE_LIB \
+    # shellcheck disable=SC2086 # PY_ENV is words
+    run_job SQUEEZE_LIB LD_PRELOAD="$(preload)" $PY_ENV -np "$np" \
         "$PY" "$top_srcdir/tests/python/moe_check.py" >"$TESTDIR/log$np" 2>&1
     rc=$?
     sed 's/^/   /' "$TESTDIR/log$np" | grep -E 'PASS|FAIL|SKIP|Error|error' | head -n 40

@@ -236,6 +236,12 @@ static void sqz_mpi_startup(void)
              * one abort come first, after every rank has printed (several ranks aborting at
              * once garble the launcher's report, and the first abort cuts the others' lines). */
             sleep(0 == go ? 2 : 1);
+        } else {
+            /* The launcher forwards what the ranks wrote before the abort kills them: MPICH's
+             * hydra dropped output still in its pipes about once in 40 jobs on a loaded
+             * machine. */
+            fflush(NULL);
+            usleep(500000);
         }
         PMPI_Abort(MPI_COMM_WORLD, 1);
         return;
