@@ -49,6 +49,8 @@ command -v make >/dev/null 2>&1 || need="$need make"
 command -v gcc >/dev/null 2>&1 || need="$need gcc"
 /usr/bin/python3 -c "import numpy, mpi4py" >/dev/null 2>&1 || need="$need python3-numpy python3-mpi4py"
 /usr/bin/python3 -c "import matplotlib" >/dev/null 2>&1 || need="$need python3-matplotlib"
+/usr/bin/python3 -c "import torch" >/dev/null 2>&1 || need="$need python3-torch"
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need="$need python3-pip"
 # shellcheck disable=SC2086
 [ -z "$need" ] || apt_install $need
 

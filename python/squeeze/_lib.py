@@ -362,8 +362,14 @@ def candidates():
         out.append(("SQUEEZE_LIB", env))
         return out  # an explicit choice is not second-guessed
     pkgdir = os.path.dirname(os.path.abspath(__file__))
-    # Installed: a copy inside the package; `make install`'s <prefix>/share/squeeze/python/squeeze/
-    # beside <prefix>/lib/libsqueeze.so; or <prefix>/lib/pythonX.Y/site-packages/squeeze/.
+    # Installed by `make install` (into <prefix>/lib/pythonX.Y/site-packages/squeeze/): _install.py
+    # names the libdir.  Then a copy inside the package, the prefix around the package (older
+    # installs put it under <prefix>/share/squeeze/python/), the build tree, the loader's path.
+    try:
+        from . import _install
+        out.append(("make install's libdir", os.path.join(_install.LIBDIR, "libsqueeze.so")))
+    except ImportError:
+        pass
     out.append(("package directory", os.path.join(pkgdir, "libsqueeze.so")))
     out.append(("installed prefix (share/squeeze/python)", os.path.normpath(
         os.path.join(pkgdir, "..", "..", "..", "..", "lib", "libsqueeze.so"))))
