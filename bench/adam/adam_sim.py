@@ -215,7 +215,10 @@ class GptTask:
     def loss(self, model, w, step):
         b = self.data[w][step * self.a.batch:(step + 1) * self.a.batch]
         x, y = b[:, :-1], b[:, 1:]
-        return F.cross_entropy(model(x).float().reshape(-1, self.a.vocab), y.reshape(-1))
+        with torch.autocast(device_type=b.device.type, dtype=torch.bfloat16,
+                            enabled=self.a.bf16):
+            logits = model(x)
+        return F.cross_entropy(logits.float().reshape(-1, self.a.vocab), y.reshape(-1))
 
     def param_groups(self, model, wd):
         params = list(model.parameters())
@@ -460,6 +463,7 @@ def main():
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="gpt: bfloat16 autocast of the forward")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--name", default="")
     ap.add_argument("--out", help="write the whole record as JSON here")

@@ -1,8 +1,11 @@
 /* The device engine's per-buffer state on one GPU (a one-rank NCCL communicator): buffers that
  * move at every call (cudaMalloc'd anew, at an offset) keep their residual by their place in the
  * call sequence, never fall back, and hold a bounded amount of device memory; a checkpoint taken
- * after some steps and loaded into a new communicator continues bit for bit.  Skips (77) without
- * a GPU or NCCL. */
+ * after some steps and loaded into a new communicator continues bit for bit.  The optimizer-side
+ * collective (sqz_ef_allreduce on device memory): error feedback whatever SQZ_EF, SQZ_MIN_BYTES
+ * and SQZ_WARMUP_STEPS say (the summed outputs stay a bounded distance from the summed inputs),
+ * sqz_ef_forget (the next call is a fresh communicator's), bad arguments.  Skips (77) without a
+ * GPU or NCCL. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,13 +40,16 @@ static void fill(float *h, size_t n, int step, int b)
     }
 }
 
-static sqz_comm_t *make_comm(void *nc, sqz_ctx_t **ctx)
+static const char *const quant2[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "2", NULL};
+
+static sqz_comm_t *make_comm(void *nc, sqz_ctx_t **ctx, const char *const *kv)
 {
     sqz_config_t *cfg;
     char          err[512];
     sqz_config_create(&cfg);
-    sqz_config_set(cfg, "SQZ_METHOD", "quant");
-    sqz_config_set(cfg, "SQZ_QUANT_BITS", "2");
+    for (size_t i = 0; kv[i]; i += 2) {
+        sqz_config_set(cfg, kv[i], kv[i + 1]);
+    }
     if (SQZ_OK != sqz_ctx_create(cfg, ctx, err, sizeof(err))) {
         fprintf(stderr, "context: %s\n", err);
         exit(1);
@@ -94,6 +100,71 @@ static void steps(sqz_comm_t *comm, int from, int to, float *out, unsigned char 
     free(h);
 }
 
+/* One run of sqz_ef_allreduce over steps [from, to) of key 77 on a side stream (sign, with
+ * settings that would turn the interposed path's error feedback, warm-up and compression off);
+ * forget_at: sqz_ef_forget before that step.  Returns the max over steps of
+ * |sum of outputs - sum of inputs| (one rank: the average is the input), the last output in
+ * last (host). */
+static double ef_run(void *nc, int from, int to, int forget_at, float *last)
+{
+    static const char *const kv[] = {"SQZ_METHOD", "sign", "SQZ_EF", "none", "SQZ_WARMUP_STEPS",
+                                     "1000", "SQZ_MIN_BYTES", "1G", NULL};
+    const size_t n = 300000;
+    sqz_ctx_t   *ctx;
+    sqz_comm_t  *comm = make_comm(nc, &ctx, kv);
+    float       *h = malloc(n * sizeof(float)), *o = malloc(n * sizeof(float));
+    double      *drift = calloc(n, sizeof(double)), worst = 0.0;
+    float       *d = dalloc(n * sizeof(float));
+    cudaStream_t s;
+    CU(cudaStreamCreate(&s));
+    for (int step = from; step < to; step++) {
+        if (step == forget_at) {
+            sqz_ef_forget(comm, 77);
+        }
+        fill(h, n, step, 9);
+        CU(cudaMemcpyAsync(d, h, n * sizeof(float), cudaMemcpyHostToDevice, s));
+        EXPECT(SQZ_OK == sqz_ef_allreduce(comm, d, n, SQZ_DTYPE_FLOAT32, SQZ_OP_AVG, 77, s),
+               "sqz_ef_allreduce, step %d", step);
+        CU(cudaMemcpyAsync(o, d, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+        CU(cudaStreamSynchronize(s));
+        for (size_t i = 0; i < n; i++) {
+            drift[i] += (double)o[i] - (double)h[i];
+            worst = drift[i] > worst ? drift[i] : -drift[i] > worst ? -drift[i] : worst;
+        }
+    }
+    sqz_stats_t st;
+    sqz_stats_get(ctx, &st);
+    EXPECT(st.calls_compressed == (uint64_t)(to - from), "%llu of %d calls compressed",
+           (unsigned long long)st.calls_compressed, to - from);
+    EXPECT(SQZ_ERR_INVALID_PARAM ==
+               sqz_ef_allreduce(comm, d, n, SQZ_DTYPE_FLOAT32, SQZ_OP_AVG, 0, s), "key 0");
+    memcpy(last, o, n * sizeof(float));
+    CU(cudaStreamDestroy(s));
+    CU(cudaFree(d));
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+    free(h);
+    free(o);
+    free(drift);
+    return worst;
+}
+
+static void test_ef_allreduce(void *nc)
+{
+    const size_t n = 300000;
+    float       *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    const double few = ef_run(nc, 0, 10, -1, a), many = ef_run(nc, 0, 40, -1, a);
+    printf("sqz_ef_allreduce on the device: drift of the summed outputs %.4f after 10 calls, "
+           "%.4f after 40\n", few, many);
+    EXPECT(many < 2.0 * few, "the drift grows: %.4f -> %.4f (no error feedback?)", few, many);
+    (void)ef_run(nc, 0, 13, 12, a);
+    (void)ef_run(nc, 12, 13, -1, b);
+    EXPECT(0 == memcmp(a, b, n * sizeof(float)),
+           "the call after sqz_ef_forget differs from a fresh communicator's");
+    free(a);
+    free(b);
+}
+
 int main(void)
 {
     int ndev = 0;
@@ -119,7 +190,7 @@ int main(void)
     size_t         len  = 0;
 
     sqz_ctx_t  *ctx;
-    sqz_comm_t *comm = make_comm(nc, &ctx);
+    sqz_comm_t *comm = make_comm(nc, &ctx, quant2);
     steps(comm, 0, STEPS, whole, &ckpt, &len);
     sqz_stats_t st;
     sqz_stats_get(ctx, &st);
@@ -137,7 +208,7 @@ int main(void)
     sqz_comm_destroy(comm);
     sqz_ctx_destroy(ctx);
 
-    comm = make_comm(nc, &ctx);
+    comm = make_comm(nc, &ctx, quant2);
     EXPECT(SQZ_OK == sqz_state_load(comm, ckpt, len), "load");
     steps(comm, CUT, STEPS, resumed, NULL, NULL);
     EXPECT(0 == memcmp(whole, resumed, outn * sizeof(float)),
@@ -146,6 +217,7 @@ int main(void)
            memcmp(whole, resumed, outn * sizeof(float)) ? "DIFFERS" : "is bit-identical");
     sqz_comm_destroy(comm);
     sqz_ctx_destroy(ctx);
+    test_ef_allreduce(nc);
     sqz_nccl_comm_destroy(nc);
     free(ckpt);
     free(whole);
