@@ -10,15 +10,14 @@ build=${1:?build dir}
 out=${2:?output dir}
 calls=${3:-1000000}
 mkdir -p "$out"
-flags="--oversubscribe --bind-to none"
-[ "$(id -u)" = 0 ] && flags="$flags --allow-run-as-root"
+. "$(dirname "$0")/../scripts/mpi_launch.sh" # Open MPI's mpirun or MPICH's mpiexec (MPIRUN)
+mpi_launch_init
 echo "| method | calls | replicas | fallbacks | state peak (KiB) | live set (KiB) | residuals dropped | RSS after 10 % (KiB) | RSS growth after (KiB) | seconds |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
 for m in quant topk sign; do
     t0=$(date +%s)
-    # shellcheck disable=SC2086
-    mpirun $flags -np 4 -x LD_PRELOAD="$build/.libs/libsqueeze_mpi.so" -x SQZ_METHOD=$m \
-        -x SQZ_MIN_BYTES=0 -x SQZ_STATS="json:$out/$m-%r.json" \
+    mpi_launch LD_PRELOAD="$build/.libs/libsqueeze_mpi.so" SQZ_METHOD=$m SQZ_MIN_BYTES=0 \
+        SQZ_STATS="json:$out/$m-%r.json" -np 4 \
         "$build/tests/mpi/mpi_churn" --calls "$calls" --sizes 4000,1000,1000,1000,2000 \
         --check-every 500 --rss-out "$out/$m-rss.txt" >"$out/$m.log" 2>&1
     t=$(($(date +%s) - t0))
