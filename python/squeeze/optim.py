@@ -166,6 +166,21 @@ class _CompressedAdam(torch.optim.Optimizer):
         question): the other steps take each rank's own."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One optimizer step (closure: re-evaluates the model and returns the loss)."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.sq["step"] += 1
+        self.last_exchange = None
+        self._step()
+        return loss
+
+    def _step(self):
+        raise NotImplementedError
+
     # -- pieces of a step --------------------------------------------------------------------
     def _sync_adamw_groups(self):
         for inner, outer in zip(self._adamw.param_groups, self.param_groups):
@@ -308,17 +323,10 @@ class OneBitAdam(_CompressedAdam):
     def dense_step_next(self):
         return self.sq["step"] + 1 <= self.freeze_step
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self.sq["step"] += 1
-        self.last_exchange = None
+    def _step(self):
         if self.sq["step"] <= self.freeze_step:
             self._adamw_step()
-            return loss
+            return
         t = self.sq["step"]
         for gi, group in enumerate(self.param_groups):
             params, flat = self._trained(gi)
@@ -333,7 +341,6 @@ class OneBitAdam(_CompressedAdam):
                 self.state[p]["exp_avg"].copy_(v)
             bc2 = 1 - beta2 ** self._adam_steps(self.state[params[0]])
             self._frozen_update(group, params, 1 - beta1 ** t, bc2)
-        return loss
 
 
 class ZeroOneAdam(_CompressedAdam):
@@ -367,21 +374,13 @@ class ZeroOneAdam(_CompressedAdam):
         t = self.sq["step"] + 1
         return not self.sq["frozen"] and t % self.sq["var_interval"] == 0
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        self.sq["step"] += 1
-        self.last_exchange = None
+    def _step(self):
         if self.sq["frozen"]:
             self._local_step()
         else:
             self._variance_phase_step()
             if self.sq["step"] >= self.var_freeze_step:
                 self._freeze()
-        return loss
 
     def _variance_phase_step(self):
         sq = self.sq

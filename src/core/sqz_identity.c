@@ -15,6 +15,22 @@ uint64_t sqz_identity_sig(size_t count, sqz_dtype_t dtype, int reduce_scatter)
                       (uint64_t)(reduce_scatter != 0));
 }
 
+sqz_status_t sqz_comm_allgather_fixed(sqz_comm_t *comm, const void *mine, size_t bytes, void *all)
+{
+    const int P  = comm->nranks;
+    size_t   *rb = calloc(2 * (size_t)P, sizeof(size_t));
+    if (NULL == rb) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    for (int r = 0; r < P; r++) {
+        rb[r]     = bytes;
+        rb[P + r] = (size_t)r * bytes;
+    }
+    const int rc = comm->t.allgatherv(comm->t.self, mine, bytes, all, rb, rb + P);
+    free(rb);
+    return 0 == rc ? SQZ_OK : SQZ_ERR_TRANSPORT;
+}
+
 sqz_status_t sqz_comm_agree_u64(sqz_comm_t *comm, uint64_t mine, int *same)
 {
     const int P = comm->nranks;
@@ -23,23 +39,15 @@ sqz_status_t sqz_comm_agree_u64(sqz_comm_t *comm, uint64_t mine, int *same)
         return SQZ_OK;
     }
     uint64_t *all = calloc((size_t)P, sizeof(uint64_t));
-    size_t   *rb  = calloc(2 * (size_t)P, sizeof(size_t));
-    if (NULL == all || NULL == rb) {
-        free(all);
-        free(rb);
+    if (NULL == all) {
         return SQZ_ERR_NO_MEMORY;
     }
-    for (int r = 0; r < P; r++) {
-        rb[r]     = sizeof(uint64_t);
-        rb[P + r] = (size_t)r * sizeof(uint64_t);
-    }
-    const int rc = comm->t.allgatherv(comm->t.self, &mine, sizeof(mine), all, rb, rb + P);
-    for (int r = 0; 0 == rc && r < P; r++) {
+    const sqz_status_t st = sqz_comm_allgather_fixed(comm, &mine, sizeof(mine), all);
+    for (int r = 0; SQZ_OK == st && r < P; r++) {
         *same &= all[r] == mine;
     }
     free(all);
-    free(rb);
-    return 0 == rc ? SQZ_OK : SQZ_ERR_TRANSPORT;
+    return st;
 }
 
 void sqz_identity_count(sqz_comm_t *comm, uint64_t dropped, uint64_t evicted)

@@ -32,6 +32,10 @@ sqz_status_t sqz_identity_place(sqz_comm_t *comm, uint64_t sig, const void *addr
                                 void (*evict)(void *arg, uint64_t id), void *arg,
                                 sqz_call_identity_t *id);
 
+/** Every rank's `bytes` bytes at `mine` into all[r * bytes] (collective: one all-gather).
+ *  \return SQZ_OK, SQZ_ERR_NO_MEMORY or SQZ_ERR_TRANSPORT. */
+sqz_status_t sqz_comm_allgather_fixed(sqz_comm_t *comm, const void *mine, size_t bytes, void *all);
+
 /** Whether every rank of comm proposes `mine` (collective: one all-gather of 8 bytes a rank).
  *  \return SQZ_OK with *same set, or SQZ_ERR_NO_MEMORY / SQZ_ERR_TRANSPORT. */
 sqz_status_t sqz_comm_agree_u64(sqz_comm_t *comm, uint64_t mine, int *same);

@@ -11,6 +11,7 @@
 
 #include "sqz_ctx.h"
 #include "sqz_log.h"
+#include "sqz_identity.h"
 #include "sqz_settings.h"
 
 /* The value of `name` in a digest ("SQZ_NAME=value\n" lines), or NULL; *len its length. */
@@ -93,27 +94,17 @@ sqz_status_t sqz_comm_check_settings(sqz_comm_t *comm)
      * others waiting); the check is off only when it is off on every rank. */
     sqz_settings_word_t  mine = {h, (uint64_t)comm->ctx->p.check_settings};
     sqz_settings_word_t *all  = calloc((size_t)P, sizeof(*all));
-    size_t              *rb   = calloc(2 * (size_t)P, sizeof(size_t));
-    if (NULL == all || NULL == rb) {
-        free(all);
-        free(rb);
+    if (NULL == all) {
         return SQZ_ERR_NO_MEMORY;
     }
-    for (int r = 0; r < P; r++) {
-        rb[r]     = sizeof(mine);
-        rb[P + r] = (size_t)r * sizeof(mine);
-    }
-    const int rc = comm->t.allgatherv(comm->t.self, &mine, sizeof(mine), all, rb, rb + P);
-    int       differ = 0, checked = 0;
-    for (int r = 0; 0 == rc && r < P; r++) {
+    const sqz_status_t st     = sqz_comm_allgather_fixed(comm, &mine, sizeof(mine), all);
+    int                differ = 0, checked = 0;
+    for (int r = 0; SQZ_OK == st && r < P; r++) {
         differ |= all[r].hash != all[0].hash;
         checked |= 0 != all[r].check;
     }
     free(all);
-    free(rb);
-    if (0 != rc) {
-        return SQZ_ERR_TRANSPORT;
-    }
+    SQZ_CHECK(st);
     comm->settings_checked = 1;
     if (!differ) {
         return SQZ_OK;
