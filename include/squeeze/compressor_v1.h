@@ -299,6 +299,11 @@ typedef struct sqz_compressor_v1 {
  *  sizes dense SGD handles (docs/methods.md has the measurements). */
 #define SQZ_COMPRESSOR_EF14_DIVERGES 0x20u
 #define SQZ_COMPRESSOR_EF21_DIVERGES 0x40u
+/** flags: classic error feedback (its default) needs damping at the largest steps dense SGD takes:
+ *  its residual is one step late, and near lr x L = 2 that delay oscillates (scaled sign).  With
+ *  SQZ_EF=auto and SQZ_EF_DECAY=0 (auto) the host engine keeps 0.8 of the residuals between
+ *  calls. */
+#define SQZ_COMPRESSOR_EF14_DAMPED 0x80u
 
 #ifdef __cplusplus
 }

@@ -507,6 +507,6 @@ const sqz_compressor_v1_t sqz_compressor_sign = {
     .compress = sign_compress,
     .decompress = sign_decompress,
     .destroy = sign_destroy,
-    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD | SQZ_COMPRESSOR_CONTRACTIVE |
+    .flags = SQZ_COMPRESSOR_FIXED_PAYLOAD | SQZ_COMPRESSOR_CONTRACTIVE | SQZ_COMPRESSOR_EF14_DAMPED |
              SQZ_COMPRESSOR_EF21_DIVERGES,
 };

@@ -32,11 +32,17 @@ static const sqz_core_param_t sqz_core_params[] = {
          "for it at the step sizes dense SGD takes (docs/methods.md): none for the unbiased "
          "quantizers (qsgd, terngrad), rand-k and the exact methods, ef21 for the sparsifiers that "
          "keep a small fraction (topk, fedzip; ef14 on device buffers, which have no ef21 for them "
-         "yet), ef14 for quant and sign, and for powersgd ef14 on buffers with a layout and none on "
-         "pseudo-layers.  ef21 and econtrol keep 2 and 3 estimators of the buffer's size per rank"),
+         "yet), ef14 for quant and sign (damped: SQZ_EF_DECAY), and for powersgd ef14 on buffers "
+         "with a layout and none on pseudo-layers.  ef21 and econtrol keep 2 and 3 estimators of "
+         "the buffer's size per rank"),
     JOB("EF_STORAGE", SQZ_PARAM_ENUM, "fp32", 0, 0, "fp32|bf16|int8", CORE(ef_storage),
          "how the ef14 residual is kept between calls: fp32, or bf16 (half the memory) or int8 with a "
          "scale per 256 elements (a quarter), whose rounding is lost from the error feedback"),
+    JOB("EF_DECAY", SQZ_PARAM_DOUBLE, "0", 0, 1, NULL, CORE(ef_decay),
+         "the fraction of the ef14 residuals (worker and server) kept from one call to the next: 1 "
+         "keeps them whole (classic error feedback), less damps them; 0 (auto): 0.8 for the methods "
+         "whose classic error feedback oscillates at the largest steps dense SGD takes (sign, under "
+         "SQZ_EF=auto), 1 for the others.  Host buffers; sqz_ef_allreduce keeps them whole"),
     JOB("ECONTROL_ETA", SQZ_PARAM_DOUBLE, "0.01", 0, 1, NULL, CORE(econtrol_eta),
          "EControl's feedback strength eta in [0, 1] (0: the EF21 estimator); keep it near the "
          "compressor's contraction (about the density for top-k): larger values diverge"),

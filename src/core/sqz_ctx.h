@@ -43,6 +43,7 @@ typedef struct sqz_core_params {
     int         dgc_masking;
     double      dgc_clip;
     int         ef_storage;    /* sqz_ef_storage_t */
+    double      ef_decay;      /* SQZ_EF_DECAY; 0: auto */
     double      sparse_dense_switch;
     int         sparse_algo;   /* 0 auto, 1 allgather, 2 split */
     int         entropy;       /* sqz_entropy_mode_t */
@@ -97,6 +98,9 @@ struct sqz_ctx {
      * came from SQZ_EF=auto (then powersgd drops it on pseudo-layers). */
     int                        ef;
     int                        ef_auto;
+    /* The fraction of the ef14 residuals kept between calls (SQZ_EF_DECAY resolved: 1 but for
+     * methods that ask for damping under SQZ_EF=auto). */
+    float                      ef_decay;
     pthread_mutex_t            lock;      /* guards the stats */
     uint64_t                   calls_passthrough;
     sqz_method_stats_t        *stats;     /* reg.n rows */

@@ -552,6 +552,16 @@ static int sqz_engine_ef_mode(sqz_comm_t *comm, uint64_t key, size_t n, size_t b
     return ctx->ef;
 }
 
+/* Damped error feedback (SQZ_EF_DECAY): the worker residual and this rank's server residual
+ * keep `decay` of themselves for the next call. */
+static void sqz_engine_damp(sqz_buf_state_t *bs, float *residual, size_t n, float decay)
+{
+    sqz_scale(residual, n, decay);
+    if (bs->server_residual) {
+        sqz_scale(bs->server_residual, bs->server_count, decay);
+    }
+}
+
 /* Flags of one run: the optimizer-side collective (sqz_ef_allreduce) keeps classic two-level
  * error feedback whatever SQZ_EF says, and has no warm-up: the optimizer decides when to
  * compress. */
@@ -595,6 +605,9 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (ef.residual && (SQZ_OK == st || sqz_agreed_fallback(st))) {
         if (SQZ_OK == st && ef.dgc) {
             sqz_dgc_commit(&ctx->p, bs, ef.residual, n);
+        }
+        if (SQZ_OK == st && !opt && SQZ_EF_EF14 == ef.mode && ctx->ef_decay < 1.0f) {
+            sqz_engine_damp(bs, ef.residual, n, ctx->ef_decay);
         }
         sqz_residual_close(bs, ctx->p.ef_storage, ef.residual); /* restored on a fallback */
     }
