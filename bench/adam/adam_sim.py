@@ -427,6 +427,12 @@ def worker(a, task, replicas, comms, mean, w, record):
             if step % 50 == 0 or step == a.steps - 1:
                 print(f"{a.name} step {step:4d} loss {loss.item():.4f} {kind} "
                       f"t {time.time() - record['t0']:.0f}s", flush=True)
+            if a.out and step % 100 == 99:
+                # A run cut short (a time limit) leaves its curve so far.
+                with open(a.out + ".partial", "w") as f:
+                    json.dump({"steps_done": step + 1, "loss_worker0": record["loss"][0][:step + 1],
+                               "kind": record["kind"][:step + 1],
+                               "bytes": record["bytes"][:step + 1]}, f)
     record["opt"][w] = opt
 
 
