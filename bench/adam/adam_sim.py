@@ -451,7 +451,8 @@ def main():
     ap.add_argument("--var-update-scaler", type=int, default=16)
     ap.add_argument("--local-step-scaler", type=int, default=-1,
                     help="zeroone (-1: 10 %% of the steps)")
-    ap.add_argument("--local-step-clipper", type=int, default=16)
+    ap.add_argument("--local-step-clipper", type=int, default=4,
+                    help="zeroone: H, the longest local interval (DeepSpeed: 16)")
     ap.add_argument("--batch", type=int, default=0, help="per worker (0: 16 gpt, 64 mlp)")
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--vocab", type=int, default=2048)

@@ -16,7 +16,7 @@ LIMIT=10 # seconds a faulty job may take to end
 ctx() {
     _np=$1
     shift
-    _xs="-x LD_PRELOAD=$SQZ_LIB" _args=""
+    _xs="LD_PRELOAD=$(preload "$SQZ_LIB")" _args=""
     if [ "${1:-}" = - ]; then
         _xs=""
         shift
@@ -24,7 +24,7 @@ ctx() {
     for _a in "$@"; do
         case "${_args:+--}$_a" in
         --*) _args="$_args $_a" ;;
-        *) _xs="$_xs -x $_a" ;;
+        *) _xs="$_xs $_a" ;;
         esac
     done
     echo "-np $_np $_xs $CHURN --calls 50$_args"
@@ -52,8 +52,9 @@ fault_case() {
     cmd=${cmd%:}
     echo "== $label"
     t0=$(date +%s)
+    # The sanitizers' options reach every rank; the interposer only the contexts that take it.
     # shellcheck disable=SC2046,SC2086
-    timeout "$MPIRUN_TIMEOUT" "$MPIRUN" $(mpirun_flags) $cmd >"$log" 2>&1
+    run_job $(interposed_env | grep -v '^LD_PRELOAD=') $cmd >"$log" 2>&1
     rc=$? t=$(($(date +%s) - t0))
     nranks=$(grep -o -- '-np [0-9]*' <<EOC | awk '{s += $2} END {print s}'
 $cmd
