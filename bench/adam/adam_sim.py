@@ -118,7 +118,7 @@ class SignMirror:
         self.leave = threading.Barrier(nranks)
         self.slots = [None] * nranks
         self.key = None
-        self.worker_err = {}  # key -> [W, n]
+        self.worker_err = {}  # key -> [n] per rank
         self.server_err = {}  # key -> [n]
         self.layout = {}  # (n, device) -> (bucket index per element, counts)
         self.bytes_sent = 0  # by rank 0, payloads only
@@ -140,29 +140,31 @@ class SignMirror:
         return got
 
     def _sign(self, a, idx, counts):
-        """(decoded, residual) of a [.., n] through per-bucket scaled sign."""
-        sums = torch.zeros(a.shape[:-1] + (counts.numel(),), dtype=torch.float64, device=a.device)
-        sums.index_add_(-1, idx, a.abs().to(torch.float64))
-        s = (sums / counts).to(torch.float32).index_select(-1, idx)
+        """(decoded, residual) of a [n] through per-bucket scaled sign."""
+        sums = torch.zeros(counts.numel(), dtype=torch.float64, device=a.device)
+        sums.index_add_(0, idx, a.abs().to(torch.float64))
+        s = (sums / counts).to(torch.float32).index_select(0, idx)
         d = torch.where(a >= 0, s, -s)
         return d, a - d
 
     def _reduce(self):
-        x = torch.stack(self.slots)
-        n, key = x.shape[1], self.key
-        idx, counts = self._buckets(n, x.device)
-        e_w = self.worker_err.get(key)
-        if e_w is None or e_w.shape != x.shape:
-            e_w = torch.zeros_like(x)
-        d, self.worker_err[key] = self._sign(x + e_w, idx, counts)
-        y = d[0].clone()
-        for r in range(1, self.nranks):
-            y += d[r]
+        """One rank at a time (the peak memory of one rank's temporaries), summed in rank order."""
+        n, key = self.slots[0].numel(), self.key
+        device = self.slots[0].device
+        idx, counts = self._buckets(n, device)
+        errs = self.worker_err.get(key)
+        if errs is None or len(errs) != self.nranks or errs[0].numel() != n:
+            errs = [torch.zeros(n, device=device) for _ in range(self.nranks)]
+        y = None
+        for r in range(self.nranks):
+            d, errs[r] = self._sign(self.slots[r] + errs[r], idx, counts)
+            y = d if y is None else y.add_(d)
+        self.worker_err[key] = errs
         e_s = self.server_err.get(key)
-        if e_s is None or e_s.shape != y.shape:
+        if e_s is None or e_s.numel() != n:
             e_s = torch.zeros_like(y)
-        d2, self.server_err[key] = self._sign(y + e_s, idx, counts)
-        out = d2 * torch.tensor(1.0 / self.nranks, dtype=torch.float32)
+        d2, self.server_err[key] = self._sign(y.add_(e_s), idx, counts)
+        out = d2.mul_(torch.tensor(1.0 / self.nranks, dtype=torch.float32))
         for r in range(self.nranks):
             self.slots[r].copy_(out)
         chunks = chunk_layout(n, self.nranks)
@@ -190,7 +192,7 @@ class _MirrorEndpoint:
 
     def state_dict(self):
         g = self.group
-        return {"worker": {k: v[self.rank].clone() for k, v in g.worker_err.items()},
+        return {"worker": {k: v[self.rank].clone() for k, v in g.worker_err.items()},  # noqa
                 "server": {k: v.clone() for k, v in g.server_err.items()}}
 
     def load_state_dict(self, state):
