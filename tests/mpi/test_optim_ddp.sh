@@ -11,8 +11,11 @@ if ! PY=$(mpi4py_python) || ! "$PY" -c "import torch.distributed" >/dev/null 2>&
     exit 77
 fi
 log="$TESTDIR/log"
-# shellcheck disable=SC2086 # PY_ENV is words
-run_job $PY_ENV SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so" \
+# A sanitized build's library needs the ASan runtime loaded before it (preload with no library).
+asan_preload=
+[ -z "${SQUEEZE_ASAN_RUNTIME:-}" ] || asan_preload="LD_PRELOAD=$(preload)"
+# shellcheck disable=SC2086 # PY_ENV and asan_preload are words
+run_job $PY_ENV $asan_preload SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so" \
     PYTHONPATH="$top_srcdir/python" OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
     -np 2 "$PY" "$top_srcdir/tests/mpi/optim_ddp.py" >"$log" 2>&1
 rc=$?

@@ -7,12 +7,17 @@
 #include "interpose/mpi/sqz_mpi_board.h"
 #include "sqz_log.h"
 
+/* One 64-byte line per rank: MPICH 4's shared-memory windows read a 24-byte record of rank 1 at
+ * the wrong place (8 bytes early: its count came back as rank 0's last field), a padded one
+ * right; a line of its own also keeps the owner's stores off its neighbours' cache lines. */
 typedef struct sqz_board {
     uint64_t count;    /* elements of the call */
     int32_t  what;     /* sqz_board_what_t */
     int32_t  comm_size;
     uint64_t calls;    /* candidate calls entered so far */
+    uint64_t unused[5];
 } sqz_board_t;
+_Static_assert(64 == sizeof(sqz_board_t), "one board record per 64-byte line");
 
 static MPI_Win      sqz_board_win = MPI_WIN_NULL;
 static sqz_board_t *sqz_board_mine;
