@@ -36,7 +36,8 @@ static void fill(float *h, size_t n, int step, int b)
 {
     for (size_t i = 0; i < n; i++) {
         const unsigned u = (unsigned)(i * 2654435761u) ^ (unsigned)(b * 40503 + step * 7919);
-        h[i]             = (float)((u % 20001) - 10000) * 1e-4f * (1.0f + 0.1f * (float)(step % 5));
+        const int      v = (int)(u % 20001) - 10000; /* signed: values in [-1.4, 1.4] */
+        h[i]             = (float)v * 1e-4f * (1.0f + 0.1f * (float)(step % 5));
     }
 }
 
