@@ -11,9 +11,11 @@ if ! PY=$(mpi4py_python) || ! "$PY" -c "import torch.distributed" >/dev/null 2>&
     exit 77
 fi
 log="$TESTDIR/log"
-# A sanitized build's library needs the ASan runtime loaded before it (preload with no library).
+# A sanitized build's library needs the ASan runtime loaded before it, and libstdc++ at start-up
+# too: ASan resolves the C++ exception functions it intercepts when it starts, and PyTorch's
+# threads throw (at shutdown) through a libstdc++ that Python would load only later.
 asan_preload=
-[ -z "${SQUEEZE_ASAN_RUNTIME:-}" ] || asan_preload="LD_PRELOAD=$(preload)"
+[ -z "${SQUEEZE_ASAN_RUNTIME:-}" ] || asan_preload="LD_PRELOAD=$(preload libstdc++.so.6)"
 # shellcheck disable=SC2086 # PY_ENV and asan_preload are words
 run_job $PY_ENV $asan_preload SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so" \
     PYTHONPATH="$top_srcdir/python" OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 \
