@@ -8,7 +8,8 @@
 # In the mpich and asan passes the MPI tests that repeat their cases at 2 and 4 ranks run them
 # once, at 3 (MPI_TEST_RANKS: about half the jobs, and an uneven split of every buffer), and the
 # churn test runs 1000 calls a case instead of 2500 (CHURN_CALLS: MPICH's ranks poll, 4 of them
-# on 2 cores take 3x Open MPI's time).
+# on 2 cores take 3x Open MPI's time).  Those two builds leave the GPU code out (--with-cuda=no:
+# the default pass compiles it, and no pass has a GPU to run it), which saves nvcc's minutes.
 # Usage: scripts/test.sh [--fast | PASS ...]   --fast: the default pass only; no argument: all.
 # The mpich and asan builds are out of tree, in build-ci/NAME, from the copy of the sources that
 # make distdir writes to build-ci/src (automake builds out of tree only from an unconfigured tree).
@@ -88,12 +89,12 @@ pass_default() {
 
 pass_mpich() {
     sh scripts/setup.sh --mpich
-    build_copy mpich CC=mpicc.mpich &&
+    build_copy mpich CC=mpicc.mpich --with-cuda=no &&
         check_in "$top/build-ci/mpich" TESTS='$(mpi_tests) $(python_tests)' $fewer
 }
 
 pass_asan() {
-    build_copy asan --enable-sanitizers && check_in "$top/build-ci/asan" $fewer
+    build_copy asan --enable-sanitizers --with-cuda=no && check_in "$top/build-ci/asan" $fewer
 }
 
 case " $passes " in

@@ -86,243 +86,325 @@ static void sqz_rs_decode_task(size_t r, int worker, void *arg)
     (void)sqz_coll_decode(call, worker, fr, call->out + j->off[r], j->len[r]);
 }
 
-sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
+/* One call's layout, counts and scratch (rows of comm->counts, comm's scratch buffers). */
+typedef struct sqz_rs {
+    sqz_coll_call_t *call;
+    sqz_comm_t      *comm;
+    int              P, me, fixed;
+    size_t          *off, *len, *slot; /* chunk r: elements [off, off + len), its payload slot */
+    size_t          *sdis, *scnt;      /* phase 1: where chunk r's frame is, the bytes it sends */
+    size_t          *rcnt, *rdis;      /* received bytes from each rank, and where */
+    size_t           send1, mylen;     /* phase-1 bytes sent; this rank's chunk */
+    float           *y;                /* this rank's reduced chunk */
+    uint64_t        *srow, *rcol;      /* the size exchanges' rows */
+    sqz_status_t     local;            /* what only this rank can see: malformed payloads */
+    int              failed;           /* a chunk that failed to compress, or -1 */
+} sqz_rs_t;
+
+/* The layout, the slots and the scratch of a call into rs. */
+static sqz_status_t sqz_rs_setup(sqz_coll_call_t *call, sqz_rs_t *rs)
 {
     sqz_comm_t *const comm = call->comm;
     const int         P    = comm->nranks;
-    const int         me   = comm->rank;
-    size_t *const     off  = comm->counts;         /* P */
-    size_t *const     len  = comm->counts + P;     /* P */
-    size_t *const     slot = comm->counts + 2 * P; /* P */
-    size_t *const     sdis = comm->counts + 3 * P; /* P */
-    size_t *const     rcnt = comm->counts + 4 * P; /* P */
-    size_t *const     rdis = comm->counts + 5 * P; /* P */
-    size_t *const     scnt = comm->counts + 6 * P; /* P: phase-1 bytes sent to each rank */
-    const int         fixed = sqz_coll_fixed_size(call);
-    sqz_status_t      st   = SQZ_OK;
-    sqz_frame_t       f;
-
-    sqz_rs_layout(call, off, len);
-    size_t send1 = 0;
+    *rs = (sqz_rs_t){.call = call, .comm = comm, .P = P, .me = comm->rank,
+                     .fixed = sqz_coll_fixed_size(call), .off = comm->counts,
+                     .len = comm->counts + P, .slot = comm->counts + 2 * P,
+                     .sdis = comm->counts + 3 * P, .rcnt = comm->counts + 4 * P,
+                     .rdis = comm->counts + 5 * P, .scnt = comm->counts + 6 * P,
+                     .local = SQZ_OK, .failed = -1};
+    sqz_rs_layout(call, rs->off, rs->len);
+    size_t recv2 = 0;
     for (int r = 0; r < P; r++) {
-        slot[r] = sqz_coll_round8(sizeof(sqz_frame_t) + call->c->max_payload(call->cstate, len[r]));
-        sdis[r] = send1;
-        send1 += slot[r];
+        rs->slot[r] = sqz_coll_round8(sizeof(sqz_frame_t) +
+                                      call->c->max_payload(call->cstate, rs->len[r]));
+        rs->sdis[r] = rs->send1;
+        rs->send1 += rs->slot[r];
+        recv2 += rs->slot[r];
     }
-    const size_t mylen = len[me];
+    rs->mylen = rs->len[rs->me];
     /* sendbuf: phase-1 slots, then this rank's phase-2 slot (phase-1 payloads are kept until the
      * end: a fallback needs them to restore the residual). */
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, send1 + slot[me]));
-    const size_t recv1 = (size_t)P * slot[me];
-    size_t       recv2 = 0;
-    for (int r = 0; r < P; r++) {
-        recv2 += slot[r];
-    }
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap,
+                                  rs->send1 + rs->slot[rs->me]));
+    const size_t recv1 = (size_t)P * rs->slot[rs->me];
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap,
                                   recv1 > recv2 ? recv1 : recv2));
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap,
-                                  (mylen ? mylen : 1) * sizeof(float)));
+                                  (rs->mylen ? rs->mylen : 1) * sizeof(float)));
     /* taskbuf: 2P norms, 2P sizes (the phase-1 row this rank sends, the column it receives), then
      * P statuses. */
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
                                   (size_t)P * (sizeof(sqz_status_t) + 2 * sizeof(double) +
                                                2 * sizeof(uint64_t)) + 16));
-    float *const    y    = comm->chunkbuf;
-    uint64_t *const srow = (uint64_t *)(comm->taskbuf + 2 * (size_t)P * sizeof(double));
-    uint64_t *const rcol = srow + P;
+    rs->y    = comm->chunkbuf;
+    rs->srow = (uint64_t *)(comm->taskbuf + 2 * (size_t)P * sizeof(double));
+    rs->rcol = rs->srow + P;
+    return SQZ_OK;
+}
 
-    /* ---- phase 1: compress every chunk (in parallel with SQZ_THREADS) ---- */
-    SQZ_CHECK(sqz_coll_shared(call, P, off, len, comm->sharedptr));
-    double      t0 = sqz_time_now();
-    sqz_rs_job_t job = {.call = call, .off = off, .len = len, .slot = slot, .dis = sdis,
-                        .buf = comm->sendbuf, .norms = (double *)comm->taskbuf,
-                        .status = (sqz_status_t *)(rcol + P)};
+/* Phase 1, local: every chunk compressed (in parallel with SQZ_THREADS) into its slot; when one
+ * fails, every frame asks for the dense path (and the compressed chunks are undone).  Sets the
+ * bytes each peer is sent. */
+static sqz_status_t sqz_rs_compress(sqz_rs_t *rs)
+{
+    sqz_coll_call_t *const call = rs->call;
+    sqz_comm_t *const      comm = rs->comm;
+    const int              P    = rs->P;
+    SQZ_CHECK(sqz_coll_shared(call, P, rs->off, rs->len, comm->sharedptr));
+    const double t0  = sqz_time_now();
+    sqz_rs_job_t job = {.call = call, .off = rs->off, .len = rs->len, .slot = rs->slot,
+                        .dis = rs->sdis, .buf = comm->sendbuf, .norms = (double *)comm->taskbuf,
+                        .status = (sqz_status_t *)(rs->rcol + P)};
     sqz_pool_run(comm->pool, (size_t)P, sqz_rs_compress_task, &job);
-    int          failed = -1;
-    sqz_status_t cst    = SQZ_OK;
+    sqz_status_t cst = SQZ_OK;
     for (int r = 0; r < P; r++) {
         call->cs.norm2_in += job.norms[2 * r];
         call->cs.norm2_err += job.norms[2 * r + 1];
-        if (SQZ_OK != job.status[r] && (failed < 0 || SQZ_ERR_NONFINITE == job.status[r])) {
-            failed = r;
-            cst    = job.status[r];
+        if (SQZ_OK != job.status[r] && (rs->failed < 0 || SQZ_ERR_NONFINITE == job.status[r])) {
+            rs->failed = r;
+            cst        = job.status[r];
         }
     }
-    if (failed >= 0) {
-        /* Some chunk failed: this whole rank asks for the dense path.  Undo the chunks that were
-         * compressed (their frames say so) and mark every frame. */
-        sqz_coll_restore_chunks(call, P, off, len, comm->sendbuf, sdis);
+    if (rs->failed >= 0) {
+        sqz_coll_restore_chunks(call, P, rs->off, rs->len, comm->sendbuf, rs->sdis);
         for (int r = 0; r < P; r++) {
-            sqz_coll_frame_set(call, comm->sendbuf + sdis[r],
-                               SQZ_FRAME_FALLBACK | (SQZ_ERR_NONFINITE == cst ? SQZ_FRAME_NONFINITE : 0),
-                               len[r], 0);
+            sqz_coll_frame_set(call, comm->sendbuf + rs->sdis[r],
+                               SQZ_FRAME_FALLBACK |
+                                   (SQZ_ERR_NONFINITE == cst ? SQZ_FRAME_NONFINITE : 0),
+                               rs->len[r], 0);
         }
     }
     for (int r = 0; r < P; r++) {
-        memcpy(&f, comm->sendbuf + sdis[r], sizeof(f));
+        sqz_frame_t f;
+        memcpy(&f, comm->sendbuf + rs->sdis[r], sizeof(f));
         call->cs.bytes_wire += sizeof(f) + (size_t)f.bytes;
-        scnt[r] = fixed ? slot[r] : sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
-        srow[r] = scnt[r];
-        call->cs.bytes_sent += (r == me) ? 0 : scnt[r];
+        rs->scnt[r] = rs->fixed ? rs->slot[r] : sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
+        rs->srow[r] = rs->scnt[r];
+        call->cs.bytes_sent += (r == rs->me) ? 0 : rs->scnt[r];
     }
-    double t1 = sqz_time_now();
-    call->cs.t_compress += t1 - t0;
-    if (fixed) {
+    call->cs.t_compress += sqz_time_now() - t0;
+    return SQZ_OK;
+}
+
+/* Phase 1, on the wire: the sizes each rank receives (known in advance for fixed-size payloads,
+ * else one all-to-all of sizes), then the all-to-all of the payloads. */
+static sqz_status_t sqz_rs_exchange(sqz_rs_t *rs)
+{
+    sqz_comm_t *const comm = rs->comm;
+    const int         P    = rs->P;
+    const double      t1   = sqz_time_now();
+    if (rs->fixed) {
         for (int r = 0; r < P; r++) {
-            rcnt[r] = slot[me];
+            rs->rcnt[r] = rs->slot[rs->me];
         }
     } else {
         /* rcnt/rdis serve as the size exchange's counts before they get the payloads'. */
         for (int r = 0; r < P; r++) {
-            rcnt[r] = sizeof(uint64_t);
-            rdis[r] = (size_t)r * sizeof(uint64_t);
+            rs->rcnt[r] = sizeof(uint64_t);
+            rs->rdis[r] = (size_t)r * sizeof(uint64_t);
         }
-        SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, srow, rcnt, rdis, rcol, rcnt, rdis),
-                                 st, out);
-        call->cs.bytes_sent += (size_t)(P - 1) * sizeof(uint64_t);
+        if (0 != comm->t.alltoallv(comm->t.self, rs->srow, rs->rcnt, rs->rdis, rs->rcol, rs->rcnt,
+                                   rs->rdis)) {
+            return SQZ_ERR_TRANSPORT;
+        }
+        rs->call->cs.bytes_sent += (size_t)(P - 1) * sizeof(uint64_t);
         for (int r = 0; r < P; r++) {
-            rcnt[r] = (size_t)rcol[r];
+            rs->rcnt[r] = (size_t)rs->rcol[r];
         }
     }
     size_t recv1n = 0;
     for (int r = 0; r < P; r++) {
-        rdis[r] = recv1n;
-        recv1n += rcnt[r];
+        rs->rdis[r] = recv1n;
+        recv1n += rs->rcnt[r];
     }
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, recv1n));
-    SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, comm->sendbuf, scnt, sdis, comm->recvbuf,
-                                               rcnt, rdis),
-                             st, out);
-    double t2 = sqz_time_now();
-    call->cs.t_comm += t2 - t1;
+    if (0 != comm->t.alltoallv(comm->t.self, comm->sendbuf, rs->scnt, rs->sdis, comm->recvbuf,
+                               rs->rcnt, rs->rdis)) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    rs->call->cs.t_comm += sqz_time_now() - t1;
+    return SQZ_OK;
+}
 
-    /* Every rank received one frame from every rank: fallback requests are seen by all. */
-    sqz_status_t local = SQZ_OK; /* reasons only this rank can see: malformed payloads */
-    for (int s = 0; s < P; s++) {
-        const unsigned char *fr = comm->recvbuf + rdis[s];
-        if (rcnt[s] < sizeof(sqz_frame_t) || rcnt[s] > slot[me]) {
-            local = SQZ_ERR_CORRUPT; /* an announced size out of bounds: not even a frame to read */
+/* Phase 1, received: every frame checked (fallback requests are seen by every rank: each
+ * received one frame from each), then this rank's chunk summed into y in rank order.  \return
+ * the shared verdict; malformed payloads, seen here only, go to rs->local. */
+static sqz_status_t sqz_rs_reduce(sqz_rs_t *rs)
+{
+    sqz_coll_call_t *const call = rs->call;
+    sqz_comm_t *const      comm = rs->comm;
+    const double           t2   = sqz_time_now();
+    sqz_status_t           st   = SQZ_OK;
+    for (int s = 0; s < rs->P; s++) {
+        const unsigned char *fr = comm->recvbuf + rs->rdis[s];
+        if (rs->rcnt[s] < sizeof(sqz_frame_t) || rs->rcnt[s] > rs->slot[rs->me]) {
+            rs->local = SQZ_ERR_CORRUPT; /* a size out of bounds: not even a frame to read */
             continue;
         }
-        const sqz_status_t fs = sqz_coll_frame_check(call, fr, mylen, rcnt[s]);
+        const sqz_status_t fs = sqz_coll_frame_check(call, fr, rs->mylen, rs->rcnt[s]);
         if (SQZ_OK != fs) {
             st = sqz_coll_worse(st, fs);
             continue;
         }
-        memcpy(&f, fr, sizeof(f));
-        if (SQZ_OK != sqz_coll_decode(call, 0, fr, NULL, mylen)) {
-            local = SQZ_ERR_CORRUPT;
+        if (SQZ_OK != sqz_coll_decode(call, 0, fr, NULL, rs->mylen)) {
+            rs->local = SQZ_ERR_CORRUPT;
         }
     }
-    if (SQZ_OK == st && SQZ_OK == local) {
-        memset(y, 0, mylen * sizeof(float));
-        for (int s = 0; s < P; s++) {
-            (void)sqz_coll_decode(call, 0, comm->recvbuf + rdis[s], y, mylen);
+    if (SQZ_OK == st && SQZ_OK == rs->local) {
+        memset(rs->y, 0, rs->mylen * sizeof(float));
+        for (int s = 0; s < rs->P; s++) {
+            (void)sqz_coll_decode(call, 0, comm->recvbuf + rs->rdis[s], rs->y, rs->mylen);
         }
     }
-    double t3 = sqz_time_now();
-    call->cs.t_compress += t3 - t2;
+    call->cs.t_compress += sqz_time_now() - t2;
+    return st;
+}
 
-    if (call->block) {
-        /* Reduce-scatter: a malformed payload is seen by its receiver only; agree on it with one
-         * small all-gather before anybody keeps a result. */
-        if (SQZ_OK == st) {
-            int32_t  mine = (SQZ_OK == local) ? 0 : 1;
-            int32_t *all  = (int32_t *)comm->recvbuf; /* phase-1 data is no longer needed */
-            for (int r = 0; r < P; r++) {
-                rcnt[r] = sizeof(int32_t);
-                rdis[r] = (size_t)r * sizeof(int32_t);
-            }
-            SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, &mine, sizeof(mine), all, rcnt, rdis),
-                                     st, out);
-            for (int r = 0; r < P; r++) {
-                st = sqz_coll_worse(st, all[r] ? SQZ_ERR_CORRUPT : SQZ_OK);
-            }
-            call->cs.t_comm += sqz_time_now() - t3;
+/* A reduce-scatter ends after phase 1: a malformed payload is seen by its receiver only, so the
+ * ranks agree on it with one small all-gather before anybody keeps a result.  \return the
+ * verdict (st updated), or SQZ_ERR_TRANSPORT. */
+static sqz_status_t sqz_rs_finish_block(sqz_rs_t *rs, sqz_status_t st)
+{
+    sqz_comm_t *const comm = rs->comm;
+    if (SQZ_OK == st) {
+        const double t3   = sqz_time_now();
+        int32_t      mine = (SQZ_OK == rs->local) ? 0 : 1;
+        int32_t     *all  = (int32_t *)comm->recvbuf; /* phase-1 data is no longer needed */
+        for (int r = 0; r < rs->P; r++) {
+            rs->rcnt[r] = sizeof(int32_t);
+            rs->rdis[r] = (size_t)r * sizeof(int32_t);
         }
-        if (SQZ_OK == st) {
-            memcpy(call->out, y, mylen * sizeof(float));
+        if (0 != comm->t.allgatherv(comm->t.self, &mine, sizeof(mine), all, rs->rcnt, rs->rdis)) {
+            return SQZ_ERR_TRANSPORT;
         }
-        goto restore;
+        for (int r = 0; r < rs->P; r++) {
+            st = sqz_coll_worse(st, all[r] ? SQZ_ERR_CORRUPT : SQZ_OK);
+        }
+        rs->call->cs.t_comm += sqz_time_now() - t3;
     }
+    if (SQZ_OK == st) {
+        memcpy(rs->call->out, rs->y, rs->mylen * sizeof(float));
+    }
+    return st;
+}
 
-    /* ---- phase 2: compress the reduced chunk again and all-gather it ---- */
-    if (SQZ_OK != st) {
-        goto restore; /* every rank knows already: no need to run phase 2 */
+/* Phase 2's counts: the bytes each rank all-gathers (its slot for fixed-size payloads, else one
+ * all-gather of sizes; sizes out of bounds are clamped alike on every rank, the sender's own send
+ * too, so the exchange stays aligned, and all fall back together).  \return SQZ_ERR_CORRUPT for
+ * such a size, SQZ_ERR_TRANSPORT, or SQZ_OK. */
+static sqz_status_t sqz_rs_phase2_counts(sqz_rs_t *rs, const unsigned char *mine2, size_t *cnt2)
+{
+    sqz_comm_t *const comm = rs->comm;
+    if (rs->fixed) {
+        memcpy(cnt2, rs->slot, (size_t)rs->P * sizeof(size_t));
+        return SQZ_OK;
     }
-    unsigned char *const mine2 = comm->sendbuf + send1;
-    float               *sres  = NULL;
-    if (call->state) {
-        SQZ_CHECK(sqz_state_reserve(&comm->store, call->state, 0, mylen ? mylen : 1));
-        sres = call->state->server_residual;
+    sqz_frame_t f;
+    memcpy(&f, mine2, sizeof(f));
+    const uint64_t my2 = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
+    for (int r = 0; r < rs->P; r++) {
+        cnt2[r]     = sizeof(uint64_t);
+        rs->rdis[r] = (size_t)r * sizeof(uint64_t);
     }
-    if (SQZ_OK == local) {
-        (void)sqz_coll_compress(call, 0, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
+    if (0 != comm->t.allgatherv(comm->t.self, &my2, sizeof(my2), rs->rcol, cnt2, rs->rdis)) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    rs->call->cs.bytes_sent += (size_t)(rs->P - 1) * sizeof(uint64_t);
+    sqz_status_t st = SQZ_OK;
+    for (int r = 0; r < rs->P; r++) {
+        cnt2[r] = (size_t)rs->rcol[r];
+        if (cnt2[r] < sizeof(sqz_frame_t) || cnt2[r] > rs->slot[r]) {
+            st      = SQZ_ERR_CORRUPT;
+            cnt2[r] = cnt2[r] < sizeof(sqz_frame_t) ? sizeof(sqz_frame_t) : rs->slot[r];
+        }
+    }
+    return st;
+}
+
+/* Phase 2 (all-reduce): the reduced chunk compressed again (with the chunk's server residual
+ * sres, or none) and all-gathered; every rank checks every frame, then decodes every chunk from the same bytes.
+ * A rank whose phase 1 saw a malformed payload sends a fallback frame instead: phase-2 frames
+ * carry every rank's local reasons.  \return the verdict, or SQZ_ERR_TRANSPORT. */
+static sqz_status_t sqz_rs_phase2(sqz_rs_t *rs, float *sres)
+{
+    sqz_coll_call_t *const call  = rs->call;
+    sqz_comm_t *const      comm  = rs->comm;
+    const int              me    = rs->me;
+    unsigned char *const   mine2 = comm->sendbuf + rs->send1;
+    const double           t3    = sqz_time_now();
+    if (SQZ_OK == rs->local) {
+        (void)sqz_coll_compress(call, 0, rs->y, sres, rs->mylen, 1, mine2, rs->slot[me], NULL,
+                                NULL);
     } else {
-        sqz_coll_frame_set(call, mine2, SQZ_FRAME_FALLBACK, mylen, 0);
+        sqz_coll_frame_set(call, mine2, SQZ_FRAME_FALLBACK, rs->mylen, 0);
     }
-    double t4 = sqz_time_now();
+    const double t4 = sqz_time_now();
     call->cs.t_compress += t4 - t3;
-    size_t *const cnt2 = rcnt; /* phase-2 bytes from each rank (phase 1's counts are spent) */
-    sqz_status_t  st2  = SQZ_OK;
-    if (fixed) {
-        memcpy(cnt2, slot, (size_t)P * sizeof(size_t));
-    } else {
-        memcpy(&f, mine2, sizeof(f));
-        const uint64_t my2 = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
-        for (int r = 0; r < P; r++) {
-            cnt2[r] = sizeof(uint64_t);
-            rdis[r] = (size_t)r * sizeof(uint64_t);
-        }
-        SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, &my2, sizeof(my2), rcol, cnt2, rdis),
-                                 st, out);
-        call->cs.bytes_sent += (size_t)(P - 1) * sizeof(uint64_t);
-        for (int r = 0; r < P; r++) {
-            cnt2[r] = (size_t)rcol[r];
-            if (cnt2[r] < sizeof(sqz_frame_t) || cnt2[r] > slot[r]) {
-                /* Every rank sees the same sizes and clamps them alike (the sender its own send
-                 * too), so the exchange stays aligned and all fall back together. */
-                st2     = SQZ_ERR_CORRUPT;
-                cnt2[r] = cnt2[r] < sizeof(sqz_frame_t) ? sizeof(sqz_frame_t) : slot[r];
-            }
-        }
+    size_t *const cnt2 = rs->rcnt; /* phase-2 bytes from each rank (phase 1's counts are spent) */
+    sqz_status_t  st   = sqz_rs_phase2_counts(rs, mine2, cnt2);
+    if (SQZ_ERR_TRANSPORT == st) {
+        return st;
     }
     size_t total = 0;
-    for (int r = 0; r < P; r++) {
-        rdis[r] = total;
+    for (int r = 0; r < rs->P; r++) {
+        rs->rdis[r] = total;
         total += cnt2[r];
     }
-    call->cs.bytes_sent += cnt2[me] * (size_t)(P - 1);
-    SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, mine2, cnt2[me], comm->recvbuf, cnt2, rdis),
-                             st, out);
-    double t5 = sqz_time_now();
+    call->cs.bytes_sent += cnt2[me] * (size_t)(rs->P - 1);
+    if (0 != comm->t.allgatherv(comm->t.self, mine2, cnt2[me], comm->recvbuf, cnt2, rs->rdis)) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    const double t5 = sqz_time_now();
     call->cs.t_comm += t5 - t4;
-    for (int r = 0; r < P; r++) {
-        const unsigned char *fr = comm->recvbuf + rdis[r];
-        sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[r], cnt2[r]);
+    for (int r = 0; r < rs->P; r++) {
+        const unsigned char *fr = comm->recvbuf + rs->rdis[r];
+        sqz_status_t         fs = sqz_coll_frame_check(call, fr, rs->len[r], cnt2[r]);
         if (SQZ_OK == fs) {
-            memcpy(&f, fr, sizeof(f));
-            fs = sqz_coll_decode(call, 0, fr, NULL, len[r]);
+            fs = sqz_coll_decode(call, 0, fr, NULL, rs->len[r]);
         }
-        st2 = sqz_coll_worse(st2, fs);
+        st = sqz_coll_worse(st, fs);
     }
-    /* Phase-1 reasons are already known to all; phase-2 frames carry everybody's local ones. */
-    st = sqz_coll_worse(st, st2);
     if (SQZ_OK != st) {
-        sqz_coll_restore(call, y, sres, mylen, mine2);
-        goto restore;
+        sqz_coll_restore(call, rs->y, sres, rs->mylen, mine2);
+        return st;
     }
-    sqz_rs_job_t dec = {.call = call, .off = off, .len = len, .slot = slot, .dis = rdis,
-                        .buf = comm->recvbuf};
-    sqz_pool_run(comm->pool, (size_t)P, sqz_rs_decode_task, &dec);
+    sqz_rs_job_t dec = {.call = call, .off = rs->off, .len = rs->len, .slot = rs->slot,
+                        .dis = rs->rdis, .buf = comm->recvbuf};
+    sqz_pool_run(comm->pool, (size_t)rs->P, sqz_rs_decode_task, &dec);
     call->cs.t_compress += sqz_time_now() - t5;
-restore:
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
+{
+    sqz_rs_t rs;
+    SQZ_CHECK(sqz_rs_setup(call, &rs));
+    SQZ_CHECK(sqz_rs_compress(&rs));
+    sqz_status_t st = sqz_rs_exchange(&rs);
+    if (SQZ_OK != st) {
+        return st; /* a transport failure (or scratch): nothing to restore here, as before */
+    }
+    st = sqz_rs_reduce(&rs);
+    if (call->block) {
+        st = sqz_rs_finish_block(&rs, st);
+    } else if (SQZ_OK == st) {
+        /* (a phase-1 verdict is known to every rank already: no need to run phase 2) */
+        float *sres = NULL; /* the server residual of this rank's chunk */
+        if (call->state) {
+            SQZ_CHECK(sqz_state_reserve(&rs.comm->store, call->state, 0,
+                                        rs.mylen ? rs.mylen : 1));
+            sres = call->state->server_residual;
+        }
+        st = sqz_rs_phase2(&rs, sres);
+    }
+    if (SQZ_ERR_TRANSPORT == st) {
+        return st;
+    }
     if (SQZ_OK != st) {
         call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
-        if (failed < 0) {
-            sqz_coll_restore_chunks(call, P, off, len, comm->sendbuf, sdis);
+        if (rs.failed < 0) {
+            sqz_coll_restore_chunks(call, rs.P, rs.off, rs.len, rs.comm->sendbuf, rs.sdis);
         }
     }
-out:
     return st;
 }

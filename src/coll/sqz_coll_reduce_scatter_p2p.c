@@ -55,207 +55,315 @@ static int sqz_p2p_wait_all(const sqz_transport_t *t, void **reqs, int n)
     return rc;
 }
 
-sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
+/* One call's layout, scratch, requests and clocks (rows of comm->counts, comm's scratch). */
+typedef struct sqz_p2p {
+    sqz_coll_call_t       *call;
+    sqz_comm_t            *comm;
+    const sqz_transport_t *t;
+    int                    P, me;
+    size_t *off, *len, *slot; /* chunk r: elements [off, off + len), its phase-1 payload slot */
+    size_t *sdis;             /* where chunk r's phase-1 frame is in sendbuf */
+    size_t *rdis, *slot2;     /* phase 2: where rank r's frame lands in recvbuf, and its slot */
+    size_t  send1, mylen;     /* phase-1 bytes; this rank's chunk */
+    float  *y;                /* this rank's reduced chunk */
+    void  **sreq, **rreq;     /* one send and one receive request per peer */
+    sqz_status_t local;       /* phase 1's verdict as this rank sees it */
+    int          abort;       /* a transport (or memory) failure: no restore, no verdict */
+    double       t_comm, t_comp, mark;
+} sqz_p2p_t;
+
+/* The time since the last lap, added to *bucket (communication or compression). */
+static void sqz_p2p_lap(sqz_p2p_t *x, double *bucket)
 {
-    sqz_comm_t *const      comm = call->comm;
-    const sqz_transport_t *t    = &comm->t;
-    const int              P    = comm->nranks;
-    const int              me   = comm->rank;
-    size_t *const          off  = comm->counts;         /* P */
-    size_t *const          len  = comm->counts + P;     /* P */
-    size_t *const          slot = comm->counts + 2 * P; /* P */
-    size_t *const          sdis = comm->counts + 3 * P; /* P */
-    size_t *const          rdis = comm->counts + 4 * P; /* P */
-    size_t *const          tmp  = comm->counts + 5 * P; /* P */
-    sqz_status_t           st = SQZ_OK, local = SQZ_OK;
-    sqz_frame_t            f;
+    const double now = sqz_time_now();
+    *bucket += now - x->mark;
+    x->mark = now;
+}
 
-    sqz_rs_layout(call, off, len);
-    size_t send1 = 0, recv2 = 0;
-    for (int r = 0; r < P; r++) {
-        slot[r] = sqz_coll_round8(sizeof(sqz_frame_t) + call->c->max_payload(call->cstate, len[r]));
-        sdis[r] = send1;
-        send1 += slot[r];
-        rdis[r] = recv2;
-        recv2 += slot[r];
-    }
-    /* Phase-2 slots: the compressor's bound, or the exact encoding's in a split all-gather
-     * (tmp holds them; rdis their offsets). */
-    size_t *const slot2 = tmp;
-    recv2               = 0;
-    for (int r = 0; r < P; r++) {
-        slot2[r] = call->exact2 ? sqz_coll_exact_bound(len[r]) : slot[r];
-        rdis[r]  = recv2;
-        recv2 += slot2[r];
-    }
-    const size_t mylen = len[me];
-    const size_t recv1 = (size_t)P * slot[me];
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, send1 + slot2[me]));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, recv1 > recv2 ? recv1 : recv2));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap, (mylen ? mylen : 1) * sizeof(float)));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap, 2 * (size_t)P * sizeof(void *)));
-    void **const sreq = (void **)comm->taskbuf, **const rreq = sreq + P;
-    memset(sreq, 0, 2 * (size_t)P * sizeof(void *));
-    float *const y = comm->chunkbuf;
+/* A transport call's failure: the exchange stops where it is (the engine reports it). */
+static sqz_status_t sqz_p2p_failed(sqz_p2p_t *x)
+{
+    x->abort = 1;
+    return SQZ_ERR_TRANSPORT;
+}
 
-    /* ---- phase 1 ---- */
-    SQZ_CHECK(sqz_coll_shared(call, P, off, len, comm->sharedptr));
-    double t_comm = 0, t_comp = 0, ta = sqz_time_now(), tb;
+/* The layout, the slots of both phases and the scratch of a call into x. */
+static sqz_status_t sqz_p2p_setup(sqz_coll_call_t *call, sqz_p2p_t *x)
+{
+    sqz_comm_t *const comm = call->comm;
+    const int         P    = comm->nranks;
+    *x = (sqz_p2p_t){.call = call, .comm = comm, .t = &comm->t, .P = P, .me = comm->rank,
+                     .off = comm->counts, .len = comm->counts + P, .slot = comm->counts + 2 * P,
+                     .sdis = comm->counts + 3 * P, .rdis = comm->counts + 4 * P,
+                     .slot2 = comm->counts + 5 * P, .local = SQZ_OK};
+    sqz_rs_layout(call, x->off, x->len);
+    /* Phase-2 slots: the compressor's bound, or the exact encoding's in a split all-gather. */
+    size_t recv2 = 0;
+    for (int r = 0; r < P; r++) {
+        x->slot[r] = sqz_coll_round8(sizeof(sqz_frame_t) +
+                                     call->c->max_payload(call->cstate, x->len[r]));
+        x->sdis[r] = x->send1;
+        x->send1 += x->slot[r];
+        x->slot2[r] = call->exact2 ? sqz_coll_exact_bound(x->len[r]) : x->slot[r];
+        x->rdis[r]  = recv2;
+        recv2 += x->slot2[r];
+    }
+    x->mylen           = x->len[x->me];
+    const size_t recv1 = (size_t)P * x->slot[x->me];
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap,
+                                  x->send1 + x->slot2[x->me]));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap,
+                                  recv1 > recv2 ? recv1 : recv2));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap,
+                                  (x->mylen ? x->mylen : 1) * sizeof(float)));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
+                                  2 * (size_t)P * sizeof(void *)));
+    x->sreq = (void **)comm->taskbuf;
+    x->rreq = x->sreq + P;
+    memset(x->sreq, 0, 2 * (size_t)P * sizeof(void *));
+    x->y = comm->chunkbuf;
+    SQZ_CHECK(sqz_coll_shared(call, P, x->off, x->len, comm->sharedptr));
+    x->mark = sqz_time_now();
+    return SQZ_OK;
+}
+
+/* Phase 1, sending: the receives of this rank's chunk posted, then every chunk compressed in the
+ * order me+1, me+2, ... and sent at once (this rank's own last).  After a chunk fails, the later
+ * ones are fallback frames; x->local gets the failure. */
+static sqz_status_t sqz_p2p_scatter(sqz_p2p_t *x)
+{
+    sqz_coll_call_t *const       call = x->call;
+    sqz_comm_t *const            comm = x->comm;
+    const sqz_transport_t *const t    = x->t;
+    const int                    P = x->P, me = x->me;
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
-        SQZ_TRANSPORT_CHECK_GOTO(t->irecv(t->self, comm->recvbuf + (size_t)s * slot[me], slot[me], s, NULL, &rreq[s]),
-                                 st, out);
+        if (0 != t->irecv(t->self, comm->recvbuf + (size_t)s * x->slot[me], x->slot[me], s, NULL,
+                          &x->rreq[s])) {
+            return sqz_p2p_failed(x);
+        }
     }
     sqz_status_t mine = SQZ_OK; /* this rank's own compression */
     for (int k = 1; k <= P; k++) {
         const int r = (me + k) % P; /* k == P: the own chunk, last, while the others travel */
-        tb          = sqz_time_now();
-        t_comm += tb - ta;
+        sqz_p2p_lap(x, &x->t_comm);
         if (SQZ_OK == mine) {
             double norms[2] = {0, 0};
-            mine = sqz_coll_compress(call, 0, call->in + off[r],
-                                     call->residual ? call->residual + off[r] : NULL, len[r], 0,
-                                     comm->sendbuf + sdis[r], slot[r], norms, comm->sharedptr[r]);
+            mine = sqz_coll_compress(call, 0, call->in + x->off[r],
+                                     call->residual ? call->residual + x->off[r] : NULL,
+                                     x->len[r], 0, comm->sendbuf + x->sdis[r], x->slot[r], norms,
+                                     comm->sharedptr[r]);
             call->cs.norm2_in += norms[0];
             call->cs.norm2_err += norms[1];
         } else {
-            sqz_coll_frame_set(call, comm->sendbuf + sdis[r],
-                               SQZ_FRAME_FALLBACK | (SQZ_ERR_NONFINITE == mine ? SQZ_FRAME_NONFINITE : 0),
-                               len[r], 0);
+            sqz_coll_frame_set(call, comm->sendbuf + x->sdis[r],
+                               SQZ_FRAME_FALLBACK |
+                                   (SQZ_ERR_NONFINITE == mine ? SQZ_FRAME_NONFINITE : 0),
+                               x->len[r], 0);
         }
-        memcpy(&f, comm->sendbuf + sdis[r], sizeof(f));
+        sqz_frame_t f;
+        memcpy(&f, comm->sendbuf + x->sdis[r], sizeof(f));
         call->cs.bytes_wire += sizeof(f) + (size_t)f.bytes;
-        ta = sqz_time_now();
-        t_comp += ta - tb;
+        sqz_p2p_lap(x, &x->t_comp);
         if (r != me) {
             /* Only the bytes the compressor produced travel (a receive may get less than its
              * slot): variable-size payloads such as zstd's save on the wire too. */
             const size_t len_r = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
-            SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, comm->sendbuf + sdis[r], len_r, r, &sreq[r]), st, out);
+            if (0 != t->isend(t->self, comm->sendbuf + x->sdis[r], len_r, r, &x->sreq[r]) ||
+                0 != sqz_p2p_progress(t, x->sreq, P)) {
+                return sqz_p2p_failed(x);
+            }
             call->cs.bytes_sent += len_r;
-            SQZ_TRANSPORT_CHECK_GOTO(sqz_p2p_progress(t, sreq, P), st, out);
         }
     }
-    local = mine;
-    memset(y, 0, mylen * sizeof(float));
-    for (int s = 0; s < P; s++) {
-        tb = sqz_time_now();
-        t_comp += tb - ta;
-        SQZ_TRANSPORT_CHECK_GOTO(sqz_p2p_wait(t, &rreq[s]), st, out);
-        ta                      = sqz_time_now();
-        t_comm += ta - tb;
-        const unsigned char *fr = (s == me) ? comm->sendbuf + sdis[me] : comm->recvbuf + (size_t)s * slot[me];
-        sqz_status_t         fs = sqz_coll_frame_check(call, fr, mylen, slot[me]);
-        if (SQZ_OK == fs && SQZ_OK == local) {
-            memcpy(&f, fr, sizeof(f));
-            fs = sqz_coll_decode(call, 0, fr, y, mylen);
+    x->local = mine;
+    return SQZ_OK;
+}
+
+/* Phase 1, receiving: the chunks decoded into y in rank order (the same bits run after run) as
+ * they arrive; every frame checked.  Then the sends completed. */
+static sqz_status_t sqz_p2p_reduce(sqz_p2p_t *x)
+{
+    const sqz_transport_t *const t  = x->t;
+    const int                    me = x->me;
+    memset(x->y, 0, x->mylen * sizeof(float));
+    for (int s = 0; s < x->P; s++) {
+        sqz_p2p_lap(x, &x->t_comp);
+        if (0 != sqz_p2p_wait(t, &x->rreq[s])) {
+            return sqz_p2p_failed(x);
+        }
+        sqz_p2p_lap(x, &x->t_comm);
+        const unsigned char *fr = (s == me) ? x->comm->sendbuf + x->sdis[me]
+                                            : x->comm->recvbuf + (size_t)s * x->slot[me];
+        sqz_status_t fs = sqz_coll_frame_check(x->call, fr, x->mylen, x->slot[me]);
+        if (SQZ_OK == fs && SQZ_OK == x->local) {
+            fs = sqz_coll_decode(x->call, 0, fr, x->y, x->mylen);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
         }
-        local = sqz_coll_worse(local, fs);
+        x->local = sqz_coll_worse(x->local, fs);
     }
-    tb = sqz_time_now();
-    t_comp += tb - ta;
-    SQZ_TRANSPORT_CHECK_GOTO(sqz_p2p_wait_all(t, sreq, P), st, out);
-    ta = sqz_time_now();
-    t_comm += ta - tb;
+    sqz_p2p_lap(x, &x->t_comp);
+    if (0 != sqz_p2p_wait_all(t, x->sreq, x->P)) {
+        return sqz_p2p_failed(x);
+    }
+    sqz_p2p_lap(x, &x->t_comm);
+    return SQZ_OK;
+}
 
-    if (call->block) {
-        /* Reduce-scatter: agree on the verdicts with one small all-gather. */
-        int32_t  v   = (SQZ_OK == local) ? 0 : (SQZ_ERR_NONFINITE == local ? 2 : 1);
-        int32_t *all = (int32_t *)comm->recvbuf;
-        for (int r = 0; r < P; r++) {
-            tmp[r]  = sizeof(int32_t);
-            rdis[r] = (size_t)r * sizeof(int32_t);
-        }
-        SQZ_TRANSPORT_CHECK_GOTO(t->allgatherv(t->self, &v, sizeof(v), all, tmp, rdis), st, out);
-        for (int r = 0; r < P; r++) {
-            st = sqz_coll_worse(st, 0 == all[r] ? SQZ_OK : (2 == all[r] ? SQZ_ERR_NONFINITE : SQZ_ERR_CORRUPT));
-        }
-        if (SQZ_OK == st) {
-            memcpy(call->out, y, mylen * sizeof(float));
-        }
-        t_comm += sqz_time_now() - ta;
-        goto restore;
+/* A reduce-scatter ends after phase 1: the ranks agree on their verdicts with one small
+ * all-gather (a rank that failed half-way has sent some good chunks), then keep y. */
+static sqz_status_t sqz_p2p_finish_block(sqz_p2p_t *x)
+{
+    const int32_t v   = (SQZ_OK == x->local) ? 0 : (SQZ_ERR_NONFINITE == x->local ? 2 : 1);
+    int32_t      *all = (int32_t *)x->comm->recvbuf;
+    size_t *const cnt = x->slot2; /* phase 2's rows are free */
+    for (int r = 0; r < x->P; r++) {
+        cnt[r]     = sizeof(int32_t);
+        x->rdis[r] = (size_t)r * sizeof(int32_t);
     }
+    if (0 != x->t->allgatherv(x->t->self, &v, sizeof(v), all, cnt, x->rdis)) {
+        return sqz_p2p_failed(x);
+    }
+    sqz_status_t st = SQZ_OK;
+    for (int r = 0; r < x->P; r++) {
+        st = sqz_coll_worse(st, 0 == all[r] ? SQZ_OK
+                                            : (2 == all[r] ? SQZ_ERR_NONFINITE : SQZ_ERR_CORRUPT));
+    }
+    if (SQZ_OK == st) {
+        memcpy(x->call->out, x->y, x->mylen * sizeof(float));
+    }
+    sqz_p2p_lap(x, &x->t_comm);
+    return st;
+}
 
-    /* ---- phase 2 ---- */
-    unsigned char *const mine2 = comm->sendbuf + send1;
-    float               *sres  = NULL;
-    if (SQZ_OK == local && call->state && !call->exact2) {
-        SQZ_CHECK_GOTO(sqz_state_reserve(&comm->store, call->state, 0, mylen ? mylen : 1), st, out);
-        sres = call->state->server_residual;
-    }
-    if (SQZ_OK == local && call->exact2) {
-        sqz_coll_exact_encode(call, y, mylen, mine2); /* split all-gather: exact */
-    } else if (SQZ_OK == local) {
-        (void)sqz_coll_compress(call, 0, y, sres, mylen, 1, mine2, slot[me], NULL, NULL);
+/* Phase 2's own frame in mine2: the reduced chunk compressed again (with the server residual
+ * sres), encoded exactly (split all-gather), or this rank's phase-1 verdict.  \return its bytes. */
+static size_t sqz_p2p_encode2(sqz_p2p_t *x, float *sres, unsigned char *mine2)
+{
+    sqz_coll_call_t *const call = x->call;
+    if (SQZ_OK == x->local && call->exact2) {
+        sqz_coll_exact_encode(call, x->y, x->mylen, mine2);
+    } else if (SQZ_OK == x->local) {
+        (void)sqz_coll_compress(call, 0, x->y, sres, x->mylen, 1, mine2, x->slot[x->me], NULL,
+                                NULL);
     } else {
         /* State the verdict: every rank will see it. */
         sqz_coll_frame_set(call, mine2,
-                           SQZ_FRAME_FALLBACK | (SQZ_ERR_NONFINITE == local ? SQZ_FRAME_NONFINITE : 0),
-                           mylen, 0);
+                           SQZ_FRAME_FALLBACK |
+                               (SQZ_ERR_NONFINITE == x->local ? SQZ_FRAME_NONFINITE : 0),
+                           x->mylen, 0);
     }
-    tb = sqz_time_now();
-    t_comp += tb - ta;
+    sqz_frame_t f;
     memcpy(&f, mine2, sizeof(f));
-    const size_t len2 = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
-    for (int k = 1; k < P; k++) {
-        const int s = (me + P - k) % P, r = (me + k) % P;
-        SQZ_TRANSPORT_CHECK_GOTO(t->irecv(t->self, comm->recvbuf + rdis[s], slot2[s], s, NULL, &rreq[s]), st, out);
-        SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, mine2, len2, r, &sreq[r]), st, out);
-    }
-    call->cs.bytes_sent += len2 * (size_t)(P - 1);
-    memcpy(comm->recvbuf + rdis[me], mine2, len2);
-    /* When out is not in, decoding as chunks arrive is safe: a late fallback rewrites all of out
-     * from in.  In place, nothing is written before every verdict is known. */
-    const int stream = !call->out_is_input;
-    for (int s = 0; s < P; s++) {
-        tb = sqz_time_now();
-        SQZ_TRANSPORT_CHECK_GOTO(sqz_p2p_wait(t, &rreq[s]), st, out);
-        ta = sqz_time_now();
-        t_comm += ta - tb;
-        const unsigned char *fr = comm->recvbuf + rdis[s];
-        sqz_status_t         fs = sqz_coll_frame_check(call, fr, len[s], slot2[s]);
+    return sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
+}
+
+/* Phase 2's receive side: every rank's frame checked as it arrives, and decoded straight into
+ * the output when out is not in (a late fallback rewrites all of out from in); in place, nothing
+ * is written before every verdict is known.  \return the verdict. */
+static sqz_status_t sqz_p2p_gather(sqz_p2p_t *x, int stream)
+{
+    sqz_coll_call_t *const call = x->call;
+    sqz_status_t           st   = SQZ_OK;
+    for (int s = 0; s < x->P; s++) {
+        sqz_p2p_lap(x, &x->t_comp);
+        if (0 != sqz_p2p_wait(x->t, &x->rreq[s])) {
+            return sqz_p2p_failed(x);
+        }
+        sqz_p2p_lap(x, &x->t_comm);
+        const unsigned char *fr = x->comm->recvbuf + x->rdis[s];
+        sqz_status_t         fs = sqz_coll_frame_check(call, fr, x->len[s], x->slot2[s]);
         if (SQZ_OK == fs) {
-            memcpy(&f, fr, sizeof(f));
             /* Streaming, decoding is the validation (nothing is written on failure, and a later
              * fallback rewrites out anyway); in place, only validate now. */
-            float *const dst = (stream && SQZ_OK == st) ? call->out + off[s] : NULL;
+            float *const dst = (stream && SQZ_OK == st) ? call->out + x->off[s] : NULL;
             if (dst) {
-                memset(dst, 0, len[s] * sizeof(float));
+                memset(dst, 0, x->len[s] * sizeof(float));
             }
-            fs = sqz_coll_decode(call, 0, fr, dst, len[s]);
+            fs = sqz_coll_decode(call, 0, fr, dst, x->len[s]);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
         }
         st = sqz_coll_worse(st, fs);
-        t_comp += sqz_time_now() - ta;
     }
-    tb = sqz_time_now();
-    SQZ_TRANSPORT_CHECK_GOTO(sqz_p2p_wait_all(t, sreq, P), st, out);
-    ta = sqz_time_now();
-    t_comm += ta - tb;
+    sqz_p2p_lap(x, &x->t_comp);
+    if (0 != sqz_p2p_wait_all(x->t, x->sreq, x->P)) {
+        return sqz_p2p_failed(x);
+    }
+    sqz_p2p_lap(x, &x->t_comm);
+    return st;
+}
+
+/* Phase 2 (all-reduce): this rank's frame sent to every peer, every rank's received, checked and
+ * decoded.  \return the verdict every rank reaches (phase-2 frames carry everybody's phase-1
+ * verdicts). */
+static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
+{
+    sqz_coll_call_t *const call  = x->call;
+    sqz_comm_t *const      comm  = x->comm;
+    const int              P = x->P, me = x->me;
+    unsigned char *const   mine2 = comm->sendbuf + x->send1;
+    float                 *sres  = NULL;
+    if (SQZ_OK == x->local && call->state && !call->exact2) {
+        const sqz_status_t rst = sqz_state_reserve(&comm->store, call->state, 0,
+                                                   x->mylen ? x->mylen : 1);
+        if (SQZ_OK != rst) {
+            x->abort = 1;
+            return rst;
+        }
+        sres = call->state->server_residual;
+    }
+    const size_t len2 = sqz_p2p_encode2(x, sres, mine2);
+    sqz_p2p_lap(x, &x->t_comp);
+    for (int k = 1; k < P; k++) {
+        const int s = (me + P - k) % P, r = (me + k) % P;
+        if (0 != x->t->irecv(x->t->self, comm->recvbuf + x->rdis[s], x->slot2[s], s, NULL,
+                             &x->rreq[s]) ||
+            0 != x->t->isend(x->t->self, mine2, len2, r, &x->sreq[r])) {
+            return sqz_p2p_failed(x);
+        }
+    }
+    call->cs.bytes_sent += len2 * (size_t)(P - 1);
+    memcpy(comm->recvbuf + x->rdis[me], mine2, len2);
+    const int          stream = !call->out_is_input;
+    const sqz_status_t st     = sqz_p2p_gather(x, stream);
+    if (x->abort) {
+        return st;
+    }
     if (SQZ_OK != st) {
-        sqz_coll_restore(call, y, sres, mylen, mine2);
-        goto restore;
+        sqz_coll_restore(call, x->y, sres, x->mylen, mine2);
+        return st;
     }
     if (!stream) {
         for (int s = 0; s < P; s++) {
-            const unsigned char *fr = comm->recvbuf + rdis[s];
-            memcpy(&f, fr, sizeof(f));
-            memset(call->out + off[s], 0, len[s] * sizeof(float));
-            (void)sqz_coll_decode(call, 0, fr, call->out + off[s], len[s]);
+            memset(call->out + x->off[s], 0, x->len[s] * sizeof(float));
+            (void)sqz_coll_decode(call, 0, comm->recvbuf + x->rdis[s], call->out + x->off[s],
+                                  x->len[s]);
         }
-        t_comp += sqz_time_now() - ta;
+        sqz_p2p_lap(x, &x->t_comp);
     }
-restore:
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
+{
+    sqz_p2p_t x;
+    SQZ_CHECK(sqz_p2p_setup(call, &x));
+    sqz_status_t st = sqz_p2p_scatter(&x);
+    if (SQZ_OK == st) {
+        st = sqz_p2p_reduce(&x);
+    }
+    if (SQZ_OK == st) {
+        st = call->block ? sqz_p2p_finish_block(&x) : sqz_p2p_phase2(&x);
+    }
+    if (x.abort) {
+        /* A transport failure: the ranks may no longer agree; the engine reports it. */
+        return st;
+    }
     if (SQZ_OK != st) {
         call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
-        sqz_coll_restore_chunks(call, P, off, len, comm->sendbuf, sdis);
+        sqz_coll_restore_chunks(call, x.P, x.off, x.len, x.comm->sendbuf, x.sdis);
     }
-    call->cs.t_comm += t_comm;
-    call->cs.t_compress += t_comp;
+    call->cs.t_comm += x.t_comm;
+    call->cs.t_compress += x.t_comp;
     return st;
-out:
-    /* A transport failure: the ranks may no longer agree; the engine reports it. */
-    return SQZ_OK == st ? SQZ_ERR_TRANSPORT : st;
 }

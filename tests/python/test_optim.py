@@ -127,11 +127,14 @@ def test_warmup_is_adamw():
 
 
 def test_replicas_and_convergence():
-    cases = ((so.OneBitAdam, dict(freeze_step=20)),
+    """Sign momentum (the default) and 4-bit quant momentum: the method is the Comm's."""
+    cases = ((so.OneBitAdam, dict(freeze_step=20), "sign"),
              (so.ZeroOneAdam, dict(var_freeze_step=40, var_update_scaler=4,
-                                   local_step_scaler=20, local_step_clipper=4)))
-    for cls, kw in cases:
-        models, opts, losses = train(cls, kw, 160)
+                                   local_step_scaler=20, local_step_clipper=4), "sign"),
+             (so.OneBitAdam, dict(freeze_step=20), "quant"))
+    for cls, kw, method in cases:
+        with squeeze.LocalGroup(W, method=method, quant_bits=4) as group:
+            models, opts, losses = train(cls, kw, 160, group=group)
         same = all(torch.equal(flat(models[0]), flat(m)) for m in models)
         check(same, f"{cls.__name__}: the replicas differ after 160 steps")
         first = sum(losses[0][:10]) / 10
@@ -139,7 +142,7 @@ def test_replicas_and_convergence():
         check(last < 0.3 * first, f"{cls.__name__}: loss {first:.4f} -> {last:.4f}")
         check(opts[0].last_exchange == "compressed" and opts[0].skipped_steps == 0,
               f"{cls.__name__}: the last step did not exchange compressed")
-        print(f"{cls.__name__}: replicas identical, loss {first:.4f} -> {last:.4f}")
+        print(f"{cls.__name__} ({method}): replicas identical, loss {first:.4f} -> {last:.4f}")
 
 
 def test_checkpoint():
