@@ -192,6 +192,9 @@ SQZ_API void sqz_comm_count_passthrough(sqz_comm_t *comm);
  *  otherwise device buffers (float32, float16, bfloat16) of a sqz_comm_create_nccl communicator,
  *  enqueued on that CUDA stream.  Every rank ends with bit-identical results; a NaN or Inf on any
  *  rank gives the dense result (host) or NaN everywhere (device), with the residuals kept.
+ *  Methods whose classic error feedback is known to diverge (topk, fedzip, and the unbiased
+ *  randk, qsgd, terngrad: docs/methods.md) work but warn once: compress momentum with sign or
+ *  quant.
  *  \return SQZ_OK; SQZ_ERR_INVALID_PARAM (key 0, another op); SQZ_ERR_NOT_SUPPORTED (a dtype or
  *  memory the communicator cannot take); a transport error. */
 SQZ_API sqz_status_t sqz_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count,

@@ -87,7 +87,24 @@ def _decode(b):
     return None if b is None else b.decode("utf-8", "replace")
 
 
-class Context:
+class _Closing:
+    """A handle released by close() (idempotent): at the end of a with-block, or when collected."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+class Context(_Closing):
     """A library context: every parameter parsed and checked, plugins loaded, a method selected.
 
         ctx = squeeze.Context(method="quant", quant_bits=4)
@@ -148,19 +165,6 @@ class Context:
                 comm.close()
             ptr, self._ptr = self._ptr, None
             self._lib.lib.sqz_ctx_destroy(ptr)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def __repr__(self):
         if not self._ptr:
@@ -368,7 +372,7 @@ class Context:
         return comm
 
 
-class LocalGroup:
+class LocalGroup(_Closing):
     """W ranks in one process (sqz_local_group): one Context and one Comm per rank, over an
     in-process transport whose collectives meet at a barrier, for simulations of W workers and
     for tests.  Each rank's calls must come from its own thread (run() starts them):
@@ -435,19 +439,6 @@ class LocalGroup:
         if ptr:
             self._lib.fn("sqz_local_group_destroy")(ptr)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
-
 
 def _single_rank_transport():
     """(sqz_transport_t, callbacks...) of a one-rank group: every collective is a copy."""
@@ -488,7 +479,7 @@ def _single_rank_transport():
     return (t,) + cbs
 
 
-class Comm:
+class Comm(_Closing):
     """One engine (buffer states, error-feedback residuals, workspaces) over a communicator.
     Made by Context.nccl_comm(); keeps its Context alive; close() (or the Context's close())
     frees it."""
@@ -519,19 +510,6 @@ class Comm:
         ptr, self._ptr = self._ptr, None
         if ptr:
             self._lib.lib.sqz_comm_destroy(ptr)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def allreduce_async(self, tensor_ptr, count, dtype, op=_lib.SQZ_OP_SUM, key=0, stream_ptr=0,
                         sendbuf=None):

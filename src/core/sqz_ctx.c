@@ -114,6 +114,7 @@ static void sqz_ctx_resolve_ef(sqz_ctx_t *ctx)
 {
     const uint32_t f = sqz_method_flags(ctx->method);
     ctx->ef_auto     = SQZ_EF_AUTO == ctx->p.ef;
+    ctx->ef14_diverges = 0 != (f & SQZ_COMPRESSOR_EF14_DIVERGES);
     ctx->ef_decay    = ctx->p.ef_decay > 0.0 ? (float)ctx->p.ef_decay
                        : ctx->ef_auto && (f & SQZ_COMPRESSOR_EF14_DAMPED) ? 0.8f
                                                                          : 1.0f;

@@ -101,6 +101,9 @@ struct sqz_ctx {
     /* The fraction of the ef14 residuals kept between calls (SQZ_EF_DECAY resolved: 1 but for
      * methods that ask for damping under SQZ_EF=auto). */
     float                      ef_decay;
+    /* The method's descriptor says classic error feedback diverges with it (sqz_ef_allreduce,
+     * which always keeps it, warns). */
+    int                        ef14_diverges;
     pthread_mutex_t            lock;      /* guards the stats */
     uint64_t                   calls_passthrough;
     sqz_method_stats_t        *stats;     /* reg.n rows */

@@ -673,6 +673,13 @@ sqz_status_t sqz_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count, sqz_dty
     if (NULL == comm || NULL == buf || 0 == key || (SQZ_OP_SUM != op && SQZ_OP_AVG != op)) {
         return SQZ_ERR_INVALID_PARAM;
     }
+    if (comm->ctx->ef14_diverges) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN,
+                     "sqz_ef_allreduce with SQZ_METHOD=%s: the optimizer-side collective keeps "
+                     "classic error feedback, which is known to diverge with this method "
+                     "(docs/methods.md); compress momentum with sign or quant",
+                     comm->ctx->method->name);
+    }
     if (stream || comm->gpu) {
         return comm->gpu_ef_allreduce ? comm->gpu_ef_allreduce(comm, buf, count, dtype, op, key,
                                                                stream)

@@ -10,6 +10,7 @@ Skips (77) without PyTorch."""
 import copy
 import os
 import sys
+import tempfile
 import threading
 
 try:
@@ -233,7 +234,35 @@ def test_bad_arguments():
                 break
         else:
             check(False, "bf16 on a host Comm: no error")
+    # A method whose classic error feedback diverges: it runs, with one warning from the library.
+    with squeeze.LocalGroup(1, method="topk") as g:
+        p = [torch.nn.Parameter(torch.ones(5000))]
+        opt = so.OneBitAdam(p, g.comms[0], freeze_step=1, dense_allreduce=lambda grads: None)
+        err = stderr_of(lambda: [step_with(opt, p) for _ in range(2)])
+        check("SQZ_METHOD=topk" in err and "sign or quant" in err,
+              f"top-k momentum: no warning from the library ({err!r})")
     print("bad arguments: clear errors")
+
+
+def step_with(opt, params):
+    for q in params:
+        q.grad = torch.ones_like(q)
+    opt.step()
+
+
+def stderr_of(fn):
+    """What fn writes on file descriptor 2 (the library's log lines)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        return f.read().decode(errors="replace")
 
 
 def test_mirror_matches_library():

@@ -2,15 +2,7 @@
 # squeeze.optim (1-bit Adam, 0/1 Adam) against the library of this build tree, W ranks in threads
 # of one process (tests/python/test_optim.py): needs PyTorch (python3-torch), no GPU; skips without.
 # shellcheck disable=SC2154 # top_srcdir and top_builddir come from make check
-SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so"
-PYTHONPATH="$top_srcdir/python${PYTHONPATH:+:$PYTHONPATH}"
-export SQUEEZE_LIB PYTHONPATH
-if [ -n "${SQUEEZE_ASAN_RUNTIME:-}" ]; then
-    # A sanitized build: the ASan runtime before the instrumented library, and no leak check of
-    # CPython at exit (as PY_ENV of tests/mpi/common.sh).
-    LD_PRELOAD=$SQUEEZE_ASAN_RUNTIME ASAN_OPTIONS=${ASAN_OPTIONS:-}:detect_leaks=0
-    export LD_PRELOAD ASAN_OPTIONS
-fi
+. "$top_srcdir/tests/python/python_env.sh"
 # A python3 with PyTorch: the distribution's first (python3-torch), then the configured one.
 for py in /usr/bin/python3 ${PYTHON3:-} python3; do
     if command -v "$py" >/dev/null 2>&1 && "$py" -c "import torch" >/dev/null 2>&1; then
