@@ -386,13 +386,15 @@ def make_optimizer(a, groups, comm, dense):
     kw = dict(lr=a.lr, betas=(a.beta1, a.beta2), eps=a.eps)
     if a.opt == "onebit":
         return squeeze.optim.OneBitAdam(groups, comm, freeze_step=a.freeze_step,
-                                        dense_allreduce=dense, **kw)
+                                        dense_allreduce=dense,
+                                        precondition=not a.no_precondition, **kw)
     if a.opt == "zeroone":
         return squeeze.optim.ZeroOneAdam(groups, comm, var_freeze_step=a.var_freeze_step,
                                          var_update_scaler=a.var_update_scaler,
                                          local_step_scaler=a.local_step_scaler,
                                          local_step_clipper=a.local_step_clipper,
-                                         dense_allreduce=dense, **kw)
+                                         dense_allreduce=dense,
+                                         precondition=not a.no_precondition, **kw)
     return torch.optim.AdamW(groups, **kw)
 
 
@@ -449,6 +451,9 @@ def main():
     ap.add_argument("--sqz", action="append", default=[], metavar="NAME=VALUE",
                     help="a Squeeze parameter of the exchange (e.g. sign_bucket=4096)")
     ap.add_argument("--freeze-step", type=int, default=-1, help="onebit (-1: 15 %% of steps)")
+    ap.add_argument("--no-precondition", action="store_true",
+                    help="onebit, zeroone: exchange the momentum and gradient themselves "
+                         "(precondition=False)")
     ap.add_argument("--var-freeze-step", type=int, default=-1, help="zeroone (-1: 15 %%)")
     ap.add_argument("--var-update-scaler", type=int, default=16)
     ap.add_argument("--local-step-scaler", type=int, default=-1,

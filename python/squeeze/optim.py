@@ -116,7 +116,11 @@ class _CompressedAdam(torch.optim.Optimizer):
 
     _ALGORITHM = None
 
-    def __init__(self, params, comm, lr, betas, eps, weight_decay, dense_allreduce):
+    def __init__(self, params, comm, lr, betas, eps, weight_decay, dense_allreduce,
+                 precondition):
+        if not isinstance(precondition, bool):
+            raise _invalid(f"precondition={precondition!r} must be True or False")
+        self.precondition = precondition
         _check_range("lr", lr, 0.0)
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise _invalid(f"betas={betas!r} must be a pair (beta1, beta2)")
@@ -141,7 +145,7 @@ class _CompressedAdam(torch.optim.Optimizer):
         self._adamw.state = self.state
         self._flat = {}  # group index -> (params, flat workspace)
         self._keys = {}  # (group index, what) -> error-feedback key
-        self.sq = {"step": 0, "skipped_steps": 0}
+        self.sq = {"step": 0, "skipped_steps": 0, "precondition": precondition}
         self.last_exchange = None  # "dense", "compressed" or None: what the last step sent
 
     @staticmethod
@@ -250,6 +254,13 @@ class _CompressedAdam(torch.optim.Optimizer):
     def _denom(state, eps, bc2):
         return (state["exp_avg_sq"].sqrt() / math.sqrt(bc2)).add_(eps)
 
+    def _denoms(self, group, params, bc2):
+        """The update's denominators of params when the exchanges are preconditioned, else
+        None."""
+        if not self.precondition:
+            return None
+        return [self._denom(self.state[p], group["eps"], bc2) for p in params]
+
     @staticmethod
     def _adam_steps(state):
         s = state["step"]
@@ -295,6 +306,10 @@ class _CompressedAdam(torch.optim.Optimizer):
         if sq.get("algorithm") != self._ALGORITHM:
             raise _invalid(f"a {sq.get('algorithm')} state_dict given to "
                            f"{type(self).__name__}")
+        mine, theirs = self.sq.get("precondition"), sq["counters"].get("precondition")
+        if mine != theirs:
+            raise _invalid(f"a state_dict of precondition={theirs} given to an optimizer of "
+                           f"precondition={mine} (their residuals live in other units)")
         rest = {k: v for k, v in state_dict.items() if k != "squeeze"}
         self._xchg.load_state_dict(sq["exchange"])  # checked first: refused, nothing changes
         super().load_state_dict(rest)
@@ -311,14 +326,22 @@ class OneBitAdam(_CompressedAdam):
 
     comm: a squeeze.Comm over the parameters' memory (a Context with method="sign"; "quant" for
     b-bit momentum).  freeze_step: AdamW steps before compression (about 15-25 % of the run,
-    as DeepSpeed's tutorial advises).  dense_allreduce: see the module's doc."""
+    as DeepSpeed's tutorial advises).  dense_allreduce: see the module's doc.
+
+    precondition: exchange m / (sqrt(v) + eps), the frozen-variance update direction, instead of
+    m (the same average: the variance is frozen and the same on every rank).  Compression error
+    is then measured where it moves the parameters: a sign-compressed momentum gives every
+    element of a bucket the bucket's mean magnitude, which a coordinate of small variance turns
+    into a step far larger than Adam's (docs/performance.md, "Adam at one bit").  False: the
+    momentum itself, as 1-bit Adam's paper does."""
 
     _ALGORITHM = "onebit_adam"
 
     def __init__(self, params, comm, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 freeze_step=100000, dense_allreduce=None):
+                 freeze_step=100000, dense_allreduce=None, precondition=True):
         self.freeze_step = _check_int("freeze_step", freeze_step, 1)
-        super().__init__(params, comm, lr, betas, eps, weight_decay, dense_allreduce)
+        super().__init__(params, comm, lr, betas, eps, weight_decay, dense_allreduce,
+                         precondition)
 
     def dense_step_next(self):
         return self.sq["step"] + 1 <= self.freeze_step
@@ -333,13 +356,20 @@ class OneBitAdam(_CompressedAdam):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
+            bc2 = 1 - beta2 ** self._adam_steps(self.state[params[0]])
             self._momentum_into(flat, params, beta1)
-            if not self._exchange(flat, self._key(gi, "m")):
+            views = self._views(flat, params)
+            denoms = self._denoms(group, params, bc2)
+            if denoms:
+                for v, d in zip(views, denoms):
+                    v.div_(d)
+            if not self._exchange(flat, self._key(gi, "u" if denoms else "m")):
                 self._skip()
                 continue
-            for p, v in zip(params, self._views(flat, params)):
+            for i, (p, v) in enumerate(zip(params, views)):
                 self.state[p]["exp_avg"].copy_(v)
-            bc2 = 1 - beta2 ** self._adam_steps(self.state[params[0]])
+                if denoms:
+                    self.state[p]["exp_avg"].mul_(denoms[i])
             self._frozen_update(group, params, 1 - beta1 ** t, bc2)
 
 
@@ -353,18 +383,21 @@ class ZeroOneAdam(_CompressedAdam):
     every rank's parameters to the same point.
 
     The parameters of the last synchronization are kept (one copy of the model: the anchor) so
-    that every rank lands on the same bits; weight decay stays decoupled."""
+    that every rank lands on the same bits; weight decay stays decoupled.  precondition: as
+    OneBitAdam's, for both exchanges (the gradient divided by the current variance's
+    denominator, the synchronized momentum by the frozen one)."""
 
     _ALGORITHM = "zero_one_adam"
 
     def __init__(self, params, comm, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  var_freeze_step=100000, var_update_scaler=16, local_step_scaler=32678,
-                 local_step_clipper=16, dense_allreduce=None):
+                 local_step_clipper=16, dense_allreduce=None, precondition=True):
         self.var_freeze_step = _check_int("var_freeze_step", var_freeze_step, 1)
         self.var_update_scaler = _check_int("var_update_scaler", var_update_scaler, 1)
         self.local_step_scaler = _check_int("local_step_scaler", local_step_scaler, 1)
         self.local_step_clipper = _check_int("local_step_clipper", local_step_clipper, 1)
-        super().__init__(params, comm, lr, betas, eps, weight_decay, dense_allreduce)
+        super().__init__(params, comm, lr, betas, eps, weight_decay, dense_allreduce,
+                         precondition)
         ngroups = len(self.param_groups)
         self.sq.update(var_interval=1, var_counter=0, all_dense=True, frozen=False,
                        local_interval=1, local_counter=0, since_sync=0,
@@ -400,18 +433,23 @@ class ZeroOneAdam(_CompressedAdam):
             params, flat = self._trained(gi)
             if not params:
                 continue
-            for p, v in zip(params, self._views(flat, params)):
+            beta1, beta2 = group["betas"]
+            bc2 = 1 - beta2 ** self._adam_steps(self.state[params[0]])
+            denoms = self._denoms(group, params, bc2)
+            for i, (p, v) in enumerate(zip(params, self._views(flat, params))):
                 if p.grad is not None:
                     v.copy_(p.grad)
+                    if denoms:
+                        v.div_(denoms[i])
                 else:
                     v.zero_()
             if not self._exchange(flat, self._key(gi, "g")):
                 self._skip()
                 continue
-            beta1, beta2 = group["betas"]
-            for p, v in zip(params, self._views(flat, params)):
+            for i, (p, v) in enumerate(zip(params, self._views(flat, params))):
+                if denoms:
+                    v.mul_(denoms[i])
                 self.state[p]["exp_avg"].mul_(beta1).add_(v, alpha=1 - beta1)
-            bc2 = 1 - beta2 ** self._adam_steps(self.state[params[0]])
             self._frozen_update(group, params, 1 - beta1 ** t, bc2)
 
     def _dense_step(self):
@@ -469,7 +507,8 @@ class ZeroOneAdam(_CompressedAdam):
     def _synchronize(self):
         """x = (anchor * decay - p) * denom / lrs on each rank (its lr-weighted mean corrected
         momentum since the anchor), averaged compressed; then p = anchor * decay - lrs * x / denom
-        and m = x * bc1 on every rank, and the anchor moves there."""
+        and m = x * bc1 on every rank, and the anchor moves there.  Preconditioned, x is
+        exchanged divided by denom: the mean step itself."""
         sq = self.sq
         t = sq["step"]
         for gi, group in enumerate(self.param_groups):
@@ -483,15 +522,21 @@ class ZeroOneAdam(_CompressedAdam):
             denoms = [self._denom(self.state[p], group["eps"], bc2) for p in params]
             for p, v, d in zip(params, self._views(flat, params), denoms):
                 torch.mul(self.state[p]["anchor"], decay, out=v)
-                v.sub_(p).mul_(d).div_(lrs)
-            ok = self._exchange(flat, self._key(gi, "u"))
+                v.sub_(p).div_(lrs)
+                if not self.precondition:
+                    v.mul_(d)
+            ok = self._exchange(flat, self._key(gi, "s" if self.precondition else "u"))
             if not ok:
                 self._skip()
             for p, v, d in zip(params, self._views(flat, params), denoms):
                 st = self.state[p]
                 p.copy_(st["anchor"]).mul_(decay)
                 if ok:
-                    p.addcdiv_(v, d, value=-lrs)
+                    if self.precondition:
+                        p.add_(v, alpha=-lrs)
+                        v.mul_(d)
+                    else:
+                        p.addcdiv_(v, d, value=-lrs)
                     st["exp_avg"].copy_(v).mul_(1 - beta1 ** t)
                 st["anchor"].copy_(p)
         sq["since_sync"] = 0

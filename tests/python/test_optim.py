@@ -132,7 +132,10 @@ def test_replicas_and_convergence():
     cases = ((so.OneBitAdam, dict(freeze_step=20), "sign"),
              (so.ZeroOneAdam, dict(var_freeze_step=40, var_update_scaler=4,
                                    local_step_scaler=20, local_step_clipper=4), "sign"),
-             (so.OneBitAdam, dict(freeze_step=20), "quant"))
+             (so.OneBitAdam, dict(freeze_step=20), "quant"),
+             (so.OneBitAdam, dict(freeze_step=20, precondition=False), "sign"),
+             (so.ZeroOneAdam, dict(var_freeze_step=40, var_update_scaler=4, local_step_scaler=20,
+                                   local_step_clipper=4, precondition=False), "sign"))
     for cls, kw, method in cases:
         with squeeze.LocalGroup(W, method=method, quant_bits=4) as group:
             models, opts, losses = train(cls, kw, 160, group=group)
@@ -143,7 +146,8 @@ def test_replicas_and_convergence():
         check(last < 0.3 * first, f"{cls.__name__}: loss {first:.4f} -> {last:.4f}")
         check(opts[0].last_exchange == "compressed" and opts[0].skipped_steps == 0,
               f"{cls.__name__}: the last step did not exchange compressed")
-        print(f"{cls.__name__} ({method}): replicas identical, loss {first:.4f} -> {last:.4f}")
+        print(f"{cls.__name__} ({method}, {kw}): replicas identical, "
+              f"loss {first:.4f} -> {last:.4f}")
 
 
 def test_checkpoint():
@@ -210,6 +214,11 @@ def test_bad_arguments():
                      lambda: so.ZeroOneAdam(P(), comm, local_step_clipper=1.5),
                      ["local_step_clipper"])
         expect_error("comm", lambda: so.OneBitAdam(P(), "nccl"), ["squeeze.Comm"])
+        expect_error("precondition", lambda: so.OneBitAdam(P(), comm, precondition=1),
+                     ["precondition=1"])
+        sd = so.OneBitAdam(P(), comm, precondition=False).state_dict()
+        expect_error("precondition mismatch",
+                     lambda: so.OneBitAdam(P(), comm).load_state_dict(sd), ["precondition=False"])
         expect_error("dense_allreduce", lambda: so.OneBitAdam(P(), comm, dense_allreduce=3),
                      ["dense_allreduce"])
         mixed = [torch.nn.Parameter(torch.zeros(3)),
