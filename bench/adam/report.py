@@ -6,9 +6,9 @@ Reads DIR/*.json; writes DIR/table.md and one PNG per (model, workers) group, DI
 (or PATH-<model>-W<w>.png), and prints the table.  In the table: final loss (mean of the last 5
 steps) and its difference to dense AdamW of the same group; bytes per step over the whole run and
 after the warm-up (the steps after freeze_step / var_freeze_step), as one rank sends them; the
-factor against dense AdamW's bytes per step; replicas: whether every worker ended with the same
-parameters ("-" for a 0/1 Adam run that ended inside a local interval, where they legitimately
-differ).
+factor against dense AdamW's bytes per step (runs with --no-precondition are rows of their own);
+replicas: whether every worker ended with the same parameters ("-" for a 0/1 Adam run that ended
+inside a local interval, where they legitimately differ).
 """
 import glob
 import json
@@ -16,8 +16,11 @@ import os
 import sys
 from collections import defaultdict
 
-ORDER = ["adamw", "onebit", "zeroone", "grad-sign", "grad-topk", "grad-quant"]
+ORDER = ["adamw", "onebit", "zeroone", "onebit-noprec", "zeroone-noprec", "grad-sign",
+         "grad-topk", "grad-quant"]
 LABEL = {"adamw": "AdamW (dense)", "onebit": "1-bit Adam", "zeroone": "0/1 Adam",
+         "onebit-noprec": "1-bit Adam, precondition=False",
+         "zeroone-noprec": "0/1 Adam, precondition=False",
          "grad-sign": "AdamW, sign gradients + EF", "grad-topk": "AdamW, top-k 1% + EF21",
          "grad-quant": "AdamW, 4-bit gradients + EF"}
 
@@ -52,7 +55,10 @@ def main():
         with open(path) as f:
             r = json.load(f)
         if "losses" in r:
-            groups[(r["model"], r["workers"], r["params"], r["steps"])][r["opt"]] = r
+            opt = r["opt"]
+            if opt in ("onebit", "zeroone") and r.get("args", {}).get("no_precondition"):
+                opt += "-noprec"
+            groups[(r["model"], r["workers"], r["params"], r["steps"])][opt] = r
     rows = ["| model | W | optimizer | final loss | vs AdamW | bytes/step (run) | "
             "bytes/step (after warm-up) | less than AdamW (run / after) | replicas | test acc |",
             "|---|---|---|---|---|---|---|---|---|---|"]
