@@ -25,7 +25,8 @@ struct sqz_callseq {
     uint64_t  irr_win;  /* template misses (skips, irregular calls) in it */
     int       drop_moved;
     int       confirmed; /* every rank's addresses confirmed the template */
-    uint64_t  heirs;     /* fresh slots that found an heir by address in this episode */
+    uint64_t  heirs;     /* fresh slots that found an heir by address in this episode (kept in
+                            checkpoints; decides nothing: it differs between ranks) */
     /* A period proposed and waiting for sqz_callseq_refine. */
     int       pending;
     uint64_t  pending_period, pending_run, pending_before;
@@ -404,8 +405,10 @@ sqz_status_t sqz_callseq_place(sqz_callseq_t *q, uint64_t sig, uintptr_t addr,
     return st;
 }
 
-/* Learning under churn, with period P proposed: dooms the oldest learning slots of the current
- * call's signature beyond twice its calls in one period P. */
+/* Learning with period P proposed and waiting for evidence: dooms the oldest learning slots of
+ * the current call's signature beyond twice its calls in one period P.  From signatures alone
+ * (the same on every rank).  A stable buffer loses nothing: its fresh slots took their
+ * predecessors' state over by address, and the oldest slots dooming picks are those emptied. */
 static void sqz_seq_budget(sqz_callseq_t *q, uint64_t P, sqz_seq_place_t *out)
 {
     const uint64_t i = q->n - 1, sig = sqz_seq_sig_at(q, i);
@@ -452,7 +455,10 @@ sqz_status_t sqz_callseq_refine(sqz_callseq_t *q, uint64_t agreed, sqz_seq_place
         const sqz_seq_slot_t *back  = sqz_callseq_slot(q, q->slot[(q->n - 1 - P) % W]);
         const uint64_t        calls = back ? back->calls : q->pending_before;
         const sqz_status_t st = sqz_seq_take_new(q, sig, calls, addr, 0, out);
-        if (SQZ_OK == st && 0 == q->heirs) {
+        if (SQZ_OK == st) {
+            /* On every rank alike, whatever its addresses: which records are freed decides the
+             * ids of the next slots, which must be the same everywhere (a rank whose allocator
+             * once handed back an address must not keep more slots than the others). */
             sqz_seq_budget(q, P, out);
         }
         return st;

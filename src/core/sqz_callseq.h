@@ -40,10 +40,12 @@
  * Memory: a slot not used within the horizon (2 P calls, at least 64; half the episode while
  * learning), and under a template every slot of the learning phase that it did not take, is
  * stale: sqz_callseq_evict hands it to the engine, which frees its state.  While a proposed
- * period waits for evidence and no address has ever come back (churn), each signature keeps at
- * most twice as many learning slots as the proposal has calls of it: the oldest go (their
- * residuals are dropped, never applied elsewhere), so that learning costs at most twice the live
- * set even for one large buffer reduced over and over at new addresses.
+ * period waits for evidence, each signature keeps at most twice as many learning slots as the
+ * proposal has calls of it: the oldest go (their residuals are dropped, never applied elsewhere;
+ * a stable buffer's were taken over by address already), so that learning costs at most twice
+ * the live set even for one large buffer reduced over and over at new addresses.  This is
+ * decided from signatures alone, like everything that frees records: slot ids stay the same on
+ * every rank.
  *
  * Everything here is deterministic in the signatures (identical on every rank) except the address
  * hints, which only ever touch state that lives on this rank alone.
