@@ -300,7 +300,7 @@ static sqz_status_t sqz_engine_segments(sqz_comm_t *comm, sqz_coll_call_t *call,
     return SQZ_OK;
 }
 
-/* sqz_identity_place's eviction callback: a stale slot's state goes. */
+/* sqz_identity_sweep's eviction callback: a stale slot's state goes. */
 static void sqz_engine_evict_slot(void *arg, uint64_t id)
 {
     sqz_state_drop(&((sqz_comm_t *)arg)->store, id);
@@ -314,7 +314,7 @@ static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, size_t n, size_t blo
 {
     sqz_call_identity_t id;
     SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(n, SQZ_DTYPE_FLOAT32, block != 0), addr,
-                                 sqz_engine_evict_slot, comm, &id));
+                                 &id));
     *seq                        = id.seq;
     const sqz_buf_state_t *had  = sqz_state_find(&comm->store, id.key, n);
     *bs                         = sqz_state_get(&comm->store, id.key, n, 1);
@@ -333,6 +333,10 @@ static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, size_t n, size_t blo
     }
     if (id.moved_ambiguous && sqz_state_forget_local(*bs)) {
         *dropped += 1;
+    }
+    if (id.sweep) {
+        /* (*bs is a live slot's: the sweep frees stale ones only, each state on its own) */
+        sqz_identity_sweep(comm, sqz_engine_evict_slot, comm);
     }
     return SQZ_OK;
 }

@@ -63,7 +63,6 @@ void sqz_identity_count(sqz_comm_t *comm, uint64_t dropped, uint64_t evicted)
 }
 
 sqz_status_t sqz_identity_place(sqz_comm_t *comm, uint64_t sig, const void *addr,
-                                void (*evict)(void *arg, uint64_t id), void *arg,
                                 sqz_call_identity_t *id)
 {
     sqz_seq_place_t pl;
@@ -88,8 +87,11 @@ sqz_status_t sqz_identity_place(sqz_comm_t *comm, uint64_t sig, const void *addr
     id->heir_of         = pl.heir_of;
     id->uncertain       = pl.fresh && pl.has_kin && 0 == pl.heir_of;
     id->moved_ambiguous = pl.moved_ambiguous;
-    if (pl.established || 0 == sqz_callseq_now(comm->seq) % SQZ_EVICT_EVERY) {
-        sqz_identity_count(comm, 0, sqz_callseq_evict(comm->seq, evict, arg));
-    }
+    id->sweep           = pl.established || 0 == sqz_callseq_now(comm->seq) % SQZ_EVICT_EVERY;
     return SQZ_OK;
+}
+
+void sqz_identity_sweep(sqz_comm_t *comm, void (*evict)(void *arg, uint64_t id), void *arg)
+{
+    sqz_identity_count(comm, 0, sqz_callseq_evict(comm->seq, evict, arg));
 }

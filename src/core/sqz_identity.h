@@ -18,19 +18,25 @@ typedef struct sqz_call_identity {
                                  this signature may have been this one's (counted as dropped) */
     int      moved_ambiguous; /* this rank must not apply the slot's local state (see
                                  sqz_callseq.h) */
+    int      sweep;           /* stale slots are due: call sqz_identity_sweep once heir_of's
+                                 state has been taken over */
 } sqz_call_identity_t;
 
 /** The signature of an intercepted call: what every rank knows of it. */
 uint64_t sqz_identity_sig(size_t count, sqz_dtype_t dtype, int reduce_scatter);
 
 /** Identifies a call with key 0 by the call sequence of comm (comm->lock held).  Collective when
- *  the sequence asks for an agreement (every rank reaches it at the same call).  Stale slots are
- *  handed to evict(arg, slot id), which frees their states.  \return SQZ_OK,
+ *  the sequence asks for an agreement (every rank reaches it at the same call).  \return SQZ_OK,
  *  SQZ_ERR_NO_MEMORY (this rank alone: the call must still take part in the exchange) or
  *  SQZ_ERR_TRANSPORT. */
 sqz_status_t sqz_identity_place(sqz_comm_t *comm, uint64_t sig, const void *addr,
-                                void (*evict)(void *arg, uint64_t id), void *arg,
                                 sqz_call_identity_t *id);
+
+/** When id->sweep is set, after the caller has taken over the state of id->heir_of (a slot the
+ *  sweep may free: which slots go is decided from signatures alone, the same on every rank, so a
+ *  stable buffer's state must have moved first): hands every stale slot to evict(arg, slot id),
+ *  which frees its state. */
+void sqz_identity_sweep(sqz_comm_t *comm, void (*evict)(void *arg, uint64_t id), void *arg);
 
 /** Every rank's `bytes` bytes at `mine` into all[r * bytes] (collective: one all-gather).
  *  \return SQZ_OK, SQZ_ERR_NO_MEMORY or SQZ_ERR_TRANSPORT. */

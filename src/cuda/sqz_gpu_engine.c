@@ -648,7 +648,7 @@ static void sqz_gpu_account(sqz_comm_t *comm)
     sqz_comm_account_state(comm, bytes);
 }
 
-/* sqz_identity_place's eviction callback: a stale slot's device memory goes, once the device has
+/* sqz_identity_sweep's eviction callback: a stale slot's device memory goes, once the device has
  * finished every call that may still read it. */
 static void sqz_gpu_evict_slot(void *arg, uint64_t id)
 {
@@ -686,8 +686,7 @@ static sqz_status_t sqz_gpu_identity(sqz_comm_t *comm, size_t count, sqz_dtype_t
     struct sqz_gpu_comm *g = comm->gpu;
     sqz_call_identity_t  id;
     uint64_t             dropped = 0;
-    SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(count, dtype, rs), addr,
-                                 sqz_gpu_evict_slot, comm, &id));
+    SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(count, dtype, rs), addr, &id));
     *key                  = id.key;
     *seq                  = id.seq;
     /* PowerSGD's device state (warm starts, ef21 estimators) must be the same on every rank: only
@@ -705,6 +704,9 @@ static sqz_status_t sqz_gpu_identity(sqz_comm_t *comm, size_t count, sqz_dtype_t
         dropped++;
     }
     sqz_identity_count(comm, dropped, 0);
+    if (id.sweep) {
+        sqz_identity_sweep(comm, sqz_gpu_evict_slot, comm); /* (after the heir's takeover) */
+    }
     return SQZ_OK;
 }
 
