@@ -140,16 +140,10 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     free(comm);
 }
 
-int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op)
+/* Whether the method takes a float32 buffer of count elements (whatever the size threshold). */
+static int sqz_comm_method_takes(const sqz_comm_t *comm, size_t count)
 {
     const sqz_ctx_t *ctx = comm->ctx;
-    /* The CPU path handles float32; fp16/bf16 buffers are the GPU path's. */
-    if (SQZ_DTYPE_FLOAT32 != dtype || (SQZ_OP_SUM != op && SQZ_OP_AVG != op)) {
-        return 0;
-    }
-    if (count * sizeof(float) < ctx->p.min_bytes || 0 == count) {
-        return 0;
-    }
     if (count > (size_t)UINT32_MAX) {
         return 0; /* payload indices are 32-bit */
     }
@@ -160,6 +154,18 @@ int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, s
         }
     }
     return 1;
+}
+
+int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op)
+{
+    /* The CPU path handles float32; fp16/bf16 buffers are the GPU path's. */
+    if (SQZ_DTYPE_FLOAT32 != dtype || (SQZ_OP_SUM != op && SQZ_OP_AVG != op)) {
+        return 0;
+    }
+    if (count * sizeof(float) < comm->ctx->p.min_bytes || 0 == count) {
+        return 0;
+    }
+    return sqz_comm_method_takes(comm, count);
 }
 
 static void sqz_scale(float *x, size_t n, float s)
@@ -696,11 +702,8 @@ sqz_status_t sqz_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count, sqz_dty
         return SQZ_OK;
     }
     pthread_mutex_lock(&comm->lock);
-    const sqz_ctx_t *ctx = comm->ctx;
-    const sqz_query_v1_t q = {.size = sizeof(q), .count = count, .nranks = comm->nranks};
     sqz_status_t st;
-    if (count > (size_t)UINT32_MAX ||
-        (ctx->method->query && SQZ_OK != ctx->method->query(comm->cstate, &q))) {
+    if (!sqz_comm_method_takes(comm, count)) {
         sqz_comm_count_passthrough(comm);
         st = sqz_dense_allreduce(comm, buf, buf, count, op);
     } else {
