@@ -739,6 +739,119 @@ static sqz_status_t sqz_gpu_keep_block(const sqz_comm_t *comm, const sqz_gpu_buf
                : SQZ_ERR_CUDA;
 }
 
+/* One compressed call's facts (sqz_gpu_run, once its buffer state b is known); out is where the
+ * sum is decoded (the output, or a reduce-scatter's scratch b->full). */
+typedef struct sqz_gpu_call {
+    sqz_comm_t    *comm;
+    sqz_gpu_buf_t *b;
+    const void    *in;
+    void          *recvbuf, *rs_out, *out;
+    size_t         count;
+    sqz_dtype_t    dtype;
+    sqz_op_t       op;
+    uint64_t       key;
+    cudaStream_t   s;
+} sqz_gpu_call_t;
+
+/* The call on the dense path, counted as `kind` ('w' warm-up, 'f' fallback). */
+static sqz_status_t sqz_gpu_call_dense(const sqz_gpu_call_t *c, char kind, sqz_call_stats_t *cst)
+{
+    sqz_ctx_t *const ctx = c->comm->ctx;
+    sqz_stats_record(ctx, ctx->method_index, kind, c->count * sqz_dtype_size(c->dtype), cst);
+    return sqz_gpu_dense_call(c->comm, c->in, c->recvbuf, c->rs_out, c->count, c->dtype, c->op,
+                              c->s);
+}
+
+/* PowerSGD: its dense start phase, then two native all-reduces per power iteration. */
+static sqz_status_t sqz_gpu_run_psgd(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
+{
+    sqz_comm_t *const          comm  = c->comm;
+    struct sqz_gpu_comm *const g     = comm->gpu;
+    sqz_ctx_t *const           ctx   = comm->ctx;
+    sqz_gpu_buf_t *const       b     = c->b;
+    const size_t               esz   = sqz_dtype_size(c->dtype);
+    const double               t0    = sqz_time_now();
+    const float                scale = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
+    const uint64_t             seq   = b->calls++;
+    if ((int64_t)seq < g->psgd_cfg.start && SQZ_GPU_PSGD_EF21 != g->psgd_cfg.ef) {
+        return sqz_gpu_call_dense(c, 'w', cst);
+    }
+    sqz_status_t st = sqz_gpu_psgd_call(comm, &g->psgd_cfg, g->nccl, g->nc, &b->psgd, &b->adapt,
+                                        seq, c->key, b->residual, c->in, c->out, c->count,
+                                        c->dtype, scale, g->d_nonfinite, c->s, cst);
+    if (SQZ_ERR_NO_MEMORY == st) {
+        /* Agreed between the ranks (sqz_gpu_psgd_call): every rank is here. */
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "PowerSGD device memory for a %zu-element buffer (on "
+                                   "some rank): such buffers go dense on every rank", c->count);
+        sqz_gpu_psgd_free(b->psgd);
+        b->psgd       = NULL;
+        b->dense_only = 1;
+        return sqz_gpu_call_dense(c, 'f', cst);
+    }
+    if (SQZ_OK == st && c->rs_out) {
+        st = sqz_gpu_keep_block(comm, b, c->rs_out, c->count, esz, c->s);
+    }
+    if (SQZ_OK != st) {
+        SQZ_ERROR("GPU PowerSGD failed: %s", sqz_status_string(st));
+        return st;
+    }
+    cst->t_compress = sqz_time_now() - t0;
+    /* (ef21's start phase ran through the same call, every layer exact: warm-up.) */
+    sqz_stats_record(ctx, ctx->method_index, (int64_t)seq < g->psgd_cfg.start ? 'w' : 'c',
+                     c->count * esz, cst);
+    return SQZ_OK;
+}
+
+/* The other methods: compress with the residual, all-gather the payloads, restore what needs it,
+ * decode and sum every payload. */
+static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
+{
+    sqz_comm_t *const          comm = c->comm;
+    struct sqz_gpu_comm *const g    = comm->gpu;
+    sqz_ctx_t *const           ctx  = comm->ctx;
+    sqz_gpu_buf_t *const       b    = c->b;
+    const size_t               esz  = sqz_dtype_size(c->dtype);
+    const double               t0   = sqz_time_now();
+    const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, comm->rank,
+                                                    b->calls, 0);
+    unsigned char *mine = (unsigned char *)b->payloads + (size_t)comm->rank * b->pbytes;
+    b->calls++;
+    sqz_status_t st = sqz_gpu_compress(&g->params, c->in, c->dtype, b->residual, c->count, rkey,
+                                       mine, b->workspace, c->s);
+    if (SQZ_OK != st) {
+        /* Nothing of this call reached the network: the dense all-reduce is still exact (a failed
+         * launch leaves the residual as it was, or the device is lost and everything fails). */
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "GPU compress failed (%s): dense fallback",
+                     sqz_status_string(st));
+        return sqz_gpu_call_dense(c, 'f', cst);
+    }
+    const ncclResult_t r = g->nccl->AllGather(mine, b->payloads, b->pbytes, ncclUint8, g->nc,
+                                              c->s);
+    if (r != ncclSuccess) {
+        SQZ_ERROR("ncclAllGather: %s", sqz_nccl_error(r));
+        return SQZ_ERR_NCCL;
+    }
+    const float scale = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
+    st = sqz_gpu_restore(&g->params, b->payloads, comm->nranks, comm->rank, c->in, c->dtype,
+                         b->residual, c->count, g->d_nonfinite, b->workspace, c->s);
+    if (SQZ_OK == st) {
+        st = sqz_gpu_decode_sum(&g->params, b->payloads, comm->nranks, c->count, scale, c->out,
+                                c->dtype, b->workspace, c->s);
+    }
+    if (SQZ_OK == st && c->rs_out) {
+        st = sqz_gpu_keep_block(comm, b, c->rs_out, c->count, esz, c->s);
+    }
+    if (SQZ_OK != st) {
+        SQZ_ERROR("GPU decode failed: %s", sqz_status_string(st));
+        return st;
+    }
+    cst->bytes_wire = b->pbytes;
+    cst->bytes_sent = b->pbytes * (size_t)(comm->nranks - 1);
+    cst->t_compress = sqz_time_now() - t0; /* host time to enqueue: the device time is async */
+    sqz_stats_record(ctx, ctx->method_index, 'c', c->count * esz, cst);
+    return SQZ_OK;
+}
+
 static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
                                 void *stream, void *rs_out, unsigned flags)
@@ -816,82 +929,10 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
         goto out;
     }
-    const double t0 = sqz_time_now();
-    if (g->psgd) {
-        /* PowerSGD: its dense start phase, then two native all-reduces per power iteration. */
-        const float scale = op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
-        const uint64_t seq = b->calls++;
-        if ((int64_t)seq < g->psgd_cfg.start && SQZ_GPU_PSGD_EF21 != g->psgd_cfg.ef) {
-            sqz_stats_record(ctx, ctx->method_index, 'w', count * esz, &cst);
-            st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
-            goto out;
-        }
-        st = sqz_gpu_psgd_call(comm, &g->psgd_cfg, g->nccl, g->nc, &b->psgd, &b->adapt, seq, key,
-                               b->residual, in,
-                               rs_out ? b->full : recvbuf, count, dtype, scale, g->d_nonfinite, s,
-                               &cst);
-        if (SQZ_ERR_NO_MEMORY == st) {
-            /* Agreed between the ranks (sqz_gpu_psgd_call): every rank is here. */
-            SQZ_LOG_ONCE(SQZ_LOG_WARN, "PowerSGD device memory for a %zu-element buffer (on "
-                                       "some rank): such buffers go dense on every rank", count);
-            sqz_gpu_psgd_free(b->psgd);
-            b->psgd       = NULL;
-            b->dense_only = 1;
-            sqz_stats_record(ctx, ctx->method_index, 'f', count * esz, &cst);
-            st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
-            goto out;
-        }
-        if (SQZ_OK == st && rs_out) {
-            st = sqz_gpu_keep_block(comm, b, rs_out, count, esz, s);
-        }
-        if (SQZ_OK != st) {
-            SQZ_ERROR("GPU PowerSGD failed: %s", sqz_status_string(st));
-            goto out;
-        }
-        cst.t_compress = sqz_time_now() - t0;
-        /* (ef21's start phase ran through the same call, every layer exact: warm-up.) */
-        sqz_stats_record(ctx, ctx->method_index, (int64_t)seq < g->psgd_cfg.start ? 'w' : 'c',
-                         count * esz, &cst);
-        goto out;
-    }
-    const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, comm->rank,
-                                                    b->calls, 0);
-    unsigned char *mine = (unsigned char *)b->payloads + (size_t)comm->rank * b->pbytes;
-    b->calls++;
-    st = sqz_gpu_compress(&g->params, in, dtype, b->residual, count, rkey, mine, b->workspace, s);
-    if (SQZ_OK != st) {
-        /* Nothing of this call reached the network: the dense all-reduce is still exact (a failed
-         * launch leaves the residual as it was, or the device is lost and everything fails). */
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "GPU compress failed (%s): dense fallback",
-                     sqz_status_string(st));
-        sqz_stats_record(ctx, ctx->method_index, 'f', count * esz, &cst);
-        st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
-        goto out;
-    }
-    const ncclResult_t r = g->nccl->AllGather(mine, b->payloads, b->pbytes, ncclUint8, g->nc, s);
-    if (r != ncclSuccess) {
-        SQZ_ERROR("ncclAllGather: %s", sqz_nccl_error(r));
-        st = SQZ_ERR_NCCL;
-        goto out;
-    }
-    const float scale = op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
-    st = sqz_gpu_restore(&g->params, b->payloads, comm->nranks, comm->rank, in, dtype, b->residual,
-                         count, g->d_nonfinite, b->workspace, s);
-    if (SQZ_OK == st) {
-        st = sqz_gpu_decode_sum(&g->params, b->payloads, comm->nranks, count, scale,
-                                rs_out ? b->full : recvbuf, dtype, b->workspace, s);
-    }
-    if (SQZ_OK == st && rs_out) {
-        st = sqz_gpu_keep_block(comm, b, rs_out, count, esz, s);
-    }
-    if (SQZ_OK != st) {
-        SQZ_ERROR("GPU decode failed: %s", sqz_status_string(st));
-        goto out;
-    }
-    cst.bytes_wire = b->pbytes;
-    cst.bytes_sent = b->pbytes * (size_t)(comm->nranks - 1);
-    cst.t_compress = sqz_time_now() - t0; /* host time to enqueue: the device time is async */
-    sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
+    const sqz_gpu_call_t call = {.comm = comm, .b = b, .in = in, .recvbuf = recvbuf,
+                                 .rs_out = rs_out, .out = rs_out ? b->full : recvbuf,
+                                 .count = count, .dtype = dtype, .op = op, .key = key, .s = s};
+    st = g->psgd ? sqz_gpu_run_psgd(&call, &cst) : sqz_gpu_run_exchange(&call, &cst);
 out:
     sqz_gpu_account(comm);
     if (saved >= 0 && saved != g->device) {
