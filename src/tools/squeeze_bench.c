@@ -381,6 +381,125 @@ static ar_result_t bench_allreduce(sqz_comm_t *comm, sqz_ctx_t *ctx, float *in, 
     return r;
 }
 
+/* The kernel table: every method's compress and decode bandwidth on one core per rank. */
+static void run_kernels(const opts_t *o, FILE *js)
+{
+    const size_t n  = o->kernel_bytes / sizeof(float);
+    const double mc = memcpy_gbps(o->kernel_bytes);
+    if (0 == rank_) {
+        printf("# kernels: %zu floats (%.0f MiB), one core per rank; memcpy %.2f GB/s in this run\n",
+               n, (double)o->kernel_bytes / 1048576.0, mc);
+        printf("%-44s %10s %10s %10s %9s %9s\n", "method", "comp GB/s", "dec GB/s",
+               "both GB/s", "x memcpy", "bits/el");
+        if (js) {
+            fprintf(js, "  \"kernel_floats\": %zu,\n  \"memcpy_gbps\": %.4f,\n  \"kernels\": [", n, mc);
+        }
+    }
+    for (int m = 0; m < o->nm; m++) {
+        sqz_ctx_t *ctx = make_ctx(&o->m[m]);
+        if (NULL == ctx) {
+            continue;
+        }
+        const kernel_result_t r = bench_kernel(ctx, n, mc);
+        if (0 == rank_) {
+            printf("%-44s %10.2f %10.2f %10.2f %9.2f %9.3f\n", o->m[m].label, r.compress_gbps,
+                   r.decode_gbps, r.combined_gbps, r.frac, r.bits_per_elem);
+            if (js) {
+                fprintf(js, "%s\n    {\"method\": \"%s\", \"compress_gbps\": %.4f, \"decode_gbps\": %.4f, "
+                            "\"combined_gbps\": %.4f, \"fraction_of_memcpy\": %.4f, \"bits_per_element\": %.4f}",
+                        m ? "," : "", o->m[m].label, r.compress_gbps, r.decode_gbps,
+                        r.combined_gbps, r.frac, r.bits_per_elem);
+            }
+        }
+        sqz_ctx_destroy(ctx);
+    }
+    if (js) {
+        fprintf(js, "\n  ],\n");
+    }
+}
+
+/* The all-reduce table: every method against the dense all-reduce, size after size. */
+static void run_allreduce(const opts_t *o, FILE *js)
+{
+    const size_t maxn  = o->max_bytes / sizeof(float);
+    float       *in    = malloc(maxn * sizeof(float));
+    float       *out   = malloc(maxn * sizeof(float));
+    float       *dense = malloc(maxn * sizeof(float));
+    fill(in, maxn, 1000u + (unsigned)rank_);
+    sqz_ctx_t      *ctxs[MAX_METHODS]  = {0};
+    sqz_comm_t     *comms[MAX_METHODS] = {0};
+    sqz_transport_t tr[MAX_METHODS];
+    for (int m = 0; m < o->nm; m++) {
+        ctxs[m] = make_ctx(&o->m[m]);
+        if (ctxs[m] && (SQZ_OK != sqz_transport_mpi_create(MPI_COMM_WORLD, &tr[m]) ||
+                        SQZ_OK != sqz_comm_create(ctxs[m], &tr[m], &comms[m]))) {
+            comms[m] = NULL;
+        }
+    }
+    if (0 == rank_) {
+        printf("\n# all-reduce on %d ranks: median of %d (after %d warm-up); time is the slowest rank's\n",
+               nranks_, o->iters, o->warmup);
+        printf("%-44s %10s %11s %11s %8s %8s %8s %9s\n", "method", "bytes", "dense ms",
+               "method ms", "speedup", "wire/in", "sent/in", "rel err");
+        if (js) {
+            fprintf(js, "  \"allreduce\": [");
+        }
+    }
+    int first = 1;
+    for (size_t bytes = o->min_bytes; bytes <= o->max_bytes; bytes *= (size_t)o->step) {
+        const size_t n     = bytes / sizeof(float);
+        const int    iters = bytes > (16u << 20) ? (o->iters > 5 ? 5 : o->iters) : o->iters;
+        MPI_Allreduce(in, dense, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        const double td = time_dense(in, out, n, iters, o->warmup);
+        for (int m = 0; m < o->nm; m++) {
+            if (NULL == comms[m]) {
+                continue;
+            }
+            const ar_result_t r = bench_allreduce(comms[m], ctxs[m], in, out, dense, n, iters,
+                                                  o->warmup);
+            if (0 == rank_) {
+                printf("%-44s %10zu %11.3f %11.3f %8.2f %8.4f %8.4f %9.4f\n", o->m[m].label,
+                       bytes, td * 1e3, r.t_sqz * 1e3, td / r.t_sqz, r.wire_ratio,
+                       r.sent_ratio, r.rel_error);
+                if (js) {
+                    fprintf(js, "%s\n    {\"method\": \"%s\", \"bytes\": %zu, \"dense_s\": %.9f, "
+                                "\"method_s\": %.9f, \"speedup\": %.4f, \"wire_ratio\": %.6f, "
+                                "\"sent_ratio\": %.6f, \"rel_error\": %.6f}",
+                            first ? "" : ",", o->m[m].label, bytes, td, r.t_sqz, td / r.t_sqz,
+                            r.wire_ratio, r.sent_ratio, r.rel_error);
+                    first = 0;
+                }
+            }
+        }
+        if (bytes > o->max_bytes / (size_t)o->step) {
+            break;
+        }
+    }
+    if (js) {
+        fprintf(js, "\n  ],\n");
+    }
+    for (int m = 0; m < o->nm; m++) {
+        sqz_comm_destroy(comms[m]);
+        if (comms[m]) {
+            sqz_transport_mpi_destroy(&tr[m]);
+        }
+        sqz_ctx_destroy(ctxs[m]);
+    }
+    free(in);
+    free(out);
+    free(dense);
+}
+
+/* Closes the JSON record (rank 0, when one was asked for). */
+static void finish_json(FILE *js)
+{
+    if (js) {
+        fprintf(js, "  \"version\": \"%d.%d.%d\"\n}\n", SQZ_VERSION_MAJOR, SQZ_VERSION_MINOR,
+                SQZ_VERSION_PATCH);
+        fclose(js);
+    }
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -401,129 +520,18 @@ int main(int argc, char **argv)
         }
         fprintf(js, "{\n  \"ranks\": %d,\n", nranks_);
     }
-
+    int rc = 0;
     if (o.gpu) {
-        const int rc = bench_gpu(&o, js);
-        if (js) {
-            fprintf(js, "  \"version\": \"%d.%d.%d\"\n}\n", SQZ_VERSION_MAJOR, SQZ_VERSION_MINOR,
-                    SQZ_VERSION_PATCH);
-            fclose(js);
+        rc = bench_gpu(&o, js);
+    } else {
+        if (o.kernels) {
+            run_kernels(&o, js);
         }
-        MPI_Finalize();
-        return rc;
-    }
-
-    /* ---- kernels ---- */
-    if (o.kernels) {
-        const size_t n  = o.kernel_bytes / sizeof(float);
-        const double mc = memcpy_gbps(o.kernel_bytes);
-        if (0 == rank_) {
-            printf("# kernels: %zu floats (%.0f MiB), one core per rank; memcpy %.2f GB/s in this run\n",
-                   n, (double)o.kernel_bytes / 1048576.0, mc);
-            printf("%-44s %10s %10s %10s %9s %9s\n", "method", "comp GB/s", "dec GB/s",
-                   "both GB/s", "x memcpy", "bits/el");
-            if (js) {
-                fprintf(js, "  \"kernel_floats\": %zu,\n  \"memcpy_gbps\": %.4f,\n  \"kernels\": [", n, mc);
-            }
-        }
-        for (int m = 0; m < o.nm; m++) {
-            sqz_ctx_t *ctx = make_ctx(&o.m[m]);
-            if (NULL == ctx) {
-                continue;
-            }
-            const kernel_result_t r = bench_kernel(ctx, n, mc);
-            if (0 == rank_) {
-                printf("%-44s %10.2f %10.2f %10.2f %9.2f %9.3f\n", o.m[m].label, r.compress_gbps,
-                       r.decode_gbps, r.combined_gbps, r.frac, r.bits_per_elem);
-                if (js) {
-                    fprintf(js, "%s\n    {\"method\": \"%s\", \"compress_gbps\": %.4f, \"decode_gbps\": %.4f, "
-                                "\"combined_gbps\": %.4f, \"fraction_of_memcpy\": %.4f, \"bits_per_element\": %.4f}",
-                            m ? "," : "", o.m[m].label, r.compress_gbps, r.decode_gbps,
-                            r.combined_gbps, r.frac, r.bits_per_elem);
-                }
-            }
-            sqz_ctx_destroy(ctx);
-        }
-        if (js) {
-            fprintf(js, "\n  ],\n");
+        if (o.allreduce) {
+            run_allreduce(&o, js);
         }
     }
-
-    /* ---- all-reduce ---- */
-    if (o.allreduce) {
-        const size_t maxn  = o.max_bytes / sizeof(float);
-        float       *in    = malloc(maxn * sizeof(float));
-        float       *out   = malloc(maxn * sizeof(float));
-        float       *dense = malloc(maxn * sizeof(float));
-        fill(in, maxn, 1000u + (unsigned)rank_);
-        sqz_ctx_t      *ctxs[MAX_METHODS]  = {0};
-        sqz_comm_t     *comms[MAX_METHODS] = {0};
-        sqz_transport_t tr[MAX_METHODS];
-        for (int m = 0; m < o.nm; m++) {
-            ctxs[m] = make_ctx(&o.m[m]);
-            if (ctxs[m] && (SQZ_OK != sqz_transport_mpi_create(MPI_COMM_WORLD, &tr[m]) ||
-                            SQZ_OK != sqz_comm_create(ctxs[m], &tr[m], &comms[m]))) {
-                comms[m] = NULL;
-            }
-        }
-        if (0 == rank_) {
-            printf("\n# all-reduce on %d ranks: median of %d (after %d warm-up); time is the slowest rank's\n",
-                   nranks_, o.iters, o.warmup);
-            printf("%-44s %10s %11s %11s %8s %8s %8s %9s\n", "method", "bytes", "dense ms",
-                   "method ms", "speedup", "wire/in", "sent/in", "rel err");
-            if (js) {
-                fprintf(js, "  \"allreduce\": [");
-            }
-        }
-        int first = 1;
-        for (size_t bytes = o.min_bytes; bytes <= o.max_bytes; bytes *= (size_t)o.step) {
-            const size_t n     = bytes / sizeof(float);
-            const int    iters = bytes > (16u << 20) ? (o.iters > 5 ? 5 : o.iters) : o.iters;
-            MPI_Allreduce(in, dense, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
-            const double td = time_dense(in, out, n, iters, o.warmup);
-            for (int m = 0; m < o.nm; m++) {
-                if (NULL == comms[m]) {
-                    continue;
-                }
-                const ar_result_t r = bench_allreduce(comms[m], ctxs[m], in, out, dense, n, iters,
-                                                      o.warmup);
-                if (0 == rank_) {
-                    printf("%-44s %10zu %11.3f %11.3f %8.2f %8.4f %8.4f %9.4f\n", o.m[m].label,
-                           bytes, td * 1e3, r.t_sqz * 1e3, td / r.t_sqz, r.wire_ratio,
-                           r.sent_ratio, r.rel_error);
-                    if (js) {
-                        fprintf(js, "%s\n    {\"method\": \"%s\", \"bytes\": %zu, \"dense_s\": %.9f, "
-                                    "\"method_s\": %.9f, \"speedup\": %.4f, \"wire_ratio\": %.6f, "
-                                    "\"sent_ratio\": %.6f, \"rel_error\": %.6f}",
-                                first ? "" : ",", o.m[m].label, bytes, td, r.t_sqz, td / r.t_sqz,
-                                r.wire_ratio, r.sent_ratio, r.rel_error);
-                        first = 0;
-                    }
-                }
-            }
-            if (bytes > o.max_bytes / (size_t)o.step) {
-                break;
-            }
-        }
-        if (js) {
-            fprintf(js, "\n  ],\n");
-        }
-        for (int m = 0; m < o.nm; m++) {
-            sqz_comm_destroy(comms[m]);
-            if (comms[m]) {
-                sqz_transport_mpi_destroy(&tr[m]);
-            }
-            sqz_ctx_destroy(ctxs[m]);
-        }
-        free(in);
-        free(out);
-        free(dense);
-    }
-    if (js) {
-        fprintf(js, "  \"version\": \"%d.%d.%d\"\n}\n", SQZ_VERSION_MAJOR, SQZ_VERSION_MINOR,
-                SQZ_VERSION_PATCH);
-        fclose(js);
-    }
+    finish_json(js);
     MPI_Finalize();
-    return 0;
+    return rc;
 }
