@@ -276,6 +276,33 @@ static sqz_status_t sqz_gpu_psgd_probe_errors(struct sqz_gpu_psgd *p, const sqz_
     return SQZ_OK;
 }
 
+/* The per-layout memory of a fresh state p (warm starts, flags, rank tables, ef21's estimators)
+ * for a buffer of n elements in nl layers.  \return 1, or 0 when an allocation failed (the
+ * caller agrees on it with the other ranks). */
+static int sqz_gpu_psgd_alloc_layout(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_cfg_t *cfg,
+                                     const sqz_matrix_v1_t *ml, size_t nl, size_t n,
+                                     uint64_t digest, cudaStream_t s)
+{
+    p->qstate_len  = sqz_psgd_bufstate_len(ml, nl);
+    const int ef21 = SQZ_GPU_PSGD_EF21 == cfg->ef;
+    p->ranks       = malloc((nl + 1) * sizeof(int));
+    p->next        = malloc((nl + 1) * sizeof(int));
+    p->index       = malloc((nl + 1) * sizeof(int));
+    const int ok   = p->ranks && p->next && p->index &&
+                   cudaMalloc((void **)&p->qstate, p->qstate_len * sizeof(float)) == cudaSuccess &&
+                   cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) == cudaSuccess &&
+                   (!ef21 ||
+                    (cudaMalloc((void **)&p->ef21.est, n * sizeof(float)) == cudaSuccess &&
+                     cudaMalloc((void **)&p->ef21.shared, n * sizeof(float)) == cudaSuccess &&
+                     cudaMemsetAsync(p->ef21.est, 0, n * sizeof(float), s) == cudaSuccess &&
+                     cudaMemsetAsync(p->ef21.shared, 0, n * sizeof(float), s) == cudaSuccess));
+    if (!ok) {
+        cudaGetLastError();
+    }
+    p->layout = digest;
+    return ok;
+}
+
 sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
                                const sqz_nccl_api_t *nccl, ncclComm_t nc,
                                struct sqz_gpu_psgd **state, sqz_levels_t *lv, uint64_t seq,
@@ -301,26 +328,7 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
         event = 1;
         sqz_gpu_psgd_free(p);
         *state = p = calloc(1, sizeof(*p));
-        ok         = p != NULL;
-        if (ok) {
-            p->qstate_len  = sqz_psgd_bufstate_len(ml, nl);
-            const int ef21 = SQZ_GPU_PSGD_EF21 == cfg->ef;
-            p->ranks       = malloc((nl + 1) * sizeof(int));
-            p->next        = malloc((nl + 1) * sizeof(int));
-            p->index       = malloc((nl + 1) * sizeof(int));
-            ok             = p->ranks && p->next && p->index &&
-                 cudaMalloc((void **)&p->qstate, p->qstate_len * sizeof(float)) == cudaSuccess &&
-                 cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) == cudaSuccess &&
-                 (!ef21 ||
-                  (cudaMalloc((void **)&p->ef21.est, n * sizeof(float)) == cudaSuccess &&
-                   cudaMalloc((void **)&p->ef21.shared, n * sizeof(float)) == cudaSuccess &&
-                   cudaMemsetAsync(p->ef21.est, 0, n * sizeof(float), s) == cudaSuccess &&
-                   cudaMemsetAsync(p->ef21.shared, 0, n * sizeof(float), s) == cudaSuccess));
-            if (!ok) {
-                cudaGetLastError();
-            }
-            p->layout = digest;
-        }
+        ok         = p != NULL && sqz_gpu_psgd_alloc_layout(p, cfg, ml, nl, n, digest, s);
     }
     /* ef21's start phase runs here too, every layer exact: it sets the estimators. */
     const int dense = SQZ_GPU_PSGD_EF21 == cfg->ef && (int64_t)seq < cfg->start;
