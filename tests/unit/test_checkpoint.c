@@ -55,19 +55,7 @@ static void fill(float *x, size_t n, int rank, int step, int b)
 
 static sqz_comm_t *make_comm(job_t *j, int rank, sqz_ctx_t **ctx)
 {
-    sqz_config_t *cfg;
-    char          err[512];
-    REQUIRE(SQZ_OK == sqz_config_create(&cfg));
-    for (size_t i = 0; j->kv[i]; i += 2) {
-        sqz_config_set(cfg, j->kv[i], j->kv[i + 1]);
-    }
-    REQUIRE(SQZ_OK == sqz_ctx_create(cfg, ctx, err, sizeof(err)));
-    sqz_config_destroy(cfg);
-    sqz_transport_t t;
-    sqz_thread_transport(j->g, rank, &t);
-    sqz_comm_t *comm = NULL;
-    REQUIRE(SQZ_OK == sqz_comm_create(*ctx, &t, &comm));
-    return comm;
+    return sqz_thread_comm(j->g, rank, j->kv, ctx);
 }
 
 static void rank_main(int rank, void *arg)

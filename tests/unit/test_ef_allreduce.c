@@ -53,19 +53,7 @@ typedef struct job {
 
 static sqz_comm_t *make_comm(job_t *j, int rank, sqz_ctx_t **ctx)
 {
-    sqz_config_t *cfg;
-    char          err[512];
-    REQUIRE(SQZ_OK == sqz_config_create(&cfg));
-    for (size_t i = 0; j->kv[i]; i += 2) {
-        REQUIRE(SQZ_OK == sqz_config_set(cfg, j->kv[i], j->kv[i + 1]));
-    }
-    REQUIRE(SQZ_OK == sqz_ctx_create(cfg, ctx, err, sizeof(err)));
-    sqz_config_destroy(cfg);
-    sqz_transport_t t;
-    sqz_thread_transport(j->g, rank, &t);
-    sqz_comm_t *comm = NULL;
-    REQUIRE(SQZ_OK == sqz_comm_create(*ctx, &t, &comm));
-    return comm;
+    return sqz_thread_comm(j->g, rank, j->kv, ctx);
 }
 
 /* The exact average of the step's inputs, in double. */
@@ -158,6 +146,20 @@ static void release(job_t *j)
     }
 }
 
+/* first runs and saves every rank's state after save_after steps; rest loads it and runs from
+ * step skip_to on (the checkpoints change hands). */
+static void run_resumed(job_t *first, int save_after, job_t *rest, int skip_to)
+{
+    first->save_after = save_after;
+    run(first);
+    rest->skip_to = skip_to, rest->load = 1;
+    for (int r = 0; r < P; r++) {
+        rest->ckpt[r] = first->ckpt[r], rest->ckpt_len[r] = first->ckpt_len[r];
+        first->ckpt[r] = NULL;
+    }
+    run(rest);
+}
+
 /* Error feedback keeps the drift of the summed outputs bounded, under settings that would turn
  * the interposed path's error feedback, warm-up and compression off. */
 static void test_error_feedback(const char *method)
@@ -213,14 +215,7 @@ static void test_nonfinite(void)
     const char *const kv2[] = {"SQZ_METHOD", "sign", NULL};
     job_t             b     = job(kv2, 8);
     job_t             c     = job(kv2, 5); /* steps 0..4, checkpointed */
-    c.save_after            = 5;
-    run(&c);
-    b.skip_to = 6, b.load = 1;
-    for (int r = 0; r < P; r++) {
-        b.ckpt[r] = c.ckpt[r], b.ckpt_len[r] = c.ckpt_len[r];
-        c.ckpt[r] = NULL;
-    }
-    run(&b);
+    run_resumed(&c, 5, &b, 6);
     CHECK_MSG(0 == memcmp(a.last[0], b.last[0], N * sizeof(float)),
               "a NaN step changed the residuals");
     release(&a);
@@ -234,14 +229,7 @@ static void test_checkpoint(void)
     const char *const kv[] = {"SQZ_METHOD", "sign", NULL};
     job_t             whole = job(kv, 30), first = job(kv, 20), rest = job(kv, 30);
     run(&whole);
-    first.save_after = 20;
-    run(&first);
-    rest.skip_to = 20, rest.load = 1;
-    for (int r = 0; r < P; r++) {
-        rest.ckpt[r] = first.ckpt[r], rest.ckpt_len[r] = first.ckpt_len[r];
-        first.ckpt[r] = NULL;
-    }
-    run(&rest);
+    run_resumed(&first, 20, &rest, 20);
     CHECK_MSG(0 == memcmp(whole.last[2], rest.last[2], N * sizeof(float)),
               "the resumed run differs");
     release(&whole);
