@@ -32,14 +32,17 @@
  * same on every rank.  NaN/Inf anywhere shows in the summed P buffer on every rank: reduce()
  * returns SQZ_ERR_NONFINITE everywhere after restoring the residual (residual - in).
  *
- * Memory: the residual (n floats, the engine's), Q per layer (cols x min(32, rows, cols) floats of
- * per-buffer state, room for the largest adaptive level), and scratch for the P/Q messages and
- * this rank's Q share: sum of (rows + 2 cols) r floats plus the dense part.
+ * Memory: the residual (n floats, the engine's), Q per layer (cols x min(qcap, rows, cols) floats
+ * of per-buffer state, qcap = sqz_psgd_qcap(rank): 32 up to rank 32, then the rank rounded up to a
+ * power of two, room for the adaptive levels), and scratch for the P/Q messages and this rank's Q
+ * share: sum of (rows + 2 cols) r floats plus the dense part.
  *
- * Levels (layer-adaptive selection, src/adapt): the level of a layer is its rank.  A probe runs
- * the layer at the largest probed rank; Gram-Schmidt is nested (the first k columns of P^ span
- * the first k columns of P), so ||M||^2 - sum_{c<k} ||Q_i[:, c]||^2 is the error at rank k for
- * every probed k from one computation.
+ * Levels (layer-adaptive selection, src/adapt): the level of a layer is its rank.  A probing call
+ * sends what any other call sends (the layers at their chosen ranks) and measures the candidates
+ * on this rank's own M (psgd_probe_local): one power step from the warm start at the largest
+ * probed rank; Gram-Schmidt is nested (the first k columns of P^ span the first k columns of P), so
+ * ||M||^2 - sum_{c<k} ||Q_i[:, c]||^2 is the error at rank k for every probed k from one
+ * computation.  Only those statistics travel (src/adapt's small all-reduce).
  */
 #include <math.h>
 #include <stddef.h>
@@ -83,6 +86,9 @@ typedef struct psgd_state {
     int          *plan;    /* per layer: the rank it is compressed at, 0: exact */
     int           added;   /* this call added its input into the residual */
     size_t        plancap;
+    size_t        qcap;    /* warm-start columns per layer at most (sqz_psgd_qcap) */
+    float        *probe;   /* a probing call's local P (rows x kmax) then Q share (cols x kmax) */
+    size_t        probecap;
 } psgd_state_t;
 
 static sqz_status_t psgd_create(const void *config, const sqz_compressor_env_v1_t *env, void **state)
@@ -94,6 +100,7 @@ static sqz_status_t psgd_create(const void *config, const sqz_compressor_env_v1_
     memcpy(&s->cfg, config, sizeof(s->cfg));
     s->nranks = env->nranks;
     s->seed   = env->seed;
+    s->qcap   = sqz_psgd_qcap(s->cfg.rank);
     *state    = s;
     return SQZ_OK;
 }
@@ -105,19 +112,20 @@ static void psgd_destroy(void *state)
         free(s->msg);
         free(s->qloc);
         free(s->plan);
+        free(s->probe);
         free(s);
     }
 }
 
 static size_t psgd_bufstate_len(void *state, const sqz_matrix_v1_t *layers, size_t nlayers, size_t n)
 {
-    (void)state, (void)n;
-    return sqz_psgd_bufstate_len(layers, nlayers);
+    (void)n;
+    return sqz_psgd_bufstate_len(layers, nlayers, ((const psgd_state_t *)state)->qcap);
 }
 
 static size_t psgd_layer_rank(const psgd_state_t *s, const sqz_matrix_v1_t *l, int level)
 {
-    return sqz_psgd_layer_rank(l, level, s->cfg.min_rate);
+    return sqz_psgd_layer_rank(l, level, s->cfg.min_rate, s->qcap);
 }
 
 static size_t psgd_level_bytes(void *state, const sqz_matrix_v1_t *l, int level)
@@ -319,6 +327,58 @@ static void psgd_restore(const psgd_state_t *s, const sqz_reduce_args_v1_t *a)
     }
 }
 
+/** The largest rank a probing call measures layer L at (0: not probing, or exact at every
+ *  candidate). */
+static size_t psgd_probe_rank(const psgd_state_t *s, const sqz_reduce_args_v1_t *a,
+                              const sqz_matrix_v1_t *L)
+{
+    size_t kmax = 0;
+    for (size_t j = 0; a->probe_err && j < a->nprobe; j++) {
+        kmax = sqz_psgd_max(kmax, psgd_layer_rank(s, L, a->probe[j]));
+    }
+    return kmax;
+}
+
+/** A probing call's statistics, from this rank's M alone (nothing is sent): per layer ||M||^2
+ *  and the error at every candidate rank, after one power step from the warm start at the
+ *  largest one (qstate: the layers' Q slots, whose first r columns this call has just updated;
+ *  s->probe: the scratch the plan sized). */
+static void psgd_probe_local(psgd_state_t *s, sqz_reduce_args_v1_t *a, const float *m,
+                             const float *qstate)
+{
+    a->probed      = 1;
+    const float *q = qstate;
+    for (size_t l = 0; l < a->nlayers; l++) {
+        const sqz_matrix_v1_t *L    = &a->layers[l];
+        const float           *ml   = m + L->offset;
+        const size_t           kmax = psgd_probe_rank(s, a, L);
+        double                 nn   = 0;
+        for (size_t i = 0; i < L->rows * L->cols; i++) {
+            nn += (double)ml[i] * ml[i];
+        }
+        a->probe_norm[l] = nn;
+        float *pl = s->probe, *ql = s->probe + L->rows * kmax;
+        if (kmax) {
+            psgd_mul_mq(ml, L->rows, L->cols, q, kmax, pl);
+            psgd_orthonormalize(pl, L->rows, kmax);
+            psgd_mul_mtp(ml, L->rows, L->cols, pl, kmax, ql);
+        }
+        double captured = 0;
+        size_t k        = 0;
+        for (size_t j = 0; j < a->nprobe; j++) {
+            const size_t want = psgd_layer_rank(s, L, a->probe[j]);
+            for (; k < want; k++) {
+                const float *qk = ql + k * L->cols;
+                for (size_t c = 0; c < L->cols; c++) {
+                    captured += (double)qk[c] * qk[c];
+                }
+            }
+            a->probe_err[l * a->nprobe + j] = want ? fmax(nn - captured, 0.0) : 0.0;
+        }
+        q += L->cols * sqz_psgd_qslot(L, s->qcap);
+    }
+}
+
 static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
 {
     psgd_state_t *const s = state;
@@ -340,27 +400,25 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
         psgd_restore(s, a);
         return SQZ_ERR_NO_MEMORY;
     }
-    /* The plan: each layer's rank (0: exact).  A probe runs a layer at the largest rank any
-     * probed level compresses it at. */
+    /* The plan: each layer's rank (0: exact), and the scratch of a local probe. */
     const int dense_phase = a->seq < (uint64_t)s->cfg.start_steps;
-    size_t    plen = 0, qlen = 0;
+    size_t    plen = 0, qlen = 0, probe_len = 0;
     for (size_t l = 0; l < a->nlayers; l++) {
         const sqz_matrix_v1_t *L     = &a->layers[l];
         const int              level = a->levels ? a->levels[l] : (int)s->cfg.rank;
-        size_t                 r     = dense_phase ? 0 : psgd_layer_rank(s, L, level);
-        for (size_t j = 0; !dense_phase && a->probe_err && j < a->nprobe; j++) {
-            const size_t rj = psgd_layer_rank(s, L, a->probe[j]);
-            r               = rj > r ? rj : r;
-        }
+        const size_t           r     = dense_phase ? 0 : psgd_layer_rank(s, L, level);
+        const size_t           kmax  = dense_phase ? 0 : psgd_probe_rank(s, a, L);
         s->plan[l] = (int)r;
         plen += L->rows * r;
         qlen += L->cols * r;
+        probe_len = sqz_psgd_max(probe_len, (L->rows + L->cols) * kmax);
     }
     const size_t ndense = sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, NULL, NULL);
     /* msg holds the P factors and the exact part, then the Q sums after them: P^ must survive
-     * the Q all-reduce. */
+     * the Q all-reduce.  Every allocation happens here, before anything reaches the network. */
     if (!sqz_pu_grow((void **)&s->msg, &s->msgcap, (plen + ndense + qlen + 1) * sizeof(float)) ||
-        !sqz_pu_grow((void **)&s->qloc, &s->qloccap, (qlen + 1) * sizeof(float))) {
+        !sqz_pu_grow((void **)&s->qloc, &s->qloccap, (qlen + 1) * sizeof(float)) ||
+        !sqz_pu_grow((void **)&s->probe, &s->probecap, (probe_len + 1) * sizeof(float))) {
         psgd_restore(s, a);
         return SQZ_ERR_NO_MEMORY;
     }
@@ -372,7 +430,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
     if (0.0f == bs[0] && !dense_phase) {
         float *q = bs + 1;
         for (size_t l = 0; l < a->nlayers; l++) {
-            const size_t w = sqz_psgd_qslot(&a->layers[l]);
+            const size_t w = sqz_psgd_qslot(&a->layers[l], s->qcap);
             psgd_init_q(s, l, q, a->layers[l].cols * w);
             q += a->layers[l].cols * w;
         }
@@ -390,7 +448,7 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
                 psgd_mul_mq(m + L->offset, L->rows, L->cols, q, r, pbuf + po);
                 po += L->rows * r;
             }
-            q += L->cols * sqz_psgd_qslot(L);
+            q += L->cols * sqz_psgd_qslot(L, s->qcap);
         }
         const size_t    len1 = plen + (0 == it ? ndense : 0);
         if (0 == it) {
@@ -446,37 +504,11 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
                 q[j] = qsum[qo + j] * inv;
             }
             qo += L->cols * r;
-            q += L->cols * sqz_psgd_qslot(L);
+            q += L->cols * sqz_psgd_qslot(L, s->qcap);
         }
     }
-    /* Probe: errors at every probed rank from the nested basis (before the residual is
-     * overwritten; qloc holds this rank's shares at the plan's rank). */
     if (a->probe_err && !dense_phase) {
-        a->probed = 1;
-        size_t qo = 0;
-        for (size_t l = 0; l < a->nlayers; l++) {
-            const sqz_matrix_v1_t *L  = &a->layers[l];
-            const size_t           r  = (size_t)s->plan[l];
-            const float           *ml = m + L->offset;
-            double                 nn = 0;
-            for (size_t i = 0; i < L->rows * L->cols; i++) {
-                nn += (double)ml[i] * ml[i];
-            }
-            a->probe_norm[l] = nn;
-            double captured  = 0;
-            size_t k         = 0;
-            for (size_t j = 0; j < a->nprobe; j++) {
-                const size_t want = psgd_layer_rank(s, L, a->probe[j]);
-                for (; r && k < want && k < r; k++) {
-                    const float *qk = s->qloc + qo + k * L->cols;
-                    for (size_t c = 0; c < L->cols; c++) {
-                        captured += (double)qk[c] * qk[c];
-                    }
-                }
-                a->probe_err[l * a->nprobe + j] = (want && r) ? fmax(nn - captured, 0.0) : 0.0;
-            }
-            qo += L->cols * r;
-        }
+        psgd_probe_local(s, a, m, bs + 1);
     }
     /* Nothing is written to out before here: every check that makes the ranks fall back
      * together has passed (out may be the input, which the dense fallback reads). */
@@ -521,7 +553,7 @@ const sqz_compressor_v1_t sqz_compressor_powersgd = {
     .destroy      = psgd_destroy,
     .bufstate_len = psgd_bufstate_len,
     .reduce       = psgd_reduce,
-    .levels       = "1,2,4,8,16,32",
+    .levels       = "1,2,4,8,16,32,64,128",
     .level_param  = "POWERSGD_RANK",
     .level_bytes  = psgd_level_bytes,
     .flags = SQZ_COMPRESSOR_CONTRACTIVE,

@@ -1,11 +1,14 @@
 /*
  * PowerSGD on the device: the kernels of src/cuda/sqz_cuda_powersgd.h (contracts there; the
- * algorithm is the CPU plugin's, plugins/powersgd/sqz_powersgd.c).  No cuBLAS: with r <= 32 every
- * product is bound by reading its matrix once.
+ * algorithm is the CPU plugin's, plugins/powersgd/sqz_powersgd.c).  No cuBLAS: the products are
+ * skinny (r <= 128), bound by reading their matrix once per 32 factor columns.
  *   - P = M Q: one warp per matrix row, lanes stride the row (coalesced), Q read through L1/L2;
+ *     up to 32 columns of P per pass (registers), one pass per 32 columns of the largest rank;
  *   - M^T P: one thread per column in tiles of 128 columns x 256 rows (coalesced row reads, the P
- *     row broadcast), partial sums per row chunk, then summed in chunk order: deterministic;
- *   - Gram-Schmidt: one block per layer, block reductions in double;
+ *     row broadcast), partial sums per row chunk, then summed in chunk order: deterministic; the
+ *     same passes of up to 32 columns;
+ *   - CholeskyQR2: Gram partials per row chunk, one block per layer factors (each row of R in
+ *     parallel) and inverts (a thread per column), then a thread per row applies R^-1;
  *   - the finish: one thread per element, r-term dot products from P and the two Q's.
  * Kernels that need a layer from a flat index find it by binary search over the table's bases.
  */
@@ -77,19 +80,23 @@ __global__ void k_init_q(float *q, uint64_t len, uint32_t key)
     }
 }
 
-/* P = M Q: one warp per row of every layer. */
+/* P[:, k0, k0 + R) = M Q[:, k0, k0 + R): one warp per row of every layer. */
 template <int R>
 __global__ void k_mq(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t rows, const float *m,
-                     const float *qstate, float *msg)
+                     const float *qstate, float *msg, uint32_t k0)
 {
     const uint32_t lane  = threadIdx.x & 31;
     const uint64_t warps = (uint64_t)gridDim.x * (blockDim.x / 32);
     for (uint64_t w = blockIdx.x * (uint64_t)(blockDim.x / 32) + threadIdx.x / 32; w < rows;
          w += warps) {
         const sqz_cu_psgd_layer_t L = t[find_layer<&sqz_cu_psgd_layer_t::row_base>(t, nl, w)];
-        const uint64_t            i = w - L.row_base;
-        const float *row = m + L.offset + i * L.cols;
-        const float *q   = qstate + L.qs_off;
+        if (L.r <= k0) {
+            continue;
+        }
+        const uint64_t i   = w - L.row_base;
+        const float   *row = m + L.offset + i * L.cols;
+        const float   *q   = qstate + L.qs_off + (size_t)k0 * L.cols;
+        const int      kn  = (int)(L.r - k0);
         float        acc[R];
 #pragma unroll
         for (int k = 0; k < R; k++) {
@@ -99,7 +106,7 @@ __global__ void k_mq(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t rows, c
             const float x = row[j];
 #pragma unroll
             for (int k = 0; k < R; k++) {
-                if (k < (int)L.r) {
+                if (k < kn) {
                     acc[k] = fmaf(x, q[(size_t)k * L.cols + j], acc[k]);
                 }
             }
@@ -110,8 +117,8 @@ __global__ void k_mq(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t rows, c
             for (int o = 16; o > 0; o >>= 1) {
                 v += __shfl_xor_sync(0xffffffffu, v, o);
             }
-            if (0 == lane && k < (int)L.r) {
-                msg[L.p_off + i * L.r + k] = v;
+            if (0 == lane && k < kn) {
+                msg[L.p_off + i * L.r + k0 + k] = v;
             }
         }
     }
@@ -192,52 +199,62 @@ __global__ void k_gram_part(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile
     }
 }
 
-/* Step 2, one block per layer: G = the partials summed in chunk order (a thread per entry), then
- * thread 0 factors it (Cholesky, dependent columns dropped) and writes R^-1 (upper triangular; 0
- * rows and columns for dropped ones) after the partials. */
+/* Step 2, one block per layer: G = the partials summed in chunk order (a thread per entry, in
+ * the first chunk's place, where R is then built), its Cholesky factor R (upper, G = R^T R) row
+ * by row with each row's entries in parallel (a column whose pivot falls under 1e-12 of its
+ * diagonal is dependent and dropped), then R^-1 after the partials (upper triangular; 0 rows
+ * and columns for dropped ones), a thread per column.  Every entry is summed in the order of the
+ * sequential factorization: the result does not depend on the block size. */
 __global__ void k_gram_chol(const sqz_cu_psgd_layer_t *t, double *gram)
 {
-    __shared__ double         R[32][32];
-    __shared__ bool           drop[32];
+    __shared__ bool           drop[SQZ_CU_PSGD_RMAX];
+    __shared__ double         gkk;
     const sqz_cu_psgd_layer_t L = t[blockIdx.x];
     const uint32_t            r = L.r;
     double                   *g = gram + L.g_off;
+    double                   *R = g; /* r x r, row-major: G, overwritten row by row by R */
     for (uint32_t e = threadIdx.x; e < r * r; e += blockDim.x) {
         double s = 0;
         for (uint32_t c = 0; c < L.nchunks; c++) {
             s += g[(uint64_t)c * r * r + e];
         }
-        R[e / r][e % r] = s; /* G, overwritten by R in its upper triangle */
+        R[e] = s; /* (this thread alone reads and writes entry e) */
     }
     __syncthreads();
-    if (0 != threadIdx.x) {
-        return;
-    }
     for (uint32_t k = 0; k < r; k++) {
-        const double gkk = R[k][k];
-        for (uint32_t j = 0; j < k; j++) {
-            double s = R[j][k];
-            for (uint32_t i = 0; i < j; i++) {
-                s -= R[i][j] * R[i][k];
+        if (0 == threadIdx.x) {
+            gkk = R[k * r + k];
+        }
+        /* Row k: s_j = G[k][j] - sum_{i<k} R[i][k] R[i][j] for j >= k (rows i < k are final). */
+        for (uint32_t j = k + threadIdx.x; j < r; j += blockDim.x) {
+            double s = R[k * r + j];
+            for (uint32_t i = 0; i < k; i++) {
+                s -= R[i * r + k] * R[i * r + j];
             }
-            R[j][k] = drop[j] ? 0.0 : s / R[j][j];
+            R[k * r + j] = s;
         }
-        double d = gkk;
-        for (uint32_t i = 0; i < k; i++) {
-            d -= R[i][k] * R[i][k];
+        __syncthreads();
+        if (0 == threadIdx.x) {
+            const double d = R[k * r + k];
+            drop[k]        = !(d > 1e-12 * gkk && d > 1e-300);
+            R[k * r + k]   = drop[k] ? 1.0 : sqrt(d);
         }
-        drop[k] = !(d > 1e-12 * gkk && d > 1e-300);
-        R[k][k] = drop[k] ? 1.0 : sqrt(d);
+        __syncthreads();
+        for (uint32_t j = k + 1 + threadIdx.x; j < r; j += blockDim.x) {
+            R[k * r + j] = drop[k] ? 0.0 : R[k * r + j] / R[k * r + k];
+        }
+        __syncthreads();
     }
-    /* R^-1 by back substitution, column by column; dropped indices give zero rows/columns. */
+    /* R^-1 by back substitution, a column per thread; dropped indices give zero rows/columns. */
     double *inv = g + (uint64_t)L.nchunks * r * r;
-    for (uint32_t c = 0; c < r; c++) {
+    for (uint32_t c = threadIdx.x; c < r; c += blockDim.x) {
         for (int a = (int)r - 1; a >= 0; a--) {
             double s = (a == (int)c) ? 1.0 : 0.0;
             for (uint32_t b = (uint32_t)a + 1; b < r; b++) {
-                s -= R[a][b] * inv[b * r + c];
+                s -= R[(uint32_t)a * r + b] * inv[b * r + c];
             }
-            inv[(uint32_t)a * r + c] = (drop[a] || drop[c] || (uint32_t)a > c) ? 0.0 : s / R[a][a];
+            inv[(uint32_t)a * r + c] =
+                (drop[a] || drop[c] || (uint32_t)a > c) ? 0.0 : s / R[(uint32_t)a * r + a];
         }
     }
 }
@@ -252,34 +269,32 @@ __global__ void k_gram_apply(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t
         const uint32_t            r   = L.r;
         float                    *p   = msg + L.p_off + (w - L.row_base) * r;
         const double             *inv = gram + L.g_off + (uint64_t)L.nchunks * r * r;
-        float                     x[32];
-        for (uint32_t a = 0; a < r; a++) {
-            x[a] = p[a];
-        }
-        for (uint32_t c = 0; c < r; c++) {
+        /* In place, last column first: column c reads p[0..c], which are not yet written. */
+        for (int c = (int)r - 1; c >= 0; c--) {
             double s = 0;
-            for (uint32_t a = 0; a <= c; a++) {
-                s += (double)x[a] * inv[a * r + c];
+            for (int a = 0; a <= c; a++) {
+                s += (double)p[a] * inv[(uint32_t)a * r + (uint32_t)c];
             }
             p[c] = (float)s;
         }
     }
 }
 
-/* Partial sums of M^T P per (layer, 128 columns, 256 rows). */
+/* Partial sums of M^T P[:, k0, k0 + R) per (layer, 128 columns, 256 rows). */
 template <int R>
 __global__ void k_mtp_part(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_t *tiles,
-                           const float *m, const float *msg, float *part)
+                           const float *m, const float *msg, float *part, uint32_t k0)
 {
     const sqz_cu_psgd_tile_t  T = tiles[blockIdx.x];
     const sqz_cu_psgd_layer_t L = t[T.layer];
     const uint32_t            j = T.col0 + threadIdx.x;
     const uint32_t            i0 = T.chunk * SQZ_CU_PSGD_CHUNK_ROWS;
     const uint32_t            i1 = min(L.rows, i0 + SQZ_CU_PSGD_CHUNK_ROWS);
-    if (j >= L.cols) {
+    if (j >= L.cols || L.r <= k0) {
         return;
     }
-    const float *p = msg + L.p_off;
+    const float *p  = msg + L.p_off + k0;
+    const int    kn = (int)(L.r - k0);
     float        acc[R];
 #pragma unroll
     for (int k = 0; k < R; k++) {
@@ -289,15 +304,15 @@ __global__ void k_mtp_part(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_
         const float x = m[L.offset + (uint64_t)i * L.cols + j];
 #pragma unroll
         for (int k = 0; k < R; k++) {
-            if (k < (int)L.r) {
+            if (k < kn) {
                 acc[k] = fmaf(x, p[(uint64_t)i * L.r + k], acc[k]);
             }
         }
     }
-    float *dst = part + L.part_off + (uint64_t)T.chunk * L.r * L.cols;
+    float *dst = part + L.part_off + (uint64_t)T.chunk * L.r * L.cols + (uint64_t)k0 * L.cols;
 #pragma unroll
     for (int k = 0; k < R; k++) {
-        if (k < (int)L.r) {
+        if (k < kn) {
             dst[(uint64_t)k * L.cols + j] = acc[k];
         }
     }
@@ -405,7 +420,7 @@ __global__ void k_finish_spans(const sqz_cu_psgd_span_t *s, uint32_t ns, uint64_
     }
 }
 
-/* Probe statistics of every compressed layer: out[l * (1 + SQZ_PSGD_QMAX)] = ||M_l||^2, then
+/* Probe statistics of every compressed layer: out[l * SQZ_CU_PSGD_PROBE_STRIDE] = ||M_l||^2, then
  * ||Q_i[:, k]||^2 for k < r (this rank's shares): the error at rank k is the norm minus the first k
  * (Gram-Schmidt's basis is nested). */
 __global__ void k_probe(const sqz_cu_psgd_layer_t *t, const float *m, const float *qloc, double *out)
@@ -420,7 +435,7 @@ __global__ void k_probe(const sqz_cu_psgd_layer_t *t, const float *m, const floa
     }
     nn = block_sum(nn, sh);
     if (0 == threadIdx.x) {
-        out[(uint64_t)blockIdx.x * (1 + 32)] = nn;
+        out[(uint64_t)blockIdx.x * SQZ_CU_PSGD_PROBE_STRIDE] = nn;
     }
     for (uint32_t k = 0; k < L.r; k++) {
         double c = 0;
@@ -430,7 +445,7 @@ __global__ void k_probe(const sqz_cu_psgd_layer_t *t, const float *m, const floa
         }
         c = block_sum(c, sh);
         if (0 == threadIdx.x) {
-            out[(uint64_t)blockIdx.x * (1 + 32) + 1 + k] = c;
+            out[(uint64_t)blockIdx.x * SQZ_CU_PSGD_PROBE_STRIDE + 1 + k] = c;
         }
     }
 }
@@ -503,18 +518,22 @@ sqz_status_t sqz_cu_psgd_mq(const sqz_cu_psgd_plan_t *pl, const float *m, const 
     cudaStream_t s = (cudaStream_t)stream;
     if (pl->rows > 0) {
         const unsigned g = sqz_cu_grid(pl->rows, kThreads / 32);
-#define SQZ_PSGD_MQ(R) k_mq<R><<<g, kThreads, 0, s>>>(pl->layers, pl->nlayers, pl->rows, m, qstate, msg)
-        if (pl->rmax <= 4) {
-            SQZ_PSGD_MQ(4);
-        } else if (pl->rmax <= 8) {
-            SQZ_PSGD_MQ(8);
-        } else if (pl->rmax <= 16) {
-            SQZ_PSGD_MQ(16);
-        } else {
-            SQZ_PSGD_MQ(32);
-        }
+        for (uint32_t k0 = 0; k0 < pl->rmax; k0 += 32) {
+#define SQZ_PSGD_MQ(R) \
+    k_mq<R><<<g, kThreads, 0, s>>>(pl->layers, pl->nlayers, pl->rows, m, qstate, msg, k0)
+            const uint32_t left = pl->rmax - k0;
+            if (left <= 4) {
+                SQZ_PSGD_MQ(4);
+            } else if (left <= 8) {
+                SQZ_PSGD_MQ(8);
+            } else if (left <= 16) {
+                SQZ_PSGD_MQ(16);
+            } else {
+                SQZ_PSGD_MQ(32);
+            }
 #undef SQZ_PSGD_MQ
-        SQZ_CU_CHECK_LAUNCH();
+            SQZ_CU_CHECK_LAUNCH();
+        }
     }
     if (dense && pl->ndense > 0) {
         k_gather<<<sqz_cu_grid(pl->ndense, kThreads * 4), kThreads, 0, s>>>(
@@ -560,19 +579,23 @@ sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const
     if (0 == pl->ntiles) {
         return SQZ_OK;
     }
-#define SQZ_PSGD_MTP(R) \
-    k_mtp_part<R><<<pl->ntiles, SQZ_CU_PSGD_TILE_COLS, 0, s>>>(pl->layers, pl->tiles, m, msg, part)
-    if (pl->rmax <= 4) {
-        SQZ_PSGD_MTP(4);
-    } else if (pl->rmax <= 8) {
-        SQZ_PSGD_MTP(8);
-    } else if (pl->rmax <= 16) {
-        SQZ_PSGD_MTP(16);
-    } else {
-        SQZ_PSGD_MTP(32);
-    }
+    for (uint32_t k0 = 0; k0 < pl->rmax; k0 += 32) {
+#define SQZ_PSGD_MTP(R)                                                                          \
+    k_mtp_part<R><<<pl->ntiles, SQZ_CU_PSGD_TILE_COLS, 0, s>>>(pl->layers, pl->tiles, m, msg, part, \
+                                                               k0)
+        const uint32_t left = pl->rmax - k0;
+        if (left <= 4) {
+            SQZ_PSGD_MTP(4);
+        } else if (left <= 8) {
+            SQZ_PSGD_MTP(8);
+        } else if (left <= 16) {
+            SQZ_PSGD_MTP(16);
+        } else {
+            SQZ_PSGD_MTP(32);
+        }
 #undef SQZ_PSGD_MTP
-    SQZ_CU_CHECK_LAUNCH();
+        SQZ_CU_CHECK_LAUNCH();
+    }
     k_mtp_sum<<<sqz_cu_grid(pl->qelems, kThreads), kThreads, 0, s>>>(pl->layers, pl->nlayers,
                                                                        pl->qelems, part, qloc);
     SQZ_CU_CHECK_LAUNCH();

@@ -12,24 +12,36 @@
 
 #include <squeeze/compressor_v1.h>
 
-/** The largest rank a layer's warm-start memory holds (adaptive levels go up to it). */
-#define SQZ_PSGD_QMAX 32
+/** The largest rank (POWERSGD_RANK's bound; the device kernels handle any rank up to it). */
+#define SQZ_PSGD_QMAX 128
 
 static inline size_t sqz_psgd_min(size_t a, size_t b) { return a < b ? a : b; }
+static inline size_t sqz_psgd_max(size_t a, size_t b) { return a > b ? a : b; }
+
+/** Columns of warm-start memory per layer for a configured rank: room for the largest adaptive
+ *  level (candidates go up to 4 and 8 times the rank), at least 32 (what every rank up to 32 has
+ *  always kept, so states and checkpoints of those keep their layout), at most SQZ_PSGD_QMAX. */
+static inline size_t sqz_psgd_qcap(int64_t rank)
+{
+    size_t cap = 32;
+    while (cap < SQZ_PSGD_QMAX && (int64_t)cap < rank) {
+        cap *= 2;
+    }
+    return cap;
+}
 
 /** Columns of warm-start memory of a layer (0: the layer is never compressed). */
-static inline size_t sqz_psgd_qslot(const sqz_matrix_v1_t *l)
+static inline size_t sqz_psgd_qslot(const sqz_matrix_v1_t *l, size_t qcap)
 {
-    return (l->rows > 1 && l->cols > 1)
-               ? sqz_psgd_min(SQZ_PSGD_QMAX, sqz_psgd_min(l->rows, l->cols))
-               : 0;
+    return (l->rows > 1 && l->cols > 1) ? sqz_psgd_min(qcap, sqz_psgd_min(l->rows, l->cols)) : 0;
 }
 
 /** The rank layer l is compressed at for `level`, or 0 when it is summed exactly: PyTorch's
  *  rule, compress only when rows * cols > (rows + cols) * r * min_rate. */
-static inline size_t sqz_psgd_layer_rank(const sqz_matrix_v1_t *l, int level, double min_rate)
+static inline size_t sqz_psgd_layer_rank(const sqz_matrix_v1_t *l, int level, double min_rate,
+                                         size_t qcap)
 {
-    const size_t r = sqz_psgd_min(level > 0 ? (size_t)level : 1, sqz_psgd_qslot(l));
+    const size_t r = sqz_psgd_min(level > 0 ? (size_t)level : 1, sqz_psgd_qslot(l, qcap));
     if (0 == r) {
         return 0;
     }
@@ -38,11 +50,12 @@ static inline size_t sqz_psgd_layer_rank(const sqz_matrix_v1_t *l, int level, do
 }
 
 /** Floats of per-buffer warm-start memory: one flag, then each layer's Q slot. */
-static inline size_t sqz_psgd_bufstate_len(const sqz_matrix_v1_t *layers, size_t nlayers)
+static inline size_t sqz_psgd_bufstate_len(const sqz_matrix_v1_t *layers, size_t nlayers,
+                                           size_t qcap)
 {
     size_t len = 1;
     for (size_t i = 0; i < nlayers; i++) {
-        len += layers[i].cols * sqz_psgd_qslot(&layers[i]);
+        len += layers[i].cols * sqz_psgd_qslot(&layers[i], qcap);
     }
     return len;
 }

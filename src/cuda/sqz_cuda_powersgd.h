@@ -2,7 +2,8 @@
  * PowerSGD's device kernels (plugins/powersgd/sqz_powersgd.cu), driven by the GPU engine
  * (src/cuda/sqz_gpu_powersgd.c).  The same algorithm as the CPU plugin (plugins/powersgd/
  * sqz_powersgd.c, whose header comment is the specification), without cuBLAS: every product is
- * skinny (rank r <= 32), so each kernel reads its matrix once and is bound by memory bandwidth.
+ * skinny (rank r <= SQZ_CU_PSGD_RMAX), so each kernel reads its matrix once per 32 columns of the
+ * factors and is bound by memory bandwidth.
  *
  * Layout of the work: the host plans a call (sqz_powersgd_plan.h) into a table of compressed
  * layers and a table of exact spans, uploads them once per plan, and every kernel walks them.
@@ -50,6 +51,11 @@ typedef struct sqz_cu_psgd_tile {
     uint32_t layer, col0, chunk, pad_;
 } sqz_cu_psgd_tile_t;
 
+/** The largest rank the kernels take (plugins/powersgd's SQZ_PSGD_QMAX), and the doubles of
+ *  sqz_cu_psgd_probe's output per layer. */
+#define SQZ_CU_PSGD_RMAX 128u
+#define SQZ_CU_PSGD_PROBE_STRIDE (1u + SQZ_CU_PSGD_RMAX)
+
 /** Rows per chunk and columns per tile of the M^T P partial sums. */
 #define SQZ_CU_PSGD_CHUNK_ROWS 256u
 #define SQZ_CU_PSGD_TILE_COLS 128u
@@ -92,8 +98,8 @@ sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, double *
 /** qloc = M^T P^ per layer (deterministic: partial sums per row chunk, summed in order). */
 sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const float *msg,
                              float *qloc, float *part, void *stream);
-/** Layer-adaptive probes: for every compressed layer l (table order), out[l * 33] = ||M_l||^2
- *  and out[l * 33 + 1 + k] = ||Q_i[:, k]||^2 for k < r (doubles; call after the last sqz_cu_psgd_mtp
+/** Layer-adaptive probes: for every compressed layer l (table order), out[l * S] = ||M_l||^2
+ *  and out[l * S + 1 + k] = ||Q_i[:, k]||^2 for k < r (S = SQZ_CU_PSGD_PROBE_STRIDE) (doubles; call after the last sqz_cu_psgd_mtp
  *  and before sqz_cu_psgd_finish, which overwrites M). */
 sqz_status_t sqz_cu_psgd_probe(const sqz_cu_psgd_plan_t *pl, const float *m, const float *qloc,
                                double *out, void *stream);

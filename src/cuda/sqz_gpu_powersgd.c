@@ -21,6 +21,11 @@
  * to G and returns scale * G (a flagged call leaves both as they were).  The start phase runs as
  * a call whose layers are all exact, which sets g_i = in and G = the exact sum; its message (n
  * floats) stays in the grow-only memory, so ef21 holds 3 n floats more than ef14 per buffer.
+ *
+ * Under SQZ_ADAPT a probing call runs a second plan, the probe's, at every layer's largest
+ * candidate rank, on this rank's M alone: P = M Q (the warm start, just updated), orthonormalize,
+ * Q_i = M^T P^, and the norms of Q_i's columns give the error at every candidate rank.  It sends
+ * nothing: a probing call's wire bytes are any call's.  Its memory is grow-only like the run's.
  */
 #include "config.h"
 
@@ -34,29 +39,39 @@
 #include "sqz_log.h"
 #include "powersgd/sqz_powersgd_plan.h"
 
+/* A plan on the device and the memory it runs in.  Device memory is grow-only (a new plan reuses
+ * it when it fits: no allocation, hence no device synchronization, when SQZ_ADAPT switches
+ * between plans). */
+typedef struct sqz_gpu_psgd_mem {
+    sqz_cu_psgd_plan_t plan;    /* device tables and totals */
+    uint64_t           key;     /* digest of the ranks the plan was made for (0: none yet) */
+    int               *ranks;   /* per layer of the layout: its rank in the plan (0: exact) */
+    int               *index;   /* per layer: its entry in the plan's table, or -1 */
+    void              *tables;  /* device: layers | spans | tiles */
+    float             *msg;     /* device: plen + ndense + qelems floats */
+    float             *qloc;    /* device: qelems floats */
+    float             *part;    /* device: partial sums of M^T P */
+    double            *gram;    /* device: the orthogonalization's workspace */
+    size_t             tabcap, msgcap, qloccap, partcap, gramcap; /* bytes */
+} sqz_gpu_psgd_mem_t;
+
 struct sqz_gpu_psgd {
     uint64_t           layout;   /* digest of the layout the warm starts are laid out for */
-    uint64_t           plankey;  /* digest of the ranks the plan was made for */
-    int               *ranks;    /* per layer of the layout: its rank in the plan (0: exact) */
-    int               *next;     /* per layer: this call's ranks, before they become the plan's */
-    int               *index;    /* per layer: its entry in the plan's table, or -1 */
+    sqz_gpu_psgd_mem_t run;      /* the plan every call sends by */
+    sqz_gpu_psgd_mem_t probe;    /* SQZ_ADAPT: the local plan of probing calls */
+    int               *next;     /* per layer: this call's ranks, before they become a plan's */
     double            *probe_d;  /* device: sqz_cu_psgd_probe's output */
     double            *probe_h;  /* host copy */
-    sqz_cu_psgd_plan_t plan;     /* device tables and totals */
-    /* Device memory is grow-only (a new plan reuses it when it fits: no allocation, hence no
-     * device synchronization, when SQZ_ADAPT switches between plans). */
-    size_t             tabcap, msgcap, qloccap, partcap, probecap, gramcap; /* bytes */
-    double            *gram;     /* device: the orthogonalization's workspace */
+    size_t             probecap; /* bytes */
     sqz_cu_psgd_ef21_t ef21;     /* device: SQZ_EF=ef21's estimators (n floats each), or NULLs */
-    void              *tables;   /* device: layers | spans | tiles */
     float             *qstate;   /* device: warm-start Q's (bufstate layout) */
     size_t             qstate_len;
     int                qinit;    /* qstate holds Q's */
-    float             *msg;      /* device: plen + ndense + qelems floats */
-    float             *qloc;     /* device: qelems floats */
-    float             *part;     /* device: partial sums of M^T P */
     uint32_t          *flags;    /* device: 2 flags */
 };
+
+#define SQZ_GPU_PSGD_PROBE_STRIDE ((size_t)SQZ_CU_PSGD_PROBE_STRIDE)
+_Static_assert(SQZ_PSGD_QMAX == SQZ_CU_PSGD_RMAX, "the kernels take every rank the plugin does");
 
 int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
 {
@@ -73,6 +88,7 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
                     : ef == SQZ_EF_EF21 ? SQZ_GPU_PSGD_EF21
                                                : SQZ_GPU_PSGD_EF_NONE;
     cfg->seed     = (uint64_t)ctx->p.seed;
+    cfg->qcap     = sqz_psgd_qcap(cfg->rank);
     if (SQZ_GPU_PSGD_EF21 == cfg->ef && ctx->p.warmup_steps > cfg->start) {
         /* ef21's dense calls set its estimators: SQZ_WARMUP_STEPS runs as a longer start phase
          * (the engine leaves those calls to this path), as the CPU engine's warm-up does. */
@@ -81,23 +97,29 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg)
     return 1;
 }
 
+static void sqz_gpu_psgd_mem_free(sqz_gpu_psgd_mem_t *m)
+{
+    cudaFree(m->tables);
+    cudaFree(m->msg);
+    cudaFree(m->qloc);
+    cudaFree(m->part);
+    cudaFree(m->gram);
+    free(m->ranks);
+    free(m->index);
+}
+
 void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p)
 {
     if (p) {
-        cudaFree(p->tables);
-        cudaFree(p->msg);
-        cudaFree(p->qloc);
-        cudaFree(p->part);
+        sqz_gpu_psgd_mem_free(&p->run);
+        sqz_gpu_psgd_mem_free(&p->probe);
         cudaFree(p->probe_d);
-        cudaFree(p->gram);
         cudaFree(p->qstate);
         cudaFree(p->flags);
         cudaFree(p->ef21.est);
         cudaFree(p->ef21.shared);
         free(p->probe_h);
-        free(p->ranks);
         free(p->next);
-        free(p->index);
         free(p);
     }
 }
@@ -131,20 +153,21 @@ static void sqz_gpu_psgd_span(void *arg, size_t lo, size_t hi, size_t pos)
     l->s[l->n++]           = (sqz_cu_psgd_span_t){.lo = lo, .len = hi - lo, .pos = pos};
 }
 
-/* The rank of every layer of a layout for this call: its level (the uniform rank without a
- * choice), raised on a probing call to the largest rank any candidate compresses it at; 0 for
- * every layer in ef21's dense start phase. */
+/* The rank of every layer of a layout: for a call, its level (the uniform rank without a choice),
+ * 0 for every layer in ef21's dense start phase; for a probe (pr), the largest rank any candidate
+ * compresses it at. */
 static uint64_t sqz_gpu_psgd_ranks(const sqz_gpu_psgd_cfg_t *cfg, const sqz_matrix_v1_t *layers,
                                    size_t nl, const int *levels, const sqz_adapt_probe_t *pr,
                                    int dense, int *ranks)
 {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ nl;
     for (size_t l = 0; l < nl; l++) {
-        size_t r = dense ? 0
-                         : sqz_psgd_layer_rank(&layers[l], levels ? levels[l] : cfg->rank,
-                                               cfg->min_rate);
+        size_t r = (dense || pr) ? 0
+                                 : sqz_psgd_layer_rank(&layers[l], levels ? levels[l] : cfg->rank,
+                                                       cfg->min_rate, cfg->qcap);
         for (size_t j = 0; pr && j < pr->ncand; j++) {
-            const size_t rj = sqz_psgd_layer_rank(&layers[l], pr->cand[j], cfg->min_rate);
+            const size_t rj =
+                sqz_psgd_layer_rank(&layers[l], pr->cand[j], cfg->min_rate, cfg->qcap);
             r               = rj > r ? rj : r;
         }
         ranks[l] = (int)r;
@@ -154,8 +177,8 @@ static uint64_t sqz_gpu_psgd_ranks(const sqz_gpu_psgd_cfg_t *cfg, const sqz_matr
 }
 
 /* Builds the device plan for the ranks in p->ranks (the layout's layers) and its memory. */
-static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matrix_v1_t *layers,
-                                         size_t nl, size_t n, cudaStream_t s)
+static sqz_status_t sqz_gpu_psgd_prepare(sqz_gpu_psgd_mem_t *p, const sqz_matrix_v1_t *layers,
+                                         size_t nl, size_t n, size_t qcap, cudaStream_t s)
 {
     const int           *plan  = p->ranks;
     sqz_cu_psgd_layer_t *tab   = calloc(nl + 1, sizeof(*tab));
@@ -186,7 +209,7 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matri
             pl.rmax = r > pl.rmax ? (uint32_t)r : pl.rmax;
             ntiles += chunks * ((L->cols + SQZ_CU_PSGD_TILE_COLS - 1) / SQZ_CU_PSGD_TILE_COLS);
         }
-        qs += L->cols * sqz_psgd_qslot(L);
+        qs += L->cols * sqz_psgd_qslot(L, qcap);
     }
     if (SQZ_OK == st) {
         tiles = calloc(ntiles + 1, sizeof(*tiles));
@@ -206,21 +229,14 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matri
     }
     const size_t tb = (pl.nlayers + 1) * sizeof(*tab) + (pl.nspans + 1) * sizeof(*spans) +
                       (pl.ntiles + 1) * sizeof(*tiles);
-    const size_t nprobe = (size_t)(pl.nlayers + 1) * (1 + 32);
     if (SQZ_OK == st &&
         (sqz_gpu_psgd_grow(&p->tables, &p->tabcap, tb) ||
          sqz_gpu_psgd_grow((void **)&p->msg, &p->msgcap,
                            (pl.plen + pl.ndense + pl.qelems + 1) * sizeof(float)) ||
          sqz_gpu_psgd_grow((void **)&p->qloc, &p->qloccap, (pl.qelems + 1) * sizeof(float)) ||
          sqz_gpu_psgd_grow((void **)&p->part, &p->partcap, (pl.part + 1) * sizeof(float)) ||
-         sqz_gpu_psgd_grow((void **)&p->probe_d, &p->probecap, nprobe * sizeof(double)) ||
          sqz_gpu_psgd_grow((void **)&p->gram, &p->gramcap, (pl.gram + 1) * sizeof(double)))) {
         st = SQZ_ERR_NO_MEMORY;
-    }
-    if (SQZ_OK == st) {
-        double *h = realloc(p->probe_h, nprobe * sizeof(double));
-        st        = h ? SQZ_OK : SQZ_ERR_NO_MEMORY;
-        p->probe_h = h ? h : p->probe_h;
     }
     if (SQZ_OK == st) {
         unsigned char *d = p->tables;
@@ -245,27 +261,30 @@ static sqz_status_t sqz_gpu_psgd_prepare(struct sqz_gpu_psgd *p, const sqz_matri
     return st;
 }
 
-/* A probing call's errors, from sqz_cu_psgd_probe's output (synchronizes with the stream):
- * err[l * ncand + j] = ||M_l||^2 - sum over the first rank(cand[j]) columns of ||Q_i[:, c]||^2. */
+/* A probing call's errors, from sqz_cu_psgd_probe's output for the probe plan (synchronizes
+ * with the stream): err[l * ncand + j] = ||M_l||^2 - the first rank(cand[j]) squared column
+ * norms of the local Q_i. */
 static sqz_status_t sqz_gpu_psgd_probe_errors(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_cfg_t *cfg,
                                               const sqz_matrix_v1_t *layers, size_t nl,
                                               sqz_adapt_probe_t *pr, cudaStream_t s)
 {
-    const size_t nprobe = (size_t)(p->plan.nlayers + 1) * (1 + 32);
+    const sqz_gpu_psgd_mem_t *pm     = &p->probe;
+    const size_t              nprobe = (size_t)pm->plan.nlayers * SQZ_GPU_PSGD_PROBE_STRIDE;
     if (cudaMemcpyAsync(p->probe_h, p->probe_d, nprobe * sizeof(double), cudaMemcpyDeviceToHost,
                         s) != cudaSuccess ||
         cudaStreamSynchronize(s) != cudaSuccess) {
         return SQZ_ERR_CUDA;
     }
     for (size_t l = 0; l < nl; l++) {
-        const int     idx = p->index[l];
-        const double *o   = idx >= 0 ? p->probe_h + (size_t)idx * (1 + 32) : NULL;
+        const int     idx = pm->index[l];
+        const double *o   = idx >= 0 ? p->probe_h + (size_t)idx * SQZ_GPU_PSGD_PROBE_STRIDE : NULL;
         for (size_t j = 0; j < pr->ncand; j++) {
-            const size_t want = sqz_psgd_layer_rank(&layers[l], pr->cand[j], cfg->min_rate);
-            double       e    = 0;
+            const size_t want =
+                sqz_psgd_layer_rank(&layers[l], pr->cand[j], cfg->min_rate, cfg->qcap);
+            double e = 0;
             if (o && want) {
                 e = o[0];
-                for (size_t c = 0; c < want && c < (size_t)p->ranks[l]; c++) {
+                for (size_t c = 0; c < want && c < (size_t)pm->ranks[l]; c++) {
                     e -= o[1 + c];
                 }
                 e = e > 0 ? e : 0;
@@ -283,12 +302,12 @@ static int sqz_gpu_psgd_alloc_layout(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_
                                      const sqz_matrix_v1_t *ml, size_t nl, size_t n,
                                      uint64_t digest, cudaStream_t s)
 {
-    p->qstate_len  = sqz_psgd_bufstate_len(ml, nl);
+    p->qstate_len  = sqz_psgd_bufstate_len(ml, nl, cfg->qcap);
     const int ef21 = SQZ_GPU_PSGD_EF21 == cfg->ef;
-    p->ranks       = malloc((nl + 1) * sizeof(int));
     p->next        = malloc((nl + 1) * sizeof(int));
-    p->index       = malloc((nl + 1) * sizeof(int));
-    const int ok   = p->ranks && p->next && p->index &&
+    p->run.ranks   = malloc((nl + 1) * sizeof(int));
+    p->run.index   = malloc((nl + 1) * sizeof(int));
+    const int ok   = p->next && p->run.ranks && p->run.index &&
                    cudaMalloc((void **)&p->qstate, p->qstate_len * sizeof(float)) == cudaSuccess &&
                    cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) == cudaSuccess &&
                    (!ef21 ||
@@ -301,6 +320,102 @@ static int sqz_gpu_psgd_alloc_layout(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_
     }
     p->layout = digest;
     return ok;
+}
+
+/* Makes m's plan the one for the ranks in p->next (digest key), in m's memory when it fits.
+ * \return 1 when the plan is new (an allocation event), and *ok = 0 when building it failed. */
+static int sqz_gpu_psgd_replan(struct sqz_gpu_psgd *p, sqz_gpu_psgd_mem_t *m,
+                               const sqz_matrix_v1_t *ml, size_t nl, size_t n, size_t qcap,
+                               uint64_t key, cudaStream_t s, int *ok)
+{
+    if (0 != m->key && m->key == key) {
+        return 0;
+    }
+    if (NULL == m->ranks) {
+        m->ranks = malloc((nl + 1) * sizeof(int));
+        m->index = malloc((nl + 1) * sizeof(int));
+        if (NULL == m->ranks || NULL == m->index) {
+            *ok = 0;
+            return 1;
+        }
+    }
+    int *t   = m->ranks;
+    m->ranks = p->next;
+    p->next  = t;
+    *ok      = SQZ_OK == sqz_gpu_psgd_prepare(m, ml, nl, n, qcap, s);
+    m->key   = *ok ? (key ? key : 1) : 0;
+    return 1;
+}
+
+/* The probe plan of a probing call, and room for its statistics.  \return as sqz_gpu_psgd_replan. */
+static int sqz_gpu_psgd_replan_probe(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_cfg_t *cfg,
+                                     const sqz_matrix_v1_t *ml, size_t nl, size_t n,
+                                     const sqz_adapt_probe_t *pr, cudaStream_t s, int *ok)
+{
+    const uint64_t key   = sqz_gpu_psgd_ranks(cfg, ml, nl, NULL, pr, 0, p->next);
+    const int      event = sqz_gpu_psgd_replan(p, &p->probe, ml, nl, n, cfg->qcap, key, s, ok);
+    if (event && *ok) {
+        const size_t nprobe = ((size_t)p->probe.plan.nlayers + 1) * SQZ_GPU_PSGD_PROBE_STRIDE;
+        double      *h      = realloc(p->probe_h, nprobe * sizeof(double));
+        p->probe_h          = h ? h : p->probe_h;
+        *ok = h && 0 == sqz_gpu_psgd_grow((void **)&p->probe_d, &p->probecap,
+                                          nprobe * sizeof(double));
+    }
+    return event;
+}
+
+/* A probing call's local measurement, on this rank's M and the updated warm start (no NCCL):
+ * the probe plan's P = M Q, orthonormalized, Q_i = M^T P^, then the statistics into probe_d. */
+static sqz_status_t sqz_gpu_psgd_measure(struct sqz_gpu_psgd *p, const float *m, cudaStream_t s)
+{
+    sqz_gpu_psgd_mem_t *pm = &p->probe;
+    SQZ_CHECK(sqz_cu_psgd_mq(&pm->plan, m, p->qstate, pm->msg, 0, p->flags, s));
+    SQZ_CHECK(sqz_cu_psgd_orth(&pm->plan, pm->msg, pm->gram, s));
+    SQZ_CHECK(sqz_cu_psgd_mtp(&pm->plan, m, pm->msg, pm->qloc, pm->part, s));
+    return sqz_cu_psgd_probe(&pm->plan, m, pm->qloc, p->probe_d, s);
+}
+
+/* The power iterations of a call on the run plan: P, its all-reduce, P^, Q_i, the Q all-reduce
+ * and the warm start.  \return the wire bytes in *wire. */
+static sqz_status_t sqz_gpu_psgd_iterate(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_cfg_t *cfg,
+                                         const sqz_nccl_api_t *nccl, ncclComm_t nc, int nranks,
+                                         float *m, cudaStream_t s, size_t *wire)
+{
+    const sqz_cu_psgd_plan_t *pl   = &p->run.plan;
+    float *const              msg  = p->run.msg;
+    float *const              qsum = msg + pl->plen + pl->ndense;
+    *wire                          = 0;
+    for (int it = 0; it < (cfg->iters > 0 ? cfg->iters : 1); it++) {
+        SQZ_CHECK(sqz_cu_psgd_mq(pl, m, p->qstate, msg, 0 == it, p->flags, s));
+        const size_t len1 = pl->plen + (0 == it ? pl->ndense : 0);
+        if (len1 > 0) {
+            const ncclResult_t r = nccl->AllReduce(msg, msg, len1, ncclFloat32, ncclSum, nc, s);
+            if (r != ncclSuccess) {
+                SQZ_ERROR("ncclAllReduce (PowerSGD P): %s", sqz_nccl_error(r));
+                return SQZ_ERR_NCCL;
+            }
+            SQZ_CHECK(sqz_cu_psgd_check(msg, len1, p->flags, s));
+        }
+        *wire += len1 * sizeof(float);
+        if (0 == pl->qelems) {
+            break;
+        }
+        SQZ_CHECK(sqz_cu_psgd_orth(pl, msg, p->run.gram, s));
+        SQZ_CHECK(sqz_cu_psgd_mtp(pl, m, msg, p->run.qloc, p->run.part, s));
+        if (cudaMemcpyAsync(qsum, p->run.qloc, pl->qelems * sizeof(float),
+                            cudaMemcpyDeviceToDevice, s) != cudaSuccess) {
+            return SQZ_ERR_CUDA;
+        }
+        const ncclResult_t r = nccl->AllReduce(qsum, qsum, pl->qelems, ncclFloat32, ncclSum, nc, s);
+        if (r != ncclSuccess) {
+            SQZ_ERROR("ncclAllReduce (PowerSGD Q): %s", sqz_nccl_error(r));
+            return SQZ_ERR_NCCL;
+        }
+        SQZ_CHECK(sqz_cu_psgd_check(qsum, pl->qelems, p->flags, s));
+        SQZ_CHECK(sqz_cu_psgd_store_q(pl, qsum, p->qstate, 1.0f / (float)nranks, p->flags, s));
+        *wire += pl->qelems * sizeof(float);
+    }
+    return SQZ_OK;
 }
 
 sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
@@ -344,17 +459,11 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
     }
     if (ok) {
         const int     *levels = (lv->levels && lv->n == nl) ? lv->levels : NULL;
-        const uint64_t key2 =
-            sqz_gpu_psgd_ranks(cfg, ml, nl, levels, probe ? &pr : NULL, dense, p->next);
-        if (0 == p->plankey || p->plankey != key2) {
-            /* New ranks (a choice, a probe): a new plan, in the memory of the old when it fits. */
-            event      = 1;
-            int *t     = p->ranks;
-            p->ranks   = p->next;
-            p->next    = t;
-            ok         = SQZ_OK == sqz_gpu_psgd_prepare(p, ml, nl, n, s);
-            p->plankey = ok ? (key2 ? key2 : 1) : 0;
-        }
+        const uint64_t k2     = sqz_gpu_psgd_ranks(cfg, ml, nl, levels, NULL, dense, p->next);
+        event |= sqz_gpu_psgd_replan(p, &p->run, ml, nl, n, cfg->qcap, k2, s, &ok);
+    }
+    if (ok && probe > 0) {
+        event |= sqz_gpu_psgd_replan_probe(p, cfg, ml, nl, n, &pr, s, &ok);
     }
     if (event) {
         const int all = sqz_gpu_comm_agree(comm, ok, s);
@@ -364,8 +473,6 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
             return all < 0 ? SQZ_ERR_NCCL : SQZ_ERR_NO_MEMORY;
         }
     }
-    const sqz_cu_psgd_plan_t *pl   = &p->plan;
-    float *const              qsum = p->msg + pl->plen + pl->ndense;
     if (cudaMemsetAsync(p->flags, 0, 2 * sizeof(uint32_t), s) != cudaSuccess) {
         return SQZ_ERR_CUDA;
     }
@@ -376,43 +483,15 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
     }
     SQZ_CHECK(sqz_cu_psgd_add(in, dtype, p->ef21.est, m, n, p->flags, s));
     size_t wire = 0;
-    for (int it = 0; it < (cfg->iters > 0 ? cfg->iters : 1); it++) {
-        SQZ_CHECK(sqz_cu_psgd_mq(pl, m, p->qstate, p->msg, 0 == it, p->flags, s));
-        const size_t len1 = pl->plen + (0 == it ? pl->ndense : 0);
-        if (len1 > 0) {
-            const ncclResult_t r =
-                nccl->AllReduce(p->msg, p->msg, len1, ncclFloat32, ncclSum, nc, s);
-            if (r != ncclSuccess) {
-                SQZ_ERROR("ncclAllReduce (PowerSGD P): %s", sqz_nccl_error(r));
-                return SQZ_ERR_NCCL;
-            }
-            SQZ_CHECK(sqz_cu_psgd_check(p->msg, len1, p->flags, s));
-        }
-        wire += len1 * sizeof(float);
-        if (0 == pl->qelems) {
-            break;
-        }
-        SQZ_CHECK(sqz_cu_psgd_orth(pl, p->msg, p->gram, s));
-        SQZ_CHECK(sqz_cu_psgd_mtp(pl, m, p->msg, p->qloc, p->part, s));
-        if (cudaMemcpyAsync(qsum, p->qloc, pl->qelems * sizeof(float), cudaMemcpyDeviceToDevice,
-                            s) != cudaSuccess) {
-            return SQZ_ERR_CUDA;
-        }
-        const ncclResult_t r = nccl->AllReduce(qsum, qsum, pl->qelems, ncclFloat32, ncclSum, nc, s);
-        if (r != ncclSuccess) {
-            SQZ_ERROR("ncclAllReduce (PowerSGD Q): %s", sqz_nccl_error(r));
-            return SQZ_ERR_NCCL;
-        }
-        SQZ_CHECK(sqz_cu_psgd_check(qsum, pl->qelems, p->flags, s));
-        SQZ_CHECK(sqz_cu_psgd_store_q(pl, qsum, p->qstate, 1.0f / (float)comm->nranks, p->flags, s));
-        wire += pl->qelems * sizeof(float);
+    SQZ_CHECK(sqz_gpu_psgd_iterate(p, cfg, nccl, nc, comm->nranks, m, s, &wire));
+    const int measured = probe > 0 && p->probe.plan.nlayers > 0;
+    if (measured) {
+        SQZ_CHECK(sqz_gpu_psgd_measure(p, m, s));
     }
-    if (probe) {
-        SQZ_CHECK(sqz_cu_psgd_probe(pl, m, p->qloc, p->probe_d, s));
-    }
-    SQZ_CHECK(sqz_cu_psgd_finish(pl, p->msg, p->qloc, m, in, out, dtype, n, scale,
-                                 SQZ_GPU_PSGD_EF14 == cfg->ef, p->ef21, p->flags, d_nonfinite, s));
-    if (probe && pl->nlayers > 0) {
+    SQZ_CHECK(sqz_cu_psgd_finish(&p->run.plan, p->run.msg, p->run.qloc, m, in, out, dtype, n,
+                                 scale, SQZ_GPU_PSGD_EF14 == cfg->ef, p->ef21, p->flags,
+                                 d_nonfinite, s));
+    if (measured) {
         /* The probe's errors go to the host (a stream synchronization, every SQZ_ADAPT_PERIOD
          * calls), are summed over the ranks and solved (src/adapt). */
         SQZ_CHECK(sqz_gpu_psgd_probe_errors(p, cfg, ml, nl, &pr, s));

@@ -19,6 +19,7 @@ typedef struct sqz_gpu_psgd_cfg {
     int64_t  start;    /* POWERSGD_START_STEPS */
     int      ef;       /* SQZ_GPU_PSGD_EF14, _EF21 or _EF_NONE (SQZ_EF) */
     uint64_t seed;
+    size_t   qcap;     /* warm-start columns per layer at most (sqz_psgd_qcap of the rank) */
 } sqz_gpu_psgd_cfg_t;
 
 /** Per-buffer device state (plan tables, warm-start Q, messages), created by the first call. */
@@ -32,8 +33,10 @@ int sqz_gpu_psgd_config(const sqz_ctx_t *ctx, sqz_gpu_psgd_cfg_t *cfg);
  *  cfg->ef == SQZ_GPU_PSGD_EF21, out = scale * the shared estimator after its update, m is
  *  scratch, and calls with seq < cfg->start are the dense start phase (sent exactly).  The
  *  layout comes from sqz_layout_resolve(comm, key, n) (comm->lock held).  Under SQZ_ADAPT the
- *  per-layer ranks come from lv, and call `seq` may probe (sqz_adapt_begin): its errors are
- *  copied to the host (one stream synchronization), summed over the ranks and solved.  A non-finite input on
+ *  per-layer ranks come from lv, and call `seq` may probe (sqz_adapt_begin): it sends what any
+ *  call sends, measures every candidate rank on this rank's M (a second, local plan at the
+ *  largest candidate: no NCCL), copies the errors to the host (one stream synchronization), and
+ *  sums them over the ranks and solves.  A non-finite input on
  *  any rank gives NaN everywhere in out and m restored, decided on the device, and counted in
  *  *d_nonfinite.  A call that allocates (a new layout, new ranks) agrees with the other ranks
  *  first (sqz_gpu_comm_agree).  \return SQZ_OK, SQZ_ERR_NO_MEMORY (some rank could not allocate:
