@@ -97,20 +97,48 @@ class ImageTask:
         return x, y
 
 
+class TeacherTask:
+    """Labels from a fixed random teacher (the student's architecture, another seed) on smooth
+    Gaussian images (8 x 8 noise upsampled to 32 x 32, plus fine noise): learnable exactly by the
+    student, with no plateau to escape, so that runs differ by their exchange more than by their
+    luck.  The teacher's logits are centred on a sample so that the classes are balanced."""
+
+    def __init__(self, seed, classes=10):
+        torch.manual_seed(seed + 777)
+        self.teacher = ResNet(classes)
+        self.gen_center = torch.Generator().manual_seed(seed + 778)
+        with torch.no_grad():
+            self.center = self.teacher(self._images(self.gen_center, 2048)).mean(0)
+
+    @staticmethod
+    def _images(gen, n):
+        x = torch.randn(n, 3, 8, 8, generator=gen)
+        x = F.interpolate(x, size=32, mode="bilinear", align_corners=False)
+        return x + 0.3 * torch.randn(n, 3, 32, 32, generator=gen)
+
+    @torch.no_grad()
+    def batch(self, gen, n):
+        x = self._images(gen, n)
+        return x, (self.teacher(x) - self.center).argmax(1)
+
+
 def make_task(a):
     """(model, loss_fn(worker, step) -> loss, optimizer, evaluate() -> (loss, accuracy) on a
     fixed held-out set)."""
     torch.manual_seed(a.seed)
     if a.model == "resnet":
+        task = TeacherTask(a.seed) if a.task == "teacher" else ImageTask(a.seed, noise=a.noise)
+        torch.manual_seed(a.seed)
         model = ResNet()
-        task = ImageTask(a.seed, noise=a.noise)
-        gens = [torch.Generator().manual_seed(a.seed * 1000 + 1 + w) for w in range(a.workers)]
-
         def loss_fn(w, step):
-            x, y = task.batch(gens[w], a.batch)
+            # Worker w's batch of a step depends on (seed, w, step) alone: a run resumed at any
+            # step sees the batches an uninterrupted one does.
+            gen = torch.Generator().manual_seed((a.seed * 1000003 + w) * 1000003 + step)
+            x, y = task.batch(gen, a.batch)
             return F.cross_entropy(model(x), y)
 
-        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=5e-4)
+        opt = (torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=5e-4)
+               if a.opt == "sgd" else torch.optim.AdamW(model.parameters(), lr=a.lr))
         held = [task.batch(torch.Generator().manual_seed(a.seed * 7 + i), 256) for i in range(8)]
 
         @torch.no_grad()
@@ -126,8 +154,6 @@ def make_task(a):
     from ddp_train import GPT, MarkovChain
     model = GPT(a.vocab, a.seq, a.d_model, a.layers, a.heads, 4)
     chain = MarkovChain(a.vocab, 4, a.seed)
-    data = [chain.sample(a.steps * a.batch, a.seq + 1, seed=a.seed * 1000 + 1 + w)
-            for w in range(a.workers)]
     held = chain.sample(256, a.seq + 1, seed=a.seed * 7 + 999)
 
     @torch.no_grad()
@@ -138,7 +164,7 @@ def make_task(a):
                 (out.argmax(-1) == y).float().mean().item())
 
     def loss_fn(w, step):
-        b = data[w][step * a.batch:(step + 1) * a.batch]
+        b = chain.sample(a.batch, a.seq + 1, seed=(a.seed * 1000003 + w) * 1000003 + step)
         return F.cross_entropy(model(b[:, :-1]).float().reshape(-1, a.vocab), b[:, 1:].reshape(-1))
 
     params = list(model.parameters())
@@ -188,7 +214,10 @@ def main():
     ap.add_argument("--batch", type=int, default=32, help="examples per worker per step")
     ap.add_argument("--lr", type=float, default=None, help="default 0.05 (resnet), 1e-3 (gpt)")
     ap.add_argument("--warmup", type=int, default=10, help="linear learning-rate warm-up steps")
-    ap.add_argument("--noise", type=float, default=2.0, help="resnet: pixel noise")
+    ap.add_argument("--task", choices=("teacher", "templates"), default="teacher",
+                    help="resnet: labels from a random teacher network, or noisy class templates")
+    ap.add_argument("--opt", choices=("sgd", "adamw"), default="sgd", help="resnet's optimizer")
+    ap.add_argument("--noise", type=float, default=2.0, help="resnet templates: pixel noise")
     ap.add_argument("--vocab", type=int, default=2048)
     ap.add_argument("--seq", type=int, default=32)
     ap.add_argument("--d-model", type=int, default=128)
@@ -203,6 +232,12 @@ def main():
                     help="every K steps record each layer's statistics at --probe-ranks from the "
                     "workers' gradients (best rank-k error by SVD, summed over workers)")
     ap.add_argument("--probe-ranks", default="1,2,4,8")
+    ap.add_argument("--save-at", default="",
+                    help="comma-separated steps: save the model and optimizer there to "
+                    "--checkpoint (where {step} becomes the step)")
+    ap.add_argument("--resume", action="store_true",
+                    help="start from --checkpoint (its step count): the run's steps follow it")
+    ap.add_argument("--checkpoint", help="the file of --save-at and --resume")
     ap.add_argument("--name", default="run")
     ap.add_argument("--out", help="write the whole record (per-step losses) as JSON here")
     a = ap.parse_args()
@@ -230,8 +265,17 @@ def main():
     def exchange(rank, comm):
         comm.allreduce(flats[rank].data_ptr(), n, "float32", "avg", key=1)
 
+    first = 0
+    if a.resume:
+        ck = torch.load(a.checkpoint)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        first = ck["step"]
     losses, t0 = [], time.time()
-    for step in range(a.steps):
+    for step in range(first, first + a.steps):
+        if a.checkpoint and str(step) in a.save_at.split(","):
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step},
+                       a.checkpoint.format(step=step))
         for g in opt.param_groups:
             g["lr"] = a.lr * min(1.0, (step + 1) / max(1, a.warmup))
         step_loss = 0.0
@@ -254,7 +298,7 @@ def main():
         opt.step()
         opt.zero_grad(set_to_none=True)
         losses.append(step_loss)
-        if step % 20 == 0 or step == a.steps - 1:
+        if step % 20 == 0 or step == first + a.steps - 1:
             print(f"{a.name} step {step:4d} loss {step_loss:.4f} t {time.time() - t0:.0f}s",
                   flush=True)
     eval_loss, eval_acc = evaluate()

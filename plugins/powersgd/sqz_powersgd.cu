@@ -1,16 +1,16 @@
 /*
  * PowerSGD on the device: the kernels of src/cuda/sqz_cuda_powersgd.h (contracts there; the
  * algorithm is the CPU plugin's, plugins/powersgd/sqz_powersgd.c).  No cuBLAS: the products are
- * skinny (r <= 128), bound by reading their matrix once per 32 factor columns.
+ * skinny (r <= 128).  Up to rank 32 each product reads its matrix once and is bound by memory:
  *   - P = M Q: one warp per matrix row, lanes stride the row (coalesced), Q read through L1/L2;
- *     up to 32 columns of P per pass (registers), one pass per 32 columns of the largest rank;
  *   - M^T P: one thread per column in tiles of 128 columns x 256 rows (coalesced row reads, the P
- *     row broadcast), partial sums per row chunk, then summed in chunk order: deterministic; the
- *     same passes of up to 32 columns;
+ *     row broadcast), partial sums per row chunk, then summed in chunk order: deterministic;
  *   - CholeskyQR2: Gram partials per row chunk, one block per layer factors (each row of R in
  *     parallel) and inverts (a thread per column), then a thread per row applies R^-1;
  *   - the finish: one thread per element, r-term dot products from P and the two Q's.
- * Kernels that need a layer from a flat index find it by binary search over the table's bases.
+ * Above rank 32 the products (P = M Q, M^T P, the Gram matrix, the finish) are tiled through
+ * shared memory instead (see "Tiled products" below).  Kernels that need a layer from a flat
+ * index find it by binary search over the table's bases.
  */
 #include <cuda_runtime.h>
 #include <math.h>
@@ -21,6 +21,8 @@
 namespace {
 
 constexpr int kThreads = 256;
+/* Plans whose largest rank is above this run the tiled products (below). */
+constexpr uint32_t kTiledAbove = 32;
 
 /* The last table entry whose base (by the member `Base`) is <= x. */
 template <uint64_t sqz_cu_psgd_layer_t::*Base>
@@ -80,23 +82,20 @@ __global__ void k_init_q(float *q, uint64_t len, uint32_t key)
     }
 }
 
-/* P[:, k0, k0 + R) = M Q[:, k0, k0 + R): one warp per row of every layer. */
+/* P = M Q: one warp per row of every layer (ranks up to R <= 32). */
 template <int R>
 __global__ void k_mq(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t rows, const float *m,
-                     const float *qstate, float *msg, uint32_t k0)
+                     const float *qstate, float *msg)
 {
     const uint32_t lane  = threadIdx.x & 31;
     const uint64_t warps = (uint64_t)gridDim.x * (blockDim.x / 32);
     for (uint64_t w = blockIdx.x * (uint64_t)(blockDim.x / 32) + threadIdx.x / 32; w < rows;
          w += warps) {
         const sqz_cu_psgd_layer_t L = t[find_layer<&sqz_cu_psgd_layer_t::row_base>(t, nl, w)];
-        if (L.r <= k0) {
-            continue;
-        }
         const uint64_t i   = w - L.row_base;
         const float   *row = m + L.offset + i * L.cols;
-        const float   *q   = qstate + L.qs_off + (size_t)k0 * L.cols;
-        const int      kn  = (int)(L.r - k0);
+        const float   *q   = qstate + L.qs_off;
+        const int      kn  = (int)L.r;
         float        acc[R];
 #pragma unroll
         for (int k = 0; k < R; k++) {
@@ -118,7 +117,7 @@ __global__ void k_mq(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t rows, c
                 v += __shfl_xor_sync(0xffffffffu, v, o);
             }
             if (0 == lane && k < kn) {
-                msg[L.p_off + i * L.r + k0 + k] = v;
+                msg[L.p_off + i * L.r + k] = v;
             }
         }
     }
@@ -280,21 +279,21 @@ __global__ void k_gram_apply(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t
     }
 }
 
-/* Partial sums of M^T P[:, k0, k0 + R) per (layer, 128 columns, 256 rows). */
+/* Partial sums of M^T P per (layer, 128 columns, 256 rows) (ranks up to R <= 32). */
 template <int R>
 __global__ void k_mtp_part(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_t *tiles,
-                           const float *m, const float *msg, float *part, uint32_t k0)
+                           const float *m, const float *msg, float *part)
 {
     const sqz_cu_psgd_tile_t  T = tiles[blockIdx.x];
     const sqz_cu_psgd_layer_t L = t[T.layer];
     const uint32_t            j = T.col0 + threadIdx.x;
     const uint32_t            i0 = T.chunk * SQZ_CU_PSGD_CHUNK_ROWS;
     const uint32_t            i1 = min(L.rows, i0 + SQZ_CU_PSGD_CHUNK_ROWS);
-    if (j >= L.cols || L.r <= k0) {
+    if (j >= L.cols) {
         return;
     }
-    const float *p  = msg + L.p_off + k0;
-    const int    kn = (int)(L.r - k0);
+    const float *p  = msg + L.p_off;
+    const int    kn = (int)L.r;
     float        acc[R];
 #pragma unroll
     for (int k = 0; k < R; k++) {
@@ -309,7 +308,7 @@ __global__ void k_mtp_part(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_
             }
         }
     }
-    float *dst = part + L.part_off + (uint64_t)T.chunk * L.r * L.cols + (uint64_t)k0 * L.cols;
+    float *dst = part + L.part_off + (uint64_t)T.chunk * L.r * L.cols;
 #pragma unroll
     for (int k = 0; k < R; k++) {
         if (k < kn) {
@@ -348,6 +347,32 @@ __global__ void k_store_q(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t qe
     }
 }
 
+/* The end of a call for element g of a compressed layer, given s = (P^ Qsum^T)[g] and
+ * l = (P^ Qloc^T)[g] (unused when bad): sqz_cu_psgd_finish's contract, element by element. */
+template <typename T>
+__device__ __forceinline__ void finish_elem(uint64_t g, float s, float l, float *m, const T *in,
+                                            T *out, float scale, int ef, sqz_cu_psgd_ef21_t e21,
+                                            bool bad)
+{
+    const float mv = m[g];
+    if (bad) {
+        if (!e21.est) { /* (ef21's M is scratch: its estimators are left as they were) */
+            const float v = sqz_cu_to_f32(in[g]);
+            m[g]          = sqz_cu_finite(v) ? mv - v : mv;
+        }
+        out[g] = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
+    } else if (e21.est) {
+        /* est_i += P^ Q_i^T (this rank's share); G += P^ Q^T; the caller gets G. */
+        e21.est[g] += l;
+        const float gs = e21.shared[g] + s;
+        e21.shared[g]  = gs;
+        out[g]         = sqz_cu_from_f32<T>(gs * scale);
+    } else {
+        out[g] = sqz_cu_from_f32<T>(s * scale);
+        m[g]   = ef ? mv - l : 0.0f;
+    }
+}
+
 template <typename T>
 __global__ void k_finish_layers(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint64_t elems,
                                 const float *msg, uint64_t qsum_off, const float *qloc, float *m,
@@ -360,34 +385,249 @@ __global__ void k_finish_layers(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint6
         const sqz_cu_psgd_layer_t L = t[find_layer<&sqz_cu_psgd_layer_t::elem_base>(t, nl, e)];
         const uint64_t            x = e - L.elem_base;
         const uint64_t            i = x / L.cols, j = x - i * L.cols;
-        const uint64_t            g = L.offset + x;
-        const float               mv = m[g];
-        if (bad) {
-            if (!e21.est) { /* (ef21's M is scratch: its estimators are left as they were) */
-                const float v = sqz_cu_to_f32(in[g]);
-                m[g]          = sqz_cu_finite(v) ? mv - v : mv;
+        float                     s = 0.0f, l = 0.0f;
+        if (!bad) {
+            const float *p  = msg + L.p_off + i * L.r;
+            const float *qs = msg + qsum_off + L.q_off + j;
+            const float *ql = qloc + L.q_off + j;
+            for (uint32_t k = 0; k < L.r; k++) {
+                s = fmaf(p[k], qs[(uint64_t)k * L.cols], s);
+                l = fmaf(p[k], ql[(uint64_t)k * L.cols], l);
             }
-            out[g] = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
-            continue;
         }
-        const float *p  = msg + L.p_off + i * L.r;
-        const float *qs = msg + qsum_off + L.q_off + j;
-        const float *ql = qloc + L.q_off + j;
-        float        s = 0.0f, l = 0.0f;
-        for (uint32_t k = 0; k < L.r; k++) {
-            s = fmaf(p[k], qs[(uint64_t)k * L.cols], s);
-            l = fmaf(p[k], ql[(uint64_t)k * L.cols], l);
+        finish_elem(L.offset + x, s, l, m, in, out, scale, ef, e21, bad);
+    }
+}
+
+/* -------------------------------------------------------------------------------------------
+ * Tiled products, for plans whose largest rank is over 32 (the kernels above keep every factor
+ * column of a row in registers, which stops at 32, and read Q and P from cache for every element
+ * of M).  Each block owns one tile of the plan (a layer, 128 columns, 256 rows) and computes its
+ * outputs in 64 x 64 tiles, the inner dimension staged through shared memory 16 at a time; each
+ * of 256 threads owns 4 x 4 outputs.  (Products of one 256-row chunk run in one block: a layer of
+ * a few hundred rows uses few blocks.  Spreading the 64 x 64 tiles over a second grid dimension
+ * is the next step; it was written in session 8 but could not be run on a GPU.)  The inner sums run
+ * in the same order as the per-element kernels' (fmaf over the inner index, ascending), so the
+ * Gram matrix and the finish are the same numbers either way.
+ * ----------------------------------------------------------------------------------------- */
+
+constexpr int kTile = 64; /* output tile edge */
+constexpr int kStep = 16; /* inner indices staged per round */
+
+typedef float tile_buf_t[kStep][kTile + 1];
+
+/* acc[x][y] += sum over a round of a[s][ty * 4 + x] * b[s][tx * 4 + y] (in Acc precision). */
+template <typename Acc>
+__device__ __forceinline__ void tile_round(const tile_buf_t &a, const tile_buf_t &b,
+                                           Acc (&acc)[4][4])
+{
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+    for (int s = 0; s < kStep; s++) {
+        Acc av[4], bv[4];
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+            av[x] = a[s][ty * 4 + x];
+            bv[x] = b[s][tx * 4 + x];
         }
-        if (e21.est) {
-            /* est_i += P^ Q_i^T (this rank's share); G += P^ Q^T; the caller gets G. */
-            e21.est[g] += l;
-            const float gs = e21.shared[g] + s;
-            e21.shared[g]  = gs;
-            out[g]         = sqz_cu_from_f32<T>(gs * scale);
-            continue;
+#pragma unroll
+        for (int x = 0; x < 4; x++) {
+#pragma unroll
+            for (int y = 0; y < 4; y++) {
+                acc[x][y] = fma(av[x], bv[y], acc[x][y]);
+            }
         }
-        out[g] = sqz_cu_from_f32<T>(s * scale);
-        m[g]   = ef ? mv - l : 0.0f;
+    }
+}
+
+/* The rows [lo, hi) of tile T's chunk. */
+__device__ __forceinline__ void chunk_rows(const sqz_cu_psgd_tile_t &T,
+                                           const sqz_cu_psgd_layer_t &L, uint32_t *lo,
+                                           uint32_t *hi)
+{
+    *lo = T.chunk * SQZ_CU_PSGD_CHUNK_ROWS;
+    *hi = min(L.rows, *lo + SQZ_CU_PSGD_CHUNK_ROWS);
+}
+
+/* P = M Q: the tiles of column 0 (one per 256-row chunk) compute the chunk's rows of P, over 16
+ * columns of M a round: M is read once per 64 factor columns, Q once per 64 rows. */
+__global__ void k_mq_tiled(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_t *tiles,
+                           const float *m, const float *qstate, float *msg)
+{
+    __shared__ tile_buf_t     a, b;
+    const sqz_cu_psgd_tile_t  T = tiles[blockIdx.x];
+    const sqz_cu_psgd_layer_t L = t[T.layer];
+    if (0 != T.col0) {
+        return;
+    }
+    uint32_t lo, hi;
+    chunk_rows(T, L, &lo, &hi);
+    const float *M = m + L.offset, *Q = qstate + L.qs_off;
+    const int    tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    for (uint32_t i0 = lo; i0 < hi; i0 += kTile) {
+        for (uint32_t k0 = 0; k0 < L.r; k0 += kTile) {
+            float acc[4][4] = {};
+            for (uint32_t j0 = 0; j0 < L.cols; j0 += kStep) {
+                for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
+                    const int      u = e / kStep, v = e % kStep; /* v: along M's rows */
+                    const uint32_t j = j0 + v;
+                    const bool     in_j = j < L.cols;
+                    a[v][u] = (in_j && i0 + u < hi) ? M[(uint64_t)(i0 + u) * L.cols + j] : 0.0f;
+                    b[v][u] = (in_j && k0 + u < L.r) ? Q[(uint64_t)(k0 + u) * L.cols + j] : 0.0f;
+                }
+                __syncthreads();
+                tile_round(a, b, acc);
+                __syncthreads();
+            }
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+#pragma unroll
+                for (int y = 0; y < 4; y++) {
+                    const uint32_t i = i0 + ty * 4 + x, k = k0 + tx * 4 + y;
+                    if (i < hi && k < L.r) {
+                        msg[L.p_off + (uint64_t)i * L.r + k] = acc[x][y];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Partial sums of M^T P per tile (layer, 128 columns, 256 rows), over 16 rows a round. */
+__global__ void k_mtp_tiled(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_t *tiles,
+                            const float *m, const float *msg, float *part)
+{
+    __shared__ tile_buf_t     a, b;
+    const sqz_cu_psgd_tile_t  T = tiles[blockIdx.x];
+    const sqz_cu_psgd_layer_t L = t[T.layer];
+    uint32_t                  lo, hi;
+    chunk_rows(T, L, &lo, &hi);
+    const float   *M = m + L.offset, *P = msg + L.p_off;
+    float         *dst = part + L.part_off + (uint64_t)T.chunk * L.r * L.cols;
+    const uint32_t j_end = min(L.cols, T.col0 + SQZ_CU_PSGD_TILE_COLS);
+    const int      tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    for (uint32_t j0 = T.col0; j0 < j_end; j0 += kTile) {
+        for (uint32_t k0 = 0; k0 < L.r; k0 += kTile) {
+            float acc[4][4] = {};
+            for (uint32_t i0 = lo; i0 < hi; i0 += kStep) {
+                for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
+                    const int      u = e % kTile, v = e / kTile; /* u: along the rows of M, P */
+                    const uint32_t i = i0 + v;
+                    const bool     in_i = i < hi;
+                    a[v][u] = (in_i && j0 + u < j_end) ? M[(uint64_t)i * L.cols + j0 + u] : 0.0f;
+                    b[v][u] = (in_i && k0 + u < L.r) ? P[(uint64_t)i * L.r + k0 + u] : 0.0f;
+                }
+                __syncthreads();
+                tile_round(a, b, acc);
+                __syncthreads();
+            }
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+#pragma unroll
+                for (int y = 0; y < 4; y++) {
+                    const uint32_t j = j0 + ty * 4 + x, k = k0 + tx * 4 + y;
+                    if (j < j_end && k < L.r) {
+                        dst[(uint64_t)k * L.cols + j] = acc[x][y];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* CholeskyQR2, step 1, tiled: the Gram partials of each 256-row chunk (the tiles of column 0),
+ * in double, over 16 rows a round: the same sums as k_gram_part's. */
+__global__ void k_gram_tiled(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_t *tiles,
+                             const float *msg, double *gram)
+{
+    __shared__ tile_buf_t     a, b;
+    const sqz_cu_psgd_tile_t  T = tiles[blockIdx.x];
+    const sqz_cu_psgd_layer_t L = t[T.layer];
+    if (0 != T.col0) {
+        return;
+    }
+    uint32_t lo, hi;
+    chunk_rows(T, L, &lo, &hi);
+    const uint32_t r = L.r;
+    const float   *P = msg + L.p_off;
+    double        *g = gram + L.g_off + (uint64_t)T.chunk * r * r;
+    const int      tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    for (uint32_t a0 = 0; a0 < r; a0 += kTile) {
+        for (uint32_t b0 = 0; b0 < r; b0 += kTile) {
+            double acc[4][4] = {};
+            for (uint32_t i0 = lo; i0 < hi; i0 += kStep) {
+                for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
+                    const int      u = e % kTile, v = e / kTile;
+                    const uint32_t i = i0 + v;
+                    a[v][u] = (i < hi && a0 + u < r) ? P[(uint64_t)i * r + a0 + u] : 0.0f;
+                    b[v][u] = (i < hi && b0 + u < r) ? P[(uint64_t)i * r + b0 + u] : 0.0f;
+                }
+                __syncthreads();
+                tile_round(a, b, acc);
+                __syncthreads();
+            }
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+#pragma unroll
+                for (int y = 0; y < 4; y++) {
+                    const uint32_t ea = a0 + ty * 4 + x, eb = b0 + tx * 4 + y;
+                    if (ea < r && eb < r) {
+                        g[ea * r + eb] = acc[x][y];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* The end of a call on the layers, tiled: each tile's 256 x 128 elements in 64 x 64 tiles, s and
+ * l over 16 factor columns a round (P^ and the two Q's staged), then finish_elem. */
+template <typename T>
+__global__ void k_finish_tiled(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_t *tiles,
+                               const float *msg, uint64_t qsum_off, const float *qloc, float *m,
+                               const T *in, T *out, float scale, int ef, sqz_cu_psgd_ef21_t e21,
+                               const uint32_t *flags)
+{
+    __shared__ tile_buf_t     a, bs, bl;
+    const sqz_cu_psgd_tile_t  Tl = tiles[blockIdx.x];
+    const sqz_cu_psgd_layer_t L  = t[Tl.layer];
+    const bool                bad = flags[0] | flags[1];
+    uint32_t                  lo, hi;
+    chunk_rows(Tl, L, &lo, &hi);
+    const float   *P = msg + L.p_off, *Qs = msg + qsum_off + L.q_off, *Ql = qloc + L.q_off;
+    const uint32_t j_end = min(L.cols, Tl.col0 + SQZ_CU_PSGD_TILE_COLS);
+    const int      tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    for (uint32_t i0 = lo; i0 < hi; i0 += kTile) {
+        for (uint32_t j0 = Tl.col0; j0 < j_end; j0 += kTile) {
+            float as[4][4] = {}, al[4][4] = {};
+            for (uint32_t k0 = 0; !bad && k0 < L.r; k0 += kStep) {
+                for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
+                    const int      u = e / kStep, v = e % kStep; /* P: along its rows */
+                    const uint32_t k = k0 + v;
+                    a[v][u] = (k < L.r && i0 + u < hi) ? P[(uint64_t)(i0 + u) * L.r + k] : 0.0f;
+                    const int      u2 = e % kTile, v2 = e / kTile; /* Q's: along columns */
+                    const uint32_t k2 = k0 + v2;
+                    const bool     ok = k2 < L.r && j0 + u2 < j_end;
+                    bs[v2][u2] = ok ? Qs[(uint64_t)k2 * L.cols + j0 + u2] : 0.0f;
+                    bl[v2][u2] = ok ? Ql[(uint64_t)k2 * L.cols + j0 + u2] : 0.0f;
+                }
+                __syncthreads();
+                tile_round(a, bs, as);
+                tile_round(a, bl, al);
+                __syncthreads();
+            }
+#pragma unroll
+            for (int x = 0; x < 4; x++) {
+#pragma unroll
+                for (int y = 0; y < 4; y++) {
+                    const uint32_t i = i0 + ty * 4 + x, j = j0 + tx * 4 + y;
+                    if (i < hi && j < j_end) {
+                        finish_elem(L.offset + (uint64_t)i * L.cols + j, as[x][y], al[x][y], m,
+                                    in, out, scale, ef, e21, bad);
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -463,7 +703,12 @@ sqz_status_t finish_t(const sqz_cu_psgd_plan_t *pl, const float *msg, const floa
                              sqz_cu_psgd_ef21_t e21, const uint32_t *flags,
                              unsigned long long *counter, cudaStream_t s)
 {
-    if (pl->elems > 0) {
+    if (pl->elems > 0 && pl->rmax > kTiledAbove) {
+        k_finish_tiled<T><<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, msg,
+                                                           pl->plen + pl->ndense, qloc, m, in,
+                                                           out, scale, ef, e21, flags);
+        SQZ_CU_CHECK_LAUNCH();
+    } else if (pl->elems > 0) {
         k_finish_layers<T><<<sqz_cu_grid(pl->elems, kThreads * 4), kThreads, 0, s>>>(
             pl->layers, pl->nlayers, pl->elems, msg, pl->plen + pl->ndense, qloc, m, in, out,
             scale, ef, e21, flags);
@@ -516,24 +761,23 @@ sqz_status_t sqz_cu_psgd_mq(const sqz_cu_psgd_plan_t *pl, const float *m, const 
                             float *msg, int dense, const uint32_t *flags, void *stream)
 {
     cudaStream_t s = (cudaStream_t)stream;
-    if (pl->rows > 0) {
+    if (pl->rows > 0 && pl->rmax > kTiledAbove) {
+        k_mq_tiled<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, m, qstate, msg);
+        SQZ_CU_CHECK_LAUNCH();
+    } else if (pl->rows > 0) {
         const unsigned g = sqz_cu_grid(pl->rows, kThreads / 32);
-        for (uint32_t k0 = 0; k0 < pl->rmax; k0 += 32) {
-#define SQZ_PSGD_MQ(R) \
-    k_mq<R><<<g, kThreads, 0, s>>>(pl->layers, pl->nlayers, pl->rows, m, qstate, msg, k0)
-            const uint32_t left = pl->rmax - k0;
-            if (left <= 4) {
-                SQZ_PSGD_MQ(4);
-            } else if (left <= 8) {
-                SQZ_PSGD_MQ(8);
-            } else if (left <= 16) {
-                SQZ_PSGD_MQ(16);
-            } else {
-                SQZ_PSGD_MQ(32);
-            }
-#undef SQZ_PSGD_MQ
-            SQZ_CU_CHECK_LAUNCH();
+#define SQZ_PSGD_MQ(R) k_mq<R><<<g, kThreads, 0, s>>>(pl->layers, pl->nlayers, pl->rows, m, qstate, msg)
+        if (pl->rmax <= 4) {
+            SQZ_PSGD_MQ(4);
+        } else if (pl->rmax <= 8) {
+            SQZ_PSGD_MQ(8);
+        } else if (pl->rmax <= 16) {
+            SQZ_PSGD_MQ(16);
+        } else {
+            SQZ_PSGD_MQ(32);
         }
+#undef SQZ_PSGD_MQ
+        SQZ_CU_CHECK_LAUNCH();
     }
     if (dense && pl->ndense > 0) {
         k_gather<<<sqz_cu_grid(pl->ndense, kThreads * 4), kThreads, 0, s>>>(
@@ -561,7 +805,11 @@ sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, double *
         return SQZ_OK;
     }
     for (int pass = 0; pass < 2; pass++) {
-        k_gram_part<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, msg, gram);
+        if (pl->rmax > kTiledAbove) {
+            k_gram_tiled<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, msg, gram);
+        } else {
+            k_gram_part<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, msg, gram);
+        }
         SQZ_CU_CHECK_LAUNCH();
         k_gram_chol<<<pl->nlayers, kThreads, 0, s>>>(pl->layers, gram);
         SQZ_CU_CHECK_LAUNCH();
@@ -579,23 +827,21 @@ sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const
     if (0 == pl->ntiles) {
         return SQZ_OK;
     }
-    for (uint32_t k0 = 0; k0 < pl->rmax; k0 += 32) {
-#define SQZ_PSGD_MTP(R)                                                                          \
-    k_mtp_part<R><<<pl->ntiles, SQZ_CU_PSGD_TILE_COLS, 0, s>>>(pl->layers, pl->tiles, m, msg, part, \
-                                                               k0)
-        const uint32_t left = pl->rmax - k0;
-        if (left <= 4) {
-            SQZ_PSGD_MTP(4);
-        } else if (left <= 8) {
-            SQZ_PSGD_MTP(8);
-        } else if (left <= 16) {
-            SQZ_PSGD_MTP(16);
-        } else {
-            SQZ_PSGD_MTP(32);
-        }
-#undef SQZ_PSGD_MTP
-        SQZ_CU_CHECK_LAUNCH();
+#define SQZ_PSGD_MTP(R) \
+    k_mtp_part<R><<<pl->ntiles, SQZ_CU_PSGD_TILE_COLS, 0, s>>>(pl->layers, pl->tiles, m, msg, part)
+    if (pl->rmax > kTiledAbove) {
+        k_mtp_tiled<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, m, msg, part);
+    } else if (pl->rmax <= 4) {
+        SQZ_PSGD_MTP(4);
+    } else if (pl->rmax <= 8) {
+        SQZ_PSGD_MTP(8);
+    } else if (pl->rmax <= 16) {
+        SQZ_PSGD_MTP(16);
+    } else {
+        SQZ_PSGD_MTP(32);
     }
+#undef SQZ_PSGD_MTP
+    SQZ_CU_CHECK_LAUNCH();
     k_mtp_sum<<<sqz_cu_grid(pl->qelems, kThreads), kThreads, 0, s>>>(pl->layers, pl->nlayers,
                                                                        pl->qelems, part, qloc);
     SQZ_CU_CHECK_LAUNCH();

@@ -132,8 +132,9 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, siz
     const sqz_compressor_v1_t *c   = ctx->method;
     const size_t               nc  = pr->ncand;
     lv->next_probe = seq + (uint64_t)ctx->p.adapt_period;
-    /* The same numbers on every rank: sum the errors (as floats: the transport's sum). */
-    float *sum = malloc(nlayers * nc * sizeof(float) + sizeof(float));
+    /* The same numbers on every rank: sum the errors and the layers' norms (as floats: the
+     * transport's sum). */
+    float *sum = malloc(nlayers * (nc + 1) * sizeof(float) + sizeof(float));
     double *bytes = malloc(nlayers * nc * sizeof(double) + sizeof(double));
     int    *choice = malloc(nlayers * sizeof(int));
     if (NULL == sum || NULL == bytes || NULL == choice) {
@@ -143,7 +144,10 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, siz
     for (size_t i = 0; i < nlayers * nc; i++) {
         sum[i] = (float)pr->err[i];
     }
-    if (0 != sqz_adapt_sum(comm, sum, nlayers * nc)) {
+    for (size_t l = 0; l < nlayers; l++) {
+        sum[nlayers * nc + l] = (float)pr->norm[l];
+    }
+    if (0 != sqz_adapt_sum(comm, sum, nlayers * (nc + 1))) {
         free(sum), free(bytes), free(choice);
         return SQZ_ERR_TRANSPORT;
     }
@@ -154,8 +158,12 @@ sqz_status_t sqz_adapt_end(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, siz
     double budget = 0, uniform_bytes = 0;
     for (size_t l = 0; l < nlayers; l++) {
         const sqz_matrix_v1_t *m = (const sqz_matrix_v1_t *)&layers[l];
+        /* SQZ_ADAPT_STAT=relative: each layer's error over its own squared norm (a layer whose
+         * norm is 0 has no error either). */
+        const double norm  = (double)sum[nlayers * nc + l];
+        const double scale = (1 == ctx->p.adapt_stat) ? (norm > 0 ? 1.0 / norm : 0.0) : 1.0;
         for (size_t j = 0; j < nc; j++) {
-            pr->err[l * nc + j]  = (double)sum[l * nc + j];
+            pr->err[l * nc + j]  = (double)sum[l * nc + j] * scale;
             bytes[l * nc + j]    = pr->bytes ? pr->bytes[l * nc + j]
                                              : (double)c->level_bytes(comm->cstate, m, pr->cand[j]);
         }

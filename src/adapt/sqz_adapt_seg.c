@@ -260,8 +260,10 @@ sqz_status_t sqz_seg_probe(sqz_seg_t *s, const float *in, const float *residual,
         if (!sqz_pu_grow((void **)&s->scratch, &s->scratchcap, (len + 1) * sizeof(float))) {
             return SQZ_ERR_NO_MEMORY;
         }
+        double norm = 0;
         for (size_t i = 0; i < len; i++) {
             s->scratch[i] = in[off + i] + (residual ? residual[off + i] : 0.0f);
+            norm += (double)s->scratch[i] * s->scratch[i];
         }
         for (size_t j = 0; j < pr->ncand; j++) {
             const size_t cap = s->c->max_payload(s->st[j], len);
@@ -275,7 +277,7 @@ sqz_status_t sqz_seg_probe(sqz_seg_t *s, const float *in, const float *residual,
             pr->err[l * pr->ncand + j]   = SQZ_OK == st ? a.norm2_err : NAN;
             pr->bytes[l * pr->ncand + j] = (double)(SQZ_OK == st ? a.payload_bytes : cap);
         }
-        pr->norm[l] = 0;
+        pr->norm[l] = norm;
     }
     return SQZ_OK;
 }

@@ -137,6 +137,9 @@ static const sqz_core_param_t sqz_core_params[] = {
          "SQZ_ADAPT's objective: 0 is L-GreCo's (the fewest bytes whose error is at most the uniform "
          "setting's); a value x > 0 asks instead for the least error within x times the uniform "
          "setting's bytes (1: the same bytes, spent where they cut the most error)"),
+    JOB("ADAPT_STAT", SQZ_PARAM_ENUM, "error", 0, 0, "error|relative", CORE(adapt_stat),
+         "SQZ_ADAPT's per-layer statistic, summed over layers by the solver: error (||x - C(x)||^2 "
+         "summed over ranks, L-GreCo's) or relative (that error over the layer's ||x||^2)"),
     JOB("MOE", SQZ_PARAM_ENUM, "off", 0, 0, "off|dedup|lsh|cycle", CORE(moe),
          "MoE token all-to-alls under the interposers (MPI_Alltoall/MPI_Alltoallv of floats whose "
          "every per-peer count is a multiple of SQZ_MOE_DIM): off passes them through; dedup sends "

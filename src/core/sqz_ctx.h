@@ -53,6 +53,7 @@ typedef struct sqz_core_params {
     int         adapt;         /* 0 none, 1 lgreco */
     int64_t     adapt_period;
     double      adapt_bytes;   /* 0: fewest bytes within the error budget; > 0: least error */
+    int         adapt_stat;    /* 0 error, 1 relative (SQZ_ADAPT_STAT) */
     int         moe;           /* sqz_moe_mode_t */
     const char *moe_cycle;
     int64_t     moe_dim;

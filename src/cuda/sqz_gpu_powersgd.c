@@ -278,6 +278,7 @@ static sqz_status_t sqz_gpu_psgd_probe_errors(struct sqz_gpu_psgd *p, const sqz_
     for (size_t l = 0; l < nl; l++) {
         const int     idx = pm->index[l];
         const double *o   = idx >= 0 ? p->probe_h + (size_t)idx * SQZ_GPU_PSGD_PROBE_STRIDE : NULL;
+        pr->norm[l]       = o ? o[0] : 0.0;
         for (size_t j = 0; j < pr->ncand; j++) {
             const size_t want =
                 sqz_psgd_layer_rank(&layers[l], pr->cand[j], cfg->min_rate, cfg->qcap);

@@ -2,7 +2,8 @@
 # The acceptance check of the README on the example job: examples/sqz_mlp_train on 4 ranks under
 # topk (density 0.1), quant (4 bits) and sign sends at most 0.25, 0.16 and 0.05 of the gradient
 # bytes (bytes_wire / bytes_in of every rank's JSON stats), every rank writes its stats file,
-# and the replicas stay bit-identical.  SQZ_STATS=summary prints one table, on rank 0 only.
+# and the replicas stay bit-identical; adaptive PowerSGD (SQZ_ADAPT=lgreco) sends no more than the
+# uniform rank, probing calls included.  SQZ_STATS=summary prints one table, on rank 0 only.
 # shellcheck disable=SC2154 # top_srcdir comes from make check
 . "$top_srcdir/tests/mpi/common.sh"
 
@@ -79,6 +80,29 @@ ratio_case() {
 ratio_case topk topk 0.25 SQZ_TOPK_DENSITY=0.1
 ratio_case quant quant 0.16 SQZ_QUANT_BITS=4
 ratio_case sign sign 0.05
+
+# L-GreCo's probes send nothing: an adaptive PowerSGD run (SQZ_ADAPT=lgreco, a probe every 10
+# steps) sends at most the bytes of the same run at the uniform rank, probing calls included.
+# wire_bytes LABEL [VAR=value ...]: rank 0's bytes_wire after the run, or nothing.
+wire_bytes() {
+    label=$1
+    shift
+    dir="$TESTDIR/$label"
+    mkdir -p "$dir"
+    run_case "$dir/log" "$NP" SQZ_METHOD=powersgd SQZ_POWERSGD_RANK=4 \
+        SQZ_LAYOUT="$top_srcdir/examples/layouts/sqz_mlp_train.layout" "$@" \
+        SQZ_STATS="json:$dir/s-%r.json" -- "$TRAIN" --steps "$STEPS" >/dev/null 2>&1 ||
+        { sed 's/^/   | /' "$dir/log" | tail -n 20 >&2; return; }
+    json_get "$dir/s-0.json" bytes_wire
+}
+echo "== PowerSGD rank 4: adaptive (SQZ_ADAPT=lgreco) against uniform bytes, $NP ranks"
+uni=$(wire_bytes psgd-uniform)
+ada=$(wire_bytes psgd-lgreco SQZ_ADAPT=lgreco SQZ_ADAPT_PERIOD=10)
+if [ -n "$uni" ] && [ -n "$ada" ] && [ "$ada" -le "$uni" ]; then
+    echo "   ok: $ada bytes adaptive <= $uni uniform (rank 0, probes included)"
+else
+    bad "adaptive PowerSGD sent '$ada' bytes against '$uni' at the uniform rank"
+fi
 
 # SQZ_STATS=summary: one table, printed by rank 0.
 echo "== SQZ_STATS=summary, SQZ_METHOD=quant, $NP ranks"

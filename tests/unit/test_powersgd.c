@@ -569,6 +569,45 @@ static void test_adapt(void)
     job_t j = {.P = 2, .kv = kv, .mode = 3};
     run_job(&j);
     check_identical(&j, "adapt");
+    /* Probes send nothing: over the whole run, probing calls included, the adaptive job sends
+     * fewer bytes than the same job at the uniform rank. */
+    const char *const kv_u[] = {"METHOD", "powersgd", "MIN_BYTES", "0", "POWERSGD_START_STEPS",
+                                "2", "POWERSGD_RANK", "4", "POWERSGD_MIN_RATE", "1",
+                                "LAYOUT_CHUNK", "400", "EF", "ef14", NULL};
+    job_t u = {.P = 2, .kv = kv_u, .mode = 3};
+    run_job(&u);
+    CHECK_MSG(j.stats[0].calls_compressed == u.stats[0].calls_compressed &&
+                  j.stats[0].bytes_wire < u.stats[0].bytes_wire,
+              "adaptive run: %llu bytes in %llu calls, uniform %llu in %llu",
+              (unsigned long long)j.stats[0].bytes_wire,
+              (unsigned long long)j.stats[0].calls_compressed,
+              (unsigned long long)u.stats[0].bytes_wire,
+              (unsigned long long)u.stats[0].calls_compressed);
+    printf("adapt: %llu bytes on the wire against %llu at the uniform rank, probes included\n",
+           (unsigned long long)j.stats[0].bytes_wire, (unsigned long long)u.stats[0].bytes_wire);
+    const uint64_t uniform_bytes = u.stats[0].bytes_wire;
+    free_job(&u);
+    /* SQZ_ADAPT_STAT=relative: the budget is the uniform setting's sum of relative errors (each
+     * layer's at most 1: below the 5 layers' count, where the absolute errors are hundreds). */
+    const char *const kv_r[] = {"METHOD", "powersgd", "MIN_BYTES", "0", "POWERSGD_START_STEPS",
+                                "2", "POWERSGD_RANK", "4", "POWERSGD_MIN_RATE", "1", "ADAPT",
+                                "lgreco", "ADAPT_PERIOD", "10", "LAYOUT_CHUNK", "400", "EF", "ef14",
+                                "ADAPT_STAT", "relative", NULL};
+    job_t rel = {.P = 2, .kv = kv_r, .mode = 3};
+    run_job(&rel);
+    check_identical(&rel, "adapt relative");
+    const char *ar = strstr(rel.json[0], "\"adapt\"");
+    CHECK_MSG(ar != NULL, "no adapt record: %s", rel.json[0]);
+    if (ar) {
+        const double budget = json_num(ar, "budget"), error = json_num(ar, "error");
+        CHECK_MSG(budget > 0 && budget < 5 && error <= budget * (1 + 1e-9),
+                  "relative statistic: budget %g, error %g", budget, error);
+        CHECK_MSG(json_num(ar, "bytes") <= json_num(ar, "bytes_uniform"), "relative: no saving");
+        CHECK_MSG(rel.stats[0].bytes_wire <= uniform_bytes, "relative: %llu bytes, uniform %llu",
+                  (unsigned long long)rel.stats[0].bytes_wire, (unsigned long long)uniform_bytes);
+        printf("adapt relative: budget %g, %s\n", budget, strstr(ar, "\"levels\""));
+    }
+    free_job(&rel);
     const char *a0 = strstr(j.json[0], "\"adapt\""), *a1 = strstr(j.json[1], "\"adapt\"");
     CHECK_MSG(a0 && a1 && strstr(a0, "\"levels\": ["), "no adapt record: %s", j.json[0]);
     if (a0 && a1) {
