@@ -89,12 +89,13 @@ wire_bytes() {
     shift
     dir="$TESTDIR/$label"
     mkdir -p "$dir"
-    run_case "$dir/log" "$NP" SQZ_METHOD=powersgd SQZ_POWERSGD_RANK=4 \
-        SQZ_LAYOUT="$top_srcdir/examples/layouts/sqz_mlp_train.layout" "$@" \
+    run_case "$dir/log" "$NP" SQZ_METHOD=powersgd SQZ_POWERSGD_RANK=4 SQZ_LAYOUT="$LAYOUT" "$@" \
         SQZ_STATS="json:$dir/s-%r.json" -- "$TRAIN" --steps "$STEPS" >/dev/null 2>&1 ||
         { sed 's/^/   | /' "$dir/log" | tail -n 20 >&2; return; }
     json_get "$dir/s-0.json" bytes_wire
 }
+# (absolute: the ranks do not run in this directory, and top_srcdir may be relative)
+LAYOUT=$(cd "$top_srcdir/examples/layouts" && pwd)/sqz_mlp_train.layout
 echo "== PowerSGD rank 4: adaptive (SQZ_ADAPT=lgreco) against uniform bytes, $NP ranks"
 uni=$(wire_bytes psgd-uniform)
 ada=$(wire_bytes psgd-lgreco SQZ_ADAPT=lgreco SQZ_ADAPT_PERIOD=10)
