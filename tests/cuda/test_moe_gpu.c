@@ -1,5 +1,5 @@
 /*
- * The GPU token codecs (src/cuda/sqz_cuda_moe.h) against the CPU ones (plugins/lsh), on a GPU.
+ * The GPU token codecs (src/moe/sqz_cuda_moe.h) against the CPU ones (src/moe/sqz_lsh*.c), on a GPU.
  * Exits 77 (skip) when no CUDA device is usable.
  *
  *  - LSH, several widths and sample sizes (with and without a tail after the 16-wide sums):

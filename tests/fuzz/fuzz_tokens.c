@@ -1,5 +1,5 @@
 /*
- * Fuzzing of the LSH-MoE token block decoder (plugins/lsh/sqz_lsh_wire.c), after fuzz_decode.c.
+ * Fuzzing of the LSH-MoE token block decoder (src/moe/sqz_lsh_wire.c), after fuzz_decode.c.
  *
  * Input format: 4 bytes little-endian h, then the block.  tokens = (h & 0xfff) % 300, width =
  * 1 + ((h >> 12) & 0xff) % 40, dtype = 1 + (h >> 20) % 3.  Every input is decoded into a malloc'ed

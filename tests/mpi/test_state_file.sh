@@ -40,10 +40,18 @@ resume_case sign SQZ_METHOD=sign
 resume_case powersgd SQZ_METHOD=powersgd SQZ_POWERSGD_START_STEPS=3 SQZ_EF=ef14
 
 # A state saved under other settings: the restarted job stops at its first compressed call.
+# Up to 3 tries: MPICH's hydra can drop the ranks' last output when a rank aborts while the
+# machine is loaded (seen once in CI: exit 1 and an empty log), which says nothing of the library.
 d="$TESTDIR/quant"
-run_case "$d/other.log" "$NP" SQZ_METHOD=quant SQZ_QUANT_BITS=2 SQZ_STATE_FILE="$d/state-%r.bin" \
-    -- "$CHURN" --calls 20
-rc=$?
+try=0
+while [ "$try" -lt 3 ]; do
+    try=$((try + 1))
+    run_case "$d/other.log" "$NP" SQZ_METHOD=quant SQZ_QUANT_BITS=2 \
+        SQZ_STATE_FILE="$d/state-%r.bin" -- "$CHURN" --calls 20
+    rc=$?
+    [ "$rc" -ne 0 ] && [ ! -s "$d/other.log" ] || break
+    echo "   (try $try: exit $rc with an empty log: the launcher's output was lost; again)"
+done
 if [ "$rc" -ne 0 ] && grep -q "saved under other Squeeze settings" "$d/other.log"; then
     echo "   ok: a state saved under other settings stops the job with a clear error"
 else

@@ -1,4 +1,4 @@
-/* The LSH-MoE token codecs (plugins/lsh): seeded projections, bucketing, reconstruction error on
+/* The LSH-MoE token codecs (src/moe/sqz_lsh*.c): seeded projections, bucketing, reconstruction error on
  * clustered tokens, exact de-duplication, and the decoder's validation. */
 #include "config.h"
 

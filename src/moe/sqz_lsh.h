@@ -9,7 +9,7 @@
  * pairs a dispatch with its combine through a handle (residuals, token->centroid maps), which a
  * stateless compress/decompress pair cannot express.  Extending the v1 struct for a single codec
  * would freeze an interface with one user; so the codecs live here, written like a plugin (no
- * MPI, no environment, explicit parameters), called by src/core/sqz_moe.c, with their
+ * MPI, no environment, explicit parameters), called by sqz_moe.c, with their
  * parameters in the core table.
  *
  * Wire format of one block (what one rank sends one peer), little-endian, shared with a GPU

@@ -1,5 +1,5 @@
 /*
- * Device token codecs of LSH-MoE (src/cuda/sqz_cuda_moe.cu): the GPU twins of plugins/lsh, writing
+ * Device token codecs of LSH-MoE (src/moe/sqz_cuda_moe.cu): the GPU twins of sqz_lsh.c, writing
  * and reading the same wire format (sqz_lsh.h: header, rows, one index per token), so that a block
  * encoded on either side decodes on the other.
  *

@@ -22,7 +22,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "cuda/sqz_cuda_moe.h"
+#include "moe/sqz_cuda_moe.h"
 #include "cuda/sqz_gpu_engine.h"
 #include "sqz_ctx.h"
 #include "sqz_log.h"

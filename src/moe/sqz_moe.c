@@ -1,7 +1,7 @@
 /* MoE token all-to-all: the public API (sqz_moe_alltoallv, dispatch/combine with residual
  * compensation), the per-communicator state, the interposers' policy (SQZ_MOE, SQZ_MOE_CYCLE)
  * and the statistics rows.  The exchange itself is src/coll/sqz_coll_alltoall.c, the codecs
- * plugins/lsh. */
+ * sqz_lsh.c. */
 #include "config.h"
 
 #include <stdlib.h>
