@@ -1,5 +1,5 @@
 /* Helpers shared by the GPU tests (tests/cuda/test_*.c): CUDA calls that must succeed, device
- * allocation. */
+ * allocation, soft checks (EXPECT), and a Squeeze communicator over a one-rank NCCL one. */
 #ifndef SQZ_CUDA_TEST_H
 #define SQZ_CUDA_TEST_H
 
@@ -7,6 +7,8 @@
 #include <stdlib.h>
 
 #include <cuda_runtime_api.h>
+
+#include <squeeze.h>
 
 /* A CUDA call that must succeed: the test stops with file:line and the error otherwise. */
 #define CU(call)                                                                               \
@@ -25,6 +27,45 @@ static inline void *dalloc(size_t bytes)
     void *p = NULL;
     CU(cudaMalloc(&p, bytes ? bytes : 16));
     return p;
+}
+
+/* A check that counts a failure (sqz_cuda_failures) and goes on, with a message. */
+static int sqz_cuda_failures __attribute__((unused));
+#define EXPECT(cond, ...)                                                                      \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            sqz_cuda_failures++;                                                               \
+            fprintf(stderr, "%s:%d: %s: ", __FILE__, __LINE__, #cond);                         \
+            fprintf(stderr, __VA_ARGS__);                                                      \
+            fputc('\n', stderr);                                                               \
+        }                                                                                      \
+    } while (0)
+
+/* A context with the settings of base then kv (NULL-terminated NAME, value lists; base may be
+ * NULL) and a communicator over the NCCL communicator nc; the test stops if either fails. */
+static inline sqz_comm_t *sqz_cuda_make_comm(void *nc, sqz_ctx_t **ctx, const char *const *base,
+                                             const char *const *kv)
+{
+    sqz_config_t *cfg;
+    char          err[512];
+    sqz_config_create(&cfg);
+    for (size_t i = 0; base && base[i]; i += 2) {
+        sqz_config_set(cfg, base[i], base[i + 1]);
+    }
+    for (size_t i = 0; kv[i]; i += 2) {
+        sqz_config_set(cfg, kv[i], kv[i + 1]);
+    }
+    if (SQZ_OK != sqz_ctx_create(cfg, ctx, err, sizeof(err))) {
+        fprintf(stderr, "context: %s\n", err);
+        exit(1);
+    }
+    sqz_config_destroy(cfg);
+    sqz_comm_t *comm = NULL;
+    if (SQZ_OK != sqz_comm_create_nccl(*ctx, nc, &comm)) {
+        fprintf(stderr, "sqz_comm_create_nccl failed\n");
+        exit(1);
+    }
+    return comm;
 }
 
 #endif

@@ -18,18 +18,6 @@
 #include "sqz_cuda_test.h"
 #include "sqz_log.h"
 
-static int failures;
-
-#define EXPECT(cond, ...)                                                                      \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            failures++;                                                                        \
-            fprintf(stderr, "%s:%d: %s: ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-        }                                                                                      \
-    } while (0)
-
 #define KEY   42
 #define NTAIL 7
 
@@ -72,26 +60,7 @@ static sqz_comm_t *make_comm(void *nc, sqz_ctx_t **ctx, const char *const *kv)
     static const char *const base[] = {"SQZ_METHOD", "powersgd", "SQZ_MIN_BYTES", "0",
                                        "SQZ_WARMUP_STEPS", "0", "SQZ_POWERSGD_START_STEPS", "0",
                                        NULL};
-    sqz_config_t *cfg;
-    char          err[512];
-    sqz_config_create(&cfg);
-    for (size_t i = 0; base[i]; i += 2) {
-        sqz_config_set(cfg, base[i], base[i + 1]);
-    }
-    for (size_t i = 0; kv[i]; i += 2) {
-        sqz_config_set(cfg, kv[i], kv[i + 1]);
-    }
-    if (SQZ_OK != sqz_ctx_create(cfg, ctx, err, sizeof(err))) {
-        fprintf(stderr, "context: %s\n", err);
-        exit(1);
-    }
-    sqz_config_destroy(cfg);
-    sqz_comm_t *comm = NULL;
-    if (SQZ_OK != sqz_comm_create_nccl(*ctx, nc, &comm)) {
-        fprintf(stderr, "sqz_comm_create_nccl failed\n");
-        exit(1);
-    }
-    return comm;
+    return sqz_cuda_make_comm(nc, ctx, base, kv);
 }
 
 /* One all-reduce of h (n floats) in place on the device; the result back in out; the call's
@@ -272,6 +241,6 @@ int main(void)
     }
     test_adapt(nc);
     sqz_nccl_comm_destroy(nc);
-    printf("test_gpu_powersgd: %d failure(s)\n", failures);
-    return failures ? 1 : 0;
+    printf("test_gpu_powersgd: %d failure(s)\n", sqz_cuda_failures);
+    return sqz_cuda_failures ? 1 : 0;
 }

@@ -20,18 +20,6 @@
 #define CUT   30
 
 static const size_t sizes[NBUF] = {1u << 20, 1u << 18, 1u << 18};
-static int          failures;
-
-#define EXPECT(cond, ...)                                                                      \
-    do {                                                                                       \
-        if (!(cond)) {                                                                         \
-            failures++;                                                                        \
-            fprintf(stderr, "%s:%d: %s: ", __FILE__, __LINE__, #cond);                         \
-            fprintf(stderr, __VA_ARGS__);                                                      \
-            fputc('\n', stderr);                                                               \
-        }                                                                                      \
-    } while (0)
-
 static void fill(float *h, size_t n, int step, int b)
 {
     for (size_t i = 0; i < n; i++) {
@@ -45,23 +33,7 @@ static const char *const quant2[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "2
 
 static sqz_comm_t *make_comm(void *nc, sqz_ctx_t **ctx, const char *const *kv)
 {
-    sqz_config_t *cfg;
-    char          err[512];
-    sqz_config_create(&cfg);
-    for (size_t i = 0; kv[i]; i += 2) {
-        sqz_config_set(cfg, kv[i], kv[i + 1]);
-    }
-    if (SQZ_OK != sqz_ctx_create(cfg, ctx, err, sizeof(err))) {
-        fprintf(stderr, "context: %s\n", err);
-        exit(1);
-    }
-    sqz_config_destroy(cfg);
-    sqz_comm_t *comm = NULL;
-    if (SQZ_OK != sqz_comm_create_nccl(*ctx, nc, &comm)) {
-        fprintf(stderr, "sqz_comm_create_nccl failed\n");
-        exit(1);
-    }
-    return comm;
+    return sqz_cuda_make_comm(nc, ctx, NULL, kv);
 }
 
 /* Steps [from, to) of the job; results of steps >= CUT go to out (host); a checkpoint of the
@@ -223,6 +195,6 @@ int main(void)
     free(ckpt);
     free(whole);
     free(resumed);
-    printf("test_gpu_state: %d failure(s)\n", failures);
-    return failures ? 1 : 0;
+    printf("test_gpu_state: %d failure(s)\n", sqz_cuda_failures);
+    return sqz_cuda_failures ? 1 : 0;
 }
