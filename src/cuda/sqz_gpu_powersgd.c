@@ -296,8 +296,8 @@ static sqz_status_t sqz_gpu_psgd_probe_errors(struct sqz_gpu_psgd *p, const sqz_
     return SQZ_OK;
 }
 
-/* The per-layout memory of a fresh state p (warm starts, flags, rank tables, ef21's estimators)
- * for a buffer of n elements in nl layers.  \return 1, or 0 when an allocation failed (the
+/* The per-layout memory of a fresh state p (warm starts, flags, ef21's estimators; each plan's
+ * rank tables come with the plan, sqz_gpu_psgd_replan) for a buffer of n elements in nl layers.  \return 1, or 0 when an allocation failed (the
  * caller agrees on it with the other ranks). */
 static int sqz_gpu_psgd_alloc_layout(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_cfg_t *cfg,
                                      const sqz_matrix_v1_t *ml, size_t nl, size_t n,
@@ -306,9 +306,7 @@ static int sqz_gpu_psgd_alloc_layout(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_
     p->qstate_len  = sqz_psgd_bufstate_len(ml, nl, cfg->qcap);
     const int ef21 = SQZ_GPU_PSGD_EF21 == cfg->ef;
     p->next        = malloc((nl + 1) * sizeof(int));
-    p->run.ranks   = malloc((nl + 1) * sizeof(int));
-    p->run.index   = malloc((nl + 1) * sizeof(int));
-    const int ok   = p->next && p->run.ranks && p->run.index &&
+    const int ok   = p->next &&
                    cudaMalloc((void **)&p->qstate, p->qstate_len * sizeof(float)) == cudaSuccess &&
                    cudaMalloc((void **)&p->flags, 2 * sizeof(uint32_t)) == cudaSuccess &&
                    (!ef21 ||
@@ -323,8 +321,9 @@ static int sqz_gpu_psgd_alloc_layout(struct sqz_gpu_psgd *p, const sqz_gpu_psgd_
     return ok;
 }
 
-/* Makes m's plan the one for the ranks in p->next (digest key), in m's memory when it fits.
- * \return 1 when the plan is new (an allocation event), and *ok = 0 when building it failed. */
+/* Makes m's plan the one for the ranks in p->next (digest key), in m's memory when it fits (its
+ * rank tables allocated with its first plan).  \return 1 when the plan is new (an allocation
+ * event), and *ok = 0 when building it failed. */
 static int sqz_gpu_psgd_replan(struct sqz_gpu_psgd *p, sqz_gpu_psgd_mem_t *m,
                                const sqz_matrix_v1_t *ml, size_t nl, size_t n, size_t qcap,
                                uint64_t key, cudaStream_t s, int *ok)

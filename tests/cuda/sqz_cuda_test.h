@@ -41,6 +41,25 @@ static int sqz_cuda_failures __attribute__((unused));
         }                                                                                      \
     } while (0)
 
+/* The start of a GPU test: a one-rank NCCL communicator in *nc.  \return 0, or 77 (skip: no GPU,
+ * no GPU build, or no NCCL) after saying why. */
+static inline int sqz_cuda_one_rank_nccl(void **nc)
+{
+    int ndev = 0;
+    if (cudaSuccess != cudaGetDeviceCount(&ndev) || 0 == ndev || !sqz_gpu_built()) {
+        printf("SKIP: no GPU\n");
+        return 77;
+    }
+    unsigned char id[128];
+    *nc = NULL;
+    if (SQZ_OK != sqz_nccl_get_unique_id(id, sizeof(id)) ||
+        SQZ_OK != sqz_nccl_comm_init(1, id, sizeof(id), 0, nc)) {
+        printf("SKIP: no NCCL\n");
+        return 77;
+    }
+    return 0;
+}
+
 /* A context with the settings of base then kv (NULL-terminated NAME, value lists; base may be
  * NULL) and a communicator over the NCCL communicator nc; the test stops if either fails. */
 static inline sqz_comm_t *sqz_cuda_make_comm(void *nc, sqz_ctx_t **ctx, const char *const *base,

@@ -140,18 +140,11 @@ static void test_ef_allreduce(void *nc)
 
 int main(void)
 {
-    int ndev = 0;
-    if (cudaSuccess != cudaGetDeviceCount(&ndev) || 0 == ndev || !sqz_gpu_built()) {
-        printf("SKIP: no GPU\n");
-        return 77;
-    }
     sqz_log_set_level(SQZ_LOG_ERROR);
-    unsigned char id[128];
-    void         *nc = NULL;
-    if (SQZ_OK != sqz_nccl_get_unique_id(id, sizeof(id)) ||
-        SQZ_OK != sqz_nccl_comm_init(1, id, sizeof(id), 0, &nc)) {
-        printf("SKIP: no NCCL\n");
-        return 77;
+    void     *nc   = NULL;
+    const int skip = sqz_cuda_one_rank_nccl(&nc);
+    if (skip) {
+        return skip;
     }
     size_t total = 0, live = 0;
     for (int b = 0; b < NBUF; b++) {
