@@ -383,6 +383,27 @@ SQZ_API int sqz_gpu_built(void);
  *  built without CUDA/NCCL or no device is usable. */
 SQZ_API sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **comm);
 
+/** N ranks as threads of this process on one GPU: the device counterpart of sqz_local_group, for
+ *  tests and for simulating N workers on one device.  Each rank's thread creates its communicator
+ *  with sqz_comm_create_device_group and calls the GPU path (sqz_allreduce_async, ...) with its own
+ *  stream; data moves between the ranks' buffers by device copies ordered by events.  As with NCCL,
+ *  every rank must make the same collective calls, each from its own thread; a call returns once
+ *  its peers have posted theirs.  Needs a GPU build and a device, not NCCL. */
+typedef struct sqz_device_group sqz_device_group_t;
+
+/** \return SQZ_OK; SQZ_ERR_INVALID_PARAM (nranks < 1 or > 4096); SQZ_ERR_NOT_SUPPORTED (no such
+ *  device, or a library built without CUDA); SQZ_ERR_NO_MEMORY. */
+SQZ_API sqz_status_t sqz_device_group_create(int nranks, int device, sqz_device_group_t **group);
+
+/** Frees the group, after every communicator made on it.  Accepts NULL. */
+SQZ_API void sqz_device_group_destroy(sqz_device_group_t *group);
+
+/** Rank `rank`'s engine on the group (collective over the group's ranks, as
+ *  sqz_comm_create_nccl: the settings are compared, SQZ_ERR_MISMATCH on every rank when they
+ *  differ). */
+SQZ_API sqz_status_t sqz_comm_create_device_group(sqz_ctx_t *ctx, sqz_device_group_t *group,
+                                                  int rank, sqz_comm_t **comm);
+
 /** Compressed all-reduce of device buffers, enqueued on `stream` (a cudaStream_t; NULL is the
  *  legacy default stream), returning at once: no host synchronization on the steady-state path
  *  (the first call of a buffer allocates its workspace).  sendbuf NULL means in place.  Semantics

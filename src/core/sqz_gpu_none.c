@@ -50,3 +50,25 @@ sqz_status_t sqz_nccl_comm_init(int nranks, const void *id, size_t len, int rank
 }
 
 void sqz_nccl_comm_destroy(void *comm) { (void)comm; }
+
+sqz_status_t sqz_device_group_create(int nranks, int device, sqz_device_group_t **group)
+{
+    (void)nranks, (void)device;
+    if (group) {
+        *group = NULL;
+    }
+    SQZ_ERROR("this Squeeze was built without CUDA/NCCL (configure --with-cuda --with-nccl)");
+    return SQZ_ERR_NOT_SUPPORTED;
+}
+
+void sqz_device_group_destroy(sqz_device_group_t *group) { (void)group; }
+
+sqz_status_t sqz_comm_create_device_group(sqz_ctx_t *ctx, sqz_device_group_t *group, int rank,
+                                          sqz_comm_t **comm)
+{
+    (void)ctx, (void)group, (void)rank;
+    if (comm) {
+        *comm = NULL;
+    }
+    return SQZ_ERR_NOT_SUPPORTED;
+}

@@ -292,6 +292,9 @@ static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
 
 sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **out)
 {
+    if (NULL == out) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
     *out = NULL;
     if (NULL == ctx || NULL == nccl_comm) {
         return SQZ_ERR_INVALID_PARAM;
@@ -300,12 +303,19 @@ sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **
     if (NULL == api) {
         return SQZ_ERR_NOT_SUPPORTED;
     }
+    return sqz_gpu_comm_create(ctx, api, (ncclComm_t)nccl_comm, out);
+}
+
+sqz_status_t sqz_gpu_comm_create(sqz_ctx_t *ctx, const sqz_nccl_api_t *api, ncclComm_t nc,
+                                 sqz_comm_t **out)
+{
+    *out                   = NULL;
     struct sqz_gpu_comm *g = calloc(1, sizeof(*g));
     if (NULL == g) {
         return SQZ_ERR_NO_MEMORY;
     }
     g->nccl = api;
-    g->nc   = (ncclComm_t)nccl_comm;
+    g->nc   = nc;
     sqz_transport_t t;
     sqz_status_t    st = sqz_nccl_transport_create(api, g->nc, &t, &g->transport);
     if (SQZ_OK != st) {

@@ -12,6 +12,11 @@
  *  (topk, quant, sign), 0 otherwise. */
 int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p);
 
+/** The GPU engine over communicator nc of the NCCL entry points `api` (the real NCCL, or the
+ *  device thread transport's): what sqz_comm_create_nccl does once NCCL is resolved. */
+sqz_status_t sqz_gpu_comm_create(sqz_ctx_t *ctx, const sqz_nccl_api_t *api, ncclComm_t nc,
+                                 sqz_comm_t **out);
+
 struct sqz_gpu_moe;
 
 /** The NCCL side of a GPU communicator (NULL for a CPU one): the real NCCL, the ncclComm_t in *nc,

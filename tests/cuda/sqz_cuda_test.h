@@ -61,24 +61,33 @@ static inline int sqz_cuda_one_rank_nccl(void **nc)
 }
 
 /* A context with the settings of base then kv (NULL-terminated NAME, value lists; base may be
- * NULL) and a communicator over the NCCL communicator nc; the test stops if either fails. */
-static inline sqz_comm_t *sqz_cuda_make_comm(void *nc, sqz_ctx_t **ctx, const char *const *base,
-                                             const char *const *kv)
+ * NULL); the test stops if it cannot be made. */
+static inline sqz_ctx_t *sqz_cuda_make_ctx(const char *const *base, const char *const *kv)
 {
     sqz_config_t *cfg;
+    sqz_ctx_t    *ctx = NULL;
     char          err[512];
     sqz_config_create(&cfg);
     for (size_t i = 0; base && base[i]; i += 2) {
         sqz_config_set(cfg, base[i], base[i + 1]);
     }
-    for (size_t i = 0; kv[i]; i += 2) {
+    for (size_t i = 0; kv && kv[i]; i += 2) {
         sqz_config_set(cfg, kv[i], kv[i + 1]);
     }
-    if (SQZ_OK != sqz_ctx_create(cfg, ctx, err, sizeof(err))) {
+    if (SQZ_OK != sqz_ctx_create(cfg, &ctx, err, sizeof(err))) {
         fprintf(stderr, "context: %s\n", err);
         exit(1);
     }
     sqz_config_destroy(cfg);
+    return ctx;
+}
+
+/* sqz_cuda_make_ctx, and a communicator over the NCCL communicator nc; the test stops if either
+ * fails. */
+static inline sqz_comm_t *sqz_cuda_make_comm(void *nc, sqz_ctx_t **ctx, const char *const *base,
+                                             const char *const *kv)
+{
+    *ctx             = sqz_cuda_make_ctx(base, kv);
     sqz_comm_t *comm = NULL;
     if (SQZ_OK != sqz_comm_create_nccl(*ctx, nc, &comm)) {
         fprintf(stderr, "sqz_comm_create_nccl failed\n");

@@ -1,0 +1,498 @@
+/* The GPU engine's collective tier on ONE GPU: N ranks as threads of this process
+ * (sqz_device_group, the device thread transport), N = 2, 3, 4, 8, for every method the GPU path
+ * runs x fp32/fp16/bf16, as an all-reduce (SUM) and as a reduce-scatter (AVG):
+ *   - replicas: every rank's all-reduce output is the same bits, at every step;
+ *   - warm-up (SQZ_WARMUP_STEPS=1) and SQZ_METHOD=none: the exact sum (rank order, rounded once);
+ *   - nothing lost (error feedback, fp32): once the inputs stop, calls with zero input flush the
+ *     residuals, and the outputs' total equals the inputs' total;
+ *   - NaN on one rank: every rank's output is NaN at that step (the element, on the dense path),
+ *     the residuals restored: the totals above exclude that step and still match;
+ *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
+ *     SQZ_ERR_MISMATCH;
+ *   - the transport itself: all-reduce (int32 min/max, uint8 max, float64 sum, float32 avg),
+ *     all-gather, all-to-all, reduce-scatter and a grouped send/receive ring, against the host.
+ * Skips (77) without a GPU. */
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <squeeze.h>
+
+#include "sqz_cuda_test.h"
+#include "transport/sqz_device_group.h"
+
+void sqz_thread_run(int nranks, void (*fn)(int rank, void *arg), void *arg);
+
+#define MAXR    8
+#define KEY     7
+#define S_IN    5 /* steps with inputs; step 0 is the warm-up */
+#define S_FLUSH 12
+#define NAN_AT  2 /* the step where the last rank's element NAN_EL is NaN */
+#define NAN_EL  5
+
+/* ---- host conversions (round to nearest even) ---- */
+static uint16_t f2h(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint32_t sign = (x >> 16) & 0x8000u, m = x & 0x7fffffu;
+    const int      e    = (int)((x >> 23) & 0xffu) - 127 + 15;
+    if (((x >> 23) & 0xffu) == 0xffu) {
+        return (uint16_t)(sign | 0x7c00u | (m ? 0x200u : 0u));
+    }
+    if (e >= 31) {
+        return (uint16_t)(sign | 0x7c00u);
+    }
+    if (e <= 0) {
+        if (e < -10) {
+            return (uint16_t)sign;
+        }
+        const uint32_t mm = m | 0x800000u, shift = (uint32_t)(14 - e);
+        uint32_t       hm = mm >> shift, rem = mm & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+        hm += rem > half || (rem == half && (hm & 1u));
+        return (uint16_t)(sign | hm);
+    }
+    uint32_t       h   = sign | ((uint32_t)e << 10) | (m >> 13);
+    const uint32_t rem = m & 0x1fffu;
+    h += rem > 0x1000u || (rem == 0x1000u && (h & 1u));
+    return (uint16_t)h;
+}
+
+static float h2f(uint16_t h)
+{
+    const uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    float          f = e == 0    ? ldexpf((float)m, -24)
+                       : e == 31 ? (m ? NAN : INFINITY)
+                                 : ldexpf((float)(m | 0x400u), (int)e - 25);
+    return (h & 0x8000u) ? -f : f;
+}
+
+static uint16_t f2b(float f)
+{
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((x >> 16) | 0x40u);
+    }
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+static float b2f(uint16_t b)
+{
+    const uint32_t x = (uint32_t)b << 16;
+    float          f;
+    memcpy(&f, &x, 4);
+    return f;
+}
+
+static size_t esize(sqz_dtype_t t) { return t == SQZ_DTYPE_FLOAT32 ? 4 : 2; }
+
+static void put(void *buf, size_t i, float v, sqz_dtype_t t)
+{
+    if (t == SQZ_DTYPE_FLOAT32) {
+        ((float *)buf)[i] = v;
+    } else {
+        ((uint16_t *)buf)[i] = t == SQZ_DTYPE_FLOAT16 ? f2h(v) : f2b(v);
+    }
+}
+
+static float get(const void *buf, size_t i, sqz_dtype_t t)
+{
+    return t == SQZ_DTYPE_FLOAT32   ? ((const float *)buf)[i]
+           : t == SQZ_DTYPE_FLOAT16 ? h2f(((const uint16_t *)buf)[i])
+                                    : b2f(((const uint16_t *)buf)[i]);
+}
+
+/* Rank r's input at step s: k/64 with |k| <= 255 (exact in every type, sums of 8 exact in fp32
+ * and fp16); zero in the flush steps. */
+static float input(int r, int s, size_t i)
+{
+    if (s >= S_IN) {
+        return 0.0f;
+    }
+    uint32_t h = (uint32_t)(r * 7919 + s * 104729) ^ (uint32_t)(i * 2654435761u);
+    h ^= h >> 15, h *= 0x2c1b3c6du, h ^= h >> 12;
+    return (float)((int)(h % 511u) - 255) / 64.0f;
+}
+
+/* ---- one configuration ---- */
+typedef struct method {
+    const char        *name;
+    const char *const *kv;
+    int                ef;         /* error feedback: the totals must match after the flush */
+    int                compressed; /* a compressed call's output is all NaN at the NaN step */
+} method_t;
+
+static const char *const m_none[]  = {"SQZ_METHOD", "none", NULL};
+static const char *const m_topk[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.25", "SQZ_EF",
+                                      "ef14", NULL};
+static const char *const m_q8[]    = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF",
+                                      "ef14", NULL};
+static const char *const m_q4s[]   = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4",
+                                      "SQZ_QUANT_ROUNDING", "stochastic", "SQZ_EF", "ef14", NULL};
+static const char *const m_sign[]  = {"SQZ_METHOD", "sign", NULL};
+static const char *const m_psgd[]  = {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_RANK", "4",
+                                      "SQZ_POWERSGD_START_STEPS", "0", NULL};
+static const method_t    methods[] = {
+    {"none", m_none, 0, 0},     {"topk", m_topk, 1, 1}, {"quant8", m_q8, 1, 1},
+    {"quant4-sr", m_q4s, 1, 1}, {"sign", m_sign, 0, 1}, {"powersgd", m_psgd, 0, 1},
+};
+static const char *const base[] = {"SQZ_MIN_BYTES", "0", "SQZ_WARMUP_STEPS", "1", NULL};
+
+typedef struct job {
+    sqz_device_group_t *grp;
+    const method_t     *m;
+    const char *const  *odd; /* settings of the last rank only (the mismatch case), or NULL */
+    int                 nranks, rs, nsteps;
+    sqz_dtype_t         dtype;
+    size_t              count; /* elements in (out: count / nranks for a reduce-scatter) */
+    sqz_status_t        st[MAXR];
+    unsigned char      *out[MAXR]; /* nsteps outputs, raw */
+} job_t;
+
+static size_t out_count(const job_t *j) { return j->rs ? j->count / (size_t)j->nranks : j->count; }
+
+static sqz_status_t run_steps(job_t *j, int rank, sqz_comm_t *comm)
+{
+    const size_t  esz = esize(j->dtype), n = j->count, on = out_count(j);
+    unsigned char *h  = malloc(n * esz);
+    void          *din = dalloc(n * esz), *dout = dalloc(on * esz);
+    cudaStream_t   s;
+    CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    sqz_status_t st = SQZ_OK;
+    for (int step = 0; SQZ_OK == st && step < j->nsteps; step++) {
+        for (size_t i = 0; i < n; i++) {
+            put(h, i, input(rank, step, i), j->dtype);
+        }
+        if (step == NAN_AT && rank == j->nranks - 1) {
+            put(h, NAN_EL, NAN, j->dtype);
+        }
+        CU(cudaMemcpyAsync(din, h, n * esz, cudaMemcpyHostToDevice, s));
+        st = j->rs ? sqz_reduce_scatter_async(comm, din, dout, on, j->dtype, SQZ_OP_AVG, KEY, s)
+                   : sqz_allreduce_async(comm, din, dout, n, j->dtype, SQZ_OP_SUM, KEY, s);
+        CU(cudaMemcpyAsync(j->out[rank] + (size_t)step * on * esz, dout, on * esz,
+                           cudaMemcpyDeviceToHost, s));
+        CU(cudaStreamSynchronize(s));
+    }
+    CU(cudaStreamDestroy(s));
+    cudaFree(din), cudaFree(dout), free(h);
+    return st;
+}
+
+static void rank_main(int rank, void *arg)
+{
+    job_t *j = arg;
+    CU(cudaSetDevice(0));
+    sqz_ctx_t *ctx = sqz_cuda_make_ctx(base, rank == j->nranks - 1 && j->odd ? j->odd : j->m->kv);
+    sqz_ctx_set_log_rank(ctx, rank);
+    sqz_comm_t *comm = NULL;
+    j->st[rank]      = sqz_comm_create_device_group(ctx, j->grp, rank, &comm);
+    if (SQZ_OK == j->st[rank]) {
+        j->st[rank] = run_steps(j, rank, comm);
+    }
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
+/* The exact result of step s at element i (the sum rounded once; AVG: the float quotient). */
+static float exact(const job_t *j, int s, size_t i)
+{
+    double sum = 0;
+    for (int r = 0; r < j->nranks; r++) {
+        sum += input(r, s, i);
+    }
+    float v = j->rs ? (float)sum / (float)j->nranks : (float)sum;
+    unsigned char b[4];
+    put(b, 0, v, j->dtype);
+    return get(b, 0, j->dtype);
+}
+
+/* Rank r's output at step s, element i of its own block. */
+static float out_at(const job_t *j, int r, int s, size_t i)
+{
+    return get(j->out[r] + (size_t)s * out_count(j) * esize(j->dtype), i, j->dtype);
+}
+
+/* The first element of rank r's output at step s that is not the exact sum, or -1. */
+static long first_inexact(const job_t *j, int r, int s)
+{
+    const size_t on = out_count(j), base_i = j->rs ? (size_t)r * on : 0;
+    for (size_t i = 0; i < on; i++) {
+        const float o = out_at(j, r, s, i);
+        if (s == NAN_AT && base_i + i == NAN_EL ? !isnan(o) : o != exact(j, s, base_i + i)) {
+            return (long)(base_i + i);
+        }
+    }
+    return -1;
+}
+
+/* The dense path at the NaN step: the NaN element NaN, every other exact. */
+static int dense_nan(const job_t *j, int r, int s) { return first_inexact(j, r, s) < 0; }
+
+static int all_nan(const job_t *j, int r, int s)
+{
+    for (size_t i = 0; i < out_count(j); i++) {
+        if (!isnan(out_at(j, r, s, i))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int check_job(const job_t *j, const char *what)
+{
+    const size_t on = out_count(j), esz = esize(j->dtype);
+    const int    before = sqz_cuda_failures;
+    for (int r = 0; r < j->nranks; r++) {
+        EXPECT(SQZ_OK == j->st[r], "%s: rank %d: %s", what, r, sqz_status_string(j->st[r]));
+    }
+    if (sqz_cuda_failures != before) {
+        return 1;
+    }
+    for (int r = 1; !j->rs && r < j->nranks; r++) {
+        EXPECT(0 == memcmp(j->out[0], j->out[r], (size_t)j->nsteps * on * esz),
+               "%s: rank %d's outputs differ from rank 0's", what, r);
+    }
+    for (int r = 0; r < j->nranks; r++) {
+        for (int s = 0; s < j->nsteps; s++) {
+            if (s == NAN_AT) {
+                EXPECT((j->m->compressed && all_nan(j, r, s)) || dense_nan(j, r, s),
+                       "%s: rank %d: the NaN step's output is neither all NaN (compressed) nor "
+                       "the dense sum", what, r);
+            } else if (s == 0 || !j->m->compressed) {
+                const long bad = first_inexact(j, r, s);
+                EXPECT(bad < 0, "%s: rank %d, step %d, element %ld: not the exact sum", what, r,
+                       s, bad);
+            }
+        }
+    }
+    if (!j->m->ef || j->dtype != SQZ_DTYPE_FLOAT32) {
+        return 0;
+    }
+    /* Nothing lost: the outputs' total (x nranks for AVG) against the inputs' (NaN step out). */
+    double worst = 0, scale = 1;
+    for (int r = 0; r < j->nranks; r++) {
+        const size_t base_i = j->rs ? (size_t)r * on : 0;
+        for (size_t i = 0; i < on; i++) {
+            double tin = 0, tout = 0;
+            for (int s = 0; s < j->nsteps; s++) {
+                if (s == NAN_AT) {
+                    continue;
+                }
+                for (int q = 0; q < j->nranks; q++) {
+                    tin += input(q, s, base_i + i);
+                }
+                tout += out_at(j, r, s, i) * (j->rs ? j->nranks : 1);
+            }
+            worst = fmax(worst, fabs(tout - tin));
+            scale = fmax(scale, fabs(tin));
+        }
+    }
+    EXPECT(worst <= 1e-3 * scale, "%s: residuals lost: outputs' total off by %g (inputs' %g)",
+           what, worst, scale);
+    return 0;
+}
+
+static const char *dname(sqz_dtype_t t)
+{
+    return t == SQZ_DTYPE_FLOAT32 ? "fp32" : t == SQZ_DTYPE_FLOAT16 ? "fp16" : "bf16";
+}
+
+static void run_job(job_t *j, const char *what)
+{
+    const size_t bytes = (size_t)j->nsteps * out_count(j) * esize(j->dtype);
+    for (int r = 0; r < j->nranks; r++) {
+        j->out[r] = calloc(1, bytes);
+        j->st[r]  = SQZ_OK;
+    }
+    sqz_thread_run(j->nranks, rank_main, j);
+    check_job(j, what);
+    for (int r = 0; r < j->nranks; r++) {
+        free(j->out[r]);
+    }
+}
+
+static void test_engine(sqz_device_group_t *grp, int nranks)
+{
+    static const sqz_dtype_t types[] = {SQZ_DTYPE_FLOAT32, SQZ_DTYPE_FLOAT16, SQZ_DTYPE_BFLOAT16};
+    for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+        for (int t = 0; t < 3; t++) {
+            for (int rs = 0; rs < 2; rs++) {
+                job_t j  = {.grp = grp, .m = &methods[m], .nranks = nranks, .rs = rs,
+                            .dtype = types[t]};
+                j.nsteps = S_IN + (methods[m].ef ? S_FLUSH : 0);
+                j.count  = (size_t)nranks * 1600 + (rs ? 0 : 37);
+                char what[128];
+                snprintf(what, sizeof(what), "N=%d %s %s %s", nranks, methods[m].name,
+                         dname(types[t]), rs ? "reduce-scatter" : "all-reduce");
+                run_job(&j, what);
+            }
+        }
+    }
+}
+
+/* Settings that differ on the last rank: every rank's communicator creation fails. */
+static void test_mismatch(sqz_device_group_t *grp, int nranks)
+{
+    static const char *const odd[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.5", NULL};
+    job_t j = {.grp = grp, .m = &methods[1], .odd = odd, .nranks = nranks, .nsteps = 1,
+               .dtype = SQZ_DTYPE_FLOAT32, .count = 64};
+    for (int r = 0; r < nranks; r++) {
+        j.out[r] = calloc(1, 64 * 4);
+    }
+    sqz_thread_run(nranks, rank_main, &j);
+    for (int r = 0; r < nranks; r++) {
+        EXPECT(SQZ_ERR_MISMATCH == j.st[r], "N=%d mismatch: rank %d got %s", nranks, r,
+               sqz_status_string(j.st[r]));
+        free(j.out[r]);
+    }
+}
+
+/* ---- the transport's own operations ---- */
+typedef struct tjob {
+    sqz_device_group_t *grp;
+    int                 nranks;
+    int                 bad[MAXR];
+} tjob_t;
+
+#define TN 1000
+
+static int ival(int r, size_t i) { return (int)((r * 31 + (int)i * 17) % 201) - 100; }
+
+static int check_ints(const void *dev, cudaStream_t s, size_t n, int (*want)(size_t, void *),
+                      void *arg)
+{
+    int *h = malloc(n * sizeof(int)), bad = 0;
+    CU(cudaMemcpyAsync(h, dev, n * sizeof(int), cudaMemcpyDeviceToHost, s));
+    CU(cudaStreamSynchronize(s));
+    for (size_t i = 0; i < n && !bad; i++) {
+        bad = h[i] != want(i, arg);
+    }
+    free(h);
+    return bad;
+}
+
+typedef struct want_arg {
+    int nranks, rank, op; /* op: 0 min, 1 max, 2 gather, 3 alltoall, 4 ring, 5 rs-sum */
+} want_arg_t;
+
+static int want_int(size_t i, void *p)
+{
+    const want_arg_t *a = p;
+    int               v = a->op == 0 ? INT32_MAX : a->op == 1 ? INT32_MIN : 0;
+    switch (a->op) {
+    case 0:
+    case 1:
+        for (int r = 0; r < a->nranks; r++) {
+            v = a->op == 0 ? (ival(r, i) < v ? ival(r, i) : v) : (ival(r, i) > v ? ival(r, i) : v);
+        }
+        return v;
+    case 2: return ival((int)(i / TN), i % TN);
+    case 3: return ival((int)(i / TN), (size_t)a->rank * TN + i % TN);
+    case 4: return ival((a->rank + a->nranks - 1) % a->nranks, i);
+    default:
+        for (int r = 0; r < a->nranks; r++) {
+            v += ival(r, (size_t)a->rank * TN + i);
+        }
+        return v;
+    }
+}
+
+static void transport_main(int rank, void *arg)
+{
+    tjob_t                 *t   = arg;
+    const sqz_nccl_api_t   *api = &sqz_device_group_nccl;
+    const ncclComm_t        c   = sqz_device_group_handle(t->grp, rank);
+    const int               N   = t->nranks;
+    const size_t            big = (size_t)N * TN;
+    cudaStream_t            s;
+    CU(cudaSetDevice(0));
+    CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    int *h = malloc(big * sizeof(int)), *din = dalloc(big * sizeof(int)),
+        *dout = dalloc(big * sizeof(int));
+    for (size_t i = 0; i < big; i++) {
+        h[i] = ival(rank, i);
+    }
+    CU(cudaMemcpy(din, h, big * sizeof(int), cudaMemcpyHostToDevice));
+    int bad = 0;
+    for (int op = 0; op < 6; op++) {
+        want_arg_t   a = {N, rank, op};
+        ncclResult_t r = ncclSuccess;
+        size_t       n = TN;
+        switch (op) {
+        case 0:
+        case 1:
+            r = api->AllReduce(din, dout, TN, ncclInt32, op ? ncclMax : ncclMin, c, s);
+            break;
+        case 2: r = api->AllGather(din, dout, TN, ncclInt32, c, s), n = big; break;
+        case 3: r = api->AlltoAll(din, dout, TN, ncclInt32, c, s), n = big; break;
+        case 4:
+            api->GroupStart();
+            api->Send(din, TN, ncclInt32, (rank + 1) % N, c, s);
+            api->Recv(dout, TN, ncclInt32, (rank + N - 1) % N, c, s);
+            r = api->GroupEnd();
+            break;
+        default: r = api->ReduceScatter(din, dout, TN, ncclInt32, ncclSum, c, s); break;
+        }
+        bad |= (r != ncclSuccess || check_ints(dout, s, n, want_int, &a)) << op;
+    }
+    /* float64 sum and float32 avg of k/64 values: exact, in place. */
+    double *hd = malloc(TN * sizeof(double)), *dd = dalloc(TN * sizeof(double));
+    for (size_t i = 0; i < TN; i++) {
+        hd[i] = input(rank, 0, i);
+    }
+    CU(cudaMemcpy(dd, hd, TN * sizeof(double), cudaMemcpyHostToDevice));
+    bad |= (api->AllReduce(dd, dd, TN, ncclFloat64, ncclSum, c, s) != ncclSuccess) << 6;
+    CU(cudaMemcpyAsync(hd, dd, TN * sizeof(double), cudaMemcpyDeviceToHost, s));
+    CU(cudaStreamSynchronize(s));
+    for (size_t i = 0; i < TN; i++) {
+        double want = 0;
+        for (int r = 0; r < N; r++) {
+            want += input(r, 0, i);
+        }
+        bad |= (hd[i] != want) << 7;
+    }
+    t->bad[rank] = bad;
+    free(h), free(hd);
+    cudaFree(din), cudaFree(dout), cudaFree(dd);
+    CU(cudaStreamDestroy(s));
+}
+
+static void test_transport(sqz_device_group_t *grp, int nranks)
+{
+    tjob_t t = {.grp = grp, .nranks = nranks};
+    sqz_thread_run(nranks, transport_main, &t);
+    for (int r = 0; r < nranks; r++) {
+        EXPECT(0 == t.bad[r], "N=%d transport: rank %d failed checks 0x%x (bit: 0 min, 1 max, "
+                              "2 all-gather, 3 all-to-all, 4 ring, 5 reduce-scatter, 6-7 float64)",
+               nranks, r, t.bad[r]);
+    }
+}
+
+int main(void)
+{
+    int ndev = 0;
+    if (cudaSuccess != cudaGetDeviceCount(&ndev) || 0 == ndev || !sqz_gpu_built()) {
+        printf("SKIP: no GPU\n");
+        return 77;
+    }
+    static const int sizes[] = {2, 3, 4, 8};
+    for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+        sqz_device_group_t *grp = NULL;
+        if (SQZ_OK != sqz_device_group_create(sizes[k], 0, &grp)) {
+            fprintf(stderr, "sqz_device_group_create(%d) failed\n", sizes[k]);
+            return 1;
+        }
+        test_transport(grp, sizes[k]);
+        test_mismatch(grp, sizes[k]);
+        test_engine(grp, sizes[k]);
+        sqz_device_group_destroy(grp);
+        printf("N=%d: %d failures so far\n", sizes[k], sqz_cuda_failures);
+        fflush(stdout);
+    }
+    printf("%s\n", sqz_cuda_failures ? "FAIL" : "PASS");
+    return sqz_cuda_failures ? 1 : 0;
+}
