@@ -478,31 +478,24 @@ static sqz_status_t sign_restore_t(const sign_layout_t *L, const uint8_t *own,
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_sign_restore(const sqz_gpu_params_t *p, const void *payloads,
-                                            int nranks, int self, const void *in,
+extern "C" sqz_status_t sqz_cu_sign_restore(const sqz_gpu_params_t *p, const void *own,
+                                            const uint32_t *bad, const void *in,
                                             sqz_dtype_t dtype, float *residual, size_t n,
-                                            unsigned long long *nonfinite_calls, void *workspace,
                                             void *stream)
 {
     sign_layout_t L;
     if (!sign_layout(p, n, &L)) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    sqz_cu_ctrl_t *ctrl = (sqz_cu_ctrl_t *)workspace;
-    const sqz_status_t s =
-        sqz_cu_launch_flags(payloads, nranks, L.total, &ctrl->bad, nonfinite_calls, stream);
-    if (s != SQZ_OK || residual == NULL) {
-        return s;
-    }
     cudaStream_t st = (cudaStream_t)stream;
-    const uint8_t *own = (const uint8_t *)payloads + (size_t)self * L.total;
+    const uint8_t *o = (const uint8_t *)own;
     switch (dtype) {
     case SQZ_DTYPE_FLOAT32:
-        return sign_restore_t(&L, own, &ctrl->bad, (const float *)in, residual, n, st);
+        return sign_restore_t(&L, o, bad, (const float *)in, residual, n, st);
     case SQZ_DTYPE_FLOAT16:
-        return sign_restore_t(&L, own, &ctrl->bad, (const __half *)in, residual, n, st);
+        return sign_restore_t(&L, o, bad, (const __half *)in, residual, n, st);
     case SQZ_DTYPE_BFLOAT16:
-        return sign_restore_t(&L, own, &ctrl->bad, (const __nv_bfloat16 *)in, residual, n, st);
+        return sign_restore_t(&L, o, bad, (const __nv_bfloat16 *)in, residual, n, st);
     }
     return SQZ_ERR_INVALID_PARAM;
 }

@@ -402,9 +402,9 @@ __global__ void __launch_bounds__(256)
 template <typename T>
 __global__ void __launch_bounds__(256)
     topk_restore_sub_kernel(const T *__restrict__ in, float *__restrict__ res, size_t n,
-                            const sqz_cu_ctrl_t *__restrict__ ctrl, int vec)
+                            const uint32_t *__restrict__ bad, int vec)
 {
-    if (ctrl->bad == 0) {
+    if (*bad == 0) {
         return;
     }
     const size_t nch = (n + 7) / 8;
@@ -430,9 +430,9 @@ __global__ void __launch_bounds__(256)
 /* When bad: residual[idx] += val over the own payload's entries. */
 __global__ void __launch_bounds__(256)
     topk_restore_add_kernel(const uint8_t *__restrict__ own, size_t k, size_t n,
-                            const sqz_cu_ctrl_t *__restrict__ ctrl, float *__restrict__ res)
+                            const uint32_t *__restrict__ bad, float *__restrict__ res)
 {
-    if (ctrl->bad == 0) {
+    if (*bad == 0) {
         return;
     }
     const uint32_t c = reinterpret_cast<const uint32_t *>(own)[2];
@@ -581,43 +581,36 @@ extern "C" sqz_status_t sqz_cu_topk_decode_sum(const sqz_gpu_params_t *p, const 
 
 template <typename T>
 static sqz_status_t topk_restore_t(const topk_layout_t *L, const uint8_t *own,
-                                   const sqz_cu_ctrl_t *ctrl, const T *in, float *res, size_t n,
+                                   const uint32_t *bad, const T *in, float *res, size_t n,
                                    cudaStream_t st)
 {
     const int vec = sqz_cu_aligned(in, 16) && sqz_cu_aligned(res, 16);
     topk_restore_sub_kernel<T><<<sqz_cu_grid(sqz_cu_div_up(n, 8), 256), 256, 0, st>>>(
-        in, res, n, ctrl, vec);
+        in, res, n, bad, vec);
     SQZ_CU_CHECK_LAUNCH();
-    topk_restore_add_kernel<<<sqz_cu_grid(L->k, 256), 256, 0, st>>>(own, L->k, n, ctrl, res);
+    topk_restore_add_kernel<<<sqz_cu_grid(L->k, 256), 256, 0, st>>>(own, L->k, n, bad, res);
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_topk_restore(const sqz_gpu_params_t *p, const void *payloads,
-                                            int nranks, int self, const void *in,
+extern "C" sqz_status_t sqz_cu_topk_restore(const sqz_gpu_params_t *p, const void *own,
+                                            const uint32_t *bad, const void *in,
                                             sqz_dtype_t dtype, float *residual, size_t n,
-                                            unsigned long long *nonfinite_calls, void *workspace,
                                             void *stream)
 {
     topk_layout_t L;
     if (!topk_layout(p, n, &L)) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    sqz_cu_ctrl_t *ctrl = (sqz_cu_ctrl_t *)workspace;
-    const sqz_status_t s =
-        sqz_cu_launch_flags(payloads, nranks, L.total, &ctrl->bad, nonfinite_calls, stream);
-    if (s != SQZ_OK || residual == NULL) {
-        return s;
-    }
     cudaStream_t st = (cudaStream_t)stream;
-    const uint8_t *own = (const uint8_t *)payloads + (size_t)self * L.total;
+    const uint8_t *o = (const uint8_t *)own;
     switch (dtype) {
     case SQZ_DTYPE_FLOAT32:
-        return topk_restore_t(&L, own, ctrl, (const float *)in, residual, n, st);
+        return topk_restore_t(&L, o, bad, (const float *)in, residual, n, st);
     case SQZ_DTYPE_FLOAT16:
-        return topk_restore_t(&L, own, ctrl, (const __half *)in, residual, n, st);
+        return topk_restore_t(&L, o, bad, (const __half *)in, residual, n, st);
     case SQZ_DTYPE_BFLOAT16:
-        return topk_restore_t(&L, own, ctrl, (const __nv_bfloat16 *)in, residual, n, st);
+        return topk_restore_t(&L, o, bad, (const __nv_bfloat16 *)in, residual, n, st);
     }
     return SQZ_ERR_INVALID_PARAM;
 }

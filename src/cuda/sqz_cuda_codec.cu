@@ -175,29 +175,100 @@ sqz_status_t sqz_gpu_restore(const sqz_gpu_params_t *p, const void *payloads, in
                              const void *in, sqz_dtype_t dtype, float *residual, size_t n,
                              unsigned long long *nonfinite_calls, void *workspace, void *stream)
 {
-    const size_t es = sqz_cu_dtype_size(dtype);
-    if (es == 0 || !sqz_cu_params_ok(p, n) || nranks < 1 || self < 0 || self >= nranks) {
+    if (!sqz_cu_params_ok(p, n) || nranks < 1 || self < 0 || self >= nranks) {
         return SQZ_ERR_INVALID_PARAM;
     }
     if (n == 0) {
         return SQZ_OK; /* no payload bytes, hence no header to look at */
     }
-    if (payloads == NULL || workspace == NULL || !sqz_cu_aligned(payloads, 16) ||
-        !sqz_cu_aligned(workspace, 16) || !sqz_cu_aligned(nonfinite_calls, 8) ||
-        (residual != NULL && (in == NULL || !sqz_cu_aligned(in, es) ||
-                              !sqz_cu_aligned(residual, 4)))) {
+    if (workspace == NULL || !sqz_cu_aligned(workspace, 16)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    uint32_t *bad = &((sqz_cu_ctrl_t *)workspace)->bad;
+    const size_t pb = sqz_gpu_payload_bytes(p, n);
+    sqz_status_t st = sqz_gpu_flag_any(payloads, nranks, pb, bad, nonfinite_calls, stream);
+    if (st == SQZ_OK && residual != NULL) {
+        st = sqz_gpu_restore_if(p, bad, (const uint8_t *)payloads + (size_t)self * pb, in, dtype,
+                                residual, n, stream);
+    }
+    return st;
+}
+
+sqz_status_t sqz_gpu_flag_any(const void *payloads, int npayloads, size_t stride, uint32_t *bad,
+                              unsigned long long *nonfinite_calls, void *stream)
+{
+    if (payloads == NULL || bad == NULL || npayloads < 1 || stride % 16 != 0 ||
+        !sqz_cu_aligned(payloads, 16) || !sqz_cu_aligned(bad, 4) ||
+        !sqz_cu_aligned(nonfinite_calls, 8)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    return sqz_cu_launch_flags(payloads, npayloads, stride, bad, nonfinite_calls, stream);
+}
+
+sqz_status_t sqz_gpu_restore_if(const sqz_gpu_params_t *p, const uint32_t *bad, const void *own,
+                                const void *in, sqz_dtype_t dtype, float *residual, size_t n,
+                                void *stream)
+{
+    const size_t es = sqz_cu_dtype_size(dtype);
+    if (es == 0 || !sqz_cu_params_ok(p, n)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (n == 0 || residual == NULL) {
+        return SQZ_OK;
+    }
+    if (own == NULL || bad == NULL || in == NULL || !sqz_cu_aligned(own, 16) ||
+        !sqz_cu_aligned(in, es) || !sqz_cu_aligned(residual, 4)) {
         return SQZ_ERR_INVALID_PARAM;
     }
     switch (p->method) {
     case SQZ_GPU_TOPK:
-        return sqz_cu_topk_restore(p, payloads, nranks, self, in, dtype, residual, n,
-                                   nonfinite_calls, workspace, stream);
+        return sqz_cu_topk_restore(p, own, bad, in, dtype, residual, n, stream);
     case SQZ_GPU_QUANT:
-        return sqz_cu_quant_restore(p, payloads, nranks, self, in, dtype, residual, n,
-                                    nonfinite_calls, workspace, stream);
+        return sqz_cu_quant_restore(p, own, bad, in, dtype, residual, n, stream);
     case SQZ_GPU_SIGN:
-        return sqz_cu_sign_restore(p, payloads, nranks, self, in, dtype, residual, n,
-                                   nonfinite_calls, workspace, stream);
+        return sqz_cu_sign_restore(p, own, bad, in, dtype, residual, n, stream);
     }
     return SQZ_ERR_INVALID_PARAM;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+    sqz_cu_nan_if_kernel(const uint32_t *__restrict__ bad, T *__restrict__ out, size_t n,
+                         unsigned long long *counter)
+{
+    if (*bad == 0) {
+        return;
+    }
+    if (counter != NULL && blockIdx.x == 0 && threadIdx.x == 0) {
+        atomicAdd(counter, 1ull);
+    }
+    const T q = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
+    for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < n; i += (size_t)gridDim.x * 256) {
+        out[i] = q;
+    }
+}
+
+sqz_status_t sqz_gpu_nan_if(const uint32_t *bad, void *out, size_t n, sqz_dtype_t dtype,
+                            unsigned long long *nonfinite_calls, void *stream)
+{
+    const size_t es = sqz_cu_dtype_size(dtype);
+    if (es == 0 || bad == NULL || n == 0 || out == NULL || !sqz_cu_aligned(out, es) ||
+        !sqz_cu_aligned(nonfinite_calls, 8)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    cudaStream_t st = (cudaStream_t)stream;
+    const unsigned g = sqz_cu_grid(n, 256);
+    switch (dtype) {
+    case SQZ_DTYPE_FLOAT32:
+        sqz_cu_nan_if_kernel<float><<<g, 256, 0, st>>>(bad, (float *)out, n, nonfinite_calls);
+        break;
+    case SQZ_DTYPE_FLOAT16:
+        sqz_cu_nan_if_kernel<__half><<<g, 256, 0, st>>>(bad, (__half *)out, n, nonfinite_calls);
+        break;
+    case SQZ_DTYPE_BFLOAT16:
+        sqz_cu_nan_if_kernel<__nv_bfloat16><<<g, 256, 0, st>>>(bad, (__nv_bfloat16 *)out, n, nonfinite_calls);
+        break;
+    }
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
 }

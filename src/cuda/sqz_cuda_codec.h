@@ -112,6 +112,28 @@ sqz_status_t sqz_gpu_restore(const sqz_gpu_params_t *p, const void *payloads, in
                              const void *in, sqz_dtype_t dtype, float *residual, size_t n,
                              unsigned long long *nonfinite_calls, void *workspace, void *stream);
 
+/* The pieces of sqz_gpu_restore, for exchanges whose own payloads and flagged payloads are not
+ * one array (the scatter-reduce exchange: a rank's chunks go to different ranks, and the flags
+ * that matter are those of the all-gathered phase-2 payloads). */
+
+/** *bad = 1 when any of the npayloads payloads (stride bytes apart, stride a multiple of 16) is
+ *  flagged SQZ_GPU_FLAG_NONFINITE or has a wrong magic, else 0; when 1, adds 1 to
+ *  *nonfinite_calls (device counter; may be NULL).  bad is a device word. */
+sqz_status_t sqz_gpu_flag_any(const void *payloads, int npayloads, size_t stride, uint32_t *bad,
+                              unsigned long long *nonfinite_calls, void *stream);
+
+/** When *bad (decided on the device): residual = residual + decoded(own) - in, element by element,
+ *  except where in + residual is not finite (own: this rank's payload of these n elements, made by
+ *  sqz_gpu_compress from in and residual).  Otherwise nothing. */
+sqz_status_t sqz_gpu_restore_if(const sqz_gpu_params_t *p, const uint32_t *bad, const void *own,
+                                const void *in, sqz_dtype_t dtype, float *residual, size_t n,
+                                void *stream);
+
+/** When *bad (decided on the device): every element of out (n > 0 of dtype) = NaN, and 1 added to
+ *  *nonfinite_calls (device counter; may be NULL). */
+sqz_status_t sqz_gpu_nan_if(const uint32_t *bad, void *out, size_t n, sqz_dtype_t dtype,
+                            unsigned long long *nonfinite_calls, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

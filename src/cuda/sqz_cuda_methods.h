@@ -29,9 +29,8 @@ sqz_status_t sqz_cu_quant_compress(const sqz_gpu_params_t *p, const void *in, sq
 sqz_status_t sqz_cu_quant_decode_sum(const sqz_gpu_params_t *p, const void *payloads, int nranks,
                                      size_t n, float scale, void *out, sqz_dtype_t dtype,
                                      void *workspace, void *stream);
-sqz_status_t sqz_cu_quant_restore(const sqz_gpu_params_t *p, const void *payloads, int nranks,
-                                  int self, const void *in, sqz_dtype_t dtype, float *residual,
-                                  size_t n, unsigned long long *nonfinite_calls, void *workspace,
+sqz_status_t sqz_cu_quant_restore(const sqz_gpu_params_t *p, const void *own, const uint32_t *bad,
+                                  const void *in, sqz_dtype_t dtype, float *residual, size_t n,
                                   void *stream);
 
 /* ---- sign (plugins/sign/sqz_sign.cu) ---- */
@@ -43,10 +42,9 @@ sqz_status_t sqz_cu_sign_compress(const sqz_gpu_params_t *p, const void *in, sqz
 sqz_status_t sqz_cu_sign_decode_sum(const sqz_gpu_params_t *p, const void *payloads, int nranks,
                                     size_t n, float scale, void *out, sqz_dtype_t dtype,
                                     void *workspace, void *stream);
-sqz_status_t sqz_cu_sign_restore(const sqz_gpu_params_t *p, const void *payloads, int nranks,
-                                 int self, const void *in, sqz_dtype_t dtype, float *residual,
-                                 size_t n, unsigned long long *nonfinite_calls, void *workspace,
-                                 void *stream);
+sqz_status_t sqz_cu_sign_restore(const sqz_gpu_params_t *p, const void *own, const uint32_t *bad,
+                                  const void *in, sqz_dtype_t dtype, float *residual, size_t n,
+                                  void *stream);
 
 /* ---- topk (plugins/topk/sqz_topk.cu) ---- */
 
@@ -67,10 +65,9 @@ sqz_status_t sqz_cu_topk_compress(const sqz_gpu_params_t *p, const void *in, sqz
 sqz_status_t sqz_cu_topk_decode_sum(const sqz_gpu_params_t *p, const void *payloads, int nranks,
                                     size_t n, float scale, void *out, sqz_dtype_t dtype,
                                     void *workspace, void *stream);
-sqz_status_t sqz_cu_topk_restore(const sqz_gpu_params_t *p, const void *payloads, int nranks,
-                                 int self, const void *in, sqz_dtype_t dtype, float *residual,
-                                 size_t n, unsigned long long *nonfinite_calls, void *workspace,
-                                 void *stream);
+sqz_status_t sqz_cu_topk_restore(const sqz_gpu_params_t *p, const void *own, const uint32_t *bad,
+                                  const void *in, sqz_dtype_t dtype, float *residual, size_t n,
+                                  void *stream);
 
 /* ---- shared launches (src/cuda/sqz_cuda_codec.cu) ---- */
 

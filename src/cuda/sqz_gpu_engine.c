@@ -28,6 +28,7 @@
 #include "cuda/sqz_cuda_codec.h"
 #include "cuda/sqz_gpu_engine.h"
 #include "cuda/sqz_gpu_powersgd.h"
+#include "cuda/sqz_gpu_reduce_scatter.h"
 #include "sqz_ctx.h"
 #include "sqz_identity.h"
 #include "sqz_log.h"
@@ -50,6 +51,8 @@ typedef struct sqz_gpu_buf {
     size_t      pbytes;
     size_t      bytes;     /* device memory held */
     struct sqz_gpu_psgd *psgd; /* powersgd: plan, warm starts, messages (sqz_gpu_powersgd.c) */
+    sqz_gpu_sra_t       *sra;  /* the scatter-reduce exchange's state (then no payloads,
+                                  workspace or full here: sqz_gpu_reduce_scatter.c) */
     sqz_levels_t         adapt; /* powersgd under SQZ_ADAPT: the per-layer ranks */
     int                  dense_only; /* some rank could not allocate for it: dense everywhere */
 } sqz_gpu_buf_t;
@@ -285,6 +288,7 @@ static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
     for (size_t i = 0; i < g->nbufs; i++) {
         if (g->bufs[i].key == key && g->bufs[i].residual) {
             cudaMemset(g->bufs[i].residual, 0, g->bufs[i].count * sizeof(float));
+            sqz_gpu_sra_forget(g->bufs[i].sra, NULL);
             g->bufs[i].calls = 0;
         }
     }
@@ -426,6 +430,8 @@ static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
 {
     sqz_gpu_psgd_free(b->psgd);
     b->psgd = NULL;
+    sqz_gpu_sra_free(b->sra);
+    b->sra = NULL;
     free(b->adapt.levels);
     b->adapt.levels = NULL;
     cudaFree(b->residual);
@@ -488,6 +494,7 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cuda
                                             : NULL;
         if (rec.key == b->key && rec.count == b->count && (sqz_dtype_t)rec.dtype == b->dtype) {
             b->calls = rec.calls;
+            sqz_gpu_sra_forget(b->sra, s); /* (checkpoints hold the worker residuals only) */
             if (res && b->residual) {
                 cudaMemcpyAsync(b->residual, res, b->count * sizeof(float),
                                 cudaMemcpyHostToDevice, s);
@@ -553,6 +560,18 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
     return SQZ_OK;
 }
 
+/* Whether a buffer of count elements runs the scatter-reduce exchange (sqz_gpu_reduce_scatter.c):
+ * the method's descriptor asks for it (payloads that summarize contiguous elements: quant, sign;
+ * top-k's sparse payloads keep the all-gather, as on the host), and it moves less than the
+ * all-gather: always for a reduce-scatter, from 3 ranks for an all-reduce (at 2 both move one
+ * payload, and the all-gather needs one round and no re-compression).  From facts every rank
+ * shares. */
+static int sqz_gpu_uses_sra(const sqz_comm_t *comm, size_t count, int rs)
+{
+    return !comm->gpu->psgd && SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange &&
+           (rs || comm->nranks > 2) && sqz_gpu_sra_applies(count, comm->nranks, rs);
+}
+
 /* After an allocation event of b (every rank has one at the same call): 1 when every rank
  * allocated, else b goes dense-only on every rank (its memory freed, the entry kept so that no
  * rank tries again alone); -1 when the agreement itself failed. */
@@ -582,7 +601,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     for (size_t i = 0; i < g->nbufs; i++) {
         sqz_gpu_buf_t *b = &g->bufs[i];
         if (b->key == key && b->count == count && b->dtype == dtype) {
-            if (rs && NULL == b->full && !b->dense_only) {
+            if (rs && NULL == b->full && NULL == b->sra && !b->dense_only) {
                 /* The same key used by an all-reduce before: add the reduce-scatter scratch. */
                 const int ok = cudaMalloc(&b->full, count * sqz_dtype_size(dtype)) == cudaSuccess;
                 if (!ok) {
@@ -606,15 +625,24 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         g->bufs    = grown;
         g->capbufs = cap;
     }
-    sqz_gpu_buf_t b = {.key = key, .count = count, .dtype = dtype};
-    b.pbytes        = sqz_gpu_payload_bytes(&g->params, count);
-    const size_t wb = sqz_gpu_workspace_bytes(&g->params, count, dtype);
-    cudaError_t  ce = cudaMalloc(&b.payloads, b.pbytes * (size_t)comm->nranks);
-    if (ce == cudaSuccess) {
-        ce = cudaMalloc(&b.workspace, wb ? wb : 16);
-    }
-    if (ce == cudaSuccess && rs) {
-        ce = cudaMalloc(&b.full, count * sqz_dtype_size(dtype));
+    sqz_gpu_buf_t b   = {.key = key, .count = count, .dtype = dtype};
+    const int     sra = sqz_gpu_uses_sra(comm, count, rs);
+    b.pbytes          = sra ? 0 : sqz_gpu_payload_bytes(&g->params, count);
+    const size_t wb   = sra ? 0 : sqz_gpu_workspace_bytes(&g->params, count, dtype);
+    cudaError_t  ce   = cudaSuccess;
+    if (sra) {
+        ce = sqz_gpu_sra_create(&g->params, count, dtype, comm->nranks, comm->rank, rs, ef, s,
+                                &b.sra) == SQZ_OK
+                 ? cudaSuccess
+                 : cudaErrorMemoryAllocation;
+    } else {
+        ce = cudaMalloc(&b.payloads, b.pbytes * (size_t)comm->nranks);
+        if (ce == cudaSuccess) {
+            ce = cudaMalloc(&b.workspace, wb ? wb : 16);
+        }
+        if (ce == cudaSuccess && rs) {
+            ce = cudaMalloc(&b.full, count * sqz_dtype_size(dtype));
+        }
     }
     if (ce == cudaSuccess && ef) {
         ce = cudaMalloc((void **)&b.residual, count * sizeof(float));
@@ -636,8 +664,10 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         g->bufs[g->nbufs++] = b; /* dense_only: remembered, so no rank allocates alone later */
         return &g->bufs[g->nbufs - 1];
     }
-    b.bytes = b.pbytes * (size_t)comm->nranks + wb + (ef ? count * 4 : 0) +
-              (rs ? count * sqz_dtype_size(dtype) : 0);
+    b.bytes = sra ? sqz_gpu_sra_bytes(&g->params, count, dtype, comm->nranks, rs, ef) +
+                        (ef ? count * 4 : 0)
+                  : b.pbytes * (size_t)comm->nranks + wb + (ef ? count * 4 : 0) +
+                        (rs ? count * sqz_dtype_size(dtype) : 0);
     if (b.residual) {
         /* A new buffer (a rebuilt DDP bucket): take over its layers' residuals. */
         const sqz_gpu_carry_t carry = {g, b.residual, s};
@@ -862,6 +892,36 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     return SQZ_OK;
 }
 
+/* The scatter-reduce exchange (sqz_gpu_reduce_scatter.c). */
+static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
+{
+    sqz_comm_t *const          comm = c->comm;
+    struct sqz_gpu_comm *const g    = comm->gpu;
+    sqz_ctx_t *const           ctx  = comm->ctx;
+    const double               t0   = sqz_time_now();
+    const sqz_gpu_sra_call_t   x    = {
+             .nccl            = g->nccl,
+             .nc              = g->nc,
+             .in              = c->in,
+             .residual        = c->b->residual,
+             .out             = c->rs_out ? c->rs_out : c->recvbuf,
+             .scale           = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f,
+             .seed            = (uint64_t)ctx->p.seed ^ c->b->key,
+             .seq             = c->b->calls++,
+             .nonfinite_calls = g->d_nonfinite,
+             .s               = c->s,
+    };
+    cst->algo             = SQZ_ALGO_REDUCE_SCATTER;
+    const sqz_status_t st = sqz_gpu_sra_run(c->b->sra, &x, cst);
+    if (SQZ_OK != st) {
+        SQZ_ERROR("GPU scatter-reduce exchange failed: %s", sqz_status_string(st));
+        return st;
+    }
+    cst->t_compress = sqz_time_now() - t0; /* host time to enqueue */
+    sqz_stats_record(ctx, ctx->method_index, 'c', c->count * sqz_dtype_size(c->dtype), cst);
+    return SQZ_OK;
+}
+
 static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
                                 void *stream, void *rs_out, unsigned flags)
@@ -885,9 +945,14 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     int       eligible = g->enabled && (opt || count * esz >= ctx->p.min_bytes) &&
                    !(g->params.method == SQZ_GPU_TOPK && count > (size_t)UINT32_MAX);
     if (eligible && rs_out) {
-        /* A reduce-scatter moves (N-1)/N of the input per rank; the payload all-gather moves
-         * (N-1) payloads: compress only when that is less. */
-        eligible = sqz_gpu_payload_bytes(&g->params, count) * (size_t)comm->nranks < count * esz;
+        /* A reduce-scatter moves (N-1)/N of the input per rank; the scatter-reduce exchange
+         * (N-1)/N of a payload, the payload all-gather N-1 payloads: compress only when less. */
+        const size_t blk = count / (size_t)comm->nranks;
+        eligible         = sqz_gpu_uses_sra(comm, count, 1)
+                               ? sqz_gpu_payload_bytes(&g->params, blk) < blk * esz
+                               : sqz_gpu_payload_bytes(&g->params, count) *
+                                         (size_t)comm->nranks <
+                                     count * esz;
     }
     if (eligible) {
         /* Under CUDA graph capture the workspace cannot be allocated and the call could not
@@ -931,7 +996,9 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
     const int warm = b != NULL && !opt && (int64_t)b->calls < ctx->p.warmup_steps &&
                      !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
-    if (NULL == b || warm || b->dense_only) {
+    /* A buffer's exchange is fixed by its first call: the other kind of call on it goes dense. */
+    const int other = b != NULL && b->sra != NULL && sqz_gpu_sra_is_rs(b->sra) != (rs_out != NULL);
+    if (NULL == b || warm || b->dense_only || other) {
         if (b) {
             b->calls++;
         }
@@ -942,7 +1009,9 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     const sqz_gpu_call_t call = {.comm = comm, .b = b, .in = in, .recvbuf = recvbuf,
                                  .rs_out = rs_out, .out = rs_out ? b->full : recvbuf,
                                  .count = count, .dtype = dtype, .op = op, .key = key, .s = s};
-    st = g->psgd ? sqz_gpu_run_psgd(&call, &cst) : sqz_gpu_run_exchange(&call, &cst);
+    st = g->psgd ? sqz_gpu_run_psgd(&call, &cst)
+         : b->sra ? sqz_gpu_run_sra(&call, &cst)
+                  : sqz_gpu_run_exchange(&call, &cst);
 out:
     sqz_gpu_account(comm);
     if (saved >= 0 && saved != g->device) {

@@ -7,6 +7,9 @@
  *     residuals, and the outputs' total equals the inputs' total;
  *   - NaN on one rank: every rank's output is NaN at that step (the element, on the dense path),
  *     the residuals restored: the totals above exclude that step and still match;
+ *   - the exchange: quant and sign run the scatter-reduce exchange (a reduce-scatter at any N, an
+ *     all-reduce from N = 3) and send less than the all-gather's N-1 payloads per call (stats);
+ *     the bytes per call are printed against one payload;
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
  *     SQZ_ERR_MISMATCH;
  *   - the transport itself: all-reduce (int32 min/max, uint8 max, float64 sum, float32 avg),
@@ -22,6 +25,7 @@
 #include <squeeze.h>
 
 #include "sqz_cuda_test.h"
+#include "cuda/sqz_gpu_engine.h"
 #include "transport/sqz_device_group.h"
 
 void sqz_thread_run(int nranks, void (*fn)(int rank, void *arg), void *arg);
@@ -124,6 +128,7 @@ typedef struct method {
     const char *const *kv;
     int                ef;         /* error feedback: the totals must match after the flush */
     int                compressed; /* a compressed call's output is all NaN at the NaN step */
+    int                sra;        /* runs the scatter-reduce exchange where it pays */
 } method_t;
 
 static const char *const m_none[]  = {"SQZ_METHOD", "none", NULL};
@@ -137,8 +142,8 @@ static const char *const m_sign[]  = {"SQZ_METHOD", "sign", NULL};
 static const char *const m_psgd[]  = {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_RANK", "4",
                                       "SQZ_POWERSGD_START_STEPS", "0", NULL};
 static const method_t    methods[] = {
-    {"none", m_none, 0, 0},     {"topk", m_topk, 1, 1}, {"quant8", m_q8, 1, 1},
-    {"quant4-sr", m_q4s, 1, 1}, {"sign", m_sign, 0, 1}, {"powersgd", m_psgd, 0, 1},
+    {"none", m_none, 0, 0, 0},     {"topk", m_topk, 1, 1, 0}, {"quant8", m_q8, 1, 1, 1},
+    {"quant4-sr", m_q4s, 1, 1, 1}, {"sign", m_sign, 0, 1, 1}, {"powersgd", m_psgd, 0, 1, 0},
 };
 static const char *const base[] = {"SQZ_MIN_BYTES", "0", "SQZ_WARMUP_STEPS", "1", NULL};
 
@@ -151,6 +156,10 @@ typedef struct job {
     size_t              count; /* elements in (out: count / nranks for a reduce-scatter) */
     sqz_status_t        st[MAXR];
     unsigned char      *out[MAXR]; /* nsteps outputs, raw */
+    /* from each rank's stats: bytes sent, compressed calls, whether the scatter-reduce ran */
+    unsigned long long  sent[MAXR], compressed[MAXR];
+    int                 sra[MAXR];
+    size_t              payload; /* bytes of one payload of the whole buffer (the all-gather's) */
 } job_t;
 
 static size_t out_count(const job_t *j) { return j->rs ? j->count / (size_t)j->nranks : j->count; }
@@ -182,6 +191,29 @@ static sqz_status_t run_steps(job_t *j, int rank, sqz_comm_t *comm)
     return st;
 }
 
+/* The first number after `"name": ` in the stats JSON, or 0. */
+static unsigned long long json_num(const char *js, const char *name)
+{
+    const char *at = strstr(js, name);
+    return at ? strtoull(at + strlen(name), NULL, 10) : 0;
+}
+
+static void read_stats(job_t *j, int rank, const sqz_ctx_t *ctx)
+{
+    static char js[16384];
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&lock);
+    sqz_stats_json(ctx, rank, js, sizeof(js));
+    j->sent[rank]       = json_num(js, "\"bytes_sent\": ");
+    j->compressed[rank] = json_num(js, "\"calls_compressed\": ");
+    j->sra[rank]        = NULL != strstr(js, "\"reduce_scatter\": ");
+    pthread_mutex_unlock(&lock);
+    sqz_gpu_params_t gp;
+    if (0 == rank && sqz_gpu_params_from_ctx(ctx, &gp)) {
+        j->payload = sqz_gpu_payload_bytes(&gp, j->count);
+    }
+}
+
 static void rank_main(int rank, void *arg)
 {
     job_t *j = arg;
@@ -192,6 +224,7 @@ static void rank_main(int rank, void *arg)
     j->st[rank]      = sqz_comm_create_device_group(ctx, j->grp, rank, &comm);
     if (SQZ_OK == j->st[rank]) {
         j->st[rank] = run_steps(j, rank, comm);
+        read_stats(j, rank, ctx);
     }
     sqz_comm_destroy(comm);
     sqz_ctx_destroy(ctx);
@@ -242,6 +275,26 @@ static int all_nan(const job_t *j, int r, int s)
     return 1;
 }
 
+/* quant and sign: the scatter-reduce exchange where it pays, and fewer bytes than the all-gather. */
+static void check_exchange(const job_t *j, const char *what)
+{
+    const int want = j->m->sra && (j->rs || j->nranks > 2);
+    for (int r = 0; r < j->nranks; r++) {
+        EXPECT(j->sra[r] == want, "%s: rank %d: scatter-reduce exchange %s", what, r,
+               want ? "not used" : "used");
+        if (want && j->compressed[r] > 0 && j->payload > 0) {
+            const double per_call = (double)j->sent[r] / (double)j->compressed[r];
+            EXPECT(per_call < (double)(j->nranks - 1) * (double)j->payload,
+                   "%s: rank %d sent %.0f bytes a call, the all-gather's %zu", what, r, per_call,
+                   (size_t)(j->nranks - 1) * j->payload);
+            if (0 == r && j->dtype == SQZ_DTYPE_FLOAT32) {
+                printf("%s: %.3f payloads sent per call (all-gather: %d)\n", what,
+                       per_call / (double)j->payload, j->nranks - 1);
+            }
+        }
+    }
+}
+
 static int check_job(const job_t *j, const char *what)
 {
     const size_t on = out_count(j), esz = esize(j->dtype);
@@ -269,6 +322,7 @@ static int check_job(const job_t *j, const char *what)
             }
         }
     }
+    check_exchange(j, what);
     if (!j->m->ef || j->dtype != SQZ_DTYPE_FLOAT32) {
         return 0;
     }
@@ -324,7 +378,7 @@ static void test_engine(sqz_device_group_t *grp, int nranks)
                 job_t j  = {.grp = grp, .m = &methods[m], .nranks = nranks, .rs = rs,
                             .dtype = types[t]};
                 j.nsteps = S_IN + (methods[m].ef ? S_FLUSH : 0);
-                j.count  = (size_t)nranks * 1600 + (rs ? 0 : 37);
+                j.count  = (size_t)nranks * 4096 + (rs ? 0 : 37);
                 char what[128];
                 snprintf(what, sizeof(what), "N=%d %s %s %s", nranks, methods[m].name,
                          dname(types[t]), rs ? "reduce-scatter" : "all-reduce");

@@ -1,0 +1,325 @@
+/* The GPU scatter-reduce / all-gather exchange (see sqz_gpu_reduce_scatter.h). */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda/sqz_gpu_reduce_scatter.h"
+#include "sqz_log.h"
+#include "sqz_plugin_util.h"
+
+#define SQZ_GPU_CHUNK_QUANTUM 512
+
+struct sqz_gpu_sra {
+    sqz_gpu_params_t p;
+    int              nranks, rank, rs;
+    sqz_dtype_t      dtype;
+    size_t           count;
+    size_t          *off, *len; /* chunk r: elements [off[r], off[r] + len[r]) */
+    size_t           slot;      /* bytes of a payload slot: payload_bytes of the largest chunk */
+    unsigned char   *send1;     /* N slots: this rank's chunk payloads, slot r for rank r */
+    unsigned char   *recv1;     /* N payloads of this rank's chunk, payload_bytes(len[rank]) apart */
+    unsigned char   *gather2;   /* all-reduce: N slots, the phase-2 payloads */
+    float           *y;         /* all-reduce: this rank's reduced chunk */
+    float           *server;    /* all-reduce with error feedback: the server residual of y */
+    void            *workspace;
+    uint32_t        *bad;       /* the call's verdict: some input was not finite */
+    size_t           bytes;     /* device memory held */
+};
+
+/* Fills off/len (nranks entries): a reduce-scatter's blocks, else chunks of ceil(count / N)
+ * rounded up to 512 elements (a quantizer's buckets stay aligned with the chunks), or to 8 when
+ * that leaves a chunk empty (16-byte aligned chunks for every type).  \return 1 when every chunk
+ * holds elements. */
+static int sqz_gpu_sra_layout(size_t count, int nranks, int rs, size_t *off, size_t *len)
+{
+    static const size_t quanta[] = {SQZ_GPU_CHUNK_QUANTUM, 8};
+    const size_t        P        = (size_t)nranks;
+    int                 all      = 0;
+    for (size_t q = 0; q < 2 && !all; q++) {
+        size_t per = rs ? count / P : (count + P - 1) / P;
+        if (!rs) {
+            per = (per + quanta[q] - 1) / quanta[q] * quanta[q];
+        }
+        all = 1;
+        for (size_t r = 0; r < P; r++) {
+            const size_t a = r * per < count ? r * per : count;
+            const size_t b = a + per < count ? a + per : count;
+            off[r]         = a;
+            len[r]         = b - a;
+            all &= len[r] > 0;
+        }
+    }
+    return all;
+}
+
+int sqz_gpu_sra_applies(size_t count, int nranks, int rs)
+{
+    if (nranks < 2 || count < (size_t)nranks || (rs && count % (size_t)nranks)) {
+        return 0;
+    }
+    size_t *v = malloc(2 * (size_t)nranks * sizeof(*v));
+    if (NULL == v) {
+        return 0;
+    }
+    const int ok = sqz_gpu_sra_layout(count, nranks, rs, v, v + nranks);
+    free(v);
+    return ok;
+}
+
+/* The sizes of the state's device arrays, in the order sqz_gpu_sra_create carves them. */
+typedef struct sqz_gpu_sra_sizes {
+    size_t slot, send1, recv1, gather2, y, server, workspace, bad;
+} sqz_gpu_sra_sizes_t;
+
+static size_t sqz_gpu_sra_up(size_t b) { return (b + 255) / 256 * 256; }
+
+static void sqz_gpu_sra_sizes(const sqz_gpu_params_t *p, size_t per, size_t mylen,
+                              sqz_dtype_t dtype, int nranks, int rs, int ef,
+                              sqz_gpu_sra_sizes_t *z)
+{
+    const size_t N = (size_t)nranks;
+    const size_t w1 = sqz_gpu_workspace_bytes(p, per, dtype);
+    const size_t w2 = sqz_gpu_workspace_bytes(p, per, SQZ_DTYPE_FLOAT32);
+    z->slot         = sqz_gpu_payload_bytes(p, per);
+    z->send1        = sqz_gpu_sra_up(N * z->slot);
+    z->recv1        = sqz_gpu_sra_up(N * sqz_gpu_payload_bytes(p, mylen));
+    z->gather2      = rs ? 0 : z->send1;
+    z->y            = rs ? 0 : sqz_gpu_sra_up(per * sizeof(float));
+    z->server       = rs || !ef ? 0 : z->y;
+    z->workspace    = sqz_gpu_sra_up((w1 > w2 ? w1 : w2) + 16);
+    z->bad          = 256;
+}
+
+static size_t sqz_gpu_sra_total(const sqz_gpu_sra_sizes_t *z)
+{
+    return z->send1 + z->recv1 + z->gather2 + z->y + z->server + z->workspace + z->bad;
+}
+
+/* The largest chunk and this rank's. */
+static size_t sqz_gpu_sra_per(size_t count, int nranks, int rs, int rank, size_t *mylen)
+{
+    size_t *v = malloc(2 * (size_t)nranks * sizeof(*v));
+    size_t  m = 0;
+    *mylen    = 0;
+    if (v) {
+        sqz_gpu_sra_layout(count, nranks, rs, v, v + nranks);
+        for (int r = 0; r < nranks; r++) {
+            m = v[nranks + r] > m ? v[nranks + r] : m;
+        }
+        *mylen = v[nranks + rank];
+        free(v);
+    }
+    return m;
+}
+
+size_t sqz_gpu_sra_bytes(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype, int nranks,
+                         int rs, int ef)
+{
+    size_t              mylen;
+    sqz_gpu_sra_sizes_t z;
+    const size_t        per = sqz_gpu_sra_per(count, nranks, rs, 0, &mylen);
+    sqz_gpu_sra_sizes(p, per, per, dtype, nranks, rs, ef, &z);
+    return sqz_gpu_sra_total(&z);
+}
+
+sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype,
+                                int nranks, int rank, int rs, int ef, cudaStream_t s,
+                                sqz_gpu_sra_t **out)
+{
+    *out = NULL;
+    if (!sqz_gpu_sra_applies(count, nranks, rs)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    sqz_gpu_sra_t *x = calloc(1, sizeof(*x));
+    size_t        *v = malloc(2 * (size_t)nranks * sizeof(*v));
+    if (NULL == x || NULL == v) {
+        free(x), free(v);
+        return SQZ_ERR_NO_MEMORY;
+    }
+    *x = (sqz_gpu_sra_t){.p = *p, .nranks = nranks, .rank = rank, .rs = rs, .dtype = dtype,
+                         .count = count, .off = v, .len = v + nranks};
+    sqz_gpu_sra_layout(count, nranks, rs, x->off, x->len);
+    size_t mylen;
+    const size_t per = sqz_gpu_sra_per(count, nranks, rs, rank, &mylen);
+    sqz_gpu_sra_sizes_t z;
+    sqz_gpu_sra_sizes(p, per, mylen, dtype, nranks, rs, ef, &z);
+    unsigned char *base = NULL;
+    x->bytes            = sqz_gpu_sra_total(&z);
+    if (cudaMalloc((void **)&base, x->bytes) != cudaSuccess) {
+        cudaGetLastError();
+        free(x->off), free(x);
+        return SQZ_ERR_NO_MEMORY;
+    }
+    x->slot      = z.slot;
+    x->send1     = base;
+    x->recv1     = x->send1 + z.send1;
+    x->gather2   = rs ? NULL : x->recv1 + z.recv1;
+    x->y         = rs ? NULL : (float *)(x->recv1 + z.recv1 + z.gather2);
+    x->server    = z.server ? (float *)((unsigned char *)x->y + z.y) : NULL;
+    x->workspace = x->recv1 + z.recv1 + z.gather2 + z.y + z.server;
+    x->bad       = (uint32_t *)((unsigned char *)x->workspace + z.workspace);
+    if (cudaMemsetAsync(base, 0, x->bytes, s) != cudaSuccess) {
+        sqz_gpu_sra_free(x);
+        return SQZ_ERR_CUDA;
+    }
+    *out = x;
+    return SQZ_OK;
+}
+
+int sqz_gpu_sra_is_rs(const sqz_gpu_sra_t *x) { return x->rs; }
+
+void sqz_gpu_sra_free(sqz_gpu_sra_t *x)
+{
+    if (x) {
+        cudaFree(x->send1);
+        free(x->off);
+        free(x);
+    }
+}
+
+void sqz_gpu_sra_forget(sqz_gpu_sra_t *x, cudaStream_t s)
+{
+    if (x && x->server) {
+        cudaMemsetAsync(x->server, 0, x->len[x->rank] * sizeof(float), s);
+        cudaStreamSynchronize(s);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------- */
+/* One call                                                                                     */
+/* ------------------------------------------------------------------------------------------- */
+static size_t sqz_gpu_esize(sqz_dtype_t d) { return d == SQZ_DTYPE_FLOAT32 ? 4 : 2; }
+
+/* The randomness key of payload `part` (a chunk, or nranks for phase 2) of this call. */
+static uint32_t sqz_gpu_sra_key(const sqz_gpu_sra_call_t *c, int rank, int part)
+{
+    return (uint32_t)sqz_pu_seed_key(c->seed, rank, c->seq, part + 1);
+}
+
+/* Phase 1: compress each chunk into its slot, then the grouped sends and receives. */
+static sqz_status_t sqz_gpu_sra_phase1(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c,
+                                       sqz_call_stats_t *cst)
+{
+    const size_t esz = sqz_gpu_esize(x->dtype), me = (size_t)x->rank;
+    const size_t rb  = sqz_gpu_payload_bytes(&x->p, x->len[me]);
+    for (int r = 0; r < x->nranks; r++) {
+        const sqz_status_t st = sqz_gpu_compress(
+            &x->p, (const unsigned char *)c->in + x->off[r] * esz, x->dtype,
+            c->residual ? c->residual + x->off[r] : NULL, x->len[r],
+            sqz_gpu_sra_key(c, x->rank, r), x->send1 + (size_t)r * x->slot, x->workspace,
+            c->s);
+        if (SQZ_OK != st) {
+            return st;
+        }
+        const size_t pb = sqz_gpu_payload_bytes(&x->p, x->len[r]);
+        cst->bytes_wire += pb;
+        cst->bytes_sent += (size_t)r == me ? 0 : pb;
+    }
+    ncclResult_t res = c->nccl->GroupStart();
+    for (int r = 0; res == ncclSuccess && r < x->nranks; r++) {
+        res = c->nccl->Send(x->send1 + (size_t)r * x->slot,
+                            sqz_gpu_payload_bytes(&x->p, x->len[r]), ncclUint8, r, c->nc, c->s);
+        if (res == ncclSuccess) {
+            res = c->nccl->Recv(x->recv1 + (size_t)r * rb, rb, ncclUint8, r, c->nc, c->s);
+        }
+    }
+    const ncclResult_t end = c->nccl->GroupEnd();
+    if (res != ncclSuccess || end != ncclSuccess) {
+        SQZ_ERROR("scatter-reduce phase 1: %s",
+                  sqz_nccl_error(res != ncclSuccess ? res : end));
+        return SQZ_ERR_NCCL;
+    }
+    return SQZ_OK;
+}
+
+/* Phase 2: the reduced chunk compressed again (server residual), all-gathered in place. */
+static sqz_status_t sqz_gpu_sra_phase2(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c,
+                                       sqz_call_stats_t *cst)
+{
+    const size_t   me   = (size_t)x->rank;
+    unsigned char *mine = x->gather2 + me * x->slot;
+    sqz_status_t   st   = sqz_gpu_decode_sum(&x->p, x->recv1, x->nranks, x->len[me], 1.0f, x->y,
+                                             SQZ_DTYPE_FLOAT32, x->workspace, c->s);
+    if (SQZ_OK == st) {
+        st = sqz_gpu_compress(&x->p, x->y, SQZ_DTYPE_FLOAT32, x->server, x->len[me],
+                              sqz_gpu_sra_key(c, x->rank, x->nranks), mine, x->workspace,
+                              c->s);
+    }
+    if (SQZ_OK != st) {
+        return st;
+    }
+    const ncclResult_t res =
+        c->nccl->AllGather(mine, x->gather2, x->slot, ncclUint8, c->nc, c->s);
+    if (res != ncclSuccess) {
+        SQZ_ERROR("scatter-reduce phase 2: ncclAllGather: %s", sqz_nccl_error(res));
+        return SQZ_ERR_NCCL;
+    }
+    cst->bytes_sent += x->slot * (size_t)(x->nranks - 1);
+    return SQZ_OK;
+}
+
+/* The verdict on the device, then every rank's residuals back when it says so. */
+static sqz_status_t sqz_gpu_sra_verdict(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c)
+{
+    const size_t esz = sqz_gpu_esize(x->dtype), me = (size_t)x->rank;
+    sqz_status_t st;
+    if (x->rs) {
+        st = sqz_gpu_flag_any(x->recv1, x->nranks, sqz_gpu_payload_bytes(&x->p, x->len[me]),
+                              x->bad, NULL, c->s);
+        if (SQZ_OK == st &&
+            c->nccl->AllReduce(x->bad, x->bad, 1, ncclUint32, ncclMax, c->nc, c->s) !=
+                ncclSuccess) {
+            return SQZ_ERR_NCCL;
+        }
+    } else {
+        st = sqz_gpu_flag_any(x->gather2, x->nranks, x->slot, x->bad, NULL, c->s);
+        if (SQZ_OK == st) {
+            st = sqz_gpu_restore_if(&x->p, x->bad, x->gather2 + me * x->slot, x->y,
+                                    SQZ_DTYPE_FLOAT32, x->server, x->len[me], c->s);
+        }
+    }
+    for (int r = 0; SQZ_OK == st && c->residual && r < x->nranks; r++) {
+        st = sqz_gpu_restore_if(&x->p, x->bad, x->send1 + (size_t)r * x->slot,
+                                (const unsigned char *)c->in + x->off[r] * esz, x->dtype,
+                                c->residual + x->off[r], x->len[r], c->s);
+    }
+    return st;
+}
+
+/* The output: this rank's chunk (reduce-scatter) or every chunk, NaN when the verdict says so. */
+static sqz_status_t sqz_gpu_sra_decode(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c)
+{
+    const size_t esz = sqz_gpu_esize(x->dtype), me = (size_t)x->rank;
+    sqz_status_t st  = SQZ_OK;
+    if (x->rs) {
+        st = sqz_gpu_decode_sum(&x->p, x->recv1, x->nranks, x->len[me], c->scale, c->out,
+                                x->dtype, x->workspace, c->s);
+    }
+    for (int r = 0; SQZ_OK == st && !x->rs && r < x->nranks; r++) {
+        st = sqz_gpu_decode_sum(&x->p, x->gather2 + (size_t)r * x->slot, 1, x->len[r], c->scale,
+                                (unsigned char *)c->out + x->off[r] * esz, x->dtype,
+                                x->workspace, c->s);
+    }
+    if (SQZ_OK == st) {
+        st = sqz_gpu_nan_if(x->bad, c->out, x->rs ? x->len[me] : x->count, x->dtype,
+                            c->nonfinite_calls, c->s);
+    }
+    return st;
+}
+
+sqz_status_t sqz_gpu_sra_run(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c,
+                             sqz_call_stats_t *cst)
+{
+    sqz_status_t st = sqz_gpu_sra_phase1(x, c, cst);
+    if (SQZ_OK == st && !x->rs) {
+        st = sqz_gpu_sra_phase2(x, c, cst);
+    }
+    if (SQZ_OK == st) {
+        st = sqz_gpu_sra_verdict(x, c);
+    }
+    if (SQZ_OK == st) {
+        st = sqz_gpu_sra_decode(x, c);
+    }
+    return st;
+}
