@@ -75,6 +75,8 @@ static void usage(void)
                "  --gpu            benchmark the GPU path instead (device buffers, NCCL; one GPU\n"
                "                   per rank): kernels against the device copy bandwidth, and the\n"
                "                   compressed all-reduce against ncclAllReduce\n"
+               "  --group N        with --gpu, one process: N ranks as threads on one GPU (the\n"
+               "                   device thread transport): bytes per rank and call, exchange\n"
                "  --json FILE      write the figures as JSON (rank 0)\n");
     }
 }
@@ -109,6 +111,8 @@ static int parse(opts_t *o, int argc, char **argv)
             o->kernels = 0;
         } else if (0 == strcmp(a, "--gpu")) {
             o->gpu = 1;
+        } else if (0 == strcmp(a, "--group") && v) {
+            o->group = atoi(v), i++;
         } else if (0 == strcmp(a, "--no-allreduce")) {
             o->allreduce = 0;
         } else {
@@ -521,7 +525,9 @@ int main(int argc, char **argv)
         fprintf(js, "{\n  \"ranks\": %d,\n", nranks_);
     }
     int rc = 0;
-    if (o.gpu) {
+    if (o.gpu && o.group) {
+        rc = bench_gpu_group(&o, js);
+    } else if (o.gpu) {
         rc = bench_gpu(&o, js);
     } else {
         if (o.kernels) {

@@ -50,7 +50,7 @@ static int cmp_float(const void *a, const void *b)
 }
 
 /* Gaussian-like gradient data on the device (filled on the host once). */
-static void fill_device(void *d, size_t n, sqz_dtype_t dt, unsigned seed)
+void bench_fill_device(void *d, size_t n, sqz_dtype_t dt, unsigned seed)
 {
     float   *h = malloc(n * sizeof(float));
     uint64_t s = 0x9e3779b97f4a7c15ull * (seed + 1);
@@ -138,7 +138,7 @@ static void bench_gpu_kernels(const opts_t *o, FILE *js)
             void             *pay, *ws;
             CK(cudaMalloc(&pay, pb));
             CK(cudaMalloc(&ws, wb ? wb : 16));
-            fill_device(in, n, dt, 7u);
+            bench_fill_device(in, n, dt, 7u);
             CK(cudaMemsetAsync(res, 0, n * 4, s));
             cudaEvent_t e0, e1, e2;
             CK(cudaEventCreate(&e0));
@@ -265,7 +265,7 @@ static void bench_gpu_allreduce(const opts_t *o, FILE *js, const sqz_nccl_api_t 
     CK(cudaMalloc(&in, maxn * 4));
     CK(cudaMalloc(&out, maxn * 4));
     CK(cudaMalloc(&dense, maxn * 4));
-    fill_device(in, maxn, SQZ_DTYPE_FLOAT32, 1000u + (unsigned)rank_);
+    bench_fill_device(in, maxn, SQZ_DTYPE_FLOAT32, 1000u + (unsigned)rank_);
     float *h_out = malloc(maxn * 4), *h_dense = malloc(maxn * 4);
     if (0 == rank_) {
         printf("\n# GPU all-reduce on %d ranks (NCCL): median per call of %d, slowest rank\n",
