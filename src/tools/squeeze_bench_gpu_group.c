@@ -1,9 +1,10 @@
 /* squeeze_bench --gpu --group N: the GPU engine with N ranks as threads on this process's GPU
  * (sqz_device_group), one MPI process.  What it measures is traffic, not network time: for each
- * method and size, the bytes each rank sends per compressed call (the engine's stats) against one
- * payload of the whole buffer, next to what the all-gather exchange would send (N-1 payloads) and
- * the scatter-reduce's ideal 2(N-1)/N; the exchange the engine chose; whether every rank's output
- * is the same bits.  The median per-call time is printed too, but the "network" here is device
+ * method and size, as an all-reduce (ar) and as a reduce-scatter (rs), the bytes each rank sends
+ * per compressed call (the engine's stats) against one payload of the whole buffer, next to what
+ * the all-gather exchange sends (N-1 payloads) and the scatter-reduce's ideal (2(N-1)/N for an
+ * all-reduce, (N-1)/N for a reduce-scatter), and against the input bytes; the exchange the engine
+ * chose; whether every rank's all-reduce output is the same bits.  The median per-call time is printed too, but the "network" here is device
  * memory: it is no estimate of a cluster's. */
 #include "config.h"
 
@@ -25,7 +26,7 @@ typedef struct group_run {
     const opts_t       *o;
     const method_t     *m;
     sqz_device_group_t *grp;
-    int                 N;
+    int                 N, rs; /* rs: reduce-scatters (of n / N per rank), else all-reduces */
     size_t              n;
     pthread_barrier_t   bar;
     /* per rank */
@@ -42,6 +43,14 @@ static int cmp_f(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static sqz_status_t group_call(const group_run_t *g, sqz_comm_t *comm, const float *in,
+                               float *out, cudaStream_t s)
+{
+    return g->rs ? sqz_reduce_scatter_async(comm, in, out, g->n / (size_t)g->N,
+                                            SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, s)
+                 : sqz_allreduce_async(comm, in, out, g->n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, s);
+}
+
 /* Median milliseconds of o->iters compressed calls on stream s, every rank in step. */
 static double group_time(group_run_t *g, sqz_comm_t *comm, const float *in, float *out,
                          cudaStream_t s)
@@ -53,13 +62,13 @@ static double group_time(group_run_t *g, sqz_comm_t *comm, const float *in, floa
         cudaEventCreate(&ev[i]);
     }
     for (int i = 0; i < g->o->warmup; i++) {
-        sqz_allreduce_async(comm, in, out, g->n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, s);
+        group_call(g, comm, in, out, s);
     }
     cudaStreamSynchronize(s);
     pthread_barrier_wait(&g->bar);
     cudaEventRecord(ev[0], s);
     for (int i = 0; i < iters; i++) {
-        sqz_allreduce_async(comm, in, out, g->n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, s);
+        group_call(g, comm, in, out, s);
         cudaEventRecord(ev[i + 1], s);
     }
     cudaEventSynchronize(ev[iters]);
@@ -114,7 +123,7 @@ static void group_rank(group_run_t *g, int rank)
                            ? strtod(at + 14, NULL) / (double)st.calls_compressed
                            : 0;
     g->algo_rs[rank] = NULL != strstr(js, "\"reduce_scatter\": ");
-    g->hash[rank]    = group_hash(out, g->n);
+    g->hash[rank]    = g->rs ? 0 : group_hash(out, g->n);
     sqz_gpu_params_t gp;
     if (0 == rank && sqz_gpu_params_from_ctx(ctx, &gp)) {
         g->payload = sqz_gpu_payload_bytes(&gp, g->n);
@@ -164,16 +173,19 @@ static void group_case(group_run_t *g, FILE *js, int *first)
         return;
     }
     const double pl = g->payload ? (double)g->payload : 1.0;
-    printf("%-32s %11zu %14s %10.3f %10.3f %10.3f %10.3f %6s\n", g->m->label, g->n * 4,
-           g->algo_rs[0] ? "reduce_scatter" : "allgather", sent / pl, (double)(g->N - 1),
-           2.0 * (g->N - 1) / g->N, ms, same ? "yes" : "NO");
+    const double ideal = (g->rs ? 1.0 : 2.0) * (g->N - 1) / g->N, in = (double)g->n * 4;
+    printf("%-32s %2s %11zu %14s %9.3f %9.3f %9.3f %8.4f %10.3f %6s\n", g->m->label,
+           g->rs ? "rs" : "ar", g->n * 4, g->algo_rs[0] ? "reduce_scatter" : "allgather",
+           sent / pl, (double)(g->N - 1), ideal, sent / in, ms,
+           g->rs ? "-" : same ? "yes" : "NO");
     if (js) {
-        fprintf(js, "%s\n    {\"method\": \"%s\", \"bytes\": %zu, \"ranks\": %d, \"exchange\": "
-                    "\"%s\", \"payload_bytes\": %zu, \"sent_per_call\": %.1f, "
-                    "\"payloads_per_call\": %.5f, \"ms\": %.5f, \"identical\": %s}",
-                *first ? "" : ",", g->m->label, g->n * 4, g->N,
-                g->algo_rs[0] ? "reduce_scatter" : "allgather", g->payload, sent, sent / pl, ms,
-                same ? "true" : "false");
+        fprintf(js, "%s\n    {\"method\": \"%s\", \"op\": \"%s\", \"bytes\": %zu, "
+                    "\"ranks\": %d, \"exchange\": \"%s\", \"payload_bytes\": %zu, "
+                    "\"sent_per_call\": %.1f, \"payloads_per_call\": %.5f, "
+                    "\"sent_per_input\": %.6f, \"ms\": %.5f, \"identical\": %s}",
+                *first ? "" : ",", g->m->label, g->rs ? "reduce_scatter" : "allreduce",
+                g->n * 4, g->N, g->algo_rs[0] ? "reduce_scatter" : "allgather", g->payload, sent,
+                sent / pl, sent / in, ms, g->rs || same ? "true" : "false");
     }
     *first = 0;
 }
@@ -190,16 +202,20 @@ int bench_gpu_group(const opts_t *o, FILE *js)
     }
     printf("\n# GPU engine, %d ranks as threads on one GPU: bytes sent per rank and call, in "
            "payloads of the whole buffer\n", o->group);
-    printf("%-32s %11s %14s %10s %10s %10s %10s %6s\n", "method", "bytes", "exchange",
-           "payloads", "allgather", "2(N-1)/N", "ms (1 GPU)", "ident");
+    printf("%-32s %2s %11s %14s %9s %9s %9s %8s %10s %6s\n", "method", "op", "bytes",
+           "exchange", "payloads", "allgather", "ideal", "sent/in", "ms (1 GPU)", "ident");
     if (js) {
         fprintf(js, "  \"gpu_group\": [");
     }
     int first = 1;
     for (int m = 0; m < o->nm; m++) {
         for (size_t bytes = o->min_bytes; bytes <= o->max_bytes; bytes *= (size_t)o->step) {
-            group_run_t g = {.o = o, .m = &o->m[m], .grp = grp, .N = o->group, .n = bytes / 4};
-            group_case(&g, js, &first);
+            for (int rs = 0; rs < 2; rs++) {
+                const size_t n = bytes / 4 / (size_t)o->group * (size_t)o->group;
+                group_run_t  g = {.o = o, .m = &o->m[m], .grp = grp, .N = o->group, .rs = rs,
+                                  .n = n};
+                group_case(&g, js, &first);
+            }
             if (bytes > o->max_bytes / (size_t)o->step) {
                 break;
             }
