@@ -51,13 +51,25 @@ typedef struct sqz_dg_rank {
     size_t              scap;
 } sqz_dg_rank_t;
 
+/* An ncclCommSplit in progress on a group: each rank's (color, key), then the result. */
+typedef struct sqz_dg_split {
+    int                  *color, *key;
+    int                   arrived;
+    uint64_t              generation;  /* completed splits */
+    sqz_device_group_t  **result;      /* each rank's new group (NULL: no color) */
+    int                  *result_rank; /* and its rank there */
+} sqz_dg_split_t;
+
 struct sqz_device_group {
-    int             nranks, device;
-    int             broken; /* some wait timed out: every operation fails from now on */
-    pthread_mutex_t lock;
-    pthread_cond_t  cond;
-    sqz_dg_send_t **head, **tail; /* [sender * nranks + receiver]: posted, not yet matched */
-    sqz_dg_rank_t  *ranks;
+    int                  nranks, device;
+    int                  broken; /* some wait timed out: every operation fails from now on */
+    pthread_mutex_t      lock;
+    pthread_cond_t       cond;
+    sqz_dg_send_t      **head, **tail; /* [sender * nranks + receiver]: posted, not matched yet */
+    sqz_dg_rank_t       *ranks;
+    sqz_dg_split_t       split;
+    sqz_device_group_t **children; /* groups made by splits of this one (freed with it) */
+    size_t               nchildren;
 };
 
 /* One operation of the calling thread's open group. */
@@ -421,11 +433,80 @@ static ncclResult_t sqz_dg_init_all(ncclComm_t *c, int n, const int *devs)
     return ncclInvalidUsage;
 }
 
+/* The new groups of a split whose every rank has arrived (g->lock held): one per color, ranks
+ * ordered by (key, rank in g).  \return 0, or -1 (memory). */
+static int sqz_dg_split_build(sqz_device_group_t *g)
+{
+    sqz_dg_split_t *sp = &g->split;
+    for (int r = 0; r < g->nranks; r++) {
+        sp->result[r] = NULL;
+    }
+    for (int r = 0; r < g->nranks; r++) {
+        if (sp->color[r] < 0 || sp->result[r]) {
+            continue; /* NCCL_SPLIT_NOCOLOR, or its group is made */
+        }
+        int n = 0;
+        for (int q = 0; q < g->nranks; q++) {
+            n += sp->color[q] == sp->color[r];
+        }
+        sqz_device_group_t  *child = NULL;
+        sqz_device_group_t **grown = realloc(g->children, (g->nchildren + 1) * sizeof(*grown));
+        if (NULL == grown || SQZ_OK != sqz_device_group_create(n, g->device, &child)) {
+            if (grown) {
+                g->children = grown;
+            }
+            return -1;
+        }
+        g->children                 = grown;
+        g->children[g->nchildren++] = child;
+        for (int q = 0; q < g->nranks; q++) {
+            if (sp->color[q] != sp->color[r]) {
+                continue;
+            }
+            int below = 0; /* members ordered before q */
+            for (int t = 0; t < g->nranks; t++) {
+                below += sp->color[t] == sp->color[r] &&
+                         (sp->key[t] < sp->key[q] || (sp->key[t] == sp->key[q] && t < q));
+            }
+            sp->result[q]      = child;
+            sp->result_rank[q] = below;
+        }
+    }
+    return 0;
+}
+
+/* Collective over c's group: every rank passes its color (or NCCL_SPLIT_NOCOLOR) and key. */
 static ncclResult_t sqz_dg_split(ncclComm_t c, int color, int key, ncclComm_t *out,
                                  ncclConfig_t *cfg)
 {
-    (void)c, (void)color, (void)key, (void)out, (void)cfg;
-    return ncclInvalidUsage;
+    (void)cfg;
+    sqz_dg_rank_t *me = sqz_dg_rank_of(c);
+    if (NULL == me || NULL == out) {
+        return ncclInvalidArgument;
+    }
+    sqz_device_group_t *g  = me->group;
+    sqz_dg_split_t     *sp = &g->split;
+    int                 rc = 0;
+    pthread_mutex_lock(&g->lock);
+    const uint64_t gen   = sp->generation;
+    sp->color[me->rank] = color < 0 ? -1 : color;
+    sp->key[me->rank]   = key;
+    if (++sp->arrived == g->nranks) {
+        rc            = sqz_dg_split_build(g);
+        g->broken    |= rc != 0;
+        sp->arrived   = 0;
+        sp->generation++;
+        pthread_cond_broadcast(&g->cond);
+    }
+    while (0 == rc && sp->generation == gen) {
+        rc = sqz_dg_wait(g, "split", me->rank, -1);
+    }
+    rc |= g->broken;
+    *out = 0 == rc && sp->result[me->rank]
+               ? sqz_device_group_handle(sp->result[me->rank], sp->result_rank[me->rank])
+               : NULL;
+    pthread_mutex_unlock(&g->lock);
+    return 0 == rc ? ncclSuccess : ncclSystemError;
 }
 
 /* A group's communicators live as long as the group. */
@@ -492,11 +573,17 @@ sqz_status_t sqz_device_group_create(int nranks, int device, sqz_device_group_t 
     sqz_device_group_t *g = calloc(1, sizeof(*g));
     const size_t        q = (size_t)nranks * (size_t)nranks;
     if (g) {
-        g->head  = calloc(q, sizeof(*g->head));
-        g->tail  = calloc(q, sizeof(*g->tail));
-        g->ranks = calloc((size_t)nranks, sizeof(*g->ranks));
+        g->head                 = calloc(q, sizeof(*g->head));
+        g->tail                 = calloc(q, sizeof(*g->tail));
+        g->ranks                = calloc((size_t)nranks, sizeof(*g->ranks));
+        g->split.color          = calloc((size_t)nranks, sizeof(int));
+        g->split.key            = calloc((size_t)nranks, sizeof(int));
+        g->split.result_rank    = calloc((size_t)nranks, sizeof(int));
+        g->split.result         = calloc((size_t)nranks, sizeof(*g->split.result));
     }
-    if (NULL == g || NULL == g->head || NULL == g->tail || NULL == g->ranks) {
+    if (NULL == g || NULL == g->head || NULL == g->tail || NULL == g->ranks ||
+        NULL == g->split.color || NULL == g->split.key || NULL == g->split.result_rank ||
+        NULL == g->split.result) {
         sqz_device_group_destroy(g);
         return SQZ_ERR_NO_MEMORY;
     }
@@ -523,6 +610,11 @@ void sqz_device_group_destroy(sqz_device_group_t *g)
             cudaFree(g->ranks[r].scratch);
         }
     }
+    for (size_t i = 0; i < g->nchildren; i++) {
+        sqz_device_group_destroy(g->children[i]);
+    }
+    free(g->children);
+    free(g->split.color), free(g->split.key), free(g->split.result_rank), free(g->split.result);
     free(g->head), free(g->tail), free(g->ranks);
     free(g);
 }

@@ -22,8 +22,9 @@
 extern "C" {
 #endif
 
-/** The NCCL entry points of the device thread transport (every field set; CommInit*, CommSplit
- *  and GetUniqueId answer ncclInvalidUsage: communicators come from a group). */
+/** The NCCL entry points of the device thread transport (every field set).  CommSplit makes the
+ *  new groups (freed with the group split); CommInit* and GetUniqueId answer ncclInvalidUsage:
+ *  communicators come from a group. */
 extern const sqz_nccl_api_t sqz_device_group_nccl;
 
 /** Rank `rank`'s communicator handle of group g, as an ncclComm_t of sqz_device_group_nccl. */
