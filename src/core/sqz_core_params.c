@@ -87,8 +87,13 @@ static const sqz_core_param_t sqz_core_params[] = {
          "warning (the ranks still take part in the comparison)"),
     JOB("HIER", SQZ_PARAM_ENUM, "auto", 0, 0, "auto|on|off", CORE(hier),
          "hierarchical all-reduce: exact reduction inside each host, compressed exchange between "
-         "hosts (one leader per host), exact broadcast back; auto turns it on when some host holds "
-         "more than one rank of the communicator"),
+         "hosts, exact copy back; auto turns it on when some host holds more than one rank of the "
+         "communicator.  MPI: one leader per host.  GPU: a dense reduce-scatter inside the host, "
+         "each local shard compressed among the ranks with its local index on the other hosts, a "
+         "dense all-gather (needs several hosts of the same number of ranks)"),
+    RANK("HOST_ID", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(host_id),
+         "this rank's host for SQZ_HIER on the GPU path (ranks with the same value share a host; "
+         "empty: the hostname): emulates several hosts on one machine"),
     JOB("DGC_MOMENTUM", SQZ_PARAM_DOUBLE, "0", 0, 0.999, NULL, CORE(dgc_momentum),
          "DGC momentum correction (0: off): the compressor sends from residual + momentum; set the "
          "optimizer's own momentum to 0 when this is on (needs SQZ_EF=ef14)"),

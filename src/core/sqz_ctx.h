@@ -35,6 +35,7 @@ typedef struct sqz_core_params {
     int         iallreduce;    /* sqz_iallreduce_mode_t */
     int         check_settings;
     int         hier;          /* sqz_hier_mode_t */
+    const char *host_id;       /* SQZ_HOST_ID: this rank's host, or "" (the hostname) */
     int64_t     threads;
     int         pipeline;
     double      econtrol_eta;

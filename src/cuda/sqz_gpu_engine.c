@@ -27,6 +27,7 @@
 
 #include "cuda/sqz_cuda_codec.h"
 #include "cuda/sqz_gpu_engine.h"
+#include "cuda/sqz_gpu_hier.h"
 #include "cuda/sqz_gpu_powersgd.h"
 #include "cuda/sqz_gpu_reduce_scatter.h"
 #include "sqz_ctx.h"
@@ -73,6 +74,7 @@ struct sqz_gpu_comm {
     uint32_t             *d_agree;     /* one word for sqz_gpu_comm_agree */
     unsigned long long    nonfinite_seen;
     struct sqz_gpu_moe   *moe;         /* token all-to-all state (sqz_gpu_moe.c), or NULL */
+    sqz_gpu_hier_t       *hier;        /* SQZ_HIER across hosts (sqz_gpu_hier.c), or NULL */
     /* A checkpoint's buffer records not applied yet (sqz_gpu_state_load): each is applied when
      * its buffer is next created (its device memory comes with an agreement between the ranks,
      * which a load cannot make), or at once when the buffer exists. */
@@ -238,6 +240,7 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
         }
     }
     pthread_mutex_unlock(&ctx->lock);
+    sqz_gpu_hier_free(g->hier, comm->gpu_abandon);
     if (comm->gpu_abandon) {
         sqz_gpu_moe_free(g->moe, 1);
         free(g->bufs);
@@ -372,6 +375,9 @@ sqz_status_t sqz_gpu_comm_create(sqz_ctx_t *ctx, const sqz_nccl_api_t *api, nccl
     }
     sqz_gpu_configure(comm);
     st = sqz_comm_check_settings(comm);
+    if (SQZ_OK == st && g->enabled && !g->psgd) {
+        st = sqz_gpu_hier_create(comm, api, nc, &g->hier);
+    }
     if (SQZ_OK != st) {
         sqz_comm_destroy(comm);
         return st;
@@ -539,7 +545,9 @@ static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w)
         sqz_wbuf_put(w, host, b->count * sizeof(float));
     }
     free(host);
-    return st;
+    /* The inter-host engine's buffers follow, in the same records (a load gives both the whole
+     * stream: each takes the records of its own buffers). */
+    return SQZ_OK == st && g->hier ? sqz_gpu_hier_state_save(g->hier, w) : st;
 }
 
 static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t len)
@@ -557,7 +565,7 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
     for (size_t i = 0; i < g->nbufs; i++) {
         sqz_gpu_apply_pending(g, &g->bufs[i], NULL);
     }
-    return SQZ_OK;
+    return g->hier ? sqz_gpu_hier_state_load(g->hier, buf, len) : SQZ_OK;
 }
 
 /* Whether a buffer of count elements runs the scatter-reduce exchange (sqz_gpu_reduce_scatter.c):
@@ -892,6 +900,23 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     return SQZ_OK;
 }
 
+/* An all-reduce across hosts (sqz_gpu_hier.c): its inter-host engine counts the compressed part. */
+static sqz_status_t sqz_gpu_run_hier(sqz_comm_t *comm, const void *in, void *out, size_t count,
+                                     sqz_dtype_t dtype, sqz_op_t op, uint64_t key, cudaStream_t s)
+{
+    struct sqz_gpu_comm *g     = comm->gpu;
+    int                  saved = -1;
+    cudaGetDevice(&saved);
+    if (saved != g->device) {
+        cudaSetDevice(g->device);
+    }
+    const sqz_status_t st = sqz_gpu_hier_allreduce(g->hier, in, out, count, dtype, op, key, s);
+    if (saved >= 0 && saved != g->device) {
+        cudaSetDevice(saved);
+    }
+    return st;
+}
+
 /* The scatter-reduce exchange (sqz_gpu_reduce_scatter.c). */
 static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
 {
@@ -966,6 +991,9 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     if (!eligible) {
         sqz_comm_count_passthrough(comm);
         return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
+    }
+    if (g->hier && NULL == rs_out && !opt) {
+        return sqz_gpu_run_hier(comm, in, recvbuf, count, dtype, op, key, s);
     }
     pthread_mutex_lock(&comm->lock);
     int saved = -1;

@@ -10,6 +10,9 @@
  *   - the exchange: quant and sign run the scatter-reduce exchange (a reduce-scatter at any N, an
  *     all-reduce from N = 3) and send less than the all-gather's N-1 payloads per call (stats);
  *     the bytes per call are printed against one payload;
+ *   - SQZ_HIER across emulated hosts (SQZ_HOST_ID; N = 4 on 2 hosts, N = 8 on 2 and 4): the
+ *     same replica, exactness and nothing-lost checks (fp32, fp16), the NaN element NaN on every
+ *     rank;
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
  *     SQZ_ERR_MISMATCH;
  *   - the transport itself: all-reduce (int32 min/max, uint8 max, float64 sum, float32 avg),
@@ -153,6 +156,8 @@ typedef struct job {
     const method_t     *m;
     const char *const  *odd; /* settings of the last rank only (the mismatch case), or NULL */
     int                 nranks, rs, nsteps;
+    int                 hosts;   /* > 0: emulated hosts (SQZ_HOST_ID), SQZ_HIER's GPU form */
+    int                 no_nan;  /* no NaN step */
     sqz_dtype_t         dtype;
     size_t              count; /* elements in (out: count / nranks for a reduce-scatter) */
     sqz_status_t        st[MAXR];
@@ -177,7 +182,7 @@ static sqz_status_t run_steps(job_t *j, int rank, sqz_comm_t *comm)
         for (size_t i = 0; i < n; i++) {
             put(h, i, input(rank, step, i), j->dtype);
         }
-        if (step == NAN_AT && rank == j->nranks - 1) {
+        if (step == NAN_AT && rank == j->nranks - 1 && !j->no_nan) {
             put(h, NAN_EL, NAN, j->dtype);
         }
         CU(cudaMemcpyAsync(din, h, n * esz, cudaMemcpyHostToDevice, s));
@@ -221,7 +226,17 @@ static void rank_main(int rank, void *arg)
 {
     job_t *j = arg;
     CU(cudaSetDevice(0));
-    sqz_ctx_t *ctx = sqz_cuda_make_ctx(base, rank == j->nranks - 1 && j->odd ? j->odd : j->m->kv);
+    char        host[16];
+    const char *kv[32] = {NULL};
+    size_t      k      = 0;
+    for (const char *const *m = j->m->kv; *m && k < 28; m++) {
+        kv[k++] = *m;
+    }
+    if (j->hosts > 0) {
+        snprintf(host, sizeof(host), "h%d", rank / (j->nranks / j->hosts));
+        kv[k++] = "SQZ_HOST_ID", kv[k++] = host;
+    }
+    sqz_ctx_t *ctx = sqz_cuda_make_ctx(base, rank == j->nranks - 1 && j->odd ? j->odd : kv);
     sqz_ctx_set_log_rank(ctx, rank);
     sqz_comm_t *comm = NULL;
     j->st[rank]      = sqz_comm_create_device_group(ctx, j->grp, rank, &comm);
@@ -252,13 +267,16 @@ static float out_at(const job_t *j, int r, int s, size_t i)
     return get(j->out[r] + (size_t)s * out_count(j) * esize(j->dtype), i, j->dtype);
 }
 
+/* Whether step s is the one with a NaN input. */
+static int nan_step(const job_t *j, int s) { return s == NAN_AT && !j->no_nan; }
+
 /* The first element of rank r's output at step s that is not the exact sum, or -1. */
 static long first_inexact(const job_t *j, int r, int s)
 {
     const size_t on = out_count(j), base_i = j->rs ? (size_t)r * on : 0;
     for (size_t i = 0; i < on; i++) {
         const float o = out_at(j, r, s, i);
-        if (s == NAN_AT && base_i + i == NAN_EL ? !isnan(o) : o != exact(j, s, base_i + i)) {
+        if (nan_step(j, s) && base_i + i == NAN_EL ? !isnan(o) : o != exact(j, s, base_i + i)) {
             return (long)(base_i + i);
         }
     }
@@ -314,7 +332,11 @@ static int check_job(const job_t *j, const char *what)
     }
     for (int r = 0; r < j->nranks; r++) {
         for (int s = 0; s < j->nsteps; s++) {
-            if (s == NAN_AT) {
+            if (nan_step(j, s) && j->hosts > 0) {
+                /* (hierarchical: the shard that holds the element is NaN on every rank) */
+                EXPECT(isnan(out_at(j, r, s, NAN_EL)), "%s: rank %d: element %d not NaN", what,
+                       r, NAN_EL);
+            } else if (nan_step(j, s)) {
                 EXPECT((j->m->compressed && all_nan(j, r, s)) || dense_nan(j, r, s),
                        "%s: rank %d: the NaN step's output is neither all NaN (compressed) nor "
                        "the dense sum", what, r);
@@ -325,8 +347,13 @@ static int check_job(const job_t *j, const char *what)
             }
         }
     }
-    check_exchange(j, what);
-    if (!j->m->ef || j->dtype != SQZ_DTYPE_FLOAT32) {
+    if (0 == j->hosts) {
+        check_exchange(j, what);
+    } else if (j->compressed[0] > 0 && j->payload > 0 && j->dtype == SQZ_DTYPE_FLOAT32) {
+        printf("%s: %.3f payloads of the whole buffer sent per call and rank between hosts\n",
+               what, (double)j->sent[0] / (double)j->compressed[0] / (double)j->payload);
+    }
+    if (!j->m->ef || j->dtype != SQZ_DTYPE_FLOAT32 || (j->hosts > 0 && !j->no_nan)) {
         return 0;
     }
     /* Nothing lost: the outputs' total (x nranks for AVG) against the inputs' (NaN step out). */
@@ -336,7 +363,7 @@ static int check_job(const job_t *j, const char *what)
         for (size_t i = 0; i < on; i++) {
             double tin = 0, tout = 0;
             for (int s = 0; s < j->nsteps; s++) {
-                if (s == NAN_AT) {
+                if (nan_step(j, s)) {
                     continue;
                 }
                 for (int q = 0; q < j->nranks; q++) {
@@ -385,6 +412,27 @@ static void test_engine(sqz_device_group_t *grp, int nranks)
                 char what[128];
                 snprintf(what, sizeof(what), "N=%d %s %s %s", nranks, methods[m].name,
                          dname(types[t]), rs ? "reduce-scatter" : "all-reduce");
+                run_job(&j, what);
+            }
+        }
+    }
+}
+
+/* SQZ_HIER's GPU form on emulated hosts (SQZ_HOST_ID): fp32 and fp16 all-reduces, whose
+ * two-level sums stay exact on these inputs; with and without a NaN step. */
+static void test_hier(sqz_device_group_t *grp, int nranks, int hosts)
+{
+    static const sqz_dtype_t types[] = {SQZ_DTYPE_FLOAT32, SQZ_DTYPE_FLOAT16};
+    for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+        for (int t = 0; t < 2; t++) {
+            for (int no_nan = 0; no_nan < 2; no_nan++) {
+                job_t j  = {.grp = grp, .m = &methods[m], .nranks = nranks, .hosts = hosts,
+                            .no_nan = no_nan, .dtype = types[t]};
+                j.nsteps = S_IN + (methods[m].ef ? S_FLUSH : 0);
+                j.count  = (size_t)nranks * 4096 + 37;
+                char what[128];
+                snprintf(what, sizeof(what), "N=%d on %d hosts %s %s%s", nranks, hosts,
+                         methods[m].name, dname(types[t]), no_nan ? "" : " (NaN step)");
                 run_job(&j, what);
             }
         }
@@ -548,6 +596,11 @@ int main(void)
         fflush(stdout);
         test_mismatch(grp, sizes[k]);
         test_engine(grp, sizes[k]);
+        for (int hosts = 2; hosts <= sizes[k] / 2; hosts *= 2) {
+            if (sizes[k] % hosts == 0) {
+                test_hier(grp, sizes[k], hosts);
+            }
+        }
         sqz_device_group_destroy(grp);
         printf("N=%d: %d failures so far\n", sizes[k], sqz_cuda_failures);
         fflush(stdout);

@@ -1,0 +1,202 @@
+/* Hierarchy on the GPU path (see sqz_gpu_hier.h). */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cuda/sqz_gpu_engine.h"
+#include "cuda/sqz_gpu_hier.h"
+#include "sqz_log.h"
+
+struct sqz_gpu_hier {
+    const sqz_nccl_api_t *api;
+    ncclComm_t            nc;       /* the whole communicator (step 4) */
+    ncclComm_t            intra;    /* this host's ranks, by rank */
+    ncclComm_t            inter_nc; /* the ranks with this local index, by host */
+    sqz_comm_t           *inter;    /* the compressed engine over inter_nc */
+    int                   local_rank, local_size, hosts;
+};
+
+/* This rank's host: FNV-1a of SQZ_HOST_ID, else of the hostname. */
+static uint64_t sqz_gpu_host_key(const sqz_ctx_t *ctx)
+{
+    char        name[256] = "";
+    const char *id        = ctx->p.host_id && ctx->p.host_id[0] ? ctx->p.host_id : name;
+    if (id == name && gethostname(name, sizeof(name) - 1) != 0) {
+        name[0] = '\0';
+    }
+    uint64_t h = 1469598103934665603ull;
+    for (const char *c = id; *c; c++) {
+        h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* Every rank's host key (collective over comm's host transport).  \return 0, or -1. */
+static int sqz_gpu_gather_hosts(sqz_comm_t *comm, uint64_t *keys)
+{
+    const size_t P   = (size_t)comm->nranks;
+    size_t      *len = malloc(2 * P * sizeof(*len));
+    if (NULL == len) {
+        return -1; /* (the peers then wait in their gather: as any allocation failure here) */
+    }
+    for (size_t r = 0; r < P; r++) {
+        len[r]     = sizeof(uint64_t);
+        len[P + r] = r * sizeof(uint64_t);
+    }
+    const uint64_t mine = sqz_gpu_host_key(comm->ctx);
+    const int      rc   = comm->t.allgatherv(comm->t.self, &mine, sizeof(mine), keys, len, len + P);
+    free(len);
+    return rc ? -1 : 0;
+}
+
+/* From every rank's host key: this rank's host index (hosts in order of first rank), its local
+ * index and size, the number of hosts.  \return 1 when every host holds the same number of
+ * ranks. */
+static int sqz_gpu_group_hosts(const uint64_t *keys, int P, int me, int *host, int *lrank,
+                               int *lsize, int *hosts)
+{
+    int uniform = 1, first_size = -1;
+    *hosts      = 0;
+    for (int r = 0; r < P; r++) {
+        int seen = 0, size = 0;
+        for (int q = 0; q < r && !seen; q++) {
+            seen = keys[q] == keys[r];
+        }
+        if (seen) {
+            continue;
+        }
+        for (int q = 0; q < P; q++) {
+            size += keys[q] == keys[r];
+        }
+        uniform &= first_size < 0 || size == first_size;
+        first_size = first_size < 0 ? size : first_size;
+        if (keys[r] == keys[me]) {
+            *host  = *hosts;
+            *lsize = size;
+        }
+        (*hosts)++;
+    }
+    *lrank = 0;
+    for (int q = 0; q < me; q++) {
+        *lrank += keys[q] == keys[me];
+    }
+    return uniform;
+}
+
+sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, ncclComm_t nc,
+                                 sqz_gpu_hier_t **out)
+{
+    *out           = NULL;
+    const int mode = comm->ctx->p.hier;
+    if (SQZ_HIER_OFF == mode || comm->nranks < 4 || NULL == api->CommSplit) {
+        return SQZ_OK;
+    }
+    uint64_t *keys = malloc((size_t)comm->nranks * sizeof(*keys));
+    if (NULL == keys || sqz_gpu_gather_hosts(comm, keys) != 0) {
+        free(keys);
+        return SQZ_ERR_TRANSPORT;
+    }
+    int       host = 0, lrank = 0, lsize = 0, hosts = 0;
+    const int uniform =
+        sqz_gpu_group_hosts(keys, comm->nranks, comm->rank, &host, &lrank, &lsize, &hosts);
+    free(keys);
+    if (hosts < 2 || lsize < 2 || !uniform) {
+        if (SQZ_HIER_ON == mode) {
+            SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_HIER=on: %d host(s) of %s rank(s): the GPU path stays "
+                                       "flat (it needs several hosts of the same number of ranks)",
+                         hosts, uniform ? "several" : "different numbers of");
+        }
+        return SQZ_OK;
+    }
+    sqz_gpu_hier_t *h = calloc(1, sizeof(*h));
+    if (NULL == h) {
+        return SQZ_ERR_NO_MEMORY; /* (the peers' splits then wait: as NCCL's would) */
+    }
+    *h = (sqz_gpu_hier_t){.api = api, .nc = nc, .local_rank = lrank, .local_size = lsize,
+                          .hosts = hosts};
+    sqz_status_t st = SQZ_OK;
+    if (api->CommSplit(nc, host, comm->rank, &h->intra, NULL) != ncclSuccess ||
+        api->CommSplit(nc, lrank, host, &h->inter_nc, NULL) != ncclSuccess) {
+        st = SQZ_ERR_NCCL;
+    }
+    if (SQZ_OK == st) {
+        st = sqz_gpu_comm_create(comm->ctx, api, h->inter_nc, &h->inter);
+    }
+    if (SQZ_OK != st) {
+        SQZ_ERROR("hierarchical GPU communicator: %s", sqz_status_string(st));
+        sqz_gpu_hier_free(h, 0);
+        return st;
+    }
+    SQZ_INFO("hierarchical GPU all-reduce: %d hosts of %d ranks (local rank %d)", hosts, lsize,
+             lrank);
+    *out = h;
+    return SQZ_OK;
+}
+
+void sqz_gpu_hier_free(sqz_gpu_hier_t *h, int abandon)
+{
+    if (NULL == h) {
+        return;
+    }
+    if (h->inter) {
+        h->inter->gpu_abandon = abandon;
+        sqz_comm_destroy(h->inter);
+    }
+    ncclResult_t (*const close)(ncclComm_t) = abandon ? h->api->CommAbort : h->api->CommDestroy;
+    if (h->intra) {
+        close(h->intra);
+    }
+    if (h->inter_nc) {
+        close(h->inter_nc);
+    }
+    free(h);
+}
+
+sqz_status_t sqz_gpu_hier_state_save(sqz_gpu_hier_t *h, sqz_wbuf_t *w)
+{
+    return h->inter->gpu_state_save(h->inter, w);
+}
+
+sqz_status_t sqz_gpu_hier_state_load(sqz_gpu_hier_t *h, const void *buf, size_t len)
+{
+    return h->inter->gpu_state_load(h->inter, buf, len);
+}
+
+static ncclDataType_t sqz_gpu_hier_type(sqz_dtype_t d)
+{
+    return d == SQZ_DTYPE_FLOAT32 ? ncclFloat32 : d == SQZ_DTYPE_FLOAT16 ? ncclFloat16
+                                                                         : ncclBfloat16;
+}
+
+sqz_status_t sqz_gpu_hier_allreduce(sqz_gpu_hier_t *h, const void *in, void *out, size_t count,
+                                    sqz_dtype_t dtype, sqz_op_t op, uint64_t key, cudaStream_t s)
+{
+    const size_t         esz   = dtype == SQZ_DTYPE_FLOAT32 ? 4 : 2;
+    const size_t         L     = (size_t)h->local_size;
+    const size_t         shard = count / L, body = shard * L, tail = count - body;
+    const ncclDataType_t t     = sqz_gpu_hier_type(dtype);
+    const ncclRedOp_t    rop   = op == SQZ_OP_AVG ? ncclAvg : ncclSum;
+    unsigned char       *mine  = (unsigned char *)out + (size_t)h->local_rank * shard * esz;
+    sqz_status_t         st    = SQZ_OK;
+    if (shard > 0) {
+        /* (AVG: the host's average, then the hosts' average: equal hosts make it the mean) */
+        if (h->api->ReduceScatter(in, mine, shard, t, rop, h->intra, s) != ncclSuccess) {
+            return SQZ_ERR_NCCL;
+        }
+        st = sqz_allreduce_async(h->inter, NULL, mine, shard, dtype, op, key, s);
+        if (SQZ_OK != st) {
+            return st;
+        }
+        if (h->api->AllGather(mine, out, shard, t, h->intra, s) != ncclSuccess) {
+            return SQZ_ERR_NCCL;
+        }
+    }
+    if (tail > 0 && h->api->AllReduce((const unsigned char *)in + body * esz,
+                                      (unsigned char *)out + body * esz, tail, t, rop, h->nc,
+                                      s) != ncclSuccess) {
+        return SQZ_ERR_NCCL;
+    }
+    return SQZ_OK;
+}
