@@ -107,7 +107,8 @@ static const sqz_core_param_t sqz_core_params[] = {
     JOB("SPARSE_DENSE_SWITCH", SQZ_PARAM_DOUBLE, "1", 0, 1e9, NULL, CORE(sparse_dense_switch),
          "cost model of the sparse all-gather (topk, fedzip): when the payloads every rank receives "
          "would exceed this factor times the bytes of a dense ring all-reduce, the call is sent dense "
-         "(exactly, residual included); 0 never switches"),
+         "(exactly, residual included); 0 never switches.  The GPU path applies it to every "
+         "exchange (all-reduce and reduce-scatter), keeping the residual for the next call"),
     JOB("SPARSE_ALGO", SQZ_PARAM_ENUM, "auto", 0, 0, "auto|allgather|split", CORE(sparse_algo),
          "exchange of the sparsifiers (topk, fedzip): allgather sends every rank's payload to every "
          "rank; split is SparCML's split all-gather (each rank reduces one chunk from sparse pieces, "

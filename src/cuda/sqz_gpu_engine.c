@@ -568,16 +568,33 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
     return g->hier ? sqz_gpu_hier_state_load(g->hier, buf, len) : SQZ_OK;
 }
 
-/* Whether a buffer of count elements runs the scatter-reduce exchange (sqz_gpu_reduce_scatter.c):
- * the method's descriptor asks for it (payloads that summarize contiguous elements: quant, sign;
- * top-k's sparse payloads keep the all-gather, as on the host), and it moves less than the
- * all-gather: always for a reduce-scatter, from 3 ranks for an all-reduce (at 2 both move one
- * payload, and the all-gather needs one round and no re-compression).  From facts every rank
- * shares. */
-static int sqz_gpu_uses_sra(const sqz_comm_t *comm, size_t count, int rs)
+/* The GPU policy: the exchange of a compressed call of count elements (rs: a reduce-scatter),
+ * from facts every rank shares (the method's descriptor, the rank count, the sizes):
+ *  - the scatter-reduce exchange (sqz_gpu_reduce_scatter.c) for methods whose payloads summarize
+ *    contiguous elements (the descriptor's SQZ_EXCHANGE_REDUCE_SCATTER: quant, sign) when every
+ *    chunk holds elements, from 3 ranks for an all-reduce (at 2 both move one payload, and the
+ *    all-gather takes one round and no re-compression) and at any count for a reduce-scatter;
+ *  - else the all-gather of the whole buffer's payloads (top-k: sparse payloads are not
+ *    re-compressed, as on the host);
+ *  - then, as the host's cost model does for its sparse all-gather: when the bytes a rank would
+ *    send exceed SQZ_SPARSE_DENSE_SWITCH times the dense collective's (a ring all-reduce sends
+ *    2(N-1)/N of the input, a reduce-scatter (N-1)/N), the call goes dense (the residual kept
+ *    for the next compressed call).
+ * *sent: the bytes the chosen compressed exchange sends per rank. */
+static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int rs, double *sent)
 {
-    return !comm->gpu->psgd && SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange &&
-           (rs || comm->nranks > 2) && sqz_gpu_sra_applies(count, comm->nranks, rs);
+    const struct sqz_gpu_comm *g = comm->gpu;
+    const double               P = comm->nranks;
+    const int sra = !g->psgd && SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange &&
+                    (rs || comm->nranks > 2) && sqz_gpu_sra_applies(count, comm->nranks, rs);
+    *sent = sra ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
+                : (P - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
+    const double dense  = (rs ? 1.0 : 2.0) * (P - 1) / P * (double)(count * esz);
+    const double factor = comm->ctx->p.sparse_dense_switch;
+    if (factor > 0 && comm->nranks > 1 && *sent > factor * dense) {
+        return SQZ_ALGO_DENSE_SWITCH;
+    }
+    return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
 }
 
 /* After an allocation event of b (every rank has one at the same call): 1 when every rank
@@ -634,7 +651,9 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         g->capbufs = cap;
     }
     sqz_gpu_buf_t b   = {.key = key, .count = count, .dtype = dtype};
-    const int     sra = sqz_gpu_uses_sra(comm, count, rs);
+    double        sent_unused;
+    const int     sra = SQZ_ALGO_REDUCE_SCATTER ==
+                      sqz_gpu_choose(comm, count, sqz_dtype_size(dtype), rs, &sent_unused);
     b.pbytes          = sra ? 0 : sqz_gpu_payload_bytes(&g->params, count);
     const size_t wb   = sra ? 0 : sqz_gpu_workspace_bytes(&g->params, count, dtype);
     cudaError_t  ce   = cudaSuccess;
@@ -969,16 +988,6 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     const int opt      = 0 != (flags & SQZ_GPU_OPTIMIZER);
     int       eligible = g->enabled && (opt || count * esz >= ctx->p.min_bytes) &&
                    !(g->params.method == SQZ_GPU_TOPK && count > (size_t)UINT32_MAX);
-    if (eligible && rs_out) {
-        /* A reduce-scatter moves (N-1)/N of the input per rank; the scatter-reduce exchange
-         * (N-1)/N of a payload, the payload all-gather N-1 payloads: compress only when less. */
-        const size_t blk = count / (size_t)comm->nranks;
-        eligible         = sqz_gpu_uses_sra(comm, count, 1)
-                               ? sqz_gpu_payload_bytes(&g->params, blk) < blk * esz
-                               : sqz_gpu_payload_bytes(&g->params, count) *
-                                         (size_t)comm->nranks <
-                                     count * esz;
-    }
     if (eligible) {
         /* Under CUDA graph capture the workspace cannot be allocated and the call could not
          * be replayed with fresh randomness: pass through (every rank captures the same calls). */
@@ -994,6 +1003,16 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     if (g->hier && NULL == rs_out && !opt) {
         return sqz_gpu_run_hier(comm, in, recvbuf, count, dtype, op, key, s);
+    }
+    double sent = 0;
+    if (!g->psgd &&
+        SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, &sent)) {
+        /* (the residual, if any, waits for the next compressed call) */
+        const double P = comm->nranks;
+        sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz};
+        cst.bytes_sent = (size_t)((rs_out ? 1.0 : 2.0) * (P - 1) / P * (double)(count * esz));
+        sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
+        return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
     }
     pthread_mutex_lock(&comm->lock);
     int saved = -1;

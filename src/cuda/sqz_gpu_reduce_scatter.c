@@ -113,6 +113,23 @@ static size_t sqz_gpu_sra_per(size_t count, int nranks, int rs, int rank, size_t
     return m;
 }
 
+size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, size_t count, int nranks, int rs)
+{
+    size_t *v = malloc(2 * (size_t)nranks * sizeof(*v)), sent = 0, slot = 0;
+    if (NULL == v) {
+        return SIZE_MAX;
+    }
+    sqz_gpu_sra_layout(count, nranks, rs, v, v + nranks);
+    for (int r = 0; r < nranks; r++) {
+        const size_t pb = sqz_gpu_payload_bytes(p, v[nranks + r]);
+        sent += pb;
+        slot = pb > slot ? pb : slot;
+    }
+    free(v);
+    /* (phase 1: all chunk payloads but its own; counted for the rank that keeps the largest) */
+    return (sent - slot) + (rs ? 0 : (size_t)(nranks - 1) * slot);
+}
+
 size_t sqz_gpu_sra_bytes(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype, int nranks,
                          int rs, int ef)
 {

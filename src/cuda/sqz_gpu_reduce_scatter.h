@@ -32,6 +32,10 @@ typedef struct sqz_gpu_sra sqz_gpu_sra_t;
  *  when 512 would leave a chunk empty) holds elements. */
 int sqz_gpu_sra_applies(size_t count, int nranks, int rs);
 
+/** Bytes each rank sends in one call (phase 1 to the N-1 peers, and for an all-reduce the
+ *  phase-2 all-gather of one slot to each): the policy's cost of this exchange. */
+size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, size_t count, int nranks, int rs);
+
 /** Device bytes the exchange's state of such a buffer holds (its workspace included). */
 size_t sqz_gpu_sra_bytes(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype, int nranks,
                          int rs, int ef);

@@ -77,6 +77,7 @@ static void usage(void)
                "                   compressed all-reduce against ncclAllReduce\n"
                "  --group N        with --gpu, one process: N ranks as threads on one GPU (the\n"
                "                   device thread transport): bytes per rank and call, exchange\n"
+               "  --hosts H        with --group: H emulated hosts (SQZ_HOST_ID), SQZ_HIER\n"
                "  --json FILE      write the figures as JSON (rank 0)\n");
     }
 }
@@ -113,6 +114,8 @@ static int parse(opts_t *o, int argc, char **argv)
             o->gpu = 1;
         } else if (0 == strcmp(a, "--group") && v) {
             o->group = atoi(v), i++;
+        } else if (0 == strcmp(a, "--hosts") && v) {
+            o->hosts = atoi(v), i++;
         } else if (0 == strcmp(a, "--no-allreduce")) {
             o->allreduce = 0;
         } else {

@@ -19,6 +19,7 @@ typedef struct {
     int      iters, warmup, step;
     int      kernels, allreduce, gpu;
     int      group; /* --gpu --group N: N ranks as threads on one GPU */
+    int      hosts; /* --hosts H: of them, H emulated hosts (SQZ_HOST_ID) */
     char    *json;
     method_t m[MAX_METHODS];
     int      nm;

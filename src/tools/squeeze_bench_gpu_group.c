@@ -99,7 +99,13 @@ static uint64_t group_hash(const float *dev, size_t n)
 static void group_rank(group_run_t *g, int rank)
 {
     cudaSetDevice(0);
-    sqz_ctx_t  *ctx  = make_ctx(g->m);
+    method_t m = *g->m; /* (--hosts: this rank's emulated host, SQZ_HOST_ID) */
+    if (g->o->hosts > 1) {
+        const size_t len = strlen(m.spec);
+        snprintf(m.spec + len, sizeof(m.spec) - len, "%sHOST_ID=h%d",
+                 strchr(m.spec, ':') ? "," : ":", rank / (g->N / g->o->hosts));
+    }
+    sqz_ctx_t  *ctx  = make_ctx(&m);
     sqz_comm_t *comm = NULL;
     g->ok[rank]      = ctx && SQZ_OK == sqz_comm_create_device_group(ctx, g->grp, rank, &comm);
     if (!g->ok[rank]) {
@@ -196,12 +202,17 @@ int bench_gpu_group(const opts_t *o, FILE *js)
         fprintf(stderr, "squeeze_bench: --group takes 2 to %d ranks\n", GROUP_MAX);
         return 2;
     }
+    if (o->hosts < 0 || (o->hosts > 1 && o->group % o->hosts)) {
+        fprintf(stderr, "squeeze_bench: --hosts must divide --group\n");
+        return 2;
+    }
     sqz_device_group_t *grp = NULL;
     if (SQZ_OK != sqz_device_group_create(o->group, 0, &grp)) {
         return 77;
     }
-    printf("\n# GPU engine, %d ranks as threads on one GPU: bytes sent per rank and call, in "
-           "payloads of the whole buffer\n", o->group);
+    printf("\n# GPU engine, %d ranks as threads on one GPU%s: bytes sent per rank and call, in "
+           "payloads of the whole buffer\n", o->group,
+           o->hosts > 1 ? " on emulated hosts (SQZ_HIER: bytes between hosts)" : "");
     printf("%-32s %2s %11s %14s %9s %9s %9s %8s %10s %6s\n", "method", "op", "bytes",
            "exchange", "payloads", "allgather", "ideal", "sent/in", "ms (1 GPU)", "ident");
     if (js) {
@@ -214,6 +225,9 @@ int bench_gpu_group(const opts_t *o, FILE *js)
                 const size_t n = bytes / 4 / (size_t)o->group * (size_t)o->group;
                 group_run_t  g = {.o = o, .m = &o->m[m], .grp = grp, .N = o->group, .rs = rs,
                                   .n = n};
+                if (rs && o->hosts > 1) {
+                    continue; /* (reduce-scatters stay flat) */
+                }
                 group_case(&g, js, &first);
             }
             if (bytes > o->max_bytes / (size_t)o->step) {

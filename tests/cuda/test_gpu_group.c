@@ -13,6 +13,7 @@
  *   - SQZ_HIER across emulated hosts (SQZ_HOST_ID; N = 4 on 2 hosts, N = 8 on 2 and 4): the
  *     same replica, exactness and nothing-lost checks (fp32, fp16), the NaN element NaN on every
  *     rank;
+ *   - the policy's dense switch (top-k at 50 %: dense, exact, counted as dense_switch);
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
  *     SQZ_ERR_MISMATCH;
  *   - the transport itself: all-reduce (int32 min/max, uint8 max, float64 sum, float32 avg),
@@ -36,7 +37,7 @@ void sqz_thread_run(int nranks, void (*fn)(int rank, void *arg), void *arg);
 #define MAXR    8
 #define KEY     7
 #define S_IN    5 /* steps with inputs; step 0 is the warm-up */
-#define S_FLUSH 12
+#define S_FLUSH 32 /* (top-k at 5 %: about 20 calls to send a full residual) */
 #define NAN_AT  2 /* the step where the last rank's element NAN_EL is NaN */
 #define NAN_EL  5
 
@@ -135,7 +136,7 @@ typedef struct method {
 } method_t;
 
 static const char *const m_none[]  = {"SQZ_METHOD", "none", NULL};
-static const char *const m_topk[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.25", "SQZ_EF",
+static const char *const m_topk[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF",
                                       "ef14", NULL};
 static const char *const m_q8[]    = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF",
                                       "ef14", NULL};
@@ -164,7 +165,7 @@ typedef struct job {
     unsigned char      *out[MAXR]; /* nsteps outputs, raw */
     /* from each rank's stats: bytes sent, compressed calls, whether the scatter-reduce ran */
     unsigned long long  sent[MAXR], compressed[MAXR];
-    int                 sra[MAXR];
+    int                 sra[MAXR], dense_switch[MAXR];
     size_t              payload; /* bytes of one payload of the whole buffer (the all-gather's) */
 } job_t;
 
@@ -215,6 +216,7 @@ static void read_stats(job_t *j, int rank, const sqz_ctx_t *ctx)
     j->compressed[rank] = json_num(js, "\"calls_compressed\": ") +
                           json_num(js, "\"calls_nonfinite\": ");
     j->sra[rank]        = NULL != strstr(js, "\"reduce_scatter\": ");
+    j->dense_switch[rank] = NULL != strstr(js, "\"dense_switch\": ");
     pthread_mutex_unlock(&lock);
     sqz_gpu_params_t gp;
     if (0 == rank && sqz_gpu_params_from_ctx(ctx, &gp)) {
@@ -439,6 +441,21 @@ static void test_hier(sqz_device_group_t *grp, int nranks, int hosts)
     }
 }
 
+/* The policy's dense switch: top-k at 50 % on N > 2 ranks would send more than a dense ring
+ * all-reduce through its all-gather, so every call goes dense, exactly. */
+static void test_dense_switch(sqz_device_group_t *grp, int nranks)
+{
+    static const char *const kv[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.5", "SQZ_EF",
+                                     "ef14", NULL};
+    static const method_t    m    = {"topk-50%", kv, 0, 0, 0};
+    job_t j = {.grp = grp, .m = &m, .nranks = nranks, .nsteps = S_IN, .dtype = SQZ_DTYPE_FLOAT32,
+               .count = (size_t)nranks * 4096 + 37};
+    char  what[64];
+    snprintf(what, sizeof(what), "N=%d topk 50%% (dense switch)", nranks);
+    run_job(&j, what);
+    EXPECT(j.dense_switch[0], "%s: the policy did not switch to dense", what);
+}
+
 /* Settings that differ on the last rank: every rank's communicator creation fails. */
 static void test_mismatch(sqz_device_group_t *grp, int nranks)
 {
@@ -596,6 +613,9 @@ int main(void)
         fflush(stdout);
         test_mismatch(grp, sizes[k]);
         test_engine(grp, sizes[k]);
+        if (sizes[k] > 2) {
+            test_dense_switch(grp, sizes[k]);
+        }
         for (int hosts = 2; hosts <= sizes[k] / 2; hosts *= 2) {
             if (sizes[k] % hosts == 0) {
                 test_hier(grp, sizes[k], hosts);
