@@ -13,6 +13,8 @@
  *   - SQZ_HIER across emulated hosts (SQZ_HOST_ID; N = 4 on 2 hosts, N = 8 on 2 and 4): the
  *     same replica, exactness and nothing-lost checks (fp32, fp16), the NaN element NaN on every
  *     rank;
+ *   - checkpoints: saved after 3 steps and loaded into new communicators, the run goes on with
+ *     the same bits as without the interruption (N = 2 flat, N = 4 on 2 emulated hosts);
  *   - the policy's dense switch (top-k at 50 %: dense, exact, counted as dense_switch);
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
  *     SQZ_ERR_MISMATCH;
@@ -159,6 +161,8 @@ typedef struct job {
     int                 nranks, rs, nsteps;
     int                 hosts;   /* > 0: emulated hosts (SQZ_HOST_ID), SQZ_HIER's GPU form */
     int                 no_nan;  /* no NaN step */
+    int                 ckpt_at; /* > 0: every rank checkpoints after this many steps, and a new
+                                    communicator resumes from the checkpoint */
     sqz_dtype_t         dtype;
     size_t              count; /* elements in (out: count / nranks for a reduce-scatter) */
     sqz_status_t        st[MAXR];
@@ -171,7 +175,7 @@ typedef struct job {
 
 static size_t out_count(const job_t *j) { return j->rs ? j->count / (size_t)j->nranks : j->count; }
 
-static sqz_status_t run_steps(job_t *j, int rank, sqz_comm_t *comm)
+static sqz_status_t run_steps(job_t *j, int rank, sqz_comm_t *comm, int from, int to)
 {
     const size_t  esz = esize(j->dtype), n = j->count, on = out_count(j);
     unsigned char *h  = malloc(n * esz);
@@ -179,7 +183,7 @@ static sqz_status_t run_steps(job_t *j, int rank, sqz_comm_t *comm)
     cudaStream_t   s;
     CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     sqz_status_t st = SQZ_OK;
-    for (int step = 0; SQZ_OK == st && step < j->nsteps; step++) {
+    for (int step = from; SQZ_OK == st && step < to; step++) {
         for (size_t i = 0; i < n; i++) {
             put(h, i, input(rank, step, i), j->dtype);
         }
@@ -238,12 +242,35 @@ static void rank_main(int rank, void *arg)
         snprintf(host, sizeof(host), "h%d", rank / (j->nranks / j->hosts));
         kv[k++] = "SQZ_HOST_ID", kv[k++] = host;
     }
-    sqz_ctx_t *ctx = sqz_cuda_make_ctx(base, rank == j->nranks - 1 && j->odd ? j->odd : kv);
+    const char *const *mine = rank == j->nranks - 1 && j->odd ? j->odd : kv;
+    sqz_ctx_t         *ctx  = sqz_cuda_make_ctx(base, mine);
     sqz_ctx_set_log_rank(ctx, rank);
     sqz_comm_t *comm = NULL;
     j->st[rank]      = sqz_comm_create_device_group(ctx, j->grp, rank, &comm);
+    int done         = 0;
+    if (SQZ_OK == j->st[rank] && j->ckpt_at > 0) {
+        /* checkpoint, then a new communicator on a new context resumes from it */
+        j->st[rank] = run_steps(j, rank, comm, 0, j->ckpt_at);
+        size_t         len  = sqz_state_save(comm, NULL, 0);
+        unsigned char *ckpt = malloc(len ? len : 1);
+        if (SQZ_OK == j->st[rank] && sqz_state_save(comm, ckpt, len) != len) {
+            j->st[rank] = SQZ_ERR_INTERNAL;
+        }
+        sqz_comm_destroy(comm);
+        sqz_ctx_destroy(ctx);
+        ctx  = sqz_cuda_make_ctx(base, mine);
+        comm = NULL;
+        if (SQZ_OK == j->st[rank]) {
+            j->st[rank] = sqz_comm_create_device_group(ctx, j->grp, rank, &comm);
+        }
+        if (SQZ_OK == j->st[rank]) {
+            j->st[rank] = sqz_state_load(comm, ckpt, len);
+        }
+        free(ckpt);
+        done = j->ckpt_at;
+    }
     if (SQZ_OK == j->st[rank]) {
-        j->st[rank] = run_steps(j, rank, comm);
+        j->st[rank] = run_steps(j, rank, comm, done, j->nsteps);
         read_stats(j, rank, ctx);
     }
     sqz_comm_destroy(comm);
@@ -456,6 +483,36 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
     EXPECT(j.dense_switch[0], "%s: the policy did not switch to dense", what);
 }
 
+/* A checkpoint taken after some steps and loaded into new communicators gives the same bits
+ * as the uninterrupted run, flat (N = 2) and across 2 emulated hosts (the inter-host engine's
+ * residuals travel in the same checkpoint). */
+static void test_checkpoint(sqz_device_group_t *grp, int nranks, int hosts)
+{
+    for (size_t m = 1; m < 3; m++) { /* topk, quant8 */
+        job_t a = {.grp = grp, .m = &methods[m], .nranks = nranks, .hosts = hosts, .no_nan = 1,
+                   .dtype = SQZ_DTYPE_FLOAT32, .nsteps = S_IN + 4,
+                   .count = (size_t)nranks * 4096 + 37};
+        job_t b = a;
+        b.ckpt_at = 3;
+        char what[96];
+        snprintf(what, sizeof(what), "N=%d on %d hosts %s, checkpointed", nranks, hosts,
+                 methods[m].name);
+        const size_t bytes = (size_t)a.nsteps * a.count * 4;
+        for (int r = 0; r < nranks; r++) {
+            a.out[r] = calloc(1, bytes), b.out[r] = calloc(1, bytes);
+        }
+        sqz_thread_run(nranks, rank_main, &a);
+        sqz_thread_run(nranks, rank_main, &b);
+        for (int r = 0; r < nranks; r++) {
+            EXPECT(SQZ_OK == a.st[r] && SQZ_OK == b.st[r], "%s: rank %d: %s / %s", what, r,
+                   sqz_status_string(a.st[r]), sqz_status_string(b.st[r]));
+            EXPECT(0 == memcmp(a.out[r], b.out[r], bytes),
+                   "%s: rank %d: the resumed run differs from the uninterrupted one", what, r);
+            free(a.out[r]), free(b.out[r]);
+        }
+    }
+}
+
 /* Settings that differ on the last rank: every rank's communicator creation fails. */
 static void test_mismatch(sqz_device_group_t *grp, int nranks)
 {
@@ -615,6 +672,9 @@ int main(void)
         test_engine(grp, sizes[k]);
         if (sizes[k] > 2) {
             test_dense_switch(grp, sizes[k]);
+        }
+        if (sizes[k] <= 4) {
+            test_checkpoint(grp, sizes[k], sizes[k] == 2 ? 0 : 2);
         }
         for (int hosts = 2; hosts <= sizes[k] / 2; hosts *= 2) {
             if (sizes[k] % hosts == 0) {
