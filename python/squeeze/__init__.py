@@ -46,6 +46,7 @@ from ._core import (  # noqa: F401
     Context,
     Comm,
     LocalGroup,
+    DeviceGroup,
     version,
     version_string,
     gpu_built,
@@ -59,7 +60,7 @@ __all__ = [
     "SQZ_OK", "SQZ_ERR_NOT_SUPPORTED", "SQZ_ERR_INVALID_PARAM", "SQZ_ERR_NO_MEMORY", "SQZ_ERR_CUDA",
     "SQZ_ERR_MPI", "SQZ_ERR_NCCL", "SQZ_ERR_NONFINITE", "SQZ_ERR_CORRUPT", "SQZ_ERR_MISMATCH",
     "SQZ_ERR_PLUGIN", "SQZ_ERR_TRANSPORT", "SQZ_ERR_INTERNAL", "SQZ_ERR_IO",
-    "SqueezeError", "status_string", "Context", "Comm", "LocalGroup", "version", "version_string", "gpu_built",
+    "SqueezeError", "status_string", "Context", "Comm", "LocalGroup", "DeviceGroup", "version", "version_string", "gpu_built",
     "library_path", "dtype_code", "op_code", "nccl",
     "SQZ_DTYPE_FLOAT32", "SQZ_DTYPE_FLOAT16", "SQZ_DTYPE_BFLOAT16", "SQZ_OP_SUM", "SQZ_OP_AVG",
 ]

@@ -412,23 +412,7 @@ class LocalGroup(_Closing):
         """Calls fn(rank, comm) on one thread per rank and returns their results in rank order;
         re-raises the first exception.  (A rank that fails leaves the others waiting at the next
         collective: fn should fail on every rank alike, as bad arguments do.)"""
-        results, errors = [None] * self.nranks, [None] * self.nranks
-
-        def main(r):
-            try:
-                results[r] = fn(r, self.comms[r])
-            except BaseException as e:  # noqa: B902 (re-raised below)
-                errors[r] = e
-
-        threads = [threading.Thread(target=main, args=(r,)) for r in range(self.nranks)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for e in errors:
-            if e is not None:
-                raise e
-        return results
+        return _on_threads(self.nranks, lambda r: fn(r, self.comms[r]))
 
     def close(self):
         """Closes every rank's Comm and Context, then the group.  Idempotent."""
@@ -438,6 +422,84 @@ class LocalGroup(_Closing):
         ptr, self._ptr = self._ptr, None
         if ptr:
             self._lib.fn("sqz_local_group_destroy")(ptr)
+
+
+def _on_threads(nranks, fn):
+    """fn(rank) on one thread per rank; the results in rank order; the first exception
+    re-raised.  (ctypes releases the GIL in library calls, so the ranks' collectives meet.)"""
+    results, errors = [None] * nranks, [None] * nranks
+
+    def main(r):
+        try:
+            results[r] = fn(r)
+        except BaseException as e:  # noqa: B902 (re-raised below)
+            errors[r] = e
+
+    threads = [threading.Thread(target=main, args=(r,)) for r in range(nranks)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
+
+
+class DeviceGroup(_Closing):
+    """W ranks in one process on one GPU (sqz_device_group): the device counterpart of
+    LocalGroup, for simulations of W workers on one device and for tests.  One Context and one
+    Comm per rank over the device thread transport; each rank's calls come from its own thread
+    with its own CUDA stream (run() starts the threads):
+
+        with squeeze.DeviceGroup(4, method="quant", quant_bits=4) as g:
+            streams = [torch.cuda.Stream() for _ in range(4)]
+            g.run(lambda r, comm: comm.allreduce_async(t[r].data_ptr(), n, "float32",
+                                                       stream_ptr=streams[r].cuda_stream))
+
+    Needs a library built with CUDA and a device (not NCCL).  Keyword parameters are Context's
+    (env=False by default).  Creating the Comms is collective (the settings are compared): they
+    are made on one thread per rank."""
+
+    def __init__(self, nranks, device=0, env=False, **params):
+        self._lib = _lib.load()
+        ptr = ctypes.c_void_p()
+        check(self._lib.fn("sqz_device_group_create")(int(nranks), int(device), ctypes.byref(ptr)),
+              f"sqz_device_group_create({nranks}, {device})")
+        self._ptr = ptr.value
+        self.nranks = int(nranks)
+        self.contexts = [Context(env=env, log_rank=r, **params) for r in range(self.nranks)]
+        self.comms = []
+        try:
+            self.comms = _on_threads(self.nranks, self._make_comm)
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_comm(self, rank):
+        ctx = self.contexts[rank]
+        out = ctypes.c_void_p()
+        check(self._lib.fn("sqz_comm_create_device_group")(ctx._handle(), self._ptr, rank,
+                                                           ctypes.byref(out)),
+              "sqz_comm_create_device_group")
+        comm = Comm(ctx, out.value, keepalive=self)
+        comm.on_device = True
+        ctx._adopt(comm)
+        return comm
+
+    def run(self, fn):
+        """Calls fn(rank, comm) on one thread per rank; results in rank order (as LocalGroup)."""
+        return _on_threads(self.nranks, lambda r: fn(r, self.comms[r]))
+
+    def close(self):
+        """Closes every rank's Comm and Context, then the group (the caller makes sure no work
+        of theirs is still running on a stream).  Idempotent."""
+        for ctx in getattr(self, "contexts", []):
+            ctx.close()
+        self.contexts, self.comms = [], []
+        ptr, self._ptr = getattr(self, "_ptr", None), None
+        if ptr:
+            self._lib.fn("sqz_device_group_destroy")(ptr)
 
 
 def _single_rank_transport():

@@ -316,6 +316,9 @@ _PROTOTYPES = {
     "sqz_nccl_get_unique_id": (_int, [_vp, _size], False),
     "sqz_nccl_comm_init": (_int, [_int, _vp, _size, _int, _pvp], False),
     "sqz_nccl_comm_destroy": (None, [_vp], False),
+    "sqz_device_group_create": (_int, [_int, _int, _pvp], False),
+    "sqz_device_group_destroy": (None, [_vp], False),
+    "sqz_comm_create_device_group": (_int, [_vp, _vp, _int, _pvp], False),
 }
 
 
