@@ -134,6 +134,14 @@ sqz_status_t sqz_gpu_restore_if(const sqz_gpu_params_t *p, const uint32_t *bad, 
 sqz_status_t sqz_gpu_nan_if(const uint32_t *bad, void *out, size_t n, sqz_dtype_t dtype,
                             unsigned long long *nonfinite_calls, void *stream);
 
+/** EF21's update after the decode (the engine's ef21 buffers; neg_estimate holds -g_i, so that
+ *  compress sent C(in - g_i) and left in - g_i - d_i in it): unless *bad,
+ *  neg_estimate -= in (now -(g_i + d_i)), shared += sum (the decoded messages, fp32), and
+ *  out = shared as dtype; when *bad, out = NaN and neither estimator changes.  out may be in. */
+sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const void *in,
+                                 float *shared, const float *sum, void *out, size_t n,
+                                 sqz_dtype_t dtype, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -45,7 +45,11 @@ typedef struct sqz_gpu_buf {
     size_t      count;
     sqz_dtype_t dtype;
     uint64_t    calls;
-    float      *residual;  /* count floats, or NULL without error feedback */
+    float      *residual;  /* count floats, or NULL without error feedback (ef21: minus this
+                              rank's estimator g_i, so that compress forms in - g_i) */
+    float      *shared;    /* ef21: the shared estimator G (count floats; the output), or NULL */
+    float      *decoded;   /* ef21: this call's decoded sum (count floats) and, after it, the
+                              call's verdict word */
     void       *payloads;  /* nranks * pbytes */
     void       *workspace; /* codec workspace */
     void       *full;      /* reduce-scatter: the whole decoded sum (count elements of dtype) */
@@ -65,6 +69,8 @@ struct sqz_gpu_comm {
     int                   device;
     int                   enabled;   /* the selected method runs on the GPU */
     int                   ef;        /* keep a residual */
+    int                   ef21;      /* SQZ_EF=ef21 for the all-gather exchange (not PowerSGD's,
+                                        which has its own; sqz_ef_allreduce keeps ef14) */
     int                   psgd;      /* the method is powersgd (sqz_gpu_powersgd.c) */
     sqz_gpu_psgd_cfg_t    psgd_cfg;
     sqz_gpu_params_t      params;
@@ -82,7 +88,8 @@ struct sqz_gpu_comm {
     size_t                npending;
 };
 
-/* One device buffer in a checkpoint; count floats of residual follow when has_residual. */
+/* One device buffer in a checkpoint: count floats of residual follow when bit 0 of has_residual
+ * is set, then count floats of the ef21 shared estimator when bit 1 is. */
 typedef struct sqz_gpu_saved {
     uint64_t key, count, calls;
     int32_t  dtype, has_residual;
@@ -152,6 +159,8 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                                             : ctx->p.ef;
     g->ef      = ef == SQZ_EF_EF14;
     g->psgd    = sqz_gpu_psgd_config(ctx, &g->psgd_cfg);
+    g->ef21    = ef == SQZ_EF_EF21 && !g->psgd;
+    g->ef |= g->ef21;
     if (g->psgd) {
         /* PowerSGD forms a = in + residual in the residual buffer: it always has one. */
         g->enabled = 1;
@@ -163,12 +172,9 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                      "all-reduces pass through to NCCL uncompressed",
                      method);
     }
-    if (g->enabled && ef != SQZ_EF_EF14 && ef != SQZ_EF_NONE && !(g->psgd && ef == SQZ_EF_EF21)) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN,
-                     "SQZ_EF=%s is CPU-only (the GPU path has ef14 and none, and ef21 for "
-                     "powersgd): device all-reduces "
-                     "pass through to NCCL uncompressed",
-                     ef == SQZ_EF_EF21 ? "ef21" : "econtrol");
+    if (g->enabled && SQZ_EF_ECONTROL == ef) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_EF=econtrol is CPU-only (the GPU path has ef14, ef21 and "
+                                   "none): device all-reduces pass through to NCCL uncompressed");
         g->enabled = 0;
     }
     if (g->enabled && g->params.method == SQZ_GPU_TOPK &&
@@ -291,6 +297,9 @@ static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
     for (size_t i = 0; i < g->nbufs; i++) {
         if (g->bufs[i].key == key && g->bufs[i].residual) {
             cudaMemset(g->bufs[i].residual, 0, g->bufs[i].count * sizeof(float));
+            if (g->bufs[i].shared) {
+                cudaMemset(g->bufs[i].shared, 0, g->bufs[i].count * sizeof(float));
+            }
             sqz_gpu_sra_forget(g->bufs[i].sra, NULL);
             g->bufs[i].calls = 0;
         }
@@ -444,12 +453,15 @@ static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
     cudaFree(b->payloads);
     cudaFree(b->workspace);
     cudaFree(b->full);
+    cudaFree(b->shared);
+    cudaFree(b->decoded);
     b->residual = NULL, b->payloads = NULL, b->workspace = NULL, b->full = NULL;
+    b->shared = NULL, b->decoded = NULL;
 }
 
 typedef struct sqz_gpu_carry {
     struct sqz_gpu_comm *g;
-    float               *dst;
+    float               *dst, *dst_shared; /* the new buffer's residual, ef21 estimator */
     cudaStream_t         s;
 } sqz_gpu_carry_t;
 
@@ -464,6 +476,11 @@ static void sqz_gpu_carry_residual(void *arg, uint64_t src_key, size_t src_count
             cudaMemcpyAsync(c->dst + dst_offset, b->residual + src_offset, len * sizeof(float),
                             cudaMemcpyDeviceToDevice, c->s);
             cudaMemsetAsync(b->residual + src_offset, 0, len * sizeof(float), c->s);
+            if (c->dst_shared && b->shared) { /* (the same layers on every rank: G stays shared) */
+                cudaMemcpyAsync(c->dst_shared + dst_offset, b->shared + src_offset,
+                                len * sizeof(float), cudaMemcpyDeviceToDevice, c->s);
+                cudaMemsetAsync(b->shared + src_offset, 0, len * sizeof(float), c->s);
+            }
             return;
         }
     }
@@ -496,16 +513,19 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cuda
         if (!sqz_rbuf_get(&r, &rec, sizeof(rec))) {
             return;
         }
-        const float *res = rec.has_residual ? sqz_rbuf_take(&r, (size_t)rec.count * sizeof(float))
-                                            : NULL;
+        const size_t bytes  = (size_t)rec.count * sizeof(float);
+        const float *res    = rec.has_residual & 1 ? sqz_rbuf_take(&r, bytes) : NULL;
+        const float *shared = rec.has_residual & 2 ? sqz_rbuf_take(&r, bytes) : NULL;
         if (rec.key == b->key && rec.count == b->count && (sqz_dtype_t)rec.dtype == b->dtype) {
             b->calls = rec.calls;
             sqz_gpu_sra_forget(b->sra, s); /* (checkpoints hold the worker residuals only) */
             if (res && b->residual) {
-                cudaMemcpyAsync(b->residual, res, b->count * sizeof(float),
-                                cudaMemcpyHostToDevice, s);
-                cudaStreamSynchronize(s); /* (the host copy may go with the next load) */
+                cudaMemcpyAsync(b->residual, res, bytes, cudaMemcpyHostToDevice, s);
             }
+            if (shared && b->shared) {
+                cudaMemcpyAsync(b->shared, shared, bytes, cudaMemcpyHostToDevice, s);
+            }
+            cudaStreamSynchronize(s); /* (the host copies may go with the next load) */
             return;
         }
     }
@@ -528,21 +548,24 @@ static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w)
     for (size_t i = 0; SQZ_OK == st && i < g->nbufs; i++) {
         const sqz_gpu_buf_t  *b   = &g->bufs[i];
         const sqz_gpu_saved_t rec = {b->key, b->count, b->calls, (int32_t)b->dtype,
-                                     NULL != b->residual};
+                                     (NULL != b->residual) | (NULL != b->shared) << 1};
+        const float *const arrays[2] = {b->residual, b->shared};
         sqz_wbuf_put(w, &rec, sizeof(rec));
-        if (NULL == b->residual) {
-            continue;
-        }
-        if (w->base) {
-            float *h = realloc(host, b->count * sizeof(float));
-            st       = h ? SQZ_OK : SQZ_ERR_NO_MEMORY;
-            host     = h ? h : host;
-            if (h && cudaSuccess != cudaMemcpy(h, b->residual, b->count * sizeof(float),
-                                               cudaMemcpyDeviceToHost)) {
-                st = SQZ_ERR_CUDA;
+        for (int a = 0; a < 2 && SQZ_OK == st; a++) {
+            if (NULL == arrays[a]) {
+                continue;
             }
+            if (w->base) {
+                float *h = realloc(host, b->count * sizeof(float));
+                st       = h ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+                host     = h ? h : host;
+                if (h && cudaSuccess != cudaMemcpy(h, arrays[a], b->count * sizeof(float),
+                                                   cudaMemcpyDeviceToHost)) {
+                    st = SQZ_ERR_CUDA;
+                }
+            }
+            sqz_wbuf_put(w, host, b->count * sizeof(float));
         }
-        sqz_wbuf_put(w, host, b->count * sizeof(float));
     }
     free(host);
     /* The inter-host engine's buffers follow, in the same records (a load gives both the whole
@@ -573,7 +596,8 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
  *  - the scatter-reduce exchange (sqz_gpu_reduce_scatter.c) for methods whose payloads summarize
  *    contiguous elements (the descriptor's SQZ_EXCHANGE_REDUCE_SCATTER: quant, sign) when every
  *    chunk holds elements, from 3 ranks for an all-reduce (at 2 both move one payload, and the
- *    all-gather takes one round and no re-compression) and at any count for a reduce-scatter;
+ *    all-gather takes one round and no re-compression) and at any count for a reduce-scatter,
+ *    unless the buffer runs ef21 (its shared estimator needs every rank's message);
  *  - else the all-gather of the whole buffer's payloads (top-k: sparse payloads are not
  *    re-compressed, as on the host);
  *  - then, as the host's cost model does for its sparse all-gather: when the bytes a rank would
@@ -581,11 +605,12 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
  *    2(N-1)/N of the input, a reduce-scatter (N-1)/N), the call goes dense (the residual kept
  *    for the next compressed call).
  * *sent: the bytes the chosen compressed exchange sends per rank. */
-static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int rs, double *sent)
+static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int rs, int ef21,
+                          double *sent)
 {
     const struct sqz_gpu_comm *g = comm->gpu;
     const double               P = comm->nranks;
-    const int sra = !g->psgd && SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange &&
+    const int sra = !g->psgd && !ef21 && SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange &&
                     (rs || comm->nranks > 2) && sqz_gpu_sra_applies(count, comm->nranks, rs);
     *sent = sra ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
                 : (P - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
@@ -620,7 +645,7 @@ static int sqz_gpu_buf_agree(sqz_comm_t *comm, sqz_gpu_buf_t *b, int ok, cudaStr
  * when the agreement itself failed, or this rank's table of buffers could not grow (host memory:
  * the call goes dense on this rank alone). */
 static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t count,
-                                      sqz_dtype_t dtype, int rs, int ef, cudaStream_t s)
+                                      sqz_dtype_t dtype, int rs, int ef, int ef21, cudaStream_t s)
 {
     struct sqz_gpu_comm *g = comm->gpu;
     for (size_t i = 0; i < g->nbufs; i++) {
@@ -653,7 +678,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     sqz_gpu_buf_t b   = {.key = key, .count = count, .dtype = dtype};
     double        sent_unused;
     const int     sra = SQZ_ALGO_REDUCE_SCATTER ==
-                      sqz_gpu_choose(comm, count, sqz_dtype_size(dtype), rs, &sent_unused);
+                      sqz_gpu_choose(comm, count, sqz_dtype_size(dtype), rs, ef21, &sent_unused);
     b.pbytes          = sra ? 0 : sqz_gpu_payload_bytes(&g->params, count);
     const size_t wb   = sra ? 0 : sqz_gpu_workspace_bytes(&g->params, count, dtype);
     cudaError_t  ce   = cudaSuccess;
@@ -677,6 +702,15 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
             ce = cudaMemsetAsync(b.residual, 0, count * sizeof(float), s);
         }
     }
+    if (ce == cudaSuccess && ef21) {
+        ce = cudaMalloc((void **)&b.shared, count * sizeof(float));
+        if (ce == cudaSuccess) {
+            ce = cudaMemsetAsync(b.shared, 0, count * sizeof(float), s);
+        }
+        if (ce == cudaSuccess) {
+            ce = cudaMalloc((void **)&b.decoded, count * sizeof(float) + 16);
+        }
+    }
     if (ce != cudaSuccess) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "device memory for a %zu-element buffer: %s", count,
                      cudaGetErrorString(ce));
@@ -694,10 +728,11 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     b.bytes = sra ? sqz_gpu_sra_bytes(&g->params, count, dtype, comm->nranks, rs, ef) +
                         (ef ? count * 4 : 0)
                   : b.pbytes * (size_t)comm->nranks + wb + (ef ? count * 4 : 0) +
+                        (ef21 ? 2 * count * 4 + 16 : 0) +
                         (rs ? count * sqz_dtype_size(dtype) : 0);
     if (b.residual) {
         /* A new buffer (a rebuilt DDP bucket): take over its layers' residuals. */
-        const sqz_gpu_carry_t carry = {g, b.residual, s};
+        const sqz_gpu_carry_t carry = {g, b.residual, b.shared, s};
         sqz_layout_carry(comm, key, count, sqz_gpu_carry_residual, (void *)&carry);
     }
     g->bufs[g->nbufs++] = b;
@@ -756,9 +791,11 @@ static sqz_status_t sqz_gpu_identity(sqz_comm_t *comm, size_t count, sqz_dtype_t
     SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(count, dtype, rs), addr, &id));
     *key                  = id.key;
     *seq                  = id.seq;
-    /* PowerSGD's device state (warm starts, ef21 estimators) must be the same on every rank: only
-     * the other methods' buffers (a residual of this rank's own) follow an address. */
-    sqz_gpu_buf_t *heir = id.heir_of && !g->psgd ? sqz_gpu_buf_find(g, id.heir_of, count, dtype)
+    /* PowerSGD's device state (warm starts, ef21 estimators) and ef21's shared estimator must be
+     * the same on every rank: only the other buffers (a residual of this rank's own) follow an
+     * address. */
+    sqz_gpu_buf_t *heir = id.heir_of && !g->psgd && !g->ef21
+                              ? sqz_gpu_buf_find(g, id.heir_of, count, dtype)
                                                   : NULL;
     if (heir && NULL == sqz_gpu_buf_find(g, id.key, count, dtype)) {
         heir->key = id.key;
@@ -869,6 +906,27 @@ static sqz_status_t sqz_gpu_run_psgd(const sqz_gpu_call_t *c, sqz_call_stats_t *
     return SQZ_OK;
 }
 
+/* EF21 (the buffer's residual holds -g_i, so compress sent C(in - g_i) and left in - g_i - d_i):
+ * the decoded messages' sum goes into b->decoded, then, unless some rank was not finite,
+ * g_i += d_i (residual -= in), G += the sum, out = G; else out = NaN and nothing changes (the
+ * restore before this put the residual back). */
+static sqz_status_t sqz_gpu_ef21_update(const sqz_gpu_call_t *c, float scale)
+{
+    struct sqz_gpu_comm *const g   = c->comm->gpu;
+    sqz_gpu_buf_t *const       b   = c->b;
+    uint32_t *const            bad = (uint32_t *)(b->decoded + c->count);
+    sqz_status_t st = sqz_gpu_flag_any(b->payloads, c->comm->nranks, b->pbytes, bad, NULL, c->s);
+    if (SQZ_OK == st) {
+        st = sqz_gpu_decode_sum(&g->params, b->payloads, c->comm->nranks, c->count, scale,
+                                b->decoded, SQZ_DTYPE_FLOAT32, b->workspace, c->s);
+    }
+    if (SQZ_OK == st) {
+        st = sqz_gpu_ef21_finish(bad, b->residual, c->in, b->shared, b->decoded, c->out,
+                                 c->count, c->dtype, c->s);
+    }
+    return st;
+}
+
 /* The other methods: compress with the residual, all-gather the payloads, restore what needs it,
  * decode and sum every payload. */
 static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
@@ -901,7 +959,9 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     const float scale = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
     st = sqz_gpu_restore(&g->params, b->payloads, comm->nranks, comm->rank, c->in, c->dtype,
                          b->residual, c->count, g->d_nonfinite, b->workspace, c->s);
-    if (SQZ_OK == st) {
+    if (SQZ_OK == st && b->shared) {
+        st = sqz_gpu_ef21_update(c, scale);
+    } else if (SQZ_OK == st) {
         st = sqz_gpu_decode_sum(&g->params, b->payloads, comm->nranks, c->count, scale, c->out,
                                 c->dtype, b->workspace, c->s);
     }
@@ -1006,7 +1066,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     double sent = 0;
     if (!g->psgd &&
-        SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, &sent)) {
+        SQZ_ALGO_DENSE_SWITCH ==
+            sqz_gpu_choose(comm, count, esz, rs_out != NULL, g->ef21 && !opt, &sent)) {
         /* (the residual, if any, waits for the next compressed call) */
         const double P = comm->nranks;
         sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz};
@@ -1029,7 +1090,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
                               &key, &aseq);
     }
     sqz_gpu_buf_t *b = SQZ_OK == st ? sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL,
-                                                      g->ef || opt, s)
+                                                      g->ef || opt, g->ef21 && !opt, s)
                                     : NULL;
     if (b) {
         /* The buffer's counter: the call sequence's for an intercepted call, its own else. */

@@ -15,6 +15,7 @@
  *     rank;
  *   - checkpoints: saved after 3 steps and loaded into new communicators, the run goes on with
  *     the same bits as without the interruption (N = 2 flat, N = 4 on 2 emulated hosts);
+ *   - EF21 (topk, quant 4 bits): the shared estimator decays to zero once the inputs stop;
  *   - the policy's dense switch (top-k at 50 %: dense, exact, counted as dense_switch);
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
  *     SQZ_ERR_MISMATCH;
@@ -135,6 +136,7 @@ typedef struct method {
     int                ef;         /* error feedback: the totals must match after the flush */
     int                compressed; /* a compressed call's output is all NaN at the NaN step */
     int                sra;        /* runs the scatter-reduce exchange where it pays */
+    int                ef21;       /* EF21: the output converges to 0 once the inputs stop */
 } method_t;
 
 static const char *const m_none[]  = {"SQZ_METHOD", "none", NULL};
@@ -145,11 +147,17 @@ static const char *const m_q8[]    = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "
 static const char *const m_q4s[]   = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4",
                                       "SQZ_QUANT_ROUNDING", "stochastic", "SQZ_EF", "ef14", NULL};
 static const char *const m_sign[]  = {"SQZ_METHOD", "sign", NULL};
+static const char *const m_topk21[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", "SQZ_EF",
+                                       "ef21", NULL};
+static const char *const m_q4_21[]  = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", "SQZ_EF",
+                                       "ef21", NULL};
 static const char *const m_psgd[]  = {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_RANK", "4",
                                       "SQZ_POWERSGD_START_STEPS", "0", NULL};
 static const method_t    methods[] = {
-    {"none", m_none, 0, 0, 0},     {"topk", m_topk, 1, 1, 0}, {"quant8", m_q8, 1, 1, 1},
-    {"quant4-sr", m_q4s, 1, 1, 1}, {"sign", m_sign, 0, 1, 1}, {"powersgd", m_psgd, 0, 1, 0},
+    {"none", m_none, 0, 0, 0, 0},          {"topk", m_topk, 1, 1, 0, 0},
+    {"quant8", m_q8, 1, 1, 1, 0},          {"quant4-sr", m_q4s, 1, 1, 1, 0},
+    {"sign", m_sign, 0, 1, 1, 0},          {"powersgd", m_psgd, 0, 1, 0, 0},
+    {"topk-ef21", m_topk21, 0, 1, 0, 1},   {"quant4-ef21", m_q4_21, 0, 1, 0, 1},
 };
 static const char *const base[] = {"SQZ_MIN_BYTES", "0", "SQZ_WARMUP_STEPS", "1", "SQZ_LOG",
                                    "error", NULL};
@@ -376,6 +384,16 @@ static int check_job(const job_t *j, const char *what)
             }
         }
     }
+    if (j->m->ef21) {
+        /* EF21 after the inputs stopped: the shared estimator decays to zero */
+        double last = 0, first = 0;
+        for (size_t i = 0; i < on; i++) {
+            last  = fmax(last, fabs(out_at(j, 0, j->nsteps - 1, i)));
+            first = fmax(first, fabs(exact(j, 1, i)));
+        }
+        EXPECT(last <= 0.1 * first, "%s: ef21 output %g after %d zero calls (inputs ~%g)", what,
+               last, S_FLUSH, first);
+    }
     if (0 == j->hosts) {
         check_exchange(j, what);
     } else if (j->compressed[0] > 0 && j->payload > 0 && j->dtype == SQZ_DTYPE_FLOAT32) {
@@ -436,7 +454,7 @@ static void test_engine(sqz_device_group_t *grp, int nranks)
             for (int rs = 0; rs < 2; rs++) {
                 job_t j  = {.grp = grp, .m = &methods[m], .nranks = nranks, .rs = rs,
                             .dtype = types[t]};
-                j.nsteps = S_IN + (methods[m].ef ? S_FLUSH : 0);
+                j.nsteps = S_IN + (methods[m].ef || methods[m].ef21 ? S_FLUSH : 0);
                 j.count  = (size_t)nranks * 4096 + (rs ? 0 : 37);
                 char what[128];
                 snprintf(what, sizeof(what), "N=%d %s %s %s", nranks, methods[m].name,
@@ -457,7 +475,7 @@ static void test_hier(sqz_device_group_t *grp, int nranks, int hosts)
             for (int no_nan = 0; no_nan < 2; no_nan++) {
                 job_t j  = {.grp = grp, .m = &methods[m], .nranks = nranks, .hosts = hosts,
                             .no_nan = no_nan, .dtype = types[t]};
-                j.nsteps = S_IN + (methods[m].ef ? S_FLUSH : 0);
+                j.nsteps = S_IN + (methods[m].ef || methods[m].ef21 ? S_FLUSH : 0);
                 j.count  = (size_t)nranks * 4096 + 37;
                 char what[128];
                 snprintf(what, sizeof(what), "N=%d on %d hosts %s %s%s", nranks, hosts,
@@ -474,7 +492,7 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
 {
     static const char *const kv[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.5", "SQZ_EF",
                                      "ef14", NULL};
-    static const method_t    m    = {"topk-50%", kv, 0, 0, 0};
+    static const method_t    m    = {"topk-50%", kv, 0, 0, 0, 0};
     job_t j = {.grp = grp, .m = &m, .nranks = nranks, .nsteps = S_IN, .dtype = SQZ_DTYPE_FLOAT32,
                .count = (size_t)nranks * 4096 + 37};
     char  what[64];
