@@ -691,8 +691,10 @@ int main(void)
         if (sizes[k] > 2) {
             test_dense_switch(grp, sizes[k]);
         }
-        if (sizes[k] <= 4) {
-            test_checkpoint(grp, sizes[k], sizes[k] == 2 ? 0 : 2);
+        if (2 == sizes[k] || 4 == sizes[k]) {
+            /* (flat at 2 ranks; 2 hosts of 2 at 4: both exchanges without server residuals,
+             * which checkpoints do not hold) */
+            test_checkpoint(grp, sizes[k], 2 == sizes[k] ? 0 : 2);
         }
         for (int hosts = 2; hosts <= sizes[k] / 2; hosts *= 2) {
             if (sizes[k] % hosts == 0) {
