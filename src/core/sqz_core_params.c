@@ -31,8 +31,7 @@ static const sqz_core_param_t sqz_core_params[] = {
          "error term scaled by SQZ_ECONTROL_ETA (EControl).  auto gives each method what converges "
          "for it at the step sizes dense SGD takes (docs/methods.md): none for the unbiased "
          "quantizers (qsgd, terngrad), rand-k and the exact methods, ef21 for the sparsifiers that "
-         "keep a small fraction (topk, fedzip; ef14 on device buffers, where ef21 is available "
-         "when asked), ef14 for quant and sign (damped: SQZ_EF_DECAY), and for powersgd ef14 on buffers "
+         "keep a small fraction (topk, fedzip), ef14 for quant and sign (damped: SQZ_EF_DECAY), and for powersgd ef14 on buffers "
          "with a layout and none on pseudo-layers.  ef21 and econtrol keep 2 and 3 estimators of "
          "the buffer's size per rank"),
     JOB("EF_STORAGE", SQZ_PARAM_ENUM, "fp32", 0, 0, "fp32|bf16|int8", CORE(ef_storage),

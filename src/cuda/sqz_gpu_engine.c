@@ -153,10 +153,12 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     const sqz_ctx_t     *ctx    = comm->ctx;
     const char          *method = ctx->method->name;
     g->enabled                  = sqz_gpu_params_from_ctx(ctx, &g->params);
-    /* SQZ_EF=auto: ef14 for the device kernels (they have no ef21 for topk yet), none for the
-     * methods whose default it is. */
-    const int ef = SQZ_EF_AUTO == ctx->p.ef ? (SQZ_EF_NONE == ctx->ef ? SQZ_EF_NONE : SQZ_EF_EF14)
-                                            : ctx->p.ef;
+    /* SQZ_EF=auto: the method's own default as on the host (ef21 for top-k, none for the methods
+     * whose default it is), ef14 for the rest (the device kernels have no damped ef14 and no
+     * EControl).  PowerSGD reads SQZ_EF itself (sqz_gpu_psgd_config). */
+    const int ef = SQZ_EF_AUTO == ctx->p.ef
+                       ? (SQZ_EF_NONE == ctx->ef || SQZ_EF_EF21 == ctx->ef ? ctx->ef : SQZ_EF_EF14)
+                       : ctx->p.ef;
     g->ef      = ef == SQZ_EF_EF14;
     g->psgd    = sqz_gpu_psgd_config(ctx, &g->psgd_cfg);
     g->ef21    = ef == SQZ_EF_EF21 && !g->psgd;
