@@ -16,19 +16,9 @@ set -u
 : "${top_builddir:?top_builddir must be set (make check sets it)}"
 : "${top_srcdir:?top_srcdir must be set}"
 
-PY=
-for p in ${PYTHON3:-} python3 /usr/bin/python3; do
-    if command -v "$p" >/dev/null 2>&1 &&
-        "$p" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() and torch.cuda.device_count() >= 2 else 1)' \
-            >/dev/null 2>&1; then
-        PY=$(command -v "$p")
-        break
-    fi
-done
-if [ -z "$PY" ]; then
-    echo "SKIP: no python3 that imports torch and sees 2 GPUs"
-    exit 77
-fi
+TORCH_GPUS=2
+# shellcheck source=tests/cuda/torch_python.sh
+. "$top_srcdir/tests/cuda/torch_python.sh"
 
 # NVLink multicast stays off on shared machines (NVLS can take a host's GPUs out of service).
 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
