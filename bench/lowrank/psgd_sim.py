@@ -3,6 +3,8 @@ GPU): what a rank-r gradient all-reduce does to training, without a network or a
 
     /usr/bin/python3 bench/lowrank/psgd_sim.py --comm dense
     /usr/bin/python3 bench/lowrank/psgd_sim.py --comm powersgd --rank 4 --ef ef21 --start 10
+    python bench/lowrank/psgd_sim.py --device cuda --comm squeeze-gpu --rank 64   (the library's
+        own GPU PowerSGD, --world ranks as threads on this GPU: squeeze.DeviceGroup)
     python bench/lowrank/psgd_sim.py --device cuda --vocab 32768 --d-model 768 --layers 12 \\
         --heads 12 --seq 256 --batch 32 --comm powersgd --rank 4 --iters 6     (the full model)
 
@@ -57,6 +59,54 @@ def orthonormalize(P):
             rest = P[:, i + 1:]
             rest.sub_(c @ (c.t() @ rest))
     return P
+
+
+class DeviceGroupPowerSGD:
+    """The mean of W workers' gradients through the library's own GPU PowerSGD: W ranks as
+    threads on this GPU (squeeze.DeviceGroup, the device thread transport), each all-reducing
+    (AVG) its gradients flattened into one buffer with the parameters' layout registered (as the
+    DDP hook does), on its own stream.  Checks that every rank gets the same bits."""
+
+    KEY = 0x5053  # the buffer's key
+
+    def __init__(self, params, args, device):
+        import squeeze
+        from squeeze.ddp import param_layers
+        self.n = sum(p.numel() for p in params)
+        self.shapes = [p.shape for p in params]
+        kw = {"method": "powersgd", "powersgd_rank": args.rank, "min_bytes": 0,
+              "powersgd_start_steps": args.start, "ef": args.ef}
+        if args.iters != 1:
+            kw["powersgd_iters"] = args.iters
+        self.group = squeeze.DeviceGroup(args.world, **kw)
+        layers, _ = param_layers(self.shapes, list(range(1, len(params) + 1)))
+        for comm in self.group.comms:
+            comm.register_layout(self.KEY, self.n, layers)
+        self.bufs = [torch.empty(self.n, device=device) for _ in range(args.world)]
+        self.streams = [torch.cuda.Stream() for _ in range(args.world)]
+        self.dense_floats, self.sent_floats, self.differ = self.n, 0, 0
+        self._wire = 0
+
+    def __call__(self, grads):
+        for w, gs in enumerate(grads):
+            torch.cat([g.reshape(-1) for g in gs], out=self.bufs[w])
+        torch.cuda.synchronize()
+
+        def rank(r, comm):
+            comm.allreduce_async(self.bufs[r].data_ptr(), self.n, "float32", op="avg",
+                                 key=self.KEY, stream_ptr=self.streams[r].cuda_stream)
+            self.streams[r].synchronize()
+
+        self.group.run(rank)
+        self.differ += sum(not torch.equal(self.bufs[0], b) for b in self.bufs[1:])
+        wire = self.group.contexts[0].stats()["bytes_wire"]
+        self.sent_floats, self._wire = (wire - self._wire) / 4.0, wire
+        out, off = [], 0
+        for shape in self.shapes:
+            k = math.prod(shape)
+            out.append(self.bufs[0][off:off + k].view(shape).clone())
+            off += k
+        return out
 
 
 class SimulatedPowerSGD:
@@ -133,7 +183,8 @@ class SimulatedPowerSGD:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--comm", choices=("dense", "powersgd"), default="dense")
+    ap.add_argument("--comm", choices=("dense", "powersgd", "squeeze-gpu"), default="dense",
+                    help="squeeze-gpu: the library's GPU PowerSGD on --world ranks of this GPU")
     ap.add_argument("--rank", type=int, default=4)
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--start", type=int, default=2)
@@ -177,7 +228,8 @@ def main():
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
                             lr=a.lr, betas=(0.9, 0.95))
-    psgd = SimulatedPowerSGD(params, names, a, dev) if a.comm == "powersgd" else None
+    psgd = (SimulatedPowerSGD(params, names, a, dev) if a.comm == "powersgd"
+            else DeviceGroupPowerSGD(params, a, dev) if a.comm == "squeeze-gpu" else None)
 
     losses, sent = [], []
     t0 = time.time()
@@ -209,6 +261,7 @@ def main():
             print(f"{a.name} step {step:3d} loss {losses[-1]:.4f} sent {sent[-1]:.4f} "
                   f"t {time.time() - t0:.0f}s", flush=True)
     res = {"name": a.name, "final_loss": sum(losses[-5:]) / len(losses[-5:]),
+           "replicas_differ": getattr(psgd, "differ", 0),
            "sent_fraction": sum(sent[a.start:]) / max(1, len(sent[a.start:])),
            "entropy_rate": chain.cond_entropy, "uniform_loss": math.log(a.vocab)}
     print("RESULT", json.dumps(res), flush=True)
