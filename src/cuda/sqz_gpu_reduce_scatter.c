@@ -27,44 +27,39 @@ struct sqz_gpu_sra {
     size_t           bytes;     /* device memory held */
 };
 
-/* Fills off/len (nranks entries): a reduce-scatter's blocks, else chunks of ceil(count / N)
- * rounded up to 512 elements (a quantizer's buckets stay aligned with the chunks), or to 8 when
- * that leaves a chunk empty (16-byte aligned chunks for every type).  \return 1 when every chunk
- * holds elements. */
-static int sqz_gpu_sra_layout(size_t count, int nranks, int rs, size_t *off, size_t *len)
+/* The chunk size of a call's layout: a reduce-scatter's block, else ceil(count / N) rounded up
+ * to 512 elements (a quantizer's buckets stay aligned with the chunks), or to 8 when that leaves
+ * the last chunk empty (16-byte aligned chunks for every type).  Chunk r holds
+ * [r * chunk, min((r + 1) * chunk, count)).  \return 0 when some chunk would be empty. */
+static size_t sqz_gpu_sra_chunk(size_t count, int nranks, int rs)
 {
     static const size_t quanta[] = {SQZ_GPU_CHUNK_QUANTUM, 8};
     const size_t        P        = (size_t)nranks;
-    int                 all      = 0;
-    for (size_t q = 0; q < 2 && !all; q++) {
-        size_t per = rs ? count / P : (count + P - 1) / P;
-        if (!rs) {
-            per = (per + quanta[q] - 1) / quanta[q] * quanta[q];
-        }
-        all = 1;
-        for (size_t r = 0; r < P; r++) {
-            const size_t a = r * per < count ? r * per : count;
-            const size_t b = a + per < count ? a + per : count;
-            off[r]         = a;
-            len[r]         = b - a;
-            all &= len[r] > 0;
+    if (nranks < 2 || count < P || (rs && count % P)) {
+        return 0;
+    }
+    if (rs) {
+        return count / P;
+    }
+    for (size_t q = 0; q < 2; q++) {
+        const size_t per = ((count + P - 1) / P + quanta[q] - 1) / quanta[q] * quanta[q];
+        if ((P - 1) * per < count) {
+            return per;
         }
     }
-    return all;
+    return 0;
+}
+
+/* Elements of chunk r. */
+static size_t sqz_gpu_sra_len(size_t count, size_t chunk, size_t r)
+{
+    const size_t a = r * chunk < count ? r * chunk : count;
+    return (a + chunk < count ? a + chunk : count) - a;
 }
 
 int sqz_gpu_sra_applies(size_t count, int nranks, int rs)
 {
-    if (nranks < 2 || count < (size_t)nranks || (rs && count % (size_t)nranks)) {
-        return 0;
-    }
-    size_t *v = malloc(2 * (size_t)nranks * sizeof(*v));
-    if (NULL == v) {
-        return 0;
-    }
-    const int ok = sqz_gpu_sra_layout(count, nranks, rs, v, v + nranks);
-    free(v);
-    return ok;
+    return sqz_gpu_sra_chunk(count, nranks, rs) > 0;
 }
 
 /* The sizes of the state's device arrays, in the order sqz_gpu_sra_create carves them. */
@@ -96,36 +91,15 @@ static size_t sqz_gpu_sra_total(const sqz_gpu_sra_sizes_t *z)
     return z->send1 + z->recv1 + z->gather2 + z->y + z->server + z->workspace + z->bad;
 }
 
-/* The largest chunk and this rank's. */
-static size_t sqz_gpu_sra_per(size_t count, int nranks, int rs, int rank, size_t *mylen)
-{
-    size_t *v = malloc(2 * (size_t)nranks * sizeof(*v));
-    size_t  m = 0;
-    *mylen    = 0;
-    if (v) {
-        sqz_gpu_sra_layout(count, nranks, rs, v, v + nranks);
-        for (int r = 0; r < nranks; r++) {
-            m = v[nranks + r] > m ? v[nranks + r] : m;
-        }
-        *mylen = v[nranks + rank];
-        free(v);
-    }
-    return m;
-}
-
 size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, size_t count, int nranks, int rs)
 {
-    size_t *v = malloc(2 * (size_t)nranks * sizeof(*v)), sent = 0, slot = 0;
-    if (NULL == v) {
-        return SIZE_MAX;
-    }
-    sqz_gpu_sra_layout(count, nranks, rs, v, v + nranks);
-    for (int r = 0; r < nranks; r++) {
-        const size_t pb = sqz_gpu_payload_bytes(p, v[nranks + r]);
+    const size_t chunk = sqz_gpu_sra_chunk(count, nranks, rs);
+    size_t       sent = 0, slot = 0;
+    for (size_t r = 0; r < (size_t)nranks; r++) {
+        const size_t pb = sqz_gpu_payload_bytes(p, sqz_gpu_sra_len(count, chunk, r));
         sent += pb;
         slot = pb > slot ? pb : slot;
     }
-    free(v);
     /* (phase 1: all chunk payloads but its own; counted for the rank that keeps the largest) */
     return (sent - slot) + (rs ? 0 : (size_t)(nranks - 1) * slot);
 }
@@ -133,9 +107,8 @@ size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, size_t count, int nranks, int
 size_t sqz_gpu_sra_bytes(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype, int nranks,
                          int rs, int ef)
 {
-    size_t              mylen;
     sqz_gpu_sra_sizes_t z;
-    const size_t        per = sqz_gpu_sra_per(count, nranks, rs, 0, &mylen);
+    const size_t        per = sqz_gpu_sra_chunk(count, nranks, rs);
     sqz_gpu_sra_sizes(p, per, per, dtype, nranks, rs, ef, &z);
     return sqz_gpu_sra_total(&z);
 }
@@ -156,11 +129,13 @@ sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dty
     }
     *x = (sqz_gpu_sra_t){.p = *p, .nranks = nranks, .rank = rank, .rs = rs, .dtype = dtype,
                          .count = count, .off = v, .len = v + nranks};
-    sqz_gpu_sra_layout(count, nranks, rs, x->off, x->len);
-    size_t mylen;
-    const size_t per = sqz_gpu_sra_per(count, nranks, rs, rank, &mylen);
+    const size_t per = sqz_gpu_sra_chunk(count, nranks, rs);
+    for (int r = 0; r < nranks; r++) {
+        x->off[r] = (size_t)r * per < count ? (size_t)r * per : count;
+        x->len[r] = sqz_gpu_sra_len(count, per, (size_t)r);
+    }
     sqz_gpu_sra_sizes_t z;
-    sqz_gpu_sra_sizes(p, per, mylen, dtype, nranks, rs, ef, &z);
+    sqz_gpu_sra_sizes(p, per, x->len[rank], dtype, nranks, rs, ef, &z);
     unsigned char *base = NULL;
     x->bytes            = sqz_gpu_sra_total(&z);
     if (cudaMalloc((void **)&base, x->bytes) != cudaSuccess) {
