@@ -464,6 +464,27 @@ def t_ddp_helpers():
            repr(layers))
 
 
+def t_device_group_without_gpu():
+    """squeeze.DeviceGroup: bad sizes are SQZ_ERR_INVALID_PARAM; without a GPU build or a device
+    (this machine, CI) SQZ_ERR_NOT_SUPPORTED, a SqueezeError, never a crash or a hang."""
+    have_device = any(os.path.exists(p) for p in ("/dev/nvidiactl", "/dev/nvidia0"))
+    for n, want in ((0, squeeze.SQZ_ERR_INVALID_PARAM), (5000, squeeze.SQZ_ERR_INVALID_PARAM)):
+        try:
+            squeeze.DeviceGroup(n).close()
+            report(False, f"DeviceGroup({n}) raises", "it did not")
+        except SqueezeError as e:
+            report(e.status == want, f"DeviceGroup({n}) raises SQZ_ERR_INVALID_PARAM", str(e))
+    if have_device and squeeze.gpu_built():
+        report(True, "DeviceGroup without a GPU: not checked here (a device is present)")
+        return
+    try:
+        squeeze.DeviceGroup(2, method="quant").close()
+        report(False, "DeviceGroup(2) without a GPU raises", "it did not")
+    except SqueezeError as e:
+        report(e.status == squeeze.SQZ_ERR_NOT_SUPPORTED,
+               "DeviceGroup(2) without a GPU raises SQZ_ERR_NOT_SUPPORTED", str(e))
+
+
 def main():
     print(f"squeeze from {os.path.dirname(squeeze.__file__)}, SQUEEZE_LIB="
           f"{os.environ.get('SQUEEZE_LIB', '(unset)')}", flush=True)
@@ -489,6 +510,7 @@ def main():
         ("adapt stats json", t_adapt_stats_json),
         ("state dict", t_state_dict),
         ("nccl unavailable", t_nccl_unavailable),
+        ("device group without a GPU", t_device_group_without_gpu),
         ("ddp helpers", t_ddp_helpers),
     ]:
         check(name, fn)
