@@ -233,7 +233,11 @@ static ncclResult_t sqz_dg_run_group(void)
             rc |= sqz_dg_complete_send(&tl_group.ops[i]);
         }
     }
+    /* (freed, not kept: the array is thread-local, and a thread that ends would leak it) */
+    free(tl_group.ops);
+    tl_group.ops    = NULL;
     tl_group.n      = 0;
+    tl_group.cap    = 0;
     tl_group.failed = 0;
     return 0 == rc ? ncclSuccess : ncclSystemError;
 }
