@@ -53,9 +53,12 @@ void sqz_nccl_comm_destroy(void *comm) { (void)comm; }
 
 sqz_status_t sqz_device_group_create(int nranks, int device, sqz_device_group_t **group)
 {
-    (void)nranks, (void)device;
+    (void)device;
     if (group) {
         *group = NULL;
+    }
+    if (NULL == group || nranks < 1 || nranks > 4096) {
+        return SQZ_ERR_INVALID_PARAM; /* (the arguments first, as in a GPU build) */
     }
     SQZ_ERROR("this Squeeze was built without CUDA/NCCL (configure --with-cuda --with-nccl)");
     return SQZ_ERR_NOT_SUPPORTED;
