@@ -372,7 +372,17 @@ class Context(_Closing):
         return comm
 
 
-class LocalGroup(_Closing):
+class _RankGroup(_Closing):
+    """What LocalGroup and DeviceGroup share: one Comm per rank in self.comms, run on threads."""
+
+    def run(self, fn):
+        """Calls fn(rank, comm) on one thread per rank and returns their results in rank order;
+        re-raises the first exception.  (A rank that fails leaves the others waiting at the next
+        collective: fn should fail on every rank alike, as bad arguments do.)"""
+        return _on_threads(self.nranks, lambda r: fn(r, self.comms[r]))
+
+
+class LocalGroup(_RankGroup):
     """W ranks in one process (sqz_local_group): one Context and one Comm per rank, over an
     in-process transport whose collectives meet at a barrier, for simulations of W workers and
     for tests.  Each rank's calls must come from its own thread (run() starts them):
@@ -408,11 +418,6 @@ class LocalGroup(_Closing):
             self.close()
             raise
 
-    def run(self, fn):
-        """Calls fn(rank, comm) on one thread per rank and returns their results in rank order;
-        re-raises the first exception.  (A rank that fails leaves the others waiting at the next
-        collective: fn should fail on every rank alike, as bad arguments do.)"""
-        return _on_threads(self.nranks, lambda r: fn(r, self.comms[r]))
 
     def close(self):
         """Closes every rank's Comm and Context, then the group.  Idempotent."""
@@ -446,7 +451,7 @@ def _on_threads(nranks, fn):
     return results
 
 
-class DeviceGroup(_Closing):
+class DeviceGroup(_RankGroup):
     """W ranks in one process on one GPU (sqz_device_group): the device counterpart of
     LocalGroup, for simulations of W workers on one device and for tests.  One Context and one
     Comm per rank over the device thread transport; each rank's calls come from its own thread
@@ -486,10 +491,6 @@ class DeviceGroup(_Closing):
         comm.on_device = True
         ctx._adopt(comm)
         return comm
-
-    def run(self, fn):
-        """Calls fn(rank, comm) on one thread per rank; results in rank order (as LocalGroup)."""
-        return _on_threads(self.nranks, lambda r: fn(r, self.comms[r]))
 
     def close(self):
         """Closes every rank's Comm and Context, then the group (the caller makes sure no work

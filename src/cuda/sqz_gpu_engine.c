@@ -400,18 +400,10 @@ sqz_status_t sqz_gpu_comm_create(sqz_ctx_t *ctx, const sqz_nccl_api_t *api, nccl
 /* ------------------------------------------------------------------------------------------- */
 /* The compressed all-reduce                                                                    */
 /* ------------------------------------------------------------------------------------------- */
-static size_t sqz_dtype_size(sqz_dtype_t d) { return d == SQZ_DTYPE_FLOAT32 ? 4 : 2; }
-
-static ncclDataType_t sqz_nccl_dtype(sqz_dtype_t d)
-{
-    return d == SQZ_DTYPE_FLOAT32 ? ncclFloat32 : d == SQZ_DTYPE_FLOAT16 ? ncclFloat16
-                                                                         : ncclBfloat16;
-}
-
 static sqz_status_t sqz_gpu_dense(struct sqz_gpu_comm *g, const void *in, void *out, size_t count,
                                   sqz_dtype_t dtype, sqz_op_t op, cudaStream_t s)
 {
-    const ncclResult_t r = g->nccl->AllReduce(in, out, count, sqz_nccl_dtype(dtype),
+    const ncclResult_t r = g->nccl->AllReduce(in, out, count, sqz_gpu_nccl_dtype(dtype),
                                               op == SQZ_OP_AVG ? ncclAvg : ncclSum, g->nc, s);
     if (r != ncclSuccess) {
         SQZ_ERROR("ncclAllReduce: %s", sqz_nccl_error(r));
@@ -424,7 +416,7 @@ static sqz_status_t sqz_gpu_dense_rs(struct sqz_gpu_comm *g, const void *in, voi
                                      size_t recvcount, sqz_dtype_t dtype, sqz_op_t op,
                                      cudaStream_t s)
 {
-    const ncclResult_t r = g->nccl->ReduceScatter(in, out, recvcount, sqz_nccl_dtype(dtype),
+    const ncclResult_t r = g->nccl->ReduceScatter(in, out, recvcount, sqz_gpu_nccl_dtype(dtype),
                                                   op == SQZ_OP_AVG ? ncclAvg : ncclSum, g->nc, s);
     if (r != ncclSuccess) {
         SQZ_ERROR("ncclReduceScatter: %s", sqz_nccl_error(r));
@@ -593,6 +585,14 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
     return g->hier ? sqz_gpu_hier_state_load(g->hier, buf, len) : SQZ_OK;
 }
 
+/* Bytes a rank sends in the dense collective of count elements: a ring all-reduce 2(N-1)/N of
+ * the input, a reduce-scatter (N-1)/N. */
+static double sqz_gpu_dense_bytes(const sqz_comm_t *comm, size_t count, size_t esz, int rs)
+{
+    const double P = comm->nranks;
+    return (rs ? 1.0 : 2.0) * (P - 1) / P * (double)(count * esz);
+}
+
 /* The GPU policy: the exchange of a compressed call of count elements (rs: a reduce-scatter),
  * from facts every rank shares (the method's descriptor, the rank count, the sizes):
  *  - the scatter-reduce exchange (sqz_gpu_reduce_scatter.c) for methods whose payloads summarize
@@ -605,20 +605,17 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
  *  - then, as the host's cost model does for its sparse all-gather: when the bytes a rank would
  *    send exceed SQZ_SPARSE_DENSE_SWITCH times the dense collective's (a ring all-reduce sends
  *    2(N-1)/N of the input, a reduce-scatter (N-1)/N), the call goes dense (the residual kept
- *    for the next compressed call).
- * *sent: the bytes the chosen compressed exchange sends per rank. */
-static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int rs, int ef21,
-                          double *sent)
+ *    for the next compressed call). */
+static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int rs, int ef21)
 {
     const struct sqz_gpu_comm *g = comm->gpu;
     const double               P = comm->nranks;
     const int sra = !g->psgd && !ef21 && SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange &&
                     (rs || comm->nranks > 2) && sqz_gpu_sra_applies(count, comm->nranks, rs);
-    *sent = sra ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
-                : (P - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
-    const double dense  = (rs ? 1.0 : 2.0) * (P - 1) / P * (double)(count * esz);
+    const double sent   = sra ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
+                              : (P - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
     const double factor = comm->ctx->p.sparse_dense_switch;
-    if (factor > 0 && comm->nranks > 1 && *sent > factor * dense) {
+    if (factor > 0 && comm->nranks > 1 && sent > factor * sqz_gpu_dense_bytes(comm, count, esz, rs)) {
         return SQZ_ALGO_DENSE_SWITCH;
     }
     return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
@@ -655,7 +652,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         if (b->key == key && b->count == count && b->dtype == dtype) {
             if (rs && NULL == b->full && NULL == b->sra && !b->dense_only) {
                 /* The same key used by an all-reduce before: add the reduce-scatter scratch. */
-                const int ok = cudaMalloc(&b->full, count * sqz_dtype_size(dtype)) == cudaSuccess;
+                const int ok = cudaMalloc(&b->full, count * sqz_gpu_dtype_size(dtype)) == cudaSuccess;
                 if (!ok) {
                     cudaGetLastError();
                     b->full = NULL;
@@ -663,7 +660,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
                 if (sqz_gpu_buf_agree(comm, b, ok, s) < 0) {
                     return NULL;
                 }
-                b->bytes += b->full ? count * sqz_dtype_size(dtype) : 0;
+                b->bytes += b->full ? count * sqz_gpu_dtype_size(dtype) : 0;
             }
             return b;
         }
@@ -678,9 +675,8 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         g->capbufs = cap;
     }
     sqz_gpu_buf_t b   = {.key = key, .count = count, .dtype = dtype};
-    double        sent_unused;
-    const int     sra = SQZ_ALGO_REDUCE_SCATTER ==
-                      sqz_gpu_choose(comm, count, sqz_dtype_size(dtype), rs, ef21, &sent_unused);
+    const int     sra =
+        SQZ_ALGO_REDUCE_SCATTER == sqz_gpu_choose(comm, count, sqz_gpu_dtype_size(dtype), rs, ef21);
     b.pbytes          = sra ? 0 : sqz_gpu_payload_bytes(&g->params, count);
     const size_t wb   = sra ? 0 : sqz_gpu_workspace_bytes(&g->params, count, dtype);
     cudaError_t  ce   = cudaSuccess;
@@ -695,7 +691,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
             ce = cudaMalloc(&b.workspace, wb ? wb : 16);
         }
         if (ce == cudaSuccess && rs) {
-            ce = cudaMalloc(&b.full, count * sqz_dtype_size(dtype));
+            ce = cudaMalloc(&b.full, count * sqz_gpu_dtype_size(dtype));
         }
     }
     if (ce == cudaSuccess && ef) {
@@ -731,7 +727,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
                         (ef ? count * 4 : 0)
                   : b.pbytes * (size_t)comm->nranks + wb + (ef ? count * 4 : 0) +
                         (ef21 ? 2 * count * 4 + 16 : 0) +
-                        (rs ? count * sqz_dtype_size(dtype) : 0);
+                        (rs ? count * sqz_gpu_dtype_size(dtype) : 0);
     if (b.residual) {
         /* A new buffer (a rebuilt DDP bucket): take over its layers' residuals. */
         const sqz_gpu_carry_t carry = {g, b.residual, b.shared, s};
@@ -863,7 +859,7 @@ typedef struct sqz_gpu_call {
 static sqz_status_t sqz_gpu_call_dense(const sqz_gpu_call_t *c, char kind, sqz_call_stats_t *cst)
 {
     sqz_ctx_t *const ctx = c->comm->ctx;
-    sqz_stats_record(ctx, ctx->method_index, kind, c->count * sqz_dtype_size(c->dtype), cst);
+    sqz_stats_record(ctx, ctx->method_index, kind, c->count * sqz_gpu_dtype_size(c->dtype), cst);
     return sqz_gpu_dense_call(c->comm, c->in, c->recvbuf, c->rs_out, c->count, c->dtype, c->op,
                               c->s);
 }
@@ -875,7 +871,7 @@ static sqz_status_t sqz_gpu_run_psgd(const sqz_gpu_call_t *c, sqz_call_stats_t *
     struct sqz_gpu_comm *const g     = comm->gpu;
     sqz_ctx_t *const           ctx   = comm->ctx;
     sqz_gpu_buf_t *const       b     = c->b;
-    const size_t               esz   = sqz_dtype_size(c->dtype);
+    const size_t               esz   = sqz_gpu_dtype_size(c->dtype);
     const double               t0    = sqz_time_now();
     const float                scale = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
     const uint64_t             seq   = b->calls++;
@@ -937,7 +933,7 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     struct sqz_gpu_comm *const g    = comm->gpu;
     sqz_ctx_t *const           ctx  = comm->ctx;
     sqz_gpu_buf_t *const       b    = c->b;
-    const size_t               esz  = sqz_dtype_size(c->dtype);
+    const size_t               esz  = sqz_gpu_dtype_size(c->dtype);
     const double               t0   = sqz_time_now();
     const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, comm->rank,
                                                     b->calls, 0);
@@ -981,23 +977,6 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     return SQZ_OK;
 }
 
-/* An all-reduce across hosts (sqz_gpu_hier.c): its inter-host engine counts the compressed part. */
-static sqz_status_t sqz_gpu_run_hier(sqz_comm_t *comm, const void *in, void *out, size_t count,
-                                     sqz_dtype_t dtype, sqz_op_t op, uint64_t key, cudaStream_t s)
-{
-    struct sqz_gpu_comm *g     = comm->gpu;
-    int                  saved = -1;
-    cudaGetDevice(&saved);
-    if (saved != g->device) {
-        cudaSetDevice(g->device);
-    }
-    const sqz_status_t st = sqz_gpu_hier_allreduce(g->hier, in, out, count, dtype, op, key, s);
-    if (saved >= 0 && saved != g->device) {
-        cudaSetDevice(saved);
-    }
-    return st;
-}
-
 /* The scatter-reduce exchange (sqz_gpu_reduce_scatter.c). */
 static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
 {
@@ -1024,7 +1003,7 @@ static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *c
         return st;
     }
     cst->t_compress = sqz_time_now() - t0; /* host time to enqueue */
-    sqz_stats_record(ctx, ctx->method_index, 'c', c->count * sqz_dtype_size(c->dtype), cst);
+    sqz_stats_record(ctx, ctx->method_index, 'c', c->count * sqz_gpu_dtype_size(c->dtype), cst);
     return SQZ_OK;
 }
 
@@ -1042,7 +1021,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     sqz_ctx_t           *ctx = comm->ctx;
     cudaStream_t         s   = (cudaStream_t)stream;
     const void          *in  = sendbuf ? sendbuf : recvbuf;
-    const size_t         esz = sqz_dtype_size(dtype);
+    const size_t         esz = sqz_gpu_dtype_size(dtype);
     if (count == 0) {
         return SQZ_OK;
     }
@@ -1063,17 +1042,12 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         sqz_comm_count_passthrough(comm);
         return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
     }
-    if (g->hier && NULL == rs_out && !opt) {
-        return sqz_gpu_run_hier(comm, in, recvbuf, count, dtype, op, key, s);
-    }
-    double sent = 0;
-    if (!g->psgd &&
-        SQZ_ALGO_DENSE_SWITCH ==
-            sqz_gpu_choose(comm, count, esz, rs_out != NULL, g->ef21 && !opt, &sent)) {
+    const int hier = g->hier && NULL == rs_out && !opt;
+    if (!hier && !g->psgd &&
+        SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, g->ef21 && !opt)) {
         /* (the residual, if any, waits for the next compressed call) */
-        const double P = comm->nranks;
         sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz};
-        cst.bytes_sent = (size_t)((rs_out ? 1.0 : 2.0) * (P - 1) / P * (double)(count * esz));
+        cst.bytes_sent = (size_t)sqz_gpu_dense_bytes(comm, count, esz, rs_out != NULL);
         sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
         return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
     }
@@ -1085,6 +1059,11 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
     sqz_status_t     st  = SQZ_OK;
+    if (hier) {
+        /* (its inter-host engine counts the compressed part) */
+        st = sqz_gpu_hier_allreduce(g->hier, in, recvbuf, count, dtype, op, key, s);
+        goto out;
+    }
     const int        automatic = 0 == key;
     uint64_t         aseq      = 0;
     if (automatic) {

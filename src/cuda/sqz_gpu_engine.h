@@ -8,6 +8,16 @@
 #include "sqz_ctx.h"
 #include "transport/sqz_nccl.h"
 
+/** Bytes of one element of a GPU-path dtype (float32 4, float16 and bfloat16 2). */
+static inline size_t sqz_gpu_dtype_size(sqz_dtype_t d) { return d == SQZ_DTYPE_FLOAT32 ? 4 : 2; }
+
+/** The NCCL type of a GPU-path dtype. */
+static inline ncclDataType_t sqz_gpu_nccl_dtype(sqz_dtype_t d)
+{
+    return d == SQZ_DTYPE_FLOAT32 ? ncclFloat32 : d == SQZ_DTYPE_FLOAT16 ? ncclFloat16
+                                                                         : ncclBfloat16;
+}
+
 /** Fills the codec parameters of ctx's method.  \return 1 when the method has a GPU kernel
  *  (topk, quant, sign), 0 otherwise. */
 int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p);

@@ -164,19 +164,13 @@ sqz_status_t sqz_gpu_hier_state_load(sqz_gpu_hier_t *h, const void *buf, size_t 
     return h->inter->gpu_state_load(h->inter, buf, len);
 }
 
-static ncclDataType_t sqz_gpu_hier_type(sqz_dtype_t d)
-{
-    return d == SQZ_DTYPE_FLOAT32 ? ncclFloat32 : d == SQZ_DTYPE_FLOAT16 ? ncclFloat16
-                                                                         : ncclBfloat16;
-}
-
 sqz_status_t sqz_gpu_hier_allreduce(sqz_gpu_hier_t *h, const void *in, void *out, size_t count,
                                     sqz_dtype_t dtype, sqz_op_t op, uint64_t key, cudaStream_t s)
 {
-    const size_t         esz   = dtype == SQZ_DTYPE_FLOAT32 ? 4 : 2;
+    const size_t         esz   = sqz_gpu_dtype_size(dtype);
     const size_t         L     = (size_t)h->local_size;
     const size_t         shard = count / L, body = shard * L, tail = count - body;
-    const ncclDataType_t t     = sqz_gpu_hier_type(dtype);
+    const ncclDataType_t t     = sqz_gpu_nccl_dtype(dtype);
     const ncclRedOp_t    rop   = op == SQZ_OP_AVG ? ncclAvg : ncclSum;
     unsigned char       *mine  = (unsigned char *)out + (size_t)h->local_rank * shard * esz;
     sqz_status_t         st    = SQZ_OK;

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/sqz_gpu_engine.h"
 #include "cuda/sqz_gpu_reduce_scatter.h"
 #include "sqz_log.h"
 #include "sqz_plugin_util.h"
@@ -181,8 +182,6 @@ void sqz_gpu_sra_forget(sqz_gpu_sra_t *x, cudaStream_t s)
 /* ------------------------------------------------------------------------------------------- */
 /* One call                                                                                     */
 /* ------------------------------------------------------------------------------------------- */
-static size_t sqz_gpu_esize(sqz_dtype_t d) { return d == SQZ_DTYPE_FLOAT32 ? 4 : 2; }
-
 /* The randomness key of payload `part` (a chunk, or nranks for phase 2) of this call. */
 static uint32_t sqz_gpu_sra_key(const sqz_gpu_sra_call_t *c, int rank, int part)
 {
@@ -193,7 +192,7 @@ static uint32_t sqz_gpu_sra_key(const sqz_gpu_sra_call_t *c, int rank, int part)
 static sqz_status_t sqz_gpu_sra_phase1(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c,
                                        sqz_call_stats_t *cst)
 {
-    const size_t esz = sqz_gpu_esize(x->dtype), me = (size_t)x->rank;
+    const size_t esz = sqz_gpu_dtype_size(x->dtype), me = (size_t)x->rank;
     const size_t rb  = sqz_gpu_payload_bytes(&x->p, x->len[me]);
     for (int r = 0; r < x->nranks; r++) {
         const sqz_status_t st = sqz_gpu_compress(
@@ -254,7 +253,7 @@ static sqz_status_t sqz_gpu_sra_phase2(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
 /* The verdict on the device, then every rank's residuals back when it says so. */
 static sqz_status_t sqz_gpu_sra_verdict(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c)
 {
-    const size_t esz = sqz_gpu_esize(x->dtype), me = (size_t)x->rank;
+    const size_t esz = sqz_gpu_dtype_size(x->dtype), me = (size_t)x->rank;
     sqz_status_t st;
     if (x->rs) {
         st = sqz_gpu_flag_any(x->recv1, x->nranks, sqz_gpu_payload_bytes(&x->p, x->len[me]),
@@ -282,7 +281,7 @@ static sqz_status_t sqz_gpu_sra_verdict(sqz_gpu_sra_t *x, const sqz_gpu_sra_call
 /* The output: this rank's chunk (reduce-scatter) or every chunk, NaN when the verdict says so. */
 static sqz_status_t sqz_gpu_sra_decode(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c)
 {
-    const size_t esz = sqz_gpu_esize(x->dtype), me = (size_t)x->rank;
+    const size_t esz = sqz_gpu_dtype_size(x->dtype), me = (size_t)x->rank;
     sqz_status_t st  = SQZ_OK;
     if (x->rs) {
         st = sqz_gpu_decode_sum(&x->p, x->recv1, x->nranks, x->len[me], c->scale, c->out,
