@@ -111,6 +111,18 @@ sqz_status_t sqz_coll_alltoallv_tokens(sqz_a2a_call_t *call);
 /** Chunk boundaries of the reduce-scatter exchanges: off[r], len[r] for r in [0, nranks). */
 void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len);
 
+/** SQZ_P2P_WINDOW: a point-to-point round sends to me+1, me+2, ... and receives from me-1,
+ *  me-2, ...; before its k-th send (k from 1, of `bytes` bytes) it waits for the receive of step
+ *  k - W (from me - (k - W), posted in rreq[]), so that each rank has about W messages arriving
+ *  at once instead of P - 1.  Incast: P - 1 short messages arriving together overflow a switch's
+ *  (or an emulated link's) queue, and a short TCP flow that loses its last packets has no
+ *  duplicate acknowledgements to resend them early: it waits out the retransmission timeout
+ *  (200 ms on Linux).  The default (auto, -1) holds back messages of at most 64 KiB with W = 4;
+ *  longer ones recover by fast retransmit and lose more to the serialization than they gain.
+ *  Deadlock-free, whatever W each rank and step uses: step k waits only for a step that its
+ *  sender posted before (< k).  eturn 0, or the transport's failure. */
+int sqz_coll_window_wait(const sqz_comm_t *comm, void **rreq, int k, size_t bytes);
+
 /* Shared helpers (sqz_coll_common.c). */
 uint32_t     sqz_coll_method_id(const sqz_compressor_v1_t *c);
 size_t       sqz_coll_round8(size_t x);

@@ -48,6 +48,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     call->cs.t_compress += t1 - t0;
     for (int k = 1; k < P; k++) {
         const int r = (me + k) % P;
+        SQZ_TRANSPORT_CHECK_GOTO(sqz_coll_window_wait(comm, rreq, k, bytes), st, fail);
         SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, mine, bytes, r, &sreq[r]), st, fail);
     }
     call->cs.bytes_wire = bytes;

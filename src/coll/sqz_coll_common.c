@@ -120,9 +120,11 @@ sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const fl
     }
     const sqz_core_params_t *p       = &call->comm->ctx->p;
     size_t                   bytes   = a.payload_bytes;
-    const int                bits    = sqz_entropy_wrap(call->comm->entropy[worker], p->entropy,
-                                                        p->link_gbps, call->comm->nranks,
-                                                        a.payload, &bytes);
+    /* (SQZ_LINK_GBPS=0: the rate measured for the cost model, else 10 Gbit/s.) */
+    const double link = p->link_gbps > 0         ? p->link_gbps
+                        : call->comm->link_Bps > 0 ? call->comm->link_Bps * 8e-9 : 10.0;
+    const int    bits = sqz_entropy_wrap(call->comm->entropy[worker], p->entropy, link,
+                                         call->comm->nranks, a.payload, &bytes);
     sqz_coll_frame_set(call, dst,
                        ((bits & SQZ_ENTROPY_ZSTD_BIT) ? SQZ_FRAME_ZSTD : 0) |
                            ((bits & SQZ_ENTROPY_POSITIONS_BIT) ? SQZ_FRAME_POSITIONS : 0),
@@ -298,4 +300,20 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void
     }
     const sqz_status_t st = call->c->decompress(call->cstates[worker], payload, bytes, out, n);
     return SQZ_OK == st ? SQZ_OK : SQZ_ERR_CORRUPT;
+}
+
+int sqz_coll_window_wait(const sqz_comm_t *comm, void **rreq, int k, size_t bytes)
+{
+    const int64_t set = comm->ctx->p.p2p_window;
+    const int     W   = set >= 0 ? (int)set : (bytes <= ((size_t)64 << 10) ? 4 : 0);
+    if (W <= 0 || k <= W) {
+        return 0;
+    }
+    const int s = (comm->rank + comm->nranks - (k - W) % comm->nranks) % comm->nranks;
+    if (NULL == rreq[s]) {
+        return 0;
+    }
+    const int rc = comm->t.wait(comm->t.self, rreq[s]);
+    rreq[s]      = NULL;
+    return rc;
 }

@@ -169,7 +169,8 @@ static sqz_status_t sqz_p2p_scatter(sqz_p2p_t *x)
             /* Only the bytes the compressor produced travel (a receive may get less than its
              * slot): variable-size payloads such as zstd's save on the wire too. */
             const size_t len_r = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
-            if (0 != t->isend(t->self, comm->sendbuf + x->sdis[r], len_r, r, &x->sreq[r]) ||
+            if (0 != sqz_coll_window_wait(comm, x->rreq, k, len_r) ||
+                0 != t->isend(t->self, comm->sendbuf + x->sdis[r], len_r, r, &x->sreq[r]) ||
                 0 != sqz_p2p_progress(t, x->sreq, P)) {
                 return sqz_p2p_failed(x);
             }
@@ -318,6 +319,7 @@ static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
         const int s = (me + P - k) % P, r = (me + k) % P;
         if (0 != x->t->irecv(x->t->self, comm->recvbuf + x->rdis[s], x->slot2[s], s, NULL,
                              &x->rreq[s]) ||
+            0 != sqz_coll_window_wait(comm, x->rreq, k, len2) ||
             0 != x->t->isend(x->t->self, mine2, len2, r, &x->sreq[r])) {
             return sqz_p2p_failed(x);
         }

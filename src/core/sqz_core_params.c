@@ -116,14 +116,40 @@ static const sqz_core_param_t sqz_core_params[] = {
     JOB("ENTROPY", SQZ_PARAM_ENUM, "none", 0, 0, "none|zstd|auto", CORE(entropy),
          "a zstd pass over every payload: zstd keeps it whenever it is smaller, auto when the bytes it "
          "saves on a SQZ_LINK_GBPS link outweigh its time; receivers read both forms"),
-    JOB("LINK_GBPS", SQZ_PARAM_DOUBLE, "10", 0.001, 100000, NULL, CORE(link_gbps),
-         "the link rate (Gbit/s) the SQZ_ENTROPY=auto decision assumes"),
+    JOB("LINK_GBPS", SQZ_PARAM_DOUBLE, "10", 0, 100000, NULL, CORE(link_gbps),
+         "the rate (Gbit/s, each way) of a host's link to the other hosts that the SQZ_ENTROPY=auto "
+         "decision and SQZ_EXCHANGE_MODEL=time assume; 0 measures it under SQZ_EXCHANGE_MODEL=time "
+         "(every rank sending to every other at once at a communicator's first compressed call: "
+         "the rate and the per-message latency one rank gets, congestion included) and assumes "
+         "10 elsewhere"),
+    JOB("EXCHANGE_MODEL", SQZ_PARAM_ENUM, "bytes", 0, 0, "bytes|time", CORE(exchange_model),
+         "how the host engine picks a call's exchange: bytes takes the one that sends the fewest "
+         "bytes (the choice of a slow network, where compute is free; dense only past "
+         "SQZ_SPARSE_DENSE_SWITCH); time predicts every exchange's seconds from the ranks and hosts, "
+         "SQZ_LINK_GBPS, SQZ_INTRA_GBPS, SQZ_LINK_LATENCY_US and the kernel rates (measured at a "
+         "communicator's first compressed call, or SQZ_KERNEL_GBPS) and takes the fastest, the dense "
+         "all-reduce included (src/core/sqz_cost.h)"),
+    JOB("INTRA_GBPS", SQZ_PARAM_DOUBLE, "200", 0.001, 100000, NULL, CORE(intra_gbps),
+         "SQZ_EXCHANGE_MODEL=time: the rate (Gbit/s) between two ranks of one host"),
+    JOB("LINK_LATENCY_US", SQZ_PARAM_DOUBLE, "20", 0, 1e7, NULL, CORE(link_latency_us),
+         "SQZ_EXCHANGE_MODEL=time: the time (microseconds) one message between hosts costs beyond "
+         "its bytes: the network's latency plus the software's per-message overhead"),
+    JOB("KERNEL_GBPS", SQZ_PARAM_DOUBLE, "0", 0, 1e6, NULL, CORE(kernel_gbps),
+         "SQZ_EXCHANGE_MODEL=time: the compress and decode rates (GB/s of input per rank) the model "
+         "assumes; 0 measures them at a communicator's first compressed call (every rank at once, "
+         "the slowest rank's rates kept), so that ranks sharing cores are accounted for"),
     JOB("PIPELINE", SQZ_PARAM_BOOL, "1", 0, 0, NULL, CORE(pipeline),
          "pipeline the scatter-reduce exchange over point-to-point messages (send chunk i while "
          "compressing chunk i+1, decode while later chunks arrive) when the transport offers them "
          "and SQZ_THREADS is 1; 0 uses one all-to-all and one all-gather.  Also the MoE token "
          "all-to-alls: 1 sends them in one round of point-to-point messages, 0 sends the block sizes "
          "first"),
+    RANK("P2P_WINDOW", SQZ_PARAM_INT, "-1", -1, 1000000, NULL, CORE(p2p_window),
+         "the point-to-point exchanges (SQZ_PIPELINE) send to peers in turn and keep at most this "
+         "many sends ahead of the matching receives, so that a rank gets about this many messages "
+         "at once instead of one from every peer (incast: queues overflow, and short TCP flows "
+         "wait out a retransmission timeout); 0 sends to every peer at once; -1 (auto) holds back "
+         "messages of at most 64 KiB with a window of 4"),
     JOB("THREADS", SQZ_PARAM_INT, "1", 1, 256, NULL, CORE(threads),
          "threads compressing and decoding the chunks of a scatter-reduce exchange (quant, sign); "
          "the extra threads are bound with hwloc to distinct cores of the rank's own cpuset"),

@@ -19,6 +19,7 @@ typedef enum {
     SQZ_EF_AUTO = 4 /* SQZ_EF=auto: resolved per method into ctx->ef */
 } sqz_ef_mode_t;
 typedef enum { SQZ_IALLREDUCE_EAGER = 0, SQZ_IALLREDUCE_PASSTHROUGH = 1 } sqz_iallreduce_mode_t;
+typedef enum { SQZ_EXCHANGE_MODEL_BYTES = 0, SQZ_EXCHANGE_MODEL_TIME = 1 } sqz_exchange_model_t;
 typedef enum { SQZ_HIER_AUTO = 0, SQZ_HIER_ON = 1, SQZ_HIER_OFF = 2 } sqz_hier_mode_t;
 
 /** The core's typed parameters (table in sqz_ctx.c). */
@@ -37,6 +38,7 @@ typedef struct sqz_core_params {
     int         hier;          /* sqz_hier_mode_t */
     const char *host_id;       /* SQZ_HOST_ID: this rank's host, or "" (the hostname) */
     int64_t     threads;
+    int64_t     p2p_window;    /* SQZ_P2P_WINDOW; 0: every send at once; -1: auto */
     int         pipeline;
     double      econtrol_eta;
     double      dgc_momentum;
@@ -49,6 +51,10 @@ typedef struct sqz_core_params {
     int         sparse_algo;   /* 0 auto, 1 allgather, 2 split */
     int         entropy;       /* sqz_entropy_mode_t */
     double      link_gbps;
+    int         exchange_model;  /* sqz_exchange_model_t */
+    double      intra_gbps;
+    double      link_latency_us;
+    double      kernel_gbps;     /* 0: measured */
     const char *layout;        /* SQZ_LAYOUT: a layout file, or "" */
     size_t      layout_chunk;  /* pseudo-layer size */
     int         adapt;         /* 0 none, 1 lgreco */
@@ -87,6 +93,10 @@ typedef struct sqz_method_stats {
     sqz_stats_t s;
     uint64_t    bytes_sent; /* bytes this rank sent to peers for compressed calls */
     uint64_t    algo_calls[SQZ_ALGO_COUNT];
+    /* SQZ_EXCHANGE_MODEL=time: compressed calls with a prediction, the seconds predicted for
+     * them and the seconds they took (the exchange, compression included) */
+    uint64_t    calls_predicted;
+    double      seconds_predicted, seconds_measured;
 } sqz_method_stats_t;
 
 struct sqz_ctx {
@@ -190,6 +200,13 @@ struct sqz_comm {
     void (*gpu_flush_stats)(struct sqz_comm *comm);
     int                gpu_abandon;      /* destroy without touching the device (after abort) */
     sqz_moe_comm_t    *moe;              /* MoE token all-to-all state, or NULL (sqz_moe.c) */
+    /* The cost model (sqz_policy.c): the hosts the ranks span and the most ranks on one (0:
+     * unknown, taken as one rank per host), and the kernel rates agreed at the first compressed
+     * call (calibrated: 1 once they are) */
+    int                hosts, per_host;
+    double             compress_Bps, decode_Bps;
+    double             link_Bps, latency_s; /* measured (SQZ_LINK_GBPS=0); 0: from the settings */
+    int                calibrated;
 };
 
 /** Per-call accounting filled by the collective algorithms. */
@@ -201,6 +218,8 @@ typedef struct sqz_call_stats {
     double norm2_in, norm2_err;
     int    nonfinite;    /* some rank's input was not finite */
     int    algo;         /* sqz_algo_t */
+    double predicted;    /* seconds the cost model predicted for the exchange (0: not asked) */
+    double t_exchange;   /* seconds the exchange took (set by the engine with a prediction) */
     int    exact;        /* the call was sent exactly (a compressor's dense start): warm-up */
 } sqz_call_stats_t;
 

@@ -14,6 +14,7 @@
 #include "sqz_ef.h"
 #include "sqz_identity.h"
 #include "sqz_log.h"
+#include "sqz_policy.h"
 #include "sqz_pool.h"
 #include "sqz_residual.h"
 #include "adapt/sqz_adapt_seg.h"
@@ -196,37 +197,6 @@ static int sqz_agreed_fallback(sqz_status_t st)
            SQZ_ERR_MISMATCH == st;
 }
 
-/* The cost model of the sparsifiers' exchanges: bytes one rank receives.
- *   all-gather:       (P - 1) payloads of up to max_payload(n);
- *   split all-gather: (P - 1) pieces of max_payload(n/P), then (P - 1) reduced chunks sent
- *                     exactly: at most P times a piece's entries (8 bytes each) or n/P floats;
- *   dense ring:       2 (P - 1) / P * 4n.
- * Same inputs on every rank, so the same answer everywhere. */
-static int sqz_sparse_choose(const sqz_comm_t *comm, size_t n)
-{
-    const sqz_core_params_t *p     = &comm->ctx->p;
-    const double             P     = comm->nranks;
-    const double             per   = ceil((double)n / P);
-    const double             mp    = (double)comm->ctx->method->max_payload(comm->cstate, n);
-    const double             mpper = (double)comm->ctx->method->max_payload(comm->cstate, (size_t)per);
-    const double             ag    = (P - 1) * mp;
-    const double split = (P - 1) * mpper + (P - 1) * fmin(P * mpper, 4 * per + 8);
-    const double dense = 2.0 * (P - 1) / P * 4.0 * (double)n;
-    /* (Not for SQZ_ADAPT's segmented composite: the split's chunks would cut across layers.) */
-    const int    can_split = comm->p2p && p->pipeline && comm->nranks > 1 && NULL == comm->segs;
-    int          algo;
-    if (1 == p->sparse_algo || (0 == p->sparse_algo && (!can_split || ag <= split))) {
-        algo = (comm->p2p && p->pipeline) ? SQZ_ALGO_ALLGATHER_P2P : SQZ_ALGO_ALLGATHER;
-    } else {
-        algo = can_split ? SQZ_ALGO_SPLIT_ALLGATHER : SQZ_ALGO_ALLGATHER;
-    }
-    const double chosen = SQZ_ALGO_SPLIT_ALLGATHER == algo ? split : ag;
-    if (p->sparse_dense_switch > 0 && comm->nranks > 1 && chosen > p->sparse_dense_switch * dense) {
-        algo = SQZ_ALGO_DENSE_SWITCH;
-    }
-    return algo;
-}
-
 /* The dense side of the switch: what the compressor would have seen (input plus residual) goes
  * exactly, so the residual is emptied: error feedback loses nothing. */
 static sqz_status_t sqz_dense_switch(sqz_coll_call_t *call)
@@ -391,24 +361,20 @@ static sqz_status_t sqz_engine_exchange(sqz_coll_call_t *call, uint64_t key)
         }
         return sqz_coll_summable(call, key);
     }
-    if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
-        if (call->block) {
-            return SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
-        }
-        call->cs.algo = sqz_sparse_choose(comm, call->n);
-        switch (call->cs.algo) {
-        case SQZ_ALGO_DENSE_SWITCH: return sqz_dense_switch(call);
-        case SQZ_ALGO_SPLIT_ALLGATHER: call->exact2 = 1; return sqz_coll_reduce_scatter_p2p(call);
-        case SQZ_ALGO_ALLGATHER_P2P: return sqz_coll_allgather_p2p(call);
-        default: return sqz_coll_allgather(call);
-        }
+    if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange && call->block) {
+        return SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
     }
-    if (comm->p2p && ctx->p.pipeline && sqz_pool_size(comm->pool) <= 1) {
-        call->cs.algo = SQZ_ALGO_REDUCE_SCATTER_P2P;
-        return sqz_coll_reduce_scatter_p2p(call);
+    const sqz_choice_t ch = sqz_policy_choose(comm, call->n, call->block);
+    call->cs.algo         = ch.algo;
+    call->cs.predicted    = ch.predicted;
+    switch (ch.algo) {
+    case SQZ_ALGO_DENSE_SWITCH: return sqz_dense_switch(call);
+    case SQZ_ALGO_SPLIT_ALLGATHER: call->exact2 = 1; return sqz_coll_reduce_scatter_p2p(call);
+    case SQZ_ALGO_ALLGATHER_P2P: return sqz_coll_allgather_p2p(call);
+    case SQZ_ALGO_ALLGATHER: return sqz_coll_allgather(call);
+    case SQZ_ALGO_REDUCE_SCATTER_P2P: return sqz_coll_reduce_scatter_p2p(call);
+    default: return sqz_coll_reduce_scatter(call);
     }
-    call->cs.algo = SQZ_ALGO_REDUCE_SCATTER;
-    return sqz_coll_reduce_scatter(call);
 }
 
 /* The all-gather family under SQZ_ADAPT: the segmented composite, probes included. */
@@ -482,6 +448,13 @@ static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const float *in, float
                             .block = block, .seq = seq, .poisoned = 1,
                             .out_is_input = ((const float *)out == in)};
     const sqz_status_t st = sqz_engine_exchange(&call, 0);
+    if (SQZ_OK == st && SQZ_ALGO_DENSE_SWITCH == call.cs.algo) {
+        /* Every rank chose the dense switch and it ran: the output is the exact sum. */
+        if (SQZ_OP_AVG == op) {
+            sqz_scale(out, n, 1.0f / (float)comm->nranks);
+        }
+        return SQZ_OK;
+    }
     return sqz_engine_fallback(&call, in, out, op, SQZ_OK == st ? SQZ_ERR_INTERNAL : st);
 }
 
@@ -582,6 +555,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
 {
     sqz_ctx_t *const ctx = comm->ctx;
     SQZ_CHECK(sqz_comm_check_settings(comm));
+    SQZ_CHECK(sqz_policy_calibrate(comm));
     sqz_buf_state_t *bs;
     uint64_t         seq;
     SQZ_CHECK(sqz_engine_state(comm, key, n, block, out, &bs, &seq));
@@ -610,8 +584,10 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (SQZ_OK != sqz_engine_ef_open(&call, in, key, &ef)) {
         return sqz_engine_poisoned(comm, in, out, n, block, op, seq);
     }
+    const double       t0 = sqz_time_now();
     const sqz_status_t st = comm->segs ? sqz_engine_exchange_segments(&call, key)
                                        : sqz_engine_exchange(&call, key);
+    call.cs.t_exchange    = sqz_time_now() - t0;
     if (ef.residual && (SQZ_OK == st || sqz_agreed_fallback(st))) {
         if (SQZ_OK == st && ef.dgc) {
             sqz_dgc_commit(&ctx->p, bs, ef.residual, n);

@@ -43,6 +43,11 @@ void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,
         }
         m->s.calls_compressed++;
         m->s.bytes_in += bytes_in;
+        if (cs->predicted > 0) {
+            m->calls_predicted++;
+            m->seconds_predicted += cs->predicted;
+            m->seconds_measured += cs->t_exchange;
+        }
         m->s.bytes_wire += cs->bytes_wire;
         m->bytes_sent += cs->bytes_sent;
         if (cs->norm2_in > 0) {
@@ -206,7 +211,14 @@ static void sqz_stats_write_stream(const sqz_ctx_t *ctx, FILE *f, int rank)
                 a_first = 0;
             }
         }
-        fprintf(f, "}\n    }");
+        fprintf(f, "}");
+        if (ctx->stats[j].calls_predicted) {
+            fprintf(f, ",\n      \"calls_predicted\": %llu, \"seconds_predicted\": %.9g, "
+                       "\"seconds_measured\": %.9g",
+                    (unsigned long long)ctx->stats[j].calls_predicted,
+                    ctx->stats[j].seconds_predicted, ctx->stats[j].seconds_measured);
+        }
+        fprintf(f, "\n    }");
         first = 0;
     }
     fprintf(f, "%s}", first ? "" : "\n  ");

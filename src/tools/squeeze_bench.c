@@ -23,6 +23,7 @@
 
 #include "sqz_ctx.h"
 #include "sqz_param.h"
+#include "sqz_policy.h"
 #include "transport/sqz_transport_mpi.h"
 
 #include "tools/squeeze_bench.h"
@@ -324,6 +325,9 @@ static kernel_result_t bench_kernel(sqz_ctx_t *ctx, size_t n, double mc)
 typedef struct {
     size_t bytes;
     double t_dense, t_sqz, rel_error, wire_ratio, sent_ratio;
+    /* SQZ_EXCHANGE_MODEL=time: the cost model's mean prediction per call (0: none), and the
+     * compute measured in the calls (compress and decode seconds per call, the slowest rank's) */
+    double model_s, compute_s;
 } ar_result_t;
 
 static double time_dense(float *in, float *out, size_t n, int iters, int warmup)
@@ -350,10 +354,12 @@ static ar_result_t bench_allreduce(sqz_comm_t *comm, sqz_ctx_t *ctx, float *in, 
     ar_result_t r = {.bytes = n * sizeof(float)};
     double     *t = malloc((size_t)iters * sizeof(double));
     sqz_stats_t s0, s1;
-    double      sent0 = 0, sent1 = 0;
+    double      sent0 = 0, sent1 = 0, pred0 = 0, pred1 = 0, npred0 = 0, npred1 = 0;
     sqz_stats_get(ctx, &s0);
     for (size_t j = 0; j < ctx->reg.n; j++) {
         sent0 += (double)ctx->stats[j].bytes_sent;
+        pred0 += ctx->stats[j].seconds_predicted;
+        npred0 += (double)ctx->stats[j].calls_predicted;
     }
     for (int it = -warmup; it < iters; it++) {
         MPI_Barrier(MPI_COMM_WORLD);
@@ -377,12 +383,19 @@ static ar_result_t bench_allreduce(sqz_comm_t *comm, sqz_ctx_t *ctx, float *in, 
     sqz_stats_get(ctx, &s1);
     for (size_t j = 0; j < ctx->reg.n; j++) {
         sent1 += (double)ctx->stats[j].bytes_sent;
+        pred1 += ctx->stats[j].seconds_predicted;
+        npred1 += (double)ctx->stats[j].calls_predicted;
     }
     const double calls = (double)(s1.calls_compressed - s0.calls_compressed);
     if (calls > 0) {
         r.wire_ratio = (double)(s1.bytes_wire - s0.bytes_wire) / calls / (double)r.bytes;
         r.sent_ratio = (sent1 - sent0) / calls / (double)r.bytes;
+        r.compute_s  = (s1.seconds_compress - s0.seconds_compress) / calls;
     }
+    if (npred1 > npred0) {
+        r.model_s = (pred1 - pred0) / (npred1 - npred0);
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &r.compute_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     r.t_sqz = median(t, iters);
     free(t);
     return r;
@@ -425,6 +438,22 @@ static void run_kernels(const opts_t *o, FILE *js)
     }
 }
 
+/* The hosts the ranks span and the most ranks on one, for the cost model (what the MPI
+ * interposer tells its engines). */
+static void bench_topology(sqz_comm_t *comm)
+{
+    MPI_Comm local;
+    int      lrank = 0, lsize = 1, hosts = 0, most = 0;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &lrank);
+    MPI_Comm_size(local, &lsize);
+    MPI_Comm_free(&local);
+    int first = 0 == lrank;
+    MPI_Allreduce(&first, &hosts, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Allreduce(&lsize, &most, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    comm->hosts = hosts, comm->per_host = most;
+}
+
 /* The all-reduce table: every method against the dense all-reduce, size after size. */
 static void run_allreduce(const opts_t *o, FILE *js)
 {
@@ -441,6 +470,9 @@ static void run_allreduce(const opts_t *o, FILE *js)
         if (ctxs[m] && (SQZ_OK != sqz_transport_mpi_create(MPI_COMM_WORLD, &tr[m]) ||
                         SQZ_OK != sqz_comm_create(ctxs[m], &tr[m], &comms[m]))) {
             comms[m] = NULL;
+        }
+        if (comms[m]) {
+            bench_topology(comms[m]);
         }
     }
     if (0 == rank_) {
@@ -464,16 +496,31 @@ static void run_allreduce(const opts_t *o, FILE *js)
             }
             const ar_result_t r = bench_allreduce(comms[m], ctxs[m], in, out, dense, n, iters,
                                                   o->warmup);
+            /* The ideal: this rank's sent bytes at the link rate plus the compute measured in
+             * the same calls (SQZ_LINK_GBPS says the rate). */
+            const double link = comms[m]->link_Bps > 0 ? comms[m]->link_Bps
+                                                        : ctxs[m]->p.link_gbps * 1e9 / 8;
+            const double ideal = r.sent_ratio * (double)bytes / link + r.compute_s;
             if (0 == rank_) {
-                printf("%-44s %10zu %11.3f %11.3f %8.2f %8.4f %8.4f %9.4f\n", o->m[m].label,
+                printf("%-44s %10zu %11.3f %11.3f %8.2f %8.4f %8.4f %9.4f", o->m[m].label,
                        bytes, td * 1e3, r.t_sqz * 1e3, td / r.t_sqz, r.wire_ratio,
                        r.sent_ratio, r.rel_error);
+                if (r.model_s > 0) {
+                    printf("  model %.1f ms (x%.2f) ideal %.1f ms (x%.2f) dense model %.1f ms",
+                           r.model_s * 1e3, r.t_sqz / r.model_s, ideal * 1e3, r.t_sqz / ideal,
+                           sqz_policy_dense_seconds(comms[m], n) * 1e3);
+                }
+                printf("\n");
                 if (js) {
                     fprintf(js, "%s\n    {\"method\": \"%s\", \"bytes\": %zu, \"dense_s\": %.9f, "
                                 "\"method_s\": %.9f, \"speedup\": %.4f, \"wire_ratio\": %.6f, "
-                                "\"sent_ratio\": %.6f, \"rel_error\": %.6f}",
+                                "\"sent_ratio\": %.6f, \"rel_error\": %.6f, \"model_s\": %.9f, "
+                                "\"compute_s\": %.9f, \"ideal_s\": %.9f, \"dense_model_s\": %.9f, "
+                                "\"link_gbps\": %.6g, \"compress_gbps\": %.4f, \"decode_gbps\": %.4f}",
                             first ? "" : ",", o->m[m].label, bytes, td, r.t_sqz, td / r.t_sqz,
-                            r.wire_ratio, r.sent_ratio, r.rel_error);
+                            r.wire_ratio, r.sent_ratio, r.rel_error, r.model_s, r.compute_s,
+                            ideal, sqz_policy_dense_seconds(comms[m], n), link * 8e-9,
+                            comms[m]->compress_Bps * 1e-9, comms[m]->decode_Bps * 1e-9);
                     first = 0;
                 }
             }

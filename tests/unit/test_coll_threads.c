@@ -11,6 +11,7 @@
 #include <squeeze.h>
 
 #include "coll/sqz_coll.h"
+#include "sqz_cost.h"
 #include "sqz_log.h"
 #include "sqz_param.h"
 #include "sqz_test.h"
@@ -31,6 +32,9 @@ typedef struct {
     uint64_t           sent[MAXR];       /* the method's bytes_sent (bytes put on the transport) */
     int                alltoallvs[MAXR]; /* collective calls the rank made, over all its calls */
     int                allgathervs[MAXR];
+    uint64_t           algos[MAXR][SQZ_ALGO_COUNT]; /* calls per exchange (stats "algorithms") */
+    uint64_t           predicted[MAXR];             /* calls with a cost-model prediction */
+    double             seconds_predicted[MAXR];
     sqz_status_t       status[MAXR];
     double             err_first, err_avg; /* relative error of call 0 and of the mean output */
     sqz_thread_group_t *g;
@@ -206,6 +210,9 @@ static void rank_main(int rank, void *arg)
     memcpy(j->out[rank], buf, outn * sizeof(float));
     sqz_stats_get(ctx, &j->stats[rank]);
     j->sent[rank]        = ctx->stats[ctx->method_index].bytes_sent;
+    memcpy(j->algos[rank], ctx->stats[ctx->method_index].algo_calls, sizeof(j->algos[rank]));
+    j->predicted[rank]         = ctx->stats[ctx->method_index].calls_predicted;
+    j->seconds_predicted[rank] = ctx->stats[ctx->method_index].seconds_predicted;
     j->alltoallvs[rank]  = n_alltoallv[rank];
     j->allgathervs[rank] = n_allgatherv[rank];
     free(in);
@@ -598,6 +605,138 @@ static void test_dense_switch(void)
     done(&k);
 }
 
+/* SQZ_P2P_WINDOW: the point-to-point exchanges with their sends held back behind the receives
+ * give the same bits as with every send at once (decoding keeps its rank order), in place or not,
+ * NaN included. */
+static void test_p2p_window(void)
+{
+    static const char *const methods[][4] = {
+        {"quant", "SQZ_QUANT_BITS", "4", "auto"}, {"sign", "SQZ_QUANT_BITS", "4", "auto"},
+        {"topk", "SQZ_TOPK_DENSITY", "0.05", "allgather"}, {"topk", "SQZ_TOPK_DENSITY", "0.05", "split"}};
+    const int ranks[] = {2, 5, 8};
+    for (size_t m = 0; m < 4; m++) {
+        for (size_t ri = 0; ri < 3; ri++) {
+            float *ref = NULL;
+            for (int w = 0; w < 5; w++) {
+                const char *win[] = {"0", "1", "2", "3", "-1"};
+                const char *kv[]  = {"SQZ_METHOD", methods[m][0], methods[m][1], methods[m][2],
+                                     "SQZ_SPARSE_ALGO", methods[m][3], "SQZ_P2P_WINDOW", win[w],
+                                     NULL};
+                job_t j = {.kv = kv, .P = ranks[ri], .n = 40000, .calls = 2, .nan_rank = -1,
+                           .corrupt_call = -1, .in_place = w & 1};
+                run(&j);
+                CHECK_MSG(identical(&j), "%s window %d P=%d: outputs differ", methods[m][0], w,
+                          j.P);
+                CHECK_EQ_INT(j.stats[0].calls_compressed, 2);
+                if (0 == w) {
+                    ref = malloc(j.n * sizeof(float));
+                    memcpy(ref, j.out[0], j.n * sizeof(float));
+                } else {
+                    CHECK_MSG(0 == memcmp(ref, j.out[0], j.n * sizeof(float)),
+                              "%s window %d P=%d: other bits than window 0", methods[m][0], w, j.P);
+                }
+                done(&j);
+            }
+            free(ref);
+        }
+    }
+    /* A non-finite input on one rank: every rank still goes dense together. */
+    const char *kv[] = {"SQZ_METHOD", "quant", "SQZ_P2P_WINDOW", "1", NULL};
+    job_t       nan  = {.kv = kv, .P = 5, .n = 40000, .calls = 2, .nan_rank = 3, .nan_call = 1,
+                        .corrupt_call = -1};
+    run(&nan);
+    CHECK(identical(&nan));
+    CHECK_EQ_INT(nan.stats[0].calls_nonfinite, 1);
+    done(&nan);
+}
+
+/* The cost model's formulas (src/core/sqz_cost.h) against hand computations. */
+static void test_cost_formulas(void)
+{
+    const double B = 16777216.0, link = 12.5e6, lat = 1e-3;
+    sqz_cost_net_t         net   = {16, 16, 1, link, 25e9, lat};
+    const sqz_cost_rates_t none  = {0, 0}, rates = {1e9, 4e9};
+    sqz_cost_work_t        w     = sqz_cost_dense_ring(&net, B);
+    CHECK(fabs(sqz_cost_seconds(&net, &none, &w) - (30 * lat + 2.0 * 15 / 16 * B / link)) < 1e-9);
+    /* all-gather of 1 MB payloads: one round, 15 payloads out, 16 decodes of the input */
+    w = sqz_cost_allgather(&net, B, 1e6);
+    CHECK(fabs(sqz_cost_seconds(&net, &rates, &w) - (lat + 15e6 / link + B / 1e9 + 16 * B / 4e9)) <
+          1e-9);
+    /* scatter-reduce: 2 rounds, 2 x 15 pieces, (1 + 1/16) B compressed, 2 B decoded */
+    w = sqz_cost_scatter_reduce(&net, B, 1e5);
+    CHECK(fabs(sqz_cost_seconds(&net, &rates, &w) -
+               (2 * lat + 30e5 / link + B * 17 / 16 / 1e9 + 2 * B / 4e9)) < 1e-9);
+    /* 8 hosts x 8 ranks: a rank's 56 off-host peers of 63 share its host's link 8 ways; the rest
+     * goes at the intra-host rate */
+    sqz_cost_net_t h8 = {64, 8, 8, link, 25e9, lat};
+    w = sqz_cost_split(&h8, B, 1e4, 2e4);
+    const double sent = 63 * 3e4;
+    CHECK(fabs(sqz_cost_seconds(&h8, &none, &w) -
+               (2 * lat + 8 * sent * 56 / 63 / link + sent * 7 / 63 / 25e9)) < 1e-9);
+    /* one host: no network latency, everything at the intra-host rate */
+    sqz_cost_net_t one = {8, 1, 8, link, 25e9, lat};
+    w = sqz_cost_dense_ring(&one, B);
+    CHECK(fabs(sqz_cost_seconds(&one, &none, &w) - 2.0 * 7 / 8 * B / 25e9) < 1e-12);
+}
+
+/* SQZ_EXCHANGE_MODEL=time: the exchange the cost model predicts fastest, the dense all-reduce
+ * included, the same on every rank; with the network and kernel rates given (deterministic) and
+ * measured (SQZ_KERNEL_GBPS=0, SQZ_LINK_GBPS=0: a collective at the first compressed call). */
+static void test_cost_model(void)
+{
+    static const struct {
+        const char *method, *density, *link, *kernel;
+        int         P, algo; /* the exchange every call must take; -1: any, the same on all */
+    } model_cases[] = {
+        /* a slow link: compression pays */
+        {"quant", "0", "0.01", "1000", 4, SQZ_ALGO_REDUCE_SCATTER_P2P},
+        {"sign", "0", "0.01", "1000", 3, SQZ_ALGO_REDUCE_SCATTER_P2P},
+        {"topk", "0.01", "0.01", "1000", 4, SQZ_ALGO_ALLGATHER_P2P},
+        /* density 0.1 on 8 ranks: the split all-gather sends less (docs/performance.md) */
+        {"topk", "0.1", "0.01", "1000", 8, SQZ_ALGO_SPLIT_ALLGATHER},
+        /* a fast link and slow kernels: the dense all-reduce is faster, for every family */
+        {"quant", "0", "100000", "0.001", 4, SQZ_ALGO_DENSE_SWITCH},
+        {"topk", "0.01", "100000", "0.001", 4, SQZ_ALGO_DENSE_SWITCH},
+        /* measured rates (every rank measures, all agree): whatever the choice, the same */
+        {"quant", "0", "0", "0", 4, -1},
+        {"topk", "0.01", "0", "0", 5, -1},
+        {"sign", "0", "10", "0", 2, -1},
+    };
+    for (size_t c = 0; c < sizeof(model_cases) / sizeof(model_cases[0]); c++) {
+        const char *kv[] = {"SQZ_METHOD", model_cases[c].method, "SQZ_EXCHANGE_MODEL", "time",
+                            "SQZ_LINK_GBPS", model_cases[c].link, "SQZ_KERNEL_GBPS", model_cases[c].kernel,
+                            "SQZ_TOPK_DENSITY", strcmp(model_cases[c].density, "0") ? model_cases[c].density : "0.01",
+                            NULL};
+        job_t j = {.kv = kv, .P = model_cases[c].P, .n = 65536, .calls = 2, .nan_rank = -1,
+                   .corrupt_call = -1};
+        run(&j);
+        CHECK_MSG(identical(&j), "cost model case %zu: outputs differ", c);
+        for (int r = 0; r < j.P; r++) {
+            CHECK_MSG(SQZ_OK == j.status[r], "cost model case %zu rank %d: %s", c, r,
+                      sqz_status_string(j.status[r]));
+            CHECK_EQ_INT(j.predicted[r], 2);
+            CHECK_MSG(j.seconds_predicted[r] > 0, "case %zu: no prediction", c);
+            CHECK_MSG(0 == memcmp(j.algos[r], j.algos[0], sizeof(j.algos[0])),
+                      "case %zu: rank %d chose another exchange", c, r);
+            if (model_cases[c].algo >= 0) {
+                CHECK_MSG(2 == j.algos[r][model_cases[c].algo], "case %zu rank %d: not the %s exchange",
+                          c, r, sqz_algo_names[model_cases[c].algo]);
+            }
+        }
+        if (SQZ_ALGO_DENSE_SWITCH == model_cases[c].algo) {
+            CHECK(j.err_first < 1e-6); /* the exact sum */
+        }
+        done(&j);
+    }
+    /* The bytes model (default) makes no prediction and keeps its choices. */
+    const char *kv[] = {"SQZ_METHOD", "quant", "SQZ_KERNEL_GBPS", "0.001", NULL};
+    job_t       b    = {.kv = kv, .P = 4, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = -1};
+    run(&b);
+    CHECK_EQ_INT(b.predicted[0], 0);
+    CHECK_EQ_INT(b.algos[0][SQZ_ALGO_REDUCE_SCATTER_P2P], 1);
+    done(&b);
+}
+
 /* SparCML's split all-gather for the sparsifiers: bit-identical, as accurate as the all-gather
  * (both send each rank's top entries; here per chunk), error feedback intact, NaN handled. */
 static void test_split_allgather(void)
@@ -862,6 +1001,9 @@ int main(void)
     test_dgc();
     test_ef_storage();
     test_dense_switch();
+    test_p2p_window();
+    test_cost_formulas();
+    test_cost_model();
     test_split_allgather();
     test_entropy();
     test_exact_sizes();

@@ -110,6 +110,9 @@ static int sqz_mpi_hier_setup(sqz_mpi_comm_t *c, MPI_Comm comm)
         return -1;
     }
     c->hier = (most > 1) && (SQZ_HIER_ON == mode || hosts > 1);
+    /* The cost model's topology (sqz_policy.h): the flat engine spans every host; the leaders'
+     * engine one rank per host. */
+    c->engine->hosts = hosts, c->engine->per_host = most;
     if (!c->hier) {
         PMPI_Comm_free(&c->local);
         return 0;
@@ -124,6 +127,9 @@ static int sqz_mpi_hier_setup(sqz_mpi_comm_t *c, MPI_Comm comm)
          SQZ_OK != sqz_comm_create(sqz_mpi_ctx, &c->lt, &c->leader_engine))) {
         /* Every leader runs the same code on the same data: a failure here is memory only. */
         return -1;
+    }
+    if (c->leader_engine) {
+        c->leader_engine->hosts = hosts, c->leader_engine->per_host = 1;
     }
     SQZ_INFO("hierarchical all-reduce: %d host(s), up to %d rank(s) per host", hosts, most);
     return 0;
