@@ -13,6 +13,7 @@
 #ifndef SQZ_POLICY_H
 #define SQZ_POLICY_H
 
+#include "sqz_cost.h"
 #include "sqz_ctx.h"
 
 typedef struct sqz_choice {
@@ -21,14 +22,18 @@ typedef struct sqz_choice {
 } sqz_choice_t;
 
 /** Under SQZ_EXCHANGE_MODEL=time, once per communicator, at its first compressed call (so every
- *  rank calls it at the same point): the kernel rates, SQZ_KERNEL_GBPS or measured on every rank
- *  at once and agreed (the slowest rank's, through one small all-gather).  A no-op otherwise.
+ *  rank calls it at the same point; sqz_calibrate.c): the kernel rates (SQZ_KERNEL_GBPS, or
+ *  measured and agreed) and, under SQZ_LINK_GBPS=0, the link's.  A no-op otherwise.
  *  \return SQZ_OK, or SQZ_ERR_TRANSPORT when the all-gather failed. */
 sqz_status_t sqz_policy_calibrate(sqz_comm_t *comm);
 
 /** The exchange of a compressed call of n elements (block: a reduce-scatter's elements per rank;
  *  0 for an all-reduce). */
 sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block);
+
+/** The network the cost model assumes for comm: its topology, and the settings or what
+ *  sqz_policy_calibrate measured. */
+sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm);
 
 /** The predicted seconds of a dense ring all-reduce of n floats on comm (time model). */
 double sqz_policy_dense_seconds(const sqz_comm_t *comm, size_t n);

@@ -30,6 +30,7 @@
 #include "cuda/sqz_gpu_hier.h"
 #include "cuda/sqz_gpu_powersgd.h"
 #include "cuda/sqz_gpu_reduce_scatter.h"
+#include "sqz_cost.h"
 #include "sqz_ctx.h"
 #include "sqz_identity.h"
 #include "sqz_log.h"
@@ -593,6 +594,38 @@ static double sqz_gpu_dense_bytes(const sqz_comm_t *comm, size_t count, size_t e
     return (rs ? 1.0 : 2.0) * (P - 1) / P * (double)(count * esz);
 }
 
+/* SQZ_EXCHANGE_MODEL=time on the GPU path: the host's cost model (src/core/sqz_cost.h) predicts
+ * the chosen compressed exchange (`sra`: the scatter-reduce, sending `sent` bytes; else the
+ * all-gather) and the dense collective; dense runs when the compressed one would take more than
+ * `factor` times as long.  The kernel rates are SQZ_KERNEL_GBPS, or 1000 GB/s when it is 0 (the
+ * order of the device kernels' rates, docs/performance.md; nothing is measured on the device, so
+ * every rank predicts the same); SQZ_LINK_GBPS=0 counts as 10. */
+static int sqz_gpu_choose_time(const sqz_comm_t *comm, size_t count, size_t esz, int rs, int sra,
+                               double sent, double factor)
+{
+    const sqz_core_params_t *p    = &comm->ctx->p;
+    const double             P    = comm->nranks, B = (double)(count * esz);
+    const double             kern = (p->kernel_gbps > 0 ? p->kernel_gbps : 1000.0) * 1e9;
+    const sqz_cost_rates_t   rates = {kern, kern};
+    const sqz_cost_net_t     net   = {
+        .ranks = P, .hosts = comm->hosts ? comm->hosts : P, .per_host = comm->per_host ? comm->per_host : 1,
+        .link_Bps = (p->link_gbps > 0 ? p->link_gbps : 10.0) * 1e9 / 8,
+        .intra_Bps = p->intra_gbps * 1e9 / 8, .latency_s = p->link_latency_us * 1e-6};
+    sqz_cost_work_t c = sra ? sqz_cost_scatter_reduce(&net, B, 0.0)
+                            : sqz_cost_allgather(&net, B, 0.0);
+    c.sent            = sent; /* the engine's own count of what the exchange sends */
+    sqz_cost_work_t d = sqz_cost_dense_ring(&net, B);
+    if (rs) {
+        /* A reduce-scatter stops after its first half: one round of chunks, one decode pass. */
+        c.rounds = 1, c.decode = sra ? B : c.decode, c.compress = B;
+        d.rounds /= 2, d.sent /= 2;
+    }
+    if (factor > 0 && sqz_cost_seconds(&net, &rates, &c) > factor * sqz_cost_seconds(&net, &rates, &d)) {
+        return SQZ_ALGO_DENSE_SWITCH;
+    }
+    return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
+}
+
 /* The GPU policy: the exchange of a compressed call of count elements (rs: a reduce-scatter),
  * from facts every rank shares (the method's descriptor, the rank count, the sizes):
  *  - the scatter-reduce exchange (sqz_gpu_reduce_scatter.c) for methods whose payloads summarize
@@ -615,6 +648,9 @@ static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int 
     const double sent   = sra ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
                               : (P - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
     const double factor = comm->ctx->p.sparse_dense_switch;
+    if (SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model && comm->nranks > 1) {
+        return sqz_gpu_choose_time(comm, count, esz, rs, sra, sent, factor);
+    }
     if (factor > 0 && comm->nranks > 1 && sent > factor * sqz_gpu_dense_bytes(comm, count, esz, rs)) {
         return SQZ_ALGO_DENSE_SWITCH;
     }

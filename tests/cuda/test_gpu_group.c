@@ -499,6 +499,24 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
     snprintf(what, sizeof(what), "N=%d topk 50%% (dense switch)", nranks);
     run_job(&j, what);
     EXPECT(j.dense_switch[0], "%s: the policy did not switch to dense", what);
+    /* SQZ_EXCHANGE_MODEL=time: quant 4 bits goes dense on a fast link with slow kernels, and
+     * stays compressed on a slow link with fast ones (the prediction decides, not the bytes). */
+    static const char *const fast[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4",
+                                       "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "100000",
+                                       "SQZ_KERNEL_GBPS", "0.01", NULL};
+    static const char *const slow[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4",
+                                       "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "0.01",
+                                       "SQZ_KERNEL_GBPS", "1000", NULL};
+    static const method_t mf = {"quant4-time-fast-link", fast, 0, 0, 0, 0};
+    static const method_t ms = {"quant4-time-slow-link", slow, 0, 0, 0, 0};
+    job_t f = j, w = j;
+    f.m = &mf, w.m = &ms;
+    snprintf(what, sizeof(what), "N=%d quant4, time model, fast link", nranks);
+    run_job(&f, what);
+    EXPECT(f.dense_switch[0], "%s: the time model did not switch to dense", what);
+    snprintf(what, sizeof(what), "N=%d quant4, time model, slow link", nranks);
+    run_job(&w, what);
+    EXPECT(!w.dense_switch[0], "%s: the time model switched to dense", what);
 }
 
 /* A checkpoint taken after some steps and loaded into new communicators gives the same bits

@@ -654,7 +654,7 @@ static void test_p2p_window(void)
 static void test_cost_formulas(void)
 {
     const double B = 16777216.0, link = 12.5e6, lat = 1e-3;
-    sqz_cost_net_t         net   = {16, 16, 1, link, 25e9, lat};
+    sqz_cost_net_t         net   = {16, 16, 1, link, 25e9, lat, 0};
     const sqz_cost_rates_t none  = {0, 0}, rates = {1e9, 4e9};
     sqz_cost_work_t        w     = sqz_cost_dense_ring(&net, B);
     CHECK(fabs(sqz_cost_seconds(&net, &none, &w) - (30 * lat + 2.0 * 15 / 16 * B / link)) < 1e-9);
@@ -666,15 +666,22 @@ static void test_cost_formulas(void)
     w = sqz_cost_scatter_reduce(&net, B, 1e5);
     CHECK(fabs(sqz_cost_seconds(&net, &rates, &w) -
                (2 * lat + 30e5 / link + B * 17 / 16 / 1e9 + 2 * B / 4e9)) < 1e-9);
+    /* a measured rate for messages of at most 64 KiB applies to those only */
+    sqz_cost_net_t fast = net;
+    fast.link_small_Bps = 2 * link;
+    w                   = sqz_cost_scatter_reduce(&fast, B, 3e4);
+    CHECK(fabs(sqz_cost_seconds(&fast, &none, &w) - (2 * lat + 30 * 3e4 / (2 * link))) < 1e-9);
+    w = sqz_cost_scatter_reduce(&fast, B, 1e5);
+    CHECK(fabs(sqz_cost_seconds(&fast, &none, &w) - (2 * lat + 30e5 / link)) < 1e-9);
     /* 8 hosts x 8 ranks: a rank's 56 off-host peers of 63 share its host's link 8 ways; the rest
      * goes at the intra-host rate */
-    sqz_cost_net_t h8 = {64, 8, 8, link, 25e9, lat};
+    sqz_cost_net_t h8 = {64, 8, 8, link, 25e9, lat, 0};
     w = sqz_cost_split(&h8, B, 1e4, 2e4);
     const double sent = 63 * 3e4;
     CHECK(fabs(sqz_cost_seconds(&h8, &none, &w) -
                (2 * lat + 8 * sent * 56 / 63 / link + sent * 7 / 63 / 25e9)) < 1e-9);
     /* one host: no network latency, everything at the intra-host rate */
-    sqz_cost_net_t one = {8, 1, 8, link, 25e9, lat};
+    sqz_cost_net_t one = {8, 1, 8, link, 25e9, lat, 0};
     w = sqz_cost_dense_ring(&one, B);
     CHECK(fabs(sqz_cost_seconds(&one, &none, &w) - 2.0 * 7 / 8 * B / 25e9) < 1e-12);
 }
@@ -728,6 +735,19 @@ static void test_cost_model(void)
         }
         done(&j);
     }
+    /* The link measured without point-to-point messages (one all-to-all-v per round). */
+    const char *kvm[] = {"SQZ_METHOD", "quant", "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "0",
+                         NULL};
+    job_t       m     = {.kv = kvm, .P = 3, .n = 65536, .calls = 2, .nan_rank = -1,
+                         .corrupt_call = -1, .no_p2p = 1};
+    run(&m);
+    CHECK(identical(&m));
+    for (int r = 0; r < m.P; r++) {
+        CHECK_MSG(SQZ_OK == m.status[r], "measured link without p2p, rank %d: %s", r,
+                  sqz_status_string(m.status[r]));
+        CHECK_EQ_INT(m.predicted[r], 2);
+    }
+    done(&m);
     /* The bytes model (default) makes no prediction and keeps its choices. */
     const char *kv[] = {"SQZ_METHOD", "quant", "SQZ_KERNEL_GBPS", "0.001", NULL};
     job_t       b    = {.kv = kv, .P = 4, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = -1};
