@@ -111,17 +111,40 @@ sqz_status_t sqz_coll_alltoallv_tokens(sqz_a2a_call_t *call);
 /** Chunk boundaries of the reduce-scatter exchanges: off[r], len[r] for r in [0, nranks). */
 void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len);
 
-/** SQZ_P2P_WINDOW: a point-to-point round sends to me+1, me+2, ... and receives from me-1,
- *  me-2, ...; before its k-th send (k from 1, of `bytes` bytes) it waits for the receive of step
- *  k - W (from me - (k - W), posted in rreq[]), so that each rank has about W messages arriving
- *  at once instead of P - 1.  Incast: P - 1 short messages arriving together overflow a switch's
- *  (or an emulated link's) queue, and a short TCP flow that loses its last packets has no
- *  duplicate acknowledgements to resend them early: it waits out the retransmission timeout
- *  (200 ms on Linux).  The default (auto, -1) holds back messages of at most 64 KiB with W = 4;
- *  longer ones recover by fast retransmit and lose more to the serialization than they gain.
- *  Deadlock-free, whatever W each rank and step uses: step k waits only for a step that its
- *  sender posted before (< k).  eturn 0, or the transport's failure. */
-int sqz_coll_window_wait(const sqz_comm_t *comm, void **rreq, int k, size_t bytes);
+/** One point-to-point round of the pipelined exchanges (sqz_coll_round.c): every rank posts its
+ *  receives from all peers first, then sends to me+1, me+2, ... in that order (the exchanges
+ *  call sqz_round_send so).  Every message travels as the same number of segments of
+ *  SQZ_ROUND_SEG bytes (enough for the round's largest; the tail ones may be empty), and this
+ *  rank's send number j waits for its receive number j - SQZ_P2P_WINDOW (auto: 4 when messages
+ *  hold at most 4 segments, else 0: all at once).  So a rank has about that many segments arriving at once instead of one
+ *  message from every peer.  Without it, at 16 hosts, 15 peers sending to one rank overflow a
+ *  switch's (or an emulated link's) queue, packets are dropped, and a short TCP flow that loses
+ *  its last packets waits out the retransmission timeout, 200 ms on Linux (incast;
+ *  docs/performance.md). */
+enum { SQZ_ROUND_SEG = 48 << 10 };
+typedef struct sqz_round {
+    const sqz_transport_t *t;
+    int                    P, me;
+    size_t                 seg, window;  /* window in segments; 0: every segment at once */
+    size_t                 maxseg;       /* segments of every message */
+    void                 **rreq, **sreq; /* P x maxseg each, peer-major */
+    size_t                *got;
+} sqz_round_t;
+
+/** A round whose messages hold at most maxcap bytes (its scratch in comm->taskbuf). */
+sqz_status_t sqz_round_init(sqz_round_t *r, sqz_comm_t *comm, size_t maxcap);
+/** Posts the receive of peer's message (at most cap <= maxcap bytes) into buf.  \return 0 or -1. */
+int          sqz_round_recv(sqz_round_t *r, int peer, void *buf, size_t cap);
+/** Sends len bytes (at most the receiver's cap) to peer, after the window's receive.
+ *  \return 0 or -1. */
+int          sqz_round_send(sqz_round_t *r, int peer, const void *buf, size_t len);
+/** Tests every pending request once (moves the transport along).  \return 0 or -1. */
+int          sqz_round_poll(sqz_round_t *r);
+/** Waits for peer's message; *bytes gets its length (0 when its segments do not join up: a
+ *  malformed message).  \return 0 or -1. */
+int          sqz_round_wait(sqz_round_t *r, int peer, size_t *bytes);
+/** Completes every send and receive still pending.  \return 0 or -1. */
+int          sqz_round_finish(sqz_round_t *r);
 
 /* Shared helpers (sqz_coll_common.c). */
 uint32_t     sqz_coll_method_id(const sqz_compressor_v1_t *c);

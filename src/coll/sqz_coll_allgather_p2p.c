@@ -13,7 +13,6 @@
 sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
 {
     sqz_comm_t *const      comm = call->comm;
-    const sqz_transport_t *t    = &comm->t;
     const int              P    = comm->nranks;
     const int              me   = comm->rank;
     const size_t           n    = call->n;
@@ -21,11 +20,10 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     size_t *const          got  = comm->counts; /* P */
     sqz_status_t           st   = SQZ_OK;
     sqz_frame_t            f;
+    sqz_round_t            rd;
 
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, (size_t)P * cap));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap, 2 * (size_t)P * sizeof(void *)));
-    void **const sreq = (void **)comm->taskbuf, **const rreq = sreq + P;
-    memset(sreq, 0, 2 * (size_t)P * sizeof(void *));
+    SQZ_CHECK(sqz_round_init(&rd, comm, cap));
     unsigned char *const mine = comm->recvbuf + (size_t)me * cap; /* compressed in place */
 
     const size_t zero = 0;
@@ -33,8 +31,8 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     double t0 = sqz_time_now();
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
-        SQZ_TRANSPORT_CHECK_GOTO(t->irecv(t->self, comm->recvbuf + (size_t)s * cap, cap, s, &got[s], &rreq[s]),
-                                 st, fail);
+        SQZ_TRANSPORT_CHECK_GOTO(sqz_round_recv(&rd, s, comm->recvbuf + (size_t)s * cap, cap), st,
+                                 fail);
     }
     double norms[2] = {0, 0};
     (void)sqz_coll_compress(call, 0, call->in, call->residual, n, 0, mine, cap, norms,
@@ -48,8 +46,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     call->cs.t_compress += t1 - t0;
     for (int k = 1; k < P; k++) {
         const int r = (me + k) % P;
-        SQZ_TRANSPORT_CHECK_GOTO(sqz_coll_window_wait(comm, rreq, k, bytes), st, fail);
-        SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, mine, bytes, r, &sreq[r]), st, fail);
+        SQZ_TRANSPORT_CHECK_GOTO(sqz_round_send(&rd, r, mine, bytes), st, fail);
     }
     call->cs.bytes_wire = bytes;
     call->cs.bytes_sent = bytes * (size_t)(P - 1);
@@ -60,9 +57,8 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     }
     double tc = 0;
     for (int s = 0; s < P; s++) {
-        if (rreq[s]) {
-            SQZ_TRANSPORT_CHECK_GOTO(t->wait(t->self, rreq[s]), st, fail);
-            rreq[s] = NULL;
+        if (s != me) {
+            SQZ_TRANSPORT_CHECK_GOTO(sqz_round_wait(&rd, s, &got[s]), st, fail);
         }
         const double         ta = sqz_time_now();
         const unsigned char *fr = comm->recvbuf + (size_t)s * cap;
@@ -76,12 +72,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
         st = sqz_coll_worse(st, fs);
         tc += sqz_time_now() - ta;
     }
-    for (int r = 0; r < P; r++) {
-        if (sreq[r]) {
-            SQZ_TRANSPORT_CHECK_GOTO(t->wait(t->self, sreq[r]), st, fail);
-            sreq[r] = NULL;
-        }
-    }
+    SQZ_TRANSPORT_CHECK_GOTO(sqz_round_finish(&rd), st, fail);
     double t2 = sqz_time_now();
     call->cs.t_comm += t2 - t1 - tc;
     call->cs.t_compress += tc;

@@ -302,18 +302,3 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void
     return SQZ_OK == st ? SQZ_OK : SQZ_ERR_CORRUPT;
 }
 
-int sqz_coll_window_wait(const sqz_comm_t *comm, void **rreq, int k, size_t bytes)
-{
-    const int64_t set = comm->ctx->p.p2p_window;
-    const int     W   = set >= 0 ? (int)set : (bytes <= ((size_t)64 << 10) ? 4 : 0);
-    if (W <= 0 || k <= W) {
-        return 0;
-    }
-    const int s = (comm->rank + comm->nranks - (k - W) % comm->nranks) % comm->nranks;
-    if (NULL == rreq[s]) {
-        return 0;
-    }
-    const int rc = comm->t.wait(comm->t.self, rreq[s]);
-    rreq[s]      = NULL;
-    return rc;
-}

@@ -21,40 +21,6 @@
 #include "sqz_coll.h"
 #include "sqz_log.h"
 
-/* Tests every pending request once, so that the transport moves what it can. */
-static int sqz_p2p_progress(const sqz_transport_t *t, void **reqs, int n)
-{
-    for (int i = 0; i < n; i++) {
-        int done = 0;
-        if (reqs[i] && 0 != t->test(t->self, reqs[i], &done)) {
-            return -1;
-        }
-        if (done) {
-            reqs[i] = NULL;
-        }
-    }
-    return 0;
-}
-
-static int sqz_p2p_wait(const sqz_transport_t *t, void **req)
-{
-    if (NULL == *req) {
-        return 0;
-    }
-    const int rc = t->wait(t->self, *req);
-    *req         = NULL;
-    return rc;
-}
-
-static int sqz_p2p_wait_all(const sqz_transport_t *t, void **reqs, int n)
-{
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        rc |= sqz_p2p_wait(t, &reqs[i]);
-    }
-    return rc;
-}
-
 /* One call's layout, scratch, requests and clocks (rows of comm->counts, comm's scratch). */
 typedef struct sqz_p2p {
     sqz_coll_call_t       *call;
@@ -66,7 +32,7 @@ typedef struct sqz_p2p {
     size_t *rdis, *slot2;     /* phase 2: where rank r's frame lands in recvbuf, and its slot */
     size_t  send1, mylen;     /* phase-1 bytes; this rank's chunk */
     float  *y;                /* this rank's reduced chunk */
-    void  **sreq, **rreq;     /* one send and one receive request per peer */
+    sqz_round_t rd;           /* the phase's point-to-point round */
     sqz_status_t local;       /* phase 1's verdict as this rank sees it */
     int          abort;       /* a transport (or memory) failure: no restore, no verdict */
     double       t_comm, t_comp, mark;
@@ -78,6 +44,16 @@ static void sqz_p2p_lap(sqz_p2p_t *x, double *bucket)
     const double now = sqz_time_now();
     *bucket += now - x->mark;
     x->mark = now;
+}
+
+/* The largest of the P slots. */
+static size_t sqz_p2p_max(const size_t *slot, int P)
+{
+    size_t m = 0;
+    for (int r = 0; r < P; r++) {
+        m = slot[r] > m ? slot[r] : m;
+    }
+    return m;
 }
 
 /* A transport call's failure: the exchange stops where it is (the engine reports it). */
@@ -116,11 +92,6 @@ static sqz_status_t sqz_p2p_setup(sqz_coll_call_t *call, sqz_p2p_t *x)
                                   recv1 > recv2 ? recv1 : recv2));
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap,
                                   (x->mylen ? x->mylen : 1) * sizeof(float)));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
-                                  2 * (size_t)P * sizeof(void *)));
-    x->sreq = (void **)comm->taskbuf;
-    x->rreq = x->sreq + P;
-    memset(x->sreq, 0, 2 * (size_t)P * sizeof(void *));
     x->y = comm->chunkbuf;
     SQZ_CHECK(sqz_coll_shared(call, P, x->off, x->len, comm->sharedptr));
     x->mark = sqz_time_now();
@@ -134,12 +105,11 @@ static sqz_status_t sqz_p2p_scatter(sqz_p2p_t *x)
 {
     sqz_coll_call_t *const       call = x->call;
     sqz_comm_t *const            comm = x->comm;
-    const sqz_transport_t *const t    = x->t;
     const int                    P = x->P, me = x->me;
+    SQZ_CHECK(sqz_round_init(&x->rd, comm, sqz_p2p_max(x->slot, P)));
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
-        if (0 != t->irecv(t->self, comm->recvbuf + (size_t)s * x->slot[me], x->slot[me], s, NULL,
-                          &x->rreq[s])) {
+        if (0 != sqz_round_recv(&x->rd, s, comm->recvbuf + (size_t)s * x->slot[me], x->slot[me])) {
             return sqz_p2p_failed(x);
         }
     }
@@ -169,9 +139,8 @@ static sqz_status_t sqz_p2p_scatter(sqz_p2p_t *x)
             /* Only the bytes the compressor produced travel (a receive may get less than its
              * slot): variable-size payloads such as zstd's save on the wire too. */
             const size_t len_r = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
-            if (0 != sqz_coll_window_wait(comm, x->rreq, k, len_r) ||
-                0 != t->isend(t->self, comm->sendbuf + x->sdis[r], len_r, r, &x->sreq[r]) ||
-                0 != sqz_p2p_progress(t, x->sreq, P)) {
+            if (0 != sqz_round_send(&x->rd, r, comm->sendbuf + x->sdis[r], len_r) ||
+                0 != sqz_round_poll(&x->rd)) {
                 return sqz_p2p_failed(x);
             }
             call->cs.bytes_sent += len_r;
@@ -185,18 +154,20 @@ static sqz_status_t sqz_p2p_scatter(sqz_p2p_t *x)
  * they arrive; every frame checked.  Then the sends completed. */
 static sqz_status_t sqz_p2p_reduce(sqz_p2p_t *x)
 {
-    const sqz_transport_t *const t  = x->t;
-    const int                    me = x->me;
+    const int me = x->me;
     memset(x->y, 0, x->mylen * sizeof(float));
     for (int s = 0; s < x->P; s++) {
         sqz_p2p_lap(x, &x->t_comp);
-        if (0 != sqz_p2p_wait(t, &x->rreq[s])) {
+        size_t got = x->slot[me];
+        if (s != me && 0 != sqz_round_wait(&x->rd, s, &got)) {
             return sqz_p2p_failed(x);
         }
         sqz_p2p_lap(x, &x->t_comm);
         const unsigned char *fr = (s == me) ? x->comm->sendbuf + x->sdis[me]
                                             : x->comm->recvbuf + (size_t)s * x->slot[me];
-        sqz_status_t fs = sqz_coll_frame_check(x->call, fr, x->mylen, x->slot[me]);
+        sqz_status_t fs = got < sizeof(sqz_frame_t)
+                              ? SQZ_ERR_CORRUPT
+                              : sqz_coll_frame_check(x->call, fr, x->mylen, x->slot[me]);
         if (SQZ_OK == fs && SQZ_OK == x->local) {
             fs = sqz_coll_decode(x->call, 0, fr, x->y, x->mylen);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
@@ -204,7 +175,7 @@ static sqz_status_t sqz_p2p_reduce(sqz_p2p_t *x)
         x->local = sqz_coll_worse(x->local, fs);
     }
     sqz_p2p_lap(x, &x->t_comp);
-    if (0 != sqz_p2p_wait_all(t, x->sreq, x->P)) {
+    if (0 != sqz_round_finish(&x->rd)) {
         return sqz_p2p_failed(x);
     }
     sqz_p2p_lap(x, &x->t_comm);
@@ -268,12 +239,15 @@ static sqz_status_t sqz_p2p_gather(sqz_p2p_t *x, int stream)
     sqz_status_t           st   = SQZ_OK;
     for (int s = 0; s < x->P; s++) {
         sqz_p2p_lap(x, &x->t_comp);
-        if (0 != sqz_p2p_wait(x->t, &x->rreq[s])) {
+        size_t got = x->slot2[s];
+        if (s != x->me && 0 != sqz_round_wait(&x->rd, s, &got)) {
             return sqz_p2p_failed(x);
         }
         sqz_p2p_lap(x, &x->t_comm);
         const unsigned char *fr = x->comm->recvbuf + x->rdis[s];
-        sqz_status_t         fs = sqz_coll_frame_check(call, fr, x->len[s], x->slot2[s]);
+        sqz_status_t         fs = got < sizeof(sqz_frame_t)
+                                      ? SQZ_ERR_CORRUPT
+                                      : sqz_coll_frame_check(call, fr, x->len[s], x->slot2[s]);
         if (SQZ_OK == fs) {
             /* Streaming, decoding is the validation (nothing is written on failure, and a later
              * fallback rewrites out anyway); in place, only validate now. */
@@ -287,7 +261,7 @@ static sqz_status_t sqz_p2p_gather(sqz_p2p_t *x, int stream)
         st = sqz_coll_worse(st, fs);
     }
     sqz_p2p_lap(x, &x->t_comp);
-    if (0 != sqz_p2p_wait_all(x->t, x->sreq, x->P)) {
+    if (0 != sqz_round_finish(&x->rd)) {
         return sqz_p2p_failed(x);
     }
     sqz_p2p_lap(x, &x->t_comm);
@@ -315,12 +289,18 @@ static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
     }
     const size_t len2 = sqz_p2p_encode2(x, sres, mine2);
     sqz_p2p_lap(x, &x->t_comp);
+    if (SQZ_OK != sqz_round_init(&x->rd, comm, sqz_p2p_max(x->slot2, P))) {
+        x->abort = 1;
+        return SQZ_ERR_NO_MEMORY;
+    }
     for (int k = 1; k < P; k++) {
-        const int s = (me + P - k) % P, r = (me + k) % P;
-        if (0 != x->t->irecv(x->t->self, comm->recvbuf + x->rdis[s], x->slot2[s], s, NULL,
-                             &x->rreq[s]) ||
-            0 != sqz_coll_window_wait(comm, x->rreq, k, len2) ||
-            0 != x->t->isend(x->t->self, mine2, len2, r, &x->sreq[r])) {
+        const int s = (me + P - k) % P;
+        if (0 != sqz_round_recv(&x->rd, s, comm->recvbuf + x->rdis[s], x->slot2[s])) {
+            return sqz_p2p_failed(x);
+        }
+    }
+    for (int k = 1; k < P; k++) {
+        if (0 != sqz_round_send(&x->rd, (me + k) % P, mine2, len2)) {
             return sqz_p2p_failed(x);
         }
     }

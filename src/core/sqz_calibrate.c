@@ -99,12 +99,12 @@ static void *sqz_cal_link_buffers(const sqz_comm_t *comm, size_t *per)
     while (*per > 4096 && *per * P > ((size_t)16 << 20)) {
         *per /= 2;
     }
-    /* data, then counts and displacements (alltoallv) and 2 P requests (point-to-point) */
-    return calloc(2 * P, *per + 2 * sizeof(size_t) + sizeof(void *));
+    /* data, then counts and displacements (alltoallv) */
+    return calloc(2 * P, *per + 2 * sizeof(size_t));
 }
 
-/* One round of `bytes` to every peer, as the point-to-point exchanges send it (receives posted,
- * then sends to me+1, me+2, ... behind SQZ_P2P_WINDOW), or one all-to-all-v without them.
+/* One round of `bytes` to every peer, as the point-to-point exchanges send it (sqz_round_t:
+ * segments under the credit window), or one all-to-all-v without point-to-point messages.
  * \return its seconds, the ranks' mean (the same on every rank), or a negative value when the
  * transport failed. */
 static double sqz_cal_round(sqz_comm_t *comm, unsigned char *buf, size_t per, size_t bytes)
@@ -112,23 +112,22 @@ static double sqz_cal_round(sqz_comm_t *comm, unsigned char *buf, size_t per, si
     const int      P    = comm->nranks, me = comm->rank;
     unsigned char *send = buf, *recv = buf + (size_t)P * per;
     size_t        *cnt  = (size_t *)(buf + 2 * (size_t)P * per), *dsp = cnt + P;
-    void         **req  = (void **)(dsp + P); /* P receives, P sends */
     int            rc   = 0;
     const double   t0   = sqz_time_now();
     if (comm->p2p) {
-        memset(req, 0, 2 * (size_t)P * sizeof(void *));
+        sqz_round_t rd;
+        if (SQZ_OK != sqz_round_init(&rd, comm, bytes)) {
+            return -1.0; /* (scratch: the transport's state is unchanged, the caller stops) */
+        }
         for (int k = 1; k < P && 0 == rc; k++) {
             const int s = (me + P - k) % P;
-            rc = comm->t.irecv(comm->t.self, recv + (size_t)s * per, bytes, s, NULL, &req[s]);
+            rc = sqz_round_recv(&rd, s, recv + (size_t)s * per, bytes);
         }
         for (int k = 1; k < P && 0 == rc; k++) {
             const int r = (me + k) % P;
-            rc = sqz_coll_window_wait(comm, req, k, bytes) ||
-                 comm->t.isend(comm->t.self, send + (size_t)r * per, bytes, r, &req[P + r]);
+            rc = sqz_round_send(&rd, r, send + (size_t)r * per, bytes);
         }
-        for (int i = 0; i < 2 * P; i++) {
-            rc |= req[i] ? comm->t.wait(comm->t.self, req[i]) : 0;
-        }
+        rc |= sqz_round_finish(&rd);
     } else {
         for (int r = 0; r < P; r++) {
             cnt[r] = r == me ? 0 : bytes;
@@ -158,22 +157,17 @@ static double sqz_cal_rounds(sqz_comm_t *comm, unsigned char *buf, size_t per, s
 }
 
 /* SQZ_LINK_GBPS=0: the latency (rounds of 8-byte messages, after one that opens the
- * connections), and the rates one rank gets in rounds of `per`-byte messages and of 32 KiB ones
- * (held back by the window: sqz_coll.h), so that congestion, lost packets and shared cores are in
- * them as the exchanges meet them. */
+ * connections) and the rate one rank gets in rounds of `per`-byte messages to every peer, sent as
+ * the exchanges send them, so that congestion, lost packets and shared cores are in it. */
 static sqz_status_t sqz_cal_link(sqz_comm_t *comm, unsigned char *buf, size_t per)
 {
-    const size_t small = per < ((size_t)32 << 10) ? per : ((size_t)32 << 10);
-    const double P1    = (double)(comm->nranks - 1);
-    const double lat   = sqz_cal_round(comm, buf, per, 8) < 0 ? -1.0 : sqz_cal_rounds(comm, buf, per, 8);
-    const double big   = lat < 0 ? -1.0 : sqz_cal_rounds(comm, buf, per, per);
-    const double sml   = big < 0 ? -1.0 : sqz_cal_rounds(comm, buf, per, small);
-    if (sml < 0) {
+    const double lat = sqz_cal_round(comm, buf, per, 8) < 0 ? -1.0 : sqz_cal_rounds(comm, buf, per, 8);
+    const double big = lat < 0 ? -1.0 : sqz_cal_rounds(comm, buf, per, per);
+    if (big < 0) {
         return SQZ_ERR_TRANSPORT;
     }
-    comm->latency_s     = lat;
-    comm->link_Bps      = P1 * (double)per / fmax(big - lat, 1e-9);
-    comm->link_small_Bps = P1 * (double)small / fmax(sml - lat, 1e-9);
+    comm->latency_s = lat;
+    comm->link_Bps  = (double)(comm->nranks - 1) * (double)per / fmax(big - lat, 1e-9);
     return SQZ_OK;
 }
 
@@ -227,12 +221,11 @@ static void sqz_cal_kernel_rates(sqz_comm_t *comm, const float *agree)
 
 static void sqz_cal_log(const sqz_comm_t *comm)
 {
-    const sqz_cost_net_t net   = sqz_policy_net(comm);
-    const double         small = net.link_small_Bps > 0 ? net.link_small_Bps : net.link_Bps;
-    SQZ_INFO("cost model: %d ranks, link %.4g Gbit/s (%.4g with messages up to 64 KiB)%s, "
-             "latency %.3g us, compress %.3g GB/s, decode %.3g GB/s per rank", comm->nranks,
-             net.link_Bps * 8e-9, small * 8e-9, comm->link_Bps > 0 ? " measured" : "",
-             net.latency_s * 1e6, comm->compress_Bps * 1e-9, comm->decode_Bps * 1e-9);
+    const sqz_cost_net_t net = sqz_policy_net(comm);
+    SQZ_INFO("cost model: %d ranks, link %.4g Gbit/s%s, latency %.3g us, compress %.3g GB/s, "
+             "decode %.3g GB/s per rank", comm->nranks, net.link_Bps * 8e-9,
+             comm->link_Bps > 0 ? " measured" : "", net.latency_s * 1e6,
+             comm->compress_Bps * 1e-9, comm->decode_Bps * 1e-9);
 }
 
 sqz_status_t sqz_policy_calibrate(sqz_comm_t *comm)

@@ -145,11 +145,12 @@ static const sqz_core_param_t sqz_core_params[] = {
          "all-to-alls: 1 sends them in one round of point-to-point messages, 0 sends the block sizes "
          "first"),
     RANK("P2P_WINDOW", SQZ_PARAM_INT, "-1", -1, 1000000, NULL, CORE(p2p_window),
-         "the point-to-point exchanges (SQZ_PIPELINE) send to peers in turn and keep at most this "
-         "many sends ahead of the matching receives, so that a rank gets about this many messages "
-         "at once instead of one from every peer (incast: queues overflow, and short TCP flows "
-         "wait out a retransmission timeout); 0 sends to every peer at once; -1 (auto) holds back "
-         "messages of at most 64 KiB with a window of 4"),
+         "the point-to-point exchanges (SQZ_PIPELINE) send every message in 48 KiB segments to the "
+         "peers in turn, and a rank's n-th segment waits until its (n - this)-th has arrived, so "
+         "that about this many segments reach a rank at once instead of a message from every peer "
+         "(incast: queues overflow, and short TCP flows wait out a retransmission timeout); 0 sends "
+         "every segment at once; -1 (auto): 4 when a round's messages hold at most 4 segments, "
+         "else 0"),
     JOB("THREADS", SQZ_PARAM_INT, "1", 1, 256, NULL, CORE(threads),
          "threads compressing and decoding the chunks of a scatter-reduce exchange (quant, sign); "
          "the extra threads are bound with hwloc to distinct cores of the rank's own cpuset"),

@@ -12,9 +12,8 @@ double sqz_cost_seconds(const sqz_cost_net_t *net, const sqz_cost_rates_t *rates
     }
     /* A rank's peers are spread evenly: (P - L) of its P - 1 peers are on other hosts. */
     const double off   = net->hosts > 1 ? (P - L) / (P - 1) : 0.0;
-    const double link  = (net->link_small_Bps > 0 && w->msg <= 65536) ? net->link_small_Bps
-                                                                       : net->link_Bps;
-    const double wire  = L * w->sent * off / link + w->sent * (1.0 - off) / net->intra_Bps;
+    const double wire  = L * w->sent * off / net->link_Bps +
+                         w->sent * (1.0 - off) / net->intra_Bps;
     const double lat   = w->rounds * (off > 0 ? net->latency_s : 0.0);
     double       cpu   = 0.0;
     /* (A rate of 0 is unknown: that work is left out.) */
@@ -30,7 +29,7 @@ double sqz_cost_seconds(const sqz_cost_net_t *net, const sqz_cost_rates_t *rates
 sqz_cost_work_t sqz_cost_dense_ring(const sqz_cost_net_t *net, double bytes)
 {
     const double    P = net->ranks;
-    sqz_cost_work_t w = {.rounds = 2 * (P - 1), .sent = 2 * (P - 1) / P * bytes, .msg = bytes / P};
+    sqz_cost_work_t w = {.rounds = 2 * (P - 1), .sent = 2 * (P - 1) / P * bytes};
     return w;
 }
 
@@ -38,7 +37,7 @@ sqz_cost_work_t sqz_cost_allgather(const sqz_cost_net_t *net, double bytes, doub
 {
     const double    P = net->ranks;
     sqz_cost_work_t w = {.rounds = 1, .sent = (P - 1) * payload, .compress = bytes,
-                         .decode = P * bytes, .msg = payload};
+                         .decode = P * bytes};
     return w;
 }
 
@@ -47,7 +46,7 @@ sqz_cost_work_t sqz_cost_split(const sqz_cost_net_t *net, double bytes, double p
 {
     const double    P = net->ranks;
     sqz_cost_work_t w = {.rounds = 2, .sent = (P - 1) * (piece + exact), .compress = bytes,
-                         .decode = 2 * bytes, .msg = exact > piece ? exact : piece};
+                         .decode = 2 * bytes};
     return w;
 }
 
@@ -55,6 +54,6 @@ sqz_cost_work_t sqz_cost_scatter_reduce(const sqz_cost_net_t *net, double bytes,
 {
     const double    P = net->ranks;
     sqz_cost_work_t w = {.rounds = 2, .sent = 2 * (P - 1) * piece,
-                         .compress = bytes * (1 + 1 / P), .decode = 2 * bytes, .msg = piece};
+                         .compress = bytes * (1 + 1 / P), .decode = 2 * bytes};
     return w;
 }

@@ -28,8 +28,6 @@ typedef struct sqz_cost_net {
     double link_Bps;   /* a host's link to the others, bytes per second each way */
     double intra_Bps;  /* between two ranks of one host */
     double latency_s;  /* one message between hosts */
-    double link_small_Bps; /* the rate with messages of at most 64 KiB, when measured apart (they
-                            * cross a window against incast, sqz_coll.h); 0: link_Bps */
 } sqz_cost_net_t;
 
 typedef struct sqz_cost_rates {
@@ -43,7 +41,6 @@ typedef struct sqz_cost_work {
     double sent;     /* bytes this rank sends (to all peers together) */
     double compress; /* input bytes compressed */
     double decode;   /* input bytes the decoded payloads describe */
-    double msg;      /* bytes of one message (the link rate may depend on it) */
 } sqz_cost_work_t;
 
 /** The predicted seconds of `w` on `net` with `rates`. */

@@ -206,7 +206,6 @@ struct sqz_comm {
     int                hosts, per_host;
     double             compress_Bps, decode_Bps;
     double             link_Bps, latency_s; /* measured (SQZ_LINK_GBPS=0); 0: from the settings */
-    double             link_small_Bps;      /* ... with messages of at most 64 KiB */
     int                calibrated;
 };
 

@@ -2,7 +2,8 @@
  * bytes through shared memory.  Collectives publish a pointer in their rank's slot, meet at a
  * barrier, copy, and meet again (so that no sender's buffer is released before every receiver has
  * copied it); point-to-point messages are copied at send into a FIFO per (source, destination)
- * pair, so that messages between two ranks never overtake each other. */
+ * pair, and posted receives wait in a FIFO per pair too, so that, as in MPI, the n-th message
+ * from a rank fills the n-th receive posted for it, whichever request is tested first. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +24,11 @@ typedef struct sqz_tt_msg {
     unsigned char      data[];
 } sqz_tt_msg_t;
 
-typedef struct {
-    int     is_recv, peer, done;
-    void   *buf;
-    size_t  bytes, *got;
+typedef struct sqz_tt_req {
+    int                is_recv, peer, done, bad;
+    void              *buf;
+    size_t             bytes, *got;
+    struct sqz_tt_req *next; /* the pair's next posted receive */
 } sqz_tt_req_t;
 
 typedef struct sqz_local_group sqz_thread_group_t;
@@ -44,6 +46,7 @@ struct sqz_local_group {
     pthread_mutex_t    lock;
     pthread_cond_t     arrived;
     sqz_tt_msg_t     **head, **tail; /* [src * nranks + dst] */
+    sqz_tt_req_t     **rhead, **rtail; /* posted receives not yet matched, same index */
 };
 
 sqz_status_t sqz_local_group_create(int nranks, sqz_local_group_t **group)
@@ -62,11 +65,16 @@ sqz_status_t sqz_local_group_create(int nranks, sqz_local_group_t **group)
     g->selves      = calloc(n, sizeof(*g->selves));
     g->head        = calloc(n * n, sizeof(*g->head));
     g->tail        = calloc(n * n, sizeof(*g->tail));
-    if (NULL == g->slots || NULL == g->selves || NULL == g->head || NULL == g->tail) {
+    g->rhead       = calloc(n * n, sizeof(*g->rhead));
+    g->rtail       = calloc(n * n, sizeof(*g->rtail));
+    if (NULL == g->slots || NULL == g->selves || NULL == g->head || NULL == g->tail ||
+        NULL == g->rhead || NULL == g->rtail) {
         free(g->slots);
         free(g->selves);
         free(g->head);
         free(g->tail);
+        free(g->rhead);
+        free(g->rtail);
         free(g);
         return SQZ_ERR_NO_MEMORY;
     }
@@ -95,6 +103,8 @@ void sqz_local_group_destroy(sqz_local_group_t *g)
         pthread_cond_destroy(&g->arrived);
         free(g->head);
         free(g->tail);
+        free(g->rhead);
+        free(g->rtail);
         free(g->slots);
         free(g->selves);
         free(g);
@@ -202,37 +212,53 @@ static int sqz_tt_isend(void *self, const void *buf, size_t bytes, int peer, voi
 
 static int sqz_tt_irecv(void *self, void *buf, size_t bytes, int peer, size_t *got, void **req)
 {
-    (void)self;
-    sqz_tt_req_t *q = calloc(1, sizeof(*q));
+    sqz_tt_self_t      *s = self;
+    sqz_thread_group_t *g = s->g;
+    sqz_tt_req_t       *q = calloc(1, sizeof(*q));
     if (NULL == q) {
         return 1;
     }
-    *q              = (sqz_tt_req_t){.is_recv = 1, .peer = peer, .buf = buf, .bytes = bytes, .got = got};
-    *req            = q;
+    *q          = (sqz_tt_req_t){.is_recv = 1, .peer = peer, .buf = buf, .bytes = bytes, .got = got};
+    const int k = peer * g->nranks + s->rank;
+    pthread_mutex_lock(&g->lock);
+    if (g->rtail[k]) {
+        g->rtail[k]->next = q;
+    } else {
+        g->rhead[k] = q;
+    }
+    g->rtail[k] = q;
+    pthread_mutex_unlock(&g->lock);
+    *req = q;
     return 0;
 }
 
-/* Under g->lock: completes a receive if its message is there.  \return -1 on truncation. */
+/* Under g->lock: matches the pair's posted receives with its arrived messages, oldest with
+ * oldest, up to q (MPI's order: the n-th message fills the n-th receive).  eturn -1 when q's
+ * message was longer than q (truncated). */
 static int sqz_tt_try(sqz_tt_self_t *s, sqz_tt_req_t *q)
 {
     sqz_thread_group_t *g = s->g;
     const int           k = q->peer * g->nranks + s->rank;
-    if (q->done || NULL == g->head[k]) {
-        return 0;
+    while (!q->done && g->rhead[k] && g->head[k]) {
+        sqz_tt_req_t *r = g->rhead[k];
+        sqz_tt_msg_t *m = g->head[k];
+        g->rhead[k]     = r->next;
+        g->head[k]      = m->next;
+        if (NULL == g->rhead[k]) {
+            g->rtail[k] = NULL;
+        }
+        if (NULL == g->head[k]) {
+            g->tail[k] = NULL;
+        }
+        r->bad = m->bytes > r->bytes;
+        memcpy(r->buf, m->data, r->bad ? r->bytes : m->bytes);
+        if (r->got) {
+            *r->got = m->bytes;
+        }
+        free(m);
+        r->done = 1;
     }
-    sqz_tt_msg_t *m = g->head[k];
-    g->head[k]      = m->next;
-    if (NULL == g->head[k]) {
-        g->tail[k] = NULL;
-    }
-    const int bad = m->bytes > q->bytes;
-    memcpy(q->buf, m->data, bad ? q->bytes : m->bytes);
-    if (q->got) {
-        *q->got = m->bytes;
-    }
-    free(m);
-    q->done = 1;
-    return bad ? -1 : 0;
+    return q->bad ? -1 : 0;
 }
 
 static int sqz_tt_test(void *self, void *req, int *done)

@@ -19,7 +19,6 @@ sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm)
         /* Measured as one rank sees it, its host's link shared as the exchanges share it. */
         net.hosts = net.ranks, net.per_host = 1;
         net.link_Bps = comm->link_Bps, net.latency_s = comm->latency_s;
-        net.link_small_Bps = comm->link_small_Bps;
     } else if (net.link_Bps <= 0) {
         net.link_Bps = 10e9 / 8; /* SQZ_LINK_GBPS=0 without a measurement */
     }

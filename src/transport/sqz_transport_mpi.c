@@ -5,21 +5,28 @@
 
 #include "sqz_transport_mpi.h"
 
-/* A point-to-point request: slots of a fixed pool, so that the hot path does not allocate. */
+/* A point-to-point request: slots of a pool that grows in blocks and is never shrunk (a request
+ * handed out keeps its address), so that the steady-state path does not allocate. */
 typedef struct sqz_mpi_req {
-    MPI_Request r;
-    size_t     *got;
-    int         used;
-    int         peer;
+    MPI_Request         r;
+    size_t             *got;
+    int                 peer;
+    struct sqz_mpi_req *next_free;
 } sqz_mpi_req_t;
+
+enum { SQZ_MPI_REQ_BLOCK = 256 };
+typedef struct sqz_mpi_req_block {
+    struct sqz_mpi_req_block *next;
+    sqz_mpi_req_t             reqs[SQZ_MPI_REQ_BLOCK];
+} sqz_mpi_req_block_t;
 
 struct sqz_transport_mpi {
     MPI_Comm       comm;  /* the caller's communicator: collectives */
     MPI_Comm       p2p;   /* a private duplicate: our point-to-point messages never meet the job's */
     int            nranks;
     int           *ints;  /* 4 * nranks: send counts, send displs, recv counts, recv displs */
-    sqz_mpi_req_t *reqs;
-    int            nreqs;
+    sqz_mpi_req_block_t *blocks; /* the request pool */
+    sqz_mpi_req_t       *free_reqs;
     /* Stall diagnosis (sqz_transport_mpi_on_stall): the last completion and the next check. */
     sqz_mpi_stall_fn stall_fn;
     double           stall_s, last_done, next_check;
@@ -53,14 +60,28 @@ static void sqz_mpi_maybe_stalled(sqz_transport_mpi_t *m, const sqz_mpi_req_t *q
 
 static sqz_mpi_req_t *sqz_mpi_req_get(sqz_transport_mpi_t *m)
 {
-    for (int i = 0; i < m->nreqs; i++) {
-        if (!m->reqs[i].used) {
-            m->reqs[i].used = 1;
-            m->reqs[i].got  = NULL;
-            return &m->reqs[i];
+    if (NULL == m->free_reqs) {
+        sqz_mpi_req_block_t *b = calloc(1, sizeof(*b));
+        if (NULL == b) {
+            return NULL;
+        }
+        b->next   = m->blocks;
+        m->blocks = b;
+        for (int i = 0; i < SQZ_MPI_REQ_BLOCK; i++) {
+            b->reqs[i].next_free = m->free_reqs;
+            m->free_reqs         = &b->reqs[i];
         }
     }
-    return NULL;
+    sqz_mpi_req_t *q = m->free_reqs;
+    m->free_reqs     = q->next_free;
+    q->got           = NULL;
+    return q;
+}
+
+static void sqz_mpi_req_put(sqz_transport_mpi_t *m, sqz_mpi_req_t *q)
+{
+    q->next_free = m->free_reqs;
+    m->free_reqs = q;
 }
 
 static int sqz_mpi_isend(void *self, const void *buf, size_t bytes, int peer, void **req)
@@ -69,12 +90,12 @@ static int sqz_mpi_isend(void *self, const void *buf, size_t bytes, int peer, vo
     sqz_mpi_req_t       *q = sqz_mpi_req_get(m);
     if (NULL == q || bytes > (size_t)INT_MAX) {
         if (q) {
-            q->used = 0;
+            sqz_mpi_req_put(m, q);
         }
         return -1;
     }
     if (MPI_SUCCESS != PMPI_Isend(buf, (int)bytes, MPI_BYTE, peer, SQZ_MPI_TAG, m->p2p, &q->r)) {
-        q->used = 0;
+        sqz_mpi_req_put(m, q);
         return -1;
     }
     q->peer = peer;
@@ -89,12 +110,12 @@ static int sqz_mpi_irecv(void *self, void *buf, size_t bytes, int peer, size_t *
     sqz_mpi_req_t       *q = sqz_mpi_req_get(m);
     if (NULL == q || bytes > (size_t)INT_MAX) {
         if (q) {
-            q->used = 0;
+            sqz_mpi_req_put(m, q);
         }
         return -1;
     }
     if (MPI_SUCCESS != PMPI_Irecv(buf, (int)bytes, MPI_BYTE, peer, SQZ_MPI_TAG, m->p2p, &q->r)) {
-        q->used = 0;
+        sqz_mpi_req_put(m, q);
         return -1;
     }
     q->got  = got;
@@ -104,14 +125,14 @@ static int sqz_mpi_irecv(void *self, void *buf, size_t bytes, int peer, size_t *
     return 0;
 }
 
-static int sqz_mpi_complete(sqz_mpi_req_t *q, MPI_Status *st)
+static int sqz_mpi_complete(sqz_transport_mpi_t *m, sqz_mpi_req_t *q, MPI_Status *st)
 {
     if (q->got) {
         int n = 0;
         PMPI_Get_count(st, MPI_BYTE, &n);
         *q->got = (size_t)n;
     }
-    q->used = 0;
+    sqz_mpi_req_put(m, q);
     return 0;
 }
 
@@ -128,7 +149,7 @@ static int sqz_mpi_test(void *self, void *req, int *done)
         return 0;
     }
     sqz_mpi_progress(m);
-    return sqz_mpi_complete(q, &st);
+    return sqz_mpi_complete(m, q, &st);
 }
 
 static int sqz_mpi_wait(void *self, void *req)
@@ -151,7 +172,7 @@ static int sqz_mpi_wait(void *self, void *req)
     } else if (MPI_SUCCESS != PMPI_Wait(&q->r, &st)) {
         return -1;
     }
-    return sqz_mpi_complete(q, &st);
+    return sqz_mpi_complete(m, q, &st);
 }
 
 /* MPI counts are int: refuse (transport error) rather than truncate. */
@@ -222,13 +243,10 @@ sqz_status_t sqz_transport_mpi_create(MPI_Comm comm, sqz_transport_t *t)
     }
     m->comm   = comm;
     m->nranks = size;
-    m->nreqs  = 4 * size + 8;
     m->ints   = calloc(4 * (size_t)size, sizeof(int));
-    m->reqs   = calloc((size_t)m->nreqs, sizeof(*m->reqs));
     /* Collective over comm: every rank creates its transport at the same call. */
-    if (NULL == m->ints || NULL == m->reqs || MPI_SUCCESS != PMPI_Comm_dup(comm, &m->p2p)) {
+    if (NULL == m->ints || MPI_SUCCESS != PMPI_Comm_dup(comm, &m->p2p)) {
         free(m->ints);
-        free(m->reqs);
         free(m);
         return SQZ_ERR_NO_MEMORY;
     }
@@ -269,7 +287,11 @@ void sqz_transport_mpi_destroy(sqz_transport_t *t)
             PMPI_Comm_free(&m->p2p);
         }
         free(m->ints);
-        free(m->reqs);
+        while (m->blocks) {
+            sqz_mpi_req_block_t *b = m->blocks;
+            m->blocks              = b->next;
+            free(b);
+        }
         free(m);
     }
     t->self = NULL;

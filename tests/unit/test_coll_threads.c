@@ -605,9 +605,9 @@ static void test_dense_switch(void)
     done(&k);
 }
 
-/* SQZ_P2P_WINDOW: the point-to-point exchanges with their sends held back behind the receives
- * give the same bits as with every send at once (decoding keeps its rank order), in place or not,
- * NaN included. */
+/* SQZ_P2P_WINDOW: the point-to-point exchanges in 48 KiB segments, their sends held back behind
+ * the receives by windows of 0 (all at once), 1, 2, 7 segments and auto, give the same bits
+ * (decoding keeps its rank order), in place or not, NaN included. */
 static void test_p2p_window(void)
 {
     static const char *const methods[][4] = {
@@ -618,11 +618,12 @@ static void test_p2p_window(void)
         for (size_t ri = 0; ri < 3; ri++) {
             float *ref = NULL;
             for (int w = 0; w < 5; w++) {
-                const char *win[] = {"0", "1", "2", "3", "-1"};
+                const char *win[] = {"0", "1", "2", "7", "-1"};
                 const char *kv[]  = {"SQZ_METHOD", methods[m][0], methods[m][1], methods[m][2],
                                      "SQZ_SPARSE_ALGO", methods[m][3], "SQZ_P2P_WINDOW", win[w],
                                      NULL};
-                job_t j = {.kv = kv, .P = ranks[ri], .n = 40000, .calls = 2, .nan_rank = -1,
+                /* (400000 floats: messages of several 48 KiB segments) */
+                job_t j = {.kv = kv, .P = ranks[ri], .n = 400000, .calls = 2, .nan_rank = -1,
                            .corrupt_call = -1, .in_place = w & 1};
                 run(&j);
                 CHECK_MSG(identical(&j), "%s window %d P=%d: outputs differ", methods[m][0], w,
@@ -640,6 +641,15 @@ static void test_p2p_window(void)
             free(ref);
         }
     }
+    /* Windows differ between ranks (a per-rank setting): the segments still match. */
+    const char *kv0[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_P2P_WINDOW", "0", NULL};
+    const char *kv1[] = {"SQZ_P2P_WINDOW", "1", NULL};
+    job_t       mix   = {.kv = kv0, .kv_rank1 = kv1, .P = 4, .n = 400000, .calls = 2,
+                         .nan_rank = -1, .corrupt_call = -1};
+    run(&mix);
+    CHECK(identical(&mix));
+    CHECK_EQ_INT(mix.stats[1].calls_compressed, 2);
+    done(&mix);
     /* A non-finite input on one rank: every rank still goes dense together. */
     const char *kv[] = {"SQZ_METHOD", "quant", "SQZ_P2P_WINDOW", "1", NULL};
     job_t       nan  = {.kv = kv, .P = 5, .n = 40000, .calls = 2, .nan_rank = 3, .nan_call = 1,
@@ -654,7 +664,7 @@ static void test_p2p_window(void)
 static void test_cost_formulas(void)
 {
     const double B = 16777216.0, link = 12.5e6, lat = 1e-3;
-    sqz_cost_net_t         net   = {16, 16, 1, link, 25e9, lat, 0};
+    sqz_cost_net_t         net   = {16, 16, 1, link, 25e9, lat};
     const sqz_cost_rates_t none  = {0, 0}, rates = {1e9, 4e9};
     sqz_cost_work_t        w     = sqz_cost_dense_ring(&net, B);
     CHECK(fabs(sqz_cost_seconds(&net, &none, &w) - (30 * lat + 2.0 * 15 / 16 * B / link)) < 1e-9);
@@ -666,22 +676,15 @@ static void test_cost_formulas(void)
     w = sqz_cost_scatter_reduce(&net, B, 1e5);
     CHECK(fabs(sqz_cost_seconds(&net, &rates, &w) -
                (2 * lat + 30e5 / link + B * 17 / 16 / 1e9 + 2 * B / 4e9)) < 1e-9);
-    /* a measured rate for messages of at most 64 KiB applies to those only */
-    sqz_cost_net_t fast = net;
-    fast.link_small_Bps = 2 * link;
-    w                   = sqz_cost_scatter_reduce(&fast, B, 3e4);
-    CHECK(fabs(sqz_cost_seconds(&fast, &none, &w) - (2 * lat + 30 * 3e4 / (2 * link))) < 1e-9);
-    w = sqz_cost_scatter_reduce(&fast, B, 1e5);
-    CHECK(fabs(sqz_cost_seconds(&fast, &none, &w) - (2 * lat + 30e5 / link)) < 1e-9);
     /* 8 hosts x 8 ranks: a rank's 56 off-host peers of 63 share its host's link 8 ways; the rest
      * goes at the intra-host rate */
-    sqz_cost_net_t h8 = {64, 8, 8, link, 25e9, lat, 0};
+    sqz_cost_net_t h8 = {64, 8, 8, link, 25e9, lat};
     w = sqz_cost_split(&h8, B, 1e4, 2e4);
     const double sent = 63 * 3e4;
     CHECK(fabs(sqz_cost_seconds(&h8, &none, &w) -
                (2 * lat + 8 * sent * 56 / 63 / link + sent * 7 / 63 / 25e9)) < 1e-9);
     /* one host: no network latency, everything at the intra-host rate */
-    sqz_cost_net_t one = {8, 1, 8, link, 25e9, lat, 0};
+    sqz_cost_net_t one = {8, 1, 8, link, 25e9, lat};
     w = sqz_cost_dense_ring(&one, B);
     CHECK(fabs(sqz_cost_seconds(&one, &none, &w) - 2.0 * 7 / 8 * B / 25e9) < 1e-12);
 }
