@@ -15,12 +15,13 @@ sqz_status_t sqz_round_init(sqz_round_t *r, sqz_comm_t *comm, size_t maxcap)
      * messages alike. */
     r->seg    = SQZ_ROUND_SEG;
     r->maxseg = maxcap ? (maxcap + r->seg - 1) / r->seg : 1;
-    /* SQZ_P2P_WINDOW in segments; auto: 4 for messages of at most 4 segments, else all at once.
-     * Each window's worth of segments waits for a receive, and on shared cores a receive waits
-     * for its sender to be scheduled: rounds of many long messages (top-k's all-gather at 16
-     * hosts: 15 x 7 segments) lose more to that chain than incast costs them
-     * (docs/performance.md). */
-    r->window = w >= 0 ? (size_t)w : (r->maxseg <= 4 ? 4 : 0);
+    /* SQZ_P2P_WINDOW in segments; auto: 4 when a rank sends at most SQZ_ROUND_WINDOWED
+     * segments in the round, else all at once.  Each window's worth of segments waits for a
+     * receive, and on shared cores a receive waits for its sender to be scheduled: a round of
+     * many segments (top-k's all-gather at 16 hosts: 15 x 7) loses more to that chain than
+     * incast costs it (docs/performance.md). */
+    const size_t segs = (size_t)(r->P - 1) * r->maxseg;
+    r->window = w >= 0 ? (size_t)w : (segs <= SQZ_ROUND_WINDOWED ? 4 : 0);
     const size_t n = (size_t)r->P * r->maxseg;
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
                                   n * (2 * sizeof(void *) + sizeof(size_t))));

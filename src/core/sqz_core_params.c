@@ -149,8 +149,8 @@ static const sqz_core_param_t sqz_core_params[] = {
          "peers in turn, and a rank's n-th segment waits until its (n - this)-th has arrived, so "
          "that about this many segments reach a rank at once instead of a message from every peer "
          "(incast: queues overflow, and short TCP flows wait out a retransmission timeout); 0 sends "
-         "every segment at once; -1 (auto): 4 when a round's messages hold at most 4 segments, "
-         "else 0"),
+         "every segment at once; -1 (auto): 4 when a rank sends at most 64 segments in the round "
+         "(a longer chain of waits costs more than incast), else 0"),
     JOB("THREADS", SQZ_PARAM_INT, "1", 1, 256, NULL, CORE(threads),
          "threads compressing and decoding the chunks of a scatter-reduce exchange (quant, sign); "
          "the extra threads are bound with hwloc to distinct cores of the rank's own cpuset"),
