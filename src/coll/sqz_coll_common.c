@@ -4,6 +4,7 @@
 
 #include "sqz_coll.h"
 #include "sqz_log.h"
+#include "sqz_policy.h"
 #include "lossless/sqz_entropy.h"
 
 uint32_t sqz_coll_method_id(const sqz_compressor_v1_t *c)
@@ -120,9 +121,8 @@ sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const fl
     }
     const sqz_core_params_t *p       = &call->comm->ctx->p;
     size_t                   bytes   = a.payload_bytes;
-    /* (SQZ_LINK_GBPS=0: the rate measured for the cost model, else 10 Gbit/s.) */
-    const double link = p->link_gbps > 0         ? p->link_gbps
-                        : call->comm->link_Bps > 0 ? call->comm->link_Bps * 8e-9 : 10.0;
+    /* (The cost model's link: SQZ_LINK_GBPS, or the rate it measured, or 10 Gbit/s.) */
+    const double link = sqz_policy_net(call->comm).link_Bps * 8e-9;
     const int    bits = sqz_entropy_wrap(call->comm->entropy[worker], p->entropy, link,
                                          call->comm->nranks, a.payload, &bytes);
     sqz_coll_frame_set(call, dst,

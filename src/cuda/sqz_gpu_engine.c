@@ -30,13 +30,13 @@
 #include "cuda/sqz_gpu_hier.h"
 #include "cuda/sqz_gpu_powersgd.h"
 #include "cuda/sqz_gpu_reduce_scatter.h"
-#include "sqz_cost.h"
 #include "sqz_ctx.h"
 #include "sqz_identity.h"
 #include "sqz_log.h"
 #include "sqz_param.h"
 #include "sqz_state_io.h"
 #include "sqz_plugin_util.h"
+#include "sqz_policy.h"
 #include "sqz_residual.h"
 #include "transport/sqz_nccl.h"
 #include "transport/sqz_transport_nccl.h"
@@ -599,18 +599,15 @@ static double sqz_gpu_dense_bytes(const sqz_comm_t *comm, size_t count, size_t e
  * all-gather) and the dense collective; dense runs when the compressed one would take more than
  * `factor` times as long.  The kernel rates are SQZ_KERNEL_GBPS, or 1000 GB/s when it is 0 (the
  * order of the device kernels' rates, docs/performance.md; nothing is measured on the device, so
- * every rank predicts the same); SQZ_LINK_GBPS=0 counts as 10. */
+ * every rank predicts the same); the network is the host policy's (sqz_policy_net). */
 static int sqz_gpu_choose_time(const sqz_comm_t *comm, size_t count, size_t esz, int rs, int sra,
                                double sent, double factor)
 {
     const sqz_core_params_t *p    = &comm->ctx->p;
-    const double             P    = comm->nranks, B = (double)(count * esz);
+    const double             B    = (double)(count * esz);
     const double             kern = (p->kernel_gbps > 0 ? p->kernel_gbps : 1000.0) * 1e9;
     const sqz_cost_rates_t   rates = {kern, kern};
-    const sqz_cost_net_t     net   = {
-        .ranks = P, .hosts = comm->hosts ? comm->hosts : P, .per_host = comm->per_host ? comm->per_host : 1,
-        .link_Bps = (p->link_gbps > 0 ? p->link_gbps : 10.0) * 1e9 / 8,
-        .intra_Bps = p->intra_gbps * 1e9 / 8, .latency_s = p->link_latency_us * 1e-6};
+    const sqz_cost_net_t     net   = sqz_policy_net(comm);
     sqz_cost_work_t c = sra ? sqz_cost_scatter_reduce(&net, B, 0.0)
                             : sqz_cost_allgather(&net, B, 0.0);
     c.sent            = sent; /* the engine's own count of what the exchange sends */
