@@ -86,13 +86,15 @@ static const sqz_core_param_t sqz_core_params[] = {
          "warning (the ranks still take part in the comparison)"),
     JOB("HIER", SQZ_PARAM_ENUM, "auto", 0, 0, "auto|on|off", CORE(hier),
          "hierarchical all-reduce: exact reduction inside each host, compressed exchange between "
-         "hosts, exact copy back; auto turns it on when some host holds more than one rank of the "
-         "communicator.  MPI: one leader per host.  GPU: a dense reduce-scatter inside the host, "
-         "each local shard compressed among the ranks with its local index on the other hosts, a "
-         "dense all-gather (needs several hosts of the same number of ranks)"),
+         "hosts, exact copy back; auto turns it on when the communicator spans several hosts and "
+         "some host holds more than one of its ranks.  Hosts of the same number of ranks (MPI and "
+         "GPU): a dense reduce-scatter inside the host, each local shard compressed among the "
+         "ranks with its local index on the other hosts, a dense all-gather.  Hosts of different "
+         "sizes (MPI only): a dense reduce to each host's first rank, the compressed exchange "
+         "among them, a broadcast back"),
     RANK("HOST_ID", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(host_id),
-         "this rank's host for SQZ_HIER on the GPU path (ranks with the same value share a host; "
-         "empty: the hostname): emulates several hosts on one machine"),
+         "this rank's host for SQZ_HIER (ranks with the same value share a host; empty: the "
+         "hostname): emulates several hosts on one machine"),
     JOB("DGC_MOMENTUM", SQZ_PARAM_DOUBLE, "0", 0, 0.999, NULL, CORE(dgc_momentum),
          "DGC momentum correction (0: off): the compressor sends from residual + momentum; set the "
          "optimizer's own momentum to 0 when this is on (needs SQZ_EF=ef14)"),

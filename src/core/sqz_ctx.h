@@ -201,9 +201,11 @@ struct sqz_comm {
     int                gpu_abandon;      /* destroy without touching the device (after abort) */
     sqz_moe_comm_t    *moe;              /* MoE token all-to-all state, or NULL (sqz_moe.c) */
     /* The cost model (sqz_policy.c): the hosts the ranks span and the most ranks on one (0:
-     * unknown, taken as one rank per host), and the kernel rates agreed at the first compressed
-     * call (calibrated: 1 once they are) */
+     * unknown, taken as one rank per host), how many such communicators share a host's link (a
+     * hierarchy's exchanges between hosts, one per local rank), and the kernel rates agreed at
+     * the first compressed call (calibrated: 1 once they are) */
     int                hosts, per_host;
+    int                link_share; /* exchanges running at once on each host's link (0: 1) */
     double             compress_Bps, decode_Bps;
     double             link_Bps, latency_s; /* measured (SQZ_LINK_GBPS=0); 0: from the settings */
     int                calibrated;
@@ -271,6 +273,13 @@ void sqz_layouts_fini(sqz_comm_t *comm);
  *  return the first answer).  \return SQZ_OK, or SQZ_ERR_MISMATCH on every rank after each rank
  *  has logged which settings differ from rank 0's. */
 sqz_status_t sqz_comm_check_settings(sqz_comm_t *comm);
+
+/** sqz_allreduce of float SUM on the host path, for a caller that knows, where its peers in comm
+ *  may not, that this call must go dense (a hierarchy whose other shard of the same call holds
+ *  NaN or Inf): dense != 0 sends fallback frames instead of a payload, so that every rank of comm
+ *  goes dense together and keeps its residual for the next call; dense == 0 is sqz_allreduce.
+ *  The call takes its place in the buffer's call sequence either way. */
+sqz_status_t sqz_allreduce_agreeing(sqz_comm_t *comm, float *buf, size_t count, int dense);
 
 /** Brings the context's total of per-buffer state memory (stats state_bytes, state_bytes_peak) up
  *  to date with this communicator's: `bytes` is what it holds now (0 when it goes away). */

@@ -436,13 +436,16 @@ static sqz_status_t sqz_engine_fallback(sqz_coll_call_t *call, const float *in, 
     return sqz_engine_dense(comm, in, out, call->n, call->block, op);
 }
 
-/* A call this rank could not prepare: it takes part in the exchange with fallback frames only
- * (every rank then goes dense together), with no error feedback. */
+/* A call this rank could not prepare (no_memory), or knows must go dense (sqz_allreduce_agreeing):
+ * it takes part in the exchange with fallback frames only (every rank then goes dense together),
+ * with no error feedback. */
 static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const float *in, float *out, size_t n,
-                                        size_t block, sqz_op_t op, uint64_t seq)
+                                        size_t block, sqz_op_t op, uint64_t seq, int no_memory)
 {
-    SQZ_LOG_ONCE(SQZ_LOG_WARN, "out of memory for a buffer's state: its call goes dense on every "
-                               "rank");
+    if (no_memory) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "out of memory for a buffer's state: its call goes dense on "
+                                   "every rank");
+    }
     sqz_coll_call_t call = {.comm = comm, .c = comm->ctx->method, .cstate = comm->cstate,
                             .cstates = comm->cstates, .in = in, .out = out, .n = n,
                             .block = block, .seq = seq, .poisoned = 1,
@@ -548,7 +551,7 @@ static void sqz_engine_damp(sqz_buf_state_t *bs, float *residual, size_t n, floa
 /* Flags of one run: the optimizer-side collective (sqz_ef_allreduce) keeps classic two-level
  * error feedback whatever SQZ_EF says, and has no warm-up: the optimizer decides when to
  * compress. */
-enum { SQZ_RUN_OPTIMIZER = 1 };
+enum { SQZ_RUN_OPTIMIZER = 1, SQZ_RUN_DENSE = 2 };
 
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
                                    size_t block, sqz_op_t op, uint64_t key, unsigned flags)
@@ -561,7 +564,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     SQZ_CHECK(sqz_engine_state(comm, key, n, block, out, &bs, &seq));
     sqz_comm_account_state(comm, comm->store.bytes);
     if (NULL == bs) {
-        return sqz_engine_poisoned(comm, in, out, n, block, op, seq);
+        return sqz_engine_poisoned(comm, in, out, n, block, op, seq, 1);
     }
     /* ef21/econtrol transform all-reduces; a reduce-scatter keeps classic error feedback. */
     const int       opt = 0 != (flags & SQZ_RUN_OPTIMIZER);
@@ -575,6 +578,9 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         }
         return sqz_engine_dense(comm, in, out, n, block, op);
     }
+    if (flags & SQZ_RUN_DENSE) { /* (after the warm-up, whose calls are dense alike) */
+        return sqz_engine_poisoned(comm, in, out, n, block, op, seq, 0);
+    }
     sqz_coll_call_t call = {
         .comm = comm, .c = ctx->method, .cstate = comm->cstate, .cstates = comm->cstates,
         .out = out, .n = n, .block = block, .bstate = bs, .seq = seq,
@@ -582,7 +588,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         .out_is_input = ((const float *)out == in),
     };
     if (SQZ_OK != sqz_engine_ef_open(&call, in, key, &ef)) {
-        return sqz_engine_poisoned(comm, in, out, n, block, op, seq);
+        return sqz_engine_poisoned(comm, in, out, n, block, op, seq, 1);
     }
     const double       t0 = sqz_time_now();
     const sqz_status_t st = comm->segs ? sqz_engine_exchange_segments(&call, key)
@@ -627,6 +633,23 @@ sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                           : SQZ_ERR_NOT_SUPPORTED;
     } else {
         st = sqz_engine_run(comm, in, recvbuf, count, 0, op, key, 0);
+    }
+    pthread_mutex_unlock(&comm->lock);
+    return st;
+}
+
+sqz_status_t sqz_allreduce_agreeing(sqz_comm_t *comm, float *buf, size_t count, int dense)
+{
+    if (!dense) {
+        return sqz_allreduce(comm, NULL, buf, count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+    }
+    pthread_mutex_lock(&comm->lock);
+    sqz_status_t st;
+    if (!sqz_comm_eligible(comm, count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
+        sqz_comm_count_passthrough(comm); /* (dense on every rank of comm anyway) */
+        st = sqz_dense_allreduce(comm, buf, buf, count, SQZ_OP_SUM);
+    } else {
+        st = sqz_engine_run(comm, buf, buf, count, 0, SQZ_OP_SUM, 0, SQZ_RUN_DENSE);
     }
     pthread_mutex_unlock(&comm->lock);
     return st;

@@ -19,8 +19,12 @@ sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm)
         /* Measured as one rank sees it, its host's link shared as the exchanges share it. */
         net.hosts = net.ranks, net.per_host = 1;
         net.link_Bps = comm->link_Bps, net.latency_s = comm->latency_s;
-    } else if (net.link_Bps <= 0) {
-        net.link_Bps = 10e9 / 8; /* SQZ_LINK_GBPS=0 without a measurement */
+    } else {
+        if (net.link_Bps <= 0) {
+            net.link_Bps = 10e9 / 8; /* SQZ_LINK_GBPS=0 without a measurement */
+        }
+        /* (a measured rate already is this rank's share: the sharers calibrate together) */
+        net.link_Bps /= comm->link_share > 1 ? comm->link_share : 1;
     }
     return net;
 }

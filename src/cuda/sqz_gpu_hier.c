@@ -3,11 +3,11 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cuda/sqz_gpu_engine.h"
 #include "cuda/sqz_gpu_hier.h"
 #include "sqz_log.h"
+#include "topo/sqz_hosts.h"
 
 struct sqz_gpu_hier {
     const sqz_nccl_api_t *api;
@@ -17,21 +17,6 @@ struct sqz_gpu_hier {
     sqz_comm_t           *inter;    /* the compressed engine over inter_nc */
     int                   local_rank, local_size, hosts;
 };
-
-/* This rank's host: FNV-1a of SQZ_HOST_ID, else of the hostname. */
-static uint64_t sqz_gpu_host_key(const sqz_ctx_t *ctx)
-{
-    char        name[256] = "";
-    const char *id        = ctx->p.host_id && ctx->p.host_id[0] ? ctx->p.host_id : name;
-    if (id == name && gethostname(name, sizeof(name) - 1) != 0) {
-        name[0] = '\0';
-    }
-    uint64_t h = 1469598103934665603ull;
-    for (const char *c = id; *c; c++) {
-        h = (h ^ (unsigned char)*c) * 1099511628211ull;
-    }
-    return h;
-}
 
 /* Every rank's host key (collective over comm's host transport).  \return 0, or -1. */
 static int sqz_gpu_gather_hosts(sqz_comm_t *comm, uint64_t *keys)
@@ -45,44 +30,10 @@ static int sqz_gpu_gather_hosts(sqz_comm_t *comm, uint64_t *keys)
         len[r]     = sizeof(uint64_t);
         len[P + r] = r * sizeof(uint64_t);
     }
-    const uint64_t mine = sqz_gpu_host_key(comm->ctx);
+    const uint64_t mine = sqz_host_key(comm->ctx->p.host_id);
     const int      rc   = comm->t.allgatherv(comm->t.self, &mine, sizeof(mine), keys, len, len + P);
     free(len);
     return rc ? -1 : 0;
-}
-
-/* From every rank's host key: this rank's host index (hosts in order of first rank), its local
- * index and size, the number of hosts.  \return 1 when every host holds the same number of
- * ranks. */
-static int sqz_gpu_group_hosts(const uint64_t *keys, int P, int me, int *host, int *lrank,
-                               int *lsize, int *hosts)
-{
-    int uniform = 1, first_size = -1;
-    *hosts      = 0;
-    for (int r = 0; r < P; r++) {
-        int seen = 0, size = 0;
-        for (int q = 0; q < r && !seen; q++) {
-            seen = keys[q] == keys[r];
-        }
-        if (seen) {
-            continue;
-        }
-        for (int q = 0; q < P; q++) {
-            size += keys[q] == keys[r];
-        }
-        uniform &= first_size < 0 || size == first_size;
-        first_size = first_size < 0 ? size : first_size;
-        if (keys[r] == keys[me]) {
-            *host  = *hosts;
-            *lsize = size;
-        }
-        (*hosts)++;
-    }
-    *lrank = 0;
-    for (int q = 0; q < me; q++) {
-        *lrank += keys[q] == keys[me];
-    }
-    return uniform;
 }
 
 sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, ncclComm_t nc,
@@ -98,10 +49,12 @@ sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, nc
         free(keys);
         return SQZ_ERR_TRANSPORT;
     }
-    int       host = 0, lrank = 0, lsize = 0, hosts = 0;
-    const int uniform =
-        sqz_gpu_group_hosts(keys, comm->nranks, comm->rank, &host, &lrank, &lsize, &hosts);
+    sqz_host_layout_t lay;
+    sqz_host_layout(keys, comm->nranks, comm->rank, &lay);
     free(keys);
+    const int host = lay.host, lrank = lay.local_rank, lsize = lay.local_size, hosts = lay.hosts;
+    const int uniform = lay.uniform;
+    comm->hosts = hosts, comm->per_host = lay.most; /* (the cost model's topology) */
     if (hosts < 2 || lsize < 2 || !uniform) {
         if (SQZ_HIER_ON == mode) {
             SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_HIER=on: %d host(s) of %s rank(s): the GPU path stays "
@@ -123,6 +76,10 @@ sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, nc
     }
     if (SQZ_OK == st) {
         st = sqz_gpu_comm_create(comm->ctx, api, h->inter_nc, &h->inter);
+    }
+    if (SQZ_OK == st) {
+        /* One rank per host, and the host's L exchanges share its link. */
+        h->inter->hosts = hosts, h->inter->per_host = 1, h->inter->link_share = lsize;
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("hierarchical GPU communicator: %s", sqz_status_string(st));

@@ -4,8 +4,9 @@
  *
  * Usage: mpi_allreduce_check MODE [MAXREL]
  *
- *   bitident [MAXREL]  float SUM all-reduces of 16K..1M elements (in place and not, blocking and
- *                      MPI_Iallreduce + MPI_Wait, and MPI_Reduce_scatter_block) on random data that
+ *   bitident [MAXREL]  float SUM all-reduces of 16K..1M elements and of a prime count (in place
+ *                      and not, blocking and MPI_Iallreduce + MPI_Wait, and
+ *                      MPI_Reduce_scatter_block) on random data that
  *                      differs per rank.  After each: every rank must hold the same bits (the hash
  *                      of the result is compared through MPI_MAX and MPI_MIN of an unsigned long
  *                      long, which pass through), and the relative L2 error against the exact sum
@@ -293,6 +294,22 @@ static void mode_bitident(double maxrel)
             free(ref);
         }
         free(full);
+    }
+
+    /* A count no rank count divides (a prime): a hierarchy's shards differ by one element. */
+    const size_t odd = 262147;
+    for (int inplace = 0; inplace < 2; inplace++) {
+        const uint64_t tag = 5000 + (uint64_t)inplace;
+        double        *ref = ref_sum_uniform(odd, tag);
+        float         *snd = keep[nkeep++] = xmalloc(odd * sizeof(float));
+        float         *rcv = inplace ? snd : (keep[nkeep++] = xmalloc(odd * sizeof(float)));
+        fill_uniform(snd, odd, g_rank, tag);
+        MPI_Allreduce(inplace ? MPI_IN_PLACE : snd, rcv, (int)odd, MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+        snprintf(name, sizeof(name), "MPI_Allreduce %s n=%zu", inplace ? "in place" : "out of place",
+                 odd);
+        check_close_identical(name, rcv, ref, odd, maxrel, 1);
+        free(ref);
     }
 
     /* Repeated calls on one buffer, the way a training loop calls: the error-feedback residual

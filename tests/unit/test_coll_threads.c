@@ -1,7 +1,7 @@
 /* The compressed collective algorithms on 1 to 8 ranks in threads (one context per rank, as in
  * separate processes): bit-identical outputs, accuracy, SUM/AVG, in place, reduce-scatter,
- * warm-up, error feedback over repeated calls, non-finite input, a corrupted payload, and
- * mismatched settings. */
+ * warm-up, error feedback over repeated calls, non-finite input, a call forced dense by one
+ * rank, a corrupted payload, mismatched settings, and the grouping of ranks by host. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -16,6 +16,7 @@
 #include "sqz_param.h"
 #include "sqz_test.h"
 #include "sqz_thread_transport.h"
+#include "topo/sqz_hosts.h"
 
 #define MAXR 8
 
@@ -26,6 +27,8 @@ typedef struct {
     size_t             n;
     int                in_place, avg, calls, nan_rank, nan_call, corrupt_call, rs;
     int                no_p2p;     /* 1: a transport without point-to-point (collective path) */
+    int                dense_call; /* > 0: rank P-1 calls sqz_allreduce_agreeing(dense) at call
+                                    * dense_call - 1 (the others as usual) */
     float             *out[MAXR];  /* result of the last call, per rank */
     float             *exact;      /* exact sum of the last call's inputs */
     sqz_stats_t        stats[MAXR];
@@ -179,6 +182,8 @@ static void rank_main(int rank, void *arg)
         sqz_status_t   st;
         if (j->rs) {
             st = sqz_reduce_scatter_block(comm, j->in_place ? NULL : in, buf, outn, SQZ_DTYPE_FLOAT32, op, 7);
+        } else if (call + 1 == j->dense_call && rank == j->P - 1) {
+            st = sqz_allreduce_agreeing(comm, buf, n, 1);
         } else {
             st = sqz_allreduce(comm, j->in_place ? NULL : in, buf, n, SQZ_DTYPE_FLOAT32, op, 0);
         }
@@ -388,6 +393,46 @@ static void test_nonfinite(void)
         CHECK(isnan(j.out[0][j.n / 3]));
         CHECK(j.out[0][5] == j.exact[5]);
         done(&j);
+    }
+}
+
+/* A rank that knows a call must go dense (a hierarchy whose other shard holds NaN): every rank
+ * ends with the exact sum, counts a fallback, and keeps its residual (the call after it gives
+ * what it would have given without the forced call, up to the float rounding of restoring the
+ * residual); both exchange families. */
+static void test_agreed_dense(void)
+{
+    const char *kv_q[] = {"SQZ_METHOD", "quant", NULL};
+    const char *kv_t[] = {"SQZ_METHOD", "topk", NULL};
+    const char *const *kvs[] = {kv_q, kv_t};
+    for (int k = 0; k < 2; k++) {
+        job_t forced = {.kv = kvs[k], .P = 4, .n = 65536, .calls = 2, .nan_rank = -1,
+                        .corrupt_call = -1, .dense_call = 2};
+        run(&forced);
+        CHECK(identical(&forced));
+        for (int r = 0; r < 4; r++) {
+            CHECK_EQ_INT(forced.status[r], SQZ_OK);
+            CHECK_EQ_INT(forced.stats[r].calls_fallback, 1);
+            CHECK_EQ_INT(forced.stats[r].calls_nonfinite, 0);
+        }
+        CHECK(0 == memcmp(forced.out[0], forced.exact, forced.n * sizeof(float)));
+        done(&forced);
+
+        job_t with = {.kv = kvs[k], .P = 4, .n = 65536, .calls = 3, .nan_rank = -1,
+                      .corrupt_call = -1, .dense_call = 2};
+        job_t without = with;
+        without.calls = 2, without.dense_call = 0;
+        run(&with);
+        run(&without);
+        double d2 = 0, x2 = 0;
+        for (size_t i = 0; i < with.n; i++) {
+            d2 += ((double)with.out[0][i] - without.out[0][i]) * (with.out[0][i] - without.out[0][i]);
+            x2 += (double)without.out[0][i] * without.out[0][i];
+        }
+        CHECK_MSG(sqrt(d2 / x2) < 1e-5, "%s: the call after the forced one differs by %g",
+                  kvs[k][1], sqrt(d2 / x2));
+        done(&with);
+        done(&without);
     }
 }
 
@@ -1009,6 +1054,23 @@ static void test_mismatch(void)
     done(&jp);
 }
 
+/* Ranks grouped by host key: hosts numbered by first rank, local ranks in rank order, uniform
+ * only when every host holds as many ranks. */
+static void test_host_layout(void)
+{
+    const uint64_t    blocks[] = {7, 7, 9, 9}, interleaved[] = {7, 9, 7, 9, 7, 9};
+    const uint64_t    uneven[] = {5, 3, 5};
+    sqz_host_layout_t l;
+    sqz_host_layout(blocks, 4, 3, &l);
+    CHECK(1 == l.host && 2 == l.hosts && 1 == l.local_rank && 2 == l.local_size && l.uniform);
+    sqz_host_layout(interleaved, 6, 4, &l);
+    CHECK(0 == l.host && 2 == l.hosts && 2 == l.local_rank && 3 == l.local_size && l.uniform);
+    CHECK_EQ_INT(l.most, 3);
+    sqz_host_layout(uneven, 3, 1, &l);
+    CHECK(1 == l.host && 0 == l.local_rank && 1 == l.local_size && !l.uniform && 2 == l.most);
+    CHECK(sqz_host_key("a") != sqz_host_key("b") && sqz_host_key("a") == sqz_host_key("a"));
+}
+
 int main(void)
 {
     sqz_log_set_level(SQZ_LOG_ERROR);
@@ -1017,6 +1079,7 @@ int main(void)
     test_reduce_scatter();
     test_warmup();
     test_nonfinite();
+    test_agreed_dense();
     test_corrupt();
     test_p2p_same_bits();
     test_threads();
@@ -1030,6 +1093,7 @@ int main(void)
     test_split_allgather();
     test_entropy();
     test_exact_sizes();
+    test_host_layout();
     sqz_log_set_level(-1); /* the mismatch test logs errors on purpose */
     test_mismatch();
     return sqz_test_result("test_coll_threads");

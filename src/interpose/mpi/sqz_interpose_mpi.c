@@ -30,6 +30,7 @@
 #include "sqz_statefile.h"
 #include "interpose/mpi/sqz_mpi_agree.h"
 #include "interpose/mpi/sqz_mpi_board.h"
+#include "interpose/mpi/sqz_mpi_hier.h"
 #include "transport/sqz_transport_mpi.h"
 
 #define SQZ_MPI_API __attribute__((visibility("default")))
@@ -40,36 +41,21 @@ static int          sqz_mpi_keyval = MPI_KEYVAL_INVALID;
  * cost a __tls_get_addr call on every intercepted call. */
 static __thread int sqz_mpi_inside __attribute__((tls_model("initial-exec")));
 
-/* Per-communicator state, cached as an MPI attribute: freed with the communicator.
- *
- * Hierarchical mode (SQZ_HIER): when the communicator spans several hosts and some host holds
- * more than one of its ranks, a call is reduced exactly inside each host (PMPI_Reduce to the
- * host's first rank), all-reduced compressed between the host leaders only, and broadcast back
- * exactly (PMPI_Bcast).  The leaders end bit-identical (the engine's promise) and the broadcast
- * copies their bits, so every rank does. */
+/* Per-communicator state, cached as an MPI attribute: freed with the communicator.  With
+ * SQZ_HIER, the all-reduces of a communicator that spans several hosts take the hierarchical
+ * path (sqz_mpi_hier.h). */
 typedef struct sqz_mpi_comm {
     sqz_transport_t t;             /* flat: the whole communicator */
     sqz_comm_t     *engine;
-    int             hier;          /* 1: hierarchical */
-    MPI_Comm        local;         /* ranks of this host (hierarchical only) */
-    MPI_Comm        leaders;       /* one rank per host; MPI_COMM_NULL on the others */
-    sqz_transport_t lt;
-    sqz_comm_t     *leader_engine; /* NULL when there is a single host */
+    sqz_mpi_hier_t *hier;          /* NULL: flat */
     size_t         *tokcounts;     /* 4 * size: a token all-to-all's counts and displacements */
 } sqz_mpi_comm_t;
 
 static void sqz_mpi_comm_free(sqz_mpi_comm_t *c)
 {
-    sqz_statefile_detach(c->leader_engine);
+    sqz_statefile_detach(sqz_mpi_hier_engine(c->hier));
     sqz_statefile_detach(c->engine);
-    sqz_comm_destroy(c->leader_engine);
-    sqz_transport_mpi_destroy(&c->lt);
-    if (MPI_COMM_NULL != c->leaders) {
-        PMPI_Comm_free(&c->leaders);
-    }
-    if (MPI_COMM_NULL != c->local) {
-        PMPI_Comm_free(&c->local);
-    }
+    sqz_mpi_hier_free(c->hier);
     sqz_comm_destroy(c->engine);
     sqz_transport_mpi_destroy(&c->t);
     free(c->tokcounts);
@@ -85,56 +71,6 @@ static int sqz_mpi_comm_delete(MPI_Comm comm, int keyval, void *attr, void *extr
     return MPI_SUCCESS;
 }
 
-/* Sets up the hierarchical mode of c on comm, as SQZ_HIER asks (collective over comm; every rank
- * takes the same decision from the same reduced numbers). */
-static int sqz_mpi_hier_setup(sqz_mpi_comm_t *c, MPI_Comm comm)
-{
-    const int mode = sqz_mpi_ctx->p.hier;
-    int       lrank = 0, lsize = 1, counts[2], maxima[2];
-    if (SQZ_HIER_OFF == mode) {
-        return 0;
-    }
-    if (MPI_SUCCESS != PMPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &c->local)) {
-        c->local = MPI_COMM_NULL;
-        return -1;
-    }
-    PMPI_Comm_rank(c->local, &lrank);
-    PMPI_Comm_size(c->local, &lsize);
-    counts[0] = (0 == lrank); /* hosts */
-    counts[1] = 0;
-    maxima[0] = lsize;        /* most ranks on one host */
-    maxima[1] = 0;
-    int hosts = 0, most = 0;
-    if (MPI_SUCCESS != PMPI_Allreduce(counts, &hosts, 1, MPI_INT, MPI_SUM, comm) ||
-        MPI_SUCCESS != PMPI_Allreduce(maxima, &most, 1, MPI_INT, MPI_MAX, comm)) {
-        return -1;
-    }
-    c->hier = (most > 1) && (SQZ_HIER_ON == mode || hosts > 1);
-    /* The cost model's topology (sqz_policy.h): the flat engine spans every host; the leaders'
-     * engine one rank per host. */
-    c->engine->hosts = hosts, c->engine->per_host = most;
-    if (!c->hier) {
-        PMPI_Comm_free(&c->local);
-        return 0;
-    }
-    int rank = 0;
-    PMPI_Comm_rank(comm, &rank);
-    if (MPI_SUCCESS != PMPI_Comm_split(comm, 0 == lrank ? 0 : MPI_UNDEFINED, rank, &c->leaders)) {
-        return -1;
-    }
-    if (MPI_COMM_NULL != c->leaders && hosts > 1 &&
-        (SQZ_OK != sqz_transport_mpi_create(c->leaders, &c->lt) ||
-         SQZ_OK != sqz_comm_create(sqz_mpi_ctx, &c->lt, &c->leader_engine))) {
-        /* Every leader runs the same code on the same data: a failure here is memory only. */
-        return -1;
-    }
-    if (c->leader_engine) {
-        c->leader_engine->hosts = hosts, c->leader_engine->per_host = 1;
-    }
-    SQZ_INFO("hierarchical all-reduce: %d host(s), up to %d rank(s) per host", hosts, most);
-    return 0;
-}
-
 /* \return the state of comm, created on first use; NULL when it cannot be (the call then passes
  * through, which every rank decides alike: creation fails only on memory). */
 static sqz_mpi_comm_t *sqz_mpi_comm(MPI_Comm comm)
@@ -148,24 +84,21 @@ static sqz_mpi_comm_t *sqz_mpi_comm(MPI_Comm comm)
     if (NULL == c) {
         return NULL;
     }
-    c->local = c->leaders = MPI_COMM_NULL;
     /* Settings are compared before the hierarchical set-up, whose collectives depend on them. */
     if (SQZ_OK != sqz_transport_mpi_create(comm, &c->t) ||
         SQZ_OK != sqz_comm_create(sqz_mpi_ctx, &c->t, &c->engine) ||
-        (SQZ_OK == sqz_comm_check_settings(c->engine) && 0 != sqz_mpi_hier_setup(c, comm)) ||
+        (SQZ_OK == sqz_comm_check_settings(c->engine) &&
+         0 != sqz_mpi_hier_create(c->engine, comm, &c->hier)) ||
         MPI_SUCCESS != PMPI_Comm_set_attr(comm, sqz_mpi_keyval, c)) {
         sqz_mpi_comm_free(c);
         return NULL;
     }
     /* A compressed exchange that waits too long for a peer looks where that peer is. */
     sqz_transport_mpi_on_stall(&c->t, sqz_board_stalled, sqz_mpi_ctx->p.stall_seconds);
-    if (c->leader_engine) {
-        sqz_transport_mpi_on_stall(&c->lt, sqz_board_stalled, sqz_mpi_ctx->p.stall_seconds);
-    }
     /* SQZ_STATE_FILE: the saved state of this communicator (the same creation order on every
      * rank); one that cannot be restored (other settings) stops the job. */
     if (SQZ_OK != sqz_statefile_attach(c->engine) ||
-        SQZ_OK != sqz_statefile_attach(c->leader_engine)) {
+        SQZ_OK != sqz_statefile_attach(sqz_mpi_hier_engine(c->hier))) {
         PMPI_Abort(MPI_COMM_WORLD, 1);
     }
     return c;
@@ -175,35 +108,6 @@ static sqz_comm_t *sqz_mpi_engine(MPI_Comm comm)
 {
     sqz_mpi_comm_t *c = sqz_mpi_comm(comm);
     return c ? c->engine : NULL;
-}
-
-/* The hierarchical all-reduce (see sqz_mpi_comm_t).  Counted by the leaders' engine. */
-static sqz_status_t sqz_mpi_allreduce_hier(sqz_mpi_comm_t *c, const void *sendbuf, void *recvbuf,
-                                           int count)
-{
-    int lrank = 0;
-    PMPI_Comm_rank(c->local, &lrank);
-    const void *in = (MPI_IN_PLACE == sendbuf) ? recvbuf : sendbuf;
-    if (0 == lrank) {
-        if (MPI_SUCCESS != PMPI_Reduce(MPI_IN_PLACE == sendbuf ? MPI_IN_PLACE : sendbuf, recvbuf, count,
-                                       MPI_FLOAT, MPI_SUM, 0, c->local)) {
-            return SQZ_ERR_MPI;
-        }
-    } else if (MPI_SUCCESS != PMPI_Reduce(in, NULL, count, MPI_FLOAT, MPI_SUM, 0, c->local)) {
-        return SQZ_ERR_MPI;
-    }
-    sqz_status_t st = SQZ_OK;
-    if (0 == lrank && c->leader_engine) {
-        st = sqz_allreduce(c->leader_engine, NULL, recvbuf, (size_t)count, SQZ_DTYPE_FLOAT32,
-                           SQZ_OP_SUM, 0);
-    } else if (0 != lrank) {
-        sqz_comm_count_passthrough(c->engine);
-    }
-    /* Broadcast even after a failure, so that no rank of the host is left waiting. */
-    if (MPI_SUCCESS != PMPI_Bcast(recvbuf, count, MPI_FLOAT, 0, c->local)) {
-        return SQZ_ERR_MPI;
-    }
-    return st;
 }
 
 /* Reads the configuration, agrees on it with every rank (sqz_mpi_agree.h: a bad value, settings
@@ -417,7 +321,7 @@ static int sqz_mpi_allreduce_compressed(const void *sendbuf, void *recvbuf, int 
         return 0;
     }
     sqz_board_enter(SQZ_BOARD_COMPRESSED, (uint64_t)count, c->engine->nranks);
-    *st = c->hier ? sqz_mpi_allreduce_hier(c, sendbuf, recvbuf, count)
+    *st = c->hier ? sqz_mpi_hier_allreduce(c->hier, sendbuf, recvbuf, count)
                   : sqz_allreduce(c->engine, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
                                   (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
     sqz_board_leave();
