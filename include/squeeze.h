@@ -132,6 +132,20 @@ typedef struct sqz_comm sqz_comm_t;
 SQZ_API sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *transport,
                                      sqz_comm_t **comm);
 
+/** Creates a hierarchical communicator for jobs of several hosts (what SQZ_HIER does under the
+ *  MPI interposer): `local` spans the ranks of this rank's host, `inter` the ranks with this
+ *  rank's local index on every host, one per host in the same host order everywhere; every host
+ *  holds the same number L of ranks.  sqz_allreduce on it (float32 SUM or AVG) runs a dense
+ *  reduce-scatter over local, the all-reduce of this rank's shard (1/L of the buffer) compressed
+ *  over inter, and a dense all-gather over local: the compressed traffic crosses hosts only,
+ *  every rank compresses 1/L of the buffer, and every rank ends bit-identical.  A NaN or Inf in
+ *  any input makes the call the exact dense sum, as on a flat communicator.  The settings are
+ *  compared among the ranks of inter.  Collective over every rank of both transports, which are
+ *  copied (their `self` must outlive the communicator).  sqz_reduce_scatter_block,
+ *  sqz_ef_allreduce and the MoE calls return SQZ_ERR_NOT_SUPPORTED on it. */
+SQZ_API sqz_status_t sqz_comm_create_hier(sqz_ctx_t *ctx, const sqz_transport_t *local,
+                                          const sqz_transport_t *inter, sqz_comm_t **comm);
+
 /** Frees a communicator's state.  Accepts NULL. */
 SQZ_API void sqz_comm_destroy(sqz_comm_t *comm);
 

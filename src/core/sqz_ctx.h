@@ -206,6 +206,7 @@ struct sqz_comm {
      * the first compressed call (calibrated: 1 once they are) */
     int                hosts, per_host;
     int                link_share; /* exchanges running at once on each host's link (0: 1) */
+    struct sqz_hier   *hier;       /* sqz_comm_create_hier: the host's transport, or NULL */
     double             compress_Bps, decode_Bps;
     double             link_Bps, latency_s; /* measured (SQZ_LINK_GBPS=0); 0: from the settings */
     int                calibrated;
@@ -274,12 +275,13 @@ void sqz_layouts_fini(sqz_comm_t *comm);
  *  has logged which settings differ from rank 0's. */
 sqz_status_t sqz_comm_check_settings(sqz_comm_t *comm);
 
-/** sqz_allreduce of float SUM on the host path, for a caller that knows, where its peers in comm
- *  may not, that this call must go dense (a hierarchy whose other shard of the same call holds
- *  NaN or Inf): dense != 0 sends fallback frames instead of a payload, so that every rank of comm
- *  goes dense together and keeps its residual for the next call; dense == 0 is sqz_allreduce.
- *  The call takes its place in the buffer's call sequence either way. */
-sqz_status_t sqz_allreduce_agreeing(sqz_comm_t *comm, float *buf, size_t count, int dense);
+/** The SUM all-reduce, in place, of a hierarchy's shard over comm (src/coll/sqz_coll_hier.h):
+ *  compressed when `eligible` (the whole call's eligibility), else dense and counted as passed
+ *  through; `dense` (some shard of the call holds NaN or Inf, which comm's other ranks may not
+ *  see) sends fallback frames, so that every rank of comm goes dense together and keeps its
+ *  residual.  The call takes its place in the buffer's call sequence either way. */
+sqz_status_t sqz_engine_shard(sqz_comm_t *comm, float *buf, size_t n, uint64_t key, int eligible,
+                              int dense);
 
 /** Brings the context's total of per-buffer state memory (stats state_bytes, state_bytes_peak) up
  *  to date with this communicator's: `bytes` is what it holds now (0 when it goes away). */

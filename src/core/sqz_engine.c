@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "coll/sqz_coll.h"
+#include "coll/sqz_coll_hier.h"
 #include "sqz_callseq.h"
 #include "sqz_ctx.h"
 #include "sqz_dgc.h"
@@ -98,11 +99,32 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
     return SQZ_OK;
 }
 
+sqz_status_t sqz_comm_create_hier(sqz_ctx_t *ctx, const sqz_transport_t *local,
+                                  const sqz_transport_t *inter, sqz_comm_t **out)
+{
+    *out = NULL;
+    if (NULL == local) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    sqz_comm_t  *comm;
+    sqz_status_t st = sqz_comm_create(ctx, inter, &comm);
+    if (SQZ_OK != st) {
+        return st;
+    }
+    if (SQZ_OK != (st = sqz_hier_attach(comm, local))) {
+        sqz_comm_destroy(comm);
+        return st;
+    }
+    *out = comm;
+    return SQZ_OK;
+}
+
 void sqz_comm_destroy(sqz_comm_t *comm)
 {
     if (NULL == comm) {
         return;
     }
+    sqz_hier_free(comm->hier);
     if (comm->gpu_destroy) {
         comm->gpu_destroy(comm);
     }
@@ -625,6 +647,11 @@ sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
         return SQZ_ERR_INVALID_PARAM;
     }
     const float *in = sendbuf ? (const float *)sendbuf : (const float *)recvbuf;
+    if (comm->hier) {
+        return SQZ_DTYPE_FLOAT32 == dtype && (SQZ_OP_SUM == op || SQZ_OP_AVG == op)
+                   ? sqz_hier_allreduce(comm, in, recvbuf, count, op, key)
+                   : SQZ_ERR_NOT_SUPPORTED;
+    }
     pthread_mutex_lock(&comm->lock);
     sqz_status_t st;
     if (!sqz_comm_eligible(comm, count, dtype, op)) {
@@ -638,18 +665,16 @@ sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
     return st;
 }
 
-sqz_status_t sqz_allreduce_agreeing(sqz_comm_t *comm, float *buf, size_t count, int dense)
+sqz_status_t sqz_engine_shard(sqz_comm_t *comm, float *buf, size_t n, uint64_t key, int eligible,
+                              int dense)
 {
-    if (!dense) {
-        return sqz_allreduce(comm, NULL, buf, count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
-    }
     pthread_mutex_lock(&comm->lock);
     sqz_status_t st;
-    if (!sqz_comm_eligible(comm, count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM)) {
-        sqz_comm_count_passthrough(comm); /* (dense on every rank of comm anyway) */
-        st = sqz_dense_allreduce(comm, buf, buf, count, SQZ_OP_SUM);
+    if (!eligible) {
+        sqz_comm_count_passthrough(comm);
+        st = sqz_dense_allreduce(comm, buf, buf, n, SQZ_OP_SUM);
     } else {
-        st = sqz_engine_run(comm, buf, buf, count, 0, SQZ_OP_SUM, 0, SQZ_RUN_DENSE);
+        st = sqz_engine_run(comm, buf, buf, n, 0, SQZ_OP_SUM, key, dense ? SQZ_RUN_DENSE : 0);
     }
     pthread_mutex_unlock(&comm->lock);
     return st;
@@ -661,6 +686,9 @@ sqz_status_t sqz_reduce_scatter_block(sqz_comm_t *comm, const void *sendbuf, voi
 {
     if (NULL == comm || NULL == recvbuf) {
         return SQZ_ERR_INVALID_PARAM;
+    }
+    if (comm->hier) {
+        return SQZ_ERR_NOT_SUPPORTED; /* (only all-reduces are hierarchical) */
     }
     const size_t n  = recvcount * (size_t)comm->nranks;
     const float *in = sendbuf ? (const float *)sendbuf : (const float *)recvbuf;
@@ -681,6 +709,9 @@ sqz_status_t sqz_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count, sqz_dty
 {
     if (NULL == comm || NULL == buf || 0 == key || (SQZ_OP_SUM != op && SQZ_OP_AVG != op)) {
         return SQZ_ERR_INVALID_PARAM;
+    }
+    if (comm->hier) {
+        return SQZ_ERR_NOT_SUPPORTED; /* (a hierarchical communicator is for sqz_allreduce) */
     }
     if (comm->ctx->ef14_diverges) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN,

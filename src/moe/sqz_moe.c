@@ -143,6 +143,9 @@ static sqz_status_t sqz_moe_check(const sqz_comm_t *comm, int codec, const void 
         (SQZ_MOE_LSH == codec && SQZ_DTYPE_FLOAT32 != dtype) || NULL != comm->gpu) {
         return SQZ_ERR_INVALID_PARAM;
     }
+    if (comm->hier) {
+        return SQZ_ERR_NOT_SUPPORTED; /* (a hierarchical communicator is for all-reduces) */
+    }
     size_t ns = 0, nr = 0;
     for (int r = 0; r < comm->nranks; r++) {
         if (sc[r] > UINT32_MAX || rc[r] > UINT32_MAX) {

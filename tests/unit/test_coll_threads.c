@@ -1,7 +1,7 @@
 /* The compressed collective algorithms on 1 to 8 ranks in threads (one context per rank, as in
  * separate processes): bit-identical outputs, accuracy, SUM/AVG, in place, reduce-scatter,
- * warm-up, error feedback over repeated calls, non-finite input, a call forced dense by one
- * rank, a corrupted payload, mismatched settings, and the grouping of ranks by host. */
+ * warm-up, error feedback over repeated calls, non-finite input, a corrupted payload, mismatched
+ * settings, and the grouping of ranks by host. */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -27,8 +27,6 @@ typedef struct {
     size_t             n;
     int                in_place, avg, calls, nan_rank, nan_call, corrupt_call, rs;
     int                no_p2p;     /* 1: a transport without point-to-point (collective path) */
-    int                dense_call; /* > 0: rank P-1 calls sqz_allreduce_agreeing(dense) at call
-                                    * dense_call - 1 (the others as usual) */
     float             *out[MAXR];  /* result of the last call, per rank */
     float             *exact;      /* exact sum of the last call's inputs */
     sqz_stats_t        stats[MAXR];
@@ -182,8 +180,6 @@ static void rank_main(int rank, void *arg)
         sqz_status_t   st;
         if (j->rs) {
             st = sqz_reduce_scatter_block(comm, j->in_place ? NULL : in, buf, outn, SQZ_DTYPE_FLOAT32, op, 7);
-        } else if (call + 1 == j->dense_call && rank == j->P - 1) {
-            st = sqz_allreduce_agreeing(comm, buf, n, 1);
         } else {
             st = sqz_allreduce(comm, j->in_place ? NULL : in, buf, n, SQZ_DTYPE_FLOAT32, op, 0);
         }
@@ -393,46 +389,6 @@ static void test_nonfinite(void)
         CHECK(isnan(j.out[0][j.n / 3]));
         CHECK(j.out[0][5] == j.exact[5]);
         done(&j);
-    }
-}
-
-/* A rank that knows a call must go dense (a hierarchy whose other shard holds NaN): every rank
- * ends with the exact sum, counts a fallback, and keeps its residual (the call after it gives
- * what it would have given without the forced call, up to the float rounding of restoring the
- * residual); both exchange families. */
-static void test_agreed_dense(void)
-{
-    const char *kv_q[] = {"SQZ_METHOD", "quant", NULL};
-    const char *kv_t[] = {"SQZ_METHOD", "topk", NULL};
-    const char *const *kvs[] = {kv_q, kv_t};
-    for (int k = 0; k < 2; k++) {
-        job_t forced = {.kv = kvs[k], .P = 4, .n = 65536, .calls = 2, .nan_rank = -1,
-                        .corrupt_call = -1, .dense_call = 2};
-        run(&forced);
-        CHECK(identical(&forced));
-        for (int r = 0; r < 4; r++) {
-            CHECK_EQ_INT(forced.status[r], SQZ_OK);
-            CHECK_EQ_INT(forced.stats[r].calls_fallback, 1);
-            CHECK_EQ_INT(forced.stats[r].calls_nonfinite, 0);
-        }
-        CHECK(0 == memcmp(forced.out[0], forced.exact, forced.n * sizeof(float)));
-        done(&forced);
-
-        job_t with = {.kv = kvs[k], .P = 4, .n = 65536, .calls = 3, .nan_rank = -1,
-                      .corrupt_call = -1, .dense_call = 2};
-        job_t without = with;
-        without.calls = 2, without.dense_call = 0;
-        run(&with);
-        run(&without);
-        double d2 = 0, x2 = 0;
-        for (size_t i = 0; i < with.n; i++) {
-            d2 += ((double)with.out[0][i] - without.out[0][i]) * (with.out[0][i] - without.out[0][i]);
-            x2 += (double)without.out[0][i] * without.out[0][i];
-        }
-        CHECK_MSG(sqrt(d2 / x2) < 1e-5, "%s: the call after the forced one differs by %g",
-                  kvs[k][1], sqrt(d2 / x2));
-        done(&with);
-        done(&without);
     }
 }
 
@@ -1079,7 +1035,6 @@ int main(void)
     test_reduce_scatter();
     test_warmup();
     test_nonfinite();
-    test_agreed_dense();
     test_corrupt();
     test_p2p_same_bits();
     test_threads();

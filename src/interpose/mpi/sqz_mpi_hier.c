@@ -18,10 +18,11 @@ struct sqz_mpi_hier {
     MPI_Comm          inter;    /* sharded: the ranks of this local index, by host; leader: the
                                  * hosts' first ranks (MPI_COMM_NULL on the others) */
     sqz_transport_t   t;        /* over inter */
-    sqz_comm_t       *engine;   /* over t; NULL where inter is MPI_COMM_NULL or one host */
+    sqz_transport_t   lt;       /* sharded: over local */
+    sqz_comm_t       *engine;   /* sharded: sqz_comm_create_hier over lt and t; leader: over t;
+                                 * NULL where inter is MPI_COMM_NULL or with one host */
     sqz_host_layout_t lay;
     int               sharded;
-    int              *counts;   /* sharded: each local rank's shard, then the displacements */
 };
 
 void sqz_mpi_hier_free(sqz_mpi_hier_t *h)
@@ -31,13 +32,13 @@ void sqz_mpi_hier_free(sqz_mpi_hier_t *h)
     }
     sqz_comm_destroy(h->engine);
     sqz_transport_mpi_destroy(&h->t);
+    sqz_transport_mpi_destroy(&h->lt);
     if (MPI_COMM_NULL != h->inter) {
         PMPI_Comm_free(&h->inter);
     }
     if (MPI_COMM_NULL != h->local) {
         PMPI_Comm_free(&h->local);
     }
-    free(h->counts);
     free(h);
 }
 
@@ -82,13 +83,14 @@ static int sqz_mpi_hier_split(sqz_mpi_hier_t *h, MPI_Comm comm)
         return 0;
     }
     /* Every rank of inter runs the same code on the same sizes: a failure here is memory only. */
+    sqz_ctx_t *ctx = h->flat->ctx;
     if (SQZ_OK != sqz_transport_mpi_create(h->inter, &h->t) ||
-        SQZ_OK != sqz_comm_create(h->flat->ctx, &h->t, &h->engine)) {
+        (h->sharded && SQZ_OK != sqz_transport_mpi_create(h->local, &h->lt)) ||
+        SQZ_OK != (h->sharded ? sqz_comm_create_hier(ctx, &h->lt, &h->t, &h->engine)
+                              : sqz_comm_create(ctx, &h->t, &h->engine))) {
         return -1;
     }
-    /* One rank per host; the sharded form's L exchanges share each host's link. */
-    h->engine->hosts = lay->hosts, h->engine->per_host = 1;
-    h->engine->link_share = h->sharded ? lay->local_size : 1;
+    h->engine->hosts = lay->hosts, h->engine->per_host = 1; /* (one rank per host) */
     /* A compressed exchange that waits too long for a peer looks where that peer is. */
     sqz_transport_mpi_on_stall(&h->t, sqz_board_stalled, h->flat->ctx->p.stall_seconds);
     return 0;
@@ -119,8 +121,7 @@ int sqz_mpi_hier_create(sqz_comm_t *flat, MPI_Comm comm, sqz_mpi_hier_t **out)
     h->lay     = lay;
     h->local   = h->inter = MPI_COMM_NULL;
     h->sharded = lay.uniform;
-    h->counts  = malloc(2 * (size_t)lay.local_size * sizeof(*h->counts));
-    if (NULL == h->counts || 0 != sqz_mpi_hier_split(h, comm)) {
+    if (0 != sqz_mpi_hier_split(h, comm)) {
         sqz_mpi_hier_free(h);
         return -1;
     }
@@ -160,61 +161,17 @@ static sqz_status_t sqz_mpi_hier_leader(sqz_mpi_hier_t *h, const void *sendbuf, 
     return st;
 }
 
-/* \return 1 when x[0..n-1] holds NaN or Inf (exponent bits all set; vectorizes). */
-static int sqz_mpi_hier_nonfinite(const float *x, size_t n)
-{
-    const uint32_t *u   = (const uint32_t *)x;
-    uint32_t        bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
-    }
-    return 0 != bad;
-}
-
-/* The sharded form (see sqz_mpi_hier.h).  Counted by each rank's engine between hosts. */
-static sqz_status_t sqz_mpi_hier_sharded(sqz_mpi_hier_t *h, const void *sendbuf, void *recvbuf,
-                                         int count)
-{
-    const int L = h->lay.local_size, me = h->lay.local_rank;
-    int      *counts = h->counts, *displs = h->counts + L;
-    for (int i = 0, at = 0; i < L; i++) {
-        counts[i] = count / L + (i < count % L);
-        displs[i] = at;
-        at += counts[i];
-    }
-    float *mine = (float *)recvbuf + displs[me];
-    if (MPI_IN_PLACE == sendbuf) {
-        /* (in place, the shard lands at the start of recvbuf) */
-        if (MPI_SUCCESS != PMPI_Reduce_scatter(MPI_IN_PLACE, recvbuf, counts, MPI_FLOAT, MPI_SUM,
-                                               h->local)) {
-            return SQZ_ERR_MPI;
-        }
-        memmove(mine, recvbuf, (size_t)counts[me] * sizeof(float));
-    } else if (MPI_SUCCESS != PMPI_Reduce_scatter(sendbuf, mine, counts, MPI_FLOAT, MPI_SUM,
-                                                  h->local)) {
-        return SQZ_ERR_MPI;
-    }
-    sqz_status_t st = SQZ_OK;
-    if (h->engine && counts[me] > 0) {
-        /* A non-finite element in any shard of the host sends every shard's exchange dense, so
-         * the call is the exact sum as on the flat path (one int all-reduce inside the host). */
-        int bad = sqz_mpi_hier_nonfinite(mine, (size_t)counts[me]), any = bad;
-        if (MPI_SUCCESS != PMPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, h->local)) {
-            any = 1; /* (the dense exchange is agreed with the peers whatever this host knows) */
-        }
-        st = sqz_allreduce_agreeing(h->engine, mine, (size_t)counts[me], any);
-    }
-    /* Gathered even after a failure, so that no rank of the host is left waiting. */
-    if (MPI_SUCCESS != PMPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, recvbuf, counts, displs,
-                                       MPI_FLOAT, h->local)) {
-        return SQZ_ERR_MPI;
-    }
-    return st;
-}
-
 sqz_status_t sqz_mpi_hier_allreduce(sqz_mpi_hier_t *h, const void *sendbuf, void *recvbuf,
                                     int count)
 {
-    return h->sharded ? sqz_mpi_hier_sharded(h, sendbuf, recvbuf, count)
-                      : sqz_mpi_hier_leader(h, sendbuf, recvbuf, count);
+    if (!h->sharded) {
+        return sqz_mpi_hier_leader(h, sendbuf, recvbuf, count);
+    }
+    /* (sqz_comm_create_hier's all-reduce; with one host, nothing between hosts: dense inside) */
+    if (NULL == h->engine) {
+        return MPI_SUCCESS == PMPI_Allreduce(sendbuf, recvbuf, count, MPI_FLOAT, MPI_SUM, h->local)
+                   ? SQZ_OK : SQZ_ERR_MPI;
+    }
+    return sqz_allreduce(h->engine, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
+                         (size_t)count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
 }

@@ -4,21 +4,18 @@
  * communicator spans several hosts and some host holds more than one of its ranks (SQZ_HIER=auto;
  * =on also with one host), an all-reduce takes one of two forms:
  *
- *   sharded (every host holds the same number L of ranks): a dense PMPI_Reduce_scatter inside the
- *     host leaves each rank its shard (1/L of the buffer, the first count % L ranks one element
- *     more), the shard is all-reduced compressed among the ranks with the same local index on the
- *     other hosts (every rank drives its share of the host's network and compresses 1/L of the
- *     buffer), and a dense PMPI_Allgatherv inside the host copies the shards back;
+ *   sharded (every host holds the same number L of ranks): sqz_comm_create_hier over PMPI
+ *     transports on this host's ranks and on the ranks with this rank's local index on the other
+ *     hosts (src/coll/sqz_coll_hier.h): a dense reduce-scatter inside the host, each rank's shard
+ *     (1/L of the buffer) compressed between hosts, a dense all-gather back; every rank drives its
+ *     share of the host's network and compresses 1/L of the buffer.  A NaN or Inf in any input
+ *     makes the call the exact dense sum, as on the flat path;
  *   leader (hosts of different sizes): a dense PMPI_Reduce to the host's first rank, the compressed
- *     all-reduce among the hosts' first ranks, and a PMPI_Bcast back.
+ *     all-reduce among the hosts' first ranks, and a PMPI_Bcast back (even after a failure, so
+ *     that no rank of the host is left waiting).
  *
  * Every engine between hosts ends bit-identical on its ranks (the engine's promise) and the dense
- * copies inside a host move bits, so every rank ends bit-identical.  The dense stage after the
- * exchange runs even when the exchange failed, so no rank of a host is left waiting.  A NaN or
- * Inf in any rank's input makes the whole call dense and exact, as on the flat path: the host
- * whose shard shows it agrees on it inside (one int all-reduce per call), and its exchanges
- * between hosts make their peers go dense too (sqz_allreduce_agreeing).  SQZ_MIN_BYTES is judged
- * on the whole buffer by the interposer; an exchange whose shard is below it runs dense. */
+ * copies inside a host move bits, so every rank ends bit-identical. */
 #ifndef SQZ_MPI_HIER_H
 #define SQZ_MPI_HIER_H
 

@@ -1,0 +1,40 @@
+/* The hierarchical all-reduce over two transports (sqz_comm_create_hier; the MPI interposer's
+ * SQZ_HIER on hosts of the same number of ranks).
+ *
+ * The communicator is the engine over `inter` (the ranks with this rank's local index, one per
+ * host); it holds the transport over `local` (this host's L ranks).  An all-reduce of count
+ * elements:
+ *   1. a dense reduce-scatter over local (an all-to-all of the shards, then each rank sums the L
+ *      pieces of its own shard in local-rank order): shard i has count / L elements, one more
+ *      for i < count % L;
+ *   2. the shard's SUM all-reduce over inter by the engine (compressed, or dense when the call is
+ *      not eligible), after one float all-reduce over local that tells every rank of the host
+ *      whether some shard holds NaN or Inf: then every exchange of the call goes dense (fallback
+ *      frames make the peers on the other hosts go dense too), so the call is the exact dense
+ *      sum and every residual stays for the next call, as on a flat communicator;
+ *   3. AVG: the shard scaled by 1 / (L x hosts);
+ *   4. a dense all-gather over local.
+ * Every exchange over inter ends bit-identical on its ranks and the all-gather copies bits, so
+ * every rank ends bit-identical.  Step 4 runs even when step 2 failed, so no rank of the host is
+ * left waiting.  Bytes between hosts: each rank sends its exchange's share for 1/L of the
+ * buffer, and the host's L exchanges share its link (the cost model's link_share). */
+#ifndef SQZ_COLL_HIER_H
+#define SQZ_COLL_HIER_H
+
+#include "sqz_ctx.h"
+
+typedef struct sqz_hier sqz_hier_t;
+
+/** Attaches the hierarchy over `local` to comm (the engine over inter).  \return SQZ_OK,
+ *  SQZ_ERR_INVALID_PARAM (an unusable transport) or SQZ_ERR_NO_MEMORY. */
+sqz_status_t sqz_hier_attach(sqz_comm_t *comm, const sqz_transport_t *local);
+
+/** Frees comm's hierarchy (sqz_comm_destroy; accepts NULL). */
+void sqz_hier_free(sqz_hier_t *h);
+
+/** The hierarchical all-reduce of count floats (in may equal out; op SUM or AVG).  Collective over
+ *  every rank of local and inter. */
+sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, size_t count,
+                                sqz_op_t op, uint64_t key);
+
+#endif

@@ -1,0 +1,244 @@
+/* sqz_comm_create_hier on H hosts x L ranks in threads (one context per rank, as in separate
+ * processes; a thread group per host and one per local index): every rank bit-identical, close to
+ * the exact sum, SUM and AVG, in place and not, counts no L divides; each rank compresses its
+ * shard only; a NaN on one rank makes the call the exact dense sum and keeps every residual; the
+ * calls a hierarchy does not take say so. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <squeeze.h>
+
+#include "sqz_log.h"
+#include "sqz_test.h"
+#include "sqz_thread_transport.h"
+
+#define MAXR 8
+
+typedef struct {
+    const char *method;
+    int         H, L;
+    size_t      n;
+    int         calls, in_place, avg;
+    int         nan_call;   /* >= 0: rank H*L-1 puts a NaN into its input of that call */
+    int         skip_call;  /* >= 0: that call is not made (the twin of a NaN run) */
+    float      *out[MAXR];  /* the last call's output per rank */
+    sqz_stats_t stats[MAXR];
+    sqz_status_t status[MAXR], rs_status, ef_status;
+    sqz_thread_group_t *local[MAXR], *inter[MAXR];
+} job_t;
+
+/* Rank r's input: integers in [-64, 64), so every dense sum is exact in float. */
+static float input(int r, int call, size_t i)
+{
+    unsigned x = (unsigned)(i * 2654435761u) ^ (unsigned)(r * 40503 + call * 977);
+    x ^= x >> 13, x *= 0x5bd1e995u, x ^= x >> 15;
+    return (float)((int)(x % 128) - 64);
+}
+
+static void rank_main(int rank, void *arg)
+{
+    job_t     *j    = arg;
+    const int  host = rank / j->L, lr = rank % j->L;
+    const char *kv[] = {"SQZ_METHOD", j->method, "SQZ_QUANT_BITS", "8", NULL};
+    sqz_ctx_t  *ctx;
+    sqz_comm_t *flat = sqz_thread_comm(j->local[host], lr, kv, &ctx); /* (only its context) */
+    sqz_comm_destroy(flat);
+    sqz_transport_t lt, it;
+    sqz_thread_transport(j->local[host], lr, &lt);
+    sqz_thread_transport(j->inter[lr], host, &it);
+    sqz_comm_t *comm = NULL;
+    REQUIRE(SQZ_OK == sqz_comm_create_hier(ctx, &lt, &it, &comm));
+    float *in  = malloc(j->n * sizeof(float));
+    float *buf = malloc(j->n * sizeof(float));
+    REQUIRE(in && buf);
+    for (int call = 0; call < j->calls; call++) {
+        if (call == j->skip_call) {
+            continue;
+        }
+        for (size_t i = 0; i < j->n; i++) {
+            in[i] = input(rank, call, i);
+        }
+        if (call == j->nan_call && rank == j->H * j->L - 1) {
+            in[j->n / 3] = NAN;
+        }
+        memcpy(buf, in, j->n * sizeof(float));
+        j->status[rank] = sqz_allreduce(comm, j->in_place ? NULL : in, buf, j->n,
+                                        SQZ_DTYPE_FLOAT32, j->avg ? SQZ_OP_AVG : SQZ_OP_SUM, 0);
+        if (SQZ_OK != j->status[rank]) {
+            break;
+        }
+    }
+    memcpy(j->out[rank], buf, j->n * sizeof(float));
+    if (0 == rank) {
+        j->rs_status = sqz_reduce_scatter_block(comm, NULL, buf, j->n / (size_t)(j->H * j->L),
+                                                SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
+        j->ef_status = sqz_ef_allreduce(comm, buf, j->n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, NULL);
+    }
+    sqz_stats_get(ctx, &j->stats[rank]);
+    free(in);
+    free(buf);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
+static void run(job_t *j)
+{
+    const int P = j->H * j->L;
+    REQUIRE(P <= MAXR);
+    for (int h = 0; h < j->H; h++) {
+        j->local[h] = sqz_thread_group_create(j->L);
+    }
+    for (int l = 0; l < j->L; l++) {
+        j->inter[l] = sqz_thread_group_create(j->H);
+    }
+    for (int r = 0; r < P; r++) {
+        j->out[r] = calloc(j->n, sizeof(float));
+    }
+    sqz_thread_run(P, rank_main, j);
+    for (int h = 0; h < j->H; h++) {
+        sqz_thread_group_destroy(j->local[h]);
+    }
+    for (int l = 0; l < j->L; l++) {
+        sqz_thread_group_destroy(j->inter[l]);
+    }
+}
+
+static void done(job_t *j)
+{
+    for (int r = 0; r < j->H * j->L; r++) {
+        free(j->out[r]);
+    }
+}
+
+static int identical(const job_t *j)
+{
+    for (int r = 1; r < j->H * j->L; r++) {
+        if (0 != memcmp(j->out[0], j->out[r], j->n * sizeof(float))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* ||out - exact|| / ||exact|| of the last call (rank 0), exact = the sum (or mean) of the inputs. */
+static double rel_error(const job_t *j, int *exactly)
+{
+    const int P = j->H * j->L, call = j->calls - 1;
+    double    e = 0, x = 0;
+    *exactly    = 1;
+    for (size_t i = 0; i < j->n; i++) {
+        double s = 0;
+        for (int r = 0; r < P; r++) {
+            s += input(r, call, i);
+        }
+        s = j->avg ? s / P : s;
+        e += (j->out[0][i] - s) * (j->out[0][i] - s);
+        x += s * s;
+        *exactly &= j->out[0][i] == (float)s;
+    }
+    return sqrt(e / x);
+}
+
+/* Shapes, SUM/AVG, in place: bit-identical, close, each rank's bytes_in its shard. */
+static void test_shapes(void)
+{
+    static const int shapes[][2] = {{2, 2}, {3, 2}, {2, 3}, {4, 2}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        for (int k = 0; k < 4; k++) {
+            job_t j = {.method = (k & 2) ? "topk" : "quant", .H = shapes[s][0], .L = shapes[s][1],
+                       .n = 100003, .calls = 2, .in_place = k & 1, .avg = k == 1,
+                       .nan_call = -1, .skip_call = -1};
+            run(&j);
+            const int P = j.H * j.L;
+            int       exactly;
+            const double err = rel_error(&j, &exactly);
+            CHECK_MSG(identical(&j), "%dx%d %s: ranks differ", j.H, j.L, j.method);
+            CHECK_MSG(err < ((k & 2) ? 1.5 : 0.02), "%dx%d %s%s: error %g", j.H, j.L, j.method,
+                      j.avg ? " AVG" : "", err);
+            CHECK(!exactly); /* (compressed, not dense) */
+            for (int r = 0; r < P; r++) {
+                CHECK_EQ_INT(j.status[r], SQZ_OK);
+                CHECK_EQ_INT(j.stats[r].calls_compressed, 2);
+                /* Local rank l's shard: n / L elements, one more for l < n % L. */
+                const size_t l = (size_t)(r % j.L), shard = j.n / j.L + (l < j.n % j.L);
+                CHECK_EQ_INT(j.stats[r].bytes_in, 2 * shard * sizeof(float));
+            }
+            CHECK_EQ_INT(j.rs_status, SQZ_ERR_NOT_SUPPORTED);
+            CHECK_EQ_INT(j.ef_status, SQZ_ERR_NOT_SUPPORTED);
+            done(&j);
+        }
+    }
+}
+
+/* A NaN on the last rank (another host and local index than rank 0): the call is the exact dense
+ * sum on every rank (NaN where it was), and the next call gives what it gives without the NaN
+ * call (every shard's residual kept; up to the float rounding of restoring it). */
+static void test_nonfinite(void)
+{
+    job_t j = {.method = "quant", .H = 2, .L = 2, .n = 65537, .calls = 2, .nan_call = 1,
+               .skip_call = -1};
+    run(&j);
+    CHECK(identical(&j));
+    CHECK(isnan(j.out[0][j.n / 3]));
+    float s = 0;
+    for (int r = 0; r < 4; r++) {
+        s += input(r, 1, j.n / 3);
+    }
+    j.out[0][j.n / 3] = s; /* (the rest must be the exact sum) */
+    int exactly;
+    rel_error(&j, &exactly);
+    CHECK_MSG(exactly, "the NaN call is not the exact dense sum elsewhere");
+    for (int r = 0; r < 4; r++) {
+        CHECK_EQ_INT(j.status[r], SQZ_OK);
+        CHECK_EQ_INT(j.stats[r].calls_fallback, 1);
+    }
+    done(&j);
+
+    job_t with = {.method = "quant", .H = 2, .L = 2, .n = 65537, .calls = 3, .nan_call = 1,
+                  .skip_call = -1};
+    job_t without = with;
+    without.nan_call = -1, without.skip_call = 1;
+    run(&with);
+    run(&without);
+    double d2 = 0, x2 = 0;
+    for (size_t i = 0; i < with.n; i++) {
+        const double d = (double)with.out[0][i] - without.out[0][i];
+        d2 += d * d;
+        x2 += (double)without.out[0][i] * without.out[0][i];
+    }
+    CHECK_MSG(sqrt(d2 / x2) < 1e-5, "the call after the NaN call differs by %g", sqrt(d2 / x2));
+    done(&with);
+    done(&without);
+}
+
+/* Bad arguments. */
+static void test_invalid(void)
+{
+    sqz_thread_group_t *g = sqz_thread_group_create(1);
+    const char         *kv[] = {"SQZ_METHOD", "quant", NULL};
+    sqz_ctx_t          *ctx;
+    sqz_comm_destroy(sqz_thread_comm(g, 0, kv, &ctx));
+    sqz_transport_t t, bad;
+    sqz_thread_transport(g, 0, &t);
+    bad           = t;
+    bad.alltoallv = NULL;
+    sqz_comm_t *comm = (sqz_comm_t *)&t;
+    CHECK_EQ_INT(sqz_comm_create_hier(ctx, NULL, &t, &comm), SQZ_ERR_INVALID_PARAM);
+    CHECK(NULL == comm);
+    CHECK_EQ_INT(sqz_comm_create_hier(ctx, &bad, &t, &comm), SQZ_ERR_INVALID_PARAM);
+    CHECK_EQ_INT(sqz_comm_create_hier(ctx, &t, &bad, &comm), SQZ_ERR_INVALID_PARAM);
+    CHECK(NULL == comm);
+    sqz_ctx_destroy(ctx);
+    sqz_thread_group_destroy(g);
+}
+
+int main(void)
+{
+    sqz_log_set_level(SQZ_LOG_ERROR);
+    test_shapes();
+    test_nonfinite();
+    test_invalid();
+    return sqz_test_result("test_hier_threads");
+}
