@@ -336,16 +336,31 @@ class Context(_Closing):
         self._adopt(comm)
         return comm
 
-    def mpi_comm(self, mpi_comm):
+    def mpi_comm(self, mpi_comm, hierarchical=False):
         """A Comm over an mpi4py communicator (host memory; the transport's callbacks call
         mpi4py, point-to-point messages on a private duplicate).  Collective over its ranks.  The
-        Comm keeps the mpi4py communicator (Comm.mpi) for the callers' own count exchanges."""
-        from ._mpi import mpi_transport
-        t, keep = mpi_transport(mpi_comm)
+        Comm keeps the mpi4py communicator (Comm.mpi) for the callers' own count exchanges.
+
+        hierarchical=True, on a communicator that spans several hosts of the same number (> 1)
+        of ranks (hosts: the HOST_ID parameter, else the hostname): all-reduces run as
+        sqz_comm_create_hier's (a dense reduce-scatter inside the host, each rank's shard
+        compressed between hosts, a dense all-gather); such a Comm takes all-reduces only.
+        Elsewhere the Comm is flat."""
+        from ._mpi import host_split, mpi_transport
+        split = host_split(mpi_comm, self.param("HOST_ID")["current"]) if hierarchical else None
         out = ctypes.c_void_p()
-        check(self._lib.lib.sqz_comm_create(self._handle(), ctypes.byref(t), ctypes.byref(out)),
-              "sqz_comm_create")
-        comm = Comm(self, out.value, keepalive=(t, keep))
+        if split is None:
+            t, keep = mpi_transport(mpi_comm)
+            check(self._lib.lib.sqz_comm_create(self._handle(), ctypes.byref(t),
+                                                ctypes.byref(out)), "sqz_comm_create")
+            keepalive = (t, keep)
+        else:
+            (lt, lkeep), (it, ikeep) = (mpi_transport(c) for c in split)
+            check(self._lib.lib.sqz_comm_create_hier(self._handle(), ctypes.byref(lt),
+                                                     ctypes.byref(it), ctypes.byref(out)),
+                  "sqz_comm_create_hier")
+            keepalive = (lt, lkeep, it, ikeep, split)
+        comm = Comm(self, out.value, keepalive=keepalive)
         comm.mpi = mpi_comm
         self._adopt(comm)
         return comm

@@ -281,6 +281,8 @@ _PROTOTYPES = {
     "sqz_stats_write_json": (_int, [_vp, _str, _int], True),
     "sqz_stats_json": (ctypes.c_size_t, [_vp, _int, ctypes.c_char_p, ctypes.c_size_t], False),
     "sqz_comm_create": (_int, [_vp, ctypes.POINTER(sqz_transport_t), _pvp], True),
+    "sqz_comm_create_hier": (_int, [_vp, ctypes.POINTER(sqz_transport_t),
+                                    ctypes.POINTER(sqz_transport_t), _pvp], True),
     "sqz_comm_destroy": (None, [_vp], True),
     "sqz_allreduce": (_int, [_vp, _vp, _vp, _size, _int, _int, _u64], True),
     "sqz_reduce_scatter_block": (_int, [_vp, _vp, _vp, _size, _int, _int, _u64], True),

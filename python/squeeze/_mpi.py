@@ -6,6 +6,7 @@ match the application's own), which gives the engine its one-round exchanges.  m
 here only, when a Comm over MPI is made.
 """
 import ctypes
+import socket
 
 from . import _lib
 
@@ -14,6 +15,22 @@ def _bytes_at(addr, n):
     """A writable memoryview of n bytes at address addr (a zero-length view for n == 0)."""
     return memoryview((ctypes.c_ubyte * n).from_address(addr)).cast("B") if n else \
         memoryview(bytearray(0))
+
+
+def host_split(comm, host_id=""):
+    """(local, inter) mpi4py communicators for sqz_comm_create_hier: this rank's host (host_id,
+    else the hostname; hosts in the order of their first rank) and the ranks with this rank's
+    local index, one per host; None (collectively) unless comm spans several hosts that all hold
+    the same number (> 1) of ranks."""
+    names = comm.allgather(host_id or socket.gethostname())
+    hosts = list(dict.fromkeys(names))
+    sizes = {names.count(h) for h in hosts}
+    if len(hosts) < 2 or len(sizes) != 1 or sizes == {1}:
+        return None
+    me = comm.Get_rank()
+    host = hosts.index(names[me])
+    local_rank = names[:me].count(names[me])
+    return comm.Split(host, me), comm.Split(local_rank, host)
 
 
 def mpi_transport(comm):

@@ -4,7 +4,9 @@
 #     the leader form (only the hosts' first ranks compress); every rank ends bit-identical, odd
 #     counts included; a NaN on one rank makes the call the exact dense sum and keeps every
 #     residual.
-#  2. On an emulated 2-host cluster (bench/netcluster, 2 ranks per host, hosts by hostname): the
+#  2. The same through the Python binding (Context.mpi_comm(comm, hierarchical=True), the C API's
+#     sqz_comm_create_hier), where python3 has an mpi4py of the MPI under test.
+#  3. On an emulated 2-host cluster (bench/netcluster, 2 ranks per host, hosts by hostname): the
 #     sharded form, bit-identical, every rank compressing; skipped (77 for this part) where network
 #     namespaces are not allowed.
 . "$top_srcdir/tests/mpi/common.sh"
@@ -55,6 +57,21 @@ echo "leader form: rank 0 compressed $c0 calls, rank 1 (not a leader) $c1"
 hosts "$TESTDIR/nan" 2 2 nan 0.05 keep-residual
 grep 'call 3' "$TESTDIR/nan.log"
 echo "PASS: sharded and leader forms on emulated hosts (SQZ_HOST_ID)"
+
+# The Python binding's hierarchical Comm (sqz_comm_create_hier over mpi4py), no interposer.
+if PY=$(mpi4py_python); then
+    asan_preload=
+    [ -z "${SQUEEZE_ASAN_RUNTIME:-}" ] || asan_preload="LD_PRELOAD=$(preload)"
+    api="$top_srcdir/tests/mpi/hier_api.py"
+    # shellcheck disable=SC2086 # PY_ENV and asan_preload are words
+    run_job $PY_ENV $asan_preload SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so" \
+        PYTHONPATH="$top_srcdir/python" SQZ_LOG=warn \
+        -np 2 SQZ_HOST_ID=a "$PY" "$api" : -np 2 SQZ_HOST_ID=b "$PY" "$api" \
+        >"$TESTDIR/api.log" 2>&1 || { cat "$TESTDIR/api.log"; fail "tests/mpi/hier_api.py failed"; }
+    grep -E '^(PASS|FAIL)' "$TESTDIR/api.log"
+else
+    echo "SKIP (Python part): no python3 with numpy and an mpi4py built for $MPI_IMPL"
+fi
 
 [ "$(id -u)" = 0 ] || { echo "SKIP (cluster part): not root"; exit 0; }
 ip netns add "sqzhier$$" 2>/dev/null || { echo "SKIP (cluster part): no network namespaces"; exit 0; }
