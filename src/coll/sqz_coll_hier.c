@@ -1,6 +1,8 @@
 /* The hierarchical all-reduce over two transports (see sqz_coll_hier.h). */
 #include "config.h"
 
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +13,7 @@ struct sqz_hier {
     sqz_transport_t local;
     size_t         *counts; /* 6 x L: send bytes, send offsets, receive bytes, receive offsets,
                              * shard elements, shard offsets */
+    const float   **pieces; /* L: where step 1 reads each rank's piece of this rank's shard */
     float          *scratch;
     size_t          cap;    /* bytes of scratch */
     size_t          agreed; /* bytes of scratch every rank of the host is known to have */
@@ -24,8 +27,9 @@ sqz_status_t sqz_hier_attach(sqz_comm_t *comm, const sqz_transport_t *local)
         return SQZ_ERR_INVALID_PARAM;
     }
     sqz_hier_t *h = calloc(1, sizeof(*h));
-    if (NULL == h || NULL == (h->counts = calloc(6 * (size_t)local->nranks, sizeof(size_t)))) {
-        free(h);
+    if (NULL == h || NULL == (h->counts = calloc(6 * (size_t)local->nranks, sizeof(size_t))) ||
+        NULL == (h->pieces = calloc((size_t)local->nranks, sizeof(*h->pieces)))) {
+        sqz_hier_free(h);
         return SQZ_ERR_NO_MEMORY;
     }
     memcpy(&h->local, local, local->size < sizeof(h->local) ? local->size : sizeof(h->local));
@@ -39,44 +43,62 @@ void sqz_hier_free(sqz_hier_t *h)
 {
     if (h) {
         free(h->counts);
+        free(h->pieces);
         free(h->scratch);
         free(h);
     }
 }
 
-/* \return 1 when x[0..n-1] holds NaN or Inf (exponent bits all set; vectorizes). */
-static int sqz_hier_nonfinite(const float *x, size_t n)
+/* mine = the sum of the L pieces of n elements at pieces[0..L-1], in that order, in blocks that
+ * stay in cache; mine may be pieces[0] (in place), no other.  \return 1 when the sum
+ * holds NaN or Inf (what a NaN or Inf input leaves). */
+static int sqz_hier_sum_pieces(const float *const *pieces, size_t L, size_t n, float *mine)
 {
-    const uint32_t *u   = (const uint32_t *)x;
-    uint32_t        bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        bad |= (uint32_t)((u[i] & 0x7f800000u) == 0x7f800000u);
+    enum { BLOCK = 4096 };
+    int bad = 0;
+    for (size_t b = 0; b < n; b += BLOCK) {
+        const size_t m = n - b < BLOCK ? n - b : BLOCK;
+        float       *d = mine + b;
+        if (pieces[0] + b != d) {
+            memmove(d, pieces[0] + b, m * sizeof(float));
+        }
+        for (size_t j = 1; j < L; j++) {
+            const float *p = pieces[j] + b;
+            for (size_t i = 0; i < m; i++) {
+                d[i] += p[i];
+            }
+        }
+        for (size_t i = 0; i < m; i++) {
+            bad |= !(fabsf(d[i]) <= FLT_MAX); /* (NaN compares false; vectorizes) */
+        }
     }
-    return 0 != bad;
+    return bad;
 }
 
-/* Step 1: this rank's shard of the host's sum into out + its offset.  \return SQZ_OK or an error
- * on this rank (then the peers of the host fail in their all-to-all too, or complete it). */
-static sqz_status_t sqz_hier_reduce_scatter(sqz_hier_t *h, const float *in, float *out)
+/* Step 1: this rank's shard of the host's sum into out + its offset; *bad = 1 when it holds NaN
+ * or Inf.  The other ranks' pieces of the shard arrive in the scratch; this rank's own is read
+ * where it is.  \return SQZ_OK or SQZ_ERR_TRANSPORT. */
+static sqz_status_t sqz_hier_reduce_scatter(sqz_hier_t *h, const float *in, float *out, int *bad)
 {
     const size_t L = (size_t)h->local.nranks, me = (size_t)h->local.rank;
     size_t *sb = h->counts, *sd = sb + L, *rb = sd + L, *rd = rb + L, *n = rd + L, *at = n + L;
     for (size_t j = 0; j < L; j++) {
-        sb[j] = n[j] * sizeof(float), sd[j] = at[j] * sizeof(float);
-        rb[j] = n[me] * sizeof(float), rd[j] = j * n[me] * sizeof(float);
+        /* (no slot for this rank's own piece) */
+        const size_t slot = j < me ? j : (j > me ? j - 1 : 0);
+        sb[j] = j == me ? 0 : n[j] * sizeof(float), sd[j] = at[j] * sizeof(float);
+        rb[j] = j == me ? 0 : n[me] * sizeof(float), rd[j] = slot * n[me] * sizeof(float);
     }
     if (0 != h->local.alltoallv(h->local.self, in, sb, sd, h->scratch, rb, rd)) {
         return SQZ_ERR_TRANSPORT;
     }
-    /* (in is no longer read: an in-place output may overwrite it) */
-    float *mine = out + at[me];
-    memcpy(mine, h->scratch, n[me] * sizeof(float));
-    for (size_t j = 1; j < L; j++) {
-        const float *piece = h->scratch + j * n[me];
-        for (size_t i = 0; i < n[me]; i++) {
-            mine[i] += piece[i];
-        }
+    /* This rank's own piece first (an in-place output is that piece), then the others in
+     * local-rank order: the same order whether in place or not. */
+    const float **pieces = h->pieces;
+    pieces[0]            = in + at[me];
+    for (size_t slot = 0; slot + 1 < L; slot++) {
+        pieces[slot + 1] = h->scratch + slot * n[me];
     }
+    *bad = sqz_hier_sum_pieces(pieces, L, n[me], out + at[me]);
     return SQZ_OK;
 }
 
@@ -125,40 +147,48 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
         n[j] = count / L + (j < count % L), at[j] = pos;
         pos += n[j];
     }
-    /* Scratch: the L pieces of this rank's shard (n[0] is the largest). */
-    const int roomy = sqz_hier_roomy(h, L * n[0] * sizeof(float));
+    /* Scratch: the other ranks' pieces of this rank's shard, then its all-reduced shard (n[0] is
+     * the largest; at least one shard). */
+    const int roomy = sqz_hier_roomy(h, (L > 1 ? L - 1 : 1) * n[0] * sizeof(float));
     if (roomy < 0) {
         return SQZ_ERR_TRANSPORT;
     }
-    sqz_status_t st = roomy ? sqz_hier_reduce_scatter(h, in, out)
-                            : sqz_hier_whole(h, in, out, count, n, at, 0);
+    int          bad = 0;
+    sqz_status_t st  = roomy ? sqz_hier_reduce_scatter(h, in, out, &bad)
+                             : sqz_hier_whole(h, in, out, count, n, at, 0);
     float *mine = out + at[me];
-    float  bad  = SQZ_OK == st ? (float)sqz_hier_nonfinite(mine, n[me]) : 1.0f, any = bad;
-    if (0 != h->local.allreduce_f32_sum(h->local.self, &bad, &any, 1) || SQZ_OK != st) {
+    if (!roomy && SQZ_OK == st) {
+        for (size_t i = 0; i < n[me]; i++) {
+            bad |= !(fabsf(mine[i]) <= FLT_MAX);
+        }
+    }
+    float flag = SQZ_OK == st ? (float)bad : 1.0f, any = flag;
+    if (0 != h->local.allreduce_f32_sum(h->local.self, &flag, &any, 1) || SQZ_OK != st) {
         return SQZ_ERR_TRANSPORT; /* (the host's transport failed: nothing more can be agreed) */
     }
+    /* Step 2 into the scratch (its pieces are summed already), from which step 4 sends: the
+     * transport's send and receive buffers must be distinct.  Without scratch: in place. */
+    float *shard = roomy ? h->scratch : mine;
     if (n[me] > 0) {
         const int eligible = sqz_comm_eligible(comm, count, SQZ_DTYPE_FLOAT32, op);
-        st = sqz_engine_shard(comm, mine, n[me], key, eligible, any != 0.0f);
+        st = sqz_engine_shard(comm, mine, shard, n[me], key, eligible, any != 0.0f);
         if (SQZ_OP_AVG == op) {
             const float s = 1.0f / (float)(L * (size_t)comm->nranks);
             for (size_t i = 0; i < n[me]; i++) {
-                mine[i] *= s;
+                shard[i] *= s;
             }
         }
     }
-    /* Step 4 even after a failure of step 2, from a copy of the shard (the transport's send and
-     * receive buffers are distinct). */
+    /* Step 4, even after a failure of step 2. */
     if (!roomy) {
         const sqz_status_t gst = sqz_hier_whole(h, NULL, out, count, n, at, 1);
         return SQZ_OK == st ? gst : st;
     }
-    memcpy(h->scratch, mine, n[me] * sizeof(float));
     size_t *rb = h->counts, *rd = rb + L;
     for (size_t j = 0; j < L; j++) {
         rb[j] = n[j] * sizeof(float), rd[j] = at[j] * sizeof(float);
     }
-    if (0 != h->local.allgatherv(h->local.self, h->scratch, n[me] * sizeof(float), out, rb, rd)) {
+    if (0 != h->local.allgatherv(h->local.self, shard, n[me] * sizeof(float), out, rb, rd)) {
         return SQZ_ERR_TRANSPORT;
     }
     return st;

@@ -573,7 +573,7 @@ static void sqz_engine_damp(sqz_buf_state_t *bs, float *residual, size_t n, floa
 /* Flags of one run: the optimizer-side collective (sqz_ef_allreduce) keeps classic two-level
  * error feedback whatever SQZ_EF says, and has no warm-up: the optimizer decides when to
  * compress. */
-enum { SQZ_RUN_OPTIMIZER = 1, SQZ_RUN_DENSE = 2 };
+enum { SQZ_RUN_OPTIMIZER = 1, SQZ_RUN_DENSE = 2, SQZ_RUN_NAMED_BY_IN = 4 };
 
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
                                    size_t block, sqz_op_t op, uint64_t key, unsigned flags)
@@ -583,7 +583,10 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     SQZ_CHECK(sqz_policy_calibrate(comm));
     sqz_buf_state_t *bs;
     uint64_t         seq;
-    SQZ_CHECK(sqz_engine_state(comm, key, n, block, out, &bs, &seq));
+    /* (an intercepted call's buffer is named by its address: the output's, or the input's where
+     * the output is scratch) */
+    const void *named = (flags & SQZ_RUN_NAMED_BY_IN) ? (const void *)in : (const void *)out;
+    SQZ_CHECK(sqz_engine_state(comm, key, n, block, named, &bs, &seq));
     sqz_comm_account_state(comm, comm->store.bytes);
     if (NULL == bs) {
         return sqz_engine_poisoned(comm, in, out, n, block, op, seq, 1);
@@ -665,16 +668,17 @@ sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
     return st;
 }
 
-sqz_status_t sqz_engine_shard(sqz_comm_t *comm, float *buf, size_t n, uint64_t key, int eligible,
-                              int dense)
+sqz_status_t sqz_engine_shard(sqz_comm_t *comm, const float *in, float *out, size_t n, uint64_t key,
+                              int eligible, int dense)
 {
     pthread_mutex_lock(&comm->lock);
     sqz_status_t st;
     if (!eligible) {
         sqz_comm_count_passthrough(comm);
-        st = sqz_dense_allreduce(comm, buf, buf, n, SQZ_OP_SUM);
+        st = sqz_dense_allreduce(comm, in, out, n, SQZ_OP_SUM);
     } else {
-        st = sqz_engine_run(comm, buf, buf, n, 0, SQZ_OP_SUM, key, dense ? SQZ_RUN_DENSE : 0);
+        st = sqz_engine_run(comm, in, out, n, 0, SQZ_OP_SUM, key,
+                            SQZ_RUN_NAMED_BY_IN | (dense ? SQZ_RUN_DENSE : 0));
     }
     pthread_mutex_unlock(&comm->lock);
     return st;

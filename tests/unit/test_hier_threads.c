@@ -23,6 +23,7 @@ typedef struct {
     int         calls, in_place, avg;
     int         nan_call;   /* >= 0: rank H*L-1 puts a NaN into its input of that call */
     int         skip_call;  /* >= 0: that call is not made (the twin of a NaN run) */
+    int         two_bufs;   /* 1: odd calls go to a second buffer of the same size, inputs x1000 */
     float      *out[MAXR];  /* the last call's output per rank */
     sqz_stats_t stats[MAXR];
     sqz_status_t status[MAXR], rs_status, ef_status;
@@ -50,15 +51,17 @@ static void rank_main(int rank, void *arg)
     sqz_thread_transport(j->inter[lr], host, &it);
     sqz_comm_t *comm = NULL;
     REQUIRE(SQZ_OK == sqz_comm_create_hier(ctx, &lt, &it, &comm));
-    float *in  = malloc(j->n * sizeof(float));
-    float *buf = malloc(j->n * sizeof(float));
-    REQUIRE(in && buf);
+    float *in    = malloc(j->n * sizeof(float));
+    float *bufs[2] = {malloc(j->n * sizeof(float)), malloc(j->n * sizeof(float))}, *buf = bufs[0];
+    REQUIRE(in && bufs[0] && bufs[1]);
     for (int call = 0; call < j->calls; call++) {
         if (call == j->skip_call) {
             continue;
         }
+        const int other = j->two_bufs && (call & 1);
+        buf             = bufs[other];
         for (size_t i = 0; i < j->n; i++) {
-            in[i] = input(rank, call, i);
+            in[i] = input(rank, call, i) * (other ? 1000.0f : 1.0f);
         }
         if (call == j->nan_call && rank == j->H * j->L - 1) {
             in[j->n / 3] = NAN;
@@ -78,7 +81,8 @@ static void rank_main(int rank, void *arg)
     }
     sqz_stats_get(ctx, &j->stats[rank]);
     free(in);
-    free(buf);
+    free(bufs[0]);
+    free(bufs[1]);
     sqz_comm_destroy(comm);
     sqz_ctx_destroy(ctx);
 }
@@ -172,6 +176,20 @@ static void test_shapes(void)
     }
 }
 
+/* Two buffers of the same size, called in turn: each keeps its own residual (a residual of the
+ * other's, a thousand times larger, would swamp the last call's result). */
+static void test_two_buffers(void)
+{
+    job_t j = {.method = "quant", .H = 2, .L = 2, .n = 65536, .calls = 5, .nan_call = -1,
+               .skip_call = -1, .two_bufs = 1};
+    run(&j);
+    int          exactly;
+    const double err = rel_error(&j, &exactly);
+    CHECK(identical(&j));
+    CHECK_MSG(err < 0.02, "two buffers: error %g of the last call", err);
+    done(&j);
+}
+
 /* A NaN on the last rank (another host and local index than rank 0): the call is the exact dense
  * sum on every rank (NaN where it was), and the next call gives what it gives without the NaN
  * call (every shard's residual kept; up to the float rounding of restoring it). */
@@ -238,6 +256,7 @@ int main(void)
 {
     sqz_log_set_level(SQZ_LOG_ERROR);
     test_shapes();
+    test_two_buffers();
     test_nonfinite();
     test_invalid();
     return sqz_test_result("test_hier_threads");
