@@ -17,6 +17,7 @@ struct sqz_hier {
     float          *scratch;
     size_t          cap;    /* bytes of scratch */
     size_t          agreed; /* bytes of scratch every rank of the host is known to have */
+    int             shared; /* 1: the measured rates are the host's mean (sqz_hier_share) */
 };
 
 sqz_status_t sqz_hier_attach(sqz_comm_t *comm, const sqz_transport_t *local)
@@ -137,6 +138,32 @@ static sqz_status_t sqz_hier_whole(sqz_hier_t *h, const float *in, float *out, s
                                                                           : SQZ_ERR_TRANSPORT;
 }
 
+/* After the first call that calibrated every exchange of the host (SQZ_EXCHANGE_MODEL=time): the
+ * L exchanges measured their rates at once, each its own share of the host's link, and the
+ * shares come out uneven; they get the host's mean, the share each has when they all run.  The
+ * host's ranks hold the same L engines' values, so every engine gets the same mean on every host
+ * (a choice made on it stays the same on every rank of an engine).  The condition reads only
+ * what every rank of the host shares (settings, the call's size and eligibility).  \return 0, or
+ * -1 when the transport failed. */
+static int sqz_hier_share(sqz_comm_t *comm, const size_t *n, int eligible)
+{
+    sqz_hier_t *h = comm->hier;
+    const size_t L = (size_t)h->local.nranks;
+    if (h->shared || !eligible || 0 == n[L - 1] ||
+        SQZ_EXCHANGE_MODEL_TIME != comm->ctx->p.exchange_model) {
+        return 0;
+    }
+    h->shared  = 1;
+    float v[4] = {(float)comm->link_Bps, (float)comm->latency_s, (float)comm->compress_Bps,
+                  (float)comm->decode_Bps};
+    if (0 != h->local.allreduce_f32_sum(h->local.self, v, v, 4)) {
+        return -1;
+    }
+    comm->link_Bps = v[0] / (double)L, comm->latency_s = v[1] / (double)L;
+    comm->compress_Bps = v[2] / (double)L, comm->decode_Bps = v[3] / (double)L;
+    return 0;
+}
+
 sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, size_t count,
                                 sqz_op_t op, uint64_t key)
 {
@@ -168,9 +195,9 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
     }
     /* Step 2 into the scratch (its pieces are summed already), from which step 4 sends: the
      * transport's send and receive buffers must be distinct.  Without scratch: in place. */
-    float *shard = roomy ? h->scratch : mine;
+    float    *shard    = roomy ? h->scratch : mine;
+    const int eligible = sqz_comm_eligible(comm, count, SQZ_DTYPE_FLOAT32, op);
     if (n[me] > 0) {
-        const int eligible = sqz_comm_eligible(comm, count, SQZ_DTYPE_FLOAT32, op);
         st = sqz_engine_shard(comm, mine, shard, n[me], key, eligible, any != 0.0f);
         if (SQZ_OP_AVG == op) {
             const float s = 1.0f / (float)(L * (size_t)comm->nranks);
@@ -178,6 +205,9 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
                 shard[i] *= s;
             }
         }
+    }
+    if (0 != sqz_hier_share(comm, n, eligible)) {
+        return SQZ_ERR_TRANSPORT;
     }
     /* Step 4, even after a failure of step 2. */
     if (!roomy) {

@@ -10,6 +10,7 @@
 
 #include <squeeze.h>
 
+#include "sqz_ctx.h"
 #include "sqz_log.h"
 #include "sqz_test.h"
 #include "sqz_thread_transport.h"
@@ -24,6 +25,8 @@ typedef struct {
     int         nan_call;   /* >= 0: rank H*L-1 puts a NaN into its input of that call */
     int         skip_call;  /* >= 0: that call is not made (the twin of a NaN run) */
     int         two_bufs;   /* 1: odd calls go to a second buffer of the same size, inputs x1000 */
+    int         timed;      /* 1: SQZ_EXCHANGE_MODEL=time with the link measured */
+    double      link[MAXR], compress[MAXR]; /* each rank's engine's rates after the calls */
     float      *out[MAXR];  /* the last call's output per rank */
     sqz_stats_t stats[MAXR];
     sqz_status_t status[MAXR], rs_status, ef_status;
@@ -42,7 +45,8 @@ static void rank_main(int rank, void *arg)
 {
     job_t     *j    = arg;
     const int  host = rank / j->L, lr = rank % j->L;
-    const char *kv[] = {"SQZ_METHOD", j->method, "SQZ_QUANT_BITS", "8", NULL};
+    const char *kv[] = {"SQZ_METHOD", j->method, "SQZ_QUANT_BITS", "8",
+                        j->timed ? "SQZ_EXCHANGE_MODEL" : NULL, "time", "SQZ_LINK_GBPS", "0", NULL};
     sqz_ctx_t  *ctx;
     sqz_comm_t *flat = sqz_thread_comm(j->local[host], lr, kv, &ctx); /* (only its context) */
     sqz_comm_destroy(flat);
@@ -80,6 +84,7 @@ static void rank_main(int rank, void *arg)
         j->ef_status = sqz_ef_allreduce(comm, buf, j->n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, NULL);
     }
     sqz_stats_get(ctx, &j->stats[rank]);
+    j->link[rank] = comm->link_Bps, j->compress[rank] = comm->compress_Bps;
     free(in);
     free(bufs[0]);
     free(bufs[1]);
@@ -190,6 +195,24 @@ static void test_two_buffers(void)
     done(&j);
 }
 
+/* SQZ_EXCHANGE_MODEL=time with the link measured: the host's exchanges calibrate at once, and
+ * all of them then hold the same rates (the host's mean), on every rank. */
+static void test_shared_rates(void)
+{
+    job_t j = {.method = "quant", .H = 2, .L = 3, .n = 65536, .calls = 2, .nan_call = -1,
+               .skip_call = -1, .timed = 1};
+    run(&j);
+    CHECK(identical(&j));
+    for (int r = 0; r < 6; r++) {
+        CHECK_MSG(j.link[r] > 0 && j.compress[r] > 0, "rank %d: rates %g %g", r, j.link[r],
+                  j.compress[r]);
+        CHECK_MSG(j.link[r] == j.link[0] && j.compress[r] == j.compress[0],
+                  "rank %d: link %g compress %g, rank 0 %g %g", r, j.link[r], j.compress[r],
+                  j.link[0], j.compress[0]);
+    }
+    done(&j);
+}
+
 /* A NaN on the last rank (another host and local index than rank 0): the call is the exact dense
  * sum on every rank (NaN where it was), and the next call gives what it gives without the NaN
  * call (every shard's residual kept; up to the float rounding of restoring it). */
@@ -257,6 +280,7 @@ int main(void)
     sqz_log_set_level(SQZ_LOG_ERROR);
     test_shapes();
     test_two_buffers();
+    test_shared_rates();
     test_nonfinite();
     test_invalid();
     return sqz_test_result("test_hier_threads");
