@@ -106,12 +106,16 @@ static sqz_status_t sqz_hier_reduce_scatter(sqz_hier_t *h, const float *in, floa
 /* Whether every rank of the host has scratch for a call of this size: agreed over local when the
  * size grows past what was agreed before (the same calls on every rank of the host, so the same
  * decision to agree).  \return 1, 0 (some rank has no memory), or -1 (transport failure). */
-static int sqz_hier_roomy(sqz_hier_t *h, size_t need)
+int (*sqz_hier_alloc_fails)(int host, int local_rank);
+
+static int sqz_hier_roomy(const sqz_comm_t *comm, sqz_hier_t *h, size_t need)
 {
     if (need <= h->agreed) {
         return 1;
     }
-    float ok = SQZ_OK == sqz_scratch_reserve((void **)&h->scratch, &h->cap, need), all = ok;
+    const int fails = sqz_hier_alloc_fails && sqz_hier_alloc_fails(comm->rank, h->local.rank);
+    float     ok    = !fails && SQZ_OK == sqz_scratch_reserve((void **)&h->scratch, &h->cap, need);
+    float     all   = ok;
     if (0 != h->local.allreduce_f32_sum(h->local.self, &ok, &all, 1)) {
         return -1;
     }
@@ -176,7 +180,7 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
     }
     /* Scratch: the other ranks' pieces of this rank's shard, then its all-reduced shard (n[0] is
      * the largest; at least one shard). */
-    const int roomy = sqz_hier_roomy(h, (L > 1 ? L - 1 : 1) * n[0] * sizeof(float));
+    const int roomy = sqz_hier_roomy(comm, h, (L > 1 ? L - 1 : 1) * n[0] * sizeof(float));
     if (roomy < 0) {
         return SQZ_ERR_TRANSPORT;
     }

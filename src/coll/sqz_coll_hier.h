@@ -37,4 +37,8 @@ void sqz_hier_free(sqz_hier_t *h);
 sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, size_t count,
                                 sqz_op_t op, uint64_t key);
 
+/** Tests: when set, called as each rank's scratch grows (host: the rank in inter, local_rank: in
+ *  local); nonzero makes that allocation fail (the no-memory path of steps 1 and 4). */
+extern int (*sqz_hier_alloc_fails)(int host, int local_rank);
+
 #endif

@@ -1,8 +1,9 @@
 /* sqz_comm_create_hier on H hosts x L ranks in threads (one context per rank, as in separate
  * processes; a thread group per host and one per local index): every rank bit-identical, close to
  * the exact sum, SUM and AVG, in place and not, counts no L divides; each rank compresses its
- * shard only; a NaN on one rank makes the call the exact dense sum and keeps every residual; the
- * calls a hierarchy does not take say so. */
+ * shard only; a NaN on one rank makes the call the exact dense sum and keeps every residual; a
+ * rank without memory for the scratch; the rates shared by a host's exchanges; the calls a
+ * hierarchy does not take say so. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include <squeeze.h>
 
+#include "coll/sqz_coll_hier.h"
 #include "sqz_ctx.h"
 #include "sqz_log.h"
 #include "sqz_test.h"
@@ -213,6 +215,44 @@ static void test_shared_rates(void)
     done(&j);
 }
 
+/* No memory for the scratch on one rank (host 1, local rank 1): its host takes the dense
+ * all-reduces inside instead, the other host its all-to-all; the results stay bit-identical
+ * and close, and a NaN still makes the call exact. */
+static int fail_h1_l1(int host, int local_rank) { return 1 == host && 1 == local_rank; }
+
+static void test_no_memory(void)
+{
+    sqz_hier_alloc_fails = fail_h1_l1;
+    for (int k = 0; k < 2; k++) {
+        job_t j = {.method = "quant", .H = 2, .L = 2, .n = 65537, .calls = 2, .in_place = k,
+                   .nan_call = -1, .skip_call = -1};
+        run(&j);
+        int          exactly;
+        const double err = rel_error(&j, &exactly);
+        CHECK(identical(&j));
+        CHECK_MSG(err < 0.02 && !exactly, "no memory on one rank: error %g", err);
+        for (int r = 0; r < 4; r++) {
+            CHECK_EQ_INT(j.status[r], SQZ_OK);
+            CHECK_EQ_INT(j.stats[r].calls_compressed, 2);
+        }
+        done(&j);
+    }
+    job_t j = {.method = "quant", .H = 2, .L = 2, .n = 65537, .calls = 2, .nan_call = 1,
+               .skip_call = -1};
+    run(&j);
+    CHECK(identical(&j) && isnan(j.out[0][j.n / 3]));
+    float s = 0;
+    for (int r = 0; r < 4; r++) {
+        s += input(r, 1, j.n / 3);
+    }
+    j.out[0][j.n / 3] = s;
+    int exactly;
+    rel_error(&j, &exactly);
+    CHECK_MSG(exactly, "no memory and a NaN: not the exact dense sum");
+    done(&j);
+    sqz_hier_alloc_fails = NULL;
+}
+
 /* A NaN on the last rank (another host and local index than rank 0): the call is the exact dense
  * sum on every rank (NaN where it was), and the next call gives what it gives without the NaN
  * call (every shard's residual kept; up to the float rounding of restoring it). */
@@ -282,6 +322,7 @@ int main(void)
     test_two_buffers();
     test_shared_rates();
     test_nonfinite();
+    test_no_memory();
     test_invalid();
     return sqz_test_result("test_hier_threads");
 }

@@ -3,7 +3,6 @@
 
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "sqz_ctx.h"
 #include "sqz_log.h"
@@ -169,6 +168,7 @@ sqz_status_t sqz_mpi_hier_allreduce(sqz_mpi_hier_t *h, const void *sendbuf, void
     }
     /* (sqz_comm_create_hier's all-reduce; with one host, nothing between hosts: dense inside) */
     if (NULL == h->engine) {
+        sqz_comm_count_passthrough(h->flat);
         return MPI_SUCCESS == PMPI_Allreduce(sendbuf, recvbuf, count, MPI_FLOAT, MPI_SUM, h->local)
                    ? SQZ_OK : SQZ_ERR_MPI;
     }
