@@ -227,3 +227,9 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
     }
     return st;
 }
+
+double sqz_hier_intra_seconds(const sqz_comm_t *comm, size_t count)
+{
+    const double L = comm->hier->local.nranks;
+    return 2.0 * (L - 1.0) / L * 4.0 * (double)count / (comm->ctx->p.intra_gbps * 1e9 / 8);
+}

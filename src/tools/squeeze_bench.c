@@ -21,9 +21,11 @@
 
 #include <squeeze.h>
 
+#include "coll/sqz_coll_hier.h"
 #include "sqz_ctx.h"
 #include "sqz_param.h"
 #include "sqz_policy.h"
+#include "topo/sqz_hosts.h"
 #include "transport/sqz_transport_mpi.h"
 
 #include "tools/squeeze_bench.h"
@@ -79,7 +81,10 @@ static void usage(void)
                "  --group N        with --gpu, one process: N ranks as threads on one GPU (the\n"
                "                   device thread transport): bytes per rank and call, exchange\n"
                "  --hosts H        with --group: H emulated hosts (SQZ_HOST_ID), SQZ_HIER\n"
-               "  --json FILE      write the figures as JSON (rank 0)\n");
+               "  --json FILE      write the figures as JSON (rank 0)\n"
+               "Host path: ranks on several hosts of the same number (> 1) of ranks (hostname, or\n"
+               "SQZ_HOST_ID from the environment) run the sharded hierarchy (sqz_comm_create_hier)\n"
+               "unless a method says HIER=off.\n");
     }
 }
 
@@ -393,7 +398,10 @@ static ar_result_t bench_allreduce(sqz_comm_t *comm, sqz_ctx_t *ctx, float *in, 
         r.compute_s  = (s1.seconds_compress - s0.seconds_compress) / calls;
     }
     if (npred1 > npred0) {
-        r.model_s = (pred1 - pred0) / (npred1 - npred0);
+        /* (a hierarchy's engine predicts its exchange between hosts; the dense stages inside
+         * the host are added) */
+        r.model_s = (pred1 - pred0) / (npred1 - npred0) +
+                    (comm->hier ? sqz_hier_intra_seconds(comm, n) : 0.0);
     }
     MPI_Allreduce(MPI_IN_PLACE, &r.compute_s, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     r.t_sqz = median(t, iters);
@@ -438,20 +446,66 @@ static void run_kernels(const opts_t *o, FILE *js)
     }
 }
 
-/* The hosts the ranks span and the most ranks on one, for the cost model (what the MPI
- * interposer tells its engines). */
-static void bench_topology(sqz_comm_t *comm)
+/* One method's communicator, as the MPI interposer makes it: flat over MPI_COMM_WORLD (told the
+ * hosts and ranks per host, for the cost model), or - SQZ_HIER not off, several hosts of the
+ * same number (> 1) of ranks, hosts by SQZ_HOST_ID or hostname - sqz_comm_create_hier over this
+ * host's ranks and the ranks of this local index (the sharded hierarchy). */
+typedef struct bench_comm {
+    sqz_comm_t     *comm;
+    sqz_transport_t t, lt;
+    MPI_Comm        local, inter;
+} bench_comm_t;
+
+static void bench_comm_destroy(bench_comm_t *b)
 {
-    MPI_Comm local;
-    int      lrank = 0, lsize = 1, hosts = 0, most = 0;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &local);
-    MPI_Comm_rank(local, &lrank);
-    MPI_Comm_size(local, &lsize);
-    MPI_Comm_free(&local);
-    int first = 0 == lrank;
-    MPI_Allreduce(&first, &hosts, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    MPI_Allreduce(&lsize, &most, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    comm->hosts = hosts, comm->per_host = most;
+    sqz_comm_destroy(b->comm);
+    sqz_transport_mpi_destroy(&b->t);
+    sqz_transport_mpi_destroy(&b->lt);
+    if (MPI_COMM_NULL != b->local) {
+        MPI_Comm_free(&b->local);
+        MPI_Comm_free(&b->inter);
+    }
+    b->comm = NULL;
+}
+
+static void bench_comm_create(sqz_ctx_t *ctx, bench_comm_t *b)
+{
+    memset(b, 0, sizeof(*b));
+    b->local = b->inter = MPI_COMM_NULL;
+    uint64_t *keys = malloc((size_t)nranks_ * sizeof(*keys));
+    /* (the methods' settings leave the environment out: SQZ_HOST_ID is read from it here) */
+    const char *env  = getenv("SQZ_HOST_ID");
+    uint64_t    mine = sqz_host_key(ctx->p.host_id && ctx->p.host_id[0] ? ctx->p.host_id : env);
+    if (NULL == keys) {
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    MPI_Allgather(&mine, 8, MPI_BYTE, keys, 8, MPI_BYTE, MPI_COMM_WORLD);
+    sqz_host_layout_t lay;
+    sqz_host_layout(keys, nranks_, rank_, &lay);
+    free(keys);
+    sqz_status_t st;
+    if (SQZ_HIER_OFF != ctx->p.hier && lay.uniform && lay.hosts > 1 && lay.local_size > 1) {
+        MPI_Comm_split(MPI_COMM_WORLD, lay.host, rank_, &b->local);
+        MPI_Comm_split(MPI_COMM_WORLD, lay.local_rank, lay.host, &b->inter);
+        st = sqz_transport_mpi_create(b->local, &b->lt);
+        if (SQZ_OK == st) {
+            st = sqz_transport_mpi_create(b->inter, &b->t);
+        }
+        if (SQZ_OK == st) {
+            st = sqz_comm_create_hier(ctx, &b->lt, &b->t, &b->comm);
+        }
+    } else {
+        st = sqz_transport_mpi_create(MPI_COMM_WORLD, &b->t);
+        if (SQZ_OK == st) {
+            st = sqz_comm_create(ctx, &b->t, &b->comm);
+        }
+        if (SQZ_OK == st) {
+            b->comm->hosts = lay.hosts, b->comm->per_host = lay.most;
+        }
+    }
+    if (SQZ_OK != st) {
+        bench_comm_destroy(b);
+    }
 }
 
 /* The all-reduce table: every method against the dense all-reduce, size after size. */
@@ -462,17 +516,14 @@ static void run_allreduce(const opts_t *o, FILE *js)
     float       *out   = malloc(maxn * sizeof(float));
     float       *dense = malloc(maxn * sizeof(float));
     fill(in, maxn, 1000u + (unsigned)rank_);
-    sqz_ctx_t      *ctxs[MAX_METHODS]  = {0};
-    sqz_comm_t     *comms[MAX_METHODS] = {0};
-    sqz_transport_t tr[MAX_METHODS];
+    sqz_ctx_t   *ctxs[MAX_METHODS]  = {0};
+    sqz_comm_t  *comms[MAX_METHODS] = {0};
+    bench_comm_t bc[MAX_METHODS]    = {0};
     for (int m = 0; m < o->nm; m++) {
         ctxs[m] = make_ctx(&o->m[m]);
-        if (ctxs[m] && (SQZ_OK != sqz_transport_mpi_create(MPI_COMM_WORLD, &tr[m]) ||
-                        SQZ_OK != sqz_comm_create(ctxs[m], &tr[m], &comms[m]))) {
-            comms[m] = NULL;
-        }
-        if (comms[m]) {
-            bench_topology(comms[m]);
+        if (ctxs[m]) {
+            bench_comm_create(ctxs[m], &bc[m]);
+            comms[m] = bc[m].comm;
         }
     }
     if (0 == rank_) {
@@ -533,9 +584,8 @@ static void run_allreduce(const opts_t *o, FILE *js)
         fprintf(js, "\n  ],\n");
     }
     for (int m = 0; m < o->nm; m++) {
-        sqz_comm_destroy(comms[m]);
         if (comms[m]) {
-            sqz_transport_mpi_destroy(&tr[m]);
+            bench_comm_destroy(&bc[m]);
         }
         sqz_ctx_destroy(ctxs[m]);
     }
