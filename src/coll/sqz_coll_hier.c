@@ -18,6 +18,8 @@ struct sqz_hier {
     size_t          cap;    /* bytes of scratch */
     size_t          agreed; /* bytes of scratch every rank of the host is known to have */
     int             shared; /* 1: the measured rates are the host's mean (sqz_hier_share) */
+    double          intra_s; /* SQZ_INTRA_GBPS=0: seconds of the stages inside the host per
+                              * element of a shard, measured once (0: not yet) */
 };
 
 sqz_status_t sqz_hier_attach(sqz_comm_t *comm, const sqz_transport_t *local)
@@ -168,6 +170,48 @@ static int sqz_hier_share(sqz_comm_t *comm, const size_t *n, int eligible)
     return 0;
 }
 
+/* SQZ_INTRA_GBPS=0 under the time model: the dense stages inside the host timed once, at the
+ * first call whose scratch (`room` elements) holds pieces of at least 64K elements: 3 rounds of the
+ * all-to-all of L - 1 pieces of m elements, their sum and the all-gather of an m-element shard,
+ * in the scratch (send area L m, receive area (L - 1) m); the host's mean seconds per element.
+ * The condition reads what every rank of the host shares.  \return 0, or -1 (transport). */
+static int sqz_hier_measure_intra(const sqz_comm_t *comm, sqz_hier_t *h, size_t room)
+{
+    const size_t L = (size_t)h->local.nranks, me = (size_t)h->local.rank, m = room / (2 * L - 1);
+    if (h->intra_s > 0 || m < 65536 || L < 2 || comm->ctx->p.intra_gbps > 0 ||
+        SQZ_EXCHANGE_MODEL_TIME != comm->ctx->p.exchange_model) {
+        return 0;
+    }
+    float  *S = h->scratch, *R = S + L * m;
+    size_t *sb = h->counts, *sd = sb + L, *rb = sd + L, *rd = rb + L; /* (not n, at) */
+    memset(S, 0, (2 * L - 1) * m * sizeof(float)); /* (no NaN or denormal in the timing) */
+    const double t0 = sqz_time_now();
+    int          rc = 0;
+    for (int it = 0; it < 3 && 0 == rc; it++) {
+        for (size_t j = 0; j < L; j++) {
+            sb[j] = j == me ? 0 : m * sizeof(float), sd[j] = j * m * sizeof(float);
+            rb[j] = j == me ? 0 : m * sizeof(float);
+            rd[j] = (j < me ? j : (j > me ? j - 1 : 0)) * m * sizeof(float);
+        }
+        rc = h->local.alltoallv(h->local.self, S, sb, sd, R, rb, rd);
+        h->pieces[0] = S + me * m;
+        for (size_t k = 1; k < L; k++) {
+            h->pieces[k] = R + (k - 1) * m;
+        }
+        (void)sqz_hier_sum_pieces(h->pieces, L, m, S + me * m);
+        for (size_t j = 0; j < L; j++) {
+            sb[j] = m * sizeof(float), sd[j] = j * m * sizeof(float);
+        }
+        rc |= h->local.allgatherv(h->local.self, R, m * sizeof(float), S, sb, sd);
+    }
+    float t = (float)((sqz_time_now() - t0) / 3 / (double)m);
+    if (0 != rc || 0 != h->local.allreduce_f32_sum(h->local.self, &t, &t, 1)) {
+        return -1;
+    }
+    h->intra_s = (double)t / (double)L;
+    return 0;
+}
+
 sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, size_t count,
                                 sqz_op_t op, uint64_t key)
 {
@@ -222,7 +266,8 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
     for (size_t j = 0; j < L; j++) {
         rb[j] = n[j] * sizeof(float), rd[j] = at[j] * sizeof(float);
     }
-    if (0 != h->local.allgatherv(h->local.self, shard, n[me] * sizeof(float), out, rb, rd)) {
+    if (0 != h->local.allgatherv(h->local.self, shard, n[me] * sizeof(float), out, rb, rd) ||
+        0 != sqz_hier_measure_intra(comm, h, h->agreed / sizeof(float))) {
         return SQZ_ERR_TRANSPORT;
     }
     return st;
@@ -230,6 +275,9 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
 
 double sqz_hier_intra_seconds(const sqz_comm_t *comm, size_t count)
 {
-    const double L = comm->hier->local.nranks;
-    return 2.0 * (L - 1.0) / L * 4.0 * (double)count / (comm->ctx->p.intra_gbps * 1e9 / 8);
+    const sqz_hier_t *h    = comm->hier;
+    const double      L    = h->local.nranks;
+    const double      gbps = comm->ctx->p.intra_gbps > 0 ? comm->ctx->p.intra_gbps : 200;
+    return h->intra_s > 0 ? h->intra_s * (double)count / L
+                          : 2.0 * (L - 1.0) / L * 4.0 * (double)count / (gbps * 1e9 / 8);
 }

@@ -39,7 +39,8 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
 
 /** The predicted seconds of the dense stages inside the host of an all-reduce of count floats on
  *  comm (the reduce-scatter's all-to-all and the all-gather, each moving (L-1)/L of the buffer
- *  per rank at SQZ_INTRA_GBPS; the exchange between hosts is the engine's own prediction). */
+ *  per rank at SQZ_INTRA_GBPS, or as timed once with SQZ_INTRA_GBPS=0; the exchange between
+ *  hosts is the engine's own prediction). */
 double sqz_hier_intra_seconds(const sqz_comm_t *comm, size_t count);
 
 /** Tests: when set, called as each rank's scratch grows (host: the rank in inter, local_rank: in

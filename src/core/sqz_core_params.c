@@ -131,8 +131,10 @@ static const sqz_core_param_t sqz_core_params[] = {
          "SQZ_LINK_GBPS, SQZ_INTRA_GBPS, SQZ_LINK_LATENCY_US and the kernel rates (measured at a "
          "communicator's first compressed call, or SQZ_KERNEL_GBPS) and takes the fastest, the dense "
          "all-reduce included (src/core/sqz_cost.h)"),
-    JOB("INTRA_GBPS", SQZ_PARAM_DOUBLE, "200", 0.001, 100000, NULL, CORE(intra_gbps),
-         "SQZ_EXCHANGE_MODEL=time: the rate (Gbit/s) between two ranks of one host"),
+    JOB("INTRA_GBPS", SQZ_PARAM_DOUBLE, "200", 0, 100000, NULL, CORE(intra_gbps),
+         "SQZ_EXCHANGE_MODEL=time: the rate (Gbit/s) between two ranks of one host; 0: a "
+         "hierarchy times its dense stages inside the host once (at a call whose scratch holds "
+         "64K-element pieces) and predicts them from that, and 200 is assumed elsewhere"),
     JOB("LINK_LATENCY_US", SQZ_PARAM_DOUBLE, "20", 0, 1e7, NULL, CORE(link_latency_us),
          "SQZ_EXCHANGE_MODEL=time: the time (microseconds) one message between hosts costs beyond "
          "its bytes: the network's latency plus the software's per-message overhead"),

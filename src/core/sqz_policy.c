@@ -13,7 +13,8 @@ sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm)
     const sqz_core_params_t *p = &comm->ctx->p;
     sqz_cost_net_t net = {.ranks = comm->nranks, .hosts = comm->hosts ? comm->hosts : comm->nranks,
                           .per_host = comm->per_host ? comm->per_host : 1,
-                          .link_Bps = p->link_gbps * 1e9 / 8, .intra_Bps = p->intra_gbps * 1e9 / 8,
+                          .link_Bps = p->link_gbps * 1e9 / 8,
+                          .intra_Bps = (p->intra_gbps > 0 ? p->intra_gbps : 200) * 1e9 / 8,
                           .latency_s = p->link_latency_us * 1e-6};
     if (comm->link_Bps > 0) {
         /* Measured as one rank sees it, its host's link shared as the exchanges share it. */

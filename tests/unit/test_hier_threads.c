@@ -27,8 +27,9 @@ typedef struct {
     int         nan_call;   /* >= 0: rank H*L-1 puts a NaN into its input of that call */
     int         skip_call;  /* >= 0: that call is not made (the twin of a NaN run) */
     int         two_bufs;   /* 1: odd calls go to a second buffer of the same size, inputs x1000 */
-    int         timed;      /* 1: SQZ_EXCHANGE_MODEL=time with the link measured */
+    int         timed;      /* 1: SQZ_EXCHANGE_MODEL=time with the link and the host measured */
     double      link[MAXR], compress[MAXR]; /* each rank's engine's rates after the calls */
+    double      intra[MAXR];                /* sqz_hier_intra_seconds(n) after the calls */
     float      *out[MAXR];  /* the last call's output per rank */
     sqz_stats_t stats[MAXR];
     sqz_status_t status[MAXR], rs_status, ef_status;
@@ -48,7 +49,8 @@ static void rank_main(int rank, void *arg)
     job_t     *j    = arg;
     const int  host = rank / j->L, lr = rank % j->L;
     const char *kv[] = {"SQZ_METHOD", j->method, "SQZ_QUANT_BITS", "8",
-                        j->timed ? "SQZ_EXCHANGE_MODEL" : NULL, "time", "SQZ_LINK_GBPS", "0", NULL};
+                        j->timed ? "SQZ_EXCHANGE_MODEL" : NULL, "time", "SQZ_LINK_GBPS", "0",
+                        "SQZ_INTRA_GBPS", "0", NULL};
     sqz_ctx_t  *ctx;
     sqz_comm_t *flat = sqz_thread_comm(j->local[host], lr, kv, &ctx); /* (only its context) */
     sqz_comm_destroy(flat);
@@ -87,6 +89,7 @@ static void rank_main(int rank, void *arg)
     }
     sqz_stats_get(ctx, &j->stats[rank]);
     j->link[rank] = comm->link_Bps, j->compress[rank] = comm->compress_Bps;
+    j->intra[rank] = sqz_hier_intra_seconds(comm, j->n);
     free(in);
     free(bufs[0]);
     free(bufs[1]);
@@ -201,10 +204,17 @@ static void test_two_buffers(void)
  * all of them then hold the same rates (the host's mean), on every rank. */
 static void test_shared_rates(void)
 {
-    job_t j = {.method = "quant", .H = 2, .L = 3, .n = 65536, .calls = 2, .nan_call = -1,
+    job_t j = {.method = "quant", .H = 2, .L = 3, .n = 600000, .calls = 2, .nan_call = -1,
                .skip_call = -1, .timed = 1};
     run(&j);
     CHECK(identical(&j));
+    /* SQZ_INTRA_GBPS=0: the stages inside the host were timed (pieces of 80K elements), not the
+     * 200 Gbit/s default (2/3 x 2.4 MB x 2 at 25 GB/s: 0.128 ms). */
+    for (int r = 0; r < 6; r++) {
+        CHECK_MSG(j.intra[r] > 0 && isfinite(j.intra[r]) && fabs(j.intra[r] - 1.28e-4) > 1e-9,
+                  "rank %d: intra seconds %g", r, j.intra[r]);
+        CHECK(j.intra[r] == j.intra[r / 3 * 3]); /* (one value per host) */
+    }
     for (int r = 0; r < 6; r++) {
         CHECK_MSG(j.link[r] > 0 && j.compress[r] > 0, "rank %d: rates %g %g", r, j.link[r],
                   j.compress[r]);
