@@ -508,9 +508,10 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
                                        "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "0.01",
                                        "SQZ_KERNEL_GBPS", "1000", NULL};
     static const method_t mf = {"quant4-time-fast-link", fast, 0, 0, 0, 0};
-    static const method_t ms = {"quant4-time-slow-link", slow, 0, 0, 0, 0};
+    static const method_t ms = {"quant4-time-slow-link", slow, 1, 1, 1, 0};
     job_t f = j, w = j;
     f.m = &mf, w.m = &ms;
+    w.nsteps = S_IN + S_FLUSH; /* (compressed with error feedback: flushed, nothing lost) */
     snprintf(what, sizeof(what), "N=%d quant4, time model, fast link", nranks);
     run_job(&f, what);
     EXPECT(f.dense_switch[0], "%s: the time model did not switch to dense", what);
