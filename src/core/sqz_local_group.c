@@ -4,6 +4,7 @@
  * copied it); point-to-point messages are copied at send into a FIFO per (source, destination)
  * pair, and posted receives wait in a FIFO per pair too, so that, as in MPI, the n-th message
  * from a rank fills the n-th receive posted for it, whichever request is tested first. */
+#include <limits.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +112,19 @@ void sqz_local_group_destroy(sqz_local_group_t *g)
     }
 }
 
+/* 1 when some v[0..n-1] exceeds INT_MAX: counts and displacements that the MPI transport refuses
+ * are refused here too (after the barriers, so that no thread waits), so that a test in threads
+ * fails where an MPI job would. */
+static int sqz_tt_beyond_int(const size_t *v, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (v[i] > (size_t)INT_MAX) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Publish, barrier, copy, barrier: the second barrier keeps senders' buffers alive until every
  * receiver has copied. */
 static int sqz_tt_allgatherv(void *self, const void *sendbuf, size_t sendbytes, void *recvbuf,
@@ -120,8 +134,8 @@ static int sqz_tt_allgatherv(void *self, const void *sendbuf, size_t sendbytes, 
     sqz_thread_group_t *g = s->g;
     g->slots[s->rank]     = (sqz_tt_slot_t){.buf = sendbuf, .bytes = sendbytes};
     pthread_barrier_wait(&g->barrier);
-    int bad = 0;
-    for (int r = 0; r < g->nranks; r++) {
+    int bad = sqz_tt_beyond_int(recvbytes, g->nranks) || sqz_tt_beyond_int(displs, g->nranks);
+    for (int r = 0; r < g->nranks && !bad; r++) {
         if (g->slots[r].bytes != recvbytes[r]) {
             bad = 1;
             continue;
@@ -140,10 +154,11 @@ static int sqz_tt_alltoallv(void *self, const void *sendbuf, const size_t *sendb
     sqz_thread_group_t *g = s->g;
     g->slots[s->rank] = (sqz_tt_slot_t){.buf = sendbuf, .counts = sendbytes, .displs = sdispls};
     pthread_barrier_wait(&g->barrier);
-    int bad = 0;
-    for (int r = 0; r < g->nranks; r++) {
+    int bad = sqz_tt_beyond_int(sendbytes, g->nranks) || sqz_tt_beyond_int(sdispls, g->nranks) ||
+              sqz_tt_beyond_int(recvbytes, g->nranks) || sqz_tt_beyond_int(rdispls, g->nranks);
+    for (int r = 0; r < g->nranks && !bad; r++) {
         const sqz_tt_slot_t *src = &g->slots[r];
-        if (src->counts[s->rank] != recvbytes[r]) {
+        if (src->counts[s->rank] != recvbytes[r] || src->displs[s->rank] > (size_t)INT_MAX) {
             bad = 1;
             continue;
         }
@@ -233,7 +248,8 @@ static int sqz_tt_irecv(void *self, void *buf, size_t bytes, int peer, size_t *g
 }
 
 /* Under g->lock: matches the pair's posted receives with its arrived messages, oldest with
- * oldest, up to q (MPI's order: the n-th message fills the n-th receive).  eturn -1 when q's
+ * oldest, up to q (MPI's order: the n-th message fills the n-th receive).  
+eturn -1 when q's
  * message was longer than q (truncated). */
 static int sqz_tt_try(sqz_tt_self_t *s, sqz_tt_req_t *q)
 {
