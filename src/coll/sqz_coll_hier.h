@@ -4,9 +4,9 @@
  * The communicator is the engine over `inter` (the ranks with this rank's local index, one per
  * host); it holds the transport over `local` (this host's L ranks).  An all-reduce of count
  * elements:
- *   1. a dense reduce-scatter over local (an all-to-all of the shards, then each rank sums the L
- *      pieces of its own shard in local-rank order): shard i has count / L elements, one more
- *      for i < count % L;
+ *   1. a dense reduce-scatter over local (an all-to-all of the other ranks' pieces of each
+ *      rank's shard, then each rank sums its own piece and theirs, in local-rank order, in
+ *      cache-sized blocks): shard i has count / L elements, one more for i < count % L;
  *   2. the shard's SUM all-reduce over inter by the engine (compressed, or dense when the call is
  *      not eligible), after one float all-reduce over local that tells every rank of the host
  *      whether some shard holds NaN or Inf: then every exchange of the call goes dense (fallback
@@ -16,7 +16,8 @@
  *   4. a dense all-gather over local.
  * Every exchange over inter ends bit-identical on its ranks and the all-gather copies bits, so
  * every rank ends bit-identical.  Step 4 runs even when step 2 failed, so no rank of the host is
- * left waiting.  Bytes between hosts: each rank sends its exchange's share for 1/L of the
+ * left waiting.  A rank without memory for the scratch (agreed when it grows) makes its host
+ * take steps 1 and 4 as dense all-reduces inside the host instead.  Bytes between hosts: each rank sends its exchange's share for 1/L of the
  * buffer, and the host's L exchanges share its link (the cost model's link_share). */
 #ifndef SQZ_COLL_HIER_H
 #define SQZ_COLL_HIER_H
