@@ -5,7 +5,7 @@
  * host); it holds the transport over `local` (this host's L ranks).  An all-reduce of count
  * elements:
  *   1. a dense reduce-scatter over local (an all-to-all of the other ranks' pieces of each
- *      rank's shard, then each rank sums its own piece and theirs, in local-rank order, in
+ *      rank's shard, then each rank sums its own piece and then theirs in local-rank order, in
  *      cache-sized blocks): shard i has count / L elements, one more for i < count % L;
  *   2. the shard's SUM all-reduce over inter by the engine (compressed, or dense when the call is
  *      not eligible), after one float all-reduce over local that tells every rank of the host
