@@ -3,6 +3,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "coll/sqz_coll_hier.h"
 
 struct sqz_hier {
+    pthread_mutex_t lock;   /* one call at a time (as the engine's lock does for flat calls) */
     sqz_transport_t local;
     size_t         *counts; /* 6 x L: send bytes, send offsets, receive bytes, receive offsets,
                              * shard elements, shard offsets */
@@ -36,6 +38,7 @@ sqz_status_t sqz_hier_attach(sqz_comm_t *comm, const sqz_transport_t *local)
         return SQZ_ERR_NO_MEMORY;
     }
     memcpy(&h->local, local, local->size < sizeof(h->local) ? local->size : sizeof(h->local));
+    pthread_mutex_init(&h->lock, NULL);
     comm->hier = h;
     /* The cost model: one rank per host, the host's L exchanges sharing its link. */
     comm->hosts = comm->nranks, comm->per_host = 1, comm->link_share = local->nranks;
@@ -45,6 +48,9 @@ sqz_status_t sqz_hier_attach(sqz_comm_t *comm, const sqz_transport_t *local)
 void sqz_hier_free(sqz_hier_t *h)
 {
     if (h) {
+        if (h->counts && h->pieces) {
+            pthread_mutex_destroy(&h->lock); /* (initialized once both were allocated) */
+        }
         free(h->counts);
         free(h->pieces);
         free(h->scratch);
@@ -212,8 +218,8 @@ static int sqz_hier_measure_intra(const sqz_comm_t *comm, sqz_hier_t *h, size_t 
     return 0;
 }
 
-sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, size_t count,
-                                sqz_op_t op, uint64_t key)
+static sqz_status_t sqz_hier_run(sqz_comm_t *comm, const float *in, float *out, size_t count,
+                                 sqz_op_t op, uint64_t key)
 {
     sqz_hier_t  *h = comm->hier;
     const size_t L = (size_t)h->local.nranks, me = (size_t)h->local.rank;
@@ -270,6 +276,15 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
         0 != sqz_hier_measure_intra(comm, h, h->agreed / sizeof(float))) {
         return SQZ_ERR_TRANSPORT;
     }
+    return st;
+}
+
+sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, size_t count,
+                                sqz_op_t op, uint64_t key)
+{
+    pthread_mutex_lock(&comm->hier->lock);
+    const sqz_status_t st = sqz_hier_run(comm, in, out, count, op, key);
+    pthread_mutex_unlock(&comm->hier->lock);
     return st;
 }
 

@@ -458,7 +458,7 @@ static sqz_status_t sqz_engine_fallback(sqz_coll_call_t *call, const float *in, 
     return sqz_engine_dense(comm, in, out, call->n, call->block, op);
 }
 
-/* A call this rank could not prepare (no_memory), or knows must go dense (sqz_allreduce_agreeing):
+/* A call this rank could not prepare (no_memory), or knows must go dense (sqz_engine_shard):
  * it takes part in the exchange with fallback frames only (every rank then goes dense together),
  * with no error feedback. */
 static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const float *in, float *out, size_t n,
@@ -572,7 +572,8 @@ static void sqz_engine_damp(sqz_buf_state_t *bs, float *residual, size_t n, floa
 
 /* Flags of one run: the optimizer-side collective (sqz_ef_allreduce) keeps classic two-level
  * error feedback whatever SQZ_EF says, and has no warm-up: the optimizer decides when to
- * compress. */
+ * compress.  A hierarchy's shard (sqz_engine_shard) may have to go dense by what another shard
+ * holds (SQZ_RUN_DENSE), and is named by its input, the caller's buffer (SQZ_RUN_NAMED_BY_IN). */
 enum { SQZ_RUN_OPTIMIZER = 1, SQZ_RUN_DENSE = 2, SQZ_RUN_NAMED_BY_IN = 4 };
 
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
