@@ -116,11 +116,11 @@ void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len);
  *  call sqz_round_send so).  Every message travels as the same number of segments of
  *  SQZ_ROUND_SEG bytes (enough for the round's largest; the tail ones may be empty), and this
  *  rank's send number j waits for its receive number j - SQZ_P2P_WINDOW (auto: 4 when a rank
- *  sends at most SQZ_ROUND_WINDOWED segments in the round, else 0: all at once).  So a rank has about that many segments arriving at once instead of one
- *  message from every peer.  Without it, at 16 hosts, 15 peers sending to one rank overflow a
- *  switch's (or an emulated link's) queue, packets are dropped, and a short TCP flow that loses
- *  its last packets waits out the retransmission timeout, 200 ms on Linux (incast;
- *  docs/performance.md). */
+ *  sends at most SQZ_ROUND_WINDOWED segments in the round, else 0: all at once).  So a rank has
+ *  about that many segments arriving at once instead of one message from every peer.  Without
+ *  it, at 16 hosts, 15 peers sending to one rank overflow a switch's (or an emulated link's)
+ *  queue, packets are dropped, and a short TCP flow that loses its last packets waits out the
+ *  retransmission timeout, 200 ms on Linux (incast; docs/performance.md). */
 enum { SQZ_ROUND_SEG = 48 << 10, SQZ_ROUND_WINDOWED = 64 };
 typedef struct sqz_round {
     const sqz_transport_t *t;

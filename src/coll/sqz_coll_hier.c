@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "coll/sqz_coll_hier.h"
+#include "sqz_policy.h"
 
 struct sqz_hier {
     pthread_mutex_t lock;   /* one call at a time (as the engine's lock does for flat calls) */
@@ -58,9 +59,19 @@ void sqz_hier_free(sqz_hier_t *h)
     }
 }
 
+/* \return 1 when x[0..n-1] holds NaN or Inf (NaN compares false; vectorizes). */
+static int sqz_hier_nonfinite(const float *x, size_t n)
+{
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        bad |= !(fabsf(x[i]) <= FLT_MAX);
+    }
+    return bad;
+}
+
 /* mine = the sum of the L pieces of n elements at pieces[0..L-1], in that order, in blocks that
- * stay in cache; mine may be pieces[0] (in place), no other.  \return 1 when the sum
- * holds NaN or Inf (what a NaN or Inf input leaves). */
+ * stay in cache; mine may be pieces[0] (in place), no other.  \return 1 when the sum holds NaN
+ * or Inf (what a NaN or Inf input leaves). */
 static int sqz_hier_sum_pieces(const float *const *pieces, size_t L, size_t n, float *mine)
 {
     enum { BLOCK = 4096 };
@@ -77,9 +88,7 @@ static int sqz_hier_sum_pieces(const float *const *pieces, size_t L, size_t n, f
                 d[i] += p[i];
             }
         }
-        for (size_t i = 0; i < m; i++) {
-            bad |= !(fabsf(d[i]) <= FLT_MAX); /* (NaN compares false; vectorizes) */
-        }
+        bad |= sqz_hier_nonfinite(d, m);
     }
     return bad;
 }
@@ -111,11 +120,25 @@ static sqz_status_t sqz_hier_reduce_scatter(sqz_hier_t *h, const float *in, floa
     return SQZ_OK;
 }
 
+/* Step 4: every rank's shard (this rank's at `shard`, which must not lie in out) into out at
+ * the shards' offsets.  \return SQZ_OK or SQZ_ERR_TRANSPORT. */
+static sqz_status_t sqz_hier_all_gather(sqz_hier_t *h, const float *shard, float *out)
+{
+    const size_t L = (size_t)h->local.nranks, me = (size_t)h->local.rank;
+    size_t *rb = h->counts, *rd = rb + L, *n = h->counts + 4 * L, *at = n + L;
+    for (size_t j = 0; j < L; j++) {
+        rb[j] = n[j] * sizeof(float), rd[j] = at[j] * sizeof(float);
+    }
+    return 0 == h->local.allgatherv(h->local.self, shard, n[me] * sizeof(float), out, rb, rd)
+               ? SQZ_OK
+               : SQZ_ERR_TRANSPORT;
+}
+
+int (*sqz_hier_alloc_fails)(int host, int local_rank);
+
 /* Whether every rank of the host has scratch for a call of this size: agreed over local when the
  * size grows past what was agreed before (the same calls on every rank of the host, so the same
  * decision to agree).  \return 1, 0 (some rank has no memory), or -1 (transport failure). */
-int (*sqz_hier_alloc_fails)(int host, int local_rank);
-
 static int sqz_hier_roomy(const sqz_comm_t *comm, sqz_hier_t *h, size_t need)
 {
     if (need <= h->agreed) {
@@ -177,38 +200,28 @@ static int sqz_hier_share(sqz_comm_t *comm, const size_t *n, int eligible)
 }
 
 /* SQZ_INTRA_GBPS=0 under the time model: the dense stages inside the host timed once, at the
- * first call whose scratch (`room` elements) holds pieces of at least 64K elements: 3 rounds of the
- * all-to-all of L - 1 pieces of m elements, their sum and the all-gather of an m-element shard,
- * in the scratch (send area L m, receive area (L - 1) m); the host's mean seconds per element.
- * The condition reads what every rank of the host shares.  \return 0, or -1 (transport). */
+ * end of the first call whose scratch (`room` elements) holds shards of at least 64K elements:
+ * 3 rounds of steps 1 and 4 on shards of m elements, within the scratch (the received pieces
+ * first, then the buffer of L m elements); the host's mean seconds per element of a shard.  The
+ * condition reads what every rank of the host shares.  \return 0, or -1 (transport). */
 static int sqz_hier_measure_intra(const sqz_comm_t *comm, sqz_hier_t *h, size_t room)
 {
-    const size_t L = (size_t)h->local.nranks, me = (size_t)h->local.rank, m = room / (2 * L - 1);
+    const size_t L = (size_t)h->local.nranks, m = room / (2 * L - 1);
     if (h->intra_s > 0 || m < 65536 || L < 2 || comm->ctx->p.intra_gbps > 0 ||
         SQZ_EXCHANGE_MODEL_TIME != comm->ctx->p.exchange_model) {
         return 0;
     }
-    float  *S = h->scratch, *R = S + L * m;
-    size_t *sb = h->counts, *sd = sb + L, *rb = sd + L, *rd = rb + L; /* (not n, at) */
-    memset(S, 0, (2 * L - 1) * m * sizeof(float)); /* (no NaN or denormal in the timing) */
+    size_t *n = h->counts + 4 * L, *at = n + L; /* (the call's are no longer needed) */
+    for (size_t j = 0; j < L; j++) {
+        n[j] = m, at[j] = j * m;
+    }
+    float *buf = h->scratch + (L - 1) * m;
+    memset(h->scratch, 0, (2 * L - 1) * m * sizeof(float)); /* (no NaN or denormal timed) */
     const double t0 = sqz_time_now();
-    int          rc = 0;
+    int          rc = 0, bad = 0;
     for (int it = 0; it < 3 && 0 == rc; it++) {
-        for (size_t j = 0; j < L; j++) {
-            sb[j] = j == me ? 0 : m * sizeof(float), sd[j] = j * m * sizeof(float);
-            rb[j] = j == me ? 0 : m * sizeof(float);
-            rd[j] = (j < me ? j : (j > me ? j - 1 : 0)) * m * sizeof(float);
-        }
-        rc = h->local.alltoallv(h->local.self, S, sb, sd, R, rb, rd);
-        h->pieces[0] = S + me * m;
-        for (size_t k = 1; k < L; k++) {
-            h->pieces[k] = R + (k - 1) * m;
-        }
-        (void)sqz_hier_sum_pieces(h->pieces, L, m, S + me * m);
-        for (size_t j = 0; j < L; j++) {
-            sb[j] = m * sizeof(float), sd[j] = j * m * sizeof(float);
-        }
-        rc |= h->local.allgatherv(h->local.self, R, m * sizeof(float), S, sb, sd);
+        rc = SQZ_OK != sqz_hier_reduce_scatter(h, buf, buf, &bad) ||
+             SQZ_OK != sqz_hier_all_gather(h, h->scratch, buf);
     }
     float t = (float)((sqz_time_now() - t0) / 3 / (double)m);
     if (0 != rc || 0 != h->local.allreduce_f32_sum(h->local.self, &t, &t, 1)) {
@@ -239,9 +252,7 @@ static sqz_status_t sqz_hier_run(sqz_comm_t *comm, const float *in, float *out, 
                              : sqz_hier_whole(h, in, out, count, n, at, 0);
     float *mine = out + at[me];
     if (!roomy && SQZ_OK == st) {
-        for (size_t i = 0; i < n[me]; i++) {
-            bad |= !(fabsf(mine[i]) <= FLT_MAX);
-        }
+        bad = sqz_hier_nonfinite(mine, n[me]);
     }
     float flag = SQZ_OK == st ? (float)bad : 1.0f, any = flag;
     if (0 != h->local.allreduce_f32_sum(h->local.self, &flag, &any, 1) || SQZ_OK != st) {
@@ -268,11 +279,7 @@ static sqz_status_t sqz_hier_run(sqz_comm_t *comm, const float *in, float *out, 
         const sqz_status_t gst = sqz_hier_whole(h, NULL, out, count, n, at, 1);
         return SQZ_OK == st ? gst : st;
     }
-    size_t *rb = h->counts, *rd = rb + L;
-    for (size_t j = 0; j < L; j++) {
-        rb[j] = n[j] * sizeof(float), rd[j] = at[j] * sizeof(float);
-    }
-    if (0 != h->local.allgatherv(h->local.self, shard, n[me] * sizeof(float), out, rb, rd) ||
+    if (SQZ_OK != sqz_hier_all_gather(h, shard, out) ||
         0 != sqz_hier_measure_intra(comm, h, h->agreed / sizeof(float))) {
         return SQZ_ERR_TRANSPORT;
     }
@@ -290,9 +297,9 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
 
 double sqz_hier_intra_seconds(const sqz_comm_t *comm, size_t count)
 {
-    const sqz_hier_t *h    = comm->hier;
-    const double      L    = h->local.nranks;
-    const double      gbps = comm->ctx->p.intra_gbps > 0 ? comm->ctx->p.intra_gbps : 200;
+    const sqz_hier_t *h = comm->hier;
+    const double      L = h->local.nranks;
     return h->intra_s > 0 ? h->intra_s * (double)count / L
-                          : 2.0 * (L - 1.0) / L * 4.0 * (double)count / (gbps * 1e9 / 8);
+                          : 2.0 * (L - 1.0) / L * 4.0 * (double)count /
+                                sqz_policy_net(comm).intra_Bps;
 }

@@ -17,8 +17,9 @@
  * Every exchange over inter ends bit-identical on its ranks and the all-gather copies bits, so
  * every rank ends bit-identical.  Step 4 runs even when step 2 failed, so no rank of the host is
  * left waiting.  A rank without memory for the scratch (agreed when it grows) makes its host
- * take steps 1 and 4 as dense all-reduces inside the host instead.  Bytes between hosts: each rank sends its exchange's share for 1/L of the
- * buffer, and the host's L exchanges share its link (the cost model's link_share). */
+ * take steps 1 and 4 as dense all-reduces inside the host instead.  Bytes between hosts: each
+ * rank sends its exchange's share for 1/L of the buffer, and the host's L exchanges share its
+ * link (the cost model's link_share). */
 #ifndef SQZ_COLL_HIER_H
 #define SQZ_COLL_HIER_H
 

@@ -51,14 +51,14 @@ int sqz_round_recv(sqz_round_t *r, int peer, void *buf, size_t cap)
     return 0;
 }
 
-/* Completes receive k (peer-major index) if it is pending.  \return 0 or -1. */
-static int sqz_round_complete(sqz_round_t *r, size_t k)
+/* Completes request *q (a send or a receive) if it is pending.  \return 0 or -1. */
+static int sqz_round_complete(const sqz_round_t *r, void **q)
 {
-    if (NULL == r->rreq[k]) {
+    if (NULL == *q) {
         return 0;
     }
-    const int rc = r->t->wait(r->t->self, r->rreq[k]);
-    r->rreq[k]   = NULL;
+    const int rc = r->t->wait(r->t->self, *q);
+    *q           = NULL;
     return rc ? -1 : 0;
 }
 
@@ -75,7 +75,7 @@ int sqz_round_send(sqz_round_t *r, int peer, const void *buf, size_t len)
             const size_t m   = j - r->window;
             const int    src = (int)(((size_t)r->me + (size_t)r->P - (m / c + 1) % (size_t)r->P) %
                                      (size_t)r->P);
-            if (0 != sqz_round_complete(r, (size_t)src * c + m % c)) {
+            if (0 != sqz_round_complete(r, &r->rreq[(size_t)src * c + m % c])) {
                 return -1;
             }
         }
@@ -110,7 +110,7 @@ int sqz_round_wait(sqz_round_t *r, int peer, size_t *bytes)
     int    hole = 0;
     for (size_t i = 0; i < r->maxseg; i++) {
         const size_t k = (size_t)peer * r->maxseg + i;
-        if (0 != sqz_round_complete(r, k)) {
+        if (0 != sqz_round_complete(r, &r->rreq[k])) {
             return -1;
         }
         /* The sender fills segments in order: a short one may only be followed by empty ones. */
@@ -126,11 +126,8 @@ int sqz_round_finish(sqz_round_t *r)
     const size_t n  = (size_t)r->P * r->maxseg;
     int          rc = 0;
     for (size_t k = 0; k < n; k++) {
-        if (r->sreq[k]) {
-            rc |= r->t->wait(r->t->self, r->sreq[k]);
-            r->sreq[k] = NULL;
-        }
-        rc |= sqz_round_complete(r, k);
+        rc |= sqz_round_complete(r, &r->sreq[k]);
+        rc |= sqz_round_complete(r, &r->rreq[k]);
     }
     return rc ? -1 : 0;
 }

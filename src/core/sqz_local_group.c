@@ -248,8 +248,7 @@ static int sqz_tt_irecv(void *self, void *buf, size_t bytes, int peer, size_t *g
 }
 
 /* Under g->lock: matches the pair's posted receives with its arrived messages, oldest with
- * oldest, up to q (MPI's order: the n-th message fills the n-th receive).  
-eturn -1 when q's
+ * oldest, up to q (MPI's order: the n-th message fills the n-th receive).  \return -1 when q's
  * message was longer than q (truncated). */
 static int sqz_tt_try(sqz_tt_self_t *s, sqz_tt_req_t *q)
 {

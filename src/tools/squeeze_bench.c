@@ -25,7 +25,7 @@
 #include "sqz_ctx.h"
 #include "sqz_param.h"
 #include "sqz_policy.h"
-#include "topo/sqz_hosts.h"
+#include "transport/sqz_mpi_hosts.h"
 #include "transport/sqz_transport_mpi.h"
 
 #include "tools/squeeze_bench.h"
@@ -472,17 +472,13 @@ static void bench_comm_create(sqz_ctx_t *ctx, bench_comm_t *b)
 {
     memset(b, 0, sizeof(*b));
     b->local = b->inter = MPI_COMM_NULL;
-    uint64_t *keys = malloc((size_t)nranks_ * sizeof(*keys));
     /* (the methods' settings leave the environment out: SQZ_HOST_ID is read from it here) */
-    const char *env  = getenv("SQZ_HOST_ID");
-    uint64_t    mine = sqz_host_key(ctx->p.host_id && ctx->p.host_id[0] ? ctx->p.host_id : env);
-    if (NULL == keys) {
+    const char       *id = ctx->p.host_id && ctx->p.host_id[0] ? ctx->p.host_id
+                                                                : getenv("SQZ_HOST_ID");
+    sqz_host_layout_t lay;
+    if (0 != sqz_mpi_hosts(MPI_COMM_WORLD, id, &lay)) {
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    MPI_Allgather(&mine, 8, MPI_BYTE, keys, 8, MPI_BYTE, MPI_COMM_WORLD);
-    sqz_host_layout_t lay;
-    sqz_host_layout(keys, nranks_, rank_, &lay);
-    free(keys);
     sqz_status_t st;
     if (SQZ_HIER_OFF != ctx->p.hier && lay.uniform && lay.hosts > 1 && lay.local_size > 1) {
         MPI_Comm_split(MPI_COMM_WORLD, lay.host, rank_, &b->local);

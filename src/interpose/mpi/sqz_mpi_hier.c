@@ -1,14 +1,13 @@
 /* The hierarchical all-reduce of the MPI interposer (see sqz_mpi_hier.h). */
 #include "config.h"
 
-#include <stdint.h>
 #include <stdlib.h>
 
 #include "sqz_ctx.h"
 #include "sqz_log.h"
 #include "interpose/mpi/sqz_mpi_board.h"
 #include "interpose/mpi/sqz_mpi_hier.h"
-#include "topo/sqz_hosts.h"
+#include "transport/sqz_mpi_hosts.h"
 #include "transport/sqz_transport_mpi.h"
 
 struct sqz_mpi_hier {
@@ -39,28 +38,6 @@ void sqz_mpi_hier_free(sqz_mpi_hier_t *h)
         PMPI_Comm_free(&h->local);
     }
     free(h);
-}
-
-/* The layout of this rank's host among comm's (collective).  \return 0, or -1 on every rank. */
-static int sqz_mpi_hier_layout(const sqz_ctx_t *ctx, MPI_Comm comm, sqz_host_layout_t *lay)
-{
-    int rank = 0, size = 0;
-    PMPI_Comm_rank(comm, &rank);
-    PMPI_Comm_size(comm, &size);
-    uint64_t *keys = malloc((size_t)size * sizeof(*keys));
-    int       have = NULL != keys, all = 0;
-    /* (agreed first, so that a rank without memory leaves no peer waiting in the gather) */
-    if (MPI_SUCCESS != PMPI_Allreduce(&have, &all, 1, MPI_INT, MPI_MIN, comm) || !all) {
-        free(keys);
-        return -1;
-    }
-    const uint64_t mine = sqz_host_key(ctx->p.host_id);
-    const int      rc   = PMPI_Allgather(&mine, 8, MPI_BYTE, keys, 8, MPI_BYTE, comm);
-    if (MPI_SUCCESS == rc) {
-        sqz_host_layout(keys, size, rank, lay);
-    }
-    free(keys);
-    return MPI_SUCCESS == rc ? 0 : -1;
 }
 
 /* The communicators and the engine of h (collective over comm).  \return 0, or -1. */
@@ -103,7 +80,7 @@ int sqz_mpi_hier_create(sqz_comm_t *flat, MPI_Comm comm, sqz_mpi_hier_t **out)
         return 0;
     }
     sqz_host_layout_t lay;
-    if (0 != sqz_mpi_hier_layout(flat->ctx, comm, &lay)) {
+    if (0 != sqz_mpi_hosts(comm, flat->ctx->p.host_id, &lay)) {
         return -1;
     }
     flat->hosts = lay.hosts, flat->per_host = lay.most; /* (the cost model's topology) */
