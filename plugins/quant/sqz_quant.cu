@@ -455,7 +455,7 @@ __global__ void __launch_bounds__(256)
  * Host side.
  * ------------------------------------------------------------------------------------------- */
 
-extern "C" size_t sqz_cu_quant_payload_bytes(const sqz_gpu_params_t *p, size_t n)
+static size_t sqz_cu_quant_payload_bytes(const sqz_gpu_params_t *p, size_t n)
 {
     quant_layout_t L;
     if (n == 0 || !quant_layout(p, n, &L)) {
@@ -464,8 +464,8 @@ extern "C" size_t sqz_cu_quant_payload_bytes(const sqz_gpu_params_t *p, size_t n
     return L.total;
 }
 
-extern "C" size_t sqz_cu_quant_workspace_bytes(const sqz_gpu_params_t *p, size_t n,
-                                               sqz_dtype_t dtype)
+static size_t sqz_cu_quant_workspace_bytes(const sqz_gpu_params_t *p, size_t n,
+                                           sqz_dtype_t dtype)
 {
     quant_layout_t L;
     (void)dtype;
@@ -528,10 +528,10 @@ static sqz_status_t quant_compress_t(const quant_layout_t *L, const T *in, float
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_quant_compress(const sqz_gpu_params_t *p, const void *in,
-                                              sqz_dtype_t dtype, float *residual, size_t n,
-                                              uint32_t key, void *payload, void *workspace,
-                                              void *stream)
+static sqz_status_t sqz_cu_quant_compress(const sqz_gpu_params_t *p, const void *in,
+                                          sqz_dtype_t dtype, float *residual, size_t n,
+                                          uint32_t key, void *payload, void *workspace,
+                                          void *stream)
 {
     quant_layout_t L;
     if (!quant_layout(p, n, &L)) {
@@ -592,9 +592,9 @@ static sqz_status_t quant_decode_t(const quant_layout_t *L, const uint8_t *paylo
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_quant_decode_sum(const sqz_gpu_params_t *p, const void *payloads,
-                                                int nranks, size_t n, float scale, void *out,
-                                                sqz_dtype_t dtype, void *workspace, void *stream)
+static sqz_status_t sqz_cu_quant_decode_sum(const sqz_gpu_params_t *p, const void *payloads,
+                                            int nranks, size_t n, float scale, void *out,
+                                            sqz_dtype_t dtype, void *workspace, void *stream)
 {
     quant_layout_t L;
     (void)workspace;
@@ -626,10 +626,10 @@ static sqz_status_t quant_restore_t(const quant_layout_t *L, const uint8_t *own,
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_quant_restore(const sqz_gpu_params_t *p, const void *own,
-                                            const uint32_t *bad, const void *in,
-                                            sqz_dtype_t dtype, float *residual, size_t n,
-                                            void *stream)
+static sqz_status_t sqz_cu_quant_restore(const sqz_gpu_params_t *p, const void *own,
+                                         const uint32_t *bad, const void *in,
+                                         sqz_dtype_t dtype, float *residual, size_t n,
+                                         void *stream)
 {
     quant_layout_t L;
     if (!quant_layout(p, n, &L)) {
@@ -647,3 +647,12 @@ extern "C" sqz_status_t sqz_cu_quant_restore(const sqz_gpu_params_t *p, const vo
     }
     return SQZ_ERR_INVALID_PARAM;
 }
+
+extern "C" const sqz_cu_method_t sqz_cu_quant_method = {
+    "quant",
+    sqz_cu_quant_payload_bytes,
+    sqz_cu_quant_workspace_bytes,
+    sqz_cu_quant_compress,
+    sqz_cu_quant_decode_sum,
+    sqz_cu_quant_restore,
+};

@@ -352,7 +352,7 @@ __global__ void __launch_bounds__(256)
  * Host side.
  * ------------------------------------------------------------------------------------------- */
 
-extern "C" size_t sqz_cu_sign_payload_bytes(const sqz_gpu_params_t *p, size_t n)
+static size_t sqz_cu_sign_payload_bytes(const sqz_gpu_params_t *p, size_t n)
 {
     sign_layout_t L;
     if (n == 0 || !sign_layout(p, n, &L)) {
@@ -361,8 +361,8 @@ extern "C" size_t sqz_cu_sign_payload_bytes(const sqz_gpu_params_t *p, size_t n)
     return L.total;
 }
 
-extern "C" size_t sqz_cu_sign_workspace_bytes(const sqz_gpu_params_t *p, size_t n,
-                                              sqz_dtype_t dtype)
+static size_t sqz_cu_sign_workspace_bytes(const sqz_gpu_params_t *p, size_t n,
+                                          sqz_dtype_t dtype)
 {
     sign_layout_t L;
     (void)dtype;
@@ -406,10 +406,10 @@ static sqz_status_t sign_compress_t(const sign_layout_t *L, const T *in, float *
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_sign_compress(const sqz_gpu_params_t *p, const void *in,
-                                             sqz_dtype_t dtype, float *residual, size_t n,
-                                             uint32_t key, void *payload, void *workspace,
-                                             void *stream)
+static sqz_status_t sqz_cu_sign_compress(const sqz_gpu_params_t *p, const void *in,
+                                         sqz_dtype_t dtype, float *residual, size_t n,
+                                         uint32_t key, void *payload, void *workspace,
+                                         void *stream)
 {
     sign_layout_t L;
     (void)key; /* sign is deterministic */
@@ -444,9 +444,9 @@ static sqz_status_t sign_decode_t(const sign_layout_t *L, const uint8_t *payload
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_sign_decode_sum(const sqz_gpu_params_t *p, const void *payloads,
-                                               int nranks, size_t n, float scale, void *out,
-                                               sqz_dtype_t dtype, void *workspace, void *stream)
+static sqz_status_t sqz_cu_sign_decode_sum(const sqz_gpu_params_t *p, const void *payloads,
+                                           int nranks, size_t n, float scale, void *out,
+                                           sqz_dtype_t dtype, void *workspace, void *stream)
 {
     sign_layout_t L;
     (void)workspace;
@@ -478,10 +478,10 @@ static sqz_status_t sign_restore_t(const sign_layout_t *L, const uint8_t *own,
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_sign_restore(const sqz_gpu_params_t *p, const void *own,
-                                            const uint32_t *bad, const void *in,
-                                            sqz_dtype_t dtype, float *residual, size_t n,
-                                            void *stream)
+static sqz_status_t sqz_cu_sign_restore(const sqz_gpu_params_t *p, const void *own,
+                                        const uint32_t *bad, const void *in,
+                                        sqz_dtype_t dtype, float *residual, size_t n,
+                                        void *stream)
 {
     sign_layout_t L;
     if (!sign_layout(p, n, &L)) {
@@ -499,3 +499,12 @@ extern "C" sqz_status_t sqz_cu_sign_restore(const sqz_gpu_params_t *p, const voi
     }
     return SQZ_ERR_INVALID_PARAM;
 }
+
+extern "C" const sqz_cu_method_t sqz_cu_sign_method = {
+    "sign",
+    sqz_cu_sign_payload_bytes,
+    sqz_cu_sign_workspace_bytes,
+    sqz_cu_sign_compress,
+    sqz_cu_sign_decode_sum,
+    sqz_cu_sign_restore,
+};

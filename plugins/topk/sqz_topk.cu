@@ -452,7 +452,7 @@ __global__ void __launch_bounds__(256)
  * Host side.
  * ------------------------------------------------------------------------------------------- */
 
-extern "C" size_t sqz_cu_topk_payload_bytes(const sqz_gpu_params_t *p, size_t n)
+static size_t sqz_cu_topk_payload_bytes(const sqz_gpu_params_t *p, size_t n)
 {
     topk_layout_t L;
     if (n == 0 || !topk_layout(p, n, &L)) {
@@ -461,8 +461,8 @@ extern "C" size_t sqz_cu_topk_payload_bytes(const sqz_gpu_params_t *p, size_t n)
     return L.total;
 }
 
-extern "C" size_t sqz_cu_topk_workspace_bytes(const sqz_gpu_params_t *p, size_t n,
-                                              sqz_dtype_t dtype)
+static size_t sqz_cu_topk_workspace_bytes(const sqz_gpu_params_t *p, size_t n,
+                                          sqz_dtype_t dtype)
 {
     topk_layout_t L;
     if (n == 0 || !topk_layout(p, n, &L)) {
@@ -505,10 +505,10 @@ static sqz_status_t topk_compress_t(const sqz_gpu_params_t *p, const topk_layout
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_topk_compress(const sqz_gpu_params_t *p, const void *in,
-                                             sqz_dtype_t dtype, float *residual, size_t n,
-                                             uint32_t key, void *payload, void *workspace,
-                                             void *stream)
+static sqz_status_t sqz_cu_topk_compress(const sqz_gpu_params_t *p, const void *in,
+                                         sqz_dtype_t dtype, float *residual, size_t n,
+                                         uint32_t key, void *payload, void *workspace,
+                                         void *stream)
 {
     topk_layout_t L;
     if (!topk_layout(p, n, &L)) {
@@ -552,9 +552,9 @@ static sqz_status_t topk_decode_t(const topk_layout_t *L, const uint8_t *payload
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_topk_decode_sum(const sqz_gpu_params_t *p, const void *payloads,
-                                               int nranks, size_t n, float scale, void *out,
-                                               sqz_dtype_t dtype, void *workspace, void *stream)
+static sqz_status_t sqz_cu_topk_decode_sum(const sqz_gpu_params_t *p, const void *payloads,
+                                           int nranks, size_t n, float scale, void *out,
+                                           sqz_dtype_t dtype, void *workspace, void *stream)
 {
     topk_layout_t L;
     if (!topk_layout(p, n, &L)) {
@@ -593,10 +593,10 @@ static sqz_status_t topk_restore_t(const topk_layout_t *L, const uint8_t *own,
     return SQZ_OK;
 }
 
-extern "C" sqz_status_t sqz_cu_topk_restore(const sqz_gpu_params_t *p, const void *own,
-                                            const uint32_t *bad, const void *in,
-                                            sqz_dtype_t dtype, float *residual, size_t n,
-                                            void *stream)
+static sqz_status_t sqz_cu_topk_restore(const sqz_gpu_params_t *p, const void *own,
+                                        const uint32_t *bad, const void *in,
+                                        sqz_dtype_t dtype, float *residual, size_t n,
+                                        void *stream)
 {
     topk_layout_t L;
     if (!topk_layout(p, n, &L)) {
@@ -614,3 +614,12 @@ extern "C" sqz_status_t sqz_cu_topk_restore(const sqz_gpu_params_t *p, const voi
     }
     return SQZ_ERR_INVALID_PARAM;
 }
+
+extern "C" const sqz_cu_method_t sqz_cu_topk_method = {
+    "topk",
+    sqz_cu_topk_payload_bytes,
+    sqz_cu_topk_workspace_bytes,
+    sqz_cu_topk_compress,
+    sqz_cu_topk_decode_sum,
+    sqz_cu_topk_restore,
+};

@@ -118,6 +118,11 @@ struct sqz_ctx {
     int                        ef14_diverges;
     pthread_mutex_t            lock;      /* guards the stats */
     uint64_t                   calls_passthrough;
+    /* Device buffers: why the GPU path declines the method or an option (sqz_device_decline;
+     * set by the GPU engine, NULL when it runs them), and the calls that went dense for it
+     * (also counted as passthrough). */
+    const char                *device_declined;
+    uint64_t                   calls_declined;
     sqz_method_stats_t        *stats;     /* reg.n rows */
     /* GPU communicators whose device-side counters must be read before the stats are (see
      * sqz_ctx_flush_gpu_stats); guarded by lock.  Set only by the GPU engine. */

@@ -189,6 +189,12 @@ static void sqz_stats_write_stream(const sqz_ctx_t *ctx, FILE *f, int rank)
     }
     fprintf(f, "{\n  \"rank\": %d,\n  \"method\": \"%s\",\n  \"calls_passthrough\": %llu,\n", rank,
             ctx->method->name, (unsigned long long)ctx->calls_passthrough);
+    if (NULL != ctx->device_declined) {
+        /* (the reasons are sentences of the table in sqz_device_support.c: no quote to escape) */
+        fprintf(f, "  \"device_declined\": {\"calls\": %llu, \"reason\": \"%s\"},\n",
+                (unsigned long long)__atomic_load_n(&ctx->calls_declined, __ATOMIC_RELAXED),
+                ctx->device_declined);
+    }
     fprintf(f, "  \"residuals_dropped\": %llu,\n  \"state_evictions\": %llu,\n"
                "  \"state_bytes\": %llu,\n  \"state_bytes_peak\": %lld,\n",
             (unsigned long long)total.residuals_dropped, (unsigned long long)total.state_evictions,
@@ -273,7 +279,7 @@ size_t sqz_stats_json(const sqz_ctx_t *ctx, int rank, char *buf, size_t len)
 
 size_t sqz_stats_export_len(const sqz_ctx_t *ctx)
 {
-    return ctx->reg.n * SQZ_STATS_NFIELDS + 1 + SQZ_MOE_NCODECS * SQZ_MOE_NFIELDS + 1;
+    return ctx->reg.n * SQZ_STATS_NFIELDS + 2 + SQZ_MOE_NCODECS * SQZ_MOE_NFIELDS + 1;
 }
 
 void sqz_stats_export(const sqz_ctx_t *ctx, double *out)
@@ -294,8 +300,9 @@ void sqz_stats_export(const sqz_ctx_t *ctx, double *out)
         o[SQZ_SF_SECONDS_COMM]      = m->s.seconds_comm;
         o[SQZ_SF_REL_ERROR_SUM]     = m->s.rel_error_sum;
     }
-    out[ctx->reg.n * SQZ_STATS_NFIELDS] = (double)ctx->calls_passthrough;
-    double *const moe = out + ctx->reg.n * SQZ_STATS_NFIELDS + 1;
+    out[ctx->reg.n * SQZ_STATS_NFIELDS]     = (double)ctx->calls_passthrough;
+    out[ctx->reg.n * SQZ_STATS_NFIELDS + 1] = (double)ctx->calls_declined;
+    double *const moe = out + ctx->reg.n * SQZ_STATS_NFIELDS + 2;
     for (int c = 0; c < SQZ_MOE_NCODECS; c++) {
         const sqz_moe_stats_t *m = &ctx->moe_stats[c];
         double *const          o = moe + c * SQZ_MOE_NFIELDS;
@@ -315,7 +322,7 @@ void sqz_stats_export(const sqz_ctx_t *ctx, double *out)
 static void sqz_moe_print_summary(const sqz_ctx_t *ctx, FILE *out, const double *all, int nranks)
 {
     const size_t stride = sqz_stats_export_len(ctx);
-    const size_t base   = ctx->reg.n * SQZ_STATS_NFIELDS + 1;
+    const size_t base   = ctx->reg.n * SQZ_STATS_NFIELDS + 2;
     double       pass   = 0;
     int          header = 0;
     for (int r = 0; r < nranks; r++) {
@@ -352,12 +359,17 @@ static void sqz_moe_print_summary(const sqz_ctx_t *ctx, FILE *out, const double 
 void sqz_stats_print_summary(const sqz_ctx_t *ctx, FILE *out, const double *all, int nranks)
 {
     const size_t stride = sqz_stats_export_len(ctx);
-    double       pass   = 0;
+    double       pass = 0, declined = 0;
     for (int r = 0; r < nranks; r++) {
         pass += all[(size_t)r * stride + ctx->reg.n * SQZ_STATS_NFIELDS];
+        declined += all[(size_t)r * stride + ctx->reg.n * SQZ_STATS_NFIELDS + 1];
     }
     fprintf(out, "squeeze: summary over %d rank(s), method %s, %.0f passthrough call(s)\n", nranks,
             ctx->method->name, pass);
+    if (declined > 0 && NULL != ctx->device_declined) {
+        fprintf(out, "squeeze: %.0f of them on device buffers, declined: %s\n", declined,
+                ctx->device_declined);
+    }
     fprintf(out, "%-10s %10s %10s %9s %8s %12s %12s %7s %10s %10s %9s\n", "method", "calls",
             "compressed", "fallback", "warmup", "MB in", "MB wire", "ratio", "compr s", "comm s",
             "rel err");

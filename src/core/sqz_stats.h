@@ -3,7 +3,7 @@
 #define SQZ_STATS_H
 
 /* Layout of sqz_stats_export(): SQZ_STATS_NFIELDS doubles per registry entry, then the count of
- * passthrough calls. */
+ * passthrough calls, then the count of those the device path declined (ctx->calls_declined). */
 enum {
     SQZ_SF_CALLS_COMPRESSED = 0,
     SQZ_SF_CALLS_FALLBACK,

@@ -1,6 +1,6 @@
 /*
- * The GPU codec entry points (sqz_cuda_codec.h): argument checks shared by every method, then a
- * dispatch on p->method to the method's kernels (sqz_cuda_methods.h; plugins/<name>/sqz_<name>.cu).
+ * The GPU codec entry points (sqz_cuda_codec.h): argument checks shared by every method, then the
+ * method's row of the table below (sqz_cuda_methods.h; plugins/<name>/sqz_<name>.cu).
  * Also the two small launches every method uses: the payload header init and the "some payload
  * is bad" flag kernel.
  *
@@ -76,36 +76,40 @@ static size_t sqz_cu_dtype_size(sqz_dtype_t dtype)
     return 0;
 }
 
+/* The method table, indexed by sqz_gpu_method_t. */
+static const sqz_cu_method_t *const sqz_cu_methods[] = {
+    NULL, &sqz_cu_topk_method, &sqz_cu_quant_method, &sqz_cu_sign_method, &sqz_cu_qsgd_method,
+};
+
+/* 
+eturn the row of p's method, or NULL for an unknown one. */
+static const sqz_cu_method_t *sqz_cu_method(const sqz_gpu_params_t *p)
+{
+    const size_t rows = sizeof sqz_cu_methods / sizeof sqz_cu_methods[0];
+    if (p == NULL || (unsigned)p->method >= rows) {
+        return NULL;
+    }
+    return sqz_cu_methods[p->method];
+}
+
+extern "C" const char *sqz_gpu_method_name(sqz_gpu_method_t method)
+{
+    sqz_gpu_params_t p = {};
+    p.method = method;
+    const sqz_cu_method_t *m = sqz_cu_method(&p);
+    return m != NULL ? m->name : NULL;
+}
+
 size_t sqz_gpu_payload_bytes(const sqz_gpu_params_t *p, size_t n)
 {
-    if (p == NULL) {
-        return 0;
-    }
-    switch (p->method) {
-    case SQZ_GPU_TOPK:
-        return sqz_cu_topk_payload_bytes(p, n);
-    case SQZ_GPU_QUANT:
-        return sqz_cu_quant_payload_bytes(p, n);
-    case SQZ_GPU_SIGN:
-        return sqz_cu_sign_payload_bytes(p, n);
-    }
-    return 0;
+    const sqz_cu_method_t *m = sqz_cu_method(p);
+    return m != NULL ? m->payload_bytes(p, n) : 0;
 }
 
 size_t sqz_gpu_workspace_bytes(const sqz_gpu_params_t *p, size_t n, sqz_dtype_t dtype)
 {
-    if (p == NULL) {
-        return 0;
-    }
-    switch (p->method) {
-    case SQZ_GPU_TOPK:
-        return sqz_cu_topk_workspace_bytes(p, n, dtype);
-    case SQZ_GPU_QUANT:
-        return sqz_cu_quant_workspace_bytes(p, n, dtype);
-    case SQZ_GPU_SIGN:
-        return sqz_cu_sign_workspace_bytes(p, n, dtype);
-    }
-    return 0;
+    const sqz_cu_method_t *m = sqz_cu_method(p);
+    return m != NULL ? m->workspace_bytes(p, n, dtype) : 0;
 }
 
 /* \return 1 when p names a method and parameters it supports for n elements (n == 0 is checked
@@ -131,15 +135,7 @@ sqz_status_t sqz_gpu_compress(const sqz_gpu_params_t *p, const void *in, sqz_dty
         !sqz_cu_aligned(workspace, 16)) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    switch (p->method) {
-    case SQZ_GPU_TOPK:
-        return sqz_cu_topk_compress(p, in, dtype, residual, n, key, payload, workspace, stream);
-    case SQZ_GPU_QUANT:
-        return sqz_cu_quant_compress(p, in, dtype, residual, n, key, payload, workspace, stream);
-    case SQZ_GPU_SIGN:
-        return sqz_cu_sign_compress(p, in, dtype, residual, n, key, payload, workspace, stream);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_method(p)->compress(p, in, dtype, residual, n, key, payload, workspace, stream);
 }
 
 sqz_status_t sqz_gpu_decode_sum(const sqz_gpu_params_t *p, const void *payloads, int nranks,
@@ -157,18 +153,8 @@ sqz_status_t sqz_gpu_decode_sum(const sqz_gpu_params_t *p, const void *payloads,
         !sqz_cu_aligned(payloads, 16) || !sqz_cu_aligned(workspace, 16)) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    switch (p->method) {
-    case SQZ_GPU_TOPK:
-        return sqz_cu_topk_decode_sum(p, payloads, nranks, n, scale, out, dtype, workspace,
-                                      stream);
-    case SQZ_GPU_QUANT:
-        return sqz_cu_quant_decode_sum(p, payloads, nranks, n, scale, out, dtype, workspace,
-                                       stream);
-    case SQZ_GPU_SIGN:
-        return sqz_cu_sign_decode_sum(p, payloads, nranks, n, scale, out, dtype, workspace,
-                                      stream);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_method(p)->decode_sum(p, payloads, nranks, n, scale, out, dtype, workspace,
+                                        stream);
 }
 
 sqz_status_t sqz_gpu_restore(const sqz_gpu_params_t *p, const void *payloads, int nranks, int self,
@@ -220,15 +206,7 @@ sqz_status_t sqz_gpu_restore_if(const sqz_gpu_params_t *p, const uint32_t *bad, 
         !sqz_cu_aligned(in, es) || !sqz_cu_aligned(residual, 4)) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    switch (p->method) {
-    case SQZ_GPU_TOPK:
-        return sqz_cu_topk_restore(p, own, bad, in, dtype, residual, n, stream);
-    case SQZ_GPU_QUANT:
-        return sqz_cu_quant_restore(p, own, bad, in, dtype, residual, n, stream);
-    case SQZ_GPU_SIGN:
-        return sqz_cu_sign_restore(p, own, bad, in, dtype, residual, n, stream);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_method(p)->restore(p, own, bad, in, dtype, residual, n, stream);
 }
 
 template <typename T>

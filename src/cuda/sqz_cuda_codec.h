@@ -1,6 +1,6 @@
 /*
  * Device codecs of the GPU path: compress with fused error feedback, decode-and-sum of every rank's
- * payload, and residual restore, for the built-in methods topk, quant and sign.
+ * payload, and residual restore, for the built-in methods topk, quant, sign and qsgd.
  *
  * Contract shared by every function here:
  *  - Host-callable C; each one only enqueues kernels on `stream` and returns at once: no host
@@ -28,17 +28,24 @@
 extern "C" {
 #endif
 
-typedef enum { SQZ_GPU_TOPK = 1, SQZ_GPU_QUANT = 2, SQZ_GPU_SIGN = 3 } sqz_gpu_method_t;
+typedef enum {
+    SQZ_GPU_TOPK  = 1,
+    SQZ_GPU_QUANT = 2,
+    SQZ_GPU_SIGN  = 3,
+    SQZ_GPU_QSGD  = 4
+} sqz_gpu_method_t;
 
-/** Parameters of one codec (from SQZ_TOPK_*, SQZ_QUANT_*, SQZ_SIGN_*). */
+/** Parameters of one codec (from SQZ_TOPK_*, SQZ_QUANT_*, SQZ_SIGN_*, SQZ_QSGD_*). */
 typedef struct sqz_gpu_params {
     sqz_gpu_method_t method;
     double           density;    /**< topk: k = max(1, ceil(density * n)) (capped at n) */
     int              bits;       /**< quant: 1..8 */
-    size_t           bucket;     /**< quant: elements per bucket (>= 8); sign: multiple of 8, or 0
-                                      for one bucket over the whole vector */
+    size_t           bucket;     /**< quant, qsgd: elements per bucket (>= 8); sign: multiple of 8,
+                                      or 0 for one bucket over the whole vector */
     int              stochastic; /**< quant: 1 stochastic rounding, 0 nearest */
     int              sign_l2;    /**< sign: 1 scale = sqrt(sum a^2 / m), 0 scale = sum |a| / m */
+    int              levels;     /**< qsgd: s, 1..255 */
+    int              qsgd_max;   /**< qsgd: 1 norm = max |a|, 0 norm = ||a||_2 (the paper) */
 } sqz_gpu_params_t;
 
 /* Every payload starts with this 16-byte header, written by compress. */
@@ -61,7 +68,13 @@ typedef struct sqz_gpu_header {
  *         to a multiple of 16.
  *  topk:  k u32 indices (strictly increasing over the `count` used entries), then k f32 values;
  *         total 16 + 8 * k rounded up to a multiple of 16.  Entries past `count` are ignored.
+ *  qsgd:  nb f32 norms (nb = ceil(n / bucket)), then n codes of b = 1 + L bits packed
+ *         LSB-first, L = ceil(log2(s + 1)), code = level | sign << L (plugins/qsgd's format);
+ *         total 16 + 4 * nb + ceil(n * b / 8), rounded up to a multiple of 16.
  */
+
+/** \return the SQZ_METHOD name of a device method, NULL for an unknown one. */
+const char *sqz_gpu_method_name(sqz_gpu_method_t method);
 
 /** \return the payload size in bytes for n elements (a multiple of 16; 0 when n == 0). */
 size_t sqz_gpu_payload_bytes(const sqz_gpu_params_t *p, size_t n);
@@ -78,6 +91,9 @@ size_t sqz_gpu_workspace_bytes(const sqz_gpu_params_t *p, size_t n, sqz_dtype_t 
  *    min(floor((a - mn) / unit + r), 2^bits - 1), r = 0.5 (nearest) or
  *    sqz_pu_hash_f32(key, i) (stochastic; element index i within the buffer); unit 0 => code 0.
  *  - sign: per bucket scale s as in plugins/sign (l1 or l2 over the bucket's m elements).
+ *  - qsgd: per bucket norm = ||a||_2 or max |a| over its finite elements (rounded to f32 as
+ *    plugins/qsgd does, scale = norm / s), level = floor(|a| * s / norm) + Bernoulli(frac) with
+ *    the draw sqz_pu_hash_f32(key, i) < frac, at most s; decoded = +-level * scale.
  *  - topk: DGC's sampled threshold: |a| at m = min(n, 8192) sample positions (evenly spaced from
  *    an offset drawn from key), threshold = the ceil(density * m)-th largest of them; every
  *    element with |a| >= threshold (and a != 0) is a candidate; candidates are kept in index order

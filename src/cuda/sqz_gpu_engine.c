@@ -31,6 +31,7 @@
 #include "cuda/sqz_gpu_powersgd.h"
 #include "cuda/sqz_gpu_reduce_scatter.h"
 #include "sqz_ctx.h"
+#include "sqz_device_support.h"
 #include "sqz_identity.h"
 #include "sqz_log.h"
 #include "sqz_param.h"
@@ -125,26 +126,59 @@ static int sqz_gpu_param(const sqz_ctx_t *ctx, const char *name, char *out, size
     return 1;
 }
 
+/* One reader per device method: its parameters from the context (the CPU plugin's table). */
+static void sqz_gpu_read_topk(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
+{
+    p->density = sqz_ctx_param_num(ctx, "TOPK_DENSITY", 0.01);
+}
+
+static void sqz_gpu_read_quant(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
+{
+    char v[64];
+    p->bits       = (int)sqz_ctx_param_num(ctx, "QUANT_BITS", 4);
+    p->bucket     = (size_t)sqz_ctx_param_num(ctx, "QUANT_BUCKET", 512);
+    p->stochastic = sqz_gpu_param(ctx, "QUANT_ROUNDING", v, sizeof(v)) &&
+                    0 == strcmp(v, "stochastic");
+}
+
+static void sqz_gpu_read_sign(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
+{
+    char v[64];
+    p->bucket  = (size_t)sqz_ctx_param_num(ctx, "SIGN_BUCKET", 4096);
+    p->sign_l2 = sqz_gpu_param(ctx, "SIGN_SCALE", v, sizeof(v)) && 0 == strcmp(v, "l2");
+}
+
+static void sqz_gpu_read_qsgd(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
+{
+    char v[64];
+    p->levels   = (int)sqz_ctx_param_num(ctx, "QSGD_LEVELS", 15);
+    p->bucket   = (size_t)sqz_ctx_param_num(ctx, "QSGD_BUCKET", 512);
+    p->qsgd_max = sqz_gpu_param(ctx, "QSGD_NORM", v, sizeof(v)) && 0 == strcmp(v, "max");
+}
+
+/* The methods with device kernels (the codec's table names them, sqz_gpu_method_name). */
+static const struct {
+    sqz_gpu_method_t id;
+    void (*read)(const sqz_ctx_t *ctx, sqz_gpu_params_t *p);
+} sqz_gpu_readers[] = {
+    {SQZ_GPU_TOPK, sqz_gpu_read_topk},
+    {SQZ_GPU_QUANT, sqz_gpu_read_quant},
+    {SQZ_GPU_SIGN, sqz_gpu_read_sign},
+    {SQZ_GPU_QSGD, sqz_gpu_read_qsgd},
+};
+
 int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
-    const char *method = ctx->method->name;
-    char        v[64];
     memset(p, 0, sizeof(*p));
-    if (0 == strcmp(method, "topk")) {
-        p->method  = SQZ_GPU_TOPK;
-        p->density = sqz_ctx_param_num(ctx, "TOPK_DENSITY", 0.01);
-    } else if (0 == strcmp(method, "quant")) {
-        p->method     = SQZ_GPU_QUANT;
-        p->bits       = (int)sqz_ctx_param_num(ctx, "QUANT_BITS", 4);
-        p->bucket     = (size_t)sqz_ctx_param_num(ctx, "QUANT_BUCKET", 512);
-        p->stochastic = sqz_gpu_param(ctx, "QUANT_ROUNDING", v, sizeof(v)) &&
-                        0 == strcmp(v, "stochastic");
-    } else if (0 == strcmp(method, "sign")) {
-        p->method  = SQZ_GPU_SIGN;
-        p->bucket  = (size_t)sqz_ctx_param_num(ctx, "SIGN_BUCKET", 4096);
-        p->sign_l2 = sqz_gpu_param(ctx, "SIGN_SCALE", v, sizeof(v)) && 0 == strcmp(v, "l2");
+    for (size_t i = 0; i < sizeof(sqz_gpu_readers) / sizeof(sqz_gpu_readers[0]); i++) {
+        const char *name = sqz_gpu_method_name(sqz_gpu_readers[i].id);
+        if (NULL != name && 0 == strcmp(name, ctx->method->name)) {
+            p->method = sqz_gpu_readers[i].id;
+            sqz_gpu_readers[i].read(ctx, p);
+            return 1;
+        }
     }
-    return p->method != 0;
+    return 0;
 }
 
 /* Decides whether the selected method and options run on the GPU; says why not, once. */
@@ -169,16 +203,18 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
         g->enabled = 1;
         g->ef      = 1;
     }
-    if (!g->enabled && 0 != strcmp(method, "none")) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN,
-                     "SQZ_METHOD=%s has no GPU kernel (GPU methods: topk, quant, sign, powersgd): device "
-                     "all-reduces pass through to NCCL uncompressed",
-                     method);
-    }
-    if (g->enabled && SQZ_EF_ECONTROL == ef) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_EF=econtrol is CPU-only (the GPU path has ef14, ef21 and "
-                                   "none): device all-reduces pass through to NCCL uncompressed");
+    const char *why = sqz_device_decline(ctx);
+    if (NULL != why) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_METHOD=%s on device buffers: %s. Device all-reduces pass "
+                                   "through to NCCL uncompressed (stats: device_declined)",
+                     method, why);
         g->enabled = 0;
+        __atomic_store_n(&comm->ctx->device_declined, why, __ATOMIC_RELAXED);
+    } else if (!g->enabled && 0 != strcmp(method, "none")) {
+        /* (the table of sqz_device_support.c promises a kernel that the codec does not have:
+         * tests/cuda checks that they agree) */
+        SQZ_LOG_ONCE(SQZ_LOG_ERROR, "SQZ_METHOD=%s: no device kernel, against the device "
+                                    "support table: device all-reduces pass through", method);
     }
     if (g->enabled && g->params.method == SQZ_GPU_TOPK &&
         (ctx->p.dgc_momentum != 0.0 || ctx->p.dgc_clip != 0.0)) {
@@ -1073,6 +1109,9 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     if (!eligible) {
         sqz_comm_count_passthrough(comm);
+        if (NULL != ctx->device_declined && !g->enabled) {
+            __atomic_fetch_add(&ctx->calls_declined, 1, __ATOMIC_RELAXED);
+        }
         return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
     }
     const int hier = g->hier && NULL == rs_out && !opt;

@@ -8,6 +8,7 @@
 
 #include <squeeze.h>
 
+#include "sqz_device_support.h"
 #include "topo/sqz_topo.h"
 
 static void bounds(const sqz_param_def_v1_t *d, char *buf, size_t len)
@@ -61,15 +62,36 @@ static void md_param(void *arg, const char *owner, const sqz_param_def_v1_t *d,
     (void)source;
 }
 
+/* What the GPU path does with a compressor (sqz_device_support.h). */
+static const char *device_column(const sqz_compressor_v1_t *c, char *buf, size_t len)
+{
+    const char *why = sqz_device_method_decline(c->name);
+    if (NULL == why) {
+        return 0 == strcmp(c->name, "none") ? "passes through to NCCL" : "device kernels";
+    }
+    snprintf(buf, len, "declined on device buffers: %s", why);
+    return buf;
+}
+
+#ifdef SQZ_HAVE_GPU
+#define SQZ_INFO_GPU_NOTE ""
+#else
+#define SQZ_INFO_GPU_NOTE " (this build has no GPU path)"
+#endif
+
 static void text_comp(void *arg, const sqz_compressor_v1_t *c, const char *origin)
 {
-    printf("  %-10s %s (%s)\n", c->name, c->description, origin);
+    char buf[256];
+    printf("  %-10s %s (%s)\n             %s%s\n", c->name, c->description, origin,
+           device_column(c, buf, sizeof(buf)), SQZ_INFO_GPU_NOTE);
     (void)arg;
 }
 
 static void md_comp(void *arg, const sqz_compressor_v1_t *c, const char *origin)
 {
-    printf("| `%s` | %s | %s |\n", c->name, c->description, origin);
+    char buf[256];
+    printf("| `%s` | %s | %s | %s |\n", c->name, c->description, origin,
+           device_column(c, buf, sizeof(buf)));
     (void)arg;
 }
 
@@ -115,7 +137,8 @@ int main(int argc, char **argv)
                "and its bounds; unknown `SQZ_*` variables are warned about.\n\n"
                "| variable | owner | type | default | bounds | help |\n|---|---|---|---|---|---|\n");
         sqz_ctx_visit_params(ctx, md_param, NULL);
-        printf("\n## Compressors\n\n| `SQZ_METHOD` | description | origin |\n|---|---|---|\n");
+        printf("\n## Compressors\n\n| `SQZ_METHOD` | description | origin | device buffers (GPU "
+               "path) |\n|---|---|---|---|\n");
         sqz_ctx_visit_compressors(ctx, md_comp, NULL);
     } else {
         printf("squeeze %d.%d.%d, method in force: %s\n\nParameters:\n", SQZ_VERSION_MAJOR,

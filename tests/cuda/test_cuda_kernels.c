@@ -2,11 +2,13 @@
  * Tests of the GPU codecs (src/cuda/sqz_cuda_codec.h) against the CPU plugins, on a GPU.
  * Exits 77 (skip) when no CUDA device is usable.
  *
- * For quant, sign and topk, inputs in float32, float16 and bfloat16, and several n:
+ * For quant, sign, topk and qsgd, inputs in float32, float16 and bfloat16, and several n:
  *  - quant (nearest and stochastic: the key is the CPU plugin's, so both line up exactly): the
  *    payload body and the residual are bit-identical to the CPU plugin's on the same a.
  *  - sign: scales within 1e-5 relative of the CPU's, bits identical (except where a == 0),
  *    residuals consistent with the scales.
+ *  - qsgd: norms equal to the CPU plugin's or one ulp apart (the l2 sum runs in another
+ *    order); where a bucket's norm is the CPU's, decoded values and residuals bit-identical.
  *  - topk: the threshold is the ceil(density * m)-th largest sampled |a|; the payload is exactly
  *    the first k candidates (finite, a != 0, |a| >= threshold) in index order after the per-tile
  *    staging cut; values equal a; residual 0 at kept, a elsewhere; count within a factor of k.
@@ -38,6 +40,7 @@
 #include "sqz_cuda_test.h"
 #include "sqz_cuda_codec.h"
 #include "sqz_cuda_methods.h"
+#include "sqz_device_support.h"
 #include "sqz_param.h"
 #include "sqz_plugin_util.h"
 #include "sqz_registry.h"
@@ -214,6 +217,9 @@ typedef struct gcase {
     {lbl, {.method = SQZ_GPU_SIGN, .bucket = B, .sign_l2 = l2}, &sqz_compressor_sign,         \
      {__VA_ARGS__, NULL}}
 #define TOPK(lbl, d) {lbl, {.method = SQZ_GPU_TOPK, .density = d}, NULL, {NULL}}
+#define QSGD(lbl, s, B, mx, ...)                                                               \
+    {lbl, {.method = SQZ_GPU_QSGD, .levels = s, .bucket = B, .qsgd_max = mx},                 \
+     &sqz_compressor_qsgd, {__VA_ARGS__, NULL}}
 
 static const gcase_t cases[] = {
     QUANT("quant b4 B512 nearest", 4, 512, 0, "QUANT_BITS=4", "QUANT_BUCKET=512"),
@@ -239,6 +245,16 @@ static const gcase_t cases[] = {
     TOPK("topk d0.05", 0.05),
     TOPK("topk d0.3", 0.3),
     TOPK("topk d1", 1.0),
+    /* qsgd: b = 1 + L code bits from 2 to 9, buckets not a multiple of 8, odd bucket counts
+     * (a code area that is not 8-byte aligned), buckets of several segments. */
+    QSGD("qsgd s15 B512 l2", 15, 512, 0, "QSGD_LEVELS=15", "QSGD_BUCKET=512", "QSGD_NORM=l2"),
+    QSGD("qsgd s1 B8 max", 1, 8, 1, "QSGD_LEVELS=1", "QSGD_BUCKET=8", "QSGD_NORM=max"),
+    QSGD("qsgd s255 B100 l2", 255, 100, 0, "QSGD_LEVELS=255", "QSGD_BUCKET=100",
+         "QSGD_NORM=l2"),
+    QSGD("qsgd s127 B13 max", 127, 13, 1, "QSGD_LEVELS=127", "QSGD_BUCKET=13", "QSGD_NORM=max"),
+    QSGD("qsgd s7 B65536 l2", 7, 65536, 0, "QSGD_LEVELS=7", "QSGD_BUCKET=65536",
+         "QSGD_NORM=l2"),
+    QSGD("qsgd s3 B4096 max", 3, 4096, 1, "QSGD_LEVELS=3", "QSGD_BUCKET=4096", "QSGD_NORM=max"),
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
@@ -269,12 +285,26 @@ static void cpu_destroy(cpu_inst_t *ci)
     free(ci->config);
 }
 
-/* Bytes of the CPU wire format (= the GPU body after the header) for quant and sign. */
+/* The code bits of a qsgd case: 1 + ceil(log2(s + 1)). */
+static unsigned qsgd_code_bits(const gcase_t *gc)
+{
+    unsigned L = 0;
+    while ((1u << L) < (unsigned)gc->p.levels + 1u) {
+        L++;
+    }
+    return 1 + L;
+}
+
+/* Bytes of the CPU wire format (= the GPU body after the header) for quant, sign and qsgd. */
 static size_t body_bytes(const gcase_t *gc, size_t n)
 {
     if (gc->p.method == SQZ_GPU_QUANT) {
         const size_t nb = (n + gc->p.bucket - 1) / gc->p.bucket;
         return 8 * nb + sqz_pu_packed_bytes(n, (unsigned)gc->p.bits);
+    }
+    if (gc->p.method == SQZ_GPU_QSGD) {
+        const size_t nb = (n + gc->p.bucket - 1) / gc->p.bucket;
+        return 4 * nb + sqz_pu_packed_bytes(n, qsgd_code_bits(gc));
     }
     const size_t nb = gc->p.bucket ? (n + gc->p.bucket - 1) / gc->p.bucket : 1;
     return 4 * nb + (n + 7) / 8;
@@ -425,6 +455,63 @@ static void check_sign(const gcase_t *gc, const float *in_f, const float *r0, co
     CHECK_MSG(rbad == 0, "%s n=%zu: %zu residuals inconsistent with the CPU's", gc->label, n,
               rbad);
     (void)exact;
+    free(cp);
+    free(rc);
+    cpu_destroy(&ci);
+}
+
+/* qsgd: the CPU plugin's payload and residual on the same a, bucket by bucket: norms equal or
+ * one ulp apart (the l2 sum of squares runs in another order on the GPU), and in every bucket
+ * whose norm is the CPU's, decoded values and residuals bit-identical (same key, same draws). */
+static void check_qsgd(const gcase_t *gc, const float *in_f, const float *r0, size_t n,
+                       uint64_t seq, const uint8_t *pl, const float *res, int with_res)
+{
+    cpu_inst_t ci = cpu_create(gc);
+    const size_t maxp = ci.c->max_payload(ci.state, n);
+    uint8_t *cp = xmalloc(maxp);
+    float *rc = xmalloc(n * 4);
+    memcpy(rc, r0, n * 4);
+    sqz_compress_args_v1_t a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.in = in_f;
+    a.residual = with_res ? rc : NULL;
+    a.n = n;
+    a.seq = seq;
+    a.payload = cp;
+    a.capacity = maxp;
+    REQUIRE(ci.c->compress(ci.state, &a) == SQZ_OK);
+    CHECK_EQ_INT(a.payload_bytes, body_bytes(gc, n));
+    const size_t B = gc->p.bucket, nb = (n + B - 1) / B;
+    char *same = xmalloc(nb);
+    size_t ndiff = 0, far = 0;
+    for (size_t k = 0; k < nb; k++) {
+        uint32_t g, c;
+        memcpy(&g, pl + 16 + 4 * k, 4);
+        memcpy(&c, cp + 4 * k, 4);
+        same[k] = g == c;
+        ndiff += g != c;
+        far += (g > c ? g - c : c - g) > 1;
+    }
+    CHECK_MSG(far == 0 && ndiff <= 1 + nb / 1000, "%s n=%zu: %zu of %zu norms differ from the "
+              "CPU's (%zu by more than one ulp)", gc->label, n, ndiff, nb, far);
+    float *dg = calloc(n, 4), *dc = calloc(n, 4);
+    REQUIRE(dg != NULL && dc != NULL);
+    CHECK_EQ_INT(ci.c->decompress(ci.state, pl + 16, body_bytes(gc, n), dg, n), SQZ_OK);
+    CHECK_EQ_INT(ci.c->decompress(ci.state, cp, body_bytes(gc, n), dc, n), SQZ_OK);
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (same[i / B] && (f32_bits(dg[i]) != f32_bits(dc[i]) ||
+                            (with_res && f32_bits(res[i]) != f32_bits(rc[i])))) {
+            first = bad++ ? first : i;
+        }
+    }
+    CHECK_MSG(bad == 0, "%s n=%zu: %zu elements decode or keep a residual unlike the CPU's, "
+              "first at %zu (%.9g vs %.9g)", gc->label, n, bad, first, bad ? dg[first] : 0.0,
+              bad ? dc[first] : 0.0);
+    free(dc);
+    free(dg);
+    free(same);
     free(cp);
     free(rc);
     cpu_destroy(&ci);
@@ -585,6 +672,8 @@ static void test_compress(const gcase_t *gc, sqz_dtype_t dt, size_t n, int misal
         check_sign(gc, in_f, r0, av, n, seq, pl, res, with_res);
     } else if (gc->p.method == SQZ_GPU_TOPK) {
         check_topk(gc, r0, av, n, key, pl, res, ctrl[0], with_res);
+    } else if (gc->p.method == SQZ_GPU_QSGD) {
+        check_qsgd(gc, in_f, r0, n, seq, pl, res, with_res);
     }
 
     /* The body past the codes is zero padding. */
@@ -958,8 +1047,39 @@ static void test_params(void)
     CHECK_EQ_INT(sqz_gpu_compress(&p, d, SQZ_DTYPE_FLOAT32, NULL, 0, 0, d, d, g_st), SQZ_OK);
     CHECK_EQ_INT(sqz_gpu_compress(&p, d, SQZ_DTYPE_FLOAT32, NULL, 10, 0, (char *)d + 4, d, g_st),
                  SQZ_ERR_INVALID_PARAM);
+    p.method = SQZ_GPU_QSGD;
+    p.bucket = 512;
+    p.levels = 0;
+    CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
+    p.levels = 256;
+    CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
+    p.levels = 15;
+    p.bucket = 7;
+    CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
     p.method = (sqz_gpu_method_t)9;
     CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
+    CHECK_MSG(sqz_gpu_method_name(SQZ_GPU_QSGD) != NULL &&
+                  strcmp(sqz_gpu_method_name(SQZ_GPU_QSGD), "qsgd") == 0 &&
+                  sqz_gpu_method_name((sqz_gpu_method_t)9) == NULL,
+              "method names");
+    /* The device support table (squeeze_info, the engine's declines) and the codec agree: a
+     * method with a codec row is not declined, and every method the table runs on device
+     * buffers has a row (powersgd has its own kernels, none passes through). */
+    sqz_registry_t reg;
+    REQUIRE(SQZ_OK == sqz_registry_init(&reg));
+    for (size_t j = 0; j < reg.n; j++) {
+        const char *name = reg.e[j].c->name;
+        int row = 0;
+        for (int m = 1; m < 16; m++) {
+            const char *mn = sqz_gpu_method_name((sqz_gpu_method_t)m);
+            row |= mn != NULL && strcmp(mn, name) == 0;
+        }
+        const int table = sqz_device_method_decline(name) == NULL;
+        const int own = strcmp(name, "powersgd") == 0 || strcmp(name, "none") == 0;
+        CHECK_MSG(table == (row || own), "%s: device support table says %s, codec row %s", name,
+                  table ? "kernels" : "declined", row ? "present" : "absent");
+    }
+    sqz_registry_fini(&reg);
     CU(cudaStreamSynchronize(g_st));
     dfree(d);
     case_end(f0, "params   out-of-range arguments refused");
@@ -1008,7 +1128,7 @@ static void perf(void)
     const sqz_dtype_t pd[2] = {SQZ_DTYPE_FLOAT32, SQZ_DTYPE_BFLOAT16};
     for (size_t c = 0; c < NCASES; c++) {
         const gcase_t *gc = &cases[c];
-        if (!(c == 0 || c == 2 || c == 8 || c == 10 || c == 15)) {
+        if (!(c == 0 || c == 2 || c == 8 || c == 10 || c == 15 || c == 19)) {
             continue;
         }
         for (int d = 0; d < 2; d++) {

@@ -7,8 +7,9 @@
  *     residuals, and the outputs' total equals the inputs' total;
  *   - NaN on one rank: every rank's output is NaN at that step (the element, on the dense path),
  *     the residuals restored: the totals above exclude that step and still match;
- *   - the exchange: quant and sign run the scatter-reduce exchange (a reduce-scatter at any N, an
- *     all-reduce from N = 3) and send less than the all-gather's N-1 payloads per call (stats);
+ *   - the exchange: quant, sign and qsgd (without error feedback, its default) run the
+ *     scatter-reduce exchange (a reduce-scatter at any N, an all-reduce from N = 3) and send
+ *     less than the all-gather's N-1 payloads per call (stats);
  *     the bytes per call are printed against one payload;
  *   - SQZ_HIER across emulated hosts (SQZ_HOST_ID; N = 4 on 2 hosts, N = 8 on 2 and 4): the
  *     same replica, exactness and nothing-lost checks (fp32, fp16), the NaN element NaN on every
@@ -17,6 +18,8 @@
  *     the same bits as without the interruption (N = 2 flat, N = 4 on 2 emulated hosts);
  *   - EF21 (topk, quant 4 bits): the shared estimator decays to zero once the inputs stop;
  *   - the policy's dense switch (top-k at 50 %: dense, exact, counted as dense_switch);
+ *   - a method the device path declines (randk): every call the exact dense sum, counted in the
+ *     stats' device_declined;
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
  *     SQZ_ERR_MISMATCH;
  *   - the transport itself: all-reduce (int32 min/max, uint8 max, float64 sum, float32 avg),
@@ -137,6 +140,7 @@ typedef struct method {
     int                compressed; /* a compressed call's output is all NaN at the NaN step */
     int                sra;        /* runs the scatter-reduce exchange where it pays */
     int                ef21;       /* EF21: the output converges to 0 once the inputs stop */
+    int                declined;   /* the device path declines it: every call dense, counted */
 } method_t;
 
 static const char *const m_none[]  = {"SQZ_METHOD", "none", NULL};
@@ -151,13 +155,16 @@ static const char *const m_topk21[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY",
                                        "ef21", NULL};
 static const char *const m_q4_21[]  = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", "SQZ_EF",
                                        "ef21", NULL};
+static const char *const m_randk[] = {"SQZ_METHOD", "randk", NULL};
+static const char *const m_qsgd[]  = {"SQZ_METHOD", "qsgd", "SQZ_QSGD_BUCKET", "500", NULL};
 static const char *const m_psgd[]  = {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_RANK", "4",
                                       "SQZ_POWERSGD_START_STEPS", "0", NULL};
 static const method_t    methods[] = {
-    {"none", m_none, 0, 0, 0, 0},          {"topk", m_topk, 1, 1, 0, 0},
-    {"quant8", m_q8, 1, 1, 1, 0},          {"quant4-sr", m_q4s, 1, 1, 1, 0},
-    {"sign", m_sign, 0, 1, 1, 0},          {"powersgd", m_psgd, 0, 1, 0, 0},
-    {"topk-ef21", m_topk21, 0, 1, 0, 1},   {"quant4-ef21", m_q4_21, 0, 1, 0, 1},
+    {"none", m_none, 0, 0, 0, 0, 0},        {"topk", m_topk, 1, 1, 0, 0, 0},
+    {"quant8", m_q8, 1, 1, 1, 0, 0},        {"quant4-sr", m_q4s, 1, 1, 1, 0, 0},
+    {"sign", m_sign, 0, 1, 1, 0, 0},        {"powersgd", m_psgd, 0, 1, 0, 0, 0},
+    {"topk-ef21", m_topk21, 0, 1, 0, 1, 0}, {"quant4-ef21", m_q4_21, 0, 1, 0, 1, 0},
+    {"qsgd", m_qsgd, 0, 1, 1, 0, 0},        {"randk-declined", m_randk, 0, 0, 0, 0, 1},
 };
 static const char *const base[] = {"SQZ_MIN_BYTES", "0", "SQZ_WARMUP_STEPS", "1", "SQZ_LOG",
                                    "error", NULL};
@@ -176,7 +183,7 @@ typedef struct job {
     sqz_status_t        st[MAXR];
     unsigned char      *out[MAXR]; /* nsteps outputs, raw */
     /* from each rank's stats: bytes sent, compressed calls, whether the scatter-reduce ran */
-    unsigned long long  sent[MAXR], compressed[MAXR];
+    unsigned long long  sent[MAXR], compressed[MAXR], declined[MAXR];
     int                 sra[MAXR], dense_switch[MAXR];
     size_t              payload; /* bytes of one payload of the whole buffer (the all-gather's) */
 } job_t;
@@ -229,6 +236,7 @@ static void read_stats(job_t *j, int rank, const sqz_ctx_t *ctx)
                           json_num(js, "\"calls_nonfinite\": ");
     j->sra[rank]        = NULL != strstr(js, "\"reduce_scatter\": ");
     j->dense_switch[rank] = NULL != strstr(js, "\"dense_switch\": ");
+    j->declined[rank]   = json_num(js, "\"device_declined\": {\"calls\": ");
     pthread_mutex_unlock(&lock);
     sqz_gpu_params_t gp;
     if (0 == rank && sqz_gpu_params_from_ctx(ctx, &gp)) {
@@ -394,6 +402,11 @@ static int check_job(const job_t *j, const char *what)
         EXPECT(last <= 0.1 * first, "%s: ef21 output %g after %d zero calls (inputs ~%g)", what,
                last, S_FLUSH, first);
     }
+    for (int r = 0; j->m->declined && r < j->nranks; r++) {
+        EXPECT(j->declined[r] == (unsigned long long)j->nsteps,
+               "%s: rank %d: %llu calls counted as declined on device buffers, of %d", what, r,
+               j->declined[r], j->nsteps);
+    }
     if (0 == j->hosts) {
         check_exchange(j, what);
     } else if (j->compressed[0] > 0 && j->payload > 0 && j->dtype == SQZ_DTYPE_FLOAT32) {
@@ -492,7 +505,7 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
 {
     static const char *const kv[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.5", "SQZ_EF",
                                      "ef14", NULL};
-    static const method_t    m    = {"topk-50%", kv, 0, 0, 0, 0};
+    static const method_t    m    = {"topk-50%", kv, 0, 0, 0, 0, 0};
     job_t j = {.grp = grp, .m = &m, .nranks = nranks, .nsteps = S_IN, .dtype = SQZ_DTYPE_FLOAT32,
                .count = (size_t)nranks * 4096 + 37};
     char  what[64];
@@ -507,8 +520,8 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
     static const char *const slow[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4",
                                        "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "0.01",
                                        "SQZ_KERNEL_GBPS", "1000", NULL};
-    static const method_t mf = {"quant4-time-fast-link", fast, 0, 0, 0, 0};
-    static const method_t ms = {"quant4-time-slow-link", slow, 1, 1, 1, 0};
+    static const method_t mf = {"quant4-time-fast-link", fast, 0, 0, 0, 0, 0};
+    static const method_t ms = {"quant4-time-slow-link", slow, 1, 1, 1, 0, 0};
     job_t f = j, w = j;
     f.m = &mf, w.m = &ms;
     w.nsteps = S_IN + S_FLUSH; /* (compressed with error feedback: flushed, nothing lost) */

@@ -1,11 +1,14 @@
 /* The compressor registry: built-ins, loading the example plugin, and plugins that fail to load
- * (missing file, not a plugin, bad descriptor) being skipped without harm. */
+ * (missing file, not a plugin, bad descriptor) being skipped without harm; the device support
+ * table (what the GPU path runs, and why not). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <squeeze.h>
 
+#include "sqz_ctx.h"
+#include "sqz_device_support.h"
 #include "sqz_log.h"
 #include "sqz_param.h"
 #include "sqz_registry.h"
@@ -97,11 +100,55 @@ static void test_plugins(void)
     sqz_registry_fini(&r);
 }
 
+/* Every built-in has its own row in the device support table (a reason, or kernels); a name it
+ * does not know is a host-only plugin; an option the device path declines is named. */
+static void test_device_support(void)
+{
+    static const char *const on_device[] = {"none", "topk", "quant", "sign", "qsgd", "powersgd"};
+    const char *plugin_reason = sqz_device_method_decline("nosuch_plugin");
+    CHECK(plugin_reason != NULL && strstr(plugin_reason, "plugin") != NULL);
+    sqz_registry_t r;
+    REQUIRE(SQZ_OK == sqz_registry_init(&r));
+    for (size_t j = 0; j < r.n; j++) {
+        const char *name = r.e[j].c->name;
+        const char *why = sqz_device_method_decline(name);
+        int kernels = 0;
+        for (size_t k = 0; k < sizeof(on_device) / sizeof(on_device[0]); k++) {
+            kernels |= 0 == strcmp(on_device[k], name);
+        }
+        CHECK_MSG(kernels ? why == NULL : why != NULL && why != plugin_reason && strlen(why) > 20,
+                  "%s: device support '%s'", name, why ? why : "kernels");
+    }
+    sqz_registry_fini(&r);
+    const char *const cases[][4] = {
+        {"quant", "ef14", NULL},
+        {"quant", "econtrol", "econtrol"},
+        {"none", "econtrol", NULL},
+        {"fedzip", "auto", "variable-size"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sqz_config_t *cfg = NULL;
+        sqz_ctx_t *ctx = NULL;
+        char err[256];
+        REQUIRE(SQZ_OK == sqz_config_create(&cfg));
+        REQUIRE(SQZ_OK == sqz_config_set(cfg, "SQZ_METHOD", cases[i][0]));
+        REQUIRE(SQZ_OK == sqz_config_set(cfg, "SQZ_EF", cases[i][1]));
+        REQUIRE(SQZ_OK == sqz_ctx_create(cfg, &ctx, err, sizeof(err)));
+        const char *why = sqz_device_decline(ctx);
+        CHECK_MSG(cases[i][2] ? why != NULL && strstr(why, cases[i][2]) != NULL : why == NULL,
+                  "%s with SQZ_EF=%s: device decline '%s'", cases[i][0], cases[i][1],
+                  why ? why : "none");
+        sqz_ctx_destroy(ctx);
+        sqz_config_destroy(cfg);
+    }
+}
+
 int main(void)
 {
     sqz_log_set_level(SQZ_LOG_ERROR); /* the skipped plugins warn: expected */
     test_builtins();
     test_check();
     test_plugins();
+    test_device_support();
     return sqz_test_result("test_registry");
 }

@@ -1,0 +1,48 @@
+#include "config.h"
+
+#include <string.h>
+
+#include "sqz_device_support.h"
+
+/* One row per built-in compressor.  A NULL reason: the GPU path runs it (tests/cuda checks
+ * that each of those has a row in the device codec's method table, or is powersgd or none). */
+static const struct {
+    const char *name;
+    const char *reason;
+} sqz_device_rows[] = {
+    {"none", NULL},
+    {"topk", NULL},
+    {"quant", NULL},
+    {"sign", NULL},
+    {"qsgd", NULL},
+    {"powersgd", NULL},
+    {"randk", "no device kernel yet: its positions come from sequential sampling (Floyd's "
+              "algorithm), shared by every rank"},
+    {"terngrad", "no device kernel yet: its per-bucket scalers need an agreement (a MAX over "
+                 "the ranks) before compressing, which the device exchanges do not make"},
+    {"fedzip", "variable-size payloads (zstd frames): the device exchanges move fixed-size "
+               "payloads"},
+    {"lossless", "variable-size payloads (zstd): the device exchanges move fixed-size payloads"},
+};
+
+const char *sqz_device_method_decline(const char *method)
+{
+    for (size_t i = 0; i < sizeof(sqz_device_rows) / sizeof(sqz_device_rows[0]); i++) {
+        if (0 == strcmp(sqz_device_rows[i].name, method)) {
+            return sqz_device_rows[i].reason;
+        }
+    }
+    return "a plugin with host operations only (compressor ABI v1 has no device operations)";
+}
+
+const char *sqz_device_decline(const sqz_ctx_t *ctx)
+{
+    const char *reason = sqz_device_method_decline(ctx->method->name);
+    if (NULL != reason) {
+        return reason;
+    }
+    if (SQZ_EF_ECONTROL == ctx->p.ef && 0 != strcmp(ctx->method->name, "none")) {
+        return "SQZ_EF=econtrol has no device kernel (the GPU path has ef14, ef21 and none)";
+    }
+    return NULL;
+}
