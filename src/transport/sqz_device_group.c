@@ -167,7 +167,10 @@ static int sqz_dg_receive(sqz_dg_op_t *op)
         g->tail[q] = NULL;
     }
     pthread_mutex_unlock(&g->lock);
-    const size_t bytes = x->bytes < op->bytes ? x->bytes : op->bytes;
+    /* x belongs to the sender, which frees it once `copied` is set: read what this side needs
+     * before (a read after the unlock raced with that free and reported garbage sizes). */
+    const size_t sent  = x->bytes;
+    const size_t bytes = sent < op->bytes ? sent : op->bytes;
     int          rc    = cudaStreamWaitEvent(op->s, x->ready, 0) != cudaSuccess;
     if (0 == rc && bytes > 0 && x->buf != op->buf) {
         rc = cudaMemcpyAsync(op->buf, x->buf, bytes, cudaMemcpyDeviceToDevice, op->s) !=
@@ -176,12 +179,12 @@ static int sqz_dg_receive(sqz_dg_op_t *op)
     rc |= cudaEventRecord(x->done, op->s) != cudaSuccess;
     pthread_mutex_lock(&g->lock);
     x->copied   = 1;
-    x->mismatch = x->bytes != op->bytes;
+    x->mismatch = sent != op->bytes;
     pthread_cond_broadcast(&g->cond);
     pthread_mutex_unlock(&g->lock);
-    if (x->bytes != op->bytes) {
-        SQZ_ERROR("device group: rank %d sent %zu bytes, rank %d expected %zu", op->peer,
-                  x->bytes, op->me->rank, op->bytes);
+    if (sent != op->bytes) {
+        SQZ_ERROR("device group: rank %d sent %zu bytes, rank %d expected %zu", op->peer, sent,
+                  op->me->rank, op->bytes);
         rc = -1;
     }
     return rc ? -1 : 0;
