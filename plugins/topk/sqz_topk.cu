@@ -22,11 +22,14 @@
  * Bytes touched per element: read in (4 or 2), read residual 4, write residual 4; plus about
  * 2 * 8 bytes per staged candidate (staging write, then read) and 8 per sent entry.
  *
- * decode_sum: the flag launch (bad word in the workspace), a memset of the fp32 accumulator (out
- * itself for float32 outputs, the workspace otherwise), ONE scatter launch per rank in rank
- * order (indices are unique within a payload, so no two threads of a launch touch one element),
- * then one pass writing scale * acc (or NaN when bad) as dtype.  Sums are 0 + v_0 + v_1 ... in
- * rank order, as the CPU decoder accumulates.
+ * decode_sum: ONE launch, a block per output tile of TOPK_DEC_TILE elements: every block reads
+ * every header (any bad: the tile is NaN), then per group of 8 ranks each warp finds its rank's
+ * entries inside the tile (a 32-way search of the sorted indices: about 4 dependent loads for a
+ * million entries), and the block adds them into a shared-memory accumulator rank after rank
+ * (indices are unique within a payload, so no two threads of one rank's pass touch one element;
+ * a barrier between ranks keeps the rank order), then writes scale * acc as dtype once.  Sums are
+ * 0 + v_0 + v_1 ... in rank order, as the CPU decoder accumulates.  The output is written once
+ * and each entry read once: no memset, no accumulator in the workspace, no pass per rank.
  * restore: the flag launch, residual -= in over the finite in + residual, then the own entries
  * added back (residual + decoded - in with one rounding per element).
  */
@@ -43,6 +46,7 @@
 #define TOPK_SAMPLES 8192
 #define TOPK_SEL_THREADS 1024
 #define TOPK_SEL_PER (TOPK_SAMPLES / TOPK_SEL_THREADS)
+#define TOPK_DEC_TILE 4096 /* output elements per decode block (16 KiB of fp32 in shared memory) */
 
 #if TOPK_TILE != TOPK_THREADS * 8 * TOPK_ROUNDS
 #error "SQZ_CU_TOPK_TILE must be a multiple of TOPK_THREADS * 8"
@@ -81,7 +85,6 @@ typedef struct topk_layout {
     size_t o_off;  /*   per-tile output offsets */
     size_t o_sidx; /*   staged indices (nblk * cap) */
     size_t o_sval; /*   staged values (nblk * cap) */
-    size_t o_acc;  /*   decode accumulator (n floats), overlapping the staging */
     size_t ws;     /* workspace bytes (without the accumulator) */
 } topk_layout_t;
 
@@ -100,7 +103,6 @@ static int topk_layout(const sqz_gpu_params_t *p, size_t n, topk_layout_t *L)
     L->o_off = L->o_cnt + sqz_cu_round256(L->nblk * 4);
     L->o_sidx = L->o_off + sqz_cu_round256(L->nblk * 4);
     L->o_sval = L->o_sidx + sqz_cu_round256(L->nblk * L->cap * 4);
-    L->o_acc = L->o_sidx;
     L->ws = L->o_sval + sqz_cu_round256(L->nblk * L->cap * 4);
     return 1;
 }
@@ -342,59 +344,86 @@ __global__ void __launch_bounds__(TOPK_THREADS)
  * Decoding and restore.
  * ------------------------------------------------------------------------------------------- */
 
-/* acc[idx] += val over one payload's entries (unless some payload is bad). */
-__global__ void __launch_bounds__(256)
-    topk_scatter_kernel(const uint8_t *__restrict__ payload, size_t k, size_t n,
-                        const sqz_cu_ctrl_t *__restrict__ ctrl, float *acc)
+/* The first of the c sorted indices idx[0, c) that is >= bound (c when none), found by a whole
+ * warp: 32 probes per step cut the range 32-fold.  Unsorted (corrupt) indices give some position
+ * in [0, c], never an access outside it. */
+__device__ __forceinline__ size_t topk_warp_lower_bound(const uint32_t *idx, size_t c,
+                                                       uint32_t bound)
 {
-    if (ctrl->bad) {
-        return;
-    }
-    const uint32_t c = reinterpret_cast<const uint32_t *>(payload)[2];
-    const size_t cnt = c < k ? c : k;
-    const uint32_t *pidx = reinterpret_cast<const uint32_t *>(payload + 16);
-    const float *pval = reinterpret_cast<const float *>(payload + 16 + 4 * k);
-    for (size_t j = (size_t)blockIdx.x * 256 + threadIdx.x; j < cnt;
-         j += (size_t)gridDim.x * 256) {
-        const uint32_t ix = pidx[j];
-        if (ix < n) { /* never false for a payload of compress: memory safety only */
-            acc[ix] = __fadd_rn(acc[ix], pval[j]);
+    const size_t lane = threadIdx.x & 31;
+    size_t lo = 0, hi = c; /* the answer lies in [lo, hi]; everything before lo is below */
+    while (hi - lo > 32) {
+        const size_t step = (hi - lo + 31) / 32;
+        const size_t q = lo + lane * step;
+        const int nb = __popc(__ballot_sync(0xffffffffu, q < hi && idx[q] < bound));
+        if (nb == 0) {
+            return lo;
         }
+        const size_t top = lo + (size_t)nb * step; /* the first probe not below, or past hi */
+        lo += (size_t)(nb - 1) * step + 1;
+        hi = top < hi ? top : hi;
     }
+    const size_t q = lo + lane;
+    return lo + (size_t)__popc(__ballot_sync(0xffffffffu, q < hi && idx[q] < bound));
 }
 
-/* out = scale * acc as T, or NaN everywhere when bad.  acc may be out itself (float32): then
- * nothing is to be done unless bad or scale != 1. */
+/* out = scale * (sum over ranks, in order, of the entries inside each tile), or NaN everywhere
+ * when some header is bad (every block reads every header, so all agree). */
 template <typename T>
 __global__ void __launch_bounds__(256)
-    topk_final_kernel(const float *acc, T *out, size_t n, float scale,
-                      const sqz_cu_ctrl_t *__restrict__ ctrl, int rewrite, int vec)
+    topk_decode_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes, size_t k,
+                       size_t n, float scale, int vec, T *out)
 {
-    const int bad = ctrl->bad != 0;
-    if (!bad && !rewrite) {
-        return;
-    }
-    const size_t nch = (n + 7) / 8;
-    for (size_t ch = (size_t)blockIdx.x * 256 + threadIdx.x; ch < nch;
-         ch += (size_t)gridDim.x * 256) {
-        const size_t i0 = ch * 8;
-        const int len = (int)(n - i0 < 8 ? n - i0 : 8);
-        float v[8];
-        if (bad) {
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                v[e] = __int_as_float(0x7fc00000);
-            }
-        } else {
-            sqz_cu_load8(acc, i0, len, vec != 0, v);
-            if (scale != 1.0f) {
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    v[e] = __fmul_rn(v[e], scale);
+    __shared__ float acc[TOPK_DEC_TILE];
+    __shared__ size_t range[8][2]; /* [lo, hi) of the entries of rank r0 + w in the tile */
+    const int bad = sqz_cu_block_any_bad(payloads, nranks, pbytes);
+    const int warp = (int)(threadIdx.x >> 5);
+    const size_t ntiles = (n + TOPK_DEC_TILE - 1) / TOPK_DEC_TILE;
+    for (size_t t = blockIdx.x; t < ntiles; t += gridDim.x) {
+        const size_t t0 = t * TOPK_DEC_TILE;
+        const uint32_t len = (uint32_t)(n - t0 < TOPK_DEC_TILE ? n - t0 : TOPK_DEC_TILE);
+        for (uint32_t e = threadIdx.x; e < len; e += 256) {
+            acc[e] = bad ? __int_as_float(0x7fc00000) : 0.0f;
+        }
+        for (int r0 = 0; !bad && r0 < nranks; r0 += 8) {
+            if (r0 + warp < nranks) {
+                const uint8_t *p = payloads + (size_t)(r0 + warp) * pbytes;
+                const uint32_t c = reinterpret_cast<const uint32_t *>(p)[2];
+                const size_t cnt = c < k ? c : k;
+                const uint32_t *idx = reinterpret_cast<const uint32_t *>(p + 16);
+                const size_t lo = topk_warp_lower_bound(idx, cnt, (uint32_t)t0);
+                const size_t hi = lo + topk_warp_lower_bound(idx + lo, cnt - lo,
+                                                             (uint32_t)(t0 + len));
+                if ((threadIdx.x & 31) == 0) {
+                    range[warp][0] = lo;
+                    range[warp][1] = hi;
                 }
             }
+            __syncthreads(); /* (also orders the zeroing, or the previous round's adds) */
+            for (int w = 0; w < 8 && r0 + w < nranks; w++) {
+                const uint8_t *p = payloads + (size_t)(r0 + w) * pbytes;
+                const uint32_t *idx = reinterpret_cast<const uint32_t *>(p + 16);
+                const float *val = reinterpret_cast<const float *>(p + 16 + 4 * k);
+                for (size_t j = range[w][0] + threadIdx.x; j < range[w][1]; j += 256) {
+                    const uint32_t off = idx[j] - (uint32_t)t0;
+                    if (off < len) { /* never false for a payload of compress: safety only */
+                        acc[off] = __fadd_rn(acc[off], val[j]);
+                    }
+                }
+                __syncthreads();
+            }
         }
-        sqz_cu_store8(out, i0, len, vec != 0, v, 0xffu);
+        __syncthreads();
+        for (uint32_t e = threadIdx.x * 8; e < len; e += 256 * 8) {
+            float v[8];
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                const float a = acc[e + q < len ? e + q : e];
+                v[q] = scale != 1.0f && !bad ? __fmul_rn(a, scale) : a;
+            }
+            sqz_cu_store8(out, t0 + e, (int)(len - e < 8 ? len - e : 8), vec != 0, v, 0xffu);
+        }
+        __syncthreads(); /* (the next tile zeroes acc) */
     }
 }
 
@@ -469,10 +498,7 @@ static size_t sqz_cu_topk_workspace_bytes(const sqz_gpu_params_t *p, size_t n,
         return SQZ_CU_WS_CTRL_BYTES;
     }
     size_t bytes = L.ws;
-    if (dtype != SQZ_DTYPE_FLOAT32) {
-        const size_t acc_end = L.o_acc + sqz_cu_round256(n * 4);
-        bytes = bytes > acc_end ? bytes : acc_end;
-    }
+    (void)dtype;
     return bytes;
 }
 
@@ -530,24 +556,10 @@ static sqz_status_t sqz_cu_topk_compress(const sqz_gpu_params_t *p, const void *
 
 template <typename T>
 static sqz_status_t topk_decode_t(const topk_layout_t *L, const uint8_t *payloads, int nranks,
-                                  size_t n, float scale, T *out, uint8_t *ws, int out_is_acc,
-                                  cudaStream_t st)
+                                  size_t n, float scale, T *out, cudaStream_t st)
 {
-    const sqz_cu_ctrl_t *ctrl = reinterpret_cast<const sqz_cu_ctrl_t *>(ws);
-    float *acc = out_is_acc ? reinterpret_cast<float *>(out)
-                            : reinterpret_cast<float *>(ws + L->o_acc);
-    if (cudaMemsetAsync(acc, 0, n * sizeof(float), st) != cudaSuccess) {
-        return SQZ_ERR_CUDA;
-    }
-    for (int r = 0; r < nranks; r++) {
-        topk_scatter_kernel<<<sqz_cu_grid(L->k, 256), 256, 0, st>>>(
-            payloads + (size_t)r * L->total, L->k, n, ctrl, acc);
-        SQZ_CU_CHECK_LAUNCH();
-    }
-    const int vec = sqz_cu_aligned(acc, 16) && sqz_cu_aligned(out, 16);
-    const int rewrite = !out_is_acc || scale != 1.0f;
-    topk_final_kernel<T><<<sqz_cu_grid(sqz_cu_div_up(n, 8), 256), 256, 0, st>>>(
-        acc, out, n, scale, ctrl, rewrite, vec);
+    topk_decode_kernel<T><<<sqz_cu_grid(sqz_cu_div_up(n, TOPK_DEC_TILE), 1), 256, 0, st>>>(
+        payloads, nranks, L->total, L->k, n, scale, sqz_cu_aligned(out, 16), out);
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
 }
@@ -560,21 +572,16 @@ static sqz_status_t sqz_cu_topk_decode_sum(const sqz_gpu_params_t *p, const void
     if (!topk_layout(p, n, &L)) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    sqz_cu_ctrl_t *ctrl = (sqz_cu_ctrl_t *)workspace;
-    const sqz_status_t s = sqz_cu_launch_flags(payloads, nranks, L.total, &ctrl->bad, NULL, stream);
-    if (s != SQZ_OK) {
-        return s;
-    }
+    (void)workspace;
     cudaStream_t st = (cudaStream_t)stream;
     const uint8_t *pl = (const uint8_t *)payloads;
-    uint8_t *ws = (uint8_t *)workspace;
     switch (dtype) {
     case SQZ_DTYPE_FLOAT32:
-        return topk_decode_t(&L, pl, nranks, n, scale, (float *)out, ws, 1, st);
+        return topk_decode_t(&L, pl, nranks, n, scale, (float *)out, st);
     case SQZ_DTYPE_FLOAT16:
-        return topk_decode_t(&L, pl, nranks, n, scale, (__half *)out, ws, 0, st);
+        return topk_decode_t(&L, pl, nranks, n, scale, (__half *)out, st);
     case SQZ_DTYPE_BFLOAT16:
-        return topk_decode_t(&L, pl, nranks, n, scale, (__nv_bfloat16 *)out, ws, 0, st);
+        return topk_decode_t(&L, pl, nranks, n, scale, (__nv_bfloat16 *)out, st);
     }
     return SQZ_ERR_INVALID_PARAM;
 }
