@@ -13,10 +13,15 @@
  * value sits on a float rounding boundary.  Non-finite elements are left out of the norm, coded
  * 0 and keep their residual; the header is flagged.
  *
- * Launches: the header init; the per-bucket statistics (sqz_cu_launch_seg_stats: a warp per
- * segment of a bucket, one block per bucket combining segments of large buckets), which write
- * the norms; then a thread per chunk of 8 elements encodes (a chunk spans at most two buckets,
- * since B >= 8).  decode_sum: a thread per chunk of 8 decodes every rank in rank order.
+ * Launches of compress (after the header init), as quant's:
+ *  - fused path, bucket B a multiple of 8 and <= QSGD_FUSED_MAX (4096; the default 512
+ *    qualifies): ONE kernel.  A group of G = 2^g threads owns a bucket, holds its chunks of 8 in
+ *    registers (at most QSGD_NC per thread), reduces the statistics over the group, computes the
+ *    norm in every lane and encodes from registers: in and residual read once.
+ *  - general path: the per-bucket statistics (sqz_cu_launch_seg_stats: a warp per segment of a
+ *    bucket, one block per bucket combining segments of large buckets) write the norms, then a
+ *    thread per chunk of 8 elements encodes (a chunk spans at most two buckets, since B >= 8).
+ * decode_sum: a thread per chunk of 8 decodes every rank in rank order.
  * Codes of 2..8 bits are held in one 64-bit word per chunk, 9 bits (s >= 128) in 64 + 8.
  */
 #include <float.h>
@@ -237,6 +242,102 @@ struct qsgd_seg_policy {
     }
 };
 
+/* ---------------------------------------------------------------------------------------------
+ * Compress, fused path.  Block of QSGD_THREADS threads = 256 / G groups; group q of work unit u
+ * owns bucket k = u * (256 / G) + q; thread g of the group holds chunks c = g + j * G (j < nc).
+ * ------------------------------------------------------------------------------------------- */
+#define QSGD_THREADS 256
+#define QSGD_NC 2   /* chunks of 8 in registers per thread (quant's measured choice) */
+#define QSGD_MINB 4 /* blocks per SM the register budget is cut for */
+#define QSGD_FUSED_MAX (QSGD_THREADS * 8 * QSGD_NC)
+
+static int qsgd_fused(const qsgd_layout_t *Q)
+{
+    return Q->B % 8 == 0 && Q->B <= QSGD_FUSED_MAX;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(QSGD_THREADS, QSGD_MINB)
+    qsgd_fused_kernel(const T *__restrict__ in, float *__restrict__ res, size_t n,
+                      qsgd_layout_t Q, int use_max, uint32_t key, int glog2, int nc, int vec,
+                      uint8_t *__restrict__ payload)
+{
+    __shared__ qsgd_stats_t red[QSGD_THREADS / 32];
+    const int G = 1 << glog2;
+    const int g = (int)threadIdx.x & (G - 1);
+    const size_t gpb = (size_t)(QSGD_THREADS >> glog2);
+    const size_t units = (Q.nb + gpb - 1) / gpb;
+    uint8_t *packed = payload + 16 + 4 * Q.nb;
+    const qsgd_seg_policy pol = {Q.s, use_max};
+    for (size_t u = blockIdx.x; u < units; u += gridDim.x) {
+        const size_t k = u * gpb + (threadIdx.x >> glog2);
+        const size_t s0 = k * Q.B; /* a multiple of 8 */
+        const size_t m = k < Q.nb ? (n - s0 < Q.B ? n - s0 : Q.B) : 0;
+        float a[QSGD_NC][8];
+        uint32_t fin[QSGD_NC];
+        qsgd_stats_t st = pol.identity();
+#pragma unroll
+        for (int j = 0; j < QSGD_NC; j++) {
+            fin[j] = 0;
+            const size_t c = (size_t)g + (size_t)j * G;
+            if (j < nc && c * 8 < m) {
+                const int len = (int)(m - c * 8 < 8 ? m - c * 8 : 8);
+                sqz_cu_load_a8(in, res, s0 + c * 8, len, vec != 0, a[j]);
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    if (e < len) {
+                        pol.add(&st, a[j][e]);
+                        fin[j] |= (uint32_t)sqz_cu_finite(a[j][e]) << e;
+                    }
+                }
+            }
+        }
+        st = sqz_cu_group_reduce(st, glog2, red, qsgd_stats_op());
+        if (k >= Q.nb) {
+            continue; /* no barrier below: idle groups may leave the step */
+        }
+        /* Every lane computes the norm (no divergent copy of this latency-bound chain). */
+        const double nd = use_max ? (double)__uint_as_float(st.mx) : __dsqrt_rn(st.sq);
+        const float norm = qsgd_norm_f32(nd, Q.s);
+        if (g == 0) {
+            reinterpret_cast<float *>(payload + 16)[k] = norm;
+            if (st.bad) {
+                sqz_cu_flag_nonfinite(payload);
+            }
+        }
+        const qsgd_coef_t cf = qsgd_coef(norm, Q.s);
+#pragma unroll
+        for (int j = 0; j < QSGD_NC; j++) {
+            const size_t c = (size_t)g + (size_t)j * G;
+            if (j < nc && c * 8 < m) {
+                const int len = (int)(m - c * 8 < 8 ? m - c * 8 : 8);
+                const size_t i0 = s0 + c * 8;
+                const uint32_t ckey = sqz_cu_elem_key(key, i0);
+                qsgd_bits_t v = {0, 0};
+#pragma unroll
+                for (int e = 0; e < 8; e++) {
+                    if ((fin[j] >> e) & 1u) {
+                        float dec;
+                        const uint32_t code =
+                            qsgd_code(a[j][e], cf, Q.s, Q.L,
+                                      sqz_cu_hash_f32(ckey, (uint32_t)i0 + (uint32_t)e), &dec);
+                        qsgd_put(&v, code, (unsigned)e * Q.b, Q.b);
+                        a[j][e] = __fsub_rn(a[j][e], dec);
+                    }
+                }
+                if (res != NULL) {
+                    sqz_cu_store8(res, i0, len, vec != 0, a[j], fin[j]);
+                }
+                qsgd_store(packed + (i0 / 8) * Q.b, v, Q.b,
+                           len == 8 ? (int)Q.b : (int)((len * Q.b + 7) / 8), Q.wide);
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Compress, general path: a thread per chunk of 8 encodes, the norms already in the payload.
+ * ------------------------------------------------------------------------------------------- */
 template <typename T>
 __global__ void __launch_bounds__(256)
     qsgd_encode_kernel(const T *__restrict__ in, float *__restrict__ res, size_t n,
@@ -391,7 +492,7 @@ static size_t qsgd_workspace_bytes(const sqz_gpu_params_t *p, size_t n, sqz_dtyp
     qsgd_layout_t Q;
     (void)dtype;
     size_t bytes = SQZ_CU_WS_CTRL_BYTES;
-    if (n > 0 && qsgd_layout(p, n, &Q)) {
+    if (n > 0 && qsgd_layout(p, n, &Q) && !qsgd_fused(&Q)) {
         const sqz_cu_segs_t sg = sqz_cu_segments(Q.B, Q.nb);
         if (sg.spb > 1) {
             bytes += sqz_cu_round256(sg.nseg * sizeof(qsgd_stats_t));
@@ -406,6 +507,20 @@ static sqz_status_t qsgd_compress_t(const qsgd_layout_t *Q, int use_max, const T
                                     uint8_t *ws, cudaStream_t st)
 {
     const int vec = sqz_cu_aligned(in, 16) && (res == NULL || sqz_cu_aligned(res, 16));
+    if (qsgd_fused(Q)) {
+        /* G: the smallest power of two with G * QSGD_NC >= B / 8 chunks. */
+        const size_t C = Q->B / 8;
+        int glog2 = 0;
+        while (((size_t)1 << glog2) * QSGD_NC < C) {
+            glog2++;
+        }
+        const int nc = (int)sqz_cu_div_up(C, (size_t)1 << glog2);
+        const size_t gpb = (size_t)QSGD_THREADS >> glog2;
+        qsgd_fused_kernel<T><<<sqz_cu_grid(Q->nb, gpb), QSGD_THREADS, 0, st>>>(
+            in, res, n, *Q, use_max, key, glog2, nc, vec, payload);
+        SQZ_CU_CHECK_LAUNCH();
+        return SQZ_OK;
+    }
     qsgd_stats_t *part = reinterpret_cast<qsgd_stats_t *>(ws + SQZ_CU_WS_CTRL_BYTES);
     const qsgd_seg_policy pol = {Q->s, use_max};
     const sqz_status_t sst = sqz_cu_launch_seg_stats(in, res, n, Q->B, Q->nb, pol, part, payload,

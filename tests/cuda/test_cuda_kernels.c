@@ -15,7 +15,7 @@
  *  - the error-feedback invariant decoded + new residual == a (up to one rounding), decoding the
  *    GPU payload with the CPU decoder (quant, sign) or by hand (topk), and decode_sum of the one
  *    payload equal to that decoding bit for bit.
- *  - decode_sum of 1, 2, 4 payloads: bit-identical to the CPU sum in rank order, times scale,
+ *  - decode_sum of 1, 2, 4 (and 9) payloads: bit-identical to the CPU sum in rank order, times scale,
  *    for every output dtype; NaN everywhere when a header is flagged or has a wrong magic.
  *  - non-finite input: flag set, those elements' residual untouched; restore gives the old
  *    residual back (within 1e-6 * (|old| + |in| + |dec|)) and counts; restore without a flagged
@@ -1230,6 +1230,8 @@ int main(int argc, char **argv)
                 test_decode(&cases[c], sizes[s], R);
             }
         }
+        /* More ranks than one round of topk's per-warp search (8). */
+        test_decode(&cases[c], 1000003, 9);
         test_nonfinite(&cases[c], SQZ_DTYPE_FLOAT32, 7);
         test_nonfinite(&cases[c], SQZ_DTYPE_FLOAT32, 1000003);
         test_nonfinite(&cases[c], SQZ_DTYPE_FLOAT16, 4096);
