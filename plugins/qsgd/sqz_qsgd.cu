@@ -550,15 +550,9 @@ static sqz_status_t qsgd_compress(const sqz_gpu_params_t *p, const void *in, sqz
     uint8_t *pl = (uint8_t *)payload;
     uint8_t *ws = (uint8_t *)workspace;
     const int mx = p->qsgd_max != 0;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return qsgd_compress_t(&Q, mx, (const float *)in, residual, n, key, pl, ws, st);
-    case SQZ_DTYPE_FLOAT16:
-        return qsgd_compress_t(&Q, mx, (const __half *)in, residual, n, key, pl, ws, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return qsgd_compress_t(&Q, mx, (const __nv_bfloat16 *)in, residual, n, key, pl, ws, st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return qsgd_compress_t(&Q, mx, (const SQZ_CU_ELEM(t) *)in, residual, n, key, pl, ws, st);
+    });
 }
 
 template <typename T>
@@ -582,15 +576,9 @@ static sqz_status_t qsgd_decode_sum(const sqz_gpu_params_t *p, const void *paylo
     }
     cudaStream_t st = (cudaStream_t)stream;
     const uint8_t *pl = (const uint8_t *)payloads;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return qsgd_decode_t(&Q, pl, nranks, n, scale, (float *)out, st);
-    case SQZ_DTYPE_FLOAT16:
-        return qsgd_decode_t(&Q, pl, nranks, n, scale, (__half *)out, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return qsgd_decode_t(&Q, pl, nranks, n, scale, (__nv_bfloat16 *)out, st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return qsgd_decode_t(&Q, pl, nranks, n, scale, (SQZ_CU_ELEM(t) *)out, st);
+    });
 }
 
 template <typename T>
@@ -615,15 +603,9 @@ static sqz_status_t qsgd_restore(const sqz_gpu_params_t *p, const void *own, con
     }
     cudaStream_t st = (cudaStream_t)stream;
     const uint8_t *o = (const uint8_t *)own;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return qsgd_restore_t(&Q, o, bad, (const float *)in, residual, n, st);
-    case SQZ_DTYPE_FLOAT16:
-        return qsgd_restore_t(&Q, o, bad, (const __half *)in, residual, n, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return qsgd_restore_t(&Q, o, bad, (const __nv_bfloat16 *)in, residual, n, st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return qsgd_restore_t(&Q, o, bad, (const SQZ_CU_ELEM(t) *)in, residual, n, st);
+    });
 }
 
 extern "C" const sqz_cu_method_t sqz_cu_qsgd_method = {

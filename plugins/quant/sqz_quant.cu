@@ -545,16 +545,10 @@ static sqz_status_t sqz_cu_quant_compress(const sqz_gpu_params_t *p, const void 
     uint8_t *pl = (uint8_t *)payload;
     uint8_t *ws = (uint8_t *)workspace;
     const int stoch = p->stochastic != 0;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return quant_compress_t(&L, (const float *)in, residual, n, stoch, key, pl, ws, st);
-    case SQZ_DTYPE_FLOAT16:
-        return quant_compress_t(&L, (const __half *)in, residual, n, stoch, key, pl, ws, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return quant_compress_t(&L, (const __nv_bfloat16 *)in, residual, n, stoch, key, pl, ws,
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return quant_compress_t(&L, (const SQZ_CU_ELEM(t) *)in, residual, n, stoch, key, pl, ws,
                                 st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    });
 }
 
 template <typename T>
@@ -603,15 +597,9 @@ static sqz_status_t sqz_cu_quant_decode_sum(const sqz_gpu_params_t *p, const voi
     }
     cudaStream_t st = (cudaStream_t)stream;
     const uint8_t *pl = (const uint8_t *)payloads;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return quant_decode_t(&L, pl, nranks, n, scale, (float *)out, st);
-    case SQZ_DTYPE_FLOAT16:
-        return quant_decode_t(&L, pl, nranks, n, scale, (__half *)out, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return quant_decode_t(&L, pl, nranks, n, scale, (__nv_bfloat16 *)out, st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return quant_decode_t(&L, pl, nranks, n, scale, (SQZ_CU_ELEM(t) *)out, st);
+    });
 }
 
 template <typename T>
@@ -637,15 +625,9 @@ static sqz_status_t sqz_cu_quant_restore(const sqz_gpu_params_t *p, const void *
     }
     cudaStream_t st = (cudaStream_t)stream;
     const uint8_t *o = (const uint8_t *)own;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return quant_restore_t(&L, o, bad, (const float *)in, residual, n, st);
-    case SQZ_DTYPE_FLOAT16:
-        return quant_restore_t(&L, o, bad, (const __half *)in, residual, n, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return quant_restore_t(&L, o, bad, (const __nv_bfloat16 *)in, residual, n, st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return quant_restore_t(&L, o, bad, (const SQZ_CU_ELEM(t) *)in, residual, n, st);
+    });
 }
 
 extern "C" const sqz_cu_method_t sqz_cu_quant_method = {

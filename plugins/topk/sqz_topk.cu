@@ -543,15 +543,9 @@ static sqz_status_t sqz_cu_topk_compress(const sqz_gpu_params_t *p, const void *
     cudaStream_t st = (cudaStream_t)stream;
     uint8_t *pl = (uint8_t *)payload;
     uint8_t *ws = (uint8_t *)workspace;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return topk_compress_t(p, &L, (const float *)in, residual, n, key, pl, ws, st);
-    case SQZ_DTYPE_FLOAT16:
-        return topk_compress_t(p, &L, (const __half *)in, residual, n, key, pl, ws, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return topk_compress_t(p, &L, (const __nv_bfloat16 *)in, residual, n, key, pl, ws, st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return topk_compress_t(p, &L, (const SQZ_CU_ELEM(t) *)in, residual, n, key, pl, ws, st);
+    });
 }
 
 template <typename T>
@@ -575,15 +569,9 @@ static sqz_status_t sqz_cu_topk_decode_sum(const sqz_gpu_params_t *p, const void
     (void)workspace;
     cudaStream_t st = (cudaStream_t)stream;
     const uint8_t *pl = (const uint8_t *)payloads;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return topk_decode_t(&L, pl, nranks, n, scale, (float *)out, st);
-    case SQZ_DTYPE_FLOAT16:
-        return topk_decode_t(&L, pl, nranks, n, scale, (__half *)out, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return topk_decode_t(&L, pl, nranks, n, scale, (__nv_bfloat16 *)out, st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return topk_decode_t(&L, pl, nranks, n, scale, (SQZ_CU_ELEM(t) *)out, st);
+    });
 }
 
 template <typename T>
@@ -611,15 +599,9 @@ static sqz_status_t sqz_cu_topk_restore(const sqz_gpu_params_t *p, const void *o
     }
     cudaStream_t st = (cudaStream_t)stream;
     const uint8_t *o = (const uint8_t *)own;
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        return topk_restore_t(&L, o, bad, (const float *)in, residual, n, st);
-    case SQZ_DTYPE_FLOAT16:
-        return topk_restore_t(&L, o, bad, (const __half *)in, residual, n, st);
-    case SQZ_DTYPE_BFLOAT16:
-        return topk_restore_t(&L, o, bad, (const __nv_bfloat16 *)in, residual, n, st);
-    }
-    return SQZ_ERR_INVALID_PARAM;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        return topk_restore_t(&L, o, bad, (const SQZ_CU_ELEM(t) *)in, residual, n, st);
+    });
 }
 
 extern "C" const sqz_cu_method_t sqz_cu_topk_method = {

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <type_traits>
 
 #include "sqz_cuda_codec.h"
 
@@ -205,6 +206,26 @@ __device__ __forceinline__ void sqz_cu_vstore8(__nv_bfloat16 *p, const float x[8
     *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);
 }
 
+/** The element type T of a pointer type (for the lambdas of sqz_cu_with_dtype). */
+#define SQZ_CU_ELEM(t) std::remove_pointer_t<decltype(t)>
+
+/** Calls f(T *) with a null pointer of the element type of dtype (float, __half or
+ *  __nv_bfloat16), so that one generic lambda instantiates a method's launcher for the three:
+ *      return sqz_cu_with_dtype(dtype, [&](auto *t) { ... (const SQZ_CU_ELEM(t) *)in ... });
+ *  \return what f returns, or SQZ_ERR_INVALID_PARAM for another dtype. */
+template <typename F>
+static inline sqz_status_t sqz_cu_with_dtype(sqz_dtype_t dtype, F f)
+{
+    switch (dtype) {
+    case SQZ_DTYPE_FLOAT32:
+        return f((float *)nullptr);
+    case SQZ_DTYPE_FLOAT16:
+        return f((__half *)nullptr);
+    case SQZ_DTYPE_BFLOAT16:
+        return f((__nv_bfloat16 *)nullptr);
+    }
+    return SQZ_ERR_INVALID_PARAM;
+}
 /** x[e] = p[i0 + e] for e < len (len <= 8), 0 for the others.  vec: p is 16-byte aligned and
  *  i0 a multiple of 8, so a full chunk is read with 16-byte loads. */
 template <typename T>

@@ -359,27 +359,38 @@ static void case_end(int f0, const char *fmt, ...)
  * Per-method checks of one compress.
  * ------------------------------------------------------------------------------------------- */
 
+/* The CPU plugin's compress of the same a: its payload (*cp, malloc'd) and, with a residual,
+ * its new residual (*rc, malloc'd, from r0).  \return the payload bytes. */
+static size_t cpu_compress(cpu_inst_t *ci, const float *in_f, const float *r0, size_t n,
+                           uint64_t seq, int with_res, uint8_t **cp, float **rc)
+{
+    const size_t maxp = ci->c->max_payload(ci->state, n);
+    *cp = xmalloc(maxp);
+    *rc = xmalloc(n * 4);
+    memcpy(*rc, r0, n * 4);
+    sqz_compress_args_v1_t a;
+    memset(&a, 0, sizeof a);
+    a.size = sizeof a;
+    a.in = in_f;
+    a.residual = with_res ? *rc : NULL;
+    a.n = n;
+    a.seq = seq;
+    a.payload = *cp;
+    a.capacity = maxp;
+    REQUIRE(ci->c->compress(ci->state, &a) == SQZ_OK);
+    return a.payload_bytes;
+}
+
 /* quant: body and residual bit-identical to the CPU plugin's. */
 static void check_quant(const gcase_t *gc, const float *in_f, const float *r0, size_t n,
                         uint64_t seq, const uint8_t *pl, const float *res, int with_res)
 {
     cpu_inst_t ci = cpu_create(gc);
-    const size_t maxp = ci.c->max_payload(ci.state, n);
-    uint8_t *cp = xmalloc(maxp);
-    float *rc = xmalloc(n * 4);
-    memcpy(rc, r0, n * 4);
-    sqz_compress_args_v1_t a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.in = in_f;
-    a.residual = with_res ? rc : NULL;
-    a.n = n;
-    a.seq = seq;
-    a.payload = cp;
-    a.capacity = maxp;
-    REQUIRE(ci.c->compress(ci.state, &a) == SQZ_OK);
+    uint8_t *cp;
+    float *rc;
+    const size_t cpu_bytes = cpu_compress(&ci, in_f, r0, n, seq, with_res, &cp, &rc);
     const size_t body = body_bytes(gc, n);
-    CHECK_EQ_INT(a.payload_bytes, body);
+    CHECK_EQ_INT(cpu_bytes, body);
     size_t bad = 0, first = 0;
     for (size_t q = 0; q < body; q++) {
         if (pl[16 + q] != cp[q]) {
@@ -407,21 +418,10 @@ static void check_sign(const gcase_t *gc, const float *in_f, const float *r0, co
                        size_t n, uint64_t seq, const uint8_t *pl, const float *res, int with_res)
 {
     cpu_inst_t ci = cpu_create(gc);
-    const size_t maxp = ci.c->max_payload(ci.state, n);
-    uint8_t *cp = xmalloc(maxp);
-    float *rc = xmalloc(n * 4);
-    memcpy(rc, r0, n * 4);
-    sqz_compress_args_v1_t a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.in = in_f;
-    a.residual = with_res ? rc : NULL;
-    a.n = n;
-    a.seq = seq;
-    a.payload = cp;
-    a.capacity = maxp;
-    REQUIRE(ci.c->compress(ci.state, &a) == SQZ_OK);
-    CHECK_EQ_INT(a.payload_bytes, body_bytes(gc, n));
+    uint8_t *cp;
+    float *rc;
+    const size_t cpu_bytes = cpu_compress(&ci, in_f, r0, n, seq, with_res, &cp, &rc);
+    CHECK_EQ_INT(cpu_bytes, body_bytes(gc, n));
     const size_t B = gc->p.bucket ? gc->p.bucket : n;
     const size_t nb = gc->p.bucket ? (n + B - 1) / B : 1;
     size_t bad = 0, exact = 0;
@@ -467,21 +467,10 @@ static void check_qsgd(const gcase_t *gc, const float *in_f, const float *r0, si
                        uint64_t seq, const uint8_t *pl, const float *res, int with_res)
 {
     cpu_inst_t ci = cpu_create(gc);
-    const size_t maxp = ci.c->max_payload(ci.state, n);
-    uint8_t *cp = xmalloc(maxp);
-    float *rc = xmalloc(n * 4);
-    memcpy(rc, r0, n * 4);
-    sqz_compress_args_v1_t a;
-    memset(&a, 0, sizeof a);
-    a.size = sizeof a;
-    a.in = in_f;
-    a.residual = with_res ? rc : NULL;
-    a.n = n;
-    a.seq = seq;
-    a.payload = cp;
-    a.capacity = maxp;
-    REQUIRE(ci.c->compress(ci.state, &a) == SQZ_OK);
-    CHECK_EQ_INT(a.payload_bytes, body_bytes(gc, n));
+    uint8_t *cp;
+    float *rc;
+    const size_t cpu_bytes = cpu_compress(&ci, in_f, r0, n, seq, with_res, &cp, &rc);
+    CHECK_EQ_INT(cpu_bytes, body_bytes(gc, n));
     const size_t B = gc->p.bucket, nb = (n + B - 1) / B;
     char *same = xmalloc(nb);
     size_t ndiff = 0, far = 0;
