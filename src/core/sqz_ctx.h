@@ -178,7 +178,8 @@ struct sqz_comm {
     size_t             sharedcap;
     float             *resbuf;           /* the expanded compact residual of the current call */
     size_t             rescap;
-    float             *efbuf;            /* ef21/econtrol: message and residual, 2 * n floats */
+    float             *efbuf;            /* ef21/econtrol: message and residual, 2 * n floats;
+                                            DGC: message (and Nesterov's new momentum) */
     size_t             efcap;
     /* layer layouts registered through sqz_layout_register (sqz_layout.c) */
     struct sqz_layout_entry *layouts;

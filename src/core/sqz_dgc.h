@@ -19,12 +19,22 @@
 /** Whether the DGC corrections are on (momentum or clipping). */
 int sqz_dgc_active(const sqz_core_params_t *p);
 
-/** Writes the vector the compressor must see into msg (n floats) and updates the momentum of b
- *  (allocated here).  \return SQZ_OK or SQZ_ERR_NO_MEMORY. */
-sqz_status_t sqz_dgc_input(const sqz_core_params_t *p, int nranks, sqz_state_store_t *s,
-                           sqz_buf_state_t *b, const float *x, float *msg, size_t n);
+/** The scratch floats sqz_dgc_input needs for n elements: msg, and the new momentum apart from
+ *  it under Nesterov (else the new momentum is msg itself). */
+size_t sqz_dgc_scratch(const sqz_core_params_t *p, size_t n);
 
-/** After a successful compressed call: momentum factor masking from the new residual v. */
-void sqz_dgc_commit(const sqz_core_params_t *p, sqz_buf_state_t *b, const float *v, size_t n);
+/** Writes the vector the compressor must see into scratch[0, n) (the message) and the new
+ *  momentum into *unew (scratch + n under Nesterov, else the message itself), from b's momentum
+ *  (allocated here), which stays as it was until sqz_dgc_commit: a call that goes dense (a NaN
+ *  or Inf on some rank) leaves it untouched, as it leaves the residual.
+ *  \return SQZ_OK or SQZ_ERR_NO_MEMORY. */
+sqz_status_t sqz_dgc_input(const sqz_core_params_t *p, int nranks, sqz_state_store_t *s,
+                           sqz_buf_state_t *b, const float *x, float *scratch, const float **unew,
+                           size_t n);
+
+/** After a successful compressed call: the momentum becomes unew, with factor masking from the
+ *  new residual v (0 where v is 0). */
+void sqz_dgc_commit(const sqz_core_params_t *p, sqz_buf_state_t *b, const float *unew,
+                    const float *v, size_t n);
 
 #endif

@@ -486,9 +486,10 @@ static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const float *in, float
 /* Error feedback's view of a call: what the compressor sees (call->in) and the residual it
  * updates, from the buffer's state.  \return SQZ_OK or SQZ_ERR_NO_MEMORY (this rank alone). */
 typedef struct sqz_engine_ef {
-    int    mode, transform, dgc;
-    float *residual;      /* ef14's working residual, or NULL */
-    float *m, *r;         /* ef21/econtrol: message and its compression residual */
+    int          mode, transform, dgc;
+    float       *residual; /* ef14's working residual, or NULL */
+    float       *m, *r;    /* ef21/econtrol: message and its compression residual */
+    const float *dgc_unew; /* DGC: the momentum this call commits if it is compressed, or NULL */
 } sqz_engine_ef_t;
 
 static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const float *in, uint64_t key,
@@ -520,8 +521,10 @@ static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const float *in, u
     call->residual = ef->residual, call->state = bs;
     if (ef->dgc) {
         /* DGC's clipping and momentum correction change what the compressor sees. */
-        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap, n * sizeof(float)));
-        SQZ_CHECK(sqz_dgc_input(&ctx->p, comm->nranks, &comm->store, bs, in, comm->efbuf, n));
+        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap,
+                                      sqz_dgc_scratch(&ctx->p, n) * sizeof(float)));
+        SQZ_CHECK(sqz_dgc_input(&ctx->p, comm->nranks, &comm->store, bs, in, comm->efbuf,
+                                &ef->dgc_unew, n));
         call->in = comm->efbuf;
     }
     return SQZ_OK;
@@ -622,7 +625,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     call.cs.t_exchange    = sqz_time_now() - t0;
     if (ef.residual && (SQZ_OK == st || sqz_agreed_fallback(st))) {
         if (SQZ_OK == st && ef.dgc) {
-            sqz_dgc_commit(&ctx->p, bs, ef.residual, n);
+            sqz_dgc_commit(&ctx->p, bs, ef.dgc_unew, ef.residual, n);
         }
         if (SQZ_OK == st && !opt && SQZ_EF_EF14 == ef.mode && ctx->ef_decay < 1.0f) {
             sqz_engine_damp(bs, ef.residual, n, ctx->ef_decay);

@@ -546,6 +546,32 @@ static void test_dgc(void)
     }
     CHECK_MSG(proj[0] > 8 && proj[0] < 12, "momentum correction: projection %.2f, expected ~10", proj[0]);
     CHECK_MSG(proj[1] > 1.5 && proj[1] < proj[0], "masking: projection %.2f", proj[1]);
+    /* A NaN gradient on one rank (an AMP overflow step) sends that call dense and leaves the
+     * momentum as it was: the calls after it are compressed and finite again, as without DGC. */
+    for (int nesterov = 0; nesterov < 2; nesterov++) {
+        const char *kn[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", "SQZ_DGC_MOMENTUM",
+                            "0.9", "SQZ_DGC_NESTEROV", nesterov ? "1" : "0", NULL};
+        job_t j = {.kv = kn, .P = 3, .n = 65536, .calls = 4, .nan_rank = 1, .nan_call = 1,
+                   .corrupt_call = -1};
+        run(&j);
+        size_t bad = 0;
+        for (int r = 0; r < j.P; r++) {
+            for (size_t i = 0; i < j.n; i++) {
+                bad += !isfinite(j.out[r][i]);
+            }
+        }
+        CHECK_MSG(bad == 0, "dgc (nesterov %d) after a NaN call: %zu outputs not finite",
+                  nesterov, bad);
+        for (int r = 0; r < j.P; r++) {
+            CHECK_MSG(j.stats[r].calls_fallback == 1 && j.stats[r].calls_compressed == 3,
+                      "dgc (nesterov %d), rank %d: %llu fallbacks and %llu compressed calls of 4 "
+                      "(the NaN call alone should fall back)", nesterov, r,
+                      (unsigned long long)j.stats[r].calls_fallback,
+                      (unsigned long long)j.stats[r].calls_compressed);
+        }
+        CHECK(identical(&j));
+        done(&j);
+    }
     /* Clipping: each rank's buffer is scaled to norm <= clip / sqrt(P) before compression. */
     const char *kc[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_DGC_CLIP", "2.0", NULL};
     job_t       c    = {.kv = kc, .P = 4, .n = 65536, .calls = 1, .nan_rank = -1, .corrupt_call = -1};
