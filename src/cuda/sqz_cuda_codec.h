@@ -158,6 +158,25 @@ sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const
                                  float *shared, const float *sum, void *out, size_t n,
                                  sqz_dtype_t dtype, void *stream);
 
+/* ---- DGC's corrections on the device (src/cuda/sqz_cuda_dgc.cu), the host's arithmetic ---- */
+
+/** Bytes of device scratch sqz_gpu_dgc_input needs when it clips (the norm's partial sums). */
+size_t sqz_gpu_dgc_scratch_bytes(void);
+
+/** The message the compressor sees (msg, n floats) from x (n of dtype) and the momentum u (NULL:
+ *  no momentum), as src/core/sqz_dgc.c computes it: g = x * scale (scale = min(1, limit /
+ *  ||x||_2) when limit > 0, else 1), then msg = m u + g, or under Nesterov unew = m (u + g) and
+ *  msg = unew + g.  u is read, never written (sqz_gpu_dgc_commit writes it); without Nesterov
+ *  the new momentum is msg itself.  scratch: sqz_gpu_dgc_scratch_bytes() when limit > 0. */
+sqz_status_t sqz_gpu_dgc_input(const void *x, sqz_dtype_t dtype, const float *u, float *msg,
+                               float *unew, size_t n, float m, int nesterov, double limit,
+                               double *scratch, void *stream);
+
+/** Unless *bad (decided on the device): u = unew, and 0 where masking and the new residual v is
+ *  0 (the elements the compressor sent whole). */
+sqz_status_t sqz_gpu_dgc_commit(const uint32_t *bad, float *u, const float *unew, const float *v,
+                                size_t n, int masking, void *stream);
+
 #ifdef __cplusplus
 }
 #endif

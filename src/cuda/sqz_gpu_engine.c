@@ -26,6 +26,7 @@
 #include <cuda_runtime_api.h>
 
 #include "cuda/sqz_cuda_codec.h"
+#include "cuda/sqz_gpu_dgc.h"
 #include "cuda/sqz_gpu_engine.h"
 #include "cuda/sqz_gpu_hier.h"
 #include "cuda/sqz_gpu_powersgd.h"
@@ -61,6 +62,7 @@ typedef struct sqz_gpu_buf {
     sqz_gpu_sra_t       *sra;  /* the scatter-reduce exchange's state (then no payloads,
                                   workspace or full here: sqz_gpu_reduce_scatter.c) */
     sqz_levels_t         adapt; /* powersgd under SQZ_ADAPT: the per-layer ranks */
+    sqz_gpu_dgc_t       *dgc;   /* DGC's momentum and message (sqz_gpu_dgc.c), or NULL */
     int                  dense_only; /* some rank could not allocate for it: dense everywhere */
 } sqz_gpu_buf_t;
 
@@ -74,6 +76,7 @@ struct sqz_gpu_comm {
     int                   ef21;      /* SQZ_EF=ef21 for the all-gather exchange (not PowerSGD's,
                                         which has its own; sqz_ef_allreduce keeps ef14) */
     int                   psgd;      /* the method is powersgd (sqz_gpu_powersgd.c) */
+    int                   dgc;       /* DGC's corrections around classic error feedback */
     sqz_gpu_psgd_cfg_t    psgd_cfg;
     sqz_gpu_params_t      params;
     sqz_gpu_buf_t        *bufs;
@@ -216,10 +219,12 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
         SQZ_LOG_ONCE(SQZ_LOG_ERROR, "SQZ_METHOD=%s: no device kernel, against the device "
                                     "support table: device all-reduces pass through", method);
     }
-    if (g->enabled && g->params.method == SQZ_GPU_TOPK &&
-        (ctx->p.dgc_momentum != 0.0 || ctx->p.dgc_clip != 0.0)) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_DGC_MOMENTUM and SQZ_DGC_CLIP are CPU-only: the GPU path "
-                                   "runs plain top-k with error feedback");
+    /* DGC wraps classic error feedback, as on the host (sqz_engine_run). */
+    g->dgc = g->enabled && !g->psgd && g->ef && !g->ef21 && sqz_gpu_dgc_wanted(&ctx->p);
+    if (g->enabled && !g->dgc && sqz_gpu_dgc_wanted(&ctx->p)) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_DGC_MOMENTUM / SQZ_DGC_CLIP correct classic error feedback "
+                                   "(SQZ_EF=ef14), not SQZ_METHOD=%s with its error feedback here: "
+                                   "ignored, as on the host", method);
     }
     if (g->enabled && !g->psgd && ctx->p.adapt) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_ADAPT on the GPU path adapts powersgd only: SQZ_METHOD=%s "
@@ -340,6 +345,7 @@ static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
                 cudaMemset(g->bufs[i].shared, 0, g->bufs[i].count * sizeof(float));
             }
             sqz_gpu_sra_forget(g->bufs[i].sra, NULL);
+            sqz_gpu_dgc_forget(g->bufs[i].dgc, NULL);
             g->bufs[i].calls = 0;
         }
     }
@@ -486,6 +492,8 @@ static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
     cudaFree(b->full);
     cudaFree(b->shared);
     cudaFree(b->decoded);
+    sqz_gpu_dgc_free(b->dgc);
+    b->dgc      = NULL;
     b->residual = NULL, b->payloads = NULL, b->workspace = NULL, b->full = NULL;
     b->shared = NULL, b->decoded = NULL;
 }
@@ -778,6 +786,10 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
             ce = cudaMalloc((void **)&b.decoded, count * sizeof(float) + 16);
         }
     }
+    if (ce == cudaSuccess && g->dgc && ef && !ef21 &&
+        SQZ_OK != sqz_gpu_dgc_create(&comm->ctx->p, count, s, &b.dgc)) {
+        ce = cudaErrorMemoryAllocation;
+    }
     if (ce != cudaSuccess) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "device memory for a %zu-element buffer: %s", count,
                      cudaGetErrorString(ce));
@@ -797,6 +809,7 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
                   : b.pbytes * (size_t)comm->nranks + wb + (ef ? count * 4 : 0) +
                         (ef21 ? 2 * count * 4 + 16 : 0) +
                         (rs ? count * sqz_gpu_dtype_size(dtype) : 0);
+    b.bytes += b.dgc ? sqz_gpu_dgc_bytes(&comm->ctx->p, count) : 0;
     if (b.residual) {
         /* A new buffer (a rebuilt DDP bucket): take over its layers' residuals. */
         const sqz_gpu_carry_t carry = {g, b.residual, b.shared, s};
@@ -915,7 +928,10 @@ static sqz_status_t sqz_gpu_keep_block(const sqz_comm_t *comm, const sqz_gpu_buf
 typedef struct sqz_gpu_call {
     sqz_comm_t    *comm;
     sqz_gpu_buf_t *b;
-    const void    *in;
+    const void    *in;       /* what the compressor reads: the caller's data, or DGC's message */
+    sqz_dtype_t    in_dtype; /* dtype, or float32 for DGC's message */
+    const void    *data;     /* the caller's data (the dense fallback sends it) */
+    int            dgc;      /* in is DGC's message: commit the momentum after the exchange */
     void          *recvbuf, *rs_out, *out;
     size_t         count;
     sqz_dtype_t    dtype;
@@ -929,7 +945,7 @@ static sqz_status_t sqz_gpu_call_dense(const sqz_gpu_call_t *c, char kind, sqz_c
 {
     sqz_ctx_t *const ctx = c->comm->ctx;
     sqz_stats_record(ctx, ctx->method_index, kind, c->count * sqz_gpu_dtype_size(c->dtype), cst);
-    return sqz_gpu_dense_call(c->comm, c->in, c->recvbuf, c->rs_out, c->count, c->dtype, c->op,
+    return sqz_gpu_dense_call(c->comm, c->data, c->recvbuf, c->rs_out, c->count, c->dtype, c->op,
                               c->s);
 }
 
@@ -1008,7 +1024,7 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
                                                     b->calls, 0);
     unsigned char *mine = (unsigned char *)b->payloads + (size_t)comm->rank * b->pbytes;
     b->calls++;
-    sqz_status_t st = sqz_gpu_compress(&g->params, c->in, c->dtype, b->residual, c->count, rkey,
+    sqz_status_t st = sqz_gpu_compress(&g->params, c->in, c->in_dtype, b->residual, c->count, rkey,
                                        mine, b->workspace, c->s);
     if (SQZ_OK != st) {
         /* Nothing of this call reached the network: the dense all-reduce is still exact (a failed
@@ -1024,7 +1040,7 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
         return SQZ_ERR_NCCL;
     }
     const float scale = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
-    st = sqz_gpu_restore(&g->params, b->payloads, comm->nranks, comm->rank, c->in, c->dtype,
+    st = sqz_gpu_restore(&g->params, b->payloads, comm->nranks, comm->rank, c->in, c->in_dtype,
                          b->residual, c->count, g->d_nonfinite, b->workspace, c->s);
     if (SQZ_OK == st && b->shared) {
         st = sqz_gpu_ef21_update(c, scale);
@@ -1034,6 +1050,11 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     }
     if (SQZ_OK == st && c->rs_out) {
         st = sqz_gpu_keep_block(comm, b, c->rs_out, c->count, esz, c->s);
+    }
+    if (SQZ_OK == st && c->dgc) {
+        uint32_t *bad = sqz_gpu_dgc_verdict(b->dgc);
+        st = sqz_gpu_flag_any(b->payloads, comm->nranks, b->pbytes, bad, NULL, c->s);
+        st = SQZ_OK == st ? sqz_gpu_dgc_end(b->dgc, &ctx->p, bad, b->residual, c->s) : st;
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("GPU decode failed: %s", sqz_status_string(st));
@@ -1057,6 +1078,7 @@ static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *c
              .nccl            = g->nccl,
              .nc              = g->nc,
              .in              = c->in,
+             .in_dtype        = c->in_dtype,
              .residual        = c->b->residual,
              .out             = c->rs_out ? c->rs_out : c->recvbuf,
              .scale           = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f,
@@ -1065,8 +1087,12 @@ static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *c
              .nonfinite_calls = g->d_nonfinite,
              .s               = c->s,
     };
-    cst->algo             = SQZ_ALGO_REDUCE_SCATTER;
-    const sqz_status_t st = sqz_gpu_sra_run(c->b->sra, &x, cst);
+    cst->algo       = SQZ_ALGO_REDUCE_SCATTER;
+    sqz_status_t st = sqz_gpu_sra_run(c->b->sra, &x, cst);
+    if (SQZ_OK == st && c->dgc) {
+        st = sqz_gpu_dgc_end(c->b->dgc, &ctx->p, sqz_gpu_sra_bad(c->b->sra), c->b->residual,
+                             c->s);
+    }
     if (SQZ_OK != st) {
         SQZ_ERROR("GPU scatter-reduce exchange failed: %s", sqz_status_string(st));
         return st;
@@ -1167,9 +1193,21 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
         goto out;
     }
-    const sqz_gpu_call_t call = {.comm = comm, .b = b, .in = in, .recvbuf = recvbuf,
-                                 .rs_out = rs_out, .out = rs_out ? b->full : recvbuf,
-                                 .count = count, .dtype = dtype, .op = op, .key = key, .s = s};
+    sqz_gpu_call_t call = {.comm = comm, .b = b, .in = in, .in_dtype = dtype, .data = in,
+                           .recvbuf = recvbuf, .rs_out = rs_out,
+                           .out = rs_out ? b->full : recvbuf, .count = count, .dtype = dtype,
+                           .op = op, .key = key, .s = s};
+    if (b->dgc && !opt) {
+        /* DGC: the compressor sees the message (fp32); the momentum is committed after the
+         * exchange, unless some rank was not finite. */
+        const float *msg = NULL;
+        st               = sqz_gpu_dgc_begin(b->dgc, &ctx->p, comm->nranks, in, dtype, s, &msg);
+        if (SQZ_OK != st) {
+            SQZ_ERROR("GPU DGC message: %s", sqz_status_string(st));
+            goto out;
+        }
+        call.in = msg, call.in_dtype = SQZ_DTYPE_FLOAT32, call.dgc = 1;
+    }
     st = g->psgd ? sqz_gpu_run_psgd(&call, &cst)
          : b->sra ? sqz_gpu_run_sra(&call, &cst)
                   : sqz_gpu_run_exchange(&call, &cst);

@@ -162,6 +162,8 @@ sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dty
 
 int sqz_gpu_sra_is_rs(const sqz_gpu_sra_t *x) { return x->rs; }
 
+const uint32_t *sqz_gpu_sra_bad(const sqz_gpu_sra_t *x) { return x->bad; }
+
 void sqz_gpu_sra_free(sqz_gpu_sra_t *x)
 {
     if (x) {
@@ -192,11 +194,11 @@ static uint32_t sqz_gpu_sra_key(const sqz_gpu_sra_call_t *c, int rank, int part)
 static sqz_status_t sqz_gpu_sra_phase1(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c,
                                        sqz_call_stats_t *cst)
 {
-    const size_t esz = sqz_gpu_dtype_size(x->dtype), me = (size_t)x->rank;
+    const size_t esz = sqz_gpu_dtype_size(c->in_dtype), me = (size_t)x->rank;
     const size_t rb  = sqz_gpu_payload_bytes(&x->p, x->len[me]);
     for (int r = 0; r < x->nranks; r++) {
         const sqz_status_t st = sqz_gpu_compress(
-            &x->p, (const unsigned char *)c->in + x->off[r] * esz, x->dtype,
+            &x->p, (const unsigned char *)c->in + x->off[r] * esz, c->in_dtype,
             c->residual ? c->residual + x->off[r] : NULL, x->len[r],
             sqz_gpu_sra_key(c, x->rank, r), x->send1 + (size_t)r * x->slot, x->workspace,
             c->s);
@@ -253,7 +255,7 @@ static sqz_status_t sqz_gpu_sra_phase2(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
 /* The verdict on the device, then every rank's residuals back when it says so. */
 static sqz_status_t sqz_gpu_sra_verdict(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c)
 {
-    const size_t esz = sqz_gpu_dtype_size(x->dtype), me = (size_t)x->rank;
+    const size_t esz = sqz_gpu_dtype_size(c->in_dtype), me = (size_t)x->rank;
     sqz_status_t st;
     if (x->rs) {
         st = sqz_gpu_flag_any(x->recv1, x->nranks, sqz_gpu_payload_bytes(&x->p, x->len[me]),
@@ -272,7 +274,7 @@ static sqz_status_t sqz_gpu_sra_verdict(sqz_gpu_sra_t *x, const sqz_gpu_sra_call
     }
     for (int r = 0; SQZ_OK == st && c->residual && r < x->nranks; r++) {
         st = sqz_gpu_restore_if(&x->p, x->bad, x->send1 + (size_t)r * x->slot,
-                                (const unsigned char *)c->in + x->off[r] * esz, x->dtype,
+                                (const unsigned char *)c->in + x->off[r] * esz, c->in_dtype,
                                 c->residual + x->off[r], x->len[r], c->s);
     }
     return st;

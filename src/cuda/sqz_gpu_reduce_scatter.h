@@ -49,6 +49,10 @@ sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dty
 /** \return 1 for a reduce-scatter's state, 0 for an all-reduce's. */
 int sqz_gpu_sra_is_rs(const sqz_gpu_sra_t *x);
 
+/** The device word of the last call's verdict (nonzero: some rank was not finite, the call's
+ *  output is NaN and the residuals were restored), the same on every rank once that call ran. */
+const uint32_t *sqz_gpu_sra_bad(const sqz_gpu_sra_t *x);
+
 /** Frees the state (NULL: no-op).  The device must be done with it. */
 void sqz_gpu_sra_free(sqz_gpu_sra_t *x);
 
@@ -60,7 +64,8 @@ void sqz_gpu_sra_forget(sqz_gpu_sra_t *x, cudaStream_t s);
 typedef struct sqz_gpu_sra_call {
     const sqz_nccl_api_t *nccl;
     ncclComm_t            nc;
-    const void           *in;       /* count elements of dtype */
+    const void           *in;       /* count elements of in_dtype */
+    sqz_dtype_t           in_dtype; /* the state's dtype, or float32 (DGC's message) */
     float                *residual; /* count floats, or NULL without error feedback */
     void                 *out;      /* all-reduce: count elements; reduce-scatter: this rank's block */
     float                 scale;    /* 1, or 1/N for an average */

@@ -18,6 +18,9 @@
  *     the same bits as without the interruption (N = 2 flat, N = 4 on 2 emulated hosts);
  *   - EF21 (topk, quant 4 bits): the shared estimator decays to zero once the inputs stop;
  *   - the policy's dense switch (top-k at 50 %: dense, exact, counted as dense_switch);
+ *   - DGC's momentum (quant 8 bits with masking, top-k with Nesterov and clipping): replicas
+ *     identical, the NaN step alone falls back (the momentum is not poisoned);
+ *   - every output of every step without a NaN is finite;
  *   - a method the device path declines (randk): every call the exact dense sum, counted in the
  *     stats' device_declined;
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
@@ -141,6 +144,8 @@ typedef struct method {
     int                sra;        /* runs the scatter-reduce exchange where it pays */
     int                ef21;       /* EF21: the output converges to 0 once the inputs stop */
     int                declined;   /* the device path declines it: every call dense, counted */
+    int                dgc;        /* DGC's momentum: the NaN step alone falls back (the momentum
+                                      is not poisoned), every other step compressed */
 } method_t;
 
 static const char *const m_none[]  = {"SQZ_METHOD", "none", NULL};
@@ -156,15 +161,27 @@ static const char *const m_topk21[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY",
 static const char *const m_q4_21[]  = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", "SQZ_EF",
                                        "ef21", NULL};
 static const char *const m_randk[] = {"SQZ_METHOD", "randk", NULL};
+static const char *const m_q8dgc[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF", "ef14",
+                                      "SQZ_DGC_MOMENTUM", "0.9", "SQZ_DGC_MASKING", "1", NULL};
+static const char *const m_tkdgc[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF",
+                                      "ef14", "SQZ_DGC_MOMENTUM", "0.9", "SQZ_DGC_NESTEROV", "1",
+                                      "SQZ_DGC_CLIP", "50", NULL};
 static const char *const m_qsgd[]  = {"SQZ_METHOD", "qsgd", "SQZ_QSGD_BUCKET", "500", NULL};
 static const char *const m_psgd[]  = {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_RANK", "4",
                                       "SQZ_POWERSGD_START_STEPS", "0", NULL};
 static const method_t    methods[] = {
-    {"none", m_none, 0, 0, 0, 0, 0},        {"topk", m_topk, 1, 1, 0, 0, 0},
-    {"quant8", m_q8, 1, 1, 1, 0, 0},        {"quant4-sr", m_q4s, 1, 1, 1, 0, 0},
-    {"sign", m_sign, 0, 1, 1, 0, 0},        {"powersgd", m_psgd, 0, 1, 0, 0, 0},
-    {"topk-ef21", m_topk21, 0, 1, 0, 1, 0}, {"quant4-ef21", m_q4_21, 0, 1, 0, 1, 0},
-    {"qsgd", m_qsgd, 0, 1, 1, 0, 0},        {"randk-declined", m_randk, 0, 0, 0, 0, 1},
+    {"none", m_none, .ef = 0},
+    {"topk", m_topk, .ef = 1, .compressed = 1},
+    {"quant8", m_q8, .ef = 1, .compressed = 1, .sra = 1},
+    {"quant4-sr", m_q4s, .ef = 1, .compressed = 1, .sra = 1},
+    {"sign", m_sign, .compressed = 1, .sra = 1},
+    {"powersgd", m_psgd, .compressed = 1},
+    {"topk-ef21", m_topk21, .compressed = 1, .ef21 = 1},
+    {"quant4-ef21", m_q4_21, .compressed = 1, .ef21 = 1},
+    {"qsgd", m_qsgd, .compressed = 1, .sra = 1},
+    {"randk-declined", m_randk, .declined = 1},
+    {"quant8-dgc", m_q8dgc, .compressed = 1, .sra = 1, .dgc = 1},
+    {"topk-dgc-nesterov-clip", m_tkdgc, .compressed = 1, .dgc = 1},
 };
 static const char *const base[] = {"SQZ_MIN_BYTES", "0", "SQZ_WARMUP_STEPS", "1", "SQZ_LOG",
                                    "error", NULL};
@@ -183,7 +200,7 @@ typedef struct job {
     sqz_status_t        st[MAXR];
     unsigned char      *out[MAXR]; /* nsteps outputs, raw */
     /* from each rank's stats: bytes sent, compressed calls, whether the scatter-reduce ran */
-    unsigned long long  sent[MAXR], compressed[MAXR], declined[MAXR];
+    unsigned long long  sent[MAXR], compressed[MAXR], declined[MAXR], fallback[MAXR];
     int                 sra[MAXR], dense_switch[MAXR];
     size_t              payload; /* bytes of one payload of the whole buffer (the all-gather's) */
 } job_t;
@@ -237,6 +254,7 @@ static void read_stats(job_t *j, int rank, const sqz_ctx_t *ctx)
     j->sra[rank]        = NULL != strstr(js, "\"reduce_scatter\": ");
     j->dense_switch[rank] = NULL != strstr(js, "\"dense_switch\": ");
     j->declined[rank]   = json_num(js, "\"device_declined\": {\"calls\": ");
+    j->fallback[rank]   = json_num(js, "\"calls_fallback\": ");
     pthread_mutex_unlock(&lock);
     sqz_gpu_params_t gp;
     if (0 == rank && sqz_gpu_params_from_ctx(ctx, &gp)) {
@@ -402,6 +420,18 @@ static int check_job(const job_t *j, const char *what)
         EXPECT(last <= 0.1 * first, "%s: ef21 output %g after %d zero calls (inputs ~%g)", what,
                last, S_FLUSH, first);
     }
+    for (int r = 0; r < j->nranks; r++) {
+        for (int s = 0; s < j->nsteps; s++) {
+            size_t nonfinite = 0;
+            for (size_t i = 0; !nan_step(j, s) && i < on; i++) {
+                nonfinite += !isfinite(out_at(j, r, s, i));
+            }
+            EXPECT(0 == nonfinite, "%s: rank %d, step %d: %zu outputs not finite", what, r, s,
+                   nonfinite);
+        }
+        EXPECT(!j->m->dgc || j->hosts > 0 || j->fallback[r] == (unsigned long long)!j->no_nan,
+               "%s: rank %d: %llu fallbacks (DGC: the NaN step alone)", what, r, j->fallback[r]);
+    }
     for (int r = 0; j->m->declined && r < j->nranks; r++) {
         EXPECT(j->declined[r] == (unsigned long long)j->nsteps,
                "%s: rank %d: %llu calls counted as declined on device buffers, of %d", what, r,
@@ -505,7 +535,7 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
 {
     static const char *const kv[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.5", "SQZ_EF",
                                      "ef14", NULL};
-    static const method_t    m    = {"topk-50%", kv, 0, 0, 0, 0, 0};
+    static const method_t    m    = {"topk-50%", kv, .ef = 0};
     job_t j = {.grp = grp, .m = &m, .nranks = nranks, .nsteps = S_IN, .dtype = SQZ_DTYPE_FLOAT32,
                .count = (size_t)nranks * 4096 + 37};
     char  what[64];
@@ -520,8 +550,8 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
     static const char *const slow[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4",
                                        "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "0.01",
                                        "SQZ_KERNEL_GBPS", "1000", NULL};
-    static const method_t mf = {"quant4-time-fast-link", fast, 0, 0, 0, 0, 0};
-    static const method_t ms = {"quant4-time-slow-link", slow, 1, 1, 1, 0, 0};
+    static const method_t mf = {"quant4-time-fast-link", fast, .ef = 0};
+    static const method_t ms = {"quant4-time-slow-link", slow, .ef = 1, .compressed = 1, .sra = 1};
     job_t f = j, w = j;
     f.m = &mf, w.m = &ms;
     w.nsteps = S_IN + S_FLUSH; /* (compressed with error feedback: flushed, nothing lost) */
