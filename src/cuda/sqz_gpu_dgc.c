@@ -91,6 +91,11 @@ sqz_status_t sqz_gpu_dgc_begin(sqz_gpu_dgc_t *d, const sqz_core_params_t *p, int
                              p->dgc_nesterov, limit, d->scratch, s);
 }
 
+float *sqz_gpu_dgc_momentum(sqz_gpu_dgc_t *d)
+{
+    return d ? d->u : NULL;
+}
+
 uint32_t *sqz_gpu_dgc_verdict(sqz_gpu_dgc_t *d)
 {
     return d->verdict;

@@ -40,6 +40,9 @@ sqz_status_t sqz_gpu_dgc_begin(sqz_gpu_dgc_t *d, const sqz_core_params_t *p, int
                                const void *in, sqz_dtype_t dtype, cudaStream_t s,
                                const float **msg);
 
+/** The momentum (count floats, device), or NULL (d NULL, or clipping alone): checkpoints. */
+float *sqz_gpu_dgc_momentum(sqz_gpu_dgc_t *d);
+
 /** A device word for the call's verdict (for exchanges that do not keep one). */
 uint32_t *sqz_gpu_dgc_verdict(sqz_gpu_dgc_t *d);
 

@@ -94,7 +94,8 @@ struct sqz_gpu_comm {
 };
 
 /* One device buffer in a checkpoint: count floats of residual follow when bit 0 of has_residual
- * is set, then count floats of the ef21 shared estimator when bit 1 is. */
+ * is set, then count floats of the ef21 shared estimator when bit 1 is, then count floats of
+ * DGC's momentum when bit 2 is. */
 typedef struct sqz_gpu_saved {
     uint64_t key, count, calls;
     int32_t  dtype, has_residual;
@@ -555,6 +556,7 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cuda
         const size_t bytes  = (size_t)rec.count * sizeof(float);
         const float *res    = rec.has_residual & 1 ? sqz_rbuf_take(&r, bytes) : NULL;
         const float *shared = rec.has_residual & 2 ? sqz_rbuf_take(&r, bytes) : NULL;
+        const float *mom    = rec.has_residual & 4 ? sqz_rbuf_take(&r, bytes) : NULL;
         if (rec.key == b->key && rec.count == b->count && (sqz_dtype_t)rec.dtype == b->dtype) {
             b->calls = rec.calls;
             sqz_gpu_sra_forget(b->sra, s); /* (checkpoints hold the worker residuals only) */
@@ -563,6 +565,10 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cuda
             }
             if (shared && b->shared) {
                 cudaMemcpyAsync(b->shared, shared, bytes, cudaMemcpyHostToDevice, s);
+            }
+            float *const u = sqz_gpu_dgc_momentum(b->dgc);
+            if (mom && u) {
+                cudaMemcpyAsync(u, mom, bytes, cudaMemcpyHostToDevice, s);
             }
             cudaStreamSynchronize(s); /* (the host copies may go with the next load) */
             return;
@@ -586,11 +592,12 @@ static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w)
     sqz_status_t st = SQZ_OK;
     for (size_t i = 0; SQZ_OK == st && i < g->nbufs; i++) {
         const sqz_gpu_buf_t  *b   = &g->bufs[i];
-        const sqz_gpu_saved_t rec = {b->key, b->count, b->calls, (int32_t)b->dtype,
-                                     (NULL != b->residual) | (NULL != b->shared) << 1};
-        const float *const arrays[2] = {b->residual, b->shared};
+        const float *const    arrays[3] = {b->residual, b->shared, sqz_gpu_dgc_momentum(b->dgc)};
+        const sqz_gpu_saved_t rec       = {b->key, b->count, b->calls, (int32_t)b->dtype,
+                                           (NULL != arrays[0]) | (NULL != arrays[1]) << 1 |
+                                               (NULL != arrays[2]) << 2};
         sqz_wbuf_put(w, &rec, sizeof(rec));
-        for (int a = 0; a < 2 && SQZ_OK == st; a++) {
+        for (int a = 0; a < 3 && SQZ_OK == st; a++) {
             if (NULL == arrays[a]) {
                 continue;
             }

@@ -565,10 +565,12 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
 
 /* A checkpoint taken after some steps and loaded into new communicators gives the same bits
  * as the uninterrupted run, flat (N = 2) and across 2 emulated hosts (the inter-host engine's
- * residuals travel in the same checkpoint). */
+ * residuals travel in the same checkpoint), DGC's momentum included. */
 static void test_checkpoint(sqz_device_group_t *grp, int nranks, int hosts)
 {
-    for (size_t m = 1; m < 3; m++) { /* topk, quant8 */
+    static const size_t which[] = {1, 2, 10}; /* topk, quant8, quant8-dgc (its momentum) */
+    for (size_t q = 0; q < sizeof(which) / sizeof(which[0]); q++) {
+        const size_t m = which[q];
         job_t a = {.grp = grp, .m = &methods[m], .nranks = nranks, .hosts = hosts, .no_nan = 1,
                    .dtype = SQZ_DTYPE_FLOAT32, .nsteps = S_IN + 4,
                    .count = (size_t)nranks * 4096 + 37};
