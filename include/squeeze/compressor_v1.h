@@ -101,12 +101,27 @@ typedef struct sqz_compressor_env_v1 {
     uint64_t    seed;   /**< the same on every rank (SQZ_SEED) */
 } sqz_compressor_env_v1_t;
 
+/** Where a call's buffers live (sqz_query_v1_t.memory). */
+typedef enum { SQZ_MEMORY_HOST = 1, SQZ_MEMORY_DEVICE = 2 } sqz_memory_t;
+
 /** A collective call the engine asks a compressor to take or decline. */
 typedef struct sqz_query_v1 {
-    uint32_t size;      /**< sizeof(sqz_query_v1_t) */
+    uint32_t size;      /**< sizeof(sqz_query_v1_t) of the engine that fills it */
     size_t   count;     /**< elements in the whole call */
     int      nranks;
+    /* Appended fields: read them only when size covers them (SQZ_QUERY_HAS), an older engine
+     * does not fill them. */
+    int      dtype;          /**< the caller's elements: 1 float32, 2 float16, 3 bfloat16 (the
+                                  SQZ_DTYPE_* of squeeze.h) */
+    int      op;             /**< 1 sum, 2 average (SQZ_OP_*) */
+    int      memory;         /**< SQZ_MEMORY_HOST or SQZ_MEMORY_DEVICE (the GPU path) */
+    int      reduce_scatter; /**< 1: a reduce-scatter (each rank keeps count / nranks), 0: an
+                                  all-reduce */
 } sqz_query_v1_t;
+
+/** Whether the engine filled `field` of the query q (an appended field). */
+#define SQZ_QUERY_HAS(q, field)                                                                  \
+    ((q)->size >= offsetof(sqz_query_v1_t, field) + sizeof((q)->field))
 
 /** One compress call.  The compressor reads `a[i] = in[i] + residual[i]` (residual may be NULL:
  *  no error feedback) and writes a payload of at most max_payload(n) bytes.
@@ -216,9 +231,10 @@ typedef struct sqz_compressor_v1 {
      *  \return SQZ_OK, or an error (bad config combination, no memory) that disables the method. */
     sqz_status_t (*create)(const void *config, const sqz_compressor_env_v1_t *env, void **state);
 
-    /** May decline a call (too small, unsupported).  \return SQZ_OK to take it,
-     *  SQZ_ERR_NOT_SUPPORTED to let it pass through dense.  Must give the same answer on every rank
-     *  for the same query.  May be NULL: take every call. */
+    /** May decline a call (too small, unsupported, not on device buffers).  \return SQZ_OK to
+     *  take it, SQZ_ERR_NOT_SUPPORTED to let it pass through dense.  Must give the same answer on
+     *  every rank for the same query.  May be NULL: take every call.  The GPU path asks it too
+     *  (memory SQZ_MEMORY_DEVICE), for the methods it has device kernels for. */
     sqz_status_t (*query)(void *state, const sqz_query_v1_t *q);
 
     /** Upper bound on the payload bytes of compress() for n elements. */

@@ -206,6 +206,21 @@ static void example_destroy(void *state)
     free(state);
 }
 
+/* Declines what it cannot do or what would gain nothing, reading only the query fields the
+ * engine filled: device buffers (this plugin has host operations only) and 16-bit buffers
+ * (bfloat16 of a 16-bit gradient saves nothing). */
+static sqz_status_t example_query(void *state, const sqz_query_v1_t *q)
+{
+    (void)state;
+    if (SQZ_QUERY_HAS(q, memory) && q->memory != SQZ_MEMORY_HOST) {
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    if (SQZ_QUERY_HAS(q, dtype) && q->dtype != 1) {
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    return SQZ_OK;
+}
+
 __attribute__((visibility("default"))) const sqz_compressor_v1_t sqz_compressor_v1 = {
     .abi = SQZ_COMPRESSOR_ABI_V1,
     .size = sizeof(sqz_compressor_v1_t),
@@ -216,7 +231,7 @@ __attribute__((visibility("default"))) const sqz_compressor_v1_t sqz_compressor_
     .nparams = sizeof example_params / sizeof example_params[0],
     .config_size = sizeof(example_config_t),
     .create = example_create,
-    .query = NULL,
+    .query = example_query,
     .max_payload = example_max_payload,
     .compress = example_compress,
     .decompress = example_decompress,

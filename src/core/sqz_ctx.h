@@ -297,6 +297,12 @@ void sqz_comm_account_state(sqz_comm_t *comm, size_t bytes);
 /** Grows a scratch buffer to at least `need` bytes (kept across calls). */
 sqz_status_t sqz_scratch_reserve(void **buf, size_t *cap, size_t need);
 
+/** Whether the method's query takes a call of count elements (dtype, op, where its buffers are:
+ *  SQZ_MEMORY_HOST or SQZ_MEMORY_DEVICE, and whether it is a reduce-scatter); 0 past 2^32
+ *  elements (payload indices are 32-bit).  The size threshold is the caller's. */
+int sqz_comm_method_takes(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
+                          int memory, int reduce_scatter);
+
 /** Records one call of the method at `index` in the stats. kind: 'c' compressed, 'f' fallback,
  *  'w' warm-up. */
 void sqz_stats_record(sqz_ctx_t *ctx, size_t index, int kind, size_t bytes_in,

@@ -163,15 +163,17 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     free(comm);
 }
 
-/* Whether the method takes a float32 buffer of count elements (whatever the size threshold). */
-static int sqz_comm_method_takes(const sqz_comm_t *comm, size_t count)
+int sqz_comm_method_takes(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
+                          int memory, int reduce_scatter)
 {
     const sqz_ctx_t *ctx = comm->ctx;
     if (count > (size_t)UINT32_MAX) {
         return 0; /* payload indices are 32-bit */
     }
     if (ctx->method->query) {
-        const sqz_query_v1_t q = {.size = sizeof(q), .count = count, .nranks = comm->nranks};
+        const sqz_query_v1_t q = {.size = sizeof(q), .count = count, .nranks = comm->nranks,
+                                  .dtype = (int)dtype, .op = (int)op, .memory = memory,
+                                  .reduce_scatter = reduce_scatter};
         if (SQZ_OK != ctx->method->query(comm->cstate, &q)) {
             return 0;
         }
@@ -179,7 +181,10 @@ static int sqz_comm_method_takes(const sqz_comm_t *comm, size_t count)
     return 1;
 }
 
-int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op)
+/* Whether a host call (rs: a reduce-scatter) is compressed: float32, SUM or AVG, at or above the
+ * size threshold, and taken by the method's query. */
+static int sqz_comm_eligible_as(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype,
+                                sqz_op_t op, int rs)
 {
     /* The CPU path handles float32; fp16/bf16 buffers are the GPU path's. */
     if (SQZ_DTYPE_FLOAT32 != dtype || (SQZ_OP_SUM != op && SQZ_OP_AVG != op)) {
@@ -188,7 +193,12 @@ int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, s
     if (count * sizeof(float) < comm->ctx->p.min_bytes || 0 == count) {
         return 0;
     }
-    return sqz_comm_method_takes(comm, count);
+    return sqz_comm_method_takes(comm, count, dtype, op, SQZ_MEMORY_HOST, rs);
+}
+
+int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op)
+{
+    return sqz_comm_eligible_as(comm, count, dtype, op, 0);
 }
 
 static void sqz_scale(float *x, size_t n, float s)
@@ -702,7 +712,7 @@ sqz_status_t sqz_reduce_scatter_block(sqz_comm_t *comm, const void *sendbuf, voi
     const float *in = sendbuf ? (const float *)sendbuf : (const float *)recvbuf;
     pthread_mutex_lock(&comm->lock);
     sqz_status_t st;
-    if (!sqz_comm_eligible(comm, n, dtype, op)) {
+    if (!sqz_comm_eligible_as(comm, n, dtype, op, 1)) {
         sqz_comm_count_passthrough(comm);
         st = SQZ_ERR_NOT_SUPPORTED; /* the caller runs its own dense reduce-scatter */
     } else {
@@ -741,7 +751,7 @@ sqz_status_t sqz_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count, sqz_dty
     }
     pthread_mutex_lock(&comm->lock);
     sqz_status_t st;
-    if (!sqz_comm_method_takes(comm, count)) {
+    if (!sqz_comm_method_takes(comm, count, SQZ_DTYPE_FLOAT32, op, SQZ_MEMORY_HOST, 0)) {
         sqz_comm_count_passthrough(comm);
         st = sqz_dense_allreduce(comm, buf, buf, count, op);
     } else {

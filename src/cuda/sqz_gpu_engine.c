@@ -1130,7 +1130,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     /* Policy, from facts that every rank shares (the same call on every rank). */
     const int opt      = 0 != (flags & SQZ_GPU_OPTIMIZER);
     int       eligible = g->enabled && (opt || count * esz >= ctx->p.min_bytes) &&
-                   !(g->params.method == SQZ_GPU_TOPK && count > (size_t)UINT32_MAX);
+                   sqz_comm_method_takes(comm, count, dtype, op, SQZ_MEMORY_DEVICE,
+                                         rs_out != NULL);
     if (eligible) {
         /* Under CUDA graph capture the workspace cannot be allocated and the call could not
          * be replayed with fresh randomness: pass through (every rank captures the same calls). */

@@ -92,6 +92,17 @@ static void test_plugins(void)
             for (int i = 0; i < 100; i++) {
                 CHECK_NEAR(out[i] + res[i], in[i], 1e-5);
             }
+            /* Its query reads only the fields the engine filled: an older, shorter query is
+             * taken; device buffers and 16-bit elements are declined. */
+            sqz_query_v1_t q = {.size = sizeof(q), .count = 100, .nranks = 2, .dtype = 1,
+                                .op = 1, .memory = SQZ_MEMORY_HOST};
+            CHECK_EQ_INT(c->query(state, &q), SQZ_OK);
+            q.memory = SQZ_MEMORY_DEVICE;
+            CHECK_EQ_INT(c->query(state, &q), SQZ_ERR_NOT_SUPPORTED);
+            q.memory = SQZ_MEMORY_HOST, q.dtype = 3;
+            CHECK_EQ_INT(c->query(state, &q), SQZ_ERR_NOT_SUPPORTED);
+            q.size = (uint32_t)offsetof(sqz_query_v1_t, dtype);
+            CHECK_EQ_INT(c->query(state, &q), SQZ_OK);
             c->destroy(state);
         }
     } else {
