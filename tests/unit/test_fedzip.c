@@ -623,7 +623,7 @@ static void test_empty(void)
     CHECK_EQ_INT(C->decompress(it.state, pl, 8, &dummy, 0), SQZ_OK);
     expect_corrupt(&it, pl, 7, 0, "n=0 truncated");
     free(pl);
-    sqz_query_v1_t q = {sizeof q, (size_t)UINT32_MAX + 1, 2};
+    sqz_query_v1_t q = {.size = sizeof q, .count = (size_t)UINT32_MAX + 1, .nranks = 2};
     CHECK_EQ_INT(C->query(it.state, &q), SQZ_ERR_NOT_SUPPORTED);
     q.count = UINT32_MAX;
     CHECK_EQ_INT(C->query(it.state, &q), SQZ_OK);
