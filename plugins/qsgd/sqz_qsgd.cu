@@ -610,4 +610,5 @@ static sqz_status_t qsgd_restore(const sqz_gpu_params_t *p, const void *own, con
 
 extern "C" const sqz_cu_method_t sqz_cu_qsgd_method = {
     "qsgd", qsgd_payload_bytes, qsgd_workspace_bytes, qsgd_compress, qsgd_decode_sum, qsgd_restore,
+    0, /* shared_key */
 };

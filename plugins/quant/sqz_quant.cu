@@ -637,4 +637,5 @@ extern "C" const sqz_cu_method_t sqz_cu_quant_method = {
     sqz_cu_quant_compress,
     sqz_cu_quant_decode_sum,
     sqz_cu_quant_restore,
+    0, /* shared_key */
 };

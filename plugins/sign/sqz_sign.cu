@@ -489,4 +489,5 @@ extern "C" const sqz_cu_method_t sqz_cu_sign_method = {
     sqz_cu_sign_compress,
     sqz_cu_sign_decode_sum,
     sqz_cu_sign_restore,
+    0, /* shared_key */
 };

@@ -611,4 +611,5 @@ extern "C" const sqz_cu_method_t sqz_cu_topk_method = {
     sqz_cu_topk_compress,
     sqz_cu_topk_decode_sum,
     sqz_cu_topk_restore,
+    0, /* shared_key */
 };

@@ -78,7 +78,12 @@ static size_t sqz_cu_dtype_size(sqz_dtype_t dtype)
 
 /* The method table, indexed by sqz_gpu_method_t. */
 static const sqz_cu_method_t *const sqz_cu_methods[] = {
-    NULL, &sqz_cu_topk_method, &sqz_cu_quant_method, &sqz_cu_sign_method, &sqz_cu_qsgd_method,
+    NULL,
+    &sqz_cu_topk_method,
+    &sqz_cu_quant_method,
+    &sqz_cu_sign_method,
+    &sqz_cu_qsgd_method,
+    &sqz_cu_randk_method,
 };
 
 /* 
@@ -98,6 +103,12 @@ extern "C" const char *sqz_gpu_method_name(sqz_gpu_method_t method)
     p.method = method;
     const sqz_cu_method_t *m = sqz_cu_method(&p);
     return m != NULL ? m->name : NULL;
+}
+
+extern "C" int sqz_gpu_shared_key(const sqz_gpu_params_t *p)
+{
+    const sqz_cu_method_t *m = sqz_cu_method(p);
+    return m != NULL && m->shared_key;
 }
 
 size_t sqz_gpu_payload_bytes(const sqz_gpu_params_t *p, size_t n)

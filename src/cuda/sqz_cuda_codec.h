@@ -32,13 +32,14 @@ typedef enum {
     SQZ_GPU_TOPK  = 1,
     SQZ_GPU_QUANT = 2,
     SQZ_GPU_SIGN  = 3,
-    SQZ_GPU_QSGD  = 4
+    SQZ_GPU_QSGD  = 4,
+    SQZ_GPU_RANDK = 5
 } sqz_gpu_method_t;
 
 /** Parameters of one codec (from SQZ_TOPK_*, SQZ_QUANT_*, SQZ_SIGN_*, SQZ_QSGD_*). */
 typedef struct sqz_gpu_params {
     sqz_gpu_method_t method;
-    double           density;    /**< topk: k = max(1, ceil(density * n)) (capped at n) */
+    double           density;    /**< topk, randk: k = max(1, ceil(density * n)) (capped at n) */
     int              bits;       /**< quant: 1..8 */
     size_t           bucket;     /**< quant, qsgd: elements per bucket (>= 8); sign: multiple of 8,
                                       or 0 for one bucket over the whole vector */
@@ -46,6 +47,7 @@ typedef struct sqz_gpu_params {
     int              sign_l2;    /**< sign: 1 scale = sqrt(sum a^2 / m), 0 scale = sum |a| / m */
     int              levels;     /**< qsgd: s, 1..255 */
     int              qsgd_max;   /**< qsgd: 1 norm = max |a|, 0 norm = ||a||_2 (the paper) */
+    int              randk_unbiased; /**< randk: RANDK_SCALE=unbiased (no device kernel: 0) */
 } sqz_gpu_params_t;
 
 /* Every payload starts with this 16-byte header, written by compress. */
@@ -68,6 +70,9 @@ typedef struct sqz_gpu_header {
  *         to a multiple of 16.
  *  topk:  k u32 indices (strictly increasing over the `count` used entries), then k f32 values;
  *         total 16 + 8 * k rounded up to a multiple of 16.  Entries past `count` are ignored.
+ *  randk: header count = k, reserved = the key; then k f32 values, the kept a in stratum order
+ *         (plugins/randk/sqz_randk.cu: one position per stratum of n / k elements, from the
+ *         key); total 16 + 4 * k rounded up to a multiple of 16.
  *  qsgd:  nb f32 norms (nb = ceil(n / bucket)), then n codes of b = 1 + L bits packed
  *         LSB-first, L = ceil(log2(s + 1)), code = level | sign << L (plugins/qsgd's format);
  *         total 16 + 4 * nb + ceil(n * b / 8), rounded up to a multiple of 16.
@@ -75,6 +80,11 @@ typedef struct sqz_gpu_header {
 
 /** \return the SQZ_METHOD name of a device method, NULL for an unknown one. */
 const char *sqz_gpu_method_name(sqz_gpu_method_t method);
+
+/** \return 1 when p's method needs the same key on every rank for the same part of a call
+ *  (randk: the positions are drawn from it, and must be the same everywhere), else 0: the
+ *  exchanges then derive the key without the rank, and a chunk keeps its key in both phases. */
+int sqz_gpu_shared_key(const sqz_gpu_params_t *p);
 
 /** \return the payload size in bytes for n elements (a multiple of 16; 0 when n == 0). */
 size_t sqz_gpu_payload_bytes(const sqz_gpu_params_t *p, size_t n);

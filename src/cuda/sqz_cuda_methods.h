@@ -40,12 +40,14 @@ typedef struct sqz_cu_method {
     sqz_status_t (*restore)(const sqz_gpu_params_t *p, const void *own, const uint32_t *bad,
                             const void *in, sqz_dtype_t dtype, float *residual, size_t n,
                             void *stream);
+    int shared_key; /* sqz_gpu_shared_key(): the key must not depend on the rank */
 } sqz_cu_method_t;
 
 extern const sqz_cu_method_t sqz_cu_topk_method;  /* plugins/topk/sqz_topk.cu */
 extern const sqz_cu_method_t sqz_cu_quant_method; /* plugins/quant/sqz_quant.cu */
 extern const sqz_cu_method_t sqz_cu_sign_method;  /* plugins/sign/sqz_sign.cu */
 extern const sqz_cu_method_t sqz_cu_qsgd_method;  /* plugins/qsgd/sqz_qsgd.cu */
+extern const sqz_cu_method_t sqz_cu_randk_method; /* plugins/randk/sqz_randk.cu */
 
 /* ---- topk's helpers (tests read them) ---- */
 

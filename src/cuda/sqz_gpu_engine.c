@@ -160,6 +160,13 @@ static void sqz_gpu_read_qsgd(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
     p->qsgd_max = sqz_gpu_param(ctx, "QSGD_NORM", v, sizeof(v)) && 0 == strcmp(v, "max");
 }
 
+static void sqz_gpu_read_randk(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
+{
+    char v[64];
+    p->density        = sqz_ctx_param_num(ctx, "RANDK_DENSITY", 0.01);
+    p->randk_unbiased = sqz_gpu_param(ctx, "RANDK_SCALE", v, sizeof(v)) && 0 == strcmp(v, "unbiased");
+}
+
 /* The methods with device kernels (the codec's table names them, sqz_gpu_method_name). */
 static const struct {
     sqz_gpu_method_t id;
@@ -169,6 +176,7 @@ static const struct {
     {SQZ_GPU_QUANT, sqz_gpu_read_quant},
     {SQZ_GPU_SIGN, sqz_gpu_read_sign},
     {SQZ_GPU_QSGD, sqz_gpu_read_qsgd},
+    {SQZ_GPU_RANDK, sqz_gpu_read_randk},
 };
 
 int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
@@ -1027,8 +1035,10 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     sqz_gpu_buf_t *const       b    = c->b;
     const size_t               esz  = sqz_gpu_dtype_size(c->dtype);
     const double               t0   = sqz_time_now();
-    const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, comm->rank,
-                                                    b->calls, 0);
+    /* (randk draws its positions from the key: the same on every rank) */
+    const int      who  = sqz_gpu_shared_key(&g->params) ? 0 : comm->rank;
+    const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, who, b->calls,
+                                                    0);
     unsigned char *mine = (unsigned char *)b->payloads + (size_t)comm->rank * b->pbytes;
     b->calls++;
     sqz_status_t st = sqz_gpu_compress(&g->params, c->in, c->in_dtype, b->residual, c->count, rkey,

@@ -184,9 +184,15 @@ void sqz_gpu_sra_forget(sqz_gpu_sra_t *x, cudaStream_t s)
 /* ------------------------------------------------------------------------------------------- */
 /* One call                                                                                     */
 /* ------------------------------------------------------------------------------------------- */
-/* The randomness key of payload `part` (a chunk, or nranks for phase 2) of this call. */
-static uint32_t sqz_gpu_sra_key(const sqz_gpu_sra_call_t *c, int rank, int part)
+/* The randomness key of payload `part` (a chunk, or nranks for phase 2) of this call.  A method
+ * that needs the same key on every rank (randk's positions) gets one per chunk, without the rank,
+ * and the same in phase 2 for the reduced chunk (it then re-selects the positions of phase 1). */
+static uint32_t sqz_gpu_sra_key(const sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c, int rank,
+                                int part)
 {
+    if (sqz_gpu_shared_key(&x->p)) {
+        return (uint32_t)sqz_pu_seed_key(c->seed, 0, c->seq, (part < x->nranks ? part : rank) + 1);
+    }
     return (uint32_t)sqz_pu_seed_key(c->seed, rank, c->seq, part + 1);
 }
 
@@ -200,7 +206,7 @@ static sqz_status_t sqz_gpu_sra_phase1(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
         const sqz_status_t st = sqz_gpu_compress(
             &x->p, (const unsigned char *)c->in + x->off[r] * esz, c->in_dtype,
             c->residual ? c->residual + x->off[r] : NULL, x->len[r],
-            sqz_gpu_sra_key(c, x->rank, r), x->send1 + (size_t)r * x->slot, x->workspace,
+            sqz_gpu_sra_key(x, c, x->rank, r), x->send1 + (size_t)r * x->slot, x->workspace,
             c->s);
         if (SQZ_OK != st) {
             return st;
@@ -236,7 +242,7 @@ static sqz_status_t sqz_gpu_sra_phase2(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
                                              SQZ_DTYPE_FLOAT32, x->workspace, c->s);
     if (SQZ_OK == st) {
         st = sqz_gpu_compress(&x->p, x->y, SQZ_DTYPE_FLOAT32, x->server, x->len[me],
-                              sqz_gpu_sra_key(c, x->rank, x->nranks), mine, x->workspace,
+                              sqz_gpu_sra_key(x, c, x->rank, x->nranks), mine, x->workspace,
                               c->s);
     }
     if (SQZ_OK != st) {

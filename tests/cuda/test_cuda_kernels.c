@@ -2,11 +2,13 @@
  * Tests of the GPU codecs (src/cuda/sqz_cuda_codec.h) against the CPU plugins, on a GPU.
  * Exits 77 (skip) when no CUDA device is usable.
  *
- * For quant, sign, topk and qsgd, inputs in float32, float16 and bfloat16, and several n:
+ * For quant, sign, topk, qsgd and randk, inputs in float32, float16 and bfloat16, and several n:
  *  - quant (nearest and stochastic: the key is the CPU plugin's, so both line up exactly): the
  *    payload body and the residual are bit-identical to the CPU plugin's on the same a.
  *  - sign: scales within 1e-5 relative of the CPU's, bits identical (except where a == 0),
  *    residuals consistent with the scales.
+ *  - randk (stratified positions from the key, no CPU twin): header {k, key}, one position per
+ *    stratum, ascending, values equal a, residual 0 there and a elsewhere.
  *  - qsgd: norms equal to the CPU plugin's or one ulp apart (the l2 sum runs in another
  *    order); where a bucket's norm is the CPU's, decoded values and residuals bit-identical.
  *  - topk: the threshold is the ceil(density * m)-th largest sampled |a|; the payload is exactly
@@ -217,6 +219,7 @@ typedef struct gcase {
     {lbl, {.method = SQZ_GPU_SIGN, .bucket = B, .sign_l2 = l2}, &sqz_compressor_sign,         \
      {__VA_ARGS__, NULL}}
 #define TOPK(lbl, d) {lbl, {.method = SQZ_GPU_TOPK, .density = d}, NULL, {NULL}}
+#define RANDK(lbl, d) {lbl, {.method = SQZ_GPU_RANDK, .density = d}, NULL, {NULL}}
 #define QSGD(lbl, s, B, mx, ...)                                                               \
     {lbl, {.method = SQZ_GPU_QSGD, .levels = s, .bucket = B, .qsgd_max = mx},                 \
      &sqz_compressor_qsgd, {__VA_ARGS__, NULL}}
@@ -255,6 +258,10 @@ static const gcase_t cases[] = {
     QSGD("qsgd s7 B65536 l2", 7, 65536, 0, "QSGD_LEVELS=7", "QSGD_BUCKET=65536",
          "QSGD_NORM=l2"),
     QSGD("qsgd s3 B4096 max", 3, 4096, 1, "QSGD_LEVELS=3", "QSGD_BUCKET=4096", "QSGD_NORM=max"),
+    RANDK("randk d0.01", 0.01),
+    RANDK("randk d0.05", 0.05),
+    RANDK("randk d0.3", 0.3),
+    RANDK("randk d1", 1.0),
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
@@ -306,6 +313,9 @@ static size_t body_bytes(const gcase_t *gc, size_t n)
         const size_t nb = (n + gc->p.bucket - 1) / gc->p.bucket;
         return 4 * nb + sqz_pu_packed_bytes(n, qsgd_code_bits(gc));
     }
+    if (gc->p.method == SQZ_GPU_RANDK) {
+        return 4 * sqz_cu_topk_k(gc->p.density, n);
+    }
     const size_t nb = gc->p.bucket ? (n + gc->p.bucket - 1) / gc->p.bucket : 1;
     return 4 * nb + (n + 7) / 8;
 }
@@ -315,10 +325,28 @@ static uint32_t test_key(uint64_t seq)
     return (uint32_t)sqz_pu_seed_key(SEED, 0, seq, 0);
 }
 
+/* randk's position of stratum j of k over n elements under key (plugins/randk/sqz_randk.cu). */
+static size_t randk_pos(uint32_t key, size_t j, size_t n, size_t k)
+{
+    const uint64_t lo = (uint64_t)j * n / k, len = (uint64_t)(j + 1) * n / k - lo;
+    return (size_t)(lo + (((uint64_t)sqz_pu_hash32(key, (uint32_t)j) * len) >> 32));
+}
+
 /* dec (zeroed by the caller or holding a running sum) += decoded GPU payload. */
 static void host_decode_add(const gcase_t *gc, cpu_inst_t *ci, const uint8_t *payload, size_t n,
                             float *dec)
 {
+    if (gc->p.method == SQZ_GPU_RANDK) {
+        const size_t k = sqz_cu_topk_k(gc->p.density, n);
+        uint32_t key;
+        memcpy(&key, payload + 12, 4);
+        for (size_t j = 0; j < k; j++) {
+            float v;
+            memcpy(&v, payload + 16 + 4 * j, 4);
+            dec[randk_pos(key, j, n, k)] += v;
+        }
+        return;
+    }
     if (gc->p.method == SQZ_GPU_TOPK) {
         const size_t k = sqz_cu_topk_k(gc->p.density, n);
         uint32_t cnt;
@@ -506,6 +534,38 @@ static void check_qsgd(const gcase_t *gc, const float *in_f, const float *r0, si
     cpu_destroy(&ci);
 }
 
+/* randk: one position per stratum, the kept a as they are, residual 0 there and a elsewhere. */
+static void check_randk(const gcase_t *gc, const float *r0, const float *av, size_t n,
+                        uint32_t key, const uint8_t *pl, const float *res, int with_res)
+{
+    const size_t k = sqz_cu_topk_k(gc->p.density, n);
+    uint32_t hdr[4];
+    memcpy(hdr, pl, 16);
+    CHECK_MSG(hdr[2] == k && hdr[3] == key, "%s n=%zu: header count %u key %08x, expected %zu "
+              "and %08x", gc->label, n, hdr[2], hdr[3], k, key);
+    char *kept = calloc(n, 1);
+    REQUIRE(kept != NULL);
+    size_t bad = 0, first = 0, prev = 0;
+    for (size_t j = 0; j < k; j++) {
+        const size_t pos = randk_pos(key, j, n, k);
+        float v;
+        memcpy(&v, pl + 16 + 4 * j, 4);
+        const int ok = pos < n && (j == 0 || pos > prev) && f32_bits(v) == f32_bits(av[pos]);
+        first = !ok && bad++ == 0 ? j : first;
+        kept[pos < n ? pos : 0] = 1;
+        prev = pos;
+    }
+    CHECK_MSG(bad == 0, "%s n=%zu: %zu entries not the a at ascending stratum positions, first "
+              "%zu", gc->label, n, bad, first);
+    bad = 0;
+    for (size_t i = 0; with_res && i < n; i++) {
+        const float want = !finite_f(av[i]) ? r0[i] : kept[i] ? 0.0f : av[i];
+        first = f32_bits(res[i]) != f32_bits(want) && bad++ == 0 ? i : first;
+    }
+    CHECK_MSG(bad == 0, "%s n=%zu: %zu residuals wrong, first at %zu", gc->label, n, bad, first);
+    free(kept);
+}
+
 static int cmp_desc_u32(const void *x, const void *y)
 {
     const uint32_t a = *(const uint32_t *)x, b = *(const uint32_t *)y;
@@ -646,8 +706,9 @@ static void test_compress(const gcase_t *gc, sqz_dtype_t dt, size_t n, int misal
 
     uint32_t hdr[4];
     memcpy(hdr, pl, 16);
-    CHECK_MSG(hdr[0] == SQZ_GPU_MAGIC && hdr[1] == 0 && hdr[3] == 0 &&
-                  (gc->p.method == SQZ_GPU_TOPK || hdr[2] == 0),
+    CHECK_MSG(hdr[0] == SQZ_GPU_MAGIC && hdr[1] == 0 &&
+                  (gc->p.method == SQZ_GPU_RANDK || hdr[3] == 0) &&
+                  (gc->p.method == SQZ_GPU_TOPK || gc->p.method == SQZ_GPU_RANDK || hdr[2] == 0),
               "%s n=%zu: header %08x %08x %08x %08x", gc->label, n, hdr[0], hdr[1], hdr[2],
               hdr[3]);
 
@@ -663,6 +724,8 @@ static void test_compress(const gcase_t *gc, sqz_dtype_t dt, size_t n, int misal
         check_topk(gc, r0, av, n, key, pl, res, ctrl[0], with_res);
     } else if (gc->p.method == SQZ_GPU_QSGD) {
         check_qsgd(gc, in_f, r0, n, seq, pl, res, with_res);
+    } else if (gc->p.method == SQZ_GPU_RANDK) {
+        check_randk(gc, r0, av, n, key, pl, res, with_res);
     }
 
     /* The body past the codes is zero padding. */
@@ -1045,6 +1108,15 @@ static void test_params(void)
     p.levels = 15;
     p.bucket = 7;
     CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
+    p.method = SQZ_GPU_RANDK;
+    p.density = 0.1;
+    p.randk_unbiased = 1;
+    CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
+    p.randk_unbiased = 0;
+    CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 64); /* 16 + 4 * 10, rounded to 16 */
+    CHECK_MSG(sqz_gpu_shared_key(&p) == 1, "randk needs a shared key");
+    p.method = SQZ_GPU_QUANT;
+    CHECK_MSG(sqz_gpu_shared_key(&p) == 0, "quant does not");
     p.method = (sqz_gpu_method_t)9;
     CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
     CHECK_MSG(sqz_gpu_method_name(SQZ_GPU_QSGD) != NULL &&

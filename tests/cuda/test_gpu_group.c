@@ -7,10 +7,10 @@
  *     residuals, and the outputs' total equals the inputs' total;
  *   - NaN on one rank: every rank's output is NaN at that step (the element, on the dense path),
  *     the residuals restored: the totals above exclude that step and still match;
- *   - the exchange: quant, sign and qsgd (without error feedback, its default) run the
- *     scatter-reduce exchange (a reduce-scatter at any N, an all-reduce from N = 3) and send
- *     less than the all-gather's N-1 payloads per call (stats);
- *     the bytes per call are printed against one payload;
+ *   - the exchange: quant, sign, qsgd and randk (the last two without error feedback, their
+ *     default) run the scatter-reduce exchange (a reduce-scatter at any N, an all-reduce from
+ *     N = 3) and send less than the all-gather's N-1 payloads per call (stats); the bytes per
+ *     call are printed against one payload;
  *   - SQZ_HIER across emulated hosts (SQZ_HOST_ID; N = 4 on 2 hosts, N = 8 on 2 and 4): the
  *     same replica, exactness and nothing-lost checks (fp32, fp16), the NaN element NaN on every
  *     rank;
@@ -21,7 +21,7 @@
  *   - DGC's momentum (quant 8 bits with masking, top-k with Nesterov and clipping): replicas
  *     identical, the NaN step alone falls back (the momentum is not poisoned);
  *   - every output of every step without a NaN is finite;
- *   - a method the device path declines (randk): every call the exact dense sum, counted in the
+ *   - a method the device path declines (terngrad): every call the exact dense sum, counted in the
  *     stats' device_declined;
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
  *     SQZ_ERR_MISMATCH;
@@ -160,7 +160,8 @@ static const char *const m_topk21[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY",
                                        "ef21", NULL};
 static const char *const m_q4_21[]  = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", "SQZ_EF",
                                        "ef21", NULL};
-static const char *const m_randk[] = {"SQZ_METHOD", "randk", NULL};
+static const char *const m_randk[] = {"SQZ_METHOD", "randk", "SQZ_RANDK_DENSITY", "0.05", NULL};
+static const char *const m_terng[] = {"SQZ_METHOD", "terngrad", NULL};
 static const char *const m_q8dgc[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF", "ef14",
                                       "SQZ_DGC_MOMENTUM", "0.9", "SQZ_DGC_MASKING", "1", NULL};
 static const char *const m_tkdgc[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF",
@@ -179,7 +180,8 @@ static const method_t    methods[] = {
     {"topk-ef21", m_topk21, .compressed = 1, .ef21 = 1},
     {"quant4-ef21", m_q4_21, .compressed = 1, .ef21 = 1},
     {"qsgd", m_qsgd, .compressed = 1, .sra = 1},
-    {"randk-declined", m_randk, .declined = 1},
+    {"randk", m_randk, .compressed = 1, .sra = 1},
+    {"terngrad-declined", m_terng, .declined = 1},
     {"quant8-dgc", m_q8dgc, .compressed = 1, .sra = 1, .dgc = 1},
     {"topk-dgc-nesterov-clip", m_tkdgc, .compressed = 1, .dgc = 1},
 };
@@ -568,7 +570,7 @@ static void test_dense_switch(sqz_device_group_t *grp, int nranks)
  * residuals travel in the same checkpoint), DGC's momentum included. */
 static void test_checkpoint(sqz_device_group_t *grp, int nranks, int hosts)
 {
-    static const size_t which[] = {1, 2, 10}; /* topk, quant8, quant8-dgc (its momentum) */
+    static const size_t which[] = {1, 2, 11}; /* topk, quant8, quant8-dgc (its momentum) */
     for (size_t q = 0; q < sizeof(which) / sizeof(which[0]); q++) {
         const size_t m = which[q];
         job_t a = {.grp = grp, .m = &methods[m], .nranks = nranks, .hosts = hosts, .no_nan = 1,

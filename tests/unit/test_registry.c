@@ -115,7 +115,8 @@ static void test_plugins(void)
  * does not know is a host-only plugin; an option the device path declines is named. */
 static void test_device_support(void)
 {
-    static const char *const on_device[] = {"none", "topk", "quant", "sign", "qsgd", "powersgd"};
+    static const char *const on_device[] = {"none", "topk", "quant", "sign", "qsgd", "randk",
+                                            "powersgd"};
     const char *plugin_reason = sqz_device_method_decline("nosuch_plugin");
     CHECK(plugin_reason != NULL && strstr(plugin_reason, "plugin") != NULL);
     sqz_registry_t r;
@@ -131,11 +132,13 @@ static void test_device_support(void)
                   "%s: device support '%s'", name, why ? why : "kernels");
     }
     sqz_registry_fini(&r);
-    const char *const cases[][4] = {
-        {"quant", "ef14", NULL},
-        {"quant", "econtrol", "econtrol"},
-        {"none", "econtrol", NULL},
-        {"fedzip", "auto", "variable-size"},
+    const char *const cases[][5] = {
+        {"quant", "ef14", NULL, NULL, NULL},
+        {"quant", "econtrol", NULL, NULL, "econtrol"},
+        {"none", "econtrol", NULL, NULL, NULL},
+        {"fedzip", "auto", NULL, NULL, "variable-size"},
+        {"randk", "auto", "SQZ_RANDK_SCALE", "none", NULL},
+        {"randk", "none", "SQZ_RANDK_SCALE", "unbiased", "RANDK_SCALE=unbiased"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         sqz_config_t *cfg = NULL;
@@ -144,9 +147,12 @@ static void test_device_support(void)
         REQUIRE(SQZ_OK == sqz_config_create(&cfg));
         REQUIRE(SQZ_OK == sqz_config_set(cfg, "SQZ_METHOD", cases[i][0]));
         REQUIRE(SQZ_OK == sqz_config_set(cfg, "SQZ_EF", cases[i][1]));
+        if (cases[i][2]) {
+            REQUIRE(SQZ_OK == sqz_config_set(cfg, cases[i][2], cases[i][3]));
+        }
         REQUIRE(SQZ_OK == sqz_ctx_create(cfg, &ctx, err, sizeof(err)));
         const char *why = sqz_device_decline(ctx);
-        CHECK_MSG(cases[i][2] ? why != NULL && strstr(why, cases[i][2]) != NULL : why == NULL,
+        CHECK_MSG(cases[i][4] ? why != NULL && strstr(why, cases[i][4]) != NULL : why == NULL,
                   "%s with SQZ_EF=%s: device decline '%s'", cases[i][0], cases[i][1],
                   why ? why : "none");
         sqz_ctx_destroy(ctx);
