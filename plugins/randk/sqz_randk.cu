@@ -37,7 +37,8 @@ typedef struct randk_layout {
     size_t n, k, total;
 } randk_layout_t;
 
-/* \return 0 for a density outside (0, 1], RANDK_SCALE other than none, or n >= 2^32. */
+/* \return 0 for a density outside (0, 1], RANDK_SCALE other than none, n >= 2^32, or n k past
+ *  2^64 (the strata's arithmetic). */
 static int randk_layout(const sqz_gpu_params_t *p, size_t n, randk_layout_t *L)
 {
     if (!(p->density > 0.0 && p->density <= 1.0) || p->randk_unbiased || n > 0xffffffffull) {
@@ -46,7 +47,8 @@ static int randk_layout(const sqz_gpu_params_t *p, size_t n, randk_layout_t *L)
     L->n = n;
     L->k = sqz_cu_topk_k(p->density, n);
     L->total = sqz_cu_round16(16 + 4 * L->k);
-    return 1;
+    /* The strata's bounds are j n / k and ((i + 1) k - 1) / n in 64 bits: n k must fit. */
+    return n == 0 || L->k <= UINT64_MAX / n;
 }
 
 /* ---------------------------------------------------------------------------------------------
