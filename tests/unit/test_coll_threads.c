@@ -392,6 +392,43 @@ static void test_nonfinite(void)
     }
 }
 
+/* A NaN step does not end compression: every method and error feedback keeps its per-buffer
+ * state (residuals, estimators, momenta, warm starts) as it was, so the calls after the NaN call
+ * are compressed again (one fallback of four calls, on every rank). */
+static void test_nonfinite_recovers(void)
+{
+    static const char *const cfgs[][8] = {
+        {"SQZ_METHOD", "topk", "SQZ_EF", "ef14", NULL},
+        {"SQZ_METHOD", "topk", "SQZ_EF", "ef21", NULL},
+        {"SQZ_METHOD", "quant", "SQZ_EF", "econtrol", NULL},
+        {"SQZ_METHOD", "sign", NULL},
+        {"SQZ_METHOD", "randk", NULL},
+        {"SQZ_METHOD", "qsgd", NULL},
+        {"SQZ_METHOD", "terngrad", NULL},
+        {"SQZ_METHOD", "fedzip", NULL},
+        {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_START_STEPS", "0", NULL},
+        {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_START_STEPS", "0", "SQZ_EF", "ef21", NULL},
+    };
+    for (size_t c = 0; c < sizeof(cfgs) / sizeof(cfgs[0]); c++) {
+        const char *kv[12] = {"SQZ_WARMUP_STEPS", "0"};
+        for (int q = 0; q < 8 && cfgs[c][q]; q++) {
+            kv[2 + q] = cfgs[c][q];
+        }
+        job_t j = {.kv = kv, .P = 3, .n = 65536, .calls = 4, .nan_rank = 1, .nan_call = 1,
+                   .corrupt_call = -1};
+        run(&j);
+        for (int r = 0; r < j.P; r++) {
+            CHECK_MSG(j.stats[r].calls_fallback == 1 && j.stats[r].calls_compressed == 3,
+                      "%s %s %s: rank %d: %llu fallbacks, %llu compressed of 4 calls (a NaN at "
+                      "call 1)", cfgs[c][1], cfgs[c][2] ? cfgs[c][2] : "", cfgs[c][3] ? cfgs[c][3] : "",
+                      r, (unsigned long long)j.stats[r].calls_fallback,
+                      (unsigned long long)j.stats[r].calls_compressed);
+        }
+        CHECK(identical(&j));
+        done(&j);
+    }
+}
+
 /* A payload scrambled in transit: every rank falls back together, with fixed-size payloads and
  * with variable-size ones (lossless: exact sizes, exchanged first without the pipeline). */
 static void test_corrupt(void)
@@ -1061,6 +1098,7 @@ int main(void)
     test_reduce_scatter();
     test_warmup();
     test_nonfinite();
+    test_nonfinite_recovers();
     test_corrupt();
     test_p2p_same_bits();
     test_threads();
