@@ -164,7 +164,8 @@ static void sqz_gpu_read_randk(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
     char v[64];
     p->density        = sqz_ctx_param_num(ctx, "RANDK_DENSITY", 0.01);
-    p->randk_unbiased = sqz_gpu_param(ctx, "RANDK_SCALE", v, sizeof(v)) && 0 == strcmp(v, "unbiased");
+    p->randk_unbiased =
+        sqz_gpu_param(ctx, "RANDK_SCALE", v, sizeof(v)) && 0 == strcmp(v, "unbiased");
 }
 
 /* The methods with device kernels (the codec's table names them, sqz_gpu_method_name). */

@@ -17,7 +17,8 @@
  *  - the error-feedback invariant decoded + new residual == a (up to one rounding), decoding the
  *    GPU payload with the CPU decoder (quant, sign) or by hand (topk), and decode_sum of the one
  *    payload equal to that decoding bit for bit.
- *  - decode_sum of 1, 2, 4 (and 9) payloads: bit-identical to the CPU sum in rank order, times scale,
+ *  - decode_sum of 1, 2, 4 (and 9) payloads: bit-identical to the CPU sum in rank order, times
+ *    scale,
  *    for every output dtype; NaN everywhere when a header is flagged or has a wrong magic.
  *  - non-finite input: flag set, those elements' residual untouched; restore gives the old
  *    residual back (within 1e-6 * (|old| + |in| + |dec|)) and counts; restore without a flagged

@@ -162,8 +162,9 @@ static const char *const m_q4_21[]  = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", 
                                        "ef21", NULL};
 static const char *const m_randk[] = {"SQZ_METHOD", "randk", "SQZ_RANDK_DENSITY", "0.05", NULL};
 static const char *const m_terng[] = {"SQZ_METHOD", "terngrad", NULL};
-static const char *const m_q8dgc[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF", "ef14",
-                                      "SQZ_DGC_MOMENTUM", "0.9", "SQZ_DGC_MASKING", "1", NULL};
+static const char *const m_q8dgc[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8",
+                                      "SQZ_EF", "ef14", "SQZ_DGC_MOMENTUM", "0.9",
+                                      "SQZ_DGC_MASKING", "1", NULL};
 static const char *const m_tkdgc[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF",
                                       "ef14", "SQZ_DGC_MOMENTUM", "0.9", "SQZ_DGC_NESTEROV", "1",
                                       "SQZ_DGC_CLIP", "50", NULL};

@@ -418,10 +418,11 @@ static void test_nonfinite_recovers(void)
                    .corrupt_call = -1};
         run(&j);
         for (int r = 0; r < j.P; r++) {
+            const char *opt = cfgs[c][2] ? cfgs[c][2] : "", *val = cfgs[c][3] ? cfgs[c][3] : "";
             CHECK_MSG(j.stats[r].calls_fallback == 1 && j.stats[r].calls_compressed == 3,
                       "%s %s %s: rank %d: %llu fallbacks, %llu compressed of 4 calls (a NaN at "
-                      "call 1)", cfgs[c][1], cfgs[c][2] ? cfgs[c][2] : "", cfgs[c][3] ? cfgs[c][3] : "",
-                      r, (unsigned long long)j.stats[r].calls_fallback,
+                      "call 1)", cfgs[c][1], opt, val, r,
+                      (unsigned long long)j.stats[r].calls_fallback,
                       (unsigned long long)j.stats[r].calls_compressed);
         }
         CHECK(identical(&j));
