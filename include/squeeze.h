@@ -141,7 +141,11 @@ SQZ_API sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *tran
  *  every rank compresses 1/L of the buffer, and every rank ends bit-identical.  A NaN or Inf in
  *  any input makes the call the exact dense sum, as on a flat communicator.  The settings are
  *  compared among the ranks of inter.  Collective over every rank of both transports, which are
- *  copied (their `self` must outlive the communicator).  sqz_reduce_scatter_block,
+ *  copied (their `self` must outlive the communicator).  sqz_reduce_scatter_block on it is
+ *  hierarchical too: block b of the input belongs to host b / L (its rank in inter), local rank
+ *  b % L; each rank gets its column of blocks (one per host) summed inside the host and
+ *  compresses only that column between hosts (SQZ_ERR_NOT_SUPPORTED on every rank when a rank
+ *  has no memory for the scratch: the caller's dense reduce-scatter then runs).
  *  sqz_ef_allreduce and the MoE calls return SQZ_ERR_NOT_SUPPORTED on it. */
 SQZ_API sqz_status_t sqz_comm_create_hier(sqz_ctx_t *ctx, const sqz_transport_t *local,
                                           const sqz_transport_t *inter, sqz_comm_t **comm);

@@ -344,8 +344,9 @@ class Context(_Closing):
         hierarchical=True, on a communicator that spans several hosts of the same number (> 1)
         of ranks (hosts: the HOST_ID parameter, else the hostname): all-reduces run as
         sqz_comm_create_hier's (a dense reduce-scatter inside the host, each rank's shard
-        compressed between hosts, a dense all-gather); such a Comm takes all-reduces only.
-        Elsewhere the Comm is flat."""
+        compressed between hosts, a dense all-gather), and reduce_scatter_block gives rank r
+        (ranks host-major: host r // L, local rank r % L) its block, each rank compressing only
+        its column of blocks between hosts.  Elsewhere the Comm is flat."""
         from ._mpi import host_split, mpi_transport
         split = host_split(mpi_comm, self.param("HOST_ID")["current"]) if hierarchical else None
         out = ctypes.c_void_p()

@@ -20,6 +20,7 @@ struct sqz_hier {
     float          *scratch;
     size_t          cap;    /* bytes of scratch */
     size_t          agreed; /* bytes of scratch every rank of the host is known to have */
+    size_t          agreed_all; /* bytes of scratch every rank of every host is known to have */
     int             shared; /* 1: the measured rates are the host's mean (sqz_hier_share) */
     double          intra_s; /* SQZ_INTRA_GBPS=0: seconds of the stages inside the host per
                               * element of a shard, measured once (0: not yet) */
@@ -93,10 +94,11 @@ static int sqz_hier_sum_pieces(const float *const *pieces, size_t L, size_t n, f
     return bad;
 }
 
-/* Step 1: this rank's shard of the host's sum into out + its offset; *bad = 1 when it holds NaN
- * or Inf.  The other ranks' pieces of the shard arrive in the scratch; this rank's own is read
- * where it is.  \return SQZ_OK or SQZ_ERR_TRANSPORT. */
-static sqz_status_t sqz_hier_reduce_scatter(sqz_hier_t *h, const float *in, float *out, int *bad)
+/* Step 1: this rank's shard of the host's sum (the pieces at the offsets h->counts holds) into
+ * dst; *bad = 1 when it holds NaN or Inf.  The other ranks' pieces of the shard arrive in the
+ * scratch; this rank's own is read where it is (dst may be that piece: in place).
+ * \return SQZ_OK or SQZ_ERR_TRANSPORT. */
+static sqz_status_t sqz_hier_reduce_scatter(sqz_hier_t *h, const float *in, float *dst, int *bad)
 {
     const size_t L = (size_t)h->local.nranks, me = (size_t)h->local.rank;
     size_t *sb = h->counts, *sd = sb + L, *rb = sd + L, *rd = rb + L, *n = rd + L, *at = n + L;
@@ -116,7 +118,7 @@ static sqz_status_t sqz_hier_reduce_scatter(sqz_hier_t *h, const float *in, floa
     for (size_t slot = 0; slot + 1 < L; slot++) {
         pieces[slot + 1] = h->scratch + slot * n[me];
     }
-    *bad = sqz_hier_sum_pieces(pieces, L, n[me], out + at[me]);
+    *bad = sqz_hier_sum_pieces(pieces, L, n[me], dst);
     return SQZ_OK;
 }
 
@@ -220,7 +222,7 @@ static int sqz_hier_measure_intra(const sqz_comm_t *comm, sqz_hier_t *h, size_t 
     const double t0 = sqz_time_now();
     int          rc = 0, bad = 0;
     for (int it = 0; it < 3 && 0 == rc; it++) {
-        rc = SQZ_OK != sqz_hier_reduce_scatter(h, buf, buf, &bad) ||
+        rc = SQZ_OK != sqz_hier_reduce_scatter(h, buf, buf + at[h->local.rank], &bad) ||
              SQZ_OK != sqz_hier_all_gather(h, h->scratch, buf);
     }
     float t = (float)((sqz_time_now() - t0) / 3 / (double)m);
@@ -248,7 +250,7 @@ static sqz_status_t sqz_hier_run(sqz_comm_t *comm, const float *in, float *out, 
         return SQZ_ERR_TRANSPORT;
     }
     int          bad = 0;
-    sqz_status_t st  = roomy ? sqz_hier_reduce_scatter(h, in, out, &bad)
+    sqz_status_t st  = roomy ? sqz_hier_reduce_scatter(h, in, out + at[me], &bad)
                              : sqz_hier_whole(h, in, out, count, n, at, 0);
     float *mine = out + at[me];
     if (!roomy && SQZ_OK == st) {
@@ -263,7 +265,7 @@ static sqz_status_t sqz_hier_run(sqz_comm_t *comm, const float *in, float *out, 
     float    *shard    = roomy ? h->scratch : mine;
     const int eligible = sqz_comm_eligible(comm, count, SQZ_DTYPE_FLOAT32, op);
     if (n[me] > 0) {
-        st = sqz_engine_shard(comm, mine, shard, n[me], key, eligible, any != 0.0f);
+        st = sqz_engine_shard(comm, mine, shard, n[me], 0, key, eligible, any != 0.0f);
         if (SQZ_OP_AVG == op) {
             const float s = 1.0f / (float)(L * (size_t)comm->nranks);
             for (size_t i = 0; i < n[me]; i++) {
@@ -291,6 +293,76 @@ sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, s
 {
     pthread_mutex_lock(&comm->hier->lock);
     const sqz_status_t st = sqz_hier_run(comm, in, out, count, op, key);
+    pthread_mutex_unlock(&comm->hier->lock);
+    return st;
+}
+
+/* Scratch on every rank of every host (sqz_hier_roomy, then one float all-reduce between hosts
+ * when the size grows past what all agreed: every rank decides alike).  \return 1, 0 (some rank
+ * has no memory), or -1 (transport failure). */
+static int sqz_hier_roomy_all(sqz_comm_t *comm, sqz_hier_t *h, size_t need)
+{
+    if (need <= h->agreed_all) {
+        return 1;
+    }
+    const int roomy = sqz_hier_roomy(comm, h, need);
+    float     v = roomy > 0 ? 1.0f : 0.0f, all = v;
+    if (roomy < 0 || 0 != comm->t.allreduce_f32_sum(comm->t.self, &v, &all, 1)) {
+        return -1;
+    }
+    if (all != (float)comm->nranks) {
+        return 0;
+    }
+    h->agreed_all = need;
+    return 1;
+}
+
+/* The reduce-scatter: rows of L blocks, one row per host (sqz_coll_hier.h). */
+static sqz_status_t sqz_hier_rs_run(sqz_comm_t *comm, const float *in, float *out, size_t c,
+                                    sqz_op_t op, uint64_t key)
+{
+    sqz_hier_t  *h = comm->hier;
+    const size_t L = (size_t)h->local.nranks, H = (size_t)comm->nranks;
+    size_t      *n = h->counts + 4 * L, *at = n + L;
+    /* Scratch: the other ranks' pieces of one row's block, then the column of H blocks. */
+    const int roomy = sqz_hier_roomy_all(comm, h, (L - 1 + H) * c * sizeof(float));
+    if (roomy <= 0) {
+        return roomy < 0 ? SQZ_ERR_TRANSPORT : SQZ_ERR_NOT_SUPPORTED; /* (agreed by all) */
+    }
+    float *column = h->scratch + (L - 1) * c;
+    int    bad    = 0;
+    for (size_t row = 0; row < H; row++) {
+        for (size_t j = 0; j < L; j++) {
+            n[j] = c, at[j] = (row * L + j) * c;
+        }
+        int b = 0;
+        if (SQZ_OK != sqz_hier_reduce_scatter(h, in, column + row * c, &b)) {
+            return SQZ_ERR_TRANSPORT;
+        }
+        bad |= b;
+    }
+    float flag = (float)bad, any = flag;
+    if (0 != h->local.allreduce_f32_sum(h->local.self, &flag, &any, 1)) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    const sqz_status_t st = sqz_engine_shard(comm, column, out, H * c, c, key, 1, any != 0.0f);
+    if (SQZ_OK == st && SQZ_OP_AVG == op) {
+        const float s = 1.0f / (float)(L * H);
+        for (size_t i = 0; i < c; i++) {
+            out[i] *= s;
+        }
+    }
+    return st;
+}
+
+sqz_status_t sqz_hier_reduce_scatter_block(sqz_comm_t *comm, const float *in, float *out,
+                                           size_t c, sqz_op_t op, uint64_t key)
+{
+    if (0 == c) {
+        return SQZ_OK;
+    }
+    pthread_mutex_lock(&comm->hier->lock);
+    const sqz_status_t st = sqz_hier_rs_run(comm, in, out, c, op, key);
     pthread_mutex_unlock(&comm->hier->lock);
     return st;
 }

@@ -39,6 +39,20 @@ void sqz_hier_free(sqz_hier_t *h);
 sqz_status_t sqz_hier_allreduce(sqz_comm_t *comm, const float *in, float *out, size_t count,
                                 sqz_op_t op, uint64_t key);
 
+/** The hierarchical reduce-scatter of P = hosts x L blocks of c floats: block b of in belongs to
+ *  the rank of host b / L (its rank in inter) and local rank b % L, whose out (c floats; may be
+ *  the start of in) gets the SUM (or AVG) of every rank's block b.  Steps: for each host's row
+ *  of L blocks, the dense reduce-scatter of step 1 gives this rank the host's sum of its block of
+ *  the row: a column of one block per host; then one float all-reduce over local (a NaN or Inf
+ *  anywhere in the host's columns makes the exchange dense, as for the all-reduce); then the
+ *  engine's compressed reduce-scatter of the column over inter, named by out.  Bytes between
+ *  hosts: each rank's exchange for H blocks, (H - 1) / H of its compressed column.  When some
+ *  rank has no memory for the scratch (agreed by every rank before any data moves), every rank
+ *  returns SQZ_ERR_NOT_SUPPORTED and the caller runs its dense reduce-scatter, as for a call
+ *  that is not eligible.  Collective over every rank of local and inter. */
+sqz_status_t sqz_hier_reduce_scatter_block(sqz_comm_t *comm, const float *in, float *out,
+                                           size_t c, sqz_op_t op, uint64_t key);
+
 /** The predicted seconds of the dense stages inside the host of an all-reduce of count floats on
  *  comm (the reduce-scatter's all-to-all and the all-gather, each moving (L-1)/L of the buffer
  *  per rank at SQZ_INTRA_GBPS, or as timed once with SQZ_INTRA_GBPS=0; the exchange between

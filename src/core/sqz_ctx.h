@@ -282,13 +282,15 @@ void sqz_layouts_fini(sqz_comm_t *comm);
 sqz_status_t sqz_comm_check_settings(sqz_comm_t *comm);
 
 /** The SUM all-reduce of a hierarchy's shard over comm (src/coll/sqz_coll_hier.h; out may equal
- *  in, and with key 0 the input's address names the buffer's state, as the caller's buffer):
- *  compressed when `eligible` (the whole call's eligibility), else dense and counted as passed
- *  through; `dense` (some shard of the call holds NaN or Inf, which comm's other ranks may not
- *  see) sends fallback frames, so that every rank of comm goes dense together and keeps its
- *  residual.  The call takes its place in the buffer's call sequence either way. */
-sqz_status_t sqz_engine_shard(sqz_comm_t *comm, const float *in, float *out, size_t n, uint64_t key,
-                              int eligible, int dense);
+ *  in, and with key 0 the input's address names the buffer's state, as the caller's buffer), or
+ *  with block > 0 its reduce-scatter (n = block x comm's ranks; out is this rank's block and
+ *  names the state): compressed when `eligible` (the whole call's eligibility), else dense and
+ *  counted as passed through (a reduce-scatter then returns SQZ_ERR_NOT_SUPPORTED: its caller
+ *  does not get here); `dense` (some shard of the call holds NaN or Inf, which comm's other
+ *  ranks may not see) sends fallback frames, so that every rank of comm goes dense together and
+ *  keeps its residual.  The call takes its place in the buffer's call sequence either way. */
+sqz_status_t sqz_engine_shard(sqz_comm_t *comm, const float *in, float *out, size_t n,
+                              size_t block, uint64_t key, int eligible, int dense);
 
 /** Brings the context's total of per-buffer state memory (stats state_bytes, state_bytes_peak) up
  *  to date with this communicator's: `bytes` is what it holds now (0 when it goes away). */

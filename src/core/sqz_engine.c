@@ -682,17 +682,19 @@ sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
     return st;
 }
 
-sqz_status_t sqz_engine_shard(sqz_comm_t *comm, const float *in, float *out, size_t n, uint64_t key,
-                              int eligible, int dense)
+sqz_status_t sqz_engine_shard(sqz_comm_t *comm, const float *in, float *out, size_t n,
+                              size_t block, uint64_t key, int eligible, int dense)
 {
     pthread_mutex_lock(&comm->lock);
     sqz_status_t st;
     if (!eligible) {
         sqz_comm_count_passthrough(comm);
-        st = sqz_dense_allreduce(comm, in, out, n, SQZ_OP_SUM);
+        st = block ? SQZ_ERR_NOT_SUPPORTED : sqz_dense_allreduce(comm, in, out, n, SQZ_OP_SUM);
     } else {
-        st = sqz_engine_run(comm, in, out, n, 0, SQZ_OP_SUM, key,
-                            SQZ_RUN_NAMED_BY_IN | (dense ? SQZ_RUN_DENSE : 0));
+        /* (an all-reduce's shard is named by its input, in the caller's buffer; a
+         * reduce-scatter's by its output, the caller's block) */
+        st = sqz_engine_run(comm, in, out, n, block, SQZ_OP_SUM, key,
+                            (block ? 0 : SQZ_RUN_NAMED_BY_IN) | (dense ? SQZ_RUN_DENSE : 0));
     }
     pthread_mutex_unlock(&comm->lock);
     return st;
@@ -705,11 +707,16 @@ sqz_status_t sqz_reduce_scatter_block(sqz_comm_t *comm, const void *sendbuf, voi
     if (NULL == comm || NULL == recvbuf) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    if (comm->hier) {
-        return SQZ_ERR_NOT_SUPPORTED; /* (only all-reduces are hierarchical) */
-    }
     const size_t n  = recvcount * (size_t)comm->nranks;
     const float *in = sendbuf ? (const float *)sendbuf : (const float *)recvbuf;
+    if (comm->hier) {
+        /* (eligible by the column each rank exchanges between hosts: recvcount x hosts) */
+        if (!sqz_comm_eligible_as(comm, n, dtype, op, 1)) {
+            sqz_comm_count_passthrough(comm);
+            return SQZ_ERR_NOT_SUPPORTED;
+        }
+        return sqz_hier_reduce_scatter_block(comm, in, recvbuf, recvcount, op, key);
+    }
     pthread_mutex_lock(&comm->lock);
     sqz_status_t st;
     if (!sqz_comm_eligible_as(comm, n, dtype, op, 1)) {

@@ -2,8 +2,9 @@
  * processes; a thread group per host and one per local index): every rank bit-identical, close to
  * the exact sum, SUM and AVG, in place and not, counts no L divides; each rank compresses its
  * shard only; a NaN on one rank makes the call the exact dense sum and keeps every residual; a
- * rank without memory for the scratch; the rates shared by a host's exchanges; the calls a
- * hierarchy does not take say so. */
+ * rank without memory for the scratch; the rates shared by a host's exchanges; the reduce-scatter
+ * (each rank's block close, compressed, a NaN call exact); the calls a hierarchy does not take
+ * say so. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,11 +29,12 @@ typedef struct {
     int         skip_call;  /* >= 0: that call is not made (the twin of a NaN run) */
     int         two_bufs;   /* 1: odd calls go to a second buffer of the same size, inputs x1000 */
     int         timed;      /* 1: SQZ_EXCHANGE_MODEL=time with the link and the host measured */
+    int         rs;         /* 1: the calls are reduce-scatters of n / (H L) per rank */
     double      link[MAXR], compress[MAXR]; /* each rank's engine's rates after the calls */
     double      intra[MAXR];                /* sqz_hier_intra_seconds(n) after the calls */
     float      *out[MAXR];  /* the last call's output per rank */
     sqz_stats_t stats[MAXR];
-    sqz_status_t status[MAXR], rs_status, ef_status;
+    sqz_status_t status[MAXR], ef_status;
     sqz_thread_group_t *local[MAXR], *inter[MAXR];
 } job_t;
 
@@ -75,16 +77,18 @@ static void rank_main(int rank, void *arg)
             in[j->n / 3] = NAN;
         }
         memcpy(buf, in, j->n * sizeof(float));
-        j->status[rank] = sqz_allreduce(comm, j->in_place ? NULL : in, buf, j->n,
-                                        SQZ_DTYPE_FLOAT32, j->avg ? SQZ_OP_AVG : SQZ_OP_SUM, 0);
+        const sqz_op_t op = j->avg ? SQZ_OP_AVG : SQZ_OP_SUM;
+        j->status[rank] = j->rs ? sqz_reduce_scatter_block(comm, j->in_place ? NULL : in, buf,
+                                                           j->n / (size_t)(j->H * j->L),
+                                                           SQZ_DTYPE_FLOAT32, op, 0)
+                                : sqz_allreduce(comm, j->in_place ? NULL : in, buf, j->n,
+                                                SQZ_DTYPE_FLOAT32, op, 0);
         if (SQZ_OK != j->status[rank]) {
             break;
         }
     }
     memcpy(j->out[rank], buf, j->n * sizeof(float));
     if (0 == rank) {
-        j->rs_status = sqz_reduce_scatter_block(comm, NULL, buf, j->n / (size_t)(j->H * j->L),
-                                                SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);
         j->ef_status = sqz_ef_allreduce(comm, buf, j->n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, NULL);
     }
     sqz_stats_get(ctx, &j->stats[rank]);
@@ -198,11 +202,86 @@ static void test_shapes(void)
                 const size_t l = (size_t)(r % j.L), shard = j.n / j.L + (l < j.n % j.L);
                 CHECK_EQ_INT(j.stats[r].bytes_in, 2 * shard * sizeof(float));
             }
-            CHECK_EQ_INT(j.rs_status, SQZ_ERR_NOT_SUPPORTED);
             CHECK_EQ_INT(j.ef_status, SQZ_ERR_NOT_SUPPORTED);
             done(&j);
         }
     }
+}
+
+/* ||out - exact|| / ||exact|| of rank r's block of a reduce-scatter's call (exact: the sum or
+ * mean of every rank's block r, rank r = host r / L, local rank r % L); *exactly as rel_error. */
+static double rs_error(const job_t *j, int r, int call, int *exactly)
+{
+    const int    P = j->H * j->L;
+    const size_t c = j->n / (size_t)P;
+    double       e = 0, x = 0;
+    *exactly       = 1;
+    for (size_t i = 0; i < c; i++) {
+        double s = 0;
+        for (int q = 0; q < P; q++) {
+            s += input(q, call, (size_t)r * c + i);
+        }
+        s = j->avg ? s / P : s;
+        e += (j->out[r][i] - s) * (j->out[r][i] - s);
+        x += s * s;
+        *exactly &= j->out[r][i] == (float)s;
+    }
+    return sqrt(e / (x > 0 ? x : 1));
+}
+
+/* The reduce-scatter on every shape, SUM and AVG, in place or not: each rank's block close to
+ * the exact one, compressed (each rank's exchange between hosts carries its column of H blocks),
+ * and a NaN call: the exact dense blocks on every rank, NaN only in the block that held it, one
+ * fallback, and the next call compressed again. */
+static void test_reduce_scatter(void)
+{
+    static const int shapes[][2] = {{2, 2}, {3, 2}, {2, 3}, {4, 2}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        for (int k = 0; k < 3; k++) {
+            const int P = shapes[s][0] * shapes[s][1];
+            job_t j = {.method = "quant", .H = shapes[s][0], .L = shapes[s][1],
+                       .n = (size_t)P * 20011, .calls = 3, .in_place = k & 1, .avg = k == 1,
+                       .rs = 1, .nan_call = k == 2 ? 1 : -1, .skip_call = -1};
+            run(&j);
+            for (int r = 0; r < P; r++) {
+                int exactly;
+                const double err = rs_error(&j, r, j.calls - 1, &exactly);
+                CHECK_EQ_INT(j.status[r], SQZ_OK);
+                CHECK_MSG(err < 0.02 && !exactly, "%dx%d reduce-scatter%s%s, rank %d: error %g%s",
+                          j.H, j.L, j.avg ? " AVG" : "", j.in_place ? " in place" : "", r, err,
+                          exactly ? " (exact: not compressed)" : "");
+                const uint64_t nan_calls = j.nan_call >= 0;
+                CHECK_MSG(j.stats[r].calls_compressed == (uint64_t)j.calls - nan_calls &&
+                              j.stats[r].calls_fallback == nan_calls &&
+                              j.stats[r].bytes_in ==
+                                  (j.calls - nan_calls) * (j.n / (size_t)j.L) * sizeof(float),
+                          "%dx%d reduce-scatter, rank %d: %llu compressed, %llu fallbacks, "
+                          "%llu bytes in", j.H, j.L, r,
+                          (unsigned long long)j.stats[r].calls_compressed,
+                          (unsigned long long)j.stats[r].calls_fallback,
+                          (unsigned long long)j.stats[r].bytes_in);
+            }
+            done(&j);
+        }
+    }
+    /* The NaN call itself: the exact dense blocks, NaN where it was (rank P-1's element n / 3). */
+    job_t j = {.method = "quant", .H = 2, .L = 2, .n = 4 * 20011, .calls = 2, .rs = 1,
+               .nan_call = 1, .skip_call = -1};
+    run(&j);
+    const size_t c = j.n / 4, at = j.n / 3;
+    for (int r = 0; r < 4; r++) {
+        int exactly = 1;
+        if ((size_t)r == at / c) {
+            CHECK(isnan(j.out[r][at % c]));
+            j.out[r][at % c] = 0;
+            for (int q = 0; q < 4; q++) {
+                j.out[r][at % c] += input(q, 1, at);
+            }
+        }
+        rs_error(&j, r, 1, &exactly);
+        CHECK_MSG(exactly, "reduce-scatter NaN call, rank %d: not the exact dense block", r);
+    }
+    done(&j);
 }
 
 /* Two buffers of the same size, called in turn: each keeps its own residual (a residual of the
@@ -272,6 +351,15 @@ static void test_no_memory(void)
     CHECK(identical(&j));
     CHECK_MSG(nan_call_exact(&j), "no memory and a NaN: not the exact dense sum");
     done(&j);
+    /* A reduce-scatter needs its scratch on every rank: agreed before any data moves, every rank
+     * returns SQZ_ERR_NOT_SUPPORTED (the caller's dense reduce-scatter runs) and none waits. */
+    job_t rs = {.method = "quant", .H = 2, .L = 2, .n = 4 * 1000, .calls = 1, .rs = 1,
+                .nan_call = -1, .skip_call = -1};
+    run(&rs);
+    for (int r = 0; r < 4; r++) {
+        CHECK_EQ_INT(rs.status[r], SQZ_ERR_NOT_SUPPORTED);
+    }
+    done(&rs);
     sqz_hier_alloc_fails = NULL;
 }
 
@@ -334,6 +422,7 @@ int main(void)
 {
     sqz_log_set_level(SQZ_LOG_ERROR);
     test_shapes();
+    test_reduce_scatter();
     test_two_buffers();
     test_shared_rates();
     test_nonfinite();

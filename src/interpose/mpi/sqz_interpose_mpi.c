@@ -104,12 +104,6 @@ static sqz_mpi_comm_t *sqz_mpi_comm(MPI_Comm comm)
     return c;
 }
 
-static sqz_comm_t *sqz_mpi_engine(MPI_Comm comm)
-{
-    sqz_mpi_comm_t *c = sqz_mpi_comm(comm);
-    return c ? c->engine : NULL;
-}
-
 /* Reads the configuration, agrees on it with every rank (sqz_mpi_agree.h: a bad value, settings
  * that differ or a rank without the interposer stop the whole job with a message naming the rank
  * and the cause), and makes the communicators' attribute key. */
@@ -389,8 +383,11 @@ SQZ_MPI_API int MPI_Reduce_scatter_block(const void *sendbuf, void *recvbuf, int
         return PMPI_Reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm);
     }
     sqz_mpi_inside = 1;
-    sqz_comm_t *e  = sqz_mpi_engine(comm);
-    sqz_status_t st = SQZ_ERR_NOT_SUPPORTED;
+    /* (hierarchical where the ranks are host-major, else the flat engine) */
+    sqz_mpi_comm_t *c  = sqz_mpi_comm(comm);
+    sqz_comm_t     *h  = c ? sqz_mpi_hier_rs_engine(c->hier) : NULL;
+    sqz_comm_t     *e  = h ? h : (c ? c->engine : NULL);
+    sqz_status_t    st = SQZ_ERR_NOT_SUPPORTED;
     if (e) {
         st = sqz_reduce_scatter_block(e, MPI_IN_PLACE == sendbuf ? NULL : sendbuf, recvbuf,
                                       (size_t)recvcount, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 0);

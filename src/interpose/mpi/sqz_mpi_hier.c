@@ -21,6 +21,8 @@ struct sqz_mpi_hier {
                                  * NULL where inter is MPI_COMM_NULL or with one host */
     sqz_host_layout_t lay;
     int               sharded;
+    int               host_major; /* every rank is host x L + local rank: a reduce-scatter's
+                                   * block b belongs to the rank the hierarchy gives it */
 };
 
 void sqz_mpi_hier_free(sqz_mpi_hier_t *h)
@@ -101,10 +103,22 @@ int sqz_mpi_hier_create(sqz_comm_t *flat, MPI_Comm comm, sqz_mpi_hier_t **out)
         sqz_mpi_hier_free(h);
         return -1;
     }
+    int rank = 0, mine = 0;
+    PMPI_Comm_rank(comm, &rank);
+    mine = h->sharded && rank == lay.host * lay.local_size + lay.local_rank;
+    if (MPI_SUCCESS != PMPI_Allreduce(&mine, &h->host_major, 1, MPI_INT, MPI_MIN, comm)) {
+        sqz_mpi_hier_free(h);
+        return -1;
+    }
     SQZ_INFO("hierarchical all-reduce (%s): %d host(s), %d rank(s) on this one, local rank %d",
              h->sharded ? "sharded" : "leader", lay.hosts, lay.local_size, lay.local_rank);
     *out = h;
     return 0;
+}
+
+sqz_comm_t *sqz_mpi_hier_rs_engine(sqz_mpi_hier_t *h)
+{
+    return h && h->host_major ? h->engine : NULL;
 }
 
 sqz_comm_t *sqz_mpi_hier_engine(sqz_mpi_hier_t *h)

@@ -15,7 +15,10 @@
  *     that no rank of the host is left waiting).
  *
  * Every engine between hosts ends bit-identical on its ranks (the engine's promise) and the dense
- * copies inside a host move bits, so every rank ends bit-identical. */
+ * copies inside a host move bits, so every rank ends bit-identical.
+ *
+ * MPI_Reduce_scatter_block takes the sharded form's engine too (sqz_mpi_hier_rs_engine) where the
+ * ranks are host-major: each rank then compresses between hosts only its column of blocks. */
 #ifndef SQZ_MPI_HIER_H
 #define SQZ_MPI_HIER_H
 
@@ -37,6 +40,13 @@ void sqz_mpi_hier_free(sqz_mpi_hier_t *h);
 /** The engine of this rank's exchange between hosts; NULL on the ranks of the leader form that
  *  are not their host's first, and with a single host. */
 sqz_comm_t *sqz_mpi_hier_engine(sqz_mpi_hier_t *h);
+
+/** The engine of the hierarchical reduce-scatter (sqz_hier_reduce_scatter_block: each host's
+ *  row of blocks reduced inside it, each rank's column of blocks compressed between hosts), or
+ *  NULL: only the sharded form whose ranks are host-major (rank = host x L + local rank, the
+ *  usual placement: block b then belongs to the rank the hierarchy gives it), agreed by every
+ *  rank at creation; otherwise MPI_Reduce_scatter_block stays flat. */
+sqz_comm_t *sqz_mpi_hier_rs_engine(sqz_mpi_hier_t *h);
 
 /** The hierarchical float SUM all-reduce of count elements (sendbuf may be MPI_IN_PLACE). */
 sqz_status_t sqz_mpi_hier_allreduce(sqz_mpi_hier_t *h, const void *sendbuf, void *recvbuf,
