@@ -442,6 +442,17 @@ __global__ void __launch_bounds__(256)
     }
 }
 
+/* The own payload's decoded chunk (qsgd_decode8). */
+struct qsgd_chunk_decoder {
+    const uint8_t *own;
+    qsgd_layout_t  Q;
+    __device__ __forceinline__ void operator()(size_t ch, int len, float d[8]) const
+    {
+        const size_t k0 = sqz_cu_udiv(ch * 8, Q.B);
+        qsgd_decode8(own, Q, ch, len, k0, (k0 + 1) * Q.B, d);
+    }
+};
+
 /* When *bad: residual = residual + decoded(own) - in wherever in + residual is finite. */
 template <typename T>
 __global__ void __launch_bounds__(256)
@@ -449,29 +460,7 @@ __global__ void __launch_bounds__(256)
                         const T *__restrict__ in, float *__restrict__ res, size_t n,
                         qsgd_layout_t Q, int vec)
 {
-    if (*bad == 0) {
-        return;
-    }
-    const size_t nch = (n + 7) / 8;
-    for (size_t ch = (size_t)blockIdx.x * 256 + threadIdx.x; ch < nch;
-         ch += (size_t)gridDim.x * 256) {
-        const size_t i0 = ch * 8;
-        const int len = (int)(n - i0 < 8 ? n - i0 : 8);
-        const size_t k0 = sqz_cu_udiv(i0, Q.B);
-        float x[8], r[8], d[8];
-        sqz_cu_load8(in, i0, len, vec != 0, x);
-        sqz_cu_load8(res, i0, len, vec != 0, r);
-        qsgd_decode8(own, Q, ch, len, k0, (k0 + 1) * Q.B, d);
-        uint32_t mask = 0;
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            if (e < len && sqz_cu_finite(__fadd_rn(x[e], r[e]))) {
-                r[e] = __fsub_rn(__fadd_rn(r[e], d[e]), x[e]);
-                mask |= 1u << e;
-            }
-        }
-        sqz_cu_store8(res, i0, len, vec != 0, r, mask);
-    }
+    sqz_cu_restore_chunks(bad, in, res, n, vec, qsgd_chunk_decoder{own, Q});
 }
 
 /* ---------------------------------------------------------------------------------------------

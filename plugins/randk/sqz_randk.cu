@@ -154,18 +154,26 @@ __global__ void __launch_bounds__(256)
             }
         }
         __syncthreads();
-        for (uint32_t e = threadIdx.x * 8; e < len; e += 256 * 8) {
-            float v[8];
-#pragma unroll
-            for (int q = 0; q < 8; q++) {
-                const float a = acc[e + q < len ? e + q : e];
-                v[q] = scale != 1.0f && !bad ? __fmul_rn(a, scale) : a;
-            }
-            sqz_cu_store8(out, t0 + e, (int)(len - e < 8 ? len - e : 8), vec != 0, v, 0xffu);
-        }
+        sqz_cu_store_tile(acc, len, t0, scale, bad, vec, out);
         __syncthreads(); /* (the next tile zeroes acc) */
     }
 }
+
+/* The own payload's decoded chunk: its value where the chunk holds its stratum's position. */
+struct randk_chunk_decoder {
+    const uint8_t *own;
+    randk_layout_t L;
+    __device__ __forceinline__ void operator()(size_t ch, int len, float d[8]) const
+    {
+        const uint32_t key = reinterpret_cast<const uint32_t *>(own)[3];
+        const float *val = reinterpret_cast<const float *>(own + 16);
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            const uint64_t i = ch * 8 + (size_t)e, j = randk_stratum(i, L.n, L.k);
+            d[e] = e < len && randk_pos(key, j, L.n, L.k) == i ? val[j] : 0.0f;
+        }
+    }
+};
 
 /* When *bad: residual = residual + decoded(own) - in wherever in + residual is finite. */
 template <typename T>
@@ -174,31 +182,7 @@ __global__ void __launch_bounds__(256)
                          const T *__restrict__ in, float *__restrict__ res, randk_layout_t L,
                          int vec)
 {
-    if (*bad == 0) {
-        return;
-    }
-    const uint32_t key = reinterpret_cast<const uint32_t *>(own)[3];
-    const float *val = reinterpret_cast<const float *>(own + 16);
-    const size_t nch = (L.n + 7) / 8;
-    for (size_t ch = (size_t)blockIdx.x * 256 + threadIdx.x; ch < nch;
-         ch += (size_t)gridDim.x * 256) {
-        const size_t i0 = ch * 8;
-        const int len = (int)(L.n - i0 < 8 ? L.n - i0 : 8);
-        float x[8], r[8];
-        sqz_cu_load8(in, i0, len, vec != 0, x);
-        sqz_cu_load8(res, i0, len, vec != 0, r);
-        uint32_t mask = 0;
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            if (e < len && sqz_cu_finite(__fadd_rn(x[e], r[e]))) {
-                const uint64_t i = i0 + (size_t)e, j = randk_stratum(i, L.n, L.k);
-                const float d = randk_pos(key, j, L.n, L.k) == i ? val[j] : 0.0f;
-                r[e] = __fsub_rn(__fadd_rn(r[e], d), x[e]);
-                mask |= 1u << e;
-            }
-        }
-        sqz_cu_store8(res, i0, len, vec != 0, r, mask);
-    }
+    sqz_cu_restore_chunks(bad, in, res, L.n, vec, randk_chunk_decoder{own, L});
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -414,15 +414,7 @@ __global__ void __launch_bounds__(256)
             }
         }
         __syncthreads();
-        for (uint32_t e = threadIdx.x * 8; e < len; e += 256 * 8) {
-            float v[8];
-#pragma unroll
-            for (int q = 0; q < 8; q++) {
-                const float a = acc[e + q < len ? e + q : e];
-                v[q] = scale != 1.0f && !bad ? __fmul_rn(a, scale) : a;
-            }
-            sqz_cu_store8(out, t0 + e, (int)(len - e < 8 ? len - e : 8), vec != 0, v, 0xffu);
-        }
+        sqz_cu_store_tile(acc, len, t0, scale, bad, vec, out);
         __syncthreads(); /* (the next tile zeroes acc) */
     }
 }

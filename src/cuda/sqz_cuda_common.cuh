@@ -622,4 +622,56 @@ static inline sqz_status_t sqz_cu_launch_seg_stats(const T *in, const float *res
     return SQZ_OK;
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Shapes shared by the methods' kernels.
+ * ------------------------------------------------------------------------------------------- */
+/** The whole block writes a decoded tile of len elements from shared memory: out[t0 + e] =
+ *  scale * acc[e] as T (acc as it is when bad: NaN), 8 elements per thread and step; vec as
+ *  sqz_cu_store8 (t0 a multiple of 8). */
+template <typename T>
+__device__ __forceinline__ void sqz_cu_store_tile(const float *acc, uint32_t len, size_t t0,
+                                                  float scale, int bad, int vec, T *out)
+{
+    for (uint32_t e = threadIdx.x * 8; e < len; e += blockDim.x * 8) {
+        float v[8];
+#pragma unroll
+        for (int q = 0; q < 8; q++) {
+            const float a = acc[e + q < len ? e + q : e];
+            v[q] = scale != 1.0f && !bad ? __fmul_rn(a, scale) : a;
+        }
+        sqz_cu_store8(out, t0 + e, (int)(len - e < 8 ? len - e : 8), vec != 0, v, 0xffu);
+    }
+}
+
+/** The body of a restore kernel, a thread per chunk of 8: when *bad, residual = residual +
+ *  decoded(own) - in wherever in + residual is finite.  dec(ch, len, d) writes the own payload's
+ *  decoded values of chunk ch (elements ch * 8 .. + len) into d. */
+template <typename T, typename Dec>
+__device__ __forceinline__ void sqz_cu_restore_chunks(const uint32_t *bad, const T *in,
+                                                      float *res, size_t n, int vec, Dec dec)
+{
+    if (*bad == 0) {
+        return;
+    }
+    const size_t nch = (n + 7) / 8;
+    for (size_t ch = (size_t)blockIdx.x * blockDim.x + threadIdx.x; ch < nch;
+         ch += (size_t)gridDim.x * blockDim.x) {
+        const size_t i0 = ch * 8;
+        const int len = (int)(n - i0 < 8 ? n - i0 : 8);
+        float x[8], r[8], d[8];
+        sqz_cu_load8(in, i0, len, vec != 0, x);
+        sqz_cu_load8(res, i0, len, vec != 0, r);
+        dec(ch, len, d);
+        uint32_t mask = 0;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            if (e < len && sqz_cu_finite(__fadd_rn(x[e], r[e]))) {
+                r[e] = __fsub_rn(__fadd_rn(r[e], d[e]), x[e]);
+                mask |= 1u << e;
+            }
+        }
+        sqz_cu_store8(res, i0, len, vec != 0, r, mask);
+    }
+}
+
 #endif /* SQZ_CUDA_COMMON_CUH */
