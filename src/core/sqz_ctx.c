@@ -84,6 +84,18 @@ const sqz_param_def_v1_t *sqz_ctx_find_param(const sqz_ctx_t *ctx, const char *n
     return NULL;
 }
 
+int sqz_ctx_param_is(const sqz_ctx_t *ctx, const char *name, const char *value)
+{
+    const void               *cfg = NULL;
+    const sqz_param_def_v1_t *d   = sqz_ctx_find_param(ctx, name, &cfg);
+    char                      v[64];
+    if (NULL == d || NULL == cfg) {
+        return 0;
+    }
+    sqz_param_format(d, cfg, v, sizeof(v));
+    return 0 == strcmp(v, value);
+}
+
 double sqz_ctx_param_num(const sqz_ctx_t *ctx, const char *name, double dflt)
 {
     const void               *cfg = NULL;

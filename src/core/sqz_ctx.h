@@ -244,6 +244,10 @@ const sqz_param_def_v1_t *sqz_ctx_find_param(const sqz_ctx_t *ctx, const char *n
  *  as their index) of the core or of a compressor, or dflt when there is no such parameter. */
 double sqz_ctx_param_num(const sqz_ctx_t *ctx, const char *name, double dflt);
 
+/** \return 1 when the parameter `name` of the core or of a compressor is set to `value` (as
+ *  squeeze_info writes it: an ENUM's choice, a number), 0 otherwise or when there is none. */
+int sqz_ctx_param_is(const sqz_ctx_t *ctx, const char *name, const char *value);
+
 /** Reads the device-side counters of every GPU communicator of ctx into its stats (synchronizes
  *  with the device; called by the stats readers, never on a collective's path). */
 void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx);

@@ -3,7 +3,6 @@
 #include <string.h>
 
 #include "sqz_device_support.h"
-#include "sqz_param.h"
 
 /* One row per built-in compressor.  A NULL reason: the GPU path runs it (tests/cuda checks
  * that each of those has a row in the device codec's method table, or is powersgd or none). */
@@ -35,27 +34,14 @@ const char *sqz_device_method_decline(const char *method)
     return "a plugin with host operations only (compressor ABI v1 has no device operations)";
 }
 
-/* Whether the method's parameter `name` is set to `value`. */
-static int sqz_device_option_is(const sqz_ctx_t *ctx, const char *name, const char *value)
-{
-    const void               *config = NULL;
-    const sqz_param_def_v1_t *def    = sqz_ctx_find_param(ctx, name, &config);
-    char                      v[64];
-    if (NULL == def || NULL == config) {
-        return 0;
-    }
-    sqz_param_format(def, config, v, sizeof(v));
-    return 0 == strcmp(v, value);
-}
-
 const char *sqz_device_decline(const sqz_ctx_t *ctx)
 {
     const char *reason = sqz_device_method_decline(ctx->method->name);
     if (NULL != reason) {
         return reason;
     }
-    if (0 == strcmp(ctx->method->name, "randk") && sqz_device_option_is(ctx, "RANDK_SCALE",
-                                                                        "unbiased")) {
+    if (0 == strcmp(ctx->method->name, "randk") &&
+        sqz_ctx_param_is(ctx, "RANDK_SCALE", "unbiased")) {
         return "RANDK_SCALE=unbiased has no device kernel (the device draws strata of n / k "
                "elements, and the scatter-reduce's second stage must not scale again)";
     }

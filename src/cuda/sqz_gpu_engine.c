@@ -119,17 +119,6 @@ int sqz_gpu_built(void) { return 1; }
 /* ------------------------------------------------------------------------------------------- */
 /* Parameters of the selected method, read from the context by name.                           */
 /* ------------------------------------------------------------------------------------------- */
-static int sqz_gpu_param(const sqz_ctx_t *ctx, const char *name, char *out, size_t len)
-{
-    const void               *config = NULL;
-    const sqz_param_def_v1_t *def    = sqz_ctx_find_param(ctx, name, &config);
-    if (NULL == def || NULL == config) {
-        return 0;
-    }
-    sqz_param_format(def, config, out, len);
-    return 1;
-}
-
 /* One reader per device method: its parameters from the context (the CPU plugin's table). */
 static void sqz_gpu_read_topk(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
@@ -138,34 +127,28 @@ static void sqz_gpu_read_topk(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 
 static void sqz_gpu_read_quant(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
-    char v[64];
     p->bits       = (int)sqz_ctx_param_num(ctx, "QUANT_BITS", 4);
     p->bucket     = (size_t)sqz_ctx_param_num(ctx, "QUANT_BUCKET", 512);
-    p->stochastic = sqz_gpu_param(ctx, "QUANT_ROUNDING", v, sizeof(v)) &&
-                    0 == strcmp(v, "stochastic");
+    p->stochastic = sqz_ctx_param_is(ctx, "QUANT_ROUNDING", "stochastic");
 }
 
 static void sqz_gpu_read_sign(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
-    char v[64];
     p->bucket  = (size_t)sqz_ctx_param_num(ctx, "SIGN_BUCKET", 4096);
-    p->sign_l2 = sqz_gpu_param(ctx, "SIGN_SCALE", v, sizeof(v)) && 0 == strcmp(v, "l2");
+    p->sign_l2 = sqz_ctx_param_is(ctx, "SIGN_SCALE", "l2");
 }
 
 static void sqz_gpu_read_qsgd(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
-    char v[64];
     p->levels   = (int)sqz_ctx_param_num(ctx, "QSGD_LEVELS", 15);
     p->bucket   = (size_t)sqz_ctx_param_num(ctx, "QSGD_BUCKET", 512);
-    p->qsgd_max = sqz_gpu_param(ctx, "QSGD_NORM", v, sizeof(v)) && 0 == strcmp(v, "max");
+    p->qsgd_max = sqz_ctx_param_is(ctx, "QSGD_NORM", "max");
 }
 
 static void sqz_gpu_read_randk(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
-    char v[64];
     p->density        = sqz_ctx_param_num(ctx, "RANDK_DENSITY", 0.01);
-    p->randk_unbiased =
-        sqz_gpu_param(ctx, "RANDK_SCALE", v, sizeof(v)) && 0 == strcmp(v, "unbiased");
+    p->randk_unbiased = sqz_ctx_param_is(ctx, "RANDK_SCALE", "unbiased");
 }
 
 /* The methods with device kernels (the codec's table names them, sqz_gpu_method_name). */
