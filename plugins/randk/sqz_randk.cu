@@ -129,7 +129,7 @@ __global__ void __launch_bounds__(256)
     randk_decode_kernel(const uint8_t *__restrict__ payloads, int nranks, randk_layout_t L,
                         float scale, int vec, T *out)
 {
-    __shared__ float acc[RANDK_DEC_TILE];
+    __shared__ __align__(16) float acc[RANDK_DEC_TILE];
     const int bad = sqz_cu_block_any_bad(payloads, nranks, L.total);
     const size_t ntiles = (L.n + RANDK_DEC_TILE - 1) / RANDK_DEC_TILE;
     for (size_t t = blockIdx.x; t < ntiles; t += gridDim.x) {

@@ -1,0 +1,37 @@
+#!/bin/sh
+# squeeze.fsdp (FSDP2's custom reduce-scatter over a Squeeze Comm of host memory) under mpirun
+# with 2 and 4 ranks ($MPI_TEST_RANKS; tests/python/fsdp_check.py): the calls as FSDP makes them,
+# everywhere; a real fully_shard training run where PyTorch has FSDP2 (>= 2.6; Debian's 1.13 has
+# not: that part prints SKIP).  PYTHON3 picks another interpreter (one with FSDP2).
+# Skipped (77) when no python3 has numpy, torch and an mpi4py of the MPI under test.
+# shellcheck disable=SC2154 # top_srcdir and top_builddir come from make check
+. "$top_srcdir/tests/mpi/common.sh"
+
+PY=
+for p in ${PYTHON3:-} $(mpi4py_python); do
+    if "$p" -c 'import numpy, torch, mpi4py' >/dev/null 2>&1; then
+        PY=$p
+        break
+    fi
+done
+if [ -z "$PY" ]; then
+    echo "SKIP: no python3 with numpy, torch and an mpi4py built for $MPI_IMPL"
+    exit 77
+fi
+SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so"
+export SQUEEZE_LIB
+for np in $MPI_TEST_RANKS; do
+    echo "== $np ranks: $PY fsdp_check.py"
+    # shellcheck disable=SC2086 # PY_ENV is words
+    run_job SQUEEZE_LIB LD_PRELOAD="$(preload)" $PY_ENV -np "$np" \
+        "$PY" "$top_srcdir/tests/python/fsdp_check.py" >"$TESTDIR/log$np" 2>&1
+    rc=$?
+    sed 's/^/   /' "$TESTDIR/log$np" | grep -E 'PASS|FAIL|SKIP|Error|error' | head -n 40
+    [ "$rc" -eq 0 ] || bad "$np ranks: fsdp_check.py exited $rc"
+done
+if [ "$failures" -ne 0 ]; then
+    echo "FAIL: $failures check(s) failed"
+    exit 1
+fi
+echo "PASS: squeeze.fsdp over mpi4py"
+exit 0
