@@ -4,7 +4,7 @@ threads, each with its own torch.cuda.Stream, all-reducing CUDA tensors through 
 Checks, for W = 2 and 4 and each method: every rank's result is the same bits; method none is
 the exact sum; with error feedback the running average of the outputs of a constant gradient
 gets closer to the true sum from 5 to 20 calls (what a training loop relies on); a
-reduce-scatter gives each rank its block.  Prints one line per case.
+reduce-scatter gives each rank its block, directly and through squeeze.fsdp's FSDP2 hook.  Prints one line per case.
 """
 import sys
 
@@ -74,6 +74,49 @@ def run_case(world, method, **params):
             e = ((rs[r] - want).norm() / want.norm()).item()
             bound = {"none": 1e-6, "quant": 0.05 if params.get("quant_bits") == 8 else 0.3}
             check(e < bound.get(method, 1.0), f"W={world} {method} rs: error {e:.3f}")
+        check_fsdp_hook(g, world, method, params, grads, exact, streams)
+
+
+class _Group:
+    """What squeeze.fsdp reads of FSDP's process group."""
+
+    def __init__(self, size, rank):
+        self._size, self._rank = size, rank
+
+    def size(self):
+        return self._size
+
+    def rank(self):
+        return self._rank
+
+
+def check_fsdp_hook(g, world, method, params, grads, exact, streams):
+    """squeeze.fsdp's reduce-scatter called as FSDP2 calls it (AVG, inside the rank's stream,
+    float32 and bfloat16): rank r's output is block r of the average; nothing falls back."""
+    import squeeze.fsdp as sfsdp
+    blk = N_ELEM // world
+    for dt in (torch.float32, torch.bfloat16):
+        hooks = [sfsdp.SqueezeReduceScatter(g.comms[r], sfsdp.module_key(f"layer.{dt}"),
+                                            fallback=None) for r in range(world)]
+        outs = [None] * world
+
+        def rank_fsdp(r, comm):
+            with torch.cuda.stream(streams[r]):
+                inp = grads[r].to(dt)
+                outs[r] = hooks[r].allocate((blk,), dtype=dt, device=inp.device)
+                hooks[r](output_tensor=outs[r], input_tensor=inp, group=_Group(world, r),
+                         op=torch.distributed.ReduceOp.AVG)
+                streams[r].synchronize()
+
+        g.run(rank_fsdp)
+        for r in range(world):
+            want = (exact[r * blk:(r + 1) * blk] / world).to(dt).float()
+            e = ((outs[r].float() - want).norm() / want.norm()).item()
+            bound = {"none": 1e-6 if dt == torch.float32 else 1e-2,
+                     "quant": 0.05 if params.get("quant_bits") == 8 else 0.3}
+            check(e < bound.get(method, 1.0) and hooks[r].squeezed == 1 and not hooks[r].fallbacks,
+                  f"W={world} {method} fsdp hook {dt}: error {e:.3f}, squeezed "
+                  f"{hooks[r].squeezed}, fallbacks {hooks[r].fallbacks}")
 
 
 def main():
