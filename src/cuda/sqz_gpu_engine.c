@@ -1142,7 +1142,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         }
         return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
     }
-    const int hier = g->hier && NULL == rs_out && !opt;
+    const int hier = g->hier && !opt &&
+                     (NULL == rs_out || sqz_gpu_hier_takes_reduce_scatter(g->hier));
     if (!hier && !g->psgd &&
         SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, g->ef21 && !opt)) {
         /* (the residual, if any, waits for the next compressed call) */
@@ -1159,6 +1160,17 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
     sqz_status_t     st  = SQZ_OK;
+    if (hier && rs_out) {
+        /* (its inter-host engine counts the compressed part; no scratch on some rank: dense on
+         * every rank) */
+        st = sqz_gpu_hier_reduce_scatter(g->hier, comm, in, rs_out, count / (size_t)comm->nranks,
+                                         dtype, op, key, s);
+        if (SQZ_ERR_NOT_SUPPORTED == st) {
+            sqz_stats_record(ctx, ctx->method_index, 'f', count * esz, &cst);
+            st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
+        }
+        goto out;
+    }
     if (hier) {
         /* (its inter-host engine counts the compressed part) */
         st = sqz_gpu_hier_allreduce(g->hier, in, recvbuf, count, dtype, op, key, s);

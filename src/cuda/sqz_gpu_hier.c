@@ -16,6 +16,10 @@ struct sqz_gpu_hier {
     ncclComm_t            inter_nc; /* the ranks with this local index, by host */
     sqz_comm_t           *inter;    /* the compressed engine over inter_nc */
     int                   local_rank, local_size, hosts;
+    int                   host_major; /* every rank is host x L + local rank: reduce-scatters
+                                         can be hierarchical */
+    void                 *column;     /* a reduce-scatter's column of host sums (device) */
+    size_t                column_bytes;
 };
 
 /* Every rank's host key (collective over comm's host transport).  \return 0, or -1. */
@@ -36,6 +40,20 @@ static int sqz_gpu_gather_hosts(sqz_comm_t *comm, uint64_t *keys)
     return rc ? -1 : 0;
 }
 
+/* 1 when every rank r is host(r) x L + local_rank(r) (the same answer on every rank: all see
+ * the same keys). */
+static int sqz_gpu_host_major(const uint64_t *keys, int P, int L)
+{
+    for (int r = 0; r < P; r++) {
+        sqz_host_layout_t lr;
+        sqz_host_layout(keys, P, r, &lr);
+        if (lr.host * L + lr.local_rank != r) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, ncclComm_t nc,
                                  sqz_gpu_hier_t **out)
 {
@@ -51,6 +69,7 @@ sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, nc
     }
     sqz_host_layout_t lay;
     sqz_host_layout(keys, comm->nranks, comm->rank, &lay);
+    const int host_major = sqz_gpu_host_major(keys, comm->nranks, lay.local_size);
     free(keys);
     const int host = lay.host, lrank = lay.local_rank, lsize = lay.local_size, hosts = lay.hosts;
     const int uniform = lay.uniform;
@@ -68,7 +87,7 @@ sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, nc
         return SQZ_ERR_NO_MEMORY; /* (the peers' splits then wait: as NCCL's would) */
     }
     *h = (sqz_gpu_hier_t){.api = api, .nc = nc, .local_rank = lrank, .local_size = lsize,
-                          .hosts = hosts};
+                          .hosts = hosts, .host_major = host_major};
     sqz_status_t st = SQZ_OK;
     if (api->CommSplit(nc, host, comm->rank, &h->intra, NULL) != ncclSuccess ||
         api->CommSplit(nc, lrank, host, &h->inter_nc, NULL) != ncclSuccess) {
@@ -100,6 +119,9 @@ void sqz_gpu_hier_free(sqz_gpu_hier_t *h, int abandon)
     if (h->inter) {
         h->inter->gpu_abandon = abandon;
         sqz_comm_destroy(h->inter);
+    }
+    if (h->column && !abandon) {
+        cudaFree(h->column);
     }
     ncclResult_t (*const close)(ncclComm_t) = abandon ? h->api->CommAbort : h->api->CommDestroy;
     if (h->intra) {
@@ -150,4 +172,74 @@ sqz_status_t sqz_gpu_hier_allreduce(sqz_gpu_hier_t *h, const void *in, void *out
         return SQZ_ERR_NCCL;
     }
     return SQZ_OK;
+}
+
+int sqz_gpu_hier_takes_reduce_scatter(const sqz_gpu_hier_t *h)
+{
+    return h != NULL && h->host_major;
+}
+
+/* The column scratch of at least `bytes`, grown at a call every rank makes alike, with the ranks'
+ * agreement (comm: the whole communicator).  \return SQZ_OK; SQZ_ERR_NOT_SUPPORTED when some
+ * rank could not allocate (on every rank: the call goes dense); SQZ_ERR_NCCL when the agreement
+ * failed. */
+static sqz_status_t sqz_gpu_hier_column(sqz_gpu_hier_t *h, sqz_comm_t *comm, size_t bytes,
+                                        cudaStream_t s)
+{
+    if (bytes <= h->column_bytes) {
+        return SQZ_OK;
+    }
+    if (h->column) {
+        cudaStreamSynchronize(s); /* (its last reduce-scatter may still read it) */
+        cudaFree(h->column);
+    }
+    h->column       = NULL;
+    h->column_bytes = 0;
+    const int ok    = cudaMalloc(&h->column, bytes) == cudaSuccess;
+    if (!ok) {
+        cudaGetLastError();
+        h->column = NULL;
+    }
+    const int all = sqz_gpu_comm_agree(comm, ok, s);
+    if (all < 0) {
+        return SQZ_ERR_NCCL;
+    }
+    if (0 == all) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank could not allocate the %zu-byte column of a "
+                                   "hierarchical reduce-scatter: such calls go dense on every "
+                                   "rank", bytes);
+        cudaFree(h->column);
+        h->column = NULL;
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    h->column_bytes = bytes;
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_gpu_hier_reduce_scatter(sqz_gpu_hier_t *h, sqz_comm_t *comm, const void *in,
+                                         void *out, size_t recvcount, sqz_dtype_t dtype,
+                                         sqz_op_t op, uint64_t key, cudaStream_t s)
+{
+    const size_t         esz  = sqz_gpu_dtype_size(dtype);
+    const size_t         H    = (size_t)h->hosts, L = (size_t)h->local_size;
+    const size_t         blk  = recvcount * esz;
+    const ncclDataType_t t    = sqz_gpu_nccl_dtype(dtype);
+    const ncclRedOp_t    rop  = op == SQZ_OP_AVG ? ncclAvg : ncclSum;
+    sqz_status_t         st   = sqz_gpu_hier_column(h, comm, H * blk, s);
+    if (SQZ_OK != st) {
+        return st;
+    }
+    /* 1. Host h''s row of L blocks (global ranks h' L .. h' L + L - 1): local rank l gets the
+     *    host's sum of block h' L + l, at column[h'].  (One collective per row, not grouped:
+     *    the device thread transport of the tests runs no collective inside a group.) */
+    for (size_t row = 0; row < H; row++) {
+        if (h->api->ReduceScatter((const unsigned char *)in + row * L * blk,
+                                  (unsigned char *)h->column + row * blk, recvcount, t, rop,
+                                  h->intra, s) != ncclSuccess) {
+            return SQZ_ERR_NCCL;
+        }
+    }
+    /* 2. The column among the ranks of local index l, by host: host h gets block h L + l, this
+     *    rank's own (AVG: the host's mean above, the hosts' mean here). */
+    return sqz_reduce_scatter_async(h->inter, h->column, out, recvcount, dtype, op, key, s);
 }

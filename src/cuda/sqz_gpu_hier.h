@@ -12,7 +12,16 @@
  * Every rank of a host gets the same bytes from the all-gather, and the ranks with one local
  * index decode the same payloads: outputs are bit-identical everywhere.
  * The communicators of steps 1-3 are made once (ncclCommSplit, collective) with the
- * communicator, and freed with it.  Reduce-scatters and PowerSGD stay flat.
+ * communicator, and freed with it.
+ *
+ * A reduce-scatter (recvcount per rank), where the ranks are host-major (rank = host x L + local
+ * rank, as torchrun and mpirun place them), runs as
+ *   1. one dense ncclReduceScatter inside the host per host row of L blocks (H calls): local
+ *      rank l gets the host's sum of block h' L + l for every host h', a column of H blocks;
+ *   2. the compressed reduce-scatter of that column among the H ranks with local index l: each
+ *      gets its own block.  Only the column crosses the network, compressed; nothing is gathered.
+ * The column's device scratch grows at a call every rank makes, with the ranks' agreement (one
+ * rank out of memory: that call goes dense on all).  PowerSGD stays flat.
  */
 #ifndef SQZ_GPU_HIER_H
 #define SQZ_GPU_HIER_H
@@ -44,5 +53,17 @@ sqz_status_t sqz_gpu_hier_state_load(sqz_gpu_hier_t *h, const void *buf, size_t 
  *  out (in place).  \return SQZ_OK, SQZ_ERR_NCCL, or the inter-host engine's error. */
 sqz_status_t sqz_gpu_hier_allreduce(sqz_gpu_hier_t *h, const void *in, void *out, size_t count,
                                     sqz_dtype_t dtype, sqz_op_t op, uint64_t key, cudaStream_t s);
+
+/** 1 when reduce-scatters can be hierarchical (the ranks are host-major). */
+int sqz_gpu_hier_takes_reduce_scatter(const sqz_gpu_hier_t *h);
+
+/** Enqueues one hierarchical reduce-scatter on s: rank r's recvcount elements of the reduction
+ *  of in (nranks x recvcount) land in out.  comm: the whole communicator (the scratch's
+ *  agreement).  \return SQZ_OK; SQZ_ERR_NOT_SUPPORTED on every rank when some rank had no
+ *  memory for the scratch (the caller runs the dense reduce-scatter); SQZ_ERR_NCCL; or the
+ *  inter-host engine's error. */
+sqz_status_t sqz_gpu_hier_reduce_scatter(sqz_gpu_hier_t *h, sqz_comm_t *comm, const void *in,
+                                         void *out, size_t recvcount, sqz_dtype_t dtype,
+                                         sqz_op_t op, uint64_t key, cudaStream_t s);
 
 #endif

@@ -13,7 +13,8 @@
  *     call are printed against one payload;
  *   - SQZ_HIER across emulated hosts (SQZ_HOST_ID; N = 4 on 2 hosts, N = 8 on 2 and 4): the
  *     same replica, exactness and nothing-lost checks (fp32, fp16), the NaN element NaN on every
- *     rank;
+ *     rank; reduce-scatters too (each rank's block exact or, where compressed, nothing lost;
+ *     the compressed engine fed 1/L of the input: the column);
  *   - checkpoints: saved after 3 steps and loaded into new communicators, the run goes on with
  *     the same bits as without the interruption (N = 2 flat, N = 4 on 2 emulated hosts);
  *   - EF21 (topk, quant 4 bits): the shared estimator decays to zero once the inputs stop;
@@ -204,6 +205,7 @@ typedef struct job {
     unsigned char      *out[MAXR]; /* nsteps outputs, raw */
     /* from each rank's stats: bytes sent, compressed calls, whether the scatter-reduce ran */
     unsigned long long  sent[MAXR], compressed[MAXR], declined[MAXR], fallback[MAXR];
+    unsigned long long  bytes_in[MAXR];
     int                 sra[MAXR], dense_switch[MAXR];
     size_t              payload; /* bytes of one payload of the whole buffer (the all-gather's) */
 } job_t;
@@ -251,6 +253,7 @@ static void read_stats(job_t *j, int rank, const sqz_ctx_t *ctx)
     pthread_mutex_lock(&lock);
     sqz_stats_json(ctx, rank, js, sizeof(js));
     j->sent[rank]       = json_num(js, "\"bytes_sent\": ");
+    j->bytes_in[rank]   = json_num(js, "\"bytes_in\": ");
     /* (a call found non-finite moves from compressed to fallback: it sent all the same) */
     j->compressed[rank] = json_num(js, "\"calls_compressed\": ") +
                           json_num(js, "\"calls_nonfinite\": ");
@@ -398,7 +401,7 @@ static int check_job(const job_t *j, const char *what)
     }
     for (int r = 0; r < j->nranks; r++) {
         for (int s = 0; s < j->nsteps; s++) {
-            if (nan_step(j, s) && j->hosts > 0) {
+            if (nan_step(j, s) && j->hosts > 0 && !j->rs) {
                 /* (hierarchical: the shard that holds the element is NaN on every rank) */
                 EXPECT(isnan(out_at(j, r, s, NAN_EL)), "%s: rank %d: element %d not NaN", what,
                        r, NAN_EL);
@@ -515,22 +518,35 @@ static void test_engine(sqz_device_group_t *grp, int nranks)
     }
 }
 
-/* SQZ_HIER's GPU form on emulated hosts (SQZ_HOST_ID): fp32 and fp16 all-reduces, whose
- * two-level sums stay exact on these inputs; with and without a NaN step. */
+/* SQZ_HIER's GPU form on emulated hosts (SQZ_HOST_ID): fp32 and fp16 all-reduces and
+ * reduce-scatters, whose two-level sums stay exact on these inputs; with and without a NaN
+ * step.  A hierarchical reduce-scatter's inter-host engine sees the column alone: 1/L of the
+ * input per call, against the whole input flat. */
 static void test_hier(sqz_device_group_t *grp, int nranks, int hosts)
 {
     static const sqz_dtype_t types[] = {SQZ_DTYPE_FLOAT32, SQZ_DTYPE_FLOAT16};
     for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
         for (int t = 0; t < 2; t++) {
-            for (int no_nan = 0; no_nan < 2; no_nan++) {
-                job_t j  = {.grp = grp, .m = &methods[m], .nranks = nranks, .hosts = hosts,
-                            .no_nan = no_nan, .dtype = types[t]};
+            for (int k = 0; k < 4; k++) {
+                const int no_nan = k & 1, rs = k >> 1;
+                job_t     j = {.grp = grp, .m = &methods[m], .nranks = nranks, .hosts = hosts,
+                               .no_nan = no_nan, .rs = rs, .dtype = types[t]};
                 j.nsteps = S_IN + (methods[m].ef || methods[m].ef21 ? S_FLUSH : 0);
-                j.count  = (size_t)nranks * 4096 + 37;
+                j.count  = rs ? (size_t)nranks * (4096 + 5) : (size_t)nranks * 4096 + 37;
                 char what[128];
-                snprintf(what, sizeof(what), "N=%d on %d hosts %s %s%s", nranks, hosts,
-                         methods[m].name, dname(types[t]), no_nan ? "" : " (NaN step)");
+                snprintf(what, sizeof(what), "N=%d on %d hosts %s %s%s%s", nranks, hosts,
+                         methods[m].name, dname(types[t]), rs ? " reduce-scatter" : "",
+                         no_nan ? "" : " (NaN step)");
                 run_job(&j, what);
+                const size_t local = (size_t)(nranks / hosts);
+                for (int r = 0; rs && !methods[m].declined && m_psgd != methods[m].kv &&
+                                r < nranks;
+                     r++) {
+                    EXPECT(j.bytes_in[r] * local <= (unsigned long long)j.nsteps * j.count *
+                                                        esize(j.dtype),
+                           "%s: rank %d: %llu bytes into the compressed engine: not the "
+                           "hierarchical reduce-scatter's column", what, r, j.bytes_in[r]);
+                }
             }
         }
     }
