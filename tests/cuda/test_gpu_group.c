@@ -365,6 +365,22 @@ static int all_nan(const job_t *j, int r, int s)
     return 1;
 }
 
+/* A hierarchical reduce-scatter's local index whose column holds the NaN element. */
+static int nan_column(const job_t *j)
+{
+    return (int)((NAN_EL / out_count(j)) % (size_t)(j->nranks / j->hosts));
+}
+
+/* Rank r's outputs at step s that are not finite. */
+static size_t count_nonfinite(const job_t *j, int r, int s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < out_count(j); i++) {
+        n += !isfinite(out_at(j, r, s, i));
+    }
+    return n;
+}
+
 /* quant and sign: the scatter-reduce exchange where it pays, and fewer bytes than the all-gather. */
 static void check_exchange(const job_t *j, const char *what)
 {
@@ -405,6 +421,12 @@ static int check_job(const job_t *j, const char *what)
                 /* (hierarchical: the shard that holds the element is NaN on every rank) */
                 EXPECT(isnan(out_at(j, r, s, NAN_EL)), "%s: rank %d: element %d not NaN", what,
                        r, NAN_EL);
+            } else if (nan_step(j, s) && j->hosts > 0 && j->m->kv != m_psgd &&
+                       r % (j->nranks / j->hosts) != nan_column(j)) {
+                /* (hierarchical reduce-scatter: the columns without the NaN stay compressed;
+                 * PowerSGD's stays flat) */
+                EXPECT(0 == count_nonfinite(j, r, s), "%s: rank %d: the NaN reached a column "
+                                                      "without it", what, r);
             } else if (nan_step(j, s)) {
                 EXPECT((j->m->compressed && all_nan(j, r, s)) || dense_nan(j, r, s),
                        "%s: rank %d: the NaN step's output is neither all NaN (compressed) nor "
@@ -428,10 +450,7 @@ static int check_job(const job_t *j, const char *what)
     }
     for (int r = 0; r < j->nranks; r++) {
         for (int s = 0; s < j->nsteps; s++) {
-            size_t nonfinite = 0;
-            for (size_t i = 0; !nan_step(j, s) && i < on; i++) {
-                nonfinite += !isfinite(out_at(j, r, s, i));
-            }
+            const size_t nonfinite = nan_step(j, s) ? 0 : count_nonfinite(j, r, s);
             EXPECT(0 == nonfinite, "%s: rank %d, step %d: %zu outputs not finite", what, r, s,
                    nonfinite);
         }
