@@ -393,9 +393,6 @@ static sqz_status_t sqz_engine_exchange(sqz_coll_call_t *call, uint64_t key)
         }
         return sqz_coll_summable(call, key);
     }
-    if (SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange && call->block) {
-        return SQZ_ERR_NOT_SUPPORTED; /* no reduce-scatter form: dense, counted as fallback */
-    }
     const sqz_choice_t ch = sqz_policy_choose(comm, call->n, call->block);
     call->cs.algo         = ch.algo;
     call->cs.predicted    = ch.predicted;
