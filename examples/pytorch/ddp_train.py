@@ -142,6 +142,27 @@ class MarkovChain:
 
 
 # -------------------------------------------------------------------------------------------------
+def sqz_params(pairs):
+    """{name: value} of the --sqz NAME=VALUE options (fsdp_train.py uses it too)."""
+    params = {}
+    for kv in pairs:
+        name, sep, value = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--sqz expects NAME=VALUE, not {kv!r}")
+        params[name.strip()] = value.strip()
+    return params
+
+
+def emit_result(result, rank, path):
+    """Rank 0 prints the final JSON line, and writes it to path too when given."""
+    if rank == 0:
+        line = json.dumps(result, sort_keys=True)
+        print(line, flush=True)
+        if path:
+            with open(path, "w") as f:
+                f.write(line + "\n")
+
+
 def parse_args():
     ap = argparse.ArgumentParser(description="GPT-style LM under DDP, dense or compressed "
                                              "gradient all-reduce")
@@ -214,13 +235,7 @@ def main():
     sqz_state = None
     if args.comm == "squeeze":
         import squeeze.ddp
-        params = {}
-        for kv in args.sqz:
-            name, sep, value = kv.partition("=")
-            if not sep:
-                raise SystemExit(f"--sqz expects NAME=VALUE, not {kv!r}")
-            params[name.strip()] = value.strip()
-        sqz_state = squeeze.ddp.register(ddp, **params)
+        sqz_state = squeeze.ddp.register(ddp, **sqz_params(args.sqz))
         log(f"squeeze: method {sqz_state.ctx.method}, library {squeeze.library_path()}")
     elif args.comm == "torch-fp16":
         from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -297,12 +312,7 @@ def main():
         sqz_state.close()
     elif os.environ.get("SQZ_METHOD"):
         result["sqz_method"] = os.environ["SQZ_METHOD"]
-    if rank == 0:
-        line = json.dumps(result, sort_keys=True)
-        print(line, flush=True)
-        if args.json:
-            with open(args.json, "w") as f:
-                f.write(line + "\n")
+    emit_result(result, rank, args.json)
     dist.destroy_process_group()
     return 0
 

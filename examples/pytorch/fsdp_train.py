@@ -19,7 +19,6 @@ Rank 0 prints step, loss (mean over ranks) and step time, then one JSON line (fi
 mean of the last 5 losses; sqz_stats: the Context's totals) which --json PATH also writes.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ddp_train import GPT, MarkovChain  # noqa: E402
+from ddp_train import GPT, MarkovChain, emit_result, sqz_params  # noqa: E402
 
 
 def parse_args():
@@ -114,13 +113,7 @@ def main():
     if args.comm == "squeeze":
         import squeeze
         import squeeze.fsdp
-        params = {}
-        for kv in args.sqz:
-            name, sep, value = kv.partition("=")
-            if not sep:
-                raise SystemExit(f"--sqz expects NAME=VALUE, not {kv!r}")
-            params[name.strip()] = value.strip()
-        ctx = squeeze.Context(**params)
+        ctx = squeeze.Context(**sqz_params(args.sqz))
         if args.device == "cuda":
             import squeeze.ddp
             comm, handle = squeeze.ddp.create_nccl_comm(ctx)
@@ -184,12 +177,7 @@ def main():
             import squeeze.nccl
             squeeze.nccl.comm_destroy(handle)
         ctx.close()
-    if rank == 0:
-        line = json.dumps(result, sort_keys=True)
-        print(line, flush=True)
-        if args.json:
-            with open(args.json, "w") as f:
-                f.write(line + "\n")
+    emit_result(result, rank, args.json)
     dist.destroy_process_group()
     return 0
 
