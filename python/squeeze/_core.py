@@ -346,7 +346,8 @@ class Context(_Closing):
         sqz_comm_create_hier's (a dense reduce-scatter inside the host, each rank's shard
         compressed between hosts, a dense all-gather), and reduce_scatter_block gives rank r
         (ranks host-major: host r // L, local rank r % L) its block, each rank compressing only
-        its column of blocks between hosts.  Elsewhere the Comm is flat."""
+        its column of blocks between hosts.  Elsewhere the Comm is flat.  Comm.block_rank is the
+        block this rank receives from reduce_scatter_block (host-major on a hierarchical Comm)."""
         from ._mpi import host_split, mpi_transport
         split = host_split(mpi_comm, self.param("HOST_ID")["current"]) if hierarchical else None
         out = ctypes.c_void_p()
@@ -363,6 +364,9 @@ class Context(_Closing):
             keepalive = (lt, lkeep, it, ikeep, split)
         comm = Comm(self, out.value, keepalive=keepalive)
         comm.mpi = mpi_comm
+        # The block reduce_scatter_block gives this rank: its MPI rank, or host x L + local rank.
+        comm.block_rank = (mpi_comm.Get_rank() if split is None else
+                           split[1].Get_rank() * split[0].Get_size() + split[0].Get_rank())
         self._adopt(comm)
         return comm
 

@@ -53,6 +53,11 @@ def dense_reduce_scatter(output_tensor, input_tensor, group, op, async_op=False)
                                       op=op, async_op=async_op)
 
 
+def _mpi_min():
+    from mpi4py import MPI
+    return MPI.MIN
+
+
 def _torch_float32():
     import torch
     return torch.float32
@@ -125,16 +130,21 @@ class SqueezeReduceScatter:
         return None
 
     def _check_group(self, group):
-        """Once: an MPI Comm's ranks must be the group's, in order (else every shard would land
-        on the wrong rank): SqueezeError naming both."""
+        """Once, collectively over an MPI Comm: the block its reduce-scatter gives each rank (the
+        MPI rank, host-major on a hierarchical Comm) must be the process group's rank, else
+        every shard would land on the wrong rank.  Any rank's mismatch raises SqueezeError on
+        every rank, before anything is sent (no rank is left waiting in the reduce-scatter)."""
         mpi = getattr(self.comm, "mpi", None)
         if self._group_checked or mpi is None or group is None:
             return
-        if (mpi.Get_size(), mpi.Get_rank()) != (group.size(), group.rank()):
+        mine = getattr(self.comm, "block_rank", mpi.Get_rank())
+        ok = (mpi.Get_size(), mine) == (group.size(), group.rank())
+        if not mpi.allreduce(int(ok), op=_mpi_min()):
             raise SqueezeError(_lib.SQZ_ERR_MISMATCH,
-                               f"squeeze.fsdp: the Comm's MPI rank {mpi.Get_rank()} of "
-                               f"{mpi.Get_size()} is not the process group's rank "
-                               f"{group.rank()} of {group.size()}")
+                               f"squeeze.fsdp: the Comm's reduce-scatter gives the ranks other "
+                               f"blocks than the process group expects (here: block {mine} of "
+                               f"{mpi.Get_size()}, the group's rank {group.rank()} of "
+                               f"{group.size()}; a hierarchical Comm orders the ranks host-major)")
         self._group_checked = True
 
     def __call__(self, output_tensor, input_tensor, group, op, async_op=False):

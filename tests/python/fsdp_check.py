@@ -5,7 +5,9 @@ reduction when the calls pass through (SUM and AVG, float32 / float16 / bfloat16
 with error feedback (each call inexact, the running sum of the outputs within one call's error of
 the exact running sum: nothing lost), two modules' keys keeping their own residuals, every reason
 for the fallback routed to it with the call's arguments, and a Comm whose ranks are not the
-group's refused with an error on every rank.
+group's refused with an error on every rank; at 4 ranks a hierarchical Comm (2 emulated hosts)
+reduce-scatters where the ranks are host-major and is refused on every rank where they are not
+(only two of the four ranks' blocks differ there).
 
 Part 2 (PyTorch with FSDP2, torch.distributed.fsdp.fully_shard): a 3-layer MLP sharded with
 fully_shard over gloo trains 30 Adam steps with a reference reduce-scatter (gloo all-reduce, then the
@@ -188,6 +190,39 @@ def check_rank_mismatch():
     ctx.close()
 
 
+def check_hierarchical():
+    """A hierarchical Comm (hosts emulated with HOST_ID): ranks placed host-major reduce-scatter
+    through it; hosts interleaved (its blocks host-major, not the group's order) are refused on
+    every rank, although only some ranks' blocks differ."""
+    if W != 4:
+        return
+    for interleaved in (False, True):
+        ctx = squeeze.Context(env=False, method="quant", quant_bits=8, warmup_steps=0,
+                              min_bytes=0, host_id=f"h{rank % 2 if interleaved else rank // 2}")
+        comm = ctx.mpi_comm(world, hierarchical=True)
+        rs = sfsdp.SqueezeReduceScatter(comm, 11)
+        n = 2048
+        x = inputs(77, n)
+        out = torch.empty(n)
+        try:
+            rs(output_tensor=out, input_tensor=torch.from_numpy(x[rank].copy()), group=Group(),
+               op=dist.ReduceOp.SUM)
+            err = None
+        except squeeze.SqueezeError as e:
+            err = e
+        if interleaved:
+            report(err is not None and err.status == squeeze.SQZ_ERR_MISMATCH and rs.calls == 0,
+                   f"hierarchical Comm, hosts interleaved (block {comm.block_rank} on rank "
+                   f"{rank}): SqueezeError on every rank, nothing sent")
+        else:
+            exact = x.sum(0)[rank * n:(rank + 1) * n]
+            rel = float(np.linalg.norm(out.numpy() - exact) / np.linalg.norm(exact))
+            report(err is None and rs.squeezed == 1 and rel < 0.05,
+                   f"hierarchical Comm, 2 hosts x 2 ranks host-major: the rank's block, 8-bit "
+                   f"quant (relative error {rel:.4f})")
+        ctx.close()
+
+
 # ---- Part 2: FSDP2 ------------------------------------------------------------------------------
 
 
@@ -297,6 +332,7 @@ check_passthrough()
 check_error_feedback()
 check_fallbacks()
 check_rank_mismatch()
+check_hierarchical()
 check_fsdp2()
 if rank == 0:
     print(("FAIL: %d check(s) failed" % failures) if failures else "PASS: squeeze.fsdp", flush=True)
