@@ -264,6 +264,27 @@ static void test_reduce_scatter(void)
             done(&j);
         }
     }
+    /* top-k: the column's reduce-scatter is compressed too (the split exchange's first phase),
+     * 1/L of the input into the engine per call. */
+    for (size_t s = 0; s < 4; s += 3) {
+        const int P = shapes[s][0] * shapes[s][1];
+        job_t     t = {.method = "topk", .H = shapes[s][0], .L = shapes[s][1],
+                       .n = (size_t)P * 20011, .calls = 3, .rs = 1, .nan_call = -1,
+                       .skip_call = -1};
+        run(&t);
+        for (int r = 0; r < P; r++) {
+            int exactly;
+            (void)rs_error(&t, r, t.calls - 1, &exactly);
+            CHECK_EQ_INT(t.status[r], SQZ_OK);
+            CHECK_MSG(!exactly && t.stats[r].calls_compressed == (uint64_t)t.calls &&
+                          t.stats[r].calls_fallback == 0 &&
+                          t.stats[r].bytes_in == t.calls * (t.n / (size_t)t.L) * sizeof(float),
+                      "%dx%d top-k reduce-scatter, rank %d: %llu compressed, %llu fallbacks%s",
+                      t.H, t.L, r, (unsigned long long)t.stats[r].calls_compressed,
+                      (unsigned long long)t.stats[r].calls_fallback, exactly ? ", exact" : "");
+        }
+        done(&t);
+    }
     /* The NaN call itself: the exact dense blocks, NaN where it was (rank P-1's element n / 3). */
     job_t j = {.method = "quant", .H = 2, .L = 2, .n = 4 * 20011, .calls = 2, .rs = 1,
                .nan_call = 1, .skip_call = -1};
