@@ -57,3 +57,12 @@ sqz_cost_work_t sqz_cost_scatter_reduce(const sqz_cost_net_t *net, double bytes,
                          .compress = bytes * (1 + 1 / P), .decode = 2 * bytes};
     return w;
 }
+
+sqz_cost_work_t sqz_cost_reduce_scatter_block(const sqz_cost_net_t *net, double bytes,
+                                              double piece)
+{
+    const double    P = net->ranks;
+    sqz_cost_work_t w = {.rounds = 1, .sent = (P - 1) * piece, .compress = bytes,
+                         .decode = bytes};
+    return w;
+}

@@ -109,8 +109,8 @@ static sqz_choice_t sqz_policy_sparse_block(const sqz_comm_t *comm, size_t n)
         const sqz_cost_net_t net   = sqz_policy_net(comm);
         const double         piece = sqz_policy_payload(comm, (size_t)ceil((double)n /
                                                                            comm->nranks));
-        ch.predicted = sqz_policy_seconds(comm, &net,
-                                          sqz_cost_scatter_reduce(&net, 4.0 * (double)n, piece));
+        ch.predicted = sqz_policy_seconds(
+            comm, &net, sqz_cost_reduce_scatter_block(&net, 4.0 * (double)n, piece));
     }
     return ch;
 }
@@ -130,7 +130,9 @@ static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t 
     const sqz_cost_net_t net = sqz_policy_net(comm);
     const double         B   = 4.0 * (double)n;
     const double piece = sqz_policy_payload(comm, (size_t)ceil((double)n / comm->nranks));
-    ch.predicted       = sqz_policy_seconds(comm, &net, sqz_cost_scatter_reduce(&net, B, piece));
+    ch.predicted       = sqz_policy_seconds(comm, &net,
+                                            block ? sqz_cost_reduce_scatter_block(&net, B, piece)
+                                                  : sqz_cost_scatter_reduce(&net, B, piece));
     const double dense = sqz_policy_dense_seconds(comm, n);
     /* (A reduce-scatter has no dense switch: the transport's dense form is an all-reduce.) */
     if (0 == block && p->sparse_dense_switch > 0 && ch.predicted > p->sparse_dense_switch * dense) {

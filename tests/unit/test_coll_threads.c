@@ -762,6 +762,10 @@ static void test_cost_formulas(void)
     w = sqz_cost_scatter_reduce(&net, B, 1e5);
     CHECK(fabs(sqz_cost_seconds(&net, &rates, &w) -
                (2 * lat + 30e5 / link + B * 17 / 16 / 1e9 + 2 * B / 4e9)) < 1e-9);
+    /* reduce-scatter: its first phase alone, 1 round, 15 pieces, B compressed, B decoded */
+    w = sqz_cost_reduce_scatter_block(&net, B, 1e5);
+    CHECK(fabs(sqz_cost_seconds(&net, &rates, &w) - (lat + 15e5 / link + B / 1e9 + B / 4e9)) <
+          1e-9);
     /* 8 hosts x 8 ranks: a rank's 56 off-host peers of 63 share its host's link 8 ways; the rest
      * goes at the intra-host rate */
     sqz_cost_net_t h8 = {64, 8, 8, link, 25e9, lat};
