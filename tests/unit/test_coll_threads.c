@@ -471,6 +471,39 @@ static void test_corrupt(void)
     }
 }
 
+/* Top-k's reduce-scatter, a NaN on one rank or a payload corrupted on its way to rank 1, on both
+ * paths: every rank falls back together (the verdicts travel after phase 1), and the dense
+ * blocks are exact, NaN where the NaN was. */
+static void test_topk_reduce_scatter_faults(void)
+{
+    const char *kv[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", NULL};
+    for (int k = 0; k < 4; k++) {
+        const int nan = k & 1, P = 3;
+        job_t     j   = {.kv = kv, .P = P, .n = (size_t)P * 20000, .calls = 1, .rs = 1,
+                         .nan_rank = nan ? 2 : -1, .nan_call = 0, .corrupt_call = nan ? -1 : 0,
+                         .no_p2p = k >> 1};
+        run(&j);
+        const size_t blk = j.n / (size_t)P, at = j.n / 3;
+        for (int r = 0; r < P; r++) {
+            CHECK_EQ_INT(j.status[r], SQZ_OK);
+            CHECK_EQ_INT(j.stats[r].calls_fallback, 1);
+            CHECK_EQ_INT(j.stats[r].calls_nonfinite, (uint64_t)nan);
+            for (size_t i = 0; i < blk; i++) {
+                const size_t g = (size_t)r * blk + i;
+                if (nan && g == at) {
+                    CHECK(isnan(j.out[r][i]));
+                } else if (j.out[r][i] != j.exact[g]) {
+                    CHECK_MSG(0, "topk RS %s%s, rank %d, element %zu: %g, exact %g",
+                              nan ? "NaN" : "corrupt", k >> 1 ? " (collective)" : "", r, g,
+                              (double)j.out[r][i], (double)j.exact[g]);
+                    break;
+                }
+            }
+        }
+        done(&j);
+    }
+}
+
 /* The pipelined (point-to-point) and collective exchanges give the same bits. */
 static void test_p2p_same_bits(void)
 {
@@ -1122,6 +1155,7 @@ int main(void)
     test_methods();
     test_none_is_exact();
     test_reduce_scatter();
+    test_topk_reduce_scatter_faults();
     test_warmup();
     test_nonfinite();
     test_nonfinite_recovers();
