@@ -668,13 +668,15 @@ static int sqz_gpu_choose_time(const sqz_comm_t *comm, size_t count, size_t esz,
 
 /* The GPU policy: the exchange of a compressed call of count elements (rs: a reduce-scatter),
  * from facts every rank shares (the method's descriptor, the rank count, the sizes):
- *  - the scatter-reduce exchange (sqz_gpu_reduce_scatter.c) for methods whose payloads summarize
- *    contiguous elements (the descriptor's SQZ_EXCHANGE_REDUCE_SCATTER: quant, sign) when every
- *    chunk holds elements, from 3 ranks for an all-reduce (at 2 both move one payload, and the
- *    all-gather takes one round and no re-compression) and at any count for a reduce-scatter,
- *    unless the buffer runs ef21 (its shared estimator needs every rank's message);
- *  - else the all-gather of the whole buffer's payloads (top-k: sparse payloads are not
- *    re-compressed, as on the host);
+ *  - the scatter-reduce exchange (sqz_gpu_reduce_scatter.c) when every chunk holds elements,
+ *    unless the buffer runs ef21 (its shared estimator needs every rank's message): for a
+ *    reduce-scatter with every method (its first phase alone: each chunk compressed and sent
+ *    to its owner; top-k's chunks too, N times fewer bytes than its all-gather, as the host's
+ *    sparsifiers do), for an all-reduce with the methods whose payloads summarize contiguous
+ *    elements (the descriptor's SQZ_EXCHANGE_REDUCE_SCATTER: quant, sign, ...) from 3 ranks (at
+ *    2 both move one payload, and the all-gather takes one round and no re-compression);
+ *  - else the all-gather of the whole buffer's payloads (a top-k all-reduce: sparse payloads
+ *    are not re-compressed, as on the host);
  *  - then, as the host's cost model does for its sparse all-gather: when the bytes a rank would
  *    send exceed SQZ_SPARSE_DENSE_SWITCH times the dense collective's (a ring all-reduce sends
  *    2(N-1)/N of the input, a reduce-scatter (N-1)/N), the call goes dense (the residual kept
@@ -683,8 +685,9 @@ static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int 
 {
     const struct sqz_gpu_comm *g = comm->gpu;
     const double               P = comm->nranks;
-    const int sra = !g->psgd && !ef21 && SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange &&
-                    (rs || comm->nranks > 2) && sqz_gpu_sra_applies(count, comm->nranks, rs);
+    const int summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange;
+    const int sra = !g->psgd && !ef21 && (rs || (summarizes && comm->nranks > 2)) &&
+                    sqz_gpu_sra_applies(count, comm->nranks, rs);
     const double sent   = sra ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
                               : (P - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
     const double factor = comm->ctx->p.sparse_dense_switch;

@@ -381,10 +381,12 @@ static size_t count_nonfinite(const job_t *j, int r, int s)
     return n;
 }
 
-/* quant and sign: the scatter-reduce exchange where it pays, and fewer bytes than the all-gather. */
+/* quant and sign: the scatter-reduce exchange where it pays, and fewer bytes than the all-gather;
+ * every reduce-scatter of a compressed method without ef21 (top-k's too: its first phase). */
 static void check_exchange(const job_t *j, const char *what)
 {
-    const int want = j->m->sra && (j->rs || j->nranks > 2);
+    const int any_rs = j->rs && j->m->compressed && !j->m->ef21 && j->m->kv != m_psgd;
+    const int want   = (j->m->sra && (j->rs || j->nranks > 2)) || any_rs;
     for (int r = 0; r < j->nranks; r++) {
         EXPECT(j->sra[r] == want, "%s: rank %d: scatter-reduce exchange %s", what, r,
                want ? "not used" : "used");
