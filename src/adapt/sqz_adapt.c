@@ -73,13 +73,14 @@ int sqz_adapt_begin(sqz_comm_t *comm, sqz_levels_t *lv, uint64_t seq, size_t nla
     sqz_adapt_candidates(ctx, pr);
     /* err, norm, and room for bytes (a caller that measures them, sqz_adapt_seg.c) */
     const size_t need = nlayers * (2 * pr->ncand + 1) * sizeof(double);
-    if (SQZ_OK != sqz_scratch_reserve((void **)&comm->adaptbuf, &comm->adaptcap, need)) {
+    if (SQZ_OK != sqz_scratch_reserve((void **)&comm->scratch.adaptbuf, &comm->scratch.adaptcap,
+                                      need)) {
         return SQZ_ERR_NO_MEMORY;
     }
-    pr->err   = comm->adaptbuf;
-    pr->norm  = comm->adaptbuf + nlayers * pr->ncand;
+    pr->err   = comm->scratch.adaptbuf;
+    pr->norm  = comm->scratch.adaptbuf + nlayers * pr->ncand;
     pr->bytes = NULL;
-    memset(comm->adaptbuf, 0, need);
+    memset(comm->scratch.adaptbuf, 0, need);
     return 1;
 }
 

@@ -15,28 +15,29 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
     const size_t      n    = call->n;
     const size_t      cap  = sqz_coll_round8(sizeof(sqz_frame_t) + call->c->max_payload(call->cstate, n));
     sqz_status_t      st   = SQZ_OK;
-    size_t *const     sizes  = comm->counts;         /* P: payload slot of each rank */
-    size_t *const     rbytes = comm->counts + P;     /* P */
-    size_t *const     displs = comm->counts + 2 * P; /* P */
+    size_t *const     sizes  = comm->scratch.counts;         /* P: payload slot of each rank */
+    size_t *const     rbytes = comm->scratch.counts + P;     /* P */
+    size_t *const     displs = comm->scratch.counts + 2 * P; /* P */
     uint64_t          mine;
 
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, cap));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sendbuf, &comm->scratch.sendcap, cap));
     const size_t zero = 0;
-    SQZ_CHECK(sqz_coll_shared(call, 1, &zero, &n, comm->sharedptr));
+    SQZ_CHECK(sqz_coll_shared(call, 1, &zero, &n, comm->scratch.sharedptr));
     double t0 = sqz_time_now();
     double norms[2] = {0, 0};
-    (void)sqz_coll_compress(call, 0, call->in, call->residual, n, 0, comm->sendbuf, cap,
-                            norms, comm->sharedptr[0]);
+    (void)sqz_coll_compress(call, 0, call->in, call->residual, n, 0, comm->scratch.sendbuf, cap,
+                            norms, comm->scratch.sharedptr[0]);
     call->cs.norm2_in += norms[0];
     call->cs.norm2_err += norms[1];
     sqz_frame_t f;
-    memcpy(&f, comm->sendbuf, sizeof(f));
+    memcpy(&f, comm->scratch.sendbuf, sizeof(f));
     mine = sqz_coll_round8(sizeof(sqz_frame_t) + (size_t)f.bytes);
     double t1 = sqz_time_now();
     call->cs.t_compress += t1 - t0;
 
     /* Sizes, then payloads. */
-    uint64_t *const all = (uint64_t *)(comm->counts + 3 * P); /* P u64, aliases the 4th quarter */
+    /* P u64, aliasing the 4th quarter */
+    uint64_t *const all = (uint64_t *)(comm->scratch.counts + 3 * P);
     for (int r = 0; r < P; r++) {
         rbytes[r] = sizeof(uint64_t);
         displs[r] = (size_t)r * sizeof(uint64_t);
@@ -55,12 +56,12 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
         displs[r] = total;
         total += sizes[r];
     }
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, total));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap, total));
     if (mine > sizes[comm->rank]) {
         mine = sizes[comm->rank];
     }
-    SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, comm->sendbuf, (size_t)mine,
-                                                comm->recvbuf, sizes, displs),
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.allgatherv(comm->t.self, comm->scratch.sendbuf, (size_t)mine,
+                                                comm->scratch.recvbuf, sizes, displs),
                              st, out);
     double t2 = sqz_time_now();
     call->cs.t_comm += t2 - t1;
@@ -69,7 +70,7 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
 
     /* Decide together: frames and payload validity are the same bytes on every rank. */
     for (int r = 0; r < P; r++) {
-        const unsigned char *fr = comm->recvbuf + displs[r];
+        const unsigned char *fr = comm->scratch.recvbuf + displs[r];
         sqz_status_t         fs = sqz_coll_frame_check(call, fr, n, sizes[r]);
         if (SQZ_OK == fs) {
             memcpy(&f, fr, sizeof(f));
@@ -79,13 +80,13 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
     }
     if (SQZ_OK != st) {
         call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
-        sqz_coll_restore(call, call->in, call->residual, n, comm->sendbuf);
+        sqz_coll_restore(call, call->in, call->residual, n, comm->scratch.sendbuf);
         goto out;
     }
     /* The input is consumed: out may alias in from here on. */
     memset(call->out, 0, n * sizeof(float));
     for (int r = 0; r < P; r++) {
-        const unsigned char *fr = comm->recvbuf + displs[r];
+        const unsigned char *fr = comm->scratch.recvbuf + displs[r];
         memcpy(&f, fr, sizeof(f));
         st = sqz_coll_decode(call, 0, fr, call->out, n);
         if (SQZ_OK != st) {

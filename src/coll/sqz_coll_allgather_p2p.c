@@ -17,26 +17,27 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     const int              me   = comm->rank;
     const size_t           n    = call->n;
     const size_t           cap  = sqz_coll_round8(sizeof(sqz_frame_t) + call->c->max_payload(call->cstate, n));
-    size_t *const          got  = comm->counts; /* P */
+    size_t *const          got  = comm->scratch.counts; /* P */
     sqz_status_t           st   = SQZ_OK;
     sqz_frame_t            f;
     sqz_round_t            rd;
 
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, (size_t)P * cap));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap,
+                                  (size_t)P * cap));
     SQZ_CHECK(sqz_round_init(&rd, comm, cap));
-    unsigned char *const mine = comm->recvbuf + (size_t)me * cap; /* compressed in place */
+    unsigned char *const mine = comm->scratch.recvbuf + (size_t)me * cap; /* compressed in place */
 
     const size_t zero = 0;
-    SQZ_CHECK(sqz_coll_shared(call, 1, &zero, &n, comm->sharedptr));
+    SQZ_CHECK(sqz_coll_shared(call, 1, &zero, &n, comm->scratch.sharedptr));
     double t0 = sqz_time_now();
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
-        SQZ_TRANSPORT_CHECK_GOTO(sqz_round_recv(&rd, s, comm->recvbuf + (size_t)s * cap, cap), st,
-                                 fail);
+        SQZ_TRANSPORT_CHECK_GOTO(
+            sqz_round_recv(&rd, s, comm->scratch.recvbuf + (size_t)s * cap, cap), st, fail);
     }
     double norms[2] = {0, 0};
     (void)sqz_coll_compress(call, 0, call->in, call->residual, n, 0, mine, cap, norms,
-                            comm->sharedptr[0]);
+                            comm->scratch.sharedptr[0]);
     call->cs.norm2_in += norms[0];
     call->cs.norm2_err += norms[1];
     memcpy(&f, mine, sizeof(f));
@@ -61,7 +62,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
             SQZ_TRANSPORT_CHECK_GOTO(sqz_round_wait(&rd, s, &got[s]), st, fail);
         }
         const double         ta = sqz_time_now();
-        const unsigned char *fr = comm->recvbuf + (size_t)s * cap;
+        const unsigned char *fr = comm->scratch.recvbuf + (size_t)s * cap;
         sqz_status_t         fs = got[s] >= sizeof(f) ? sqz_coll_frame_check(call, fr, n, got[s]) : SQZ_ERR_CORRUPT;
         if (SQZ_OK == fs) {
             memcpy(&f, fr, sizeof(f));
@@ -85,7 +86,7 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     if (!stream) {
         memset(call->out, 0, n * sizeof(float));
         for (int s = 0; s < P; s++) {
-            const unsigned char *fr = comm->recvbuf + (size_t)s * cap;
+            const unsigned char *fr = comm->scratch.recvbuf + (size_t)s * cap;
             memcpy(&f, fr, sizeof(f));
             (void)sqz_coll_decode(call, 0, fr, call->out, n);
         }

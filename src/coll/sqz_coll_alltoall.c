@@ -56,7 +56,7 @@ static sqz_status_t sqz_a2a_encode_peer(sqz_a2a_call_t *call, int r, size_t rowb
 {
     sqz_comm_t *const   comm = call->comm;
     size_t *const       sb = comm->moe->bytes, *const sd = sb + comm->nranks;
-    unsigned char *const blk = comm->sendbuf + sd[r];
+    unsigned char *const blk = comm->scratch.sendbuf + sd[r];
     SQZ_CHECK(sqz_a2a_encode(call, r, blk, &sb[r]));
     if (call->encoded) {
         call->encoded(call->arg, r, blk);
@@ -83,8 +83,8 @@ static sqz_status_t sqz_a2a_decode_peer(sqz_a2a_call_t *call, int r, size_t byte
         return SQZ_ERR_MISMATCH;
     }
     void *const dst = (unsigned char *)call->recvbuf + call->rdispls[r] * rowbytes;
-    if (SQZ_OK != sqz_tok_decode(comm->recvbuf + rd[r], bytes, call->rcounts[r], call->width,
-                                 call->dtype, dst)) {
+    if (SQZ_OK != sqz_tok_decode(comm->scratch.recvbuf + rd[r], bytes, call->rcounts[r],
+                                 call->width, call->dtype, dst)) {
         SQZ_LOG_ONCE(SQZ_LOG_ERROR, "MoE all-to-all: a malformed block from rank %d", r);
         return SQZ_ERR_CORRUPT;
     }
@@ -126,7 +126,8 @@ static sqz_status_t sqz_a2a_two_rounds(sqz_a2a_call_t *call, size_t rowbytes)
     const double t1 = sqz_time_now();
     call->cs.seconds_compress += t1 - t0;
 
-    size_t *const eb = comm->counts, *const ed = comm->counts + P; /* 2P of the engine's 7P */
+    /* 2P of the engine's 7P */
+    size_t *const eb = comm->scratch.counts, *const ed = comm->scratch.counts + P;
     for (int r = 0; r < P; r++) {
         szout[r] = sb[r];
         eb[r]    = sizeof(uint64_t);
@@ -142,8 +143,8 @@ static sqz_status_t sqz_a2a_two_rounds(sqz_a2a_call_t *call, size_t rowbytes)
             return SQZ_ERR_MISMATCH;
         }
     }
-    SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, comm->sendbuf, sb, sd, comm->recvbuf,
-                                               rb, rd),
+    SQZ_TRANSPORT_CHECK_GOTO(comm->t.alltoallv(comm->t.self, comm->scratch.sendbuf, sb, sd,
+                                               comm->scratch.recvbuf, rb, rd),
                              st, out);
     const double t2 = sqz_time_now();
     call->cs.seconds_comm += t2 - t1;
@@ -171,15 +172,15 @@ static sqz_status_t sqz_a2a_p2p(sqz_a2a_call_t *call, size_t rowbytes)
                   *const rd = sb + 3 * P;
     sqz_status_t           st = SQZ_OK;
     double                 tc = 0;
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.taskbuf, &comm->scratch.taskcap,
                                   2 * (size_t)P * sizeof(void *)));
-    void **const sreq = (void **)comm->taskbuf, **const rreq = sreq + P;
+    void **const sreq = (void **)comm->scratch.taskbuf, **const rreq = sreq + P;
     memset(sreq, 0, 2 * (size_t)P * sizeof(void *));
     const double t0 = sqz_time_now();
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
         rb[s]       = 0;
-        SQZ_TRANSPORT_CHECK_GOTO(t->irecv(t->self, comm->recvbuf + rd[s],
+        SQZ_TRANSPORT_CHECK_GOTO(t->irecv(t->self, comm->scratch.recvbuf + rd[s],
                                           sqz_tok_raw_bytes(call->rcounts[s], call->width, call->dtype),
                                           s, &rb[s], &rreq[s]),
                                  st, fail);
@@ -189,7 +190,8 @@ static sqz_status_t sqz_a2a_p2p(sqz_a2a_call_t *call, size_t rowbytes)
         const double ta = sqz_time_now();
         SQZ_CHECK_GOTO(sqz_a2a_encode_peer(call, r, rowbytes), st, fail);
         tc += sqz_time_now() - ta;
-        SQZ_TRANSPORT_CHECK_GOTO(t->isend(t->self, comm->sendbuf + sd[r], sb[r], r, &sreq[r]), st, fail);
+        SQZ_TRANSPORT_CHECK_GOTO(
+            t->isend(t->self, comm->scratch.sendbuf + sd[r], sb[r], r, &sreq[r]), st, fail);
     }
     SQZ_CHECK_GOTO(sqz_a2a_copy_self(call, rowbytes), st, fail);
     for (int k = 1; k < P; k++) {
@@ -240,8 +242,10 @@ sqz_status_t sqz_coll_alltoallv_tokens(sqz_a2a_call_t *call)
             rtotal += sqz_coll_round8(sqz_tok_raw_bytes(call->rcounts[r], call->width, call->dtype));
         }
     }
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap, stotal ? stotal : 8));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, rtotal ? rtotal : 8));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sendbuf, &comm->scratch.sendcap,
+                                  stotal ? stotal : 8));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap,
+                                  rtotal ? rtotal : 8));
     if (comm->p2p && comm->ctx->p.pipeline) {
         return sqz_a2a_p2p(call, rowbytes);
     }

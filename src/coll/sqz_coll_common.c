@@ -168,10 +168,10 @@ sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *o
         total += c->shared_len(call->cstate, len[r]);
     }
     /* Layout of sharedbuf: P contributions of `total` floats (the all-gather), then the MAX. */
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sharedbuf, &comm->sharedcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sharedbuf, &comm->scratch.sharedcap,
                                   ((size_t)P + 1) * (total ? total : 1) * sizeof(float) +
                                       2 * (size_t)P * sizeof(size_t)));
-    float *const  all  = comm->sharedbuf;
+    float *const  all  = comm->scratch.sharedbuf;
     float *const  mine = all + (size_t)P * total;
     size_t *const rb   = (size_t *)(mine + total), *const ds = rb + P;
     size_t        o    = 0;

@@ -71,7 +71,7 @@ static void sqz_rs_compress_task(size_t r, int worker, void *arg)
     j->status[r] = sqz_coll_compress(call, worker, call->in + j->off[r],
                                      call->residual ? call->residual + j->off[r] : NULL, j->len[r],
                                      0, j->buf + j->dis[r], j->slot[r], j->norms + 2 * r,
-                                     call->comm->sharedptr[r]);
+                                     call->comm->scratch.sharedptr[r]);
 }
 
 /* Phase 2: chunk r of the output from its all-gathered payload (validated before). */
@@ -107,10 +107,10 @@ static sqz_status_t sqz_rs_setup(sqz_coll_call_t *call, sqz_rs_t *rs)
     sqz_comm_t *const comm = call->comm;
     const int         P    = comm->nranks;
     *rs = (sqz_rs_t){.call = call, .comm = comm, .P = P, .me = comm->rank,
-                     .fixed = sqz_coll_fixed_size(call), .off = comm->counts,
-                     .len = comm->counts + P, .slot = comm->counts + 2 * P,
-                     .sdis = comm->counts + 3 * P, .rcnt = comm->counts + 4 * P,
-                     .rdis = comm->counts + 5 * P, .scnt = comm->counts + 6 * P,
+                     .fixed = sqz_coll_fixed_size(call), .off = comm->scratch.counts,
+                     .len = comm->scratch.counts + P, .slot = comm->scratch.counts + 2 * P,
+                     .sdis = comm->scratch.counts + 3 * P, .rcnt = comm->scratch.counts + 4 * P,
+                     .rdis = comm->scratch.counts + 5 * P, .scnt = comm->scratch.counts + 6 * P,
                      .local = SQZ_OK, .failed = -1};
     sqz_rs_layout(call, rs->off, rs->len);
     size_t recv2 = 0;
@@ -124,20 +124,20 @@ static sqz_status_t sqz_rs_setup(sqz_coll_call_t *call, sqz_rs_t *rs)
     rs->mylen = rs->len[rs->me];
     /* sendbuf: phase-1 slots, then this rank's phase-2 slot (phase-1 payloads are kept until the
      * end: a fallback needs them to restore the residual). */
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sendbuf, &comm->scratch.sendcap,
                                   rs->send1 + rs->slot[rs->me]));
     const size_t recv1 = (size_t)P * rs->slot[rs->me];
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap,
                                   recv1 > recv2 ? recv1 : recv2));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.chunkbuf, &comm->scratch.chunkcap,
                                   (rs->mylen ? rs->mylen : 1) * sizeof(float)));
     /* taskbuf: 2P norms, 2P sizes (the phase-1 row this rank sends, the column it receives), then
      * P statuses. */
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.taskbuf, &comm->scratch.taskcap,
                                   (size_t)P * (sizeof(sqz_status_t) + 2 * sizeof(double) +
                                                2 * sizeof(uint64_t)) + 16));
-    rs->y    = comm->chunkbuf;
-    rs->srow = (uint64_t *)(comm->taskbuf + 2 * (size_t)P * sizeof(double));
+    rs->y    = comm->scratch.chunkbuf;
+    rs->srow = (uint64_t *)(comm->scratch.taskbuf + 2 * (size_t)P * sizeof(double));
     rs->rcol = rs->srow + P;
     return SQZ_OK;
 }
@@ -150,10 +150,11 @@ static sqz_status_t sqz_rs_compress(sqz_rs_t *rs)
     sqz_coll_call_t *const call = rs->call;
     sqz_comm_t *const      comm = rs->comm;
     const int              P    = rs->P;
-    SQZ_CHECK(sqz_coll_shared(call, P, rs->off, rs->len, comm->sharedptr));
+    SQZ_CHECK(sqz_coll_shared(call, P, rs->off, rs->len, comm->scratch.sharedptr));
     const double t0  = sqz_time_now();
     sqz_rs_job_t job = {.call = call, .off = rs->off, .len = rs->len, .slot = rs->slot,
-                        .dis = rs->sdis, .buf = comm->sendbuf, .norms = (double *)comm->taskbuf,
+                        .dis = rs->sdis, .buf = comm->scratch.sendbuf,
+                        .norms = (double *)comm->scratch.taskbuf,
                         .status = (sqz_status_t *)(rs->rcol + P)};
     sqz_pool_run(comm->pool, (size_t)P, sqz_rs_compress_task, &job);
     sqz_status_t cst = SQZ_OK;
@@ -166,9 +167,9 @@ static sqz_status_t sqz_rs_compress(sqz_rs_t *rs)
         }
     }
     if (rs->failed >= 0) {
-        sqz_coll_restore_chunks(call, P, rs->off, rs->len, comm->sendbuf, rs->sdis);
+        sqz_coll_restore_chunks(call, P, rs->off, rs->len, comm->scratch.sendbuf, rs->sdis);
         for (int r = 0; r < P; r++) {
-            sqz_coll_frame_set(call, comm->sendbuf + rs->sdis[r],
+            sqz_coll_frame_set(call, comm->scratch.sendbuf + rs->sdis[r],
                                SQZ_FRAME_FALLBACK |
                                    (SQZ_ERR_NONFINITE == cst ? SQZ_FRAME_NONFINITE : 0),
                                rs->len[r], 0);
@@ -176,7 +177,7 @@ static sqz_status_t sqz_rs_compress(sqz_rs_t *rs)
     }
     for (int r = 0; r < P; r++) {
         sqz_frame_t f;
-        memcpy(&f, comm->sendbuf + rs->sdis[r], sizeof(f));
+        memcpy(&f, comm->scratch.sendbuf + rs->sdis[r], sizeof(f));
         call->cs.bytes_wire += sizeof(f) + (size_t)f.bytes;
         rs->scnt[r] = rs->fixed ? rs->slot[r] : sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
         rs->srow[r] = rs->scnt[r];
@@ -217,9 +218,9 @@ static sqz_status_t sqz_rs_exchange(sqz_rs_t *rs)
         rs->rdis[r] = recv1n;
         recv1n += rs->rcnt[r];
     }
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap, recv1n));
-    if (0 != comm->t.alltoallv(comm->t.self, comm->sendbuf, rs->scnt, rs->sdis, comm->recvbuf,
-                               rs->rcnt, rs->rdis)) {
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap, recv1n));
+    if (0 != comm->t.alltoallv(comm->t.self, comm->scratch.sendbuf, rs->scnt, rs->sdis,
+                               comm->scratch.recvbuf, rs->rcnt, rs->rdis)) {
         return SQZ_ERR_TRANSPORT;
     }
     rs->call->cs.t_comm += sqz_time_now() - t1;
@@ -236,7 +237,7 @@ static sqz_status_t sqz_rs_reduce(sqz_rs_t *rs)
     const double           t2   = sqz_time_now();
     sqz_status_t           st   = SQZ_OK;
     for (int s = 0; s < rs->P; s++) {
-        const unsigned char *fr = comm->recvbuf + rs->rdis[s];
+        const unsigned char *fr = comm->scratch.recvbuf + rs->rdis[s];
         if (rs->rcnt[s] < sizeof(sqz_frame_t) || rs->rcnt[s] > rs->slot[rs->me]) {
             rs->local = SQZ_ERR_CORRUPT; /* a size out of bounds: not even a frame to read */
             continue;
@@ -253,7 +254,7 @@ static sqz_status_t sqz_rs_reduce(sqz_rs_t *rs)
     if (SQZ_OK == st && SQZ_OK == rs->local) {
         memset(rs->y, 0, rs->mylen * sizeof(float));
         for (int s = 0; s < rs->P; s++) {
-            (void)sqz_coll_decode(call, 0, comm->recvbuf + rs->rdis[s], rs->y, rs->mylen);
+            (void)sqz_coll_decode(call, 0, comm->scratch.recvbuf + rs->rdis[s], rs->y, rs->mylen);
         }
     }
     call->cs.t_compress += sqz_time_now() - t2;
@@ -269,7 +270,7 @@ static sqz_status_t sqz_rs_finish_block(sqz_rs_t *rs, sqz_status_t st)
     if (SQZ_OK == st) {
         const double t3   = sqz_time_now();
         int32_t      mine = (SQZ_OK == rs->local) ? 0 : 1;
-        int32_t     *all  = (int32_t *)comm->recvbuf; /* phase-1 data is no longer needed */
+        int32_t     *all  = (int32_t *)comm->scratch.recvbuf; /* phase-1 data is no longer needed */
         for (int r = 0; r < rs->P; r++) {
             rs->rcnt[r] = sizeof(int32_t);
             rs->rdis[r] = (size_t)r * sizeof(int32_t);
@@ -330,7 +331,7 @@ static sqz_status_t sqz_rs_phase2(sqz_rs_t *rs, float *sres)
     sqz_coll_call_t *const call  = rs->call;
     sqz_comm_t *const      comm  = rs->comm;
     const int              me    = rs->me;
-    unsigned char *const   mine2 = comm->sendbuf + rs->send1;
+    unsigned char *const   mine2 = comm->scratch.sendbuf + rs->send1;
     const double           t3    = sqz_time_now();
     if (SQZ_OK == rs->local) {
         (void)sqz_coll_compress(call, 0, rs->y, sres, rs->mylen, 1, mine2, rs->slot[me], NULL,
@@ -351,13 +352,14 @@ static sqz_status_t sqz_rs_phase2(sqz_rs_t *rs, float *sres)
         total += cnt2[r];
     }
     call->cs.bytes_sent += cnt2[me] * (size_t)(rs->P - 1);
-    if (0 != comm->t.allgatherv(comm->t.self, mine2, cnt2[me], comm->recvbuf, cnt2, rs->rdis)) {
+    if (0 != comm->t.allgatherv(comm->t.self, mine2, cnt2[me], comm->scratch.recvbuf, cnt2,
+                                rs->rdis)) {
         return SQZ_ERR_TRANSPORT;
     }
     const double t5 = sqz_time_now();
     call->cs.t_comm += t5 - t4;
     for (int r = 0; r < rs->P; r++) {
-        const unsigned char *fr = comm->recvbuf + rs->rdis[r];
+        const unsigned char *fr = comm->scratch.recvbuf + rs->rdis[r];
         sqz_status_t         fs = sqz_coll_frame_check(call, fr, rs->len[r], cnt2[r]);
         if (SQZ_OK == fs) {
             fs = sqz_coll_decode(call, 0, fr, NULL, rs->len[r]);
@@ -369,7 +371,7 @@ static sqz_status_t sqz_rs_phase2(sqz_rs_t *rs, float *sres)
         return st;
     }
     sqz_rs_job_t dec = {.call = call, .off = rs->off, .len = rs->len, .slot = rs->slot,
-                        .dis = rs->rdis, .buf = comm->recvbuf};
+                        .dis = rs->rdis, .buf = comm->scratch.recvbuf};
     sqz_pool_run(comm->pool, (size_t)rs->P, sqz_rs_decode_task, &dec);
     call->cs.t_compress += sqz_time_now() - t5;
     return SQZ_OK;
@@ -403,7 +405,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
     if (SQZ_OK != st) {
         call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
         if (rs.failed < 0) {
-            sqz_coll_restore_chunks(call, rs.P, rs.off, rs.len, rs.comm->sendbuf, rs.sdis);
+            sqz_coll_restore_chunks(call, rs.P, rs.off, rs.len, rs.comm->scratch.sendbuf, rs.sdis);
         }
     }
     return st;

@@ -69,9 +69,10 @@ static sqz_status_t sqz_p2p_setup(sqz_coll_call_t *call, sqz_p2p_t *x)
     sqz_comm_t *const comm = call->comm;
     const int         P    = comm->nranks;
     *x = (sqz_p2p_t){.call = call, .comm = comm, .t = &comm->t, .P = P, .me = comm->rank,
-                     .off = comm->counts, .len = comm->counts + P, .slot = comm->counts + 2 * P,
-                     .sdis = comm->counts + 3 * P, .rdis = comm->counts + 4 * P,
-                     .slot2 = comm->counts + 5 * P, .local = SQZ_OK};
+                     .off = comm->scratch.counts, .len = comm->scratch.counts + P,
+                     .slot = comm->scratch.counts + 2 * P,
+                     .sdis = comm->scratch.counts + 3 * P, .rdis = comm->scratch.counts + 4 * P,
+                     .slot2 = comm->scratch.counts + 5 * P, .local = SQZ_OK};
     sqz_rs_layout(call, x->off, x->len);
     /* Phase-2 slots: the compressor's bound, or the exact encoding's in a split all-gather. */
     size_t recv2 = 0;
@@ -86,14 +87,14 @@ static sqz_status_t sqz_p2p_setup(sqz_coll_call_t *call, sqz_p2p_t *x)
     }
     x->mylen           = x->len[x->me];
     const size_t recv1 = (size_t)P * x->slot[x->me];
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->sendbuf, &comm->sendcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sendbuf, &comm->scratch.sendcap,
                                   x->send1 + x->slot2[x->me]));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->recvbuf, &comm->recvcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap,
                                   recv1 > recv2 ? recv1 : recv2));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.chunkbuf, &comm->scratch.chunkcap,
                                   (x->mylen ? x->mylen : 1) * sizeof(float)));
-    x->y = comm->chunkbuf;
-    SQZ_CHECK(sqz_coll_shared(call, P, x->off, x->len, comm->sharedptr));
+    x->y = comm->scratch.chunkbuf;
+    SQZ_CHECK(sqz_coll_shared(call, P, x->off, x->len, comm->scratch.sharedptr));
     x->mark = sqz_time_now();
     return SQZ_OK;
 }
@@ -109,7 +110,8 @@ static sqz_status_t sqz_p2p_scatter(sqz_p2p_t *x)
     SQZ_CHECK(sqz_round_init(&x->rd, comm, sqz_p2p_max(x->slot, P)));
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
-        if (0 != sqz_round_recv(&x->rd, s, comm->recvbuf + (size_t)s * x->slot[me], x->slot[me])) {
+        if (0 != sqz_round_recv(&x->rd, s, comm->scratch.recvbuf + (size_t)s * x->slot[me],
+                                x->slot[me])) {
             return sqz_p2p_failed(x);
         }
     }
@@ -121,25 +123,25 @@ static sqz_status_t sqz_p2p_scatter(sqz_p2p_t *x)
             double norms[2] = {0, 0};
             mine = sqz_coll_compress(call, 0, call->in + x->off[r],
                                      call->residual ? call->residual + x->off[r] : NULL,
-                                     x->len[r], 0, comm->sendbuf + x->sdis[r], x->slot[r], norms,
-                                     comm->sharedptr[r]);
+                                     x->len[r], 0, comm->scratch.sendbuf + x->sdis[r], x->slot[r],
+                                     norms, comm->scratch.sharedptr[r]);
             call->cs.norm2_in += norms[0];
             call->cs.norm2_err += norms[1];
         } else {
-            sqz_coll_frame_set(call, comm->sendbuf + x->sdis[r],
+            sqz_coll_frame_set(call, comm->scratch.sendbuf + x->sdis[r],
                                SQZ_FRAME_FALLBACK |
                                    (SQZ_ERR_NONFINITE == mine ? SQZ_FRAME_NONFINITE : 0),
                                x->len[r], 0);
         }
         sqz_frame_t f;
-        memcpy(&f, comm->sendbuf + x->sdis[r], sizeof(f));
+        memcpy(&f, comm->scratch.sendbuf + x->sdis[r], sizeof(f));
         call->cs.bytes_wire += sizeof(f) + (size_t)f.bytes;
         sqz_p2p_lap(x, &x->t_comp);
         if (r != me) {
             /* Only the bytes the compressor produced travel (a receive may get less than its
              * slot): variable-size payloads such as zstd's save on the wire too. */
             const size_t len_r = sqz_coll_round8(sizeof(f) + (size_t)f.bytes);
-            if (0 != sqz_round_send(&x->rd, r, comm->sendbuf + x->sdis[r], len_r) ||
+            if (0 != sqz_round_send(&x->rd, r, comm->scratch.sendbuf + x->sdis[r], len_r) ||
                 0 != sqz_round_poll(&x->rd)) {
                 return sqz_p2p_failed(x);
             }
@@ -163,8 +165,8 @@ static sqz_status_t sqz_p2p_reduce(sqz_p2p_t *x)
             return sqz_p2p_failed(x);
         }
         sqz_p2p_lap(x, &x->t_comm);
-        const unsigned char *fr = (s == me) ? x->comm->sendbuf + x->sdis[me]
-                                            : x->comm->recvbuf + (size_t)s * x->slot[me];
+        const unsigned char *fr = (s == me) ? x->comm->scratch.sendbuf + x->sdis[me]
+                                            : x->comm->scratch.recvbuf + (size_t)s * x->slot[me];
         sqz_status_t fs = got < sizeof(sqz_frame_t)
                               ? SQZ_ERR_CORRUPT
                               : sqz_coll_frame_check(x->call, fr, x->mylen, x->slot[me]);
@@ -187,7 +189,7 @@ static sqz_status_t sqz_p2p_reduce(sqz_p2p_t *x)
 static sqz_status_t sqz_p2p_finish_block(sqz_p2p_t *x)
 {
     const int32_t v   = (SQZ_OK == x->local) ? 0 : (SQZ_ERR_NONFINITE == x->local ? 2 : 1);
-    int32_t      *all = (int32_t *)x->comm->recvbuf;
+    int32_t      *all = (int32_t *)x->comm->scratch.recvbuf;
     size_t *const cnt = x->slot2; /* phase 2's rows are free */
     for (int r = 0; r < x->P; r++) {
         cnt[r]     = sizeof(int32_t);
@@ -244,7 +246,7 @@ static sqz_status_t sqz_p2p_gather(sqz_p2p_t *x, int stream)
             return sqz_p2p_failed(x);
         }
         sqz_p2p_lap(x, &x->t_comm);
-        const unsigned char *fr = x->comm->recvbuf + x->rdis[s];
+        const unsigned char *fr = x->comm->scratch.recvbuf + x->rdis[s];
         sqz_status_t         fs = got < sizeof(sqz_frame_t)
                                       ? SQZ_ERR_CORRUPT
                                       : sqz_coll_frame_check(call, fr, x->len[s], x->slot2[s]);
@@ -276,7 +278,7 @@ static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
     sqz_coll_call_t *const call  = x->call;
     sqz_comm_t *const      comm  = x->comm;
     const int              P = x->P, me = x->me;
-    unsigned char *const   mine2 = comm->sendbuf + x->send1;
+    unsigned char *const   mine2 = comm->scratch.sendbuf + x->send1;
     float                 *sres  = NULL;
     if (SQZ_OK == x->local && call->state && !call->exact2) {
         const sqz_status_t rst = sqz_state_reserve(&comm->store, call->state, 0,
@@ -295,7 +297,7 @@ static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
     }
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
-        if (0 != sqz_round_recv(&x->rd, s, comm->recvbuf + x->rdis[s], x->slot2[s])) {
+        if (0 != sqz_round_recv(&x->rd, s, comm->scratch.recvbuf + x->rdis[s], x->slot2[s])) {
             return sqz_p2p_failed(x);
         }
     }
@@ -305,7 +307,7 @@ static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
         }
     }
     call->cs.bytes_sent += len2 * (size_t)(P - 1);
-    memcpy(comm->recvbuf + x->rdis[me], mine2, len2);
+    memcpy(comm->scratch.recvbuf + x->rdis[me], mine2, len2);
     const int          stream = !call->out_is_input;
     const sqz_status_t st     = sqz_p2p_gather(x, stream);
     if (x->abort) {
@@ -318,8 +320,8 @@ static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
     if (!stream) {
         for (int s = 0; s < P; s++) {
             memset(call->out + x->off[s], 0, x->len[s] * sizeof(float));
-            (void)sqz_coll_decode(call, 0, comm->recvbuf + x->rdis[s], call->out + x->off[s],
-                                  x->len[s]);
+            (void)sqz_coll_decode(call, 0, comm->scratch.recvbuf + x->rdis[s],
+                                  call->out + x->off[s], x->len[s]);
         }
         sqz_p2p_lap(x, &x->t_comp);
     }
@@ -343,7 +345,7 @@ sqz_status_t sqz_coll_reduce_scatter_p2p(sqz_coll_call_t *call)
     }
     if (SQZ_OK != st) {
         call->cs.nonfinite = (SQZ_ERR_NONFINITE == st);
-        sqz_coll_restore_chunks(call, x.P, x.off, x.len, x.comm->sendbuf, x.sdis);
+        sqz_coll_restore_chunks(call, x.P, x.off, x.len, x.comm->scratch.sendbuf, x.sdis);
     }
     call->cs.t_comm += x.t_comm;
     call->cs.t_compress += x.t_comp;

@@ -23,12 +23,12 @@ sqz_status_t sqz_round_init(sqz_round_t *r, sqz_comm_t *comm, size_t maxcap)
     const size_t segs = (size_t)(r->P - 1) * r->maxseg;
     r->window = w >= 0 ? (size_t)w : (segs <= SQZ_ROUND_WINDOWED ? 4 : 0);
     const size_t n = (size_t)r->P * r->maxseg;
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->taskbuf, &comm->taskcap,
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.taskbuf, &comm->scratch.taskcap,
                                   n * (2 * sizeof(void *) + sizeof(size_t))));
-    r->rreq = (void **)comm->taskbuf;
+    r->rreq = (void **)comm->scratch.taskbuf;
     r->sreq = r->rreq + n;
     r->got  = (size_t *)(r->sreq + n);
-    memset(comm->taskbuf, 0, n * (2 * sizeof(void *) + sizeof(size_t)));
+    memset(comm->scratch.taskbuf, 0, n * (2 * sizeof(void *) + sizeof(size_t)));
     return SQZ_OK;
 }
 

@@ -151,6 +151,30 @@ struct sqz_layout_entry;
 struct sqz_wbuf;
 
 /** A communicator's engine. */
+/* A communicator's scratch, grown on demand and kept: no allocation on the steady-state path
+ * (sqz_scratch_reserve); freed with the communicator. */
+typedef struct sqz_scratch {
+    unsigned char *sendbuf, *recvbuf;
+    size_t         sendcap, recvcap;
+    float         *chunkbuf;
+    size_t         chunkcap;
+    unsigned char *taskbuf;   /* per-chunk results of pool tasks */
+    size_t         taskcap;
+    size_t        *counts;    /* 7 * nranks size_t for the algorithms */
+    const float  **sharedptr; /* nranks: each chunk's agreed shared values, or NULL */
+    float         *sharedbuf; /* shared values of the compressors that need them */
+    size_t         sharedcap;
+    float         *resbuf;    /* the expanded compact residual of the current call */
+    size_t         rescap;
+    float         *efbuf;     /* ef21/econtrol: message and residual, 2 * n floats; DGC: message
+                                 (and Nesterov's new momentum) */
+    size_t         efcap;
+    sqz_layer_t   *pseudo;    /* pseudo-layers of the current call */
+    size_t         pseudocap;
+    double        *adaptbuf;  /* SQZ_ADAPT: a probing call's errors */
+    size_t         adaptcap;
+} sqz_scratch_t;
+
 struct sqz_comm {
     sqz_ctx_t         *ctx;
     sqz_transport_t    t;
@@ -165,29 +189,10 @@ struct sqz_comm {
     pthread_mutex_t    lock;             /* one collective at a time per communicator */
     int                settings_checked;
     int                p2p;              /* the transport has isend/irecv/test/wait */
-    /* scratch, grown on demand and kept: no allocation on the steady-state path */
-    unsigned char     *sendbuf, *recvbuf;
-    size_t             sendcap, recvcap;
-    float             *chunkbuf;
-    size_t             chunkcap;
-    unsigned char     *taskbuf;          /* per-chunk results of pool tasks */
-    size_t             taskcap;
-    size_t            *counts;           /* 7 * nranks size_t for the algorithms */
-    const float      **sharedptr;        /* nranks: each chunk's agreed shared values, or NULL */
-    float             *sharedbuf;        /* shared values of the compressors that need them */
-    size_t             sharedcap;
-    float             *resbuf;           /* the expanded compact residual of the current call */
-    size_t             rescap;
-    float             *efbuf;            /* ef21/econtrol: message and residual, 2 * n floats;
-                                            DGC: message (and Nesterov's new momentum) */
-    size_t             efcap;
+    sqz_scratch_t      scratch;
     /* layer layouts registered through sqz_layout_register (sqz_layout.c) */
     struct sqz_layout_entry *layouts;
     size_t             nlayouts;
-    sqz_layer_t       *pseudo;           /* pseudo-layers of the current call */
-    size_t             pseudocap;
-    double            *adaptbuf;         /* SQZ_ADAPT: a probing call's errors */
-    size_t             adaptcap;
     /* SQZ_ADAPT with an all-gather method: one segmented composite per pool thread
      * (src/adapt/sqz_adapt_seg.h), or NULL */
     struct sqz_seg   **segs;

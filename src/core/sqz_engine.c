@@ -56,12 +56,14 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
         comm->t.isend = NULL, comm->t.irecv = NULL, comm->t.test = NULL, comm->t.wait = NULL;
     }
     pthread_mutex_init(&comm->lock, NULL);
-    comm->counts    = calloc(7 * (size_t)t->nranks, sizeof(size_t));
-    comm->sharedptr = calloc((size_t)t->nranks, sizeof(*comm->sharedptr));
+    comm->scratch.counts    = calloc(7 * (size_t)t->nranks, sizeof(size_t));
+    comm->scratch.sharedptr = calloc((size_t)t->nranks, sizeof(*comm->scratch.sharedptr));
     comm->seq       = sqz_callseq_create();
     const sqz_compressor_env_v1_t env = {
         .size = sizeof(env), .rank = t->rank, .nranks = t->nranks, .seed = (uint64_t)ctx->p.seed};
-    sqz_status_t st = (comm->counts && comm->sharedptr && comm->seq) ? SQZ_OK : SQZ_ERR_NO_MEMORY;
+    sqz_status_t st = (comm->scratch.counts && comm->scratch.sharedptr && comm->seq)
+                          ? SQZ_OK
+                          : SQZ_ERR_NO_MEMORY;
     if (SQZ_OK == st) {
         st = sqz_pool_create((int)ctx->p.threads, &comm->pool);
     }
@@ -148,17 +150,17 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     sqz_comm_account_state(comm, 0);
     sqz_state_store_fini(&comm->store);
     sqz_callseq_destroy(comm->seq);
-    free(comm->sendbuf);
-    free(comm->recvbuf);
-    free(comm->chunkbuf);
-    free(comm->taskbuf);
-    free(comm->efbuf);
-    free(comm->resbuf);
-    free(comm->sharedbuf);
-    free((void *)comm->sharedptr);
-    free(comm->counts);
-    free(comm->pseudo);
-    free(comm->adaptbuf);
+    free(comm->scratch.sendbuf);
+    free(comm->scratch.recvbuf);
+    free(comm->scratch.chunkbuf);
+    free(comm->scratch.taskbuf);
+    free(comm->scratch.efbuf);
+    free(comm->scratch.resbuf);
+    free(comm->scratch.sharedbuf);
+    free((void *)comm->scratch.sharedptr);
+    free(comm->scratch.counts);
+    free(comm->scratch.pseudo);
+    free(comm->scratch.adaptbuf);
     pthread_mutex_destroy(&comm->lock);
     free(comm);
 }
@@ -434,9 +436,10 @@ static sqz_status_t sqz_engine_dense(sqz_comm_t *comm, const float *in, float *o
         return sqz_dense_allreduce(comm, in, out, n, op);
     }
     /* Dense reduce-scatter: the transport has an all-reduce only. */
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->chunkbuf, &comm->chunkcap, n * sizeof(float)));
-    SQZ_CHECK(sqz_dense_allreduce(comm, in, comm->chunkbuf, n, op));
-    memcpy(out, comm->chunkbuf + (size_t)comm->rank * block, block * sizeof(float));
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.chunkbuf, &comm->scratch.chunkcap,
+                                  n * sizeof(float)));
+    SQZ_CHECK(sqz_dense_allreduce(comm, in, comm->scratch.chunkbuf, n, op));
+    memcpy(out, comm->scratch.chunkbuf + (size_t)comm->rank * block, block * sizeof(float));
     return SQZ_OK;
 }
 
@@ -509,8 +512,9 @@ static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const float *in, u
     call->in               = in;
     if (ef->transform) {
         SQZ_CHECK(sqz_ef_reserve(&comm->store, bs, ef->mode));
-        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap, 2 * n * sizeof(float)));
-        ef->m = comm->efbuf, ef->r = comm->efbuf + n;
+        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.efbuf, &comm->scratch.efcap,
+                                      2 * n * sizeof(float)));
+        ef->m = comm->scratch.efbuf, ef->r = comm->scratch.efbuf + n;
         sqz_ef_message(ef->mode, ctx->p.econtrol_eta, bs, in, ef->m, ef->r, n);
         call->in = ef->m, call->residual = ef->r, call->state = bs;
         return SQZ_OK;
@@ -528,11 +532,11 @@ static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const float *in, u
     call->residual = ef->residual, call->state = bs;
     if (ef->dgc) {
         /* DGC's clipping and momentum correction change what the compressor sees. */
-        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap,
+        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.efbuf, &comm->scratch.efcap,
                                       sqz_dgc_scratch(&ctx->p, n) * sizeof(float)));
-        SQZ_CHECK(sqz_dgc_input(&ctx->p, comm->nranks, &comm->store, bs, in, comm->efbuf,
+        SQZ_CHECK(sqz_dgc_input(&ctx->p, comm->nranks, &comm->store, bs, in, comm->scratch.efbuf,
                                 &ef->dgc_unew, n));
-        call->in = comm->efbuf;
+        call->in = comm->scratch.efbuf;
     }
     return SQZ_OK;
 }
@@ -542,10 +546,11 @@ static sqz_status_t sqz_engine_warmup_transform(sqz_comm_t *comm, sqz_buf_state_
                                                 const float *in, float *out, size_t n, sqz_op_t op)
 {
     SQZ_CHECK(sqz_ef_reserve(&comm->store, bs, mode));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->efbuf, &comm->efcap, n * sizeof(float)));
-    memcpy(comm->efbuf, in, n * sizeof(float));
-    SQZ_CHECK(sqz_dense_allreduce(comm, comm->efbuf, out, n, SQZ_OP_SUM));
-    sqz_ef_dense(mode, bs, comm->efbuf, out, n);
+    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.efbuf, &comm->scratch.efcap,
+                                  n * sizeof(float)));
+    memcpy(comm->scratch.efbuf, in, n * sizeof(float));
+    SQZ_CHECK(sqz_dense_allreduce(comm, comm->scratch.efbuf, out, n, SQZ_OP_SUM));
+    sqz_ef_dense(mode, bs, comm->scratch.efbuf, out, n);
     if (SQZ_OP_AVG == op) {
         sqz_scale(out, n, 1.0f / (float)comm->nranks);
     }

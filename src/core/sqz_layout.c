@@ -162,7 +162,7 @@ const sqz_layer_t *sqz_layout_resolve(sqz_comm_t *comm, uint64_t key, size_t n, 
          * exactly. */
         const size_t chunk = comm->ctx->p.layout_chunk;
         const size_t want  = (n + chunk - 1) / chunk;
-        if (SQZ_OK != sqz_scratch_reserve((void **)&comm->pseudo, &comm->pseudocap,
+        if (SQZ_OK != sqz_scratch_reserve((void **)&comm->scratch.pseudo, &comm->scratch.pseudocap,
                                           (want ? want : 1) * sizeof(sqz_layer_t))) {
             *nlayers = 0;
             *digest  = 0;
@@ -174,9 +174,10 @@ const sqz_layer_t *sqz_layout_resolve(sqz_comm_t *comm, uint64_t key, size_t n, 
             while ((rows + 1) * (rows + 1) <= c) {
                 rows++;
             }
-            comm->pseudo[nl++] = (sqz_layer_t){.offset = off, .rows = rows, .cols = c / rows};
+            comm->scratch.pseudo[nl++] =
+                (sqz_layer_t){.offset = off, .rows = rows, .cols = c / rows};
         }
-        l = comm->pseudo;
+        l = comm->scratch.pseudo;
     }
     *nlayers = nl;
     *digest  = sqz_layout_digest(l, nl, n);

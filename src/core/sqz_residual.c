@@ -52,10 +52,11 @@ sqz_status_t sqz_residual_open(sqz_comm_t *comm, sqz_buf_state_t *b, int storage
         b->res_bytes = bytes + (SQZ_EF_STORAGE_INT8 == storage ? nb * sizeof(float) : 0);
         sqz_state_account(&comm->store, b);
     }
-    if (SQZ_OK != sqz_scratch_reserve((void **)&comm->resbuf, &comm->rescap, (n ? n : 1) * sizeof(float))) {
+    if (SQZ_OK != sqz_scratch_reserve((void **)&comm->scratch.resbuf, &comm->scratch.rescap,
+                                      (n ? n : 1) * sizeof(float))) {
         return SQZ_ERR_NO_MEMORY;
     }
-    float *const r = comm->resbuf;
+    float *const r = comm->scratch.resbuf;
     if (SQZ_EF_STORAGE_BF16 == storage) {
         const uint16_t *h = b->res_compact;
         for (size_t i = 0; i < n; i++) {
