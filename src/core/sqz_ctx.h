@@ -151,6 +151,23 @@ struct sqz_layout_entry;
 struct sqz_wbuf;
 
 /** A communicator's engine. */
+/* What a device communicator attaches (src/cuda/sqz_gpu_engine.c): its engine's entry points,
+ * so that the core keeps no CUDA dependency. */
+struct sqz_wbuf;
+typedef struct sqz_device_ops {
+    void (*destroy)(struct sqz_comm *comm);
+    /* Checkpoints of the device engine's buffers (sqz_state_io.c): save into the sink (a sizing
+     * pass when its base is NULL), load from the bytes a save wrote. */
+    sqz_status_t (*state_save)(struct sqz_comm *comm, struct sqz_wbuf *w);
+    sqz_status_t (*state_load)(struct sqz_comm *comm, const void *buf, size_t len);
+    /* sqz_ef_allreduce / sqz_ef_forget on a device communicator */
+    sqz_status_t (*ef_allreduce)(struct sqz_comm *comm, void *buf, size_t count,
+                                 sqz_dtype_t dtype, sqz_op_t op, uint64_t key, void *stream);
+    void (*ef_forget)(struct sqz_comm *comm, uint64_t key);
+    /* the device-side counters into the context's stats */
+    void (*flush_stats)(struct sqz_comm *comm);
+} sqz_device_ops_t;
+
 /* A communicator's scratch, grown on demand and kept: no allocation on the steady-state path
  * (sqz_scratch_reserve); freed with the communicator. */
 typedef struct sqz_scratch {
@@ -196,19 +213,10 @@ struct sqz_comm {
     /* SQZ_ADAPT with an all-gather method: one segmented composite per pool thread
      * (src/adapt/sqz_adapt_seg.h), or NULL */
     struct sqz_seg   **segs;
-    /* GPU path (sqz_comm_create_nccl): the engine over an NCCL communicator, or NULL.  The hooks
-     * keep the core free of any CUDA dependency. */
-    struct sqz_gpu_comm *gpu;
-    void (*gpu_destroy)(struct sqz_comm *comm);
-    /* Checkpoints of the device engine's buffers (sqz_state_io.c): save into the sink (a sizing
-     * pass when its base is NULL), load from the bytes a save wrote. */
-    sqz_status_t (*gpu_state_save)(struct sqz_comm *comm, struct sqz_wbuf *w);
-    sqz_status_t (*gpu_state_load)(struct sqz_comm *comm, const void *buf, size_t len);
-    /* sqz_ef_allreduce / sqz_ef_forget on a device communicator */
-    sqz_status_t (*gpu_ef_allreduce)(struct sqz_comm *comm, void *buf, size_t count,
-                                     sqz_dtype_t dtype, sqz_op_t op, uint64_t key, void *stream);
-    void (*gpu_ef_forget)(struct sqz_comm *comm, uint64_t key);
-    void (*gpu_flush_stats)(struct sqz_comm *comm);
+    /* GPU path (sqz_comm_create_nccl): the engine over an NCCL communicator and its entry
+     * points, or NULL */
+    struct sqz_gpu_comm    *gpu;
+    const sqz_device_ops_t *device;
     int                gpu_abandon;      /* destroy without touching the device (after abort) */
     sqz_moe_comm_t    *moe;              /* MoE token all-to-all state, or NULL (sqz_moe.c) */
     /* The cost model (sqz_policy.c): the hosts the ranks span and the most ranks on one (0:

@@ -127,8 +127,8 @@ void sqz_comm_destroy(sqz_comm_t *comm)
         return;
     }
     sqz_hier_free(comm->hier);
-    if (comm->gpu_destroy) {
-        comm->gpu_destroy(comm);
+    if (comm->device) {
+        comm->device->destroy(comm);
     }
     sqz_layouts_fini(comm);
     sqz_moe_comm_free(comm);
@@ -748,9 +748,9 @@ sqz_status_t sqz_ef_allreduce(sqz_comm_t *comm, void *buf, size_t count, sqz_dty
                      comm->ctx->method->name);
     }
     if (stream || comm->gpu) {
-        return comm->gpu_ef_allreduce ? comm->gpu_ef_allreduce(comm, buf, count, dtype, op, key,
-                                                               stream)
-                                      : SQZ_ERR_NOT_SUPPORTED;
+        return comm->device
+                   ? comm->device->ef_allreduce(comm, buf, count, dtype, op, key, stream)
+                   : SQZ_ERR_NOT_SUPPORTED;
     }
     if (SQZ_DTYPE_FLOAT32 != dtype) {
         return SQZ_ERR_NOT_SUPPORTED; /* host buffers are float32 */
@@ -776,8 +776,8 @@ void sqz_ef_forget(sqz_comm_t *comm, uint64_t key)
         return;
     }
     pthread_mutex_lock(&comm->lock);
-    if (comm->gpu_ef_forget) {
-        comm->gpu_ef_forget(comm, key);
+    if (comm->device) {
+        comm->device->ef_forget(comm, key);
     }
     sqz_state_drop(&comm->store, key);
     sqz_comm_account_state(comm, comm->store.bytes);

@@ -7,7 +7,7 @@
  *   header   "SQZSTAT1", format version, method name, settings hash, nranks, rank, counts
  *   tracker  sqz_callseq_save's bytes
  *   records  per host state: its fixed fields, a bitmask of the arrays present, the arrays
- *   device   the device engine's part (sqz_comm_t.gpu_state_save), when it has one
+ *   device   the device engine's part (sqz_comm_t.device->state_save), when it has one
  * The header is checked on load: another format version, method, rank count, rank or settings
  * hash is a clear error, and nothing is changed. */
 #include "config.h"
@@ -136,8 +136,8 @@ static sqz_status_t sqz_state_write(sqz_comm_t *comm, sqz_wbuf_t *w)
     SQZ_CHECK(sqz_state_header_make(comm, &h));
     h.seq_bytes    = sqz_callseq_save(comm->seq, NULL, 0);
     sqz_wbuf_t dev = {0};
-    if (comm->gpu_state_save) {
-        SQZ_CHECK(comm->gpu_state_save(comm, &dev));
+    if (comm->device) {
+        SQZ_CHECK(comm->device->state_save(comm, &dev));
     }
     h.device_bytes = dev.off;
     sqz_wbuf_put(w, &h, sizeof(h));
@@ -152,10 +152,10 @@ static sqz_status_t sqz_state_write(sqz_comm_t *comm, sqz_wbuf_t *w)
     for (const sqz_buf_state_t *b = comm->store.oldest; b; b = b->newer) {
         sqz_state_put_record(w, b);
     }
-    if (comm->gpu_state_save) {
+    if (comm->device) {
         if (w->base && w->off + dev.off <= w->cap) {
             sqz_wbuf_t d = {w->base + w->off, dev.off, 0};
-            SQZ_CHECK(comm->gpu_state_save(comm, &d));
+            SQZ_CHECK(comm->device->state_save(comm, &d));
         }
         w->off += dev.off;
     }
@@ -294,13 +294,13 @@ static sqz_status_t sqz_state_read(sqz_comm_t *comm, sqz_rbuf_t *r)
     if (SQZ_OK == st && (NULL == dev || r->off != r->len)) {
         st = SQZ_ERR_CORRUPT;
     }
-    if (SQZ_OK == st && h.device_bytes && NULL == comm->gpu_state_load) {
+    if (SQZ_OK == st && h.device_bytes && NULL == comm->device) {
         SQZ_ERROR("sqz_state_load: the checkpoint holds device buffers' state: load it into a "
                   "device communicator");
         st = SQZ_ERR_INVALID_PARAM;
     }
-    if (SQZ_OK == st && comm->gpu_state_load) {
-        st = comm->gpu_state_load(comm, dev, (size_t)h.device_bytes);
+    if (SQZ_OK == st && comm->device) {
+        st = comm->device->state_load(comm, dev, (size_t)h.device_bytes);
     }
     if (SQZ_OK != st) {
         sqz_state_store_fini(&store);

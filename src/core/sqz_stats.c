@@ -27,7 +27,7 @@ void sqz_ctx_flush_gpu_stats(sqz_ctx_t *ctx)
     pthread_mutex_unlock(&ctx->lock);
     /* Outside the lock: a flush records into the stats, which takes it. */
     for (size_t i = 0; i < m; i++) {
-        comms[i]->gpu_flush_stats(comms[i]);
+        comms[i]->device->flush_stats(comms[i]);
     }
 }
 

@@ -383,13 +383,16 @@ sqz_status_t sqz_gpu_comm_create(sqz_ctx_t *ctx, const sqz_nccl_api_t *api, nccl
         free(g);
         return st;
     }
-    comm->gpu             = g;
-    comm->gpu_destroy     = sqz_gpu_destroy;
-    comm->gpu_flush_stats = sqz_gpu_flush_stats;
-    comm->gpu_state_save  = sqz_gpu_state_save;
-    comm->gpu_state_load  = sqz_gpu_state_load;
-    comm->gpu_ef_allreduce = sqz_gpu_ef_allreduce;
-    comm->gpu_ef_forget    = sqz_gpu_ef_forget;
+    static const sqz_device_ops_t ops = {
+        .destroy      = sqz_gpu_destroy,
+        .state_save   = sqz_gpu_state_save,
+        .state_load   = sqz_gpu_state_load,
+        .ef_allreduce = sqz_gpu_ef_allreduce,
+        .ef_forget    = sqz_gpu_ef_forget,
+        .flush_stats  = sqz_gpu_flush_stats,
+    };
+    comm->gpu    = g;
+    comm->device = &ops;
     api->CommCuDevice(g->nc, &g->device);
     int saved = -1;
     cudaGetDevice(&saved);
@@ -534,7 +537,7 @@ int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s)
 }
 
 /* ------------------------------------------------------------------------------------------- */
-/* Checkpoints (sqz_state_io.c calls these through comm->gpu_state_save / gpu_state_load)       */
+/* Checkpoints (sqz_state_io.c calls these through comm->device's state_save / state_load)      */
 /* ------------------------------------------------------------------------------------------- */
 /* Gives b its saved residual and counter, if the pending checkpoint holds them (stream order). */
 static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s)

@@ -135,12 +135,12 @@ void sqz_gpu_hier_free(sqz_gpu_hier_t *h, int abandon)
 
 sqz_status_t sqz_gpu_hier_state_save(sqz_gpu_hier_t *h, sqz_wbuf_t *w)
 {
-    return h->inter->gpu_state_save(h->inter, w);
+    return h->inter->device->state_save(h->inter, w);
 }
 
 sqz_status_t sqz_gpu_hier_state_load(sqz_gpu_hier_t *h, const void *buf, size_t len)
 {
-    return h->inter->gpu_state_load(h->inter, buf, len);
+    return h->inter->device->state_load(h->inter, buf, len);
 }
 
 sqz_status_t sqz_gpu_hier_allreduce(sqz_gpu_hier_t *h, const void *in, void *out, size_t count,
