@@ -43,7 +43,7 @@ sqz_status_t sqz_hier_attach(sqz_comm_t *comm, const sqz_transport_t *local)
     pthread_mutex_init(&h->lock, NULL);
     comm->hier = h;
     /* The cost model: one rank per host, the host's L exchanges sharing its link. */
-    comm->hosts = comm->nranks, comm->per_host = 1, comm->link_share = local->nranks;
+    comm->cost.hosts = comm->nranks, comm->cost.per_host = 1, comm->cost.link_share = local->nranks;
     return SQZ_OK;
 }
 
@@ -191,13 +191,13 @@ static int sqz_hier_share(sqz_comm_t *comm, const size_t *n, int eligible)
         return 0;
     }
     h->shared  = 1;
-    float v[4] = {(float)comm->link_Bps, (float)comm->latency_s, (float)comm->compress_Bps,
-                  (float)comm->decode_Bps};
+    float v[4] = {(float)comm->cost.link_Bps, (float)comm->cost.latency_s,
+                  (float)comm->cost.compress_Bps, (float)comm->cost.decode_Bps};
     if (0 != h->local.allreduce_f32_sum(h->local.self, v, v, 4)) {
         return -1;
     }
-    comm->link_Bps = v[0] / (double)L, comm->latency_s = v[1] / (double)L;
-    comm->compress_Bps = v[2] / (double)L, comm->decode_Bps = v[3] / (double)L;
+    comm->cost.link_Bps = v[0] / (double)L, comm->cost.latency_s = v[1] / (double)L;
+    comm->cost.compress_Bps = v[2] / (double)L, comm->cost.decode_Bps = v[3] / (double)L;
     return 0;
 }
 

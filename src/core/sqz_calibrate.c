@@ -166,8 +166,8 @@ static sqz_status_t sqz_cal_link(sqz_comm_t *comm, unsigned char *buf, size_t pe
     if (big < 0) {
         return SQZ_ERR_TRANSPORT;
     }
-    comm->latency_s = lat;
-    comm->link_Bps  = (double)(comm->nranks - 1) * (double)per / fmax(big - lat, 1e-9);
+    comm->cost.latency_s = lat;
+    comm->cost.link_Bps  = (double)(comm->nranks - 1) * (double)per / fmax(big - lat, 1e-9);
     return SQZ_OK;
 }
 
@@ -215,8 +215,8 @@ static void sqz_cal_kernel_rates(sqz_comm_t *comm, const float *agree)
         most = fmax(most, agree[4 + b]);
     }
     const double share = fmin(1.0, agree[3] / comm->nranks / most);
-    comm->compress_Bps = agree[0] > 0 ? share * comm->nranks * 1e9 / agree[0] : 0.0;
-    comm->decode_Bps   = agree[1] > 0 ? share * comm->nranks * 1e9 / agree[1] : 0.0;
+    comm->cost.compress_Bps = agree[0] > 0 ? share * comm->nranks * 1e9 / agree[0] : 0.0;
+    comm->cost.decode_Bps   = agree[1] > 0 ? share * comm->nranks * 1e9 / agree[1] : 0.0;
 }
 
 static void sqz_cal_log(const sqz_comm_t *comm)
@@ -224,21 +224,21 @@ static void sqz_cal_log(const sqz_comm_t *comm)
     const sqz_cost_net_t net = sqz_policy_net(comm);
     SQZ_INFO("cost model: %d ranks, link %.4g Gbit/s%s, latency %.3g us, compress %.3g GB/s, "
              "decode %.3g GB/s per rank", comm->nranks, net.link_Bps * 8e-9,
-             comm->link_Bps > 0 ? " measured" : "", net.latency_s * 1e6,
-             comm->compress_Bps * 1e-9, comm->decode_Bps * 1e-9);
+             comm->cost.link_Bps > 0 ? " measured" : "", net.latency_s * 1e6,
+             comm->cost.compress_Bps * 1e-9, comm->cost.decode_Bps * 1e-9);
 }
 
 sqz_status_t sqz_policy_calibrate(sqz_comm_t *comm)
 {
     const sqz_core_params_t *p = &comm->ctx->p;
-    if (comm->calibrated || SQZ_EXCHANGE_MODEL_TIME != p->exchange_model ||
+    if (comm->cost.calibrated || SQZ_EXCHANGE_MODEL_TIME != p->exchange_model ||
         SQZ_EXCHANGE_SUMMABLE == comm->ctx->method->exchange) {
         return SQZ_OK;
     }
     const int kernels = 0 == p->kernel_gbps, link = 0 == p->link_gbps;
-    comm->compress_Bps = comm->decode_Bps = p->kernel_gbps * 1e9;
+    comm->cost.compress_Bps = comm->cost.decode_Bps = p->kernel_gbps * 1e9;
     if ((!kernels && !link) || comm->nranks < 2) {
-        comm->calibrated = 1; /* settings: the same on every rank, nothing to measure */
+        comm->cost.calibrated = 1; /* settings: the same on every rank, nothing to measure */
         return SQZ_OK;
     }
     /* One all-reduce (no allocation, so no rank can drop out) agrees on: the kernels' seconds per
@@ -264,7 +264,7 @@ sqz_status_t sqz_policy_calibrate(sqz_comm_t *comm)
         st = sqz_cal_link(comm, lbuf, per);
     }
     free(lbuf);
-    comm->calibrated = SQZ_OK == st;
+    comm->cost.calibrated = SQZ_OK == st;
     if (SQZ_OK == st && 0 == comm->rank) {
         sqz_cal_log(comm);
     }

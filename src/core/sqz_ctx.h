@@ -151,6 +151,18 @@ struct sqz_layout_entry;
 struct sqz_wbuf;
 
 /** A communicator's engine. */
+/* What the cost model (sqz_policy.c) knows of a communicator: the hosts the ranks span and the
+ * most ranks on one (0: unknown, taken as one rank per host), how many such communicators share a
+ * host's link (a hierarchy's exchanges between hosts, one per local rank), and the rates agreed at
+ * the first compressed call (calibrated: 1 once they are). */
+typedef struct sqz_comm_cost {
+    int    hosts, per_host;
+    int    link_share; /* exchanges running at once on each host's link (0: 1) */
+    double compress_Bps, decode_Bps;
+    double link_Bps, latency_s; /* measured (SQZ_LINK_GBPS=0); 0: from the settings */
+    int    calibrated;
+} sqz_comm_cost_t;
+
 /* What a device communicator attaches (src/cuda/sqz_gpu_engine.c): its engine's entry points,
  * so that the core keeps no CUDA dependency. */
 struct sqz_wbuf;
@@ -219,16 +231,8 @@ struct sqz_comm {
     const sqz_device_ops_t *device;
     int                gpu_abandon;      /* destroy without touching the device (after abort) */
     sqz_moe_comm_t    *moe;              /* MoE token all-to-all state, or NULL (sqz_moe.c) */
-    /* The cost model (sqz_policy.c): the hosts the ranks span and the most ranks on one (0:
-     * unknown, taken as one rank per host), how many such communicators share a host's link (a
-     * hierarchy's exchanges between hosts, one per local rank), and the kernel rates agreed at
-     * the first compressed call (calibrated: 1 once they are) */
-    int                hosts, per_host;
-    int                link_share; /* exchanges running at once on each host's link (0: 1) */
+    sqz_comm_cost_t    cost;
     struct sqz_hier   *hier;       /* sqz_comm_create_hier: the host's transport, or NULL */
-    double             compress_Bps, decode_Bps;
-    double             link_Bps, latency_s; /* measured (SQZ_LINK_GBPS=0); 0: from the settings */
-    int                calibrated;
 };
 
 /** Per-call accounting filled by the collective algorithms. */

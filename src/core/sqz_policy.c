@@ -11,21 +11,22 @@
 sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm)
 {
     const sqz_core_params_t *p = &comm->ctx->p;
-    sqz_cost_net_t net = {.ranks = comm->nranks, .hosts = comm->hosts ? comm->hosts : comm->nranks,
-                          .per_host = comm->per_host ? comm->per_host : 1,
+    const sqz_comm_cost_t   *c = &comm->cost;
+    sqz_cost_net_t net = {.ranks = comm->nranks, .hosts = c->hosts ? c->hosts : comm->nranks,
+                          .per_host = c->per_host ? c->per_host : 1,
                           .link_Bps = p->link_gbps * 1e9 / 8,
                           .intra_Bps = (p->intra_gbps > 0 ? p->intra_gbps : 200) * 1e9 / 8,
                           .latency_s = p->link_latency_us * 1e-6};
-    if (comm->link_Bps > 0) {
+    if (c->link_Bps > 0) {
         /* Measured as one rank sees it, its host's link shared as the exchanges share it. */
         net.hosts = net.ranks, net.per_host = 1;
-        net.link_Bps = comm->link_Bps, net.latency_s = comm->latency_s;
+        net.link_Bps = c->link_Bps, net.latency_s = c->latency_s;
     } else {
         if (net.link_Bps <= 0) {
             net.link_Bps = 10e9 / 8; /* SQZ_LINK_GBPS=0 without a measurement */
         }
         /* (a measured rate already is this rank's share: the sharers calibrate together) */
-        net.link_Bps /= comm->link_share > 1 ? comm->link_share : 1;
+        net.link_Bps /= c->link_share > 1 ? c->link_share : 1;
     }
     return net;
 }
@@ -33,7 +34,7 @@ sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm)
 static double sqz_policy_seconds(const sqz_comm_t *comm, const sqz_cost_net_t *net,
                                  sqz_cost_work_t w)
 {
-    const sqz_cost_rates_t rates = {comm->compress_Bps, comm->decode_Bps};
+    const sqz_cost_rates_t rates = {comm->cost.compress_Bps, comm->cost.decode_Bps};
     return sqz_cost_seconds(net, &rates, &w);
 }
 

@@ -73,7 +73,7 @@ sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, nc
     free(keys);
     const int host = lay.host, lrank = lay.local_rank, lsize = lay.local_size, hosts = lay.hosts;
     const int uniform = lay.uniform;
-    comm->hosts = hosts, comm->per_host = lay.most; /* (the cost model's topology) */
+    comm->cost.hosts = hosts, comm->cost.per_host = lay.most; /* (the cost model's topology) */
     if (hosts < 2 || lsize < 2 || !uniform) {
         if (SQZ_HIER_ON == mode) {
             SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_HIER=on: %d host(s) of %s rank(s): the GPU path stays "
@@ -98,7 +98,8 @@ sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, nc
     }
     if (SQZ_OK == st) {
         /* One rank per host, and the host's L exchanges share its link. */
-        h->inter->hosts = hosts, h->inter->per_host = 1, h->inter->link_share = lsize;
+        sqz_comm_cost_t *const c = &h->inter->cost;
+        c->hosts = hosts, c->per_host = 1, c->link_share = lsize;
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("hierarchical GPU communicator: %s", sqz_status_string(st));

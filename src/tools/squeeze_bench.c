@@ -496,7 +496,7 @@ static void bench_comm_create(sqz_ctx_t *ctx, bench_comm_t *b)
             st = sqz_comm_create(ctx, &b->t, &b->comm);
         }
         if (SQZ_OK == st) {
-            b->comm->hosts = lay.hosts, b->comm->per_host = lay.most;
+            b->comm->cost.hosts = lay.hosts, b->comm->cost.per_host = lay.most;
         }
     }
     if (SQZ_OK != st) {
@@ -545,7 +545,7 @@ static void run_allreduce(const opts_t *o, FILE *js)
                                                   o->warmup);
             /* The ideal: this rank's sent bytes at the link rate plus the compute measured in
              * the same calls (SQZ_LINK_GBPS says the rate). */
-            const double link = comms[m]->link_Bps > 0 ? comms[m]->link_Bps
+            const double link = comms[m]->cost.link_Bps > 0 ? comms[m]->cost.link_Bps
                                                         : ctxs[m]->p.link_gbps * 1e9 / 8;
             const double ideal = r.sent_ratio * (double)bytes / link + r.compute_s;
             if (0 == rank_) {
@@ -567,7 +567,7 @@ static void run_allreduce(const opts_t *o, FILE *js)
                             first ? "" : ",", o->m[m].label, bytes, td, r.t_sqz, td / r.t_sqz,
                             r.wire_ratio, r.sent_ratio, r.rel_error, r.model_s, r.compute_s,
                             ideal, sqz_policy_dense_seconds(comms[m], n), link * 8e-9,
-                            comms[m]->compress_Bps * 1e-9, comms[m]->decode_Bps * 1e-9);
+                            comms[m]->cost.compress_Bps * 1e-9, comms[m]->cost.decode_Bps * 1e-9);
                     first = 0;
                 }
             }

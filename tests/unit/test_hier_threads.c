@@ -92,7 +92,7 @@ static void rank_main(int rank, void *arg)
         j->ef_status = sqz_ef_allreduce(comm, buf, j->n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, NULL);
     }
     sqz_stats_get(ctx, &j->stats[rank]);
-    j->link[rank] = comm->link_Bps, j->compress[rank] = comm->compress_Bps;
+    j->link[rank] = comm->cost.link_Bps, j->compress[rank] = comm->cost.compress_Bps;
     j->intra[rank] = sqz_hier_intra_seconds(comm, j->n);
     free(in);
     free(bufs[0]);

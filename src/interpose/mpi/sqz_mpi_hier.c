@@ -68,7 +68,7 @@ static int sqz_mpi_hier_split(sqz_mpi_hier_t *h, MPI_Comm comm)
                               : sqz_comm_create(ctx, &h->t, &h->engine))) {
         return -1;
     }
-    h->engine->hosts = lay->hosts, h->engine->per_host = 1; /* (one rank per host) */
+    h->engine->cost.hosts = lay->hosts, h->engine->cost.per_host = 1; /* (one rank per host) */
     /* A compressed exchange that waits too long for a peer looks where that peer is. */
     sqz_transport_mpi_on_stall(&h->t, sqz_board_stalled, h->flat->ctx->p.stall_seconds);
     return 0;
@@ -85,7 +85,7 @@ int sqz_mpi_hier_create(sqz_comm_t *flat, MPI_Comm comm, sqz_mpi_hier_t **out)
     if (0 != sqz_mpi_hosts(comm, flat->ctx->p.host_id, &lay)) {
         return -1;
     }
-    flat->hosts = lay.hosts, flat->per_host = lay.most; /* (the cost model's topology) */
+    flat->cost.hosts = lay.hosts, flat->cost.per_host = lay.most; /* (the cost model's topology) */
     if (lay.most < 2 || (SQZ_HIER_ON != mode && lay.hosts < 2)) {
         return 0;
     }
