@@ -163,26 +163,31 @@ def emit_result(result, rank, path):
                 f.write(line + "\n")
 
 
-def parse_args():
-    ap = argparse.ArgumentParser(description="GPT-style LM under DDP, dense or compressed "
-                                             "gradient all-reduce")
-    ap.add_argument("--comm", choices=("dense", "squeeze", "torch-fp16", "torch-powersgd"),
-                    default="dense")
+def add_model_args(ap, heads=12):
+    """The model, data and schedule options that fsdp_train.py shares with this script."""
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch", type=int, default=16, help="sequences per GPU per step")
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=32768)
     ap.add_argument("--d-model", type=int, default=768)
     ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=12)
+    ap.add_argument("--heads", type=int, default=heads)
     ap.add_argument("--mlp-ratio", type=int, default=4)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--warmup", type=int, default=10, help="linear learning-rate warm-up steps")
+    ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--chain-k", type=int, default=4, help="successors per token in the chain")
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description="GPT-style LM under DDP, dense or compressed "
+                                             "gradient all-reduce")
+    ap.add_argument("--comm", choices=("dense", "squeeze", "torch-fp16", "torch-powersgd"),
+                    default="dense")
+    add_model_args(ap)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--grad-clip", type=float, default=1.0, help="0: no clipping")
     ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--chain-k", type=int, default=4, help="successors per token in the chain")
     ap.add_argument("--bucket-cap-mb", type=float, default=25, help="DDP bucket size (MB)")
     ap.add_argument("--powersgd-rank", type=int, default=4)
     ap.add_argument("--powersgd-start", type=int, default=2,

@@ -28,25 +28,14 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ddp_train import GPT, MarkovChain, emit_result, sqz_params  # noqa: E402
+from ddp_train import GPT, MarkovChain, add_model_args, emit_result, sqz_params  # noqa: E402
 
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--comm", choices=("dense", "squeeze"), default="dense")
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
-    ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch", type=int, default=16, help="sequences per rank per step")
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--vocab", type=int, default=32768)
-    ap.add_argument("--d-model", type=int, default=768)
-    ap.add_argument("--layers", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--mlp-ratio", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=1234)
-    ap.add_argument("--chain-k", type=int, default=4)
+    add_model_args(ap, heads=4)
     ap.add_argument("--sqz", action="append", default=[], metavar="NAME=VALUE",
                     help="a Squeeze setting (repeatable), e.g. method=quant")
     ap.add_argument("--json", metavar="PATH")
