@@ -95,29 +95,11 @@ static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
     return ch;
 }
 
-/* A sparsifier's reduce-scatter: the first phase of the split exchange alone (each rank's chunk
- * r compressed and sent to rank r, which decodes and sums what it receives), pipelined over
- * point-to-point messages when it can be; (P - 1) pieces of max_payload(n/P) a rank, against the
- * all-gather's (P - 1) payloads of max_payload(n).  (No dense switch: a reduce-scatter's dense
- * form is the transport's all-reduce.) */
-static sqz_choice_t sqz_policy_sparse_block(const sqz_comm_t *comm, size_t n)
-{
-    const sqz_core_params_t *p  = &comm->ctx->p;
-    sqz_choice_t             ch = {comm->p2p && p->pipeline ? SQZ_ALGO_REDUCE_SCATTER_P2P
-                                                            : SQZ_ALGO_REDUCE_SCATTER,
-                                   0};
-    if (SQZ_EXCHANGE_MODEL_TIME == p->exchange_model && comm->nranks > 1) {
-        const sqz_cost_net_t net   = sqz_policy_net(comm);
-        const double         piece = sqz_policy_payload(comm, (size_t)ceil((double)n /
-                                                                           comm->nranks));
-        ch.predicted = sqz_policy_seconds(
-            comm, &net, sqz_cost_reduce_scatter_block(&net, 4.0 * (double)n, piece));
-    }
-    return ch;
-}
-
-/* The scatter-reduce family (quant, sign, ...): pipelined over point-to-point messages when it
- * can be; under the time model, the dense all-reduce when it is predicted faster. */
+/* The scatter-reduce family (quant, sign, ...), and every method's reduce-scatter (its first
+ * phase alone: each rank's chunk r compressed and sent to rank r, which decodes and sums what it
+ * receives; for the sparsifiers, the split exchange's first phase): pipelined over point-to-point
+ * messages when it can be; under the time model, the dense all-reduce when it is predicted
+ * faster. */
 static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t block)
 {
     const sqz_core_params_t *p  = &comm->ctx->p;
@@ -151,7 +133,7 @@ sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block)
         return ch;
     }
     case SQZ_EXCHANGE_ALLGATHER:
-        return block ? sqz_policy_sparse_block(comm, n) : sqz_policy_sparse(comm, n);
+        return block ? sqz_policy_scatter(comm, n, block) : sqz_policy_sparse(comm, n);
     default: return sqz_policy_scatter(comm, n, block);
     }
 }
