@@ -29,9 +29,9 @@ The Comm must span the process group's ranks in the group's order (squeeze.ddp.c
 makes one so; an MPI communicator's ranks must equal the group's).  Under HSDP (a 2-D mesh) FSDP
 reduce-scatters over the mesh's shard dimension: make the Comm over that group
 (`create_nccl_comm(ctx, mesh.get_group(1))` on a (replicate, shard) mesh, or an MPI
-communicator split alike); the
-all-reduce across replicas stays FSDP's.  A Comm of other ranks is refused at the first call.  torch is imported only when
-a call runs or a model is registered.
+communicator split alike); the all-reduce across replicas stays FSDP's.  A Comm of other ranks
+is refused at the first call.  torch is imported only when a call runs or a model is
+registered.
 """
 import threading
 import warnings
