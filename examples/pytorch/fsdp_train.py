@@ -78,6 +78,9 @@ def mpi_reduce_scatter(mpi):
 def main():
     args = parse_args()
     rank, world, device, mpi = launch(args.device)
+    if args.device == "cpu" and mpi is None:
+        raise SystemExit("--device cpu runs under mpirun (the host reduce-scatters go over MPI), "
+                         "not torchrun")
 
     def log(*a):
         if rank == 0:
