@@ -825,10 +825,11 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     return &g->bufs[g->nbufs - 1];
 }
 
-/* The device memory of every buffer, in the context's state_bytes. */
+/* The device memory of every buffer, and of the hierarchy's reduce-scatter column, in the
+ * context's state_bytes. */
 static void sqz_gpu_account(sqz_comm_t *comm)
 {
-    size_t bytes = 0;
+    size_t bytes = sqz_gpu_hier_scratch_bytes(comm->gpu->hier);
     for (size_t i = 0; i < comm->gpu->nbufs; i++) {
         bytes += comm->gpu->bufs[i].bytes;
     }

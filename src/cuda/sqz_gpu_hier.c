@@ -175,6 +175,11 @@ sqz_status_t sqz_gpu_hier_allreduce(sqz_gpu_hier_t *h, const void *in, void *out
     return SQZ_OK;
 }
 
+size_t sqz_gpu_hier_scratch_bytes(const sqz_gpu_hier_t *h)
+{
+    return h ? h->column_bytes : 0;
+}
+
 int sqz_gpu_hier_takes_reduce_scatter(const sqz_gpu_hier_t *h)
 {
     return h != NULL && h->host_major;

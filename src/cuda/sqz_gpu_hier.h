@@ -54,6 +54,10 @@ sqz_status_t sqz_gpu_hier_state_load(sqz_gpu_hier_t *h, const void *buf, size_t 
 sqz_status_t sqz_gpu_hier_allreduce(sqz_gpu_hier_t *h, const void *in, void *out, size_t count,
                                     sqz_dtype_t dtype, sqz_op_t op, uint64_t key, cudaStream_t s);
 
+/** Device bytes of the reduce-scatter's column scratch (NULL: 0); the inter-host engine counts
+ *  its own buffers. */
+size_t sqz_gpu_hier_scratch_bytes(const sqz_gpu_hier_t *h);
+
 /** 1 when reduce-scatters can be hierarchical (the ranks are host-major). */
 int sqz_gpu_hier_takes_reduce_scatter(const sqz_gpu_hier_t *h);
 
