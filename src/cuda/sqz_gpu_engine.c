@@ -1110,6 +1110,48 @@ static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *c
     return SQZ_OK;
 }
 
+/* Policy, from facts that every rank shares (the same call on every rank): whether the call is
+ * compressed at all (rs: a reduce-scatter; opt: the optimizer-side collective, which ignores
+ * SQZ_MIN_BYTES). */
+static int sqz_gpu_eligible(sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
+                            int rs, int opt, cudaStream_t s)
+{
+    const struct sqz_gpu_comm *g = comm->gpu;
+    if (!g->enabled || !(opt || count * sqz_gpu_dtype_size(dtype) >= comm->ctx->p.min_bytes) ||
+        !sqz_comm_method_takes(comm, count, dtype, op, SQZ_MEMORY_DEVICE, rs)) {
+        return 0;
+    }
+    /* Under CUDA graph capture the workspace cannot be allocated and the call could not be
+     * replayed with fresh randomness: pass through (every rank captures the same calls). */
+    enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(s, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
+        cudaGetLastError();
+        return 0;
+    }
+    return 1;
+}
+
+/* A call through the hierarchy (SQZ_HIER): its inter-host engine counts the compressed part; a
+ * reduce-scatter whose column scratch some rank could not allocate goes dense on every rank. */
+static sqz_status_t sqz_gpu_run_hier(sqz_comm_t *comm, const void *in, void *recvbuf,
+                                     void *rs_out, size_t count, sqz_dtype_t dtype, sqz_op_t op,
+                                     uint64_t key, cudaStream_t s)
+{
+    sqz_gpu_hier_t *const h = comm->gpu->hier;
+    if (NULL == rs_out) {
+        return sqz_gpu_hier_allreduce(h, in, recvbuf, count, dtype, op, key, s);
+    }
+    sqz_status_t st = sqz_gpu_hier_reduce_scatter(h, comm, in, rs_out,
+                                                  count / (size_t)comm->nranks, dtype, op, key, s);
+    if (SQZ_ERR_NOT_SUPPORTED == st) {
+        sqz_ctx_t *const ctx = comm->ctx;
+        sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
+        sqz_stats_record(ctx, ctx->method_index, 'f', count * sqz_gpu_dtype_size(dtype), &cst);
+        st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
+    }
+    return st;
+}
+
 static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
                                 void *stream, void *rs_out, unsigned flags)
@@ -1128,21 +1170,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     if (count == 0) {
         return SQZ_OK;
     }
-    /* Policy, from facts that every rank shares (the same call on every rank). */
-    const int opt      = 0 != (flags & SQZ_GPU_OPTIMIZER);
-    int       eligible = g->enabled && (opt || count * esz >= ctx->p.min_bytes) &&
-                   sqz_comm_method_takes(comm, count, dtype, op, SQZ_MEMORY_DEVICE,
-                                         rs_out != NULL);
-    if (eligible) {
-        /* Under CUDA graph capture the workspace cannot be allocated and the call could not
-         * be replayed with fresh randomness: pass through (every rank captures the same calls). */
-        enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-        if (cudaStreamIsCapturing(s, &cs) != cudaSuccess || cs != cudaStreamCaptureStatusNone) {
-            cudaGetLastError();
-            eligible = 0;
-        }
-    }
-    if (!eligible) {
+    const int opt = 0 != (flags & SQZ_GPU_OPTIMIZER);
+    if (!sqz_gpu_eligible(comm, count, dtype, op, rs_out != NULL, opt, s)) {
         sqz_comm_count_passthrough(comm);
         if (NULL != ctx->device_declined && !g->enabled) {
             __atomic_fetch_add(&ctx->calls_declined, 1, __ATOMIC_RELAXED);
@@ -1167,20 +1196,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
     sqz_status_t     st  = SQZ_OK;
-    if (hier && rs_out) {
-        /* (its inter-host engine counts the compressed part; no scratch on some rank: dense on
-         * every rank) */
-        st = sqz_gpu_hier_reduce_scatter(g->hier, comm, in, rs_out, count / (size_t)comm->nranks,
-                                         dtype, op, key, s);
-        if (SQZ_ERR_NOT_SUPPORTED == st) {
-            sqz_stats_record(ctx, ctx->method_index, 'f', count * esz, &cst);
-            st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
-        }
-        goto out;
-    }
     if (hier) {
-        /* (its inter-host engine counts the compressed part) */
-        st = sqz_gpu_hier_allreduce(g->hier, in, recvbuf, count, dtype, op, key, s);
+        st = sqz_gpu_run_hier(comm, in, recvbuf, rs_out, count, dtype, op, key, s);
         goto out;
     }
     const int        automatic = 0 == key;
