@@ -142,6 +142,23 @@ class MarkovChain:
 
 
 # -------------------------------------------------------------------------------------------------
+def rank0_log(rank):
+    """print, on rank 0 only, flushed."""
+    def log(*a):
+        if rank == 0:
+            print(*a, flush=True)
+    return log
+
+
+def make_model(args, device):
+    """(the GPT of add_model_args' options on device, seeded with --seed: the same weights on
+    every rank; its parameter count)."""
+    torch.manual_seed(args.seed)
+    model = GPT(args.vocab, args.seq, args.d_model, args.layers, args.heads,
+                args.mlp_ratio).to(device)
+    return model, sum(p.numel() for p in model.parameters())
+
+
 def sqz_params(pairs):
     """{name: value} of the --sqz NAME=VALUE options (fsdp_train.py uses it too)."""
     params = {}
@@ -215,15 +232,9 @@ def main():
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    def log(*a):
-        if rank == 0:
-            print(*a, flush=True)
-
+    log = rank0_log(rank)
     # Same initial weights on every rank (DDP broadcasts rank 0's anyway).
-    torch.manual_seed(args.seed)
-    model = GPT(args.vocab, args.seq, args.d_model, args.layers, args.heads,
-                args.mlp_ratio).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
+    model, n_params = make_model(args, device)
     log(f"model: {n_params / 1e6:.1f}M parameters (vocab {args.vocab}, d_model {args.d_model}, "
         f"{args.layers} layers, {args.heads} heads, MLP x{args.mlp_ratio}, seq {args.seq}, tied "
         f"embeddings); {world} rank(s), batch {args.batch}/GPU, comm {args.comm}"

@@ -28,7 +28,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ddp_train import GPT, MarkovChain, add_model_args, emit_result, sqz_params  # noqa: E402
+from ddp_train import (MarkovChain, add_model_args, emit_result, make_model,  # noqa: E402
+                       rank0_log, sqz_params)
 
 
 def parse_args():
@@ -82,15 +83,9 @@ def main():
         raise SystemExit("--device cpu runs under mpirun (the host reduce-scatters go over MPI), "
                          "not torchrun")
 
-    def log(*a):
-        if rank == 0:
-            print(*a, flush=True)
-
+    log = rank0_log(rank)
     from torch.distributed.fsdp import fully_shard
-    torch.manual_seed(args.seed)
-    model = GPT(args.vocab, args.seq, args.d_model, args.layers, args.heads,
-                args.mlp_ratio).to(device)
-    n_params = sum(p.numel() for p in model.parameters())
+    model, n_params = make_model(args, device)
     from torch.distributed.device_mesh import init_device_mesh
     mesh = init_device_mesh(args.device, (world,))
     for block in model.blocks:
