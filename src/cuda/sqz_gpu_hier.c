@@ -40,20 +40,6 @@ static int sqz_gpu_gather_hosts(sqz_comm_t *comm, uint64_t *keys)
     return rc ? -1 : 0;
 }
 
-/* 1 when every rank r is host(r) x L + local_rank(r) (the same answer on every rank: all see
- * the same keys). */
-static int sqz_gpu_host_major(const uint64_t *keys, int P, int L)
-{
-    for (int r = 0; r < P; r++) {
-        sqz_host_layout_t lr;
-        sqz_host_layout(keys, P, r, &lr);
-        if (lr.host * L + lr.local_rank != r) {
-            return 0;
-        }
-    }
-    return 1;
-}
-
 sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, ncclComm_t nc,
                                  sqz_gpu_hier_t **out)
 {
@@ -69,7 +55,6 @@ sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, nc
     }
     sqz_host_layout_t lay;
     sqz_host_layout(keys, comm->nranks, comm->rank, &lay);
-    const int host_major = sqz_gpu_host_major(keys, comm->nranks, lay.local_size);
     free(keys);
     const int host = lay.host, lrank = lay.local_rank, lsize = lay.local_size, hosts = lay.hosts;
     const int uniform = lay.uniform;
@@ -87,7 +72,7 @@ sqz_status_t sqz_gpu_hier_create(sqz_comm_t *comm, const sqz_nccl_api_t *api, nc
         return SQZ_ERR_NO_MEMORY; /* (the peers' splits then wait: as NCCL's would) */
     }
     *h = (sqz_gpu_hier_t){.api = api, .nc = nc, .local_rank = lrank, .local_size = lsize,
-                          .hosts = hosts, .host_major = host_major};
+                          .hosts = hosts, .host_major = lay.host_major};
     sqz_status_t st = SQZ_OK;
     if (api->CommSplit(nc, host, comm->rank, &h->intra, NULL) != ncclSuccess ||
         api->CommSplit(nc, lrank, host, &h->inter_nc, NULL) != ncclSuccess) {

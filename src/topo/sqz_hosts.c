@@ -47,4 +47,10 @@ void sqz_host_layout(const uint64_t *keys, int P, int me, sqz_host_layout_t *out
     for (int q = 0; q < me; q++) {
         out->local_rank += keys[q] == keys[me];
     }
+    /* Host-major: hosts of L ranks each, every run of L consecutive ranks on one host (hosts
+     * are then numbered in run order, and rank r is host r / L, local rank r % L). */
+    out->host_major = out->uniform && first_size > 0;
+    for (int r = 0; out->host_major && r < P; r++) {
+        out->host_major = keys[r] == keys[r - r % first_size];
+    }
 }

@@ -17,6 +17,8 @@ typedef struct sqz_host_layout {
     int local_size; /* ranks on this rank's host */
     int most;       /* most ranks on one host */
     int uniform;    /* 1: every host holds the same number of ranks */
+    int host_major; /* 1: uniform, and every rank r is host r / L, local rank r % L (L ranks a
+                       host): a reduce-scatter's block r can go through the hierarchy */
 } sqz_host_layout_t;
 
 /** This rank's host key: of host_id when it is not empty, else of the hostname. */

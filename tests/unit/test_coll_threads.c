@@ -1133,19 +1133,29 @@ static void test_mismatch(void)
 }
 
 /* Ranks grouped by host key: hosts numbered by first rank, local ranks in rank order, uniform
- * only when every host holds as many ranks. */
+ * only when every host holds as many ranks, host-major only when uniform hosts hold runs of
+ * consecutive ranks (the same answer on every rank). */
 static void test_host_layout(void)
 {
     const uint64_t    blocks[] = {7, 7, 9, 9}, interleaved[] = {7, 9, 7, 9, 7, 9};
     const uint64_t    uneven[] = {5, 3, 5};
     sqz_host_layout_t l;
+    const uint64_t    runs_uneven[] = {5, 5, 3};
     sqz_host_layout(blocks, 4, 3, &l);
     CHECK(1 == l.host && 2 == l.hosts && 1 == l.local_rank && 2 == l.local_size && l.uniform);
+    for (int me = 0; me < 4; me++) {
+        sqz_host_layout(blocks, 4, me, &l);
+        CHECK(l.host_major && l.host * 2 + l.local_rank == me);
+    }
     sqz_host_layout(interleaved, 6, 4, &l);
     CHECK(0 == l.host && 2 == l.hosts && 2 == l.local_rank && 3 == l.local_size && l.uniform);
     CHECK_EQ_INT(l.most, 3);
+    CHECK(!l.host_major);
     sqz_host_layout(uneven, 3, 1, &l);
     CHECK(1 == l.host && 0 == l.local_rank && 1 == l.local_size && !l.uniform && 2 == l.most);
+    CHECK(!l.host_major);
+    sqz_host_layout(runs_uneven, 3, 0, &l);
+    CHECK(!l.uniform && !l.host_major);
     CHECK(sqz_host_key("a") != sqz_host_key("b") && sqz_host_key("a") == sqz_host_key("a"));
 }
 

@@ -103,13 +103,7 @@ int sqz_mpi_hier_create(sqz_comm_t *flat, MPI_Comm comm, sqz_mpi_hier_t **out)
         sqz_mpi_hier_free(h);
         return -1;
     }
-    int rank = 0, mine = 0;
-    PMPI_Comm_rank(comm, &rank);
-    mine = h->sharded && rank == lay.host * lay.local_size + lay.local_rank;
-    if (MPI_SUCCESS != PMPI_Allreduce(&mine, &h->host_major, 1, MPI_INT, MPI_MIN, comm)) {
-        sqz_mpi_hier_free(h);
-        return -1;
-    }
+    h->host_major = h->sharded && lay.host_major; /* (the same on every rank: all keys seen) */
     SQZ_INFO("hierarchical all-reduce (%s): %d host(s), %d rank(s) on this one, local rank %d",
              h->sharded ? "sharded" : "leader", lay.hosts, lay.local_size, lay.local_rank);
     *out = h;
