@@ -21,6 +21,10 @@
 #   preload LIB... the LD_PRELOAD value that loads LIB... (the ASan runtime first in a sanitized
 #                  build: an uninstrumented program must load it before any instrumented library)
 #   $PY_ENV        VAR=value words for a Python process of a sanitized build (empty otherwise)
+#   python_check_ranks PY SCRIPT
+#                  runs tests/python/SCRIPT with PY under $MPI_TEST_RANKS ranks each, against
+#                  this build's libsqueeze.so; prints its PASS/FAIL/SKIP lines, counts a non-zero
+#                  exit with bad
 # Sourcing it checks that the launcher starts one world of several ranks (exit 99 otherwise): a
 # launcher of another MPI than the programs' starts singletons, on which tests could pass.
 # Sourcing it also clears every SQZ_* variable: run_np forwards them all, so only what a case sets
@@ -129,4 +133,18 @@ sys.exit(0 if ("Open MPI" in v) == (sys.argv[1] == "openmpi") and
         fi
     done
     return 1
+}
+
+python_check_ranks() {
+    SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so"
+    export SQUEEZE_LIB
+    for _np in $MPI_TEST_RANKS; do
+        echo "== $_np ranks: $1 $2"
+        # shellcheck disable=SC2086 # PY_ENV is words
+        run_job SQUEEZE_LIB LD_PRELOAD="$(preload)" $PY_ENV -np "$_np" \
+            "$1" "$top_srcdir/tests/python/$2" >"$TESTDIR/log$_np" 2>&1
+        _rc=$?
+        sed 's/^/   /' "$TESTDIR/log$_np" | grep -E 'PASS|FAIL|SKIP|Error|error' | head -n 40
+        [ "$_rc" -eq 0 ] || bad "$_np ranks: $2 exited $_rc"
+    done
 }

@@ -14,17 +14,7 @@ if ! PY=$(mpi4py_python) || ! "$PY" -c 'import torch' >/dev/null 2>&1; then
     echo "SKIP: no python3 with numpy, torch and an mpi4py built for $MPI_IMPL"
     exit 77
 fi
-SQUEEZE_LIB="$top_builddir/.libs/libsqueeze.so"
-export SQUEEZE_LIB
-for np in $MPI_TEST_RANKS; do
-    echo "== $np ranks: $PY fsdp_check.py"
-    # shellcheck disable=SC2086 # PY_ENV is words
-    run_job SQUEEZE_LIB LD_PRELOAD="$(preload)" $PY_ENV -np "$np" \
-        "$PY" "$top_srcdir/tests/python/fsdp_check.py" >"$TESTDIR/log$np" 2>&1
-    rc=$?
-    sed 's/^/   /' "$TESTDIR/log$np" | grep -E 'PASS|FAIL|SKIP|Error|error' | head -n 40
-    [ "$rc" -eq 0 ] || bad "$np ranks: fsdp_check.py exited $rc"
-done
+python_check_ranks "$PY" fsdp_check.py
 if [ "$failures" -ne 0 ]; then
     echo "FAIL: $failures check(s) failed"
     exit 1
