@@ -419,6 +419,18 @@ __global__ void __launch_bounds__(256)
     }
 }
 
+/* The own payload's decoded chunk (quant_decode8). */
+struct quant_chunk_decoder {
+    const uint8_t *own;
+    size_t         B, nb;
+    unsigned       bits;
+    __device__ __forceinline__ void operator()(size_t ch, int len, float d[8]) const
+    {
+        const size_t k0 = sqz_cu_udiv(ch * 8, B);
+        quant_decode8<true>(own, ch, len, k0, (k0 + 1) * B, nb, bits, d);
+    }
+};
+
 /* When *bad: residual = residual + decoded(own) - in wherever in + residual is finite. */
 template <typename T>
 __global__ void __launch_bounds__(256)
@@ -426,29 +438,7 @@ __global__ void __launch_bounds__(256)
                          const T *__restrict__ in, float *__restrict__ res, size_t n, size_t B,
                          size_t nb, unsigned bits, int vec)
 {
-    if (*bad == 0) {
-        return;
-    }
-    const size_t nch = (n + 7) / 8;
-    for (size_t ch = (size_t)blockIdx.x * 256 + threadIdx.x; ch < nch;
-         ch += (size_t)gridDim.x * 256) {
-        const size_t i0 = ch * 8;
-        const int len = (int)(n - i0 < 8 ? n - i0 : 8);
-        const size_t k0 = sqz_cu_udiv(i0, B);
-        float x[8], r[8], d[8];
-        sqz_cu_load8(in, i0, len, vec != 0, x);
-        sqz_cu_load8(res, i0, len, vec != 0, r);
-        quant_decode8<true>(own, ch, len, k0, (k0 + 1) * B, nb, bits, d);
-        uint32_t mask = 0;
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            if (e < len && sqz_cu_finite(__fadd_rn(x[e], r[e]))) {
-                r[e] = __fsub_rn(__fadd_rn(r[e], d[e]), x[e]);
-                mask |= 1u << e;
-            }
-        }
-        sqz_cu_store8(res, i0, len, vec != 0, r, mask);
-    }
+    sqz_cu_restore_chunks(bad, in, res, n, vec, quant_chunk_decoder{own, B, nb, bits});
 }
 
 /* ---------------------------------------------------------------------------------------------

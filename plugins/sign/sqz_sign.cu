@@ -316,6 +316,22 @@ __global__ void __launch_bounds__(256)
     }
 }
 
+/* The own payload's decoded chunk: +-scale of its bucket by the sign bits. */
+struct sign_chunk_decoder {
+    const uint8_t *own;
+    size_t         B, nb;
+    __device__ __forceinline__ void operator()(size_t ch, int len, float d[8]) const
+    {
+        (void)len;
+        const float    sc = reinterpret_cast<const float *>(own + 16)[sqz_cu_udiv(ch * 8, B)];
+        const uint32_t v  = own[16 + 4 * nb + ch];
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            d[e] = ((v >> e) & 1u) ? sc : -sc;
+        }
+    }
+};
+
 /* When *bad: residual = residual + decoded(own) - in wherever in + residual is finite. */
 template <typename T>
 __global__ void __launch_bounds__(256)
@@ -323,29 +339,7 @@ __global__ void __launch_bounds__(256)
                         const T *__restrict__ in, float *__restrict__ res, size_t n, size_t B,
                         size_t nb, int vec)
 {
-    if (*bad == 0) {
-        return;
-    }
-    const size_t nch = (n + 7) / 8;
-    for (size_t ch = (size_t)blockIdx.x * 256 + threadIdx.x; ch < nch;
-         ch += (size_t)gridDim.x * 256) {
-        const size_t i0 = ch * 8;
-        const int len = (int)(n - i0 < 8 ? n - i0 : 8);
-        const float sc = reinterpret_cast<const float *>(own + 16)[sqz_cu_udiv(i0, B)];
-        const uint32_t v = own[16 + 4 * nb + ch];
-        float x[8], r[8];
-        sqz_cu_load8(in, i0, len, vec != 0, x);
-        sqz_cu_load8(res, i0, len, vec != 0, r);
-        uint32_t mask = 0;
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            if (e < len && sqz_cu_finite(__fadd_rn(x[e], r[e]))) {
-                r[e] = __fsub_rn(__fadd_rn(r[e], ((v >> e) & 1u) ? sc : -sc), x[e]);
-                mask |= 1u << e;
-            }
-        }
-        sqz_cu_store8(res, i0, len, vec != 0, r, mask);
-    }
+    sqz_cu_restore_chunks(bad, in, res, n, vec, sign_chunk_decoder{own, B, nb});
 }
 
 /* ---------------------------------------------------------------------------------------------
