@@ -1,7 +1,12 @@
 /*
  * "example": an out-of-tree compressor plugin, built as its own shared object and loaded through
- * SQZ_PLUGINS.  It stands for third-party code: it includes <squeeze/compressor_v1.h> and standard
- * headers only, and links against nothing of Squeeze.
+ * SQZ_PLUGINS.  It stands for third-party code: it includes <squeeze/compressor_v2.h> and standard
+ * headers only (and the CUDA runtime's, for its device operations), and links against nothing of
+ * Squeeze.
+ *
+ * Its files: this one, the host operations; sqz_example_device.cu, the device operations and
+ * the exported v2 descriptor (host and device tables) in a build with CUDA;
+ * sqz_example_host_only.c, the descriptor without device operations otherwise.
  *
  * Method: bfloat16 truncation (the upper 16 bits of each float32, as in Kalamkar et al., "A Study
  * of BFLOAT16 for Deep Learning Training", 2019), with error feedback: residual = a - decoded.
@@ -16,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <squeeze/compressor_v1.h>
+#include "sqz_example.h"
 
 /** Config struct filled by the host from example_params. */
 typedef struct example_config {
@@ -206,22 +211,24 @@ static void example_destroy(void *state)
     free(state);
 }
 
-/* Declines what it cannot do or what would gain nothing, reading only the query fields the
- * engine filled: device buffers (this plugin has host operations only) and 16-bit buffers
- * (bfloat16 of a 16-bit gradient saves nothing). */
+/* Declines what would gain nothing, reading only the query fields the engine filled: 16-bit
+ * buffers (bfloat16 of a 16-bit gradient saves nothing), on host and device alike.  (Device
+ * buffers of a build without device operations are declined by the engine before it asks.) */
 static sqz_status_t example_query(void *state, const sqz_query_v1_t *q)
 {
     (void)state;
-    if (SQZ_QUERY_HAS(q, memory) && q->memory != SQZ_MEMORY_HOST) {
-        return SQZ_ERR_NOT_SUPPORTED;
-    }
     if (SQZ_QUERY_HAS(q, dtype) && q->dtype != 1) {
         return SQZ_ERR_NOT_SUPPORTED;
     }
     return SQZ_OK;
 }
 
-__attribute__((visibility("default"))) const sqz_compressor_v1_t sqz_compressor_v1 = {
+int example_round(const void *state)
+{
+    return ((const example_state_t *)state)->round;
+}
+
+const sqz_host_ops_v2_t example_host_ops = {
     .abi = SQZ_COMPRESSOR_ABI_V1,
     .size = sizeof(sqz_compressor_v1_t),
     .name = "example",

@@ -263,8 +263,9 @@ sqz_status_t sqz_ctx_create(const sqz_config_t *cfg, sqz_ctx_t **out, char *errb
     ctx->method = NULL;
     for (size_t j = 0; j < ctx->reg.n; j++) {
         if (0 == strcmp(ctx->reg.e[j].c->name, ctx->p.method)) {
-            ctx->method       = ctx->reg.e[j].c;
-            ctx->method_index = j;
+            ctx->method        = ctx->reg.e[j].c;
+            ctx->method_device = ctx->reg.e[j].device;
+            ctx->method_index  = j;
         }
     }
     if (NULL == ctx->method) {
@@ -380,6 +381,17 @@ sqz_status_t sqz_ctx_settings_digest(const sqz_ctx_t *ctx, char *buf, size_t len
     for (size_t i = 0; i < c->nparams; i++) {
         sqz_param_format(&c->params[i], ctx->configs[ctx->method_index], value, sizeof(value));
         const int w = snprintf(buf + off, len - off, "SQZ_%s=%s\n", c->params[i].name, value);
+        if (w < 0 || (size_t)w >= len - off) {
+            return SQZ_ERR_NO_MEMORY;
+        }
+        off += (size_t)w;
+    }
+    /* A plugin decides by its device operations whether device buffers are compressed at all:
+     * ranks that loaded different builds of it must not meet in one call (built-ins add no
+     * line, so their digests stay what they were). */
+    if (NULL != ctx->reg.e[ctx->method_index].dl) {
+        const int w = snprintf(buf + off, len - off, "SQZ_PLUGIN_DEVICE_OPS=%s\n",
+                               ctx->method_device ? "yes" : "no");
         if (w < 0 || (size_t)w >= len - off) {
             return SQZ_ERR_NO_MEMORY;
         }

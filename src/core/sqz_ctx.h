@@ -105,6 +105,7 @@ struct sqz_ctx {
     sqz_registry_t             reg;
     void                     **configs;   /* one parsed config per registry entry */
     const sqz_compressor_v1_t *method;
+    const sqz_device_ops_v2_t *method_device; /* a v2 plugin's device operations, or NULL */
     size_t                     method_index;
     /* The error feedback in force on host buffers (sqz_ef_mode_t, never AUTO), and whether it
      * came from SQZ_EF=auto (then powersgd drops it on pseudo-layers). */

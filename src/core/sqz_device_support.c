@@ -24,19 +24,21 @@ static const struct {
     {"lossless", "variable-size payloads (zstd): the device exchanges move fixed-size payloads"},
 };
 
-const char *sqz_device_method_decline(const char *method)
+const char *sqz_device_method_decline(const char *method, const sqz_device_ops_v2_t *device)
 {
     for (size_t i = 0; i < sizeof(sqz_device_rows) / sizeof(sqz_device_rows[0]); i++) {
         if (0 == strcmp(sqz_device_rows[i].name, method)) {
             return sqz_device_rows[i].reason;
         }
     }
-    return "a plugin with host operations only (compressor ABI v1 has no device operations)";
+    return NULL != device ? NULL
+                          : "a plugin with host operations only (a v1 descriptor, or a v2 "
+                            "descriptor without device operations)";
 }
 
 const char *sqz_device_decline(const sqz_ctx_t *ctx)
 {
-    const char *reason = sqz_device_method_decline(ctx->method->name);
+    const char *reason = sqz_device_method_decline(ctx->method->name, ctx->method_device);
     if (NULL != reason) {
         return reason;
     }

@@ -10,8 +10,9 @@
 
 /** \return NULL when the compressor named `method` runs on device buffers (its kernels, or
  *  `none`), else one sentence saying why not.  A name the table does not know is an external
- *  plugin: compressor ABI v1 has host operations only. */
-const char *sqz_device_method_decline(const char *method);
+ *  plugin: it runs there when it brought device operations (`device`, compressor ABI v2), else
+ *  it has host operations only. */
+const char *sqz_device_method_decline(const char *method, const sqz_device_ops_v2_t *device);
 
 /** \return NULL when ctx's method and options run on device buffers, else why not (the
  *  method's reason, or the option's).  Options the device path runs degraded (DGC's extras,

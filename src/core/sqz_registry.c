@@ -1,7 +1,9 @@
 /* The compressor registry.  Built-ins are listed once in sqz_builtin_compressors[]; adding a
  * compressor means writing plugins/<name>/sqz_<name>.c and adding one line here.  External plugins
- * are shared objects exporting `sqz_compressor_v1`, loaded from SQZ_PLUGINS; a plugin that fails to
- * load is logged and skipped, never fatal. */
+ * are shared objects exporting `sqz_compressor_v2` (include/squeeze/compressor_v2.h: host and
+ * device operations) or `sqz_compressor_v1` (host operations only: adapted as a v2 descriptor
+ * without device operations), loaded from SQZ_PLUGINS; a plugin that fails to load is logged and
+ * skipped, never fatal. */
 #include "config.h"
 
 #include <ctype.h>
@@ -28,7 +30,8 @@ static const sqz_compressor_v1_t *const sqz_builtin_compressors[] = {
 };
 
 static sqz_status_t sqz_registry_add(sqz_registry_t *r, const sqz_compressor_v1_t *c,
-                                     const char *origin, void *dl)
+                                     const sqz_device_ops_v2_t *device, const char *origin,
+                                     void *dl)
 {
     if (r->n == r->cap) {
         const size_t          cap = r->cap ? 2 * r->cap : 8;
@@ -43,7 +46,7 @@ static sqz_status_t sqz_registry_add(sqz_registry_t *r, const sqz_compressor_v1_
     if (NULL == o) {
         return SQZ_ERR_NO_MEMORY;
     }
-    r->e[r->n++] = (sqz_registry_entry_t){.c = c, .origin = o, .dl = dl};
+    r->e[r->n++] = (sqz_registry_entry_t){.c = c, .device = device, .origin = o, .dl = dl};
     return SQZ_OK;
 }
 
@@ -118,7 +121,7 @@ sqz_status_t sqz_registry_init(sqz_registry_t *r)
     for (size_t i = 0; i < sizeof(sqz_builtin_compressors) / sizeof(sqz_builtin_compressors[0]); i++) {
         char err[256];
         SQZ_CHECK(sqz_registry_check(sqz_builtin_compressors[i], err, sizeof(err)));
-        SQZ_CHECK(sqz_registry_add(r, sqz_builtin_compressors[i], "built-in", NULL));
+        SQZ_CHECK(sqz_registry_add(r, sqz_builtin_compressors[i], NULL, "built-in", NULL));
     }
     return SQZ_OK;
 }
@@ -133,6 +136,79 @@ const sqz_compressor_v1_t *sqz_registry_find(const sqz_registry_t *r, const char
     return NULL;
 }
 
+/* The device operations' own checks: size, every callback, and an exchange that moves payloads
+ * (a summable compressor runs its calls in reduce(), which has no device form). */
+static sqz_status_t sqz_registry_check_device(const sqz_compressor_v1_t *host,
+                                              const sqz_device_ops_v2_t *dev, char *err,
+                                              size_t errlen)
+{
+    if (dev->size < sizeof(sqz_device_ops_v2_t)) {
+        snprintf(err, errlen, "'%s': device ops size %u smaller than %zu", host->name, dev->size,
+                 sizeof(sqz_device_ops_v2_t));
+        return SQZ_ERR_PLUGIN;
+    }
+    if (NULL == dev->payload_bytes || NULL == dev->workspace_bytes || NULL == dev->compress ||
+        NULL == dev->decode_sum || NULL == dev->restore) {
+        snprintf(err, errlen, "'%s' lacks a required device callback", host->name);
+        return SQZ_ERR_PLUGIN;
+    }
+    if (SQZ_EXCHANGE_SUMMABLE == host->exchange) {
+        snprintf(err, errlen, "'%s': device ops need a payload exchange, not SUMMABLE",
+                 host->name);
+        return SQZ_ERR_PLUGIN;
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_registry_check_v2(const sqz_compressor_v2_t *d, char *err, size_t errlen)
+{
+    if (NULL == d) {
+        snprintf(err, errlen, "descriptor is NULL");
+        return SQZ_ERR_PLUGIN;
+    }
+    if (SQZ_COMPRESSOR_ABI_V2 != d->abi) {
+        snprintf(err, errlen, "sqz_compressor_v2 has ABI version %u, expected %u", d->abi,
+                 SQZ_COMPRESSOR_ABI_V2);
+        return SQZ_ERR_PLUGIN;
+    }
+    if (d->size < sizeof(sqz_compressor_v2_t) || NULL == d->host) {
+        snprintf(err, errlen, "sqz_compressor_v2 of size %u (want %zu) or without a host table",
+                 d->size, sizeof(sqz_compressor_v2_t));
+        return SQZ_ERR_PLUGIN;
+    }
+    const sqz_status_t st = sqz_registry_check(d->host, err, errlen);
+    if (SQZ_OK != st || NULL == d->device) {
+        return st;
+    }
+    return sqz_registry_check_device(d->host, d->device, err, errlen);
+}
+
+/* The plugin's descriptor as v2: its sqz_compressor_v2, else its sqz_compressor_v1 adapted
+ * (no device operations).  \return 0 when it has neither (err says so). */
+static int sqz_registry_describe(void *dl, sqz_compressor_v2_t *d, char *err, size_t errlen)
+{
+    const sqz_compressor_v2_t *v2 = dlsym(dl, "sqz_compressor_v2");
+    if (NULL != v2) {
+        /* (copied field by field up to what it declares: a larger, newer descriptor's extra
+         * fields are not ours to read) */
+        *d = (sqz_compressor_v2_t){.abi = v2->abi, .size = v2->size};
+        if (SQZ_COMPRESSOR_ABI_V2 == v2->abi && v2->size >= sizeof(*d)) {
+            d->host   = v2->host;
+            d->device = v2->device;
+            d->size   = sizeof(*d);
+        }
+        return 1;
+    }
+    const sqz_compressor_v1_t *v1 = dlsym(dl, "sqz_compressor_v1");
+    if (NULL == v1) {
+        snprintf(err, errlen, "exports neither sqz_compressor_v2 nor sqz_compressor_v1");
+        return 0;
+    }
+    *d = (sqz_compressor_v2_t){
+        .abi = SQZ_COMPRESSOR_ABI_V2, .size = sizeof(*d), .host = v1, .device = NULL};
+    return 1;
+}
+
 static int sqz_registry_load_one(sqz_registry_t *r, const char *path)
 {
     void *dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);
@@ -140,19 +216,20 @@ static int sqz_registry_load_one(sqz_registry_t *r, const char *path)
         SQZ_WARN("SQZ_PLUGINS: cannot load '%s': %s; plugin skipped", path, dlerror());
         return 1;
     }
-    const sqz_compressor_v1_t *c = dlsym(dl, "sqz_compressor_v1");
-    char                       err[256];
-    if (NULL == c) {
-        SQZ_WARN("SQZ_PLUGINS: '%s' exports no sqz_compressor_v1; plugin skipped", path);
-    } else if (SQZ_OK != sqz_registry_check(c, err, sizeof(err))) {
+    sqz_compressor_v2_t d;
+    char                err[256];
+    if (!sqz_registry_describe(dl, &d, err, sizeof(err))) {
+        SQZ_WARN("SQZ_PLUGINS: '%s' %s; plugin skipped", path, err);
+    } else if (SQZ_OK != sqz_registry_check_v2(&d, err, sizeof(err))) {
         SQZ_WARN("SQZ_PLUGINS: '%s' is invalid: %s; plugin skipped", path, err);
-    } else if (sqz_registry_find(r, c->name)) {
+    } else if (sqz_registry_find(r, d.host->name)) {
         SQZ_WARN("SQZ_PLUGINS: '%s' defines compressor '%s', which already exists; plugin skipped",
-                 path, c->name);
-    } else if (SQZ_OK != sqz_registry_add(r, c, path, dl)) {
+                 path, d.host->name);
+    } else if (SQZ_OK != sqz_registry_add(r, d.host, d.device, path, dl)) {
         SQZ_WARN("SQZ_PLUGINS: out of memory registering '%s'; plugin skipped", path);
     } else {
-        SQZ_INFO("loaded compressor '%s' from %s", c->name, path);
+        SQZ_INFO("loaded compressor '%s' from %s (%s)", d.host->name, path,
+                 d.device ? "host and device operations" : "host operations");
         return 0;
     }
     dlclose(dl);

@@ -5,6 +5,7 @@
 #include <stddef.h>
 
 #include <squeeze.h>
+#include <squeeze/compressor_v2.h>
 
 /* Built-in compressors (plugins/<name>/sqz_<name>.c), listed once in sqz_registry.c. */
 extern const sqz_compressor_v1_t sqz_compressor_none;
@@ -33,8 +34,12 @@ extern const sqz_compressor_v1_t sqz_compressor_powersgd;
     ((c)->size >= offsetof(sqz_compressor_v1_t, flags) + sizeof(uint32_t) &&                     \
      0 != ((c)->flags & SQZ_COMPRESSOR_FIXED_PAYLOAD))
 
+/* One compressor: the host table (a v1 descriptor, or a v2 descriptor's host table) and, for a
+ * v2 plugin, its device operations.  Built-ins carry none: their kernels are the device codec's
+ * own rows (src/cuda/sqz_cuda_methods.h). */
 typedef struct sqz_registry_entry {
     const sqz_compressor_v1_t *c;
+    const sqz_device_ops_v2_t *device; /* a v2 plugin's device operations, or NULL */
     char                      *origin; /* "built-in" or the plugin path */
     void                      *dl;     /* dlopen handle, or NULL */
 } sqz_registry_entry_t;
@@ -47,14 +52,20 @@ typedef struct sqz_registry {
 /** Fills the registry with the built-ins. */
 sqz_status_t sqz_registry_init(sqz_registry_t *r);
 
-/** Loads each plugin of a ':' or ',' separated list.  A plugin that fails to load, lacks the
- *  sqz_compressor_v1 symbol, has the wrong abi/size or a duplicate name is logged and skipped.
- *  \return the number skipped. */
+/** Loads each plugin of a ':' or ',' separated list: a shared object exporting
+ *  sqz_compressor_v2 (preferred) or sqz_compressor_v1 (adapted: no device operations).  A plugin
+ *  that fails to load, lacks both symbols, has the wrong abi/size or a duplicate name is logged
+ *  and skipped.  \return the number skipped. */
 int sqz_registry_load_plugins(sqz_registry_t *r, const char *list);
 
 /** Checks a descriptor: abi, size, name syntax, required callbacks, param table.
  *  \return SQZ_OK or SQZ_ERR_PLUGIN with a reason in err. */
 sqz_status_t sqz_registry_check(const sqz_compressor_v1_t *c, char *err, size_t errlen);
+
+/** Checks a v2 descriptor: its own abi and size, its host table (sqz_registry_check), and its
+ *  device operations when present (size, every callback, a payload exchange).
+ *  \return SQZ_OK or SQZ_ERR_PLUGIN with a reason in err. */
+sqz_status_t sqz_registry_check_v2(const sqz_compressor_v2_t *d, char *err, size_t errlen);
 
 /** \return the compressor called name, or NULL. */
 const sqz_compressor_v1_t *sqz_registry_find(const sqz_registry_t *r, const char *name);

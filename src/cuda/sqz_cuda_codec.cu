@@ -84,10 +84,10 @@ static const sqz_cu_method_t *const sqz_cu_methods[] = {
     &sqz_cu_sign_method,
     &sqz_cu_qsgd_method,
     &sqz_cu_randk_method,
+    &sqz_cu_plugin_method,
 };
 
-/* 
-eturn the row of p's method, or NULL for an unknown one. */
+/* \return the row of p's method, or NULL for an unknown one. */
 static const sqz_cu_method_t *sqz_cu_method(const sqz_gpu_params_t *p)
 {
     const size_t rows = sizeof sqz_cu_methods / sizeof sqz_cu_methods[0];
@@ -108,6 +108,9 @@ extern "C" const char *sqz_gpu_method_name(sqz_gpu_method_t method)
 extern "C" int sqz_gpu_shared_key(const sqz_gpu_params_t *p)
 {
     const sqz_cu_method_t *m = sqz_cu_method(p);
+    if (m == &sqz_cu_plugin_method) {
+        return p->plugin != NULL && (p->plugin->flags & SQZ_DEVICE_SHARED_KEY) != 0;
+    }
     return m != NULL && m->shared_key;
 }
 

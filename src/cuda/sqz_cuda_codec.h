@@ -23,6 +23,7 @@
 #include <stdint.h>
 
 #include <squeeze.h>
+#include <squeeze/compressor_v2.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -33,7 +34,8 @@ typedef enum {
     SQZ_GPU_QUANT = 2,
     SQZ_GPU_SIGN  = 3,
     SQZ_GPU_QSGD  = 4,
-    SQZ_GPU_RANDK = 5
+    SQZ_GPU_RANDK = 5,
+    SQZ_GPU_PLUGIN = 6 /* a v2 plugin's device operations (src/cuda/sqz_cuda_plugin.cu) */
 } sqz_gpu_method_t;
 
 /** Parameters of one codec (from SQZ_TOPK_*, SQZ_QUANT_*, SQZ_SIGN_*, SQZ_QSGD_*). */
@@ -48,6 +50,9 @@ typedef struct sqz_gpu_params {
     int              levels;     /**< qsgd: s, 1..255 */
     int              qsgd_max;   /**< qsgd: 1 norm = max |a|, 0 norm = ||a||_2 (the paper) */
     int              randk_unbiased; /**< randk: RANDK_SCALE=unbiased (no device kernel: 0) */
+    const sqz_device_ops_v2_t *plugin; /**< SQZ_GPU_PLUGIN: the plugin's device operations */
+    void            *plugin_state;     /**< SQZ_GPU_PLUGIN: their state (the communicator's
+                                            compressor state, one thread at a time) */
 } sqz_gpu_params_t;
 
 /* Every payload starts with this 16-byte header, written by compress. */
@@ -73,6 +78,7 @@ typedef struct sqz_gpu_header {
  *  randk: header count = k, reserved = the key; then k f32 values, the kept a in stratum order
  *         (plugins/randk/sqz_randk.cu: one position per stratum of n / k elements, from the
  *         key); total 16 + 4 * k rounded up to a multiple of 16.
+ *  plugin: the body its payload_bytes() gives, rounded up to a multiple of 16 and zero-padded.
  *  qsgd:  nb f32 norms (nb = ceil(n / bucket)), then n codes of b = 1 + L bits packed
  *         LSB-first, L = ceil(log2(s + 1)), code = level | sign << L (plugins/qsgd's format);
  *         total 16 + 4 * nb + ceil(n * b / 8), rounded up to a multiple of 16.

@@ -163,9 +163,15 @@ static const struct {
     {SQZ_GPU_RANDK, sqz_gpu_read_randk},
 };
 
-int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
+int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, void *state, sqz_gpu_params_t *p)
 {
     memset(p, 0, sizeof(*p));
+    if (NULL != ctx->method_device && NULL != state) {
+        p->method       = SQZ_GPU_PLUGIN;
+        p->plugin       = ctx->method_device;
+        p->plugin_state = state;
+        return 1;
+    }
     for (size_t i = 0; i < sizeof(sqz_gpu_readers) / sizeof(sqz_gpu_readers[0]); i++) {
         const char *name = sqz_gpu_method_name(sqz_gpu_readers[i].id);
         if (NULL != name && 0 == strcmp(name, ctx->method->name)) {
@@ -183,7 +189,7 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     struct sqz_gpu_comm *g      = comm->gpu;
     const sqz_ctx_t     *ctx    = comm->ctx;
     const char          *method = ctx->method->name;
-    g->enabled                  = sqz_gpu_params_from_ctx(ctx, &g->params);
+    g->enabled                  = sqz_gpu_params_from_ctx(ctx, comm->cstate, &g->params);
     /* SQZ_EF=auto: the method's own default as on the host (ef21 for top-k, none for the methods
      * whose default it is), ef14 for the rest (the device kernels have no damped ef14 and no
      * EControl).  PowerSGD reads SQZ_EF itself (sqz_gpu_psgd_config). */

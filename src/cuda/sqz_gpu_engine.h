@@ -18,9 +18,11 @@ static inline ncclDataType_t sqz_gpu_nccl_dtype(sqz_dtype_t d)
                                                                          : ncclBfloat16;
 }
 
-/** Fills the codec parameters of ctx's method.  \return 1 when the method has a GPU kernel
- *  (topk, quant, sign), 0 otherwise. */
-int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, sqz_gpu_params_t *p);
+/** Fills the codec parameters of ctx's method.  \return 1 when the method has device kernels: a
+ *  built-in row of the codec (topk, quant, sign, qsgd, randk), or a v2 plugin's device
+ *  operations when `state` is its compressor state (a communicator's; NULL: plugins are not
+ *  taken); 0 otherwise. */
+int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, void *state, sqz_gpu_params_t *p);
 
 /** The GPU engine over communicator nc of the NCCL entry points `api` (the real NCCL, or the
  *  device thread transport's): what sqz_comm_create_nccl does once NCCL is resolved. */

@@ -126,7 +126,7 @@ static void bench_gpu_kernels(const opts_t *o, FILE *js)
     for (int m = 0; m < o->nm; m++) {
         sqz_ctx_t       *ctx = make_ctx(&o->m[m]);
         sqz_gpu_params_t p;
-        if (NULL == ctx || !sqz_gpu_params_from_ctx(ctx, &p)) {
+        if (NULL == ctx || !sqz_gpu_params_from_ctx(ctx, NULL, &p)) {
             sqz_ctx_destroy(ctx);
             continue;
         }

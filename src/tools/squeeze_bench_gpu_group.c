@@ -131,7 +131,7 @@ static void group_rank(group_run_t *g, int rank)
     g->algo_rs[rank] = NULL != strstr(js, "\"reduce_scatter\": ");
     g->hash[rank]    = g->rs ? 0 : group_hash(out, g->n);
     sqz_gpu_params_t gp;
-    if (0 == rank && sqz_gpu_params_from_ctx(ctx, &gp)) {
+    if (0 == rank && sqz_gpu_params_from_ctx(ctx, comm->cstate, &gp)) {
         g->payload = sqz_gpu_payload_bytes(&gp, g->n);
     }
     cudaFree(in), cudaFree(out);

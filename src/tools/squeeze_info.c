@@ -62,12 +62,20 @@ static void md_param(void *arg, const char *owner, const sqz_param_def_v1_t *d,
     (void)source;
 }
 
-/* What the GPU path does with a compressor (sqz_device_support.h). */
-static const char *device_column(const sqz_compressor_v1_t *c, char *buf, size_t len)
+/* What the GPU path does with a compressor (sqz_device_support.h); ctx: the visited context,
+ * whose registry holds the plugins' device operations. */
+static const char *device_column(const sqz_ctx_t *ctx, const sqz_compressor_v1_t *c, char *buf,
+                                 size_t len)
 {
-    const char *why = sqz_device_method_decline(c->name);
+    const sqz_device_ops_v2_t *device = NULL;
+    for (size_t j = 0; j < ctx->reg.n; j++) {
+        device = ctx->reg.e[j].c == c ? ctx->reg.e[j].device : device;
+    }
+    const char *why = sqz_device_method_decline(c->name, device);
     if (NULL == why) {
-        return 0 == strcmp(c->name, "none") ? "passes through to NCCL" : "device kernels";
+        return 0 == strcmp(c->name, "none") ? "passes through to NCCL"
+               : NULL != device             ? "device kernels (the plugin's, ABI v2)"
+                                            : "device kernels";
     }
     snprintf(buf, len, "declined on device buffers: %s", why);
     return buf;
@@ -83,16 +91,14 @@ static void text_comp(void *arg, const sqz_compressor_v1_t *c, const char *origi
 {
     char buf[256];
     printf("  %-10s %s (%s)\n             %s%s\n", c->name, c->description, origin,
-           device_column(c, buf, sizeof(buf)), SQZ_INFO_GPU_NOTE);
-    (void)arg;
+           device_column(arg, c, buf, sizeof(buf)), SQZ_INFO_GPU_NOTE);
 }
 
 static void md_comp(void *arg, const sqz_compressor_v1_t *c, const char *origin)
 {
     char buf[256];
     printf("| `%s` | %s | %s | %s |\n", c->name, c->description, origin,
-           device_column(c, buf, sizeof(buf)));
-    (void)arg;
+           device_column(arg, c, buf, sizeof(buf)));
 }
 
 int main(int argc, char **argv)
@@ -139,13 +145,13 @@ int main(int argc, char **argv)
         sqz_ctx_visit_params(ctx, md_param, NULL);
         printf("\n## Compressors\n\n| `SQZ_METHOD` | description | origin | device buffers (GPU "
                "path) |\n|---|---|---|---|\n");
-        sqz_ctx_visit_compressors(ctx, md_comp, NULL);
+        sqz_ctx_visit_compressors(ctx, md_comp, ctx);
     } else {
         printf("squeeze %d.%d.%d, method in force: %s\n\nParameters:\n", SQZ_VERSION_MAJOR,
                SQZ_VERSION_MINOR, SQZ_VERSION_PATCH, sqz_ctx_method(ctx));
         sqz_ctx_visit_params(ctx, text_param, NULL);
         printf("\nCompressors (SQZ_METHOD):\n");
-        sqz_ctx_visit_compressors(ctx, text_comp, NULL);
+        sqz_ctx_visit_compressors(ctx, text_comp, ctx);
         printf("\n");
         sqz_topo_print(stdout);
     }

@@ -1136,7 +1136,7 @@ static void test_params(void)
             const char *mn = sqz_gpu_method_name((sqz_gpu_method_t)m);
             row |= mn != NULL && strcmp(mn, name) == 0;
         }
-        const int table = sqz_device_method_decline(name) == NULL;
+        const int table = sqz_device_method_decline(name, NULL) == NULL;
         const int own = strcmp(name, "powersgd") == 0 || strcmp(name, "none") == 0;
         CHECK_MSG(table == (row || own), "%s: device support table says %s, codec row %s", name,
                   table ? "kernels" : "declined", row ? "present" : "absent");

@@ -147,6 +147,8 @@ typedef struct method {
     int                declined;   /* the device path declines it: every call dense, counted */
     int                dgc;        /* DGC's momentum: the NaN step alone falls back (the momentum
                                       is not poisoned), every other step compressed */
+    int                fp32_only;  /* its query declines 16-bit buffers: those pass through */
+    int                plugin;     /* loaded from SQUEEZE_TEST_PLUGIN (skipped without it) */
 } method_t;
 
 static const char *const m_none[]  = {"SQZ_METHOD", "none", NULL};
@@ -172,6 +174,8 @@ static const char *const m_tkdgc[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", 
 static const char *const m_qsgd[]  = {"SQZ_METHOD", "qsgd", "SQZ_QSGD_BUCKET", "500", NULL};
 static const char *const m_psgd[]  = {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_RANK", "4",
                                       "SQZ_POWERSGD_START_STEPS", "0", NULL};
+/* The example plugin's device operations (compressor ABI v2); SQZ_PLUGINS is set in main. */
+static const char       *m_example[] = {"SQZ_METHOD", "example", "SQZ_PLUGINS", NULL, NULL};
 static const method_t    methods[] = {
     {"none", m_none, .ef = 0},
     {"topk", m_topk, .ef = 1, .compressed = 1},
@@ -186,7 +190,17 @@ static const method_t    methods[] = {
     {"terngrad-declined", m_terng, .declined = 1},
     {"quant8-dgc", m_q8dgc, .compressed = 1, .sra = 1, .dgc = 1},
     {"topk-dgc-nesterov-clip", m_tkdgc, .compressed = 1, .dgc = 1},
+    {"example-plugin-v2", m_example, .ef = 1, .compressed = 1, .sra = 1, .fp32_only = 1,
+     .plugin = 1},
 };
+
+/* Whether the method runs here (a plugin needs its shared object), and whether its calls of
+ * dtype t are compressed at all (else they pass through, exact). */
+static int method_skipped(const method_t *m) { return m->plugin && NULL == m_example[3]; }
+static int method_takes(const method_t *m, sqz_dtype_t t)
+{
+    return !m->fp32_only || SQZ_DTYPE_FLOAT32 == t;
+}
 static const char *const base[] = {"SQZ_MIN_BYTES", "0", "SQZ_WARMUP_STEPS", "1", "SQZ_LOG",
                                    "error", NULL};
 
@@ -246,7 +260,7 @@ static unsigned long long json_num(const char *js, const char *name)
     return at ? strtoull(at + strlen(name), NULL, 10) : 0;
 }
 
-static void read_stats(job_t *j, int rank, const sqz_ctx_t *ctx)
+static void read_stats(job_t *j, int rank, const sqz_ctx_t *ctx, const sqz_comm_t *comm)
 {
     static char js[16384];
     static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -263,7 +277,7 @@ static void read_stats(job_t *j, int rank, const sqz_ctx_t *ctx)
     j->fallback[rank]   = json_num(js, "\"calls_fallback\": ");
     pthread_mutex_unlock(&lock);
     sqz_gpu_params_t gp;
-    if (0 == rank && sqz_gpu_params_from_ctx(ctx, &gp)) {
+    if (0 == rank && sqz_gpu_params_from_ctx(ctx, comm->cstate, &gp)) {
         j->payload = sqz_gpu_payload_bytes(&gp, j->count);
     }
 }
@@ -311,7 +325,7 @@ static void rank_main(int rank, void *arg)
     }
     if (SQZ_OK == j->st[rank]) {
         j->st[rank] = run_steps(j, rank, comm, done, j->nsteps);
-        read_stats(j, rank, ctx);
+        read_stats(j, rank, ctx, comm);
     }
     sqz_comm_destroy(comm);
     sqz_ctx_destroy(ctx);
@@ -386,7 +400,8 @@ static size_t count_nonfinite(const job_t *j, int r, int s)
 static void check_exchange(const job_t *j, const char *what)
 {
     const int any_rs = j->rs && j->m->compressed && !j->m->ef21 && j->m->kv != m_psgd;
-    const int want   = (j->m->sra && (j->rs || j->nranks > 2)) || any_rs;
+    const int want   = ((j->m->sra && (j->rs || j->nranks > 2)) || any_rs) &&
+                     method_takes(j->m, j->dtype);
     for (int r = 0; r < j->nranks; r++) {
         EXPECT(j->sra[r] == want, "%s: rank %d: scatter-reduce exchange %s", what, r,
                want ? "not used" : "used");
@@ -433,7 +448,7 @@ static int check_job(const job_t *j, const char *what)
                 EXPECT((j->m->compressed && all_nan(j, r, s)) || dense_nan(j, r, s),
                        "%s: rank %d: the NaN step's output is neither all NaN (compressed) nor "
                        "the dense sum", what, r);
-            } else if (s == 0 || !j->m->compressed) {
+            } else if (s == 0 || !j->m->compressed || !method_takes(j->m, j->dtype)) {
                 const long bad = first_inexact(j, r, s);
                 EXPECT(bad < 0, "%s: rank %d, step %d, element %ld: not the exact sum", what, r,
                        s, bad);
@@ -524,6 +539,9 @@ static void test_engine(sqz_device_group_t *grp, int nranks)
 {
     static const sqz_dtype_t types[] = {SQZ_DTYPE_FLOAT32, SQZ_DTYPE_FLOAT16, SQZ_DTYPE_BFLOAT16};
     for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+        if (method_skipped(&methods[m])) {
+            continue;
+        }
         for (int t = 0; t < 3; t++) {
             for (int rs = 0; rs < 2; rs++) {
                 job_t j  = {.grp = grp, .m = &methods[m], .nranks = nranks, .rs = rs,
@@ -547,6 +565,9 @@ static void test_hier(sqz_device_group_t *grp, int nranks, int hosts)
 {
     static const sqz_dtype_t types[] = {SQZ_DTYPE_FLOAT32, SQZ_DTYPE_FLOAT16};
     for (size_t m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+        if (method_skipped(&methods[m])) {
+            continue;
+        }
         for (int t = 0; t < 2; t++) {
             for (int k = 0; k < 4; k++) {
                 const int no_nan = k & 1, rs = k >> 1;
@@ -783,6 +804,11 @@ int main(void)
     if (cudaSuccess != cudaGetDeviceCount(&ndev) || 0 == ndev || !sqz_gpu_built()) {
         printf("SKIP: no GPU\n");
         return 77;
+    }
+    m_example[3] = getenv("SQUEEZE_TEST_PLUGIN");
+    if (NULL == m_example[3] || '\0' == m_example[3][0]) {
+        m_example[3] = NULL;
+        printf("SQUEEZE_TEST_PLUGIN not set: the example plugin's device operations not run\n");
     }
     static const int sizes[] = {2, 3, 4, 8};
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
