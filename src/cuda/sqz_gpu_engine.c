@@ -1186,8 +1186,11 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     const int hier = g->hier && !opt &&
                      (NULL == rs_out || sqz_gpu_hier_takes_reduce_scatter(g->hier));
+    /* EF21 transforms all-reduces only, as on the host (sqz_engine_ef_mode): a reduce-scatter
+     * keeps classic error feedback, and with it the scatter-reduce's first phase. */
+    const int ef21 = g->ef21 && !opt && NULL == rs_out;
     if (!hier && !g->psgd &&
-        SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, g->ef21 && !opt)) {
+        SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, ef21)) {
         /* (the residual, if any, waits for the next compressed call) */
         sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz};
         cst.bytes_sent = (size_t)sqz_gpu_dense_bytes(comm, count, esz, rs_out != NULL);
@@ -1213,7 +1216,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
                               &key, &aseq);
     }
     sqz_gpu_buf_t *b = SQZ_OK == st ? sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL,
-                                                      g->ef || opt, g->ef21 && !opt, s)
+                                                      g->ef || opt, ef21, s)
                                     : NULL;
     if (b) {
         /* The buffer's counter: the call sequence's for an intercepted call, its own else. */

@@ -399,7 +399,8 @@ static size_t count_nonfinite(const job_t *j, int r, int s)
  * every reduce-scatter of a compressed method without ef21 (top-k's too: its first phase). */
 static void check_exchange(const job_t *j, const char *what)
 {
-    const int any_rs = j->rs && j->m->compressed && !j->m->ef21 && j->m->kv != m_psgd;
+    /* (a reduce-scatter under ef21 keeps classic error feedback, as on the host) */
+    const int any_rs = j->rs && j->m->compressed && j->m->kv != m_psgd;
     const int want   = ((j->m->sra && (j->rs || j->nranks > 2)) || any_rs) &&
                      method_takes(j->m, j->dtype);
     for (int r = 0; r < j->nranks; r++) {
@@ -455,7 +456,7 @@ static int check_job(const job_t *j, const char *what)
             }
         }
     }
-    if (j->m->ef21) {
+    if (j->m->ef21 && !j->rs) {
         /* EF21 after the inputs stopped: the shared estimator decays to zero */
         double last = 0, first = 0;
         for (size_t i = 0; i < on; i++) {
