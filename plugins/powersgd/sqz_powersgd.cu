@@ -404,17 +404,33 @@ __global__ void k_finish_layers(const sqz_cu_psgd_layer_t *t, uint32_t nl, uint6
  * column of a row in registers, which stops at 32, and read Q and P from cache for every element
  * of M).  Each block owns one tile of the plan (a layer, 128 columns, 256 rows) and computes its
  * outputs in 64 x 64 tiles, the inner dimension staged through shared memory 16 at a time; each
- * of 256 threads owns 4 x 4 outputs.  (Products of one 256-row chunk run in one block: a layer of
- * a few hundred rows uses few blocks.  Spreading the 64 x 64 tiles over a second grid dimension
- * is the next step; it was written in session 8 but could not be run on a GPU.)  The inner sums run
- * in the same order as the per-element kernels' (fmaf over the inner index, ascending), so the
- * Gram matrix and the finish are the same numbers either way.
+ * of 256 threads owns 4 x 4 outputs.  The 64 x 64 output tiles of a plan tile are spread over the
+ * grid's second dimension (blockIdx.y, every gridDim.y-th pair): a 256-row chunk at rank 128 is up
+ * to 8 blocks, not one, so that layers of a few hundred rows fill the GPU.  Each output tile is
+ * computed whole by one block, so the split changes no number.  The inner sums run in the same
+ * order as the per-element kernels' (fmaf over the inner index, ascending), so the Gram matrix and
+ * the finish are the same numbers either way.
  * ----------------------------------------------------------------------------------------- */
 
 constexpr int kTile = 64; /* output tile edge */
 constexpr int kStep = 16; /* inner indices staged per round */
 
 typedef float tile_buf_t[kStep][kTile + 1];
+
+/* Output tiles of kTile along an extent of `len` elements. */
+__host__ __device__ constexpr uint32_t tiles_of(uint32_t len) { return (len + kTile - 1) / kTile; }
+
+/* The second grid dimension of the tiled launches: the most output tile pairs any plan tile has
+ * (256 rows x rank, 128 columns x rank, rank x rank, 256 rows x 128 columns). */
+static unsigned tile_pairs(uint32_t rmax)
+{
+    const uint32_t rows = tiles_of(SQZ_CU_PSGD_CHUNK_ROWS), cols = tiles_of(SQZ_CU_PSGD_TILE_COLS);
+    const uint32_t r = tiles_of(rmax);
+    uint32_t       y = rows * r;
+    y = y > cols * r ? y : cols * r;
+    y = y > r * r ? y : r * r;
+    return y > rows * cols ? y : rows * cols;
+}
 
 /* acc[x][y] += sum over a round of a[s][ty * 4 + x] * b[s][tx * 4 + y] (in Acc precision). */
 template <typename Acc>
@@ -462,31 +478,31 @@ __global__ void k_mq_tiled(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile_
     }
     uint32_t lo, hi;
     chunk_rows(T, L, &lo, &hi);
-    const float *M = m + L.offset, *Q = qstate + L.qs_off;
-    const int    tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    for (uint32_t i0 = lo; i0 < hi; i0 += kTile) {
-        for (uint32_t k0 = 0; k0 < L.r; k0 += kTile) {
-            float acc[4][4] = {};
-            for (uint32_t j0 = 0; j0 < L.cols; j0 += kStep) {
-                for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
-                    const int      u = e / kStep, v = e % kStep; /* v: along M's rows */
-                    const uint32_t j = j0 + v;
-                    const bool     in_j = j < L.cols;
-                    a[v][u] = (in_j && i0 + u < hi) ? M[(uint64_t)(i0 + u) * L.cols + j] : 0.0f;
-                    b[v][u] = (in_j && k0 + u < L.r) ? Q[(uint64_t)(k0 + u) * L.cols + j] : 0.0f;
-                }
-                __syncthreads();
-                tile_round(a, b, acc);
-                __syncthreads();
+    const float   *M = m + L.offset, *Q = qstate + L.qs_off;
+    const int      tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+    const uint32_t nk = tiles_of(L.r);
+    for (uint32_t pair = blockIdx.y; pair < tiles_of(hi - lo) * nk; pair += gridDim.y) {
+        const uint32_t i0 = lo + pair / nk * kTile, k0 = pair % nk * kTile;
+        float acc[4][4] = {};
+        for (uint32_t j0 = 0; j0 < L.cols; j0 += kStep) {
+            for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
+                const int      u = e / kStep, v = e % kStep; /* v: along M's rows */
+                const uint32_t j = j0 + v;
+                const bool     in_j = j < L.cols;
+                a[v][u] = (in_j && i0 + u < hi) ? M[(uint64_t)(i0 + u) * L.cols + j] : 0.0f;
+                b[v][u] = (in_j && k0 + u < L.r) ? Q[(uint64_t)(k0 + u) * L.cols + j] : 0.0f;
             }
+            __syncthreads();
+            tile_round(a, b, acc);
+            __syncthreads();
+        }
 #pragma unroll
-            for (int x = 0; x < 4; x++) {
+        for (int x = 0; x < 4; x++) {
 #pragma unroll
-                for (int y = 0; y < 4; y++) {
-                    const uint32_t i = i0 + ty * 4 + x, k = k0 + tx * 4 + y;
-                    if (i < hi && k < L.r) {
-                        msg[L.p_off + (uint64_t)i * L.r + k] = acc[x][y];
-                    }
+            for (int y = 0; y < 4; y++) {
+                const uint32_t i = i0 + ty * 4 + x, k = k0 + tx * 4 + y;
+                if (i < hi && k < L.r) {
+                    msg[L.p_off + (uint64_t)i * L.r + k] = acc[x][y];
                 }
             }
         }
@@ -506,29 +522,29 @@ __global__ void k_mtp_tiled(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_tile
     float         *dst = part + L.part_off + (uint64_t)T.chunk * L.r * L.cols;
     const uint32_t j_end = min(L.cols, T.col0 + SQZ_CU_PSGD_TILE_COLS);
     const int      tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    for (uint32_t j0 = T.col0; j0 < j_end; j0 += kTile) {
-        for (uint32_t k0 = 0; k0 < L.r; k0 += kTile) {
-            float acc[4][4] = {};
-            for (uint32_t i0 = lo; i0 < hi; i0 += kStep) {
-                for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
-                    const int      u = e % kTile, v = e / kTile; /* u: along the rows of M, P */
-                    const uint32_t i = i0 + v;
-                    const bool     in_i = i < hi;
-                    a[v][u] = (in_i && j0 + u < j_end) ? M[(uint64_t)i * L.cols + j0 + u] : 0.0f;
-                    b[v][u] = (in_i && k0 + u < L.r) ? P[(uint64_t)i * L.r + k0 + u] : 0.0f;
-                }
-                __syncthreads();
-                tile_round(a, b, acc);
-                __syncthreads();
+    const uint32_t nk = tiles_of(L.r);
+    for (uint32_t pair = blockIdx.y; pair < tiles_of(j_end - T.col0) * nk; pair += gridDim.y) {
+        const uint32_t j0 = T.col0 + pair / nk * kTile, k0 = pair % nk * kTile;
+        float acc[4][4] = {};
+        for (uint32_t i0 = lo; i0 < hi; i0 += kStep) {
+            for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
+                const int      u = e % kTile, v = e / kTile; /* u: along the rows of M, P */
+                const uint32_t i = i0 + v;
+                const bool     in_i = i < hi;
+                a[v][u] = (in_i && j0 + u < j_end) ? M[(uint64_t)i * L.cols + j0 + u] : 0.0f;
+                b[v][u] = (in_i && k0 + u < L.r) ? P[(uint64_t)i * L.r + k0 + u] : 0.0f;
             }
+            __syncthreads();
+            tile_round(a, b, acc);
+            __syncthreads();
+        }
 #pragma unroll
-            for (int x = 0; x < 4; x++) {
+        for (int x = 0; x < 4; x++) {
 #pragma unroll
-                for (int y = 0; y < 4; y++) {
-                    const uint32_t j = j0 + ty * 4 + x, k = k0 + tx * 4 + y;
-                    if (j < j_end && k < L.r) {
-                        dst[(uint64_t)k * L.cols + j] = acc[x][y];
-                    }
+            for (int y = 0; y < 4; y++) {
+                const uint32_t j = j0 + ty * 4 + x, k = k0 + tx * 4 + y;
+                if (j < j_end && k < L.r) {
+                    dst[(uint64_t)k * L.cols + j] = acc[x][y];
                 }
             }
         }
@@ -552,28 +568,28 @@ __global__ void k_gram_tiled(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_til
     const float   *P = msg + L.p_off;
     double        *g = gram + L.g_off + (uint64_t)T.chunk * r * r;
     const int      tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    for (uint32_t a0 = 0; a0 < r; a0 += kTile) {
-        for (uint32_t b0 = 0; b0 < r; b0 += kTile) {
-            double acc[4][4] = {};
-            for (uint32_t i0 = lo; i0 < hi; i0 += kStep) {
-                for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
-                    const int      u = e % kTile, v = e / kTile;
-                    const uint32_t i = i0 + v;
-                    a[v][u] = (i < hi && a0 + u < r) ? P[(uint64_t)i * r + a0 + u] : 0.0f;
-                    b[v][u] = (i < hi && b0 + u < r) ? P[(uint64_t)i * r + b0 + u] : 0.0f;
-                }
-                __syncthreads();
-                tile_round(a, b, acc);
-                __syncthreads();
+    const uint32_t nr = tiles_of(r);
+    for (uint32_t pair = blockIdx.y; pair < nr * nr; pair += gridDim.y) {
+        const uint32_t a0 = pair / nr * kTile, b0 = pair % nr * kTile;
+        double acc[4][4] = {};
+        for (uint32_t i0 = lo; i0 < hi; i0 += kStep) {
+            for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
+                const int      u = e % kTile, v = e / kTile;
+                const uint32_t i = i0 + v;
+                a[v][u] = (i < hi && a0 + u < r) ? P[(uint64_t)i * r + a0 + u] : 0.0f;
+                b[v][u] = (i < hi && b0 + u < r) ? P[(uint64_t)i * r + b0 + u] : 0.0f;
             }
+            __syncthreads();
+            tile_round(a, b, acc);
+            __syncthreads();
+        }
 #pragma unroll
-            for (int x = 0; x < 4; x++) {
+        for (int x = 0; x < 4; x++) {
 #pragma unroll
-                for (int y = 0; y < 4; y++) {
-                    const uint32_t ea = a0 + ty * 4 + x, eb = b0 + tx * 4 + y;
-                    if (ea < r && eb < r) {
-                        g[ea * r + eb] = acc[x][y];
-                    }
+            for (int y = 0; y < 4; y++) {
+                const uint32_t ea = a0 + ty * 4 + x, eb = b0 + tx * 4 + y;
+                if (ea < r && eb < r) {
+                    g[ea * r + eb] = acc[x][y];
                 }
             }
         }
@@ -597,34 +613,34 @@ __global__ void k_finish_tiled(const sqz_cu_psgd_layer_t *t, const sqz_cu_psgd_t
     const float   *P = msg + L.p_off, *Qs = msg + qsum_off + L.q_off, *Ql = qloc + L.q_off;
     const uint32_t j_end = min(L.cols, Tl.col0 + SQZ_CU_PSGD_TILE_COLS);
     const int      tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-    for (uint32_t i0 = lo; i0 < hi; i0 += kTile) {
-        for (uint32_t j0 = Tl.col0; j0 < j_end; j0 += kTile) {
-            float as[4][4] = {}, al[4][4] = {};
-            for (uint32_t k0 = 0; !bad && k0 < L.r; k0 += kStep) {
-                for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
-                    const int      u = e / kStep, v = e % kStep; /* P: along its rows */
-                    const uint32_t k = k0 + v;
-                    a[v][u] = (k < L.r && i0 + u < hi) ? P[(uint64_t)(i0 + u) * L.r + k] : 0.0f;
-                    const int      u2 = e % kTile, v2 = e / kTile; /* Q's: along columns */
-                    const uint32_t k2 = k0 + v2;
-                    const bool     ok = k2 < L.r && j0 + u2 < j_end;
-                    bs[v2][u2] = ok ? Qs[(uint64_t)k2 * L.cols + j0 + u2] : 0.0f;
-                    bl[v2][u2] = ok ? Ql[(uint64_t)k2 * L.cols + j0 + u2] : 0.0f;
-                }
-                __syncthreads();
-                tile_round(a, bs, as);
-                tile_round(a, bl, al);
-                __syncthreads();
+    const uint32_t nj = tiles_of(j_end - Tl.col0);
+    for (uint32_t pair = blockIdx.y; pair < tiles_of(hi - lo) * nj; pair += gridDim.y) {
+        const uint32_t i0 = lo + pair / nj * kTile, j0 = Tl.col0 + pair % nj * kTile;
+        float as[4][4] = {}, al[4][4] = {};
+        for (uint32_t k0 = 0; !bad && k0 < L.r; k0 += kStep) {
+            for (int e = threadIdx.x; e < kTile * kStep; e += blockDim.x) {
+                const int      u = e / kStep, v = e % kStep; /* P: along its rows */
+                const uint32_t k = k0 + v;
+                a[v][u] = (k < L.r && i0 + u < hi) ? P[(uint64_t)(i0 + u) * L.r + k] : 0.0f;
+                const int      u2 = e % kTile, v2 = e / kTile; /* Q's: along columns */
+                const uint32_t k2 = k0 + v2;
+                const bool     ok = k2 < L.r && j0 + u2 < j_end;
+                bs[v2][u2] = ok ? Qs[(uint64_t)k2 * L.cols + j0 + u2] : 0.0f;
+                bl[v2][u2] = ok ? Ql[(uint64_t)k2 * L.cols + j0 + u2] : 0.0f;
             }
+            __syncthreads();
+            tile_round(a, bs, as);
+            tile_round(a, bl, al);
+            __syncthreads();
+        }
 #pragma unroll
-            for (int x = 0; x < 4; x++) {
+        for (int x = 0; x < 4; x++) {
 #pragma unroll
-                for (int y = 0; y < 4; y++) {
-                    const uint32_t i = i0 + ty * 4 + x, j = j0 + tx * 4 + y;
-                    if (i < hi && j < j_end) {
-                        finish_elem(L.offset + (uint64_t)i * L.cols + j, as[x][y], al[x][y], m,
-                                    in, out, scale, ef, e21, bad);
-                    }
+            for (int y = 0; y < 4; y++) {
+                const uint32_t i = i0 + ty * 4 + x, j = j0 + tx * 4 + y;
+                if (i < hi && j < j_end) {
+                    finish_elem(L.offset + (uint64_t)i * L.cols + j, as[x][y], al[x][y], m,
+                                in, out, scale, ef, e21, bad);
                 }
             }
         }
@@ -704,7 +720,8 @@ sqz_status_t finish_t(const sqz_cu_psgd_plan_t *pl, const float *msg, const floa
                              unsigned long long *counter, cudaStream_t s)
 {
     if (pl->elems > 0 && pl->rmax > kTiledAbove) {
-        k_finish_tiled<T><<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, msg,
+        const dim3 grid(pl->ntiles, tile_pairs(pl->rmax));
+        k_finish_tiled<T><<<grid, kThreads, 0, s>>>(pl->layers, pl->tiles, msg,
                                                            pl->plen + pl->ndense, qloc, m, in,
                                                            out, scale, ef, e21, flags);
         SQZ_CU_CHECK_LAUNCH();
@@ -762,7 +779,8 @@ sqz_status_t sqz_cu_psgd_mq(const sqz_cu_psgd_plan_t *pl, const float *m, const 
 {
     cudaStream_t s = (cudaStream_t)stream;
     if (pl->rows > 0 && pl->rmax > kTiledAbove) {
-        k_mq_tiled<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, m, qstate, msg);
+        const dim3 grid(pl->ntiles, tile_pairs(pl->rmax));
+        k_mq_tiled<<<grid, kThreads, 0, s>>>(pl->layers, pl->tiles, m, qstate, msg);
         SQZ_CU_CHECK_LAUNCH();
     } else if (pl->rows > 0) {
         const unsigned g = sqz_cu_grid(pl->rows, kThreads / 32);
@@ -806,7 +824,8 @@ sqz_status_t sqz_cu_psgd_orth(const sqz_cu_psgd_plan_t *pl, float *msg, double *
     }
     for (int pass = 0; pass < 2; pass++) {
         if (pl->rmax > kTiledAbove) {
-            k_gram_tiled<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, msg, gram);
+            const dim3 grid(pl->ntiles, tile_pairs(pl->rmax));
+            k_gram_tiled<<<grid, kThreads, 0, s>>>(pl->layers, pl->tiles, msg, gram);
         } else {
             k_gram_part<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, msg, gram);
         }
@@ -830,7 +849,8 @@ sqz_status_t sqz_cu_psgd_mtp(const sqz_cu_psgd_plan_t *pl, const float *m, const
 #define SQZ_PSGD_MTP(R) \
     k_mtp_part<R><<<pl->ntiles, SQZ_CU_PSGD_TILE_COLS, 0, s>>>(pl->layers, pl->tiles, m, msg, part)
     if (pl->rmax > kTiledAbove) {
-        k_mtp_tiled<<<pl->ntiles, kThreads, 0, s>>>(pl->layers, pl->tiles, m, msg, part);
+        const dim3 grid(pl->ntiles, tile_pairs(pl->rmax));
+        k_mtp_tiled<<<grid, kThreads, 0, s>>>(pl->layers, pl->tiles, m, msg, part);
     } else if (pl->rmax <= 4) {
         SQZ_PSGD_MTP(4);
     } else if (pl->rmax <= 8) {
