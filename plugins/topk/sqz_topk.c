@@ -758,6 +758,176 @@ static size_t topk_emit(topk_state_t *st, const topk_pass_t *p, size_t k, uint32
 /* The pre-sample: at most this many strided keys give the pass's initial bound. */
 #define TOPK_PRESAMPLE 16384u
 
+/* The sizes of one compress: the DGC sample (sampled selection only) and the pre-sample that bounds
+ * the pass's work. */
+typedef struct topk_sizes {
+    int    sampled;      /* DGC's sampled threshold applies */
+    size_t stride;       /* the DGC sample's stride, and its first index (SIZE_MAX: none) */
+    size_t start;
+    size_t pstride, S;   /* the pre-sample: S keys, pstride apart */
+    size_t c;            /* the bound is the pre-sample's c-th largest key */
+    size_t cap;          /* candidate capacity */
+} topk_sizes_t;
+
+/* Sizes the call (DGC's stride and random start; the pre-sample's c, a few standard deviations
+ * above the sample's share of k, all of a when n is small) and grows the scratch to them. */
+static sqz_status_t topk_size_call(topk_state_t *st, const sqz_compress_args_v1_t *args,
+                                   size_t k, topk_sizes_t *z)
+{
+    const size_t n = args->n;
+    z->stride =
+        st->cfg.select == TOPK_SELECT_SAMPLED ? sqz_pu_ceil_size(1.0 / st->cfg.sample_ratio) : 1;
+    z->sampled = !(z->stride <= 1 || n / z->stride < 1 || k == n);
+    z->start = SIZE_MAX;
+    size_t ns_max = 0;
+    if (z->sampled) {
+        sqz_pu_rng_t rng;
+        sqz_pu_rng_seed4(&rng, st->seed, st->rank, args->seq, args->stage);
+        z->start = (size_t)sqz_pu_rng_below(&rng, z->stride);
+        ns_max = (n - z->start + z->stride - 1) / z->stride;
+    }
+    z->pstride = n / TOPK_PRESAMPLE > 1 ? n / TOPK_PRESAMPLE : 1;
+    z->S = n / z->pstride;
+    if (k == n) {
+        z->c = z->S;
+    } else if (z->pstride == 1) {
+        z->c = k;
+    } else {
+        const double ks = (double)k * (double)z->S / (double)n;
+        z->c = sqz_pu_ceil_size(ks + 5.0 * sqrt(ks) + 8.0);
+        z->c = z->c < z->S ? z->c : z->S;
+    }
+    const double expect = (double)z->c * (double)n / (double)z->S;
+    size_t cap = (size_t)(expect * 1.5) + 1024;
+    /* More than 1.3k (DGC's adaptation relies on it: see topk_count_ge()). */
+    if (cap < k + k / 2 + 1024) {
+        cap = k + k / 2 + 1024;
+    }
+    z->cap = cap < n ? cap : n;
+    size_t tmp_need = z->cap > 2 * z->S ? z->cap : 2 * z->S;
+    tmp_need = (tmp_need > ns_max ? tmp_need : ns_max) + TOPK_SLACK;
+    if (sqz_pu_grow((void **)&st->cidx, &st->cidx_cap, (z->cap + TOPK_SLACK) * sizeof(uint32_t)) ==
+            NULL ||
+        sqz_pu_grow((void **)&st->cval, &st->cval_cap, (z->cap + TOPK_SLACK) * sizeof(float)) ==
+            NULL ||
+        sqz_pu_grow((void **)&st->ktmp, &st->ktmp_cap, tmp_need * sizeof(uint32_t)) == NULL ||
+        sqz_pu_grow((void **)&st->samp, &st->samp_cap, (ns_max + 1) * sizeof(uint32_t)) ==
+            NULL) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    return SQZ_OK;
+}
+
+/* The pass's bounds from the pre-sample: *bound0, its c-th largest key (the pass keeps every
+ * candidate at or above it; it only sets how much work the pass does, never the result), and
+ * *zb, its share of k (candidates at or above it are zeroed in the residual as they are found). */
+static void topk_presample(topk_state_t *st, const float *in, const float *res, size_t n,
+                           size_t k, const topk_sizes_t *z, uint32_t *bound0, uint32_t *zb)
+{
+    *bound0 = 0, *zb = 0;
+    if (k >= n) {
+        return;
+    }
+    uint32_t *ps = st->ktmp;
+    if (res != NULL) {
+        for (size_t j = 0; j < z->S; j++) {
+            ps[j] = sqz_pu_abs_key(in[j * z->pstride] + res[j * z->pstride]);
+        }
+    } else {
+        for (size_t j = 0; j < z->S; j++) {
+            ps[j] = sqz_pu_abs_key(in[j * z->pstride]);
+        }
+    }
+    size_t above;
+    size_t kz = (size_t)((double)k * (double)z->S / (double)n + 0.5);
+    kz = kz < 1 ? 1 : (kz > z->c ? z->c : kz);
+    uint32_t lo, hi;
+    topk_key_range(NULL, ps, z->S, &lo, &hi);
+    *zb = topk_select(NULL, ps, z->S, kz, ps + z->S, &above, lo, hi, st->hist);
+    const uint32_t b = topk_select(NULL, ps, z->S, z->c, ps, &above, lo, hi, st->hist);
+    /* A non-finite a makes the pass stop anyway. */
+    *bound0 = b < SQZ_PU_F32_INF_BITS ? b : SQZ_PU_F32_INF_BITS;
+}
+
+/* DGC's sampled threshold: the ceil(ns * density)-th largest key of the sample, lowered by 0.8
+ * while the true count stays under 0.8 k (at most 10 times; see topk_count_ge()). */
+static uint32_t topk_sampled_threshold(topk_state_t *st, topk_pass_t *p, const float *in,
+                                       float *res, size_t n, size_t k, double density,
+                                       uint32_t bound0)
+{
+    const size_t ns = p->ns;
+    size_t ks = sqz_pu_ceil_size((double)ns * density);
+    ks = ks < 1 ? 1 : (ks > ns ? ns : ks);
+    size_t above;
+    uint32_t lo, hi;
+    topk_key_range(NULL, p->samp, ns, &lo, &hi);
+    uint32_t thr = topk_select(NULL, p->samp, ns, ks, st->ktmp, &above, lo, hi, st->hist);
+    /* The counts are the true ones; the residual holds a but for the candidates, which the
+     * count takes from the candidates. */
+    for (int it = 0; it < 10; it++) {
+        size_t cnt;
+        if (thr >= p->bound || (p->compacted && thr <= bound0) || res == NULL) {
+            cnt = topk_count_ge(p, in, n, bound0, thr);
+        } else {
+            /* Rare: a count below the candidates' bound needs a in the residual. */
+            topk_put_back(p, res);
+            cnt = topk_count_ge(p, res, n, bound0, thr);
+            for (size_t j = 0; j < p->cnt; j++) {
+                if (sqz_pu_abs_key(p->cval[j]) >= p->zb) {
+                    res[p->cidx[j]] = 0.0f;
+                }
+            }
+        }
+        if ((double)cnt >= 0.8 * (double)k) {
+            break; /* (between 0.8 k and 1.3 k, or above: the candidates hold enough) */
+        }
+        thr = sqz_pu_abs_key(sqz_pu_bits_f32(thr) * 0.8f);
+    }
+    return thr;
+}
+
+/* The candidates hold every entry with key >= bound0 (or, once compacted, the top k of them).
+ * When fewer than k passed a bound above thr, entries in [thr, bound0) may be missing: collect
+ * again from a (put back whole into the residual) with a bound from a histogram of the keys.  The
+ * selected entries are then zeroed by topk_emit (zb: none is 0 yet). */
+static void topk_collect_again(topk_state_t *st, topk_pass_t *p, const float *in, float *res,
+                               size_t n, size_t k, uint32_t thr)
+{
+    const float *av = in;
+    if (res != NULL) {
+        topk_put_back(p, res);
+        av = res;
+    }
+    size_t hist[2048] = {0};
+    for (size_t i = 0; i < n; i++) {
+        hist[sqz_pu_abs_key(av[i]) >> 20]++;
+    }
+    size_t cum = 0, d = 2048;
+    while (d > 0 && cum < k) {
+        cum += hist[--d];
+    }
+    const uint32_t b1 = (uint32_t)d << 20;
+    p->in = av;
+    p->res_in = NULL;
+    p->res_out = NULL;
+    p->cnt = 0;
+    p->bound = b1 > thr ? b1 : thr;
+    p->zb = UINT32_MAX;
+    p->next = SIZE_MAX;
+    p->stride = 0;
+    (void)topk_run(p, st->lut, n);
+}
+
+/* The empty vector's payload: a count of 0. */
+static sqz_status_t topk_compress_empty(sqz_compress_args_v1_t *args)
+{
+    sqz_pu_store_u32((uint8_t *)args->payload, 0);
+    args->payload_bytes = 4;
+    args->norm2_in = 0.0;
+    args->norm2_err = 0.0;
+    return SQZ_OK;
+}
+
 static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
 {
     topk_state_t *st = (topk_state_t *)state;
@@ -777,81 +947,15 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
         return SQZ_ERR_INVALID_PARAM;
     }
     if (n == 0) {
-        sqz_pu_store_u32(out, 0);
-        args->payload_bytes = 4;
-        args->norm2_in = 0.0;
-        args->norm2_err = 0.0;
-        return SQZ_OK;
+        return topk_compress_empty(args);
     }
-
-    /* DGC sample (sampled only): stride and random start as in DGC. */
-    const size_t stride =
-        st->cfg.select == TOPK_SELECT_SAMPLED ? sqz_pu_ceil_size(1.0 / st->cfg.sample_ratio) : 1;
-    const int sampled = !(stride <= 1 || n / stride < 1 || k == n);
-    size_t start = SIZE_MAX, ns_max = 0;
-    if (sampled) {
-        sqz_pu_rng_t rng;
-        sqz_pu_rng_seed4(&rng, st->seed, st->rank, args->seq, args->stage);
-        start = (size_t)sqz_pu_rng_below(&rng, stride);
-        ns_max = (n - start + stride - 1) / stride;
+    topk_sizes_t z;
+    const sqz_status_t st_size = topk_size_call(st, args, k, &z);
+    if (st_size != SQZ_OK) {
+        return st_size;
     }
-
-    /* Pre-sample: S strided keys; the bound is their c-th largest, c a few standard deviations
-     * above the sample's share of k (all of a when n is small: the bound is then the k-th key).
-     * The bound only sets how much work the pass does, never the result. */
-    const size_t pstride = n / TOPK_PRESAMPLE > 1 ? n / TOPK_PRESAMPLE : 1;
-    const size_t S = n / pstride;
-    size_t c;
-    if (k == n) {
-        c = S;
-    } else if (pstride == 1) {
-        c = k;
-    } else {
-        const double ks = (double)k * (double)S / (double)n;
-        c = sqz_pu_ceil_size(ks + 5.0 * sqrt(ks) + 8.0);
-        c = c < S ? c : S;
-    }
-    const double expect = (double)c * (double)n / (double)S;
-    size_t cap = (size_t)(expect * 1.5) + 1024;
-    /* More than 1.3k (DGC's adaptation relies on it: see topk_count_ge()). */
-    if (cap < k + k / 2 + 1024) {
-        cap = k + k / 2 + 1024;
-    }
-    cap = cap < n ? cap : n;
-    size_t tmp_need = cap > 2 * S ? cap : 2 * S;
-    tmp_need = (tmp_need > ns_max ? tmp_need : ns_max) + TOPK_SLACK;
-    if (sqz_pu_grow((void **)&st->cidx, &st->cidx_cap, (cap + TOPK_SLACK) * sizeof(uint32_t)) ==
-            NULL ||
-        sqz_pu_grow((void **)&st->cval, &st->cval_cap, (cap + TOPK_SLACK) * sizeof(float)) ==
-            NULL ||
-        sqz_pu_grow((void **)&st->ktmp, &st->ktmp_cap, tmp_need * sizeof(uint32_t)) == NULL ||
-        sqz_pu_grow((void **)&st->samp, &st->samp_cap, (ns_max + 1) * sizeof(uint32_t)) ==
-            NULL) {
-        return SQZ_ERR_NO_MEMORY;
-    }
-    uint32_t bound0 = 0, zb = 0;
-    if (k < n) {
-        uint32_t *ps = st->ktmp;
-        if (res != NULL) {
-            for (size_t j = 0; j < S; j++) {
-                ps[j] = sqz_pu_abs_key(in[j * pstride] + res[j * pstride]);
-            }
-        } else {
-            for (size_t j = 0; j < S; j++) {
-                ps[j] = sqz_pu_abs_key(in[j * pstride]);
-            }
-        }
-        size_t above;
-        size_t kz = (size_t)((double)k * (double)S / (double)n + 0.5);
-        kz = kz < 1 ? 1 : (kz > c ? c : kz);
-        uint32_t lo, hi;
-        topk_key_range(NULL, ps, S, &lo, &hi);
-        zb = topk_select(NULL, ps, S, kz, ps + S, &above, lo, hi, st->hist);
-        bound0 = topk_select(NULL, ps, S, c, ps, &above, lo, hi, st->hist);
-        /* A non-finite a makes the pass stop anyway. */
-        bound0 = bound0 < SQZ_PU_F32_INF_BITS ? bound0 : SQZ_PU_F32_INF_BITS;
-    }
-
+    uint32_t bound0, zb;
+    topk_presample(st, in, res, n, k, &z, &bound0, &zb);
     topk_pass_t p = {
         .in = in,
         .res_in = res,
@@ -861,15 +965,15 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
         .ktmp = st->ktmp,
         .hist = st->hist,
         .cnt = 0,
-        .cap = cap,
+        .cap = z.cap,
         .k = k,
         .bound = bound0,
         .zb = zb,
         .compacted = 0,
         .samp = st->samp,
         .ns = 0,
-        .next = start,
-        .stride = sampled ? stride : 0,
+        .next = z.start,
+        .stride = z.sampled ? z.stride : 0,
     };
     const size_t stop = topk_run(&p, st->lut, n);
     if (stop != n) {
@@ -887,72 +991,11 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
     for (int l = 0; l < 8; l++) {
         norm2_in += p.sq[l];
     }
-
     /* Final threshold: the selection is the top k of {key >= thr}. */
-    uint32_t thr = 0;
-    if (sampled) {
-        const size_t ns = p.ns;
-        size_t ks = sqz_pu_ceil_size((double)ns * density);
-        ks = ks < 1 ? 1 : (ks > ns ? ns : ks);
-        size_t above;
-        uint32_t lo, hi;
-        topk_key_range(NULL, p.samp, ns, &lo, &hi);
-        thr = topk_select(NULL, p.samp, ns, ks, st->ktmp, &above, lo, hi, st->hist);
-        /* DGC's adaptation on the true counts (see topk_count_ge()); the residual holds a but
-         * for the candidates, which the count takes from the candidates. */
-        for (int it = 0; it < 10; it++) {
-            size_t cnt;
-            if (thr >= p.bound || (p.compacted && thr <= bound0) || res == NULL) {
-                cnt = topk_count_ge(&p, in, n, bound0, thr);
-            } else {
-                /* Rare: a count below the candidates' bound needs a in the residual. */
-                topk_put_back(&p, res);
-                cnt = topk_count_ge(&p, res, n, bound0, thr);
-                for (size_t j = 0; j < p.cnt; j++) {
-                    if (sqz_pu_abs_key(p.cval[j]) >= p.zb) {
-                        res[p.cidx[j]] = 0.0f;
-                    }
-                }
-            }
-            if ((double)cnt > 1.3 * (double)k) {
-                break;
-            }
-            if ((double)cnt < 0.8 * (double)k) {
-                thr = sqz_pu_abs_key(sqz_pu_bits_f32(thr) * 0.8f);
-                continue;
-            }
-            break;
-        }
-    }
-    /* The candidates hold every entry with key >= bound0 (or, once compacted, the top k of
-     * them).  When bound0 > thr and fewer than k passed, entries in [thr, bound0) may be missing:
-     * collect again from a (put back whole into the residual) with a bound from a histogram of
-     * the keys.  The selected entries are then zeroed at the end (zb: none is 0 yet). */
+    const uint32_t thr =
+        z.sampled ? topk_sampled_threshold(st, &p, in, res, n, k, density, bound0) : 0;
     if (bound0 > thr && !p.compacted && p.cnt < k) {
-        const float *av = in;
-        if (res != NULL) {
-            topk_put_back(&p, res);
-            av = res;
-        }
-        size_t hist[2048] = {0};
-        for (size_t i = 0; i < n; i++) {
-            hist[sqz_pu_abs_key(av[i]) >> 20]++;
-        }
-        size_t cum = 0, d = 2048;
-        while (d > 0 && cum < k) {
-            cum += hist[--d];
-        }
-        uint32_t b1 = (uint32_t)d << 20;
-        b1 = b1 > thr ? b1 : thr;
-        p.in = av;
-        p.res_in = NULL;
-        p.res_out = NULL;
-        p.cnt = 0;
-        p.bound = b1;
-        p.zb = UINT32_MAX;
-        p.next = SIZE_MAX;
-        p.stride = 0;
-        (void)topk_run(&p, st->lut, n);
+        topk_collect_again(st, &p, in, res, n, k, thr);
     }
     /* The top k of the candidates >= thr: the payload, and the residual fixed up. */
     const size_t m = topk_emit(st, &p, k, thr, res, out);
