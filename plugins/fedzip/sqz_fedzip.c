@@ -792,6 +792,90 @@ static int fedzip_grow_cand(fedzip_state_t *st, size_t m)
            sqz_pu_grow((void **)&st->keys, &st->keys_cap, 2 * (m + 1) * sizeof(uint32_t)) != NULL;
 }
 
+/* The candidates of the top z of a = in + residual into st->idx/val (index order), *cnt of
+ * them, at least z; *norm2 the sum of a^2.  a is in the residual afterwards (or is in).  On
+ * NaN/Inf or no memory the residual is given back. */
+static sqz_status_t fedzip_candidates(fedzip_state_t *st, const float *in, float *res, size_t n,
+                                      size_t z, size_t *cnt, double *norm2)
+{
+    size_t expect;
+    const uint32_t bound = fedzip_sample_bound(st, in, res, n, z, &expect);
+    size_t cap = (size_t)((double)expect * 1.5) + 1024;
+    cap = cap > z + z / 2 + 1024 ? cap : z + z / 2 + 1024;
+    cap = cap < n ? cap : n;
+    if (!fedzip_grow_cand(st, cap + SQZ_PU_BLOCK + 1)) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    fedzip_pass_t p = {in, res, bound, cap, st->idx, st->val, 0, 0, 0.0};
+    const size_t stop = fedzip_pass(&p, n);
+    if (stop != n) {
+        fedzip_restore(in, res, stop);
+        return SQZ_ERR_NONFINITE;
+    }
+    *norm2 = p.norm2;
+    *cnt = p.cnt;
+    if (p.overflow || *cnt < z) {
+        /* The sample missed (heavy ties, or an adversarial layout): exact bound from a histogram
+         * of all keys, then collect again.  a is in the residual now (or is in). */
+        const float *av = res != NULL ? res : in;
+        const uint32_t b1 = fedzip_hist_bound(av, n, z, st->hist, cnt);
+        if (!fedzip_grow_cand(st, *cnt)) {
+            fedzip_restore(in, res, n);
+            return SQZ_ERR_NO_MEMORY;
+        }
+        *cnt = fedzip_collect(av, n, b1, st->idx, st->val);
+    }
+    return SQZ_OK;
+}
+
+/* Keeps exactly z of the cnt candidates, in index order: key > kth, or key == kth for the first
+ * `ties` of them. */
+static void fedzip_keep_z(fedzip_state_t *st, size_t cnt, size_t z)
+{
+    uint32_t *idx = st->idx;
+    float *val = st->val;
+    uint32_t kth = 0;
+    size_t ties = SIZE_MAX;
+    if (cnt > z) {
+        uint32_t *keys = st->keys;
+        for (size_t j = 0; j < cnt; j++) {
+            keys[j] = sqz_pu_abs_key(val[j]);
+        }
+        size_t n_above;
+        kth = fedzip_select(keys, cnt, z, keys + cnt, &n_above, st->hist);
+        ties = z - n_above;
+    }
+    size_t w = 0;
+    for (size_t j = 0; j < cnt; j++) {
+        const uint32_t key = sqz_pu_abs_key(val[j]);
+        const size_t eq = key == kth;
+        const size_t take = (size_t)(key > kth) | (eq & (size_t)(ties > 0));
+        ties -= eq & take;
+        idx[w] = idx[j];
+        val[w] = val[j];
+        w += take;
+    }
+}
+
+/* The stream zstd compresses: varints of the first position and the gaps minus one, then the
+ * labels packed 4 bits each, into st->raw.  \return its length; *kept_sq the sum of the kept
+ * values' squares. */
+static size_t fedzip_stream(fedzip_state_t *st, size_t z, double *kept_sq)
+{
+    const uint32_t *idx = st->idx;
+    const float *val = st->val;
+    uint8_t *raw = st->raw;
+    size_t len = fedzip_put_varint(raw, idx[0]);
+    double sq = (double)val[0] * val[0];
+    for (size_t j = 1; j < z; j++) {
+        len += fedzip_put_varint(raw + len, idx[j] - idx[j - 1] - 1u);
+        sq += (double)val[j] * val[j];
+    }
+    sqz_pu_pack_bits(st->lab, z, 4, raw + len);
+    *kept_sq = sq;
+    return len + fedzip_label_bytes(z);
+}
+
 static sqz_status_t fedzip_compress(void *state, sqz_compress_args_v1_t *args)
 {
     fedzip_state_t *st = (fedzip_state_t *)state;
@@ -831,79 +915,22 @@ static sqz_status_t fedzip_compress(void *state, sqz_compress_args_v1_t *args)
                     FEDZIP_VARINT_MAX * z + fedzip_label_bytes(z)) == NULL) {
         return SQZ_ERR_NO_MEMORY;
     }
-    size_t expect;
-    const uint32_t bound = fedzip_sample_bound(st, in, res, n, z, &expect);
-    size_t cap = (size_t)((double)expect * 1.5) + 1024;
-    cap = cap > z + z / 2 + 1024 ? cap : z + z / 2 + 1024;
-    cap = cap < n ? cap : n;
-    if (!fedzip_grow_cand(st, cap + SQZ_PU_BLOCK + 1)) {
-        return SQZ_ERR_NO_MEMORY;
+    size_t cnt;
+    double norm2_in;
+    const sqz_status_t r = fedzip_candidates(st, in, res, n, z, &cnt, &norm2_in);
+    if (r != SQZ_OK) {
+        return r;
     }
-    fedzip_pass_t p = {in, res, bound, cap, st->idx, st->val, 0, 0, 0.0};
-    const size_t stop = fedzip_pass(&p, n);
-    if (stop != n) {
-        fedzip_restore(in, res, stop);
-        return SQZ_ERR_NONFINITE;
-    }
-    const double norm2_in = p.norm2;
-    size_t cnt = p.cnt;
-    if (p.overflow || cnt < z) {
-        /* The sample missed (heavy ties, or an adversarial layout): exact bound from a histogram
-         * of all keys, then collect again.  a is in the residual now (or is in). */
-        const float *av = res != NULL ? res : in;
-        const uint32_t b1 = fedzip_hist_bound(av, n, z, st->hist, &cnt);
-        if (!fedzip_grow_cand(st, cnt)) {
-            fedzip_restore(in, res, n);
-            return SQZ_ERR_NO_MEMORY;
-        }
-        cnt = fedzip_collect(av, n, b1, st->idx, st->val);
-    }
-    uint32_t *idx = st->idx;
-    float *val = st->val;
-
-    /* Exactly z kept: key > kth, or key == kth for the first `ties` in index order. */
-    uint32_t kth = 0;
-    size_t ties = SIZE_MAX;
-    if (cnt > z) {
-        uint32_t *keys = st->keys;
-        for (size_t j = 0; j < cnt; j++) {
-            keys[j] = sqz_pu_abs_key(val[j]);
-        }
-        size_t n_above;
-        kth = fedzip_select(keys, cnt, z, keys + cnt, &n_above, st->hist);
-        ties = z - n_above;
-    }
-    size_t w = 0;
-    for (size_t j = 0; j < cnt; j++) {
-        const uint32_t key = sqz_pu_abs_key(val[j]);
-        const size_t eq = key == kth;
-        const size_t take = (size_t)(key > kth) | (eq & (size_t)(ties > 0));
-        ties -= eq & take;
-        idx[w] = idx[j];
-        val[w] = val[j];
-        w += take;
-    }
-
+    fedzip_keep_z(st, cnt, z);
     float cent[FEDZIP_MAX_CLUSTERS];
-    uint8_t *lab = st->lab;
-    const double kept_err = fedzip_kmeans(st, val, z, c, cent, lab);
-
-    /* The stream: varints of the first position and the gaps minus one, then the labels. */
-    uint8_t *raw = st->raw;
-    size_t len = fedzip_put_varint(raw, idx[0]);
-    double kept_sq = (double)val[0] * val[0];
-    for (size_t j = 1; j < z; j++) {
-        len += fedzip_put_varint(raw + len, idx[j] - idx[j - 1] - 1u);
-        kept_sq += (double)val[j] * val[j];
-    }
-    sqz_pu_pack_bits(lab, z, 4, raw + len);
-    len += fedzip_label_bytes(z);
-
+    const double kept_err = fedzip_kmeans(st, st->val, z, c, cent, st->lab);
+    double kept_sq;
+    const size_t len = fedzip_stream(st, z, &kept_sq);
     const size_t hdr = FEDZIP_HEADER + 4 * (size_t)c;
     for (unsigned j = 0; j < c; j++) {
         sqz_pu_store_f32(out + FEDZIP_HEADER + 4 * j, cent[j]);
     }
-    const size_t zb = ZSTD_compress2(st->cctx, out + hdr, args->capacity - hdr, raw, len);
+    const size_t zb = ZSTD_compress2(st->cctx, out + hdr, args->capacity - hdr, st->raw, len);
     if (ZSTD_isError(zb)) {
         /* Cannot happen (capacity covers ZSTD_compressBound); a failed call leaves the context
          * mid-frame. */
@@ -911,13 +938,11 @@ static sqz_status_t fedzip_compress(void *state, sqz_compress_args_v1_t *args)
         fedzip_restore(in, res, n);
         return SQZ_ERR_INTERNAL;
     }
-    if (res != NULL) {
-        for (size_t j = 0; j < z; j++) {
-            if (j + FEDZIP_PREFETCH < z) {
-                __builtin_prefetch(res + idx[j + FEDZIP_PREFETCH], 1);
-            }
-            res[idx[j]] = val[j] - cent[lab[j]];
+    for (size_t j = 0; res != NULL && j < z; j++) {
+        if (j + FEDZIP_PREFETCH < z) {
+            __builtin_prefetch(res + st->idx[j + FEDZIP_PREFETCH], 1);
         }
+        res[st->idx[j]] = st->val[j] - cent[st->lab[j]];
     }
     const double norm2_err = norm2_in - kept_sq + kept_err;
     args->payload_bytes = hdr + zb;

@@ -573,46 +573,12 @@ static int quant_fast_ok(const quant_state_t *st, size_t n)
 #define QUANT_X86 0
 #endif
 
-static sqz_status_t quant_compress(void *state, sqz_compress_args_v1_t *args)
+/* Pass 1 over the whole vector: finiteness, and each bucket's (mn, unit) into the payload's
+ * metadata area (nb pairs); *sq the sum of a^2.  Nothing is written to the residual. */
+static sqz_status_t quant_pass_meta(const quant_state_t *st, const float *in, const float *res,
+                                    size_t n, size_t nb, uint8_t *meta, double *sq)
 {
-    const quant_state_t *st = (const quant_state_t *)state;
-    const size_t n = args->n;
-    const float *in = args->in;
-    float *res = args->residual;
-    uint8_t *out = (uint8_t *)args->payload;
-    size_t nb, total;
-    if (st == NULL) {
-        return SQZ_ERR_INVALID_PARAM;
-    }
-    if (!quant_layout(n, st->bits, st->bucket, &nb, &total)) {
-        return SQZ_ERR_NOT_SUPPORTED;
-    }
-    if (args->capacity < total || (n > 0 && (in == NULL || out == NULL))) {
-        return SQZ_ERR_INVALID_PARAM;
-    }
     const size_t B = st->bucket;
-    const unsigned bits = st->bits;
-    const float levels = (float)((1u << bits) - 1u);
-    uint8_t *meta = out;
-    uint8_t *packed = out + 8 * nb;
-#if QUANT_X86
-    if (quant_fast_ok(st, n)) {
-        sqz_status_t r;
-        switch (bits) {
-        case 1: r = quant_compress_fast_1(st, args, meta, packed, nb); break;
-        case 2: r = quant_compress_fast_2(st, args, meta, packed, nb); break;
-        case 4: r = quant_compress_fast_4(st, args, meta, packed, nb); break;
-        default: r = quant_compress_fast_8(st, args, meta, packed, nb); break;
-        }
-        if (r == SQZ_OK) {
-            args->payload_bytes = total;
-        }
-        return r;
-    }
-#endif
-
-    /* Pass 1 over the whole vector: finiteness, and each bucket's (mn, unit) into the payload's
-     * metadata area.  Nothing is written to the residual before it completes. */
     double sq_total = 0.0;
     for (size_t k = 0; k < nb; k++) {
         const size_t s = k * B;
@@ -649,9 +615,97 @@ static sqz_status_t quant_compress(void *state, sqz_compress_args_v1_t *args)
             return SQZ_ERR_NONFINITE;
         }
         sqz_pu_store_f32(meta + 8 * k, mn);
-        sqz_pu_store_f32(meta + 8 * k + 4, quant_unit(mn, mx, bits));
+        sqz_pu_store_f32(meta + 8 * k + 4, quant_unit(mn, mx, st->bits));
     }
+    *sq = sq_total;
+    return SQZ_OK;
+}
 
+/* Pass 2 on elements [s, e) of one bucket k (inside one tile starting at t0): their codes into
+ * codes[s - t0 ...], the residual updated, the squared error into err_lanes. */
+static void quant_encode_segment(const quant_state_t *st, const float *in, float *res, size_t s,
+                                 size_t e, size_t t0, const uint8_t *meta, size_t k, uint32_t key,
+                                 uint8_t *codes, double err_lanes[8])
+{
+    const float levels = (float)((1u << st->bits) - 1u);
+    const float mn = sqz_pu_load_f32(meta + 8 * k);
+    const float unit = sqz_pu_load_f32(meta + 8 * k + 4);
+    const float inv_unit = unit > 0.0f ? 1.0f / unit : 0.0f;
+    for (size_t i = s; i < e; i += SQZ_PU_BLOCK) {
+        const size_t len = e - i < SQZ_PU_BLOCK ? e - i : SQZ_PU_BLOCK;
+        float a[SQZ_PU_BLOCK] = {0};
+        float rnd_buf[SQZ_PU_BLOCK];
+        float err[SQZ_PU_BLOCK];
+        const float *rnd = quant_half;
+        quant_load(in + i, res != NULL ? res + i : NULL, len, a);
+        if (st->rounding == QUANT_ROUND_STOCHASTIC) {
+            /* Element indices past 2^32 re-key the hash rather than repeat its stream. */
+            const uint32_t blk_key =
+                (i >> 32) ? key ^ (uint32_t)sqz_pu_seed_key(key, 0, i >> 32, 0) : key;
+            quant_hash_block(blk_key, (uint32_t)i, rnd_buf);
+            rnd = rnd_buf;
+        }
+        if (len < SQZ_PU_BLOCK) {
+            /* Padding elements must encode harmlessly: use mn itself. */
+            for (size_t j = len; j < SQZ_PU_BLOCK; j++) {
+                a[j] = mn;
+            }
+        }
+        quant_encode_block(a, rnd, mn, unit, inv_unit, levels, codes + (i - t0), err);
+        if (res != NULL) {
+            memcpy(res + i, err, len * sizeof *err);
+        }
+        if (len == SQZ_PU_BLOCK) {
+            quant_error_lanes(err, err_lanes);
+        } else {
+            for (size_t j = 0; j < len; j++) {
+                err_lanes[0] += (double)err[j] * err[j];
+            }
+        }
+    }
+}
+
+static sqz_status_t quant_compress(void *state, sqz_compress_args_v1_t *args)
+{
+    const quant_state_t *st = (const quant_state_t *)state;
+    const size_t n = args->n;
+    const float *in = args->in;
+    float *res = args->residual;
+    uint8_t *out = (uint8_t *)args->payload;
+    size_t nb, total;
+    if (st == NULL) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (!quant_layout(n, st->bits, st->bucket, &nb, &total)) {
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    if (args->capacity < total || (n > 0 && (in == NULL || out == NULL))) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    const size_t B = st->bucket;
+    const unsigned bits = st->bits;
+    uint8_t *meta = out;
+    uint8_t *packed = out + 8 * nb;
+#if QUANT_X86
+    if (quant_fast_ok(st, n)) {
+        sqz_status_t r;
+        switch (bits) {
+        case 1: r = quant_compress_fast_1(st, args, meta, packed, nb); break;
+        case 2: r = quant_compress_fast_2(st, args, meta, packed, nb); break;
+        case 4: r = quant_compress_fast_4(st, args, meta, packed, nb); break;
+        default: r = quant_compress_fast_8(st, args, meta, packed, nb); break;
+        }
+        if (r == SQZ_OK) {
+            args->payload_bytes = total;
+        }
+        return r;
+    }
+#endif
+    double sq_total = 0.0;
+    const sqz_status_t r = quant_pass_meta(st, in, res, n, nb, meta, &sq_total);
+    if (r != SQZ_OK) {
+        return r;
+    }
     /* Pass 2: encode tile by tile (tiles start on packed byte boundaries), split at buckets. */
     const uint32_t key = (uint32_t)sqz_pu_seed_key(st->seed, st->rank, args->seq, args->stage);
     double err_lanes[8] = {0};
@@ -659,45 +713,10 @@ static sqz_status_t quant_compress(void *state, sqz_compress_args_v1_t *args)
         const size_t t1 = t0 + QUANT_TILE < n ? t0 + QUANT_TILE : n;
         /* Slack of one block: a short last block of a segment is encoded as a full one. */
         uint8_t codes[QUANT_TILE + SQZ_PU_BLOCK];
-        size_t s = t0;
-        while (s < t1) {
+        for (size_t s = t0; s < t1;) {
             const size_t k = s / B;
             const size_t e = (k + 1) * B < t1 ? (k + 1) * B : t1;
-            const float mn = sqz_pu_load_f32(meta + 8 * k);
-            const float unit = sqz_pu_load_f32(meta + 8 * k + 4);
-            const float inv_unit = unit > 0.0f ? 1.0f / unit : 0.0f;
-            for (size_t i = s; i < e; i += SQZ_PU_BLOCK) {
-                const size_t len = e - i < SQZ_PU_BLOCK ? e - i : SQZ_PU_BLOCK;
-                float a[SQZ_PU_BLOCK] = {0};
-                float rnd_buf[SQZ_PU_BLOCK];
-                float err[SQZ_PU_BLOCK];
-                const float *rnd = quant_half;
-                quant_load(in + i, res != NULL ? res + i : NULL, len, a);
-                if (st->rounding == QUANT_ROUND_STOCHASTIC) {
-                    /* Element indices past 2^32 re-key the hash rather than repeat its stream. */
-                    const uint32_t blk_key =
-                        (i >> 32) ? key ^ (uint32_t)sqz_pu_seed_key(key, 0, i >> 32, 0) : key;
-                    quant_hash_block(blk_key, (uint32_t)i, rnd_buf);
-                    rnd = rnd_buf;
-                }
-                if (len < SQZ_PU_BLOCK) {
-                    /* Padding elements must encode harmlessly: use mn itself. */
-                    for (size_t j = len; j < SQZ_PU_BLOCK; j++) {
-                        a[j] = mn;
-                    }
-                }
-                quant_encode_block(a, rnd, mn, unit, inv_unit, levels, codes + (i - t0), err);
-                if (res != NULL) {
-                    memcpy(res + i, err, len * sizeof *err);
-                }
-                if (len == SQZ_PU_BLOCK) {
-                    quant_error_lanes(err, err_lanes);
-                } else {
-                    for (size_t j = 0; j < len; j++) {
-                        err_lanes[0] += (double)err[j] * err[j];
-                    }
-                }
-            }
+            quant_encode_segment(st, in, res, s, e, t0, meta, k, key, codes, err_lanes);
             s = e;
         }
         sqz_pu_pack_bits(codes, t1 - t0, bits, packed + t0 / 8 * bits);
