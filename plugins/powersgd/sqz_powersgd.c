@@ -379,55 +379,177 @@ static void psgd_probe_local(psgd_state_t *s, sqz_reduce_args_v1_t *a, const flo
     }
 }
 
+/* One reduce() call's plan and buffers. */
+typedef struct psgd_call {
+    const float *m;           /* M = in + residual (in the residual), or in */
+    int          dense_phase; /* the start phase: every layer exact */
+    int          local_bad;   /* this rank's input is not finite */
+    size_t       plen, qlen;  /* floats of the P factors and of the Q shares */
+    size_t       ndense;      /* floats sent exactly */
+    float       *pbuf, *qsum; /* the P factors and the exact part; the Q sums after them */
+} psgd_call_t;
+
+/* The plan (each layer's rank in s->plan, 0: exact) and every allocation of the call, before
+ * anything reaches the network.  \return SQZ_OK or SQZ_ERR_NO_MEMORY (the residual restored). */
+static sqz_status_t psgd_plan_call(psgd_state_t *s, sqz_reduce_args_v1_t *a, psgd_call_t *c)
+{
+    if (!sqz_pu_grow((void **)&s->plan, &s->plancap, (a->nlayers + 1) * sizeof(int))) {
+        psgd_restore(s, a);
+        return SQZ_ERR_NO_MEMORY;
+    }
+    size_t probe_len = 0;
+    c->plen = 0, c->qlen = 0;
+    for (size_t l = 0; l < a->nlayers; l++) {
+        const sqz_matrix_v1_t *L     = &a->layers[l];
+        const int              level = a->levels ? a->levels[l] : (int)s->cfg.rank;
+        const size_t           r     = c->dense_phase ? 0 : psgd_layer_rank(s, L, level);
+        const size_t           kmax  = c->dense_phase ? 0 : psgd_probe_rank(s, a, L);
+        s->plan[l] = (int)r;
+        c->plen += L->rows * r;
+        c->qlen += L->cols * r;
+        probe_len = sqz_psgd_max(probe_len, (L->rows + L->cols) * kmax);
+    }
+    c->ndense = sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, NULL, NULL);
+    /* msg holds the P factors and the exact part, then the Q sums after them: P^ must survive
+     * the Q all-reduce. */
+    if (!sqz_pu_grow((void **)&s->msg, &s->msgcap,
+                     (c->plen + c->ndense + c->qlen + 1) * sizeof(float)) ||
+        !sqz_pu_grow((void **)&s->qloc, &s->qloccap, (c->qlen + 1) * sizeof(float)) ||
+        !sqz_pu_grow((void **)&s->probe, &s->probecap, (probe_len + 1) * sizeof(float))) {
+        psgd_restore(s, a);
+        return SQZ_ERR_NO_MEMORY;
+    }
+    c->pbuf = s->msg;
+    c->qsum = c->pbuf + c->plen + c->ndense;
+    return SQZ_OK;
+}
+
+/* Sums len floats of buf over the ranks and checks them: \return SQZ_OK, SQZ_ERR_TRANSPORT, or
+ * SQZ_ERR_NONFINITE (the same sums everywhere: every rank returns it), the residual restored on
+ * an error. */
+static sqz_status_t psgd_sum(psgd_state_t *s, sqz_reduce_args_v1_t *a, float *buf, size_t len)
+{
+    if (len > 0 && 0 != a->allreduce_sum(a->allreduce_arg, buf, len)) {
+        psgd_restore(s, a);
+        return SQZ_ERR_TRANSPORT;
+    }
+    a->bytes_wire += len * sizeof(float);
+    if (!sqz_pu_all_finite_f32(buf, len)) {
+        psgd_restore(s, a);
+        return SQZ_ERR_NONFINITE;
+    }
+    return SQZ_OK;
+}
+
+/* One power iteration (it): P = M Q summed (with the exact part on the first), orthonormalized;
+ * this rank's Q share M^T P^ into qloc, summed into qsum; the warm start Q = sum / ranks. */
+static sqz_status_t psgd_iterate(psgd_state_t *s, sqz_reduce_args_v1_t *a, const psgd_call_t *c,
+                                 int it)
+{
+    float *const bs = a->bufstate;
+    size_t       po = 0;
+    float       *q  = bs + 1;
+    for (size_t l = 0; l < a->nlayers; l++) {
+        const sqz_matrix_v1_t *L = &a->layers[l];
+        const size_t           r = (size_t)s->plan[l];
+        if (r) {
+            psgd_mul_mq(c->m + L->offset, L->rows, L->cols, q, r, c->pbuf + po);
+            po += L->rows * r;
+        }
+        q += L->cols * sqz_psgd_qslot(L, s->qcap);
+    }
+    const size_t len1 = c->plen + (0 == it ? c->ndense : 0);
+    if (0 == it) {
+        psgd_span_ctx_t sc = {.m = c->m, .msg = c->pbuf + c->plen};
+        sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, psgd_span_gather, &sc);
+        if (c->local_bad && len1 > 0) {
+            c->pbuf[0] = NAN; /* (it is there already, unless an Inf met only zeros of Q) */
+        }
+    }
+    sqz_status_t st = psgd_sum(s, a, c->pbuf, len1);
+    if (SQZ_OK != st || 0 == c->qlen) {
+        return st; /* (nothing compressed: the exact sum is all) */
+    }
+    po = 0;
+    size_t qo = 0;
+    for (size_t l = 0; l < a->nlayers; l++) {
+        const sqz_matrix_v1_t *L = &a->layers[l];
+        const size_t           r = (size_t)s->plan[l];
+        if (r) {
+            psgd_orthonormalize(c->pbuf + po, L->rows, r);
+            psgd_mul_mtp(c->m + L->offset, L->rows, L->cols, c->pbuf + po, r, s->qloc + qo);
+            po += L->rows * r;
+            qo += L->cols * r;
+        }
+    }
+    memcpy(c->qsum, s->qloc, c->qlen * sizeof(float));
+    st = psgd_sum(s, a, c->qsum, c->qlen);
+    if (SQZ_OK != st) {
+        return st;
+    }
+    q  = bs + 1;
+    qo = 0;
+    const float inv = 1.0f / (float)s->nranks;
+    for (size_t l = 0; l < a->nlayers; l++) {
+        const sqz_matrix_v1_t *L = &a->layers[l];
+        const size_t           r = (size_t)s->plan[l];
+        for (size_t j = 0; j < L->cols * r; j++) {
+            q[j] = c->qsum[qo + j] * inv;
+        }
+        qo += L->cols * r;
+        q += L->cols * sqz_psgd_qslot(L, s->qcap);
+    }
+    return SQZ_OK;
+}
+
+/* The outputs: the exact part scattered, then out = P^ Q^T and residual = M - P^ Q_i^T, layer
+ * by layer. */
+static void psgd_finish(psgd_state_t *s, sqz_reduce_args_v1_t *a, const psgd_call_t *c)
+{
+    if (c->ndense > 0) {
+        psgd_span_ctx_t sc = {.m = c->m, .msg = c->pbuf + c->plen, .out = a->out,
+                              .res = a->residual};
+        sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, psgd_span_scatter, &sc);
+    }
+    size_t po = 0, qo = 0;
+    for (size_t l = 0; l < a->nlayers; l++) {
+        const sqz_matrix_v1_t *L = &a->layers[l];
+        const size_t           r = (size_t)s->plan[l];
+        if (r) {
+            psgd_expand(c->m + L->offset, L->rows, L->cols, c->pbuf + po, r, c->qsum + qo,
+                        s->qloc + qo, a->out + L->offset,
+                        a->residual ? a->residual + L->offset : NULL, &a->norm2_in,
+                        &a->norm2_err);
+            po += L->rows * r;
+            qo += L->cols * r;
+        }
+    }
+}
+
 static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
 {
     psgd_state_t *const s = state;
     a->bytes_wire = 0, a->norm2_in = 0, a->norm2_err = 0, a->probed = 0;
     a->exact = a->seq < (uint64_t)s->cfg.start_steps;
+    psgd_call_t c = {.m = a->in, .dense_phase = a->seq < (uint64_t)s->cfg.start_steps};
     /* A non-finite input is not added into the residual (its old value could not be recovered):
      * this rank poisons its first message instead, so that every rank sees it. */
-    const int local_bad = !sqz_pu_all_finite_f32(a->in, a->n);
+    c.local_bad = !sqz_pu_all_finite_f32(a->in, a->n);
     /* a = in + residual, formed in the residual: M lives there for the whole call. */
-    const float *m = a->in;
-    s->added = a->residual && !local_bad;
+    s->added = a->residual && !c.local_bad;
     if (s->added) {
         for (size_t i = 0; i < a->n; i++) {
             a->residual[i] += a->in[i];
         }
-        m = a->residual;
+        c.m = a->residual;
     }
-    if (!sqz_pu_grow((void **)&s->plan, &s->plancap, (a->nlayers + 1) * sizeof(int))) {
-        psgd_restore(s, a);
-        return SQZ_ERR_NO_MEMORY;
+    sqz_status_t st = psgd_plan_call(s, a, &c);
+    if (SQZ_OK != st) {
+        return st;
     }
-    /* The plan: each layer's rank (0: exact), and the scratch of a local probe. */
-    const int dense_phase = a->seq < (uint64_t)s->cfg.start_steps;
-    size_t    plen = 0, qlen = 0, probe_len = 0;
-    for (size_t l = 0; l < a->nlayers; l++) {
-        const sqz_matrix_v1_t *L     = &a->layers[l];
-        const int              level = a->levels ? a->levels[l] : (int)s->cfg.rank;
-        const size_t           r     = dense_phase ? 0 : psgd_layer_rank(s, L, level);
-        const size_t           kmax  = dense_phase ? 0 : psgd_probe_rank(s, a, L);
-        s->plan[l] = (int)r;
-        plen += L->rows * r;
-        qlen += L->cols * r;
-        probe_len = sqz_psgd_max(probe_len, (L->rows + L->cols) * kmax);
-    }
-    const size_t ndense = sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, NULL, NULL);
-    /* msg holds the P factors and the exact part, then the Q sums after them: P^ must survive
-     * the Q all-reduce.  Every allocation happens here, before anything reaches the network. */
-    if (!sqz_pu_grow((void **)&s->msg, &s->msgcap, (plen + ndense + qlen + 1) * sizeof(float)) ||
-        !sqz_pu_grow((void **)&s->qloc, &s->qloccap, (qlen + 1) * sizeof(float)) ||
-        !sqz_pu_grow((void **)&s->probe, &s->probecap, (probe_len + 1) * sizeof(float))) {
-        psgd_restore(s, a);
-        return SQZ_ERR_NO_MEMORY;
-    }
-    float *const pbuf = s->msg;
-    float *const qsum = pbuf + plen + ndense;
-
     /* Warm-start memory: bufstate[0] says whether it holds Q's yet. */
     float *bs = a->bufstate;
-    if (0.0f == bs[0] && !dense_phase) {
+    if (0.0f == bs[0] && !c.dense_phase) {
         float *q = bs + 1;
         for (size_t l = 0; l < a->nlayers; l++) {
             const size_t w = sqz_psgd_qslot(&a->layers[l], s->qcap);
@@ -436,99 +558,22 @@ static sqz_status_t psgd_reduce(void *state, sqz_reduce_args_v1_t *a)
         }
         bs[0] = 1.0f;
     }
-    const int iters = dense_phase ? 1 : (int)s->cfg.iters;
-    for (int it = 0; it < iters; it++) {
-        /* P = M Q for every compressed layer, then (first iteration) the exact part. */
-        size_t po = 0;
-        float *q  = bs + 1;
-        for (size_t l = 0; l < a->nlayers; l++) {
-            const sqz_matrix_v1_t *L = &a->layers[l];
-            const size_t           r = (size_t)s->plan[l];
-            if (r) {
-                psgd_mul_mq(m + L->offset, L->rows, L->cols, q, r, pbuf + po);
-                po += L->rows * r;
-            }
-            q += L->cols * sqz_psgd_qslot(L, s->qcap);
-        }
-        const size_t    len1 = plen + (0 == it ? ndense : 0);
-        if (0 == it) {
-            psgd_span_ctx_t sc = {.m = m, .msg = pbuf + plen};
-            sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, psgd_span_gather, &sc);
-            if (local_bad && len1 > 0) {
-                pbuf[0] = NAN; /* (it is there already, unless an Inf met only zeros of Q) */
-            }
-        }
-        if (len1 > 0 && 0 != a->allreduce_sum(a->allreduce_arg, pbuf, len1)) {
-            psgd_restore(s, a);
-            return SQZ_ERR_TRANSPORT;
-        }
-        a->bytes_wire += len1 * sizeof(float);
-        if (!sqz_pu_all_finite_f32(pbuf, len1)) {
-            psgd_restore(s, a); /* the same sums everywhere: every rank returns this */
-            return SQZ_ERR_NONFINITE;
-        }
-        if (0 == qlen) {
-            break; /* nothing compressed: the exact sum is all */
-        }
-        /* P^ then this rank's Q share, kept in qloc and sent in qsum. */
-        po = 0;
-        size_t qo = 0;
-        for (size_t l = 0; l < a->nlayers; l++) {
-            const sqz_matrix_v1_t *L = &a->layers[l];
-            const size_t           r = (size_t)s->plan[l];
-            if (r) {
-                psgd_orthonormalize(pbuf + po, L->rows, r);
-                psgd_mul_mtp(m + L->offset, L->rows, L->cols, pbuf + po, r, s->qloc + qo);
-                po += L->rows * r;
-                qo += L->cols * r;
-            }
-        }
-        memcpy(qsum, s->qloc, qlen * sizeof(float));
-        if (0 != a->allreduce_sum(a->allreduce_arg, qsum, qlen)) {
-            psgd_restore(s, a);
-            return SQZ_ERR_TRANSPORT;
-        }
-        a->bytes_wire += qlen * sizeof(float);
-        if (!sqz_pu_all_finite_f32(qsum, qlen)) {
-            psgd_restore(s, a);
-            return SQZ_ERR_NONFINITE;
-        }
-        /* Warm start (and the next iteration): Q = sum / ranks. */
-        q  = bs + 1;
-        qo = 0;
-        const float inv = 1.0f / (float)s->nranks;
-        for (size_t l = 0; l < a->nlayers; l++) {
-            const sqz_matrix_v1_t *L = &a->layers[l];
-            const size_t           r = (size_t)s->plan[l];
-            for (size_t j = 0; j < L->cols * r; j++) {
-                q[j] = qsum[qo + j] * inv;
-            }
-            qo += L->cols * r;
-            q += L->cols * sqz_psgd_qslot(L, s->qcap);
+    const int iters = c.dense_phase ? 1 : (int)s->cfg.iters;
+    for (int it = 0; it < iters && SQZ_OK == st; it++) {
+        st = psgd_iterate(s, a, &c, it);
+        if (0 == c.qlen) {
+            break;
         }
     }
-    if (a->probe_err && !dense_phase) {
-        psgd_probe_local(s, a, m, bs + 1);
+    if (SQZ_OK != st) {
+        return st;
+    }
+    if (a->probe_err && !c.dense_phase) {
+        psgd_probe_local(s, a, c.m, bs + 1);
     }
     /* Nothing is written to out before here: every check that makes the ranks fall back
      * together has passed (out may be the input, which the dense fallback reads). */
-    if (ndense > 0) {
-        psgd_span_ctx_t sc = {.m = m, .msg = pbuf + plen, .out = a->out, .res = a->residual};
-        sqz_psgd_dense_spans(a->layers, a->nlayers, a->n, s->plan, psgd_span_scatter, &sc);
-    }
-    /* out = P^ Q^T and residual = M - P^ Q_i^T, layer by layer. */
-    size_t po = 0, qo = 0;
-    for (size_t l = 0; l < a->nlayers; l++) {
-        const sqz_matrix_v1_t *L = &a->layers[l];
-        const size_t           r = (size_t)s->plan[l];
-        if (r) {
-            psgd_expand(m + L->offset, L->rows, L->cols, pbuf + po, r, qsum + qo, s->qloc + qo,
-                        a->out + L->offset, a->residual ? a->residual + L->offset : NULL,
-                        &a->norm2_in, &a->norm2_err);
-            po += L->rows * r;
-            qo += L->cols * r;
-        }
-    }
+    psgd_finish(s, a, &c);
     return SQZ_OK;
 }
 
