@@ -174,6 +174,25 @@ sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const
                                  float *shared, const float *sum, void *out, size_t n,
                                  sqz_dtype_t dtype, void *stream);
 
+/* ---- Compact residual storage (SQZ_EF_STORAGE; src/cuda/sqz_cuda_residual.cu) ---- */
+
+/** The compact forms, numbered as sqz_ef_storage_t (src/core/sqz_residual.h). */
+#define SQZ_GPU_RES_BF16 1
+#define SQZ_GPU_RES_INT8 2
+
+/** Bytes of the compact form of n residual floats (bf16: 2n rounded up to 16; int8: n codes
+ *  rounded up to 16, then the scales); 0 for an unknown storage. */
+size_t sqz_gpu_res_compact_bytes(int storage, size_t n);
+
+/** r[0, n) = the residual held in `compact` (fp32). */
+sqz_status_t sqz_gpu_res_expand(int storage, const void *compact, float *r, size_t n,
+                                void *stream);
+
+/** compact = r[0, n) in the storage's form (the host's rounding: bf16 to nearest even; int8 per
+ *  block of 256 with scale max |r| / 127). */
+sqz_status_t sqz_gpu_res_compact(int storage, const float *r, void *compact, size_t n,
+                                 void *stream);
+
 /* ---- DGC's corrections on the device (src/cuda/sqz_cuda_dgc.cu), the host's arithmetic ---- */
 
 /** Bytes of device scratch sqz_gpu_dgc_input needs when it clips (the norm's partial sums). */

@@ -39,6 +39,7 @@
 #include "sqz_state_io.h"
 #include "sqz_plugin_util.h"
 #include "sqz_policy.h"
+#include "sqz_gpu_efstore.h"
 #include "sqz_residual.h"
 #include "transport/sqz_nccl.h"
 #include "transport/sqz_transport_nccl.h"
@@ -50,6 +51,9 @@ typedef struct sqz_gpu_buf {
     uint64_t    calls;
     float      *residual;  /* count floats, or NULL without error feedback (ef21: minus this
                               rank's estimator g_i, so that compress forms in - g_i) */
+    void       *compact;   /* SQZ_EF_STORAGE bf16 / int8: the classic residual between calls;
+                              residual is then the communicator's working area during a call
+                              (sqz_gpu_efstore.h) and NULL between calls */
     float      *shared;    /* ef21: the shared estimator G (count floats; the output), or NULL */
     float      *decoded;   /* ef21: this call's decoded sum (count floats) and, after it, the
                               call's verdict word */
@@ -77,6 +81,9 @@ struct sqz_gpu_comm {
                                         which has its own; sqz_ef_allreduce keeps ef14) */
     int                   psgd;      /* the method is powersgd (sqz_gpu_powersgd.c) */
     int                   dgc;       /* DGC's corrections around classic error feedback */
+    int                   ef_storage; /* classic residuals compact between calls: SQZ_GPU_RES_*,
+                                         0: fp32 (sqz_gpu_efstore.h) */
+    sqz_gpu_efwork_t      efwork;     /* their fp32 working area */
     sqz_gpu_psgd_cfg_t    psgd_cfg;
     sqz_gpu_params_t      params;
     sqz_gpu_buf_t        *bufs;
@@ -230,8 +237,13 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                                    "runs at its uniform setting on device buffers",
                      method);
     }
-    if (g->enabled && g->ef && ctx->p.ef_storage != SQZ_EF_STORAGE_FP32) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_EF_STORAGE: the GPU path keeps fp32 residuals");
+    /* SQZ_EF_STORAGE compacts classic residuals, as on the host; PowerSGD's device state and
+     * ef21's estimators stay fp32. */
+    g->ef_storage = g->psgd ? 0 : ctx->p.ef_storage;
+    if (g->enabled && g->ef && (g->psgd || g->ef21) &&
+        ctx->p.ef_storage != SQZ_EF_STORAGE_FP32) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_EF_STORAGE: %s keeps fp32 state on the GPU path",
+                     g->psgd ? "powersgd" : "SQZ_EF=ef21");
     }
 }
 
@@ -308,6 +320,7 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
     }
     cudaFree(g->d_nonfinite);
     cudaFree(g->d_agree);
+    sqz_gpu_efwork_free(&g->efwork);
     sqz_gpu_moe_free(g->moe, 0);
     if (saved >= 0) {
         cudaSetDevice(saved);
@@ -317,6 +330,16 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
     sqz_nccl_transport_destroy(g->transport);
     free(g);
     comm->gpu = NULL;
+}
+
+/* b's classic residual back to zero (stream s; fp32 or compact: zero bits are zero in both). */
+static void sqz_gpu_zero_residual(const struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s)
+{
+    if (b->compact) {
+        cudaMemsetAsync(b->compact, 0, sqz_gpu_res_compact_bytes(g->ef_storage, b->count), s);
+    } else if (b->residual) {
+        cudaMemsetAsync(b->residual, 0, b->count * sizeof(float), s);
+    }
 }
 
 /* sqz_ef_allreduce on device buffers (PowerSGD has no such call: it compresses gradients). */
@@ -338,8 +361,8 @@ static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
     cudaSetDevice(g->device);
     cudaDeviceSynchronize();
     for (size_t i = 0; i < g->nbufs; i++) {
-        if (g->bufs[i].key == key && g->bufs[i].residual) {
-            cudaMemset(g->bufs[i].residual, 0, g->bufs[i].count * sizeof(float));
+        if (g->bufs[i].key == key && (g->bufs[i].residual || g->bufs[i].compact)) {
+            sqz_gpu_zero_residual(g, &g->bufs[i], NULL);
             if (g->bufs[i].shared) {
                 cudaMemset(g->bufs[i].shared, 0, g->bufs[i].count * sizeof(float));
             }
@@ -348,6 +371,7 @@ static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
             g->bufs[i].calls = 0;
         }
     }
+    cudaDeviceSynchronize(); /* (the zeroing ran on the legacy stream) */
 }
 
 sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **out)
@@ -488,7 +512,10 @@ static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
     b->sra = NULL;
     free(b->adapt.levels);
     b->adapt.levels = NULL;
-    cudaFree(b->residual);
+    if (NULL == b->compact) {
+        cudaFree(b->residual); /* (else it is the communicator's working area) */
+    }
+    cudaFree(b->compact);
     cudaFree(b->payloads);
     cudaFree(b->workspace);
     cudaFree(b->full);
@@ -496,7 +523,7 @@ static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
     cudaFree(b->decoded);
     sqz_gpu_dgc_free(b->dgc);
     b->dgc      = NULL;
-    b->residual = NULL, b->payloads = NULL, b->workspace = NULL, b->full = NULL;
+    b->residual = NULL, b->compact = NULL, b->payloads = NULL, b->workspace = NULL, b->full = NULL;
     b->shared = NULL, b->decoded = NULL;
 }
 
@@ -561,7 +588,9 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cuda
         if (rec.key == b->key && rec.count == b->count && (sqz_dtype_t)rec.dtype == b->dtype) {
             b->calls = rec.calls;
             sqz_gpu_sra_forget(b->sra, s); /* (checkpoints hold the worker residuals only) */
-            if (res && b->residual) {
+            if (res && b->compact) {
+                sqz_gpu_efstore_write(&g->efwork, g->ef_storage, b->compact, b->count, res, s);
+            } else if (res && b->residual) {
                 cudaMemcpyAsync(b->residual, res, bytes, cudaMemcpyHostToDevice, s);
             }
             if (shared && b->shared) {
@@ -594,20 +623,22 @@ static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w)
     for (size_t i = 0; SQZ_OK == st && i < g->nbufs; i++) {
         const sqz_gpu_buf_t  *b   = &g->bufs[i];
         const float *const    arrays[3] = {b->residual, b->shared, sqz_gpu_dgc_momentum(b->dgc)};
-        const sqz_gpu_saved_t rec       = {b->key, b->count, b->calls, (int32_t)b->dtype,
-                                           (NULL != arrays[0]) | (NULL != arrays[1]) << 1 |
-                                               (NULL != arrays[2]) << 2};
+        const int             res = NULL != arrays[0] || NULL != b->compact;
+        const sqz_gpu_saved_t rec = {b->key, b->count, b->calls, (int32_t)b->dtype,
+                                     res | (NULL != arrays[1]) << 1 | (NULL != arrays[2]) << 2};
         sqz_wbuf_put(w, &rec, sizeof(rec));
         for (int a = 0; a < 3 && SQZ_OK == st; a++) {
-            if (NULL == arrays[a]) {
+            if (NULL == arrays[a] && !(0 == a && b->compact)) {
                 continue;
             }
             if (w->base) {
                 float *h = realloc(host, b->count * sizeof(float));
                 st       = h ? SQZ_OK : SQZ_ERR_NO_MEMORY;
                 host     = h ? h : host;
-                if (h && cudaSuccess != cudaMemcpy(h, arrays[a], b->count * sizeof(float),
-                                                   cudaMemcpyDeviceToHost)) {
+                if (h && 0 == a && b->compact) {
+                    st = sqz_gpu_efstore_read(&g->efwork, g->ef_storage, b->compact, b->count, h);
+                } else if (h && cudaSuccess != cudaMemcpy(h, arrays[a], b->count * sizeof(float),
+                                                          cudaMemcpyDeviceToHost)) {
                     st = SQZ_ERR_CUDA;
                 }
             }
@@ -782,7 +813,17 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
             ce = cudaMalloc(&b.full, count * sqz_gpu_dtype_size(dtype));
         }
     }
-    if (ce == cudaSuccess && ef) {
+    const int compact = ef && !ef21 && g->ef_storage != 0;
+    if (ce == cudaSuccess && compact) {
+        const size_t cb = sqz_gpu_res_compact_bytes(g->ef_storage, count);
+        ce              = cudaMalloc(&b.compact, cb);
+        if (ce == cudaSuccess) {
+            ce = cudaMemsetAsync(b.compact, 0, cb, s);
+        }
+        if (ce == cudaSuccess) {
+            ce = sqz_gpu_efwork_reserve(&g->efwork, count);
+        }
+    } else if (ce == cudaSuccess && ef) {
         ce = cudaMalloc((void **)&b.residual, count * sizeof(float));
         if (ce == cudaSuccess) {
             ce = cudaMemsetAsync(b.residual, 0, count * sizeof(float), s);
@@ -815,9 +856,10 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         g->bufs[g->nbufs++] = b; /* dense_only: remembered, so no rank allocates alone later */
         return &g->bufs[g->nbufs - 1];
     }
-    b.bytes = sra ? sqz_gpu_sra_bytes(&g->params, count, dtype, comm->nranks, rs, ef) +
-                        (ef ? count * 4 : 0)
-                  : b.pbytes * (size_t)comm->nranks + wb + (ef ? count * 4 : 0) +
+    const size_t res_bytes =
+        compact ? sqz_gpu_res_compact_bytes(g->ef_storage, count) : (ef ? count * 4 : 0);
+    b.bytes = sra ? sqz_gpu_sra_bytes(&g->params, count, dtype, comm->nranks, rs, ef) + res_bytes
+                  : b.pbytes * (size_t)comm->nranks + wb + res_bytes +
                         (ef21 ? 2 * count * 4 + 16 : 0) +
                         (rs ? count * sqz_gpu_dtype_size(dtype) : 0);
     b.bytes += b.dgc ? sqz_gpu_dgc_bytes(&comm->ctx->p, count) : 0;
@@ -835,7 +877,8 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
  * context's state_bytes. */
 static void sqz_gpu_account(sqz_comm_t *comm)
 {
-    size_t bytes = sqz_gpu_hier_scratch_bytes(comm->gpu->hier);
+    size_t bytes = sqz_gpu_hier_scratch_bytes(comm->gpu->hier) +
+                   sqz_gpu_efwork_bytes(&comm->gpu->efwork);
     for (size_t i = 0; i < comm->gpu->nbufs; i++) {
         bytes += comm->gpu->bufs[i].bytes;
     }
@@ -895,8 +938,8 @@ static sqz_status_t sqz_gpu_identity(sqz_comm_t *comm, size_t count, sqz_dtype_t
         dropped++;
     }
     sqz_gpu_buf_t *b = id.moved_ambiguous ? sqz_gpu_buf_find(g, id.key, count, dtype) : NULL;
-    if (b && b->residual) {
-        cudaMemsetAsync(b->residual, 0, count * sizeof(float), s);
+    if (b && (b->residual || b->compact)) {
+        sqz_gpu_zero_residual(g, b, s);
         dropped++;
     }
     sqz_identity_count(comm, dropped, 0);
@@ -1116,6 +1159,31 @@ static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *c
     return SQZ_OK;
 }
 
+/* The compressed call through its buffer's exchange; a compact residual (SQZ_EF_STORAGE) is
+ * expanded for the call and stored back after it. */
+static sqz_status_t sqz_gpu_run_compressed(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
+{
+    struct sqz_gpu_comm *const g = c->comm->gpu;
+    sqz_gpu_buf_t *const       b = c->b;
+    if (b->compact) {
+        b->residual = sqz_gpu_efstore_open(&g->efwork, g->ef_storage, b->compact, c->count, c->s);
+        if (NULL == b->residual) {
+            SQZ_ERROR("GPU residual storage: the expand kernel failed");
+            return SQZ_ERR_CUDA;
+        }
+    }
+    sqz_status_t st = g->psgd ? sqz_gpu_run_psgd(c, cst)
+                      : b->sra ? sqz_gpu_run_sra(c, cst)
+                               : sqz_gpu_run_exchange(c, cst);
+    if (b->compact) {
+        const sqz_status_t cs =
+            sqz_gpu_efstore_close(&g->efwork, g->ef_storage, b->compact, c->count, c->s);
+        b->residual = NULL;
+        st          = SQZ_OK == st ? cs : st;
+    }
+    return st;
+}
+
 /* Policy, from facts that every rank shares (the same call on every rank): whether the call is
  * compressed at all (rs: a reduce-scatter; opt: the optimizer-side collective, which ignores
  * SQZ_MIN_BYTES). */
@@ -1255,9 +1323,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         }
         call.in = msg, call.in_dtype = SQZ_DTYPE_FLOAT32, call.dgc = 1;
     }
-    st = g->psgd ? sqz_gpu_run_psgd(&call, &cst)
-         : b->sra ? sqz_gpu_run_sra(&call, &cst)
-                  : sqz_gpu_run_exchange(&call, &cst);
+    st = sqz_gpu_run_compressed(&call, &cst);
 out:
     sqz_gpu_account(comm);
     if (saved >= 0 && saved != g->device) {

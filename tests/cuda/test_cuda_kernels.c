@@ -47,6 +47,8 @@
 #include "sqz_param.h"
 #include "sqz_plugin_util.h"
 #include "sqz_registry.h"
+#include "sqz_residual.h"
+#include "sqz_state.h"
 
 #define SEED 1234u
 #define N_MAX (((size_t)1 << 24) + 5)
@@ -1242,6 +1244,55 @@ static void perf(void)
     dfree(d_in);
 }
 
+/* SQZ_EF_STORAGE's compact forms on the device: the same bytes as the host's
+ * (sqz_residual_close), and the expand the host's decoding (scale * code, bf16 bits). */
+static void test_residual_storage(size_t n)
+{
+    float *r = xmalloc(n * 4), *back = xmalloc(n * 4);
+    fill_random(r, n, 0.3);
+    for (size_t i = 0; i < n; i += 37) {
+        r[i] = (i % 74 == 0) ? 0.0f : r[i] * 1e4f; /* zeros and a wide range within blocks */
+    }
+    for (int storage = SQZ_EF_STORAGE_BF16; storage <= SQZ_EF_STORAGE_INT8; storage++) {
+        const size_t    cb = sqz_gpu_res_compact_bytes(storage, n);
+        const size_t    nb = (n + 255) / 256, codes = (n + 15) / 16 * 16;
+        sqz_buf_state_t b  = {.count = n};
+        b.res_compact      = calloc(storage == SQZ_EF_STORAGE_BF16 ? 2 * n : n, 1);
+        b.res_scale        = calloc(nb, sizeof(float));
+        sqz_residual_close(&b, storage, r);
+        unsigned char *h = xmalloc(cb);
+        void *d = dalloc(cb);
+        float *dr = dalloc(n * 4);
+        CU(cudaMemcpy(dr, r, n * 4, cudaMemcpyHostToDevice));
+        EXPECT(SQZ_OK == sqz_gpu_res_compact(storage, dr, d, n, g_st), "res compact launch");
+        CU(cudaMemsetAsync(dr, 0xff, n * 4, g_st));
+        EXPECT(SQZ_OK == sqz_gpu_res_expand(storage, d, dr, n, g_st), "res expand launch");
+        CU(cudaStreamSynchronize(g_st));
+        CU(cudaMemcpy(h, d, cb, cudaMemcpyDeviceToHost));
+        CU(cudaMemcpy(back, dr, n * 4, cudaMemcpyDeviceToHost));
+        const int bf = storage == SQZ_EF_STORAGE_BF16;
+        const char *name = bf ? "bf16" : "int8";
+        EXPECT(0 == memcmp(h, b.res_compact, bf ? 2 * n : n),
+               "residual storage %s, n=%zu: device codes differ from the host's", name, n);
+        EXPECT(bf || 0 == memcmp(h + codes, b.res_scale, nb * 4),
+               "residual storage int8, n=%zu: device scales differ from the host's", n);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            float want;
+            if (bf) {
+                const uint32_t u = (uint32_t)((const uint16_t *)b.res_compact)[i] << 16;
+                memcpy(&want, &u, 4);
+            } else {
+                want = b.res_scale[i / 256] * (float)((const int8_t *)b.res_compact)[i];
+            }
+            bad += memcmp(&want, &back[i], 4) != 0;
+        }
+        EXPECT(0 == bad, "residual storage %s, n=%zu: %zu expanded values differ", name, n, bad);
+        cudaFree(d), cudaFree(dr), free(h), free(b.res_compact), free(b.res_scale);
+    }
+    free(r), free(back);
+}
+
 int main(int argc, char **argv)
 {
     int ndev = 0;
@@ -1266,6 +1317,8 @@ int main(int argc, char **argv)
     }
 
     test_params();
+    test_residual_storage(1000);
+    test_residual_storage(70001);
     uint64_t seq = 1;
     for (size_t c = 0; c < NCASES; c++) {
         for (size_t s = 0; s < NSIZES; s++) {
