@@ -1,5 +1,6 @@
 /*
- * Decoder fuzzing for one built-in compressor, chosen at build time:
+ * Decoder fuzzing for one compressor, chosen at build time (a built-in, or "example": the
+ * out-of-tree example plugin, loaded from SQUEEZE_TEST_PLUGIN as SQZ_PLUGINS would):
  *
  *     cc -DSQZ_FUZZ_METHOD='"topk"' ... tests/fuzz/fuzz_decode.c -> fuzz_decode_topk
  *
@@ -26,7 +27,7 @@
 #include "sqz_registry.h"
 
 #ifndef SQZ_FUZZ_METHOD
-#error "build with -DSQZ_FUZZ_METHOD='\"name\"' (a built-in compressor)"
+#error "build with -DSQZ_FUZZ_METHOD='\"name\"' (a built-in compressor, or example)"
 #endif
 
 #define FUZZ_MAX_N 4096
@@ -80,11 +81,14 @@ static const fuzz_config_t all_configs[] = {
     {"fedzip", {"FEDZIP_DENSITY=0.1", "FEDZIP_CLUSTERS=16", NULL}},
     {"fedzip", {"FEDZIP_DENSITY=1", "FEDZIP_CLUSTERS=2", "FEDZIP_LEVEL=-7", NULL}},
     {"fedzip", {"FEDZIP_DENSITY=0.3", "FEDZIP_CLUSTERS=7", "FEDZIP_ITERS=1", "FEDZIP_LEVEL=19", NULL}},
+    {"example", {NULL}},
+    {"example", {"EXAMPLE_ROUND=0", NULL}},
 };
 #define FUZZ_MAX_CONFIGS (sizeof all_configs / sizeof all_configs[0])
 
 typedef struct fuzz_ctx {
     const sqz_compressor_v1_t *c;
+    sqz_registry_t             plugins; /* the example plugin's registry, when it is fuzzed */
     size_t                     nconfigs;
     void                      *config[FUZZ_MAX_CONFIGS];
     void                      *state[FUZZ_MAX_CONFIGS];
@@ -115,8 +119,14 @@ static void fuzz_init(void)
             fuzz.c = builtins[i];
         }
     }
+    const char *plugin = getenv("SQUEEZE_TEST_PLUGIN");
+    if (fuzz.c == NULL && plugin != NULL && plugin[0] != '\0' &&
+        sqz_registry_init(&fuzz.plugins) == SQZ_OK &&
+        sqz_registry_load_plugins(&fuzz.plugins, plugin) == 0) {
+        fuzz.c = sqz_registry_find(&fuzz.plugins, SQZ_FUZZ_METHOD);
+    }
     if (fuzz.c == NULL) {
-        fuzz_die("unknown method", 0, 0, 0);
+        fuzz_die("unknown method (a plugin's needs SQUEEZE_TEST_PLUGIN)", 0, 0, 0);
     }
     const sqz_compressor_env_v1_t env = {sizeof env, 0, 2, 42};
     for (size_t i = 0; i < FUZZ_MAX_CONFIGS; i++) {
@@ -140,6 +150,9 @@ static void fuzz_fini(void)
     for (size_t j = 0; j < fuzz.nconfigs; j++) {
         fuzz.c->destroy(fuzz.state[j]);
         free(fuzz.config[j]);
+    }
+    if (fuzz.plugins.e != NULL) {
+        sqz_registry_fini(&fuzz.plugins);
     }
     memset(&fuzz, 0, sizeof fuzz);
 }
