@@ -159,8 +159,8 @@ static sqz_status_t sqz_ctx_check_method(const sqz_ctx_t *ctx, char *errbuf, siz
     const sqz_compressor_v1_t *c        = ctx->method;
     const int                  summable = SQZ_EXCHANGE_SUMMABLE == c->exchange;
     /* ef21 works with a summable method as with any other (the engine's estimators, the
-     * plugin's error-feedback contract); econtrol's eta is tuned for sparsifiers and the GPU path
-     * has no econtrol. */
+     * plugin's error-feedback contract); econtrol's eta is tuned for sparsifiers, and PowerSGD's
+     * GPU kernels have no econtrol. */
     if (summable && SQZ_EF_ECONTROL == ctx->ef) {
         snprintf(errbuf, errlen,
                  "SQZ_EF=econtrol: not available with SQZ_METHOD=%s (use ef14, ef21 or none)",

@@ -47,8 +47,5 @@ const char *sqz_device_decline(const sqz_ctx_t *ctx)
         return "RANDK_SCALE=unbiased has no device kernel (the device draws strata of n / k "
                "elements, and the scatter-reduce's second stage must not scale again)";
     }
-    if (SQZ_EF_ECONTROL == ctx->p.ef && 0 != strcmp(ctx->method->name, "none")) {
-        return "SQZ_EF=econtrol has no device kernel (the GPU path has ef14, ef21 and none)";
-    }
     return NULL;
 }

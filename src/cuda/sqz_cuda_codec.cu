@@ -317,3 +317,86 @@ sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
 }
+
+__global__ void __launch_bounds__(256)
+    sqz_cu_econtrol_begin_kernel(float *__restrict__ neg_h, const float *__restrict__ err,
+                                 float eta, size_t n)
+{
+    for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < n; i += (size_t)gridDim.x * 256) {
+        neg_h[i] = __fadd_rn(neg_h[i], __fmul_rn(eta, err[i]));
+    }
+}
+
+sqz_status_t sqz_gpu_econtrol_begin(float *neg_h, const float *err, float eta, size_t n,
+                                    void *stream)
+{
+    if (neg_h == NULL || err == NULL) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (n == 0) {
+        return SQZ_OK;
+    }
+    sqz_cu_econtrol_begin_kernel<<<sqz_cu_grid(n, 256), 256, 0, (cudaStream_t)stream>>>(
+        neg_h, err, eta, n);
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+    sqz_cu_econtrol_finish_kernel(const uint32_t *__restrict__ bad, float *__restrict__ neg_h,
+                                  float *__restrict__ err, float eta, const T *in,
+                                  float *__restrict__ shared, const float *__restrict__ sum,
+                                  T *out, size_t n)
+{
+    const int b = *bad != 0;
+    const T   q = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
+    for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < n; i += (size_t)gridDim.x * 256) {
+        const float e = err[i];
+        if (b) {
+            neg_h[i] = __fsub_rn(neg_h[i], __fmul_rn(eta, e));
+            out[i]   = q;
+            continue;
+        }
+        const float x = sqz_cu_to_f32(in[i]); /* (read before out, which may be in, is written) */
+        const float r = neg_h[i];
+        err[i]        = __fadd_rn(__fmul_rn(__fsub_rn(1.0f, eta), e), r);
+        neg_h[i]      = __fsub_rn(__fsub_rn(r, __fmul_rn(eta, e)), x);
+        const float g = __fadd_rn(shared[i], sum[i]);
+        shared[i]     = g;
+        out[i]        = sqz_cu_from_f32<T>(g);
+    }
+}
+
+sqz_status_t sqz_gpu_econtrol_finish(const uint32_t *bad, float *neg_h, float *err, float eta,
+                                     const void *in, float *shared, const float *sum, void *out,
+                                     size_t n, sqz_dtype_t dtype, void *stream)
+{
+    const size_t es = sqz_cu_dtype_size(dtype);
+    if (es == 0 || bad == NULL || neg_h == NULL || err == NULL || in == NULL || shared == NULL ||
+        sum == NULL || out == NULL || !sqz_cu_aligned(in, es) || !sqz_cu_aligned(out, es)) {
+        return SQZ_ERR_INVALID_PARAM;
+    }
+    if (n == 0) {
+        return SQZ_OK;
+    }
+    cudaStream_t   st = (cudaStream_t)stream;
+    const unsigned g  = sqz_cu_grid(n, 256);
+    switch (dtype) {
+    case SQZ_DTYPE_FLOAT32:
+        sqz_cu_econtrol_finish_kernel<float><<<g, 256, 0, st>>>(
+            bad, neg_h, err, eta, (const float *)in, shared, sum, (float *)out, n);
+        break;
+    case SQZ_DTYPE_FLOAT16:
+        sqz_cu_econtrol_finish_kernel<__half><<<g, 256, 0, st>>>(
+            bad, neg_h, err, eta, (const __half *)in, shared, sum, (__half *)out, n);
+        break;
+    case SQZ_DTYPE_BFLOAT16:
+        sqz_cu_econtrol_finish_kernel<__nv_bfloat16><<<g, 256, 0, st>>>(
+            bad, neg_h, err, eta, (const __nv_bfloat16 *)in, shared, sum, (__nv_bfloat16 *)out,
+            n);
+        break;
+    }
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}

@@ -174,6 +174,20 @@ sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const
                                  float *shared, const float *sum, void *out, size_t n,
                                  sqz_dtype_t dtype, void *stream);
 
+/** EControl's message (SQZ_EF=econtrol; the engine's ef21 buffers with one more, err = e_i):
+ *  neg_h += eta * err before compress, so that compress sends C(in - h_i + eta e_i) and leaves
+ *  that message minus its decoded form in neg_h. */
+sqz_status_t sqz_gpu_econtrol_begin(float *neg_h, const float *err, float eta, size_t n,
+                                    void *stream);
+
+/** EControl's update after the decode: unless *bad, with r = neg_h (the message minus its
+ *  decoded form): err = (1 - eta) err + r, neg_h = r - eta err_old - in (that is -(h_i + d_i)),
+ *  shared += sum and out = shared as dtype; when *bad, neg_h -= eta * err (the restore gave back
+ *  the message's base), out = NaN and nothing else changes.  out may be in. */
+sqz_status_t sqz_gpu_econtrol_finish(const uint32_t *bad, float *neg_h, float *err, float eta,
+                                     const void *in, float *shared, const float *sum, void *out,
+                                     size_t n, sqz_dtype_t dtype, void *stream);
+
 /* ---- Compact residual storage (SQZ_EF_STORAGE; src/cuda/sqz_cuda_residual.cu) ---- */
 
 /** The compact forms, numbered as sqz_ef_storage_t (src/core/sqz_residual.h). */

@@ -57,6 +57,8 @@ typedef struct sqz_gpu_buf {
     float      *shared;    /* ef21: the shared estimator G (count floats; the output), or NULL */
     float      *decoded;   /* ef21: this call's decoded sum (count floats) and, after it, the
                               call's verdict word */
+    float      *ec_err;    /* econtrol: this rank's error e_i (count floats; residual holds
+                              minus its estimator h_i, shared H), or NULL */
     void       *payloads;  /* nranks * pbytes */
     void       *workspace; /* codec workspace */
     void       *full;      /* reduce-scatter: the whole decoded sum (count elements of dtype) */
@@ -78,7 +80,9 @@ struct sqz_gpu_comm {
     int                   enabled;   /* the selected method runs on the GPU */
     int                   ef;        /* keep a residual */
     int                   ef21;      /* SQZ_EF=ef21 for the all-gather exchange (not PowerSGD's,
-                                        which has its own; sqz_ef_allreduce keeps ef14) */
+                                        which has its own; sqz_ef_allreduce keeps ef14); also
+                                        set for econtrol, EF21's buffers with one more */
+    int                   econtrol;  /* SQZ_EF=econtrol (with ef21 set) */
     int                   psgd;      /* the method is powersgd (sqz_gpu_powersgd.c) */
     int                   dgc;       /* DGC's corrections around classic error feedback */
     int                   ef_storage; /* classic residuals compact between calls: SQZ_GPU_RES_*,
@@ -102,7 +106,7 @@ struct sqz_gpu_comm {
 
 /* One device buffer in a checkpoint: count floats of residual follow when bit 0 of has_residual
  * is set, then count floats of the ef21 shared estimator when bit 1 is, then count floats of
- * DGC's momentum when bit 2 is. */
+ * DGC's momentum when bit 2 is, then count floats of EControl's error when bit 3 is. */
 typedef struct sqz_gpu_saved {
     uint64_t key, count, calls;
     int32_t  dtype, has_residual;
@@ -198,14 +202,15 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     const char          *method = ctx->method->name;
     g->enabled                  = sqz_gpu_params_from_ctx(ctx, comm->cstate, &g->params);
     /* SQZ_EF=auto: the method's own default as on the host (ef21 for top-k, none for the methods
-     * whose default it is), ef14 for the rest (the device kernels have no damped ef14 and no
-     * EControl).  PowerSGD reads SQZ_EF itself (sqz_gpu_psgd_config). */
+     * whose default it is), ef14 for the rest (the device kernels have no damped ef14).
+     * PowerSGD reads SQZ_EF itself (sqz_gpu_psgd_config); econtrol with it is declined. */
     const int ef = SQZ_EF_AUTO == ctx->p.ef
                        ? (SQZ_EF_NONE == ctx->ef || SQZ_EF_EF21 == ctx->ef ? ctx->ef : SQZ_EF_EF14)
                        : ctx->p.ef;
     g->ef      = ef == SQZ_EF_EF14;
     g->psgd    = sqz_gpu_psgd_config(ctx, &g->psgd_cfg);
-    g->ef21    = ef == SQZ_EF_EF21 && !g->psgd;
+    g->econtrol = ef == SQZ_EF_ECONTROL && !g->psgd;
+    g->ef21     = (ef == SQZ_EF_EF21 || g->econtrol) && !g->psgd;
     g->ef |= g->ef21;
     if (g->psgd) {
         /* PowerSGD forms a = in + residual in the residual buffer: it always has one. */
@@ -366,6 +371,9 @@ static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
             if (g->bufs[i].shared) {
                 cudaMemset(g->bufs[i].shared, 0, g->bufs[i].count * sizeof(float));
             }
+            if (g->bufs[i].ec_err) {
+                cudaMemset(g->bufs[i].ec_err, 0, g->bufs[i].count * sizeof(float));
+            }
             sqz_gpu_sra_forget(g->bufs[i].sra, NULL);
             sqz_gpu_dgc_forget(g->bufs[i].dgc, NULL);
             g->bufs[i].calls = 0;
@@ -521,15 +529,17 @@ static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
     cudaFree(b->full);
     cudaFree(b->shared);
     cudaFree(b->decoded);
+    cudaFree(b->ec_err);
     sqz_gpu_dgc_free(b->dgc);
     b->dgc      = NULL;
     b->residual = NULL, b->compact = NULL, b->payloads = NULL, b->workspace = NULL, b->full = NULL;
-    b->shared = NULL, b->decoded = NULL;
+    b->shared = NULL, b->decoded = NULL, b->ec_err = NULL;
 }
 
 typedef struct sqz_gpu_carry {
     struct sqz_gpu_comm *g;
     float               *dst, *dst_shared; /* the new buffer's residual, ef21 estimator */
+    float               *dst_err;          /* and EControl's error, or NULL */
     cudaStream_t         s;
 } sqz_gpu_carry_t;
 
@@ -548,6 +558,11 @@ static void sqz_gpu_carry_residual(void *arg, uint64_t src_key, size_t src_count
                 cudaMemcpyAsync(c->dst_shared + dst_offset, b->shared + src_offset,
                                 len * sizeof(float), cudaMemcpyDeviceToDevice, c->s);
                 cudaMemsetAsync(b->shared + src_offset, 0, len * sizeof(float), c->s);
+            }
+            if (c->dst_err && b->ec_err) {
+                cudaMemcpyAsync(c->dst_err + dst_offset, b->ec_err + src_offset,
+                                len * sizeof(float), cudaMemcpyDeviceToDevice, c->s);
+                cudaMemsetAsync(b->ec_err + src_offset, 0, len * sizeof(float), c->s);
             }
             return;
         }
@@ -585,6 +600,7 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cuda
         const float *res    = rec.has_residual & 1 ? sqz_rbuf_take(&r, bytes) : NULL;
         const float *shared = rec.has_residual & 2 ? sqz_rbuf_take(&r, bytes) : NULL;
         const float *mom    = rec.has_residual & 4 ? sqz_rbuf_take(&r, bytes) : NULL;
+        const float *err    = rec.has_residual & 8 ? sqz_rbuf_take(&r, bytes) : NULL;
         if (rec.key == b->key && rec.count == b->count && (sqz_dtype_t)rec.dtype == b->dtype) {
             b->calls = rec.calls;
             sqz_gpu_sra_forget(b->sra, s); /* (checkpoints hold the worker residuals only) */
@@ -599,6 +615,9 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cuda
             float *const u = sqz_gpu_dgc_momentum(b->dgc);
             if (mom && u) {
                 cudaMemcpyAsync(u, mom, bytes, cudaMemcpyHostToDevice, s);
+            }
+            if (err && b->ec_err) {
+                cudaMemcpyAsync(b->ec_err, err, bytes, cudaMemcpyHostToDevice, s);
             }
             cudaStreamSynchronize(s); /* (the host copies may go with the next load) */
             return;
@@ -622,12 +641,14 @@ static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w)
     sqz_status_t st = SQZ_OK;
     for (size_t i = 0; SQZ_OK == st && i < g->nbufs; i++) {
         const sqz_gpu_buf_t  *b   = &g->bufs[i];
-        const float *const    arrays[3] = {b->residual, b->shared, sqz_gpu_dgc_momentum(b->dgc)};
+        const float *const    arrays[4] = {b->residual, b->shared, sqz_gpu_dgc_momentum(b->dgc),
+                                           b->ec_err};
         const int             res = NULL != arrays[0] || NULL != b->compact;
         const sqz_gpu_saved_t rec = {b->key, b->count, b->calls, (int32_t)b->dtype,
-                                     res | (NULL != arrays[1]) << 1 | (NULL != arrays[2]) << 2};
+                                     res | (NULL != arrays[1]) << 1 | (NULL != arrays[2]) << 2 |
+                                         (NULL != arrays[3]) << 3};
         sqz_wbuf_put(w, &rec, sizeof(rec));
-        for (int a = 0; a < 3 && SQZ_OK == st; a++) {
+        for (int a = 0; a < 4 && SQZ_OK == st; a++) {
             if (NULL == arrays[a] && !(0 == a && b->compact)) {
                 continue;
             }
@@ -837,6 +858,12 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         if (ce == cudaSuccess) {
             ce = cudaMalloc((void **)&b.decoded, count * sizeof(float) + 16);
         }
+        if (ce == cudaSuccess && g->econtrol) {
+            ce = cudaMalloc((void **)&b.ec_err, count * sizeof(float));
+        }
+        if (ce == cudaSuccess && g->econtrol) {
+            ce = cudaMemsetAsync(b.ec_err, 0, count * sizeof(float), s);
+        }
     }
     if (ce == cudaSuccess && g->dgc && ef && !ef21 &&
         SQZ_OK != sqz_gpu_dgc_create(&comm->ctx->p, count, s, &b.dgc)) {
@@ -860,12 +887,12 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         compact ? sqz_gpu_res_compact_bytes(g->ef_storage, count) : (ef ? count * 4 : 0);
     b.bytes = sra ? sqz_gpu_sra_bytes(&g->params, count, dtype, comm->nranks, rs, ef) + res_bytes
                   : b.pbytes * (size_t)comm->nranks + wb + res_bytes +
-                        (ef21 ? 2 * count * 4 + 16 : 0) +
+                        (ef21 ? (g->econtrol ? 3 : 2) * count * 4 + 16 : 0) +
                         (rs ? count * sqz_gpu_dtype_size(dtype) : 0);
     b.bytes += b.dgc ? sqz_gpu_dgc_bytes(&comm->ctx->p, count) : 0;
     if (b.residual) {
         /* A new buffer (a rebuilt DDP bucket): take over its layers' residuals. */
-        const sqz_gpu_carry_t carry = {g, b.residual, b.shared, s};
+        const sqz_gpu_carry_t carry = {g, b.residual, b.shared, b.ec_err, s};
         sqz_layout_carry(comm, key, count, sqz_gpu_carry_residual, (void *)&carry);
     }
     g->bufs[g->nbufs++] = b;
@@ -1047,7 +1074,8 @@ static sqz_status_t sqz_gpu_run_psgd(const sqz_gpu_call_t *c, sqz_call_stats_t *
 /* EF21 (the buffer's residual holds -g_i, so compress sent C(in - g_i) and left in - g_i - d_i):
  * the decoded messages' sum goes into b->decoded, then, unless some rank was not finite,
  * g_i += d_i (residual -= in), G += the sum, out = G; else out = NaN and nothing changes (the
- * restore before this put the residual back). */
+ * restore before this put the residual back).  EControl the same way, with its error term
+ * (sqz_gpu_econtrol_finish). */
 static sqz_status_t sqz_gpu_ef21_update(const sqz_gpu_call_t *c, float scale)
 {
     struct sqz_gpu_comm *const g   = c->comm->gpu;
@@ -1058,7 +1086,11 @@ static sqz_status_t sqz_gpu_ef21_update(const sqz_gpu_call_t *c, float scale)
         st = sqz_gpu_decode_sum(&g->params, b->payloads, c->comm->nranks, c->count, scale,
                                 b->decoded, SQZ_DTYPE_FLOAT32, b->workspace, c->s);
     }
-    if (SQZ_OK == st) {
+    if (SQZ_OK == st && b->ec_err) {
+        st = sqz_gpu_econtrol_finish(bad, b->residual, b->ec_err,
+                                     (float)c->comm->ctx->p.econtrol_eta, c->in, b->shared,
+                                     b->decoded, c->out, c->count, c->dtype, c->s);
+    } else if (SQZ_OK == st) {
         st = sqz_gpu_ef21_finish(bad, b->residual, c->in, b->shared, b->decoded, c->out,
                                  c->count, c->dtype, c->s);
     }
@@ -1081,8 +1113,13 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
                                                     0);
     unsigned char *mine = (unsigned char *)b->payloads + (size_t)comm->rank * b->pbytes;
     b->calls++;
-    sqz_status_t st = sqz_gpu_compress(&g->params, c->in, c->in_dtype, b->residual, c->count, rkey,
-                                       mine, b->workspace, c->s);
+    sqz_status_t st = b->ec_err ? sqz_gpu_econtrol_begin(b->residual, b->ec_err,
+                                                         (float)ctx->p.econtrol_eta, c->count, c->s)
+                                : SQZ_OK;
+    if (SQZ_OK == st) {
+        st = sqz_gpu_compress(&g->params, c->in, c->in_dtype, b->residual, c->count, rkey, mine,
+                              b->workspace, c->s);
+    }
     if (SQZ_OK != st) {
         /* Nothing of this call reached the network: the dense all-reduce is still exact (a failed
          * launch leaves the residual as it was, or the device is lost and everything fails). */

@@ -179,6 +179,8 @@ static const char *const m_psgd[]  = {"SQZ_METHOD", "powersgd", "SQZ_POWERSGD_RA
                                       "SQZ_POWERSGD_START_STEPS", "0", NULL};
 static const char *const m_q8bf[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF",
                                      "ef14", "SQZ_EF_STORAGE", "bf16", NULL};
+static const char *const m_q4ec[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", "SQZ_EF",
+                                     "econtrol", "SQZ_ECONTROL_ETA", "0.1", NULL};
 static const char *const m_tki8[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF",
                                      "ef14", "SQZ_EF_STORAGE", "int8", NULL};
 /* The example plugin's device operations (compressor ABI v2); SQZ_PLUGINS is set in main. */
@@ -201,6 +203,7 @@ static const method_t    methods[] = {
      .plugin = 1},
     {"quant8-bf16-residual", m_q8bf, .ef = 1, .compressed = 1, .sra = 1, .lost = 1e-2},
     {"topk-int8-residual", m_tki8, .ef = 1, .compressed = 1, .lost = 5e-2},
+    {"quant4-econtrol", m_q4ec, .compressed = 1, .ef21 = 1},
 };
 
 /* Whether the method runs here (a plugin needs its shared object), and whether its calls of

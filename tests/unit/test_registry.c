@@ -222,7 +222,7 @@ static void test_device_support(void)
     sqz_registry_fini(&r);
     const char *const cases[][5] = {
         {"quant", "ef14", NULL, NULL, NULL},
-        {"quant", "econtrol", NULL, NULL, "econtrol"},
+        {"quant", "econtrol", NULL, NULL, NULL},
         {"none", "econtrol", NULL, NULL, NULL},
         {"fedzip", "auto", NULL, NULL, "variable-size"},
         {"randk", "auto", "SQZ_RANDK_SCALE", "none", NULL},
