@@ -203,7 +203,7 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     g->enabled                  = sqz_gpu_params_from_ctx(ctx, comm->cstate, &g->params);
     /* SQZ_EF=auto: the method's own default as on the host (ef21 for top-k, none for the methods
      * whose default it is), ef14 for the rest (the device kernels have no damped ef14).
-     * PowerSGD reads SQZ_EF itself (sqz_gpu_psgd_config); econtrol with it is declined. */
+     * PowerSGD reads SQZ_EF itself (sqz_gpu_psgd_config; the context refuses econtrol with it). */
     const int ef = SQZ_EF_AUTO == ctx->p.ef
                        ? (SQZ_EF_NONE == ctx->ef || SQZ_EF_EF21 == ctx->ef ? ctx->ef : SQZ_EF_EF14)
                        : ctx->p.ef;
