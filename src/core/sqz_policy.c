@@ -1,4 +1,4 @@
-/* The host engine's policy (see sqz_policy.h). */
+/* The policy of both engines (see sqz_policy.h). */
 #include "config.h"
 
 #include <math.h>
@@ -136,4 +136,52 @@ sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block)
         return block ? sqz_policy_scatter(comm, n, block) : sqz_policy_sparse(comm, n);
     default: return sqz_policy_scatter(comm, n, block);
     }
+}
+
+double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs)
+{
+    const double P = comm->nranks;
+    return (rs ? 1.0 : 2.0) * (P - 1) / P * bytes;
+}
+
+/* SQZ_EXCHANGE_MODEL=time for device buffers: the chosen compressed exchange (sra: the
+ * scatter-reduce, sending `sent` bytes; else the all-gather) against the dense collective. */
+static int sqz_policy_device_time(const sqz_comm_t *comm, const sqz_device_call_t *f, int sra,
+                                  double sent, double factor)
+{
+    const sqz_core_params_t *p     = &comm->ctx->p;
+    const double             B     = (double)f->bytes;
+    const double             kern  = (p->kernel_gbps > 0 ? p->kernel_gbps : 1000.0) * 1e9;
+    const sqz_cost_rates_t   rates = {kern, kern};
+    const sqz_cost_net_t     net   = sqz_policy_net(comm);
+    sqz_cost_work_t c =
+        sra ? sqz_cost_scatter_reduce(&net, B, 0.0) : sqz_cost_allgather(&net, B, 0.0);
+    c.sent            = sent; /* the engine's own count of what the exchange sends */
+    sqz_cost_work_t d = sqz_cost_dense_ring(&net, B);
+    if (f->rs) {
+        /* A reduce-scatter stops after its first half: one round of chunks, one decode pass. */
+        c.rounds = 1, c.decode = sra ? B : c.decode, c.compress = B;
+        d.rounds /= 2, d.sent /= 2;
+    }
+    if (factor > 0 &&
+        sqz_cost_seconds(&net, &rates, &c) > factor * sqz_cost_seconds(&net, &rates, &d)) {
+        return SQZ_ALGO_DENSE_SWITCH;
+    }
+    return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
+}
+
+int sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
+{
+    const int summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange;
+    const int sra        = f->sra_ok && (f->rs || (summarizes && comm->nranks > 2));
+    const double sent    = sra ? f->sra_sent : f->ag_sent;
+    const double factor  = comm->ctx->p.sparse_dense_switch;
+    if (SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model && comm->nranks > 1) {
+        return sqz_policy_device_time(comm, f, sra, sent, factor);
+    }
+    if (factor > 0 && comm->nranks > 1 &&
+        sent > factor * sqz_policy_dense_bytes(comm, (double)f->bytes, f->rs)) {
+        return SQZ_ALGO_DENSE_SWITCH;
+    }
+    return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
 }

@@ -1,5 +1,6 @@
-/* The host engine's policy: which exchange carries a compressed call, and the communicator facts
- * the cost model needs (src/core/sqz_cost.h).
+/* The policy of both engines: which exchange carries a compressed call (host buffers:
+ * sqz_policy_choose; device buffers: sqz_policy_choose_device, from the facts the device engine
+ * measures), and the communicator facts the cost model needs (src/core/sqz_cost.h).
  *
  * SQZ_EXCHANGE_MODEL=bytes (default): the exchange that sends the fewest bytes - the choice on a
  * slow network, where compute is free - and, for the all-gather family, the dense all-reduce
@@ -30,6 +31,36 @@ sqz_status_t sqz_policy_calibrate(sqz_comm_t *comm);
 /** The exchange of a compressed call of n elements (block: a reduce-scatter's elements per rank;
  *  0 for an all-reduce). */
 sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block);
+
+/** What the device engine knows of a compressed call of device buffers (facts every rank shares:
+ *  the sizes, the method, the rank count). */
+typedef struct sqz_device_call {
+    size_t bytes;    /* the call's input bytes (elements x element size) */
+    int    rs;       /* a reduce-scatter */
+    int    sra_ok;   /* the scatter-reduce exchange can carry it: every chunk holds elements, and
+                        neither powersgd nor ef21 (whose shared estimator needs every rank's
+                        message) runs it */
+    double sra_sent; /* bytes a rank sends through the scatter-reduce exchange */
+    double ag_sent;  /* through the all-gather of the whole buffer's payloads */
+} sqz_device_call_t;
+
+/** The exchange of a compressed call of device buffers: SQZ_ALGO_REDUCE_SCATTER, or
+ *  SQZ_ALGO_NCCL_ALLGATHER, or SQZ_ALGO_DENSE_SWITCH.
+ *  - the scatter-reduce exchange when it can carry the call, for a reduce-scatter with every
+ *    method (its first phase alone), for an all-reduce with the methods whose payloads summarize
+ *    contiguous elements (SQZ_EXCHANGE_REDUCE_SCATTER) from 3 ranks (at 2 both move one payload,
+ *    and the all-gather takes one round and no re-compression);
+ *  - else the all-gather (a top-k all-reduce: sparse payloads are not re-compressed);
+ *  - then, as the host's model does for its sparse all-gather, dense when the bytes a rank would
+ *    send exceed SQZ_SPARSE_DENSE_SWITCH times the dense collective's (a ring all-reduce sends
+ *    2(N-1)/N of the input, a reduce-scatter (N-1)/N), or, under SQZ_EXCHANGE_MODEL=time, when
+ *    the compressed exchange is predicted that many times slower (kernel rates SQZ_KERNEL_GBPS,
+ *    or 1000 GB/s when it is 0: the order of the device kernels' rates; nothing is measured on
+ *    the device, so every rank predicts the same). */
+int sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f);
+
+/** The bytes a rank sends in a dense ring all-reduce (reduce-scatter: rs) of `bytes`. */
+double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs);
 
 /** The network the cost model assumes for comm: its topology, and the settings or what
  *  sqz_policy_calibrate measured. */

@@ -690,75 +690,18 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
     return g->hier ? sqz_gpu_hier_state_load(g->hier, buf, len) : SQZ_OK;
 }
 
-/* Bytes a rank sends in the dense collective of count elements: a ring all-reduce 2(N-1)/N of
- * the input, a reduce-scatter (N-1)/N. */
-static double sqz_gpu_dense_bytes(const sqz_comm_t *comm, size_t count, size_t esz, int rs)
-{
-    const double P = comm->nranks;
-    return (rs ? 1.0 : 2.0) * (P - 1) / P * (double)(count * esz);
-}
-
-/* SQZ_EXCHANGE_MODEL=time on the GPU path: the host's cost model (src/core/sqz_cost.h) predicts
- * the chosen compressed exchange (`sra`: the scatter-reduce, sending `sent` bytes; else the
- * all-gather) and the dense collective; dense runs when the compressed one would take more than
- * `factor` times as long.  The kernel rates are SQZ_KERNEL_GBPS, or 1000 GB/s when it is 0 (the
- * order of the device kernels' rates, docs/performance.md; nothing is measured on the device, so
- * every rank predicts the same); the network is the host policy's (sqz_policy_net). */
-static int sqz_gpu_choose_time(const sqz_comm_t *comm, size_t count, size_t esz, int rs, int sra,
-                               double sent, double factor)
-{
-    const sqz_core_params_t *p    = &comm->ctx->p;
-    const double             B    = (double)(count * esz);
-    const double             kern = (p->kernel_gbps > 0 ? p->kernel_gbps : 1000.0) * 1e9;
-    const sqz_cost_rates_t   rates = {kern, kern};
-    const sqz_cost_net_t     net   = sqz_policy_net(comm);
-    sqz_cost_work_t c = sra ? sqz_cost_scatter_reduce(&net, B, 0.0)
-                            : sqz_cost_allgather(&net, B, 0.0);
-    c.sent            = sent; /* the engine's own count of what the exchange sends */
-    sqz_cost_work_t d = sqz_cost_dense_ring(&net, B);
-    if (rs) {
-        /* A reduce-scatter stops after its first half: one round of chunks, one decode pass. */
-        c.rounds = 1, c.decode = sra ? B : c.decode, c.compress = B;
-        d.rounds /= 2, d.sent /= 2;
-    }
-    if (factor > 0 && sqz_cost_seconds(&net, &rates, &c) > factor * sqz_cost_seconds(&net, &rates, &d)) {
-        return SQZ_ALGO_DENSE_SWITCH;
-    }
-    return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
-}
-
-/* The GPU policy: the exchange of a compressed call of count elements (rs: a reduce-scatter),
- * from facts every rank shares (the method's descriptor, the rank count, the sizes):
- *  - the scatter-reduce exchange (sqz_gpu_reduce_scatter.c) when every chunk holds elements,
- *    unless the buffer runs ef21 (its shared estimator needs every rank's message): for a
- *    reduce-scatter with every method (its first phase alone: each chunk compressed and sent
- *    to its owner; top-k's chunks too, N times fewer bytes than its all-gather, as the host's
- *    sparsifiers do), for an all-reduce with the methods whose payloads summarize contiguous
- *    elements (the descriptor's SQZ_EXCHANGE_REDUCE_SCATTER: quant, sign, ...) from 3 ranks (at
- *    2 both move one payload, and the all-gather takes one round and no re-compression);
- *  - else the all-gather of the whole buffer's payloads (a top-k all-reduce: sparse payloads
- *    are not re-compressed, as on the host);
- *  - then, as the host's cost model does for its sparse all-gather: when the bytes a rank would
- *    send exceed SQZ_SPARSE_DENSE_SWITCH times the dense collective's (a ring all-reduce sends
- *    2(N-1)/N of the input, a reduce-scatter (N-1)/N), the call goes dense (the residual kept
- *    for the next compressed call). */
+/* The exchange of a compressed call of count elements (rs: a reduce-scatter): the policy's
+ * (sqz_policy_choose_device) from this engine's facts.  The scatter-reduce exchange
+ * (sqz_gpu_reduce_scatter.c) can carry it when every chunk holds elements, unless the buffer runs
+ * powersgd or ef21. */
 static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int rs, int ef21)
 {
     const struct sqz_gpu_comm *g = comm->gpu;
-    const double               P = comm->nranks;
-    const int summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange;
-    const int sra = !g->psgd && !ef21 && (rs || (summarizes && comm->nranks > 2)) &&
-                    sqz_gpu_sra_applies(count, comm->nranks, rs);
-    const double sent   = sra ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
-                              : (P - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
-    const double factor = comm->ctx->p.sparse_dense_switch;
-    if (SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model && comm->nranks > 1) {
-        return sqz_gpu_choose_time(comm, count, esz, rs, sra, sent, factor);
-    }
-    if (factor > 0 && comm->nranks > 1 && sent > factor * sqz_gpu_dense_bytes(comm, count, esz, rs)) {
-        return SQZ_ALGO_DENSE_SWITCH;
-    }
-    return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
+    sqz_device_call_t          f = {.bytes = count * esz, .rs = rs};
+    f.sra_ok  = !g->psgd && !ef21 && sqz_gpu_sra_applies(count, comm->nranks, rs);
+    f.sra_sent = f.sra_ok ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs) : 0.0;
+    f.ag_sent  = (double)(comm->nranks - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
+    return sqz_policy_choose_device(comm, &f);
 }
 
 /* After an allocation event of b (every rank has one at the same call): 1 when every rank
@@ -1298,7 +1241,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, ef21)) {
         /* (the residual, if any, waits for the next compressed call) */
         sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz};
-        cst.bytes_sent = (size_t)sqz_gpu_dense_bytes(comm, count, esz, rs_out != NULL);
+        cst.bytes_sent =
+            (size_t)sqz_policy_dense_bytes(comm, (double)(count * esz), rs_out != NULL);
         sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
         return sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
     }
