@@ -1,0 +1,109 @@
+/* The policy's choice of exchange for device buffers (sqz_policy_choose_device), decided on the
+ * host from the facts the device engine measures, so that it is tested without a GPU: which calls
+ * take the scatter-reduce, which the all-gather, which go dense (bytes model and time model). */
+#include <stdio.h>
+#include <string.h>
+
+#include <squeeze.h>
+
+#include "coll/sqz_coll.h"
+#include "sqz_ctx.h"
+#include "sqz_policy.h"
+#include "sqz_test.h"
+
+/* Transport stubs: the policy never communicates. */
+static int stub_allgatherv(void *self, const void *s, size_t sb, void *r, const size_t *rb,
+                           const size_t *d)
+{
+    (void)self, (void)s, (void)sb, (void)r, (void)rb, (void)d;
+    return -1;
+}
+static int stub_alltoallv(void *self, const void *sb, const size_t *sc, const size_t *sd,
+                          void *rb, const size_t *rc, const size_t *rd)
+{
+    (void)self, (void)sb, (void)sc, (void)sd, (void)rb, (void)rc, (void)rd;
+    return -1;
+}
+static int stub_allreduce(void *self, const float *in, float *out, size_t n)
+{
+    (void)self, (void)in, (void)out, (void)n;
+    return -1;
+}
+
+/* A communicator of rank 0 among nranks, with settings kv ("SQZ_NAME", "value", ..., NULL). */
+static sqz_comm_t *make_comm(int nranks, const char *const *kv, sqz_ctx_t **ctx)
+{
+    sqz_config_t *cfg = NULL;
+    char          err[256];
+    REQUIRE(SQZ_OK == sqz_config_create(&cfg));
+    for (size_t i = 0; kv[i]; i += 2) {
+        REQUIRE(SQZ_OK == sqz_config_set(cfg, kv[i], kv[i + 1]));
+    }
+    REQUIRE(SQZ_OK == sqz_ctx_create(cfg, ctx, err, sizeof(err)));
+    sqz_config_destroy(cfg);
+    sqz_transport_t t = {.size = sizeof(t), .rank = 0, .nranks = nranks,
+                         .allgatherv = stub_allgatherv, .alltoallv = stub_alltoallv,
+                         .allreduce_f32_sum = stub_allreduce};
+    sqz_comm_t *comm = NULL;
+    REQUIRE(SQZ_OK == sqz_comm_create(*ctx, &t, &comm));
+    return comm;
+}
+
+typedef struct {
+    const char *what;
+    const char *kv[11];
+    int         nranks, rs, sra_ok;
+    double      bytes, sra_sent, ag_sent; /* ag_sent: (N - 1) payloads */
+    int         want;
+} policy_case_t;
+
+static const policy_case_t cases[] = {
+    /* quant 4 bits: 1/8 of the input a payload */
+    {"quant all-reduce, 8 ranks", {"SQZ_METHOD", "quant", NULL}, 8, 0, 1, 4e6, 0.219e6, 3.5e6,
+     SQZ_ALGO_REDUCE_SCATTER},
+    {"quant all-reduce, 2 ranks", {"SQZ_METHOD", "quant", NULL}, 2, 0, 1, 4e6, 0.5e6, 0.5e6,
+     SQZ_ALGO_NCCL_ALLGATHER},
+    {"quant under ef21 (no scatter-reduce)", {"SQZ_METHOD", "quant", NULL}, 8, 0, 0, 4e6, 0,
+     3.5e6, SQZ_ALGO_NCCL_ALLGATHER},
+    {"quant reduce-scatter, 8 ranks", {"SQZ_METHOD", "quant", NULL}, 8, 1, 1, 4e6, 0.44e6, 3.5e6,
+     SQZ_ALGO_REDUCE_SCATTER},
+    /* top-k 1 %: 8 bytes a kept element, 0.02 of the input a payload */
+    {"topk all-reduce, 8 ranks", {"SQZ_METHOD", "topk", NULL}, 8, 0, 1, 4e6, 0.07e6, 0.56e6,
+     SQZ_ALGO_NCCL_ALLGATHER},
+    {"topk reduce-scatter, 8 ranks", {"SQZ_METHOD", "topk", NULL}, 8, 1, 1, 4e6, 0.07e6, 0.56e6,
+     SQZ_ALGO_REDUCE_SCATTER},
+    {"topk 50 % all-reduce, 8 ranks (more than a dense ring)", {"SQZ_METHOD", "topk", NULL}, 8,
+     0, 1, 4e6, 3.5e6, 28e6, SQZ_ALGO_DENSE_SWITCH},
+    {"topk 50 %, the switch off", {"SQZ_METHOD", "topk", "SQZ_SPARSE_DENSE_SWITCH", "0", NULL},
+     8, 0, 1, 4e6, 3.5e6, 28e6, SQZ_ALGO_NCCL_ALLGATHER},
+    {"time model, fast link, slow kernels",
+     {"SQZ_METHOD", "quant", "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "100000",
+      "SQZ_KERNEL_GBPS", "0.01", NULL},
+     8, 0, 1, 4e6, 0.219e6, 3.5e6, SQZ_ALGO_DENSE_SWITCH},
+    {"time model, slow link, fast kernels",
+     {"SQZ_METHOD", "quant", "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "0.01",
+      "SQZ_KERNEL_GBPS", "1000", NULL},
+     8, 0, 1, 4e6, 0.219e6, 3.5e6, SQZ_ALGO_REDUCE_SCATTER},
+};
+
+int main(void)
+{
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const policy_case_t *c   = &cases[i];
+        sqz_ctx_t           *ctx = NULL;
+        sqz_comm_t          *comm = make_comm(c->nranks, c->kv, &ctx);
+        const sqz_device_call_t f = {.bytes = (size_t)c->bytes, .rs = c->rs, .sra_ok = c->sra_ok,
+                                     .sra_sent = c->sra_sent, .ag_sent = c->ag_sent};
+        const int got = sqz_policy_choose_device(comm, &f);
+        CHECK_MSG(got == c->want, "%s: exchange %d, want %d", c->what, got, c->want);
+        sqz_comm_destroy(comm);
+        sqz_ctx_destroy(ctx);
+    }
+    sqz_ctx_t  *ctx  = NULL;
+    sqz_comm_t *comm = make_comm(4, (const char *const[]){"SQZ_METHOD", "none", NULL}, &ctx);
+    CHECK_NEAR(sqz_policy_dense_bytes(comm, 4e6, 0), 6e6, 1e-6);
+    CHECK_NEAR(sqz_policy_dense_bytes(comm, 4e6, 1), 3e6, 1e-6);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+    return sqz_test_result("test_policy");
+}
