@@ -1175,6 +1175,10 @@ static int sqz_gpu_eligible(sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, s
         !sqz_comm_method_takes(comm, count, dtype, op, SQZ_MEMORY_DEVICE, rs)) {
         return 0;
     }
+    /* (a plugin's device operations decline a size with payload_bytes 0: compressor_v2.h) */
+    if (!g->psgd && 0 == sqz_gpu_payload_bytes(&g->params, count)) {
+        return 0;
+    }
     /* Under CUDA graph capture the workspace cannot be allocated and the call could not be
      * replayed with fresh randomness: pass through (every rank captures the same calls). */
     enum cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
