@@ -35,8 +35,9 @@
  *  - Deterministic: the same payloads decode to bit-identical outputs on every rank (sum the
  *    ranks in rank order, each element by one thread; no floating-point atomics).
  *  \return SQZ_OK, SQZ_ERR_CUDA when a launch failed (cudaGetLastError), SQZ_ERR_INVALID_PARAM
- *  for arguments out of range.  A failure sends the call dense on every rank (the engine's
- *  agreement), never corrupts it.
+ *  for arguments out of range.  An error is taken as the device failing (as a failed launch of a
+ *  built-in kernel is: the call fails, or goes dense on this rank alone): what a plugin cannot
+ *  do it declines beforehand, in query() or with payload_bytes() 0, the same on every rank.
  */
 #ifndef SQUEEZE_COMPRESSOR_V2_H
 #define SQUEEZE_COMPRESSOR_V2_H
