@@ -557,23 +557,6 @@ static sqz_status_t sqz_engine_warmup_transform(sqz_comm_t *comm, sqz_buf_state_
     return SQZ_OK;
 }
 
-/* The error feedback of one call: the context's, except that ef21/econtrol transform all-reduces
- * only (a reduce-scatter keeps classic error feedback), and that under SQZ_EF=auto powersgd runs
- * pseudo-layers without it (their rank-r approximations keep about r / min(rows, cols) of a
- * matrix with no low-rank structure: classic error feedback then diverges, the plain projection of
- * the summed gradient converges; docs/methods.md). */
-static int sqz_engine_ef_mode(sqz_comm_t *comm, uint64_t key, size_t n, size_t block)
-{
-    const sqz_ctx_t *ctx = comm->ctx;
-    if (block && sqz_ef_transforms(ctx->ef)) {
-        return SQZ_EF_EF14;
-    }
-    if (ctx->ef_auto && SQZ_EXCHANGE_SUMMABLE == ctx->method->exchange &&
-        !sqz_layout_known(comm, key, n)) {
-        return SQZ_EF_NONE;
-    }
-    return ctx->ef;
-}
 
 /* Damped error feedback (SQZ_EF_DECAY): the worker residual and this rank's server residual
  * keep `decay` of themselves for the next call. */
@@ -609,7 +592,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     }
     /* ef21/econtrol transform all-reduces; a reduce-scatter keeps classic error feedback. */
     const int       opt = 0 != (flags & SQZ_RUN_OPTIMIZER);
-    sqz_engine_ef_t ef  = {.mode = opt ? SQZ_EF_EF14 : sqz_engine_ef_mode(comm, key, n, block)};
+    sqz_engine_ef_t ef  = {.mode = sqz_policy_ef(comm, block != 0, opt, key, n)};
     ef.transform        = sqz_ef_transforms(ef.mode);
     ef.dgc              = !opt && SQZ_EF_EF14 == ef.mode && sqz_dgc_active(&ctx->p);
     if (!opt && seq < (uint64_t)ctx->p.warmup_steps) {

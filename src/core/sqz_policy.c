@@ -5,6 +5,7 @@
 
 #include "coll/sqz_coll.h"
 #include "sqz_cost.h"
+#include "sqz_ef.h"
 #include "sqz_policy.h"
 #include "sqz_pool.h"
 
@@ -184,4 +185,17 @@ int sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
         return SQZ_ALGO_DENSE_SWITCH;
     }
     return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
+}
+
+int sqz_policy_ef(const sqz_comm_t *comm, int rs, int opt, uint64_t key, size_t n)
+{
+    const sqz_ctx_t *ctx = comm->ctx;
+    if (opt || (rs && sqz_ef_transforms(ctx->ef))) {
+        return SQZ_EF_EF14;
+    }
+    if (ctx->ef_auto && SQZ_EXCHANGE_SUMMABLE == ctx->method->exchange &&
+        !sqz_layout_known(comm, key, n)) {
+        return SQZ_EF_NONE;
+    }
+    return ctx->ef;
 }

@@ -62,6 +62,16 @@ int sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
 /** The bytes a rank sends in a dense ring all-reduce (reduce-scatter: rs) of `bytes`. */
 double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs);
 
+/** The error feedback of one call (sqz_ef_mode_t), on host and device buffers alike: the
+ *  context's (SQZ_EF resolved), except that the optimizer-side collective (opt) always keeps
+ *  classic error feedback, that ef21/econtrol transform all-reduces only (a reduce-scatter, rs,
+ *  keeps classic error feedback), and that under SQZ_EF=auto a summable method (powersgd) runs
+ *  pseudo-layers without it (buffer (key, n) without a known layout: its rank-r approximations
+ *  keep about r / min(rows, cols) of a matrix with no low-rank structure; classic error
+ *  feedback then diverges, the plain projection of the summed gradient converges;
+ *  docs/methods.md). */
+int sqz_policy_ef(const sqz_comm_t *comm, int rs, int opt, uint64_t key, size_t n);
+
 /** The network the cost model assumes for comm: its topology, and the settings or what
  *  sqz_policy_calibrate measured. */
 sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm);

@@ -201,12 +201,11 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     const sqz_ctx_t     *ctx    = comm->ctx;
     const char          *method = ctx->method->name;
     g->enabled                  = sqz_gpu_params_from_ctx(ctx, comm->cstate, &g->params);
-    /* SQZ_EF=auto: the method's own default as on the host (ef21 for top-k, none for the methods
-     * whose default it is), ef14 for the rest (the device kernels have no damped ef14).
-     * PowerSGD reads SQZ_EF itself (sqz_gpu_psgd_config; the context refuses econtrol with it). */
-    const int ef = SQZ_EF_AUTO == ctx->p.ef
-                       ? (SQZ_EF_NONE == ctx->ef || SQZ_EF_EF21 == ctx->ef ? ctx->ef : SQZ_EF_EF14)
-                       : ctx->p.ef;
+    /* The context's error feedback, SQZ_EF resolved for the method as on the host (under auto:
+     * ef21 for top-k, none for the methods whose default it is, else ef14, undamped here: the
+     * device kernels have no damping); each call's is sqz_policy_ef's.  PowerSGD reads SQZ_EF
+     * itself (sqz_gpu_psgd_config; the context refuses econtrol with it). */
+    const int ef = ctx->ef;
     g->ef      = ef == SQZ_EF_EF14;
     g->psgd    = sqz_gpu_psgd_config(ctx, &g->psgd_cfg);
     g->econtrol = ef == SQZ_EF_ECONTROL && !g->psgd;
@@ -1238,9 +1237,12 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     const int hier = g->hier && !opt &&
                      (NULL == rs_out || sqz_gpu_hier_takes_reduce_scatter(g->hier));
-    /* EF21 transforms all-reduces only, as on the host (sqz_engine_ef_mode): a reduce-scatter
-     * keeps classic error feedback, and with it the scatter-reduce's first phase. */
-    const int ef21 = g->ef21 && !opt && NULL == rs_out;
+    /* This call's error feedback, the policy's as on the host: EF21 (and econtrol) transform
+     * all-reduces only, a reduce-scatter and the optimizer's collective keep classic error
+     * feedback (and with it the scatter-reduce's first phase).  (PowerSGD: its own.) */
+    const int mode = sqz_policy_ef(comm, NULL != rs_out, opt, key, count);
+    const int ef21 = !g->psgd && (SQZ_EF_EF21 == mode || SQZ_EF_ECONTROL == mode);
+    const int ef   = g->psgd ? g->ef : SQZ_EF_NONE != mode;
     if (!hier && !g->psgd &&
         SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, ef21)) {
         /* (the residual, if any, waits for the next compressed call) */
@@ -1269,7 +1271,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
                               &key, &aseq);
     }
     sqz_gpu_buf_t *b = SQZ_OK == st ? sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL,
-                                                      g->ef || opt, ef21, s)
+                                                      ef, ef21, s)
                                     : NULL;
     if (b) {
         /* The buffer's counter: the call sequence's for an intercepted call, its own else. */

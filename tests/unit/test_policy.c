@@ -1,6 +1,7 @@
-/* The policy's choice of exchange for device buffers (sqz_policy_choose_device), decided on the
- * host from the facts the device engine measures, so that it is tested without a GPU: which calls
- * take the scatter-reduce, which the all-gather, which go dense (bytes model and time model). */
+/* The policy both engines ask, tested without a GPU: the exchange of device buffers
+ * (sqz_policy_choose_device, from the facts the device engine measures: which calls take the
+ * scatter-reduce, which the all-gather, which go dense, in the bytes and the time model), and
+ * each call's error feedback (sqz_policy_ef). */
 #include <stdio.h>
 #include <string.h>
 
@@ -8,6 +9,7 @@
 
 #include "coll/sqz_coll.h"
 #include "sqz_ctx.h"
+#include "sqz_ef.h"
 #include "sqz_policy.h"
 #include "sqz_test.h"
 
@@ -86,8 +88,43 @@ static const policy_case_t cases[] = {
      8, 0, 1, 4e6, 0.219e6, 3.5e6, SQZ_ALGO_REDUCE_SCATTER},
 };
 
+typedef struct {
+    const char *method, *ef;
+    int         rs, opt;
+    int         want;
+} ef_case_t;
+
+static const ef_case_t ef_cases[] = {
+    {"quant", "ef21", 0, 0, SQZ_EF_EF21},   {"quant", "ef21", 1, 0, SQZ_EF_EF14},
+    {"quant", "ef21", 0, 1, SQZ_EF_EF14},   {"quant", "econtrol", 0, 0, SQZ_EF_ECONTROL},
+    {"quant", "econtrol", 1, 0, SQZ_EF_EF14}, {"quant", "none", 0, 0, SQZ_EF_NONE},
+    {"quant", "none", 0, 1, SQZ_EF_EF14},   {"topk", "auto", 0, 0, SQZ_EF_EF21},
+    {"topk", "auto", 1, 0, SQZ_EF_EF14},    {"qsgd", "auto", 0, 0, SQZ_EF_NONE},
+    {"sign", "auto", 0, 0, SQZ_EF_EF14},    {"powersgd", "auto", 0, 0, SQZ_EF_NONE},
+    {"powersgd", "ef14", 0, 0, SQZ_EF_EF14},
+};
+
+/* Each call's error feedback: the context's, ef21/econtrol for all-reduces only, classic for
+ * the optimizer's collective, none for powersgd's pseudo-layers under auto. */
+static void test_ef(void)
+{
+    for (size_t i = 0; i < sizeof(ef_cases) / sizeof(ef_cases[0]); i++) {
+        const ef_case_t  *c   = &ef_cases[i];
+        const char *const kv[] = {"SQZ_METHOD", c->method, "SQZ_EF", c->ef, NULL};
+        sqz_ctx_t        *ctx = NULL;
+        sqz_comm_t       *comm = make_comm(4, kv, &ctx);
+        const int got = sqz_policy_ef(comm, c->rs, c->opt, 77, 4096);
+        CHECK_MSG(got == c->want, "%s with SQZ_EF=%s%s%s: error feedback %d, want %d", c->method,
+                  c->ef, c->rs ? ", reduce-scatter" : "", c->opt ? ", optimizer" : "", got,
+                  c->want);
+        sqz_comm_destroy(comm);
+        sqz_ctx_destroy(ctx);
+    }
+}
+
 int main(void)
 {
+    test_ef();
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const policy_case_t *c   = &cases[i];
         sqz_ctx_t           *ctx = NULL;
