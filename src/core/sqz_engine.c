@@ -183,19 +183,11 @@ int sqz_comm_method_takes(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtyp
     return 1;
 }
 
-/* Whether a host call (rs: a reduce-scatter) is compressed: float32, SUM or AVG, at or above the
- * size threshold, and taken by the method's query. */
+/* Whether a host call (rs: a reduce-scatter) is compressed: the policy's answer. */
 static int sqz_comm_eligible_as(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype,
                                 sqz_op_t op, int rs)
 {
-    /* The CPU path handles float32; fp16/bf16 buffers are the GPU path's. */
-    if (SQZ_DTYPE_FLOAT32 != dtype || (SQZ_OP_SUM != op && SQZ_OP_AVG != op)) {
-        return 0;
-    }
-    if (count * sizeof(float) < comm->ctx->p.min_bytes || 0 == count) {
-        return 0;
-    }
-    return sqz_comm_method_takes(comm, count, dtype, op, SQZ_MEMORY_HOST, rs);
+    return sqz_policy_eligible(comm, count, dtype, op, SQZ_MEMORY_HOST, rs, 0);
 }
 
 int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op)

@@ -199,3 +199,17 @@ int sqz_policy_ef(const sqz_comm_t *comm, int rs, int opt, uint64_t key, size_t 
     }
     return ctx->ef;
 }
+
+int sqz_policy_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
+                        int memory, int rs, int opt)
+{
+    const int host_type   = SQZ_DTYPE_FLOAT32 == dtype;
+    const int device_type = host_type || SQZ_DTYPE_FLOAT16 == dtype || SQZ_DTYPE_BFLOAT16 == dtype;
+    const size_t esz      = host_type ? 4 : 2;
+    if (!(SQZ_MEMORY_HOST == memory ? host_type : device_type) ||
+        (SQZ_OP_SUM != op && SQZ_OP_AVG != op) || 0 == count ||
+        (!opt && count * esz < comm->ctx->p.min_bytes)) {
+        return 0;
+    }
+    return sqz_comm_method_takes(comm, count, dtype, op, memory, rs);
+}

@@ -62,6 +62,14 @@ int sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
 /** The bytes a rank sends in a dense ring all-reduce (reduce-scatter: rs) of `bytes`. */
 double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs);
 
+/** Whether a call is compressed at all, on host or device buffers (memory SQZ_MEMORY_*): SUM or
+ *  AVG of elements its engine compresses (host: float32; device: float32, float16, bfloat16),
+ *  count > 0 and at least SQZ_MIN_BYTES unless it is the optimizer's collective (opt), and taken
+ *  by the method's query (rs: a reduce-scatter).  From facts every rank shares.  (Each engine
+ *  adds what only it knows: the device engine, CUDA graph capture and its codec's sizes.) */
+int sqz_policy_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
+                        int memory, int rs, int opt);
+
 /** The error feedback of one call (sqz_ef_mode_t), on host and device buffers alike: the
  *  context's (SQZ_EF resolved), except that the optimizer-side collective (opt) always keeps
  *  classic error feedback, that ef21/econtrol transform all-reduces only (a reduce-scatter, rs,

@@ -1163,15 +1163,14 @@ static sqz_status_t sqz_gpu_run_compressed(const sqz_gpu_call_t *c, sqz_call_sta
     return st;
 }
 
-/* Policy, from facts that every rank shares (the same call on every rank): whether the call is
- * compressed at all (rs: a reduce-scatter; opt: the optimizer-side collective, which ignores
- * SQZ_MIN_BYTES). */
+/* Whether the call is compressed at all: the policy's answer (sqz_policy_eligible; rs: a
+ * reduce-scatter; opt: the optimizer-side collective, which ignores SQZ_MIN_BYTES), and what only
+ * this engine knows, the same on every rank: CUDA graph capture, its codec's sizes. */
 static int sqz_gpu_eligible(sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
                             int rs, int opt, cudaStream_t s)
 {
     const struct sqz_gpu_comm *g = comm->gpu;
-    if (!g->enabled || !(opt || count * sqz_gpu_dtype_size(dtype) >= comm->ctx->p.min_bytes) ||
-        !sqz_comm_method_takes(comm, count, dtype, op, SQZ_MEMORY_DEVICE, rs)) {
+    if (!g->enabled || !sqz_policy_eligible(comm, count, dtype, op, SQZ_MEMORY_DEVICE, rs, opt)) {
         return 0;
     }
     /* (a plugin's device operations decline a size with payload_bytes 0: compressor_v2.h) */

@@ -122,8 +122,28 @@ static void test_ef(void)
     }
 }
 
+/* Whether a call is compressed at all, on host and device buffers. */
+static void test_eligible(void)
+{
+    const char *const kv[] = {"SQZ_METHOD", "quant", "SQZ_MIN_BYTES", "4096", NULL};
+    sqz_ctx_t        *ctx  = NULL;
+    sqz_comm_t       *comm = make_comm(4, kv, &ctx);
+    const int         H = SQZ_MEMORY_HOST, D = SQZ_MEMORY_DEVICE;
+    CHECK(sqz_policy_eligible(comm, 1024, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, H, 0, 0));
+    CHECK(sqz_policy_eligible(comm, 1024, SQZ_DTYPE_FLOAT32, SQZ_OP_AVG, D, 1, 0));
+    CHECK(!sqz_policy_eligible(comm, 1023, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, H, 0, 0));
+    CHECK(sqz_policy_eligible(comm, 1023, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, D, 0, 1)); /* opt */
+    CHECK(!sqz_policy_eligible(comm, 4096, SQZ_DTYPE_BFLOAT16, SQZ_OP_SUM, H, 0, 0));
+    CHECK(sqz_policy_eligible(comm, 4096, SQZ_DTYPE_BFLOAT16, SQZ_OP_SUM, D, 0, 0));
+    CHECK(!sqz_policy_eligible(comm, 2047, SQZ_DTYPE_FLOAT16, SQZ_OP_SUM, D, 0, 0));
+    CHECK(!sqz_policy_eligible(comm, 0, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, D, 0, 1));
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
 int main(void)
 {
+    test_eligible();
     test_ef();
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const policy_case_t *c   = &cases[i];
