@@ -587,7 +587,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     sqz_engine_ef_t ef  = {.mode = sqz_policy_ef(comm, block != 0, opt, key, n)};
     ef.transform        = sqz_ef_transforms(ef.mode);
     ef.dgc              = !opt && SQZ_EF_EF14 == ef.mode && sqz_dgc_active(&ctx->p);
-    if (!opt && seq < (uint64_t)ctx->p.warmup_steps) {
+    if (sqz_policy_warm(comm, seq, opt)) {
         sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
         if (ef.transform && SQZ_OK == sqz_engine_warmup_transform(comm, bs, ef.mode, in, out, n, op)) {
             return SQZ_OK;

@@ -213,3 +213,8 @@ int sqz_policy_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype,
     }
     return sqz_comm_method_takes(comm, count, dtype, op, memory, rs);
 }
+
+int sqz_policy_warm(const sqz_comm_t *comm, uint64_t calls, int opt)
+{
+    return !opt && calls < (uint64_t)comm->ctx->p.warmup_steps;
+}

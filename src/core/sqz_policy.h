@@ -70,6 +70,10 @@ double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs);
 int sqz_policy_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
                         int memory, int rs, int opt);
 
+/** Whether a call of a buffer that has made `calls` calls before is a dense warm-up call
+ *  (SQZ_WARMUP_STEPS; never the optimizer's collective, opt). */
+int sqz_policy_warm(const sqz_comm_t *comm, uint64_t calls, int opt);
+
 /** The error feedback of one call (sqz_ef_mode_t), on host and device buffers alike: the
  *  context's (SQZ_EF resolved), except that the optimizer-side collective (opt) always keeps
  *  classic error feedback, that ef21/econtrol transform all-reduces only (a reduce-scatter, rs,

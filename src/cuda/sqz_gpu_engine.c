@@ -1282,7 +1282,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         goto out;
     }
     /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
-    const int warm = b != NULL && !opt && (int64_t)b->calls < ctx->p.warmup_steps &&
+    const int warm = b != NULL && sqz_policy_warm(comm, b->calls, opt) &&
                      !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
     /* A buffer's exchange is fixed by its first call: the other kind of call on it goes dense. */
     const int other = b != NULL && b->sra != NULL && sqz_gpu_sra_is_rs(b->sra) != (rs_out != NULL);
