@@ -98,6 +98,27 @@ static double copy_gbps(void *a, void *b, size_t bytes, cudaStream_t s)
     return 2.0 * (double)bytes * it / (ms * 1e-3) / 1e9;
 }
 
+/* A v2 plugin's state for its device operations (a communicator would make it), or NULL for a
+ * built-in or a plugin without them. */
+static void *plugin_state(const sqz_ctx_t *ctx)
+{
+    void                         *state = NULL;
+    const sqz_compressor_env_v1_t env   = {.size = sizeof(env), .rank = 0, .nranks = 1, .seed = 1};
+    if (NULL == ctx || NULL == ctx->method_device ||
+        SQZ_OK != ctx->method->create(ctx->configs[ctx->method_index], &env, &state)) {
+        return NULL;
+    }
+    return state;
+}
+
+/* Whether a plugin's query takes device buffers of dtype (built-ins: every dtype here). */
+static int plugin_takes(const sqz_ctx_t *ctx, void *state, size_t n, sqz_dtype_t dtype)
+{
+    const sqz_query_v1_t q = {.size = sizeof(q), .count = n, .nranks = 1, .dtype = (int)dtype,
+                              .op = SQZ_OP_SUM, .memory = SQZ_MEMORY_DEVICE};
+    return NULL == state || NULL == ctx->method->query || SQZ_OK == ctx->method->query(state, &q);
+}
+
 static void bench_gpu_kernels(const opts_t *o, FILE *js)
 {
     const size_t n  = o->kernel_bytes / sizeof(float);
@@ -124,15 +145,19 @@ static void bench_gpu_kernels(const opts_t *o, FILE *js)
     }
     int first = 1;
     for (int m = 0; m < o->nm; m++) {
-        sqz_ctx_t       *ctx = make_ctx(&o->m[m]);
+        sqz_ctx_t       *ctx   = make_ctx(&o->m[m]);
+        void            *state = plugin_state(ctx);
         sqz_gpu_params_t p;
-        if (NULL == ctx || !sqz_gpu_params_from_ctx(ctx, NULL, &p)) {
+        if (NULL == ctx || !sqz_gpu_params_from_ctx(ctx, state, &p)) {
             sqz_ctx_destroy(ctx);
             continue;
         }
         for (int d = 0; d < 2; d++) {
             const sqz_dtype_t dt  = d ? SQZ_DTYPE_BFLOAT16 : SQZ_DTYPE_FLOAT32;
             const size_t      esz = d ? 2 : 4;
+            if (!plugin_takes(ctx, state, n, dt)) {
+                continue;
+            }
             const size_t      pb  = sqz_gpu_payload_bytes(&p, n);
             const size_t      wb  = sqz_gpu_workspace_bytes(&p, n, dt);
             void             *pay, *ws;
@@ -185,6 +210,9 @@ static void bench_gpu_kernels(const opts_t *o, FILE *js)
             cudaEventDestroy(e2);
             cudaFree(pay);
             cudaFree(ws);
+        }
+        if (state) {
+            ctx->method->destroy(state);
         }
         sqz_ctx_destroy(ctx);
     }
