@@ -55,7 +55,7 @@ static const sqz_core_param_t sqz_core_params[] = {
     RANK("LOG", SQZ_PARAM_ENUM, "warn", 0, 0, "error|warn|info|debug", CORE(log),
          "log level (stderr)"),
     RANK("PLUGINS", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(plugins),
-         "extra compressor plugins: shared objects exporting sqz_compressor_v1, separated by ':' or ','"),
+         "extra compressor plugins: shared objects exporting sqz_compressor_v2 (or v1), separated by ':' or ','"),
     RANK("CONFIG", SQZ_PARAM_STRING, "", 0, 0, NULL, CORE(config),
          "a file of NAME = value lines read before the environment (environment variables win)"),
     RANK("STALL_SECONDS", SQZ_PARAM_DOUBLE, "5", 0.1, 86400, NULL, CORE(stall_seconds),
