@@ -158,6 +158,46 @@ static void test_v1_plugin(void)
     sqz_registry_fini(&r);
 }
 
+/* A context selecting the example plugin: its device operations are the method's (a CUDA build),
+ * and the settings digest says whether it has them (ranks that loaded different builds of it
+ * must not meet); a built-in's digest has no such line. */
+static void test_plugin_context(void)
+{
+    const char *plugin = getenv("SQUEEZE_TEST_PLUGIN");
+    if (NULL == plugin || '\0' == plugin[0]) {
+        return;
+    }
+    for (int builtin = 0; builtin < 2; builtin++) {
+        sqz_config_t *cfg = NULL;
+        sqz_ctx_t    *ctx = NULL;
+        char          err[256], digest[8192];
+        uint64_t      hash = 0;
+        REQUIRE(SQZ_OK == sqz_config_create(&cfg));
+        REQUIRE(SQZ_OK == sqz_config_set(cfg, "SQZ_PLUGINS", plugin));
+        REQUIRE(SQZ_OK == sqz_config_set(cfg, "SQZ_METHOD", builtin ? "quant" : "example"));
+        REQUIRE(SQZ_OK == sqz_ctx_create(cfg, &ctx, err, sizeof(err)));
+        REQUIRE(SQZ_OK == sqz_ctx_settings_digest(ctx, digest, sizeof(digest), &hash));
+        const char *line = strstr(digest, "SQZ_PLUGIN_DEVICE_OPS=");
+#ifdef SQZ_HAVE_GPU
+        const char *want = "SQZ_PLUGIN_DEVICE_OPS=yes";
+        CHECK(builtin ? NULL == ctx->method_device : NULL != ctx->method_device);
+#else
+        const char *want = "SQZ_PLUGIN_DEVICE_OPS=no";
+        CHECK(NULL == ctx->method_device);
+#endif
+        CHECK_MSG(builtin ? NULL == line : NULL != line && 0 == strncmp(line, want, strlen(want)),
+                  "%s: digest line '%.30s'", builtin ? "quant" : "example", line ? line : "none");
+        const char *why = sqz_device_decline(ctx);
+#ifdef SQZ_HAVE_GPU
+        CHECK_MSG(NULL == why, "device buffers declined: %s", why);
+#else
+        CHECK(builtin ? NULL == why : NULL != why && NULL != strstr(why, "host operations only"));
+#endif
+        sqz_ctx_destroy(ctx);
+        sqz_config_destroy(cfg);
+    }
+}
+
 /* The v2 descriptor's own checks: abi, size, host table, device operations. */
 static void test_check_v2(void)
 {
@@ -255,6 +295,7 @@ int main(void)
     test_check();
     test_plugins();
     test_v1_plugin();
+    test_plugin_context();
     test_check_v2();
     test_device_support();
     return sqz_test_result("test_registry");
