@@ -248,21 +248,13 @@ sqz_status_t sqz_gpu_nan_if(const uint32_t *bad, void *out, size_t n, sqz_dtype_
         !sqz_cu_aligned(nonfinite_calls, 8)) {
         return SQZ_ERR_INVALID_PARAM;
     }
-    cudaStream_t st = (cudaStream_t)stream;
-    const unsigned g = sqz_cu_grid(n, 256);
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        sqz_cu_nan_if_kernel<float><<<g, 256, 0, st>>>(bad, (float *)out, n, nonfinite_calls);
-        break;
-    case SQZ_DTYPE_FLOAT16:
-        sqz_cu_nan_if_kernel<__half><<<g, 256, 0, st>>>(bad, (__half *)out, n, nonfinite_calls);
-        break;
-    case SQZ_DTYPE_BFLOAT16:
-        sqz_cu_nan_if_kernel<__nv_bfloat16><<<g, 256, 0, st>>>(bad, (__nv_bfloat16 *)out, n, nonfinite_calls);
-        break;
-    }
-    SQZ_CU_CHECK_LAUNCH();
-    return SQZ_OK;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        using T = SQZ_CU_ELEM(t);
+        sqz_cu_nan_if_kernel<T><<<sqz_cu_grid(n, 256), 256, 0, (cudaStream_t)stream>>>(
+            bad, (T *)out, n, nonfinite_calls);
+        SQZ_CU_CHECK_LAUNCH();
+        return SQZ_OK;
+    });
 }
 
 template <typename T>
@@ -298,24 +290,13 @@ sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const
     if (n == 0) {
         return SQZ_OK;
     }
-    cudaStream_t st = (cudaStream_t)stream;
-    const unsigned g = sqz_cu_grid(n, 256);
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        sqz_cu_ef21_finish_kernel<float><<<g, 256, 0, st>>>(bad, neg_estimate, (const float *)in,
-                                                            shared, sum, (float *)out, n);
-        break;
-    case SQZ_DTYPE_FLOAT16:
-        sqz_cu_ef21_finish_kernel<__half><<<g, 256, 0, st>>>(
-            bad, neg_estimate, (const __half *)in, shared, sum, (__half *)out, n);
-        break;
-    case SQZ_DTYPE_BFLOAT16:
-        sqz_cu_ef21_finish_kernel<__nv_bfloat16><<<g, 256, 0, st>>>(
-            bad, neg_estimate, (const __nv_bfloat16 *)in, shared, sum, (__nv_bfloat16 *)out, n);
-        break;
-    }
-    SQZ_CU_CHECK_LAUNCH();
-    return SQZ_OK;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        using T = SQZ_CU_ELEM(t);
+        sqz_cu_ef21_finish_kernel<T><<<sqz_cu_grid(n, 256), 256, 0, (cudaStream_t)stream>>>(
+            bad, neg_estimate, (const T *)in, shared, sum, (T *)out, n);
+        SQZ_CU_CHECK_LAUNCH();
+        return SQZ_OK;
+    });
 }
 
 __global__ void __launch_bounds__(256)
@@ -380,23 +361,11 @@ sqz_status_t sqz_gpu_econtrol_finish(const uint32_t *bad, float *neg_h, float *e
     if (n == 0) {
         return SQZ_OK;
     }
-    cudaStream_t   st = (cudaStream_t)stream;
-    const unsigned g  = sqz_cu_grid(n, 256);
-    switch (dtype) {
-    case SQZ_DTYPE_FLOAT32:
-        sqz_cu_econtrol_finish_kernel<float><<<g, 256, 0, st>>>(
-            bad, neg_h, err, eta, (const float *)in, shared, sum, (float *)out, n);
-        break;
-    case SQZ_DTYPE_FLOAT16:
-        sqz_cu_econtrol_finish_kernel<__half><<<g, 256, 0, st>>>(
-            bad, neg_h, err, eta, (const __half *)in, shared, sum, (__half *)out, n);
-        break;
-    case SQZ_DTYPE_BFLOAT16:
-        sqz_cu_econtrol_finish_kernel<__nv_bfloat16><<<g, 256, 0, st>>>(
-            bad, neg_h, err, eta, (const __nv_bfloat16 *)in, shared, sum, (__nv_bfloat16 *)out,
-            n);
-        break;
-    }
-    SQZ_CU_CHECK_LAUNCH();
-    return SQZ_OK;
+    return sqz_cu_with_dtype(dtype, [&](auto *t) {
+        using T = SQZ_CU_ELEM(t);
+        sqz_cu_econtrol_finish_kernel<T><<<sqz_cu_grid(n, 256), 256, 0, (cudaStream_t)stream>>>(
+            bad, neg_h, err, eta, (const T *)in, shared, sum, (T *)out, n);
+        SQZ_CU_CHECK_LAUNCH();
+        return SQZ_OK;
+    });
 }
