@@ -1264,18 +1264,18 @@ static void test_residual_storage(size_t n)
         void *d = dalloc(cb);
         float *dr = dalloc(n * 4);
         CU(cudaMemcpy(dr, r, n * 4, cudaMemcpyHostToDevice));
-        EXPECT(SQZ_OK == sqz_gpu_res_compact(storage, dr, d, n, g_st), "res compact launch");
+        CHECK_MSG(SQZ_OK == sqz_gpu_res_compact(storage, dr, d, n, g_st), "res compact launch");
         CU(cudaMemsetAsync(dr, 0xff, n * 4, g_st));
-        EXPECT(SQZ_OK == sqz_gpu_res_expand(storage, d, dr, n, g_st), "res expand launch");
+        CHECK_MSG(SQZ_OK == sqz_gpu_res_expand(storage, d, dr, n, g_st), "res expand launch");
         CU(cudaStreamSynchronize(g_st));
         CU(cudaMemcpy(h, d, cb, cudaMemcpyDeviceToHost));
         CU(cudaMemcpy(back, dr, n * 4, cudaMemcpyDeviceToHost));
         const int bf = storage == SQZ_EF_STORAGE_BF16;
         const char *name = bf ? "bf16" : "int8";
-        EXPECT(0 == memcmp(h, b.res_compact, bf ? 2 * n : n),
-               "residual storage %s, n=%zu: device codes differ from the host's", name, n);
-        EXPECT(bf || 0 == memcmp(h + codes, b.res_scale, nb * 4),
-               "residual storage int8, n=%zu: device scales differ from the host's", n);
+        CHECK_MSG(0 == memcmp(h, b.res_compact, bf ? 2 * n : n),
+                  "residual storage %s, n=%zu: device codes differ from the host's", name, n);
+        CHECK_MSG(bf || 0 == memcmp(h + codes, b.res_scale, nb * 4),
+                  "residual storage int8, n=%zu: device scales differ from the host's", n);
         size_t bad = 0;
         for (size_t i = 0; i < n; i++) {
             float want;
@@ -1287,7 +1287,8 @@ static void test_residual_storage(size_t n)
             }
             bad += memcmp(&want, &back[i], 4) != 0;
         }
-        EXPECT(0 == bad, "residual storage %s, n=%zu: %zu expanded values differ", name, n, bad);
+        CHECK_MSG(0 == bad, "residual storage %s, n=%zu: %zu expanded values differ", name, n,
+                  bad);
         cudaFree(d), cudaFree(dr), free(h), free(b.res_compact), free(b.res_scale);
     }
     free(r), free(back);
