@@ -549,7 +549,6 @@ static sqz_status_t sqz_engine_warmup_transform(sqz_comm_t *comm, sqz_buf_state_
     return SQZ_OK;
 }
 
-
 /* Damped error feedback (SQZ_EF_DECAY): the worker residual and this rank's server residual
  * keep `decay` of themselves for the next call. */
 static void sqz_engine_damp(sqz_buf_state_t *bs, float *residual, size_t n, float decay)
@@ -582,7 +581,8 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (NULL == bs) {
         return sqz_engine_poisoned(comm, in, out, n, block, op, seq, 1);
     }
-    /* ef21/econtrol transform all-reduces; a reduce-scatter keeps classic error feedback. */
+    /* The call's error feedback is the policy's (sqz_policy_ef: ef21/econtrol transform
+     * all-reduces only). */
     const int       opt = 0 != (flags & SQZ_RUN_OPTIMIZER);
     sqz_engine_ef_t ef  = {.mode = sqz_policy_ef(comm, block != 0, opt, key, n)};
     ef.transform        = sqz_ef_transforms(ef.mode);

@@ -39,6 +39,7 @@
 #include "sqz_state_io.h"
 #include "sqz_plugin_util.h"
 #include "sqz_policy.h"
+#include "sqz_ef.h"
 #include "sqz_gpu_efstore.h"
 #include "sqz_residual.h"
 #include "transport/sqz_nccl.h"
@@ -1240,7 +1241,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
      * all-reduces only, a reduce-scatter and the optimizer's collective keep classic error
      * feedback (and with it the scatter-reduce's first phase).  (PowerSGD: its own.) */
     const int mode = sqz_policy_ef(comm, NULL != rs_out, opt, key, count);
-    const int ef21 = !g->psgd && (SQZ_EF_EF21 == mode || SQZ_EF_ECONTROL == mode);
+    const int ef21 = !g->psgd && sqz_ef_transforms(mode);
     const int ef   = g->psgd ? g->ef : SQZ_EF_NONE != mode;
     if (!hier && !g->psgd &&
         SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, ef21)) {
