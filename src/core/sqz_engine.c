@@ -371,26 +371,19 @@ static sqz_status_t sqz_engine_state(sqz_comm_t *comm, uint64_t key, size_t n, s
     return st;
 }
 
-/* The exchange of a prepared call, as the method's exchange and the cost models choose it (the
- * same choice on every rank: it depends on settings and sizes only).  `key` names the buffer's
- * layout (0: none registered). */
+/* The exchange of a prepared call: the plan's (call->cs.algo, the same on every rank: the policy
+ * decides it from settings and sizes only).  `key` names the buffer's layout (0: none
+ * registered). */
 static sqz_status_t sqz_engine_exchange(sqz_coll_call_t *call, uint64_t key)
 {
-    sqz_comm_t *const comm = call->comm;
-    sqz_ctx_t *const  ctx  = comm->ctx;
-    if (SQZ_EXCHANGE_SUMMABLE == ctx->method->exchange) {
-        call->cs.algo = SQZ_ALGO_SUMMABLE;
+    switch (call->cs.algo) {
+    case SQZ_ALGO_SUMMABLE:
         if (call->poisoned) {
             /* Its rounds are native sums with no frame to carry a fallback request. */
             SQZ_ERROR("out of memory for a buffer's state: the ranks cannot stay in step");
             return SQZ_ERR_NO_MEMORY;
         }
         return sqz_coll_summable(call, key);
-    }
-    const sqz_choice_t ch = sqz_policy_choose(comm, call->n, call->block);
-    call->cs.algo         = ch.algo;
-    call->cs.predicted    = ch.predicted;
-    switch (ch.algo) {
     case SQZ_ALGO_DENSE_SWITCH: return sqz_dense_switch(call);
     case SQZ_ALGO_SPLIT_ALLGATHER: call->exact2 = 1; return sqz_coll_reduce_scatter_p2p(call);
     case SQZ_ALGO_ALLGATHER_P2P: return sqz_coll_allgather_p2p(call);
@@ -463,8 +456,9 @@ static sqz_status_t sqz_engine_fallback(sqz_coll_call_t *call, const float *in, 
 /* A call this rank could not prepare (no_memory), or knows must go dense (sqz_engine_shard):
  * it takes part in the exchange with fallback frames only (every rank then goes dense together),
  * with no error feedback. */
-static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const float *in, float *out, size_t n,
-                                        size_t block, sqz_op_t op, uint64_t seq, int no_memory)
+static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const sqz_plan_t *plan,
+                                        const float *in, float *out, size_t n, size_t block,
+                                        sqz_op_t op, uint64_t seq, int no_memory)
 {
     if (no_memory) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "out of memory for a buffer's state: its call goes dense on "
@@ -473,7 +467,8 @@ static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const float *in, float
     sqz_coll_call_t call = {.comm = comm, .c = comm->ctx->method, .cstate = comm->cstate,
                             .cstates = comm->cstates, .in = in, .out = out, .n = n,
                             .block = block, .seq = seq, .poisoned = 1,
-                            .out_is_input = ((const float *)out == in)};
+                            .out_is_input = ((const float *)out == in),
+                            .cs = {.algo = plan->algo, .predicted = plan->predicted}};
     const sqz_status_t st = sqz_engine_exchange(&call, 0);
     if (SQZ_OK == st && SQZ_ALGO_DENSE_SWITCH == call.cs.algo) {
         /* Every rank chose the dense switch and it ran: the output is the exact sum. */
@@ -565,12 +560,45 @@ static void sqz_engine_damp(sqz_buf_state_t *bs, float *residual, size_t n, floa
  * holds (SQZ_RUN_DENSE), and is named by its input, the caller's buffer (SQZ_RUN_NAMED_BY_IN). */
 enum { SQZ_RUN_OPTIMIZER = 1, SQZ_RUN_DENSE = 2, SQZ_RUN_NAMED_BY_IN = 4 };
 
+/* A call's plan (sqz_policy_plan): decided after the communicator's one-time collective steps,
+ * before the call's state is looked up. */
+static sqz_status_t sqz_engine_plan(sqz_comm_t *comm, size_t n, size_t block, sqz_op_t op,
+                                    uint64_t key, int opt, sqz_plan_t *plan)
+{
+    SQZ_CHECK(sqz_comm_check_settings(comm));
+    SQZ_CHECK(sqz_policy_calibrate(comm));
+    const sqz_call_facts_t facts = {.count = n, .block = block, .dtype = SQZ_DTYPE_FLOAT32,
+                                    .op = op, .memory = SQZ_MEMORY_HOST, .opt = opt, .key = key};
+    *plan = sqz_policy_plan(comm, &facts);
+    return SQZ_OK;
+}
+
+/* After the exchange of a compressed call (st its status): classic error feedback's residual
+ * closes (DGC's momentum committed and the residual damped when the exchange ran; restored on a
+ * fallback). */
+static void sqz_engine_ef_close(sqz_comm_t *comm, const sqz_plan_t *plan, sqz_buf_state_t *bs,
+                                const sqz_engine_ef_t *ef, size_t n, sqz_status_t st)
+{
+    sqz_ctx_t *const ctx = comm->ctx;
+    if (NULL == ef->residual || !(SQZ_OK == st || sqz_agreed_fallback(st))) {
+        return;
+    }
+    if (SQZ_OK == st && ef->dgc) {
+        sqz_dgc_commit(&ctx->p, bs, ef->dgc_unew, ef->residual, n);
+    }
+    if (SQZ_OK == st && plan->damp) {
+        sqz_engine_damp(bs, ef->residual, n, ctx->ef_decay);
+    }
+    sqz_residual_close(bs, ctx->p.ef_storage, ef->residual);
+}
+
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
                                    size_t block, sqz_op_t op, uint64_t key, unsigned flags)
 {
     sqz_ctx_t *const ctx = comm->ctx;
-    SQZ_CHECK(sqz_comm_check_settings(comm));
-    SQZ_CHECK(sqz_policy_calibrate(comm));
+    const int        opt = 0 != (flags & SQZ_RUN_OPTIMIZER);
+    sqz_plan_t       plan;
+    SQZ_CHECK(sqz_engine_plan(comm, n, block, op, key, opt, &plan));
     sqz_buf_state_t *bs;
     uint64_t         seq;
     /* (an intercepted call's buffer is named by its address: the output's, or the input's where
@@ -579,15 +607,11 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     SQZ_CHECK(sqz_engine_state(comm, key, n, block, named, &bs, &seq));
     sqz_comm_account_state(comm, comm->store.bytes);
     if (NULL == bs) {
-        return sqz_engine_poisoned(comm, in, out, n, block, op, seq, 1);
+        return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 1);
     }
-    /* The call's error feedback is the policy's (sqz_policy_ef: ef21/econtrol transform
-     * all-reduces only). */
-    const int       opt = 0 != (flags & SQZ_RUN_OPTIMIZER);
-    sqz_engine_ef_t ef  = {.mode = sqz_policy_ef(comm, block != 0, opt, key, n)};
-    ef.transform        = sqz_ef_transforms(ef.mode);
-    ef.dgc              = !opt && SQZ_EF_EF14 == ef.mode && sqz_dgc_active(&ctx->p);
-    if (sqz_policy_warm(comm, seq, opt)) {
+    sqz_policy_plan_warm(comm, &plan, seq, opt);
+    sqz_engine_ef_t ef = {.mode = plan.ef, .transform = plan.transform, .dgc = plan.dgc};
+    if (plan.warm) {
         sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
         if (ef.transform && SQZ_OK == sqz_engine_warmup_transform(comm, bs, ef.mode, in, out, n, op)) {
             return SQZ_OK;
@@ -595,30 +619,23 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         return sqz_engine_dense(comm, in, out, n, block, op);
     }
     if (flags & SQZ_RUN_DENSE) { /* (after the warm-up, whose calls are dense alike) */
-        return sqz_engine_poisoned(comm, in, out, n, block, op, seq, 0);
+        return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 0);
     }
     sqz_coll_call_t call = {
         .comm = comm, .c = ctx->method, .cstate = comm->cstate, .cstates = comm->cstates,
         .out = out, .n = n, .block = block, .bstate = bs, .seq = seq,
         /* A reduce-scatter's output block is the start of an in-place input as well. */
         .out_is_input = ((const float *)out == in),
+        .cs = {.algo = plan.algo, .predicted = plan.predicted},
     };
     if (SQZ_OK != sqz_engine_ef_open(&call, in, key, &ef)) {
-        return sqz_engine_poisoned(comm, in, out, n, block, op, seq, 1);
+        return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 1);
     }
     const double       t0 = sqz_time_now();
     const sqz_status_t st = comm->segs ? sqz_engine_exchange_segments(&call, key)
                                        : sqz_engine_exchange(&call, key);
     call.cs.t_exchange    = sqz_time_now() - t0;
-    if (ef.residual && (SQZ_OK == st || sqz_agreed_fallback(st))) {
-        if (SQZ_OK == st && ef.dgc) {
-            sqz_dgc_commit(&ctx->p, bs, ef.dgc_unew, ef.residual, n);
-        }
-        if (SQZ_OK == st && !opt && SQZ_EF_EF14 == ef.mode && ctx->ef_decay < 1.0f) {
-            sqz_engine_damp(bs, ef.residual, n, ctx->ef_decay);
-        }
-        sqz_residual_close(bs, ctx->p.ef_storage, ef.residual); /* restored on a fallback */
-    }
+    sqz_engine_ef_close(comm, &plan, bs, &ef, n, st);
     sqz_comm_account_state(comm, comm->store.bytes);
     if (SQZ_OK != st) {
         return sqz_engine_fallback(&call, in, out, op, st);

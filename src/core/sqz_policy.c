@@ -5,6 +5,7 @@
 
 #include "coll/sqz_coll.h"
 #include "sqz_cost.h"
+#include "sqz_dgc.h"
 #include "sqz_ef.h"
 #include "sqz_policy.h"
 #include "sqz_pool.h"
@@ -147,8 +148,8 @@ double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs)
 
 /* SQZ_EXCHANGE_MODEL=time for device buffers: the chosen compressed exchange (sra: the
  * scatter-reduce, sending `sent` bytes; else the all-gather) against the dense collective. */
-static int sqz_policy_device_time(const sqz_comm_t *comm, const sqz_device_call_t *f, int sra,
-                                  double sent, double factor)
+static sqz_choice_t sqz_policy_device_time(const sqz_comm_t *comm, const sqz_device_call_t *f,
+                                           int sra, double sent, double factor)
 {
     const sqz_core_params_t *p     = &comm->ctx->p;
     const double             B     = (double)f->bytes;
@@ -164,14 +165,16 @@ static int sqz_policy_device_time(const sqz_comm_t *comm, const sqz_device_call_
         c.rounds = 1, c.decode = sra ? B : c.decode, c.compress = B;
         d.rounds /= 2, d.sent /= 2;
     }
-    if (factor > 0 &&
-        sqz_cost_seconds(&net, &rates, &c) > factor * sqz_cost_seconds(&net, &rates, &d)) {
-        return SQZ_ALGO_DENSE_SWITCH;
+    const double compressed = sqz_cost_seconds(&net, &rates, &c);
+    const double dense      = sqz_cost_seconds(&net, &rates, &d);
+    sqz_choice_t ch = {sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER, compressed};
+    if (factor > 0 && compressed > factor * dense) {
+        ch.algo = SQZ_ALGO_DENSE_SWITCH, ch.predicted = dense;
     }
-    return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
+    return ch;
 }
 
-int sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
+sqz_choice_t sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
 {
     const int summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange;
     const int sra        = f->sra_ok && (f->rs || (summarizes && comm->nranks > 2));
@@ -180,11 +183,12 @@ int sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
     if (SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model && comm->nranks > 1) {
         return sqz_policy_device_time(comm, f, sra, sent, factor);
     }
+    sqz_choice_t ch = {sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER, 0};
     if (factor > 0 && comm->nranks > 1 &&
         sent > factor * sqz_policy_dense_bytes(comm, (double)f->bytes, f->rs)) {
-        return SQZ_ALGO_DENSE_SWITCH;
+        ch.algo = SQZ_ALGO_DENSE_SWITCH;
     }
-    return sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER;
+    return ch;
 }
 
 int sqz_policy_ef(const sqz_comm_t *comm, int rs, int opt, uint64_t key, size_t n)
@@ -217,4 +221,49 @@ int sqz_policy_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype,
 int sqz_policy_warm(const sqz_comm_t *comm, uint64_t calls, int opt)
 {
     return !opt && calls < (uint64_t)comm->ctx->p.warmup_steps;
+}
+
+int sqz_policy_admit(const sqz_comm_t *comm, const sqz_call_facts_t *f)
+{
+    return sqz_policy_eligible(comm, f->count, f->dtype, f->op, f->memory, 0 != f->block, f->opt);
+}
+
+/* The exchange of a planned call: the method's family, and the models' choice among its
+ * exchanges (device buffers: the scatter-reduce only where no estimator shared by the ranks runs
+ * the call). */
+static sqz_choice_t sqz_policy_exchange(const sqz_comm_t *comm, const sqz_call_facts_t *f,
+                                        int transform)
+{
+    if (SQZ_EXCHANGE_SUMMABLE == comm->ctx->method->exchange) {
+        const sqz_choice_t summable = {SQZ_ALGO_SUMMABLE, 0};
+        return summable;
+    }
+    if (NULL == f->device) {
+        return sqz_policy_choose(comm, f->count, f->block);
+    }
+    sqz_device_call_t d = *f->device;
+    d.sra_ok            = d.sra_ok && !transform;
+    d.rs                = 0 != f->block;
+    return sqz_policy_choose_device(comm, &d);
+}
+
+sqz_plan_t sqz_policy_plan(const sqz_comm_t *comm, const sqz_call_facts_t *f)
+{
+    const sqz_ctx_t *ctx  = comm->ctx;
+    sqz_plan_t       plan = {.ef = sqz_policy_ef(comm, 0 != f->block, f->opt, f->key, f->count)};
+    plan.transform        = sqz_ef_transforms(plan.ef);
+    /* DGC and damping belong to classic error feedback of the gradient (not the optimizer's
+     * collective: its buffers are momenta, which the optimizer corrects itself). */
+    const int classic = !f->opt && SQZ_EF_EF14 == plan.ef;
+    plan.dgc          = classic && sqz_dgc_active(&ctx->p);
+    plan.damp         = classic && ctx->ef_decay < 1.0f && SQZ_MEMORY_HOST == f->memory;
+    const sqz_choice_t ch = sqz_policy_exchange(comm, f, plan.transform);
+    plan.algo             = ch.algo;
+    plan.predicted        = ch.predicted;
+    return plan;
+}
+
+void sqz_policy_plan_warm(const sqz_comm_t *comm, sqz_plan_t *plan, uint64_t calls, int opt)
+{
+    plan->warm = sqz_policy_warm(comm, calls, opt);
 }

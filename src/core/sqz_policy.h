@@ -37,15 +37,17 @@ sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block);
 typedef struct sqz_device_call {
     size_t bytes;    /* the call's input bytes (elements x element size) */
     int    rs;       /* a reduce-scatter */
-    int    sra_ok;   /* the scatter-reduce exchange can carry it: every chunk holds elements, and
-                        neither powersgd nor ef21 (whose shared estimator needs every rank's
-                        message) runs it */
+    int    sra_ok;   /* the scatter-reduce exchange can carry it: every chunk holds elements and
+                        the method is not powersgd (sqz_policy_plan adds: nor does ef21 or
+                        econtrol run the call, whose shared estimator needs every rank's
+                        message) */
     double sra_sent; /* bytes a rank sends through the scatter-reduce exchange */
     double ag_sent;  /* through the all-gather of the whole buffer's payloads */
 } sqz_device_call_t;
 
 /** The exchange of a compressed call of device buffers: SQZ_ALGO_REDUCE_SCATTER, or
- *  SQZ_ALGO_NCCL_ALLGATHER, or SQZ_ALGO_DENSE_SWITCH.
+ *  SQZ_ALGO_NCCL_ALLGATHER, or SQZ_ALGO_DENSE_SWITCH (with its predicted seconds under
+ *  SQZ_EXCHANGE_MODEL=time).
  *  - the scatter-reduce exchange when it can carry the call, for a reduce-scatter with every
  *    method (its first phase alone), for an all-reduce with the methods whose payloads summarize
  *    contiguous elements (SQZ_EXCHANGE_REDUCE_SCATTER) from 3 ranks (at 2 both move one payload,
@@ -57,7 +59,7 @@ typedef struct sqz_device_call {
  *    the compressed exchange is predicted that many times slower (kernel rates SQZ_KERNEL_GBPS,
  *    or 1000 GB/s when it is 0: the order of the device kernels' rates; nothing is measured on
  *    the device, so every rank predicts the same). */
-int sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f);
+sqz_choice_t sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f);
 
 /** The bytes a rank sends in a dense ring all-reduce (reduce-scatter: rs) of `bytes`. */
 double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs);
@@ -83,6 +85,48 @@ int sqz_policy_warm(const sqz_comm_t *comm, uint64_t calls, int opt);
  *  feedback then diverges, the plain projection of the summed gradient converges;
  *  docs/methods.md). */
 int sqz_policy_ef(const sqz_comm_t *comm, int rs, int opt, uint64_t key, size_t n);
+
+/** A call as the policy sees it: facts every rank shares. */
+typedef struct sqz_call_facts {
+    size_t                   count;  /* the input's elements (a reduce-scatter's: ranks x block) */
+    size_t                   block;  /* a reduce-scatter's elements per rank; 0: an all-reduce */
+    sqz_dtype_t              dtype;
+    sqz_op_t                 op;
+    int                      memory; /* SQZ_MEMORY_HOST or SQZ_MEMORY_DEVICE */
+    int                      opt;    /* the optimizer-side collective (sqz_ef_allreduce) */
+    uint64_t                 key;    /* the caller's key; 0: an intercepted call */
+    const sqz_device_call_t *device; /* device buffers: what the device codec says of the sizes
+                                        (sra_ok, bytes sent); NULL for host buffers */
+} sqz_call_facts_t;
+
+/** What a compressed call does: the plan both engines run. */
+typedef struct sqz_plan {
+    int    ef;        /* sqz_ef_mode_t: sqz_policy_ef */
+    int    transform; /* ef21 / econtrol: the compressor sees a message, not the gradient */
+    int    dgc;       /* DGC's momentum correction, masking and clipping around classic error
+                         feedback (SQZ_DGC_MOMENTUM or SQZ_DGC_CLIP; not the optimizer's) */
+    int    damp;      /* classic error feedback damped by SQZ_EF_DECAY < 1 (host buffers; the
+                         device engine warns at its start that it does not damp) */
+    int    algo;      /* sqz_algo_t: the exchange, SQZ_ALGO_SUMMABLE for a summable method */
+    double predicted; /* SQZ_EXCHANGE_MODEL=time: the exchange's predicted seconds; else 0 */
+    int    warm;      /* a dense warm-up call (sqz_policy_plan_warm, once the buffer's count of
+                         calls is known) */
+} sqz_plan_t;
+
+/** The plan of a call that sqz_policy_admit admitted: its error feedback, DGC, damping and
+ *  exchange, from facts every rank shares, so every rank runs the same plan.  Called after the
+ *  communicator's one-time collective steps of a compressed call (the settings check,
+ *  sqz_policy_calibrate: the time model's rates), before the call's state is looked up (so that
+ *  a call the plan sends dense allocates nothing); the warm-up is sqz_policy_plan_warm's, after
+ *  the lookup.  Pure: it changes nothing. */
+sqz_plan_t sqz_policy_plan(const sqz_comm_t *comm, const sqz_call_facts_t *f);
+
+/** Whether a call is compressed at all: sqz_policy_eligible of the facts (a reduce-scatter:
+ *  f->block != 0).  Before anything else of the call: an ineligible call touches no state. */
+int sqz_policy_admit(const sqz_comm_t *comm, const sqz_call_facts_t *f);
+
+/** Marks plan->warm for a call of a buffer with `calls` calls before it (sqz_policy_warm). */
+void sqz_policy_plan_warm(const sqz_comm_t *comm, sqz_plan_t *plan, uint64_t calls, int opt);
 
 /** The network the cost model assumes for comm: its topology, and the settings or what
  *  sqz_policy_calibrate measured. */

@@ -690,18 +690,24 @@ static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t
     return g->hier ? sqz_gpu_hier_state_load(g->hier, buf, len) : SQZ_OK;
 }
 
-/* The exchange of a compressed call of count elements (rs: a reduce-scatter): the policy's
- * (sqz_policy_choose_device) from this engine's facts.  The scatter-reduce exchange
- * (sqz_gpu_reduce_scatter.c) can carry it when every chunk holds elements, unless the buffer runs
- * powersgd or ef21. */
-static int sqz_gpu_choose(const sqz_comm_t *comm, size_t count, size_t esz, int rs, int ef21)
+/* The plan of a compressed call of count elements (rs: a reduce-scatter; opt: the optimizer's
+ * collective): the policy's (sqz_policy_plan) from the facts of this engine's codec.  The
+ * scatter-reduce exchange (sqz_gpu_reduce_scatter.c) can carry a call when every chunk holds
+ * elements and the method is not powersgd (the policy adds: nor does ef21 run it). */
+static sqz_plan_t sqz_gpu_plan(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype,
+                               sqz_op_t op, int rs, int opt, uint64_t key)
 {
     const struct sqz_gpu_comm *g = comm->gpu;
-    sqz_device_call_t          f = {.bytes = count * esz, .rs = rs};
-    f.sra_ok  = !g->psgd && !ef21 && sqz_gpu_sra_applies(count, comm->nranks, rs);
-    f.sra_sent = f.sra_ok ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs) : 0.0;
-    f.ag_sent  = (double)(comm->nranks - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
-    return sqz_policy_choose_device(comm, &f);
+    sqz_device_call_t          d = {.bytes = count * sqz_gpu_dtype_size(dtype), .rs = rs};
+    if (!g->psgd) {
+        d.sra_ok   = sqz_gpu_sra_applies(count, comm->nranks, rs);
+        d.sra_sent = d.sra_ok ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs) : 0.0;
+        d.ag_sent  = (double)(comm->nranks - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
+    }
+    const sqz_call_facts_t f = {.count = count, .block = rs ? count / (size_t)comm->nranks : 0,
+                                .dtype = dtype, .op = op, .memory = SQZ_MEMORY_DEVICE,
+                                .opt = opt, .key = key, .device = &d};
+    return sqz_policy_plan(comm, &f);
 }
 
 /* After an allocation event of b (every rank has one at the same call): 1 when every rank
@@ -727,8 +733,10 @@ static int sqz_gpu_buf_agree(sqz_comm_t *comm, sqz_gpu_buf_t *b, int ok, cudaStr
  * when the agreement itself failed, or this rank's table of buffers could not grow (host memory:
  * the call goes dense on this rank alone). */
 static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t count,
-                                      sqz_dtype_t dtype, int rs, int ef, int ef21, cudaStream_t s)
+                                      sqz_dtype_t dtype, int rs, const sqz_plan_t *plan, int ef,
+                                      cudaStream_t s)
 {
+    const int ef21 = !comm->gpu->psgd && plan->transform;
     struct sqz_gpu_comm *g = comm->gpu;
     for (size_t i = 0; i < g->nbufs; i++) {
         sqz_gpu_buf_t *b = &g->bufs[i];
@@ -758,8 +766,8 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
         g->capbufs = cap;
     }
     sqz_gpu_buf_t b   = {.key = key, .count = count, .dtype = dtype};
-    const int     sra =
-        SQZ_ALGO_REDUCE_SCATTER == sqz_gpu_choose(comm, count, sqz_gpu_dtype_size(dtype), rs, ef21);
+    /* (a buffer's exchange is its first compressed call's) */
+    const int     sra = SQZ_ALGO_REDUCE_SCATTER == plan->algo;
     b.pbytes          = sra ? 0 : sqz_gpu_payload_bytes(&g->params, count);
     const size_t wb   = sra ? 0 : sqz_gpu_workspace_bytes(&g->params, count, dtype);
     cudaError_t  ce   = cudaSuccess;
@@ -1237,16 +1245,15 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     }
     const int hier = g->hier && !opt &&
                      (NULL == rs_out || sqz_gpu_hier_takes_reduce_scatter(g->hier));
-    /* This call's error feedback, the policy's as on the host: EF21 (and econtrol) transform
-     * all-reduces only, a reduce-scatter and the optimizer's collective keep classic error
-     * feedback (and with it the scatter-reduce's first phase).  (PowerSGD: its own.) */
-    const int mode = sqz_policy_ef(comm, NULL != rs_out, opt, key, count);
-    const int ef21 = !g->psgd && sqz_ef_transforms(mode);
-    const int ef   = g->psgd ? g->ef : SQZ_EF_NONE != mode;
-    if (!hier && !g->psgd &&
-        SQZ_ALGO_DENSE_SWITCH == sqz_gpu_choose(comm, count, esz, rs_out != NULL, ef21)) {
+    /* This call's plan, the policy's as on the host: EF21 (and econtrol) transform all-reduces
+     * only, a reduce-scatter and the optimizer's collective keep classic error feedback (and
+     * with it the scatter-reduce's first phase).  (PowerSGD: its own error feedback.) */
+    sqz_plan_t plan = sqz_gpu_plan(comm, count, dtype, op, NULL != rs_out, opt, key);
+    const int  ef   = g->psgd ? g->ef : SQZ_EF_NONE != plan.ef;
+    if (!hier && SQZ_ALGO_DENSE_SWITCH == plan.algo) {
         /* (the residual, if any, waits for the next compressed call) */
-        sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz};
+        sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz,
+                                .predicted = plan.predicted};
         cst.bytes_sent =
             (size_t)sqz_policy_dense_bytes(comm, (double)(count * esz), rs_out != NULL);
         sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
@@ -1271,7 +1278,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
                               &key, &aseq);
     }
     sqz_gpu_buf_t *b = SQZ_OK == st ? sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL,
-                                                      ef, ef21, s)
+                                                      &plan, ef, s)
                                     : NULL;
     if (b) {
         /* The buffer's counter: the call sequence's for an intercepted call, its own else. */
@@ -1283,8 +1290,10 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         goto out;
     }
     /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
-    const int warm = b != NULL && sqz_policy_warm(comm, b->calls, opt) &&
-                     !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
+    if (b) {
+        sqz_policy_plan_warm(comm, &plan, b->calls, opt);
+    }
+    const int warm = b != NULL && plan.warm && !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
     /* A buffer's exchange is fixed by its first call: the other kind of call on it goes dense. */
     const int other = b != NULL && b->sra != NULL && sqz_gpu_sra_is_rs(b->sra) != (rs_out != NULL);
     if (NULL == b || warm || b->dense_only || other) {
@@ -1299,7 +1308,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
                            .recvbuf = recvbuf, .rs_out = rs_out,
                            .out = rs_out ? b->full : recvbuf, .count = count, .dtype = dtype,
                            .op = op, .key = key, .s = s};
-    if (b->dgc && !opt) {
+    if (b->dgc && plan.dgc) {
         /* DGC: the compressor sees the message (fp32); the momentum is committed after the
          * exchange, unless some rank was not finite. */
         const float *msg = NULL;

@@ -1,4 +1,5 @@
-/* The policy both engines ask, tested without a GPU: the exchange of device buffers
+/* The policy both engines ask, tested without a GPU: the plan of a call (sqz_policy_plan: error
+ * feedback, DGC, damping and exchange, host and device buffers), the exchange of device buffers
  * (sqz_policy_choose_device, from the facts the device engine measures: which calls take the
  * scatter-reduce, which the all-gather, which go dense, in the bytes and the time model), and
  * each call's error feedback (sqz_policy_ef). */
@@ -12,6 +13,8 @@
 #include "sqz_ef.h"
 #include "sqz_policy.h"
 #include "sqz_test.h"
+
+enum { H = SQZ_MEMORY_HOST, D = SQZ_MEMORY_DEVICE };
 
 /* Transport stubs: the policy never communicates. */
 static int stub_allgatherv(void *self, const void *s, size_t sb, void *r, const size_t *rb,
@@ -128,7 +131,6 @@ static void test_eligible(void)
     const char *const kv[] = {"SQZ_METHOD", "quant", "SQZ_MIN_BYTES", "4096", NULL};
     sqz_ctx_t        *ctx  = NULL;
     sqz_comm_t       *comm = make_comm(4, kv, &ctx);
-    const int         H = SQZ_MEMORY_HOST, D = SQZ_MEMORY_DEVICE;
     CHECK(sqz_policy_eligible(comm, 1024, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, H, 0, 0));
     CHECK(sqz_policy_eligible(comm, 1024, SQZ_DTYPE_FLOAT32, SQZ_OP_AVG, D, 1, 0));
     CHECK(!sqz_policy_eligible(comm, 1023, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, H, 0, 0));
@@ -141,9 +143,90 @@ static void test_eligible(void)
     sqz_ctx_destroy(ctx);
 }
 
+typedef struct {
+    const char *what;
+    const char *kv[9];
+    int         memory, rs, opt;
+    int         ef, transform, dgc, damp, algo;
+} plan_case_t;
+
+static const plan_case_t plan_cases[] = {
+    {"quant ef21, host", {"SQZ_METHOD", "quant", "SQZ_EF", "ef21", NULL}, H, 0, 0, SQZ_EF_EF21, 1,
+     0, 0, SQZ_ALGO_REDUCE_SCATTER},
+    {"quant ef21, device: no scatter-reduce under a shared estimator",
+     {"SQZ_METHOD", "quant", "SQZ_EF", "ef21", NULL}, D, 0, 0, SQZ_EF_EF21, 1, 0, 0,
+     SQZ_ALGO_NCCL_ALLGATHER},
+    {"quant ef21, device reduce-scatter: classic EF, scatter-reduce",
+     {"SQZ_METHOD", "quant", "SQZ_EF", "ef21", NULL}, D, 1, 0, SQZ_EF_EF14, 0, 0, 0,
+     SQZ_ALGO_REDUCE_SCATTER},
+    {"quant ef14, device", {"SQZ_METHOD", "quant", "SQZ_EF", "ef14", NULL}, D, 0, 0, SQZ_EF_EF14,
+     0, 0, 0, SQZ_ALGO_REDUCE_SCATTER},
+    {"topk with DGC", {"SQZ_METHOD", "topk", "SQZ_DGC_MOMENTUM", "0.9", NULL}, H, 0, 0,
+     SQZ_EF_EF14, 0, 1, 0, SQZ_ALGO_ALLGATHER},
+    {"topk with DGC, device", {"SQZ_METHOD", "topk", "SQZ_DGC_MOMENTUM", "0.9", NULL}, D, 0, 0,
+     SQZ_EF_EF14, 0, 1, 0, SQZ_ALGO_NCCL_ALLGATHER},
+    {"topk with DGC, the optimizer's collective",
+     {"SQZ_METHOD", "topk", "SQZ_DGC_MOMENTUM", "0.9", NULL}, H, 0, 1, SQZ_EF_EF14, 0, 0, 0,
+     SQZ_ALGO_ALLGATHER},
+    {"sign damped, host", {"SQZ_METHOD", "sign", "SQZ_EF_DECAY", "0.5", NULL}, H, 0, 0,
+     SQZ_EF_EF14, 0, 0, 1, SQZ_ALGO_REDUCE_SCATTER},
+    {"sign damped, device (no damping there)", {"SQZ_METHOD", "sign", "SQZ_EF_DECAY", "0.5", NULL},
+     D, 0, 0, SQZ_EF_EF14, 0, 0, 0, SQZ_ALGO_REDUCE_SCATTER},
+    {"sign damped, the optimizer's collective", {"SQZ_METHOD", "sign", "SQZ_EF_DECAY", "0.5", NULL},
+     H, 0, 1, SQZ_EF_EF14, 0, 0, 0, SQZ_ALGO_REDUCE_SCATTER},
+    {"powersgd, device", {"SQZ_METHOD", "powersgd", NULL}, D, 0, 0, SQZ_EF_NONE, 0, 0, 0,
+     SQZ_ALGO_SUMMABLE},
+    {"powersgd, host", {"SQZ_METHOD", "powersgd", "SQZ_EF", "ef14", NULL}, H, 0, 0, SQZ_EF_EF14, 0,
+     0, 0, SQZ_ALGO_SUMMABLE},
+};
+
+/* The whole plan of a call, host and device buffers (8 ranks, 1M elements; device facts of a
+ * compressor sending 1/8 of the input a payload). */
+static void test_plan(void)
+{
+    for (size_t i = 0; i < sizeof(plan_cases) / sizeof(plan_cases[0]); i++) {
+        const plan_case_t *c    = &plan_cases[i];
+        sqz_ctx_t         *ctx  = NULL;
+        sqz_comm_t        *comm = make_comm(8, c->kv, &ctx);
+        const size_t       n    = 1 << 20;
+        const sqz_device_call_t d = {.bytes = 4 * n, .sra_ok = 1, .sra_sent = 0.875 * n / 2,
+                                     .ag_sent = 7.0 * n / 2};
+        const sqz_call_facts_t f = {.count = n, .block = c->rs ? n / 8 : 0,
+                                    .dtype = SQZ_DTYPE_FLOAT32, .op = SQZ_OP_SUM,
+                                    .memory = c->memory, .opt = c->opt, .key = 5,
+                                    .device = D == c->memory ? &d : NULL};
+        CHECK_MSG(sqz_policy_admit(comm, &f), "%s: not admitted", c->what);
+        sqz_plan_t pl = sqz_policy_plan(comm, &f);
+        CHECK_MSG(pl.ef == c->ef && pl.transform == c->transform && pl.dgc == c->dgc &&
+                      pl.damp == c->damp && pl.algo == c->algo && 0 == pl.warm,
+                  "%s: plan ef %d transform %d dgc %d damp %d algo %d warm %d, want %d %d %d %d "
+                  "%d 0",
+                  c->what, pl.ef, pl.transform, pl.dgc, pl.damp, pl.algo, pl.warm, c->ef,
+                  c->transform, c->dgc, c->damp, c->algo);
+        sqz_policy_plan_warm(comm, &pl, 0, c->opt);
+        CHECK_MSG(0 == pl.warm, "%s: warm without SQZ_WARMUP_STEPS", c->what);
+        sqz_comm_destroy(comm);
+        sqz_ctx_destroy(ctx);
+    }
+    /* The warm-up: the first SQZ_WARMUP_STEPS calls of a buffer, never the optimizer's. */
+    const char *const kv[] = {"SQZ_METHOD", "quant", "SQZ_WARMUP_STEPS", "2", NULL};
+    sqz_ctx_t        *ctx  = NULL;
+    sqz_comm_t       *comm = make_comm(4, kv, &ctx);
+    sqz_plan_t        pl   = {0};
+    sqz_policy_plan_warm(comm, &pl, 1, 0);
+    CHECK(pl.warm);
+    sqz_policy_plan_warm(comm, &pl, 2, 0);
+    CHECK(!pl.warm);
+    sqz_policy_plan_warm(comm, &pl, 0, 1);
+    CHECK(!pl.warm);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
 int main(void)
 {
     test_eligible();
+    test_plan();
     test_ef();
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const policy_case_t *c   = &cases[i];
@@ -151,7 +234,7 @@ int main(void)
         sqz_comm_t          *comm = make_comm(c->nranks, c->kv, &ctx);
         const sqz_device_call_t f = {.bytes = (size_t)c->bytes, .rs = c->rs, .sra_ok = c->sra_ok,
                                      .sra_sent = c->sra_sent, .ag_sent = c->ag_sent};
-        const int got = sqz_policy_choose_device(comm, &f);
+        const int got = sqz_policy_choose_device(comm, &f).algo;
         CHECK_MSG(got == c->want, "%s: exchange %d, want %d", c->what, got, c->want);
         sqz_comm_destroy(comm);
         sqz_ctx_destroy(ctx);
