@@ -142,8 +142,9 @@ sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block)
 
 double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs)
 {
-    const double P = comm->nranks;
-    return (rs ? 1.0 : 2.0) * (P - 1) / P * bytes;
+    /* (the ring's reduce-scatter is its first half) */
+    const sqz_cost_net_t net = {.ranks = comm->nranks};
+    return sqz_cost_dense_ring(&net, bytes).sent / (rs ? 2.0 : 1.0);
 }
 
 /* SQZ_EXCHANGE_MODEL=time for device buffers: the chosen compressed exchange (sra: the

@@ -257,30 +257,42 @@ sqz_status_t sqz_gpu_nan_if(const uint32_t *bad, void *out, size_t n, sqz_dtype_
     });
 }
 
-template <typename T>
+/* EF21's update, and EControl's (EC: with its error term err, strength eta). */
+template <typename T, bool EC>
 __global__ void __launch_bounds__(256)
     sqz_cu_ef21_finish_kernel(const uint32_t *__restrict__ bad, float *__restrict__ neg,
-                              const T *in, float *__restrict__ shared,
-                              const float *__restrict__ sum, T *out, size_t n)
+                              float *__restrict__ err, float eta, const T *in,
+                              float *__restrict__ shared, const float *__restrict__ sum, T *out,
+                              size_t n)
 {
     const int b = *bad != 0;
     const T   q = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
     for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < n; i += (size_t)gridDim.x * 256) {
+        const float e = EC ? err[i] : 0.0f;
         if (b) {
+            if (EC) {
+                neg[i] = __fsub_rn(neg[i], __fmul_rn(eta, e));
+            }
             out[i] = q;
             continue;
         }
         const float x = sqz_cu_to_f32(in[i]); /* (read before out, which may be in, is written) */
-        neg[i]        = __fsub_rn(neg[i], x);
+        if (EC) {
+            const float r = neg[i];
+            err[i]        = __fadd_rn(__fmul_rn(__fsub_rn(1.0f, eta), e), r);
+            neg[i]        = __fsub_rn(__fsub_rn(r, __fmul_rn(eta, e)), x);
+        } else {
+            neg[i] = __fsub_rn(neg[i], x);
+        }
         const float g = __fadd_rn(shared[i], sum[i]);
         shared[i]     = g;
         out[i]        = sqz_cu_from_f32<T>(g);
     }
 }
 
-sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const void *in,
-                                 float *shared, const float *sum, void *out, size_t n,
-                                 sqz_dtype_t dtype, void *stream)
+sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, float *err, float eta,
+                                 const void *in, float *shared, const float *sum, void *out,
+                                 size_t n, sqz_dtype_t dtype, void *stream)
 {
     const size_t es = sqz_cu_dtype_size(dtype);
     if (es == 0 || bad == NULL || neg_estimate == NULL || in == NULL || shared == NULL ||
@@ -290,10 +302,17 @@ sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const
     if (n == 0) {
         return SQZ_OK;
     }
+    const unsigned grid = sqz_cu_grid(n, 256);
+    cudaStream_t   st   = (cudaStream_t)stream;
     return sqz_cu_with_dtype(dtype, [&](auto *t) {
         using T = SQZ_CU_ELEM(t);
-        sqz_cu_ef21_finish_kernel<T><<<sqz_cu_grid(n, 256), 256, 0, (cudaStream_t)stream>>>(
-            bad, neg_estimate, (const T *)in, shared, sum, (T *)out, n);
+        if (err != NULL) {
+            sqz_cu_ef21_finish_kernel<T, true><<<grid, 256, 0, st>>>(
+                bad, neg_estimate, err, eta, (const T *)in, shared, sum, (T *)out, n);
+        } else {
+            sqz_cu_ef21_finish_kernel<T, false><<<grid, 256, 0, st>>>(
+                bad, neg_estimate, NULL, 0.0f, (const T *)in, shared, sum, (T *)out, n);
+        }
         SQZ_CU_CHECK_LAUNCH();
         return SQZ_OK;
     });
@@ -321,51 +340,4 @@ sqz_status_t sqz_gpu_econtrol_begin(float *neg_h, const float *err, float eta, s
         neg_h, err, eta, n);
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
-}
-
-template <typename T>
-__global__ void __launch_bounds__(256)
-    sqz_cu_econtrol_finish_kernel(const uint32_t *__restrict__ bad, float *__restrict__ neg_h,
-                                  float *__restrict__ err, float eta, const T *in,
-                                  float *__restrict__ shared, const float *__restrict__ sum,
-                                  T *out, size_t n)
-{
-    const int b = *bad != 0;
-    const T   q = sqz_cu_from_f32<T>(__int_as_float(0x7fc00000));
-    for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < n; i += (size_t)gridDim.x * 256) {
-        const float e = err[i];
-        if (b) {
-            neg_h[i] = __fsub_rn(neg_h[i], __fmul_rn(eta, e));
-            out[i]   = q;
-            continue;
-        }
-        const float x = sqz_cu_to_f32(in[i]); /* (read before out, which may be in, is written) */
-        const float r = neg_h[i];
-        err[i]        = __fadd_rn(__fmul_rn(__fsub_rn(1.0f, eta), e), r);
-        neg_h[i]      = __fsub_rn(__fsub_rn(r, __fmul_rn(eta, e)), x);
-        const float g = __fadd_rn(shared[i], sum[i]);
-        shared[i]     = g;
-        out[i]        = sqz_cu_from_f32<T>(g);
-    }
-}
-
-sqz_status_t sqz_gpu_econtrol_finish(const uint32_t *bad, float *neg_h, float *err, float eta,
-                                     const void *in, float *shared, const float *sum, void *out,
-                                     size_t n, sqz_dtype_t dtype, void *stream)
-{
-    const size_t es = sqz_cu_dtype_size(dtype);
-    if (es == 0 || bad == NULL || neg_h == NULL || err == NULL || in == NULL || shared == NULL ||
-        sum == NULL || out == NULL || !sqz_cu_aligned(in, es) || !sqz_cu_aligned(out, es)) {
-        return SQZ_ERR_INVALID_PARAM;
-    }
-    if (n == 0) {
-        return SQZ_OK;
-    }
-    return sqz_cu_with_dtype(dtype, [&](auto *t) {
-        using T = SQZ_CU_ELEM(t);
-        sqz_cu_econtrol_finish_kernel<T><<<sqz_cu_grid(n, 256), 256, 0, (cudaStream_t)stream>>>(
-            bad, neg_h, err, eta, (const T *)in, shared, sum, (T *)out, n);
-        SQZ_CU_CHECK_LAUNCH();
-        return SQZ_OK;
-    });
 }

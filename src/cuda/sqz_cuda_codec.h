@@ -169,24 +169,20 @@ sqz_status_t sqz_gpu_nan_if(const uint32_t *bad, void *out, size_t n, sqz_dtype_
 /** EF21's update after the decode (the engine's ef21 buffers; neg_estimate holds -g_i, so that
  *  compress sent C(in - g_i) and left in - g_i - d_i in it): unless *bad,
  *  neg_estimate -= in (now -(g_i + d_i)), shared += sum (the decoded messages, fp32), and
- *  out = shared as dtype; when *bad, out = NaN and neither estimator changes.  out may be in. */
-sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, const void *in,
-                                 float *shared, const float *sum, void *out, size_t n,
-                                 sqz_dtype_t dtype, void *stream);
+ *  out = shared as dtype; when *bad, out = NaN and neither estimator changes.  out may be in.
+ *  EControl's (err: its error term e_i; NULL for EF21), with r = neg_estimate (the message
+ *  minus its decoded form): err = (1 - eta) err + r, neg_estimate = r - eta err_old - in (that
+ *  is -(h_i + d_i)), the same shared and out; when *bad, neg_estimate -= eta * err (the restore
+ *  gave back the message's base), out = NaN and nothing else changes. */
+sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, float *err, float eta,
+                                 const void *in, float *shared, const float *sum, void *out,
+                                 size_t n, sqz_dtype_t dtype, void *stream);
 
 /** EControl's message (SQZ_EF=econtrol; the engine's ef21 buffers with one more, err = e_i):
  *  neg_h += eta * err before compress, so that compress sends C(in - h_i + eta e_i) and leaves
  *  that message minus its decoded form in neg_h. */
 sqz_status_t sqz_gpu_econtrol_begin(float *neg_h, const float *err, float eta, size_t n,
                                     void *stream);
-
-/** EControl's update after the decode: unless *bad, with r = neg_h (the message minus its
- *  decoded form): err = (1 - eta) err + r, neg_h = r - eta err_old - in (that is -(h_i + d_i)),
- *  shared += sum and out = shared as dtype; when *bad, neg_h -= eta * err (the restore gave back
- *  the message's base), out = NaN and nothing else changes.  out may be in. */
-sqz_status_t sqz_gpu_econtrol_finish(const uint32_t *bad, float *neg_h, float *err, float eta,
-                                     const void *in, float *shared, const float *sum, void *out,
-                                     size_t n, sqz_dtype_t dtype, void *stream);
 
 /* ---- Compact residual storage (SQZ_EF_STORAGE; src/cuda/sqz_cuda_residual.cu) ---- */
 

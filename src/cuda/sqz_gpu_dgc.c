@@ -18,11 +18,6 @@ struct sqz_gpu_dgc {
     void     *mem;
 };
 
-int sqz_gpu_dgc_wanted(const sqz_core_params_t *p)
-{
-    return p->dgc_momentum > 0 || p->dgc_clip > 0;
-}
-
 /* Bytes of each part, each rounded up to 256. */
 static size_t sqz_gpu_dgc_up(size_t b) { return (b + 255) / 256 * 256; }
 

@@ -18,9 +18,6 @@
 
 typedef struct sqz_gpu_dgc sqz_gpu_dgc_t;
 
-/** Whether p asks for DGC's corrections (momentum or clipping). */
-int sqz_gpu_dgc_wanted(const sqz_core_params_t *p);
-
 /** Device bytes of a buffer of count elements. */
 size_t sqz_gpu_dgc_bytes(const sqz_core_params_t *p, size_t count);
 

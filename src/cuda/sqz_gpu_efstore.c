@@ -39,10 +39,20 @@ void sqz_gpu_efwork_free(sqz_gpu_efwork_t *w)
     *w = (sqz_gpu_efwork_t){0};
 }
 
+/* The working area for count floats on stream s, after the call that used it last (its event):
+ * NULL when it is too small or the wait could not be ordered. */
+static float *sqz_gpu_efwork_take(sqz_gpu_efwork_t *w, size_t count, cudaStream_t s)
+{
+    if (NULL == w->work || count > w->cap || cudaStreamWaitEvent(s, w->done, 0) != cudaSuccess) {
+        return NULL;
+    }
+    return w->work;
+}
+
 float *sqz_gpu_efstore_open(sqz_gpu_efwork_t *w, int storage, const void *compact, size_t count,
                             cudaStream_t s)
 {
-    if (NULL == w->work || count > w->cap || cudaStreamWaitEvent(s, w->done, 0) != cudaSuccess ||
+    if (NULL == sqz_gpu_efwork_take(w, count, s) ||
         SQZ_OK != sqz_gpu_res_expand(storage, compact, w->work, count, s)) {
         return NULL;
     }
@@ -71,7 +81,7 @@ sqz_status_t sqz_gpu_efstore_read(sqz_gpu_efwork_t *w, int storage, const void *
 sqz_status_t sqz_gpu_efstore_write(sqz_gpu_efwork_t *w, int storage, void *compact, size_t count,
                                    const float *host, cudaStream_t s)
 {
-    if (NULL == w->work || count > w->cap || cudaStreamWaitEvent(s, w->done, 0) != cudaSuccess ||
+    if (NULL == sqz_gpu_efwork_take(w, count, s) ||
         cudaMemcpyAsync(w->work, host, count * sizeof(float), cudaMemcpyHostToDevice, s) !=
             cudaSuccess) {
         return SQZ_ERR_CUDA;

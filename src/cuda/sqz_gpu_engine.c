@@ -33,6 +33,7 @@
 #include "cuda/sqz_gpu_reduce_scatter.h"
 #include "sqz_ctx.h"
 #include "sqz_device_support.h"
+#include "sqz_dgc.h"
 #include "sqz_identity.h"
 #include "sqz_log.h"
 #include "sqz_param.h"
@@ -231,8 +232,8 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                                     "support table: device all-reduces pass through", method);
     }
     /* DGC wraps classic error feedback, as on the host (sqz_engine_run). */
-    g->dgc = g->enabled && !g->psgd && g->ef && !g->ef21 && sqz_gpu_dgc_wanted(&ctx->p);
-    if (g->enabled && !g->dgc && sqz_gpu_dgc_wanted(&ctx->p)) {
+    g->dgc = g->enabled && !g->psgd && g->ef && !g->ef21 && sqz_dgc_active(&ctx->p);
+    if (g->enabled && !g->dgc && sqz_dgc_active(&ctx->p)) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_DGC_MOMENTUM / SQZ_DGC_CLIP correct classic error feedback "
                                    "(SQZ_EF=ef14), not SQZ_METHOD=%s with its error feedback here: "
                                    "ignored, as on the host", method);
@@ -1026,7 +1027,7 @@ static sqz_status_t sqz_gpu_run_psgd(const sqz_gpu_call_t *c, sqz_call_stats_t *
  * the decoded messages' sum goes into b->decoded, then, unless some rank was not finite,
  * g_i += d_i (residual -= in), G += the sum, out = G; else out = NaN and nothing changes (the
  * restore before this put the residual back).  EControl the same way, with its error term
- * (sqz_gpu_econtrol_finish). */
+ * (b->ec_err). */
 static sqz_status_t sqz_gpu_ef21_update(const sqz_gpu_call_t *c, float scale)
 {
     struct sqz_gpu_comm *const g   = c->comm->gpu;
@@ -1037,13 +1038,9 @@ static sqz_status_t sqz_gpu_ef21_update(const sqz_gpu_call_t *c, float scale)
         st = sqz_gpu_decode_sum(&g->params, b->payloads, c->comm->nranks, c->count, scale,
                                 b->decoded, SQZ_DTYPE_FLOAT32, b->workspace, c->s);
     }
-    if (SQZ_OK == st && b->ec_err) {
-        st = sqz_gpu_econtrol_finish(bad, b->residual, b->ec_err,
-                                     (float)c->comm->ctx->p.econtrol_eta, c->in, b->shared,
-                                     b->decoded, c->out, c->count, c->dtype, c->s);
-    } else if (SQZ_OK == st) {
-        st = sqz_gpu_ef21_finish(bad, b->residual, c->in, b->shared, b->decoded, c->out,
-                                 c->count, c->dtype, c->s);
+    if (SQZ_OK == st) {
+        st = sqz_gpu_ef21_finish(bad, b->residual, b->ec_err, (float)c->comm->ctx->p.econtrol_eta,
+                                 c->in, b->shared, b->decoded, c->out, c->count, c->dtype, c->s);
     }
     return st;
 }
