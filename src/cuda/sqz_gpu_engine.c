@@ -72,6 +72,7 @@ typedef struct sqz_gpu_buf {
     sqz_levels_t         adapt; /* powersgd under SQZ_ADAPT: the per-layer ranks */
     sqz_gpu_dgc_t       *dgc;   /* DGC's momentum and message (sqz_gpu_dgc.c), or NULL */
     int                  dense_only; /* some rank could not allocate for it: dense everywhere */
+    uint64_t             last_use;   /* the communicator's tick at its last call */
 } sqz_gpu_buf_t;
 
 struct sqz_gpu_comm {
@@ -97,6 +98,7 @@ struct sqz_gpu_comm {
     unsigned long long   *d_nonfinite; /* device counter written by sqz_gpu_restore */
     uint32_t             *d_agree;     /* one word for sqz_gpu_comm_agree */
     unsigned long long    nonfinite_seen;
+    uint64_t              tick;        /* compressed calls that reached a buffer (LRU order) */
     struct sqz_gpu_moe   *moe;         /* token all-to-all state (sqz_gpu_moe.c), or NULL */
     sqz_gpu_hier_t       *hier;        /* SQZ_HIER across hosts (sqz_gpu_hier.c), or NULL */
     /* A checkpoint's buffer records not applied yet (sqz_gpu_state_load): each is applied when
@@ -852,6 +854,13 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     return &g->bufs[g->nbufs - 1];
 }
 
+/* The device bytes of a buffer as every rank counts them (PowerSGD's local probing plan left
+ * out). */
+static size_t sqz_gpu_buf_bytes(const sqz_gpu_buf_t *b)
+{
+    return b->bytes + sqz_gpu_psgd_bytes(b->psgd, b->count, 0);
+}
+
 /* The device memory of every buffer, and of the hierarchy's reduce-scatter column, in the
  * context's state_bytes. */
 static void sqz_gpu_account(sqz_comm_t *comm)
@@ -859,9 +868,48 @@ static void sqz_gpu_account(sqz_comm_t *comm)
     size_t bytes = sqz_gpu_hier_scratch_bytes(comm->gpu->hier) +
                    sqz_gpu_efwork_bytes(&comm->gpu->efwork);
     for (size_t i = 0; i < comm->gpu->nbufs; i++) {
-        bytes += comm->gpu->bufs[i].bytes;
+        const sqz_gpu_buf_t *b = &comm->gpu->bufs[i];
+        bytes += b->bytes + sqz_gpu_psgd_bytes(b->psgd, b->count, 1);
     }
     sqz_comm_account_state(comm, bytes);
+}
+
+/* SQZ_STATE_MAX_BYTES on device buffers, as the host store keeps it: beyond the bound the least
+ * recently used buffers other than `keep` are freed (residuals and estimators dropped, counted
+ * in state_evictions).  Everything it reads (each buffer's bytes as every rank counts them, the
+ * order of the buffers' last calls) is the same on every rank, so every rank frees the same
+ * buffers, and their next calls allocate, and agree on it, together.  eturn keep, wherever
+ * it lies now. */
+static sqz_gpu_buf_t *sqz_gpu_evict_lru(sqz_comm_t *comm, sqz_gpu_buf_t *keep)
+{
+    struct sqz_gpu_comm *const g   = comm->gpu;
+    const size_t               max = comm->ctx->p.state_max_bytes;
+    size_t                     total = 0;
+    uint64_t                   evicted = 0;
+    for (size_t i = 0; max > 0 && i < g->nbufs; i++) {
+        total += sqz_gpu_buf_bytes(&g->bufs[i]);
+    }
+    while (max > 0 && total > max) {
+        sqz_gpu_buf_t *lru = NULL;
+        for (size_t i = 0; i < g->nbufs; i++) {
+            sqz_gpu_buf_t *b = &g->bufs[i];
+            if (b != keep && sqz_gpu_buf_bytes(b) > 0 && (NULL == lru || b->last_use < lru->last_use)) {
+                lru = b;
+            }
+        }
+        if (NULL == lru) {
+            break;
+        }
+        if (0 == evicted++) {
+            cudaDeviceSynchronize(); /* (calls in flight may still use its memory) */
+        }
+        total -= sqz_gpu_buf_bytes(lru);
+        sqz_gpu_buf_free(lru);
+        *lru = g->bufs[--g->nbufs];
+        keep = keep == &g->bufs[g->nbufs] ? lru : keep;
+    }
+    sqz_identity_count(comm, 0, evicted);
+    return keep;
 }
 
 /* sqz_identity_sweep's eviction callback: a stale slot's device memory goes, once the device has
@@ -1279,7 +1327,9 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
                                     : NULL;
     if (b) {
         /* The buffer's counter: the call sequence's for an intercepted call, its own else. */
-        b->calls = automatic ? aseq : b->calls;
+        b->calls    = automatic ? aseq : b->calls;
+        b->last_use = ++g->tick;
+        b           = sqz_gpu_evict_lru(comm, b);
     }
     st = SQZ_ERR_TRANSPORT == st ? st : SQZ_OK;
     if (SQZ_OK != st) {

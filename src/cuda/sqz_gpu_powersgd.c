@@ -124,6 +124,24 @@ void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p)
     }
 }
 
+static size_t sqz_gpu_psgd_mem_bytes(const sqz_gpu_psgd_mem_t *m)
+{
+    return m->tabcap + m->msgcap + m->qloccap + m->partcap + m->gramcap;
+}
+
+size_t sqz_gpu_psgd_bytes(const struct sqz_gpu_psgd *p, size_t n, int probe)
+{
+    if (NULL == p) {
+        return 0;
+    }
+    size_t bytes = sqz_gpu_psgd_mem_bytes(&p->run) + p->qstate_len * sizeof(float) +
+                   (p->ef21.est ? 2 * n * sizeof(float) : 0);
+    if (probe) {
+        bytes += sqz_gpu_psgd_mem_bytes(&p->probe) + p->probecap;
+    }
+    return bytes;
+}
+
 /* Makes *ptr hold at least `need` bytes of device memory (kept when it does already). */
 static int sqz_gpu_psgd_grow(void **ptr, size_t *cap, size_t need)
 {

@@ -50,6 +50,11 @@ sqz_status_t sqz_gpu_psgd_call(sqz_comm_t *comm, const sqz_gpu_psgd_cfg_t *cfg,
                                unsigned long long *d_nonfinite, cudaStream_t s,
                                sqz_call_stats_t *cs);
 
+/** Device bytes a buffer's state holds (n: the buffer's elements): its running plan, warm
+ *  starts and ef21 estimators, which are the same on every rank, and with `probe` the local
+ *  plan of SQZ_ADAPT's probing calls, which is this rank's own.  0 for NULL. */
+size_t sqz_gpu_psgd_bytes(const struct sqz_gpu_psgd *p, size_t n, int probe);
+
 /** Frees the device state (the caller has synchronized the device).  Accepts NULL. */
 void sqz_gpu_psgd_free(struct sqz_gpu_psgd *p);
 

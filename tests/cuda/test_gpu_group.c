@@ -675,6 +675,92 @@ static void test_checkpoint(sqz_device_group_t *grp, int nranks, int hosts)
     }
 }
 
+/* SQZ_STATE_MAX_BYTES on device buffers: with a bound of one byte every new buffer's first call
+ * frees the others (least recently used first), on every rank alike: 4 keys called in turn 3
+ * times evict 11 buffers on each rank, no rank waits for another (each re-creation agrees on
+ * its allocation with every rank), replicas stay identical, and one buffer's memory is left. */
+#define BOUND_KEYS   4
+#define BOUND_ROUNDS 3
+typedef struct bound_job {
+    sqz_device_group_t *grp;
+    const char *const  *kv;
+    int                 nranks;
+    size_t              count;
+    sqz_status_t        st[MAXR];
+    float              *out[MAXR]; /* BOUND_KEYS * BOUND_ROUNDS outputs */
+    unsigned long long  evictions[MAXR], state_bytes[MAXR], compressed[MAXR];
+} bound_job_t;
+
+static void bound_rank(int rank, void *arg)
+{
+    bound_job_t *j = arg;
+    CU(cudaSetDevice(0));
+    sqz_ctx_t  *ctx  = sqz_cuda_make_ctx(base, j->kv);
+    sqz_comm_t *comm = NULL;
+    j->st[rank]      = sqz_comm_create_device_group(ctx, j->grp, rank, &comm);
+    float       *h   = malloc(j->count * sizeof(float));
+    float       *d   = dalloc(j->count * sizeof(float));
+    cudaStream_t s;
+    CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    for (int c = 0; SQZ_OK == j->st[rank] && c < BOUND_KEYS * BOUND_ROUNDS; c++) {
+        for (size_t i = 0; i < j->count; i++) {
+            h[i] = input(rank, c % S_IN, i);
+        }
+        CU(cudaMemcpyAsync(d, h, j->count * sizeof(float), cudaMemcpyHostToDevice, s));
+        j->st[rank] = sqz_allreduce_async(comm, NULL, d, j->count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM,
+                                          100 + (uint64_t)(c % BOUND_KEYS), s);
+        CU(cudaMemcpyAsync(j->out[rank] + (size_t)c * j->count, d, j->count * sizeof(float),
+                           cudaMemcpyDeviceToHost, s));
+        CU(cudaStreamSynchronize(s));
+    }
+    sqz_stats_t st;
+    sqz_stats_get(ctx, &st);
+    j->evictions[rank]   = st.state_evictions;
+    j->state_bytes[rank] = st.state_bytes;
+    j->compressed[rank]  = st.calls_compressed;
+    CU(cudaStreamDestroy(s));
+    cudaFree(d), free(h);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
+static void test_state_bound(sqz_device_group_t *grp, int nranks)
+{
+    static const char *const q8[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF",
+                                     "ef14", "SQZ_WARMUP_STEPS", "0", "SQZ_STATE_MAX_BYTES", "1",
+                                     NULL};
+    static const char *const tk[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF",
+                                     "ef21", "SQZ_WARMUP_STEPS", "0", "SQZ_STATE_MAX_BYTES", "1",
+                                     NULL};
+    const char *const *const which[] = {q8, tk};
+    for (int m = 0; m < 2; m++) {
+        bound_job_t j = {.grp = grp, .kv = which[m], .nranks = nranks,
+                         .count = (size_t)nranks * 4096 + 37};
+        const size_t bytes = (size_t)BOUND_KEYS * BOUND_ROUNDS * j.count * sizeof(float);
+        for (int r = 0; r < nranks; r++) {
+            j.out[r] = calloc(1, bytes);
+        }
+        sqz_thread_run(nranks, bound_rank, &j);
+        for (int r = 0; r < nranks; r++) {
+            EXPECT(SQZ_OK == j.st[r], "N=%d state bound %s: rank %d: %s", nranks, which[m][1], r,
+                   sqz_status_string(j.st[r]));
+            EXPECT(0 == memcmp(j.out[r], j.out[0], bytes),
+                   "N=%d state bound %s: rank %d's outputs differ from rank 0's", nranks,
+                   which[m][1], r);
+            EXPECT(BOUND_KEYS * BOUND_ROUNDS - 1 == j.evictions[r],
+                   "N=%d state bound %s: rank %d evicted %llu buffers, want %d", nranks,
+                   which[m][1], r, j.evictions[r], BOUND_KEYS * BOUND_ROUNDS - 1);
+            EXPECT(j.state_bytes[r] == j.state_bytes[0] && j.compressed[r] > 0,
+                   "N=%d state bound %s: rank %d holds %llu bytes (rank 0 %llu), %llu calls "
+                   "compressed", nranks, which[m][1], r, j.state_bytes[r], j.state_bytes[0],
+                   j.compressed[r]);
+            free(j.out[r]);
+        }
+        printf("N=%d state bound (SQZ_STATE_MAX_BYTES=1) %s: %llu evictions a rank, %llu bytes "
+               "left a rank\n", nranks, which[m][1], j.evictions[0], j.state_bytes[0]);
+    }
+}
+
 /* Settings that differ on the last rank: every rank's communicator creation fails. */
 static void test_mismatch(sqz_device_group_t *grp, int nranks)
 {
@@ -837,6 +923,7 @@ int main(void)
         fflush(stdout);
         test_mismatch(grp, sizes[k]);
         test_engine(grp, sizes[k]);
+        test_state_bound(grp, sizes[k]);
         if (sizes[k] > 2) {
             test_dense_switch(grp, sizes[k]);
         }
