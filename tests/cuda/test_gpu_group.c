@@ -684,7 +684,7 @@ static void test_checkpoint(sqz_device_group_t *grp, int nranks, int hosts)
 typedef struct bound_job {
     sqz_device_group_t *grp;
     const char *const  *kv;
-    int                 nranks;
+    int                 nranks, inplace;
     size_t              count;
     sqz_status_t        st[MAXR];
     float              *out[MAXR]; /* BOUND_KEYS * BOUND_ROUNDS outputs */
@@ -700,6 +700,7 @@ static void bound_rank(int rank, void *arg)
     j->st[rank]      = sqz_comm_create_device_group(ctx, j->grp, rank, &comm);
     float       *h   = malloc(j->count * sizeof(float));
     float       *d   = dalloc(j->count * sizeof(float));
+    float       *o   = j->inplace ? d : dalloc(j->count * sizeof(float));
     cudaStream_t s;
     CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
     for (int c = 0; SQZ_OK == j->st[rank] && c < BOUND_KEYS * BOUND_ROUNDS; c++) {
@@ -707,9 +708,10 @@ static void bound_rank(int rank, void *arg)
             h[i] = input(rank, c % S_IN, i);
         }
         CU(cudaMemcpyAsync(d, h, j->count * sizeof(float), cudaMemcpyHostToDevice, s));
-        j->st[rank] = sqz_allreduce_async(comm, NULL, d, j->count, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM,
+        j->st[rank] = sqz_allreduce_async(comm, j->inplace ? NULL : d, o, j->count,
+                                          SQZ_DTYPE_FLOAT32, SQZ_OP_SUM,
                                           100 + (uint64_t)(c % BOUND_KEYS), s);
-        CU(cudaMemcpyAsync(j->out[rank] + (size_t)c * j->count, d, j->count * sizeof(float),
+        CU(cudaMemcpyAsync(j->out[rank] + (size_t)c * j->count, o, j->count * sizeof(float),
                            cudaMemcpyDeviceToHost, s));
         CU(cudaStreamSynchronize(s));
     }
@@ -719,9 +721,27 @@ static void bound_rank(int rank, void *arg)
     j->state_bytes[rank] = st.state_bytes;
     j->compressed[rank]  = st.calls_compressed;
     CU(cudaStreamDestroy(s));
+    if (o != d) {
+        cudaFree(o);
+    }
     cudaFree(d), free(h);
     sqz_comm_destroy(comm);
     sqz_ctx_destroy(ctx);
+}
+
+/* The first call and element where rank r's outputs differ from rank 0's, or -1. */
+static long bound_first_diff(const bound_job_t *j, int r, size_t *el)
+{
+    for (size_t c = 0; c < (size_t)BOUND_KEYS * BOUND_ROUNDS; c++) {
+        for (size_t i = 0; i < j->count; i++) {
+            const size_t at = c * j->count + i;
+            if (0 != memcmp(&j->out[r][at], &j->out[0][at], sizeof(float))) {
+                *el = i;
+                return (long)c;
+            }
+        }
+    }
+    return -1;
 }
 
 static void test_state_bound(sqz_device_group_t *grp, int nranks)
@@ -732,32 +752,43 @@ static void test_state_bound(sqz_device_group_t *grp, int nranks)
     static const char *const tk[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF",
                                      "ef21", "SQZ_WARMUP_STEPS", "0", "SQZ_STATE_MAX_BYTES", "1",
                                      NULL};
-    const char *const *const which[] = {q8, tk};
-    for (int m = 0; m < 2; m++) {
-        bound_job_t j = {.grp = grp, .kv = which[m], .nranks = nranks,
-                         .count = (size_t)nranks * 4096 + 37};
-        const size_t bytes = (size_t)BOUND_KEYS * BOUND_ROUNDS * j.count * sizeof(float);
-        for (int r = 0; r < nranks; r++) {
-            j.out[r] = calloc(1, bytes);
+    static const char *const q8u[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF",
+                                      "ef14", "SQZ_WARMUP_STEPS", "0", NULL};
+    const char *const *const which[] = {q8, tk, q8u};
+    for (int m = 0; m < 3; m++) {
+        for (int inplace = 0; inplace < 2; inplace++) {
+            bound_job_t j = {.grp = grp, .kv = which[m], .nranks = nranks, .inplace = inplace,
+                             .count = (size_t)nranks * 4096 + 37};
+            const int    bounded = 2 != m;
+            char         what[96];
+            snprintf(what, sizeof(what), "N=%d %s %s%s", nranks, which[m][1],
+                         bounded ? "state bound" : "unbounded", inplace ? " in place" : "");
+            const size_t bytes = (size_t)BOUND_KEYS * BOUND_ROUNDS * j.count * sizeof(float);
+            for (int r = 0; r < nranks; r++) {
+                j.out[r] = calloc(1, bytes);
+            }
+            sqz_thread_run(nranks, bound_rank, &j);
+            for (int r = 0; r < nranks; r++) {
+                size_t     el = 0;
+                const long c  = bound_first_diff(&j, r, &el);
+                EXPECT(SQZ_OK == j.st[r], "%s: rank %d: %s", what, r, sqz_status_string(j.st[r]));
+                EXPECT(c < 0, "%s: rank %d's output of call %ld differs from rank 0's at %zu: "
+                              "%g against %g", what, r, c, el,
+                       c < 0 ? 0.0 : (double)j.out[r][(size_t)c * j.count + el],
+                       c < 0 ? 0.0 : (double)j.out[0][(size_t)c * j.count + el]);
+                EXPECT(!bounded || BOUND_KEYS * BOUND_ROUNDS - 1 == j.evictions[r],
+                       "%s: rank %d evicted %llu buffers, want %d", what, r, j.evictions[r],
+                       BOUND_KEYS * BOUND_ROUNDS - 1);
+                EXPECT(j.state_bytes[r] == j.state_bytes[0] && j.compressed[r] > 0,
+                       "%s: rank %d holds %llu bytes (rank 0 %llu), %llu calls compressed", what,
+                       r, j.state_bytes[r], j.state_bytes[0], j.compressed[r]);
+            }
+            for (int r = 0; r < nranks; r++) {
+                free(j.out[r]);
+            }
+            printf("%s: %llu evictions, %llu bytes left, %llu calls compressed (rank 0)\n", what,
+                   j.evictions[0], j.state_bytes[0], j.compressed[0]);
         }
-        sqz_thread_run(nranks, bound_rank, &j);
-        for (int r = 0; r < nranks; r++) {
-            EXPECT(SQZ_OK == j.st[r], "N=%d state bound %s: rank %d: %s", nranks, which[m][1], r,
-                   sqz_status_string(j.st[r]));
-            EXPECT(0 == memcmp(j.out[r], j.out[0], bytes),
-                   "N=%d state bound %s: rank %d's outputs differ from rank 0's", nranks,
-                   which[m][1], r);
-            EXPECT(BOUND_KEYS * BOUND_ROUNDS - 1 == j.evictions[r],
-                   "N=%d state bound %s: rank %d evicted %llu buffers, want %d", nranks,
-                   which[m][1], r, j.evictions[r], BOUND_KEYS * BOUND_ROUNDS - 1);
-            EXPECT(j.state_bytes[r] == j.state_bytes[0] && j.compressed[r] > 0,
-                   "N=%d state bound %s: rank %d holds %llu bytes (rank 0 %llu), %llu calls "
-                   "compressed", nranks, which[m][1], r, j.state_bytes[r], j.state_bytes[0],
-                   j.compressed[r]);
-            free(j.out[r]);
-        }
-        printf("N=%d state bound (SQZ_STATE_MAX_BYTES=1) %s: %llu evictions a rank, %llu bytes "
-               "left a rank\n", nranks, which[m][1], j.evictions[0], j.state_bytes[0]);
     }
 }
 
@@ -899,9 +930,11 @@ static void test_transport(sqz_device_group_t *grp, int nranks)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-    int ndev = 0;
+    /* --bound: the state bound case alone */
+    const int bound_only = argc > 1 && 0 == strcmp(argv[1], "--bound");
+    int       ndev       = 0;
     if (cudaSuccess != cudaGetDeviceCount(&ndev) || 0 == ndev || !sqz_gpu_built()) {
         printf("SKIP: no GPU\n");
         return 77;
@@ -917,6 +950,11 @@ int main(void)
         if (SQZ_OK != sqz_device_group_create(sizes[k], 0, &grp)) {
             fprintf(stderr, "sqz_device_group_create(%d) failed\n", sizes[k]);
             return 1;
+        }
+        if (bound_only) {
+            test_state_bound(grp, sizes[k]);
+            sqz_device_group_destroy(grp);
+            continue;
         }
         test_transport(grp, sizes[k]);
         printf("N=%d: the settings mismatch case (errors expected)\n", sizes[k]);
