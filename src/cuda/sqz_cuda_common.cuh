@@ -501,6 +501,75 @@ __device__ __forceinline__ int sqz_cu_block_any_bad(const uint8_t *payloads, int
     return __syncthreads_or(bad);
 }
 
+/** w = the NBY bytes at p as little-endian words, loaded 16, 8 or 4 bytes at a time: p is
+ *  aligned to `align` (4, 8 or 16) bytes, and to 4 at least. */
+template <int NBY>
+__device__ __forceinline__ void sqz_cu_load_words(const uint8_t *p, uint32_t w[NBY / 4], int align)
+{
+    static_assert(NBY % 4 == 0, "whole words");
+    if (NBY % 16 == 0 && align >= 16) {
+#pragma unroll
+        for (int q = 0; q < NBY / 16; q++) {
+            const uint4 u = reinterpret_cast<const uint4 *>(p)[q];
+            w[4 * q] = u.x, w[4 * q + 1] = u.y, w[4 * q + 2] = u.z, w[4 * q + 3] = u.w;
+        }
+    } else if (NBY % 8 == 0 && align >= 8) {
+#pragma unroll
+        for (int q = 0; q < NBY / 8; q++) {
+            const uint2 u = reinterpret_cast<const uint2 *>(p)[q];
+            w[2 * q] = u.x, w[2 * q + 1] = u.y;
+        }
+    } else {
+#pragma unroll
+        for (int q = 0; q < NBY / 4; q++) {
+            w[q] = reinterpret_cast<const uint32_t *>(p)[q];
+        }
+    }
+}
+
+/** Floats of shared memory a warp needs for sqz_cu_store_warp of groups of E elements. */
+#define SQZ_CU_STORE_WARP_FLOATS(E) (32 * (((E) < 32 ? (E) : 32) + 4))
+
+/** The whole warp writes its 32 consecutive full groups of E elements, the lane's group in acc,
+ *  the warp's first element at w0 (out 16-byte aligned), through sm (this warp's
+ *  SQZ_CU_STORE_WARP_FLOATS(E) floats): P = min(E, 32) elements of each lane at a time go
+ *  through sm, then each store instruction writes 16 bytes a lane, P / 4 (float) or P / 8
+ *  (16-bit T) lanes a row: whole 128-byte lines, where a lane's own stores of its consecutive
+ *  elements would touch one line per lane.  (Measured on an H100, decode of 8 payloads: worth it
+ *  for float output; 16-bit output touches half as many lines and gains nothing.) */
+template <typename T, int E>
+__device__ __forceinline__ void sqz_cu_store_warp(const float acc[E], float *sm, size_t w0, T *out)
+{
+    constexpr int P = E < 32 ? E : 32;     /* elements of a row */
+    constexpr int S = P + 4;               /* row stride in sm (conflict-free 16-byte writes) */
+    constexpr int V = 16 / (int)sizeof(T); /* elements per 16-byte store */
+    constexpr int U = P / V;               /* 16-byte stores per row */
+    const int lane = (int)threadIdx.x & 31;
+#pragma unroll
+    for (int h = 0; h < E / P; h++) {
+        __syncwarp();
+#pragma unroll
+        for (int q = 0; q < P / 4; q++) {
+            const float *a = acc + P * h + 4 * q;
+            *reinterpret_cast<float4 *>(sm + lane * S + 4 * q) = make_float4(a[0], a[1], a[2], a[3]);
+        }
+        __syncwarp();
+#pragma unroll
+        for (int s = 0; s < U; s++) {
+            const int u = s * 32 + lane, row = u / U, col = (u % U) * V;
+            const float4 x = *reinterpret_cast<const float4 *>(sm + row * S + col);
+            T *o = out + w0 + (size_t)row * E + P * h + col;
+            if (V == 4) {
+                *reinterpret_cast<float4 *>(o) = x;
+            } else {
+                const float4 y = *reinterpret_cast<const float4 *>(sm + row * S + col + 4);
+                const float v[8] = {x.x, x.y, x.z, x.w, y.x, y.y, y.z, y.w};
+                sqz_cu_vstore8(o, v);
+            }
+        }
+    }
+}
+
 /** Block-wide: writes the header {magic, 0, 0, 0} and zeroes the padding bytes [body, total)
  *  of a payload.  The flags word is then only ever OR-ed by later kernels. */
 __device__ __forceinline__ void sqz_cu_header_init(uint8_t *payload, size_t body, size_t total)

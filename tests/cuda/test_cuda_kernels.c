@@ -839,24 +839,25 @@ static void test_decode(const gcase_t *gc, size_t n, int R)
         for (size_t i = 0; i < n; i++) {
             refs[i] = scales[si] == 1.0f ? ref[i] : ref[i] * scales[si];
         }
-        for (int d = 0; d < 3; d++) {
-            const sqz_dtype_t od = dtypes[d];
-            const size_t es = dt_size(od);
+        /* (scale 1 also into an output one element off 16-byte alignment) */
+        for (int v = 0; v < (si == 0 ? 6 : 3); v++) {
+            const sqz_dtype_t od = dtypes[v % 3];
+            const size_t es = dt_size(od), shift = v < 3 ? 0 : es;
             to_dtype(refs, n, od, want);
-            CU(cudaMemsetAsync(d_out, 0xff, n * es, g_st));
-            CHECK_EQ_INT(sqz_gpu_decode_sum(&gc->p, d_pls, R, n, scales[si], d_out, od, d_ws,
-                                            g_st),
+            CU(cudaMemsetAsync(d_out, 0xff, n * es + shift, g_st));
+            CHECK_EQ_INT(sqz_gpu_decode_sum(&gc->p, d_pls, R, n, scales[si],
+                                            (uint8_t *)d_out + shift, od, d_ws, g_st),
                          SQZ_OK);
-            d2h(got, d_out, n * es);
+            d2h(got, (uint8_t *)d_out + shift, n * es);
             size_t bad = 0, first = 0;
             for (size_t i = 0; i < n; i++) {
                 if (memcmp(got + i * es, want + i * es, es) != 0) {
                     first = bad++ ? first : i;
                 }
             }
-            CHECK_MSG(bad == 0, "%s n=%zu R=%d scale %g out %s: %zu elements differ from the "
+            CHECK_MSG(bad == 0, "%s n=%zu R=%d scale %g out %s%s: %zu elements differ from the "
                       "CPU sum, first at %zu", gc->label, n, R, (double)scales[si],
-                      dt_name(od), bad, first);
+                      dt_name(od), shift ? " (unaligned)" : "", bad, first);
         }
     }
     /* A flagged header, then a wrong magic: NaN everywhere, for every output dtype. */
@@ -1342,7 +1343,7 @@ int main(int argc, char **argv)
                 test_decode(&cases[c], sizes[s], 2);
                 continue;
             }
-            for (int R = 1; R <= 4; R *= 2) {
+            for (int R = 1; R <= 8; R *= 2) {
                 test_decode(&cases[c], sizes[s], R);
             }
         }
