@@ -26,7 +26,7 @@
  *    at most two buckets since B >= 8).  in and residual are read twice.
  * decode_sum: ONE kernel.  Buckets that are multiples of 32 elements (16 for 6 and 8 bits):
  * a thread per group of 32 (16) elements, 8 ranks' codes loaded before the first add
- * (quant_decode_wide_kernel); other buckets: a thread per chunk of 8 decodes every rank in rank
+ * (sqz_cu_decode_wide); other buckets: a thread per chunk of 8 decodes every rank in rank
  * order (each block first checks every header).  restore: the flag launch, then a thread per chunk.
  */
 #include <float.h>
@@ -421,157 +421,44 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-/* decode_sum's wide path (buckets that are multiples of a group): a thread owns a group of
- * QUANT_GROUP(b) consecutive chunks (32 elements; 16 for b = 6 and 8, so that a group's codes
- * are 12 or 16 bytes), all in one bucket.  Per batch of 8 ranks it loads each rank's bucket
- * (mn, unit) and the group's code bytes (16-, 8- or 4-byte loads) into registers before the
- * first add, so that the loads are in flight together; each thread checks every header itself
- * (no block barrier).  The same arithmetic per element as quant_decode_kernel (quant_decode_one,
- * __fadd_rn in rank order, then __fmul_rn by scale) and the same NaN when any header is bad:
- * the same bits.  Float output goes through sqz_cu_store_warp.  Measured on an H100 (decode of 8
- * payloads, 2^26 elements, against the one-chunk kernel): 4 bits 0.55 -> 0.88 of copy in fp32,
- * 0.45 -> 0.77 in bf16; 8 bits 0.72 -> 1.02, 0.65 -> 1.02. */
+/* decode_sum's wide path (sqz_cu_decode_wide; buckets that are multiples of a group): groups of
+ * QUANT_GROUP(b) chunks, 32 elements (16 for b = 6 and 8, so that a group's codes are 12 or 16
+ * bytes), loaded 16, 8 or 4 bytes at a time; a bucket's (mn, unit) once a group and rank.
+ * Measured on an H100 (decode of 8 payloads, 2^26 elements, against the thread-per-chunk
+ * kernel): 4 bits 0.55 -> 0.88 of copy in fp32, 0.45 -> 0.77 in bf16; 8 bits 0.72 -> 1.02,
+ * 0.65 -> 1.02. */
 #define QUANT_GROUP(b) ((b) == 6 || (b) == 8 ? 2 : 4)
-#define QUANT_BATCH 8
 
-/* The partial last group, elements i0 .. n - 1 (all in bucket k): chunk by chunk. */
-template <typename T, unsigned BITS>
-__device__ __forceinline__ void quant_decode_tail(const uint8_t *payloads, int nr, size_t pbytes,
-                                                  size_t n, size_t i0, size_t k, size_t nb,
-                                                  float scale, int vec, T *out)
-{
-#pragma unroll 1
-    for (size_t ic = i0; ic < n; ic += 8) {
-        const int len = (int)(n - ic < 8 ? n - ic : 8);
-        float acc[8];
-        int bad = 0;
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            acc[e] = 0.0f;
-        }
-#pragma unroll 1
-        for (int r = 0; r < nr; r++) {
-            const uint8_t *p = payloads + (size_t)r * pbytes;
-            float d[8];
-            bad |= sqz_cu_header_bad(p);
-            quant_decode8<false>(p, ic / 8, len, k, 0, nb, BITS, d);
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                acc[e] = __fadd_rn(acc[e], d[e]);
-            }
-        }
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            acc[e] = scale != 1.0f ? __fmul_rn(acc[e], scale) : acc[e];
-            acc[e] = bad ? __int_as_float(0x7fc00000) : acc[e];
-        }
-        sqz_cu_store8(out, ic, len, vec != 0, acc, 0xffu);
+template <unsigned BITS>
+struct quant_wide_decoder {
+    static constexpr int E   = 8 * QUANT_GROUP(BITS); /* elements of a group */
+    static constexpr int NBY = E / 8 * (int)BITS;     /* its code bytes */
+    static constexpr int NW  = NBY / 4;
+    typedef float2       Meta;
+    size_t               nb;    /* buckets */
+    int                  align; /* of every payload's code area: 8 or 16 */
+
+    __device__ __forceinline__ void load(const uint8_t *p, size_t gi, size_t k, Meta &m,
+                                         uint32_t w[NW]) const
+    {
+        m = reinterpret_cast<const float2 *>(p + 16)[k];
+        sqz_cu_load_words<NBY>(p + 16 + 8 * nb + gi * NBY, w, align);
     }
-}
-
-/* A thread per group of C chunks; NRK > 0: nranks == NRK (a constant); WST: the warp's stores
- * (sqz_cu_store_warp).  align: the alignment of every payload's code area (8 or 16). */
-template <typename T, unsigned BITS, int C, int NRK, bool WST>
-__global__ void __launch_bounds__(256)
-    quant_decode_wide_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes,
-                             size_t n, size_t B, size_t nb, int align, float scale, int vec,
-                             T *out)
-{
-    constexpr int      E    = 8 * C;           /* elements of a group */
-    constexpr int      NBY  = C * (int)BITS;   /* its code bytes */
-    constexpr int      NW   = NBY / 4;
-    constexpr uint32_t MASK = (1u << BITS) - 1u;
-    const int          nr   = NRK > 0 ? NRK : nranks;
-    const size_t       area = 16 + 8 * nb;
-    const size_t       ngr  = (n + E - 1) / E;
-    __shared__ __align__(16) float sm[WST ? 8 * SQZ_CU_STORE_WARP_FLOATS(E) : 4];
-    for (size_t gi = (size_t)blockIdx.x * 256 + threadIdx.x; gi < ngr;
-         gi += (size_t)gridDim.x * 256) {
-        const size_t i0 = gi * E;
-        const size_t k  = sqz_cu_udiv(i0, B);
-        if (n - i0 < (size_t)E) {
-            quant_decode_tail<T, BITS>(payloads, nr, pbytes, n, i0, k, nb, scale, vec, out);
-            continue;
-        }
-        float acc[E];
-        int   bad = 0;
-#pragma unroll
-        for (int e = 0; e < E; e++) {
-            acc[e] = 0.0f;
-        }
-        for (int r0 = 0; r0 < nr; r0 += QUANT_BATCH) {
-            uint32_t w[QUANT_BATCH][NW];
-            float2   m[QUANT_BATCH];
-#pragma unroll
-            for (int j = 0; j < QUANT_BATCH; j++) {
-                if (r0 + j < nr) {
-                    const uint8_t *p = payloads + (size_t)(r0 + j) * pbytes;
-                    bad |= sqz_cu_header_bad(p);
-                    m[j] = reinterpret_cast<const float2 *>(p + 16)[k];
-                    sqz_cu_load_words<NBY>(p + area + gi * NBY, w[j], align);
-                } else {
-                    m[j] = make_float2(0.0f, 0.0f);
-#pragma unroll
-                    for (int q = 0; q < NW; q++) {
-                        w[j][q] = 0;
-                    }
-                }
-            }
-#pragma unroll
-            for (int j = 0; j < QUANT_BATCH; j++) {
-                if (r0 + j < nr) {
-#pragma unroll
-                    for (int e = 0; e < E; e++) {
-                        /* Code e: bits [e * b, (e + 1) * b) of the group, maybe across words. */
-                        const int      o = e * (int)BITS, q = o / 32, sh = o % 32;
-                        const uint32_t c =
-                            (sh + (int)BITS <= 32
-                                 ? w[j][q] >> sh
-                                 : __funnelshift_r(w[j][q], w[j][q + 1 < NW ? q + 1 : q], sh)) &
-                            MASK;
-                        acc[e] = __fadd_rn(acc[e], quant_decode_one(m[j].x, m[j].y, (float)c));
-                    }
-                }
-            }
-        }
-#pragma unroll
-        for (int e = 0; e < E; e++) {
-            acc[e] = scale != 1.0f ? __fmul_rn(acc[e], scale) : acc[e];
-            acc[e] = bad ? __int_as_float(0x7fc00000) : acc[e];
-        }
-        /* The warp's groups gi - lane .. + 31 are consecutive and all full when the last is:
-         * every lane is here. */
-        const size_t w0 = gi - (threadIdx.x & 31);
-        if (WST && vec && (w0 + 32) * E <= n) {
-            sqz_cu_store_warp<T, E>(acc, sm + (threadIdx.x >> 5) * SQZ_CU_STORE_WARP_FLOATS(E),
-                                    w0 * E, out);
-            continue;
-        }
-#pragma unroll
-        for (int c = 0; c < C; c++) {
-            sqz_cu_store8(out, i0 + 8 * c, 8, vec != 0, acc + 8 * c, 0xffu);
-        }
+    /* Code e: bits [e * b, (e + 1) * b) of the group, maybe across two words. */
+    __device__ __forceinline__ float value(const Meta &m, const uint32_t w[NW], int e) const
+    {
+        const int      o = e * (int)BITS, q = o / 32, sh = o % 32;
+        const uint32_t c =
+            (sh + (int)BITS <= 32 ? w[q] >> sh : __funnelshift_r(w[q], w[q + 1 < NW ? q + 1 : q], sh)) &
+            ((1u << BITS) - 1u);
+        return quant_decode_one(m.x, m.y, (float)c);
     }
-}
-
-template <typename T, unsigned BITS>
-static void quant_decode_wide(const quant_layout_t *L, const uint8_t *payloads, int nranks,
-                              size_t n, float scale, T *out, cudaStream_t st)
-{
-    constexpr int  C     = QUANT_GROUP(BITS);
-    constexpr bool WS    = sizeof(T) == sizeof(float);
-    const unsigned grid  = sqz_cu_grid(sqz_cu_div_up(n, 8 * (size_t)C), 256);
-    const int      vec   = sqz_cu_aligned(out, 16);
-    const int      align = sqz_cu_aligned(payloads + 16 + 8 * L->nb, 16) ? 16 : 8;
-    if (nranks == 8) {
-        quant_decode_wide_kernel<T, BITS, C, 8, WS><<<grid, 256, 0, st>>>(
-            payloads, nranks, L->total, n, L->B, L->nb, align, scale, vec, out);
-    } else {
-        quant_decode_wide_kernel<T, BITS, C, 0, WS><<<grid, 256, 0, st>>>(
-            payloads, nranks, L->total, n, L->B, L->nb, align, scale, vec, out);
+    __device__ __forceinline__ void chunk(const uint8_t *p, size_t i0, int len, size_t k,
+                                          float d[8]) const
+    {
+        quant_decode8<false>(p, i0 / 8, len, k, 0, nb, BITS, d);
     }
-}
-
+};
 /* The own payload's decoded chunk (quant_decode8). */
 struct quant_chunk_decoder {
     const uint8_t *own;
@@ -699,8 +586,12 @@ static sqz_status_t quant_decode_t(const quant_layout_t *L, const uint8_t *paylo
                                    size_t n, float scale, T *out, cudaStream_t st)
 {
     if (L->B % (8 * (size_t)QUANT_GROUP(L->bits)) == 0) {
+        const int align = sqz_cu_aligned(payloads + 16 + 8 * L->nb, 16) ? 16 : 8;
 #define QUANT_DECODE_WIDE_CASE(b)                                                              \
-    case b: quant_decode_wide<T, b>(L, payloads, nranks, n, scale, out, st); break;
+    case b:                                                                                    \
+        sqz_cu_decode_wide(payloads, nranks, L->total, n, L->B, scale, out,                    \
+                           quant_wide_decoder<b>{L->nb, align}, st);                           \
+        break;
         switch (L->bits) {
             QUANT_DECODE_WIDE_CASE(1)
             QUANT_DECODE_WIDE_CASE(2)

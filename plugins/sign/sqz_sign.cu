@@ -21,7 +21,7 @@
  *    thread per chunk of 8 encodes: in and residual are read twice (the grid-wide reduction must
  *    finish before the first bit is known).
  * decode_sum: ONE kernel, a thread per group of 32 elements with 8 ranks' signs loaded before
- * the first add (one scale, or buckets that are multiples of 32: sign_decode_wide_kernel), else
+ * the first add (one scale, or buckets that are multiples of 32: sqz_cu_decode_wide), else
  * a thread per chunk of 8 over every rank in order.  restore: the flag
  * launch, then a thread per chunk.
  */
@@ -318,148 +318,41 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-/* decode_sum's wide path (one scale, or buckets that are multiples of 32 elements): a thread
- * owns a group of SIGN_GROUP chunks (32 elements, 4 bytes of signs a rank), all in one bucket.
- * Per batch of 8 ranks it loads each rank's scale and the group's sign bytes into registers
- * before the first add; each thread checks every header itself (no block barrier).  The same
- * arithmetic as sign_decode_kernel (+-scale by the bit, __fadd_rn in rank order, then __fmul_rn
- * by scale) and the same NaN when any header is bad: the same bits.  Float output goes through
- * sqz_cu_store_warp.  Measured on an H100 (decode of 8 payloads, 2^26 elements, bucket 4096,
- * against the one-chunk kernel): 0.64 -> 0.81 of copy in fp32, 0.42 -> 0.74 in bf16. */
-#define SIGN_GROUP 4
-#define SIGN_BATCH 8
+/* decode_sum's wide path (sqz_cu_decode_wide; one scale, or buckets that are multiples of 32
+ * elements): groups of 32 elements, 4 bytes of signs a rank.  Measured on an H100 (decode of 8
+ * payloads, 2^26 elements, bucket 4096, against the thread-per-chunk kernel): 0.64 -> 0.81 of
+ * copy in fp32, 0.42 -> 0.74 in bf16. */
+#define SIGN_GROUP 32
 
-/* The partial last group, elements i0 .. n - 1 (all in bucket k): chunk by chunk. */
-template <typename T>
-__device__ __forceinline__ void sign_decode_tail(const uint8_t *payloads, int nr, size_t pbytes,
-                                                 size_t n, size_t i0, size_t k, size_t nb,
-                                                 float scale, int vec, T *out)
-{
-#pragma unroll 1
-    for (size_t ic = i0; ic < n; ic += 8) {
-        const int len = (int)(n - ic < 8 ? n - ic : 8);
-        float     acc[8];
-        int       bad = 0;
+struct sign_wide_decoder {
+    static constexpr int E  = SIGN_GROUP;
+    static constexpr int NW = E / 32;
+    typedef float        Meta;
+    size_t               nb;    /* buckets */
+    int                  align; /* of every payload's sign area: 4, 8 or 16 */
+
+    __device__ __forceinline__ void load(const uint8_t *p, size_t gi, size_t k, Meta &m,
+                                         uint32_t w[NW]) const
+    {
+        m = reinterpret_cast<const float *>(p + 16)[k];
+        sqz_cu_load_words<E / 8>(p + 16 + 4 * nb + gi * (E / 8), w, align);
+    }
+    __device__ __forceinline__ float value(const Meta &m, const uint32_t w[NW], int e) const
+    {
+        return ((w[e / 32] >> (e % 32)) & 1u) ? m : -m;
+    }
+    __device__ __forceinline__ void chunk(const uint8_t *p, size_t i0, int len, size_t k,
+                                          float d[8]) const
+    {
+        (void)len;
+        const float    sc = reinterpret_cast<const float *>(p + 16)[k];
+        const uint32_t v  = p[16 + 4 * nb + i0 / 8];
 #pragma unroll
         for (int e = 0; e < 8; e++) {
-            acc[e] = 0.0f;
-        }
-#pragma unroll 1
-        for (int r = 0; r < nr; r++) {
-            const uint8_t *p  = payloads + (size_t)r * pbytes;
-            bad |= sqz_cu_header_bad(p);
-            const float    sc = reinterpret_cast<const float *>(p + 16)[k];
-            const uint32_t v  = p[16 + 4 * nb + ic / 8];
-#pragma unroll
-            for (int e = 0; e < 8; e++) {
-                acc[e] = __fadd_rn(acc[e], ((v >> e) & 1u) ? sc : -sc);
-            }
-        }
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            acc[e] = scale != 1.0f ? __fmul_rn(acc[e], scale) : acc[e];
-            acc[e] = bad ? __int_as_float(0x7fc00000) : acc[e];
-        }
-        sqz_cu_store8(out, ic, len, vec != 0, acc, 0xffu);
-    }
-}
-
-/* A thread per group of C chunks; NRK > 0: nranks == NRK (a constant); WST: the warp's stores
- * (sqz_cu_store_warp).  align: the alignment of every payload's sign area (4, 8 or 16). */
-template <typename T, int C, int NRK, bool WST>
-__global__ void __launch_bounds__(256)
-    sign_decode_wide_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes,
-                            size_t n, size_t B, size_t nb, int align, float scale, int vec, T *out)
-{
-    constexpr int E    = 8 * C; /* elements of a group */
-    constexpr int NW   = C / 4;
-    const int     nr   = NRK > 0 ? NRK : nranks;
-    const size_t  area = 16 + 4 * nb;
-    const size_t  ngr  = (n + E - 1) / E;
-    __shared__ __align__(16) float sm[WST ? 8 * SQZ_CU_STORE_WARP_FLOATS(E) : 4];
-    for (size_t gi = (size_t)blockIdx.x * 256 + threadIdx.x; gi < ngr;
-         gi += (size_t)gridDim.x * 256) {
-        const size_t i0 = gi * E;
-        const size_t k  = sqz_cu_udiv(i0, B);
-        if (n - i0 < (size_t)E) {
-            sign_decode_tail<T>(payloads, nr, pbytes, n, i0, k, nb, scale, vec, out);
-            continue;
-        }
-        float acc[E];
-        int   bad = 0;
-#pragma unroll
-        for (int e = 0; e < E; e++) {
-            acc[e] = 0.0f;
-        }
-        for (int r0 = 0; r0 < nr; r0 += SIGN_BATCH) {
-            uint32_t w[SIGN_BATCH][NW];
-            float    sc[SIGN_BATCH];
-#pragma unroll
-            for (int j = 0; j < SIGN_BATCH; j++) {
-                if (r0 + j < nr) {
-                    const uint8_t *p = payloads + (size_t)(r0 + j) * pbytes;
-                    bad |= sqz_cu_header_bad(p);
-                    sc[j] = reinterpret_cast<const float *>(p + 16)[k];
-                    sqz_cu_load_words<C>(p + area + gi * C, w[j], align);
-                } else {
-                    sc[j] = 0.0f;
-#pragma unroll
-                    for (int q = 0; q < NW; q++) {
-                        w[j][q] = 0;
-                    }
-                }
-            }
-#pragma unroll
-            for (int j = 0; j < SIGN_BATCH; j++) {
-                if (r0 + j < nr) {
-#pragma unroll
-                    for (int e = 0; e < E; e++) {
-                        const bool pos = (w[j][e / 32] >> (e % 32)) & 1u;
-                        acc[e]         = __fadd_rn(acc[e], pos ? sc[j] : -sc[j]);
-                    }
-                }
-            }
-        }
-#pragma unroll
-        for (int e = 0; e < E; e++) {
-            acc[e] = scale != 1.0f ? __fmul_rn(acc[e], scale) : acc[e];
-            acc[e] = bad ? __int_as_float(0x7fc00000) : acc[e];
-        }
-        /* The warp's groups gi - lane .. + 31 are consecutive and all full when the last is:
-         * every lane is here. */
-        const size_t w0 = gi - (threadIdx.x & 31);
-        if (WST && vec && (w0 + 32) * E <= n) {
-            sqz_cu_store_warp<T, E>(acc, sm + (threadIdx.x >> 5) * SQZ_CU_STORE_WARP_FLOATS(E),
-                                    w0 * E, out);
-            continue;
-        }
-#pragma unroll
-        for (int c = 0; c < C; c++) {
-            sqz_cu_store8(out, i0 + 8 * c, 8, vec != 0, acc + 8 * c, 0xffu);
+            d[e] = ((v >> e) & 1u) ? sc : -sc;
         }
     }
-}
-
-template <typename T>
-static sqz_status_t sign_decode_wide(const sign_layout_t *L, const uint8_t *payloads, int nranks,
-                                     size_t n, float scale, T *out, cudaStream_t st)
-{
-    constexpr bool WS    = sizeof(T) == sizeof(float);
-    const unsigned grid  = sqz_cu_grid(sqz_cu_div_up(n, 8 * (size_t)SIGN_GROUP), 256);
-    const int      vec   = sqz_cu_aligned(out, 16);
-    const uint8_t *area  = payloads + 16 + 4 * L->nb;
-    const int      align = sqz_cu_aligned(area, 16) ? 16 : sqz_cu_aligned(area, 8) ? 8 : 4;
-    if (nranks == 8) {
-        sign_decode_wide_kernel<T, SIGN_GROUP, 8, WS><<<grid, 256, 0, st>>>(
-            payloads, nranks, L->total, n, L->B, L->nb, align, scale, vec, out);
-    } else {
-        sign_decode_wide_kernel<T, SIGN_GROUP, 0, WS><<<grid, 256, 0, st>>>(
-            payloads, nranks, L->total, n, L->B, L->nb, align, scale, vec, out);
-    }
-    SQZ_CU_CHECK_LAUNCH();
-    return SQZ_OK;
-}
-
+};
 /* The own payload's decoded chunk: +-scale of its bucket by the sign bits. */
 struct sign_chunk_decoder {
     const uint8_t *own;
@@ -570,8 +463,13 @@ template <typename T>
 static sqz_status_t sign_decode_t(const sign_layout_t *L, const uint8_t *payloads, int nranks,
                                   size_t n, float scale, T *out, cudaStream_t st)
 {
-    if (L->nb == 1 || L->B % (8 * (size_t)SIGN_GROUP) == 0) {
-        return sign_decode_wide(L, payloads, nranks, n, scale, out, st);
+    if (L->nb == 1 || L->B % SIGN_GROUP == 0) {
+        const uint8_t *area  = payloads + 16 + 4 * L->nb;
+        const int      align = sqz_cu_aligned(area, 16) ? 16 : sqz_cu_aligned(area, 8) ? 8 : 4;
+        sqz_cu_decode_wide(payloads, nranks, L->total, n, L->B, scale, out,
+                           sign_wide_decoder{L->nb, align}, st);
+        SQZ_CU_CHECK_LAUNCH();
+        return SQZ_OK;
     }
     sign_decode_kernel<T><<<sqz_cu_grid(sqz_cu_div_up(n, 8), 256), 256, 0, st>>>(
         payloads, nranks, L->total, n, L->B, L->nb, scale, sqz_cu_aligned(out, 16), out);

@@ -570,6 +570,119 @@ __device__ __forceinline__ void sqz_cu_store_warp(const float acc[E], float *sm,
     }
 }
 
+/** Ranks whose codes decode-and-sum's wide path loads before its first add. */
+#define SQZ_CU_WIDE_BATCH 8
+
+/** decode-and-sum's wide path, for payloads of a header, per-bucket metadata and codes of a
+ *  fixed width (quant, sign): a thread per group of Dec::E consecutive elements, all in one
+ *  bucket; per batch of SQZ_CU_WIDE_BATCH ranks, each rank's metadata and the group's code
+ *  words are loaded into registers before the first add, so that the loads are in flight
+ *  together; each thread checks every header itself (no block barrier).  The sum runs in rank
+ *  order with __fadd_rn, then __fmul_rn by scale, NaN everywhere when some header is bad: the
+ *  bits of a thread-per-chunk decode.  WST: float output stored by sqz_cu_store_warp.  A partial
+ *  last group goes chunk by chunk (its codes may end before a whole group's words).  Dec gives:
+ *    E, NW             elements and code words of a group;
+ *    Meta              a bucket's metadata;
+ *    load(p, gi, k, m, w)  rank payload p: bucket k's metadata, group gi's code words;
+ *    value(m, w, e)    element e of the group decoded;
+ *    chunk(p, ic, len, k, d)  elements ic .. ic + len - 1 (bucket k) decoded into d. */
+template <typename T, typename Dec, int NRK, bool WST>
+__global__ void __launch_bounds__(256)
+    sqz_cu_decode_wide_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes,
+                              size_t n, size_t B, float scale, int vec, T *out, Dec dec)
+{
+    constexpr int E   = Dec::E;
+    const int     nr  = NRK > 0 ? NRK : nranks;
+    const size_t  ngr = (n + E - 1) / E;
+    __shared__ __align__(16) float sm[WST ? 8 * SQZ_CU_STORE_WARP_FLOATS(E) : 4];
+    for (size_t gi = (size_t)blockIdx.x * 256 + threadIdx.x; gi < ngr;
+         gi += (size_t)gridDim.x * 256) {
+        const size_t i0 = gi * E;
+        const size_t k  = sqz_cu_udiv(i0, B);
+        const int    m  = n - i0 < (size_t)E ? (int)(n - i0) : E; /* the group's elements */
+        float        acc[E];
+        int          bad = 0;
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            acc[e] = 0.0f;
+        }
+        for (int r0 = 0; m == E && r0 < nr; r0 += SQZ_CU_WIDE_BATCH) {
+            uint32_t           w[SQZ_CU_WIDE_BATCH][Dec::NW];
+            typename Dec::Meta mt[SQZ_CU_WIDE_BATCH];
+#pragma unroll
+            for (int j = 0; j < SQZ_CU_WIDE_BATCH; j++) {
+                if (r0 + j < nr) {
+                    const uint8_t *p = payloads + (size_t)(r0 + j) * pbytes;
+                    bad |= sqz_cu_header_bad(p);
+                    dec.load(p, gi, k, mt[j], w[j]);
+                }
+            }
+#pragma unroll
+            for (int j = 0; j < SQZ_CU_WIDE_BATCH; j++) {
+                if (r0 + j < nr) {
+#pragma unroll
+                    for (int e = 0; e < E; e++) {
+                        acc[e] = __fadd_rn(acc[e], dec.value(mt[j], w[j], e));
+                    }
+                }
+            }
+        }
+        for (int r = 0; m < E && r < nr; r++) { /* the partial last group */
+            const uint8_t *p = payloads + (size_t)r * pbytes;
+            bad |= sqz_cu_header_bad(p);
+            /* (unrolled: acc stays in registers, indexed by constants only) */
+#pragma unroll
+            for (int c = 0; c < E; c += 8) {
+                if (c < m) {
+                    float d[8];
+                    dec.chunk(p, i0 + c, m - c < 8 ? m - c : 8, k, d);
+#pragma unroll
+                    for (int e = 0; e < 8; e++) {
+                        acc[c + e] = c + e < m ? __fadd_rn(acc[c + e], d[e]) : acc[c + e];
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < E; e++) {
+            acc[e] = scale != 1.0f ? __fmul_rn(acc[e], scale) : acc[e];
+            acc[e] = bad ? __int_as_float(0x7fc00000) : acc[e];
+        }
+        /* The warp's groups gi - lane .. + 31 are consecutive and all full when the last is:
+         * every lane is here. */
+        const size_t w0 = gi - (threadIdx.x & 31);
+        if (WST && vec && (w0 + 32) * E <= n) {
+            sqz_cu_store_warp<T, E>(acc, sm + (threadIdx.x >> 5) * SQZ_CU_STORE_WARP_FLOATS(E),
+                                    w0 * E, out);
+            continue;
+        }
+#pragma unroll
+        for (int c = 0; c < E; c += 8) {
+            if (c < m) {
+                sqz_cu_store8(out, i0 + c, m - c < 8 ? m - c : 8, vec != 0, acc + c, 0xffu);
+            }
+        }
+    }
+}
+
+/** Launches sqz_cu_decode_wide_kernel (8 ranks compiled as a constant; float output through
+ *  the warp's stores: measured on an H100 to pay for float output only). */
+template <typename T, typename Dec>
+static void sqz_cu_decode_wide(const uint8_t *payloads, int nranks, size_t pbytes, size_t n,
+                               size_t B, float scale, T *out, const Dec &dec, cudaStream_t st)
+{
+    constexpr bool WS   = sizeof(T) == sizeof(float);
+    const unsigned grid = sqz_cu_grid(sqz_cu_div_up(n, (size_t)Dec::E), 256);
+    const int      vec  = sqz_cu_aligned(out, 16);
+    if (nranks == 8) {
+        sqz_cu_decode_wide_kernel<T, Dec, 8, WS><<<grid, 256, 0, st>>>(payloads, nranks, pbytes,
+                                                                        n, B, scale, vec, out, dec);
+    } else {
+        sqz_cu_decode_wide_kernel<T, Dec, 0, WS><<<grid, 256, 0, st>>>(payloads, nranks, pbytes,
+                                                                        n, B, scale, vec, out, dec);
+    }
+}
+
 /** Block-wide: writes the header {magic, 0, 0, 0} and zeroes the padding bytes [body, total)
  *  of a payload.  The flags word is then only ever OR-ed by later kernels. */
 __device__ __forceinline__ void sqz_cu_header_init(uint8_t *payload, size_t body, size_t total)
