@@ -485,7 +485,9 @@ __device__ __forceinline__ uint32_t sqz_cu_warp_incl_scan(uint32_t v)
 /** 1 when the 16-byte aligned header at p is flagged non-finite or has a wrong magic. */
 __device__ __forceinline__ int sqz_cu_header_bad(const uint8_t *p)
 {
-    const uint4 h = *reinterpret_cast<const uint4 *>(p);
+    /* (the magic and flags words alone: half the bytes of the header through L1, which counts
+     * where a decode reads every header per group of a few code bytes) */
+    const uint2 h = *reinterpret_cast<const uint2 *>(p);
     return h.x != SQZ_GPU_MAGIC || (h.y & SQZ_GPU_FLAG_NONFINITE) != 0;
 }
 
@@ -580,12 +582,46 @@ __device__ __forceinline__ void sqz_cu_store_warp(const float acc[E], float *sm,
  *  together; each thread checks every header itself (no block barrier).  The sum runs in rank
  *  order with __fadd_rn, then __fmul_rn by scale, NaN everywhere when some header is bad: the
  *  bits of a thread-per-chunk decode.  WST: float output stored by sqz_cu_store_warp.  A partial
- *  last group goes chunk by chunk (its codes may end before a whole group's words).  Dec gives:
+ *  last group goes chunk by chunk (sqz_cu_decode_wide_tail).  Dec gives:
  *    E, NW             elements and code words of a group;
  *    Meta              a bucket's metadata;
  *    load(p, gi, k, m, w)  rank payload p: bucket k's metadata, group gi's code words;
  *    value(m, w, e)    element e of the group decoded;
  *    chunk(p, ic, len, k, d)  elements ic .. ic + len - 1 (bucket k) decoded into d. */
+/** The partial last group of sqz_cu_decode_wide_kernel, elements i0 .. n - 1 (bucket k): chunk
+ *  by chunk, with the kernel's arithmetic (its codes may end before a whole group's words). */
+template <typename T, typename Dec>
+__device__ __noinline__ void sqz_cu_decode_wide_tail(const uint8_t *payloads, int nr,
+                                                     size_t pbytes, size_t n, size_t i0, size_t k,
+                                                     float scale, int vec, T *out, Dec dec)
+{
+    for (size_t ic = i0; ic < n; ic += 8) {
+        const int len = (int)(n - ic < 8 ? n - ic : 8);
+        float     acc[8];
+        int       bad = 0;
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            acc[e] = 0.0f;
+        }
+        for (int r = 0; r < nr; r++) {
+            const uint8_t *p = payloads + (size_t)r * pbytes;
+            float          d[8];
+            bad |= sqz_cu_header_bad(p);
+            dec.chunk(p, ic, len, k, d);
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                acc[e] = __fadd_rn(acc[e], d[e]);
+            }
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            acc[e] = scale != 1.0f ? __fmul_rn(acc[e], scale) : acc[e];
+            acc[e] = bad ? __int_as_float(0x7fc00000) : acc[e];
+        }
+        sqz_cu_store8(out, ic, len, vec != 0, acc, 0xffu);
+    }
+}
+
 template <typename T, typename Dec, int NRK, bool WST>
 __global__ void __launch_bounds__(256)
     sqz_cu_decode_wide_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes,
@@ -599,14 +635,17 @@ __global__ void __launch_bounds__(256)
          gi += (size_t)gridDim.x * 256) {
         const size_t i0 = gi * E;
         const size_t k  = sqz_cu_udiv(i0, B);
-        const int    m  = n - i0 < (size_t)E ? (int)(n - i0) : E; /* the group's elements */
-        float        acc[E];
-        int          bad = 0;
+        if (n - i0 < (size_t)E) {
+            sqz_cu_decode_wide_tail(payloads, nr, pbytes, n, i0, k, scale, vec, out, dec);
+            continue;
+        }
+        float acc[E];
+        int   bad = 0;
 #pragma unroll
         for (int e = 0; e < E; e++) {
             acc[e] = 0.0f;
         }
-        for (int r0 = 0; m == E && r0 < nr; r0 += SQZ_CU_WIDE_BATCH) {
+        for (int r0 = 0; r0 < nr; r0 += SQZ_CU_WIDE_BATCH) {
             uint32_t           w[SQZ_CU_WIDE_BATCH][Dec::NW];
             typename Dec::Meta mt[SQZ_CU_WIDE_BATCH];
 #pragma unroll
@@ -627,22 +666,6 @@ __global__ void __launch_bounds__(256)
                 }
             }
         }
-        for (int r = 0; m < E && r < nr; r++) { /* the partial last group */
-            const uint8_t *p = payloads + (size_t)r * pbytes;
-            bad |= sqz_cu_header_bad(p);
-            /* (unrolled: acc stays in registers, indexed by constants only) */
-#pragma unroll
-            for (int c = 0; c < E; c += 8) {
-                if (c < m) {
-                    float d[8];
-                    dec.chunk(p, i0 + c, m - c < 8 ? m - c : 8, k, d);
-#pragma unroll
-                    for (int e = 0; e < 8; e++) {
-                        acc[c + e] = c + e < m ? __fadd_rn(acc[c + e], d[e]) : acc[c + e];
-                    }
-                }
-            }
-        }
 #pragma unroll
         for (int e = 0; e < E; e++) {
             acc[e] = scale != 1.0f ? __fmul_rn(acc[e], scale) : acc[e];
@@ -658,9 +681,7 @@ __global__ void __launch_bounds__(256)
         }
 #pragma unroll
         for (int c = 0; c < E; c += 8) {
-            if (c < m) {
-                sqz_cu_store8(out, i0 + c, m - c < 8 ? m - c : 8, vec != 0, acc + c, 0xffu);
-            }
+            sqz_cu_store8(out, i0 + c, 8, vec != 0, acc + c, 0xffu);
         }
     }
 }
