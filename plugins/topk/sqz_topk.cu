@@ -49,7 +49,9 @@
 #define TOPK_SAMPLES 8192
 #define TOPK_SEL_THREADS 1024
 #define TOPK_SEL_PER (TOPK_SAMPLES / TOPK_SEL_THREADS)
+#ifndef TOPK_DEC_TILE
 #define TOPK_DEC_TILE 4096 /* output elements per decode tile (16 KiB of fp32 in shared memory) */
+#endif
 #define TOPK_DEC_BLOCKS 2048      /* decode blocks wanted: enough to fill the device */
 #define TOPK_DEC_CURSORS_MAX 4096 /* ranks whose cursors fit in shared memory (16 KiB) */
 
