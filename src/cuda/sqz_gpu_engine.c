@@ -878,7 +878,8 @@ static void sqz_gpu_account(sqz_comm_t *comm)
  * recently used buffers other than `keep` are freed (residuals and estimators dropped, counted
  * in state_evictions).  Everything it reads (each buffer's bytes as every rank counts them, the
  * order of the buffers' last calls) is the same on every rank, so every rank frees the same
- * buffers, and their next calls allocate, and agree on it, together.  eturn keep, wherever
+ * buffers, and their next calls allocate, and agree on it, together.  
+eturn keep, wherever
  * it lies now. */
 static sqz_gpu_buf_t *sqz_gpu_evict_lru(sqz_comm_t *comm, sqz_gpu_buf_t *keep)
 {
@@ -1297,8 +1298,9 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     const int  ef   = g->psgd ? g->ef : SQZ_EF_NONE != plan.ef;
     if (!hier && SQZ_ALGO_DENSE_SWITCH == plan.algo) {
         /* (the residual, if any, waits for the next compressed call) */
-        sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz,
-                                .predicted = plan.predicted};
+        /* (no prediction in the stats: the call is enqueued, its exchange time is not seen
+         * here to set beside it) */
+        sqz_call_stats_t cst = {.algo = SQZ_ALGO_DENSE_SWITCH, .bytes_wire = count * esz};
         cst.bytes_sent =
             (size_t)sqz_policy_dense_bytes(comm, (double)(count * esz), rs_out != NULL);
         sqz_stats_record(ctx, ctx->method_index, 'c', count * esz, &cst);
