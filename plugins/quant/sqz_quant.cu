@@ -448,9 +448,9 @@ struct quant_wide_decoder {
     __device__ __forceinline__ float value(const Meta &m, const uint32_t w[NW], int e) const
     {
         const int      o = e * (int)BITS, q = o / 32, sh = o % 32;
-        const uint32_t c =
-            (sh + (int)BITS <= 32 ? w[q] >> sh : __funnelshift_r(w[q], w[q + 1 < NW ? q + 1 : q], sh)) &
-            ((1u << BITS) - 1u);
+        const uint32_t hi = w[q + 1 < NW ? q + 1 : q];
+        const uint32_t c  = (sh + (int)BITS <= 32 ? w[q] >> sh : __funnelshift_r(w[q], hi, sh)) &
+                           ((1u << BITS) - 1u);
         return quant_decode_one(m.x, m.y, (float)c);
     }
     __device__ __forceinline__ void chunk(const uint8_t *p, size_t i0, int len, size_t k,

@@ -329,7 +329,8 @@ struct sign_wide_decoder {
     static constexpr int NW = E / 32;
     typedef float        Meta;
     size_t               nb;    /* buckets */
-    int                  align; /* of every payload's sign area: 4, 8 or 16 */
+    int                  align; /* of every payload's sign area (4, 8 or 16: a group's 4 bytes
+                                   take one 4-byte load whatever it is) */
 
     __device__ __forceinline__ void load(const uint8_t *p, size_t gi, size_t k, Meta &m,
                                          uint32_t w[NW]) const

@@ -187,7 +187,9 @@ int sqz_comm_method_takes(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtyp
 static int sqz_comm_eligible_as(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype,
                                 sqz_op_t op, int rs)
 {
-    return sqz_policy_eligible(comm, count, dtype, op, SQZ_MEMORY_HOST, rs, 0);
+    const sqz_call_facts_t f = {.count = count, .block = rs ? count / (size_t)comm->nranks : 0,
+                                .dtype = dtype, .op = op, .memory = SQZ_MEMORY_HOST};
+    return sqz_policy_admit(comm, &f);
 }
 
 int sqz_comm_eligible(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op)

@@ -7,7 +7,11 @@
  * when even that exchange would send more than SQZ_SPARSE_DENSE_SWITCH times a dense ring.
  * SQZ_EXCHANGE_MODEL=time: every candidate's predicted seconds, dense all-reduce included; the
  * fastest runs (dense when a compressed exchange would take more than SQZ_SPARSE_DENSE_SWITCH
- * times as long).  The prediction goes into the call's stats.
+ * times as long).  The prediction goes into the call's stats (host buffers: a device call is
+ * enqueued, its time not seen).
+ *
+ * sqz_policy_plan gathers every decision of a call (error feedback, DGC, damping, exchange) into
+ * one sqz_plan_t that both engines run.
  *
  * Every input of a choice is the same on every rank (settings, sizes, the rates agreed by
  * sqz_policy_calibrate), so every rank takes the same exchange. */
@@ -115,10 +119,11 @@ typedef struct sqz_plan {
 
 /** The plan of a call that sqz_policy_admit admitted: its error feedback, DGC, damping and
  *  exchange, from facts every rank shares, so every rank runs the same plan.  Called after the
- *  communicator's one-time collective steps of a compressed call (the settings check,
- *  sqz_policy_calibrate: the time model's rates), before the call's state is looked up (so that
- *  a call the plan sends dense allocates nothing); the warm-up is sqz_policy_plan_warm's, after
- *  the lookup.  Pure: it changes nothing. */
+ *  communicator's one-time collective steps of a compressed call (host buffers: the settings
+ *  check and sqz_policy_calibrate, the time model's rates; the device engine checks settings at
+ *  its creation and measures nothing), before the call's state is looked up (so that a call the
+ *  plan sends dense allocates nothing); the warm-up is sqz_policy_plan_warm's, after the lookup.
+ *  Pure: it changes nothing. */
 sqz_plan_t sqz_policy_plan(const sqz_comm_t *comm, const sqz_call_facts_t *f);
 
 /** Whether a call is compressed at all: sqz_policy_eligible of the facts (a reduce-scatter:

@@ -553,7 +553,8 @@ __device__ __forceinline__ void sqz_cu_store_warp(const float acc[E], float *sm,
 #pragma unroll
         for (int q = 0; q < P / 4; q++) {
             const float *a = acc + P * h + 4 * q;
-            *reinterpret_cast<float4 *>(sm + lane * S + 4 * q) = make_float4(a[0], a[1], a[2], a[3]);
+            *reinterpret_cast<float4 *>(sm + lane * S + 4 * q) =
+                make_float4(a[0], a[1], a[2], a[3]);
         }
         __syncwarp();
 #pragma unroll

@@ -20,6 +20,7 @@
 #include "config.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -233,7 +234,8 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
         SQZ_LOG_ONCE(SQZ_LOG_ERROR, "SQZ_METHOD=%s: no device kernel, against the device "
                                     "support table: device all-reduces pass through", method);
     }
-    /* DGC wraps classic error feedback, as on the host (sqz_engine_run). */
+    /* DGC wraps classic error feedback (the plan's dgc, sqz_policy_plan: this sets up the
+     * buffers' DGC state, each call asks the plan). */
     g->dgc = g->enabled && !g->psgd && g->ef && !g->ef21 && sqz_dgc_active(&ctx->p);
     if (g->enabled && !g->dgc && sqz_dgc_active(&ctx->p)) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_DGC_MOMENTUM / SQZ_DGC_CLIP correct classic error feedback "
@@ -590,12 +592,14 @@ int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s)
 /* ------------------------------------------------------------------------------------------- */
 /* Checkpoints (sqz_state_io.c calls these through comm->device's state_save / state_load)      */
 /* ------------------------------------------------------------------------------------------- */
-/* Gives b its saved residual and counter, if the pending checkpoint holds them (stream order). */
+/* Gives b its saved residual and counter, if the pending checkpoint holds them (stream order),
+ * once: the record is then marked taken. */
 static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s)
 {
     sqz_rbuf_t r = {g->pending, g->npending, 0, 0};
     while (g->pending && r.off < r.len) {
         sqz_gpu_saved_t rec;
+        const size_t    at = r.off;
         if (!sqz_rbuf_get(&r, &rec, sizeof(rec))) {
             return;
         }
@@ -623,6 +627,9 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cuda
                 cudaMemcpyAsync(b->ec_err, err, bytes, cudaMemcpyHostToDevice, s);
             }
             cudaStreamSynchronize(s); /* (the host copies may go with the next load) */
+            /* Taken: a buffer made again later (after an eviction or a sweep) starts empty. */
+            const int32_t taken = -1;
+            memcpy(g->pending + at + offsetof(sqz_gpu_saved_t, dtype), &taken, sizeof(taken));
             return;
         }
     }
@@ -877,10 +884,12 @@ static void sqz_gpu_account(sqz_comm_t *comm)
 /* SQZ_STATE_MAX_BYTES on device buffers, as the host store keeps it: beyond the bound the least
  * recently used buffers other than `keep` are freed (residuals and estimators dropped, counted
  * in state_evictions).  Everything it reads (each buffer's bytes as every rank counts them, the
- * order of the buffers' last calls) is the same on every rank, so every rank frees the same
- * buffers, and their next calls allocate, and agree on it, together.  
-eturn keep, wherever
- * it lies now. */
+ * order of the buffers' last calls) is the same on every rank as long as the ranks hold the same
+ * buffers, which the call identities (sqz_identity.h: slots the same on every rank) and the
+ * agreed allocations give; so every rank frees the same buffers, and their next calls
+ * allocate, and agree on it, together.  An eviction synchronizes the device once (a call in
+ * flight may still use the memory): a bound below the job's working set costs that at every
+ * call.  \return keep, wherever it lies now. */
 static sqz_gpu_buf_t *sqz_gpu_evict_lru(sqz_comm_t *comm, sqz_gpu_buf_t *keep)
 {
     struct sqz_gpu_comm *const g   = comm->gpu;
@@ -894,7 +903,8 @@ static sqz_gpu_buf_t *sqz_gpu_evict_lru(sqz_comm_t *comm, sqz_gpu_buf_t *keep)
         sqz_gpu_buf_t *lru = NULL;
         for (size_t i = 0; i < g->nbufs; i++) {
             sqz_gpu_buf_t *b = &g->bufs[i];
-            if (b != keep && sqz_gpu_buf_bytes(b) > 0 && (NULL == lru || b->last_use < lru->last_use)) {
+            if (b != keep && sqz_gpu_buf_bytes(b) > 0 &&
+                (NULL == lru || b->last_use < lru->last_use)) {
                 lru = b;
             }
         }
@@ -1218,14 +1228,16 @@ static sqz_status_t sqz_gpu_run_compressed(const sqz_gpu_call_t *c, sqz_call_sta
     return st;
 }
 
-/* Whether the call is compressed at all: the policy's answer (sqz_policy_eligible; rs: a
+/* Whether the call is compressed at all: the policy's answer (sqz_policy_admit; rs: a
  * reduce-scatter; opt: the optimizer-side collective, which ignores SQZ_MIN_BYTES), and what only
  * this engine knows, the same on every rank: CUDA graph capture, its codec's sizes. */
 static int sqz_gpu_eligible(sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
                             int rs, int opt, cudaStream_t s)
 {
     const struct sqz_gpu_comm *g = comm->gpu;
-    if (!g->enabled || !sqz_policy_eligible(comm, count, dtype, op, SQZ_MEMORY_DEVICE, rs, opt)) {
+    const sqz_call_facts_t f = {.count = count, .block = rs ? count / (size_t)comm->nranks : 0,
+                                .dtype = dtype, .op = op, .memory = SQZ_MEMORY_DEVICE, .opt = opt};
+    if (!g->enabled || !sqz_policy_admit(comm, &f)) {
         return 0;
     }
     /* (a plugin's device operations decline a size with payload_bytes 0: compressor_v2.h) */

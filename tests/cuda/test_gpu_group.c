@@ -678,7 +678,8 @@ static void test_checkpoint(sqz_device_group_t *grp, int nranks, int hosts)
 /* SQZ_STATE_MAX_BYTES on device buffers: with a bound of one byte every new buffer's first call
  * frees the others (least recently used first), on every rank alike: 4 keys called in turn 3
  * times evict 11 buffers on each rank, no rank waits for another (each re-creation agrees on
- * its allocation with every rank), replicas stay identical, and one buffer's memory is left. */
+ * its allocation with every rank), replicas stay identical, and every rank holds the same
+ * bytes at the end. */
 #define BOUND_KEYS   4
 #define BOUND_ROUNDS 3
 typedef struct bound_job {
