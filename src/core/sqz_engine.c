@@ -312,9 +312,9 @@ static void sqz_engine_evict_slot(void *arg, uint64_t id)
 
 /* The state of an intercepted call (key 0): its call-sequence slot, with the local repairs the
  * identity asks for (an heir's residual taken over, an ambiguous one dropped). */
-static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, size_t n, size_t block,
-                                          const void *addr, sqz_buf_state_t **bs, uint64_t *seq,
-                                          uint64_t *dropped)
+static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, const sqz_plan_t *plan, size_t n,
+                                          size_t block, const void *addr, sqz_buf_state_t **bs,
+                                          uint64_t *seq, uint64_t *dropped)
 {
     sqz_call_identity_t id;
     SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(n, SQZ_DTYPE_FLOAT32, block != 0), addr,
@@ -327,7 +327,7 @@ static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, size_t n, size_t blo
     }
     /* ef21/econtrol's estimators are shared state (G identical on every rank): a rank must not
      * carry them, nor the server residual that feeds them, where another rank might not. */
-    const int      shared = sqz_ef_transforms(comm->ctx->ef) && 0 == block;
+    const int      shared = plan->transform;
     sqz_buf_state_t *heir = id.heir_of && !shared ? sqz_state_find(&comm->store, id.heir_of, n)
                                                   : NULL;
     if (heir) {
@@ -349,8 +349,9 @@ static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, size_t n, size_t blo
  * call sequence.  *bs is NULL when this rank could not make it (the call then takes part in the
  * exchange poisoned, so that all ranks go dense together).  Also keeps the store within
  * SQZ_STATE_MAX_BYTES.  \return SQZ_OK, or SQZ_ERR_TRANSPORT (the agreement step failed). */
-static sqz_status_t sqz_engine_state(sqz_comm_t *comm, uint64_t key, size_t n, size_t block,
-                                     const void *addr, sqz_buf_state_t **bs, uint64_t *seq)
+static sqz_status_t sqz_engine_state(sqz_comm_t *comm, const sqz_plan_t *plan, uint64_t key,
+                                     size_t n, size_t block, const void *addr,
+                                     sqz_buf_state_t **bs, uint64_t *seq)
 {
     uint64_t     dropped = 0;
     sqz_status_t st      = SQZ_OK;
@@ -363,7 +364,7 @@ static sqz_status_t sqz_engine_state(sqz_comm_t *comm, uint64_t key, size_t n, s
             *seq = (*bs)->calls++;
         }
     } else {
-        st = sqz_engine_slot_state(comm, n, block, addr, bs, seq, &dropped);
+        st = sqz_engine_slot_state(comm, plan, n, block, addr, bs, seq, &dropped);
         if (SQZ_ERR_TRANSPORT != st) {
             st = SQZ_OK; /* no memory: poisoned, not failed */
         }
@@ -606,7 +607,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     /* (an intercepted call's buffer is named by its address: the output's, or the input's where
      * the output is scratch) */
     const void *named = (flags & SQZ_RUN_NAMED_BY_IN) ? (const void *)in : (const void *)out;
-    SQZ_CHECK(sqz_engine_state(comm, key, n, block, named, &bs, &seq));
+    SQZ_CHECK(sqz_engine_state(comm, &plan, key, n, block, named, &bs, &seq));
     sqz_comm_account_state(comm, comm->store.bytes);
     if (NULL == bs) {
         return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 1);
