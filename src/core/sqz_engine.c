@@ -51,6 +51,7 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
     memcpy(&comm->t, t, t->size < sizeof(comm->t) ? t->size : sizeof(comm->t));
     comm->rank   = t->rank;
     comm->nranks = t->nranks;
+    comm->store.nranks = t->nranks;
     comm->p2p    = t->size >= sizeof(sqz_transport_t) && t->isend && t->irecv && t->test && t->wait;
     if (!comm->p2p) {
         comm->t.isend = NULL, comm->t.irecv = NULL, comm->t.test = NULL, comm->t.wait = NULL;

@@ -18,8 +18,14 @@ uint64_t sqz_hash64(uint64_t x)
  * ------------------------------------------------------------------------------------------- */
 void sqz_state_account(sqz_state_store_t *s, sqz_buf_state_t *b)
 {
+    /* A server residual is counted as count / ranks elements, rounded up, whatever this rank's
+     * reduced chunk holds: the ranks' chunks differ in size, and the bytes must be the same on
+     * every rank, so that eviction frees the same states everywhere (EF21's shared estimator
+     * dropped on one rank only would make the replicas differ). */
+    const size_t ranks  = s->nranks > 1 ? (size_t)s->nranks : 1;
+    const size_t server = (b->count + ranks - 1) / ranks;
     size_t bytes = b->res_bytes + b->plugin_len * sizeof(float) + b->adapt.n * sizeof(int);
-    bytes += b->server_residual ? b->server_count * sizeof(float) : 0;
+    bytes += b->server_residual ? server * sizeof(float) : 0;
     const float *const full[] = {b->residual, b->ef_est, b->ef_err, b->ef_shared, b->dgc_momentum};
     for (size_t i = 0; i < sizeof(full) / sizeof(full[0]); i++) {
         bytes += full[i] ? b->count * sizeof(float) : 0;

@@ -50,7 +50,9 @@ typedef struct sqz_state_store {
     sqz_buf_state_t **buckets;
     size_t            nbuckets, n;
     size_t            nexplicit;           /* states with an API key */
-    size_t            bytes;               /* memory held by every state */
+    size_t            bytes;               /* memory held by every state, as every rank counts it
+                                              (eviction compares it with SQZ_STATE_MAX_BYTES) */
+    int               nranks;              /* ranks of the communicator (0: one) */
     uint64_t          tick;
     sqz_buf_state_t  *newest, *oldest;
 } sqz_state_store_t;

@@ -1,0 +1,125 @@
+/* SQZ_STATE_MAX_BYTES on host buffers, N ranks in threads.  Eviction must decide alike on every
+ * rank: a state dropped on one rank and kept on another leaves EF21's shared estimator (G, the
+ * output) different across ranks, and the replicas with it.  With a buffer whose elements do not
+ * divide among the ranks (so the ranks' reduced chunks, and their server residuals, differ in
+ * size), 4 keys called in turn:
+ *  - unbounded: every rank counts the same state bytes (the number eviction compares);
+ *  - bounded at one byte, and at about three buffers' worth: every rank evicts the same number
+ *    of states, counts the same bytes, and ends every call with the same bits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <squeeze.h>
+
+#include "sqz_test.h"
+#include "sqz_thread_transport.h"
+
+#define P      4
+#define N      (4 * 1000 + 3) /* chunks of 1001, 1001, 1001 and 1000 elements */
+#define KEYS   4
+#define ROUNDS 6
+
+typedef struct job {
+    sqz_thread_group_t *g;
+    const char         *kv[16];
+    float              *out[P]; /* KEYS * ROUNDS outputs */
+    sqz_stats_t         stats[P];
+    sqz_status_t        st[P];
+} job_t;
+
+static void fill(float *x, int rank, int call)
+{
+    for (size_t i = 0; i < N; i++) {
+        const uint32_t h = (uint32_t)(rank * 7919 + call * 104729) ^ (uint32_t)(i * 2654435761u);
+        x[i]             = (float)((int)((h ^ (h >> 13)) % 2001u) - 1000) * 1e-3f;
+    }
+}
+
+static void rank_main(int rank, void *arg)
+{
+    job_t      *j = arg;
+    sqz_ctx_t  *ctx;
+    sqz_comm_t *comm = sqz_thread_comm(j->g, rank, j->kv, &ctx);
+    float      *x    = malloc(N * sizeof(float));
+    j->st[rank]      = SQZ_OK;
+    for (int c = 0; SQZ_OK == j->st[rank] && c < KEYS * ROUNDS; c++) {
+        fill(x, rank, c);
+        j->st[rank] = sqz_allreduce(comm, x, j->out[rank] + (size_t)c * N, N, SQZ_DTYPE_FLOAT32,
+                                    SQZ_OP_SUM, 100 + (uint64_t)(c % KEYS));
+    }
+    sqz_stats_get(ctx, &j->stats[rank]);
+    free(x);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
+/* Runs the job with SQZ_STATE_MAX_BYTES = bound (NULL: unset) and checks that the ranks agree. */
+static void run(sqz_thread_group_t *g, const char *method, const char *ef, const char *bound,
+                sqz_stats_t *rank0)
+{
+    job_t  j  = {.g = g};
+    size_t kv = 0;
+    const char *const base[] = {"SQZ_METHOD", method, "SQZ_EF", ef, "SQZ_WARMUP_STEPS", "0",
+                                "SQZ_MIN_BYTES", "0", "SQZ_LOG", "error", NULL};
+    for (; base[kv]; kv++) {
+        j.kv[kv] = base[kv];
+    }
+    if (bound) {
+        j.kv[kv++] = "SQZ_STATE_MAX_BYTES", j.kv[kv++] = bound;
+    }
+    j.kv[kv] = NULL;
+    for (int r = 0; r < P; r++) {
+        j.out[r] = calloc((size_t)KEYS * ROUNDS * N, sizeof(float));
+    }
+    sqz_thread_run(P, rank_main, &j);
+    size_t differ = 0;
+    for (int r = 0; r < P; r++) {
+        CHECK_MSG(SQZ_OK == j.st[r], "%s %s bound %s: rank %d: %s", method, ef,
+                  bound ? bound : "none", r, sqz_status_string(j.st[r]));
+        differ += 0 != memcmp(j.out[r], j.out[0], (size_t)KEYS * ROUNDS * N * sizeof(float));
+        CHECK_MSG(j.stats[r].state_bytes == j.stats[0].state_bytes &&
+                      j.stats[r].state_evictions == j.stats[0].state_evictions,
+                  "%s %s bound %s: rank %d holds %llu state bytes after %llu evictions, rank 0 "
+                  "%llu after %llu", method, ef, bound ? bound : "none", r,
+                  (unsigned long long)j.stats[r].state_bytes,
+                  (unsigned long long)j.stats[r].state_evictions,
+                  (unsigned long long)j.stats[0].state_bytes,
+                  (unsigned long long)j.stats[0].state_evictions);
+    }
+    CHECK_MSG(0 == differ, "%s %s bound %s: %zu ranks' outputs differ from rank 0's", method, ef,
+              bound ? bound : "none", differ);
+    printf("%-6s %-4s bound %-8s: %llu state bytes, %llu evictions, %llu compressed (rank 0)\n",
+           method, ef, bound ? bound : "none", (unsigned long long)j.stats[0].state_bytes,
+           (unsigned long long)j.stats[0].state_evictions,
+           (unsigned long long)j.stats[0].calls_compressed);
+    *rank0 = j.stats[0];
+    for (int r = 0; r < P; r++) {
+        free(j.out[r]);
+    }
+}
+
+int main(void)
+{
+    sqz_thread_group_t *g = sqz_thread_group_create(P);
+    static const char *const cases[][2] = {{"quant", "ef21"}, {"quant", "ef14"}, {"topk", "ef21"}};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        sqz_stats_t s;
+        run(g, cases[c][0], cases[c][1], NULL, &s);
+        CHECK_MSG(0 == s.state_evictions, "%s %s: evictions without a bound", cases[c][0],
+                  cases[c][1]);
+        /* About three of the four buffers: each new call frees the least recently used. */
+        char three[32];
+        snprintf(three, sizeof(three), "%llu", (unsigned long long)(s.state_bytes * 3 / 4 + 2));
+        const char *bounds[] = {"1", three};
+        for (int b = 0; b < 2; b++) {
+            run(g, cases[c][0], cases[c][1], bounds[b], &s);
+            CHECK_MSG(s.state_evictions > 0 && s.calls_compressed > 0,
+                      "%s %s bound %s: %llu evictions, %llu calls compressed", cases[c][0],
+                      cases[c][1], bounds[b], (unsigned long long)s.state_evictions,
+                      (unsigned long long)s.calls_compressed);
+        }
+    }
+    sqz_thread_group_destroy(g);
+    return sqz_test_result("test_state_bound");
+}
