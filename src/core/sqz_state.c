@@ -34,10 +34,13 @@ void sqz_state_account(sqz_state_store_t *s, sqz_buf_state_t *b)
     b->bytes = bytes;
 }
 
+int (*sqz_state_alloc_fails)(size_t n);
+
 sqz_status_t sqz_state_alloc(sqz_state_store_t *s, sqz_buf_state_t *b, float **p, size_t n)
 {
     if (NULL == *p) {
-        *p = calloc(n ? n : 1, sizeof(float));
+        *p = sqz_state_alloc_fails && sqz_state_alloc_fails(n) ? NULL
+                                                               : calloc(n ? n : 1, sizeof(float));
         if (NULL == *p) {
             return SQZ_ERR_NO_MEMORY;
         }

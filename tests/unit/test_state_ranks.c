@@ -1,4 +1,11 @@
-/* SQZ_STATE_MAX_BYTES on host buffers, N ranks in threads.  Eviction must decide alike on every
+/* The state store across ranks, N ranks in threads.
+ *
+ * Out of memory on one rank: the rank that cannot allocate a buffer's residual takes part in the
+ * exchange with a fallback request, and every rank sends that call dense (the exact sum, as
+ * SQZ_METHOD=none gives it), counted as a fallback on every rank; the calls before and after stay
+ * compressed, with replicas identical.
+ *
+ * SQZ_STATE_MAX_BYTES on host buffers.  Eviction must decide alike on every
  * rank: a state dropped on one rank and kept on another leaves EF21's shared estimator (G, the
  * output) different across ranks, and the replicas with it.  With a buffer whose elements do not
  * divide among the ranks (so the ranks' reduced chunks, and their server residuals, differ in
@@ -12,6 +19,7 @@
 
 #include <squeeze.h>
 
+#include "sqz_state.h"
 #include "sqz_test.h"
 #include "sqz_thread_transport.h"
 
@@ -99,9 +107,92 @@ static void run(sqz_thread_group_t *g, const char *method, const char *ef, const
     }
 }
 
+/* ---- out of memory on one rank ---- */
+#define FAIL_RANK 2
+#define FAIL_CALL 3
+#define CALLS     6
+static _Thread_local int tl_rank = -1, tl_call = -1;
+
+static int fail_one_rank(size_t n)
+{
+    (void)n;
+    return FAIL_RANK == tl_rank && FAIL_CALL == tl_call;
+}
+
+static void oom_rank(int rank, void *arg)
+{
+    job_t      *j = arg;
+    sqz_ctx_t  *ctx;
+    sqz_comm_t *comm = sqz_thread_comm(j->g, rank, j->kv, &ctx);
+    float      *x    = malloc(N * sizeof(float));
+    tl_rank          = rank;
+    j->st[rank]      = SQZ_OK;
+    for (int c = 0; SQZ_OK == j->st[rank] && c < CALLS; c++) {
+        fill(x, rank, c);
+        tl_call = c;
+        /* (a new key each call: each call allocates its residual) */
+        j->st[rank] = sqz_allreduce(comm, x, j->out[rank] + (size_t)c * N, N, SQZ_DTYPE_FLOAT32,
+                                    SQZ_OP_SUM, 500 + (uint64_t)c);
+    }
+    tl_call = -1;
+    sqz_stats_get(ctx, &j->stats[rank]);
+    free(x);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
+static void run_oom(sqz_thread_group_t *g, const char *method, job_t *j)
+{
+    const char *const kv[] = {"SQZ_METHOD", method, "SQZ_EF", "ef14", "SQZ_WARMUP_STEPS", "0",
+                              "SQZ_MIN_BYTES", "0", "SQZ_LOG", "error", NULL};
+    memset(j, 0, sizeof(*j));
+    j->g = g;
+    memcpy(j->kv, kv, sizeof(kv));
+    for (int r = 0; r < P; r++) {
+        j->out[r] = calloc((size_t)CALLS * N, sizeof(float));
+    }
+    sqz_thread_run(P, oom_rank, j);
+}
+
+static void test_out_of_memory(sqz_thread_group_t *g, const char *method)
+{
+    job_t a, dense;
+    sqz_state_alloc_fails = fail_one_rank;
+    run_oom(g, method, &a);
+    sqz_state_alloc_fails = NULL;
+    run_oom(g, "none", &dense);
+    for (int r = 0; r < P; r++) {
+        CHECK_MSG(SQZ_OK == a.st[r], "%s, no memory on rank %d: rank %d: %s", method, FAIL_RANK,
+                  r, sqz_status_string(a.st[r]));
+        for (int c = 0; c < CALLS; c++) {
+            const size_t at    = (size_t)c * N * sizeof(float);
+            const int    same  = 0 == memcmp((char *)a.out[r] + at, (char *)a.out[0] + at,
+                                             N * sizeof(float));
+            const int    exact = 0 == memcmp((char *)a.out[r] + at, (char *)dense.out[r] + at,
+                                             N * sizeof(float));
+            CHECK_MSG(same, "%s, no memory on rank %d: call %d: rank %d differs from rank 0",
+                      method, FAIL_RANK, c, r);
+            CHECK_MSG(FAIL_CALL == c ? exact : !exact,
+                      "%s, no memory on rank %d: call %d on rank %d %s the dense sum", method,
+                      FAIL_RANK, c, r, FAIL_CALL == c ? "is not" : "is");
+        }
+        CHECK_MSG(1 == a.stats[r].calls_fallback && CALLS - 1 == a.stats[r].calls_compressed,
+                  "%s, no memory on rank %d: rank %d counts %llu fallbacks, %llu compressed",
+                  method, FAIL_RANK, r, (unsigned long long)a.stats[r].calls_fallback,
+                  (unsigned long long)a.stats[r].calls_compressed);
+    }
+    for (int r = 0; r < P; r++) {
+        free(a.out[r]), free(dense.out[r]);
+    }
+    printf("%-6s no memory for a residual on rank %d at call %d: that call dense on every rank\n",
+           method, FAIL_RANK, FAIL_CALL);
+}
+
 int main(void)
 {
     sqz_thread_group_t *g = sqz_thread_group_create(P);
+    test_out_of_memory(g, "quant");
+    test_out_of_memory(g, "topk");
     static const char *const cases[][2] = {{"quant", "ef21"}, {"quant", "ef14"}, {"topk", "ef21"}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         sqz_stats_t s;
@@ -121,5 +212,5 @@ int main(void)
         }
     }
     sqz_thread_group_destroy(g);
-    return sqz_test_result("test_state_bound");
+    return sqz_test_result("test_state_ranks");
 }
