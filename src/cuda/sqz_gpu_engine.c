@@ -720,6 +720,8 @@ static sqz_plan_t sqz_gpu_plan(const sqz_comm_t *comm, size_t count, sqz_dtype_t
     return sqz_policy_plan(comm, &f);
 }
 
+int (*sqz_gpu_alloc_fails)(int rank, size_t count);
+
 /* After an allocation event of b (every rank has one at the same call): 1 when every rank
  * allocated, else b goes dense-only on every rank (its memory freed, the entry kept so that no
  * rank tries again alone); -1 when the agreement itself failed. */
@@ -829,6 +831,9 @@ static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t cou
     if (ce == cudaSuccess && g->dgc && ef && !ef21 &&
         SQZ_OK != sqz_gpu_dgc_create(&comm->ctx->p, count, s, &b.dgc)) {
         ce = cudaErrorMemoryAllocation;
+    }
+    if (ce == cudaSuccess && sqz_gpu_alloc_fails && sqz_gpu_alloc_fails(comm->rank, count)) {
+        ce = cudaErrorMemoryAllocation; /* (a test's: what is allocated is freed below) */
     }
     if (ce != cudaSuccess) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "device memory for a %zu-element buffer: %s", count,

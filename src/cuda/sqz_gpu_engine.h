@@ -44,6 +44,11 @@ const sqz_nccl_api_t *sqz_gpu_comm_nccl(sqz_comm_t *comm, void **nc, int *device
  *  (all ok), 0 (some rank not), -1 (the agreement itself failed). */
 int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s);
 
+/** Tests only (NULL otherwise): when set and it returns nonzero for (rank, count), the device
+ *  memory of a new buffer of count elements counts as not allocated on that rank, so that a test
+ *  makes one rank run out of device memory (the ranks then agree to send the buffer dense). */
+extern int (*sqz_gpu_alloc_fails)(int rank, size_t count);
+
 /** Frees a token all-to-all state (NULL: no-op); `abandon`: host memory only (after an abort). */
 void sqz_gpu_moe_free(struct sqz_gpu_moe *m, int abandon);
 

@@ -793,6 +793,55 @@ static void test_state_bound(sqz_device_group_t *grp, int nranks)
     }
 }
 
+/* Out of device memory on one rank (a test hook in the engine): the last rank cannot allocate any
+ * buffer's memory, so the ranks agree to send every buffer dense: no call compressed on any
+ * rank, each output bit for bit what SQZ_METHOD=none gives, no rank waiting for another. */
+static int g_fail_rank = -1;
+static int fail_last_rank(int rank, size_t count)
+{
+    (void)count;
+    return rank == g_fail_rank;
+}
+
+static void test_alloc_fails(sqz_device_group_t *grp, int nranks)
+{
+    static const char *const q8[]   = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8", "SQZ_EF",
+                                       "ef14", "SQZ_WARMUP_STEPS", "0", NULL};
+    static const char *const tk[]   = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05",
+                                       "SQZ_WARMUP_STEPS", "0", NULL};
+    static const char *const none[] = {"SQZ_METHOD", "none", NULL};
+    const char *const *const which[] = {q8, tk};
+    for (int m = 0; m < 2; m++) {
+        bound_job_t  a = {.grp = grp, .kv = which[m], .nranks = nranks,
+                          .count = (size_t)nranks * 4096 + 37};
+        bound_job_t  d = a;
+        const size_t bytes = (size_t)BOUND_KEYS * BOUND_ROUNDS * a.count * sizeof(float);
+        d.kv               = none;
+        for (int r = 0; r < nranks; r++) {
+            a.out[r] = calloc(1, bytes), d.out[r] = calloc(1, bytes);
+        }
+        g_fail_rank          = nranks - 1;
+        sqz_gpu_alloc_fails = fail_last_rank;
+        sqz_thread_run(nranks, bound_rank, &a);
+        sqz_gpu_alloc_fails = NULL;
+        sqz_thread_run(nranks, bound_rank, &d);
+        for (int r = 0; r < nranks; r++) {
+            EXPECT(SQZ_OK == a.st[r] && 0 == a.compressed[r],
+                   "N=%d %s, no device memory on rank %d: rank %d: %s, %llu calls compressed",
+                   nranks, which[m][1], nranks - 1, r, sqz_status_string(a.st[r]),
+                   a.compressed[r]);
+            EXPECT(0 == memcmp(a.out[r], d.out[r], bytes),
+                   "N=%d %s, no device memory on rank %d: rank %d's outputs are not the dense "
+                   "ones", nranks, which[m][1], nranks - 1, r);
+        }
+        for (int r = 0; r < nranks; r++) {
+            free(a.out[r]), free(d.out[r]);
+        }
+        printf("N=%d %s, no device memory on rank %d: every buffer dense on every rank\n", nranks,
+               which[m][1], nranks - 1);
+    }
+}
+
 /* Settings that differ on the last rank: every rank's communicator creation fails. */
 static void test_mismatch(sqz_device_group_t *grp, int nranks)
 {
@@ -933,7 +982,7 @@ static void test_transport(sqz_device_group_t *grp, int nranks)
 
 int main(int argc, char **argv)
 {
-    /* --bound: the state bound case alone */
+    /* --bound: the state bound and the allocation failure cases alone */
     const int bound_only = argc > 1 && 0 == strcmp(argv[1], "--bound");
     int       ndev       = 0;
     if (cudaSuccess != cudaGetDeviceCount(&ndev) || 0 == ndev || !sqz_gpu_built()) {
@@ -954,6 +1003,7 @@ int main(int argc, char **argv)
         }
         if (bound_only) {
             test_state_bound(grp, sizes[k]);
+            test_alloc_fails(grp, sizes[k]);
             sqz_device_group_destroy(grp);
             continue;
         }
@@ -963,6 +1013,7 @@ int main(int argc, char **argv)
         test_mismatch(grp, sizes[k]);
         test_engine(grp, sizes[k]);
         test_state_bound(grp, sizes[k]);
+        test_alloc_fails(grp, sizes[k]);
         if (sizes[k] > 2) {
             test_dense_switch(grp, sizes[k]);
         }
