@@ -473,7 +473,9 @@ typedef struct sqz_stats {
     uint64_t state_evictions;   /**< states freed before their communicator: stale ones (buffers
                                      not seen for two periods of the call pattern) and those over
                                      SQZ_STATE_MAX_BYTES */
-    uint64_t state_bytes;       /**< memory the states hold now */
+    uint64_t state_bytes;       /**< memory the states hold now, as every rank counts it (a
+                                     server residual as count / ranks elements, whatever this
+                                     rank's reduced chunk holds: SQZ_STATE_MAX_BYTES compares it) */
 } sqz_stats_t;
 
 /** Copies the context-wide totals (all communicators, all methods). */
