@@ -221,6 +221,13 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
         g->enabled = 1;
         g->ef      = 1;
     }
+    if (g->enabled && !g->psgd && SQZ_EF_EF14 == ef && ctx->ef_decay < 1.0f) {
+        /* (said, not silent: the host damps these residuals, sqz_plan_t.damp) */
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_METHOD=%s: damped error feedback (SQZ_EF_DECAY=%g, the "
+                                   "default for this method) is not run on device buffers: their "
+                                   "residuals are kept whole (classic ef14)",
+                     method, (double)ctx->ef_decay);
+    }
     const char *why = sqz_device_decline(ctx);
     if (NULL != why) {
         SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_METHOD=%s on device buffers: %s. Device all-reduces pass "
