@@ -484,33 +484,33 @@ static sqz_status_t sqz_engine_poisoned(sqz_comm_t *comm, const sqz_plan_t *plan
     return sqz_engine_fallback(&call, in, out, op, SQZ_OK == st ? SQZ_ERR_INTERNAL : st);
 }
 
-/* Error feedback's view of a call: what the compressor sees (call->in) and the residual it
- * updates, from the buffer's state.  \return SQZ_OK or SQZ_ERR_NO_MEMORY (this rank alone). */
+/* Error feedback's buffers for a call (what it does is the plan's): what the compressor sees
+ * (call->in) and the residual it updates, from the buffer's state.  \return SQZ_OK or
+ * SQZ_ERR_NO_MEMORY (this rank alone). */
 typedef struct sqz_engine_ef {
-    int          mode, transform, dgc;
     float       *residual; /* ef14's working residual, or NULL */
     float       *m, *r;    /* ef21/econtrol: message and its compression residual */
     const float *dgc_unew; /* DGC: the momentum this call commits if it is compressed, or NULL */
 } sqz_engine_ef_t;
 
-static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const float *in, uint64_t key,
-                                       sqz_engine_ef_t *ef)
+static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const sqz_plan_t *plan,
+                                       const float *in, uint64_t key, sqz_engine_ef_t *ef)
 {
     sqz_comm_t *const comm = call->comm;
     sqz_ctx_t *const  ctx  = comm->ctx;
     sqz_buf_state_t  *bs   = call->bstate;
     const size_t      n    = call->n;
     call->in               = in;
-    if (ef->transform) {
-        SQZ_CHECK(sqz_ef_reserve(&comm->store, bs, ef->mode));
+    if (plan->transform) {
+        SQZ_CHECK(sqz_ef_reserve(&comm->store, bs, plan->ef));
         SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.efbuf, &comm->scratch.efcap,
                                       2 * n * sizeof(float)));
         ef->m = comm->scratch.efbuf, ef->r = comm->scratch.efbuf + n;
-        sqz_ef_message(ef->mode, ctx->p.econtrol_eta, bs, in, ef->m, ef->r, n);
+        sqz_ef_message(plan->ef, ctx->p.econtrol_eta, bs, in, ef->m, ef->r, n);
         call->in = ef->m, call->residual = ef->r, call->state = bs;
         return SQZ_OK;
     }
-    if (SQZ_EF_EF14 != ef->mode) {
+    if (SQZ_EF_EF14 != plan->ef) {
         return SQZ_OK;
     }
     const int fresh = NULL == bs->residual && NULL == bs->res_compact;
@@ -521,7 +521,7 @@ static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const float *in, u
         sqz_layout_carry(comm, key, n, sqz_carry_residual, (void *)&carry);
     }
     call->residual = ef->residual, call->state = bs;
-    if (ef->dgc) {
+    if (plan->dgc) {
         /* DGC's clipping and momentum correction change what the compressor sees. */
         SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.efbuf, &comm->scratch.efcap,
                                       sqz_dgc_scratch(&ctx->p, n) * sizeof(float)));
@@ -587,7 +587,7 @@ static void sqz_engine_ef_close(sqz_comm_t *comm, const sqz_plan_t *plan, sqz_bu
     if (NULL == ef->residual || !(SQZ_OK == st || sqz_agreed_fallback(st))) {
         return;
     }
-    if (SQZ_OK == st && ef->dgc) {
+    if (SQZ_OK == st && plan->dgc) {
         sqz_dgc_commit(&ctx->p, bs, ef->dgc_unew, ef->residual, n);
     }
     if (SQZ_OK == st && plan->damp) {
@@ -614,10 +614,11 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 1);
     }
     sqz_policy_plan_warm(comm, &plan, seq, opt);
-    sqz_engine_ef_t ef = {.mode = plan.ef, .transform = plan.transform, .dgc = plan.dgc};
+    sqz_engine_ef_t ef = {0};
     if (plan.warm) {
         sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
-        if (ef.transform && SQZ_OK == sqz_engine_warmup_transform(comm, bs, ef.mode, in, out, n, op)) {
+        if (plan.transform &&
+            SQZ_OK == sqz_engine_warmup_transform(comm, bs, plan.ef, in, out, n, op)) {
             return SQZ_OK;
         }
         return sqz_engine_dense(comm, in, out, n, block, op);
@@ -632,7 +633,7 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
         .out_is_input = ((const float *)out == in),
         .cs = {.algo = plan.algo, .predicted = plan.predicted},
     };
-    if (SQZ_OK != sqz_engine_ef_open(&call, in, key, &ef)) {
+    if (SQZ_OK != sqz_engine_ef_open(&call, &plan, in, key, &ef)) {
         return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 1);
     }
     const double       t0 = sqz_time_now();
@@ -644,8 +645,8 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     if (SQZ_OK != st) {
         return sqz_engine_fallback(&call, in, out, op, st);
     }
-    if (ef.transform) {
-        sqz_ef_commit(ef.mode, ctx->p.econtrol_eta, bs, ef.m, ef.r, out, out, n);
+    if (plan.transform) {
+        sqz_ef_commit(plan.ef, ctx->p.econtrol_eta, bs, ef.m, ef.r, out, out, n);
     }
     if (SQZ_OP_AVG == op) {
         sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);
