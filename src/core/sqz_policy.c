@@ -127,17 +127,14 @@ static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t 
     return ch;
 }
 
-sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block)
+/* The exchange of a compressed call of host buffers, n elements (block: a reduce-scatter's
+ * elements per rank; 0 for an all-reduce), a summable method's aside (sqz_policy_exchange). */
+static sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block)
 {
-    switch (comm->ctx->method->exchange) {
-    case SQZ_EXCHANGE_SUMMABLE: {
-        const sqz_choice_t ch = {SQZ_ALGO_SUMMABLE, 0};
-        return ch;
+    if (SQZ_EXCHANGE_ALLGATHER == comm->ctx->method->exchange && 0 == block) {
+        return sqz_policy_sparse(comm, n);
     }
-    case SQZ_EXCHANGE_ALLGATHER:
-        return block ? sqz_policy_scatter(comm, n, block) : sqz_policy_sparse(comm, n);
-    default: return sqz_policy_scatter(comm, n, block);
-    }
+    return sqz_policy_scatter(comm, n, block);
 }
 
 double sqz_policy_dense_bytes(const sqz_comm_t *comm, double bytes, int rs)

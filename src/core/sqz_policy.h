@@ -32,10 +32,6 @@ typedef struct sqz_choice {
  *  \return SQZ_OK, or SQZ_ERR_TRANSPORT when the all-gather failed. */
 sqz_status_t sqz_policy_calibrate(sqz_comm_t *comm);
 
-/** The exchange of a compressed call of n elements (block: a reduce-scatter's elements per rank;
- *  0 for an all-reduce). */
-sqz_choice_t sqz_policy_choose(const sqz_comm_t *comm, size_t n, size_t block);
-
 /** What the device engine knows of a compressed call of device buffers (facts every rank shares:
  *  the sizes, the method, the rank count). */
 typedef struct sqz_device_call {
