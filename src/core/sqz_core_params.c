@@ -41,7 +41,7 @@ static const sqz_core_param_t sqz_core_params[] = {
          "the fraction of the ef14 residuals (worker and server) kept from one call to the next: 1 "
          "keeps them whole (classic error feedback), less damps them; 0 (auto): 0.8 for the methods "
          "whose classic error feedback oscillates at the largest steps dense SGD takes (sign, under "
-         "SQZ_EF=auto), 1 for the others.  Host buffers; sqz_ef_allreduce keeps them whole"),
+         "SQZ_EF=auto), 1 for the others.  Host and device buffers; sqz_ef_allreduce keeps them whole"),
     JOB("ECONTROL_ETA", SQZ_PARAM_DOUBLE, "0.01", 0, 1, NULL, CORE(econtrol_eta),
          "EControl's feedback strength eta in [0, 1] (0: the EF21 estimator); keep it near the "
          "compressor's contraction (about the density for top-k): larger values diverge"),

@@ -254,7 +254,7 @@ sqz_plan_t sqz_policy_plan(const sqz_comm_t *comm, const sqz_call_facts_t *f)
      * collective: its buffers are momenta, which the optimizer corrects itself). */
     const int classic = !f->opt && SQZ_EF_EF14 == plan.ef;
     plan.dgc          = classic && sqz_dgc_active(&ctx->p);
-    plan.damp         = classic && ctx->ef_decay < 1.0f && SQZ_MEMORY_HOST == f->memory;
+    plan.damp         = classic && ctx->ef_decay < 1.0f;
     const sqz_choice_t ch = sqz_policy_exchange(comm, f, plan.transform);
     plan.algo             = ch.algo;
     plan.predicted        = ch.predicted;

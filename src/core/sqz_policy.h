@@ -105,8 +105,8 @@ typedef struct sqz_plan {
     int    transform; /* ef21 / econtrol: the compressor sees a message, not the gradient */
     int    dgc;       /* DGC's momentum correction, masking and clipping around classic error
                          feedback (SQZ_DGC_MOMENTUM or SQZ_DGC_CLIP; not the optimizer's) */
-    int    damp;      /* classic error feedback damped by SQZ_EF_DECAY < 1 (host buffers; the
-                         device engine warns at its start that it does not damp) */
+    int    damp;      /* classic error feedback damped by SQZ_EF_DECAY < 1: after a compressed
+                         call, the worker and server residuals keep decay of themselves */
     int    algo;      /* sqz_algo_t: the exchange, SQZ_ALGO_SUMMABLE for a summable method */
     double predicted; /* SQZ_EXCHANGE_MODEL=time: the exchange's predicted seconds; else 0 */
     int    warm;      /* a dense warm-up call (sqz_policy_plan_warm, once the buffer's count of

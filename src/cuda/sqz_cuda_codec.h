@@ -178,6 +178,10 @@ sqz_status_t sqz_gpu_ef21_finish(const uint32_t *bad, float *neg_estimate, float
                                  const void *in, float *shared, const float *sum, void *out,
                                  size_t n, sqz_dtype_t dtype, void *stream);
 
+/** Damped error feedback (SQZ_EF_DECAY): unless *bad (decided on the device; bad NULL: always),
+ *  x[i] *= decay for i < n, one float multiply each, as the host damps its residuals. */
+sqz_status_t sqz_gpu_damp(const uint32_t *bad, float *x, size_t n, float decay, void *stream);
+
 /** EControl's message (SQZ_EF=econtrol; the engine's ef21 buffers with one more, err = e_i):
  *  neg_h += eta * err before compress, so that compress sends C(in - h_i + eta e_i) and leaves
  *  that message minus its decoded form in neg_h. */

@@ -7,6 +7,7 @@
  *    scale = max |r| / 127 over the block, code = rint(r * (1 / scale)) (0 when scale is 0),
  *    decoded = scale * code.
  * The residual is finite (compress keeps non-finite values out of it), so no NaN handling.
+ * Also damped error feedback's scaling (SQZ_EF_DECAY), residual *= decay as the host's sqz_scale.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -138,6 +139,30 @@ extern "C" sqz_status_t sqz_gpu_res_compact(int storage, const float *r, void *c
     } else {
         return SQZ_ERR_INVALID_PARAM;
     }
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+
+/* Unless *bad (NULL: never bad): x[i] = x[i] * decay, rounded as the host's float multiply. */
+__global__ void __launch_bounds__(256)
+    sqz_cu_damp_kernel(const uint32_t *__restrict__ bad, float *__restrict__ x, size_t n,
+                       float decay)
+{
+    if (bad != NULL && *bad != 0) {
+        return;
+    }
+    for (size_t i = (size_t)blockIdx.x * 256 + threadIdx.x; i < n; i += (size_t)gridDim.x * 256) {
+        x[i] = __fmul_rn(x[i], decay);
+    }
+}
+
+extern "C" sqz_status_t sqz_gpu_damp(const uint32_t *bad, float *x, size_t n, float decay,
+                                     void *stream)
+{
+    if (n == 0) {
+        return SQZ_OK;
+    }
+    sqz_cu_damp_kernel<<<sqz_cu_grid(n, 256), 256, 0, (cudaStream_t)stream>>>(bad, x, n, decay);
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
 }

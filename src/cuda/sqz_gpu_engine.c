@@ -97,7 +97,9 @@ struct sqz_gpu_comm {
     sqz_gpu_buf_t        *bufs;
     size_t                nbufs, capbufs;
     unsigned long long   *d_nonfinite; /* device counter written by sqz_gpu_restore */
-    uint32_t             *d_agree;     /* one word for sqz_gpu_comm_agree */
+    uint32_t             *d_agree;     /* two words: sqz_gpu_comm_agree's, then d_verdict */
+    uint32_t             *d_verdict;   /* d_agree + 1: an all-gather call's verdict for its
+                                          damping (sqz_gpu_classic_close) */
     unsigned long long    nonfinite_seen;
     uint64_t              tick;        /* compressed calls that reached a buffer (LRU order) */
     struct sqz_gpu_moe   *moe;         /* token all-to-all state (sqz_gpu_moe.c), or NULL */
@@ -207,8 +209,8 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     const char          *method = ctx->method->name;
     g->enabled                  = sqz_gpu_params_from_ctx(ctx, comm->cstate, &g->params);
     /* The context's error feedback, SQZ_EF resolved for the method as on the host (under auto:
-     * ef21 for top-k, none for the methods whose default it is, else ef14, undamped here: the
-     * device kernels have no damping); each call's is sqz_policy_ef's.  PowerSGD reads SQZ_EF
+     * ef21 for top-k, none for the methods whose default it is, else ef14, damped by the plan);
+     * each call's is sqz_policy_ef's.  PowerSGD reads SQZ_EF
      * itself (sqz_gpu_psgd_config; the context refuses econtrol with it). */
     const int ef = ctx->ef;
     g->ef      = ef == SQZ_EF_EF14;
@@ -220,13 +222,6 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
         /* PowerSGD forms a = in + residual in the residual buffer: it always has one. */
         g->enabled = 1;
         g->ef      = 1;
-    }
-    if (g->enabled && !g->psgd && SQZ_EF_EF14 == ef && ctx->ef_decay < 1.0f) {
-        /* (said, not silent: the host damps these residuals, sqz_plan_t.damp) */
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_METHOD=%s: damped error feedback (SQZ_EF_DECAY=%g, the "
-                                   "default for this method) is not run on device buffers: their "
-                                   "residuals are kept whole (classic ef14)",
-                     method, (double)ctx->ef_decay);
     }
     const char *why = sqz_device_decline(ctx);
     if (NULL != why) {
@@ -452,7 +447,8 @@ sqz_status_t sqz_gpu_comm_create(sqz_ctx_t *ctx, const sqz_nccl_api_t *api, nccl
         ce = cudaMemset(g->d_nonfinite, 0, sizeof(*g->d_nonfinite));
     }
     if (ce == cudaSuccess) {
-        ce = cudaMalloc((void **)&g->d_agree, sizeof(*g->d_agree));
+        ce = cudaMalloc((void **)&g->d_agree, 2 * sizeof(*g->d_agree));
+        g->d_verdict = g->d_agree + 1;
     }
     if (saved >= 0) {
         cudaSetDevice(saved);
@@ -1037,6 +1033,7 @@ typedef struct sqz_gpu_call {
     sqz_dtype_t    in_dtype; /* dtype, or float32 for DGC's message */
     const void    *data;     /* the caller's data (the dense fallback sends it) */
     int            dgc;      /* in is DGC's message: commit the momentum after the exchange */
+    int            damp;     /* classic residuals keep SQZ_EF_DECAY of themselves after it */
     void          *recvbuf, *rs_out, *out;
     size_t         count;
     sqz_dtype_t    dtype;
@@ -1116,6 +1113,24 @@ static sqz_status_t sqz_gpu_ef21_update(const sqz_gpu_call_t *c, float scale)
     return st;
 }
 
+/* Classic error feedback after the all-gather exchange, as the host's ef_close: the call's
+ * verdict on the device (some rank not finite: the restore gave every residual back and nothing
+ * else changes), DGC's commit of the momentum, then the damping (SQZ_EF_DECAY). */
+static sqz_status_t sqz_gpu_classic_close(const sqz_gpu_call_t *c)
+{
+    const sqz_ctx_t *const ctx = c->comm->ctx;
+    sqz_gpu_buf_t *const   b   = c->b;
+    uint32_t *const bad = c->dgc ? sqz_gpu_dgc_verdict(b->dgc) : c->comm->gpu->d_verdict;
+    sqz_status_t st = sqz_gpu_flag_any(b->payloads, c->comm->nranks, b->pbytes, bad, NULL, c->s);
+    if (SQZ_OK == st && c->dgc) {
+        st = sqz_gpu_dgc_end(b->dgc, &ctx->p, bad, b->residual, c->s);
+    }
+    if (SQZ_OK == st && c->damp) {
+        st = sqz_gpu_damp(bad, b->residual, c->count, ctx->ef_decay, c->s);
+    }
+    return st;
+}
+
 /* The other methods: compress with the residual, all-gather the payloads, restore what needs it,
  * decode and sum every payload. */
 static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
@@ -1164,10 +1179,8 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     if (SQZ_OK == st && c->rs_out) {
         st = sqz_gpu_keep_block(comm, b, c->rs_out, c->count, esz, c->s);
     }
-    if (SQZ_OK == st && c->dgc) {
-        uint32_t *bad = sqz_gpu_dgc_verdict(b->dgc);
-        st = sqz_gpu_flag_any(b->payloads, comm->nranks, b->pbytes, bad, NULL, c->s);
-        st = SQZ_OK == st ? sqz_gpu_dgc_end(b->dgc, &ctx->p, bad, b->residual, c->s) : st;
+    if (SQZ_OK == st && (c->dgc || c->damp)) {
+        st = sqz_gpu_classic_close(c);
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("GPU decode failed: %s", sqz_status_string(st));
@@ -1205,6 +1218,9 @@ static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *c
     if (SQZ_OK == st && c->dgc) {
         st = sqz_gpu_dgc_end(c->b->dgc, &ctx->p, sqz_gpu_sra_bad(c->b->sra), c->b->residual,
                              c->s);
+    }
+    if (SQZ_OK == st && c->damp) {
+        st = sqz_gpu_sra_damp(c->b->sra, &x, ctx->ef_decay);
     }
     if (SQZ_OK != st) {
         SQZ_ERROR("GPU scatter-reduce exchange failed: %s", sqz_status_string(st));
@@ -1392,6 +1408,8 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         }
         call.in = msg, call.in_dtype = SQZ_DTYPE_FLOAT32, call.dgc = 1;
     }
+    /* (a buffer of ef21's, met by a call of classic error feedback, holds estimators there) */
+    call.damp = plan.damp && !g->psgd && NULL == b->shared && (b->residual || b->compact);
     st = sqz_gpu_run_compressed(&call, &cst);
 out:
     sqz_gpu_account(comm);

@@ -322,3 +322,13 @@ sqz_status_t sqz_gpu_sra_run(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c,
     }
     return st;
 }
+
+sqz_status_t sqz_gpu_sra_damp(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c, float decay)
+{
+    sqz_status_t st = c->residual ? sqz_gpu_damp(x->bad, c->residual, x->count, decay, c->s)
+                                  : SQZ_OK;
+    if (SQZ_OK == st && x->server) {
+        st = sqz_gpu_damp(x->bad, x->server, x->len[x->rank], decay, c->s);
+    }
+    return st;
+}

@@ -81,4 +81,9 @@ typedef struct sqz_gpu_sra_call {
 sqz_status_t sqz_gpu_sra_run(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c,
                              sqz_call_stats_t *cst);
 
+/** Damped error feedback after call c ran (SQZ_EF_DECAY): unless its verdict says some rank was
+ *  not finite, the worker residual (c->residual, when not NULL) and the server residual keep
+ *  `decay` of themselves (sqz_gpu_damp), as the host damps both. */
+sqz_status_t sqz_gpu_sra_damp(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_t *c, float decay);
+
 #endif

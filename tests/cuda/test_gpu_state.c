@@ -4,7 +4,8 @@
  * after some steps and loaded into a new communicator continues bit for bit.  The optimizer-side
  * collective (sqz_ef_allreduce on device memory): error feedback whatever SQZ_EF, SQZ_MIN_BYTES
  * and SQZ_WARMUP_STEPS say (the summed outputs stay a bounded distance from the summed inputs),
- * sqz_ef_forget (the next call is a fresh communicator's), bad arguments.  Skips (77) without a
+ * sqz_ef_forget (the next call is a fresh communicator's), bad arguments; damped error feedback
+ * (SQZ_EF_DECAY) scales the residual carried to the next call.  Skips (77) without a
  * GPU or NCCL. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,60 @@ static void test_ef_allreduce(void *nc)
     free(b);
 }
 
+/* Damped error feedback (SQZ_EF_DECAY) on device buffers, one rank: a call of x, then a call of
+ * zeros, outputs C(e) undamped (e: the first call's residual) and C(decay e) damped.  quant's
+ * max-min codes scale exactly with a power-of-two factor of their input, so at decay 0.5 the
+ * second output is exactly half the undamped one. */
+static void damp_run(void *nc, const char *decay, size_t n, float *second)
+{
+    const char *const kv[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", "SQZ_EF", "ef14",
+                              "SQZ_EF_DECAY", decay, "SQZ_WARMUP_STEPS", "0", "SQZ_MIN_BYTES",
+                              "0", NULL};
+    sqz_ctx_t   *ctx;
+    sqz_comm_t  *comm = make_comm(nc, &ctx, kv);
+    float       *h = malloc(n * sizeof(float)), *d = dalloc(n * sizeof(float));
+    cudaStream_t s;
+    CU(cudaStreamCreate(&s));
+    fill(h, n, 3, 5);
+    CU(cudaMemcpy(d, h, n * sizeof(float), cudaMemcpyHostToDevice));
+    EXPECT(SQZ_OK == sqz_allreduce_async(comm, NULL, d, n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 5, s),
+           "damped EF %s: first call", decay);
+    CU(cudaMemsetAsync(d, 0, n * sizeof(float), s));
+    EXPECT(SQZ_OK == sqz_allreduce_async(comm, NULL, d, n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 5, s),
+           "damped EF %s: second call", decay);
+    CU(cudaMemcpyAsync(second, d, n * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CU(cudaStreamSynchronize(s));
+    sqz_stats_t st;
+    sqz_stats_get(ctx, &st);
+    EXPECT(2 == st.calls_compressed, "damped EF %s: %llu of 2 calls compressed", decay,
+           (unsigned long long)st.calls_compressed);
+    CU(cudaStreamDestroy(s));
+    CU(cudaFree(d));
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+    free(h);
+}
+
+static void test_damping(void *nc)
+{
+    const size_t n    = 100000;
+    float       *full = malloc(n * sizeof(float)), *half = malloc(n * sizeof(float));
+    damp_run(nc, "1", n, full);
+    damp_run(nc, "0.5", n, half);
+    size_t nonzero = 0, off = n;
+    for (size_t i = 0; i < n; i++) {
+        nonzero += full[i] != 0.0f;
+        off = off == n && half[i] != 0.5f * full[i] ? i : off;
+    }
+    EXPECT(nonzero > n / 2, "undamped: the second call carried %zu residuals of %zu", nonzero, n);
+    EXPECT(off == n, "SQZ_EF_DECAY=0.5: element %zu is %g, not half of %g", off,
+           off < n ? (double)half[off] : 0.0, off < n ? (double)full[off] : 0.0);
+    printf("damped error feedback on device buffers: the residual carried at decay 0.5 is half "
+           "the undamped one (%zu of %zu elements nonzero)\n", nonzero, n);
+    free(full);
+    free(half);
+}
+
 int main(void)
 {
     sqz_log_set_level(SQZ_LOG_ERROR);
@@ -184,6 +239,7 @@ int main(void)
     sqz_comm_destroy(comm);
     sqz_ctx_destroy(ctx);
     test_ef_allreduce(nc);
+    test_damping(nc);
     sqz_nccl_comm_destroy(nc);
     free(ckpt);
     free(whole);
