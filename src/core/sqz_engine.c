@@ -305,74 +305,15 @@ static sqz_status_t sqz_engine_segments(sqz_comm_t *comm, sqz_coll_call_t *call,
     return SQZ_OK;
 }
 
-/* sqz_identity_sweep's eviction callback: a stale slot's state goes. */
-static void sqz_engine_evict_slot(void *arg, uint64_t id)
-{
-    sqz_state_drop(&((sqz_comm_t *)arg)->store, id);
-}
-
-/* The state of an intercepted call (key 0): its call-sequence slot, with the local repairs the
- * identity asks for (an heir's residual taken over, an ambiguous one dropped). */
-static sqz_status_t sqz_engine_slot_state(sqz_comm_t *comm, const sqz_plan_t *plan, size_t n,
-                                          size_t block, const void *addr, sqz_buf_state_t **bs,
-                                          uint64_t *seq, uint64_t *dropped)
-{
-    sqz_call_identity_t id;
-    SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(n, SQZ_DTYPE_FLOAT32, block != 0), addr,
-                                 &id));
-    *seq                        = id.seq;
-    const sqz_buf_state_t *had  = sqz_state_find(&comm->store, id.key, n);
-    *bs                         = sqz_state_get(&comm->store, id.key, n, 1);
-    if (NULL == *bs) {
-        return SQZ_ERR_NO_MEMORY;
-    }
-    /* ef21/econtrol's estimators are shared state (G identical on every rank): a rank must not
-     * carry them, nor the server residual that feeds them, where another rank might not. */
-    const int      shared = plan->transform;
-    sqz_buf_state_t *heir = id.heir_of && !shared ? sqz_state_find(&comm->store, id.heir_of, n)
-                                                  : NULL;
-    if (heir) {
-        (void)sqz_state_inherit(&comm->store, *bs, heir);
-    } else if (id.uncertain || (NULL == had && !id.fresh)) {
-        *dropped += 1; /* a buffer of this size had a residual that nobody can claim for sure */
-    }
-    if (id.moved_ambiguous && sqz_state_forget_local(*bs)) {
-        *dropped += 1;
-    }
-    if (id.sweep) {
-        /* (*bs is a live slot's: the sweep frees stale ones only, each state on its own) */
-        sqz_identity_sweep(comm, sqz_engine_evict_slot, comm);
-    }
-    return SQZ_OK;
-}
-
-/* The state of one call and its counter (identical on every rank): by the caller's key, or by the
- * call sequence.  *bs is NULL when this rank could not make it (the call then takes part in the
- * exchange poisoned, so that all ranks go dense together).  Also keeps the store within
- * SQZ_STATE_MAX_BYTES.  \return SQZ_OK, or SQZ_ERR_TRANSPORT (the agreement step failed). */
+/* The state of one call and its counter (sqz_call_state): by the caller's key, or by the call
+ * sequence (ef21 / econtrol's estimators are shared by the ranks: no heir takes them over). */
 static sqz_status_t sqz_engine_state(sqz_comm_t *comm, const sqz_plan_t *plan, uint64_t key,
                                      size_t n, size_t block, const void *addr,
                                      sqz_buf_state_t **bs, uint64_t *seq)
 {
-    uint64_t     dropped = 0;
-    sqz_status_t st      = SQZ_OK;
-    comm->store.tick++;
-    *bs  = NULL;
-    *seq = 0;
-    if (key) {
-        *bs = sqz_state_get(&comm->store, key, n, 0);
-        if (*bs) {
-            *seq = (*bs)->calls++;
-        }
-    } else {
-        st = sqz_engine_slot_state(comm, plan, n, block, addr, bs, seq, &dropped);
-        if (SQZ_ERR_TRANSPORT != st) {
-            st = SQZ_OK; /* no memory: poisoned, not failed */
-        }
-    }
-    const size_t evicted = sqz_state_evict(&comm->store, comm->ctx->p.state_max_bytes, *bs);
-    sqz_identity_count(comm, dropped, evicted);
-    return st;
+    const sqz_state_query_t q = {.key = key, .count = n, .addr = addr, .shared = plan->transform,
+                                 .sig = sqz_identity_sig(n, SQZ_DTYPE_FLOAT32, block != 0)};
+    return sqz_call_state(comm, &q, bs, seq);
 }
 
 /* The exchange of a prepared call: the plan's (call->cs.algo, the same on every rank: the policy

@@ -95,3 +95,66 @@ void sqz_identity_sweep(sqz_comm_t *comm, void (*evict)(void *arg, uint64_t id),
 {
     sqz_identity_count(comm, 0, sqz_callseq_evict(comm->seq, evict, arg));
 }
+
+/* sqz_identity_sweep's eviction callback: a stale slot's state goes. */
+static void sqz_call_state_evict_slot(void *arg, uint64_t id)
+{
+    sqz_state_drop(&((sqz_comm_t *)arg)->store, id);
+}
+
+/* The state of an intercepted call (key 0): its call-sequence slot, with the local repairs the
+ * identity asks for (an heir's residual taken over, an ambiguous one dropped). */
+static sqz_status_t sqz_call_state_slot(sqz_comm_t *comm, const sqz_state_query_t *q,
+                                        sqz_buf_state_t **bs, uint64_t *seq, uint64_t *dropped)
+{
+    sqz_call_identity_t id;
+    SQZ_CHECK(sqz_identity_place(comm, q->sig, q->addr, &id));
+    *seq                       = id.seq;
+    const sqz_buf_state_t *had = sqz_state_find(&comm->store, id.key, q->count);
+    *bs                        = sqz_state_get(&comm->store, id.key, q->count, 1);
+    if (q->ready) {
+        SQZ_CHECK(q->ready(q->ready_arg, *bs));
+    }
+    if (NULL == *bs) {
+        return SQZ_ERR_NO_MEMORY;
+    }
+    sqz_buf_state_t *heir = id.heir_of && !q->shared
+                                ? sqz_state_find(&comm->store, id.heir_of, q->count)
+                                : NULL;
+    if (heir) {
+        (void)sqz_state_inherit(&comm->store, *bs, heir);
+    } else if (id.uncertain || (NULL == had && !id.fresh)) {
+        *dropped += 1; /* a buffer of this size had a residual that nobody can claim for sure */
+    }
+    if (id.moved_ambiguous && sqz_state_forget_local(&comm->store, *bs)) {
+        *dropped += 1;
+    }
+    if (id.sweep) {
+        /* (*bs is a live slot's: the sweep frees stale ones only, each state on its own) */
+        sqz_identity_sweep(comm, sqz_call_state_evict_slot, comm);
+    }
+    return SQZ_OK;
+}
+
+sqz_status_t sqz_call_state(sqz_comm_t *comm, const sqz_state_query_t *q, sqz_buf_state_t **bs,
+                            uint64_t *seq)
+{
+    uint64_t     dropped = 0;
+    sqz_status_t st      = SQZ_OK;
+    comm->store.tick++;
+    *bs  = NULL;
+    *seq = 0;
+    if (q->key) {
+        *bs = sqz_state_get(&comm->store, q->key, q->count, 0);
+        st  = q->ready ? q->ready(q->ready_arg, *bs) : SQZ_OK;
+        if (*bs) {
+            *seq = (*bs)->calls++; /* (after ready: a checkpoint may have set the counter) */
+        }
+    } else {
+        st = sqz_call_state_slot(comm, q, bs, seq, &dropped);
+        st = SQZ_ERR_TRANSPORT == st ? st : SQZ_OK; /* no memory: poisoned, not failed */
+    }
+    const size_t evicted = sqz_state_evict(&comm->store, comm->ctx->p.state_max_bytes, *bs);
+    sqz_identity_count(comm, dropped, evicted);
+    return st;
+}

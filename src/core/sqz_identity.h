@@ -38,6 +38,34 @@ sqz_status_t sqz_identity_place(sqz_comm_t *comm, uint64_t sig, const void *addr
  *  which frees its state. */
 void sqz_identity_sweep(sqz_comm_t *comm, void (*evict)(void *arg, uint64_t id), void *arg);
 
+/** What the state of a call is looked up by (sqz_call_state). */
+typedef struct sqz_state_query {
+    uint64_t    key;    /* the caller's key, or 0: the call sequence names the buffer */
+    size_t      count;  /* elements */
+    uint64_t    sig;    /* key 0: sqz_identity_sig of the call */
+    const void *addr;   /* key 0: the address that names the buffer on this rank */
+    int         shared; /* its state must be the same on every rank (ef21 / econtrol's
+                           estimators, PowerSGD's device state): nothing of it follows an address
+                           from an heir */
+    /* Called once the state is found or made and before an heir's state is taken over (NULL:
+     * nothing), at the same call on every rank, with the state or NULL (this rank could not make
+     * one): where a backend attaches its memory to a new state (its ranks agreeing on it).
+     * \return SQZ_OK, or SQZ_ERR_TRANSPORT (the agreement failed: the ranks are out of step). */
+    sqz_status_t (*ready)(void *arg, sqz_buf_state_t *bs);
+    void        *ready_arg;
+} sqz_state_query_t;
+
+/** The state of one call in comm->store and its counter, identical on every rank: by the
+ *  caller's key (the state's own counter), or by the call sequence, with the local repairs the
+ *  identity asks for (an heir's local state taken over unless q->shared, an ambiguous one
+ *  dropped, stale slots swept); then the store kept within SQZ_STATE_MAX_BYTES (the call's
+ *  state kept).  Both engines' one lookup (comm->lock held; advances the store's tick).  *bs is
+ *  NULL when this rank could not make it (the call must still take part in the exchange, so
+ *  that all ranks go dense together).  \return SQZ_OK or SQZ_ERR_TRANSPORT (an agreement failed,
+ *  q->ready's included). */
+sqz_status_t sqz_call_state(sqz_comm_t *comm, const sqz_state_query_t *q, sqz_buf_state_t **bs,
+                            uint64_t *seq);
+
 /** Every rank's `bytes` bytes at `mine` into all[r * bytes] (collective: one all-gather).
  *  \return SQZ_OK, SQZ_ERR_NO_MEMORY or SQZ_ERR_TRANSPORT. */
 sqz_status_t sqz_comm_allgather_fixed(sqz_comm_t *comm, const void *mine, size_t bytes, void *all);

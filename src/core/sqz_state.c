@@ -24,7 +24,8 @@ void sqz_state_account(sqz_state_store_t *s, sqz_buf_state_t *b)
      * dropped on one rank only would make the replicas differ). */
     const size_t ranks  = s->nranks > 1 ? (size_t)s->nranks : 1;
     const size_t server = (b->count + ranks - 1) / ranks;
-    size_t bytes = b->res_bytes + b->plugin_len * sizeof(float) + b->adapt.n * sizeof(int);
+    size_t bytes = b->res_bytes + b->plugin_len * sizeof(float) + b->adapt.n * sizeof(int) +
+                   b->ext_bytes;
     bytes += b->server_residual ? server * sizeof(float) : 0;
     const float *const full[] = {b->residual, b->ef_est, b->ef_err, b->ef_shared, b->dgc_momentum};
     for (size_t i = 0; i < sizeof(full) / sizeof(full[0]); i++) {
@@ -32,6 +33,13 @@ void sqz_state_account(sqz_state_store_t *s, sqz_buf_state_t *b)
     }
     s->bytes = s->bytes - b->bytes + bytes;
     b->bytes = bytes;
+}
+
+void sqz_state_set_ext(sqz_state_store_t *s, sqz_buf_state_t *b, void *ext, size_t bytes)
+{
+    b->ext       = ext;
+    b->ext_bytes = ext ? bytes : 0;
+    sqz_state_account(s, b);
 }
 
 int (*sqz_state_alloc_fails)(size_t n);
@@ -49,8 +57,11 @@ sqz_status_t sqz_state_alloc(sqz_state_store_t *s, sqz_buf_state_t *b, float **p
     return SQZ_OK;
 }
 
-static void sqz_state_free_arrays(sqz_buf_state_t *b)
+static void sqz_state_free_arrays(const sqz_state_store_t *s, sqz_buf_state_t *b)
 {
+    if (b->ext && s->ext_ops) {
+        s->ext_ops->free(s->ext_ops->arg, b->ext);
+    }
     free(b->residual);
     free(b->server_residual);
     free(b->ef_est);
@@ -105,7 +116,7 @@ static void sqz_state_remove(sqz_state_store_t *s, sqz_buf_state_t *b)
     s->bytes -= b->bytes;
     s->n--;
     s->nexplicit -= !b->automatic;
-    sqz_state_free_arrays(b);
+    sqz_state_free_arrays(s, b);
     free(b);
 }
 
@@ -244,8 +255,11 @@ int sqz_state_inherit(sqz_state_store_t *s, sqz_buf_state_t *to, sqz_buf_state_t
         to->server_residual) {
         return 0;
     }
-    const int moved      = NULL != from->residual || NULL != from->res_compact ||
-                           NULL != from->dgc_momentum || NULL != from->server_residual;
+    int moved = NULL != from->residual || NULL != from->res_compact ||
+                NULL != from->dgc_momentum || NULL != from->server_residual;
+    if (to->ext && from->ext && s->ext_ops) {
+        moved |= s->ext_ops->inherit(s->ext_ops->arg, to->ext, from->ext);
+    }
     to->residual         = from->residual;
     to->res_compact      = from->res_compact;
     to->res_scale        = from->res_scale;
@@ -261,10 +275,11 @@ int sqz_state_inherit(sqz_state_store_t *s, sqz_buf_state_t *to, sqz_buf_state_t
     return moved;
 }
 
-int sqz_state_forget_local(sqz_buf_state_t *b)
+int sqz_state_forget_local(const sqz_state_store_t *s, sqz_buf_state_t *b)
 {
     float *const full[] = {b->residual, b->dgc_momentum};
-    int          had    = 0;
+    int          had    = b->ext && s->ext_ops ? s->ext_ops->forget_local(s->ext_ops->arg, b->ext)
+                                               : 0;
     for (size_t i = 0; i < 2; i++) {
         if (full[i]) {
             memset(full[i], 0, b->count * sizeof(float));

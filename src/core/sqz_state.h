@@ -16,6 +16,20 @@ typedef struct sqz_levels {
     uint64_t next_probe;
 } sqz_levels_t;
 
+/** How the store handles what another memory backend attaches to a state (`ext`: the device
+ *  engine's buffer, src/cuda/sqz_gpu_engine.c): its memory goes with the state (eviction, a
+ *  reset, the store's end), its local error feedback is zeroed by sqz_state_forget_local and
+ *  taken over by sqz_state_inherit, as the host arrays are.  Every hook gets `arg` first. */
+typedef struct sqz_state_ext_ops {
+    void (*free)(void *arg, void *ext);
+    /** Zeroes ext's local error-feedback state (this rank's own).  \return 1 when it had some. */
+    int (*forget_local)(void *arg, void *ext);
+    /** Moves from's local error-feedback state into to's (which holds none yet) and zeroes it in
+     *  from.  \return 1 when something moved. */
+    int (*inherit)(void *arg, void *to, void *from);
+    void *arg;
+} sqz_state_ext_ops_t;
+
 typedef struct sqz_buf_state {
     uint64_t              key;             /* an API key, or a call-sequence slot id (auto) */
     size_t                count;
@@ -40,6 +54,8 @@ typedef struct sqz_buf_state {
     size_t                plugin_len;
     uint64_t              layout;
     sqz_levels_t          adapt;           /* layer-adaptive selection (src/adapt) */
+    void                 *ext;             /* another backend's memory (sqz_state_ext_ops_t) */
+    size_t                ext_bytes;       /* its bytes, as every rank counts them */
     struct sqz_buf_state *next;            /* hash chain */
     struct sqz_buf_state *newer, *older;   /* recency list */
 } sqz_buf_state_t;
@@ -53,6 +69,7 @@ typedef struct sqz_state_store {
     size_t            bytes;               /* memory held by every state, as every rank counts it
                                               (eviction compares it with SQZ_STATE_MAX_BYTES) */
     int               nranks;              /* ranks of the communicator (0: one) */
+    const sqz_state_ext_ops_t *ext_ops;    /* for states' ext (NULL: no state has one) */
     uint64_t          tick;
     sqz_buf_state_t  *newest, *oldest;
 } sqz_state_store_t;
@@ -81,6 +98,10 @@ extern int (*sqz_state_alloc_fails)(size_t n);
 /** Recounts b's memory after its arrays changed outside sqz_state_alloc/reserve. */
 void sqz_state_account(sqz_state_store_t *s, sqz_buf_state_t *b);
 
+/** Attaches ext (another backend's memory, freed through s->ext_ops with the state; NULL: none)
+ *  holding `bytes`, as every rank counts them, or recounts them when ext is already b's. */
+void sqz_state_set_ext(sqz_state_store_t *s, sqz_buf_state_t *b, void *ext, size_t bytes);
+
 /** Frees the states under `key` (an evicted call-sequence slot). */
 void sqz_state_drop(sqz_state_store_t *s, uint64_t key);
 
@@ -89,15 +110,15 @@ void sqz_state_drop(sqz_state_store_t *s, uint64_t key);
  *  than `keep`.  \return the states freed. */
 size_t sqz_state_evict(sqz_state_store_t *s, size_t max_bytes, const sqz_buf_state_t *keep);
 
-/** Moves the local state of `from` (worker and server residuals, compact residual, DGC momentum)
- *  into `to`
- *  when `to` has none and the sizes match: a buffer that kept its address across a relearning of
+/** Moves the local state of `from` (worker and server residuals, compact residual, DGC momentum,
+ *  and its ext's through s->ext_ops->inherit when both have an ext) into `to` when `to` has none
+ *  and the sizes match: a buffer that kept its address across a relearning of
  *  the call sequence keeps its error feedback. \return 1 when something moved. */
 int sqz_state_inherit(sqz_state_store_t *s, sqz_buf_state_t *to, sqz_buf_state_t *from);
 
-/** Drops the local error-feedback state of b (zeroes it): its identity is uncertain. \return 1
- *  when there was some. */
-int sqz_state_forget_local(sqz_buf_state_t *b);
+/** Drops the local error-feedback state of b (zeroes it, its ext's too): its identity is
+ *  uncertain.  \return 1 when there was some. */
+int sqz_state_forget_local(const sqz_state_store_t *s, sqz_buf_state_t *b);
 
 void sqz_state_store_fini(sqz_state_store_t *s);
 

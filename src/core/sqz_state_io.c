@@ -307,7 +307,11 @@ static sqz_status_t sqz_state_read(sqz_comm_t *comm, sqz_rbuf_t *r)
         sqz_callseq_destroy(seq);
         return st;
     }
-    store.tick = h.tick;
+    /* (the communicator's: its rank count, and its backend's hooks for the states' ext memory,
+     * which the fini of the old store uses to free the device buffers) */
+    store.tick    = h.tick;
+    store.nranks  = comm->store.nranks;
+    store.ext_ops = comm->store.ext_ops;
     sqz_state_store_fini(&comm->store);
     comm->store = store;
     sqz_callseq_destroy(comm->seq);

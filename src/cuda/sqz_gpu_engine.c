@@ -13,9 +13,11 @@
  * capture, a buffer whose workspace cannot be allocated) is the dense ncclAllReduce on the same
  * stream, decided on the host from facts every rank shares, so ranks never disagree.
  *
- * Per buffer (key, count, dtype): the residual (fp32), the payload array (nranks slots) and the
- * codec workspace are allocated by its first call (with the communicator's device current), and
- * kept: no allocation afterwards.  States are few (a DDP job has tens of buckets): a linear list.
+ * Per buffer: the residual (fp32), the payload array (nranks slots) and the codec workspace are
+ * allocated by its first compressed call (with the communicator's device current), and kept: no
+ * allocation afterwards.  Buffers are states of the communicator's state store, as host buffers
+ * are (named by key or call sequence, counted, bounded by SQZ_STATE_MAX_BYTES, freed): the store
+ * is core's, their device memory this backend's (sqz_gpu_buffers.c).
  */
 #include "config.h"
 
@@ -26,13 +28,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "cuda/sqz_cuda_codec.h"
-#include "cuda/sqz_gpu_dgc.h"
-#include "cuda/sqz_gpu_engine.h"
-#include "cuda/sqz_gpu_hier.h"
-#include "cuda/sqz_gpu_powersgd.h"
-#include "cuda/sqz_gpu_reduce_scatter.h"
-#include "sqz_ctx.h"
+#include "cuda/sqz_gpu_comm.h"
 #include "sqz_device_support.h"
 #include "sqz_dgc.h"
 #include "sqz_identity.h"
@@ -46,78 +42,6 @@
 #include "sqz_residual.h"
 #include "transport/sqz_nccl.h"
 #include "transport/sqz_transport_nccl.h"
-
-typedef struct sqz_gpu_buf {
-    uint64_t    key;
-    size_t      count;
-    sqz_dtype_t dtype;
-    uint64_t    calls;
-    float      *residual;  /* count floats, or NULL without error feedback (ef21: minus this
-                              rank's estimator g_i, so that compress forms in - g_i) */
-    void       *compact;   /* SQZ_EF_STORAGE bf16 / int8: the classic residual between calls;
-                              residual is then the communicator's working area during a call
-                              (sqz_gpu_efstore.h) and NULL between calls */
-    float      *shared;    /* ef21: the shared estimator G (count floats; the output), or NULL */
-    float      *decoded;   /* ef21: this call's decoded sum (count floats) and, after it, the
-                              call's verdict word */
-    float      *ec_err;    /* econtrol: this rank's error e_i (count floats; residual holds
-                              minus its estimator h_i, shared H), or NULL */
-    void       *payloads;  /* nranks * pbytes */
-    void       *workspace; /* codec workspace */
-    void       *full;      /* reduce-scatter: the whole decoded sum (count elements of dtype) */
-    size_t      pbytes;
-    size_t      bytes;     /* device memory held */
-    struct sqz_gpu_psgd *psgd; /* powersgd: plan, warm starts, messages (sqz_gpu_powersgd.c) */
-    sqz_gpu_sra_t       *sra;  /* the scatter-reduce exchange's state (then no payloads,
-                                  workspace or full here: sqz_gpu_reduce_scatter.c) */
-    sqz_levels_t         adapt; /* powersgd under SQZ_ADAPT: the per-layer ranks */
-    sqz_gpu_dgc_t       *dgc;   /* DGC's momentum and message (sqz_gpu_dgc.c), or NULL */
-    int                  dense_only; /* some rank could not allocate for it: dense everywhere */
-    uint64_t             last_use;   /* the communicator's tick at its last call */
-} sqz_gpu_buf_t;
-
-struct sqz_gpu_comm {
-    const sqz_nccl_api_t *nccl;
-    ncclComm_t            nc;
-    sqz_nccl_transport_t *transport;
-    int                   device;
-    int                   enabled;   /* the selected method runs on the GPU */
-    int                   ef;        /* keep a residual */
-    int                   ef21;      /* SQZ_EF=ef21 for the all-gather exchange (not PowerSGD's,
-                                        which has its own; sqz_ef_allreduce keeps ef14); also
-                                        set for econtrol, EF21's buffers with one more */
-    int                   econtrol;  /* SQZ_EF=econtrol (with ef21 set) */
-    int                   psgd;      /* the method is powersgd (sqz_gpu_powersgd.c) */
-    int                   dgc;       /* DGC's corrections around classic error feedback */
-    int                   ef_storage; /* classic residuals compact between calls: SQZ_GPU_RES_*,
-                                         0: fp32 (sqz_gpu_efstore.h) */
-    sqz_gpu_efwork_t      efwork;     /* their fp32 working area */
-    sqz_gpu_psgd_cfg_t    psgd_cfg;
-    sqz_gpu_params_t      params;
-    sqz_gpu_buf_t        *bufs;
-    size_t                nbufs, capbufs;
-    unsigned long long   *d_nonfinite; /* device counter written by sqz_gpu_restore */
-    uint32_t             *d_agree;     /* two words: sqz_gpu_comm_agree's, then d_verdict */
-    uint32_t             *d_verdict;   /* d_agree + 1: an all-gather call's verdict for its
-                                          damping (sqz_gpu_classic_close) */
-    unsigned long long    nonfinite_seen;
-    uint64_t              tick;        /* compressed calls that reached a buffer (LRU order) */
-    struct sqz_gpu_moe   *moe;         /* token all-to-all state (sqz_gpu_moe.c), or NULL */
-    sqz_gpu_hier_t       *hier;        /* SQZ_HIER across hosts (sqz_gpu_hier.c), or NULL */
-    /* A checkpoint's buffer records not applied yet (sqz_gpu_state_load): each is applied when
-     * its buffer is next created (its device memory comes with an agreement between the ranks,
-     * which a load cannot make), or at once when the buffer exists. */
-    unsigned char        *pending;
-    size_t                npending;
-};
-
-/* One device buffer in a checkpoint: count floats of residual follow when bit 0 of has_residual
- * is set, then count floats of the ef21 shared estimator when bit 1 is, then count floats of
- * DGC's momentum when bit 2 is, then count floats of EControl's error when bit 3 is. */
-typedef struct sqz_gpu_saved {
-    uint64_t key, count, calls;
-    int32_t  dtype, has_residual;
-} sqz_gpu_saved_t;
 
 const sqz_nccl_api_t *sqz_gpu_comm_nccl(sqz_comm_t *comm, void **nc, int *device,
                                         struct sqz_gpu_moe ***moe)
@@ -284,8 +208,6 @@ static void sqz_gpu_flush_stats(sqz_comm_t *comm)
     }
 }
 
-static void sqz_gpu_buf_free(sqz_gpu_buf_t *b);
-
 /* The compressed all-reduce of count elements from `in`; with rs_out, only this rank's block of
  * count / nranks elements is kept (reduce-scatter): the sum is decoded into the buffer's scratch
  * and the block copied to rs_out.  Flags of one call: the optimizer-side collective
@@ -295,8 +217,6 @@ enum { SQZ_GPU_OPTIMIZER = 1 };
 static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
                                 void *stream, void *rs_out, unsigned flags);
-static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w);
-static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t len);
 
 static void sqz_gpu_destroy(sqz_comm_t *comm)
 {
@@ -316,7 +236,8 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
     sqz_gpu_hier_free(g->hier, comm->gpu_abandon);
     if (comm->gpu_abandon) {
         sqz_gpu_moe_free(g->moe, 1);
-        free(g->bufs);
+        sqz_state_store_fini(&comm->store); /* (the buffers' host memory: sqz_gpu_buffers.c) */
+        free(g->pending);
         free(g);
         comm->gpu = NULL;
         return;
@@ -327,9 +248,7 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
     cudaSetDevice(g->device);
     /* The buffers may still be in use by work enqueued on the callers' streams. */
     cudaDeviceSynchronize();
-    for (size_t i = 0; i < g->nbufs; i++) {
-        sqz_gpu_buf_free(&g->bufs[i]);
-    }
+    sqz_state_store_fini(&comm->store); /* (while the hooks can reach comm->gpu) */
     cudaFree(g->d_nonfinite);
     cudaFree(g->d_agree);
     sqz_gpu_efwork_free(&g->efwork);
@@ -337,21 +256,10 @@ static void sqz_gpu_destroy(sqz_comm_t *comm)
     if (saved >= 0) {
         cudaSetDevice(saved);
     }
-    free(g->bufs);
     free(g->pending);
     sqz_nccl_transport_destroy(g->transport);
     free(g);
     comm->gpu = NULL;
-}
-
-/* b's classic residual back to zero (stream s; fp32 or compact: zero bits are zero in both). */
-static void sqz_gpu_zero_residual(const struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s)
-{
-    if (b->compact) {
-        cudaMemsetAsync(b->compact, 0, sqz_gpu_res_compact_bytes(g->ef_storage, b->count), s);
-    } else if (b->residual) {
-        cudaMemsetAsync(b->residual, 0, b->count * sizeof(float), s);
-    }
 }
 
 /* sqz_ef_allreduce on device buffers (PowerSGD has no such call: it compresses gradients). */
@@ -369,24 +277,7 @@ static sqz_status_t sqz_gpu_ef_allreduce(sqz_comm_t *comm, void *buf, size_t cou
  * synchronized first: calls in flight may still write them). */
 static void sqz_gpu_ef_forget(sqz_comm_t *comm, uint64_t key)
 {
-    struct sqz_gpu_comm *g = comm->gpu;
-    cudaSetDevice(g->device);
-    cudaDeviceSynchronize();
-    for (size_t i = 0; i < g->nbufs; i++) {
-        if (g->bufs[i].key == key && (g->bufs[i].residual || g->bufs[i].compact)) {
-            sqz_gpu_zero_residual(g, &g->bufs[i], NULL);
-            if (g->bufs[i].shared) {
-                cudaMemset(g->bufs[i].shared, 0, g->bufs[i].count * sizeof(float));
-            }
-            if (g->bufs[i].ec_err) {
-                cudaMemset(g->bufs[i].ec_err, 0, g->bufs[i].count * sizeof(float));
-            }
-            sqz_gpu_sra_forget(g->bufs[i].sra, NULL);
-            sqz_gpu_dgc_forget(g->bufs[i].dgc, NULL);
-            g->bufs[i].calls = 0;
-        }
-    }
-    cudaDeviceSynchronize(); /* (the zeroing ran on the legacy stream) */
+    sqz_gpu_bufs_forget(comm, key);
 }
 
 sqz_status_t sqz_comm_create_nccl(sqz_ctx_t *ctx, void *nccl_comm, sqz_comm_t **out)
@@ -438,6 +329,7 @@ sqz_status_t sqz_gpu_comm_create(sqz_ctx_t *ctx, const sqz_nccl_api_t *api, nccl
     };
     comm->gpu    = g;
     comm->device = &ops;
+    sqz_gpu_bufs_init(comm);
     api->CommCuDevice(g->nc, &g->device);
     int saved = -1;
     cudaGetDevice(&saved);
@@ -520,189 +412,6 @@ static sqz_status_t sqz_gpu_dense_call(sqz_comm_t *comm, const void *in, void *r
                   : sqz_gpu_dense(comm->gpu, in, recvbuf, count, dtype, op, s);
 }
 
-static void sqz_gpu_buf_free(sqz_gpu_buf_t *b)
-{
-    sqz_gpu_psgd_free(b->psgd);
-    b->psgd = NULL;
-    sqz_gpu_sra_free(b->sra);
-    b->sra = NULL;
-    free(b->adapt.levels);
-    b->adapt.levels = NULL;
-    if (NULL == b->compact) {
-        cudaFree(b->residual); /* (else it is the communicator's working area) */
-    }
-    cudaFree(b->compact);
-    cudaFree(b->payloads);
-    cudaFree(b->workspace);
-    cudaFree(b->full);
-    cudaFree(b->shared);
-    cudaFree(b->decoded);
-    cudaFree(b->ec_err);
-    sqz_gpu_dgc_free(b->dgc);
-    b->dgc      = NULL;
-    b->residual = NULL, b->compact = NULL, b->payloads = NULL, b->workspace = NULL, b->full = NULL;
-    b->shared = NULL, b->decoded = NULL, b->ec_err = NULL;
-}
-
-typedef struct sqz_gpu_carry {
-    struct sqz_gpu_comm *g;
-    float               *dst, *dst_shared; /* the new buffer's residual, ef21 estimator */
-    float               *dst_err;          /* and EControl's error, or NULL */
-    cudaStream_t         s;
-} sqz_gpu_carry_t;
-
-/* sqz_carry_fn of the GPU engine: stream-ordered device copies. */
-static void sqz_gpu_carry_residual(void *arg, uint64_t src_key, size_t src_count,
-                                   size_t src_offset, size_t dst_offset, size_t len)
-{
-    const sqz_gpu_carry_t *c = arg;
-    for (size_t i = 0; i < c->g->nbufs; i++) {
-        const sqz_gpu_buf_t *b = &c->g->bufs[i];
-        if (b->key == src_key && b->count == src_count && b->residual) {
-            cudaMemcpyAsync(c->dst + dst_offset, b->residual + src_offset, len * sizeof(float),
-                            cudaMemcpyDeviceToDevice, c->s);
-            cudaMemsetAsync(b->residual + src_offset, 0, len * sizeof(float), c->s);
-            if (c->dst_shared && b->shared) { /* (the same layers on every rank: G stays shared) */
-                cudaMemcpyAsync(c->dst_shared + dst_offset, b->shared + src_offset,
-                                len * sizeof(float), cudaMemcpyDeviceToDevice, c->s);
-                cudaMemsetAsync(b->shared + src_offset, 0, len * sizeof(float), c->s);
-            }
-            if (c->dst_err && b->ec_err) {
-                cudaMemcpyAsync(c->dst_err + dst_offset, b->ec_err + src_offset,
-                                len * sizeof(float), cudaMemcpyDeviceToDevice, c->s);
-                cudaMemsetAsync(b->ec_err + src_offset, 0, len * sizeof(float), c->s);
-            }
-            return;
-        }
-    }
-}
-
-int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s)
-{
-    struct sqz_gpu_comm *g = comm->gpu;
-    uint32_t             v = ok ? 1u : 0u;
-    if (cudaMemcpyAsync(g->d_agree, &v, sizeof v, cudaMemcpyHostToDevice, s) != cudaSuccess ||
-        g->nccl->AllReduce(g->d_agree, g->d_agree, 1, ncclUint32, ncclMin, g->nc, s) !=
-            ncclSuccess ||
-        cudaMemcpyAsync(&v, g->d_agree, sizeof v, cudaMemcpyDeviceToHost, s) != cudaSuccess ||
-        cudaStreamSynchronize(s) != cudaSuccess) {
-        cudaGetLastError();
-        return -1;
-    }
-    return v ? 1 : 0;
-}
-
-/* ------------------------------------------------------------------------------------------- */
-/* Checkpoints (sqz_state_io.c calls these through comm->device's state_save / state_load)      */
-/* ------------------------------------------------------------------------------------------- */
-/* Gives b its saved residual and counter, if the pending checkpoint holds them (stream order),
- * once: the record is then marked taken. */
-static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s)
-{
-    sqz_rbuf_t r = {g->pending, g->npending, 0, 0};
-    while (g->pending && r.off < r.len) {
-        sqz_gpu_saved_t rec;
-        const size_t    at = r.off;
-        if (!sqz_rbuf_get(&r, &rec, sizeof(rec))) {
-            return;
-        }
-        const size_t bytes  = (size_t)rec.count * sizeof(float);
-        const float *res    = rec.has_residual & 1 ? sqz_rbuf_take(&r, bytes) : NULL;
-        const float *shared = rec.has_residual & 2 ? sqz_rbuf_take(&r, bytes) : NULL;
-        const float *mom    = rec.has_residual & 4 ? sqz_rbuf_take(&r, bytes) : NULL;
-        const float *err    = rec.has_residual & 8 ? sqz_rbuf_take(&r, bytes) : NULL;
-        if (rec.key == b->key && rec.count == b->count && (sqz_dtype_t)rec.dtype == b->dtype) {
-            b->calls = rec.calls;
-            sqz_gpu_sra_forget(b->sra, s); /* (checkpoints hold the worker residuals only) */
-            if (res && b->compact) {
-                sqz_gpu_efstore_write(&g->efwork, g->ef_storage, b->compact, b->count, res, s);
-            } else if (res && b->residual) {
-                cudaMemcpyAsync(b->residual, res, bytes, cudaMemcpyHostToDevice, s);
-            }
-            if (shared && b->shared) {
-                cudaMemcpyAsync(b->shared, shared, bytes, cudaMemcpyHostToDevice, s);
-            }
-            float *const u = sqz_gpu_dgc_momentum(b->dgc);
-            if (mom && u) {
-                cudaMemcpyAsync(u, mom, bytes, cudaMemcpyHostToDevice, s);
-            }
-            if (err && b->ec_err) {
-                cudaMemcpyAsync(b->ec_err, err, bytes, cudaMemcpyHostToDevice, s);
-            }
-            cudaStreamSynchronize(s); /* (the host copies may go with the next load) */
-            /* Taken: a buffer made again later (after an eviction or a sweep) starts empty. */
-            const int32_t taken = -1;
-            memcpy(g->pending + at + offsetof(sqz_gpu_saved_t, dtype), &taken, sizeof(taken));
-            return;
-        }
-    }
-}
-
-static sqz_status_t sqz_gpu_state_save(sqz_comm_t *comm, sqz_wbuf_t *w)
-{
-    struct sqz_gpu_comm *g = comm->gpu;
-    if (g->psgd && g->nbufs > 0) {
-        SQZ_ERROR("sqz_state_save: GPU PowerSGD's device state (warm starts, ef21 estimators) "
-                  "cannot be checkpointed yet");
-        return SQZ_ERR_NOT_SUPPORTED;
-    }
-    float *host = NULL;
-    if (w->base) {
-        cudaSetDevice(g->device);
-        cudaDeviceSynchronize(); /* every call that may still write a residual */
-    }
-    sqz_status_t st = SQZ_OK;
-    for (size_t i = 0; SQZ_OK == st && i < g->nbufs; i++) {
-        const sqz_gpu_buf_t  *b   = &g->bufs[i];
-        const float *const    arrays[4] = {b->residual, b->shared, sqz_gpu_dgc_momentum(b->dgc),
-                                           b->ec_err};
-        const int             res = NULL != arrays[0] || NULL != b->compact;
-        const sqz_gpu_saved_t rec = {b->key, b->count, b->calls, (int32_t)b->dtype,
-                                     res | (NULL != arrays[1]) << 1 | (NULL != arrays[2]) << 2 |
-                                         (NULL != arrays[3]) << 3};
-        sqz_wbuf_put(w, &rec, sizeof(rec));
-        for (int a = 0; a < 4 && SQZ_OK == st; a++) {
-            if (NULL == arrays[a] && !(0 == a && b->compact)) {
-                continue;
-            }
-            if (w->base) {
-                float *h = realloc(host, b->count * sizeof(float));
-                st       = h ? SQZ_OK : SQZ_ERR_NO_MEMORY;
-                host     = h ? h : host;
-                if (h && 0 == a && b->compact) {
-                    st = sqz_gpu_efstore_read(&g->efwork, g->ef_storage, b->compact, b->count, h);
-                } else if (h && cudaSuccess != cudaMemcpy(h, arrays[a], b->count * sizeof(float),
-                                                          cudaMemcpyDeviceToHost)) {
-                    st = SQZ_ERR_CUDA;
-                }
-            }
-            sqz_wbuf_put(w, host, b->count * sizeof(float));
-        }
-    }
-    free(host);
-    /* The inter-host engine's buffers follow, in the same records (a load gives both the whole
-     * stream: each takes the records of its own buffers). */
-    return SQZ_OK == st && g->hier ? sqz_gpu_hier_state_save(g->hier, w) : st;
-}
-
-static sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t len)
-{
-    struct sqz_gpu_comm *g    = comm->gpu;
-    unsigned char       *copy = malloc(len ? len : 1);
-    if (NULL == copy) {
-        return SQZ_ERR_NO_MEMORY;
-    }
-    memcpy(copy, buf, len);
-    free(g->pending);
-    g->pending  = copy;
-    g->npending = len;
-    cudaSetDevice(g->device);
-    for (size_t i = 0; i < g->nbufs; i++) {
-        sqz_gpu_apply_pending(g, &g->bufs[i], NULL);
-    }
-    return g->hier ? sqz_gpu_hier_state_load(g->hier, buf, len) : SQZ_OK;
-}
-
 /* The plan of a compressed call of count elements (rs: a reduce-scatter; opt: the optimizer's
  * collective): the policy's (sqz_policy_plan) from the facts of this engine's codec.  The
  * scatter-reduce exchange (sqz_gpu_reduce_scatter.c) can carry a call when every chunk holds
@@ -721,278 +430,6 @@ static sqz_plan_t sqz_gpu_plan(const sqz_comm_t *comm, size_t count, sqz_dtype_t
                                 .dtype = dtype, .op = op, .memory = SQZ_MEMORY_DEVICE,
                                 .opt = opt, .key = key, .device = &d};
     return sqz_policy_plan(comm, &f);
-}
-
-int (*sqz_gpu_alloc_fails)(int rank, size_t count);
-
-/* After an allocation event of b (every rank has one at the same call): 1 when every rank
- * allocated, else b goes dense-only on every rank (its memory freed, the entry kept so that no
- * rank tries again alone); -1 when the agreement itself failed. */
-static int sqz_gpu_buf_agree(sqz_comm_t *comm, sqz_gpu_buf_t *b, int ok, cudaStream_t s)
-{
-    const int all = sqz_gpu_comm_agree(comm, ok, s);
-    if (0 == all) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank could not allocate device memory for a %zu-element "
-                                   "buffer: that buffer goes dense on every rank",
-                     b->count);
-        sqz_gpu_buf_free(b);
-        b->bytes      = 0;
-        b->dense_only = 1;
-    }
-    return all;
-}
-
-/* \return the state of (key, count, dtype), allocating it on first use.  A first use is a call
- * every rank makes: the ranks agree on whether all of them could allocate (one word, one stream
- * synchronization), and when one could not, the buffer goes dense on all (dense_only).  NULL only
- * when the agreement itself failed, or this rank's table of buffers could not grow (host memory:
- * the call goes dense on this rank alone). */
-static sqz_gpu_buf_t *sqz_gpu_buf_get(sqz_comm_t *comm, uint64_t key, size_t count,
-                                      sqz_dtype_t dtype, int rs, const sqz_plan_t *plan, int ef,
-                                      cudaStream_t s)
-{
-    const int ef21 = !comm->gpu->psgd && plan->transform;
-    struct sqz_gpu_comm *g = comm->gpu;
-    for (size_t i = 0; i < g->nbufs; i++) {
-        sqz_gpu_buf_t *b = &g->bufs[i];
-        if (b->key == key && b->count == count && b->dtype == dtype) {
-            if (rs && NULL == b->full && NULL == b->sra && !b->dense_only) {
-                /* The same key used by an all-reduce before: add the reduce-scatter scratch. */
-                const int ok = cudaMalloc(&b->full, count * sqz_gpu_dtype_size(dtype)) == cudaSuccess;
-                if (!ok) {
-                    cudaGetLastError();
-                    b->full = NULL;
-                }
-                if (sqz_gpu_buf_agree(comm, b, ok, s) < 0) {
-                    return NULL;
-                }
-                b->bytes += b->full ? count * sqz_gpu_dtype_size(dtype) : 0;
-            }
-            return b;
-        }
-    }
-    if (g->nbufs == g->capbufs) {
-        const size_t   cap   = g->capbufs ? 2 * g->capbufs : 16;
-        sqz_gpu_buf_t *grown = realloc(g->bufs, cap * sizeof(*grown));
-        if (NULL == grown) {
-            return NULL;
-        }
-        g->bufs    = grown;
-        g->capbufs = cap;
-    }
-    sqz_gpu_buf_t b   = {.key = key, .count = count, .dtype = dtype};
-    /* (a buffer's exchange is its first compressed call's) */
-    const int     sra = SQZ_ALGO_REDUCE_SCATTER == plan->algo;
-    b.pbytes          = sra ? 0 : sqz_gpu_payload_bytes(&g->params, count);
-    const size_t wb   = sra ? 0 : sqz_gpu_workspace_bytes(&g->params, count, dtype);
-    cudaError_t  ce   = cudaSuccess;
-    if (sra) {
-        ce = sqz_gpu_sra_create(&g->params, count, dtype, comm->nranks, comm->rank, rs, ef, s,
-                                &b.sra) == SQZ_OK
-                 ? cudaSuccess
-                 : cudaErrorMemoryAllocation;
-    } else {
-        ce = cudaMalloc(&b.payloads, b.pbytes * (size_t)comm->nranks);
-        if (ce == cudaSuccess) {
-            ce = cudaMalloc(&b.workspace, wb ? wb : 16);
-        }
-        if (ce == cudaSuccess && rs) {
-            ce = cudaMalloc(&b.full, count * sqz_gpu_dtype_size(dtype));
-        }
-    }
-    const int compact = ef && !ef21 && g->ef_storage != 0;
-    if (ce == cudaSuccess && compact) {
-        const size_t cb = sqz_gpu_res_compact_bytes(g->ef_storage, count);
-        ce              = cudaMalloc(&b.compact, cb);
-        if (ce == cudaSuccess) {
-            ce = cudaMemsetAsync(b.compact, 0, cb, s);
-        }
-        if (ce == cudaSuccess) {
-            ce = sqz_gpu_efwork_reserve(&g->efwork, count);
-        }
-    } else if (ce == cudaSuccess && ef) {
-        ce = cudaMalloc((void **)&b.residual, count * sizeof(float));
-        if (ce == cudaSuccess) {
-            ce = cudaMemsetAsync(b.residual, 0, count * sizeof(float), s);
-        }
-    }
-    if (ce == cudaSuccess && ef21) {
-        ce = cudaMalloc((void **)&b.shared, count * sizeof(float));
-        if (ce == cudaSuccess) {
-            ce = cudaMemsetAsync(b.shared, 0, count * sizeof(float), s);
-        }
-        if (ce == cudaSuccess) {
-            ce = cudaMalloc((void **)&b.decoded, count * sizeof(float) + 16);
-        }
-        if (ce == cudaSuccess && g->econtrol) {
-            ce = cudaMalloc((void **)&b.ec_err, count * sizeof(float));
-        }
-        if (ce == cudaSuccess && g->econtrol) {
-            ce = cudaMemsetAsync(b.ec_err, 0, count * sizeof(float), s);
-        }
-    }
-    if (ce == cudaSuccess && g->dgc && ef && !ef21 &&
-        SQZ_OK != sqz_gpu_dgc_create(&comm->ctx->p, count, s, &b.dgc)) {
-        ce = cudaErrorMemoryAllocation;
-    }
-    if (ce == cudaSuccess && sqz_gpu_alloc_fails && sqz_gpu_alloc_fails(comm->rank, count)) {
-        ce = cudaErrorMemoryAllocation; /* (a test's: what is allocated is freed below) */
-    }
-    if (ce != cudaSuccess) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "device memory for a %zu-element buffer: %s", count,
-                     cudaGetErrorString(ce));
-        cudaGetLastError(); /* clear the sticky-free error state of the failed allocation */
-    }
-    const int all = sqz_gpu_buf_agree(comm, &b, ce == cudaSuccess, s);
-    if (all <= 0) {
-        sqz_gpu_buf_free(&b);
-        if (all < 0) {
-            return NULL;
-        }
-        g->bufs[g->nbufs++] = b; /* dense_only: remembered, so no rank allocates alone later */
-        return &g->bufs[g->nbufs - 1];
-    }
-    const size_t res_bytes =
-        compact ? sqz_gpu_res_compact_bytes(g->ef_storage, count) : (ef ? count * 4 : 0);
-    b.bytes = sra ? sqz_gpu_sra_bytes(&g->params, count, dtype, comm->nranks, rs, ef) + res_bytes
-                  : b.pbytes * (size_t)comm->nranks + wb + res_bytes +
-                        (ef21 ? (g->econtrol ? 3 : 2) * count * 4 + 16 : 0) +
-                        (rs ? count * sqz_gpu_dtype_size(dtype) : 0);
-    b.bytes += b.dgc ? sqz_gpu_dgc_bytes(&comm->ctx->p, count) : 0;
-    if (b.residual) {
-        /* A new buffer (a rebuilt DDP bucket): take over its layers' residuals. */
-        const sqz_gpu_carry_t carry = {g, b.residual, b.shared, b.ec_err, s};
-        sqz_layout_carry(comm, key, count, sqz_gpu_carry_residual, (void *)&carry);
-    }
-    g->bufs[g->nbufs++] = b;
-    sqz_gpu_apply_pending(g, &g->bufs[g->nbufs - 1], s);
-    return &g->bufs[g->nbufs - 1];
-}
-
-/* The device bytes of a buffer as every rank counts them (PowerSGD's local probing plan left
- * out). */
-static size_t sqz_gpu_buf_bytes(const sqz_gpu_buf_t *b)
-{
-    return b->bytes + sqz_gpu_psgd_bytes(b->psgd, b->count, 0);
-}
-
-/* The device memory of every buffer, and of the hierarchy's reduce-scatter column, in the
- * context's state_bytes. */
-static void sqz_gpu_account(sqz_comm_t *comm)
-{
-    size_t bytes = sqz_gpu_hier_scratch_bytes(comm->gpu->hier) +
-                   sqz_gpu_efwork_bytes(&comm->gpu->efwork);
-    for (size_t i = 0; i < comm->gpu->nbufs; i++) {
-        const sqz_gpu_buf_t *b = &comm->gpu->bufs[i];
-        bytes += b->bytes + sqz_gpu_psgd_bytes(b->psgd, b->count, 1);
-    }
-    sqz_comm_account_state(comm, bytes);
-}
-
-/* SQZ_STATE_MAX_BYTES on device buffers, as the host store keeps it: beyond the bound the least
- * recently used buffers other than `keep` are freed (residuals and estimators dropped, counted
- * in state_evictions).  Everything it reads (each buffer's bytes as every rank counts them, the
- * order of the buffers' last calls) is the same on every rank as long as the ranks hold the same
- * buffers, which the call identities (sqz_identity.h: slots the same on every rank) and the
- * agreed allocations give; so every rank frees the same buffers, and their next calls
- * allocate, and agree on it, together.  An eviction synchronizes the device once (a call in
- * flight may still use the memory): a bound below the job's working set costs that at every
- * call.  \return keep, wherever it lies now. */
-static sqz_gpu_buf_t *sqz_gpu_evict_lru(sqz_comm_t *comm, sqz_gpu_buf_t *keep)
-{
-    struct sqz_gpu_comm *const g   = comm->gpu;
-    const size_t               max = comm->ctx->p.state_max_bytes;
-    size_t                     total = 0;
-    uint64_t                   evicted = 0;
-    for (size_t i = 0; max > 0 && i < g->nbufs; i++) {
-        total += sqz_gpu_buf_bytes(&g->bufs[i]);
-    }
-    while (max > 0 && total > max) {
-        sqz_gpu_buf_t *lru = NULL;
-        for (size_t i = 0; i < g->nbufs; i++) {
-            sqz_gpu_buf_t *b = &g->bufs[i];
-            if (b != keep && sqz_gpu_buf_bytes(b) > 0 &&
-                (NULL == lru || b->last_use < lru->last_use)) {
-                lru = b;
-            }
-        }
-        if (NULL == lru) {
-            break;
-        }
-        if (0 == evicted++) {
-            cudaDeviceSynchronize(); /* (calls in flight may still use its memory) */
-        }
-        total -= sqz_gpu_buf_bytes(lru);
-        sqz_gpu_buf_free(lru);
-        *lru = g->bufs[--g->nbufs];
-        keep = keep == &g->bufs[g->nbufs] ? lru : keep;
-    }
-    sqz_identity_count(comm, 0, evicted);
-    return keep;
-}
-
-/* sqz_identity_sweep's eviction callback: a stale slot's device memory goes, once the device has
- * finished every call that may still read it. */
-static void sqz_gpu_evict_slot(void *arg, uint64_t id)
-{
-    struct sqz_gpu_comm *g = ((sqz_comm_t *)arg)->gpu;
-    for (size_t i = 0; i < g->nbufs;) {
-        if (g->bufs[i].key == id) {
-            cudaDeviceSynchronize();
-            sqz_gpu_buf_free(&g->bufs[i]);
-            g->bufs[i] = g->bufs[--g->nbufs];
-        } else {
-            i++;
-        }
-    }
-}
-
-/* The buffer state (key, count, dtype), or NULL. */
-static sqz_gpu_buf_t *sqz_gpu_buf_find(struct sqz_gpu_comm *g, uint64_t key, size_t count,
-                                       sqz_dtype_t dtype)
-{
-    for (size_t i = 0; i < g->nbufs; i++) {
-        if (g->bufs[i].key == key && g->bufs[i].count == count && g->bufs[i].dtype == dtype) {
-            return &g->bufs[i];
-        }
-    }
-    return NULL;
-}
-
-/* The identity of a call with key 0 (sqz_identity.h): its slot's key and counter.  A fresh slot
- * whose heir (the slot that last used this address here) has device state takes it over whole:
- * its residual and workspace follow the buffer. */
-static sqz_status_t sqz_gpu_identity(sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, int rs,
-                                     const void *addr, cudaStream_t s, uint64_t *key,
-                                     uint64_t *seq)
-{
-    struct sqz_gpu_comm *g = comm->gpu;
-    sqz_call_identity_t  id;
-    uint64_t             dropped = 0;
-    SQZ_CHECK(sqz_identity_place(comm, sqz_identity_sig(count, dtype, rs), addr, &id));
-    *key                  = id.key;
-    *seq                  = id.seq;
-    /* PowerSGD's device state (warm starts, ef21 estimators) and ef21's shared estimator must be
-     * the same on every rank: only the other buffers (a residual of this rank's own) follow an
-     * address. */
-    sqz_gpu_buf_t *heir = id.heir_of && !g->psgd && !g->ef21
-                              ? sqz_gpu_buf_find(g, id.heir_of, count, dtype)
-                                                  : NULL;
-    if (heir && NULL == sqz_gpu_buf_find(g, id.key, count, dtype)) {
-        heir->key = id.key;
-    } else if (id.uncertain) {
-        dropped++;
-    }
-    sqz_gpu_buf_t *b = id.moved_ambiguous ? sqz_gpu_buf_find(g, id.key, count, dtype) : NULL;
-    if (b && (b->residual || b->compact)) {
-        sqz_gpu_zero_residual(g, b, s);
-        dropped++;
-    }
-    sqz_identity_count(comm, dropped, 0);
-    if (id.sweep) {
-        sqz_identity_sweep(comm, sqz_gpu_evict_slot, comm); /* (after the heir's takeover) */
-    }
-    return SQZ_OK;
 }
 
 sqz_status_t sqz_allreduce_async(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
@@ -1038,7 +475,8 @@ typedef struct sqz_gpu_call {
     size_t         count;
     sqz_dtype_t    dtype;
     sqz_op_t       op;
-    uint64_t       key;
+    uint64_t       key;      /* the buffer's: the API key or its call-sequence slot */
+    uint64_t       seq;      /* the buffer's call counter (sqz_call_state) */
     cudaStream_t   s;
 } sqz_gpu_call_t;
 
@@ -1061,7 +499,7 @@ static sqz_status_t sqz_gpu_run_psgd(const sqz_gpu_call_t *c, sqz_call_stats_t *
     const size_t               esz   = sqz_gpu_dtype_size(c->dtype);
     const double               t0    = sqz_time_now();
     const float                scale = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f;
-    const uint64_t             seq   = b->calls++;
+    const uint64_t             seq   = c->seq;
     if ((int64_t)seq < g->psgd_cfg.start && SQZ_GPU_PSGD_EF21 != g->psgd_cfg.ef) {
         return sqz_gpu_call_dense(c, 'w', cst);
     }
@@ -1143,10 +581,8 @@ static sqz_status_t sqz_gpu_run_exchange(const sqz_gpu_call_t *c, sqz_call_stats
     const double               t0   = sqz_time_now();
     /* (randk draws its positions from the key: the same on every rank) */
     const int      who  = sqz_gpu_shared_key(&g->params) ? 0 : comm->rank;
-    const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ b->key, who, b->calls,
-                                                    0);
+    const uint32_t rkey = (uint32_t)sqz_pu_seed_key((uint64_t)ctx->p.seed ^ c->key, who, c->seq, 0);
     unsigned char *mine = (unsigned char *)b->payloads + (size_t)comm->rank * b->pbytes;
-    b->calls++;
     sqz_status_t st = b->ec_err ? sqz_gpu_econtrol_begin(b->residual, b->ec_err,
                                                          (float)ctx->p.econtrol_eta, c->count, c->s)
                                 : SQZ_OK;
@@ -1208,8 +644,8 @@ static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *c
              .residual        = c->b->residual,
              .out             = c->rs_out ? c->rs_out : c->recvbuf,
              .scale           = c->op == SQZ_OP_AVG ? 1.0f / (float)comm->nranks : 1.0f,
-             .seed            = (uint64_t)ctx->p.seed ^ c->b->key,
-             .seq             = c->b->calls++,
+             .seed            = (uint64_t)ctx->p.seed ^ c->key,
+             .seq             = c->seq,
              .nonfinite_calls = g->d_nonfinite,
              .s               = c->s,
     };
@@ -1303,6 +739,78 @@ static sqz_status_t sqz_gpu_run_hier(sqz_comm_t *comm, const void *in, void *rec
     return st;
 }
 
+/* DGC's message (the compressor sees it, fp32; the momentum is committed after the exchange,
+ * unless some rank was not finite) and the damping, where the plan and the buffer have them,
+ * then the exchange. */
+static sqz_status_t sqz_gpu_run_corrected(sqz_gpu_call_t *call, const sqz_plan_t *plan,
+                                         sqz_call_stats_t *cst)
+{
+    sqz_comm_t *const    comm = call->comm;
+    sqz_gpu_buf_t *const b    = call->b;
+    if (b->dgc && plan->dgc) {
+        const float       *msg = NULL;
+        const sqz_status_t st  = sqz_gpu_dgc_begin(b->dgc, &comm->ctx->p, comm->nranks, call->in,
+                                                   call->dtype, call->s, &msg);
+        if (SQZ_OK != st) {
+            SQZ_ERROR("GPU DGC message: %s", sqz_status_string(st));
+            return st;
+        }
+        call->in = msg, call->in_dtype = SQZ_DTYPE_FLOAT32, call->dgc = 1;
+    }
+    /* (a buffer of ef21's, met by a call of classic error feedback, holds estimators there) */
+    call->damp = plan->damp && !comm->gpu->psgd && NULL == b->shared &&
+                 (b->residual || b->compact);
+    return sqz_gpu_run_compressed(call, cst);
+}
+
+/* A call the plan compresses (comm->lock held, the device current): its buffer from the
+ * communicator's state store (sqz_call_state: by key or call sequence; a new one allocated on
+ * every rank through sqz_gpu_buf_ready), then the warm-up and the buffer's reasons to go dense
+ * (some rank could not allocate it; its exchange is a reduce-scatter's and the call an
+ * all-reduce, or the reverse), else the compressed exchange. */
+static sqz_status_t sqz_gpu_run_buffer(sqz_gpu_call_t *call, sqz_plan_t *plan, int opt)
+{
+    sqz_comm_t *const          comm = call->comm;
+    struct sqz_gpu_comm *const g    = comm->gpu;
+    const int                  rs   = NULL != call->rs_out;
+    const sqz_gpu_need_t       need = {.comm = comm, .count = call->count, .dtype = call->dtype,
+                                       .rs = rs, .ef = g->psgd ? g->ef : SQZ_EF_NONE != plan->ef,
+                                       .plan = plan, .s = call->s};
+    /* (PowerSGD's device state and ef21's estimators are the same on every rank: nothing of
+     * them follows an address) */
+    const sqz_state_query_t q = {.key = call->key, .count = call->count,
+                                 .sig = sqz_identity_sig(call->count, call->dtype, rs),
+                                 .addr = rs ? call->rs_out : call->recvbuf,
+                                 .shared = g->psgd || g->ef21, .ready = sqz_gpu_buf_ready,
+                                 .ready_arg = (void *)&need};
+    sqz_buf_state_t *bs = NULL;
+    g->stream           = call->s;
+    sqz_status_t st     = sqz_call_state(comm, &q, &bs, &call->seq);
+    g->stream           = 0;
+    if (SQZ_OK != st) {
+        SQZ_ERROR("the ranks could not agree on a buffer's identity or device memory");
+        return st;
+    }
+    sqz_gpu_buf_t *const b = bs ? bs->ext : NULL;
+    call->b                = b;
+    call->key              = bs ? bs->key : call->key;
+    if (b) {
+        sqz_policy_plan_warm(comm, plan, call->seq, opt);
+    }
+    /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
+    const int warm  = b && plan->warm && !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
+    const int other = b && b->sra && sqz_gpu_sra_is_rs(b->sra) != rs;
+    sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
+    if (NULL == b || warm || b->dense_only || other) {
+        return sqz_gpu_call_dense(call, warm ? 'w' : 'f', &cst);
+    }
+    call->out = rs ? b->full : call->recvbuf;
+    st        = sqz_gpu_run_corrected(call, plan, &cst);
+    /* (PowerSGD's plan grows at its first calls) */
+    sqz_state_set_ext(&comm->store, bs, b, sqz_gpu_buf_bytes(b));
+    return st;
+}
+
 static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
                                 void *stream, void *rs_out, unsigned flags)
@@ -1335,7 +843,6 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
      * only, a reduce-scatter and the optimizer's collective keep classic error feedback (and
      * with it the scatter-reduce's first phase).  (PowerSGD: its own error feedback.) */
     sqz_plan_t plan = sqz_gpu_plan(comm, count, dtype, op, NULL != rs_out, opt, key);
-    const int  ef   = g->psgd ? g->ef : SQZ_EF_NONE != plan.ef;
     if (!hier && SQZ_ALGO_DENSE_SWITCH == plan.algo) {
         /* (the residual, if any, waits for the next compressed call) */
         /* (no prediction in the stats: the call is enqueued, its exchange time is not seen
@@ -1352,66 +859,15 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     if (saved != g->device) {
         cudaSetDevice(g->device);
     }
-    sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
-    sqz_status_t     st  = SQZ_OK;
+    sqz_status_t st;
     if (hier) {
         st = sqz_gpu_run_hier(comm, in, recvbuf, rs_out, count, dtype, op, key, s);
-        goto out;
+    } else {
+        sqz_gpu_call_t call = {.comm = comm, .in = in, .in_dtype = dtype, .data = in,
+                               .recvbuf = recvbuf, .rs_out = rs_out, .count = count,
+                               .dtype = dtype, .op = op, .key = key, .s = s};
+        st = sqz_gpu_run_buffer(&call, &plan, opt);
     }
-    const int        automatic = 0 == key;
-    uint64_t         aseq      = 0;
-    if (automatic) {
-        st = sqz_gpu_identity(comm, count, dtype, rs_out != NULL, rs_out ? rs_out : recvbuf, s,
-                              &key, &aseq);
-    }
-    sqz_gpu_buf_t *b = SQZ_OK == st ? sqz_gpu_buf_get(comm, key, count, dtype, rs_out != NULL,
-                                                      &plan, ef, s)
-                                    : NULL;
-    if (b) {
-        /* The buffer's counter: the call sequence's for an intercepted call, its own else. */
-        b->calls    = automatic ? aseq : b->calls;
-        b->last_use = ++g->tick;
-        b           = sqz_gpu_evict_lru(comm, b);
-    }
-    st = SQZ_ERR_TRANSPORT == st ? st : SQZ_OK;
-    if (SQZ_OK != st) {
-        SQZ_ERROR("the ranks could not agree on a buffer's identity");
-        goto out;
-    }
-    /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
-    if (b) {
-        sqz_policy_plan_warm(comm, &plan, b->calls, opt);
-    }
-    const int warm = b != NULL && plan.warm && !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
-    /* A buffer's exchange is fixed by its first call: the other kind of call on it goes dense. */
-    const int other = b != NULL && b->sra != NULL && sqz_gpu_sra_is_rs(b->sra) != (rs_out != NULL);
-    if (NULL == b || warm || b->dense_only || other) {
-        if (b) {
-            b->calls++;
-        }
-        sqz_stats_record(ctx, ctx->method_index, warm ? 'w' : 'f', count * esz, &cst);
-        st = sqz_gpu_dense_call(comm, in, recvbuf, rs_out, count, dtype, op, s);
-        goto out;
-    }
-    sqz_gpu_call_t call = {.comm = comm, .b = b, .in = in, .in_dtype = dtype, .data = in,
-                           .recvbuf = recvbuf, .rs_out = rs_out,
-                           .out = rs_out ? b->full : recvbuf, .count = count, .dtype = dtype,
-                           .op = op, .key = key, .s = s};
-    if (b->dgc && plan.dgc) {
-        /* DGC: the compressor sees the message (fp32); the momentum is committed after the
-         * exchange, unless some rank was not finite. */
-        const float *msg = NULL;
-        st               = sqz_gpu_dgc_begin(b->dgc, &ctx->p, comm->nranks, in, dtype, s, &msg);
-        if (SQZ_OK != st) {
-            SQZ_ERROR("GPU DGC message: %s", sqz_status_string(st));
-            goto out;
-        }
-        call.in = msg, call.in_dtype = SQZ_DTYPE_FLOAT32, call.dgc = 1;
-    }
-    /* (a buffer of ef21's, met by a call of classic error feedback, holds estimators there) */
-    call.damp = plan.damp && !g->psgd && NULL == b->shared && (b->residual || b->compact);
-    st = sqz_gpu_run_compressed(&call, &cst);
-out:
     sqz_gpu_account(comm);
     if (saved >= 0 && saved != g->device) {
         cudaSetDevice(saved);

@@ -223,6 +223,8 @@ typedef struct job {
     int                 nranks, rs, nsteps;
     int                 hosts;   /* > 0: emulated hosts (SQZ_HOST_ID), SQZ_HIER's GPU form */
     int                 no_nan;  /* no NaN step */
+    int                 moving;  /* intercepted calls (key 0); every rank but 0 moves its
+                                    buffers at every step (test_moving) */
     int                 ckpt_at; /* > 0: every rank checkpoints after this many steps, and a new
                                     communicator resumes from the checkpoint */
     sqz_dtype_t         dtype;
@@ -245,7 +247,8 @@ static sqz_status_t run_steps(job_t *j, int rank, sqz_comm_t *comm, int from, in
     void          *din = dalloc(n * esz), *dout = dalloc(on * esz);
     cudaStream_t   s;
     CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-    sqz_status_t st = SQZ_OK;
+    sqz_status_t   st  = SQZ_OK;
+    const uint64_t key = j->moving ? 0 : KEY;
     for (int step = from; SQZ_OK == st && step < to; step++) {
         for (size_t i = 0; i < n; i++) {
             put(h, i, input(rank, step, i), j->dtype);
@@ -253,12 +256,19 @@ static sqz_status_t run_steps(job_t *j, int rank, sqz_comm_t *comm, int from, in
         if (step == NAN_AT && rank == j->nranks - 1 && !j->no_nan) {
             put(h, NAN_EL, NAN, j->dtype);
         }
-        CU(cudaMemcpyAsync(din, h, n * esz, cudaMemcpyHostToDevice, s));
-        st = j->rs ? sqz_reduce_scatter_async(comm, din, dout, on, j->dtype, SQZ_OP_AVG, KEY, s)
-                   : sqz_allreduce_async(comm, din, dout, n, j->dtype, SQZ_OP_SUM, KEY, s);
-        CU(cudaMemcpyAsync(j->out[rank] + (size_t)step * on * esz, dout, on * esz,
+        /* (moving: a new allocation at a step-dependent offset, so that no address repeats) */
+        const size_t   span = (n * esz + 255) / 256 * 256, pad = 256 * (size_t)(step % 13);
+        unsigned char *blk  = j->moving && rank > 0 ? dalloc(pad + span + on * esz) : NULL;
+        void          *sin  = blk ? blk + pad : din, *sout = blk ? blk + pad + span : dout;
+        CU(cudaMemcpyAsync(sin, h, n * esz, cudaMemcpyHostToDevice, s));
+        st = j->rs ? sqz_reduce_scatter_async(comm, sin, sout, on, j->dtype, SQZ_OP_AVG, key, s)
+                   : sqz_allreduce_async(comm, sin, sout, n, j->dtype, SQZ_OP_SUM, key, s);
+        CU(cudaMemcpyAsync(j->out[rank] + (size_t)step * on * esz, sout, on * esz,
                            cudaMemcpyDeviceToHost, s));
         CU(cudaStreamSynchronize(s));
+        if (blk) {
+            CU(cudaFree(blk));
+        }
     }
     CU(cudaStreamDestroy(s));
     cudaFree(din), cudaFree(dout), free(h);
@@ -568,6 +578,29 @@ static void test_engine(sqz_device_group_t *grp, int nranks)
                 run_job(&j, what);
             }
         }
+    }
+}
+
+/* Intercepted calls (key 0) whose buffers move at every step on every rank but rank 0, which
+ * keeps one address: while the call sequence learns, rank 0's fresh slots find an heir by address
+ * (the slot that last used it) and take over its residual, the others' find none.  Every rank
+ * must still allocate each new slot's buffer and agree on it at the same call: before session 16
+ * an heir's whole device buffer moved to the new slot on rank 0 alone, which then skipped the
+ * agreement the other ranks made, and the ranks' NCCL calls went out of step.  Replicas stay
+ * identical; residuals the other ranks could not claim are dropped (no "nothing lost" check). */
+static void test_moving(sqz_device_group_t *grp, int nranks)
+{
+    static const method_t moving[] = {
+        {"quant8 moving buffers", m_q8, .compressed = 1, .sra = 1},
+        {"topk moving buffers", m_topk, .compressed = 1},
+    };
+    for (size_t m = 0; m < sizeof(moving) / sizeof(moving[0]); m++) {
+        job_t j  = {.grp = grp, .m = &moving[m], .nranks = nranks, .no_nan = 1, .moving = 1,
+                    .dtype = SQZ_DTYPE_FLOAT32, .nsteps = S_IN + S_FLUSH};
+        j.count  = (size_t)nranks * 4096 + 37;
+        char what[128];
+        snprintf(what, sizeof(what), "N=%d %s", nranks, moving[m].name);
+        run_job(&j, what);
     }
 }
 
@@ -982,7 +1015,7 @@ static void test_transport(sqz_device_group_t *grp, int nranks)
 
 int main(int argc, char **argv)
 {
-    /* --bound: the state bound and the allocation failure cases alone */
+    /* --bound: the state bound, allocation failure and moving buffer cases alone */
     const int bound_only = argc > 1 && 0 == strcmp(argv[1], "--bound");
     int       ndev       = 0;
     if (cudaSuccess != cudaGetDeviceCount(&ndev) || 0 == ndev || !sqz_gpu_built()) {
@@ -1004,6 +1037,7 @@ int main(int argc, char **argv)
         if (bound_only) {
             test_state_bound(grp, sizes[k]);
             test_alloc_fails(grp, sizes[k]);
+            test_moving(grp, sizes[k]);
             sqz_device_group_destroy(grp);
             continue;
         }
@@ -1014,6 +1048,7 @@ int main(int argc, char **argv)
         test_engine(grp, sizes[k]);
         test_state_bound(grp, sizes[k]);
         test_alloc_fails(grp, sizes[k]);
+        test_moving(grp, sizes[k]);
         if (sizes[k] > 2) {
             test_dense_switch(grp, sizes[k]);
         }
