@@ -412,24 +412,25 @@ static sqz_status_t sqz_gpu_dense_call(sqz_comm_t *comm, const void *in, void *r
                   : sqz_gpu_dense(comm->gpu, in, recvbuf, count, dtype, op, s);
 }
 
-/* The plan of a compressed call of count elements (rs: a reduce-scatter; opt: the optimizer's
- * collective): the policy's (sqz_policy_plan) from the facts of this engine's codec.  The
+/* The facts of a call, what every rank knows of it (rs: a reduce-scatter; opt: the optimizer's
+ * collective), for the policy's admission and plan, with this engine's codec's sizes in *d: the
  * scatter-reduce exchange (sqz_gpu_reduce_scatter.c) can carry a call when every chunk holds
  * elements and the method is not powersgd (the policy adds: nor does ef21 run it). */
-static sqz_plan_t sqz_gpu_plan(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype,
-                               sqz_op_t op, int rs, int opt, uint64_t key)
+static sqz_call_facts_t sqz_gpu_facts(const sqz_comm_t *comm, size_t count, sqz_dtype_t dtype,
+                                      sqz_op_t op, int rs, int opt, uint64_t key,
+                                      sqz_device_call_t *d)
 {
     const struct sqz_gpu_comm *g = comm->gpu;
-    sqz_device_call_t          d = {.bytes = count * sqz_gpu_dtype_size(dtype), .rs = rs};
-    if (!g->psgd) {
-        d.sra_ok   = sqz_gpu_sra_applies(count, comm->nranks, rs);
-        d.sra_sent = d.sra_ok ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs) : 0.0;
-        d.ag_sent  = (double)(comm->nranks - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
+    *d = (sqz_device_call_t){.bytes = count * sqz_gpu_dtype_size(dtype), .rs = rs};
+    if (g->enabled && !g->psgd) {
+        d->sra_ok   = sqz_gpu_sra_applies(count, comm->nranks, rs);
+        d->sra_sent = d->sra_ok ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
+                                : 0.0;
+        d->ag_sent = (double)(comm->nranks - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
     }
-    const sqz_call_facts_t f = {.count = count, .block = rs ? count / (size_t)comm->nranks : 0,
-                                .dtype = dtype, .op = op, .memory = SQZ_MEMORY_DEVICE,
-                                .opt = opt, .key = key, .device = &d};
-    return sqz_policy_plan(comm, &f);
+    return (sqz_call_facts_t){.count = count, .block = rs ? count / (size_t)comm->nranks : 0,
+                              .dtype = dtype, .op = op, .memory = SQZ_MEMORY_DEVICE, .opt = opt,
+                              .key = key, .device = d};
 }
 
 sqz_status_t sqz_allreduce_async(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
@@ -695,17 +696,14 @@ static sqz_status_t sqz_gpu_run_compressed(const sqz_gpu_call_t *c, sqz_call_sta
 /* Whether the call is compressed at all: the policy's answer (sqz_policy_admit; rs: a
  * reduce-scatter; opt: the optimizer-side collective, which ignores SQZ_MIN_BYTES), and what only
  * this engine knows, the same on every rank: CUDA graph capture, its codec's sizes. */
-static int sqz_gpu_eligible(sqz_comm_t *comm, size_t count, sqz_dtype_t dtype, sqz_op_t op,
-                            int rs, int opt, cudaStream_t s)
+static int sqz_gpu_eligible(sqz_comm_t *comm, const sqz_call_facts_t *f, cudaStream_t s)
 {
     const struct sqz_gpu_comm *g = comm->gpu;
-    const sqz_call_facts_t f = {.count = count, .block = rs ? count / (size_t)comm->nranks : 0,
-                                .dtype = dtype, .op = op, .memory = SQZ_MEMORY_DEVICE, .opt = opt};
-    if (!g->enabled || !sqz_policy_admit(comm, &f)) {
+    if (!g->enabled || !sqz_policy_admit(comm, f)) {
         return 0;
     }
     /* (a plugin's device operations decline a size with payload_bytes 0: compressor_v2.h) */
-    if (!g->psgd && 0 == sqz_gpu_payload_bytes(&g->params, count)) {
+    if (!g->psgd && 0 == sqz_gpu_payload_bytes(&g->params, f->count)) {
         return 0;
     }
     /* Under CUDA graph capture the workspace cannot be allocated and the call could not be
@@ -830,7 +828,10 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         return SQZ_OK;
     }
     const int opt = 0 != (flags & SQZ_GPU_OPTIMIZER);
-    if (!sqz_gpu_eligible(comm, count, dtype, op, rs_out != NULL, opt, s)) {
+    sqz_device_call_t      dev;
+    const sqz_call_facts_t facts =
+        sqz_gpu_facts(comm, count, dtype, op, NULL != rs_out, opt, key, &dev);
+    if (!sqz_gpu_eligible(comm, &facts, s)) {
         sqz_comm_count_passthrough(comm);
         if (NULL != ctx->device_declined && !g->enabled) {
             __atomic_fetch_add(&ctx->calls_declined, 1, __ATOMIC_RELAXED);
@@ -842,7 +843,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
     /* This call's plan, the policy's as on the host: EF21 (and econtrol) transform all-reduces
      * only, a reduce-scatter and the optimizer's collective keep classic error feedback (and
      * with it the scatter-reduce's first phase).  (PowerSGD: its own error feedback.) */
-    sqz_plan_t plan = sqz_gpu_plan(comm, count, dtype, op, NULL != rs_out, opt, key);
+    sqz_plan_t plan = sqz_policy_plan(comm, &facts);
     if (!hier && SQZ_ALGO_DENSE_SWITCH == plan.algo) {
         /* (the residual, if any, waits for the next compressed call) */
         /* (no prediction in the stats: the call is enqueued, its exchange time is not seen
