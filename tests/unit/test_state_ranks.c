@@ -31,7 +31,9 @@
 typedef struct job {
     sqz_thread_group_t *g;
     const char         *kv[16];
-    float              *out[P]; /* KEYS * ROUNDS outputs */
+    int                 calls;       /* per rank: call c reduces fill(rank, c) ... */
+    uint64_t            key0, nkeys; /* ... under key key0 + c % nkeys */
+    float              *out[P];      /* `calls` outputs */
     sqz_stats_t         stats[P];
     sqz_status_t        st[P];
 } job_t;
@@ -44,18 +46,24 @@ static void fill(float *x, int rank, int call)
     }
 }
 
+/* The rank a test makes run out of memory, and the call (sqz_state_alloc_fails's view). */
+static _Thread_local int tl_rank = -1, tl_call = -1;
+
 static void rank_main(int rank, void *arg)
 {
     job_t      *j = arg;
     sqz_ctx_t  *ctx;
     sqz_comm_t *comm = sqz_thread_comm(j->g, rank, j->kv, &ctx);
     float      *x    = malloc(N * sizeof(float));
+    tl_rank          = rank;
     j->st[rank]      = SQZ_OK;
-    for (int c = 0; SQZ_OK == j->st[rank] && c < KEYS * ROUNDS; c++) {
+    for (int c = 0; SQZ_OK == j->st[rank] && c < j->calls; c++) {
         fill(x, rank, c);
+        tl_call     = c;
         j->st[rank] = sqz_allreduce(comm, x, j->out[rank] + (size_t)c * N, N, SQZ_DTYPE_FLOAT32,
-                                    SQZ_OP_SUM, 100 + (uint64_t)(c % KEYS));
+                                    SQZ_OP_SUM, j->key0 + (uint64_t)c % j->nkeys);
     }
+    tl_call = -1;
     sqz_stats_get(ctx, &j->stats[rank]);
     free(x);
     sqz_comm_destroy(comm);
@@ -66,7 +74,7 @@ static void rank_main(int rank, void *arg)
 static void run(sqz_thread_group_t *g, const char *method, const char *ef, const char *bound,
                 sqz_stats_t *rank0)
 {
-    job_t  j  = {.g = g};
+    job_t  j  = {.g = g, .calls = KEYS * ROUNDS, .key0 = 100, .nkeys = KEYS};
     size_t kv = 0;
     const char *const base[] = {"SQZ_METHOD", method, "SQZ_EF", ef, "SQZ_WARMUP_STEPS", "0",
                                 "SQZ_MIN_BYTES", "0", "SQZ_LOG", "error", NULL};
@@ -111,7 +119,6 @@ static void run(sqz_thread_group_t *g, const char *method, const char *ef, const
 #define FAIL_RANK 2
 #define FAIL_CALL 3
 #define CALLS     6
-static _Thread_local int tl_rank = -1, tl_call = -1;
 
 static int fail_one_rank(size_t n)
 {
@@ -119,39 +126,17 @@ static int fail_one_rank(size_t n)
     return FAIL_RANK == tl_rank && FAIL_CALL == tl_call;
 }
 
-static void oom_rank(int rank, void *arg)
-{
-    job_t      *j = arg;
-    sqz_ctx_t  *ctx;
-    sqz_comm_t *comm = sqz_thread_comm(j->g, rank, j->kv, &ctx);
-    float      *x    = malloc(N * sizeof(float));
-    tl_rank          = rank;
-    j->st[rank]      = SQZ_OK;
-    for (int c = 0; SQZ_OK == j->st[rank] && c < CALLS; c++) {
-        fill(x, rank, c);
-        tl_call = c;
-        /* (a new key each call: each call allocates its residual) */
-        j->st[rank] = sqz_allreduce(comm, x, j->out[rank] + (size_t)c * N, N, SQZ_DTYPE_FLOAT32,
-                                    SQZ_OP_SUM, 500 + (uint64_t)c);
-    }
-    tl_call = -1;
-    sqz_stats_get(ctx, &j->stats[rank]);
-    free(x);
-    sqz_comm_destroy(comm);
-    sqz_ctx_destroy(ctx);
-}
-
 static void run_oom(sqz_thread_group_t *g, const char *method, job_t *j)
 {
     const char *const kv[] = {"SQZ_METHOD", method, "SQZ_EF", "ef14", "SQZ_WARMUP_STEPS", "0",
                               "SQZ_MIN_BYTES", "0", "SQZ_LOG", "error", NULL};
-    memset(j, 0, sizeof(*j));
-    j->g = g;
+    /* (a new key each call: each call allocates its residual) */
+    *j = (job_t){.g = g, .calls = CALLS, .key0 = 500, .nkeys = CALLS};
     memcpy(j->kv, kv, sizeof(kv));
     for (int r = 0; r < P; r++) {
         j->out[r] = calloc((size_t)CALLS * N, sizeof(float));
     }
-    sqz_thread_run(P, oom_rank, j);
+    sqz_thread_run(P, rank_main, j);
 }
 
 static void test_out_of_memory(sqz_thread_group_t *g, const char *method)
