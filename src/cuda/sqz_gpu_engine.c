@@ -755,9 +755,7 @@ static sqz_status_t sqz_gpu_run_corrected(sqz_gpu_call_t *call, const sqz_plan_t
         }
         call->in = msg, call->in_dtype = SQZ_DTYPE_FLOAT32, call->dgc = 1;
     }
-    /* (a buffer of ef21's, met by a call of classic error feedback, holds estimators there) */
-    call->damp = plan->damp && !comm->gpu->psgd && NULL == b->shared &&
-                 (b->residual || b->compact);
+    call->damp = plan->damp && !comm->gpu->psgd && (b->residual || b->compact);
     return sqz_gpu_run_compressed(call, cst);
 }
 
@@ -797,7 +795,12 @@ static sqz_status_t sqz_gpu_run_buffer(sqz_gpu_call_t *call, sqz_plan_t *plan, i
     }
     /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
     const int warm  = b && plan->warm && !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
-    const int other = b && b->sra && sqz_gpu_sra_is_rs(b->sra) != rs;
+    /* A buffer keeps the exchange and error feedback of its first compressed call: a call of
+     * the other kind (a scatter-reduce buffer's other collective; a buffer with ef21's shared
+     * estimator met by a call of classic error feedback, or the reverse) goes dense. */
+    const int ef21  = !g->psgd && plan->transform;
+    const int other = b && ((b->sra && sqz_gpu_sra_is_rs(b->sra) != rs) ||
+                            (!g->psgd && (NULL != b->shared) != ef21));
     sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
     if (NULL == b || warm || b->dense_only || other) {
         return sqz_gpu_call_dense(call, warm ? 'w' : 'f', &cst);

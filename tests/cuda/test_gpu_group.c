@@ -581,6 +581,89 @@ static void test_engine(sqz_device_group_t *grp, int nranks)
     }
 }
 
+/* One key, all-reduces and reduce-scatters in turn under SQZ_EF=ef21 (quant, 4 bits): the first
+ * call (an all-reduce, the warm-up) makes the buffer EF21's, so its reduce-scatters go dense (the
+ * exact sum, counted as fallbacks) instead of running EF21's update on a reduce-scatter, and its
+ * later all-reduces stay compressed; replicas identical. */
+#define MIXED_CALLS 6
+typedef struct mixed_job {
+    sqz_device_group_t *grp;
+    int                 nranks;
+    size_t              count;
+    float              *ar[MAXR], *rs[MAXR]; /* outputs of the all-reduces, reduce-scatters */
+    sqz_stats_t         stats[MAXR];
+    sqz_status_t        st[MAXR];
+} mixed_job_t;
+
+static void mixed_rank(int rank, void *arg)
+{
+    mixed_job_t *j = arg;
+    CU(cudaSetDevice(0));
+    sqz_ctx_t   *ctx  = sqz_cuda_make_ctx(base, m_q4_21);
+    sqz_comm_t  *comm = NULL;
+    const size_t n = j->count, blk = n / (size_t)j->nranks;
+    float       *h = malloc(n * sizeof(float));
+    float       *din = dalloc(n * sizeof(float)), *dout = dalloc(n * sizeof(float));
+    cudaStream_t s;
+    CU(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+    j->st[rank] = sqz_comm_create_device_group(ctx, j->grp, rank, &comm);
+    for (int c = 0; SQZ_OK == j->st[rank] && c < MIXED_CALLS; c++) {
+        for (size_t i = 0; i < n; i++) {
+            h[i] = input(rank, c, i);
+        }
+        CU(cudaMemcpyAsync(din, h, n * sizeof(float), cudaMemcpyHostToDevice, s));
+        const int rs = c % 2;
+        j->st[rank]  = rs ? sqz_reduce_scatter_async(comm, din, dout, blk, SQZ_DTYPE_FLOAT32,
+                                                     SQZ_OP_SUM, KEY, s)
+                          : sqz_allreduce_async(comm, din, dout, n, SQZ_DTYPE_FLOAT32,
+                                                SQZ_OP_SUM, KEY, s);
+        float *to = rs ? j->rs[rank] + (size_t)(c / 2) * blk : j->ar[rank] + (size_t)(c / 2) * n;
+        CU(cudaMemcpyAsync(to, dout, (rs ? blk : n) * sizeof(float), cudaMemcpyDeviceToHost, s));
+        CU(cudaStreamSynchronize(s));
+    }
+    sqz_stats_get(ctx, &j->stats[rank]);
+    CU(cudaStreamDestroy(s));
+    cudaFree(din), cudaFree(dout), free(h);
+    sqz_comm_destroy(comm);
+    sqz_ctx_destroy(ctx);
+}
+
+static void test_mixed_kinds(sqz_device_group_t *grp, int nranks)
+{
+    mixed_job_t  j = {.grp = grp, .nranks = nranks, .count = (size_t)nranks * 4096};
+    const size_t blk = j.count / (size_t)nranks, half = MIXED_CALLS / 2;
+    for (int r = 0; r < nranks; r++) {
+        j.ar[r] = calloc(half * j.count, sizeof(float));
+        j.rs[r] = calloc(half * blk, sizeof(float));
+    }
+    sqz_thread_run(nranks, mixed_rank, &j);
+    for (int r = 0; r < nranks; r++) {
+        EXPECT(SQZ_OK == j.st[r], "N=%d mixed kinds: rank %d: %s", nranks, r,
+               sqz_status_string(j.st[r]));
+        EXPECT(0 == memcmp(j.ar[r], j.ar[0], half * j.count * sizeof(float)),
+               "N=%d mixed kinds: rank %d's all-reduces differ from rank 0's", nranks, r);
+        long bad = -1;
+        for (size_t k = 0; k < half && bad < 0; k++) {
+            for (size_t i = 0; i < blk && bad < 0; i++) {
+                float sum = 0.0f; /* (exact: multiples of 1/64, small) */
+                for (int q = 0; q < nranks; q++) {
+                    sum += input(q, (int)(2 * k + 1), (size_t)r * blk + i);
+                }
+                bad = j.rs[r][k * blk + i] == sum ? -1 : (long)i;
+            }
+        }
+        EXPECT(bad < 0, "N=%d mixed kinds: rank %d: a reduce-scatter's element %ld is not the "
+                        "exact sum", nranks, r, bad);
+        EXPECT(j.stats[r].calls_fallback == half && j.stats[r].calls_compressed == half - 1,
+               "N=%d mixed kinds: rank %d: %llu fallbacks, %llu compressed (want %zu, %zu)",
+               nranks, r, (unsigned long long)j.stats[r].calls_fallback,
+               (unsigned long long)j.stats[r].calls_compressed, half, half - 1);
+        free(j.ar[r]), free(j.rs[r]);
+    }
+    printf("N=%d mixed kinds on one key (ef21): reduce-scatters dense, all-reduces compressed\n",
+           nranks);
+}
+
 /* Intercepted calls (key 0) whose buffers move at every step on every rank but rank 0, which
  * keeps one address: while the call sequence learns, rank 0's fresh slots find an heir by address
  * (the slot that last used it) and take over its residual, the others' find none.  Every rank
@@ -1015,7 +1098,7 @@ static void test_transport(sqz_device_group_t *grp, int nranks)
 
 int main(int argc, char **argv)
 {
-    /* --bound: the state bound, allocation failure and moving buffer cases alone */
+    /* --bound: the state bound, allocation failure, moving buffer and mixed kind cases alone */
     const int bound_only = argc > 1 && 0 == strcmp(argv[1], "--bound");
     int       ndev       = 0;
     if (cudaSuccess != cudaGetDeviceCount(&ndev) || 0 == ndev || !sqz_gpu_built()) {
@@ -1038,6 +1121,7 @@ int main(int argc, char **argv)
             test_state_bound(grp, sizes[k]);
             test_alloc_fails(grp, sizes[k]);
             test_moving(grp, sizes[k]);
+            test_mixed_kinds(grp, sizes[k]);
             sqz_device_group_destroy(grp);
             continue;
         }
@@ -1049,6 +1133,7 @@ int main(int argc, char **argv)
         test_state_bound(grp, sizes[k]);
         test_alloc_fails(grp, sizes[k]);
         test_moving(grp, sizes[k]);
+        test_mixed_kinds(grp, sizes[k]);
         if (sizes[k] > 2) {
             test_dense_switch(grp, sizes[k]);
         }
