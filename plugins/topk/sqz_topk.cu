@@ -33,6 +33,16 @@
  * a barrier between ranks keeps the rank order), then writes scale * acc as dtype once.  Sums are
  * 0 + v_0 + v_1 ... in rank order, as the CPU decoder accumulates.  The output is written once
  * and each entry read once: no memset, no accumulator in the workspace, no pass per rank.
+ * At density 0.01 (41 entries a rank and tile: more than the one probe sees) a tile waits on
+ * about 12 dependent global loads, counted from the code (the end search, then a barrier and a
+ * load per rank): 0.51 of copy in fp32, 0.32 in bf16 for 8 payloads of 2^26 elements, H100.
+ * decode_sum, TOPK_DEC_V2=1 (topk_decode2_kernel, its section below): per tile and group of 8
+ * ranks, warp w stages a window of its rank's next 64 (256 when dense) entries in shared memory;
+ * one barrier; each warp adds, rank after rank, the staged entries of the accumulator stripes it
+ * owns (32 elements of every 256) and stores those stripes itself, while its next window is
+ * already loading into registers: one global round trip a tile, hidden behind the adds.  A full
+ * window that ends inside the tile cuts the round short at its last offset for every rank (the
+ * rest is a second round), so each element still sums in rank order: the same bits.
  * restore: the flag launch, residual -= in over the finite in + residual, then the own entries
  * added back (residual + decoded - in with one rounding per element).
  */
@@ -54,6 +64,9 @@
 #endif
 #define TOPK_DEC_BLOCKS 2048      /* decode blocks wanted: enough to fill the device */
 #define TOPK_DEC_CURSORS_MAX 4096 /* ranks whose cursors fit in shared memory (16 KiB) */
+#ifndef TOPK_DEC_V2
+#define TOPK_DEC_V2 0 /* 1: decode_sum by topk_decode2_kernel (one round trip a tile) */
+#endif
 
 #if TOPK_TILE != TOPK_THREADS * 8 * TOPK_ROUNDS
 #error "SQZ_CU_TOPK_TILE must be a multiple of TOPK_THREADS * 8"
@@ -453,6 +466,322 @@ __global__ void __launch_bounds__(256)
     }
 }
 
+#if TOPK_DEC_V2
+/* ---------------------------------------------------------------------------------------------
+ * decode_sum, variant 2 (TOPK_DEC_V2): one global round trip per tile, prefetched.
+ *
+ * Per round, warp w of the block holds the WINDOW of rank r0 + w: the W entries from its cursor
+ * on, staged in shared memory as (offset in the tile, or 0xffff when not in it; value).  Every
+ * warp then scans all 8 windows and adds, in rank order with a __syncwarp between ranks, the
+ * entries whose offsets lie in its OWN stripes (32 elements every 256: offset / 32 % 8 == w);
+ * those are the only accumulator elements it ever zeroes, adds to and stores, so the block's
+ * only barrier is the one after the staging.  Each warp then advances its cursor by the entries
+ * used (a ballot over its window) and loads its next window into registers BEFORE adding, so
+ * the load of tile t + 1 is in flight while tile t is added and stored; the windows are double
+ * buffered.  A window that is full and ends inside the tile bounds the round to the offsets
+ * below its last entry + 1 (b); the entries at b and above wait for the next round of the same
+ * tile, for every rank: each round covers an offset range completely, so every element still
+ * sums 0 + v_0 + v_1 ... in rank order (the CPU decoder's bits, the other kernel's bits).
+ * W is 64 when a rank's entries per tile average at most TOPK_DEC2_SPARSE, else 256.
+ * ------------------------------------------------------------------------------------------- */
+#define TOPK_DEC2_STRIPE 32   /* accumulator elements per stripe of a warp */
+#define TOPK_DEC2_SPARSE 48   /* mean entries per rank and tile up to which W is 64 */
+#define TOPK_DEC2_WDENSE 256  /* W above it */
+#define TOPK_DEC2_BLOCKS 2048 /* blocks wanted */
+#define TOPK_DEC2_MIN_RUN 2   /* tiles per block at least (half the searches at mid sizes) */
+#ifndef TOPK_DEC2_MINB
+#define TOPK_DEC2_MINB 6 /* blocks per SM the sparse kernel's registers are cut for (40) */
+#endif
+#define TOPK_DEC2_NOWHERE 0xffffu /* staged offset of an entry that is not in the tile */
+/* Static shared memory of the kernel for windows of W entries (acc, 2 x 8 windows). */
+#define TOPK_DEC2_SMEM(W) (4 * TOPK_DEC_TILE + 2 * 8 * (W) * 6)
+
+#if TOPK_DEC_TILE % (8 * TOPK_DEC2_STRIPE) != 0 || TOPK_DEC_TILE >= TOPK_DEC2_NOWHERE
+#error "TOPK_DEC_V2 wants TOPK_DEC_TILE a multiple of 256 below 65535"
+#endif
+#if TOPK_DEC2_SMEM(TOPK_DEC2_WDENSE) > 48 * 1024
+#error "TOPK_DEC_V2: the dense windows and the tile exceed 48 KiB of static shared memory"
+#endif
+
+/* The payload array, as every warp reads it. */
+typedef struct topk_dec2_src {
+    const uint8_t *payloads;
+    size_t pbytes;
+    size_t k;
+} topk_dec2_src_t;
+
+/* One warp's window in registers: lane l holds entries lo + l + 32 m, m < S. */
+template <int S>
+struct topk_dec2_win {
+    uint32_t idx[S];
+    float val[S];
+};
+
+/* Elements of tile t. */
+__device__ __forceinline__ uint32_t topk_dec2_len(size_t n, size_t t)
+{
+    const size_t t0 = t * TOPK_DEC_TILE;
+    return (uint32_t)(n - t0 < TOPK_DEC_TILE ? n - t0 : TOPK_DEC_TILE);
+}
+
+/* Entries of rank r (its count clamped to k): the header's word, read by the whole warp. */
+__device__ __forceinline__ uint32_t topk_dec2_count_of(topk_dec2_src_t s, int r)
+{
+    const uint32_t c = reinterpret_cast<const uint32_t *>(s.payloads + (size_t)r * s.pbytes)[2];
+    return c < s.k ? c : (uint32_t)s.k;
+}
+
+/* Warp: the first entry of rank r (cnt entries) at or past element t0. */
+__device__ __forceinline__ uint32_t topk_dec2_search(topk_dec2_src_t s, int r, uint32_t cnt,
+                                                     size_t t0)
+{
+    const uint32_t *idx = reinterpret_cast<const uint32_t *>(s.payloads + (size_t)r * s.pbytes +
+                                                             16);
+    return (uint32_t)topk_warp_lower_bound(idx, cnt, (uint32_t)t0);
+}
+
+/* Warp: starts the loads of rank r's window at lo.  Entries past cnt are not read: their index
+ * is 0xffffffff, >= n (n < 2^32), so never inside a tile. */
+template <int S>
+__device__ __forceinline__ void topk_dec2_fetch(topk_dec2_src_t s, int r, uint32_t lo,
+                                                uint32_t cnt, topk_dec2_win<S> *w)
+{
+    const uint8_t *p = s.payloads + (size_t)r * s.pbytes;
+    const uint32_t *idx = reinterpret_cast<const uint32_t *>(p + 16);
+    const float *val = reinterpret_cast<const float *>(p + 16 + 4 * s.k);
+    const uint32_t lane = threadIdx.x & 31;
+#pragma unroll
+    for (int m = 0; m < S; m++) {
+        const size_t pos = (size_t)lo + lane + 32 * m;
+        w->idx[m] = pos < cnt ? idx[pos] : 0xffffffffu;
+        w->val[m] = pos < cnt ? val[pos] : 0.0f;
+    }
+}
+
+/* Warp: stages its window for the tile at t0 of len elements (offsets, NOWHERE outside). */
+template <int S>
+__device__ __forceinline__ void topk_dec2_put(const topk_dec2_win<S> *w, size_t t0, uint32_t len,
+                                              uint16_t *off, float *val)
+{
+    const uint32_t lane = threadIdx.x & 31;
+#pragma unroll
+    for (int m = 0; m < S; m++) {
+        const uint32_t d = w->idx[m] - (uint32_t)t0; /* wraps for indices below the tile */
+        off[lane + 32 * m] = (uint16_t)(d < len ? d : TOPK_DEC2_NOWHERE);
+        val[lane + 32 * m] = w->val[m];
+    }
+}
+
+/* The round's bound: len, or less when a full window ends inside the tile (then the entries of
+ * every rank at or past its last offset + 1 wait for the next round). */
+template <int W>
+__device__ __forceinline__ uint32_t topk_dec2_bound(const uint16_t (*off)[W], int g,
+                                                    uint32_t len)
+{
+    uint32_t b = len;
+    for (int r = 0; r < g; r++) {
+        const uint32_t o = off[r][W - 1];
+        b = o < b ? o + 1 : b;
+    }
+    return b;
+}
+
+/* Warp: the entries of its window below b (the ones this round uses). */
+template <int W>
+__device__ __forceinline__ uint32_t topk_dec2_used(const uint16_t *off, uint32_t b)
+{
+    const uint32_t lane = threadIdx.x & 31;
+    uint32_t u = 0;
+#pragma unroll
+    for (int m = 0; m < W / 32; m++) {
+        u += __popc(__ballot_sync(0xffffffffu, off[lane + 32 * m] < b));
+    }
+    return u;
+}
+
+/* Warp: fills its own stripes of the accumulator with f. */
+__device__ __forceinline__ void topk_dec2_fill(float *acc, float f)
+{
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (uint32_t u = lane; u < TOPK_DEC_TILE / 32; u += 32) {
+        const uint32_t e = TOPK_DEC2_STRIPE * (warp + 8 * (u / 8)) + 4 * (u % 8);
+        *reinterpret_cast<float4 *>(acc + e) = make_float4(f, f, f, f);
+    }
+}
+
+/* Warp: adds the staged entries below b that fall in its stripes, rank after rank (g ranks).
+ * Offsets of the next rank are loaded before the current rank's adds (they are not written
+ * during the round); only the accumulator needs the __syncwarp between ranks. */
+template <int W>
+__device__ __forceinline__ void topk_dec2_add(float *acc, const uint16_t (*off)[W],
+                                              const float (*val)[W], int g, uint32_t b)
+{
+    constexpr int S = W / 32;
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    uint32_t o[S], on[S];
+#pragma unroll
+    for (int m = 0; m < S; m++) {
+        o[m] = g > 0 ? off[0][lane + 32 * m] : TOPK_DEC2_NOWHERE;
+    }
+#pragma unroll
+    for (int r = 0; r < 8; r++) {
+        if (r >= g) {
+            break;
+        }
+#pragma unroll
+        for (int m = 0; m < S; m++) {
+            on[m] = r + 1 < g ? off[r + 1][lane + 32 * m] : TOPK_DEC2_NOWHERE;
+        }
+#pragma unroll
+        for (int m = 0; m < S; m++) {
+            if (o[m] < b && (o[m] / TOPK_DEC2_STRIPE) % 8 == warp) {
+                acc[o[m]] = __fadd_rn(acc[o[m]], val[r][lane + 32 * m]);
+            }
+        }
+        __syncwarp();
+#pragma unroll
+        for (int m = 0; m < S; m++) {
+            o[m] = on[m];
+        }
+    }
+}
+
+/* 16 bytes of output from acc[e, e + V) (fewer at the tile's end): sqz_cu_store_tile's
+ * arithmetic and stores, for one of its steps. */
+template <typename T>
+__device__ __forceinline__ void topk_dec2_store16(const float *acc, uint32_t e, uint32_t len,
+                                                  size_t t0, float scale, int bad, int vec,
+                                                  T *out)
+{
+    constexpr uint32_t V = 16 / sizeof(T);
+    const int m = (int)(len - e < V ? len - e : V);
+    float v[8];
+    if (m == (int)V) {
+        const float4 a0 = *reinterpret_cast<const float4 *>(acc + e);
+        v[0] = a0.x, v[1] = a0.y, v[2] = a0.z, v[3] = a0.w;
+        if (V == 8) {
+            const float4 a1 = *reinterpret_cast<const float4 *>(acc + e + 4);
+            v[4] = a1.x, v[5] = a1.y, v[6] = a1.z, v[7] = a1.w;
+        }
+    } else {
+#pragma unroll
+        for (int q = 0; q < (int)V; q++) {
+            v[q] = acc[q < m ? e + q : e];
+        }
+    }
+#pragma unroll
+    for (int q = 0; q < (int)V; q++) {
+        v[q] = scale != 1.0f && !bad ? __fmul_rn(v[q], scale) : v[q];
+    }
+    if (V == 4 && vec && m == 4) {
+        float *o = reinterpret_cast<float *>(out + t0 + e);
+        *reinterpret_cast<float4 *>(o) = make_float4(v[0], v[1], v[2], v[3]);
+    } else if (V == 8) {
+        sqz_cu_store8(out, t0 + e, m, vec != 0, v, 0xffu);
+    } else {
+        for (int q = 0; q < m; q++) {
+            out[t0 + e + q] = sqz_cu_from_f32<T>(v[q]);
+        }
+    }
+}
+
+/* Warp: writes its own stripes of the tile at t0 (len elements). */
+template <typename T>
+__device__ __forceinline__ void topk_dec2_store(const float *acc, uint32_t len, size_t t0,
+                                                float scale, int bad, int vec, T *out)
+{
+    constexpr uint32_t V = 16 / sizeof(T);
+    constexpr uint32_t L = TOPK_DEC2_STRIPE / V; /* lanes per stripe */
+    const uint32_t lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    for (uint32_t u = lane; u < TOPK_DEC_TILE / (8 * TOPK_DEC2_STRIPE) * L; u += 32) {
+        const uint32_t e = TOPK_DEC2_STRIPE * (warp + 8 * (u / L)) + V * (u % L);
+        if (e < len) {
+            topk_dec2_store16(acc, e, len, t0, scale, bad, vec, out);
+        }
+    }
+}
+
+/* out = scale * (sum over ranks, in order, of the entries inside each tile), or NaN everywhere
+ * when some header is bad; a block decodes tiles [first, first + per_block), one round per tile
+ * and group of 8 ranks (more when a window fills: see the section's comment).  Cursors: in a
+ * register of warp w while it keeps its rank (8 ranks or fewer); with more ranks, cur[r] in
+ * dynamic shared memory (written and read by warp r % 8 only) when per_block > 1; otherwise a
+ * search, as for the block's first tile. */
+template <typename T, int W>
+__global__ void __launch_bounds__(256, W <= 64 ? TOPK_DEC2_MINB : 4)
+    topk_decode2_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes, size_t k,
+                        size_t n, float scale, int vec, size_t per_block, T *out)
+{
+    constexpr int S = W / 32;
+    __shared__ __align__(16) float acc[TOPK_DEC_TILE];
+    __shared__ float s_val[2][8][W];
+    __shared__ uint16_t s_off[2][8][W];
+    extern __shared__ uint32_t cur[];
+    const int bad = sqz_cu_block_any_bad(payloads, nranks, pbytes);
+    const int nr = bad ? 0 : nranks;
+    const int warp = (int)(threadIdx.x >> 5);
+    const topk_dec2_src_t src = {payloads, pbytes, k};
+    const size_t ntiles = (n + TOPK_DEC_TILE - 1) / TOPK_DEC_TILE;
+    const size_t first = (size_t)blockIdx.x * per_block;
+    const size_t last = first + per_block < ntiles ? first + per_block : ntiles;
+    topk_dec2_win<S> win;
+    uint32_t lo = 0, cnt = 0; /* warp's cursor and entries of its rank */
+    size_t t = first;
+    int r0 = 0, ph = 0, fresh = 1;
+    if (warp < nr) {
+        cnt = topk_dec2_count_of(src, warp);
+        lo = topk_dec2_search(src, warp, cnt, first * TOPK_DEC_TILE);
+        topk_dec2_fetch(src, warp, lo, cnt, &win);
+        topk_dec2_put(&win, first * TOPK_DEC_TILE, topk_dec2_len(n, first), s_off[0][warp],
+                      s_val[0][warp]);
+    }
+    for (;;) {
+        __syncthreads(); /* the windows of this round are staged */
+        const uint32_t len = topk_dec2_len(n, t);
+        const int g = nr - r0 < 8 ? nr - r0 : 8; /* ranks of this round (0 when bad) */
+        const uint32_t b = topk_dec2_bound<W>(s_off[ph], g, len);
+        if (warp < g) {
+            lo += topk_dec2_used<W>(s_off[ph][warp], b);
+        }
+        /* The next round: the rest of this tile (b < len), its next group, or the next tile. */
+        const int done = b == len && r0 + 8 >= nr; /* the tile is summed after this round */
+        const size_t tn = done ? t + 1 : t;
+        const int r0n = b < len ? r0 : (done ? 0 : r0 + 8);
+        if (b == len && nr > 8 && per_block > 1 && warp < g && (threadIdx.x & 31) == 0) {
+            cur[r0 + warp] = lo;
+        }
+        const int more = tn < last;
+        if (more && r0n + warp < nr) {
+            if (r0n != r0) { /* another rank for this warp */
+                cnt = topk_dec2_count_of(src, r0n + warp);
+                lo = tn == first ? topk_dec2_search(src, r0n + warp, cnt, tn * TOPK_DEC_TILE)
+                                 : cur[r0n + warp];
+            }
+            topk_dec2_fetch(src, r0n + warp, lo, cnt, &win);
+        }
+        if (fresh) {
+            topk_dec2_fill(acc, bad ? __int_as_float(0x7fc00000) : 0.0f);
+        }
+        __syncwarp();
+        topk_dec2_add<W>(acc, s_off[ph], s_val[ph], g, b);
+        if (done) {
+            topk_dec2_store(acc, len, t * TOPK_DEC_TILE, scale, bad, vec, out);
+        }
+        if (!more) {
+            break;
+        }
+        if (r0n + warp < nr) {
+            topk_dec2_put(&win, tn * TOPK_DEC_TILE, topk_dec2_len(n, tn), s_off[ph ^ 1][warp],
+                          s_val[ph ^ 1][warp]);
+        }
+        t = tn;
+        r0 = r0n;
+        ph ^= 1;
+        fresh = done;
+    }
+}
+#endif /* TOPK_DEC_V2 */
+
 /* When bad: residual -= in wherever in + residual is finite. */
 template <typename T>
 __global__ void __launch_bounds__(256)
@@ -574,10 +903,39 @@ static sqz_status_t sqz_cu_topk_compress(const sqz_gpu_params_t *p, const void *
     });
 }
 
+#if TOPK_DEC_V2
+/* About TOPK_DEC2_BLOCKS blocks of TOPK_DEC2_MIN_RUN tiles or more; with more than 8 ranks, one
+ * tile a block (each searches) when their cursors would not fit beside the static 48 KiB. */
+template <typename T, int W>
+static sqz_status_t topk_decode2_t(const topk_layout_t *L, const uint8_t *payloads, int nranks,
+                                   size_t n, float scale, T *out, cudaStream_t st)
+{
+    const size_t ntiles = sqz_cu_div_up(n, TOPK_DEC_TILE);
+    const size_t cmax = (48 * 1024 - TOPK_DEC2_SMEM(W)) / sizeof(uint32_t);
+    size_t per_block = sqz_cu_div_up(ntiles, TOPK_DEC2_BLOCKS);
+    per_block = per_block > TOPK_DEC2_MIN_RUN ? per_block : TOPK_DEC2_MIN_RUN;
+    if (nranks > 8 && (size_t)nranks > cmax) {
+        per_block = 1;
+    }
+    const size_t smem = nranks > 8 && per_block > 1 ? (size_t)nranks * sizeof(uint32_t) : 0;
+    topk_decode2_kernel<T, W><<<(unsigned)sqz_cu_div_up(ntiles, per_block), 256, smem, st>>>(
+        payloads, nranks, L->total, L->k, n, scale, sqz_cu_aligned(out, 16), per_block, out);
+    SQZ_CU_CHECK_LAUNCH();
+    return SQZ_OK;
+}
+#endif
+
 template <typename T>
 static sqz_status_t topk_decode_t(const topk_layout_t *L, const uint8_t *payloads, int nranks,
                                   size_t n, float scale, T *out, cudaStream_t st)
 {
+#if TOPK_DEC_V2
+    /* Windows of 64 entries while a rank's entries per tile average at most TOPK_DEC2_SPARSE. */
+    if ((double)L->k * TOPK_DEC_TILE <= (double)TOPK_DEC2_SPARSE * (double)n) {
+        return topk_decode2_t<T, 64>(L, payloads, nranks, n, scale, out, st);
+    }
+    return topk_decode2_t<T, TOPK_DEC2_WDENSE>(L, payloads, nranks, n, scale, out, st);
+#else
     /* About TOPK_DEC_BLOCKS blocks, each a run of consecutive tiles; one tile a block (each
      * searches, no cursors) when the ranks' cursors would not fit in shared memory. */
     const size_t ntiles = sqz_cu_div_up(n, TOPK_DEC_TILE);
@@ -589,6 +947,7 @@ static sqz_status_t topk_decode_t(const topk_layout_t *L, const uint8_t *payload
         payloads, nranks, L->total, L->k, n, scale, sqz_cu_aligned(out, 16), per_block, out);
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
+#endif
 }
 
 static sqz_status_t sqz_cu_topk_decode_sum(const sqz_gpu_params_t *p, const void *payloads,
