@@ -44,6 +44,8 @@
 #include "sqz_cuda_common.cuh"
 #include "sqz_cuda_methods.h"
 
+#include <type_traits>
+
 #define QUANT_THREADS 256
 /* Chunks held in registers per thread in the fused path, and the blocks per SM its register
  * budget is cut for: the kernel is latency-bound on its per-bucket chain (reduce, unit, inverse),
@@ -291,6 +293,26 @@ __global__ void __launch_bounds__(QUANT_THREADS, QUANT_MINB)
             }
         }
     }
+}
+
+/* Calls f(std::integral_constant<int, b>{}) for b = bits, 1 to 8: the bit width as a template
+ * argument of the kernels f launches (their unpacking folds).  \return SQZ_ERR_INVALID_PARAM for
+ * another width, else SQZ_OK (f's launch is checked by the caller). */
+template <typename F>
+static sqz_status_t quant_with_bits(int bits, F &&f)
+{
+    switch (bits) {
+    case 1: f(std::integral_constant<int, 1>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 5: f(std::integral_constant<int, 5>{}); break;
+    case 6: f(std::integral_constant<int, 6>{}); break;
+    case 7: f(std::integral_constant<int, 7>{}); break;
+    case 8: f(std::integral_constant<int, 8>{}); break;
+    default: return SQZ_ERR_INVALID_PARAM;
+    }
+    return SQZ_OK;
 }
 
 #if QUANT_CMP_V2
@@ -759,24 +781,13 @@ static sqz_status_t quant_compress2_t(const quant_layout_t *L, const T *in, floa
     g = g < units ? g : units;
     const unsigned grid = (unsigned)(g < SQZ_CU_GRID_MAX ? g : SQZ_CU_GRID_MAX);
     const size_t smem = (size_t)QUANT_NC * QUANT_THREADS * quant_slots<T>::ALL * sizeof(uint4);
-#define QUANT_FUSED2_CASE(b)                                                                   \
-    case b:                                                                                    \
-        quant_fused2_kernel<T, b><<<grid, QUANT_THREADS, smem, st>>>(                          \
-            in, res, n, L->B, L->nb, stochastic, key, glog2, nc, payload);                     \
-        break;
-    switch (L->bits) {
-        QUANT_FUSED2_CASE(1)
-        QUANT_FUSED2_CASE(2)
-        QUANT_FUSED2_CASE(3)
-        QUANT_FUSED2_CASE(4)
-        QUANT_FUSED2_CASE(5)
-        QUANT_FUSED2_CASE(6)
-        QUANT_FUSED2_CASE(7)
-        QUANT_FUSED2_CASE(8)
-    default:
-        return SQZ_ERR_INVALID_PARAM;
+    const sqz_status_t s = quant_with_bits(L->bits, [&](auto b) {
+        quant_fused2_kernel<T, decltype(b)::value><<<grid, QUANT_THREADS, smem, st>>>(
+            in, res, n, L->B, L->nb, stochastic, key, glog2, nc, payload);
+    });
+    if (s != SQZ_OK) {
+        return s;
     }
-#undef QUANT_FUSED2_CASE
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
 }
@@ -803,24 +814,13 @@ static sqz_status_t quant_compress_t(const quant_layout_t *L, const T *in, float
         }
 #endif
         const unsigned grid = sqz_cu_grid(L->nb, gpb);
-#define QUANT_FUSED_CASE(b)                                                                    \
-    case b:                                                                                    \
-        quant_fused_kernel<T, b><<<grid, QUANT_THREADS, 0, st>>>(                              \
-            in, res, n, L->B, L->nb, stochastic, key, glog2, nc, vec, payload);                \
-        break;
-        switch (L->bits) {
-            QUANT_FUSED_CASE(1)
-            QUANT_FUSED_CASE(2)
-            QUANT_FUSED_CASE(3)
-            QUANT_FUSED_CASE(4)
-            QUANT_FUSED_CASE(5)
-            QUANT_FUSED_CASE(6)
-            QUANT_FUSED_CASE(7)
-            QUANT_FUSED_CASE(8)
-        default:
-            return SQZ_ERR_INVALID_PARAM;
+        const sqz_status_t s = quant_with_bits(L->bits, [&](auto b) {
+            quant_fused_kernel<T, decltype(b)::value><<<grid, QUANT_THREADS, 0, st>>>(
+                in, res, n, L->B, L->nb, stochastic, key, glog2, nc, vec, payload);
+        });
+        if (s != SQZ_OK) {
+            return s;
         }
-#undef QUANT_FUSED_CASE
         SQZ_CU_CHECK_LAUNCH();
         return SQZ_OK;
     }
@@ -865,23 +865,13 @@ static sqz_status_t quant_decode_t(const quant_layout_t *L, const uint8_t *paylo
 {
     if (L->B % (8 * (size_t)QUANT_GROUP(L->bits)) == 0) {
         const int align = sqz_cu_aligned(payloads + 16 + 8 * L->nb, 16) ? 16 : 8;
-#define QUANT_DECODE_WIDE_CASE(b)                                                              \
-    case b:                                                                                    \
-        sqz_cu_decode_wide(payloads, nranks, L->total, n, L->B, scale, out,                    \
-                           quant_wide_decoder<b>{L->nb, align}, st);                           \
-        break;
-        switch (L->bits) {
-            QUANT_DECODE_WIDE_CASE(1)
-            QUANT_DECODE_WIDE_CASE(2)
-            QUANT_DECODE_WIDE_CASE(3)
-            QUANT_DECODE_WIDE_CASE(4)
-            QUANT_DECODE_WIDE_CASE(5)
-            QUANT_DECODE_WIDE_CASE(6)
-            QUANT_DECODE_WIDE_CASE(7)
-            QUANT_DECODE_WIDE_CASE(8)
-        default: return SQZ_ERR_INVALID_PARAM;
+        const sqz_status_t s = quant_with_bits(L->bits, [&](auto b) {
+            sqz_cu_decode_wide(payloads, nranks, L->total, n, L->B, scale, out,
+                               quant_wide_decoder<decltype(b)::value>{L->nb, align}, st);
+        });
+        if (s != SQZ_OK) {
+            return s;
         }
-#undef QUANT_DECODE_WIDE_CASE
         SQZ_CU_CHECK_LAUNCH();
         return SQZ_OK;
     }
@@ -894,24 +884,13 @@ static sqz_status_t quant_decode_t(const quant_layout_t *L, const uint8_t *paylo
         return SQZ_OK;
     }
     /* One bucket per chunk (the usual buckets): constant bits let the unpacking fold. */
-#define QUANT_DECODE_CASE(b)                                                                   \
-    case b:                                                                                    \
-        quant_decode_kernel<T, false, b><<<grid, 256, 0, st>>>(payloads, nranks, L->total, n,  \
-                                                               L->B, L->nb, b, scale, vec, out); \
-        break;
-    switch (L->bits) {
-        QUANT_DECODE_CASE(1)
-        QUANT_DECODE_CASE(2)
-        QUANT_DECODE_CASE(3)
-        QUANT_DECODE_CASE(4)
-        QUANT_DECODE_CASE(5)
-        QUANT_DECODE_CASE(6)
-        QUANT_DECODE_CASE(7)
-        QUANT_DECODE_CASE(8)
-    default:
-        return SQZ_ERR_INVALID_PARAM;
+    const sqz_status_t s = quant_with_bits(L->bits, [&](auto b) {
+        quant_decode_kernel<T, false, decltype(b)::value><<<grid, 256, 0, st>>>(
+            payloads, nranks, L->total, n, L->B, L->nb, decltype(b)::value, scale, vec, out);
+    });
+    if (s != SQZ_OK) {
+        return s;
     }
-#undef QUANT_DECODE_CASE
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
 }
