@@ -102,6 +102,18 @@ static void sqz_call_state_evict_slot(void *arg, uint64_t id)
     sqz_state_drop(&((sqz_comm_t *)arg)->store, id);
 }
 
+/* q's ready hook on *bs; a state the ranks agreed to drop goes (*bs NULL). */
+static sqz_status_t sqz_call_state_ready(sqz_comm_t *comm, const sqz_state_query_t *q,
+                                         sqz_buf_state_t **bs)
+{
+    const sqz_status_t st = q->ready ? q->ready(q->ready_arg, *bs) : SQZ_OK;
+    if (SQZ_ERR_NO_MEMORY == st && *bs) {
+        sqz_state_discard(&comm->store, *bs);
+        *bs = NULL;
+    }
+    return SQZ_ERR_NO_MEMORY == st ? SQZ_OK : st;
+}
+
 /* The state of an intercepted call (key 0): its call-sequence slot, with the local repairs the
  * identity asks for (an heir's residual taken over, an ambiguous one dropped). */
 static sqz_status_t sqz_call_state_slot(sqz_comm_t *comm, const sqz_state_query_t *q,
@@ -112,9 +124,7 @@ static sqz_status_t sqz_call_state_slot(sqz_comm_t *comm, const sqz_state_query_
     *seq                       = id.seq;
     const sqz_buf_state_t *had = sqz_state_find(&comm->store, id.key, q->count);
     *bs                        = sqz_state_get(&comm->store, id.key, q->count, 1);
-    if (q->ready) {
-        SQZ_CHECK(q->ready(q->ready_arg, *bs));
-    }
+    SQZ_CHECK(sqz_call_state_ready(comm, q, bs));
     if (NULL == *bs) {
         return SQZ_ERR_NO_MEMORY;
     }
@@ -146,7 +156,7 @@ sqz_status_t sqz_call_state(sqz_comm_t *comm, const sqz_state_query_t *q, sqz_bu
     *seq = 0;
     if (q->key) {
         *bs = sqz_state_get(&comm->store, q->key, q->count, 0);
-        st  = q->ready ? q->ready(q->ready_arg, *bs) : SQZ_OK;
+        st  = sqz_call_state_ready(comm, q, bs);
         if (*bs) {
             *seq = (*bs)->calls++; /* (after ready: a checkpoint may have set the counter) */
         }

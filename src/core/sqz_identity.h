@@ -50,7 +50,9 @@ typedef struct sqz_state_query {
     /* Called once the state is found or made and before an heir's state is taken over (NULL:
      * nothing), at the same call on every rank, with the state or NULL (this rank could not make
      * one): where a backend attaches its memory to a new state (its ranks agreeing on it).
-     * \return SQZ_OK, or SQZ_ERR_TRANSPORT (the agreement failed: the ranks are out of step). */
+     * \return SQZ_OK; SQZ_ERR_NO_MEMORY, answered alike on every rank (agreed), to drop the
+     * state everywhere (the call then has none: dense on every rank); SQZ_ERR_TRANSPORT (the
+     * agreement failed: the ranks are out of step). */
     sqz_status_t (*ready)(void *arg, sqz_buf_state_t *bs);
     void        *ready_arg;
 } sqz_state_query_t;

@@ -161,10 +161,11 @@ sqz_buf_state_t *sqz_state_find(const sqz_state_store_t *s, uint64_t key, size_t
 
 sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count, int automatic)
 {
-    if (s->n >= s->nbuckets && 0 != sqz_state_grow(s)) {
-        return NULL;
-    }
-    for (sqz_buf_state_t *b = s->buckets[sqz_hash64(key) & (s->nbuckets - 1)]; b; b = b->next) {
+    /* (found before the table grows: an existing state is found whatever memory is left, so
+     * that the ranks' stores stay alike) */
+    for (sqz_buf_state_t *b = s->nbuckets ? s->buckets[sqz_hash64(key) & (s->nbuckets - 1)]
+                                          : NULL;
+         b; b = b->next) {
         if (b->key == key) {
             if (b->count == count) {
                 b->last_use = s->tick;
@@ -176,6 +177,9 @@ sqz_buf_state_t *sqz_state_get(sqz_state_store_t *s, uint64_t key, size_t count,
             sqz_state_remove(s, b);
             break;
         }
+    }
+    if (s->n >= s->nbuckets && 0 != sqz_state_grow(s)) {
+        return NULL;
     }
     sqz_buf_state_t *b = calloc(1, sizeof(*b));
     if (NULL == b) {
@@ -215,6 +219,8 @@ sqz_status_t sqz_state_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int wor
 /* ---------------------------------------------------------------------------------------------
  * Eviction and identity repairs
  * ------------------------------------------------------------------------------------------- */
+void sqz_state_discard(sqz_state_store_t *s, sqz_buf_state_t *b) { sqz_state_remove(s, b); }
+
 void sqz_state_drop(sqz_state_store_t *s, uint64_t key)
 {
     if (0 == s->nbuckets) {
@@ -305,4 +311,15 @@ void sqz_state_store_fini(sqz_state_store_t *s)
     }
     free(s->buckets);
     memset(s, 0, sizeof(*s));
+}
+
+void sqz_state_store_move_ext(sqz_state_store_t *to, sqz_state_store_t *from)
+{
+    for (sqz_buf_state_t *b = from->oldest; b; b = b->newer) {
+        sqz_buf_state_t *t = b->ext ? sqz_state_find(to, b->key, b->count) : NULL;
+        if (t && NULL == t->ext) {
+            sqz_state_set_ext(to, t, b->ext, b->ext_bytes);
+            sqz_state_set_ext(from, b, NULL, 0);
+        }
+    }
 }

@@ -102,6 +102,9 @@ void sqz_state_account(sqz_state_store_t *s, sqz_buf_state_t *b);
  *  holding `bytes`, as every rank counts them, or recounts them when ext is already b's. */
 void sqz_state_set_ext(sqz_state_store_t *s, sqz_buf_state_t *b, void *ext, size_t bytes);
 
+/** Frees state b (every rank dropping it together: see sqz_call_state). */
+void sqz_state_discard(sqz_state_store_t *s, sqz_buf_state_t *b);
+
 /** Frees the states under `key` (an evicted call-sequence slot). */
 void sqz_state_drop(sqz_state_store_t *s, uint64_t key);
 
@@ -121,6 +124,10 @@ int sqz_state_inherit(sqz_state_store_t *s, sqz_buf_state_t *to, sqz_buf_state_t
 int sqz_state_forget_local(const sqz_state_store_t *s, sqz_buf_state_t *b);
 
 void sqz_state_store_fini(sqz_state_store_t *s);
+
+/** A loaded store `to` takes over the ext memory of `from`'s states (a device buffer stays
+ *  allocated across a checkpoint load: its record was applied to it), each by (key, count). */
+void sqz_state_store_move_ext(sqz_state_store_t *to, sqz_state_store_t *from);
 
 /** A 64-bit mix for keys (splitmix64 finalizer). */
 uint64_t sqz_hash64(uint64_t x);

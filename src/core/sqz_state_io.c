@@ -284,7 +284,8 @@ static sqz_status_t sqz_state_read(sqz_comm_t *comm, sqz_rbuf_t *r)
     }
     SQZ_CHECK(sqz_state_header_check(comm, &h));
     sqz_callseq_t    *seq = NULL;
-    sqz_state_store_t store = {0};
+    /* (the communicator's rank count and backend hooks, for the bytes the records count) */
+    sqz_state_store_t store = {.nranks = comm->store.nranks, .ext_ops = comm->store.ext_ops};
     const void       *sb  = sqz_rbuf_take(r, (size_t)h.seq_bytes);
     sqz_status_t      st  = sb ? sqz_callseq_load(sb, (size_t)h.seq_bytes, &seq) : SQZ_ERR_CORRUPT;
     for (uint64_t i = 0; SQZ_OK == st && i < h.nrecords; i++) {
@@ -307,11 +308,8 @@ static sqz_status_t sqz_state_read(sqz_comm_t *comm, sqz_rbuf_t *r)
         sqz_callseq_destroy(seq);
         return st;
     }
-    /* (the communicator's: its rank count, and its backend's hooks for the states' ext memory,
-     * which the fini of the old store uses to free the device buffers) */
-    store.tick    = h.tick;
-    store.nranks  = comm->store.nranks;
-    store.ext_ops = comm->store.ext_ops;
+    store.tick = h.tick;
+    sqz_state_store_move_ext(&store, &comm->store);
     sqz_state_store_fini(&comm->store);
     comm->store = store;
     sqz_callseq_destroy(comm->seq);

@@ -32,7 +32,7 @@ int (*sqz_gpu_alloc_fails)(int rank, size_t count);
 int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s)
 {
     struct sqz_gpu_comm *g = comm->gpu;
-    uint32_t             v = ok ? 1u : 0u;
+    uint32_t             v = ok > 0 ? (uint32_t)ok : 0u;
     if (cudaMemcpyAsync(g->d_agree, &v, sizeof v, cudaMemcpyHostToDevice, s) != cudaSuccess ||
         g->nccl->AllReduce(g->d_agree, g->d_agree, 1, ncclUint32, ncclMin, g->nc, s) !=
             ncclSuccess ||
@@ -41,7 +41,7 @@ int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s)
         cudaGetLastError();
         return -1;
     }
-    return v ? 1 : 0;
+    return (int)v;
 }
 
 /* ------------------------------------------------------------------------------------------- */
@@ -89,10 +89,11 @@ static cudaError_t sqz_gpu_buf_alloc_exchange(sqz_comm_t *comm, sqz_gpu_buf_t *b
                    ? cudaSuccess
                    : cudaErrorMemoryAllocation;
     }
+    /* (the payload array, then 16 bytes: the call's verdict word, sqz_gpu_buf_verdict) */
     const size_t wb = sqz_gpu_workspace_bytes(&g->params, n, nd->dtype);
     b->pbytes       = sqz_gpu_payload_bytes(&g->params, n);
-    b->bytes        = b->pbytes * (size_t)comm->nranks + wb + full;
-    cudaError_t ce  = cudaMalloc(&b->payloads, b->pbytes * (size_t)comm->nranks);
+    b->bytes        = b->pbytes * (size_t)comm->nranks + 16 + wb + full;
+    cudaError_t ce  = cudaMalloc(&b->payloads, b->pbytes * (size_t)comm->nranks + 16);
     if (ce == cudaSuccess) {
         ce = cudaMalloc(&b->workspace, wb ? wb : 16);
     }
@@ -184,6 +185,9 @@ static int sqz_gpu_buf_forget_local(void *arg, void *ext)
     const struct sqz_gpu_comm *g   = ((const sqz_comm_t *)arg)->gpu;
     sqz_gpu_buf_t *const       b   = ext;
     const int                  had = NULL != b->residual || NULL != b->compact;
+    if (NULL != b->shared) {
+        return 0; /* (ef21's residual holds -g_i, whose sum over the ranks is the shared G) */
+    }
     sqz_gpu_zero_residual(g, b, g->stream);
     sqz_gpu_dgc_forget(b->dgc, g->stream);
     return had;
@@ -262,43 +266,69 @@ static void sqz_gpu_carry_residual(void *arg, uint64_t src_key, size_t src_count
     }
 }
 
-/* Gives bs's new buffer its saved residual and counter, if the pending checkpoint holds them
- * (stream order), once: the record is then marked taken. */
+/* One record of a pending checkpoint: where it starts (at) and ends in g->pending, its arrays
+ * (NULL where the record has none: residual, ef21's shared estimator, DGC's momentum,
+ * EControl's error). */
+typedef struct sqz_gpu_record {
+    sqz_gpu_saved_t rec;
+    size_t          at, end;
+    const float    *arrays[4];
+} sqz_gpu_record_t;
+
+/* The record at r's offset, r moved past it.  \return 0 at the end (or a truncated record). */
+static int sqz_gpu_record_next(sqz_rbuf_t *r, sqz_gpu_record_t *x)
+{
+    x->at = r->off;
+    if (r->off >= r->len || !sqz_rbuf_get(r, &x->rec, sizeof(x->rec))) {
+        return 0;
+    }
+    const size_t bytes = (size_t)x->rec.count * sizeof(float);
+    for (int a = 0; a < 4; a++) {
+        x->arrays[a] = x->rec.has_residual & (1 << a) ? sqz_rbuf_take(r, bytes) : NULL;
+    }
+    x->end = r->off;
+    return 1;
+}
+
+/* A record's dtype once it was applied: a buffer made again later (after an eviction, a sweep
+ * or sqz_ef_forget) starts empty. */
+#define SQZ_GPU_RECORD_TAKEN (-1)
+
+static void sqz_gpu_record_take(struct sqz_gpu_comm *g, const sqz_gpu_record_t *x)
+{
+    const int32_t taken = SQZ_GPU_RECORD_TAKEN;
+    memcpy(g->pending + x->at + offsetof(sqz_gpu_saved_t, dtype), &taken, sizeof(taken));
+}
+
+/* Gives bs's buffer its saved residual and counter, if the pending checkpoint holds them
+ * (stream order), once. */
 static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_buf_state_t *bs, cudaStream_t s)
 {
     sqz_gpu_buf_t *const b = bs->ext;
     sqz_rbuf_t           r = {g->pending, g->npending, 0, 0};
-    while (g->pending && r.off < r.len) {
-        sqz_gpu_saved_t rec;
-        const size_t    at = r.off;
-        if (!sqz_rbuf_get(&r, &rec, sizeof(rec))) {
-            return;
-        }
-        const size_t bytes  = (size_t)rec.count * sizeof(float);
-        const float *res    = rec.has_residual & 1 ? sqz_rbuf_take(&r, bytes) : NULL;
-        const float *shared = rec.has_residual & 2 ? sqz_rbuf_take(&r, bytes) : NULL;
-        const float *mom    = rec.has_residual & 4 ? sqz_rbuf_take(&r, bytes) : NULL;
-        const float *err    = rec.has_residual & 8 ? sqz_rbuf_take(&r, bytes) : NULL;
-        if (rec.key != bs->key || rec.count != b->count || (sqz_dtype_t)rec.dtype != b->dtype) {
+    sqz_gpu_record_t     x;
+    while (g->pending && sqz_gpu_record_next(&r, &x)) {
+        if (x.rec.key != bs->key || x.rec.count != b->count ||
+            (sqz_dtype_t)x.rec.dtype != b->dtype) {
             continue;
         }
-        bs->calls = rec.calls;
-        if (res && b->compact) {
-            sqz_gpu_efstore_write(&g->efwork, g->ef_storage, b->compact, b->count, res, s);
-        } else if (res && b->residual) {
-            cudaMemcpyAsync(b->residual, res, bytes, cudaMemcpyHostToDevice, s);
+        const size_t bytes = (size_t)x.rec.count * sizeof(float);
+        bs->calls          = x.rec.calls;
+        sqz_gpu_sra_forget(b->sra, s); /* (checkpoints hold the worker residuals only) */
+        if (x.arrays[0] && b->compact) {
+            sqz_gpu_efstore_write(&g->efwork, g->ef_storage, b->compact, b->count, x.arrays[0],
+                                  s);
+        } else if (x.arrays[0] && b->residual) {
+            cudaMemcpyAsync(b->residual, x.arrays[0], bytes, cudaMemcpyHostToDevice, s);
         }
-        float *const to[3]        = {b->shared, sqz_gpu_dgc_momentum(b->dgc), b->ec_err};
-        const float *const from[3] = {shared, mom, err};
+        float *const to[3] = {b->shared, sqz_gpu_dgc_momentum(b->dgc), b->ec_err};
         for (int a = 0; a < 3; a++) {
-            if (to[a] && from[a]) {
-                cudaMemcpyAsync(to[a], from[a], bytes, cudaMemcpyHostToDevice, s);
+            if (to[a] && x.arrays[a + 1]) {
+                cudaMemcpyAsync(to[a], x.arrays[a + 1], bytes, cudaMemcpyHostToDevice, s);
             }
         }
         cudaStreamSynchronize(s); /* (the host copies may go with the next load) */
-        /* Taken: a buffer made again later (after an eviction or a sweep) starts empty. */
-        const int32_t taken = -1;
-        memcpy(g->pending + at + offsetof(sqz_gpu_saved_t, dtype), &taken, sizeof(taken));
+        sqz_gpu_record_take(g, &x);
         return;
     }
 }
@@ -323,14 +353,29 @@ static sqz_status_t sqz_gpu_buf_make(sqz_buf_state_t *bs, const sqz_gpu_need_t *
                      cudaGetErrorString(ce));
         cudaGetLastError(); /* clear the sticky-free error state of the failed allocation */
     }
-    sqz_gpu_buf_t none = {.count = nd->count};
-    const int     all  = sqz_gpu_buf_agree(comm, b ? b : &none, ce == cudaSuccess, nd->s);
-    if (all < 0 || NULL == bs || NULL == b) {
+    /* Agreed: 2 every rank allocated; 1 some rank's device memory failed (a dense-only buffer on
+     * every rank, so that no rank tries again alone); 0 some rank has no state or no host memory
+     * for the buffer (every rank drops the state: the stores stay the same on every rank, and a
+     * keyed buffer's counter restarts everywhere). */
+    const int level = NULL == bs || NULL == b ? 0 : ce == cudaSuccess ? 2 : 1;
+    const int all   = sqz_gpu_comm_agree(comm, level, nd->s);
+    if (1 == all) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank could not allocate device memory for a %zu-element "
+                                   "buffer: that buffer goes dense on every rank",
+                     nd->count);
+        sqz_gpu_buf_free(b);
+        b->dense_only = 1;
+    }
+    if (all <= 0) {
         if (b) {
             sqz_gpu_buf_free(b);
             free(b);
         }
-        return all < 0 ? SQZ_ERR_TRANSPORT : SQZ_OK;
+        if (0 == all) {
+            SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank had no host memory for a buffer's state: its "
+                                       "call goes dense on every rank");
+        }
+        return all < 0 ? SQZ_ERR_TRANSPORT : SQZ_ERR_NO_MEMORY;
     }
     sqz_state_set_ext(&comm->store, bs, b, sqz_gpu_buf_bytes(b));
     if (b->residual) {
@@ -415,6 +460,14 @@ void sqz_gpu_bufs_forget(sqz_comm_t *comm, uint64_t key)
         sqz_gpu_dgc_forget(b->dgc, NULL);
         bs->calls = 0;
     }
+    /* (a loaded record of the key, not applied yet, would bring the residual back) */
+    sqz_rbuf_t       r = {g->pending, g->npending, 0, 0};
+    sqz_gpu_record_t x;
+    while (g->pending && sqz_gpu_record_next(&r, &x)) {
+        if (x.rec.key == key) {
+            sqz_gpu_record_take(g, &x);
+        }
+    }
     cudaDeviceSynchronize(); /* (the zeroing ran on the legacy stream) */
 }
 
@@ -488,18 +541,23 @@ sqz_status_t sqz_gpu_state_load(sqz_comm_t *comm, const void *buf, size_t len)
         return SQZ_ERR_NO_MEMORY;
     }
     memcpy(copy, buf, len);
+    const sqz_status_t st = g->hier ? sqz_gpu_hier_state_load(g->hier, buf, len) : SQZ_OK;
+    if (SQZ_OK != st) {
+        free(copy);
+        return st;
+    }
     free(g->pending);
     g->pending  = copy;
     g->npending = len;
-    /* Every buffer is made again at its next call, on every rank (the ranks load alike), and
-     * takes its record then (the device memory comes with an agreement, which a load cannot
-     * make).  (sqz_state_load then replaces the store; the hierarchy's inter-host communicator
-     * keeps its store and relies on this.) */
+    /* A buffer that exists takes its record now; the others when they are made (their device
+     * memory comes with an agreement between the ranks, which a load cannot make).
+     * (sqz_state_load then moves each buffer to its state in the loaded store.) */
+    cudaSetDevice(g->device);
     for (sqz_buf_state_t *bs = comm->store.newest; bs; bs = bs->older) {
-        if (bs->ext) {
-            sqz_gpu_buf_release(comm, bs->ext);
-            sqz_state_set_ext(&comm->store, bs, NULL, 0);
+        const sqz_gpu_buf_t *b = bs->ext;
+        if (b && !b->dense_only) {
+            sqz_gpu_apply_pending(g, bs, NULL);
         }
     }
-    return g->hier ? sqz_gpu_hier_state_load(g->hier, buf, len) : SQZ_OK;
+    return SQZ_OK;
 }

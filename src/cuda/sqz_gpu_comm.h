@@ -73,9 +73,7 @@ struct sqz_gpu_comm {
     cudaStream_t          stream;      /* the stream of the call in progress (comm->lock held),
                                           where the store's hooks enqueue; 0 between calls */
     unsigned long long   *d_nonfinite; /* device counter written by sqz_gpu_restore */
-    uint32_t             *d_agree;     /* two words: sqz_gpu_comm_agree's, then d_verdict */
-    uint32_t             *d_verdict;   /* d_agree + 1: an all-gather call's verdict for its
-                                          damping (sqz_gpu_classic_close) */
+    uint32_t             *d_agree;     /* one word for sqz_gpu_comm_agree */
     unsigned long long    nonfinite_seen;
     struct sqz_gpu_moe   *moe;         /* token all-to-all state (sqz_gpu_moe.c), or NULL */
     sqz_gpu_hier_t       *hier;        /* SQZ_HIER across hosts (sqz_gpu_hier.c), or NULL */
@@ -85,6 +83,14 @@ struct sqz_gpu_comm {
     unsigned char        *pending;
     size_t                npending;
 };
+
+/** The device word after b's payload array (nranks slots): its all-gather calls' verdict (some
+ *  rank not finite), for classic error feedback's close (sqz_gpu_classic_close): the buffer's
+ *  own, so that calls on other streams do not share it. */
+static inline uint32_t *sqz_gpu_buf_verdict(const sqz_gpu_buf_t *b, int nranks)
+{
+    return (uint32_t *)((unsigned char *)b->payloads + b->pbytes * (size_t)nranks);
+}
 
 /** What a call needs of its buffer: sqz_gpu_buf_ready's argument. */
 typedef struct sqz_gpu_need {
@@ -103,10 +109,12 @@ void sqz_gpu_bufs_init(sqz_comm_t *comm);
 /** sqz_state_query_t's ready hook for device buffers (arg: a sqz_gpu_need_t): a state without a
  *  buffer (a new one, or one whose dtype changed) gets one, allocated on every rank at the same
  *  call, the ranks agreeing on whether all could (one word, one stream synchronization; when one
- *  could not, the buffer is dense on all, dense_only); a new buffer takes its layers' residuals
- *  (SQZ_LAYOUT) and its checkpoint record.  A reduce-scatter on an all-reduce's buffer adds its
- *  scratch the same way.  bs NULL (this rank could not make the state) agrees on "no".
- *  \return SQZ_OK, or SQZ_ERR_TRANSPORT when the agreement failed. */
+ *  could not allocate device memory, the buffer is dense on all, dense_only); a new buffer takes
+ *  its layers' residuals (SQZ_LAYOUT) and its checkpoint record.  A reduce-scatter on an
+ *  all-reduce's buffer adds its scratch the same way.  bs NULL (this rank could not make the
+ *  state) agrees on "no state".  \return SQZ_OK; SQZ_ERR_NO_MEMORY when some rank has no state
+ *  or no host memory for the buffer (every rank's sqz_call_state then drops the state);
+ *  SQZ_ERR_TRANSPORT when the agreement failed. */
 sqz_status_t sqz_gpu_buf_ready(void *need, sqz_buf_state_t *bs);
 
 /** The device bytes of a buffer as every rank counts them (PowerSGD's local probing plan left

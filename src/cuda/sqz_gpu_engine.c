@@ -339,8 +339,7 @@ sqz_status_t sqz_gpu_comm_create(sqz_ctx_t *ctx, const sqz_nccl_api_t *api, nccl
         ce = cudaMemset(g->d_nonfinite, 0, sizeof(*g->d_nonfinite));
     }
     if (ce == cudaSuccess) {
-        ce = cudaMalloc((void **)&g->d_agree, 2 * sizeof(*g->d_agree));
-        g->d_verdict = g->d_agree + 1;
+        ce = cudaMalloc((void **)&g->d_agree, sizeof(*g->d_agree));
     }
     if (saved >= 0) {
         cudaSetDevice(saved);
@@ -559,7 +558,8 @@ static sqz_status_t sqz_gpu_classic_close(const sqz_gpu_call_t *c)
 {
     const sqz_ctx_t *const ctx = c->comm->ctx;
     sqz_gpu_buf_t *const   b   = c->b;
-    uint32_t *const bad = c->dgc ? sqz_gpu_dgc_verdict(b->dgc) : c->comm->gpu->d_verdict;
+    uint32_t *const bad = c->dgc ? sqz_gpu_dgc_verdict(b->dgc)
+                                 : sqz_gpu_buf_verdict(b, c->comm->nranks);
     sqz_status_t st = sqz_gpu_flag_any(b->payloads, c->comm->nranks, b->pbytes, bad, NULL, c->s);
     if (SQZ_OK == st && c->dgc) {
         st = sqz_gpu_dgc_end(b->dgc, &ctx->p, bad, b->residual, c->s);

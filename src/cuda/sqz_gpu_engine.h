@@ -40,8 +40,9 @@ const sqz_nccl_api_t *sqz_gpu_comm_nccl(sqz_comm_t *comm, void **nc, int *device
 /** Whether `ok` holds on every rank of a GPU communicator: a one-word ncclAllReduce (MIN) on
  *  stream s, then a stream synchronization.  For the calls where one rank's allocation may fail
  *  alone (a new buffer, a new PowerSGD plan): every rank makes those calls at the same point, so
- *  they meet here in step, and all go dense together instead of some compressing.  \return 1
- *  (all ok), 0 (some rank not), -1 (the agreement itself failed). */
+ *  they meet here in step, and all go dense together instead of some compressing.  \return the
+ *  smallest `ok` (>= 0) of the ranks: 1 (all ok) or 0 (some rank not) for 0 / 1 answers; -1 when
+ *  the agreement itself failed. */
 int sqz_gpu_comm_agree(sqz_comm_t *comm, int ok, cudaStream_t s);
 
 /** Tests only (NULL otherwise): when set and it returns nonzero for (rank, count), the device
