@@ -333,7 +333,7 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_buf_state_t *bs, c
     }
 }
 
-/* A new buffer for bs (NULL: this rank has no state; it still agrees, on "no"). */
+/* A new buffer for bs (NULL: this rank has no state; it still agrees, on "no state"). */
 static sqz_status_t sqz_gpu_buf_make(sqz_buf_state_t *bs, const sqz_gpu_need_t *nd)
 {
     sqz_comm_t *const    comm = nd->comm;
