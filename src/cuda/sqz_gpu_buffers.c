@@ -144,15 +144,20 @@ static cudaError_t sqz_gpu_buf_alloc_ef(sqz_comm_t *comm, sqz_gpu_buf_t *b,
 /* After an allocation event of b (every rank has one at the same call): 1 when every rank
  * allocated, else b goes dense-only on every rank (its memory freed, the buffer kept so that no
  * rank tries again alone); -1 when the agreement itself failed. */
+static void sqz_gpu_buf_dense_only(sqz_gpu_buf_t *b)
+{
+    SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank could not allocate device memory for a %zu-element "
+                               "buffer: that buffer goes dense on every rank",
+                 b->count);
+    sqz_gpu_buf_free(b);
+    b->dense_only = 1;
+}
+
 static int sqz_gpu_buf_agree(sqz_comm_t *comm, sqz_gpu_buf_t *b, int ok, cudaStream_t s)
 {
     const int all = sqz_gpu_comm_agree(comm, ok, s);
     if (0 == all) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank could not allocate device memory for a %zu-element "
-                                   "buffer: that buffer goes dense on every rank",
-                     b->count);
-        sqz_gpu_buf_free(b);
-        b->dense_only = 1;
+        sqz_gpu_buf_dense_only(b);
     }
     return all;
 }
@@ -360,11 +365,7 @@ static sqz_status_t sqz_gpu_buf_make(sqz_buf_state_t *bs, const sqz_gpu_need_t *
     const int level = NULL == bs || NULL == b ? 0 : ce == cudaSuccess ? 2 : 1;
     const int all   = sqz_gpu_comm_agree(comm, level, nd->s);
     if (1 == all) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank could not allocate device memory for a %zu-element "
-                                   "buffer: that buffer goes dense on every rank",
-                     nd->count);
-        sqz_gpu_buf_free(b);
-        b->dense_only = 1;
+        sqz_gpu_buf_dense_only(b);
     }
     if (all <= 0) {
         if (b) {
