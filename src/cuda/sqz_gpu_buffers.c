@@ -176,7 +176,8 @@ static void sqz_gpu_buf_release(void *arg, void *ext)
     free(ext);
 }
 
-void sqz_gpu_zero_residual(const struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s)
+/* b's classic residual back to zero (stream s; fp32 or compact: zero bits are zero in both). */
+static void sqz_gpu_zero_residual(const struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s)
 {
     if (b->compact) {
         cudaMemsetAsync(b->compact, 0, sqz_gpu_res_compact_bytes(g->ef_storage, b->count), s);
@@ -271,6 +272,14 @@ static void sqz_gpu_carry_residual(void *arg, uint64_t src_key, size_t src_count
     }
 }
 
+/* A buffer's arrays in a checkpoint record's order (has_residual's bits 0 to 3): the classic
+ * residual (NULL when compact: its form is read and written through efstore), ef21's shared
+ * estimator, DGC's momentum, EControl's error. */
+static void sqz_gpu_record_arrays(const sqz_gpu_buf_t *b, float *a[4])
+{
+    a[0] = b->residual, a[1] = b->shared, a[2] = sqz_gpu_dgc_momentum(b->dgc), a[3] = b->ec_err;
+}
+
 /* One record of a pending checkpoint: where it starts (at) and ends in g->pending, its arrays
  * (NULL where the record has none: residual, ef21's shared estimator, DGC's momentum,
  * EControl's error). */
@@ -323,13 +332,12 @@ static void sqz_gpu_apply_pending(struct sqz_gpu_comm *g, sqz_buf_state_t *bs, c
         if (x.arrays[0] && b->compact) {
             sqz_gpu_efstore_write(&g->efwork, g->ef_storage, b->compact, b->count, x.arrays[0],
                                   s);
-        } else if (x.arrays[0] && b->residual) {
-            cudaMemcpyAsync(b->residual, x.arrays[0], bytes, cudaMemcpyHostToDevice, s);
         }
-        float *const to[3] = {b->shared, sqz_gpu_dgc_momentum(b->dgc), b->ec_err};
-        for (int a = 0; a < 3; a++) {
-            if (to[a] && x.arrays[a + 1]) {
-                cudaMemcpyAsync(to[a], x.arrays[a + 1], bytes, cudaMemcpyHostToDevice, s);
+        float *to[4];
+        sqz_gpu_record_arrays(b, to);
+        for (int a = 0; a < 4; a++) {
+            if (to[a] && x.arrays[a]) {
+                cudaMemcpyAsync(to[a], x.arrays[a], bytes, cudaMemcpyHostToDevice, s);
             }
         }
         cudaStreamSynchronize(s); /* (the host copies may go with the next load) */
@@ -480,9 +488,9 @@ void sqz_gpu_bufs_forget(sqz_comm_t *comm, uint64_t key)
 static sqz_status_t sqz_gpu_save_buf(struct sqz_gpu_comm *g, const sqz_buf_state_t *bs,
                                      sqz_wbuf_t *w, float **host)
 {
-    const sqz_gpu_buf_t  *b         = bs->ext;
-    const float *const    arrays[4] = {b->residual, b->shared, sqz_gpu_dgc_momentum(b->dgc),
-                                       b->ec_err};
+    const sqz_gpu_buf_t  *b = bs->ext;
+    float                *arrays[4];
+    sqz_gpu_record_arrays(b, arrays);
     const int             res = NULL != arrays[0] || NULL != b->compact;
     const sqz_gpu_saved_t rec = {bs->key, b->count, bs->calls, (int32_t)b->dtype,
                                  res | (NULL != arrays[1]) << 1 | (NULL != arrays[2]) << 2 |

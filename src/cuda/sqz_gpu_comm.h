@@ -125,9 +125,6 @@ size_t sqz_gpu_buf_bytes(const sqz_gpu_buf_t *b);
  *  compact residuals' working area, in the context's state_bytes. */
 void sqz_gpu_account(sqz_comm_t *comm);
 
-/** b's classic residual back to zero (stream s; fp32 or compact: zero bits are zero in both). */
-void sqz_gpu_zero_residual(const struct sqz_gpu_comm *g, sqz_gpu_buf_t *b, cudaStream_t s);
-
 /** sqz_ef_forget: the error feedback of every buffer under key restarts from zero, and its
  *  counter (the device synchronized first: calls in flight may still write them). */
 void sqz_gpu_bufs_forget(sqz_comm_t *comm, uint64_t key);
