@@ -110,11 +110,16 @@ static const sqz_core_param_t sqz_core_params[] = {
          "would exceed this factor times the bytes of a dense ring all-reduce, the call is sent dense "
          "(exactly, residual included); 0 never switches.  The GPU path applies it to every "
          "exchange (all-reduce and reduce-scatter), keeping the residual for the next call"),
-    JOB("SPARSE_ALGO", SQZ_PARAM_ENUM, "auto", 0, 0, "auto|allgather|split", CORE(sparse_algo),
+    JOB("SPARSE_ALGO", SQZ_PARAM_ENUM, "auto", 0, 0, "auto|allgather|split|scatter",
+         CORE(sparse_algo),
          "exchange of the sparsifiers (topk, fedzip): allgather sends every rank's payload to every "
          "rank; split is SparCML's split all-gather (each rank reduces one chunk from sparse pieces, "
-         "then sends it exactly, sparse or dense, whichever is smaller; needs SQZ_PIPELINE); auto "
-         "picks the cheaper by a cost model of ranks, size and density"),
+         "then sends it exactly, sparse or dense, whichever is smaller; needs SQZ_PIPELINE); scatter "
+         "is the scatter-reduce with re-sparsification (each rank reduces one chunk and sends its "
+         "top entries again, its server residual keeping the rest: 2 (P-1) pieces a rank at any "
+         "overlap, Ok-Topk's shape; not the exact sum of the payloads); auto picks the cheaper of "
+         "allgather and split by a cost model of ranks, size and density, and scatter too under "
+         "SQZ_EXCHANGE_MODEL=time"),
     JOB("ENTROPY", SQZ_PARAM_ENUM, "none", 0, 0, "none|zstd|auto", CORE(entropy),
          "a zstd pass over every payload: zstd keeps it whenever it is smaller, auto when the bytes it "
          "saves on a SQZ_LINK_GBPS link outweigh its time; receivers read both forms"),

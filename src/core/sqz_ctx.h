@@ -20,6 +20,14 @@ typedef enum {
 } sqz_ef_mode_t;
 typedef enum { SQZ_IALLREDUCE_EAGER = 0, SQZ_IALLREDUCE_PASSTHROUGH = 1 } sqz_iallreduce_mode_t;
 typedef enum { SQZ_EXCHANGE_MODEL_BYTES = 0, SQZ_EXCHANGE_MODEL_TIME = 1 } sqz_exchange_model_t;
+
+/* SQZ_SPARSE_ALGO: the exchange of the sparsifiers (sqz_policy.c). */
+typedef enum {
+    SQZ_SPARSE_AUTO = 0,
+    SQZ_SPARSE_ALLGATHER,
+    SQZ_SPARSE_SPLIT,
+    SQZ_SPARSE_SCATTER
+} sqz_sparse_algo_t;
 typedef enum { SQZ_HIER_AUTO = 0, SQZ_HIER_ON = 1, SQZ_HIER_OFF = 2 } sqz_hier_mode_t;
 
 /** The core's typed parameters (table in sqz_ctx.c). */
@@ -48,7 +56,7 @@ typedef struct sqz_core_params {
     int         ef_storage;    /* sqz_ef_storage_t */
     double      ef_decay;      /* SQZ_EF_DECAY; 0: auto */
     double      sparse_dense_switch;
-    int         sparse_algo;   /* 0 auto, 1 allgather, 2 split */
+    int         sparse_algo;   /* sqz_sparse_algo_t */
     int         entropy;       /* sqz_entropy_mode_t */
     double      link_gbps;
     int         exchange_model;  /* sqz_exchange_model_t */

@@ -55,10 +55,18 @@ static double sqz_policy_payload(const sqz_comm_t *comm, size_t m)
            (timed ? (double)sizeof(sqz_frame_t) : 0.0);
 }
 
-/* The sparsifiers' exchanges (all-gather or SparCML's split all-gather).  Bytes one rank sends:
+static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t block);
+
+/* The sparsifiers' exchanges (all-gather, SparCML's split all-gather, or the scatter-reduce with
+ * re-sparsification).  Bytes one rank sends:
  *   all-gather:       (P - 1) payloads of up to max_payload(n);
  *   split all-gather: (P - 1) pieces of max_payload(n/P), then (P - 1) reduced chunks sent
  *                     exactly: at most P times a piece's entries (8 bytes each) or n/P floats;
+ *   scatter-reduce:   (P - 1) pieces of max_payload(n/P), then the reduced chunk compressed again
+ *                     (its server residual keeps what the second selection drops) to P - 1 peers:
+ *                     2 (P - 1) pieces, independent of how the ranks' supports overlap (Ok-Topk's
+ *                     shape); not an exact sum of the ranks' payloads, so `auto` takes it only
+ *                     under the time model, whose users asked for the fastest exchange;
  *   dense ring:       2 (P - 1) / P * 4n. */
 static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
 {
@@ -76,10 +84,22 @@ static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
         split = sqz_policy_seconds(comm, &net, sqz_cost_split(&net, B, mpper, exact));
         dense = sqz_policy_dense_seconds(comm, n);
     }
-    /* (Not for SQZ_ADAPT's segmented composite: the split's chunks would cut across layers.) */
-    const int can_split = comm->p2p && p->pipeline && comm->nranks > 1 && NULL == comm->segs;
+    /* (Not for SQZ_ADAPT's segmented composite: the split's and the scatter's chunks would cut
+     * across layers.) */
+    const int chunked   = comm->nranks > 1 && NULL == comm->segs;
+    const int can_split = chunked && comm->p2p && p->pipeline;
+    if (chunked && (SQZ_SPARSE_SCATTER == p->sparse_algo ||
+                    (SQZ_SPARSE_AUTO == p->sparse_algo && timed))) {
+        /* (its own dense switch included) */
+        const sqz_choice_t sra = sqz_policy_scatter(comm, n, 0);
+        if (SQZ_SPARSE_SCATTER == p->sparse_algo ||
+            sra.predicted < fmin(ag, can_split ? split : ag)) {
+            return sra;
+        }
+    }
     sqz_choice_t ch;
-    if (1 == p->sparse_algo || (0 == p->sparse_algo && (!can_split || ag <= split))) {
+    if (SQZ_SPARSE_ALLGATHER == p->sparse_algo ||
+        (SQZ_SPARSE_AUTO == p->sparse_algo && (!can_split || ag <= split))) {
         ch.algo      = (comm->p2p && p->pipeline) ? SQZ_ALGO_ALLGATHER_P2P : SQZ_ALGO_ALLGATHER;
         ch.predicted = ag;
     } else {
@@ -174,11 +194,23 @@ static sqz_choice_t sqz_policy_device_time(const sqz_comm_t *comm, const sqz_dev
 
 sqz_choice_t sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
 {
-    const int summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange;
-    const int sra        = f->sra_ok && (f->rs || (summarizes && comm->nranks > 2));
-    const double sent    = sra ? f->sra_sent : f->ag_sent;
-    const double factor  = comm->ctx->p.sparse_dense_switch;
-    if (SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model && comm->nranks > 1) {
+    const sqz_core_params_t *p          = &comm->ctx->p;
+    const int                summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange;
+    const int                timed  = SQZ_EXCHANGE_MODEL_TIME == p->exchange_model && comm->nranks > 1;
+    const double             factor = p->sparse_dense_switch;
+    /* A sparsifier's all-reduce takes the scatter-reduce with re-sparsification when asked, or
+     * under the time model where it is predicted faster (as sqz_policy_sparse on host buffers). */
+    const int sparse = f->sra_ok && !f->rs && !summarizes && comm->nranks > 2;
+    int       sra    = f->sra_ok && (f->rs || (summarizes && comm->nranks > 2));
+    if (sparse && SQZ_SPARSE_SCATTER == p->sparse_algo) {
+        sra = 1;
+    } else if (sparse && timed && SQZ_SPARSE_AUTO == p->sparse_algo) {
+        const sqz_choice_t a = sqz_policy_device_time(comm, f, 0, f->ag_sent, factor);
+        const sqz_choice_t s = sqz_policy_device_time(comm, f, 1, f->sra_sent, factor);
+        return s.predicted < a.predicted ? s : a;
+    }
+    const double sent = sra ? f->sra_sent : f->ag_sent;
+    if (timed) {
         return sqz_policy_device_time(comm, f, sra, sent, factor);
     }
     sqz_choice_t ch = {sra ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_NCCL_ALLGATHER, 0};

@@ -162,6 +162,9 @@ static const char *const m_q8[]    = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "
 static const char *const m_q4s[]   = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4",
                                       "SQZ_QUANT_ROUNDING", "stochastic", "SQZ_EF", "ef14", NULL};
 static const char *const m_sign[]  = {"SQZ_METHOD", "sign", NULL};
+/* top-k through the scatter-reduce with re-sparsification (SQZ_SPARSE_ALGO=scatter) */
+static const char *const m_tksc[]  = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_EF",
+                                      "ef14", "SQZ_SPARSE_ALGO", "scatter", NULL};
 static const char *const m_topk21[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.1", "SQZ_EF",
                                        "ef21", NULL};
 static const char *const m_q4_21[]  = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", "SQZ_EF",
@@ -188,6 +191,7 @@ static const char       *m_example[] = {"SQZ_METHOD", "example", "SQZ_PLUGINS", 
 static const method_t    methods[] = {
     {"none", m_none, .ef = 0},
     {"topk", m_topk, .ef = 1, .compressed = 1},
+    {"topk-scatter", m_tksc, .ef = 1, .compressed = 1, .sra = 1},
     {"quant8", m_q8, .ef = 1, .compressed = 1, .sra = 1},
     {"quant4-sr", m_q4s, .ef = 1, .compressed = 1, .sra = 1},
     {"sign", m_sign, .compressed = 1, .sra = 1},
@@ -417,7 +421,7 @@ static size_t count_nonfinite(const job_t *j, int r, int s)
     return n;
 }
 
-/* quant and sign: the scatter-reduce exchange where it pays, and fewer bytes than the all-gather;
+/* quant, sign and top-k asked to: the scatter-reduce exchange where it pays, and fewer bytes than the all-gather;
  * every reduce-scatter of a compressed method without ef21 (top-k's too: its first phase). */
 static void check_exchange(const job_t *j, const char *what)
 {

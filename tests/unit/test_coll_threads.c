@@ -824,9 +824,11 @@ static void test_cost_model(void)
         /* a slow link: compression pays */
         {"quant", "0", "0.01", "1000", 4, SQZ_ALGO_REDUCE_SCATTER_P2P},
         {"sign", "0", "0.01", "1000", 3, SQZ_ALGO_REDUCE_SCATTER_P2P},
-        {"topk", "0.01", "0.01", "1000", 4, SQZ_ALGO_ALLGATHER_P2P},
-        /* density 0.1 on 8 ranks: the split all-gather sends less (docs/performance.md) */
-        {"topk", "0.1", "0.01", "1000", 8, SQZ_ALGO_SPLIT_ALLGATHER},
+        /* top-k: from 3 ranks the scatter-reduce with re-sparsification sends the least (2 (P-1)
+         * pieces of n/P); at 2 ranks it ties the all-gather on the wire and computes more */
+        {"topk", "0.01", "0.01", "1000", 4, SQZ_ALGO_REDUCE_SCATTER_P2P},
+        {"topk", "0.1", "0.01", "1000", 8, SQZ_ALGO_REDUCE_SCATTER_P2P},
+        {"topk", "0.01", "0.01", "1000", 2, SQZ_ALGO_ALLGATHER_P2P},
         /* a fast link and slow kernels: the dense all-reduce is faster, for every family */
         {"quant", "0", "100000", "0.001", 4, SQZ_ALGO_DENSE_SWITCH},
         {"topk", "0.01", "100000", "0.001", 4, SQZ_ALGO_DENSE_SWITCH},
@@ -917,6 +919,61 @@ static void test_split_allgather(void)
     const char *kn[] = {"SQZ_METHOD", "topk", "SQZ_SPARSE_ALGO", "split", NULL};
     job_t       f    = {.kv = kn, .P = 4, .n = 65536, .calls = 1, .nan_rank = 3, .nan_call = 0,
                         .corrupt_call = -1, .in_place = 1};
+    run(&f);
+    CHECK(identical(&f));
+    CHECK_EQ_INT(f.stats[0].calls_nonfinite, 1);
+    CHECK(f.out[0][9] == f.exact[9]);
+    done(&f);
+}
+
+/* SQZ_SPARSE_ALGO=scatter, the scatter-reduce with re-sparsification: each rank reduces one
+ * chunk and sends its top entries again, its server residual keeping the rest.  Bit-identical on
+ * every rank and path, 2 (P - 1) pieces a rank instead of the all-gather's P - 1 payloads,
+ * error feedback on both sides (the mean of repeated calls approaches the exact sum), NaN on one
+ * rank handled (the time model's `auto` takes it: test_cost_model). */
+static void test_sparse_scatter(void)
+{
+    const int ranks[] = {1, 2, 3, 5, 8};
+    for (size_t ri = 0; ri < 5; ri++) {
+        const char *ka[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", NULL};
+        const char *ks[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_SPARSE_ALGO",
+                            "scatter", NULL};
+        job_t a = {.kv = ka, .P = ranks[ri], .n = 70001, .calls = 2, .nan_rank = -1,
+                   .corrupt_call = -1, .in_place = (int)(ri & 1), .no_p2p = (int)(ri == 3)};
+        job_t s = a;
+        s.kv    = ks;
+        run(&a);
+        run(&s);
+        CHECK_MSG(identical(&s), "scatter P=%d: outputs differ", s.P);
+        CHECK_MSG(s.err_first < 0.99, "scatter P=%d: rel err %.4f", s.P, s.err_first);
+        const int algo = s.no_p2p ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_REDUCE_SCATTER_P2P;
+        for (int r = 0; s.P > 1 && r < s.P; r++) {
+            CHECK_MSG(2 == s.algos[r][algo], "scatter P=%d rank %d: not the scatter-reduce", s.P, r);
+        }
+        CHECK_EQ_INT(s.stats[0].calls_compressed, 2);
+        if (s.P >= 5) {
+            /* 2 (P - 1) pieces of n/P against (P - 1) payloads of n: about 2/P of the bytes */
+            CHECK_MSG(s.sent[0] < 3.0 / s.P * a.sent[0], "scatter P=%d: %llu bytes, all-gather %llu",
+                      s.P, (unsigned long long)s.sent[0], (unsigned long long)a.sent[0]);
+        }
+        printf("topk scatter P=%d: rel err %.4f (all-gather %.4f), bytes sent %.3f of the "
+               "all-gather's\n", s.P, s.err_first, a.err_first,
+               a.sent[0] ? (double)s.sent[0] / (double)a.sent[0] : 0.0);
+        done(&a);
+        done(&s);
+    }
+    /* Error feedback through both residuals (worker and server). */
+    const char *ke[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_SPARSE_ALGO",
+                        "scatter", NULL};
+    job_t       e    = {.kv = ke, .P = 4, .n = 65536, .calls = 60, .nan_rank = -1, .corrupt_call = -1};
+    run(&e);
+    CHECK(identical(&e));
+    printf("topk scatter: one call %.4f, mean of 60 calls %.4f\n", e.err_first, e.err_avg);
+    CHECK_MSG(e.err_avg * 3 < e.err_first, "EF: %.4f -> %.4f", e.err_first, e.err_avg);
+    done(&e);
+    /* NaN on one rank: that call goes dense, the same on every rank. */
+    job_t f = {.kv = ke, .P = 4, .n = 65536, .calls = 1, .nan_rank = 2, .nan_call = 0,
+               .corrupt_call = -1, .in_place = 1};
     run(&f);
     CHECK(identical(&f));
     CHECK_EQ_INT(f.stats[0].calls_nonfinite, 1);
@@ -1180,6 +1237,7 @@ int main(void)
     test_cost_formulas();
     test_cost_model();
     test_split_allgather();
+    test_sparse_scatter();
     test_entropy();
     test_exact_sizes();
     test_host_layout();

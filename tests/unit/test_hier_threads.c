@@ -22,6 +22,7 @@
 
 typedef struct {
     const char *method;
+    const char *sparse_algo; /* SQZ_SPARSE_ALGO, or NULL: auto */
     int         H, L;
     size_t      n;
     int         calls, in_place, avg;
@@ -34,6 +35,7 @@ typedef struct {
     double      intra[MAXR];                /* sqz_hier_intra_seconds(n) after the calls */
     float      *out[MAXR];  /* the last call's output per rank */
     sqz_stats_t stats[MAXR];
+    uint64_t    algos[MAXR][SQZ_ALGO_COUNT]; /* calls per exchange (stats "algorithms") */
     sqz_status_t status[MAXR], ef_status;
     sqz_thread_group_t *local[MAXR], *inter[MAXR];
 } job_t;
@@ -50,8 +52,8 @@ static void rank_main(int rank, void *arg)
 {
     job_t     *j    = arg;
     const int  host = rank / j->L, lr = rank % j->L;
-    const char *kv[] = {"SQZ_METHOD", j->method, "SQZ_QUANT_BITS", "8",
-                        j->timed ? "SQZ_EXCHANGE_MODEL" : NULL, "time", "SQZ_LINK_GBPS", "0",
+    const char *kv[] = {"SQZ_METHOD", j->method, "SQZ_QUANT_BITS", "8", "SQZ_SPARSE_ALGO",
+                        j->sparse_algo ? j->sparse_algo : "auto", j->timed ? "SQZ_EXCHANGE_MODEL" : NULL, "time", "SQZ_LINK_GBPS", "0",
                         "SQZ_INTRA_GBPS", "0", NULL};
     sqz_ctx_t  *ctx;
     sqz_comm_t *flat = sqz_thread_comm(j->local[host], lr, kv, &ctx); /* (only its context) */
@@ -92,6 +94,7 @@ static void rank_main(int rank, void *arg)
         j->ef_status = sqz_ef_allreduce(comm, buf, j->n, SQZ_DTYPE_FLOAT32, SQZ_OP_SUM, 1, NULL);
     }
     sqz_stats_get(ctx, &j->stats[rank]);
+    memcpy(j->algos[rank], ctx->stats[ctx->method_index].algo_calls, sizeof(j->algos[rank]));
     j->link[rank] = comm->cost.link_Bps, j->compress[rank] = comm->cost.compress_Bps;
     j->intra[rank] = sqz_hier_intra_seconds(comm, j->n);
     free(in);
@@ -178,13 +181,15 @@ static int nan_call_exact(job_t *j)
     return exactly;
 }
 
-/* Shapes, SUM/AVG, in place: bit-identical, close, each rank's bytes_in its shard. */
+/* Shapes, SUM/AVG, in place: bit-identical, close, each rank's bytes_in its shard (top-k in place
+ * through the scatter-reduce with re-sparsification between hosts). */
 static void test_shapes(void)
 {
     static const int shapes[][2] = {{2, 2}, {3, 2}, {2, 3}, {4, 2}};
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         for (int k = 0; k < 4; k++) {
-            job_t j = {.method = (k & 2) ? "topk" : "quant", .H = shapes[s][0], .L = shapes[s][1],
+            job_t j = {.method = (k & 2) ? "topk" : "quant", .sparse_algo = 3 == k ? "scatter" : NULL,
+                       .H = shapes[s][0], .L = shapes[s][1],
                        .n = 100003, .calls = 2, .in_place = k & 1, .avg = k == 1,
                        .nan_call = -1, .skip_call = -1};
             run(&j);
@@ -198,6 +203,9 @@ static void test_shapes(void)
             for (int r = 0; r < P; r++) {
                 CHECK_EQ_INT(j.status[r], SQZ_OK);
                 CHECK_EQ_INT(j.stats[r].calls_compressed, 2);
+                if (j.sparse_algo) {
+                    CHECK_EQ_INT(j.algos[r][SQZ_ALGO_REDUCE_SCATTER_P2P], 2);
+                }
                 /* Local rank l's shard: n / L elements, one more for l < n % L. */
                 const size_t l = (size_t)(r % j.L), shard = j.n / j.L + (l < j.n % j.L);
                 CHECK_EQ_INT(j.stats[r].bytes_in, 2 * shard * sizeof(float));
