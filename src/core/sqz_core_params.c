@@ -117,9 +117,9 @@ static const sqz_core_param_t sqz_core_params[] = {
          "then sends it exactly, sparse or dense, whichever is smaller; needs SQZ_PIPELINE); scatter "
          "is the scatter-reduce with re-sparsification (each rank reduces one chunk and sends its "
          "top entries again, its server residual keeping the rest: 2 (P-1) pieces a rank at any "
-         "overlap, Ok-Topk's shape; not the exact sum of the payloads); auto picks the cheaper of "
-         "allgather and split by a cost model of ranks, size and density, and scatter too under "
-         "SQZ_EXCHANGE_MODEL=time"),
+         "overlap, Ok-Topk's shape; a call applies k entries instead of up to P k, so it needs a "
+         "higher density for the same accuracy: only when asked); auto picks the cheaper of "
+         "allgather and split by a cost model of ranks, size and density"),
     JOB("ENTROPY", SQZ_PARAM_ENUM, "none", 0, 0, "none|zstd|auto", CORE(entropy),
          "a zstd pass over every payload: zstd keeps it whenever it is smaller, auto when the bytes it "
          "saves on a SQZ_LINK_GBPS link outweigh its time; receivers read both forms"),

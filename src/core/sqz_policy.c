@@ -65,8 +65,9 @@ static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t 
  *   scatter-reduce:   (P - 1) pieces of max_payload(n/P), then the reduced chunk compressed again
  *                     (its server residual keeps what the second selection drops) to P - 1 peers:
  *                     2 (P - 1) pieces, independent of how the ranks' supports overlap (Ok-Topk's
- *                     shape); not an exact sum of the ranks' payloads, so `auto` takes it only
- *                     under the time model, whose users asked for the fastest exchange;
+ *                     shape).  Only when asked (SQZ_SPARSE_ALGO=scatter): each call applies k
+ *                     entries instead of up to P k, which costs accuracy at the same density
+ *                     (docs/performance.md), so no cost model of time alone may pick it;
  *   dense ring:       2 (P - 1) / P * 4n. */
 static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
 {
@@ -88,18 +89,14 @@ static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
      * across layers.) */
     const int chunked   = comm->nranks > 1 && NULL == comm->segs;
     const int can_split = chunked && comm->p2p && p->pipeline;
-    if (chunked && (SQZ_SPARSE_SCATTER == p->sparse_algo ||
-                    (SQZ_SPARSE_AUTO == p->sparse_algo && timed))) {
-        /* (its own dense switch included) */
-        const sqz_choice_t sra = sqz_policy_scatter(comm, n, 0);
-        if (SQZ_SPARSE_SCATTER == p->sparse_algo ||
-            sra.predicted < fmin(ag, can_split ? split : ag)) {
-            return sra;
-        }
+    if (chunked && comm->nranks > 2 && SQZ_SPARSE_SCATTER == p->sparse_algo) {
+        /* (At 2 ranks it would send what the all-gather sends, and lose more.) */
+        return sqz_policy_scatter(comm, n, 0); /* (its own dense switch included) */
     }
     sqz_choice_t ch;
-    if (SQZ_SPARSE_ALLGATHER == p->sparse_algo ||
-        (SQZ_SPARSE_AUTO == p->sparse_algo && (!can_split || ag <= split))) {
+    /* (the all-gather also for a scatter that does not apply) */
+    if (SQZ_SPARSE_SPLIT != p->sparse_algo &&
+        (SQZ_SPARSE_AUTO != p->sparse_algo || !can_split || ag <= split)) {
         ch.algo      = (comm->p2p && p->pipeline) ? SQZ_ALGO_ALLGATHER_P2P : SQZ_ALGO_ALLGATHER;
         ch.predicted = ag;
     } else {
@@ -198,17 +195,11 @@ sqz_choice_t sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_c
     const int                summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange;
     const int                timed  = SQZ_EXCHANGE_MODEL_TIME == p->exchange_model && comm->nranks > 1;
     const double             factor = p->sparse_dense_switch;
-    /* A sparsifier's all-reduce takes the scatter-reduce with re-sparsification when asked, or
-     * under the time model where it is predicted faster (as sqz_policy_sparse on host buffers). */
+    /* A sparsifier's all-reduce takes the scatter-reduce with re-sparsification when asked (as
+     * sqz_policy_sparse on host buffers). */
     const int sparse = f->sra_ok && !f->rs && !summarizes && comm->nranks > 2;
-    int       sra    = f->sra_ok && (f->rs || (summarizes && comm->nranks > 2));
-    if (sparse && SQZ_SPARSE_SCATTER == p->sparse_algo) {
-        sra = 1;
-    } else if (sparse && timed && SQZ_SPARSE_AUTO == p->sparse_algo) {
-        const sqz_choice_t a = sqz_policy_device_time(comm, f, 0, f->ag_sent, factor);
-        const sqz_choice_t s = sqz_policy_device_time(comm, f, 1, f->sra_sent, factor);
-        return s.predicted < a.predicted ? s : a;
-    }
+    const int sra    = (f->sra_ok && (f->rs || (summarizes && comm->nranks > 2))) ||
+                    (sparse && SQZ_SPARSE_SCATTER == p->sparse_algo);
     const double sent = sra ? f->sra_sent : f->ag_sent;
     if (timed) {
         return sqz_policy_device_time(comm, f, sra, sent, factor);
