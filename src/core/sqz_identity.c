@@ -151,10 +151,10 @@ sqz_status_t sqz_call_state(sqz_comm_t *comm, const sqz_state_query_t *q, sqz_bu
 {
     uint64_t     dropped = 0;
     sqz_status_t st      = SQZ_OK;
-    comm->store.tick++;
     *bs  = NULL;
     *seq = 0;
     if (q->key) {
+        comm->store.tick++;
         *bs = sqz_state_get(&comm->store, q->key, q->count, 0);
         st  = sqz_call_state_ready(comm, q, bs);
         if (*bs) {

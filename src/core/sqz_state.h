@@ -61,7 +61,9 @@ typedef struct sqz_buf_state {
 } sqz_buf_state_t;
 
 /** The states of one communicator, bounded (SQZ_STATE_MAX_BYTES): a hash by (key, count) and a
- *  recency list; the engine advances `tick` once per call. */
+ *  recency list.  `tick` counts the calls with an API key (sqz_call_state): the clock of the
+ *  stale rule (sqz_state_evict), so that keyed states used now and then among many calls without
+ *  a key stay; call-sequence slots have their own stale rule (sqz_identity_sweep). */
 typedef struct sqz_state_store {
     sqz_buf_state_t **buckets;
     size_t            nbuckets, n;
@@ -108,9 +110,9 @@ void sqz_state_discard(sqz_state_store_t *s, sqz_buf_state_t *b);
 /** Frees the states under `key` (an evicted call-sequence slot). */
 void sqz_state_drop(sqz_state_store_t *s, uint64_t key);
 
-/** Frees every state with an API key unused for more than max(4 x such states, 256) ticks, then,
- *  while the store holds more than max_bytes (0: no limit), the least recently used states other
- *  than `keep`.  \return the states freed. */
+/** Frees every state with an API key unused for more than max(4 x such states, 256) keyed
+ *  calls (ticks), then, while the store holds more than max_bytes (0: no limit), the least
+ *  recently used states other than `keep`.  \return the states freed. */
 size_t sqz_state_evict(sqz_state_store_t *s, size_t max_bytes, const sqz_buf_state_t *keep);
 
 /** Moves the local state of `from` (worker and server residuals, compact residual, DGC momentum,

@@ -19,6 +19,7 @@
 
 #include <squeeze.h>
 
+#include "sqz_ctx.h"
 #include "sqz_state.h"
 #include "sqz_test.h"
 #include "sqz_thread_transport.h"
@@ -33,6 +34,8 @@ typedef struct job {
     const char         *kv[16];
     int                 calls;       /* per rank: call c reduces fill(rank, c) ... */
     uint64_t            key0, nkeys; /* ... under key key0 + c % nkeys */
+    uint64_t          (*key_of)(int call); /* or this key (0: none, the call sequence's) */
+    uint64_t            key_calls[P]; /* calls its state under key 7 counts at the end (0: none) */
     float              *out[P];      /* `calls` outputs */
     sqz_stats_t         stats[P];
     sqz_status_t        st[P];
@@ -61,9 +64,12 @@ static void rank_main(int rank, void *arg)
         fill(x, rank, c);
         tl_call     = c;
         j->st[rank] = sqz_allreduce(comm, x, j->out[rank] + (size_t)c * N, N, SQZ_DTYPE_FLOAT32,
-                                    SQZ_OP_SUM, j->key0 + (uint64_t)c % j->nkeys);
+                                    SQZ_OP_SUM,
+                                    j->key_of ? j->key_of(c) : j->key0 + (uint64_t)c % j->nkeys);
     }
-    tl_call = -1;
+    tl_call                   = -1;
+    const sqz_buf_state_t *k7 = sqz_state_find(&comm->store, 7, N);
+    j->key_calls[rank]        = k7 ? k7->calls : 0;
     sqz_stats_get(ctx, &j->stats[rank]);
     free(x);
     sqz_comm_destroy(comm);
@@ -173,11 +179,62 @@ static void test_out_of_memory(sqz_thread_group_t *g, const char *method)
            method, FAIL_RANK, FAIL_CALL);
 }
 
+/* ---- the stale rule of keyed states ---- */
+#define STALE_GAP 600 /* more than the horizon, max(4 x keyed states, 256) */
+
+/* Key 7, then STALE_GAP calls without a key, then key 7 again. */
+static uint64_t key_then_unkeyed(int call) { return 0 == call || STALE_GAP + 1 == call ? 7 : 0; }
+/* Key 7 once, then key 8 for 300 calls. */
+static uint64_t key_then_other(int call) { return 0 == call ? 7 : 8; }
+
+static void run_schedule(sqz_thread_group_t *g, uint64_t (*key_of)(int), int calls, job_t *j)
+{
+    *j = (job_t){.g = g, .calls = calls, .key_of = key_of,
+                 .kv = {"SQZ_METHOD", "quant", "SQZ_WARMUP_STEPS", "0", "SQZ_MIN_BYTES", "0",
+                        "SQZ_LOG", "error", NULL}};
+    for (int r = 0; r < P; r++) {
+        j->out[r] = calloc((size_t)calls * N, sizeof(float));
+    }
+    sqz_thread_run(P, rank_main, j);
+    for (int r = 0; r < P; r++) {
+        CHECK_MSG(SQZ_OK == j->st[r], "stale keys: rank %d: %s", r, sqz_status_string(j->st[r]));
+        CHECK_MSG(0 == memcmp(j->out[r], j->out[0], (size_t)calls * N * sizeof(float)),
+                  "stale keys: rank %d's outputs differ from rank 0's", r);
+    }
+}
+
+/* A keyed state ages with the calls that have a key only: used now and then among many calls
+ * without one, it keeps its residual (its state counts both calls); unused while another key
+ * runs, it goes, on every rank. */
+static void test_stale_keys(sqz_thread_group_t *g)
+{
+    job_t j;
+    run_schedule(g, key_then_unkeyed, STALE_GAP + 2, &j);
+    for (int r = 0; r < P; r++) {
+        CHECK_MSG(2 == j.key_calls[r],
+                  "key 7 used again after %d unkeyed calls: rank %d's state counts %llu calls, "
+                  "not 2 (evicted in between)", STALE_GAP, r,
+                  (unsigned long long)j.key_calls[r]);
+        free(j.out[r]);
+    }
+    run_schedule(g, key_then_other, 300, &j);
+    for (int r = 0; r < P; r++) {
+        CHECK_MSG(0 == j.key_calls[r] && 1 == j.stats[r].state_evictions,
+                  "key 7 unused for 299 calls of key 8: rank %d %s it, %llu evictions", r,
+                  j.key_calls[r] ? "kept" : "freed",
+                  (unsigned long long)j.stats[r].state_evictions);
+        free(j.out[r]);
+    }
+    printf("stale keys: kept across %d unkeyed calls, freed after 299 calls of another key\n",
+           STALE_GAP);
+}
+
 int main(void)
 {
     sqz_thread_group_t *g = sqz_thread_group_create(P);
     test_out_of_memory(g, "quant");
     test_out_of_memory(g, "topk");
+    test_stale_keys(g);
     static const char *const cases[][2] = {{"quant", "ef21"}, {"quant", "ef14"}, {"topk", "ef21"}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         sqz_stats_t s;
