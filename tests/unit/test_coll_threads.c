@@ -974,6 +974,21 @@ static void test_sparse_scatter(void)
     printf("topk scatter: one call %.4f, mean of 60 calls %.4f\n", e.err_first, e.err_avg);
     CHECK_MSG(e.err_avg * 3 < e.err_first, "EF: %.4f -> %.4f", e.err_first, e.err_avg);
     done(&e);
+    /* fedzip, the other sparsifier: variable-size payloads (a size round in each phase). */
+    for (int no_p2p = 0; no_p2p < 2; no_p2p++) {
+        const char *kz[] = {"SQZ_METHOD", "fedzip", "SQZ_SPARSE_ALGO", "scatter", NULL};
+        job_t       z    = {.kv = kz, .P = 5, .n = 65536, .calls = 3, .nan_rank = -1,
+                            .corrupt_call = -1, .no_p2p = no_p2p};
+        run(&z);
+        CHECK_MSG(identical(&z), "fedzip scatter%s: outputs differ", no_p2p ? " collective" : "");
+        CHECK_MSG(z.err_first < 0.99, "fedzip scatter: rel err %.4f", z.err_first);
+        const int algo = no_p2p ? SQZ_ALGO_REDUCE_SCATTER : SQZ_ALGO_REDUCE_SCATTER_P2P;
+        for (int r = 0; r < z.P; r++) {
+            CHECK_MSG(3 == z.algos[r][algo], "fedzip scatter rank %d: not the %s exchange", r,
+                      sqz_algo_names[algo]);
+        }
+        done(&z);
+    }
     /* NaN on one rank: that call goes dense, the same on every rank. */
     job_t f = {.kv = ke, .P = 4, .n = 65536, .calls = 1, .nan_rank = 2, .nan_call = 0,
                .corrupt_call = -1, .in_place = 1};
