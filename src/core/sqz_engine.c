@@ -18,6 +18,7 @@
 #include "sqz_policy.h"
 #include "sqz_pool.h"
 #include "sqz_residual.h"
+#include "sqz_runner.h"
 #include "adapt/sqz_adapt_seg.h"
 #include "lossless/sqz_entropy.h"
 
@@ -537,64 +538,133 @@ static void sqz_engine_ef_close(sqz_comm_t *comm, const sqz_plan_t *plan, sqz_bu
     sqz_residual_close(bs, ctx->p.ef_storage, ef->residual);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * The host memory backend of the runner (sqz_runner.h)
+ * ------------------------------------------------------------------------------------------- */
+
+/* One call of host buffers: its arguments, then what the runner's steps find and make. */
+typedef struct sqz_host_run {
+    sqz_comm_t      *comm;
+    const float     *in;
+    float           *out;
+    size_t           n, block;
+    sqz_op_t         op;
+    uint64_t         key;
+    unsigned         flags;
+    sqz_buf_state_t *bs;
+    uint64_t         seq;
+    sqz_engine_ef_t  ef;
+    sqz_coll_call_t  coll;
+} sqz_host_run_t;
+
+static sqz_status_t sqz_host_state(void *arg, const sqz_plan_t *plan, sqz_buf_state_t **bs,
+                                   uint64_t *seq)
+{
+    sqz_host_run_t *const r = arg;
+    /* (an intercepted call's buffer is named by its address: the output's, or the input's where
+     * the output is scratch) */
+    const void *named = (r->flags & SQZ_RUN_NAMED_BY_IN) ? (const void *)r->in
+                                                          : (const void *)r->out;
+    SQZ_CHECK(sqz_engine_state(r->comm, plan, r->key, r->n, r->block, named, bs, seq));
+    sqz_comm_account_state(r->comm, r->comm->store.bytes);
+    r->bs = *bs, r->seq = *seq;
+    return SQZ_OK;
+}
+
+static int sqz_host_path(void *arg, const sqz_plan_t *plan)
+{
+    const sqz_host_run_t *const r = arg;
+    if (plan->warm) {
+        return SQZ_RUN_WARMUP;
+    }
+    /* (after the warm-up, whose calls are dense alike) */
+    return (r->flags & SQZ_RUN_DENSE) ? SQZ_RUN_FALLBACK : SQZ_RUN_COMPRESS;
+}
+
+/* The warm-up (its exact gradients initialize ef21/econtrol's estimators), or the exchange with
+ * fallback frames that every rank then sends dense (sqz_engine_poisoned). */
+static sqz_status_t sqz_host_dense(void *arg, const sqz_plan_t *plan, int path)
+{
+    sqz_host_run_t *const r    = arg;
+    sqz_comm_t *const     comm = r->comm;
+    sqz_ctx_t *const      ctx  = comm->ctx;
+    if (SQZ_RUN_WARMUP != path) {
+        return sqz_engine_poisoned(comm, plan, r->in, r->out, r->n, r->block, r->op, r->seq,
+                                   SQZ_RUN_NO_STATE == path);
+    }
+    sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
+    if (plan->transform &&
+        SQZ_OK == sqz_engine_warmup_transform(comm, r->bs, plan->ef, r->in, r->out, r->n, r->op)) {
+        return SQZ_OK;
+    }
+    return sqz_engine_dense(comm, r->in, r->out, r->n, r->block, r->op);
+}
+
+static sqz_status_t sqz_host_open(void *arg, const sqz_plan_t *plan)
+{
+    sqz_host_run_t *const r   = arg;
+    sqz_ctx_t *const      ctx = r->comm->ctx;
+    r->coll                   = (sqz_coll_call_t){
+                          .comm = r->comm, .c = ctx->method, .cstate = r->comm->cstate,
+                          .cstates = r->comm->cstates, .out = r->out, .n = r->n, .block = r->block,
+                          .bstate = r->bs, .seq = r->seq,
+                          /* A reduce-scatter's output block is the start of an in-place input as well. */
+                          .out_is_input = ((const float *)r->out == r->in),
+                          .cs = {.algo = plan->algo, .predicted = plan->predicted},
+    };
+    /* (what fails here is this rank's memory) */
+    return SQZ_OK == sqz_engine_ef_open(&r->coll, plan, r->in, r->key, &r->ef)
+               ? SQZ_OK
+               : SQZ_ERR_NO_MEMORY;
+}
+
+static sqz_status_t sqz_host_exchange(void *arg, const sqz_plan_t *plan)
+{
+    sqz_host_run_t *const r = arg;
+    (void)plan; /* (r->coll carries its algorithm) */
+    const double       t0 = sqz_time_now();
+    const sqz_status_t st = r->comm->segs ? sqz_engine_exchange_segments(&r->coll, r->key)
+                                          : sqz_engine_exchange(&r->coll, r->key);
+    r->coll.cs.t_exchange = sqz_time_now() - t0;
+    return st;
+}
+
+static sqz_status_t sqz_host_close(void *arg, const sqz_plan_t *plan, sqz_status_t st)
+{
+    sqz_host_run_t *const r    = arg;
+    sqz_comm_t *const     comm = r->comm;
+    sqz_ctx_t *const      ctx  = comm->ctx;
+    sqz_engine_ef_close(comm, plan, r->bs, &r->ef, r->n, st);
+    sqz_comm_account_state(comm, comm->store.bytes);
+    if (SQZ_OK != st) {
+        return sqz_engine_fallback(&r->coll, r->in, r->out, r->op, st);
+    }
+    if (plan->transform) {
+        sqz_ef_commit(plan->ef, ctx->p.econtrol_eta, r->bs, r->ef.m, r->ef.r, r->out, r->out,
+                      r->n);
+    }
+    if (SQZ_OP_AVG == r->op) {
+        sqz_scale(r->out, r->block ? r->block : r->n, 1.0f / (float)comm->nranks);
+    }
+    sqz_stats_record(ctx, ctx->method_index, r->coll.cs.exact ? 'w' : 'c', r->n * sizeof(float),
+                     &r->coll.cs);
+    return SQZ_OK;
+}
+
+static const sqz_run_backend_t sqz_host_backend = {
+    .state = sqz_host_state, .path = sqz_host_path, .dense = sqz_host_dense,
+    .open = sqz_host_open, .exchange = sqz_host_exchange, .close = sqz_host_close,
+};
+
 static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out, size_t n,
                                    size_t block, sqz_op_t op, uint64_t key, unsigned flags)
 {
-    sqz_ctx_t *const ctx = comm->ctx;
-    const int        opt = 0 != (flags & SQZ_RUN_OPTIMIZER);
-    sqz_plan_t       plan;
+    const int  opt = 0 != (flags & SQZ_RUN_OPTIMIZER);
+    sqz_plan_t plan;
     SQZ_CHECK(sqz_engine_plan(comm, n, block, op, key, opt, &plan));
-    sqz_buf_state_t *bs;
-    uint64_t         seq;
-    /* (an intercepted call's buffer is named by its address: the output's, or the input's where
-     * the output is scratch) */
-    const void *named = (flags & SQZ_RUN_NAMED_BY_IN) ? (const void *)in : (const void *)out;
-    SQZ_CHECK(sqz_engine_state(comm, &plan, key, n, block, named, &bs, &seq));
-    sqz_comm_account_state(comm, comm->store.bytes);
-    if (NULL == bs) {
-        return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 1);
-    }
-    sqz_policy_plan_warm(comm, &plan, seq, opt);
-    sqz_engine_ef_t ef = {0};
-    if (plan.warm) {
-        sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
-        if (plan.transform &&
-            SQZ_OK == sqz_engine_warmup_transform(comm, bs, plan.ef, in, out, n, op)) {
-            return SQZ_OK;
-        }
-        return sqz_engine_dense(comm, in, out, n, block, op);
-    }
-    if (flags & SQZ_RUN_DENSE) { /* (after the warm-up, whose calls are dense alike) */
-        return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 0);
-    }
-    sqz_coll_call_t call = {
-        .comm = comm, .c = ctx->method, .cstate = comm->cstate, .cstates = comm->cstates,
-        .out = out, .n = n, .block = block, .bstate = bs, .seq = seq,
-        /* A reduce-scatter's output block is the start of an in-place input as well. */
-        .out_is_input = ((const float *)out == in),
-        .cs = {.algo = plan.algo, .predicted = plan.predicted},
-    };
-    if (SQZ_OK != sqz_engine_ef_open(&call, &plan, in, key, &ef)) {
-        return sqz_engine_poisoned(comm, &plan, in, out, n, block, op, seq, 1);
-    }
-    const double       t0 = sqz_time_now();
-    const sqz_status_t st = comm->segs ? sqz_engine_exchange_segments(&call, key)
-                                       : sqz_engine_exchange(&call, key);
-    call.cs.t_exchange    = sqz_time_now() - t0;
-    sqz_engine_ef_close(comm, &plan, bs, &ef, n, st);
-    sqz_comm_account_state(comm, comm->store.bytes);
-    if (SQZ_OK != st) {
-        return sqz_engine_fallback(&call, in, out, op, st);
-    }
-    if (plan.transform) {
-        sqz_ef_commit(plan.ef, ctx->p.econtrol_eta, bs, ef.m, ef.r, out, out, n);
-    }
-    if (SQZ_OP_AVG == op) {
-        sqz_scale(out, block ? block : n, 1.0f / (float)comm->nranks);
-    }
-    sqz_stats_record(ctx, ctx->method_index, call.cs.exact ? 'w' : 'c', n * sizeof(float),
-                     &call.cs);
-    return SQZ_OK;
+    sqz_host_run_t r = {.comm = comm, .in = in, .out = out, .n = n, .block = block, .op = op,
+                        .key = key, .flags = flags};
+    return sqz_run_call(comm, &sqz_host_backend, &r, &plan, opt);
 }
 
 sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
