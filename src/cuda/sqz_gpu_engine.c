@@ -36,6 +36,7 @@
 #include "sqz_plugin_util.h"
 #include "sqz_policy.h"
 #include "sqz_residual.h"
+#include "sqz_runner.h"
 #include "transport/sqz_nccl.h"
 #include "transport/sqz_transport_nccl.h"
 
@@ -460,8 +461,9 @@ static sqz_status_t sqz_gpu_keep_block(const sqz_comm_t *comm, const sqz_gpu_buf
 /* One compressed call's facts (sqz_gpu_run, once its buffer state b is known); out is where the
  * sum is decoded (the output, or a reduce-scatter's scratch b->full). */
 typedef struct sqz_gpu_call {
-    sqz_comm_t    *comm;
-    sqz_gpu_buf_t *b;
+    sqz_comm_t      *comm;
+    sqz_buf_state_t *bs; /* the buffer's state in the store, b its device memory (bs->ext) */
+    sqz_gpu_buf_t   *b;
     const void    *in;       /* what the compressor reads: the caller's data, or DGC's message */
     sqz_dtype_t    in_dtype; /* dtype, or float32 for DGC's message */
     const void    *data;     /* the caller's data (the dense fallback sends it) */
@@ -664,31 +666,6 @@ static sqz_status_t sqz_gpu_run_sra(const sqz_gpu_call_t *c, sqz_call_stats_t *c
     return SQZ_OK;
 }
 
-/* The compressed call through its buffer's exchange; a compact residual (SQZ_EF_STORAGE) is
- * expanded for the call and stored back after it. */
-static sqz_status_t sqz_gpu_run_compressed(const sqz_gpu_call_t *c, sqz_call_stats_t *cst)
-{
-    struct sqz_gpu_comm *const g = c->comm->gpu;
-    sqz_gpu_buf_t *const       b = c->b;
-    if (b->compact) {
-        b->residual = sqz_gpu_efstore_open(&g->efwork, g->ef_storage, b->compact, c->count, c->s);
-        if (NULL == b->residual) {
-            SQZ_ERROR("GPU residual storage: the expand kernel failed");
-            return SQZ_ERR_CUDA;
-        }
-    }
-    sqz_status_t st = g->psgd ? sqz_gpu_run_psgd(c, cst)
-                      : b->sra ? sqz_gpu_run_sra(c, cst)
-                               : sqz_gpu_run_exchange(c, cst);
-    if (b->compact) {
-        const sqz_status_t cs =
-            sqz_gpu_efstore_close(&g->efwork, g->ef_storage, b->compact, c->count, c->s);
-        b->residual = NULL;
-        st          = SQZ_OK == st ? cs : st;
-    }
-    return st;
-}
-
 /* Whether the call is compressed at all: the policy's answer (sqz_policy_admit; rs: a
  * reduce-scatter; opt: the optimizer-side collective, which ignores SQZ_MIN_BYTES), and what only
  * this engine knows, the same on every rank: CUDA graph capture, its codec's sizes. */
@@ -733,35 +710,16 @@ static sqz_status_t sqz_gpu_run_hier(sqz_comm_t *comm, const void *in, void *rec
     return st;
 }
 
-/* DGC's message (the compressor sees it, fp32; the momentum is committed after the exchange,
- * unless some rank was not finite) and the damping, where the plan and the buffer have them,
- * then the exchange. */
-static sqz_status_t sqz_gpu_run_corrected(sqz_gpu_call_t *call, const sqz_plan_t *plan,
-                                         sqz_call_stats_t *cst)
-{
-    sqz_comm_t *const    comm = call->comm;
-    sqz_gpu_buf_t *const b    = call->b;
-    if (b->dgc && plan->dgc) {
-        const float       *msg = NULL;
-        const sqz_status_t st  = sqz_gpu_dgc_begin(b->dgc, &comm->ctx->p, comm->nranks, call->in,
-                                                   call->dtype, call->s, &msg);
-        if (SQZ_OK != st) {
-            SQZ_ERROR("GPU DGC message: %s", sqz_status_string(st));
-            return st;
-        }
-        call->in = msg, call->in_dtype = SQZ_DTYPE_FLOAT32, call->dgc = 1;
-    }
-    call->damp = plan->damp && !comm->gpu->psgd && (b->residual || b->compact);
-    return sqz_gpu_run_compressed(call, cst);
-}
+/* ---------------------------------------------------------------------------------------------
+ * The device memory backend of the runner (sqz_runner.h), comm->lock held, the device current
+ * ------------------------------------------------------------------------------------------- */
 
-/* A call the plan compresses (comm->lock held, the device current): its buffer from the
- * communicator's state store (sqz_call_state: by key or call sequence; a new one allocated on
- * every rank through sqz_gpu_buf_ready), then the warm-up and the buffer's reasons to go dense
- * (some rank could not allocate it; its exchange is a reduce-scatter's and the call an
- * all-reduce, or the reverse), else the compressed exchange. */
-static sqz_status_t sqz_gpu_run_buffer(sqz_gpu_call_t *call, sqz_plan_t *plan, int opt)
+/* The buffer's state from the communicator's store (sqz_call_state: by key or call sequence; a
+ * new one allocated on every rank through sqz_gpu_buf_ready).  No device memory: no state. */
+static sqz_status_t sqz_gpu_step_state(void *arg, const sqz_plan_t *plan, sqz_buf_state_t **bs,
+                                       uint64_t *seq)
 {
+    sqz_gpu_call_t *const      call = arg;
     sqz_comm_t *const          comm = call->comm;
     struct sqz_gpu_comm *const g    = comm->gpu;
     const int                  rs   = NULL != call->rs_out;
@@ -775,38 +733,115 @@ static sqz_status_t sqz_gpu_run_buffer(sqz_gpu_call_t *call, sqz_plan_t *plan, i
                                  .addr = rs ? call->rs_out : call->recvbuf,
                                  .shared = g->psgd || g->ef21, .ready = sqz_gpu_buf_ready,
                                  .ready_arg = (void *)&need};
-    sqz_buf_state_t *bs = NULL;
-    g->stream           = call->s;
-    sqz_status_t st     = sqz_call_state(comm, &q, &bs, &call->seq);
-    g->stream           = 0;
+    g->stream             = call->s;
+    const sqz_status_t st = sqz_call_state(comm, &q, bs, &call->seq);
+    g->stream             = 0;
     if (SQZ_OK != st) {
         SQZ_ERROR("the ranks could not agree on a buffer's identity or device memory");
         return st;
     }
-    sqz_gpu_buf_t *const b = bs ? bs->ext : NULL;
-    call->b                = b;
-    call->key              = bs ? bs->key : call->key;
-    if (b) {
-        sqz_policy_plan_warm(comm, plan, call->seq, opt);
+    call->bs  = *bs;
+    call->b   = *bs ? (*bs)->ext : NULL;
+    call->key = *bs ? (*bs)->key : call->key;
+    *seq      = call->seq;
+    *bs       = call->b ? *bs : NULL;
+    return SQZ_OK;
+}
+
+/* The warm-up (PowerSGD's ef21 runs its own: those calls set its estimators), then the buffer's
+ * reasons to go dense, the same on every rank: some rank could not allocate it, or it keeps the
+ * exchange and error feedback of its first compressed call and this call is of the other kind
+ * (a scatter-reduce buffer's other collective; ef21's shared estimator met by a call of classic
+ * error feedback, or the reverse). */
+static int sqz_gpu_step_path(void *arg, const sqz_plan_t *plan)
+{
+    const sqz_gpu_call_t *const      call = arg;
+    const struct sqz_gpu_comm *const g    = call->comm->gpu;
+    const sqz_gpu_buf_t *const       b    = call->b;
+    if (plan->warm && !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef)) {
+        return SQZ_RUN_WARMUP;
     }
-    /* (PowerSGD's ef21 runs its warm-up itself: those calls set its estimators.) */
-    const int warm  = b && plan->warm && !(g->psgd && SQZ_GPU_PSGD_EF21 == g->psgd_cfg.ef);
-    /* A buffer keeps the exchange and error feedback of its first compressed call: a call of
-     * the other kind (a scatter-reduce buffer's other collective; a buffer with ef21's shared
-     * estimator met by a call of classic error feedback, or the reverse) goes dense. */
     const int ef21  = !g->psgd && plan->transform;
-    const int other = b && ((b->sra && sqz_gpu_sra_is_rs(b->sra) != rs) ||
-                            (!g->psgd && (NULL != b->shared) != ef21));
+    const int other = (b->sra && sqz_gpu_sra_is_rs(b->sra) != (NULL != call->rs_out)) ||
+                      (!g->psgd && (NULL != b->shared) != ef21);
+    return b->dense_only || other ? SQZ_RUN_FALLBACK : SQZ_RUN_COMPRESS;
+}
+
+static sqz_status_t sqz_gpu_step_dense(void *arg, const sqz_plan_t *plan, int path)
+{
     sqz_call_stats_t cst = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
-    if (NULL == b || warm || b->dense_only || other) {
-        return sqz_gpu_call_dense(call, warm ? 'w' : 'f', &cst);
+    (void)plan;
+    return sqz_gpu_call_dense(arg, SQZ_RUN_WARMUP == path ? 'w' : 'f', &cst);
+}
+
+/* Where the sum is decoded; DGC's message (the compressor sees it, fp32; the momentum is
+ * committed after the exchange, unless some rank was not finite) and the damping, where the plan
+ * and the buffer have them; a compact residual (SQZ_EF_STORAGE) expanded for the call.  (A
+ * failure here is the device's, never this rank's memory alone.) */
+static sqz_status_t sqz_gpu_step_open(void *arg, const sqz_plan_t *plan)
+{
+    sqz_gpu_call_t *const      call = arg;
+    sqz_comm_t *const          comm = call->comm;
+    struct sqz_gpu_comm *const g    = comm->gpu;
+    sqz_gpu_buf_t *const       b    = call->b;
+    call->out                       = call->rs_out ? b->full : call->recvbuf;
+    if (b->dgc && plan->dgc) {
+        const float       *msg = NULL;
+        const sqz_status_t st  = sqz_gpu_dgc_begin(b->dgc, &comm->ctx->p, comm->nranks, call->in,
+                                                   call->dtype, call->s, &msg);
+        if (SQZ_OK != st) {
+            SQZ_ERROR("GPU DGC message: %s", sqz_status_string(st));
+            return SQZ_ERR_NO_MEMORY == st ? SQZ_ERR_CUDA : st;
+        }
+        call->in = msg, call->in_dtype = SQZ_DTYPE_FLOAT32, call->dgc = 1;
     }
-    call->out = rs ? b->full : call->recvbuf;
-    st        = sqz_gpu_run_corrected(call, plan, &cst);
-    /* (PowerSGD's plan grows at its first calls) */
-    sqz_state_set_ext(&comm->store, bs, b, sqz_gpu_buf_bytes(b));
+    call->damp = plan->damp && !g->psgd && (b->residual || b->compact);
+    if (b->compact) {
+        b->residual = sqz_gpu_efstore_open(&g->efwork, g->ef_storage, b->compact, call->count,
+                                           call->s);
+        if (NULL == b->residual) {
+            SQZ_ERROR("GPU residual storage: the expand kernel failed");
+            return SQZ_ERR_CUDA;
+        }
+    }
+    return SQZ_OK;
+}
+
+/* The buffer's exchange: PowerSGD's, the scatter-reduce or the all-gather (the plan's at the
+ * buffer's first call). */
+static sqz_status_t sqz_gpu_step_exchange(void *arg, const sqz_plan_t *plan)
+{
+    const sqz_gpu_call_t *const call = arg;
+    sqz_call_stats_t            cst  = {.algo = SQZ_ALGO_NCCL_ALLGATHER};
+    (void)plan;
+    return call->comm->gpu->psgd ? sqz_gpu_run_psgd(call, &cst)
+           : call->b->sra        ? sqz_gpu_run_sra(call, &cst)
+                                 : sqz_gpu_run_exchange(call, &cst);
+}
+
+/* The exchanges close their error feedback on the device (the verdict decides there); here a
+ * compact residual is stored back and the store counts the buffer's bytes (PowerSGD's plan grows
+ * at its first calls). */
+static sqz_status_t sqz_gpu_step_close(void *arg, const sqz_plan_t *plan, sqz_status_t st)
+{
+    sqz_gpu_call_t *const      call = arg;
+    struct sqz_gpu_comm *const g    = call->comm->gpu;
+    sqz_gpu_buf_t *const       b    = call->b;
+    (void)plan;
+    if (b->compact) {
+        const sqz_status_t cs =
+            sqz_gpu_efstore_close(&g->efwork, g->ef_storage, b->compact, call->count, call->s);
+        b->residual = NULL;
+        st          = SQZ_OK == st ? cs : st;
+    }
+    sqz_state_set_ext(&call->comm->store, call->bs, b, sqz_gpu_buf_bytes(b));
     return st;
 }
+
+static const sqz_run_backend_t sqz_gpu_backend = {
+    .state = sqz_gpu_step_state, .path = sqz_gpu_step_path, .dense = sqz_gpu_step_dense,
+    .open = sqz_gpu_step_open, .exchange = sqz_gpu_step_exchange, .close = sqz_gpu_step_close,
+};
 
 static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *recvbuf,
                                 size_t count, sqz_dtype_t dtype, sqz_op_t op, uint64_t key,
@@ -866,7 +901,7 @@ static sqz_status_t sqz_gpu_run(sqz_comm_t *comm, const void *sendbuf, void *rec
         sqz_gpu_call_t call = {.comm = comm, .in = in, .in_dtype = dtype, .data = in,
                                .recvbuf = recvbuf, .rs_out = rs_out, .count = count,
                                .dtype = dtype, .op = op, .key = key, .s = s};
-        st = sqz_gpu_run_buffer(&call, &plan, opt);
+        st = sqz_run_call(comm, &sqz_gpu_backend, &call, &plan, opt);
     }
     sqz_gpu_account(comm);
     if (saved >= 0 && saved != g->device) {
