@@ -884,6 +884,19 @@ static void test_cost_model(void)
     done(&b);
 }
 
+/* A NaN in one rank's input of a 4-rank in-place call: that call goes dense (the exact sum where
+ * the input is finite), the same on every rank, counted as non-finite. */
+static void check_nan_goes_dense(const char *const *kv, int nan_rank)
+{
+    job_t f = {.kv = kv, .P = 4, .n = 65536, .calls = 1, .nan_rank = nan_rank, .nan_call = 0,
+               .corrupt_call = -1, .in_place = 1};
+    run(&f);
+    CHECK(identical(&f));
+    CHECK_EQ_INT(f.stats[0].calls_nonfinite, 1);
+    CHECK(f.out[0][9] == f.exact[9]);
+    done(&f);
+}
+
 /* SparCML's split all-gather for the sparsifiers: bit-identical, as accurate as the all-gather
  * (both send each rank's top entries; here per chunk), error feedback intact, NaN handled. */
 static void test_split_allgather(void)
@@ -916,13 +929,7 @@ static void test_split_allgather(void)
     }
     CHECK(avg[1] < 1.5 * avg[0]);
     const char *kn[] = {"SQZ_METHOD", "topk", "SQZ_SPARSE_ALGO", "split", NULL};
-    job_t       f    = {.kv = kn, .P = 4, .n = 65536, .calls = 1, .nan_rank = 3, .nan_call = 0,
-                        .corrupt_call = -1, .in_place = 1};
-    run(&f);
-    CHECK(identical(&f));
-    CHECK_EQ_INT(f.stats[0].calls_nonfinite, 1);
-    CHECK(f.out[0][9] == f.exact[9]);
-    done(&f);
+    check_nan_goes_dense(kn, 3);
 }
 
 /* SQZ_SPARSE_ALGO=scatter, the scatter-reduce with re-sparsification: each rank reduces one
@@ -989,14 +996,7 @@ static void test_sparse_scatter(void)
         }
         done(&z);
     }
-    /* NaN on one rank: that call goes dense, the same on every rank. */
-    job_t f = {.kv = ke, .P = 4, .n = 65536, .calls = 1, .nan_rank = 2, .nan_call = 0,
-               .corrupt_call = -1, .in_place = 1};
-    run(&f);
-    CHECK(identical(&f));
-    CHECK_EQ_INT(f.stats[0].calls_nonfinite, 1);
-    CHECK(f.out[0][9] == f.exact[9]);
-    done(&f);
+    check_nan_goes_dense(ke, 2);
 }
 
 /* SQZ_ENTROPY: a lossless stage, so the outputs are the same bits as without it, on every exchange;
