@@ -111,6 +111,12 @@ sqz_status_t sqz_coll_alltoallv_tokens(sqz_a2a_call_t *call);
 /** Chunk boundaries of the reduce-scatter exchanges: off[r], len[r] for r in [0, nranks). */
 void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len);
 
+/** The server residual of this rank's chunk in call->state (an all-reduce of the scatter-reduce
+ *  family with error feedback), reserved before the exchange: phase 2 then finds it, and a rank
+ *  without the memory takes the dense path that every rank agrees on instead of failing alone
+ *  in the middle of the exchange.  \return SQZ_OK or SQZ_ERR_NO_MEMORY. */
+sqz_status_t sqz_rs_reserve_server(sqz_coll_call_t *call);
+
 /** One point-to-point round of the pipelined exchanges (sqz_coll_round.c): every rank posts its
  *  receives from all peers first, then sends to me+1, me+2, ... in that order (the exchanges
  *  call sqz_round_send so).  Every message travels as the same number of segments of

@@ -34,25 +34,35 @@
  * aligned with the chunks and the vector loops start aligned. */
 #define SQZ_CHUNK_QUANTUM 512
 
-void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len)
+/* Chunk r of a call: its first element and its length. */
+static void sqz_rs_chunk(const sqz_coll_call_t *call, int r, size_t *off, size_t *len)
 {
     const int    P = call->comm->nranks;
     const size_t n = call->n;
     if (call->block) {
-        for (int r = 0; r < P; r++) {
-            off[r] = (size_t)r * call->block;
-            len[r] = call->block;
-        }
+        *off = (size_t)r * call->block, *len = call->block;
         return;
     }
     size_t per = (n + (size_t)P - 1) / (size_t)P;
     per        = (per + SQZ_CHUNK_QUANTUM - 1) / SQZ_CHUNK_QUANTUM * SQZ_CHUNK_QUANTUM;
-    for (int r = 0; r < P; r++) {
-        const size_t a = (size_t)r * per < n ? (size_t)r * per : n;
-        const size_t b = a + per < n ? a + per : n;
-        off[r]         = a;
-        len[r]         = b - a;
+    const size_t a = (size_t)r * per < n ? (size_t)r * per : n;
+    const size_t b = a + per < n ? a + per : n;
+    *off = a, *len = b - a;
+}
+
+void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len)
+{
+    for (int r = 0; r < call->comm->nranks; r++) {
+        sqz_rs_chunk(call, r, &off[r], &len[r]);
     }
+}
+
+sqz_status_t sqz_rs_reserve_server(sqz_coll_call_t *call)
+{
+    size_t off, len;
+    sqz_rs_chunk(call, call->comm->rank, &off, &len);
+    /* (the size phase 2 reserves: a rank whose chunk is empty keeps one element) */
+    return sqz_state_reserve(&call->comm->store, call->state, 0, len ? len : 1);
 }
 
 /* Per-chunk work handed to the thread pool: chunk r lives at buf + dis[r]. */

@@ -613,9 +613,13 @@ static sqz_status_t sqz_host_open(void *arg, const sqz_plan_t *plan)
                           .cs = {.algo = plan->algo, .predicted = plan->predicted},
     };
     /* (what fails here is this rank's memory) */
-    return SQZ_OK == sqz_engine_ef_open(&r->coll, plan, r->in, r->key, &r->ef)
-               ? SQZ_OK
-               : SQZ_ERR_NO_MEMORY;
+    sqz_status_t st = sqz_engine_ef_open(&r->coll, plan, r->in, r->key, &r->ef);
+    const int    sra = SQZ_ALGO_REDUCE_SCATTER == plan->algo ||
+                    SQZ_ALGO_REDUCE_SCATTER_P2P == plan->algo;
+    if (SQZ_OK == st && sra && 0 == r->block && r->coll.state) {
+        st = sqz_rs_reserve_server(&r->coll);
+    }
+    return SQZ_OK == st ? SQZ_OK : SQZ_ERR_NO_MEMORY;
 }
 
 static sqz_status_t sqz_host_exchange(void *arg, const sqz_plan_t *plan)

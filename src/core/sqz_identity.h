@@ -61,7 +61,8 @@ typedef struct sqz_state_query {
  *  caller's key (the state's own counter), or by the call sequence, with the local repairs the
  *  identity asks for (an heir's local state taken over unless q->shared, an ambiguous one
  *  dropped, stale slots swept); then the store kept within SQZ_STATE_MAX_BYTES (the call's
- *  state kept).  Both engines' one lookup (comm->lock held; advances the store's tick).  *bs is
+ *  state kept).  Both engines' one lookup (comm->lock held; a keyed call advances the store's
+ *  tick, the clock of its stale rule).  *bs is
  *  NULL when this rank could not make it (the call must still take part in the exchange, so
  *  that all ranks go dense together).  \return SQZ_OK or SQZ_ERR_TRANSPORT (an agreement failed,
  *  q->ready's included). */

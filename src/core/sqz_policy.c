@@ -90,8 +90,14 @@ static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
     const int chunked   = comm->nranks > 1 && NULL == comm->segs;
     const int can_split = chunked && comm->p2p && p->pipeline;
     if (chunked && comm->nranks > 2 && SQZ_SPARSE_SCATTER == p->sparse_algo) {
-        /* (At 2 ranks it would send what the all-gather sends, and lose more.) */
-        return sqz_policy_scatter(comm, n, 0); /* (its own dense switch included) */
+        /* (At 2 ranks it would send what the all-gather sends, and lose more.)  Its dense switch
+         * is the time model's there, and the bytes model's here, as for the all-gather. */
+        sqz_choice_t sra = sqz_policy_scatter(comm, n, 0);
+        if (!timed && p->sparse_dense_switch > 0 &&
+            2.0 * (P - 1) * mpper > p->sparse_dense_switch * dense) {
+            sra.algo = SQZ_ALGO_DENSE_SWITCH;
+        }
+        return sra;
     }
     sqz_choice_t ch;
     /* (the all-gather also for a scatter that does not apply) */

@@ -170,6 +170,16 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                                    "runs at its uniform setting on device buffers",
                      method);
     }
+    /* The scatter-reduce on device buffers runs classic error feedback only (ef21's estimator
+     * is updated from the all-gather's payloads): under ef21 a sparsifier keeps the all-gather
+     * (sqz_policy_exchange), said here, once. */
+    if (g->enabled && g->ef21 && SQZ_SPARSE_SCATTER == ctx->p.sparse_algo &&
+        SQZ_EXCHANGE_ALLGATHER == ctx->method->exchange) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_SPARSE_ALGO=scatter with SQZ_EF=%s (SQZ_METHOD=%s): "
+                                   "device all-reduces keep the all-gather (the device's "
+                                   "scatter-reduce runs SQZ_EF=ef14 or none); host buffers take "
+                                   "the scatter", g->econtrol ? "econtrol" : "ef21", method);
+    }
     /* SQZ_EF_STORAGE compacts classic residuals, as on the host; PowerSGD's device state and
      * ef21's estimators stay fp32. */
     g->ef_storage = g->psgd ? 0 : ctx->p.ef_storage;

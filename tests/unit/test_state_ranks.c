@@ -132,10 +132,15 @@ static int fail_one_rank(size_t n)
     return FAIL_RANK == tl_rank && FAIL_CALL == tl_call;
 }
 
-static void run_oom(sqz_thread_group_t *g, const char *method, job_t *j)
+/* The server residual alone (an array of a chunk, not of the whole buffer): the scatter-reduce
+ * family reserves it before its exchange, so that the rank without it sends fallback frames. */
+static int fail_server_one_rank(size_t n) { return n < N && fail_one_rank(n); }
+
+static void run_oom(sqz_thread_group_t *g, const char *method, const char *algo, job_t *j)
 {
     const char *const kv[] = {"SQZ_METHOD", method, "SQZ_EF", "ef14", "SQZ_WARMUP_STEPS", "0",
-                              "SQZ_MIN_BYTES", "0", "SQZ_LOG", "error", NULL};
+                              "SQZ_MIN_BYTES", "0", "SQZ_LOG", "error", "SQZ_SPARSE_ALGO",
+                              algo, NULL};
     /* (a new key each call: each call allocates its residual) */
     *j = (job_t){.g = g, .calls = CALLS, .key0 = 500, .nkeys = CALLS};
     memcpy(j->kv, kv, sizeof(kv));
@@ -145,13 +150,14 @@ static void run_oom(sqz_thread_group_t *g, const char *method, job_t *j)
     sqz_thread_run(P, rank_main, j);
 }
 
-static void test_out_of_memory(sqz_thread_group_t *g, const char *method)
+static void test_out_of_memory(sqz_thread_group_t *g, const char *method, int (*fails)(size_t))
 {
     job_t a, dense;
-    sqz_state_alloc_fails = fail_one_rank;
-    run_oom(g, method, &a);
+    sqz_state_alloc_fails = fails;
+    const char *algo = fails == fail_server_one_rank ? "scatter" : "auto";
+    run_oom(g, method, algo, &a);
     sqz_state_alloc_fails = NULL;
-    run_oom(g, "none", &dense);
+    run_oom(g, "none", algo, &dense);
     for (int r = 0; r < P; r++) {
         CHECK_MSG(SQZ_OK == a.st[r], "%s, no memory on rank %d: rank %d: %s", method, FAIL_RANK,
                   r, sqz_status_string(a.st[r]));
@@ -175,8 +181,9 @@ static void test_out_of_memory(sqz_thread_group_t *g, const char *method)
     for (int r = 0; r < P; r++) {
         free(a.out[r]), free(dense.out[r]);
     }
-    printf("%-6s no memory for a residual on rank %d at call %d: that call dense on every rank\n",
-           method, FAIL_RANK, FAIL_CALL);
+    printf("%-6s no memory for a %s residual on rank %d at call %d: that call dense on every "
+           "rank\n", method, fails == fail_server_one_rank ? "server" : "worker", FAIL_RANK,
+           FAIL_CALL);
 }
 
 /* ---- the stale rule of keyed states ---- */
@@ -232,8 +239,11 @@ static void test_stale_keys(sqz_thread_group_t *g)
 int main(void)
 {
     sqz_thread_group_t *g = sqz_thread_group_create(P);
-    test_out_of_memory(g, "quant");
-    test_out_of_memory(g, "topk");
+    /* (top-k: its all-gather, then through the scatter-reduce, SQZ_SPARSE_ALGO=scatter) */
+    test_out_of_memory(g, "quant", fail_one_rank);
+    test_out_of_memory(g, "topk", fail_one_rank);
+    test_out_of_memory(g, "quant", fail_server_one_rank);
+    test_out_of_memory(g, "topk", fail_server_one_rank);
     test_stale_keys(g);
     static const char *const cases[][2] = {{"quant", "ef21"}, {"quant", "ef14"}, {"topk", "ef21"}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
