@@ -206,9 +206,9 @@ static void sqz_gpu_move(void *to, void *from, size_t n, cudaStream_t s)
     cudaMemsetAsync(from, 0, n, s);
 }
 
-/* An heir's takeover: the classic residual and DGC's momentum move (the scatter-reduce's server
- * residual, a summary of this rank's chunk sums, restarts from zero: it is local too, so no rank
- * depends on it).  Called for buffers without state shared by the ranks (sqz_state_query_t). */
+/* An heir's takeover: the classic residual, DGC's momentum and the scatter-reduce's server
+ * residual move, as on host buffers (sqz_state_inherit).  Called for buffers without state shared
+ * by the ranks (sqz_state_query_t). */
 static int sqz_gpu_buf_inherit(void *arg, void *to_ext, void *from_ext)
 {
     const struct sqz_gpu_comm *g    = ((const sqz_comm_t *)arg)->gpu;
@@ -229,6 +229,15 @@ static int sqz_gpu_buf_inherit(void *arg, void *to_ext, void *from_ext)
     float *const u_to = sqz_gpu_dgc_momentum(to->dgc), *const u_from = sqz_gpu_dgc_momentum(from->dgc);
     if (u_to && u_from) {
         sqz_gpu_move(u_to, u_from, to->count * sizeof(float), g->stream);
+    }
+    /* The scatter-reduce's server residual: this rank's reduced chunk, the same chunk of the
+     * same count in both. */
+    size_t       n_to, n_from;
+    float *const s_to = sqz_gpu_sra_server(to->sra, &n_to);
+    float *const s_from = sqz_gpu_sra_server(from->sra, &n_from);
+    if (s_to && s_from && n_to == n_from) {
+        sqz_gpu_move(s_to, s_from, n_to * sizeof(float), g->stream);
+        moved = 1;
     }
     return moved;
 }

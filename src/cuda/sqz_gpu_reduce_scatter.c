@@ -164,6 +164,12 @@ int sqz_gpu_sra_is_rs(const sqz_gpu_sra_t *x) { return x->rs; }
 
 const uint32_t *sqz_gpu_sra_bad(const sqz_gpu_sra_t *x) { return x->bad; }
 
+float *sqz_gpu_sra_server(const sqz_gpu_sra_t *x, size_t *count)
+{
+    *count = x && x->server ? x->len[x->rank] : 0;
+    return *count ? x->server : NULL;
+}
+
 void sqz_gpu_sra_free(sqz_gpu_sra_t *x)
 {
     if (x) {

@@ -53,6 +53,10 @@ int sqz_gpu_sra_is_rs(const sqz_gpu_sra_t *x);
  *  output is NaN and the residuals were restored), the same on every rank once that call ran. */
 const uint32_t *sqz_gpu_sra_bad(const sqz_gpu_sra_t *x);
 
+/** The server residual of this rank's reduced chunk (NULL without error feedback, or for a
+ *  reduce-scatter), its elements in *count. */
+float *sqz_gpu_sra_server(const sqz_gpu_sra_t *x, size_t *count);
+
 /** Frees the state (NULL: no-op).  The device must be done with it. */
 void sqz_gpu_sra_free(sqz_gpu_sra_t *x);
 
