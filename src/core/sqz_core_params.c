@@ -106,8 +106,9 @@ static const sqz_core_param_t sqz_core_params[] = {
          "DGC local gradient clipping (0: off): each rank scales its buffer to an L2 norm of at most "
          "DGC_CLIP / sqrt(ranks) before compression"),
     JOB("SPARSE_DENSE_SWITCH", SQZ_PARAM_DOUBLE, "1", 0, 1e9, NULL, CORE(sparse_dense_switch),
-         "cost model of the sparse all-gather (topk, fedzip): when the payloads every rank receives "
-         "would exceed this factor times the bytes of a dense ring all-reduce, the call is sent dense "
+         "cost model of the sparse exchanges (topk, fedzip: all-gather, split or scatter): when the "
+         "payloads every rank receives would exceed this factor times the bytes of a dense ring "
+         "all-reduce, the call is sent dense "
          "(exactly, residual included); 0 never switches.  The GPU path applies it to every "
          "exchange (all-reduce and reduce-scatter), keeping the residual for the next call"),
     JOB("SPARSE_ALGO", SQZ_PARAM_ENUM, "auto", 0, 0, "auto|allgather|split|scatter",
