@@ -197,13 +197,14 @@ static sqz_choice_t sqz_policy_device_time(const sqz_comm_t *comm, const sqz_dev
 
 sqz_choice_t sqz_policy_choose_device(const sqz_comm_t *comm, const sqz_device_call_t *f)
 {
-    const sqz_core_params_t *p          = &comm->ctx->p;
-    const int                summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == comm->ctx->method->exchange;
-    const int                timed  = SQZ_EXCHANGE_MODEL_TIME == p->exchange_model && comm->nranks > 1;
-    const double             factor = p->sparse_dense_switch;
+    const sqz_core_params_t *p     = &comm->ctx->p;
+    const int                exch  = comm->ctx->method->exchange;
+    const int                timed = SQZ_EXCHANGE_MODEL_TIME == p->exchange_model && comm->nranks > 1;
+    const double             factor     = p->sparse_dense_switch;
+    const int                summarizes = SQZ_EXCHANGE_REDUCE_SCATTER == exch;
     /* A sparsifier's all-reduce takes the scatter-reduce with re-sparsification when asked (as
      * sqz_policy_sparse on host buffers). */
-    const int sparse = f->sra_ok && !f->rs && !summarizes && comm->nranks > 2;
+    const int sparse = f->sra_ok && !f->rs && SQZ_EXCHANGE_ALLGATHER == exch && comm->nranks > 2;
     const int sra    = (f->sra_ok && (f->rs || (summarizes && comm->nranks > 2))) ||
                     (sparse && SQZ_SPARSE_SCATTER == p->sparse_algo);
     const double sent = sra ? f->sra_sent : f->ag_sent;
