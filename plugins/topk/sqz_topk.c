@@ -57,6 +57,7 @@ typedef struct topk_config {
     int    select;       /* TOPK_SELECT: TOPK_SELECT_EXACT or TOPK_SELECT_SAMPLED */
     double sample_ratio; /* TOPK_SAMPLE_RATIO: fraction of elements sampled (sampled only) */
     int64_t warmup;      /* TOPK_WARMUP_STEPS: DGC's exponential sparsity warm-up, in calls */
+    double reselect;     /* TOPK_RESELECT: the density factor of the second selection (stage 1) */
 } topk_config_t;
 
 static const sqz_param_def_v1_t topk_params[] = {
@@ -96,6 +97,18 @@ static const sqz_param_def_v1_t topk_params[] = {
         .help = "DGC sparsity warm-up: call t < W of a buffer keeps density^((t+1)/(W+1)), falling "
                 "exponentially to TOPK_DENSITY (0: off)",
     },
+    {
+        .name = "TOPK_RESELECT",
+        .type = SQZ_PARAM_DOUBLE,
+        .default_value = "1",
+        .min = 1,
+        .max = 1e6,
+        .offset = offsetof(topk_config_t, reselect),
+        .help = "the scatter exchange's second selection (SQZ_SPARSE_ALGO=scatter, host buffers): "
+                "each chunk's owner keeps this many times TOPK_DENSITY of its reduced chunk (4 "
+                "keeps the all-gather's accuracy in docs/performance.md; it also raises the "
+                "payload bound that the dense switch reads)",
+    },
 };
 
 /* DGC's exponential sparsity warm-up (the code's coeff = density^(1/(W+1)) schedule, counted in
@@ -107,6 +120,14 @@ static double topk_density_at(const topk_config_t *c, uint64_t seq)
     }
     const double d = pow(c->density, (double)(seq + 1) / (double)(c->warmup + 1));
     return d > c->density ? d : c->density;
+}
+
+/* The density of a call's selection: the warm-up's at the buffer's call seq, times TOPK_RESELECT
+ * for the second selection (stage 1: the scatter exchange's reduced chunk), at most 1. */
+static double topk_stage_density(const topk_config_t *c, uint64_t seq, int stage)
+{
+    const double d = topk_density_at(c, seq) * (stage > 0 ? c->reselect : 1.0);
+    return d < 1.0 ? d : 1.0;
 }
 
 typedef struct topk_state {
@@ -130,7 +151,7 @@ static sqz_status_t topk_create(const void *config, const sqz_compressor_env_v1_
                                 void **state)
 {
     const topk_config_t *cfg = (const topk_config_t *)config;
-    if (cfg == NULL || !(cfg->density > 0.0 && cfg->density <= 1.0) ||
+    if (cfg == NULL || !(cfg->density > 0.0 && cfg->density <= 1.0) || !(cfg->reselect >= 1.0) ||
         !(cfg->sample_ratio > 0.0 && cfg->sample_ratio <= 1.0) ||
         (cfg->select != TOPK_SELECT_EXACT && cfg->select != TOPK_SELECT_SAMPLED)) {
         return SQZ_ERR_INVALID_PARAM;
@@ -181,8 +202,8 @@ static size_t topk_max_payload(void *state, size_t n)
     if (s == NULL || n > UINT32_MAX) {
         return SIZE_MAX;
     }
-    /* The bound covers the warm-up's first (densest) call. */
-    return 4 + 8 * sqz_pu_density_count(topk_density_at(&s->cfg, 0), n);
+    /* The bound covers the warm-up's first (densest) call, and the second selection. */
+    return 4 + 8 * sqz_pu_density_count(topk_stage_density(&s->cfg, 0, 1), n);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -941,7 +962,7 @@ static sqz_status_t topk_compress(void *state, sqz_compress_args_v1_t *args)
     if (n > UINT32_MAX) {
         return SQZ_ERR_NOT_SUPPORTED;
     }
-    const double density = topk_density_at(&st->cfg, args->seq);
+    const double density = topk_stage_density(&st->cfg, args->seq, args->stage);
     const size_t k       = sqz_pu_density_count(density, n);
     if (out == NULL || args->capacity < 4 + 8 * k || (n > 0 && in == NULL)) {
         return SQZ_ERR_INVALID_PARAM;

@@ -180,6 +180,11 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                                    "scatter-reduce runs SQZ_EF=ef14 or none); host buffers take "
                                    "the scatter", g->econtrol ? "econtrol" : "ef21", method);
     }
+    if (g->enabled && !g->ef21 && SQZ_SPARSE_SCATTER == ctx->p.sparse_algo &&
+        0 == strcmp(method, "topk") && sqz_ctx_param_num(ctx, "TOPK_RESELECT", 1) > 1) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_TOPK_RESELECT applies to host buffers: the device's "
+                                   "scatter-reduce selects TOPK_DENSITY of each reduced chunk");
+    }
     /* SQZ_EF_STORAGE compacts classic residuals, as on the host; PowerSGD's device state and
      * ef21's estimators stay fp32. */
     g->ef_storage = g->psgd ? 0 : ctx->p.ef_storage;

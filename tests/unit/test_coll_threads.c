@@ -991,8 +991,38 @@ static void test_sparse_scatter(void)
     run(&ga);
     CHECK_MSG(e.err_avg < 2 * ga.err_avg, "scatter's mean error %.4f, the all-gather's %.4f",
               e.err_avg, ga.err_avg);
+    /* TOPK_RESELECT=4: the second selection keeps 4 k a chunk; closer to the all-gather. */
+    const char *kr[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.05", "SQZ_SPARSE_ALGO",
+                        "scatter", "SQZ_TOPK_RESELECT", "4", NULL};
+    job_t       re   = {.kv = kr, .P = 4, .n = 65536, .calls = 60, .nan_rank = -1,
+                        .corrupt_call = -1};
+    run(&re);
+    CHECK(identical(&re));
+    printf("topk scatter, TOPK_RESELECT=4: one call %.4f, mean of 60 calls %.4f (1: %.4f, "
+           "all-gather %.4f)\n", re.err_first, re.err_avg, e.err_avg, ga.err_avg);
+    CHECK_MSG(re.err_avg < e.err_avg, "TOPK_RESELECT=4: mean error %.4f, not below 1's %.4f",
+              re.err_avg, e.err_avg);
+    done(&re);
     done(&ga);
     done(&e);
+    /* ... and at 8 ranks it sends (7/8)(1 + 4) payloads of k, fewer than the all-gather's 7. */
+    const char *kr8[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.01", "SQZ_SPARSE_ALGO",
+                         "scatter", "SQZ_TOPK_RESELECT", "4", NULL};
+    const char *ka8[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.01", NULL};
+    job_t       r8    = {.kv = kr8, .P = 8, .n = 200000, .calls = 2, .nan_rank = -1,
+                         .corrupt_call = -1};
+    job_t       a8    = r8;
+    a8.kv             = ka8;
+    run(&r8);
+    run(&a8);
+    CHECK(identical(&r8));
+    printf("topk scatter, TOPK_RESELECT=4, 8 ranks: %.3f of the all-gather's bytes\n",
+           (double)r8.sent[0] / (double)a8.sent[0]);
+    CHECK_MSG(r8.sent[0] < 0.75 * a8.sent[0] && r8.sent[0] > 0.5 * a8.sent[0],
+              "TOPK_RESELECT=4 at 8 ranks: %llu bytes, the all-gather %llu",
+              (unsigned long long)r8.sent[0], (unsigned long long)a8.sent[0]);
+    done(&r8);
+    done(&a8);
     /* The dense switch (SQZ_SPARSE_DENSE_SWITCH) under the bytes model: at density 0.6 the two
      * rounds send more than a dense ring; the call goes dense, exactly. */
     const char *kd[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.6", "SQZ_SPARSE_ALGO",

@@ -906,9 +906,50 @@ static void test_topk_warmup_schedule(void)
     free(pl);
 }
 
+/* TOPK_RESELECT: the second selection (stage 1, the scatter exchange's reduced chunk) keeps that
+ * many times k, the first keeps k; the payload bound covers the larger; the residual keeps what
+ * each does not send (a + residual = decoded + new residual, exactly for kept entries). */
+static void test_topk_reselect(void)
+{
+    const char *const kv[] = {"TOPK_DENSITY=0.01", "TOPK_RESELECT=4", NULL};
+    void             *cfg  = NULL;
+    char              err[256];
+    REQUIRE(SQZ_OK == sqz_plugin_config_make(&sqz_compressor_topk, kv, &cfg, err, sizeof(err)));
+    const sqz_compressor_env_v1_t env = {.size = sizeof(env), .rank = 0, .nranks = 1, .seed = 3};
+    void                         *st  = NULL;
+    REQUIRE(SQZ_OK == sqz_compressor_topk.create(cfg, &env, &st));
+    const size_t n   = 50000, k = 500;
+    float       *in  = malloc(n * sizeof(float)), *res = calloc(n, sizeof(float));
+    float       *dec = calloc(n, sizeof(float));
+    const size_t cap = sqz_compressor_topk.max_payload(st, n);
+    void        *pl  = malloc(cap);
+    REQUIRE(in && res && dec && pl);
+    CHECK_EQ_INT(cap, 4 + 8 * 4 * k);
+    for (size_t i = 0; i < n; i++) {
+        in[i] = (float)((i * 2654435761u) % 1000003) - 500000.0f;
+    }
+    for (int stage = 0; stage < 2; stage++) {
+        memset(res, 0, n * sizeof(float));
+        memset(dec, 0, n * sizeof(float));
+        sqz_compress_args_v1_t a = {.size = sizeof(a), .in = in, .residual = res, .n = n,
+                                    .stage = stage, .payload = pl, .capacity = cap};
+        CHECK_EQ_INT(sqz_compressor_topk.compress(st, &a), SQZ_OK);
+        CHECK_EQ_INT((a.payload_bytes - 4) / 8, stage ? 4 * k : k);
+        CHECK_EQ_INT(sqz_compressor_topk.decompress(st, pl, a.payload_bytes, dec, n), SQZ_OK);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            bad += dec[i] + res[i] != in[i];
+        }
+        CHECK_MSG(0 == bad, "stage %d: %zu elements where decoded + residual != input", stage, bad);
+    }
+    sqz_compressor_topk.destroy(st);
+    free(cfg), free(in), free(res), free(dec), free(pl);
+}
+
 int main(void)
 {
     test_topk_warmup_schedule();
+    test_topk_reselect();
     test_descriptors();
     test_empty();
     for (size_t j = 0; j < NMETHODS; j++) {
