@@ -871,16 +871,23 @@ static void test_descriptors(void)
           !SQZ_FIXED_PAYLOAD(&sqz_compressor_fedzip));
 }
 
+/* A top-k state with settings kv (its config in *cfg, for the caller to free), rank 0 of 1. */
+static void *topk_with(const char *const *kv, void **cfg)
+{
+    char err[256];
+    REQUIRE(SQZ_OK == sqz_plugin_config_make(&sqz_compressor_topk, kv, cfg, err, sizeof(err)));
+    const sqz_compressor_env_v1_t env = {.size = sizeof(env), .rank = 0, .nranks = 1, .seed = 3};
+    void                         *st  = NULL;
+    REQUIRE(SQZ_OK == sqz_compressor_topk.create(*cfg, &env, &st));
+    return st;
+}
+
 /* DGC's sparsity warm-up: the number of kept entries falls call by call to k, and stays there. */
 static void test_topk_warmup_schedule(void)
 {
     const char *const kv[] = {"TOPK_DENSITY=0.001", "TOPK_WARMUP_STEPS=4", NULL};
     void             *cfg  = NULL;
-    char              err[256];
-    REQUIRE(SQZ_OK == sqz_plugin_config_make(&sqz_compressor_topk, kv, &cfg, err, sizeof(err)));
-    const sqz_compressor_env_v1_t env = {.size = sizeof(env), .rank = 0, .nranks = 1, .seed = 3};
-    void                         *st  = NULL;
-    REQUIRE(SQZ_OK == sqz_compressor_topk.create(cfg, &env, &st));
+    void             *st   = topk_with(kv, &cfg);
     const size_t n   = 100000;
     float       *in  = malloc(n * sizeof(float));
     const size_t cap = sqz_compressor_topk.max_payload(st, n);
@@ -913,11 +920,7 @@ static void test_topk_reselect(void)
 {
     const char *const kv[] = {"TOPK_DENSITY=0.01", "TOPK_RESELECT=4", NULL};
     void             *cfg  = NULL;
-    char              err[256];
-    REQUIRE(SQZ_OK == sqz_plugin_config_make(&sqz_compressor_topk, kv, &cfg, err, sizeof(err)));
-    const sqz_compressor_env_v1_t env = {.size = sizeof(env), .rank = 0, .nranks = 1, .seed = 3};
-    void                         *st  = NULL;
-    REQUIRE(SQZ_OK == sqz_compressor_topk.create(cfg, &env, &st));
+    void             *st   = topk_with(kv, &cfg);
     const size_t n   = 50000, k = 500;
     float       *in  = malloc(n * sizeof(float)), *res = calloc(n, sizeof(float));
     float       *dec = calloc(n, sizeof(float));
