@@ -87,6 +87,19 @@ dec=$(distance "econtrol-safe" 600 0.05 0.05 -- SQZ_METHOD=topk SQZ_TOPK_DENSITY
 check_below "SQZ_EF=ef21" "$d21" 0.005
 check_below "SQZ_EF=econtrol" "$dec" 0.05
 
+# Top-k through the scatter exchange (SQZ_SPARSE_ALGO=scatter), the same safe step: the second
+# selection is what costs (measured: reselecting at the density ~0.089, twice the density ~0.0028,
+# the all-gather ~2e-4); at 4 ranks TOPK_RESELECT=4 would keep every entry of the first round.
+echo "== topk's scatter exchange, density 0.01, ef21, constant step 0.05"
+dsc1=$(distance "scatter-reselect1" 600 0.05 0.05 -- SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.01 SQZ_EF=ef21 SQZ_SPARSE_ALGO=scatter)
+dsc2=$(distance "scatter-reselect2" 600 0.05 0.05 -- SQZ_METHOD=topk SQZ_TOPK_DENSITY=0.01 SQZ_EF=ef21 SQZ_SPARSE_ALGO=scatter SQZ_TOPK_RESELECT=2)
+check_below "SQZ_SPARSE_ALGO=scatter SQZ_TOPK_RESELECT=2" "$dsc2" 0.02
+if [ -n "$dsc1" ] && [ -n "$dsc2" ] && awk -v a="$dsc1" -v b="$dsc2" 'BEGIN { exit !(a + 0 > 5 * b) }'; then
+    echo "   ok: reselecting at the density stalls further ($dsc1), more than 5x"
+else
+    bad "scatter: TOPK_RESELECT=1 at '$dsc1' is not above 5x TOPK_RESELECT=2's '$dsc2'"
+fi
+
 # The contrast of the EF21 paper: aggressive top-k (density 0.01) and a large constant step (0.2).
 # Classic error feedback diverges (the distance grows past where it started, 1.0; measured ~3),
 # EF21 converges (measured ~0.04).
