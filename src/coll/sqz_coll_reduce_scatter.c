@@ -61,7 +61,7 @@ sqz_status_t sqz_rs_reserve_server(sqz_coll_call_t *call)
 {
     size_t off, len;
     sqz_rs_chunk(call, call->comm->rank, &off, &len);
-    /* (the size phase 2 reserves: a rank whose chunk is empty keeps one element) */
+    /* (a rank whose chunk is empty keeps one element) */
     return sqz_state_reserve(&call->comm->store, call->state, 0, len ? len : 1);
 }
 
@@ -403,8 +403,7 @@ sqz_status_t sqz_coll_reduce_scatter(sqz_coll_call_t *call)
         /* (a phase-1 verdict is known to every rank already: no need to run phase 2) */
         float *sres = NULL; /* the server residual of this rank's chunk */
         if (call->state) {
-            SQZ_CHECK(sqz_state_reserve(&rs.comm->store, call->state, 0,
-                                        rs.mylen ? rs.mylen : 1));
+            SQZ_CHECK(sqz_rs_reserve_server(call)); /* (reserved at the call's open already) */
             sres = call->state->server_residual;
         }
         st = sqz_rs_phase2(&rs, sres);

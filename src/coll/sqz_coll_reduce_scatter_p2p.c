@@ -281,8 +281,7 @@ static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
     unsigned char *const   mine2 = comm->scratch.sendbuf + x->send1;
     float                 *sres  = NULL;
     if (SQZ_OK == x->local && call->state && !call->exact2) {
-        const sqz_status_t rst = sqz_state_reserve(&comm->store, call->state, 0,
-                                                   x->mylen ? x->mylen : 1);
+        const sqz_status_t rst = sqz_rs_reserve_server(call); /* (reserved at the open) */
         if (SQZ_OK != rst) {
             x->abort = 1;
             return rst;

@@ -206,12 +206,11 @@ sqz_status_t sqz_state_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int wor
     }
     if (server_count > 0 && (NULL == b->server_residual || b->server_count != server_count)) {
         free(b->server_residual);
-        b->server_residual = sqz_state_alloc_fails && sqz_state_alloc_fails(server_count)
-                                 ? NULL
-                                 : calloc(server_count, sizeof(float));
-        b->server_count    = b->server_residual ? server_count : 0;
-        sqz_state_account(s, b);
-        if (NULL == b->server_residual) {
+        b->server_residual = NULL;
+        b->server_count    = server_count;
+        if (SQZ_OK != sqz_state_alloc(s, b, &b->server_residual, server_count)) {
+            b->server_count = 0;
+            sqz_state_account(s, b);
             return SQZ_ERR_NO_MEMORY;
         }
     }

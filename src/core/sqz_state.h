@@ -94,8 +94,8 @@ sqz_status_t sqz_state_reserve(sqz_state_store_t *s, sqz_buf_state_t *b, int wor
 sqz_status_t sqz_state_alloc(sqz_state_store_t *s, sqz_buf_state_t *b, float **p, size_t n);
 
 /** Tests only (NULL otherwise): when set and it returns nonzero for an array of n floats,
- *  sqz_state_alloc (or sqz_state_reserve's server residual) fails as if calloc had, so that a
- *  test makes one rank run out of memory for a state. */
+ *  sqz_state_alloc (sqz_state_reserve's arrays included) fails as if calloc had, so that a test
+ *  makes one rank run out of memory for a state. */
 extern int (*sqz_state_alloc_fails)(size_t n);
 
 /** Recounts b's memory after its arrays changed outside sqz_state_alloc/reserve. */
