@@ -604,13 +604,12 @@ static sqz_status_t sqz_host_open(void *arg, const sqz_plan_t *plan)
 {
     sqz_host_run_t *const r   = arg;
     sqz_ctx_t *const      ctx = r->comm->ctx;
-    r->coll                   = (sqz_coll_call_t){
-                          .comm = r->comm, .c = ctx->method, .cstate = r->comm->cstate,
-                          .cstates = r->comm->cstates, .out = r->out, .n = r->n, .block = r->block,
-                          .bstate = r->bs, .seq = r->seq,
-                          /* A reduce-scatter's output block is the start of an in-place input as well. */
-                          .out_is_input = ((const float *)r->out == r->in),
-                          .cs = {.algo = plan->algo, .predicted = plan->predicted},
+    r->coll = (sqz_coll_call_t){
+        .comm = r->comm, .c = ctx->method, .cstate = r->comm->cstate, .cstates = r->comm->cstates,
+        .out = r->out, .n = r->n, .block = r->block, .bstate = r->bs, .seq = r->seq,
+        /* A reduce-scatter's output block is the start of an in-place input as well. */
+        .out_is_input = ((const float *)r->out == r->in),
+        .cs = {.algo = plan->algo, .predicted = plan->predicted},
     };
     /* (what fails here is this rank's memory) */
     sqz_status_t st = sqz_engine_ef_open(&r->coll, plan, r->in, r->key, &r->ef);

@@ -141,9 +141,7 @@ static cudaError_t sqz_gpu_buf_alloc_ef(sqz_comm_t *comm, sqz_gpu_buf_t *b,
     return ce;
 }
 
-/* After an allocation event of b (every rank has one at the same call): 1 when every rank
- * allocated, else b goes dense-only on every rank (its memory freed, the buffer kept so that no
- * rank tries again alone); -1 when the agreement itself failed. */
+/* b goes dense-only: its memory freed, the buffer kept so that no rank tries again alone. */
 static void sqz_gpu_buf_dense_only(sqz_gpu_buf_t *b)
 {
     SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank could not allocate device memory for a %zu-element "
@@ -153,6 +151,8 @@ static void sqz_gpu_buf_dense_only(sqz_gpu_buf_t *b)
     b->dense_only = 1;
 }
 
+/* After an allocation event of b (every rank has one at the same call): 1 when every rank
+ * allocated, else 0 and b dense-only on every rank; -1 when the agreement itself failed. */
 static int sqz_gpu_buf_agree(sqz_comm_t *comm, sqz_gpu_buf_t *b, int ok, cudaStream_t s)
 {
     const int all = sqz_gpu_comm_agree(comm, ok, s);

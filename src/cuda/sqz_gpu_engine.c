@@ -477,20 +477,20 @@ static sqz_status_t sqz_gpu_keep_block(const sqz_comm_t *comm, const sqz_gpu_buf
  * sum is decoded (the output, or a reduce-scatter's scratch b->full). */
 typedef struct sqz_gpu_call {
     sqz_comm_t      *comm;
-    sqz_buf_state_t *bs; /* the buffer's state in the store, b its device memory (bs->ext) */
+    sqz_buf_state_t *bs;       /* the buffer's state in the store, b its device memory (ext) */
     sqz_gpu_buf_t   *b;
-    const void    *in;       /* what the compressor reads: the caller's data, or DGC's message */
-    sqz_dtype_t    in_dtype; /* dtype, or float32 for DGC's message */
-    const void    *data;     /* the caller's data (the dense fallback sends it) */
-    int            dgc;      /* in is DGC's message: commit the momentum after the exchange */
-    int            damp;     /* classic residuals keep SQZ_EF_DECAY of themselves after it */
-    void          *recvbuf, *rs_out, *out;
-    size_t         count;
-    sqz_dtype_t    dtype;
-    sqz_op_t       op;
-    uint64_t       key;      /* the buffer's: the API key or its call-sequence slot */
-    uint64_t       seq;      /* the buffer's call counter (sqz_call_state) */
-    cudaStream_t   s;
+    const void      *in;       /* what the compressor reads: the caller's data, or DGC's message */
+    sqz_dtype_t      in_dtype; /* dtype, or float32 for DGC's message */
+    const void      *data;     /* the caller's data (the dense fallback sends it) */
+    int              dgc;      /* in is DGC's message: commit the momentum after the exchange */
+    int              damp;     /* classic residuals keep SQZ_EF_DECAY of themselves after it */
+    void            *recvbuf, *rs_out, *out;
+    size_t           count;
+    sqz_dtype_t      dtype;
+    sqz_op_t         op;
+    uint64_t         key;      /* the buffer's: the API key or its call-sequence slot */
+    uint64_t         seq;      /* the buffer's call counter (sqz_call_state) */
+    cudaStream_t     s;
 } sqz_gpu_call_t;
 
 /* The call on the dense path, counted as `kind` ('w' warm-up, 'f' fallback). */
