@@ -83,9 +83,10 @@ static cudaError_t sqz_gpu_buf_alloc_exchange(sqz_comm_t *comm, sqz_gpu_buf_t *b
     const size_t               n    = nd->count;
     const size_t               full = nd->rs ? n * sqz_gpu_dtype_size(nd->dtype) : 0;
     if (SQZ_ALGO_REDUCE_SCATTER == nd->plan->algo) {
-        b->bytes = sqz_gpu_sra_bytes(&g->params, n, nd->dtype, comm->nranks, nd->rs, nd->ef);
-        return sqz_gpu_sra_create(&g->params, n, nd->dtype, comm->nranks, comm->rank, nd->rs,
-                                  nd->ef, nd->s, &b->sra) == SQZ_OK
+        b->bytes = sqz_gpu_sra_bytes(&g->params, &g->params_server, n, nd->dtype, comm->nranks,
+                                     nd->rs, nd->ef);
+        return sqz_gpu_sra_create(&g->params, &g->params_server, n, nd->dtype, comm->nranks,
+                                  comm->rank, nd->rs, nd->ef, nd->s, &b->sra) == SQZ_OK
                    ? cudaSuccess
                    : cudaErrorMemoryAllocation;
     }

@@ -69,6 +69,8 @@ struct sqz_gpu_comm {
     sqz_gpu_efwork_t      efwork;     /* their fp32 working area */
     sqz_gpu_psgd_cfg_t    psgd_cfg;
     sqz_gpu_params_t      params;
+    sqz_gpu_params_t      params_server; /* the scatter-reduce's phase 2 (the reduced chunk):
+                                            params, top-k's density times TOPK_RESELECT */
     sqz_state_ext_ops_t   buf_ops;     /* comm->store's hooks for device buffers (arg: comm) */
     cudaStream_t          stream;      /* the stream of the call in progress (comm->lock held),
                                           where the store's hooks enqueue; 0 between calls */

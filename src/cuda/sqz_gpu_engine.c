@@ -64,6 +64,18 @@ static void sqz_gpu_read_topk(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
     p->density = sqz_ctx_param_num(ctx, "TOPK_DENSITY", 0.01);
 }
 
+/* The codec of the scatter-reduce's reduced chunk (its phase 2): the method's, except top-k's
+ * second selection, at TOPK_RESELECT times the density (at most 1), as the host plugin's stage 1
+ * (plugins/topk/sqz_topk.c). */
+static sqz_gpu_params_t sqz_gpu_server_params(const sqz_ctx_t *ctx, const sqz_gpu_params_t *p)
+{
+    sqz_gpu_params_t p2 = *p;
+    if (SQZ_GPU_TOPK == p->method) {
+        p2.density = fmin(1.0, p->density * sqz_ctx_param_num(ctx, "TOPK_RESELECT", 1.0));
+    }
+    return p2;
+}
+
 static void sqz_gpu_read_quant(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
 {
     p->bits       = (int)sqz_ctx_param_num(ctx, "QUANT_BITS", 4);
@@ -129,6 +141,7 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
     const sqz_ctx_t     *ctx    = comm->ctx;
     const char          *method = ctx->method->name;
     g->enabled                  = sqz_gpu_params_from_ctx(ctx, comm->cstate, &g->params);
+    g->params_server            = sqz_gpu_server_params(ctx, &g->params);
     /* The context's error feedback, SQZ_EF resolved for the method as on the host (under auto:
      * ef21 for top-k, none for the methods whose default it is, else ef14, damped by the plan);
      * each call's is sqz_policy_ef's.  PowerSGD reads SQZ_EF
@@ -179,11 +192,6 @@ static void sqz_gpu_configure(sqz_comm_t *comm)
                                    "device all-reduces keep the all-gather (the device's "
                                    "scatter-reduce runs SQZ_EF=ef14 or none); host buffers take "
                                    "the scatter", g->econtrol ? "econtrol" : "ef21", method);
-    }
-    if (g->enabled && !g->ef21 && SQZ_SPARSE_SCATTER == ctx->p.sparse_algo &&
-        0 == strcmp(method, "topk") && sqz_ctx_param_num(ctx, "TOPK_RESELECT", 1) > 1) {
-        SQZ_LOG_ONCE(SQZ_LOG_WARN, "SQZ_TOPK_RESELECT applies to host buffers: the device's "
-                                   "scatter-reduce selects TOPK_DENSITY of each reduced chunk");
     }
     /* SQZ_EF_STORAGE compacts classic residuals, as on the host; PowerSGD's device state and
      * ef21's estimators stay fp32. */
@@ -435,7 +443,8 @@ static sqz_call_facts_t sqz_gpu_facts(const sqz_comm_t *comm, size_t count, sqz_
     *d = (sqz_device_call_t){.bytes = count * sqz_gpu_dtype_size(dtype), .rs = rs};
     if (g->enabled && !g->psgd) {
         d->sra_ok   = sqz_gpu_sra_applies(count, comm->nranks, rs);
-        d->sra_sent = d->sra_ok ? (double)sqz_gpu_sra_sent(&g->params, count, comm->nranks, rs)
+        d->sra_sent = d->sra_ok ? (double)sqz_gpu_sra_sent(&g->params, &g->params_server, count,
+                                                           comm->nranks, rs)
                                 : 0.0;
         d->ag_sent = (double)(comm->nranks - 1) * (double)sqz_gpu_payload_bytes(&g->params, count);
     }

@@ -12,15 +12,17 @@
 #define SQZ_GPU_CHUNK_QUANTUM 512
 
 struct sqz_gpu_sra {
-    sqz_gpu_params_t p;
+    sqz_gpu_params_t p;         /* phase 1's codec: the ranks' own chunks */
+    sqz_gpu_params_t p2;        /* phase 2's: the reduced chunk (TOPK_RESELECT's density) */
     int              nranks, rank, rs;
     sqz_dtype_t      dtype;
     size_t           count;
     size_t          *off, *len; /* chunk r: elements [off[r], off[r] + len[r]) */
-    size_t           slot;      /* bytes of a payload slot: payload_bytes of the largest chunk */
+    size_t           slot;      /* bytes of a phase-1 slot: payload_bytes of the largest chunk */
+    size_t           slot2;     /* bytes of a phase-2 slot (p2) */
     unsigned char   *send1;     /* N slots: this rank's chunk payloads, slot r for rank r */
     unsigned char   *recv1;     /* N payloads of this rank's chunk, payload_bytes(len[rank]) apart */
-    unsigned char   *gather2;   /* all-reduce: N slots, the phase-2 payloads */
+    unsigned char   *gather2;   /* all-reduce: N phase-2 slots, the phase-2 payloads */
     float           *y;         /* all-reduce: this rank's reduced chunk */
     float           *server;    /* all-reduce with error feedback: the server residual of y */
     void            *workspace;
@@ -65,25 +67,40 @@ int sqz_gpu_sra_applies(size_t count, int nranks, int rs)
 
 /* The sizes of the state's device arrays, in the order sqz_gpu_sra_create carves them. */
 typedef struct sqz_gpu_sra_sizes {
-    size_t slot, send1, recv1, gather2, y, server, workspace, bad;
+    size_t slot, slot2, send1, recv1, gather2, y, server, workspace, bad;
 } sqz_gpu_sra_sizes_t;
 
 static size_t sqz_gpu_sra_up(size_t b) { return (b + 255) / 256 * 256; }
 
-static void sqz_gpu_sra_sizes(const sqz_gpu_params_t *p, size_t per, size_t mylen,
-                              sqz_dtype_t dtype, int nranks, int rs, int ef,
+/* The largest workspace of the exchange's codec calls: either phase's codec, on the input's
+ * dtype or on float32 (the reduced chunk). */
+static size_t sqz_gpu_sra_workspace(const sqz_gpu_params_t *p, const sqz_gpu_params_t *p2,
+                                    size_t per, sqz_dtype_t dtype)
+{
+    const size_t w[4] = {sqz_gpu_workspace_bytes(p, per, dtype),
+                         sqz_gpu_workspace_bytes(p, per, SQZ_DTYPE_FLOAT32),
+                         sqz_gpu_workspace_bytes(p2, per, dtype),
+                         sqz_gpu_workspace_bytes(p2, per, SQZ_DTYPE_FLOAT32)};
+    size_t       m    = 0;
+    for (int i = 0; i < 4; i++) {
+        m = w[i] > m ? w[i] : m;
+    }
+    return m;
+}
+
+static void sqz_gpu_sra_sizes(const sqz_gpu_params_t *p, const sqz_gpu_params_t *p2, size_t per,
+                              size_t mylen, sqz_dtype_t dtype, int nranks, int rs, int ef,
                               sqz_gpu_sra_sizes_t *z)
 {
     const size_t N = (size_t)nranks;
-    const size_t w1 = sqz_gpu_workspace_bytes(p, per, dtype);
-    const size_t w2 = sqz_gpu_workspace_bytes(p, per, SQZ_DTYPE_FLOAT32);
     z->slot         = sqz_gpu_payload_bytes(p, per);
+    z->slot2        = sqz_gpu_payload_bytes(p2, per);
     z->send1        = sqz_gpu_sra_up(N * z->slot);
     z->recv1        = sqz_gpu_sra_up(N * sqz_gpu_payload_bytes(p, mylen));
-    z->gather2      = rs ? 0 : z->send1;
+    z->gather2      = rs ? 0 : sqz_gpu_sra_up(N * z->slot2);
     z->y            = rs ? 0 : sqz_gpu_sra_up(per * sizeof(float));
     z->server       = rs || !ef ? 0 : z->y;
-    z->workspace    = sqz_gpu_sra_up((w1 > w2 ? w1 : w2) + 16);
+    z->workspace    = sqz_gpu_sra_up(sqz_gpu_sra_workspace(p, p2, per, dtype) + 16);
     z->bad          = 256;
 }
 
@@ -92,7 +109,8 @@ static size_t sqz_gpu_sra_total(const sqz_gpu_sra_sizes_t *z)
     return z->send1 + z->recv1 + z->gather2 + z->y + z->server + z->workspace + z->bad;
 }
 
-size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, size_t count, int nranks, int rs)
+size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, const sqz_gpu_params_t *p2, size_t count,
+                        int nranks, int rs)
 {
     const size_t chunk = sqz_gpu_sra_chunk(count, nranks, rs);
     size_t       sent = 0, slot = 0;
@@ -102,21 +120,22 @@ size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, size_t count, int nranks, int
         slot = pb > slot ? pb : slot;
     }
     /* (phase 1: all chunk payloads but its own; counted for the rank that keeps the largest) */
-    return (sent - slot) + (rs ? 0 : (size_t)(nranks - 1) * slot);
+    return (sent - slot) +
+           (rs ? 0 : (size_t)(nranks - 1) * sqz_gpu_payload_bytes(p2, chunk));
 }
 
-size_t sqz_gpu_sra_bytes(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype, int nranks,
-                         int rs, int ef)
+size_t sqz_gpu_sra_bytes(const sqz_gpu_params_t *p, const sqz_gpu_params_t *p2, size_t count,
+                         sqz_dtype_t dtype, int nranks, int rs, int ef)
 {
     sqz_gpu_sra_sizes_t z;
     const size_t        per = sqz_gpu_sra_chunk(count, nranks, rs);
-    sqz_gpu_sra_sizes(p, per, per, dtype, nranks, rs, ef, &z);
+    sqz_gpu_sra_sizes(p, p2, per, per, dtype, nranks, rs, ef, &z);
     return sqz_gpu_sra_total(&z);
 }
 
-sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype,
-                                int nranks, int rank, int rs, int ef, cudaStream_t s,
-                                sqz_gpu_sra_t **out)
+sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, const sqz_gpu_params_t *p2,
+                                size_t count, sqz_dtype_t dtype, int nranks, int rank, int rs,
+                                int ef, cudaStream_t s, sqz_gpu_sra_t **out)
 {
     *out = NULL;
     if (!sqz_gpu_sra_applies(count, nranks, rs)) {
@@ -128,7 +147,7 @@ sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dty
         free(x), free(v);
         return SQZ_ERR_NO_MEMORY;
     }
-    *x = (sqz_gpu_sra_t){.p = *p, .nranks = nranks, .rank = rank, .rs = rs, .dtype = dtype,
+    *x = (sqz_gpu_sra_t){.p = *p, .p2 = *p2, .nranks = nranks, .rank = rank, .rs = rs, .dtype = dtype,
                          .count = count, .off = v, .len = v + nranks};
     const size_t per = sqz_gpu_sra_chunk(count, nranks, rs);
     for (int r = 0; r < nranks; r++) {
@@ -136,7 +155,7 @@ sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dty
         x->len[r] = sqz_gpu_sra_len(count, per, (size_t)r);
     }
     sqz_gpu_sra_sizes_t z;
-    sqz_gpu_sra_sizes(p, per, x->len[rank], dtype, nranks, rs, ef, &z);
+    sqz_gpu_sra_sizes(p, p2, per, x->len[rank], dtype, nranks, rs, ef, &z);
     unsigned char *base = NULL;
     x->bytes            = sqz_gpu_sra_total(&z);
     if (cudaMalloc((void **)&base, x->bytes) != cudaSuccess) {
@@ -145,6 +164,7 @@ sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dty
         return SQZ_ERR_NO_MEMORY;
     }
     x->slot      = z.slot;
+    x->slot2     = z.slot2;
     x->send1     = base;
     x->recv1     = x->send1 + z.send1;
     x->gather2   = rs ? NULL : x->recv1 + z.recv1;
@@ -243,11 +263,11 @@ static sqz_status_t sqz_gpu_sra_phase2(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
                                        sqz_call_stats_t *cst)
 {
     const size_t   me   = (size_t)x->rank;
-    unsigned char *mine = x->gather2 + me * x->slot;
+    unsigned char *mine = x->gather2 + me * x->slot2;
     sqz_status_t   st   = sqz_gpu_decode_sum(&x->p, x->recv1, x->nranks, x->len[me], 1.0f, x->y,
                                              SQZ_DTYPE_FLOAT32, x->workspace, c->s);
     if (SQZ_OK == st) {
-        st = sqz_gpu_compress(&x->p, x->y, SQZ_DTYPE_FLOAT32, x->server, x->len[me],
+        st = sqz_gpu_compress(&x->p2, x->y, SQZ_DTYPE_FLOAT32, x->server, x->len[me],
                               sqz_gpu_sra_key(x, c, x->rank, x->nranks), mine, x->workspace,
                               c->s);
     }
@@ -255,12 +275,12 @@ static sqz_status_t sqz_gpu_sra_phase2(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
         return st;
     }
     const ncclResult_t res =
-        c->nccl->AllGather(mine, x->gather2, x->slot, ncclUint8, c->nc, c->s);
+        c->nccl->AllGather(mine, x->gather2, x->slot2, ncclUint8, c->nc, c->s);
     if (res != ncclSuccess) {
         SQZ_ERROR("scatter-reduce phase 2: ncclAllGather: %s", sqz_nccl_error(res));
         return SQZ_ERR_NCCL;
     }
-    cst->bytes_sent += x->slot * (size_t)(x->nranks - 1);
+    cst->bytes_sent += x->slot2 * (size_t)(x->nranks - 1);
     return SQZ_OK;
 }
 
@@ -278,9 +298,9 @@ static sqz_status_t sqz_gpu_sra_verdict(sqz_gpu_sra_t *x, const sqz_gpu_sra_call
             return SQZ_ERR_NCCL;
         }
     } else {
-        st = sqz_gpu_flag_any(x->gather2, x->nranks, x->slot, x->bad, NULL, c->s);
+        st = sqz_gpu_flag_any(x->gather2, x->nranks, x->slot2, x->bad, NULL, c->s);
         if (SQZ_OK == st) {
-            st = sqz_gpu_restore_if(&x->p, x->bad, x->gather2 + me * x->slot, x->y,
+            st = sqz_gpu_restore_if(&x->p2, x->bad, x->gather2 + me * x->slot2, x->y,
                                     SQZ_DTYPE_FLOAT32, x->server, x->len[me], c->s);
         }
     }
@@ -302,7 +322,7 @@ static sqz_status_t sqz_gpu_sra_decode(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
                                 x->dtype, x->workspace, c->s);
     }
     for (int r = 0; SQZ_OK == st && !x->rs && r < x->nranks; r++) {
-        st = sqz_gpu_decode_sum(&x->p, x->gather2 + (size_t)r * x->slot, 1, x->len[r], c->scale,
+        st = sqz_gpu_decode_sum(&x->p2, x->gather2 + (size_t)r * x->slot2, 1, x->len[r], c->scale,
                                 (unsigned char *)c->out + x->off[r] * esz, x->dtype,
                                 x->workspace, c->s);
     }

@@ -6,7 +6,8 @@
  * residual and sent to rank r (grouped ncclSend/ncclRecv: fixed sizes, no size round), which
  * decodes and sums the N payloads of its chunk in rank order.
  * Phase 2 (all-reduce only): each rank compresses its reduced chunk again, with the server residual
- * of that chunk, and the payloads are all-gathered in place; every rank decodes every chunk from
+ * of that chunk (top-k: at TOPK_RESELECT times its density), and the payloads are all-gathered in
+ * place; every rank decodes every chunk from
  * the same bytes, so outputs are bit-identical.
  * Traffic per rank: (N-1)/N of a payload in each phase, against N-1 payloads for the all-gather
  * exchange.  A reduce-scatter stops after phase 1: it moves (N-1)/N of a payload in all.
@@ -32,19 +33,24 @@ typedef struct sqz_gpu_sra sqz_gpu_sra_t;
  *  when 512 would leave a chunk empty) holds elements. */
 int sqz_gpu_sra_applies(size_t count, int nranks, int rs);
 
+/* Every function below that takes codec parameters takes two: p, phase 1's (the ranks' own
+ * chunks), and p2, phase 2's (the reduced chunk: the same as p, or top-k at TOPK_RESELECT times
+ * its density, sqz_gpu_server_params). */
+
 /** Bytes each rank sends in one call (phase 1 to the N-1 peers, and for an all-reduce the
  *  phase-2 all-gather of one slot to each): the policy's cost of this exchange. */
-size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, size_t count, int nranks, int rs);
+size_t sqz_gpu_sra_sent(const sqz_gpu_params_t *p, const sqz_gpu_params_t *p2, size_t count,
+                        int nranks, int rs);
 
 /** Device bytes the exchange's state of such a buffer holds (its workspace included). */
-size_t sqz_gpu_sra_bytes(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype, int nranks,
-                         int rs, int ef);
+size_t sqz_gpu_sra_bytes(const sqz_gpu_params_t *p, const sqz_gpu_params_t *p2, size_t count,
+                         sqz_dtype_t dtype, int nranks, int rs, int ef);
 
 /** Allocates the state (the device current).  \return SQZ_OK, SQZ_ERR_NO_MEMORY, or
  *  SQZ_ERR_INVALID_PARAM when the exchange does not apply. */
-sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, size_t count, sqz_dtype_t dtype,
-                                int nranks, int rank, int rs, int ef, cudaStream_t s,
-                                sqz_gpu_sra_t **out);
+sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, const sqz_gpu_params_t *p2,
+                                size_t count, sqz_dtype_t dtype, int nranks, int rank, int rs,
+                                int ef, cudaStream_t s, sqz_gpu_sra_t **out);
 
 /** \return 1 for a reduce-scatter's state, 0 for an all-reduce's. */
 int sqz_gpu_sra_is_rs(const sqz_gpu_sra_t *x);
