@@ -17,8 +17,7 @@ static const struct {
     {"qsgd", NULL},
     {"powersgd", NULL},
     {"randk", NULL},
-    {"terngrad", "no device kernel yet: its per-bucket scalers need an agreement (a MAX over "
-                 "the ranks) before compressing, which the device exchanges do not make"},
+    {"terngrad", NULL}, /* (each rank's own scaler: plugins/terngrad/sqz_terngrad.cu) */
     {"fedzip", "variable-size payloads (zstd frames): the device exchanges move fixed-size "
                "payloads"},
     {"lossless", "variable-size payloads (zstd): the device exchanges move fixed-size payloads"},

@@ -85,6 +85,7 @@ static const sqz_cu_method_t *const sqz_cu_methods[] = {
     &sqz_cu_qsgd_method,
     &sqz_cu_randk_method,
     &sqz_cu_plugin_method,
+    &sqz_cu_terngrad_method,
 };
 
 /* \return the row of p's method, or NULL for an unknown one. */

@@ -35,7 +35,8 @@ typedef enum {
     SQZ_GPU_SIGN  = 3,
     SQZ_GPU_QSGD  = 4,
     SQZ_GPU_RANDK = 5,
-    SQZ_GPU_PLUGIN = 6 /* a v2 plugin's device operations (src/cuda/sqz_cuda_plugin.cu) */
+    SQZ_GPU_PLUGIN = 6, /* a v2 plugin's device operations (src/cuda/sqz_cuda_plugin.cu) */
+    SQZ_GPU_TERNGRAD = 7
 } sqz_gpu_method_t;
 
 /** Parameters of one codec (from SQZ_TOPK_*, SQZ_QUANT_*, SQZ_SIGN_*, SQZ_QSGD_*). */
@@ -50,6 +51,8 @@ typedef struct sqz_gpu_params {
     int              levels;     /**< qsgd: s, 1..255 */
     int              qsgd_max;   /**< qsgd: 1 norm = max |a|, 0 norm = ||a||_2 (the paper) */
     int              randk_unbiased; /**< randk: RANDK_SCALE=unbiased (no device kernel: 0) */
+    double           clip;       /**< terngrad: TERNGRAD_CLIP, standard deviations (0: off);
+                                      bucket: TERNGRAD_BUCKET */
     const sqz_device_ops_v2_t *plugin; /**< SQZ_GPU_PLUGIN: the plugin's device operations */
     void            *plugin_state;     /**< SQZ_GPU_PLUGIN: their state (the communicator's
                                             compressor state, one thread at a time) */

@@ -48,6 +48,7 @@ extern const sqz_cu_method_t sqz_cu_quant_method; /* plugins/quant/sqz_quant.cu 
 extern const sqz_cu_method_t sqz_cu_sign_method;  /* plugins/sign/sqz_sign.cu */
 extern const sqz_cu_method_t sqz_cu_qsgd_method;  /* plugins/qsgd/sqz_qsgd.cu */
 extern const sqz_cu_method_t sqz_cu_randk_method; /* plugins/randk/sqz_randk.cu */
+extern const sqz_cu_method_t sqz_cu_terngrad_method; /* plugins/terngrad/sqz_terngrad.cu */
 /* A v2 plugin's device operations behind the row contract (src/cuda/sqz_cuda_plugin.cu). */
 extern const sqz_cu_method_t sqz_cu_plugin_method;
 

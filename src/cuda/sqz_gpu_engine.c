@@ -102,6 +102,12 @@ static void sqz_gpu_read_randk(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
     p->randk_unbiased = sqz_ctx_param_is(ctx, "RANDK_SCALE", "unbiased");
 }
 
+static void sqz_gpu_read_terngrad(const sqz_ctx_t *ctx, sqz_gpu_params_t *p)
+{
+    p->bucket = (size_t)sqz_ctx_param_num(ctx, "TERNGRAD_BUCKET", 2048);
+    p->clip   = sqz_ctx_param_num(ctx, "TERNGRAD_CLIP", 1.5);
+}
+
 /* The methods with device kernels (the codec's table names them, sqz_gpu_method_name). */
 static const struct {
     sqz_gpu_method_t id;
@@ -112,6 +118,7 @@ static const struct {
     {SQZ_GPU_SIGN, sqz_gpu_read_sign},
     {SQZ_GPU_QSGD, sqz_gpu_read_qsgd},
     {SQZ_GPU_RANDK, sqz_gpu_read_randk},
+    {SQZ_GPU_TERNGRAD, sqz_gpu_read_terngrad},
 };
 
 int sqz_gpu_params_from_ctx(const sqz_ctx_t *ctx, void *state, sqz_gpu_params_t *p)

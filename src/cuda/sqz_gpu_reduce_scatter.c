@@ -147,8 +147,8 @@ sqz_status_t sqz_gpu_sra_create(const sqz_gpu_params_t *p, const sqz_gpu_params_
         free(x), free(v);
         return SQZ_ERR_NO_MEMORY;
     }
-    *x = (sqz_gpu_sra_t){.p = *p, .p2 = *p2, .nranks = nranks, .rank = rank, .rs = rs, .dtype = dtype,
-                         .count = count, .off = v, .len = v + nranks};
+    *x = (sqz_gpu_sra_t){.p = *p, .p2 = *p2, .nranks = nranks, .rank = rank, .rs = rs,
+                         .dtype = dtype, .count = count, .off = v, .len = v + nranks};
     const size_t per = sqz_gpu_sra_chunk(count, nranks, rs);
     for (int r = 0; r < nranks; r++) {
         x->off[r] = (size_t)r * per < count ? (size_t)r * per : count;
@@ -322,7 +322,8 @@ static sqz_status_t sqz_gpu_sra_decode(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
                                 x->dtype, x->workspace, c->s);
     }
     for (int r = 0; SQZ_OK == st && !x->rs && r < x->nranks; r++) {
-        st = sqz_gpu_decode_sum(&x->p2, x->gather2 + (size_t)r * x->slot2, 1, x->len[r], c->scale,
+        st = sqz_gpu_decode_sum(&x->p2, x->gather2 + (size_t)r * x->slot2, 1, x->len[r],
+                                c->scale,
                                 (unsigned char *)c->out + x->off[r] * esz, x->dtype,
                                 x->workspace, c->s);
     }

@@ -2,7 +2,8 @@
  * Tests of the GPU codecs (src/cuda/sqz_cuda_codec.h) against the CPU plugins, on a GPU.
  * Exits 77 (skip) when no CUDA device is usable.
  *
- * For quant, sign, topk, qsgd and randk, inputs in float32, float16 and bfloat16, and several n:
+ * For quant, sign, topk, qsgd, randk and terngrad, inputs in float32, float16 and bfloat16, and
+ * several n:
  *  - quant (nearest and stochastic: the key is the CPU plugin's, so both line up exactly): the
  *    payload body and the residual are bit-identical to the CPU plugin's on the same a.
  *  - sign: scales within 1e-5 relative of the CPU's, bits identical (except where a == 0),
@@ -11,6 +12,9 @@
  *    stratum, ascending, values equal a, residual 0 there and a elsewhere.
  *  - qsgd: norms equal to the CPU plugin's or one ulp apart (the l2 sum runs in another
  *    order); where a bucket's norm is the CPU's, decoded values and residuals bit-identical.
+ *  - terngrad (the CPU plugin without a shared scaler, as the device runs it): scalers equal to
+ *    the CPU's or one ulp apart (a clipped scaler is the clip level, from sums in another
+ *    order); where a bucket's scaler is the CPU's, decoded values and residuals bit-identical.
  *  - topk: the threshold is the ceil(density * m)-th largest sampled |a|; the payload is exactly
  *    the first k candidates (finite, a != 0, |a| >= threshold) in index order after the per-tile
  *    staging cut; values equal a; residual 0 at kept, a elsewhere; count within a factor of k.
@@ -226,6 +230,9 @@ typedef struct gcase {
 #define QSGD(lbl, s, B, mx, ...)                                                               \
     {lbl, {.method = SQZ_GPU_QSGD, .levels = s, .bucket = B, .qsgd_max = mx},                 \
      &sqz_compressor_qsgd, {__VA_ARGS__, NULL}}
+#define TERNGRAD(lbl, B, c, ...)                                                               \
+    {lbl, {.method = SQZ_GPU_TERNGRAD, .bucket = B, .clip = c}, &sqz_compressor_terngrad,     \
+     {__VA_ARGS__, NULL}}
 
 static const gcase_t cases[] = {
     QUANT("quant b4 B512 nearest", 4, 512, 0, "QUANT_BITS=4", "QUANT_BUCKET=512"),
@@ -265,6 +272,12 @@ static const gcase_t cases[] = {
     RANDK("randk d0.05", 0.05),
     RANDK("randk d0.3", 0.3),
     RANDK("randk d1", 1.0),
+    /* terngrad: clipped and not, buckets not a multiple of 4 or 8 (a chunk of 8 codes over two
+     * buckets), buckets of several segments. */
+    TERNGRAD("terngrad B2048 c1.5", 2048, 1.5, "TERNGRAD_BUCKET=2048", "TERNGRAD_CLIP=1.5"),
+    TERNGRAD("terngrad B13 c0", 13, 0.0, "TERNGRAD_BUCKET=13", "TERNGRAD_CLIP=0"),
+    TERNGRAD("terngrad B100 c2.5", 100, 2.5, "TERNGRAD_BUCKET=100", "TERNGRAD_CLIP=2.5"),
+    TERNGRAD("terngrad B65536 c1", 65536, 1.0, "TERNGRAD_BUCKET=65536", "TERNGRAD_CLIP=1"),
 };
 #define NCASES (sizeof cases / sizeof cases[0])
 
@@ -318,6 +331,10 @@ static size_t body_bytes(const gcase_t *gc, size_t n)
     }
     if (gc->p.method == SQZ_GPU_RANDK) {
         return 4 * sqz_cu_topk_k(gc->p.density, n);
+    }
+    if (gc->p.method == SQZ_GPU_TERNGRAD) {
+        const size_t nb = (n + gc->p.bucket - 1) / gc->p.bucket;
+        return 4 * nb + (n + 3) / 4;
     }
     const size_t nb = gc->p.bucket ? (n + gc->p.bucket - 1) / gc->p.bucket : 1;
     return 4 * nb + (n + 7) / 8;
@@ -491,11 +508,12 @@ static void check_sign(const gcase_t *gc, const float *in_f, const float *r0, co
     cpu_destroy(&ci);
 }
 
-/* qsgd: the CPU plugin's payload and residual on the same a, bucket by bucket: norms equal or
- * one ulp apart (the l2 sum of squares runs in another order on the GPU), and in every bucket
- * whose norm is the CPU's, decoded values and residuals bit-identical (same key, same draws). */
-static void check_qsgd(const gcase_t *gc, const float *in_f, const float *r0, size_t n,
-                       uint64_t seq, const uint8_t *pl, const float *res, int with_res)
+/* qsgd and terngrad: the CPU plugin's payload and residual on the same a, bucket by bucket: the
+ * bucket's f32 (qsgd's norm, terngrad's scaler) equal or one ulp apart (its double sums run in
+ * another order on the GPU), and in every bucket whose f32 is the CPU's, decoded values and
+ * residuals bit-identical (same key, same draws). */
+static void check_bucket_scaled(const gcase_t *gc, const float *in_f, const float *r0, size_t n,
+                                uint64_t seq, const uint8_t *pl, const float *res, int with_res)
 {
     cpu_inst_t ci = cpu_create(gc);
     uint8_t *cp;
@@ -513,8 +531,8 @@ static void check_qsgd(const gcase_t *gc, const float *in_f, const float *r0, si
         ndiff += g != c;
         far += (g > c ? g - c : c - g) > 1;
     }
-    CHECK_MSG(far == 0 && ndiff <= 1 + nb / 1000, "%s n=%zu: %zu of %zu norms differ from the "
-              "CPU's (%zu by more than one ulp)", gc->label, n, ndiff, nb, far);
+    CHECK_MSG(far == 0 && ndiff <= 1 + nb / 1000, "%s n=%zu: %zu of %zu bucket scales differ "
+              "from the CPU's (%zu by more than one ulp)", gc->label, n, ndiff, nb, far);
     float *dg = calloc(n, 4), *dc = calloc(n, 4);
     REQUIRE(dg != NULL && dc != NULL);
     CHECK_EQ_INT(ci.c->decompress(ci.state, pl + 16, body_bytes(gc, n), dg, n), SQZ_OK);
@@ -725,8 +743,8 @@ static void test_compress(const gcase_t *gc, sqz_dtype_t dt, size_t n, int misal
         check_sign(gc, in_f, r0, av, n, seq, pl, res, with_res);
     } else if (gc->p.method == SQZ_GPU_TOPK) {
         check_topk(gc, r0, av, n, key, pl, res, ctrl[0], with_res);
-    } else if (gc->p.method == SQZ_GPU_QSGD) {
-        check_qsgd(gc, in_f, r0, n, seq, pl, res, with_res);
+    } else if (gc->p.method == SQZ_GPU_QSGD || gc->p.method == SQZ_GPU_TERNGRAD) {
+        check_bucket_scaled(gc, in_f, r0, n, seq, pl, res, with_res);
     } else if (gc->p.method == SQZ_GPU_RANDK) {
         check_randk(gc, r0, av, n, key, pl, res, with_res);
     }
@@ -1121,6 +1139,15 @@ static void test_params(void)
     CHECK_MSG(sqz_gpu_shared_key(&p) == 1, "randk needs a shared key");
     p.method = SQZ_GPU_QUANT;
     CHECK_MSG(sqz_gpu_shared_key(&p) == 0, "quant does not");
+    p.method = SQZ_GPU_TERNGRAD;
+    p.bucket = 7;
+    CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
+    p.bucket = 8;
+    p.clip = 0.5;
+    CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
+    p.clip = 1.5;
+    CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 96); /* 16 + 4 * 13 + 25, rounded to 16 */
+    CHECK_MSG(sqz_gpu_shared_key(&p) == 0, "terngrad draws each rank's own noise");
     p.method = (sqz_gpu_method_t)9;
     CHECK_EQ_INT(sqz_gpu_payload_bytes(&p, 100), 0);
     CHECK_MSG(sqz_gpu_method_name(SQZ_GPU_QSGD) != NULL &&

@@ -22,8 +22,8 @@
  *   - DGC's momentum (quant 8 bits with masking, top-k with Nesterov and clipping): replicas
  *     identical, the NaN step alone falls back (the momentum is not poisoned);
  *   - every output of every step without a NaN is finite;
- *   - a method the device path declines (terngrad): every call the exact dense sum, counted in the
- *     stats' device_declined;
+ *   - an option the device path declines (rand-k's RANDK_SCALE=unbiased): every call the exact
+ *     dense sum, counted in the stats' device_declined;
  *   - settings that differ on one rank: every rank's sqz_comm_create_device_group fails with
  *     SQZ_ERR_MISMATCH;
  *   - the transport itself: all-reduce (int32 min/max, uint8 max, float64 sum, float32 avg),
@@ -176,7 +176,10 @@ static const char *const m_topk21[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY",
 static const char *const m_q4_21[]  = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "4", "SQZ_EF",
                                        "ef21", NULL};
 static const char *const m_randk[] = {"SQZ_METHOD", "randk", "SQZ_RANDK_DENSITY", "0.05", NULL};
-static const char *const m_terng[] = {"SQZ_METHOD", "terngrad", NULL};
+static const char *const m_terng[] = {"SQZ_METHOD", "terngrad", "SQZ_TERNGRAD_BUCKET", "500",
+                                      NULL};
+static const char *const m_rkub[]  = {"SQZ_METHOD", "randk", "SQZ_RANDK_DENSITY", "0.05",
+                                      "SQZ_RANDK_SCALE", "unbiased", NULL};
 static const char *const m_q8dgc[] = {"SQZ_METHOD", "quant", "SQZ_QUANT_BITS", "8",
                                       "SQZ_EF", "ef14", "SQZ_DGC_MOMENTUM", "0.9",
                                       "SQZ_DGC_MASKING", "1", NULL};
@@ -207,7 +210,8 @@ static const method_t    methods[] = {
     {"quant4-ef21", m_q4_21, .compressed = 1, .ef21 = 1},
     {"qsgd", m_qsgd, .compressed = 1, .sra = 1},
     {"randk", m_randk, .compressed = 1, .sra = 1},
-    {"terngrad-declined", m_terng, .declined = 1},
+    {"terngrad", m_terng, .compressed = 1, .sra = 1},
+    {"randk-unbiased-declined", m_rkub, .declined = 1},
     {"quant8-dgc", m_q8dgc, .compressed = 1, .sra = 1, .dgc = 1},
     {"topk-dgc-nesterov-clip", m_tkdgc, .compressed = 1, .dgc = 1},
     {"example-plugin-v2", m_example, .ef = 1, .compressed = 1, .sra = 1, .fp32_only = 1,

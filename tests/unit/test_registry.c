@@ -244,7 +244,7 @@ static void test_check_v2(void)
 static void test_device_support(void)
 {
     static const char *const on_device[] = {"none", "topk", "quant", "sign", "qsgd", "randk",
-                                            "powersgd"};
+                                            "terngrad", "powersgd"};
     const char *plugin_reason = sqz_device_method_decline("nosuch_plugin", NULL);
     CHECK(plugin_reason != NULL && strstr(plugin_reason, "plugin") != NULL);
     sqz_registry_t r;
