@@ -20,13 +20,6 @@
  *    from registers: residual written with 16-byte stores, each chunk's b code bytes with one
  *    store.  Bytes touched per element: read in (4 or 2), read residual 4, write residual 4,
  *    write b/8 (+8/B of metadata).
- *    QUANT_CMP_V2=1, in and residual 16-byte aligned: quant_fused2_kernel, the same groups and
- *    arithmetic, but each block runs about QUANT_CMP2_RUN units and stages every thread's full
- *    chunks through its own shared-memory slots by cp.async, starting the next unit's copies as
- *    soon as this unit's statistics have read them: the loads overlap the reduction, the unit's
- *    division chain and the encoding (the first kernel exposes them once per unit, which costs
- *    most where a unit has least to load: bf16).  Codes are also made without the conversion
- *    instructions (quant_code2).  Same payload and residual bits.
  *  - general path (B not a multiple of 8, or larger): a warp per segment of a bucket reduces
  *    min/max (writing the metadata directly when a bucket is one segment), one block per bucket
  *    combines the segments otherwise, then a thread per chunk of 8 encodes (a chunk then spans
@@ -59,9 +52,6 @@
 #endif
 /* Largest bucket of the fused path: QUANT_NC chunks per thread of a 256-thread group. */
 #define QUANT_FUSED_MAX (QUANT_THREADS * 8 * QUANT_NC)
-#ifndef QUANT_CMP_V2
-#define QUANT_CMP_V2 0 /* 1: aligned fused compresses by quant_fused2_kernel (staged, overlapped) */
-#endif
 
 typedef struct quant_layout {
     size_t   B;     /* elements per bucket */
@@ -315,231 +305,6 @@ static sqz_status_t quant_with_bits(int bits, F &&f)
     return SQZ_OK;
 }
 
-#if QUANT_CMP_V2
-/* ---------------------------------------------------------------------------------------------
- * Compress, fused path, variant 2 (QUANT_CMP_V2): the same work units, groups and arithmetic as
- * quant_fused_kernel, but a block takes about QUANT_CMP2_RUN units and overlaps them: each
- * thread's full chunks of in and residual arrive by cp.async in its own shared-memory slots, and
- * the next unit's copies start as soon as the current unit's statistics have read the slots, so
- * they are in flight during the reduction, the unit's division chain, the encoding and the
- * stores.  (quant_fused_kernel waits for its loads once per unit, and only 4 blocks per SM hide
- * that: 2-byte inputs have 25% less to load per unit for the same encoding work, which left bf16
- * at 0.79 of copy for 8 bits, B 4096, stochastic, against 1.00 for float.)  Partial chunks (the
- * array's last) are loaded directly.  Used when in and residual are 16-byte aligned (vec).
- * ------------------------------------------------------------------------------------------- */
-#define QUANT_CMP2_RUN 8     /* units wanted per block */
-#define QUANT_CMP2_GRID 1024 /* blocks at least, when there are as many units */
-#ifndef QUANT_CMP2_NOCVT
-#define QUANT_CMP2_NOCVT 1   /* 1: codes without the float-to-int and int-to-float conversions */
-#endif
-
-/* 16-byte slots of one staged chunk: the input's (2 for float, 1 for 16-bit types), then the
- * residual's 2. */
-template <typename T>
-struct quant_slots {
-    static constexpr int IN = (int)sizeof(T) / 2;
-    static constexpr int ALL = IN + 2;
-};
-
-/* Starts a 16-byte copy global -> shared (.cg: cached in L2 only, the data is read once). */
-__device__ __forceinline__ void quant_cp16(uint4 *dst, const void *src)
-{
-    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
-}
-
-/* Closes the thread's group of copies, then (quant_cp_wait) waits for all of them. */
-__device__ __forceinline__ void quant_cp_commit(void)
-{
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-__device__ __forceinline__ void quant_cp_wait(void)
-{
-    asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-/* The thread's slot of chunk j (QUANT_NC per thread): slots of consecutive threads are
- * consecutive (conflict-free 16-byte accesses for 3 slots a chunk, 2-way for 2 and 4). */
-template <typename T>
-__device__ __forceinline__ uint4 *quant_slot(uint4 *stage, int j)
-{
-    return stage + ((size_t)j * QUANT_THREADS + threadIdx.x) * quant_slots<T>::ALL;
-}
-
-/* Position of the thread's chunks in work unit u (quant_fused_kernel's mapping). */
-typedef struct quant_unit_pos {
-    size_t k; /* bucket */
-    size_t s; /* its first element */
-    size_t m; /* its elements (0 past the last bucket) */
-} quant_unit_pos_t;
-
-__device__ __forceinline__ quant_unit_pos_t quant_unit_at(size_t u, int glog2, size_t n, size_t B,
-                                                          size_t nb)
-{
-    quant_unit_pos_t q;
-    q.k = u * (size_t)(QUANT_THREADS >> glog2) + (threadIdx.x >> glog2);
-    q.s = q.k * B;
-    q.m = q.k < nb ? (n - q.s < B ? n - q.s : B) : 0;
-    return q;
-}
-
-/* Starts the copies of the thread's full chunks of unit position q. */
-template <typename T>
-__device__ __forceinline__ void quant_stage(uint4 *stage, quant_unit_pos_t q, const T *in,
-                                            const float *res, int G, int g, int nc)
-{
-#pragma unroll
-    for (int j = 0; j < QUANT_NC; j++) {
-        const size_t c = (size_t)g + (size_t)j * G;
-        if (j < nc && c * 8 + 8 <= q.m) {
-            uint4 *slot = quant_slot<T>(stage, j);
-            const size_t i0 = q.s + c * 8;
-#pragma unroll
-            for (int w = 0; w < quant_slots<T>::IN; w++) {
-                quant_cp16(slot + w, reinterpret_cast<const uint4 *>(in + i0) + w);
-            }
-            if (res != NULL) {
-                quant_cp16(slot + quant_slots<T>::IN, res + i0);
-                quant_cp16(slot + quant_slots<T>::IN + 1, res + i0 + 4);
-            }
-        }
-    }
-    quant_cp_commit();
-}
-
-/* a = in + residual of a staged full chunk (sqz_cu_load_a8's conversions and rounding). */
-template <typename T>
-__device__ __forceinline__ void quant_unstage(const uint4 *slot, bool has_res, float a[8])
-{
-    sqz_cu_vload8(reinterpret_cast<const T *>(slot), a);
-    if (has_res) {
-        float r[8];
-        sqz_cu_vload8(reinterpret_cast<const float *>(slot + quant_slots<T>::IN), r);
-#pragma unroll
-        for (int e = 0; e < 8; e++) {
-            a[e] = __fadd_rn(a[e], r[e]);
-        }
-    }
-}
-
-/* quant_code, with the code also as a float (quant_decode_one's operand).  QUANT_CMP2_NOCVT:
- * after the clamp t is in [0, levels] (a >= mn, inv >= 0, rnd >= 0; NaN and +Inf clamp to
- * levels), so t + 2^23 rounded down is exactly 2^23 + floor(t): its low bits are (int)t and
- * subtracting 2^23 gives (float)(int)t exactly.  Two full-rate adds instead of a float-to-int
- * and an int-to-float conversion (16 lanes a cycle per SM on sm_80 / sm_90). */
-__device__ __forceinline__ uint32_t quant_code2(float a, float mn, float inv, float levels,
-                                                float rnd, float *codef)
-{
-#if QUANT_CMP2_NOCVT
-    float t = __fadd_rn(__fmul_rn(__fsub_rn(a, mn), inv), rnd);
-    t = t < levels ? t : levels;
-    const float big = __fadd_rd(t, 0x1p23f);
-    *codef = __fsub_rn(big, 0x1p23f);
-    return __float_as_uint(big) - 0x4b000000u;
-#else
-    const uint32_t code = quant_code(a, mn, inv, levels, rnd);
-    *codef = (float)code;
-    return code;
-#endif
-}
-
-/* Encodes the thread's chunk j of bucket q (a: in + residual, fin: its finite elements) and
- * stores its residual and code bytes. */
-template <typename T, unsigned BITS>
-__device__ __forceinline__ void quant_encode_chunk(float a[8], uint32_t fin, quant_unit_pos_t q,
-                                                   size_t c, float mn, float unit, float inv,
-                                                   int stochastic, uint32_t key, float *res,
-                                                   uint8_t *packed)
-{
-    const float levels = (float)((1u << BITS) - 1u);
-    const int len = (int)(q.m - c * 8 < 8 ? q.m - c * 8 : 8);
-    const size_t i0 = q.s + c * 8;
-    const uint32_t ckey = sqz_cu_elem_key(key, i0);
-    uint64_t v = 0;
-#pragma unroll
-    for (int e = 0; e < 8; e++) {
-        if ((fin >> e) & 1u) {
-            float cf;
-            const uint32_t code = quant_code2(a[e], mn, inv, levels,
-                                              quant_rnd(stochastic, ckey, i0, e), &cf);
-            v |= (uint64_t)code << (e * BITS);
-            a[e] = __fsub_rn(a[e], quant_decode_one(mn, unit, cf));
-        }
-    }
-    if (res != NULL) {
-        sqz_cu_store8(res, i0, len, true, a, fin);
-    }
-    sqz_cu_store_bits(packed + (q.s / 8 + c) * BITS, v, BITS,
-                      len == 8 ? (int)BITS : (int)((len * BITS + 7) / 8));
-}
-
-template <typename T, unsigned BITS>
-__global__ void __launch_bounds__(QUANT_THREADS, QUANT_MINB)
-    quant_fused2_kernel(const T *__restrict__ in, float *__restrict__ res, size_t n, size_t B,
-                        size_t nb, int stochastic, uint32_t key, int glog2, int nc,
-                        uint8_t *__restrict__ payload)
-{
-    extern __shared__ uint4 stage[]; /* QUANT_NC * QUANT_THREADS * quant_slots<T>::ALL */
-    __shared__ quant_stats_t red[QUANT_THREADS / 32];
-    const int G = 1 << glog2;
-    const int g = (int)threadIdx.x & (G - 1);
-    const size_t units = (nb + (QUANT_THREADS >> glog2) - 1) / (QUANT_THREADS >> glog2);
-    uint8_t *packed = payload + 16 + 8 * nb;
-
-    if (blockIdx.x < units) {
-        quant_stage(stage, quant_unit_at(blockIdx.x, glog2, n, B, nb), in, res, G, g, nc);
-    }
-    for (size_t u = blockIdx.x; u < units; u += gridDim.x) {
-        const quant_unit_pos_t q = quant_unit_at(u, glog2, n, B, nb);
-        float a[QUANT_NC][8];
-        uint32_t fin[QUANT_NC];
-        quant_stats_t st = quant_stats_identity();
-        quant_cp_wait(); /* this thread's copies of unit u have landed */
-#pragma unroll
-        for (int j = 0; j < QUANT_NC; j++) {
-            fin[j] = 0;
-            const size_t c = (size_t)g + (size_t)j * G;
-            if (j < nc && c * 8 < q.m) {
-                const int len = (int)(q.m - c * 8 < 8 ? q.m - c * 8 : 8);
-                if (len == 8) {
-                    quant_unstage<T>(quant_slot<T>(stage, j), res != NULL, a[j]);
-                } else {
-                    sqz_cu_load_a8(in, res, q.s + c * 8, len, false, a[j]);
-                }
-#pragma unroll
-                for (int e = 0; e < 8; e++) {
-                    if (e < len) {
-                        quant_stats_add(&st, a[j][e]);
-                        fin[j] |= (uint32_t)sqz_cu_finite(a[j][e]) << e;
-                    }
-                }
-            }
-        }
-        /* The slots are read (into a, used above): the next unit may overwrite them.  Each
-         * thread reads only the slots it filled itself, so no barrier is involved. */
-        if (u + gridDim.x < units) {
-            quant_stage(stage, quant_unit_at(u + gridDim.x, glog2, n, B, nb), in, res, G, g, nc);
-        }
-        st = sqz_cu_group_reduce(st, glog2, red, quant_stats_op());
-        if (q.k >= nb) {
-            continue; /* no barrier below: idle groups may leave the step */
-        }
-        const float2 mu = quant_meta(st, BITS);
-        if (g == 0) {
-            quant_store_meta(payload, q.k, mu, st.bad);
-        }
-        const float inv = mu.y > 0.0f ? __fdiv_rn(1.0f, mu.y) : 0.0f;
-#pragma unroll
-        for (int j = 0; j < QUANT_NC; j++) {
-            const size_t c = (size_t)g + (size_t)j * G;
-            if (j < nc && c * 8 < q.m) {
-                quant_encode_chunk<T, BITS>(a[j], fin[j], q, c, mu.x, mu.y, inv, stochastic, key,
-                                            res, packed);
-            }
-        }
-    }
-}
-#endif /* QUANT_CMP_V2 */
 
 /* ---------------------------------------------------------------------------------------------
  * Compress, general path.
@@ -767,31 +532,6 @@ static size_t sqz_cu_quant_workspace_bytes(const sqz_gpu_params_t *p, size_t n,
     return bytes;
 }
 
-#if QUANT_CMP_V2
-/* The fused path by quant_fused2_kernel (in and residual 16-byte aligned): about
- * QUANT_CMP2_RUN units a block, QUANT_CMP2_GRID blocks at least. */
-template <typename T>
-static sqz_status_t quant_compress2_t(const quant_layout_t *L, const T *in, float *res, size_t n,
-                                      int stochastic, uint32_t key, int glog2, int nc, size_t gpb,
-                                      uint8_t *payload, cudaStream_t st)
-{
-    const size_t units = sqz_cu_div_up(L->nb, gpb);
-    size_t g = sqz_cu_div_up(units, QUANT_CMP2_RUN);
-    g = g > QUANT_CMP2_GRID ? g : QUANT_CMP2_GRID;
-    g = g < units ? g : units;
-    const unsigned grid = (unsigned)(g < SQZ_CU_GRID_MAX ? g : SQZ_CU_GRID_MAX);
-    const size_t smem = (size_t)QUANT_NC * QUANT_THREADS * quant_slots<T>::ALL * sizeof(uint4);
-    const sqz_status_t s = quant_with_bits(L->bits, [&](auto b) {
-        quant_fused2_kernel<T, decltype(b)::value><<<grid, QUANT_THREADS, smem, st>>>(
-            in, res, n, L->B, L->nb, stochastic, key, glog2, nc, payload);
-    });
-    if (s != SQZ_OK) {
-        return s;
-    }
-    SQZ_CU_CHECK_LAUNCH();
-    return SQZ_OK;
-}
-#endif
 
 template <typename T>
 static sqz_status_t quant_compress_t(const quant_layout_t *L, const T *in, float *res, size_t n,
@@ -808,11 +548,6 @@ static sqz_status_t quant_compress_t(const quant_layout_t *L, const T *in, float
         }
         const int nc = (int)sqz_cu_div_up(C, (size_t)1 << glog2);
         const size_t gpb = (size_t)QUANT_THREADS >> glog2;
-#if QUANT_CMP_V2
-        if (vec) {
-            return quant_compress2_t(L, in, res, n, stochastic, key, glog2, nc, gpb, payload, st);
-        }
-#endif
         const unsigned grid = sqz_cu_grid(L->nb, gpb);
         const sqz_status_t s = quant_with_bits(L->bits, [&](auto b) {
             quant_fused_kernel<T, decltype(b)::value><<<grid, QUANT_THREADS, 0, st>>>(

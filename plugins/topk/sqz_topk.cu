@@ -22,27 +22,19 @@
  * Bytes touched per element: read in (4 or 2), read residual 4, write residual 4; plus about
  * 2 * 8 bytes per staged candidate (staging write, then read) and 8 per sent entry.
  *
- * decode_sum: ONE launch, a block per run of consecutive output tiles of TOPK_DEC_TILE elements:
- * every block reads every header (any bad: the tile is NaN), then per group of 8 ranks each warp
- * finds its rank's entries inside the tile (the run's first tile: a 32-way search of the sorted
- * indices, about 4 dependent loads for a million entries; a later tile starts at the previous
- * one's end and finds its own with one coalesced probe when it holds at most 32 entries; the
- * block-per-tile version searched twice a tile and ran at 0.22 of copy with 8 payloads), and the
- * block adds them into a shared-memory accumulator rank after rank
- * (indices are unique within a payload, so no two threads of one rank's pass touch one element;
- * a barrier between ranks keeps the rank order), then writes scale * acc as dtype once.  Sums are
- * 0 + v_0 + v_1 ... in rank order, as the CPU decoder accumulates.  The output is written once
- * and each entry read once: no memset, no accumulator in the workspace, no pass per rank.
- * At density 0.01 (41 entries a rank and tile: more than the one probe sees) a tile waits on
- * about 12 dependent global loads, counted from the code (the end search, then a barrier and a
- * load per rank): 0.51 of copy in fp32, 0.32 in bf16 for 8 payloads of 2^26 elements, H100.
- * decode_sum, TOPK_DEC_V2=1 (topk_decode2_kernel, its section below): per tile and group of 8
- * ranks, warp w stages a window of its rank's next 64 (256 when dense) entries in shared memory;
- * one barrier; each warp adds, rank after rank, the staged entries of the accumulator stripes it
- * owns (32 elements of every 256) and stores those stripes itself, while its next window is
- * already loading into registers: one global round trip a tile, hidden behind the adds.  A full
- * window that ends inside the tile cuts the round short at its last offset for every rank (the
- * rest is a second round), so each element still sums in rank order: the same bits.
+ * decode_sum: ONE launch (topk_decode2_kernel, its section below), a block per run of
+ * consecutive output tiles of TOPK_DEC_TILE elements; every block reads every header (any bad:
+ * the tile is NaN).  Per tile and group of 8 ranks, warp w stages a window of its rank's next 64
+ * (256 when dense) entries in shared memory (the run's first tile finds them by a 32-way search
+ * of the sorted indices, a later one starts at the previous tile's end); one barrier; each warp
+ * adds, rank after rank, the staged entries of the accumulator stripes it owns (32 elements of
+ * every 256) and stores those stripes itself, while its next window is already loading into
+ * registers: one global round trip a tile, hidden behind the adds.  A full window that ends
+ * inside the tile cuts the round short at its last offset for every rank (the rest is a second
+ * round), so each element sums 0 + v_0 + v_1 ... in rank order, as the CPU decoder accumulates.
+ * The output is written once and each entry read once.  8 payloads of 2^26 elements at density
+ * 0.01, H100 (session 18, docs/performance.md): 0.79 of copy in fp32 and 0.45 in bf16, against
+ * 0.51 and 0.32 for the kernel it replaced (a barrier and a dependent load per rank and tile).
  * restore: the flag launch, residual -= in over the finite in + residual, then the own entries
  * added back (residual + decoded - in with one rounding per element).
  */
@@ -61,11 +53,6 @@
 #define TOPK_SEL_PER (TOPK_SAMPLES / TOPK_SEL_THREADS)
 #ifndef TOPK_DEC_TILE
 #define TOPK_DEC_TILE 4096 /* output elements per decode tile (16 KiB of fp32 in shared memory) */
-#endif
-#define TOPK_DEC_BLOCKS 2048      /* decode blocks wanted: enough to fill the device */
-#define TOPK_DEC_CURSORS_MAX 4096 /* ranks whose cursors fit in shared memory (16 KiB) */
-#ifndef TOPK_DEC_V2
-#define TOPK_DEC_V2 0 /* 1: decode_sum by topk_decode2_kernel (one round trip a tile) */
 #endif
 
 #if TOPK_TILE != TOPK_THREADS * 8 * TOPK_ROUNDS
@@ -387,88 +374,9 @@ __device__ __forceinline__ size_t topk_warp_lower_bound(const uint32_t *idx, siz
     return lo + (size_t)__popc(__ballot_sync(0xffffffffu, q < hi && idx[q] < bound));
 }
 
-/* The first of the c sorted indices idx[0, c) that is >= bound when it is likely near the start
- * (the next tile's entries follow the previous tile's): one coalesced probe of the first 32, the
- * full search past them only when all 32 are below. */
-__device__ __forceinline__ size_t topk_warp_lower_bound_near(const uint32_t *idx, size_t c,
-                                                            uint32_t bound)
-{
-    const size_t lane = threadIdx.x & 31;
-    const int nb = __popc(__ballot_sync(0xffffffffu, lane < c && idx[lane] < bound));
-    if (nb < 32 || c <= 32) {
-        return (size_t)nb;
-    }
-    return 32 + topk_warp_lower_bound(idx + 32, c - 32, bound);
-}
 
-/* out = scale * (sum over ranks, in order, of the entries inside each tile), or NaN everywhere
- * when some header is bad (every block reads every header, so all agree).  A block decodes
- * `per_block` consecutive tiles: each rank's entries of a tile start where the previous tile's
- * ended (the cursor, cur[rank] in dynamic shared memory), so only the block's first tile
- * searches the whole index list; a later tile finds its end with one coalesced probe when its
- * entries are few (at most len entries lie in a tile: indices are unique). */
-template <typename T>
-__global__ void __launch_bounds__(256)
-    topk_decode_kernel(const uint8_t *__restrict__ payloads, int nranks, size_t pbytes, size_t k,
-                       size_t n, float scale, int vec, size_t per_block, T *out)
-{
-    __shared__ __align__(16) float acc[TOPK_DEC_TILE];
-    __shared__ size_t range[8][2]; /* [lo, hi) of the entries of rank r0 + w in the tile */
-    extern __shared__ uint32_t cur[]; /* nranks cursors when per_block > 1 */
-    const int bad = sqz_cu_block_any_bad(payloads, nranks, pbytes);
-    const int warp = (int)(threadIdx.x >> 5);
-    const size_t ntiles = (n + TOPK_DEC_TILE - 1) / TOPK_DEC_TILE;
-    const size_t first = (size_t)blockIdx.x * per_block;
-    const size_t last = first + per_block < ntiles ? first + per_block : ntiles;
-    for (size_t t = first; t < last; t++) {
-        const size_t t0 = t * TOPK_DEC_TILE;
-        const uint32_t len = (uint32_t)(n - t0 < TOPK_DEC_TILE ? n - t0 : TOPK_DEC_TILE);
-        for (uint32_t e = threadIdx.x; e < len; e += 256) {
-            acc[e] = bad ? __int_as_float(0x7fc00000) : 0.0f;
-        }
-        for (int r0 = 0; !bad && r0 < nranks; r0 += 8) {
-            if (r0 + warp < nranks) {
-                const int r = r0 + warp;
-                const uint8_t *p = payloads + (size_t)r * pbytes;
-                const uint32_t c = reinterpret_cast<const uint32_t *>(p)[2];
-                const size_t cnt = c < k ? c : k;
-                const uint32_t *idx = reinterpret_cast<const uint32_t *>(p + 16);
-                const size_t lo = t == first ? topk_warp_lower_bound(idx, cnt, (uint32_t)t0)
-                                             : cur[r];
-                const size_t win = cnt - lo < len ? cnt - lo : len;
-                const size_t hi = lo + topk_warp_lower_bound_near(idx + lo, win,
-                                                                  (uint32_t)(t0 + len));
-                if ((threadIdx.x & 31) == 0) {
-                    range[warp][0] = lo;
-                    range[warp][1] = hi;
-                    if (per_block > 1) {
-                        cur[r] = (uint32_t)hi;
-                    }
-                }
-            }
-            __syncthreads(); /* (also orders the zeroing, or the previous round's adds) */
-            for (int w = 0; w < 8 && r0 + w < nranks; w++) {
-                const uint8_t *p = payloads + (size_t)(r0 + w) * pbytes;
-                const uint32_t *idx = reinterpret_cast<const uint32_t *>(p + 16);
-                const float *val = reinterpret_cast<const float *>(p + 16 + 4 * k);
-                for (size_t j = range[w][0] + threadIdx.x; j < range[w][1]; j += 256) {
-                    const uint32_t off = idx[j] - (uint32_t)t0;
-                    if (off < len) { /* never false for a payload of compress: safety only */
-                        acc[off] = __fadd_rn(acc[off], val[j]);
-                    }
-                }
-                __syncthreads();
-            }
-        }
-        __syncthreads();
-        sqz_cu_store_tile(acc, len, t0, scale, bad, vec, out);
-        __syncthreads(); /* (the next tile zeroes acc) */
-    }
-}
-
-#if TOPK_DEC_V2
 /* ---------------------------------------------------------------------------------------------
- * decode_sum, variant 2 (TOPK_DEC_V2): one global round trip per tile, prefetched.
+ * decode_sum: one global round trip per tile, prefetched.
  *
  * Per round, warp w of the block holds the WINDOW of rank r0 + w: the W entries from its cursor
  * on, staged in shared memory as (offset in the tile, or 0xffff when not in it; value).  Every
@@ -481,7 +389,7 @@ __global__ void __launch_bounds__(256)
  * buffered.  A window that is full and ends inside the tile bounds the round to the offsets
  * below its last entry + 1 (b); the entries at b and above wait for the next round of the same
  * tile, for every rank: each round covers an offset range completely, so every element still
- * sums 0 + v_0 + v_1 ... in rank order (the CPU decoder's bits, the other kernel's bits).
+ * sums 0 + v_0 + v_1 ... in rank order (the CPU decoder's bits).
  * W is 64 when a rank's entries per tile average at most TOPK_DEC2_SPARSE, else 256.
  * ------------------------------------------------------------------------------------------- */
 #define TOPK_DEC2_STRIPE 32   /* accumulator elements per stripe of a warp */
@@ -497,10 +405,10 @@ __global__ void __launch_bounds__(256)
 #define TOPK_DEC2_SMEM(W) (4 * TOPK_DEC_TILE + 2 * 8 * (W) * 6)
 
 #if TOPK_DEC_TILE % (8 * TOPK_DEC2_STRIPE) != 0 || TOPK_DEC_TILE >= TOPK_DEC2_NOWHERE
-#error "TOPK_DEC_V2 wants TOPK_DEC_TILE a multiple of 256 below 65535"
+#error "topk_decode2_kernel wants TOPK_DEC_TILE a multiple of 256 below 65535"
 #endif
 #if TOPK_DEC2_SMEM(TOPK_DEC2_WDENSE) > 48 * 1024
-#error "TOPK_DEC_V2: the dense windows and the tile exceed 48 KiB of static shared memory"
+#error "topk_decode2_kernel: the dense windows and the tile exceed 48 KiB of static shared memory"
 #endif
 
 /* The payload array, as every warp reads it. */
@@ -780,7 +688,6 @@ __global__ void __launch_bounds__(256, W <= 64 ? TOPK_DEC2_MINB : 4)
         fresh = done;
     }
 }
-#endif /* TOPK_DEC_V2 */
 
 /* When bad: residual -= in wherever in + residual is finite. */
 template <typename T>
@@ -903,7 +810,6 @@ static sqz_status_t sqz_cu_topk_compress(const sqz_gpu_params_t *p, const void *
     });
 }
 
-#if TOPK_DEC_V2
 /* About TOPK_DEC2_BLOCKS blocks of TOPK_DEC2_MIN_RUN tiles or more; with more than 8 ranks, one
  * tile a block (each searches) when their cursors would not fit beside the static 48 KiB. */
 template <typename T, int W>
@@ -923,31 +829,16 @@ static sqz_status_t topk_decode2_t(const topk_layout_t *L, const uint8_t *payloa
     SQZ_CU_CHECK_LAUNCH();
     return SQZ_OK;
 }
-#endif
 
 template <typename T>
 static sqz_status_t topk_decode_t(const topk_layout_t *L, const uint8_t *payloads, int nranks,
                                   size_t n, float scale, T *out, cudaStream_t st)
 {
-#if TOPK_DEC_V2
     /* Windows of 64 entries while a rank's entries per tile average at most TOPK_DEC2_SPARSE. */
     if ((double)L->k * TOPK_DEC_TILE <= (double)TOPK_DEC2_SPARSE * (double)n) {
         return topk_decode2_t<T, 64>(L, payloads, nranks, n, scale, out, st);
     }
     return topk_decode2_t<T, TOPK_DEC2_WDENSE>(L, payloads, nranks, n, scale, out, st);
-#else
-    /* About TOPK_DEC_BLOCKS blocks, each a run of consecutive tiles; one tile a block (each
-     * searches, no cursors) when the ranks' cursors would not fit in shared memory. */
-    const size_t ntiles = sqz_cu_div_up(n, TOPK_DEC_TILE);
-    const size_t per_block = nranks <= TOPK_DEC_CURSORS_MAX
-                                 ? sqz_cu_div_up(ntiles, TOPK_DEC_BLOCKS)
-                                 : 1;
-    const size_t smem = per_block > 1 ? (size_t)nranks * sizeof(uint32_t) : 0;
-    topk_decode_kernel<T><<<(unsigned)sqz_cu_div_up(ntiles, per_block), 256, smem, st>>>(
-        payloads, nranks, L->total, L->k, n, scale, sqz_cu_aligned(out, 16), per_block, out);
-    SQZ_CU_CHECK_LAUNCH();
-    return SQZ_OK;
-#endif
 }
 
 static sqz_status_t sqz_cu_topk_decode_sum(const sqz_gpu_params_t *p, const void *payloads,

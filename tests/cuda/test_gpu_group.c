@@ -685,7 +685,9 @@ static void test_mixed_kinds(sqz_device_group_t *grp, int nranks)
                "N=%d mixed kinds: rank %d: %llu fallbacks, %llu compressed (want %zu, %zu)",
                nranks, r, (unsigned long long)j.stats[r].calls_fallback,
                (unsigned long long)j.stats[r].calls_compressed, half, half - 1);
-        free(j.ar[r]), free(j.rs[r]);
+    }
+    for (int r = 0; r < nranks; r++) {
+        free(j.ar[r]), free(j.rs[r]); /* (after the loop: every rank is compared to rank 0's) */
     }
     printf("N=%d mixed kinds on one key (ef21): reduce-scatters dense, all-reduces compressed\n",
            nranks);
