@@ -286,6 +286,13 @@ typedef struct sqz_compressor_v1 {
      *  A compressor with levels but no level_bytes (an all-gather one) is adapted segment by
      *  segment by the engine (src/adapt/sqz_adapt_seg.c), which measures the bytes itself. */
     double      level_scale;
+
+    /** The payload bound of one stage (0: a rank's own data; 1: a reduced chunk that its owner
+     *  compresses again, in the scatter-reduce exchange), for a compressor whose two stages keep
+     *  different amounts (topk's TOPK_RESELECT).  At most max_payload(n), which still sizes every
+     *  transfer; the cost models read this one for the bytes each phase sends.  NULL (or absent
+     *  from an older descriptor): max_payload(n) at both stages. */
+    size_t (*stage_payload)(void *state, size_t n, int stage);
 } sqz_compressor_v1_t;
 
 /** flags: compress() always writes exactly max_payload(state, n) bytes on success.  An exchange

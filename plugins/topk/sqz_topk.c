@@ -197,14 +197,20 @@ static sqz_status_t topk_query(void *state, const sqz_query_v1_t *q)
     return q->count > UINT32_MAX ? SQZ_ERR_NOT_SUPPORTED : SQZ_OK;
 }
 
-static size_t topk_max_payload(void *state, size_t n)
+/* The payload bound of a stage: the warm-up's first (densest) call at that stage's density. */
+static size_t topk_stage_payload(void *state, size_t n, int stage)
 {
     const topk_state_t *s = (const topk_state_t *)state;
     if (s == NULL || n > UINT32_MAX) {
         return SIZE_MAX;
     }
-    /* The bound covers the warm-up's first (densest) call, and the second selection. */
-    return 4 + 8 * sqz_pu_density_count(topk_stage_density(&s->cfg, 0, 1), n);
+    return 4 + 8 * sqz_pu_density_count(topk_stage_density(&s->cfg, 0, stage), n);
+}
+
+/* Both stages' bound: the second selection keeps TOPK_RESELECT times more. */
+static size_t topk_max_payload(void *state, size_t n)
+{
+    return topk_stage_payload(state, n, 1);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -1088,4 +1094,5 @@ const sqz_compressor_v1_t sqz_compressor_topk = {
     .level_param = "TOPK_DENSITY",
     .level_scale = 1e6,
     .flags = SQZ_COMPRESSOR_CONTRACTIVE | SQZ_COMPRESSOR_EF21 | SQZ_COMPRESSOR_EF14_DIVERGES,
+    .stage_payload = topk_stage_payload,
 };

@@ -50,10 +50,11 @@ sqz_cost_work_t sqz_cost_split(const sqz_cost_net_t *net, double bytes, double p
     return w;
 }
 
-sqz_cost_work_t sqz_cost_scatter_reduce(const sqz_cost_net_t *net, double bytes, double piece)
+sqz_cost_work_t sqz_cost_scatter_reduce(const sqz_cost_net_t *net, double bytes, double piece,
+                                        double piece2)
 {
     const double    P = net->ranks;
-    sqz_cost_work_t w = {.rounds = 2, .sent = 2 * (P - 1) * piece,
+    sqz_cost_work_t w = {.rounds = 2, .sent = (P - 1) * (piece + piece2),
                          .compress = bytes * (1 + 1 / P), .decode = 2 * bytes};
     return w;
 }

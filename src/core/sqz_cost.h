@@ -55,15 +55,17 @@ double sqz_cost_seconds(const sqz_cost_net_t *net, const sqz_cost_rates_t *rates
  *                    payload) then P - 1 copies of the reduced chunk sent exactly (`exact`
  *                    bytes), the input compressed, every chunk decoded twice;
  *   scatter-reduce:  P - 1 chunk payloads (`piece` bytes) to their owners, then the reduced chunk
- *                    compressed again and sent to every peer: 2 rounds, 2 (P - 1) pieces, the
- *                    input and one chunk compressed, every chunk decoded twice;
+ *                    compressed again (`piece2` bytes) and sent to every peer: 2 rounds,
+ *                    P - 1 pieces of each, the input and one chunk compressed, every chunk
+ *                    decoded twice;
  *   reduce-scatter:  its first phase alone (a reduce-scatter's, for every family): one round,
  *                    P - 1 pieces, the input compressed, the own chunk's P payloads decoded. */
 sqz_cost_work_t sqz_cost_dense_ring(const sqz_cost_net_t *net, double bytes);
 sqz_cost_work_t sqz_cost_allgather(const sqz_cost_net_t *net, double bytes, double payload);
 sqz_cost_work_t sqz_cost_split(const sqz_cost_net_t *net, double bytes, double piece,
                                double exact);
-sqz_cost_work_t sqz_cost_scatter_reduce(const sqz_cost_net_t *net, double bytes, double piece);
+sqz_cost_work_t sqz_cost_scatter_reduce(const sqz_cost_net_t *net, double bytes, double piece,
+                                        double piece2);
 sqz_cost_work_t sqz_cost_reduce_scatter_block(const sqz_cost_net_t *net, double bytes,
                                               double piece);
 

@@ -46,13 +46,20 @@ double sqz_policy_dense_seconds(const sqz_comm_t *comm, size_t n)
     return sqz_policy_seconds(comm, &net, sqz_cost_dense_ring(&net, 4.0 * (double)n));
 }
 
-/* A compressor's payload bound for m elements (with its frame under the time model, whose
- * latency term counts messages; the bytes model compares payloads alone, as it always has). */
-static double sqz_policy_payload(const sqz_comm_t *comm, size_t m)
+/* A compressor's payload bound for m elements at a stage (0: a rank's own data; 1: a reduced
+ * chunk compressed again): its stage_payload where the descriptor has one, else max_payload;
+ * with its frame under the time model, whose latency term counts messages (the bytes model
+ * compares payloads alone, as it always has). */
+static double sqz_policy_payload(const sqz_comm_t *comm, size_t m, int stage)
 {
-    const int timed = SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model;
-    return (double)comm->ctx->method->max_payload(comm->cstate, m) +
-           (timed ? (double)sizeof(sqz_frame_t) : 0.0);
+    const sqz_compressor_v1_t *c = comm->ctx->method;
+    const int timed  = SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model;
+    const int staged = c->size >= offsetof(sqz_compressor_v1_t, stage_payload) +
+                                      sizeof(c->stage_payload) &&
+                       NULL != c->stage_payload;
+    const size_t b = staged ? c->stage_payload(comm->cstate, m, stage)
+                            : c->max_payload(comm->cstate, m);
+    return (double)b + (timed ? (double)sizeof(sqz_frame_t) : 0.0);
 }
 
 static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t block);
@@ -64,8 +71,8 @@ static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t 
  *                     exactly: at most P times a piece's entries (8 bytes each) or n/P floats;
  *   scatter-reduce:   (P - 1) pieces of max_payload(n/P), then the reduced chunk compressed again
  *                     (its server residual keeps what the second selection drops) to P - 1 peers:
- *                     2 (P - 1) pieces, independent of how the ranks' supports overlap (Ok-Topk's
- *                     shape).  Only when asked (SQZ_SPARSE_ALGO=scatter): each call applies k
+ *                     2 (P - 1) pieces (the second at the stage-1 bound: TOPK_RESELECT's),
+ *                     independent of how the ranks' supports overlap (Ok-Topk's shape).  Only when asked (SQZ_SPARSE_ALGO=scatter): each call applies k
  *                     entries instead of up to P k, which costs accuracy at the same density
  *                     (docs/performance.md), so no cost model of time alone may pick it;
  *   dense ring:       2 (P - 1) / P * 4n. */
@@ -75,8 +82,9 @@ static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
     const sqz_cost_net_t     net   = sqz_policy_net(comm);
     const double             P     = comm->nranks, B = 4.0 * (double)n;
     const double             per   = ceil((double)n / P);
-    const double             mp    = sqz_policy_payload(comm, n);
-    const double             mpper = sqz_policy_payload(comm, (size_t)per);
+    const double             mp    = sqz_policy_payload(comm, n, 0);
+    const double             mpper = sqz_policy_payload(comm, (size_t)per, 0);
+    const double             mpre  = sqz_policy_payload(comm, (size_t)per, 1);
     const double             exact = fmin(P * mpper, 4 * per + 8);
     const int                timed = SQZ_EXCHANGE_MODEL_TIME == p->exchange_model;
     double ag = (P - 1) * mp, split = (P - 1) * (mpper + exact), dense = 2.0 * (P - 1) / P * B;
@@ -94,7 +102,7 @@ static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
          * is the time model's there, and the bytes model's here, as for the all-gather. */
         sqz_choice_t sra = sqz_policy_scatter(comm, n, 0);
         if (!timed && p->sparse_dense_switch > 0 &&
-            2.0 * (P - 1) * mpper > p->sparse_dense_switch * dense) {
+            (P - 1) * (mpper + mpre) > p->sparse_dense_switch * dense) {
             sra.algo = SQZ_ALGO_DENSE_SWITCH;
         }
         return sra;
@@ -137,10 +145,12 @@ static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t 
     }
     const sqz_cost_net_t net = sqz_policy_net(comm);
     const double         B   = 4.0 * (double)n;
-    const double piece = sqz_policy_payload(comm, (size_t)ceil((double)n / comm->nranks));
-    ch.predicted       = sqz_policy_seconds(comm, &net,
-                                            block ? sqz_cost_reduce_scatter_block(&net, B, piece)
-                                                  : sqz_cost_scatter_reduce(&net, B, piece));
+    const size_t per    = (size_t)ceil((double)n / comm->nranks);
+    const double piece  = sqz_policy_payload(comm, per, 0);
+    const double piece2 = sqz_policy_payload(comm, per, 1);
+    ch.predicted        = sqz_policy_seconds(
+        comm, &net, block ? sqz_cost_reduce_scatter_block(&net, B, piece)
+                          : sqz_cost_scatter_reduce(&net, B, piece, piece2));
     const double dense = sqz_policy_dense_seconds(comm, n);
     /* (A reduce-scatter has no dense switch: the transport's dense form is an all-reduce.) */
     if (0 == block && p->sparse_dense_switch > 0 && ch.predicted > p->sparse_dense_switch * dense) {
@@ -178,7 +188,7 @@ static sqz_choice_t sqz_policy_device_time(const sqz_comm_t *comm, const sqz_dev
     const sqz_cost_rates_t   rates = {kern, kern};
     const sqz_cost_net_t     net   = sqz_policy_net(comm);
     sqz_cost_work_t c =
-        sra ? sqz_cost_scatter_reduce(&net, B, 0.0) : sqz_cost_allgather(&net, B, 0.0);
+        sra ? sqz_cost_scatter_reduce(&net, B, 0.0, 0.0) : sqz_cost_allgather(&net, B, 0.0);
     c.sent            = sent; /* the engine's own count of what the exchange sends */
     sqz_cost_work_t d = sqz_cost_dense_ring(&net, B);
     if (f->rs) {

@@ -792,7 +792,7 @@ static void test_cost_formulas(void)
     CHECK(fabs(sqz_cost_seconds(&net, &rates, &w) - (lat + 15e6 / link + B / 1e9 + 16 * B / 4e9)) <
           1e-9);
     /* scatter-reduce: 2 rounds, 2 x 15 pieces, (1 + 1/16) B compressed, 2 B decoded */
-    w = sqz_cost_scatter_reduce(&net, B, 1e5);
+    w = sqz_cost_scatter_reduce(&net, B, 1e5, 1e5);
     CHECK(fabs(sqz_cost_seconds(&net, &rates, &w) -
                (2 * lat + 30e5 / link + B * 17 / 16 / 1e9 + 2 * B / 4e9)) < 1e-9);
     /* reduce-scatter: its first phase alone, 1 round, 15 pieces, B compressed, B decoded */
@@ -1024,6 +1024,27 @@ static void test_sparse_scatter(void)
               (unsigned long long)r8.sent[0], (unsigned long long)a8.sent[0]);
     done(&r8);
     done(&a8);
+    /* The time model predicts the bytes each phase sends (the compressor's stage_payload): with
+     * the wire dominant, TOPK_RESELECT=4 about (1 + 4) / 2 times the seconds of F = 1 (the
+     * stage-1 bound for both phases, as before, would give 4). */
+    double pred[2];
+    for (int i = 0; i < 2; i++) {
+        const char *kp[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.01", "SQZ_SPARSE_ALGO",
+                            "scatter", "SQZ_TOPK_RESELECT", i ? "4" : "1",
+                            "SQZ_EXCHANGE_MODEL", "time", "SQZ_LINK_GBPS", "0.001",
+                            "SQZ_KERNEL_GBPS", "1000", NULL};
+        job_t       jp   = {.kv = kp, .P = 8, .n = 200000, .calls = 1, .nan_rank = -1,
+                            .corrupt_call = -1};
+        run(&jp);
+        CHECK(identical(&jp));
+        CHECK_EQ_INT(jp.predicted[0], 1);
+        pred[i] = jp.seconds_predicted[0];
+        done(&jp);
+    }
+    printf("topk scatter, time model: TOPK_RESELECT=4 predicted %.3f times F = 1's seconds\n",
+           pred[1] / pred[0]);
+    CHECK_MSG(pred[1] > 2.2 * pred[0] && pred[1] < 2.8 * pred[0],
+              "TOPK_RESELECT=4 predicted %.4g s against F = 1's %.4g s", pred[1], pred[0]);
     /* The dense switch (SQZ_SPARSE_DENSE_SWITCH) under the bytes model: at density 0.6 the two
      * rounds send more than a dense ring; the call goes dense, exactly. */
     const char *kd[] = {"SQZ_METHOD", "topk", "SQZ_TOPK_DENSITY", "0.6", "SQZ_SPARSE_ALGO",
