@@ -159,7 +159,7 @@ struct terngrad_seg_policy {
     }
 };
 
-/* The scaler and clip level of element i (its bucket's). */
+/* The bucket of element i (its scaler and clip level are the bucket's). */
 __device__ __forceinline__ size_t terngrad_bucket(size_t i, size_t B)
 {
     return sqz_cu_udiv(i, B);
