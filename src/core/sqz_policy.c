@@ -72,8 +72,9 @@ static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t 
  *   scatter-reduce:   (P - 1) pieces of max_payload(n/P), then the reduced chunk compressed again
  *                     (its server residual keeps what the second selection drops) to P - 1 peers:
  *                     2 (P - 1) pieces (the second at the stage-1 bound: TOPK_RESELECT's),
- *                     independent of how the ranks' supports overlap (Ok-Topk's shape).  Only when asked (SQZ_SPARSE_ALGO=scatter): each call applies k
- *                     entries instead of up to P k, which costs accuracy at the same density
+ *                     independent of how the ranks' supports overlap (Ok-Topk's shape).  Only
+ *                     when asked (SQZ_SPARSE_ALGO=scatter): each call applies k entries instead
+ *                     of up to P k, which costs accuracy at the same density
  *                     (docs/performance.md), so no cost model of time alone may pick it;
  *   dense ring:       2 (P - 1) / P * 4n. */
 static sqz_choice_t sqz_policy_sparse(const sqz_comm_t *comm, size_t n)
