@@ -9,6 +9,7 @@
 #include "sqz_ef.h"
 #include "sqz_policy.h"
 #include "sqz_pool.h"
+#include "sqz_registry.h"
 
 sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm)
 {
@@ -52,13 +53,10 @@ double sqz_policy_dense_seconds(const sqz_comm_t *comm, size_t n)
  * compares payloads alone, as it always has). */
 static double sqz_policy_payload(const sqz_comm_t *comm, size_t m, int stage)
 {
-    const sqz_compressor_v1_t *c = comm->ctx->method;
-    const int timed  = SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model;
-    const int staged = c->size >= offsetof(sqz_compressor_v1_t, stage_payload) +
-                                      sizeof(c->stage_payload) &&
-                       NULL != c->stage_payload;
-    const size_t b = staged ? c->stage_payload(comm->cstate, m, stage)
-                            : c->max_payload(comm->cstate, m);
+    const sqz_compressor_v1_t *c     = comm->ctx->method;
+    const int                  timed = SQZ_EXCHANGE_MODEL_TIME == comm->ctx->p.exchange_model;
+    const size_t b = SQZ_HAS_STAGE_PAYLOAD(c) ? c->stage_payload(comm->cstate, m, stage)
+                                              : c->max_payload(comm->cstate, m);
     return (double)b + (timed ? (double)sizeof(sqz_frame_t) : 0.0);
 }
 

@@ -29,6 +29,11 @@ extern const sqz_compressor_v1_t sqz_compressor_powersgd;
     ((c)->size >= offsetof(sqz_compressor_v1_t, level_bytes) + sizeof(void (*)(void)) &&         \
      NULL != (c)->reduce)
 
+/** Whether a descriptor carries the appended per-stage payload bound, and sets it. */
+#define SQZ_HAS_STAGE_PAYLOAD(c)                                                                 \
+    ((c)->size >= offsetof(sqz_compressor_v1_t, stage_payload) + sizeof(void (*)(void)) &&       \
+     NULL != (c)->stage_payload)
+
 /** Whether a descriptor carries the appended flags and claims SQZ_COMPRESSOR_FIXED_PAYLOAD. */
 #define SQZ_FIXED_PAYLOAD(c)                                                                     \
     ((c)->size >= offsetof(sqz_compressor_v1_t, flags) + sizeof(uint32_t) &&                     \
