@@ -170,7 +170,8 @@ __device__ __forceinline__ size_t terngrad_bucket(size_t i, size_t B)
  * ------------------------------------------------------------------------------------------- */
 
 /* A thread per chunk of 8: codes and residual from the scalers in the payload and the clip
- * levels in clipv. */
+ * levels in clipv.  Non-finite elements are coded 0 and keep their residual; the statistics
+ * pass has flagged the header for them already (as sign's encode relies on). */
 template <typename T>
 __global__ void __launch_bounds__(256)
     terngrad_encode_kernel(const T *__restrict__ in, float *__restrict__ res, size_t n, size_t B,
@@ -204,9 +205,6 @@ __global__ void __launch_bounds__(256)
         codes[ch] = (uint16_t)v;
         if (res != NULL) {
             sqz_cu_store8(res, i0, len, vec != 0, a, fin);
-        }
-        if (fin != (len == 8 ? 0xffu : (1u << len) - 1u)) {
-            sqz_cu_flag_nonfinite(payload);
         }
     }
 }

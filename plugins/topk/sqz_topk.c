@@ -105,8 +105,7 @@ static const sqz_param_def_v1_t topk_params[] = {
         .max = 1e6,
         .offset = offsetof(topk_config_t, reselect),
         .help = "the scatter exchange's second selection (SQZ_SPARSE_ALGO=scatter; host and device "
-                "buffers): "
-                "each chunk's owner keeps this many times TOPK_DENSITY of its reduced chunk (4 "
+                "buffers): each chunk's owner keeps this many times TOPK_DENSITY of its reduced chunk (4 "
                 "keeps the all-gather's accuracy in docs/performance.md; it also raises the "
                 "payload bound that the dense switch reads)",
     },

@@ -323,8 +323,7 @@ static sqz_status_t sqz_gpu_sra_decode(sqz_gpu_sra_t *x, const sqz_gpu_sra_call_
     }
     for (int r = 0; SQZ_OK == st && !x->rs && r < x->nranks; r++) {
         st = sqz_gpu_decode_sum(&x->p2, x->gather2 + (size_t)r * x->slot2, 1, x->len[r],
-                                c->scale,
-                                (unsigned char *)c->out + x->off[r] * esz, x->dtype,
+                                c->scale, (unsigned char *)c->out + x->off[r] * esz, x->dtype,
                                 x->workspace, c->s);
     }
     if (SQZ_OK == st) {
