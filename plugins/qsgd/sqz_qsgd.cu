@@ -190,15 +190,6 @@ typedef struct qsgd_stats {
     uint32_t bad;
 } qsgd_stats_t;
 
-__device__ __forceinline__ qsgd_stats_t sqz_cu_shfl_xor(qsgd_stats_t s, int off)
-{
-    qsgd_stats_t r;
-    r.sq = __shfl_xor_sync(0xffffffffu, s.sq, off);
-    r.mx = __shfl_xor_sync(0xffffffffu, s.mx, off);
-    r.bad = __shfl_xor_sync(0xffffffffu, s.bad, off);
-    return r;
-}
-
 struct qsgd_stats_op {
     __device__ __forceinline__ qsgd_stats_t operator()(qsgd_stats_t x, qsgd_stats_t y) const
     {

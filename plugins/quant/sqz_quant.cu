@@ -165,15 +165,6 @@ __device__ __forceinline__ void quant_stats_add(quant_stats_t *s, float a)
     s->bad |= (uint32_t)!fin;
 }
 
-__device__ __forceinline__ quant_stats_t sqz_cu_shfl_xor(quant_stats_t s, int off)
-{
-    quant_stats_t r;
-    r.mn = __shfl_xor_sync(0xffffffffu, s.mn, off);
-    r.mx = __shfl_xor_sync(0xffffffffu, s.mx, off);
-    r.bad = __shfl_xor_sync(0xffffffffu, s.bad, off);
-    return r;
-}
-
 struct quant_stats_op {
     __device__ __forceinline__ quant_stats_t operator()(quant_stats_t x, quant_stats_t y) const
     {

@@ -98,16 +98,6 @@ __device__ __forceinline__ void sign_stats_add(sign_stats_t *s, float a)
     }
 }
 
-__device__ __forceinline__ sign_stats_t sqz_cu_shfl_xor(sign_stats_t s, int off)
-{
-    sign_stats_t r;
-    r.s1 = __shfl_xor_sync(0xffffffffu, s.s1, off);
-    r.s2 = __shfl_xor_sync(0xffffffffu, s.s2, off);
-    r.cnt = __shfl_xor_sync(0xffffffffu, s.cnt, off);
-    r.bad = __shfl_xor_sync(0xffffffffu, s.bad, off);
-    return r;
-}
-
 /* Commutative bit for bit (IEEE addition is), as sqz_cu_group_reduce() requires. */
 struct sign_stats_op {
     __device__ __forceinline__ sign_stats_t operator()(sign_stats_t x, sign_stats_t y) const

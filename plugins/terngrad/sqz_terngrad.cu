@@ -79,16 +79,6 @@ typedef struct terngrad_stats {
     uint32_t bad; /* some a is NaN or Inf */
 } terngrad_stats_t;
 
-__device__ __forceinline__ terngrad_stats_t sqz_cu_shfl_xor(terngrad_stats_t s, int off)
-{
-    terngrad_stats_t r;
-    r.sum = __shfl_xor_sync(0xffffffffu, s.sum, off);
-    r.sq = __shfl_xor_sync(0xffffffffu, s.sq, off);
-    r.mx = __shfl_xor_sync(0xffffffffu, s.mx, off);
-    r.bad = __shfl_xor_sync(0xffffffffu, s.bad, off);
-    return r;
-}
-
 /* Commutative bit for bit (IEEE addition is), as sqz_cu_group_reduce() requires. */
 struct terngrad_stats_op {
     __device__ __forceinline__ terngrad_stats_t operator()(terngrad_stats_t x,

@@ -432,6 +432,23 @@ __device__ __forceinline__ unsigned long long sqz_cu_shfl_xor(unsigned long long
 {
     return __shfl_xor_sync(0xffffffffu, v, off);
 }
+/* A statistics struct (quant's min/max, sign's sums, ...): moved word by word, which moves its
+ * value bit for bit since it is trivially copyable and a whole number of 32-bit words (padding
+ * words travel too, harmlessly). */
+template <typename S, typename std::enable_if<std::is_class<S>::value, int>::type = 0>
+__device__ __forceinline__ S sqz_cu_shfl_xor(S s, int off)
+{
+    static_assert(std::is_trivially_copyable<S>::value && sizeof(S) % 4 == 0,
+                  "a statistics struct must be plain 32-bit words");
+    uint32_t w[sizeof(S) / 4];
+    memcpy(w, &s, sizeof(S));
+#pragma unroll
+    for (unsigned q = 0; q < sizeof(S) / 4; q++) {
+        w[q] = __shfl_xor_sync(0xffffffffu, w[q], off);
+    }
+    memcpy(&s, w, sizeof(S));
+    return s;
+}
 
 /**
  * Reduces v over aligned groups of G = 2^glog2 consecutive threads of the block; every thread
@@ -439,7 +456,7 @@ __device__ __forceinline__ unsigned long long sqz_cu_shfl_xor(unsigned long long
  * gives the same bits to every lane, and the cross-warp step combines warps in a fixed order, so
  * the result is deterministic.  G <= 32: shuffles only (no barrier).  G > 32: smem holds
  * blockDim.x / 32 values and the call contains __syncthreads(), so it must be reached by the
- * whole block (G uniform).  V needs an sqz_cu_shfl_xor(V, int) overload.  Every lane of every
+ * whole block (G uniform).  V is a scalar with an sqz_cu_shfl_xor overload or a struct.  Every lane of every
  * warp must be active.
  */
 template <typename V, typename Op>
@@ -726,7 +743,7 @@ __device__ __forceinline__ void sqz_cu_flag_nonfinite(uint8_t *payload)
 /* ---------------------------------------------------------------------------------------------
  * Per-bucket statistics over segments (quant's min/max, sign's scale: sqz_cu_segments()).
  *
- * A policy P describes the statistics: P::stats_t (with an sqz_cu_shfl_xor overload), P::op_t
+ * A policy P describes the statistics: P::stats_t (a struct of 32-bit words), P::op_t
  * (the commutative combine, as sqz_cu_group_reduce wants), and the members identity(),
  * add(stats *, a) and finish(payload, bucket, stats), which writes a bucket's result into the
  * payload.  One warp per segment sums a = in + residual; with one segment per bucket it finishes
