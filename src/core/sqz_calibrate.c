@@ -142,18 +142,20 @@ static double sqz_cal_round(sqz_comm_t *comm, unsigned char *buf, size_t per, si
     return (double)t / (double)P;
 }
 
-/* The mean seconds of 3 rounds of `bytes` (negative: the transport failed). */
+/* The median seconds of 3 rounds of `bytes` (negative: the transport failed).  The median, not
+ * the mean: a round that meets a TCP retransmission timeout (200 ms, longer than a whole round
+ * at 16 hosts x 128 KiB on 100 Mbit/s) would otherwise move the link rate of the whole job by a
+ * third or more; each round's time is already the ranks' mean, so every rank takes the same. */
 static double sqz_cal_rounds(sqz_comm_t *comm, unsigned char *buf, size_t per, size_t bytes)
 {
-    double t = 0.0;
+    double t[3];
     for (int i = 0; i < 3; i++) {
-        const double ti = sqz_cal_round(comm, buf, per, bytes);
-        if (ti < 0) {
-            return ti;
+        t[i] = sqz_cal_round(comm, buf, per, bytes);
+        if (t[i] < 0) {
+            return t[i];
         }
-        t += ti / 3;
     }
-    return t;
+    return fmax(fmin(t[0], t[1]), fmin(fmax(t[0], t[1]), t[2]));
 }
 
 /* SQZ_LINK_GBPS=0: the latency (rounds of 8-byte messages, after one that opens the
