@@ -81,10 +81,14 @@ fi
 echo "ok: rank 0 on $host0 ($addr0), rank 1 on $host1 ($addr1)"
 check_clean "a successful job"
 
-# --- 2. The links are shaped: tbf at 1gbit on both sides of each veth (--keep, then --teardown) --
-netc --keep -- true >"$TESTDIR/keep.out" 2>&1 || { cat "$TESTDIR/keep.out"; fail "--keep run failed"; }
+# --- 2. The links are shaped: tbf at 1gbit on both sides of each veth, with the queue --queue
+# asks for (--keep, then --teardown) ----------------------------------------------------------
+netc --keep --queue 150ms -- true >"$TESTDIR/keep.out" 2>&1 ||
+    { cat "$TESTDIR/keep.out"; fail "--keep run failed"; }
 tc -n "$PREFIX-h1" qdisc show dev eth0 | grep -q "tbf .*rate 1Gbit" ||
     fail "no tbf at 1gbit on host 1's egress: $(tc -n "$PREFIX-h1" qdisc show dev eth0)"
+tc -n "$PREFIX-h1" qdisc show dev eth0 | grep -q "lat 150ms" ||
+    fail "--queue 150ms not applied: $(tc -n "$PREFIX-h1" qdisc show dev eth0)"
 tc -n "$PREFIX-br" qdisc show dev veth1 | grep -q "tbf .*rate 1Gbit" ||
     fail "no tbf at 1gbit towards host 1: $(tc -n "$PREFIX-br" qdisc show dev veth1)"
 [ -n "$(leftovers)" ] || fail "--keep did not keep the namespaces"
