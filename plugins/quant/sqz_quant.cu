@@ -110,14 +110,26 @@ __device__ __forceinline__ float quant_unit(float mn, float mx, unsigned bits)
     return sqz_cu_finite(quant_decode_one(mn, unit, levels)) ? unit : 0.0f;
 }
 
-/* The code of a (finite, >= mn): the truncating conversion is a floor since t >= 0; an
- * overflowing a - mn gives +Inf and NaN cannot pass the clamp, both give the top code. */
-__device__ __forceinline__ uint32_t quant_code(float a, float mn, float inv, float levels,
-                                               float rnd)
+/* The code of a (finite, >= mn) and its decoded value: t = (a - mn) * inv + r clamped to the top
+ * code (an overflowing a - mn gives +Inf and NaN cannot pass the clamp, both give the top code),
+ * code = floor(t).  The conversion pair: the truncating conversion is a floor since t >= 0, and
+ * the code converts back for decoding.  QUANT_FLOOR_ADD (an experiment against the pair, same
+ * bits): t + 2^23 rounded toward zero is 2^23 + floor(t), since floats in [2^23, 2^24) are the
+ * integers; its bits give the code and subtracting 2^23 gives floor(t) exactly. */
+__device__ __forceinline__ uint32_t quant_code(float a, float mn, float unit, float inv,
+                                               float levels, float rnd, float *decoded)
 {
     float t = __fadd_rn(__fmul_rn(__fsub_rn(a, mn), inv), rnd);
     t = t < levels ? t : levels;
-    return (uint32_t)(int32_t)t;
+#ifdef QUANT_FLOOR_ADD
+    const float biased = __fadd_rz(t, 0x1p23f);
+    *decoded           = quant_decode_one(mn, unit, __fsub_rn(biased, 0x1p23f));
+    return __float_as_uint(biased) - 0x4b000000u;
+#else
+    const uint32_t code = (uint32_t)(int32_t)t;
+    *decoded            = quant_decode_one(mn, unit, (float)code);
+    return code;
+#endif
 }
 
 /* The rounding offset of element i0 + e of a chunk; ckey = sqz_cu_elem_key(key, i0) (a chunk
@@ -260,10 +272,11 @@ __global__ void __launch_bounds__(QUANT_THREADS, QUANT_MINB)
 #pragma unroll
                 for (int e = 0; e < 8; e++) {
                     if ((fin[j] >> e) & 1u) {
-                        const uint32_t code = quant_code(a[j][e], mn, inv, levels,
-                                                         quant_rnd(stochastic, ckey, i0, e));
+                        float d;
+                        const uint32_t code = quant_code(a[j][e], mn, unit, inv, levels,
+                                                         quant_rnd(stochastic, ckey, i0, e), &d);
                         v |= (uint64_t)code << (e * bits);
-                        a[j][e] = __fsub_rn(a[j][e], quant_decode_one(mn, unit, (float)code));
+                        a[j][e] = __fsub_rn(a[j][e], d);
                     }
                 }
                 if (res != NULL) {
@@ -347,10 +360,11 @@ __global__ void __launch_bounds__(256)
                 const bool hi = i0 + e >= kb;
                 const float mn = hi ? m1.x : m0.x;
                 const float unit = hi ? m1.y : m0.y;
-                const uint32_t code = quant_code(a[e], mn, hi ? inv1 : inv0, levels,
-                                                 quant_rnd(stochastic, ckey, i0, e));
+                float d;
+                const uint32_t code = quant_code(a[e], mn, unit, hi ? inv1 : inv0, levels,
+                                                 quant_rnd(stochastic, ckey, i0, e), &d);
                 v |= (uint64_t)code << (e * bits);
-                a[e] = __fsub_rn(a[e], quant_decode_one(mn, unit, (float)code));
+                a[e] = __fsub_rn(a[e], d);
                 fin |= 1u << e;
             }
         }
