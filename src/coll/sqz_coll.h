@@ -111,11 +111,34 @@ sqz_status_t sqz_coll_alltoallv_tokens(sqz_a2a_call_t *call);
 /** Chunk boundaries of the reduce-scatter exchanges: off[r], len[r] for r in [0, nranks). */
 void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len);
 
+/** The scratch of the scatter-reduce exchanges, from the P chunks' lengths and their phase-1 and
+ *  phase-2 slots (the same on every rank): send, the largest phase-2 slot (the caller adds its
+ *  phase-1 row); recv, the larger of P slots of the largest chunk and every phase-2 slot; chunk,
+ *  the largest chunk or the dense path's; the P chunks' shared values; task 0 (the caller's). */
+void         sqz_rs_need(const sqz_coll_call_t *call, const size_t *len, const size_t *slot,
+                         const size_t *slot2, sqz_scratch_need_t *need);
+
 /** The server residual of this rank's chunk in call->state (an all-reduce of the scatter-reduce
  *  family with error feedback), reserved before the exchange: phase 2 then finds it, and a rank
  *  without the memory takes the dense path that every rank agrees on instead of failing alone
  *  in the middle of the exchange.  \return SQZ_OK or SQZ_ERR_NO_MEMORY. */
 sqz_status_t sqz_rs_reserve_server(sqz_coll_call_t *call);
+
+/** Reserves an exchange's scratch before any of its messages: `need` must be the same on every
+ *  rank for the same call (computed from the call's count, the ranks and the settings, never
+ *  from this rank's chunk or payload).  A need within what the ranks agreed before is there on
+ *  every rank; one beyond it is reserved on every rank and agreed (each rank's flag to every other
+ *  in point-to-point messages, else one float all-reduce; the same calls on every rank, so every
+ *  rank asks alike).  So a rank that runs out of memory never
+ *  leaves its peers waiting for its messages.  \return SQZ_OK, SQZ_ERR_NOT_SUPPORTED on every
+ *  rank when some rank could not reserve (nothing has moved: the call goes dense, or back to the
+ *  caller for a reduce-scatter, whose dense path needs scratch too), or SQZ_ERR_TRANSPORT. */
+sqz_status_t sqz_coll_reserve(sqz_comm_t *comm, const sqz_scratch_need_t *need);
+/** The chunkbuf bytes the dense path of the call takes if the ranks fall back: a reduce-scatter
+ *  forms the whole sum there (reserved with the exchange's scratch, so that a fallback finds it). */
+size_t       sqz_coll_dense_scratch(const sqz_coll_call_t *call);
+/** A test hook: when set and it returns nonzero, this rank's sqz_coll_reserve cannot grow. */
+extern int (*sqz_coll_scratch_fails)(const sqz_comm_t *comm);
 
 /** One point-to-point round of the pipelined exchanges (sqz_coll_round.c): every rank posts its
  *  receives from all peers first, then sends to me+1, me+2, ... in that order (the exchanges
@@ -139,6 +162,8 @@ typedef struct sqz_round {
 
 /** A round whose messages hold at most maxcap bytes (its scratch in comm->taskbuf). */
 sqz_status_t sqz_round_init(sqz_round_t *r, sqz_comm_t *comm, size_t maxcap);
+/** The taskbuf bytes sqz_round_init takes for P ranks and messages of at most maxcap bytes. */
+size_t       sqz_round_scratch(int P, size_t maxcap);
 /** Posts the receive of peer's message (at most cap <= maxcap bytes) into buf.  \return 0 or -1. */
 int          sqz_round_recv(sqz_round_t *r, int peer, void *buf, size_t cap);
 /** Sends len bytes (at most the receiver's cap) to peer, after the window's receive.
@@ -176,6 +201,8 @@ sqz_status_t sqz_coll_compress(const sqz_coll_call_t *call, int worker, const fl
  *  shared[r] to NULL and exchanges nothing.  Collective.  \return SQZ_OK or SQZ_ERR_TRANSPORT. */
 sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *off,
                              const size_t *len, const float **shared);
+/** The sharedbuf bytes sqz_coll_shared takes for these chunks (0 without shared values). */
+size_t       sqz_coll_shared_scratch(const sqz_coll_call_t *call, int nchunks, const size_t *len);
 /** Undoes a successful compress on the residual: residual += decode(payload) - in. */
 void         sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, size_t n,
                               const void *frame);

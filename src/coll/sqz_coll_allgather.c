@@ -20,7 +20,11 @@ sqz_status_t sqz_coll_allgather(sqz_coll_call_t *call)
     size_t *const     displs = comm->scratch.counts + 2 * P; /* P */
     uint64_t          mine;
 
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sendbuf, &comm->scratch.sendcap, cap));
+    /* (the payloads' total is known after the sizes' all-gather: at most P slots) */
+    const sqz_scratch_need_t need = {.send = cap, .recv = (size_t)P * cap,
+                                     .chunk = sqz_coll_dense_scratch(call),
+                                     .shared = sqz_coll_shared_scratch(call, 1, &n)};
+    SQZ_CHECK(sqz_coll_reserve(comm, &need));
     const size_t zero = 0;
     SQZ_CHECK(sqz_coll_shared(call, 1, &zero, &n, comm->scratch.sharedptr));
     double t0 = sqz_time_now();

@@ -22,8 +22,10 @@ sqz_status_t sqz_coll_allgather_p2p(sqz_coll_call_t *call)
     sqz_frame_t            f;
     sqz_round_t            rd;
 
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap,
-                                  (size_t)P * cap));
+    const sqz_scratch_need_t need = {.recv = (size_t)P * cap, .task = sqz_round_scratch(P, cap),
+                                     .chunk = sqz_coll_dense_scratch(call),
+                                     .shared = sqz_coll_shared_scratch(call, 1, &n)};
+    SQZ_CHECK(sqz_coll_reserve(comm, &need));
     SQZ_CHECK(sqz_round_init(&rd, comm, cap));
     unsigned char *const mine = comm->scratch.recvbuf + (size_t)me * cap; /* compressed in place */
 

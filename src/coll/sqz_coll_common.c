@@ -151,6 +151,22 @@ void sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, s
     }
 }
 
+size_t sqz_coll_shared_scratch(const sqz_coll_call_t *call, int nchunks, const size_t *len)
+{
+    const sqz_compressor_v1_t *const c = call->c;
+    if (!SQZ_HAS_SHARED(c)) {
+        return 0;
+    }
+    const size_t P     = (size_t)call->comm->nranks;
+    size_t       total = 0;
+    for (int r = 0; r < nchunks; r++) {
+        total += c->shared_len(call->cstate, len[r]);
+    }
+    /* Layout of sharedbuf: P contributions of `total` floats (the all-gather), then the MAX, then
+     * the all-gather's counts and displacements. */
+    return (P + 1) * (total ? total : 1) * sizeof(float) + 2 * P * sizeof(size_t);
+}
+
 sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *off,
                              const size_t *len, const float **shared)
 {
@@ -167,10 +183,8 @@ sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *o
     for (int r = 0; r < nchunks; r++) {
         total += c->shared_len(call->cstate, len[r]);
     }
-    /* Layout of sharedbuf: P contributions of `total` floats (the all-gather), then the MAX. */
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sharedbuf, &comm->scratch.sharedcap,
-                                  ((size_t)P + 1) * (total ? total : 1) * sizeof(float) +
-                                      2 * (size_t)P * sizeof(size_t)));
+                                  sqz_coll_shared_scratch(call, nchunks, len)));
     float *const  all  = comm->scratch.sharedbuf;
     float *const  mine = all + (size_t)P * total;
     size_t *const rb   = (size_t *)(mine + total), *const ds = rb + P;
@@ -302,3 +316,92 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void
     return SQZ_OK == st ? SQZ_OK : SQZ_ERR_CORRUPT;
 }
 
+
+int (*sqz_coll_scratch_fails)(const sqz_comm_t *comm);
+
+size_t sqz_coll_dense_scratch(const sqz_coll_call_t *call)
+{
+    return call->block ? call->n * sizeof(float) : 0;
+}
+
+static size_t sqz_max_size(size_t a, size_t b) { return a > b ? a : b; }
+
+/* Grows this rank's buffers to `need`.  \return 1 when all of them are there. */
+static int sqz_coll_grow(sqz_comm_t *comm, const sqz_scratch_need_t *need)
+{
+    sqz_scratch_t *const s = &comm->scratch;
+    if (sqz_coll_scratch_fails && sqz_coll_scratch_fails(comm)) {
+        return 0;
+    }
+    return SQZ_OK == sqz_scratch_reserve((void **)&s->sendbuf, &s->sendcap, need->send) &&
+           SQZ_OK == sqz_scratch_reserve((void **)&s->recvbuf, &s->recvcap, need->recv) &&
+           SQZ_OK == sqz_scratch_reserve((void **)&s->chunkbuf, &s->chunkcap, need->chunk) &&
+           SQZ_OK == sqz_scratch_reserve((void **)&s->taskbuf, &s->taskcap, need->task) &&
+           SQZ_OK == sqz_scratch_reserve((void **)&s->sharedbuf, &s->sharedcap, need->shared);
+}
+
+/* Whether every rank is ok: each rank's flag to every other in point-to-point messages, where
+ * the transport has them (so that a peer that is in another collective is diagnosed by the
+ * transport's stall watch, as in the exchanges, instead of meeting this rank in a mismatched
+ * collective), else by the float all-reduce.  \return 1, 0 (some rank is not), or -1 (the
+ * transport failed). */
+static int sqz_coll_agree(sqz_comm_t *comm, int ok)
+{
+    const int P = comm->nranks, me = comm->rank;
+    if (!comm->p2p) {
+        float v = ok ? 1.0f : 0.0f, all = v;
+        if (0 != comm->t.allreduce_f32_sum(comm->t.self, &v, &all, 1)) {
+            return -1;
+        }
+        return all == (float)P;
+    }
+    void **const         req  = (void **)comm->scratch.agreebuf; /* P receives, then P sends */
+    size_t *const        got  = (size_t *)(req + 2 * (size_t)P);
+    unsigned char *const flag = (unsigned char *)(got + P);
+    const unsigned char  mine = ok ? 1 : 0;
+    const sqz_transport_t *t  = &comm->t;
+    int                  rc   = 0;
+    memset(req, 0, 2 * (size_t)P * sizeof(void *));
+    for (int k = 1; k < P && 0 == rc; k++) {
+        const int s = (me + P - k) % P;
+        rc = t->irecv(t->self, &flag[s], 1, s, &got[s], &req[s]);
+    }
+    for (int k = 1; k < P && 0 == rc; k++) {
+        const int r = (me + k) % P;
+        rc = t->isend(t->self, &mine, 1, r, &req[P + r]);
+    }
+    int all = ok;
+    for (int q = 0; q < 2 * P; q++) {
+        if (req[q]) {
+            rc |= t->wait(t->self, req[q]);
+        }
+        if (q < P && q != me) {
+            all &= 0 == rc && 1 == got[q] && 1 == flag[q];
+        }
+    }
+    return rc ? -1 : all;
+}
+
+sqz_status_t sqz_coll_reserve(sqz_comm_t *comm, const sqz_scratch_need_t *need)
+{
+    sqz_scratch_need_t *const a = &comm->scratch.agreed;
+    if (need->send <= a->send && need->recv <= a->recv && need->chunk <= a->chunk &&
+        need->task <= a->task && need->shared <= a->shared) {
+        return SQZ_OK; /* (every rank reserved at least this when it was agreed) */
+    }
+    const int all = sqz_coll_agree(comm, sqz_coll_grow(comm, need));
+    if (all < 0) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    if (!all) {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank is out of memory for an exchange's scratch: its call "
+                                   "goes dense on every rank");
+        return SQZ_ERR_NOT_SUPPORTED;
+    }
+    *a = (sqz_scratch_need_t){.send   = sqz_max_size(a->send, need->send),
+                              .recv   = sqz_max_size(a->recv, need->recv),
+                              .chunk  = sqz_max_size(a->chunk, need->chunk),
+                              .task   = sqz_max_size(a->task, need->task),
+                              .shared = sqz_max_size(a->shared, need->shared)};
+    return SQZ_OK;
+}

@@ -57,6 +57,25 @@ void sqz_rs_layout(const sqz_coll_call_t *call, size_t *off, size_t *len)
     }
 }
 
+void sqz_rs_need(const sqz_coll_call_t *call, const size_t *len, const size_t *slot,
+                 const size_t *slot2, sqz_scratch_need_t *need)
+{
+    const size_t P = (size_t)call->comm->nranks;
+    size_t       maxlen = 1, max1 = 0, max2 = 0, recv2 = 0;
+    for (size_t r = 0; r < P; r++) {
+        maxlen = len[r] > maxlen ? len[r] : maxlen;
+        max1   = slot[r] > max1 ? slot[r] : max1;
+        max2   = slot2[r] > max2 ? slot2[r] : max2;
+        recv2 += slot2[r];
+    }
+    const size_t dense = sqz_coll_dense_scratch(call);
+    *need = (sqz_scratch_need_t){
+        .send   = max2,
+        .recv   = P * max1 > recv2 ? P * max1 : recv2,
+        .chunk  = maxlen * sizeof(float) > dense ? maxlen * sizeof(float) : dense,
+        .shared = sqz_coll_shared_scratch(call, (int)P, len)};
+}
+
 sqz_status_t sqz_rs_reserve_server(sqz_coll_call_t *call)
 {
     size_t off, len;
@@ -123,29 +142,24 @@ static sqz_status_t sqz_rs_setup(sqz_coll_call_t *call, sqz_rs_t *rs)
                      .rdis = comm->scratch.counts + 5 * P, .scnt = comm->scratch.counts + 6 * P,
                      .local = SQZ_OK, .failed = -1};
     sqz_rs_layout(call, rs->off, rs->len);
-    size_t recv2 = 0;
     for (int r = 0; r < P; r++) {
         rs->slot[r] = sqz_coll_round8(sizeof(sqz_frame_t) +
                                       call->c->max_payload(call->cstate, rs->len[r]));
         rs->sdis[r] = rs->send1;
         rs->send1 += rs->slot[r];
-        recv2 += rs->slot[r];
     }
     rs->mylen = rs->len[rs->me];
     /* sendbuf: phase-1 slots, then this rank's phase-2 slot (phase-1 payloads are kept until the
-     * end: a fallback needs them to restore the residual). */
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sendbuf, &comm->scratch.sendcap,
-                                  rs->send1 + rs->slot[rs->me]));
-    const size_t recv1 = (size_t)P * rs->slot[rs->me];
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap,
-                                  recv1 > recv2 ? recv1 : recv2));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.chunkbuf, &comm->scratch.chunkcap,
-                                  (rs->mylen ? rs->mylen : 1) * sizeof(float)));
-    /* taskbuf: 2P norms, 2P sizes (the phase-1 row this rank sends, the column it receives), then
-     * P statuses. */
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.taskbuf, &comm->scratch.taskcap,
-                                  (size_t)P * (sizeof(sqz_status_t) + 2 * sizeof(double) +
-                                               2 * sizeof(uint64_t)) + 16));
+     * end: a fallback needs them to restore the residual); recvbuf: this rank's column of phase 1
+     * or every rank's phase-2 frame; taskbuf: 2P norms, 2P sizes (the phase-1 row this rank
+     * sends, the column it receives), then P statuses.  Every rank's largest chunk, so that the
+     * need is the same on every rank. */
+    sqz_scratch_need_t need;
+    sqz_rs_need(call, rs->len, rs->slot, rs->slot, &need);
+    need.send = rs->send1 + need.send;
+    need.task = (size_t)P * (sizeof(sqz_status_t) + 2 * sizeof(double) + 2 * sizeof(uint64_t)) +
+                16;
+    SQZ_CHECK(sqz_coll_reserve(comm, &need));
     rs->y    = comm->scratch.chunkbuf;
     rs->srow = (uint64_t *)(comm->scratch.taskbuf + 2 * (size_t)P * sizeof(double));
     rs->rcol = rs->srow + P;

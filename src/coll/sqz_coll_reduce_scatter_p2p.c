@@ -85,14 +85,16 @@ static sqz_status_t sqz_p2p_setup(sqz_coll_call_t *call, sqz_p2p_t *x)
         x->rdis[r]  = recv2;
         recv2 += x->slot2[r];
     }
-    x->mylen           = x->len[x->me];
-    const size_t recv1 = (size_t)P * x->slot[x->me];
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sendbuf, &comm->scratch.sendcap,
-                                  x->send1 + x->slot2[x->me]));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.recvbuf, &comm->scratch.recvcap,
-                                  recv1 > recv2 ? recv1 : recv2));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.chunkbuf, &comm->scratch.chunkcap,
-                                  (x->mylen ? x->mylen : 1) * sizeof(float)));
+    x->mylen = x->len[x->me];
+    /* Everything both phases take, before the first message: the phases' rounds too, so that
+     * phase 2 cannot run out of memory on one rank half-way through the exchange. */
+    sqz_scratch_need_t need;
+    sqz_rs_need(call, x->len, x->slot, x->slot2, &need);
+    need.send += x->send1;
+    const size_t task1 = sqz_round_scratch(P, sqz_p2p_max(x->slot, P));
+    const size_t task2 = sqz_round_scratch(P, sqz_p2p_max(x->slot2, P));
+    need.task          = task1 > task2 ? task1 : task2;
+    SQZ_CHECK(sqz_coll_reserve(comm, &need));
     x->y = comm->scratch.chunkbuf;
     SQZ_CHECK(sqz_coll_shared(call, P, x->off, x->len, comm->scratch.sharedptr));
     x->mark = sqz_time_now();
@@ -107,7 +109,10 @@ static sqz_status_t sqz_p2p_scatter(sqz_p2p_t *x)
     sqz_coll_call_t *const       call = x->call;
     sqz_comm_t *const            comm = x->comm;
     const int                    P = x->P, me = x->me;
-    SQZ_CHECK(sqz_round_init(&x->rd, comm, sqz_p2p_max(x->slot, P)));
+    if (SQZ_OK != sqz_round_init(&x->rd, comm, sqz_p2p_max(x->slot, P))) {
+        x->abort = 1; /* (its scratch was agreed at the setup: not expected) */
+        return SQZ_ERR_NO_MEMORY;
+    }
     for (int k = 1; k < P; k++) {
         const int s = (me + P - k) % P;
         if (0 != sqz_round_recv(&x->rd, s, comm->scratch.recvbuf + (size_t)s * x->slot[me],
@@ -291,7 +296,7 @@ static sqz_status_t sqz_p2p_phase2(sqz_p2p_t *x)
     const size_t len2 = sqz_p2p_encode2(x, sres, mine2);
     sqz_p2p_lap(x, &x->t_comp);
     if (SQZ_OK != sqz_round_init(&x->rd, comm, sqz_p2p_max(x->slot2, P))) {
-        x->abort = 1;
+        x->abort = 1; /* (as phase 1's) */
         return SQZ_ERR_NO_MEMORY;
     }
     for (int k = 1; k < P; k++) {

@@ -7,6 +7,17 @@
 #include "sqz_coll.h"
 #include "sqz_log.h"
 
+/* Segments of a message of at most maxcap bytes (at least one: an empty message still goes). */
+static size_t sqz_round_segments(size_t maxcap)
+{
+    return maxcap ? (maxcap + SQZ_ROUND_SEG - 1) / SQZ_ROUND_SEG : 1;
+}
+
+size_t sqz_round_scratch(int P, size_t maxcap)
+{
+    return (size_t)P * sqz_round_segments(maxcap) * (2 * sizeof(void *) + sizeof(size_t));
+}
+
 sqz_status_t sqz_round_init(sqz_round_t *r, sqz_comm_t *comm, size_t maxcap)
 {
     const int64_t w = comm->ctx->p.p2p_window;
@@ -14,7 +25,7 @@ sqz_status_t sqz_round_init(sqz_round_t *r, sqz_comm_t *comm, size_t maxcap)
     /* The segmentation never depends on the window, so that ranks with other windows still cut
      * messages alike. */
     r->seg    = SQZ_ROUND_SEG;
-    r->maxseg = maxcap ? (maxcap + r->seg - 1) / r->seg : 1;
+    r->maxseg = sqz_round_segments(maxcap);
     /* SQZ_P2P_WINDOW in segments; auto: 4 when a rank sends at most SQZ_ROUND_WINDOWED
      * segments in the round, else all at once.  Each window's worth of segments waits for a
      * receive, and on shared cores a receive waits for its sender to be scheduled: a round of
@@ -24,11 +35,11 @@ sqz_status_t sqz_round_init(sqz_round_t *r, sqz_comm_t *comm, size_t maxcap)
     r->window = w >= 0 ? (size_t)w : (segs <= SQZ_ROUND_WINDOWED ? 4 : 0);
     const size_t n = (size_t)r->P * r->maxseg;
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.taskbuf, &comm->scratch.taskcap,
-                                  n * (2 * sizeof(void *) + sizeof(size_t))));
+                                  sqz_round_scratch(r->P, maxcap)));
     r->rreq = (void **)comm->scratch.taskbuf;
     r->sreq = r->rreq + n;
     r->got  = (size_t *)(r->sreq + n);
-    memset(comm->scratch.taskbuf, 0, n * (2 * sizeof(void *) + sizeof(size_t)));
+    memset(comm->scratch.taskbuf, 0, sqz_round_scratch(r->P, maxcap));
     return SQZ_OK;
 }
 

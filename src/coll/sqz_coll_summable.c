@@ -67,8 +67,8 @@ sqz_status_t sqz_coll_summable(sqz_coll_call_t *call, uint64_t key)
     /* A reduce-scatter's output is one block: the whole sum is formed in scratch. */
     float *out = call->out;
     if (call->block) {
-        SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.chunkbuf, &comm->scratch.chunkcap,
-                                      call->n * sizeof(float)));
+        const sqz_scratch_need_t need = {.chunk = sqz_coll_dense_scratch(call)};
+        SQZ_CHECK(sqz_coll_reserve(comm, &need));
         out = comm->scratch.chunkbuf;
     }
     sqz_summable_ctx_t   sc = {.comm = comm};

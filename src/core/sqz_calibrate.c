@@ -248,6 +248,12 @@ sqz_status_t sqz_policy_calibrate(sqz_comm_t *comm)
      * link measurement's buffers, the cores, and how many ranks share each machine. */
     size_t per     = 0;
     void  *lbuf    = link ? sqz_cal_link_buffers(comm, &per) : NULL;
+    if (lbuf && comm->p2p &&
+        SQZ_OK != sqz_scratch_reserve((void **)&comm->scratch.taskbuf, &comm->scratch.taskcap,
+                                      sqz_round_scratch(comm->nranks, per))) {
+        free(lbuf); /* (the rounds' requests too, before the agreement: no round then) */
+        lbuf = NULL;
+    }
     double mine[2] = {0, 0};
     if (kernels) {
         sqz_cal_measure(comm, mine);

@@ -189,6 +189,14 @@ typedef struct sqz_device_ops {
     void (*flush_stats)(struct sqz_comm *comm);
 } sqz_device_ops_t;
 
+/* The agreement area a rank takes per rank of its communicator (sqz_scratch_t.agreebuf). */
+#define SQZ_AGREE_BYTES (2 * sizeof(void *) + sizeof(size_t) + 1)
+
+/* Bytes of the scratch buffers an exchange needs (sqz_coll_reserve). */
+typedef struct sqz_scratch_need {
+    size_t send, recv, chunk, task, shared;
+} sqz_scratch_need_t;
+
 /* A communicator's scratch, grown on demand and kept: no allocation on the steady-state path
  * (sqz_scratch_reserve); freed with the communicator. */
 typedef struct sqz_scratch {
@@ -199,6 +207,8 @@ typedef struct sqz_scratch {
     unsigned char *taskbuf;   /* per-chunk results of pool tasks */
     size_t         taskcap;
     size_t        *counts;    /* 7 * nranks size_t for the algorithms */
+    unsigned char *agreebuf;  /* sqz_coll_reserve's agreement: 2 nranks requests, nranks sizes
+                                 and nranks flags (SQZ_AGREE_BYTES each), made with the comm */
     const float  **sharedptr; /* nranks: each chunk's agreed shared values, or NULL */
     float         *sharedbuf; /* shared values of the compressors that need them */
     size_t         sharedcap;
@@ -211,6 +221,9 @@ typedef struct sqz_scratch {
     size_t         pseudocap;
     double        *adaptbuf;  /* SQZ_ADAPT: a probing call's errors */
     size_t         adaptcap;
+    /* What every rank of the communicator has agreed it holds (sqz_coll_reserve): the same on
+     * every rank, and at most what each one's buffers hold. */
+    sqz_scratch_need_t agreed;
 } sqz_scratch_t;
 
 struct sqz_comm {

@@ -60,10 +60,12 @@ sqz_status_t sqz_comm_create(sqz_ctx_t *ctx, const sqz_transport_t *t, sqz_comm_
     pthread_mutex_init(&comm->lock, NULL);
     comm->scratch.counts    = calloc(7 * (size_t)t->nranks, sizeof(size_t));
     comm->scratch.sharedptr = calloc((size_t)t->nranks, sizeof(*comm->scratch.sharedptr));
+    comm->scratch.agreebuf  = calloc((size_t)t->nranks, SQZ_AGREE_BYTES);
     comm->seq       = sqz_callseq_create();
     const sqz_compressor_env_v1_t env = {
         .size = sizeof(env), .rank = t->rank, .nranks = t->nranks, .seed = (uint64_t)ctx->p.seed};
-    sqz_status_t st = (comm->scratch.counts && comm->scratch.sharedptr && comm->seq)
+    sqz_status_t st = (comm->scratch.counts && comm->scratch.sharedptr &&
+                       comm->scratch.agreebuf && comm->seq)
                           ? SQZ_OK
                           : SQZ_ERR_NO_MEMORY;
     if (SQZ_OK == st) {
@@ -161,6 +163,7 @@ void sqz_comm_destroy(sqz_comm_t *comm)
     free(comm->scratch.sharedbuf);
     free((void *)comm->scratch.sharedptr);
     free(comm->scratch.counts);
+    free(comm->scratch.agreebuf);
     free(comm->scratch.pseudo);
     free(comm->scratch.adaptbuf);
     pthread_mutex_destroy(&comm->lock);
@@ -366,9 +369,11 @@ static sqz_status_t sqz_engine_dense(sqz_comm_t *comm, const float *in, float *o
     if (0 == block) {
         return sqz_dense_allreduce(comm, in, out, n, op);
     }
-    /* Dense reduce-scatter: the transport has an all-reduce only. */
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.chunkbuf, &comm->scratch.chunkcap,
-                                  n * sizeof(float)));
+    /* Dense reduce-scatter: the transport has an all-reduce only, into scratch that every rank
+     * must hold (else every rank returns SQZ_ERR_NOT_SUPPORTED: the caller's dense
+     * reduce-scatter runs). */
+    const sqz_scratch_need_t need = {.chunk = n * sizeof(float)};
+    SQZ_CHECK(sqz_coll_reserve(comm, &need));
     SQZ_CHECK(sqz_dense_allreduce(comm, in, comm->scratch.chunkbuf, n, op));
     memcpy(out, comm->scratch.chunkbuf + (size_t)comm->rank * block, block * sizeof(float));
     return SQZ_OK;

@@ -268,7 +268,7 @@ static int sqz_tt_try(sqz_tt_self_t *s, sqz_tt_req_t *q)
         r->bad = m->bytes > r->bytes;
         memcpy(r->buf, m->data, r->bad ? r->bytes : m->bytes);
         if (r->got) {
-            *r->got = m->bytes;
+            *r->got = r->bad ? r->bytes : m->bytes; /* (the bytes written) */
         }
         free(m);
         r->done = 1;
@@ -297,11 +297,14 @@ static int sqz_tt_wait(void *self, void *req)
     int            rc = 0;
     pthread_mutex_lock(&s->g->lock);
     while (q->is_recv && !q->done) {
-        rc = sqz_tt_try(s, q);
+        (void)sqz_tt_try(s, q);
         if (!q->done) {
             pthread_cond_wait(&s->g->arrived, &s->g->lock);
         }
     }
+    /* (q may have been matched while the caller waited on another request: its truncation is
+     * reported here all the same) */
+    rc = q->bad ? -1 : 0;
     pthread_mutex_unlock(&s->g->lock);
     free(q);
     return rc;
