@@ -8,7 +8,6 @@
 #include "sqz_dgc.h"
 #include "sqz_ef.h"
 #include "sqz_policy.h"
-#include "sqz_pool.h"
 #include "sqz_registry.h"
 
 sqz_cost_net_t sqz_policy_net(const sqz_comm_t *comm)
@@ -136,7 +135,9 @@ static sqz_choice_t sqz_policy_scatter(const sqz_comm_t *comm, size_t n, size_t 
 {
     const sqz_core_params_t *p  = &comm->ctx->p;
     sqz_choice_t             ch = {SQZ_ALGO_REDUCE_SCATTER, 0};
-    if (comm->p2p && p->pipeline && sqz_pool_size(comm->pool) <= 1) {
+    /* (SQZ_THREADS, the setting every rank checked, not the threads this rank could start: a
+     * rank whose pool came up short still runs the exchange its peers run) */
+    if (comm->p2p && p->pipeline && p->threads <= 1) {
         ch.algo = SQZ_ALGO_REDUCE_SCATTER_P2P;
     }
     if (SQZ_EXCHANGE_MODEL_TIME != p->exchange_model || comm->nranks < 2) {

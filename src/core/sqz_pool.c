@@ -116,7 +116,8 @@ sqz_status_t sqz_pool_create(int nthreads, sqz_pool_t **out)
             break;
         }
         *w = (sqz_worker_t){.pool = p, .id = i};
-        if (0 != pthread_create(&p->threads[i], NULL, sqz_pool_main, w)) {
+        if ((sqz_pool_start_fails && sqz_pool_start_fails(i)) ||
+            0 != pthread_create(&p->threads[i], NULL, sqz_pool_main, w)) {
             free(w);
             p->n = i; /* run with the workers we got */
             break;
@@ -126,6 +127,8 @@ sqz_status_t sqz_pool_create(int nthreads, sqz_pool_t **out)
     *out = p;
     return SQZ_OK;
 }
+
+int (*sqz_pool_start_fails)(int worker);
 
 int sqz_pool_size(const sqz_pool_t *pool) { return pool ? pool->n : 1; }
 

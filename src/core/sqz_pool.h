@@ -16,6 +16,9 @@ typedef void (*sqz_pool_task_fn)(size_t i, int worker, void *arg);
 sqz_status_t sqz_pool_create(int nthreads, sqz_pool_t **pool);
 void         sqz_pool_run(sqz_pool_t *pool, size_t ntasks, sqz_pool_task_fn fn, void *arg);
 int          sqz_pool_size(const sqz_pool_t *pool);
+/** A test hook: when set and it returns nonzero, worker `worker` is not started (as when
+ *  pthread_create fails: the pool runs with the workers before it). */
+extern int (*sqz_pool_start_fails)(int worker);
 /** Stops and joins the workers.  Accepts NULL. */
 void         sqz_pool_destroy(sqz_pool_t *pool);
 

@@ -15,6 +15,9 @@
  *    method with shared values (terngrad).
  * A hang (the bug this guards against) ends the test by alarm.
  *
+ * A rank whose thread pool came up short (SQZ_THREADS=2, its second thread not started) runs the
+ * exchange its peers run.
+ *
  * Also the in-process transport's truncation report: a receive matched while the caller waited
  * on a later one still reports that its message did not fit. */
 #include <signal.h>
@@ -26,6 +29,7 @@
 #include <squeeze.h>
 
 #include "coll/sqz_coll.h"
+#include "sqz_pool.h"
 #include "sqz_test.h"
 #include "sqz_thread_transport.h"
 
@@ -66,13 +70,13 @@ static void rank_main(int rank, void *arg)
 {
     job_t      *j = arg;
     sqz_ctx_t  *ctx;
+    tl_rank          = rank; /* (before the communicator: its thread pool starts there) */
     sqz_comm_t *comm = sqz_thread_comm(j->g, rank, j->kv, &ctx);
     if (j->no_p2p) {
         /* (the exchanges over all-to-all-v and all-gather-v) */
         comm->t.isend = NULL, comm->t.irecv = NULL, comm->t.test = NULL, comm->t.wait = NULL;
         comm->p2p     = 0;
     }
-    tl_rank  = rank;
     float *x = malloc(3 * N1 * sizeof(float));
     for (int c = 0; c < CALLS; c++) {
         const size_t n = count_of(c);
@@ -152,6 +156,38 @@ static void check_case(sqz_thread_group_t *g, const char *name, const char *cons
            rs ? "SQZ_ERR_NOT_SUPPORTED" : "the dense sum");
 }
 
+/* SQZ_THREADS=2 on every rank, but rank 1 cannot start its second thread: the exchange is
+ * chosen from the setting, not from the threads a rank got, so every rank runs the same one
+ * (before, rank 1 took the point-to-point exchange and the others the collective one: a hang). */
+static int fail_rank1_worker(int worker)
+{
+    (void)worker;
+    return 1 == tl_rank;
+}
+
+static void test_pool_short(sqz_thread_group_t *g)
+{
+    static const char *const kv[] = {"SQZ_METHOD", "quant", "SQZ_THREADS", "2", NULL};
+    job_t                    a;
+    sqz_pool_start_fails = fail_rank1_worker;
+    run(g, kv, 0, 0, &a);
+    sqz_pool_start_fails = NULL;
+    for (int r = 0; r < P; r++) {
+        for (int c = 0; c < CALLS; c++) {
+            CHECK_MSG(SQZ_OK == a.st[r][c] &&
+                          0 == memcmp(a.out[r][c], a.out[0][c], count_of(c) * sizeof(float)),
+                      "SQZ_THREADS=2, one thread short on rank 1: call %d on rank %d: %s%s", c, r,
+                      sqz_status_string(a.st[r][c]), SQZ_OK == a.st[r][c] ? ", differs" : "");
+        }
+        CHECK_MSG(CALLS == a.stats[r].calls_compressed, "SQZ_THREADS=2, one thread short on rank "
+                  "1: rank %d compressed %llu calls of %d", r,
+                  (unsigned long long)a.stats[r].calls_compressed, CALLS);
+    }
+    release(&a);
+    printf("SQZ_THREADS=2 with rank 1's second thread not started: every call compressed, "
+           "replicas identical\n");
+}
+
 /* Receives of 4 and 64 bytes posted, messages of 16 and 16 bytes sent: the first does not fit.
  * Waiting on the second matches both; the first's wait must still fail, with only its 4 bytes
  * written. */
@@ -188,6 +224,7 @@ int main(void)
     alarm(300); /* a hang fails the test (SIGALRM) instead of the suite's timeout */
     test_truncation_reported();
     sqz_thread_group_t *g = sqz_thread_group_create(P);
+    test_pool_short(g);
     static const struct {
         const char *name;
         const char *kv[8];
