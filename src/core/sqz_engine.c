@@ -675,12 +675,24 @@ static sqz_status_t sqz_engine_run(sqz_comm_t *comm, const float *in, float *out
     return sqz_run_call(comm, &sqz_host_backend, &r, &plan, opt);
 }
 
+/* The settings check at a communicator's first call, before anything reads the settings:
+ * eligibility first of all (a rank with another SQZ_MIN_BYTES would otherwise pass a call through
+ * while the others compress it, or enter the check alone). */
+static sqz_status_t sqz_comm_checked(sqz_comm_t *comm)
+{
+    pthread_mutex_lock(&comm->lock);
+    const sqz_status_t st = sqz_comm_check_settings(comm);
+    pthread_mutex_unlock(&comm->lock);
+    return st;
+}
+
 sqz_status_t sqz_allreduce(sqz_comm_t *comm, const void *sendbuf, void *recvbuf, size_t count,
                            sqz_dtype_t dtype, sqz_op_t op, uint64_t key)
 {
     if (NULL == comm || NULL == recvbuf) {
         return SQZ_ERR_INVALID_PARAM;
     }
+    SQZ_CHECK(sqz_comm_checked(comm));
     const float *in = sendbuf ? (const float *)sendbuf : (const float *)recvbuf;
     if (comm->hier) {
         return SQZ_DTYPE_FLOAT32 == dtype && (SQZ_OP_SUM == op || SQZ_OP_AVG == op)
@@ -725,6 +737,7 @@ sqz_status_t sqz_reduce_scatter_block(sqz_comm_t *comm, const void *sendbuf, voi
     if (NULL == comm || NULL == recvbuf) {
         return SQZ_ERR_INVALID_PARAM;
     }
+    SQZ_CHECK(sqz_comm_checked(comm));
     const size_t n  = recvcount * (size_t)comm->nranks;
     const float *in = sendbuf ? (const float *)sendbuf : (const float *)recvbuf;
     if (comm->hier) {

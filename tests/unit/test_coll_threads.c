@@ -1284,6 +1284,22 @@ static void test_mismatch(void)
         CHECK_EQ_INT(jp.stats[r].calls_compressed, 3);
     }
     done(&jp);
+    /* SQZ_MIN_BYTES differs, with a call that one side passes through and the other compresses:
+     * the check comes before eligibility, so every rank is told, instead of rank 1 running the
+     * dense all-reduce while the others check settings. */
+    const char *km[]  = {"SQZ_METHOD", "quant", "SQZ_MIN_BYTES", "1", NULL};
+    const char *km1[] = {"SQZ_MIN_BYTES", "1000000", NULL};
+    for (int rs = 0; rs < 2; rs++) {
+        job_t jm = {.kv = km, .kv_rank1 = km1, .P = 3, .n = 3 * 20000, .calls = 1, .rs = rs,
+                    .nan_rank = -1, .corrupt_call = -1};
+        run(&jm);
+        for (int r = 0; r < 3; r++) {
+            CHECK_MSG(SQZ_ERR_MISMATCH == jm.status[r], "SQZ_MIN_BYTES differs on rank 1 (%s): "
+                      "rank %d: %s", rs ? "reduce-scatter" : "all-reduce", r,
+                      sqz_status_string(jm.status[r]));
+        }
+        done(&jm);
+    }
 }
 
 /* Ranks grouped by host key: hosts numbered by first rank, local ranks in rank order, uniform
