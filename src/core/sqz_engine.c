@@ -582,8 +582,11 @@ static int sqz_host_path(void *arg, const sqz_plan_t *plan)
     if (plan->warm) {
         return SQZ_RUN_WARMUP;
     }
-    /* (after the warm-up, whose calls are dense alike) */
-    return (r->flags & SQZ_RUN_DENSE) ? SQZ_RUN_FALLBACK : SQZ_RUN_COMPRESS;
+    /* (after the warm-up, whose calls are dense alike).  A summable exchange has no frame to
+     * carry the request: it runs, and the NaN that made the request travels in its sums, where
+     * every rank sees it (reduce() returns SQZ_ERR_NONFINITE on every rank). */
+    return (r->flags & SQZ_RUN_DENSE) && SQZ_ALGO_SUMMABLE != plan->algo ? SQZ_RUN_FALLBACK
+                                                                           : SQZ_RUN_COMPRESS;
 }
 
 /* The warm-up (its exact gradients initialize ef21/econtrol's estimators), or the exchange with

@@ -424,6 +424,26 @@ static void test_nonfinite(void)
     CHECK_MSG(sqrt(d2 / x2) < 1e-5, "the call after the NaN call differs by %g", sqrt(d2 / x2));
     done(&with);
     done(&without);
+
+    /* A summable method (PowerSGD): its rounds are native sums, with no frame to carry a request
+     * to go dense, so the host that saw the NaN does not ask; the NaN travels in the sums of its
+     * shard's exchange between hosts, where every rank sees it and goes dense (before, that
+     * host's ranks returned an error and the other host waited in PowerSGD's rounds forever).
+     * The other shard's exchange has no NaN and stays compressed. */
+    job_t ps = {.method = "powersgd", .H = 2, .L = 2, .n = 65537, .calls = 2, .nan_call = 1,
+                .skip_call = -1};
+    run(&ps);
+    CHECK_MSG(identical(&ps), "powersgd, a NaN on one host: replicas differ");
+    CHECK_MSG(isnan(ps.out[0][ps.n / 3]), "powersgd, a NaN on one host: no NaN in the output");
+    for (int r = 0; r < 4; r++) {
+        /* (n / 3 lies in local shard 0: the exchange of the ranks with local index 0) */
+        const uint64_t fell = 0 == r % ps.L;
+        CHECK_MSG(SQZ_OK == ps.status[r] && fell == ps.stats[r].calls_fallback,
+                  "powersgd, a NaN on one host: rank %d: %s, %llu fallbacks", r,
+                  sqz_status_string(ps.status[r]),
+                  (unsigned long long)ps.stats[r].calls_fallback);
+    }
+    done(&ps);
 }
 
 /* Bad arguments. */
