@@ -137,6 +137,9 @@ sqz_status_t sqz_coll_reserve(sqz_comm_t *comm, const sqz_scratch_need_t *need);
 /** The chunkbuf bytes the dense path of the call takes if the ranks fall back: a reduce-scatter
  *  forms the whole sum there (reserved with the exchange's scratch, so that a fallback finds it). */
 size_t       sqz_coll_dense_scratch(const sqz_coll_call_t *call);
+/** Whether every rank is ok (each rank's flag to every other; needs no memory: the comm's
+ *  agreement area).  \return 1, 0 (some rank is not), or -1 (the transport failed). */
+int          sqz_coll_agree(sqz_comm_t *comm, int ok);
 /** A test hook: when set and it returns nonzero, this rank's sqz_coll_reserve cannot grow. */
 extern int (*sqz_coll_scratch_fails)(const sqz_comm_t *comm);
 

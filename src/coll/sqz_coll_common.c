@@ -340,12 +340,10 @@ static int sqz_coll_grow(sqz_comm_t *comm, const sqz_scratch_need_t *need)
            SQZ_OK == sqz_scratch_reserve((void **)&s->sharedbuf, &s->sharedcap, need->shared);
 }
 
-/* Whether every rank is ok: each rank's flag to every other in point-to-point messages, where
- * the transport has them (so that a peer that is in another collective is diagnosed by the
- * transport's stall watch, as in the exchanges, instead of meeting this rank in a mismatched
- * collective), else by the float all-reduce.  \return 1, 0 (some rank is not), or -1 (the
- * transport failed). */
-static int sqz_coll_agree(sqz_comm_t *comm, int ok)
+/* Point-to-point where the transport has it (so that a peer that is in another collective is
+ * diagnosed by the transport's stall watch, as in the exchanges, instead of meeting this rank in
+ * a mismatched collective), else one float all-reduce. */
+int sqz_coll_agree(sqz_comm_t *comm, int ok)
 {
     const int P = comm->nranks, me = comm->rank;
     if (!comm->p2p) {

@@ -76,3 +76,13 @@ void sqz_ef_dense(int mode, sqz_buf_state_t *b, const float *x, const float *sum
         memset(b->ef_err, 0, n * sizeof(float));
     }
 }
+
+void sqz_ef_clear(sqz_buf_state_t *b, size_t n)
+{
+    float *const arrays[] = {b->ef_est, b->ef_shared, b->ef_err};
+    for (size_t k = 0; k < sizeof(arrays) / sizeof(arrays[0]); k++) {
+        if (arrays[k]) {
+            memset(arrays[k], 0, n * sizeof(float));
+        }
+    }
+}

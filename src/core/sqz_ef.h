@@ -37,4 +37,8 @@ void sqz_ef_commit(int mode, double eta, sqz_buf_state_t *b, const float *m, con
  *  grad f_i(x^0)); non-finite values leave them as they are. */
 void sqz_ef_dense(int mode, sqz_buf_state_t *b, const float *x, const float *sum, size_t n);
 
+/** The estimators as before any warm-up (zero), where they are allocated: what every rank holds
+ *  when some rank could not initialize its own. */
+void sqz_ef_clear(sqz_buf_state_t *b, size_t n);
+
 #endif

@@ -479,16 +479,32 @@ static sqz_status_t sqz_engine_ef_open(sqz_coll_call_t *call, const sqz_plan_t *
     return SQZ_OK;
 }
 
-/* The exact gradients of a warm-up call initialize ef21/econtrol's estimators. */
+/* The exact gradients of a warm-up call initialize ef21/econtrol's estimators, on every rank or
+ * on none: G (H) is the output, so a rank whose estimators were left out would return other
+ * values from then on.  A rank without memory for them sums its input as it is, and the ranks
+ * agree afterwards whether every one could. */
 static sqz_status_t sqz_engine_warmup_transform(sqz_comm_t *comm, sqz_buf_state_t *bs, int mode,
                                                 const float *in, float *out, size_t n, sqz_op_t op)
 {
-    SQZ_CHECK(sqz_ef_reserve(&comm->store, bs, mode));
-    SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.efbuf, &comm->scratch.efcap,
-                                  n * sizeof(float)));
-    memcpy(comm->scratch.efbuf, in, n * sizeof(float));
-    SQZ_CHECK(sqz_dense_allreduce(comm, comm->scratch.efbuf, out, n, SQZ_OP_SUM));
-    sqz_ef_dense(mode, bs, comm->scratch.efbuf, out, n);
+    /* (the input is kept in scratch: out may be the input) */
+    const int ready = SQZ_OK == sqz_ef_reserve(&comm->store, bs, mode) &&
+                      SQZ_OK == sqz_scratch_reserve((void **)&comm->scratch.efbuf,
+                                                    &comm->scratch.efcap, n * sizeof(float));
+    if (ready) {
+        memcpy(comm->scratch.efbuf, in, n * sizeof(float));
+    }
+    SQZ_CHECK(sqz_dense_allreduce(comm, ready ? comm->scratch.efbuf : in, out, n, SQZ_OP_SUM));
+    const int all = sqz_coll_agree(comm, ready);
+    if (all < 0) {
+        return SQZ_ERR_TRANSPORT;
+    }
+    if (all) {
+        sqz_ef_dense(mode, bs, comm->scratch.efbuf, out, n);
+    } else {
+        SQZ_LOG_ONCE(SQZ_LOG_WARN, "a rank is out of memory for ef21/econtrol's estimators at a "
+                                   "warm-up call: every rank starts them from zero");
+        sqz_ef_clear(bs, n);
+    }
     if (SQZ_OP_AVG == op) {
         sqz_scale(out, n, 1.0f / (float)comm->nranks);
     }
@@ -601,9 +617,8 @@ static sqz_status_t sqz_host_dense(void *arg, const sqz_plan_t *plan, int path)
                                    SQZ_RUN_NO_STATE == path);
     }
     sqz_stats_record(ctx, ctx->method_index, 'w', 0, NULL);
-    if (plan->transform &&
-        SQZ_OK == sqz_engine_warmup_transform(comm, r->bs, plan->ef, r->in, r->out, r->n, r->op)) {
-        return SQZ_OK;
+    if (plan->transform) {
+        return sqz_engine_warmup_transform(comm, r->bs, plan->ef, r->in, r->out, r->n, r->op);
     }
     return sqz_engine_dense(comm, r->in, r->out, r->n, r->block, r->op);
 }

@@ -186,6 +186,44 @@ static void test_out_of_memory(sqz_thread_group_t *g, const char *method, int (*
            FAIL_CALL);
 }
 
+/* ---- ef21's estimators at a warm-up call: on every rank or on none ---- */
+
+/* Rank FAIL_RANK cannot allocate an array of the buffer's size during call 0, the only warm-up
+ * call: its estimators. */
+static int fail_estimators_at_warmup(size_t n) { return N == n && FAIL_RANK == tl_rank && 0 == tl_call; }
+
+/* G (econtrol: H) is the output, so a rank whose estimators were not initialized by the warm-up
+ * returned other values from then on, silently (found by review: calls 1 to 5 differed). */
+static void test_warmup_estimators(sqz_thread_group_t *g, const char *ef)
+{
+    job_t j = {.g = g, .calls = CALLS, .key0 = 500, .nkeys = 1,
+               .kv = {"SQZ_METHOD", "quant", "SQZ_EF", ef, "SQZ_WARMUP_STEPS", "1",
+                      "SQZ_MIN_BYTES", "0", "SQZ_LOG", "error", NULL}};
+    for (int r = 0; r < P; r++) {
+        j.out[r] = calloc((size_t)CALLS * N, sizeof(float));
+    }
+    sqz_state_alloc_fails = fail_estimators_at_warmup;
+    sqz_thread_run(P, rank_main, &j);
+    sqz_state_alloc_fails = NULL;
+    for (int r = 0; r < P; r++) {
+        CHECK_MSG(SQZ_OK == j.st[r], "%s, no estimators on rank %d at the warm-up: rank %d: %s",
+                  ef, FAIL_RANK, r, sqz_status_string(j.st[r]));
+        for (int c = 0; c < CALLS; c++) {
+            const size_t at = (size_t)c * N * sizeof(float);
+            CHECK_MSG(0 == memcmp((char *)j.out[r] + at, (char *)j.out[0] + at, N * sizeof(float)),
+                      "%s, no estimators on rank %d at the warm-up: call %d: rank %d differs "
+                      "from rank 0", ef, FAIL_RANK, c, r);
+        }
+        CHECK_MSG(CALLS - 1 == j.stats[r].calls_compressed, "%s: rank %d compressed %llu calls",
+                  ef, r, (unsigned long long)j.stats[r].calls_compressed);
+    }
+    for (int r = 0; r < P; r++) {
+        free(j.out[r]);
+    }
+    printf("%-8s no estimators on rank %d at a warm-up call: every rank starts them from zero, "
+           "replicas identical\n", ef, FAIL_RANK);
+}
+
 /* ---- the stale rule of keyed states ---- */
 #define STALE_GAP 600 /* more than the horizon, max(4 x keyed states, 256) */
 
@@ -244,6 +282,8 @@ int main(void)
     test_out_of_memory(g, "topk", fail_one_rank);
     test_out_of_memory(g, "quant", fail_server_one_rank);
     test_out_of_memory(g, "topk", fail_server_one_rank);
+    test_warmup_estimators(g, "ef21");
+    test_warmup_estimators(g, "econtrol");
     test_stale_keys(g);
     static const char *const cases[][2] = {{"quant", "ef21"}, {"quant", "ef14"}, {"topk", "ef21"}};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
