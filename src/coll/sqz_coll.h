@@ -127,18 +127,18 @@ sqz_status_t sqz_rs_reserve_server(sqz_coll_call_t *call);
 /** Reserves an exchange's scratch before any of its messages: `need` must be the same on every
  *  rank for the same call (computed from the call's count, the ranks and the settings, never
  *  from this rank's chunk or payload).  A need within what the ranks agreed before is there on
- *  every rank; one beyond it is reserved on every rank and agreed (each rank's flag to every other
- *  in point-to-point messages, else one float all-reduce; the same calls on every rank, so every
- *  rank asks alike).  So a rank that runs out of memory never
- *  leaves its peers waiting for its messages.  \return SQZ_OK, SQZ_ERR_NOT_SUPPORTED on every
- *  rank when some rank could not reserve (nothing has moved: the call goes dense, or back to the
- *  caller for a reduce-scatter, whose dense path needs scratch too), or SQZ_ERR_TRANSPORT. */
+ *  every rank; one beyond it is reserved on every rank and agreed (sqz_coll_agree; the same calls
+ *  on every rank, so every rank asks alike).  So a rank that runs out of memory never leaves its
+ *  peers waiting for its messages.  \return SQZ_OK, SQZ_ERR_NOT_SUPPORTED on every rank when
+ *  some rank could not reserve (nothing has moved: the call goes dense, or back to the caller for
+ *  a reduce-scatter, whose dense path needs scratch too), or SQZ_ERR_TRANSPORT. */
 sqz_status_t sqz_coll_reserve(sqz_comm_t *comm, const sqz_scratch_need_t *need);
 /** The chunkbuf bytes the dense path of the call takes if the ranks fall back: a reduce-scatter
  *  forms the whole sum there (reserved with the exchange's scratch, so that a fallback finds it). */
 size_t       sqz_coll_dense_scratch(const sqz_coll_call_t *call);
-/** Whether every rank is ok (each rank's flag to every other; needs no memory: the comm's
- *  agreement area).  \return 1, 0 (some rank is not), or -1 (the transport failed). */
+/** Whether every rank is ok: each rank's flag to every other in point-to-point messages, else
+ *  one float all-reduce (no memory needed: the comm's agreement area).  Collective.
+ *  \return 1, 0 (some rank is not), or -1 (the transport failed). */
 int          sqz_coll_agree(sqz_comm_t *comm, int ok);
 /** A test hook: when set and it returns nonzero, this rank's sqz_coll_reserve cannot grow. */
 extern int (*sqz_coll_scratch_fails)(const sqz_comm_t *comm);

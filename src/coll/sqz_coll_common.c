@@ -316,7 +316,6 @@ sqz_status_t sqz_coll_decode(const sqz_coll_call_t *call, int worker, const void
     return SQZ_OK == st ? SQZ_OK : SQZ_ERR_CORRUPT;
 }
 
-
 int (*sqz_coll_scratch_fails)(const sqz_comm_t *comm);
 
 size_t sqz_coll_dense_scratch(const sqz_coll_call_t *call)
