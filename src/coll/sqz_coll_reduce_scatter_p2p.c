@@ -172,9 +172,11 @@ static sqz_status_t sqz_p2p_reduce(sqz_p2p_t *x)
         sqz_p2p_lap(x, &x->t_comm);
         const unsigned char *fr = (s == me) ? x->comm->scratch.sendbuf + x->sdis[me]
                                             : x->comm->scratch.recvbuf + (size_t)s * x->slot[me];
+        /* (checked against the bytes that arrived, at most the slot: a short message must not
+         * let the decoder read what an earlier call left in the buffer) */
         sqz_status_t fs = got < sizeof(sqz_frame_t)
                               ? SQZ_ERR_CORRUPT
-                              : sqz_coll_frame_check(x->call, fr, x->mylen, x->slot[me]);
+                              : sqz_coll_frame_check(x->call, fr, x->mylen, got);
         if (SQZ_OK == fs && SQZ_OK == x->local) {
             fs = sqz_coll_decode(x->call, 0, fr, x->y, x->mylen);
             fs = SQZ_OK == fs ? SQZ_OK : SQZ_ERR_CORRUPT;
@@ -254,7 +256,7 @@ static sqz_status_t sqz_p2p_gather(sqz_p2p_t *x, int stream)
         const unsigned char *fr = x->comm->scratch.recvbuf + x->rdis[s];
         sqz_status_t         fs = got < sizeof(sqz_frame_t)
                                       ? SQZ_ERR_CORRUPT
-                                      : sqz_coll_frame_check(call, fr, x->len[s], x->slot2[s]);
+                                      : sqz_coll_frame_check(call, fr, x->len[s], got);
         if (SQZ_OK == fs) {
             /* Streaming, decoding is the validation (nothing is written on failure, and a later
              * fallback rewrites out anyway); in place, only validate now. */
