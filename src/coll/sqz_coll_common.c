@@ -151,20 +151,33 @@ void sqz_coll_restore(sqz_coll_call_t *call, const float *in, float *residual, s
     }
 }
 
+/* The shared values of these chunks, in floats. */
+static size_t sqz_coll_shared_total(const sqz_coll_call_t *call, int nchunks, const size_t *len)
+{
+    size_t total = 0;
+    for (int r = 0; r < nchunks; r++) {
+        total += call->c->shared_len(call->cstate, len[r]);
+    }
+    return total;
+}
+
+/* Layout of sharedbuf: P contributions of `total` floats (the all-gather), then the MAX, then
+ * the all-gather's counts and displacements, 8-byte aligned: they start at this float. */
+static size_t sqz_coll_shared_counts_at(size_t P, size_t total)
+{
+    const size_t floats = (P + 1) * (total ? total : 1);
+    return (floats + 1) / 2 * 2;
+}
+
 size_t sqz_coll_shared_scratch(const sqz_coll_call_t *call, int nchunks, const size_t *len)
 {
-    const sqz_compressor_v1_t *const c = call->c;
-    if (!SQZ_HAS_SHARED(c)) {
+    if (!SQZ_HAS_SHARED(call->c)) {
         return 0;
     }
-    const size_t P     = (size_t)call->comm->nranks;
-    size_t       total = 0;
-    for (int r = 0; r < nchunks; r++) {
-        total += c->shared_len(call->cstate, len[r]);
-    }
-    /* Layout of sharedbuf: P contributions of `total` floats (the all-gather), then the MAX, then
-     * the all-gather's counts and displacements. */
-    return (P + 1) * (total ? total : 1) * sizeof(float) + 2 * P * sizeof(size_t);
+    const size_t P = (size_t)call->comm->nranks;
+    return sqz_coll_shared_counts_at(P, sqz_coll_shared_total(call, nchunks, len)) *
+               sizeof(float) +
+           2 * P * sizeof(size_t);
 }
 
 sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *off,
@@ -178,16 +191,14 @@ sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *o
     if (!SQZ_HAS_SHARED(c)) {
         return SQZ_OK;
     }
-    const int P     = comm->nranks;
-    size_t    total = 0;
-    for (int r = 0; r < nchunks; r++) {
-        total += c->shared_len(call->cstate, len[r]);
-    }
+    const int    P     = comm->nranks;
+    const size_t total = sqz_coll_shared_total(call, nchunks, len);
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sharedbuf, &comm->scratch.sharedcap,
                                   sqz_coll_shared_scratch(call, nchunks, len)));
     float *const  all  = comm->scratch.sharedbuf;
     float *const  mine = all + (size_t)P * total;
-    size_t *const rb   = (size_t *)(mine + total), *const ds = rb + P;
+    size_t *const rb   = (size_t *)(all + sqz_coll_shared_counts_at((size_t)P, total));
+    size_t *const ds   = rb + P;
     size_t        o    = 0;
     for (int r = 0; r < nchunks; r++) {
         c->shared_fill(call->cstate, call->in + off[r], call->residual ? call->residual + off[r] : NULL,
