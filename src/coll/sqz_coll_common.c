@@ -169,15 +169,18 @@ static size_t sqz_coll_shared_counts_at(size_t P, size_t total)
     return (floats + 1) / 2 * 2;
 }
 
+/* The bytes of that layout. */
+static size_t sqz_coll_shared_bytes(size_t P, size_t total)
+{
+    return sqz_coll_shared_counts_at(P, total) * sizeof(float) + 2 * P * sizeof(size_t);
+}
+
 size_t sqz_coll_shared_scratch(const sqz_coll_call_t *call, int nchunks, const size_t *len)
 {
-    if (!SQZ_HAS_SHARED(call->c)) {
-        return 0;
-    }
-    const size_t P = (size_t)call->comm->nranks;
-    return sqz_coll_shared_counts_at(P, sqz_coll_shared_total(call, nchunks, len)) *
-               sizeof(float) +
-           2 * P * sizeof(size_t);
+    return SQZ_HAS_SHARED(call->c)
+               ? sqz_coll_shared_bytes((size_t)call->comm->nranks,
+                                       sqz_coll_shared_total(call, nchunks, len))
+               : 0;
 }
 
 sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *off,
@@ -194,7 +197,7 @@ sqz_status_t sqz_coll_shared(sqz_coll_call_t *call, int nchunks, const size_t *o
     const int    P     = comm->nranks;
     const size_t total = sqz_coll_shared_total(call, nchunks, len);
     SQZ_CHECK(sqz_scratch_reserve((void **)&comm->scratch.sharedbuf, &comm->scratch.sharedcap,
-                                  sqz_coll_shared_scratch(call, nchunks, len)));
+                                  sqz_coll_shared_bytes((size_t)P, total)));
     float *const  all  = comm->scratch.sharedbuf;
     float *const  mine = all + (size_t)P * total;
     size_t *const rb   = (size_t *)(all + sqz_coll_shared_counts_at((size_t)P, total));
